@@ -1,0 +1,5 @@
+import sys
+
+from archcomp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,302 @@
+"""The validation pipeline: YAML -> pydantic -> expansion -> networkx checks -> shapes.
+
+:func:`load_graph` is the one entry point; every backend starts from the :class:`Graph` it
+returns.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from archcomp.dims import Dim, Sym
+from archcomp.errors import Reporter, SpecError, UsageError
+from archcomp.expand import Body, Expanded, Expander, PendingRef, _outputs_of
+from archcomp.expr import ExprError, substitute
+from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
+from archcomp.loader import Program, load_program
+from archcomp.params import ParamProblem, check_names, resolve, unknown_override
+from archcomp.passes.shapes import infer_shapes, topological
+from archcomp.passes.structure import build_nx, check_structure
+from archcomp.passes.ties import check_ties
+from archcomp.schema import RESERVED, InputDecl
+from archcomp.source import SourceDoc
+
+SpecSource = str | Path | Mapping[str, Any]
+
+
+def load_graph(
+    source: SpecSource, params: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
+) -> Graph:
+    """Load, validate and shape-check a spec; raise :class:`SpecError` with every error.
+
+    ``source`` is a path, a YAML string (anything containing a newline or ``archcomp:``), or
+    an already-parsed mapping.
+    """
+    prog = load_source(source, base_dir=base_dir)
+    return build_graph(prog, params or {})
+
+
+def load_source(source: SpecSource, *, base_dir: Path | None = None) -> Program:
+    if isinstance(source, Mapping):
+        import yaml
+
+        text = yaml.safe_dump(dict(source), sort_keys=False)
+        return load_program("<spec>", text=text, base_dir=base_dir)
+    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("archcomp:")):
+        return load_program("<string>", text=source, base_dir=base_dir)
+    path = Path(source)
+    return load_program(path)
+
+
+def build_graph(prog: Program, overrides: Mapping[str, Any]) -> Graph:
+    spec, doc = prog.spec, prog.doc
+    rep = Reporter()
+    if not spec.nodes:
+        raise SpecError(
+            [
+                doc.diag(
+                    "not-a-model",
+                    "the spec has no 'nodes'",
+                    (),
+                    hint="a model spec has inputs, nodes and outputs; "
+                    "a file with only blocks is a library to import",
+                )
+            ]
+        )
+    for key in ("name", "inputs", "outputs"):
+        if not getattr(spec, key):
+            rep.add(doc.diag("missing-key", f"missing required key '{key}'", (), key=True))
+    for name in overrides:
+        if name not in spec.params:
+            raise UsageError(unknown_override(name, spec.params))
+    rep.extend(check_names(spec.params, doc, ("params",)))
+
+    def report(name: str, problem: ParamProblem) -> None:
+        if problem.override:
+            raise UsageError(problem.message)
+        rep.add(doc.diag("invalid-param", problem.message, ("params", name), hint=problem.hint))
+
+    env = resolve(spec.params, overrides, report=report)
+    inputs = _inputs(spec.inputs, env, doc, rep)
+    rep.raise_if_failed()
+
+    ex = Expander(prog, rep)
+    bindings = {n: PendingRef(Ref(n), i.origin) for n, i in inputs.items()}
+    body = Body(spec.nodes, doc, ("nodes",), list(inputs))
+    local = ex.body(body, env, bindings, "", (), ())
+    outputs: dict[str, Ref] = {}
+    output_origins: dict[str, Origin] = {}
+    pending_outputs: dict[str, PendingRef] = {}
+    for j, (oname, target) in enumerate(_outputs_of(spec.outputs).items()):
+        p = (
+            ("outputs",)
+            if isinstance(spec.outputs, str)
+            else (("outputs", j) if isinstance(spec.outputs, list) else ("outputs", oname))
+        )
+        r = ex._ref(target, body, Origin(doc, p), bindings, local)
+        if r is not None:
+            pending_outputs[oname] = r
+            output_origins[oname] = Origin(doc, p)
+    _link(ex.out, inputs, rep)
+    for oname, pending in pending_outputs.items():
+        resolved = _resolve(ex.out, pending, inputs, rep)
+        if resolved is not None:
+            outputs[oname] = resolved
+    rep.raise_if_failed()
+
+    g = Graph(
+        spec.name or "model",
+        spec.description,
+        env,
+        dict(spec.dims),
+        inputs,
+        ex.out.nodes,
+        outputs,
+        output_origins,
+        Origin(doc, ()),
+    )
+    g.nx = build_nx(g)
+    if check_structure(g, rep):
+        g.nodes = {n: g.nodes[n] for n in topological(g, ex.out.order)}
+        infer_shapes(g, rep)
+        check_ties(g, rep)
+    rep.raise_if_failed()
+    g.spec = normalized_spec(prog, env)
+    return g
+
+
+def _inputs(
+    decls: Mapping[str, Any], env: Mapping[str, Any], doc: SourceDoc, rep: Reporter
+) -> dict[str, InputInfo]:
+    out: dict[str, InputInfo] = {}
+    for name, value in decls.items():
+        decl = value if isinstance(value, InputDecl) else InputDecl(shape=value)
+        base = ("inputs", name) if not isinstance(value, InputDecl) else ("inputs", name, "shape")
+        if name in RESERVED:
+            rep.add(
+                doc.diag(
+                    "reserved-name",
+                    f"'{name}' is a reserved name and cannot be an input",
+                    ("inputs", name),
+                    key=True,
+                )
+            )
+            continue
+        shape: list[Dim] = []
+        ok = True
+        for i, d in enumerate(decl.shape):
+            path = (*base, i)
+            dim = _dim(d, env, doc, path, rep)
+            if dim is None:
+                ok = False
+            else:
+                shape.append(dim)
+        if ok:
+            out[name] = InputInfo(
+                name, TensorType(tuple(shape), decl.dtype), Origin(doc, ("inputs", name)), decl.doc
+            )
+    return out
+
+
+def _dim(
+    d: int | str, env: Mapping[str, Any], doc: SourceDoc, path: tuple[Any, ...], rep: Reporter
+) -> Dim | None:
+    if isinstance(d, int):
+        if d <= 0:
+            rep.add(doc.diag("invalid-value", f"a dimension must be positive, found {d}", path))
+            return None
+        return d
+    if "${" in d:
+        try:
+            v = substitute(d, env)
+        except ExprError as exc:
+            rep.add(doc.diag("bad-expression", exc.message, path, hint=exc.hint))
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            rep.add(
+                doc.diag("invalid-value", f"a dimension must be a positive int, found {v!r}", path)
+            )
+            return None
+        return v
+    if not d.isidentifier():
+        rep.add(
+            doc.diag(
+                "invalid-value",
+                f"'{d}' is not a dimension: use an int, a symbol like B, or ${{expression}}",
+                path,
+            )
+        )
+        return None
+    if d in env:
+        rep.add(
+            doc.diag(
+                "ambiguous-dim",
+                f"'{d}' is a param; a bare name here is a symbol",
+                path,
+                hint=f"write '${{{d}}}' for the param's value, or rename the symbol",
+            )
+        )
+        return None
+    return Sym.symbol(d)
+
+
+def _link(ex: Expanded, inputs: Mapping[str, InputInfo], rep: Reporter) -> None:
+    for name, ports in ex.pending.items():
+        node = ex.nodes[name]
+        bound: dict[str, Ref | list[Ref]] = {}
+        for port, prs in ports.items():
+            if isinstance(prs, list):
+                refs = [_resolve(ex, p, inputs, rep) for p in prs]
+                good = [r for r in refs if r is not None]
+                bound[port] = good if len(good) == len(refs) else [Ref("?missing")]
+            else:
+                r = _resolve(ex, prs, inputs, rep)
+                bound[port] = r if r is not None else Ref("?missing")
+        node.inputs = bound
+    # Unresolvable references (upstream failures) were reported where they were written.
+    for node in ex.nodes.values():
+        if any(r.node == "?missing" for r in node.refs()):
+            rep.add(
+                node.origin.doc.diag(
+                    "unresolved-input",
+                    "an input of this node could not be resolved",
+                    (*node.origin.path, "id"),
+                    node=node.name,
+                    op=node.op.name,
+                )
+            )
+
+
+def _resolve(
+    ex: Expanded, pr: PendingRef, inputs: Mapping[str, InputInfo], rep: Reporter
+) -> Ref | None:
+    for _ in range(10_000):
+        r = pr.ref
+        if r.node in inputs and r.result is None:
+            return r
+        node = ex.nodes.get(r.node)
+        if node is not None:
+            res = r.result or node.op.results[0]
+            if res not in node.op.results:
+                rep.add(
+                    pr.origin.doc.diag(
+                        "bad-reference",
+                        f"'{r}': op '{node.op.name}' has no result '{res}'",
+                        pr.origin.path,
+                        hint=f"results: {', '.join(node.op.results)}",
+                    )
+                )
+                return None
+            return Ref(r.node, res)
+        outs = ex.aliases.get(r.node)
+        if outs is None:
+            return None
+        res = r.result or ex.first_output.get(r.node, "")
+        if res not in outs:
+            if r.result is not None and r.result not in outs:
+                rep.add(
+                    pr.origin.doc.diag(
+                        "bad-reference",
+                        f"'{r}' has no output '{res}'",
+                        pr.origin.path,
+                        hint=f"outputs: {', '.join(outs)}" if outs else None,
+                    )
+                )
+            return None
+        pr = outs[res]
+    return None
+
+
+def normalized_spec(prog: Program, env: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec as one self-contained mapping: imported blocks inlined, params resolved."""
+    raw = copy.deepcopy(prog.raw)
+    raw.pop("imports", None)
+    raw["params"] = {k: env[k] for k in prog.spec.params if k in env}
+    blocks = dict(raw.get("blocks") or {})
+    for name, b in prog.blocks.items():
+        blocks.setdefault(name, copy.deepcopy(b.raw))
+    if blocks:
+        raw["blocks"] = blocks
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``d_model=256`` -> ("d_model", 256); values are read as YAML 1.2 scalars or flow lists."""
+    from archcomp.source import load_yaml
+
+    name, eq, value = text.partition("=")
+    name = name.strip()
+    if not eq or not name.isidentifier():
+        raise UsageError(f"-p expects NAME=VALUE, found '{text}'")
+    if value.strip() == "":
+        raise UsageError(f"-p {name}= needs a value")
+    try:
+        parsed, _ = load_yaml(value, "<-p>")
+    except SpecError:
+        return name, value
+    if isinstance(parsed, dict):
+        raise UsageError(f"-p {name}: a param value cannot be a mapping")
+    return name, parsed

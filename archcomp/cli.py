@@ -1,0 +1,202 @@
+"""The ``archcomp`` command line. Exit status: 0 success, 1 spec errors, 2 usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from archcomp.errors import SpecError, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str) -> Callable[[Handler], Handler]:
+    """Register a sub-command; ``configure`` is the handler's ``configure`` attribute."""
+
+    def wrap(fn: Handler) -> Handler:
+        _COMMANDS[name] = (fn, getattr(fn, "configure", lambda p: None), help)
+        return fn
+
+    return wrap
+
+
+def add_params_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a param of the spec (repeatable), e.g. -p d_model=256",
+    )
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from archcomp.check import parse_override
+
+    out: dict[str, Any] = {}
+    for text in args.param:
+        name, value = parse_override(text)
+        out[name] = value
+    return out
+
+
+def _configure_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files to check")
+    add_params_flag(p)
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from archcomp.check import load_source
+    from archcomp.dims import fmt_shape
+
+    params = overrides(args)
+    status = 0
+    results: list[dict[str, Any]] = []
+    for spec in args.specs:
+        try:
+            prog = load_source(Path(spec))
+            if not prog.spec.nodes:
+                names = ", ".join(prog.blocks) or "none"
+                if not args.json:
+                    print(f"{spec}: ok: library of {len(prog.blocks)} blocks ({names})")
+                results.append({"spec": spec, "ok": True, "blocks": list(prog.blocks)})
+                continue
+            from archcomp.check import build_graph
+
+            g = build_graph(prog, params)
+        except SpecError as exc:
+            status = 1
+            if args.json:
+                results.append(
+                    {"spec": spec, "ok": False, "errors": [d.to_json() for d in exc.diagnostics]}
+                )
+            else:
+                print(exc.format(), file=sys.stderr)
+            continue
+        ins = ", ".join(f"{n} {fmt_shape(i.type.shape)}" for n, i in g.inputs.items())
+        outs = ", ".join(
+            f"{n} {fmt_shape(t.shape) if t else '?'}" for n, t in g.output_types.items()
+        )
+        if args.json:
+            results.append(
+                {
+                    "spec": spec,
+                    "ok": True,
+                    "name": g.name,
+                    "nodes": len(g.nodes),
+                    "inputs": {n: i.type.to_json() for n, i in g.inputs.items()},
+                    "outputs": {n: t.to_json() if t else None for n, t in g.output_types.items()},
+                }
+            )
+        else:
+            print(f"{spec}: ok: {g.name}: {len(g.nodes)} nodes; inputs {ins}; outputs {outs}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return status
+
+
+cmd_check.configure = _configure_check  # type: ignore[attr-defined]
+command("check", "validate specs: schema, graph and shapes")(cmd_check)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from archcomp.ops import all_ops
+    from archcomp.schema import json_schema
+
+    schema = json_schema({n: o.args for n, o in all_ops().items()})
+    print(json.dumps(schema, indent=2, sort_keys=False))
+    return 0
+
+
+command("schema", "print the JSON Schema of the spec format")(cmd_schema)
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from archcomp.ops import all_ops
+
+    for name, op in all_ops().items():
+        ports = ", ".join(
+            p.name + ("..." if p.variadic else "") + ("?" if p.optional else "") for p in op.inputs
+        )
+        fields = ", ".join(op.args.model_fields)
+        print(f"{name:24} in: {ports:28} args: {fields or '-'}")
+    return 0
+
+
+command("ops", "list the ops and their arguments")(cmd_ops)
+
+
+def _load_backends() -> None:
+    """Sub-commands of later stages register themselves when their modules import."""
+    import importlib.util
+
+    for mod in ("archcomp.cli_build", "archcomp.cli_draw"):
+        if importlib.util.find_spec(mod) is not None:
+            __import__(mod)
+
+
+def parser() -> argparse.ArgumentParser:
+    _load_backends()
+    from archcomp import __version__
+
+    p = argparse.ArgumentParser(
+        prog="archcomp",
+        description="Declarative neural-network architectures: check, build and draw YAML specs.",
+    )
+    p.add_argument("--version", action="version", version=f"archcomp {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, configure, help) in _COMMANDS.items():
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks of internal errors",
+        )
+        configure(sp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.command is None:
+        p.print_help(sys.stderr)
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return _COMMANDS[args.command][0](args)
+    except SpecError as exc:
+        print(exc.format(), file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"archcomp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"archcomp {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "  this is a bug in archcomp, not in your spec; rerun with --debug for the "
+            "traceback and report it",
+            file=sys.stderr,
+        )
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,671 @@
+"""Front end, part 2: a parsed :class:`Program` -> flat IR nodes.
+
+Blocks are inlined with qualified names (``encoder.layers.0.attn``); ``repeat: N`` stacks N
+copies in sequence (the first input of copy k+1 is the first output of copy k); expressions are
+evaluated against the params in scope; op arguments are validated by each op's model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from archcomp.errors import Reporter, did_you_mean
+from archcomp.expr import ExprError, substitute
+from archcomp.ir import Node, Origin, Ref, Scope
+from archcomp.loader import BlockDef, Program, pydantic_diagnostics
+from archcomp.ops.registry import OpDef, Port, all_ops
+from archcomp.params import ParamProblem, check_names, resolve
+from archcomp.schema import RESERVED, NodeSpec
+from archcomp.source import SourceDoc, YamlPath
+
+MAX_NODES = 200_000
+MAX_REPEAT = 100_000
+MAX_BLOCK_DEPTH = 32
+
+
+@dataclass
+class PendingRef:
+    """A reference written in a spec, waiting to be linked to a node result."""
+
+    ref: Ref
+    origin: Origin
+
+
+@dataclass
+class Body:
+    """A list of nodes with its own inputs: the top level of a spec, or a block."""
+
+    nodes: list[NodeSpec]
+    doc: SourceDoc
+    path: YamlPath  # path of the nodes list
+    inputs: list[str]
+
+
+@dataclass
+class Expanded:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    order: dict[str, int] = field(default_factory=dict)
+    # Block instances and repeats: qualified name -> output name -> pending reference.
+    aliases: dict[str, dict[str, PendingRef]] = field(default_factory=dict)
+    first_output: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, dict[str, PendingRef | list[PendingRef]]] = field(default_factory=dict)
+
+
+class Expander:
+    def __init__(self, prog: Program, rep: Reporter):
+        self.prog = prog
+        self.rep = rep
+        self.ops = all_ops()
+        self.out = Expanded()
+        self.too_many = False
+
+    # -- bodies ---------------------------------------------------------------------------
+
+    def body(
+        self,
+        body: Body,
+        env: Mapping[str, Any],
+        bindings: dict[str, PendingRef],
+        prefix: str,
+        scopes: tuple[Scope, ...],
+        stack: tuple[str, ...],
+    ) -> dict[str, str]:
+        """Expand a body; returns local id -> qualified name."""
+        local: dict[str, str] = {}
+        for i, ns in enumerate(body.nodes):
+            path = (*body.path, i)
+            if ns.id in local or ns.id in bindings:
+                first = next((j for j, n in enumerate(body.nodes) if n.id == ns.id), i)
+                what = "an input" if ns.id in bindings else "a node"
+                self.rep.add(
+                    body.doc.diag(
+                        "duplicate-id",
+                        f"id '{ns.id}' is already used by {what}",
+                        (*path, "id"),
+                        related=()
+                        if ns.id in bindings
+                        else (body.doc.loc((*body.path, first, "id")),),
+                    )
+                )
+                continue
+            if ns.id in RESERVED:
+                self.rep.add(
+                    body.doc.diag(
+                        "reserved-name",
+                        f"'{ns.id}' is a reserved name and cannot be a node id",
+                        (*path, "id"),
+                        hint="rename the node",
+                    )
+                )
+                continue
+            local[ns.id] = prefix + ns.id
+        prev: PendingRef | None = next(iter(bindings.values()), None) if body.inputs else None
+        for i, ns in enumerate(body.nodes):
+            if self.too_many:
+                return local
+            path = (*body.path, i)
+            origin = Origin(body.doc, path)
+            qid = prefix + ns.id
+            if local.get(ns.id) != qid:
+                continue
+            default = prev
+            prev = PendingRef(Ref(qid), Origin(body.doc, (*path, "id")))
+            self.node(ns, body, path, origin, env, bindings, local, default, qid, scopes, stack)
+        return local
+
+    def _ref(
+        self,
+        text: str,
+        body: Body,
+        origin: Origin,
+        bindings: dict[str, PendingRef],
+        local: dict[str, str],
+    ) -> PendingRef | None:
+        name, _, result = text.partition(".")
+        if name in local:
+            return PendingRef(Ref(local[name], result or None), origin)
+        if name in bindings:
+            if result:
+                self.rep.add(
+                    origin.doc.diag(
+                        "bad-reference",
+                        f"'{text}': input '{name}' has no results to select",
+                        origin.path,
+                        hint=f"write '{name}'",
+                    )
+                )
+                return None
+            return bindings[name]
+        known = [*bindings, *local]
+        self.rep.add(
+            origin.doc.diag(
+                "undefined-reference",
+                f"undefined reference '{name}'",
+                origin.path,
+                hint=did_you_mean(name, known)
+                or (f"defined here: {', '.join(known)}" if known else None),
+            )
+        )
+        return None
+
+    def _inputs(
+        self,
+        ns: NodeSpec,
+        ports: tuple[Port, ...],
+        body: Body,
+        path: YamlPath,
+        bindings: dict[str, PendingRef],
+        local: dict[str, str],
+        default: PendingRef | None,
+        what: str,
+    ) -> dict[str, PendingRef | list[PendingRef]] | None:
+        """Bind a node's ``in`` to its ports; None if it failed (already reported)."""
+        doc = body.doc
+        raw = ns.in_
+        bound: dict[str, Any] = {}
+        ok = True
+
+        def one(text: str, p: YamlPath) -> PendingRef | None:
+            return self._ref(text, body, Origin(doc, p), bindings, local)
+
+        if raw is None:
+            if default is None:
+                self.rep.add(
+                    doc.diag(
+                        "missing-input",
+                        f"{what} has no input",
+                        (*path, "id"),
+                        hint="add 'in: <name>'",
+                    )
+                )
+                return None
+            if ports[0].variadic:
+                self.rep.add(
+                    doc.diag(
+                        "missing-input",
+                        f"{what} needs a list of inputs",
+                        (*path, "id"),
+                        hint="add 'in: [a, b]'",
+                    )
+                )
+                return None
+            bound[ports[0].name] = default
+        elif isinstance(raw, str):
+            r = one(raw, (*path, "in"))
+            ok = r is not None
+            bound[ports[0].name] = [r] if ports[0].variadic else r
+        elif isinstance(raw, list):
+            if ports[0].variadic and len(ports) == 1:
+                refs = [one(t, (*path, "in", j)) for j, t in enumerate(raw)]
+                ok = all(r is not None for r in refs)
+                bound[ports[0].name] = refs
+            else:
+                if len(raw) > len(ports):
+                    self.rep.add(
+                        doc.diag(
+                            "too-many-inputs",
+                            f"{what} takes at most {len(ports)} "
+                            f"inputs ({', '.join(p.name for p in ports)}), found "
+                            f"{len(raw)}",
+                            (*path, "in"),
+                        )
+                    )
+                    return None
+                for j, t in enumerate(raw):
+                    r = one(t, (*path, "in", j))
+                    ok = ok and r is not None
+                    bound[ports[j].name] = r
+        else:
+            names = [p.name for p in ports]
+            for role, t in raw.items():  # type: ignore[assignment]
+                if role not in names:
+                    self.rep.add(
+                        doc.diag(
+                            "unknown-input",
+                            f"{what} has no input '{role}'",
+                            (*path, "in", role),
+                            key=True,
+                            hint=did_you_mean(role, names) or f"inputs: {', '.join(names)}",
+                        )
+                    )
+                    ok = False
+                    continue
+                port = next(p for p in ports if p.name == role)
+                if isinstance(t, list):
+                    if not port.variadic:
+                        self.rep.add(
+                            doc.diag(
+                                "invalid-value",
+                                f"input '{role}' takes one tensor, found a list",
+                                (*path, "in", role),
+                            )
+                        )
+                        ok = False
+                        continue
+                    refs = [one(x, (*path, "in", role, j)) for j, x in enumerate(t)]
+                    ok = ok and all(r is not None for r in refs)
+                    bound[role] = refs
+                else:
+                    r = one(t, (*path, "in", role))
+                    ok = ok and r is not None
+                    bound[role] = [r] if port.variadic else r
+        if not ok:
+            return None
+        for p in ports:
+            if p.name not in bound and p.default is not None and p.default in bound:
+                bound[p.name] = bound[p.default]
+            if p.name not in bound and not p.optional:
+                self.rep.add(
+                    doc.diag(
+                        "missing-input",
+                        f"{what} is missing input '{p.name}'",
+                        (*path, "in") if raw is not None else (*path, "id"),
+                    )
+                )
+                return None
+        return bound
+
+    # -- one node --------------------------------------------------------------------------
+
+    def node(
+        self,
+        ns: NodeSpec,
+        body: Body,
+        path: YamlPath,
+        origin: Origin,
+        env: Mapping[str, Any],
+        bindings: dict[str, PendingRef],
+        local: dict[str, str],
+        default: PendingRef | None,
+        qid: str,
+        scopes: tuple[Scope, ...],
+        stack: tuple[str, ...],
+    ) -> None:
+        doc = body.doc
+        op = self.ops.get(ns.op)
+        block = self.prog.blocks.get(ns.op)
+        if op is None and block is None:
+            self.rep.add(
+                doc.diag(
+                    "unknown-op",
+                    f"unknown op '{ns.op}'",
+                    (*path, "op"),
+                    node=qid,
+                    hint=did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
+                    or "run 'archcomp ops' for the list of ops",
+                )
+            )
+            return
+        label = self._eval(ns.label, env, doc, (*path, "label"), qid)
+        count, count_param = self._repeat(ns, env, doc, path, qid)
+        if count is None:
+            return
+        shared = self._eval(ns.shared, env, doc, (*path, "shared"), qid)
+        if not isinstance(shared, bool):
+            self.rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"'shared' must be a bool, found {shared!r}",
+                    (*path, "shared"),
+                    node=qid,
+                )
+            )
+            return
+        if block is not None:
+            ports = tuple(Port(n) for n in block.spec.inputs)
+            what = f"block '{ns.op}'"
+        else:
+            assert op is not None
+            ports = op.inputs
+            what = f"op '{op.name}'"
+        bound = self._inputs(ns, ports, body, path, bindings, local, default, what)
+        if bound is None:
+            return
+        results: tuple[str, ...]
+        if block is not None:
+            outs = _outputs_of(block.spec.outputs)
+            results = tuple(outs)
+        else:
+            assert op is not None
+            results = op.results
+        first_port = ports[0].name
+        copies = count if count > 0 else 1
+        if count > 0:
+            self.out.aliases[qid] = {
+                r: PendingRef(Ref(f"{qid}.{count - 1}", r), origin) for r in results
+            }
+            self.out.first_output[qid] = results[0]
+        for k in range(copies):
+            name = f"{qid}.{k}" if count > 0 else qid
+            inputs = dict(bound)
+            if k > 0:
+                if ports[0].variadic:
+                    self.rep.add(
+                        doc.diag(
+                            "bad-repeat",
+                            f"cannot repeat {what}: its first input is a list",
+                            (*path, "repeat"),
+                            node=qid,
+                        )
+                    )
+                    return
+                inputs[first_port] = PendingRef(Ref(f"{qid}.{k - 1}", results[0]), origin)
+            inner_scopes = scopes
+            if count > 0:
+                inner_scopes = (*scopes, Scope(name, ns.op, label, count, count_param, k, shared))
+            call_env = dict(env)
+            if count > 0:
+                call_env["index"] = k
+            shared_with = f"{qid}.0" if shared and k > 0 else None
+            if block is not None:
+                self.block_call(
+                    ns,
+                    block,
+                    path,
+                    origin,
+                    call_env,
+                    inputs,
+                    name,
+                    label,
+                    inner_scopes,
+                    stack,
+                    shared_with,
+                    count > 0,
+                )
+            else:
+                assert op is not None
+                self.op_node(
+                    ns,
+                    op,
+                    doc,
+                    path,
+                    origin,
+                    call_env,
+                    inputs,
+                    name,
+                    label,
+                    inner_scopes,
+                    local,
+                    shared_with,
+                )
+            if len(self.out.nodes) > MAX_NODES:
+                self.rep.add(
+                    doc.diag(
+                        "too-many-nodes",
+                        f"the spec expands to more than {MAX_NODES:,} nodes",
+                        (*path, "repeat") if count else path,
+                        node=qid,
+                        hint="lower the repeat counts",
+                    )
+                )
+                self.too_many = True
+                return
+
+    def _repeat(
+        self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
+    ) -> tuple[int | None, str | None]:
+        if ns.repeat is None:
+            return 0, None
+        value = self._eval(ns.repeat, env, doc, (*path, "repeat"), qid)
+        if value is _FAILED:
+            return None, None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"'repeat' must be a positive int, found {value!r}",
+                    (*path, "repeat"),
+                    node=qid,
+                )
+            )
+            return None, None
+        if value > MAX_REPEAT:
+            self.rep.add(
+                doc.diag(
+                    "too-many-nodes",
+                    f"'repeat' is {value:,}; the limit is {MAX_REPEAT:,}",
+                    (*path, "repeat"),
+                    node=qid,
+                )
+            )
+            return None, None
+        param = None
+        if isinstance(ns.repeat, str):
+            inner = ns.repeat.strip()[2:-1].strip()
+            param = inner if inner.isidentifier() else None
+        return value, param
+
+    def _eval(
+        self,
+        value: Any,
+        env: Mapping[str, Any],
+        doc: SourceDoc,
+        path: YamlPath,
+        node: str | None,
+        op: str | None = None,
+    ) -> Any:
+        try:
+            return _deep(value, env)
+        except ExprError as exc:
+            self.rep.add(
+                doc.diag("bad-expression", exc.message, path, node=node, op=op, hint=exc.hint)
+            )
+            return _FAILED
+
+    def op_node(
+        self,
+        ns: NodeSpec,
+        op: OpDef,
+        doc: SourceDoc,
+        path: YamlPath,
+        origin: Origin,
+        env: Mapping[str, Any],
+        inputs: dict[str, Any],
+        name: str,
+        label: Any,
+        scopes: tuple[Scope, ...],
+        local: dict[str, str],
+        shared_with: str | None,
+    ) -> None:
+        raw_args = ns.op_args
+        values: dict[str, Any] = {}
+        ok = True
+        for key, raw in raw_args.items():
+            v = self._eval(raw, env, doc, (*path, key), name, op.name)
+            ok = ok and v is not _FAILED
+            values[key] = v
+        if not ok:
+            return
+        try:
+            args = op.args.model_validate(values)
+        except ValidationError as exc:
+            self.rep.extend(
+                pydantic_diagnostics(exc, doc, path, op.args, values, node=name, op=op.name)
+            )
+            return
+        tie: dict[str, tuple[str, str]] = {}
+        for pname, target in (ns.tie or {}).items():
+            tnode, _, tparam = target.partition(".")
+            if tnode not in local:
+                self.rep.add(
+                    doc.diag(
+                        "undefined-reference",
+                        f"tie target '{tnode}' is not a node here",
+                        (*path, "tie", pname),
+                        node=name,
+                        hint=did_you_mean(tnode, local),
+                    )
+                )
+                return
+            tie[pname] = (local[tnode], tparam or pname)
+        init = _deep(ns.init, env) if ns.init is not None else {}
+        if isinstance(init, str):
+            init = {"*": init}
+        node = Node(
+            name,
+            op,
+            args,
+            {},
+            origin,
+            label if isinstance(label, str) else None,
+            scopes,
+            tie,
+            shared_with,
+            init,
+        )
+        self.out.nodes[name] = node
+        self.out.order[name] = len(self.out.order)
+        self.out.pending[name] = inputs
+
+    def block_call(
+        self,
+        ns: NodeSpec,
+        block: BlockDef,
+        path: YamlPath,
+        origin: Origin,
+        env: Mapping[str, Any],
+        inputs: dict[str, Any],
+        name: str,
+        label: Any,
+        scopes: tuple[Scope, ...],
+        stack: tuple[str, ...],
+        shared_with: str | None,
+        repeated: bool,
+    ) -> None:
+        doc = origin.doc
+        if block.name in stack:
+            chain = " -> ".join([*stack[stack.index(block.name) :], block.name])
+            self.rep.add(
+                doc.diag(
+                    "block-cycle",
+                    f"block '{block.name}' uses itself: {chain}",
+                    (*path, "op"),
+                    node=name,
+                )
+            )
+            return
+        if len(stack) >= MAX_BLOCK_DEPTH:
+            self.rep.add(
+                doc.diag(
+                    "too-deep",
+                    f"blocks nest deeper than {MAX_BLOCK_DEPTH}",
+                    (*path, "op"),
+                    node=name,
+                )
+            )
+            return
+        args: dict[str, Any] = {}
+        for key, raw in ns.op_args.items():
+            if key not in block.spec.params:
+                self.rep.add(
+                    doc.diag(
+                        "unknown-key",
+                        f"block '{block.name}' has no param '{key}'",
+                        (*path, key),
+                        key=True,
+                        node=name,
+                        hint=did_you_mean(key, block.spec.params)
+                        or f"params: {', '.join(block.spec.params) or 'none'}",
+                    )
+                )
+                continue
+            v = self._eval(raw, env, doc, (*path, key), name)
+            if v is not _FAILED:
+                args[key] = v
+        self.rep.extend(check_names(block.spec.params, block.doc, (*block.path, "params")))
+
+        def report(pname: str, problem: ParamProblem) -> None:
+            if pname in args:
+                self.rep.add(
+                    doc.diag(
+                        "invalid-value",
+                        problem.message,
+                        (*path, pname),
+                        node=name,
+                        hint=problem.hint,
+                    )
+                )
+            else:
+                self.rep.add(
+                    block.doc.diag(
+                        "invalid-value",
+                        problem.message,
+                        (*block.path, "params", pname),
+                        hint=problem.hint,
+                    )
+                )
+
+        extra = {"index": env["index"]} if "index" in env and repeated else None
+        block_env = resolve(block.spec.params, args, extra=extra, report=report)
+        scope = scopes
+        if not repeated:
+            scope = (
+                *scopes,
+                Scope(name, block.name, label if isinstance(label, str) else block.spec.label),
+            )
+        elif label is None or not isinstance(label, str):
+            last = scopes[-1]
+            scope = (
+                *scopes[:-1],
+                Scope(
+                    last.name,
+                    last.block,
+                    block.spec.label,
+                    last.repeat,
+                    last.repeat_param,
+                    last.index,
+                    last.shared,
+                ),
+            )
+        inner_bindings = dict(
+            zip(block.spec.inputs, (inputs[n] for n in block.spec.inputs), strict=True)
+        )
+        body = Body(block.spec.nodes, block.doc, (*block.path, "nodes"), list(block.spec.inputs))
+        before = set(self.out.nodes)
+        local = self.body(body, block_env, inner_bindings, name + ".", scope, (*stack, block.name))
+        if shared_with is not None:
+            for qn in set(self.out.nodes) - before:
+                self.out.nodes[qn].shared_with = shared_with + qn[len(name) :]
+        outs = _outputs_of(block.spec.outputs)
+        self.out.aliases[name] = {}
+        opath = (*block.path, "outputs")
+        for j, (oname, target) in enumerate(outs.items()):
+            p = (
+                opath
+                if isinstance(block.spec.outputs, str)
+                else ((*opath, j) if isinstance(block.spec.outputs, list) else (*opath, oname))
+            )
+            r = self._ref(target, body, Origin(block.doc, p), inner_bindings, local)
+            if r is not None:
+                self.out.aliases[name][oname] = r
+        self.out.first_output[name] = next(iter(outs))
+
+
+class _Failed:
+    pass
+
+
+_FAILED: Any = _Failed()
+
+
+def _deep(value: Any, env: Mapping[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_deep(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _deep(v, env) for k, v in value.items()}
+    return substitute(value, env)
+
+
+def _outputs_of(outputs: Any) -> dict[str, str]:
+    """Output name -> reference text, for the three ways of writing ``outputs``."""
+    if outputs is None:
+        return {}
+    if isinstance(outputs, str):
+        return {outputs.replace(".", "_"): outputs}
+    if isinstance(outputs, list):
+        return {t.replace(".", "_"): t for t in outputs}
+    return dict(outputs)

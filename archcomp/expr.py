@@ -1,0 +1,250 @@
+"""Restricted expressions over params: ``${4 * d_model}``, ``${d_model // h}``.
+
+Parsed with :func:`ast.parse` and evaluated by walking a small whitelist of node kinds; Python's
+``eval`` is never called. Allowed: int/float/bool/string literals and lists, names (params
+only), ``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, and the
+calls ``min``, ``max`` and ``abs``. No attributes, subscripts or other calls. Integers stay within
+int64 and powers are bounded, so no expression can exhaust the machine.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Value = int | float | bool | str | list[Any]
+
+MAX_LEN = 500
+INT_LIMIT = 2**63 - 1
+_EXPR = re.compile(r"\$\{(.*?)\}", re.S)
+_WHOLE = re.compile(r"\s*\$\{(.*)\}\s*\Z", re.S)
+FUNCTIONS = ("min", "max", "abs")
+CONSTANTS = {"true": True, "false": False, "True": True, "False": False}
+
+
+class ExprError(Exception):
+    """An expression that cannot be evaluated; ``message`` says why."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def _num(v: Any, what: str) -> int | float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ExprError(f"{what} needs numbers, found {type_name(v)} {v!r}")
+    return v
+
+
+def _check(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT_LIMIT:
+        raise ExprError("integer overflow: the result exceeds int64")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ExprError("the result is not a finite number")
+    return v
+
+
+def _pow(a: Any, b: Any) -> Any:
+    a, b = _num(a, "'**'"), _num(b, "'**'")
+    if isinstance(b, int) and b > 64 and abs(a) > 1:
+        raise ExprError("integer overflow: the result exceeds int64")
+    try:
+        return a**b
+    except (OverflowError, ZeroDivisionError) as exc:
+        raise ExprError(f"'**' failed: {exc}") from None
+
+
+def _div(fn: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]:
+    def run(a: Any, b: Any) -> Any:
+        a, b = _num(a, f"'{sym}'"), _num(b, f"'{sym}'")
+        if b == 0:
+            raise ExprError(f"division by zero in '{sym}'")
+        return fn(a, b)
+
+    return run
+
+
+def _arith(fn: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]:
+    def run(a: Any, b: Any) -> Any:
+        if sym == "+" and isinstance(a, str) and isinstance(b, str):
+            return a + b
+        return fn(_num(a, f"'{sym}'"), _num(b, f"'{sym}'"))
+
+    return run
+
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: _arith(operator.add, "+"),
+    ast.Sub: _arith(operator.sub, "-"),
+    ast.Mult: _arith(operator.mul, "*"),
+    ast.Div: _div(operator.truediv, "/"),
+    ast.FloorDiv: _div(operator.floordiv, "//"),
+    ast.Mod: _div(operator.mod, "%"),
+    ast.Pow: _pow,
+}
+_CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+
+
+def type_name(v: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "list"}.get(
+        type(v), type(v).__name__
+    )
+
+
+class _Evaluator:
+    def __init__(self, names: Mapping[str, Any]):
+        self.names = names
+
+    def run(self, node: ast.AST) -> Any:
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise ExprError(
+                f"'{_describe(node)}' is not allowed in an expression",
+                hint="allowed: arithmetic, comparisons, and/or/not, "
+                "'a if c else b', min(), max(), abs()",
+            )
+        return _check(method(node))
+
+    def _Expression(self, node: ast.Expression) -> Any:
+        return self.run(node.body)
+
+    def _Constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, (bool, int, float, str)):
+            return node.value
+        raise ExprError(f"literal {node.value!r} is not allowed")
+
+    def _List(self, node: ast.List) -> Any:
+        return [self.run(e) for e in node.elts]
+
+    _Tuple = _List
+
+    def _Name(self, node: ast.Name) -> Any:
+        if node.id in self.names:
+            return self.names[node.id]
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
+        from archcomp.errors import did_you_mean
+
+        raise ExprError(
+            f"unknown name '{node.id}' (names in expressions are params)",
+            hint=did_you_mean(node.id, self.names),
+        )
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
+        v = self.run(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not _truth(v)
+        v = _num(v, "unary sign")
+        return -v if isinstance(node.op, ast.USub) else +v
+
+    def _BinOp(self, node: ast.BinOp) -> Any:
+        fn = _BINOPS.get(type(node.op))
+        if fn is None:
+            raise ExprError(f"operator '{_describe(node)}' is not allowed")
+        return fn(self.run(node.left), self.run(node.right))
+
+    def _BoolOp(self, node: ast.BoolOp) -> Any:
+        is_and = isinstance(node.op, ast.And)
+        result: Any = is_and
+        for e in node.values:
+            result = _truth(self.run(e))
+            if result != is_and:
+                return result
+        return result
+
+    def _Compare(self, node: ast.Compare) -> Any:
+        left = self.run(node.left)
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            fn = _CMPOPS.get(type(op))
+            if fn is None:
+                raise ExprError("only ==, !=, <, <=, >, >= comparisons are allowed")
+            right = self.run(comp)
+            try:
+                ok = fn(left, right)
+            except TypeError:
+                raise ExprError(
+                    f"cannot compare {type_name(left)} with {type_name(right)}"
+                ) from None
+            if not ok:
+                return False
+            left = right
+        return True
+
+    def _IfExp(self, node: ast.IfExp) -> Any:
+        return self.run(node.body) if _truth(self.run(node.test)) else self.run(node.orelse)
+
+    def _Call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+            raise ExprError(
+                f"call '{_describe(node.func)}(...)' is not allowed",
+                hint="the only calls are min(...), max(...) and abs(...)",
+            )
+        args = [_num(self.run(a), node.func.id + "()") for a in node.args]
+        if node.func.id == "abs":
+            if len(args) != 1:
+                raise ExprError("abs() takes one argument")
+            return abs(args[0])
+        if not args:
+            raise ExprError(f"{node.func.id}() needs at least one argument")
+        return min(args) if node.func.id == "min" else max(args)
+
+
+def _truth(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ExprError(f"expected a bool condition, found {type_name(v)} {v!r}")
+    return v
+
+
+def _describe(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)
+    except Exception:  # pragma: no cover - unparse of odd nodes
+        return type(node).__name__
+
+
+def evaluate(source: str, names: Mapping[str, Any]) -> Any:
+    """Evaluate one expression (the text inside ``${...}``) against params."""
+    if len(source) > MAX_LEN:
+        raise ExprError(f"expression is longer than {MAX_LEN} characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"invalid expression: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ExprError("expression is too deeply nested") from None
+    try:
+        return _Evaluator(names).run(tree)
+    except RecursionError:
+        raise ExprError("expression is too deeply nested") from None
+
+
+def is_expression(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def substitute(value: Any, names: Mapping[str, Any]) -> Any:
+    """Evaluate a value: ``"${e}"`` gives e's typed value; ``"a${e}b"`` interpolates a string."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _WHOLE.match(value)
+    if whole and "${" not in whole.group(1):
+        return evaluate(whole.group(1), names)
+    return _EXPR.sub(lambda m: _to_text(evaluate(m.group(1), names)), value)
+
+
+def _to_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)

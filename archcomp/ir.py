@@ -1,0 +1,132 @@
+"""The intermediate representation: a flat graph of op nodes, with block scopes kept.
+
+Front end (:mod:`archcomp.expand`) writes it; passes fill ``Node.outputs``; backends read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from archcomp.dims import Shape, fmt_shape, to_json
+from archcomp.source import SourceDoc, YamlPath
+
+if TYPE_CHECKING:
+    from archcomp.ops.registry import OpArgs, OpDef
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Shape (ints and symbols) and dtype of a tensor."""
+
+    shape: Shape
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return f"{fmt_shape(self.shape)} {self.dtype}"
+
+    def to_json(self) -> list[int | str]:
+        return [to_json(d) for d in self.shape]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a tensor: an input, or one result of a node."""
+
+    node: str
+    result: str | None = None
+
+    def __str__(self) -> str:
+        return self.node if self.result is None else f"{self.node}.{self.result}"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a thing was written: a spec file and a path inside it."""
+
+    doc: SourceDoc
+    path: YamlPath
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A block instance enclosing nodes, e.g. ``encoder`` (block ``encoder_stack``)."""
+
+    name: str  # qualified instance name: "encoder", "encoder.layers.0"
+    block: str  # block name, or the op name for a repeated op node
+    label: str | None = None
+    repeat: int | None = None  # count, when this scope is one copy of a repeat
+    repeat_param: str | None = None  # param the count came from ("N"), if any
+    index: int | None = None
+    shared: bool = False
+
+
+@dataclass
+class Node:
+    """One op application: ``name`` is the qualified id (``encoder.layers.0.attn``)."""
+
+    name: str
+    op: OpDef
+    args: OpArgs
+    inputs: dict[str, Ref | list[Ref]]
+    origin: Origin
+    label: str | None = None
+    scopes: tuple[Scope, ...] = ()
+    tie: dict[str, tuple[str, str]] = field(default_factory=dict)  # param -> (node, param)
+    shared_with: str | None = None  # node whose weights this one reuses
+    init: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, TensorType] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def refs(self) -> list[Ref]:
+        out: list[Ref] = []
+        for r in self.inputs.values():
+            out.extend(r if isinstance(r, list) else [r])
+        return out
+
+    @property
+    def local_id(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+
+@dataclass
+class InputInfo:
+    name: str
+    type: TensorType
+    origin: Origin
+    doc: str | None = None
+
+
+@dataclass
+class Graph:
+    """A checked model: inputs, op nodes in topological order, outputs."""
+
+    name: str
+    description: str | None
+    params: dict[str, Any]
+    dims: dict[str, int]
+    inputs: dict[str, InputInfo]
+    nodes: dict[str, Node]
+    outputs: dict[str, Ref]
+    output_origins: dict[str, Origin]
+    root: Origin
+    spec: dict[str, Any] = field(default_factory=dict)  # normalized spec (imports inlined)
+    nx: nx.DiGraph = field(default_factory=nx.DiGraph)
+
+    def type_of(self, ref: Ref) -> TensorType | None:
+        if ref.node in self.inputs:
+            return self.inputs[ref.node].type
+        node = self.nodes.get(ref.node)
+        if node is None or not node.outputs:
+            return None
+        return node.outputs[ref.result or node.op.results[0]]
+
+    @property
+    def output_types(self) -> dict[str, TensorType | None]:
+        return {k: self.type_of(r) for k, r in self.outputs.items()}

@@ -1,0 +1,160 @@
+"""Param resolution: declared defaults, overrides, derived expressions, type checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from archcomp.errors import Diagnostic, did_you_mean
+from archcomp.expr import ExprError, substitute, type_name
+from archcomp.schema import RESERVED, ParamDecl, ParamValue
+from archcomp.source import SourceDoc, YamlPath
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "list": (list,),
+}
+
+
+def type_of(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(
+        type(value), "?"
+    )
+
+
+def fits(value: Any, ptype: str) -> bool:
+    if isinstance(value, bool) and ptype != "bool":
+        return False
+    return isinstance(value, _PY_TYPES[ptype])
+
+
+def decl_of(value: ParamValue) -> ParamDecl:
+    return value if isinstance(value, ParamDecl) else ParamDecl(default=value)
+
+
+class ParamProblem(Exception):
+    """A param that cannot be resolved; ``path`` is relative to the param's declaration."""
+
+    def __init__(self, message: str, hint: str | None = None, override: bool = False):
+        super().__init__(message)
+        self.message, self.hint, self.override = message, hint, override
+
+
+def resolve(
+    decls: Mapping[str, ParamValue],
+    overrides: Mapping[str, Any],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    report: Callable[[str, ParamProblem], None],
+) -> dict[str, Any]:
+    """Evaluate every param: an override if given, else its default (an expression may use
+    other params). ``report(name, problem)`` receives each failure; failed params are left out.
+    """
+    env: dict[str, Any] = dict(extra or {})
+    busy: list[str] = []
+    failed: set[str] = set()
+
+    class _Lazy(dict[str, Any]):
+        def __contains__(self, key: object) -> bool:
+            return key in env or key in decls
+
+        def __getitem__(self, key: str) -> Any:
+            if key not in env:
+                get(key)
+            if key not in env:
+                raise ExprError(f"param '{key}' has no value")
+            return env[key]
+
+        def keys(self) -> Any:
+            return list(decls) + list(env)
+
+        def __iter__(self) -> Any:
+            return iter(self.keys())
+
+    lazy = _Lazy()
+
+    def get(name: str) -> None:
+        if name in env or name in failed:
+            return
+        if name in busy:
+            chain = " -> ".join([*busy[busy.index(name) :], name])
+            raise ExprError(f"params depend on each other in a cycle: {chain}")
+        decl = decl_of(decls[name])
+        busy.append(name)
+        try:
+            if name in overrides:
+                value = overrides[name]
+                is_override = True
+            else:
+                if decl.default is None:
+                    raise ParamProblem(
+                        f"param '{name}' has no default and no value was given",
+                        hint="give it a value at the call site",
+                    )
+                value = _deep_substitute(decl.default, lazy)
+                is_override = False
+            ptype = decl.type or (
+                type_of(_deep_substitute(decl.default, lazy))
+                if decl.default is not None and is_override
+                else type_of(value)
+            )
+            if ptype == "?" or not fits(value, ptype):
+                raise ParamProblem(
+                    f"param '{name}' must be {ptype}, found {type_name(value)} {value!r}",
+                    override=is_override,
+                )
+            if ptype == "float" and isinstance(value, int):
+                value = float(value)
+            if decl.min is not None and isinstance(value, (int, float)) and value < decl.min:
+                raise ParamProblem(
+                    f"param '{name}' is {value}, below its minimum {decl.min}", override=is_override
+                )
+            if decl.max is not None and isinstance(value, (int, float)) and value > decl.max:
+                raise ParamProblem(
+                    f"param '{name}' is {value}, above its maximum {decl.max}", override=is_override
+                )
+            if decl.choices is not None and value not in decl.choices:
+                raise ParamProblem(
+                    f"param '{name}' is {value!r}; choose one of "
+                    f"{', '.join(map(repr, decl.choices))}",
+                    override=is_override,
+                )
+            env[name] = value
+        except ExprError as exc:
+            failed.add(name)
+            report(name, ParamProblem(exc.message, exc.hint))
+        except ParamProblem as exc:
+            failed.add(name)
+            report(name, exc)
+        finally:
+            busy.pop()
+
+    for name in decls:
+        get(name)
+    return {k: env[k] for k in decls if k in env} | {k: v for k, v in env.items() if k not in decls}
+
+
+def _deep_substitute(value: Any, names: Mapping[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_deep_substitute(v, names) for v in value]
+    return substitute(value, names)
+
+
+def check_names(decls: Mapping[str, Any], doc: SourceDoc, base: YamlPath) -> list[Diagnostic]:
+    """Reserved names cannot be params."""
+    return [
+        doc.diag(
+            "reserved-name", f"'{n}' is a reserved name and cannot be a param", (*base, n), key=True
+        )
+        for n in decls
+        if n in RESERVED
+    ]
+
+
+def unknown_override(name: str, decls: Mapping[str, Any]) -> str:
+    hint = did_you_mean(name, decls)
+    known = ", ".join(decls) or "none"
+    return f"unknown param '{name}'" + (f" ({hint})" if hint else f" (params: {known})")

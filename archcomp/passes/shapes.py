@@ -1,0 +1,91 @@
+"""Symbolic shape inference: each op's shape rule, in topological order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from archcomp.dims import fmt_shape
+from archcomp.errors import Reporter
+from archcomp.ir import Graph, Node, Ref, TensorType
+from archcomp.ops.registry import ShapeCtx, ShapeError
+
+INT64_MAX = 2**63 - 1
+
+
+def topological(g: Graph, order: dict[str, int]) -> list[str]:
+    sub = g.nx.subgraph(g.nodes)
+    return list(nx.lexicographical_topological_sort(sub, key=lambda n: order.get(n, 0)))
+
+
+def infer_shapes(g: Graph, rep: Reporter) -> None:
+    """Fill ``Node.outputs``; nodes downstream of an error are skipped, not re-reported."""
+    for name in g.nodes:
+        node = g.nodes[name]
+        types: dict[str, TensorType | list[TensorType] | None] = {}
+        missing = False
+        for port, refs in node.inputs.items():
+            if isinstance(refs, list):
+                ts = [g.type_of(r) for r in refs]
+                missing = missing or any(t is None for t in ts)
+                types[port] = [t for t in ts if t is not None]
+            else:
+                t = g.type_of(refs)
+                missing = missing or t is None
+                types[port] = t
+        if missing:
+            continue
+        ctx = ShapeCtx(node.args, types)
+        try:
+            result = node.op.shape(ctx)
+            outs = result if isinstance(result, dict) else {node.op.results[0]: result}
+            for rname, t in outs.items():
+                _check_dims(t, rname)
+        except ShapeError as exc:
+            _report(node, exc, rep, types)
+            continue
+        if ctx.inferred:
+            node.args = node.args.model_copy(update=ctx.inferred)
+        node.outputs = outs
+
+
+def _check_dims(t: TensorType, result: str) -> None:
+    for d in t.shape:
+        if isinstance(d, int) and d <= 0:
+            raise ShapeError(
+                f"the result would have a non-positive size: {fmt_shape(t.shape)}",
+                hint="the input is too small for this op's kernel, stride or padding",
+            )
+        if isinstance(d, int) and d > INT64_MAX:
+            raise ShapeError(f"the result {fmt_shape(t.shape)} overflows int64")
+
+
+def _report(node: Node, exc: ShapeError, rep: Reporter, types: dict[str, Any]) -> None:
+    doc, path = node.origin.doc, node.origin.path
+    where: tuple[str | int, ...]
+    if exc.arg is not None and (*path, exc.arg) in doc.value_marks:
+        where = (*path, exc.arg)
+    elif exc.port is not None and (*path, "in", exc.port) in doc.value_marks:
+        where = (*path, "in", exc.port)
+    elif (*path, "in") in doc.value_marks:
+        where = (*path, "in")
+    else:
+        where = (*path, "op")
+    hint = exc.hint
+    if hint is None and types:
+        shown = ", ".join(f"{p}: {_fmt(t)}" for p, t in types.items())
+        hint = f"input shapes: {shown}"
+    rep.add(
+        doc.diag("shape-mismatch", exc.message, where, node=node.name, op=node.op.name, hint=hint)
+    )
+
+
+def _fmt(t: Any) -> str:
+    if isinstance(t, list):
+        return "[" + ", ".join(fmt_shape(x.shape) for x in t) + "]"
+    return fmt_shape(t.shape) if t is not None else "?"
+
+
+def ref_str(r: Ref) -> str:
+    return str(r)

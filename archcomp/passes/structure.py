@@ -1,0 +1,99 @@
+"""Graph checks with networkx: cycles, unreachable nodes, unused nodes and inputs."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from archcomp.errors import Reporter
+from archcomp.ir import Graph
+
+MAX_CYCLES = 5
+
+
+def build_nx(g: Graph) -> nx.DiGraph:
+    """The data-flow graph: an edge for every reference, inputs and nodes as vertices."""
+    G = nx.DiGraph()
+    G.add_nodes_from(g.inputs, kind="input")
+    G.add_nodes_from(g.nodes, kind="node")
+    for node in g.nodes.values():
+        for ref in node.refs():
+            G.add_edge(ref.node, node.name)
+    return G
+
+
+def check_structure(g: Graph, rep: Reporter) -> bool:
+    """Report cycles, unreachable and unused nodes; False if shapes cannot be inferred."""
+    G = g.nx
+    seen_origins: set[tuple[str, tuple[object, ...]]] = set()
+    cycles = []
+    if not nx.is_directed_acyclic_graph(G):
+        for comp in nx.strongly_connected_components(G):
+            if len(comp) > 1 or any(G.has_edge(n, n) for n in comp):
+                cycles.append(comp)
+    for comp in cycles[:MAX_CYCLES]:
+        cycle = [u for u, _ in nx.find_cycle(G.subgraph(comp))]
+        start = min(cycle, key=lambda n: g.nodes[n].origin.path if n in g.nodes else ())
+        i = cycle.index(start)
+        cycle = cycle[i:] + cycle[:i]
+        node = g.nodes[start]
+        text = " -> ".join([*cycle, start])
+        rep.add(
+            node.origin.doc.diag(
+                "cycle",
+                f"the graph has a cycle: {text}",
+                (*node.origin.path, "in"),
+                node=start,
+                op=node.op.name,
+                hint="a node cannot depend on its own output",
+            )
+        )
+    if cycles:
+        return False
+    reachable: set[str] = set(g.inputs)
+    for name in g.inputs:
+        reachable |= nx.descendants(G, name)
+    used: set[str] = {r.node for r in g.outputs.values()}
+    for name in g.nodes:
+        if name not in reachable:
+            node = g.nodes[name]
+            key = (node.origin.doc.file, node.origin.path)
+            if key not in seen_origins:
+                seen_origins.add(key)
+                rep.add(
+                    node.origin.doc.diag(
+                        "unreachable",
+                        "node does not depend on any input",
+                        (*node.origin.path, "id"),
+                        node=name,
+                        op=node.op.name,
+                    )
+                )
+    live: set[str] = set()
+    for name in used:
+        live.add(name)
+        live |= nx.ancestors(G, name)
+    for name, node in g.nodes.items():
+        if name in live:
+            continue
+        key = (node.origin.doc.file, node.origin.path)
+        if key in seen_origins:
+            continue
+        seen_origins.add(key)
+        rep.add(
+            node.origin.doc.diag(
+                "unused-node",
+                "node is never used: no output depends on it",
+                (*node.origin.path, "id"),
+                node=name,
+                op=node.op.name,
+                hint="use it, list it under 'outputs', or delete it",
+            )
+        )
+    for name, info in g.inputs.items():
+        if name not in live:
+            rep.add(
+                info.origin.doc.diag(
+                    "unused-input", f"input '{name}' is never used", info.origin.path, key=True
+                )
+            )
+    return True

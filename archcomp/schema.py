@@ -1,0 +1,225 @@
+"""The spec format as pydantic models (its JSON Schema is ``archcomp schema``).
+
+Values that may be written as expressions (``${...}``) are typed ``X | Expr`` here and
+evaluated later, against params. Op arguments are the extra keys of a node; each op's own
+model (in :mod:`archcomp.ops`) validates them.
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+FORMAT_VERSION = 1
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+Expr = Annotated[str, StringConstraints(pattern=r"^\s*\$\{[\s\S]*\}\s*$")]
+RefText = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", max_length=130
+    ),
+]
+Scalar = Union[bool, int, float, str]
+DType = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "bool"]
+ParamType = Literal["int", "float", "bool", "str", "list"]
+
+# Node keys that are not op arguments.
+NODE_KEYS = ("id", "op", "in", "label", "repeat", "shared", "tie", "init", "doc")
+
+# Names a spec may not use for ids, params or inputs: Python keywords, the expression language's
+# own names, and nn.Module attributes (a submodule called 'forward' or 'to' would shadow them).
+MODULE_ATTRIBUTES = frozenset(
+    [
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+        "code",
+        "graph",
+        "meta",
+        "spec",
+    ]
+)
+EXPRESSION_NAMES = frozenset(
+    {"min", "max", "abs", "true", "false", "True", "False", "None", "index"}
+)
+RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        strict=True, extra="forbid", allow_inf_nan=False, populate_by_name=True
+    )
+
+
+class ParamDecl(_Strict):
+    """Long form of a param: ``d_model: {default: 512, doc: "model width"}``."""
+
+    default: Scalar | list[Any] | None = None
+    type: ParamType | None = None
+    doc: str | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    choices: list[Scalar] | None = None
+
+
+ParamValue = Union[ParamDecl, bool, int, float, str, list[Any]]
+
+
+class InputDecl(_Strict):
+    """A model input: ``src: {shape: [B, S], dtype: int64}`` (short form: just the shape)."""
+
+    shape: list[int | str] = Field(max_length=16)
+    dtype: DType = "float32"
+    doc: str | None = None
+
+
+InputValue = Union[InputDecl, list[int | str]]
+InRef = Union[RefText, list[RefText], dict[Identifier, Union[RefText, list[RefText]]]]
+
+
+class NodeSpec(BaseModel):
+    """A node: ``{id: fc1, op: linear, in: x, out_features: 5}``; other keys are op arguments."""
+
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+    id: Identifier
+    op: Annotated[str, StringConstraints(max_length=64)]
+    in_: InRef | None = Field(default=None, alias="in")
+    label: str | None = Field(default=None, max_length=200)
+    repeat: int | Expr | None = None
+    shared: bool | Expr = False
+    tie: dict[Identifier, RefText] | None = None
+    init: dict[Identifier, Union[str, dict[str, Any]]] | str | None = None
+    doc: str | None = None
+
+    @property
+    def op_args(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+OutputsValue = Union[RefText, list[RefText], dict[Identifier, RefText]]
+
+
+class BlockSpec(_Strict):
+    """A reusable sub-graph, used as a node whose ``op`` is the block's name."""
+
+    label: str | None = Field(default=None, max_length=200)
+    doc: str | None = None
+    params: dict[Identifier, ParamValue] = {}
+    inputs: list[Identifier] = Field(min_length=1, max_length=32)
+    nodes: list[NodeSpec] = Field(min_length=1)
+    outputs: OutputsValue
+
+
+class ImportSpec(_Strict):
+    """``{path: blocks/attention.yaml, blocks: [multi_head]}``; a bare string imports all blocks."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    blocks: list[Identifier] | None = None
+
+
+class Spec(_Strict):
+    """A spec file: a model (``inputs``, ``nodes``, ``outputs``) and/or a library of blocks."""
+
+    archcomp: Literal[1] = Field(description="format version of the spec")
+    name: Identifier | None = None
+    description: str | None = None
+    params: dict[Identifier, ParamValue] = {}
+    dims: dict[Identifier, int] = Field(
+        default={}, description="example sizes of symbolic dims, for summaries and MACs"
+    )
+    imports: list[
+        Union[ImportSpec, Annotated[str, StringConstraints(min_length=1, max_length=500)]]
+    ] = []
+    inputs: dict[Identifier, InputValue] = {}
+    blocks: dict[Identifier, BlockSpec] = {}
+    nodes: list[NodeSpec] = []
+    outputs: OutputsValue | None = None
+
+
+def json_schema(op_models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    """JSON Schema of the format, with each op's arguments completed by editors."""
+    schema = Spec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "archcomp spec"
+    defs = schema.setdefault("$defs", {})
+    node = defs["NodeSpec"]
+    variants = []
+    for name, model in sorted(op_models.items()):
+        args = model.model_json_schema(by_alias=True)
+        for sub_name, sub in args.pop("$defs", {}).items():
+            defs.setdefault(sub_name, sub)
+        props = dict(node["properties"])
+        props["op"] = {"const": name}
+        for key, prop in args.get("properties", {}).items():
+            props[key] = {"anyOf": [prop, {"type": "string", "pattern": r"^\s*\$\{.*\}\s*$"}]}
+        variants.append(
+            {
+                "type": "object",
+                "title": f"op {name}",
+                "properties": props,
+                "required": sorted(set(node.get("required", [])) | set(args.get("required", []))),
+                "additionalProperties": False,
+                "description": model.__doc__ or name,
+            }
+        )
+    generic = dict(node)
+    generic["title"] = "block call"
+    generic["properties"] = dict(node["properties"])
+    generic["properties"]["op"] = {"type": "string", "not": {"enum": sorted(op_models)}}
+    defs["NodeSpec"] = {"anyOf": [*variants, generic]}
+    return schema

@@ -1,0 +1,385 @@
+"""Safe YAML loading with source positions.
+
+The spec is read from the YAML event stream (libyaml when available) into plain Python values,
+with the line and column of every key and value recorded by path, e.g.
+``("nodes", 2, "out_features")``. No Python object is ever constructed from a tag.
+
+Read as YAML 1.2's core schema with strict typing: ``yes``/``no``/``on``/``off`` and ``1:30``
+are strings, ``017`` is refused as ambiguous. Refused outright: anchors and aliases, merge keys,
+tags other than the core ones, duplicate keys (both lines cited), non-string keys, several
+documents, files over :data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archcomp.errors import Diagnostic, Location, SpecError
+
+MAX_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_EVENTS = 4_000_000
+
+YamlPath = tuple[str | int, ...]
+
+_Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_INT = re.compile(r"[-+]?[0-9]+\Z")
+_OCT = re.compile(r"0o[0-7]+\Z")
+_HEX = re.compile(r"0x[0-9a-fA-F]+\Z")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_TRUE = {"true", "True", "TRUE"}
+_FALSE = {"false", "False", "FALSE"}
+_INFS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"}
+_NINFS = {"-.inf", "-.Inf", "-.INF"}
+_NANS = {".nan", ".NaN", ".NAN"}
+_CORE = "tag:yaml.org,2002:"
+
+
+@dataclass
+class SourceDoc:
+    """A loaded spec file: its text and the positions of every key and value."""
+
+    file: str
+    path: Path | None
+    lines: list[str]
+    value_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    key_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+
+    def loc(self, path: YamlPath, key: bool = False) -> Location:
+        """Location of the value (or key) at path, falling back to the nearest parent."""
+        p = tuple(path)
+        while True:
+            marks = self.key_marks if key else self.value_marks
+            if p in marks:
+                line, col = marks[p]
+                return Location(self.file, line, col)
+            if key and p in self.value_marks:
+                line, col = self.value_marks[p]
+                return Location(self.file, line, col)
+            if not p:
+                return Location(self.file, 1, 1)
+            p = p[:-1]
+
+    def line_text(self, line: int) -> str | None:
+        return self.lines[line - 1] if 0 < line <= len(self.lines) else None
+
+    def diag(
+        self,
+        code: str,
+        message: str,
+        path: YamlPath = (),
+        *,
+        key: bool = False,
+        node: str | None = None,
+        op: str | None = None,
+        hint: str | None = None,
+        related: tuple[Location, ...] = (),
+    ) -> Diagnostic:
+        loc = self.loc(path, key)
+        return Diagnostic(code, message, loc, node, op, hint, self.line_text(loc.line), related)
+
+    def error_at(self, code: str, message: str, line: int, col: int, **kw: Any) -> Diagnostic:
+        loc = Location(self.file, line, col)
+        return Diagnostic(code, message, loc, source_line=self.line_text(line), **kw)
+
+
+def _fail(doc: SourceDoc, code: str, message: str, mark: Any, hint: str | None = None) -> SpecError:
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    return SpecError([doc.error_at(code, message, line, col, hint=hint)])
+
+
+def _resolve_plain(text: str, doc: SourceDoc, mark: Any) -> Any:
+    """YAML 1.2 core-schema resolution of a plain (unquoted) scalar."""
+    if text in _NULLS:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    if _INT.match(text):
+        digits = text.lstrip("+-")
+        if len(digits) > 1 and digits[0] == "0":
+            raise _fail(
+                doc,
+                "yaml-ambiguous-number",
+                f"'{text}' has a leading zero, which YAML 1.1 reads as octal",
+                mark,
+                hint=f"write {int(text, 10)} (decimal), 0o{digits[1:]} (octal) or quote it",
+            )
+        return int(text)
+    if _OCT.match(text):
+        return int(text[2:], 8)
+    if _HEX.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    if text in _INFS:
+        return float("inf")
+    if text in _NINFS:
+        return float("-inf")
+    if text in _NANS:
+        return float("nan")
+    return text
+
+
+def _resolve_tagged(tag: str, text: str, doc: SourceDoc, mark: Any) -> Any:
+    if tag in ("!", _CORE + "str"):
+        return text
+    kind = tag[len(_CORE) :] if tag.startswith(_CORE) else None
+    if kind in ("int", "float", "bool", "null"):
+        value = _resolve_plain(text, doc, mark)
+        want: Any = {"int": int, "float": (int, float), "bool": bool, "null": type(None)}[kind]
+        if isinstance(value, want) and not (kind != "bool" and isinstance(value, bool)):
+            return float(value) if kind == "float" else value
+        raise _fail(doc, "yaml-tag", f"'{text}' is not a valid !!{kind}", mark)
+    raise _fail(
+        doc,
+        "yaml-tag",
+        f"tag '{tag}' is not allowed in a spec",
+        mark,
+        hint="specs use plain YAML values only; no tags construct objects",
+    )
+
+
+def _check_collection_tag(tag: str | None, kind: str, doc: SourceDoc, mark: Any) -> None:
+    if tag not in (None, "!", _CORE + kind):
+        raise _fail(
+            doc,
+            "yaml-tag",
+            f"tag '{tag}' is not allowed in a spec",
+            mark,
+            hint="specs use plain YAML values only; no tags construct objects",
+        )
+
+
+def decode(data: bytes, file: str) -> str:
+    """UTF-8 text of a spec, or a located error for invalid bytes."""
+    empty = SourceDoc(file, None, [])
+    if len(data) > MAX_BYTES:
+        raise SpecError(
+            [
+                Diagnostic(
+                    "spec-too-large",
+                    f"spec is {len(data):,} bytes; the limit is {MAX_BYTES:,}",
+                    Location(file, 1, 1),
+                )
+            ]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(
+            [
+                empty.error_at(
+                    "invalid-utf8", f"invalid UTF-8 byte 0x{data[exc.start]:02x}", line, col
+                )
+            ]
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        col = nul - (text.rfind("\n", 0, nul) + 1) + 1
+        raise SpecError(
+            [
+                SourceDoc(file, None, text.splitlines()).error_at(
+                    "invalid-character", "NUL byte in spec", line, col
+                )
+            ]
+        )
+    return text
+
+
+def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, SourceDoc]:
+    """Parse one YAML document into plain values plus a :class:`SourceDoc`."""
+    doc = SourceDoc(file, path, text.splitlines())
+    # Each stack frame: [container, path, pending_key, key_mark, keys_seen]
+    stack: list[list[Any]] = []
+    root: Any = None
+    have_root = False
+    docs = 0
+    count = 0
+
+    def attach(value: Any, mark: Any, is_key_candidate: bool) -> None:
+        nonlocal root, have_root
+        pos = (mark.line + 1, mark.column + 1)
+        if not stack:
+            root, have_root = value, True
+            doc.value_marks[()] = pos
+            return
+        frame = stack[-1]
+        container, cpath = frame[0], frame[1]
+        if isinstance(container, list):
+            p = (*cpath, len(container))
+            container.append(value)
+            doc.value_marks.setdefault(p, pos)
+            return
+        if frame[2] is _NO_KEY:
+            if not is_key_candidate or not isinstance(value, str):
+                shown = "null" if value is None else repr(value)
+                raise _fail(
+                    doc,
+                    "yaml-key",
+                    f"mapping keys must be strings, found {shown}",
+                    mark,
+                    hint="quote the key",
+                )
+            if value == "<<":
+                raise _fail(doc, "yaml-merge-key", "merge keys ('<<') are not supported", mark)
+            if value in frame[4]:
+                first = frame[4][value]
+                raise SpecError(
+                    [
+                        doc.error_at(
+                            "duplicate-key",
+                            f"duplicate key '{value}'",
+                            pos[0],
+                            pos[1],
+                            related=(Location(doc.file, first[0], first[1]),),
+                            hint=f"first defined at line {first[0]}",
+                        )
+                    ]
+                )
+            frame[4][value] = pos
+            frame[2], frame[3] = value, pos
+            doc.key_marks[(*cpath, value)] = pos
+            return
+        key = frame[2]
+        container[key] = value
+        doc.value_marks.setdefault((*cpath, key), pos)
+        frame[2] = _NO_KEY
+
+    try:
+        for event in yaml.parse(text, Loader=_Parser):
+            count += 1
+            if count > MAX_EVENTS:
+                raise _fail(doc, "spec-too-large", "spec has too many YAML items", event.start_mark)
+            anchor = getattr(event, "anchor", None)
+            if isinstance(event, yaml.AliasEvent) or anchor is not None:
+                raise _fail(
+                    doc,
+                    "yaml-alias",
+                    "anchors and aliases are not supported in a spec",
+                    event.start_mark,
+                    hint="write the value out, or use a block",
+                )
+            if isinstance(event, yaml.DocumentStartEvent):
+                docs += 1
+                if docs > 1:
+                    raise _fail(
+                        doc,
+                        "yaml-multiple-documents",
+                        "a spec file holds one YAML document; found a second",
+                        event.start_mark,
+                    )
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.tag is None and event.implicit[0] and not event.style:
+                    value = _resolve_plain(event.value, doc, event.start_mark)
+                elif event.tag is not None and event.tag != "!":
+                    value = _resolve_tagged(event.tag, event.value, doc, event.start_mark)
+                else:
+                    value = event.value
+                attach(value, event.start_mark, True)
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                is_map = isinstance(event, yaml.MappingStartEvent)
+                _check_collection_tag(event.tag, "map" if is_map else "seq", doc, event.start_mark)
+                if len(stack) >= MAX_DEPTH:
+                    raise _fail(
+                        doc,
+                        "spec-too-deep",
+                        f"spec nests deeper than {MAX_DEPTH} levels",
+                        event.start_mark,
+                    )
+                new: Any = {} if is_map else []
+                if stack and isinstance(stack[-1][0], dict) and stack[-1][2] is _NO_KEY:
+                    raise _fail(
+                        doc,
+                        "yaml-key",
+                        "mapping keys must be strings, found a collection",
+                        event.start_mark,
+                    )
+                parent_path: YamlPath = ()
+                if stack:
+                    frame = stack[-1]
+                    cont = frame[0]
+                    parent_path = (*frame[1], len(cont) if isinstance(cont, list) else frame[2])
+                attach(new, event.start_mark, False)
+                stack.append([new, parent_path, _NO_KEY, None, {}])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or "invalid YAML"
+        hint = None
+        if "\t" in problem or "'\\t'" in problem:
+            hint = "YAML does not allow tabs for indentation; use spaces"
+        raise _fail(doc, "yaml-syntax", f"invalid YAML: {problem}", mark, hint=hint) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(
+            [Diagnostic("yaml-syntax", f"invalid YAML: {exc}", Location(file, 1, 1))]
+        ) from None
+    except RecursionError:
+        raise _fail(doc, "spec-too-deep", "spec nests too deeply", None) from None
+    if not have_root or root is None:
+        raise SpecError(
+            [
+                Diagnostic(
+                    "empty-spec",
+                    "spec is empty",
+                    Location(file, 1, 1),
+                    hint="a spec is a mapping with at least 'name' and 'nodes'",
+                )
+            ]
+        )
+    return root, doc
+
+
+class _NoKey:
+    def __repr__(self) -> str:
+        return "<no key>"
+
+
+_NO_KEY: Any = _NoKey()
+
+
+def read_spec_file(path: Path, display: str | None = None) -> tuple[Any, SourceDoc]:
+    """Read and parse a spec file, refusing oversized or non-regular files first."""
+    file = display or str(path)
+    try:
+        if not path.is_file():
+            what = "does not exist" if not path.exists() else "is not a regular file"
+            raise SpecError(
+                [Diagnostic("file-not-found", f"spec file {what}", Location(file, 1, 1))]
+            )
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError(
+                [
+                    Diagnostic(
+                        "spec-too-large",
+                        f"spec is {size:,} bytes; the limit is {MAX_BYTES:,}",
+                        Location(file, 1, 1),
+                    )
+                ]
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(
+            [
+                Diagnostic(
+                    "file-unreadable", f"cannot read spec: {exc.strerror}", Location(file, 1, 1)
+                )
+            ]
+        ) from None
+    return load_yaml(decode(data, file), file, path)
