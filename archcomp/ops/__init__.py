@@ -3,7 +3,14 @@
 from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     activation,
     arith,
+    attention,
+    conv,
     dense,
+    norm,
+    pool,
+    positional,
+    recurrent,
+    shape,
 )
 from archcomp.ops.registry import REGISTRY, OpArgs, OpDef, Port, ShapeError, Style, all_ops, get_op
 

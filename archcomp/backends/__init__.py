@@ -1,0 +1,1 @@
+"""Backends: read the checked IR and produce a torch module (torch) or a diagram (graphviz)."""

@@ -1,0 +1,3 @@
+"""Pooling: max/avg pooling (1d, 2d) and adaptive pooling."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Positional encodings: sinusoidal and learned."""
+
+from __future__ import annotations

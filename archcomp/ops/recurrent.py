@@ -1,0 +1,3 @@
+"""Recurrent layers: rnn, lstm, gru."""
+
+from __future__ import annotations
