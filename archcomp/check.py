@@ -216,18 +216,7 @@ def _link(ex: Expanded, inputs: Mapping[str, InputInfo], rep: Reporter) -> None:
                 r = _resolve(ex, prs, inputs, rep)
                 bound[port] = r if r is not None else Ref("?missing")
         node.inputs = bound
-    # Unresolvable references (upstream failures) were reported where they were written.
-    for node in ex.nodes.values():
-        if any(r.node == "?missing" for r in node.refs()):
-            rep.add(
-                node.origin.doc.diag(
-                    "unresolved-input",
-                    "an input of this node could not be resolved",
-                    (*node.origin.path, "id"),
-                    node=node.name,
-                    op=node.op.name,
-                )
-            )
+    # Unresolvable references ("?missing") were reported where they were written.
 
 
 def _resolve(

@@ -79,13 +79,17 @@ class SpecError(Exception):
     """Raised with every diagnostic collected for a spec; never a bare traceback."""
 
     def __init__(self, diagnostics: Sequence[Diagnostic]):
-        self.diagnostics = list(diagnostics)
+        self.diagnostics = sorted(diagnostics, key=_position)
         super().__init__(self.format())
 
     def format(self) -> str:
         n = len(self.diagnostics)
         body = "\n".join(d.format() for d in self.diagnostics)
         return body + (f"\n{n} errors" if n > 1 else "")
+
+
+def _position(d: Diagnostic) -> tuple[str, int, int]:
+    return (d.loc.file, d.loc.line, d.loc.col) if d.loc else ("", 0, 0)
 
 
 class UsageError(Exception):

@@ -101,7 +101,6 @@ class Expander:
                         hint="rename the node",
                     )
                 )
-                continue
             local[ns.id] = prefix + ns.id
         prev: PendingRef | None = next(iter(bindings.values()), None) if body.inputs else None
         for i, ns in enumerate(body.nodes):
@@ -324,6 +323,8 @@ class Expander:
             what = f"op '{op.name}'"
         bound = self._inputs(ns, ports, body, path, bindings, local, default, what)
         if bound is None:
+            if op is not None:  # still report every argument error of this node
+                self._op_args(ns, op, doc, path, env, qid)
             return
         results: tuple[str, ...]
         if block is not None:
@@ -471,21 +472,8 @@ class Expander:
         local: dict[str, str],
         shared_with: str | None,
     ) -> None:
-        raw_args = ns.op_args
-        values: dict[str, Any] = {}
-        ok = True
-        for key, raw in raw_args.items():
-            v = self._eval(raw, env, doc, (*path, key), name, op.name)
-            ok = ok and v is not _FAILED
-            values[key] = v
-        if not ok:
-            return
-        try:
-            args = op.args.model_validate(values)
-        except ValidationError as exc:
-            self.rep.extend(
-                pydantic_diagnostics(exc, doc, path, op.args, values, node=name, op=op.name)
-            )
+        args = self._op_args(ns, op, doc, path, env, name)
+        if args is None:
             return
         tie: dict[str, tuple[str, str]] = {}
         for pname, target in (ns.tie or {}).items():
@@ -520,6 +508,32 @@ class Expander:
         self.out.nodes[name] = node
         self.out.order[name] = len(self.out.order)
         self.out.pending[name] = inputs
+
+    def _op_args(
+        self,
+        ns: NodeSpec,
+        op: OpDef,
+        doc: SourceDoc,
+        path: YamlPath,
+        env: Mapping[str, Any],
+        name: str,
+    ) -> Any:
+        """The node's op arguments, evaluated and validated; None if they failed."""
+        values: dict[str, Any] = {}
+        ok = True
+        for key, raw in ns.op_args.items():
+            v = self._eval(raw, env, doc, (*path, key), name, op.name)
+            ok = ok and v is not _FAILED
+            values[key] = v
+        if not ok:
+            return None
+        try:
+            return op.args.model_validate(values)
+        except ValidationError as exc:
+            self.rep.extend(
+                pydantic_diagnostics(exc, doc, path, op.args, values, node=name, op=op.name)
+            )
+            return None
 
     def block_call(
         self,

@@ -161,6 +161,14 @@ def pydantic_diagnostics(
                 e = next((e for e in errs if e["type"] not in _TYPE_WORDS), errs[0])
                 msg = f"{_lower(e['msg'])}, found {_show(value)}"
                 hint = None
+                pattern = str((e.get("ctx") or {}).get("pattern", ""))
+                if e["type"] == "string_pattern_mismatch" and pattern.startswith("^[A-Za-z_]"):
+                    msg = f"expected a name (letters, digits, _; not starting with a digit), found {_show(value)}"
+                    if "\\." in pattern:
+                        msg = f"expected a reference like 'node' or 'node.result', found {_show(value)}"
+                elif e["type"] == "string_pattern_mismatch" and "\\$" in pattern:
+                    want = " or ".join(dict.fromkeys(w for w in wanted)) or "a value"
+                    msg = f"expected {want} or a ${{...}} expression, found {_show(value)}"
             label = f"'{key}': " if isinstance(key, str) else ""
             out.append(doc.diag("invalid-value", label + msg, full, node=node, op=op, hint=hint))
     return out

@@ -43,6 +43,10 @@ class ParamProblem(Exception):
         self.message, self.hint, self.override = message, hint, override
 
 
+class _DependencyFailed(Exception):
+    """A param used by an expression failed; only that failure is reported."""
+
+
 def resolve(
     decls: Mapping[str, ParamValue],
     overrides: Mapping[str, Any],
@@ -65,7 +69,7 @@ def resolve(
             if key not in env:
                 get(key)
             if key not in env:
-                raise ExprError(f"param '{key}' has no value")
+                raise _DependencyFailed(key)
             return env[key]
 
         def keys(self) -> Any:
@@ -123,6 +127,8 @@ def resolve(
                     override=is_override,
                 )
             env[name] = value
+        except _DependencyFailed:
+            failed.add(name)  # the param it uses was reported already
         except ExprError as exc:
             failed.add(name)
             report(name, ParamProblem(exc.message, exc.hint))

@@ -142,10 +142,14 @@ def _resolve_tagged(tag: str, text: str, doc: SourceDoc, mark: Any) -> Any:
     raise _fail(
         doc,
         "yaml-tag",
-        f"tag '{tag}' is not allowed in a spec",
+        f"tag '{_short_tag(tag)}' is not allowed in a spec",
         mark,
         hint="specs use plain YAML values only; no tags construct objects",
     )
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 
 
 def _check_collection_tag(tag: str | None, kind: str, doc: SourceDoc, mark: Any) -> None:
@@ -153,7 +157,7 @@ def _check_collection_tag(tag: str | None, kind: str, doc: SourceDoc, mark: Any)
         raise _fail(
             doc,
             "yaml-tag",
-            f"tag '{tag}' is not allowed in a spec",
+            f"tag '{_short_tag(tag)}' is not allowed in a spec",
             mark,
             hint="specs use plain YAML values only; no tags construct objects",
         )
@@ -322,7 +326,8 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         hint = None
-        if "\t" in problem or "'\\t'" in problem:
+        line = doc.line_text(mark.line + 1) if mark is not None else None
+        if "\t" in problem or (line is not None and "\t" in line[: mark.column + 1]):
             hint = "YAML does not allow tabs for indentation; use spaces"
         raise _fail(doc, "yaml-syntax", f"invalid YAML: {problem}", mark, hint=hint) from None
     except yaml.YAMLError as exc:

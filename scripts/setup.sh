@@ -26,9 +26,9 @@ stamp=.venv/.archcomp-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing torch==2.13.0 (CPU), archcomp and its development tools"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  # The CPU wheel index keeps a fresh machine from downloading the multi-GB CUDA build.
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 \
-    --extra-index-url https://download.pytorch.org/whl/cpu
+  # Pinned: pip takes the CPU wheel where one is on disk (find-links); elsewhere set
+  # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to avoid the multi-GB CUDA build.
+  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
