@@ -163,9 +163,15 @@ def pydantic_diagnostics(
                 hint = None
                 pattern = str((e.get("ctx") or {}).get("pattern", ""))
                 if e["type"] == "string_pattern_mismatch" and pattern.startswith("^[A-Za-z_]"):
-                    msg = f"expected a name (letters, digits, _; not starting with a digit), found {_show(value)}"
+                    msg = (
+                        "expected a name (letters, digits, _; not starting with a digit), "
+                        f"found {_show(value)}"
+                    )
                     if "\\." in pattern:
-                        msg = f"expected a reference like 'node' or 'node.result', found {_show(value)}"
+                        msg = (
+                            "expected a reference like 'node' or 'node.result', "
+                            f"found {_show(value)}"
+                        )
                 elif e["type"] == "string_pattern_mismatch" and "\\$" in pattern:
                     want = " or ".join(dict.fromkeys(w for w in wanted)) or "a value"
                     msg = f"expected {want} or a ${{...}} expression, found {_show(value)}"
