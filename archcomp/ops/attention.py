@@ -1,3 +1,240 @@
 """Attention: multi-head attention and scaled dot-product attention."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from archcomp.dims import Dim, Shape, add, fmt_shape, mul, prod
+from archcomp.ir import TensorType
+from archcomp.ops.common import need_float
+from archcomp.ops.registry import (
+    LowerCtx,
+    OpArgs,
+    OpDef,
+    Port,
+    ShapeCtx,
+    ShapeError,
+    Style,
+    register,
+)
+
+
+def _same_dtype(ctx: ShapeCtx, ports: tuple[str, ...], what: str) -> str:
+    types = {p: t for p in ports if (t := ctx.get(p)) is not None}
+    first = types[ports[0]].dtype
+    for port, t in types.items():
+        need_float(t, port, what)
+        if t.dtype != first:
+            raise ShapeError(
+                f"{port} is {t.dtype} but {ports[0]} is {first}", port=port, hint="cast one of them"
+            )
+    return first
+
+
+def _same_dim(a: Dim, b: Dim, message: str, port: str) -> None:
+    if a != b:
+        raise ShapeError(message, port=port)
+
+
+# -- multi_head_attention ------------------------------------------------------------------------
+
+
+class MultiHeadAttentionArgs(OpArgs):
+    """Multi-head attention, batch-first: query [B, T, E], key [B, S, kdim], value [B, S, vdim].
+
+    ``embed_dim``, ``kdim`` and ``vdim`` are inferred from the inputs' last dims; ``embed_dim``
+    must divide by ``num_heads``. ``causal`` masks future keys (the decoder's masked
+    self-attention). ``dropout`` applies to the attention weights, in training mode only.
+    """
+
+    num_heads: int = Field(gt=0, description="number of heads h; d_k = embed_dim / h")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    bias: bool = Field(default=True, description="bias on the four projections")
+    causal: bool = Field(default=False, description="mask key j > query i")
+    embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
+    kdim: int | None = Field(default=None, gt=0, description="inferred from key")
+    vdim: int | None = Field(default=None, gt=0, description="inferred from value")
+
+
+def multi_head_attention_label(args: MultiHeadAttentionArgs) -> str:
+    """The paper's name for a node: 'Masked Multi-Head Attention' when causal."""
+    return "Masked Multi-Head Attention" if args.causal else "Multi-Head Attention"
+
+
+def _mha_shape(ctx: ShapeCtx) -> TensorType:
+    a: MultiHeadAttentionArgs = ctx.args
+    q, k, v = ctx.get("query"), ctx.get("key"), ctx.get("value")
+    assert q is not None and k is not None and v is not None
+    dtype = _same_dtype(ctx, ("query", "key", "value"), "multi_head_attention")
+    for port, t, dims in (
+        ("query", q, "B, T, E"),
+        ("key", k, "B, S, kdim"),
+        ("value", v, "B, S, vdim"),
+    ):
+        if t.rank != 3:
+            raise ShapeError(
+                f"{port} must be [{dims}] (batch first), found {fmt_shape(t.shape)}",
+                port=port,
+                hint="multi_head_attention takes batched, batch-first inputs",
+            )
+    B, T, E = q.shape
+    S = k.shape[1]
+    _same_dim(k.shape[0], B, f"key batch {k.shape[0]} differs from query batch {B}", "key")
+    _same_dim(v.shape[0], B, f"value batch {v.shape[0]} differs from query batch {B}", "value")
+    _same_dim(v.shape[1], S, f"value length {v.shape[1]} differs from key length {S}", "value")
+    e = ctx.infer("embed_dim", ctx.concrete(E, "the query's last dim (embed_dim)", "query"))
+    if e % a.num_heads != 0:
+        raise ShapeError(
+            f"embed_dim {e} is not divisible by num_heads {a.num_heads}",
+            arg="num_heads",
+            hint=f"num_heads must divide {e}: each head gets embed_dim / num_heads dims",
+        )
+    ctx.infer("kdim", ctx.concrete(k.shape[2], "the key's last dim (kdim)", "key"))
+    ctx.infer("vdim", ctx.concrete(v.shape[2], "the value's last dim (vdim)", "value"))
+    mask = ctx.get("key_padding_mask")
+    if mask is not None:
+        if mask.dtype != "bool":
+            raise ShapeError(
+                f"key_padding_mask must be bool (True = ignore that key), found {mask.dtype}",
+                port="key_padding_mask",
+                hint="declare it with dtype: bool",
+            )
+        if mask.shape != (B, S):
+            raise ShapeError(
+                f"key_padding_mask must be [B, S] = {fmt_shape((B, S))}, "
+                f"found {fmt_shape(mask.shape)}",
+                port="key_padding_mask",
+            )
+    return TensorType((B, T, E), dtype)
+
+
+def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
+    e = a.embed_dim or 0
+    kdim = a.kdim if a.kdim is not None else e
+    vdim = a.vdim if a.vdim is not None else e
+    p: dict[str, Shape] = {}
+    for name, fan_in in (("q_proj", e), ("k_proj", kdim), ("v_proj", vdim), ("out_proj", e)):
+        p[f"{name}.weight"] = (e, fan_in)
+        if a.bias:
+            p[f"{name}.bias"] = (e,)
+    return p
+
+
+def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
+    q, k = ins["query"], ins["key"]
+    B, T, E = q.shape
+    S = k.shape[1]
+    kdim, vdim = k.shape[2], ins["value"].shape[2]
+    rows_q, rows_kv = mul(B, T), mul(B, S)
+    proj = add(mul(rows_q, mul(E, E)), mul(rows_kv, mul(E, add(kdim, vdim))))  # W^Q, W^K, W^V
+    proj = add(proj, mul(rows_q, mul(E, E)))  # W^O
+    # Q K^T and (weights) V: B * h * T * S * d_k each, with h * d_k = E.
+    return add(proj, mul(2, prod((B, T, S, E))))
+
+
+def _mha_lower(c: LowerCtx) -> Any:
+    from archcomp.nn.attention import MultiHeadAttention
+
+    a: MultiHeadAttentionArgs = c.args
+    mha = MultiHeadAttention(
+        a.embed_dim or 0,
+        a.num_heads,
+        dropout=a.dropout,
+        bias=a.bias,
+        kdim=a.kdim,
+        vdim=a.vdim,
+        causal=a.causal,
+        **c.factory,
+    )
+    ins = c.inputs
+    mask = ins.get("key_padding_mask")
+    extra = {"key_padding_mask": mask} if mask is not None else {}
+    return c.module(mha)(ins["query"], ins["key"], ins["value"], **extra)  # (B, T, E)
+
+
+MULTI_HEAD_ATTENTION = register(
+    OpDef(
+        "multi_head_attention",
+        MultiHeadAttentionArgs,
+        _mha_shape,
+        Style("attention", "Multi-Head Attention"),
+        inputs=(
+            Port("query"),
+            Port("key", default="query"),
+            Port("value", default="key"),
+            Port("key_padding_mask", optional=True),
+        ),
+        params=_mha_params,
+        macs=_mha_macs,
+        lower=_mha_lower,
+        doc="Multi-head attention (self-attention when only query is given), batch-first.",
+    )
+)
+
+
+# -- scaled_dot_product_attention ----------------------------------------------------------------
+
+
+class ScaledDotProductAttentionArgs(OpArgs):
+    """softmax(Q K^T * scale) V on query [..., T, d], key [..., S, d], value [..., S, dv].
+
+    ``scale`` defaults to 1/sqrt(d); ``dropout`` applies to the weights in training mode only.
+    """
+
+    causal: bool = Field(default=False, description="mask key j > query i")
+    scale: float | None = Field(default=None, gt=0.0, description="default 1/sqrt(d)")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+def _sdpa_shape(ctx: ShapeCtx) -> TensorType:
+    q, k, v = ctx.get("query"), ctx.get("key"), ctx.get("value")
+    assert q is not None and k is not None and v is not None
+    dtype = _same_dtype(ctx, ("query", "key", "value"), "scaled_dot_product_attention")
+    for port, t in (("query", q), ("key", k), ("value", v)):
+        if t.rank < 2:
+            raise ShapeError(f"{port} must be [..., L, d], found {fmt_shape(t.shape)}", port=port)
+    for port, t in (("key", k), ("value", v)):
+        if t.shape[:-2] != q.shape[:-2]:
+            raise ShapeError(
+                f"{port} leading dims {fmt_shape(t.shape[:-2])} differ from query's "
+                f"{fmt_shape(q.shape[:-2])}",
+                port=port,
+            )
+    d, S = q.shape[-1], k.shape[-2]
+    _same_dim(k.shape[-1], d, f"key dim {k.shape[-1]} differs from query dim {d}", "key")
+    _same_dim(v.shape[-2], S, f"value length {v.shape[-2]} differs from key length {S}", "value")
+    return TensorType((*q.shape[:-1], v.shape[-1]), dtype)
+
+
+def _sdpa_macs(a: Any, ins: Any, outs: dict[str, TensorType]) -> Dim:
+    q, k, v = ins["query"], ins["key"], ins["value"]
+    scores = prod((*q.shape[:-1], k.shape[-2]))  # [..., T, S]
+    return mul(scores, add(q.shape[-1], v.shape[-1]))  # Q K^T, then weights V
+
+
+def _sdpa_lower(c: LowerCtx) -> Any:
+    import torch.nn.functional as F
+
+    a: ScaledDotProductAttentionArgs = c.args
+    q, k, v = c.inputs["query"], c.inputs["key"], c.inputs["value"]
+    if a.dropout > 0:  # a module, so that dropout follows train() / eval()
+        from archcomp.nn.attention import ScaledDotProductAttention
+
+        return c.module(ScaledDotProductAttention(a.dropout, a.causal, a.scale))(q, k, v)
+    return c.call(F.scaled_dot_product_attention, q, k, v, is_causal=a.causal, scale=a.scale)
+
+
+SCALED_DOT_PRODUCT_ATTENTION = register(
+    OpDef(
+        "scaled_dot_product_attention",
+        ScaledDotProductAttentionArgs,
+        _sdpa_shape,
+        Style("attention", "Scaled Dot-Product Attention"),
+        inputs=(Port("query"), Port("key"), Port("value")),
+        macs=_sdpa_macs,
+        lower=_sdpa_lower,
+        doc="softmax(Q K^T / sqrt(d)) V, fused; no parameters.",
+    )
+)
