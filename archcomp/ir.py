@@ -5,7 +5,9 @@ Front end (:mod:`archcomp.expand`) writes it; passes fill ``Node.outputs``; back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -116,8 +118,13 @@ class Graph:
     outputs: dict[str, Ref]
     output_origins: dict[str, Origin]
     root: Origin
-    spec: dict[str, Any] = field(default_factory=dict)  # normalized spec (imports inlined)
+    spec_factory: Callable[[], dict[str, Any]] | None = None
     nx: nx.DiGraph = field(default_factory=nx.DiGraph)
+
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        """The normalized spec: self-contained (imported blocks inlined), params resolved."""
+        return self.spec_factory() if self.spec_factory else {}
 
     def type_of(self, ref: Ref) -> TensorType | None:
         if ref.node in self.inputs:

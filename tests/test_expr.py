@@ -1,0 +1,79 @@
+"""The restricted expression evaluator."""
+
+from __future__ import annotations
+
+import pytest
+
+from archcomp.expr import ExprError, evaluate, substitute
+
+P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True}
+
+
+@pytest.mark.parametrize(
+    ("src", "value"),
+    [
+        ("4 * d_model", 2048),
+        ("d_model // h", 64),
+        ("d_model / h", 64.0),
+        ("d_model % 7", 1),
+        ("2 ** 10", 1024),
+        ("-h + 1", -7),
+        ("min(h, 4, 6)", 4),
+        ("max(d_model, 1024)", 1024),
+        ("abs(-3)", 3),
+        ("d_model if big else 256", 512),
+        ("256 if not big else 1", 1),
+        ("h > 4 and h < 16", True),
+        ("h == 8 or False", True),
+        ("1 < h <= 8", True),
+        ("act == 'gelu'", True),
+        ("[h, h]", [8, 8]),
+        ("dropout * 2", 0.2),
+        ("'a' + 'b'", "ab"),
+    ],
+)
+def test_evaluates(src: str, value: object) -> None:
+    assert evaluate(src, P) == value
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ("d_modle * 2", "unknown name 'd_modle'"),
+        ("h.__class__", "is not allowed"),
+        ("P['h']", "is not allowed"),
+        ("open('x')", "call 'open(...)' is not allowed"),
+        ("__import__('os')", "is not allowed"),
+        ("(lambda: 1)()", "is not allowed"),
+        ("[x for x in [1]]", "is not allowed"),
+        ("10 ** 100", "integer overflow"),
+        ("9 ** 9 ** 9", "integer overflow"),
+        ("2 ** 62 * 4", "integer overflow"),
+        ("h // 0", "division by zero"),
+        ("h + 'a'", "needs numbers"),
+        ("True + 1", "needs numbers"),
+        ("1 if h else 2", "expected a bool condition"),
+        ("h +", "invalid expression"),
+        ("x" * 600, "longer than"),
+        ("(" * 240 + "1" + ")" * 240, "invalid expression|too deeply nested"),
+        ("1e308 * 10", "not a finite number"),
+    ],
+)
+def test_refuses(src: str, message: str) -> None:
+    pattern = message if "|" in message else message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ExprError, match=pattern):
+        evaluate(src, P)
+
+
+def test_unknown_name_suggests() -> None:
+    with pytest.raises(ExprError) as exc:
+        evaluate("d_modle", P)
+    assert exc.value.hint == "did you mean 'd_model'?"
+
+
+def test_substitute_whole_and_interpolated() -> None:
+    assert substitute("${4 * d_model}", P) == 2048
+    assert substitute("N = ${h}x", P) == "N = 8x"
+    assert substitute("${big}", P) is True
+    assert substitute("plain", P) == "plain"
+    assert substitute(3, P) == 3

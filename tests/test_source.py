@@ -1,0 +1,137 @@
+"""Safe YAML loading: positions, YAML 1.2 scalars, and refusal of unsafe or oversized input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archcomp.errors import SpecError
+from archcomp.source import MAX_BYTES, decode, load_yaml, read_spec_file
+
+
+def load(text: str):
+    return load_yaml(text, "t.yaml")
+
+
+def codes(exc: pytest.ExceptionInfo[SpecError]) -> list[str]:
+    return [d.code for d in exc.value.diagnostics]
+
+
+def test_positions_of_keys_and_values() -> None:
+    value, doc = load("a: 1\nb:\n  - x\n  - {c: 2}\n")
+    assert value == {"a": 1, "b": ["x", {"c": 2}]}
+    assert doc.value_marks[("a",)] == (1, 4)
+    assert doc.key_marks[("b",)] == (2, 1)
+    assert doc.value_marks[("b", 1, "c")] == (4, 9)
+    assert doc.loc(("b", 1, "missing")).line == 4  # falls back to the parent
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("yes", "yes"),
+        ("no", "no"),
+        ("on", "on"),
+        ("off", "off"),
+        ("1:30", "1:30"),
+        ("1.10", 1.1),
+        ("true", True),
+        ("False", False),
+        ("~", None),
+        ("null", None),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("-3", -3),
+        ("1e3", 1000.0),
+        ("'017'", "017"),
+        ("1_000", "1_000"),
+    ],
+)
+def test_yaml_12_core_scalars(text: str, expected: object) -> None:
+    value, _ = load(f"v: {text}\n")
+    assert value["v"] == expected
+    assert type(value["v"]) is type(expected)
+
+
+def test_leading_zero_is_refused() -> None:
+    with pytest.raises(SpecError) as exc:
+        load("v: 017\n")
+    assert codes(exc) == ["yaml-ambiguous-number"]
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("a: !!python/object/apply:os.system ['id']\n", "yaml-tag"),
+        ("a: !!python/name:os.system\n", "yaml-tag"),
+        ("a: !custom 1\n", "yaml-tag"),
+        ("a: !!set {x}\n", "yaml-tag"),
+        ("a: &x 1\nb: *x\n", "yaml-alias"),
+        ("a: {<<: {b: 1}}\n", "yaml-merge-key"),
+        ("a: 1\na: 2\n", "duplicate-key"),
+        ("? [1, 2]\n: x\n", "yaml-key"),
+        ("1: x\n", "yaml-key"),
+        ("null: x\n", "yaml-key"),
+        ("a: 1\n---\nb: 2\n", "yaml-multiple-documents"),
+        ("", "empty-spec"),
+        ("# only a comment\n", "empty-spec"),
+        ("a: [1, 2\n", "yaml-syntax"),
+    ],
+)
+def test_refused_yaml(text: str, code: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        load(text)
+    assert codes(exc) == [code]
+
+
+def test_alias_bomb_is_refused_at_the_first_anchor() -> None:
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n" * 3
+    with pytest.raises(SpecError) as exc:
+        load(bomb)
+    assert exc.value.diagnostics[0].loc is not None
+    assert exc.value.diagnostics[0].loc.line == 1
+
+
+def test_deep_nesting_is_refused_without_recursion() -> None:
+    with pytest.raises(SpecError) as exc:
+        load("a: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert codes(exc) == ["spec-too-deep"]
+
+
+def test_invalid_utf8_is_located() -> None:
+    with pytest.raises(SpecError) as exc:
+        decode(b"a: 1\nb: \xff\xfe\n", "t.yaml")
+    d = exc.value.diagnostics[0]
+    assert d.code == "invalid-utf8" and d.loc is not None and (d.loc.line, d.loc.col) == (2, 4)
+
+
+def test_nul_byte_is_located() -> None:
+    with pytest.raises(SpecError) as exc:
+        decode(b"a: 1\nb: x\x00y\n", "t.yaml")
+    d = exc.value.diagnostics[0]
+    assert d.code == "invalid-character" and d.loc is not None and (d.loc.line, d.loc.col) == (2, 5)
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    with pytest.raises(SpecError) as exc:
+        read_spec_file(big)
+    assert codes(exc) == ["spec-too-large"]
+
+
+def test_directory_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        read_spec_file(tmp_path)
+    assert "not a regular file" in exc.value.diagnostics[0].message
+    with pytest.raises(SpecError) as exc:
+        read_spec_file(tmp_path / "nope.yaml")
+    assert "does not exist" in exc.value.diagnostics[0].message
+
+
+def test_tab_indentation_hint() -> None:
+    with pytest.raises(SpecError) as exc:
+        load("a:\n\tb: 1\n")
+    assert exc.value.diagnostics[0].hint == "YAML does not allow tabs for indentation; use spaces"
