@@ -116,7 +116,10 @@ def test_library_file_checks(spec_file: Any, capsys: pytest.CaptureFixture[str])
 
 
 def test_yaml_string_and_mapping_sources() -> None:
-    text = "archcomp: 1\nname: t\ninputs: {x: [B, 3]}\nnodes: [{id: fc, op: linear, out_features: 2}]\noutputs: fc\n"
+    text = (
+        "archcomp: 1\nname: t\ninputs: {x: [B, 3]}\n"
+        "nodes: [{id: fc, op: linear, out_features: 2}]\noutputs: fc\n"
+    )
     assert archcomp.check(text).name == "t"
     import yaml
 

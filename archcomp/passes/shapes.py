@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import heapq
+from typing import Any
 
 from archcomp.dims import fmt_shape
 from archcomp.errors import Reporter
