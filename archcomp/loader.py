@@ -100,19 +100,13 @@ def pydantic_diagnostics(
     """Turn pydantic errors into located diagnostics, one per offending value."""
     grouped: dict[YamlPath, list[Any]] = {}
     for err in exc.errors():
-        steps: list[Any] = []
-        for item in err["loc"]:
-            candidate = (*base, *steps, item)
-            if (
-                candidate in doc.value_marks
-                or candidate in doc.key_marks
-                or err["type"] == "missing"
-                or (not isinstance(item, int) and _has(raw, (*steps, item)))
-            ):
-                steps.append(item)
-            else:
-                break
-        grouped.setdefault(tuple(steps), []).append(err)
+        grouped.setdefault(_real_path(raw, err), []).append(err)
+    # A value that fits no member of a union errs once per member; keep the member that got
+    # furthest (the deepest path) and drop the plain type mismatches of the others.
+    for path in list(grouped):
+        deeper = any(len(p) > len(path) and p[: len(path)] == path for p in grouped)
+        if deeper and all(e["type"] in _TYPE_WORDS for e in grouped[path]):
+            del grouped[path]
     out: list[Diagnostic] = []
     for path, errs in grouped.items():
         full = (*base, *path)
@@ -178,6 +172,24 @@ def pydantic_diagnostics(
             label = f"'{key}': " if isinstance(key, str) else ""
             out.append(doc.diag("invalid-value", label + msg, full, node=node, op=op, hint=hint))
     return out
+
+
+def _real_path(raw: Any, err: Any) -> YamlPath:
+    """The error's location as a path in the document, without pydantic's union-member tags."""
+    steps: list[Any] = []
+    cur = raw
+    loc = err["loc"]
+    for i, item in enumerate(loc):
+        if isinstance(cur, dict) and item in cur:
+            steps.append(item)
+            cur = cur[item]
+        elif isinstance(cur, list) and isinstance(item, int) and 0 <= item < len(cur):
+            steps.append(item)
+            cur = cur[item]
+        elif i == len(loc) - 1 and err["type"] == "missing" and isinstance(cur, dict):
+            steps.append(item)
+        # else: a union member's tag ("InputDecl", "list[...]"): not part of the document
+    return tuple(steps)
 
 
 def _lower(msg: str) -> str:
