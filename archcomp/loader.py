@@ -180,10 +180,9 @@ def _real_path(raw: Any, err: Any) -> YamlPath:
     cur = raw
     loc = err["loc"]
     for i, item in enumerate(loc):
-        if isinstance(cur, dict) and item in cur:
-            steps.append(item)
-            cur = cur[item]
-        elif isinstance(cur, list) and isinstance(item, int) and 0 <= item < len(cur):
+        in_map = isinstance(cur, dict) and item in cur
+        in_list = isinstance(cur, list) and isinstance(item, int) and 0 <= item < len(cur)
+        if in_map or in_list:
             steps.append(item)
             cur = cur[item]
         elif i == len(loc) - 1 and err["type"] == "missing" and isinstance(cur, dict):
