@@ -1,0 +1,240 @@
+"""Artifacts: weights as safetensors, with the normalized spec embedded in the header.
+
+Header metadata (all strings, as safetensors requires):
+
+- ``format``: ``pt``
+- ``archcomp.version``: the archcomp that wrote it
+- ``archcomp.spec``: the normalized spec as JSON (sorted keys, no spaces)
+- ``archcomp.spec_sha256``: SHA-256 of that JSON text
+- ``archcomp.weights_sha256``: SHA-256 over the tensors (sorted by name: name, dtype, shape,
+  bytes), so a changed weight is refused too
+- ``archcomp.ties``: JSON object, alias key -> stored key, for tied weights (stored once)
+- ``archcomp.dtype``: the floating dtype the model was built in
+
+Loading never unpickles: the header is JSON, the tensors raw bytes. Writes are atomic: a
+temporary file in the target's folder, renamed over the target only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_dtype
+from archcomp.backends.torch.module import tied_names
+from archcomp.errors import UsageError
+
+MAX_HEADER = 100 * 1024 * 1024
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_CODES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+class ArtifactError(UsageError):
+    """A file that is not a valid archcomp artifact, or one that does not match its spec."""
+
+
+def spec_json(spec: Mapping[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def spec_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(tensors, key=lambda kv: kv[0]):
+        t = t.detach().to("cpu").contiguous()
+        h.update(name.encode() + b"\0" + DTYPE_CODES.get(t.dtype, str(t.dtype)).encode())
+        h.update(b"\0" + ",".join(str(s) for s in t.shape).encode() + b"\0")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    state = model.state_dict()
+    aliases = {k: v for k, v in tied_names(model).items() if k in state and v in state}
+    tensors = {k: t for k, t in state.items() if k not in aliases}
+    return tensors, aliases
+
+
+def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Path:
+    """Write weights + embedded spec to ``path`` atomically; return the path."""
+    from safetensors.torch import save_file
+
+    import archcomp
+
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, dict) or not spec:
+        raise UsageError("save() needs a model built by archcomp (it embeds the model's spec)")
+    tensors, aliases = _canonical_state(model)
+    for name, t in tensors.items():
+        if t.device.type == "meta":
+            raise UsageError(
+                f"the model is on the meta device ({name} has no data); build it on a real "
+                "device to save weights"
+            )
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    text = spec_json(spec)
+    floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    meta = {
+        "format": "pt",
+        "archcomp.version": archcomp.__version__,
+        "archcomp.spec": text,
+        "archcomp.spec_sha256": spec_hash(text),
+        "archcomp.weights_sha256": _weights_hash(tensors.items()),
+        "archcomp.ties": json.dumps(aliases, sort_keys=True),
+        "archcomp.dtype": dtype_name(floats[0]) if floats else "float32",
+    }
+    data = {k: t.detach().contiguous() for k, t in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+    return path
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``; on failure nothing is left behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensor entries and metadata of a safetensors file, with a specific reason if it is not."""
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file")
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory, not a .safetensors file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ArtifactError(f"{path} is not a safetensors file: only {size} bytes")
+        if head.startswith(b"PK") or head[:1] == b"\x80":
+            raise ArtifactError(
+                f"{path} looks like a torch.save (pickle) file; archcomp never unpickles. "
+                "Write artifacts with archcomp.save or 'archcomp build'"
+            )
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > MAX_HEADER or 8 + n > size:
+            raise ArtifactError(
+                f"{path} is not a safetensors file: its first 8 bytes give a header length of "
+                f"{n} for a file of {size} bytes"
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{path} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path} is not a safetensors file: its header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or "archcomp.spec" not in meta:
+        raise ArtifactError(
+            f"{path} is a safetensors file but not an archcomp artifact (no embedded spec); "
+            "write one with archcomp.save or 'archcomp build'"
+        )
+    return header, meta
+
+
+def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
+    """Verify and rebuild; see :func:`archcomp.load`."""
+    from safetensors import safe_open
+
+    from archcomp.api import build
+
+    entries, meta = read_header(path)
+    text = meta["archcomp.spec"]
+    if spec_hash(text) != meta.get("archcomp.spec_sha256"):
+        raise ArtifactError(
+            f"{path}: the embedded spec does not match its SHA-256; the file was modified "
+            "after it was written"
+        )
+    try:
+        spec = json.loads(text)
+        ties = json.loads(meta.get("archcomp.ties", "{}"))
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{path}: the embedded metadata is not valid JSON") from None
+    stored = resolve_dtype(meta.get("archcomp.dtype", "float32"))
+    want = resolve_dtype(dtype) if dtype is not None else stored
+    dev = resolve_device(device)
+    # The expected names, shapes and dtypes come from a build on meta (nothing allocated).
+    expected_model = build(spec, device="meta", dtype=stored)
+    expected, aliases = _canonical_state(expected_model)
+    _compare(path, entries, expected, aliases, ties)
+    model = build(spec, device=dev, dtype=want, seed=0)
+    state = model.state_dict()
+    loaded: list[tuple[str, torch.Tensor]] = []
+    with torch.no_grad(), safe_open(str(path), framework="pt", device="cpu") as f:
+        for name in sorted(expected):
+            t = f.get_tensor(name)
+            loaded.append((name, t))
+            state[name].copy_(t)
+    if _weights_hash(loaded) != meta.get("archcomp.weights_sha256"):
+        raise ArtifactError(
+            f"{path}: the weights do not match their SHA-256; the file was modified after "
+            "it was written"
+        )
+    return model
+
+
+def _compare(
+    path: Path,
+    entries: Mapping[str, Any],
+    expected: Mapping[str, torch.Tensor],
+    aliases: Mapping[str, str],
+    ties: Mapping[str, str],
+) -> None:
+    problems: list[str] = []
+    missing = sorted(set(expected) - set(entries))
+    extra = sorted(set(entries) - set(expected))
+    if missing:
+        problems.append("missing tensors: " + ", ".join(missing[:10]))
+    if extra:
+        problems.append("unexpected tensors: " + ", ".join(extra[:10]))
+    for name in sorted(set(expected) & set(entries)):
+        e = entries[name]
+        t = expected[name]
+        if not isinstance(e, dict):
+            problems.append(f"{name}: malformed entry")
+            continue
+        shape = list(e.get("shape", []))
+        if shape != list(t.shape):
+            problems.append(f"{name}: shape {shape} in the file, {list(t.shape)} in the spec")
+        code = DTYPE_CODES.get(t.dtype)
+        if e.get("dtype") != code:
+            problems.append(f"{name}: dtype {e.get('dtype')} in the file, {code} in the spec")
+    if dict(ties) != dict(aliases):
+        problems.append(f"tied weights {dict(ties)} in the file, {dict(aliases)} in the spec")
+    if problems:
+        raise ArtifactError(
+            f"{path} does not match its embedded spec:\n  " + "\n  ".join(problems[:20])
+        )

@@ -1,0 +1,393 @@
+"""IR -> torch.fx Graph -> :class:`ArchModule`.
+
+Each node's op lowers itself (``OpDef.lower``) through :class:`Lowering`, the compiler's
+``LowerCtx``: it registers the node's submodule at the node's qualified name and emits fx nodes.
+The forward is fx's generated straight-line code, with the spec's input names as parameters,
+the spec's ids as variable names, and each node's output shape as a comment::
+
+    def forward(self, x):
+        \"\"\"x: (B, 10) float32 -> y: (B, 2)\"\"\"
+        fc1 = self.fc1(x);  x = None  # (B, 5)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from archcomp.backends.torch.devices import Estimate, estimate
+from archcomp.backends.torch.init import InitCall, SeededRNG, check_inits, init_module
+from archcomp.backends.torch.module import ArchModule, get_path, set_param
+from archcomp.dims import Dim, Shape, to_json
+from archcomp.errors import SpecError
+from archcomp.ir import Graph, Node, Ref, TensorType
+
+Progress = Callable[[int, int], None]  # (bytes allocated so far, bytes in all)
+
+
+def fmt_shape_comment(shape: Shape) -> str:
+    """``(B, S, 512)``: nanoGPT's shape-comment style."""
+
+    def one(d: Dim) -> str:
+        s = str(d)
+        return f"({s})" if not isinstance(d, int) and " " in s else s
+
+    inner = ", ".join(one(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+class ArchCodeGen(fx.graph.CodeGen):
+    """fx code generation with the spec's input names, a docstring, and shape comments."""
+
+    def __init__(self, input_names: tuple[str, ...], doc: str) -> None:
+        super().__init__()
+        self.input_names = input_names
+        self.doc = doc
+
+    def gen_fn_def(
+        self, free_vars: list[str], maybe_return_annotation: str, *, expanded_def: bool = False
+    ) -> str:
+        fx_names = [v for v in free_vars if v != "self"]
+        # fx renames a placeholder that would shadow a builtin (``input`` -> ``input_1``);
+        # the signature keeps the spec's name and binds the fx name to it.
+        params = list(self.input_names) if len(fx_names) == len(self.input_names) else fx_names
+        lines = [f"def {self._func_name}(self, {', '.join(params)}){maybe_return_annotation}:"]
+        if self.doc:
+            lines.append(f'    """{self.doc}"""')
+        for spec_name, fx_name in zip(params, fx_names, strict=False):
+            if spec_name != fx_name:
+                lines.append(f"    {fx_name} = {spec_name}")
+        return "\n".join(lines)
+
+    def _gen_python_code(self, nodes: Any, root_module: str, namespace: Any, **kw: Any) -> Any:
+        node_list = list(nodes)
+        previous = self._body_transformer
+
+        def annotate(body: list[str]) -> list[str]:
+            if previous is not None:
+                body = previous(body)
+            return _shape_comments(body, node_list)
+
+        self._body_transformer = annotate
+        try:
+            return super()._gen_python_code(nodes, root_module, namespace, **kw)
+        finally:
+            self._body_transformer = previous
+
+
+_COUNTER = re.compile(r"^# COUNTER: (\d+)$")
+
+
+def _shape_comments(body: list[str], nodes: list[fx.Node]) -> list[str]:
+    """Append each node's shape comment to the end of its line (after fx's ``x = None``)."""
+    out: list[str] = []
+    pending: str | None = None
+    current: fx.Node | None = None
+    for chunk in body:
+        m = _COUNTER.match(chunk.strip())
+        if m is not None:
+            i = int(m.group(1))
+            current = nodes[i] if i < len(nodes) else None
+            out.append(chunk)
+            continue
+        if current is not None and chunk.startswith(f"{current.name} = "):
+            pending = current.meta.get("archcomp_comment")
+            current = None
+        if pending and chunk.endswith("\n"):
+            chunk = f"{chunk[:-1]}  # {pending}\n"
+            pending = None
+        out.append(chunk)
+    return out
+
+
+class Lowering:
+    """The compiler's implementation of :class:`archcomp.ops.registry.LowerCtx` for one node."""
+
+    def __init__(
+        self,
+        compiler: Compiler,
+        node: Node,
+        inputs: dict[str, Any],
+        in_types: dict[str, Any],
+        factory: dict[str, Any],
+    ) -> None:
+        self.compiler = compiler
+        self.node = node
+        self.args = node.args
+        self.inputs: Mapping[str, Any] = inputs
+        self.in_types: Mapping[str, Any] = in_types
+        self.out_types: Mapping[str, TensorType] = node.outputs
+        self.factory = factory
+        self.emitted: list[fx.Node] = []
+        self.module_path: str | None = None
+
+    @property
+    def x(self) -> Any:
+        return next(iter(self.inputs.values()))
+
+    def module(self, m: nn.Module) -> Callable[..., fx.Node]:
+        path = self.compiler.register_module(self.node, m)
+        self.module_path = path
+
+        def call(*args: Any, **kwargs: Any) -> fx.Node:
+            return self._emit("call_module", path, args, kwargs)
+
+        return call
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> fx.Node:
+        return self._emit("call_function", fn, args, kwargs)
+
+    def method(self, name: str, *args: Any, **kwargs: Any) -> fx.Node:
+        return self._emit("call_method", name, args, kwargs)
+
+    def _emit(self, kind: str, target: Any, args: Any, kwargs: Any) -> fx.Node:
+        n = self.compiler.fx_graph.create_node(
+            kind, target, tuple(args), dict(kwargs), name="_archcomp_tmp"
+        )
+        self.emitted.append(n)
+        return n
+
+
+@dataclass
+class Compiler:
+    """One compilation of a checked graph onto a device, in a dtype."""
+
+    graph: Graph
+    device: torch.device
+    dtype: torch.dtype
+    seed: int | None = None
+    progress: Progress | None = None
+    fx_graph: fx.Graph = field(default_factory=fx.Graph)
+    root: nn.Module = field(default_factory=nn.Module)
+    paths: dict[str, str] = field(default_factory=dict)  # node -> its module path
+    values: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+
+    def register_module(self, node: Node, m: nn.Module) -> str:
+        if node.shared_with is not None:
+            path = self.paths.get(node.shared_with, node.shared_with)
+            self.paths[node.name] = path
+            return path
+        if node.name in self.paths:
+            raise RuntimeError(f"lowering of op '{node.op.name}' registered two modules")
+        _place(self.root, node.name, m)
+        self.paths[node.name] = node.name
+        return node.name
+
+    def compile(self) -> ArchModule:
+        g = self.graph
+        plans, problems = check_inits(g)
+        if problems:
+            raise SpecError(problems)
+        est = estimate(g, self.dtype)
+        done = 0
+        for name, info in g.inputs.items():
+            ph = self.fx_graph.placeholder(name)
+            ph.meta["archcomp_comment"] = fmt_shape_comment(info.type.shape)
+            self.values[(name, None)] = ph
+        real = self.device.type != "meta"
+        with SeededRNG(self.seed, self.device) as rng:
+            for node in g.nodes.values():
+                rng.reseed(node.name)
+                self._lower(node, plans.get(node.name, {}))
+                if self.progress is not None and real:
+                    done += _node_bytes(node, est)
+                    self.progress(min(done, est.total_bytes), est.total_bytes)
+        self._tie()
+        out = self._outputs()
+        self.fx_graph.output(out)
+        names = tuple(g.inputs)
+        codegen = ArchCodeGen(names, _docstring(g))
+        self.fx_graph.set_codegen(codegen)
+        self.fx_graph.lint()
+        model = ArchModule(self.root, self.fx_graph, class_name=_class_name(g.name))
+        model.spec = g.spec
+        model.input_names = names
+        model.output_names = tuple(g.outputs)
+        model.node_meta = self._node_meta()
+        if real:
+            _check_placed(model, self.device)
+        return model
+
+    def _lower(self, node: Node, plan: Mapping[str, InitCall]) -> None:
+        if node.op.lower is None:
+            raise SpecError(
+                [
+                    node.origin.doc.diag(
+                        "not-compilable",
+                        f"op '{node.op.name}' has no torch lowering yet",
+                        (*node.origin.path, "op"),
+                        node=node.name,
+                        op=node.op.name,
+                    )
+                ]
+            )
+        inputs: dict[str, Any] = {}
+        in_types: dict[str, Any] = {}
+        for port, refs in node.inputs.items():
+            if isinstance(refs, list):
+                inputs[port] = [self._value(r) for r in refs]
+                in_types[port] = [self.graph.type_of(r) for r in refs]
+            else:
+                inputs[port] = self._value(refs)
+                in_types[port] = self.graph.type_of(refs)
+        ctx = Lowering(self, node, inputs, in_types, self._factory(node))
+        result = node.op.lower(ctx)
+        results = result if isinstance(result, dict) else {node.op.results[0]: result}
+        self._name(node, ctx, results)
+        for rname, value in results.items():
+            self.values[(node.name, rname)] = value
+        if plan and node.shared_with is None and ctx.module_path is not None:
+            init_module(get_path(self.root, ctx.module_path), plan, self.seed, node.name)
+
+    def _factory(self, node: Node) -> dict[str, Any]:
+        device = self.device
+        params = node.op.param_shapes(node.args)
+        fully_tied = bool(params) and all(p in node.tie for p in params)
+        if node.shared_with is not None or (fully_tied and not node.op.buffer_shapes(node.args)):
+            device = torch.device("meta")  # built only to be discarded or tied: no allocation
+        return {"device": device, "dtype": self.dtype}
+
+    def _value(self, ref: Ref) -> Any:
+        if ref.node in self.graph.inputs:
+            return self.values[(ref.node, None)]
+        node = self.graph.nodes[ref.node]
+        return self.values[(ref.node, ref.result or node.op.results[0])]
+
+    def _name(self, node: Node, ctx: Lowering, results: Mapping[str, Any]) -> None:
+        base = node.name.replace(".", "_")
+        finals: dict[int, str] = {}
+        for rname, value in results.items():
+            if isinstance(value, fx.Node) and value in ctx.emitted and id(value) not in finals:
+                finals[id(value)] = base if len(results) == 1 else f"{base}_{rname}"
+                t = node.outputs.get(rname)
+                if t is not None:
+                    value.meta["archcomp_comment"] = fmt_shape_comment(t.shape)
+        for n in ctx.emitted:
+            if id(n) not in finals:
+                n._rename(f"{base}_{_short(n)}")
+        for n in ctx.emitted:
+            if id(n) in finals:
+                n._rename(finals[id(n)])
+            n.meta["archcomp_node"] = node.name
+
+    def _tie(self) -> None:
+        for node in self.graph.nodes.values():
+            if not node.tie or node.shared_with is not None:
+                continue
+            own = self.paths.get(node.name)
+            if own is None:
+                continue
+            for pname, (tnode, tparam) in node.tie.items():
+                target = self.paths.get(tnode, tnode)
+                set_param(self.root, f"{own}.{pname}", get_path(self.root, f"{target}.{tparam}"))
+
+    def _outputs(self) -> Any:
+        outs = {name: self._value(ref) for name, ref in self.graph.outputs.items()}
+        if len(outs) == 1:
+            return next(iter(outs.values()))
+        return outs
+
+    def _node_meta(self) -> dict[str, dict[str, Any]]:
+        meta: dict[str, dict[str, Any]] = {}
+        for node in self.graph.nodes.values():
+            meta[node.name] = {
+                "op": node.op.name,
+                "label": node.label,
+                "args": node.args.model_dump(mode="json"),
+                "inputs": {
+                    p: [str(x) for x in r] if isinstance(r, list) else str(r)
+                    for p, r in node.inputs.items()
+                },
+                "outputs": {
+                    k: {"shape": [to_json(d) for d in t.shape], "dtype": t.dtype}
+                    for k, t in node.outputs.items()
+                },
+                "params": {
+                    k: [to_json(d) for d in s] for k, s in node.op.param_shapes(node.args).items()
+                },
+                "tie": {k: f"{n}.{p}" for k, (n, p) in node.tie.items()},
+                "shared_with": node.shared_with,
+                "module": self.paths.get(node.name),
+                "scopes": [s.name for s in node.scopes],
+            }
+        return meta
+
+
+def _short(n: fx.Node) -> str:
+    t = n.target
+    if n.op == "call_module":
+        return "mod"
+    name = t if isinstance(t, str) else getattr(t, "__name__", "op")
+    return re.sub(r"\W", "", str(name)).strip("_") or "op"
+
+
+def _place(root: nn.Module, path: str, m: nn.Module) -> None:
+    parts = path.split(".")
+    parent = root
+    for i, part in enumerate(parts[:-1]):
+        child = parent._modules.get(part)
+        if child is None:
+            child = nn.ModuleList() if parts[i + 1].isdigit() else nn.Module()
+            parent.add_module(part, child)
+        parent = child
+    parent.add_module(parts[-1], m)
+
+
+def _node_bytes(node: Node, est: Estimate) -> int:
+    if node.shared_with is not None or est.params + est.buffers == 0:
+        return 0
+    size = est.total_bytes // max(est.params + est.buffers, 1)
+    n = 0
+    for pname, shape in node.op.param_shapes(node.args).items():
+        if pname not in node.tie:
+            n += _numel(shape)
+    for shape in node.op.buffer_shapes(node.args).values():
+        n += _numel(shape)
+    return n * size
+
+
+def _numel(shape: Shape) -> int:
+    out = 1
+    for d in shape:
+        out *= d if isinstance(d, int) else 0
+    return out
+
+
+def _docstring(g: Graph) -> str:
+    ins = ", ".join(
+        f"{n}: {fmt_shape_comment(i.type.shape)} {i.type.dtype}" for n, i in g.inputs.items()
+    )
+    outs = ", ".join(
+        f"{n}: {fmt_shape_comment(t.shape) if t else '?'}" for n, t in g.output_types.items()
+    )
+    return f"{ins} -> {outs}"
+
+
+def _class_name(name: str) -> str:
+    camel = "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p)
+    return camel if camel.isidentifier() else "ArchModule"
+
+
+def _check_placed(model: nn.Module, device: torch.device) -> None:
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.device.type != device.type:
+            raise RuntimeError(
+                f"{name} was created on {t.device}, not {device}: its op's lowering ignores "
+                "the factory kwargs"
+            )
+
+
+def compile_graph(
+    g: Graph,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> ArchModule:
+    """Compile a checked graph into a module on ``device`` in ``dtype``."""
+    return Compiler(g, device, dtype, seed, progress).compile()

@@ -1,0 +1,97 @@
+"""The compiled module: a ``torch.fx.GraphModule`` whose forward is straight-line generated code.
+
+It carries the normalized spec (``.spec``) and per-node metadata (``.node_meta``: op, args,
+output shapes, parameter shapes, submodule path). Submodules sit at the spec's qualified names
+(``encoder.layers.0.attn.q_proj``); repeats are ``nn.ModuleList`` containers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+
+class ArchModule(fx.GraphModule):
+    """A model compiled from an archcomp spec. ``print(model.code)`` shows its forward."""
+
+    spec: dict[str, Any]
+    node_meta: dict[str, dict[str, Any]]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def __init__(
+        self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
+    ) -> None:
+        super().__init__(root, graph, class_name)
+        if isinstance(root, nn.Module) and not isinstance(root, fx.GraphModule):
+            # GraphModule copies submodules with plain nn.Module parents; keep the real
+            # containers (ModuleList for repeats) and their order.
+            children = dict(root.named_children())
+            if children:
+                self._modules.clear()
+                self._modules.update(children)
+        self.spec = {}
+        self.node_meta = {}
+        self.input_names = ()
+        self.output_names = ()
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", "model"))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ArchModule:
+        res = super().__deepcopy__(memo)
+        assert isinstance(res, ArchModule)
+        # The parents GraphModule rebuilds are plain modules; the memo has our copies.
+        res._modules.clear()
+        res._modules.update(copy.deepcopy(self._modules, memo))
+        res.spec = copy.deepcopy(self.spec, memo)
+        res.node_meta = copy.deepcopy(self.node_meta, memo)
+        res.input_names = self.input_names
+        res.output_names = self.output_names
+        return res
+
+    def extra_repr(self) -> str:
+        return f"spec={self.name!r}"
+
+
+def tied_names(model: nn.Module) -> dict[str, str]:
+    """Alias state-dict key -> the first key holding the same tensor (tied weights)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for name, t in named:
+        key = id(t)
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+    return aliases
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Parameters counted once each (tied weights once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def get_path(root: nn.Module, path: str) -> Any:
+    obj: Any = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_param(root: nn.Module, path: str, value: torch.Tensor) -> None:
+    """Set a parameter at a dotted path, replacing what was there."""
+    owner_path, _, name = path.rpartition(".")
+    owner = get_path(root, owner_path) if owner_path else root
+    if isinstance(value, nn.Parameter):
+        owner._parameters[name] = value
+    else:
+        owner._buffers[name] = value
