@@ -1,0 +1,122 @@
+"""The diagram backend: IR -> Graphviz, in the style of the Transformer paper's figures.
+
+``draw(spec)`` returns a ``graphviz.Digraph`` (shown inline in notebooks); ``save`` writes
+SVG, PNG, PDF or DOT through ``dot`` under a time limit. See docs/diagrams.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import graphviz
+
+from archcomp.backends.graphviz.emit import to_graphviz
+from archcomp.backends.graphviz.plan import Drawing, DrawOptions, plan
+from archcomp.backends.graphviz.render import (
+    DEFAULT_TIMEOUT,
+    FORMATS,
+    RenderError,
+    dot_hash,
+    read_stamp,
+    run_dot,
+)
+from archcomp.errors import UsageError
+from archcomp.ir import Graph
+
+__all__ = [
+    "FORMATS",
+    "DrawOptions",
+    "Drawing",
+    "RenderError",
+    "dot_hash",
+    "draw",
+    "graph_of",
+    "plan",
+    "read_stamp",
+    "save",
+    "to_graphviz",
+]
+
+
+def graph_of(spec_or_model: Any, params: Mapping[str, Any] | None = None) -> Graph:
+    """A checked graph from a spec (path, YAML text, mapping), a Graph, or a built model."""
+    if isinstance(spec_or_model, Graph):
+        return spec_or_model
+    for attr in ("graph", "archcomp_graph", "ir"):
+        value = getattr(spec_or_model, attr, None)
+        if isinstance(value, Graph):
+            return value
+    if isinstance(spec_or_model, (str, Path, Mapping)):
+        from archcomp.check import load_graph
+
+        return load_graph(spec_or_model, params)
+    raise UsageError(
+        f"draw() takes a spec (path, YAML text or mapping), a Graph or a built model, "
+        f"not {type(spec_or_model).__name__}"
+    )
+
+
+def draw(
+    spec_or_model: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    expand: Iterable[str] = (),
+    depth: int | None = None,
+    shapes: bool = False,
+    param_counts: bool = False,
+    direction: str = "auto",
+    dropout: bool = False,
+    max_boxes: int | None = None,
+) -> graphviz.Digraph:
+    """Draw a spec or model as the paper draws it; returns a ``graphviz.Digraph``.
+
+    ``params`` overrides spec params (as ``-p``); ``expand`` opens blocks or composite ops by
+    name; ``depth`` opens nested blocks to that depth; ``shapes`` labels edges with tensor
+    shapes; ``param_counts`` adds parameter counts to boxes.
+    """
+    if direction not in ("auto", "BT", "LR"):
+        raise UsageError(f"direction must be auto, BT or LR, not {direction!r}")
+    if depth is not None and depth < 0:
+        raise UsageError(f"depth must be >= 0, found {depth}")
+    if isinstance(expand, str):
+        expand = (expand,)
+    opts = DrawOptions(
+        expand=tuple(expand),
+        depth=depth,
+        shapes=shapes,
+        param_counts=param_counts,
+        direction=direction,  # type: ignore[arg-type]
+        dropout=dropout,
+        **({"max_boxes": max_boxes} if max_boxes is not None else {}),
+    )
+    return to_graphviz(plan(graph_of(spec_or_model, params), opts))
+
+
+def save(
+    diagram: graphviz.Digraph,
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Path:
+    """Render ``diagram`` to ``path`` (format from ``fmt`` or the suffix); returns the path.
+
+    Raises :class:`RenderError` when ``dot`` is missing (the DOT source is then written next
+    to ``path`` with a ``.dot`` suffix), fails, or runs past ``timeout`` seconds.
+    """
+    out = Path(path)
+    fmt = fmt or out.suffix.lstrip(".") or "svg"
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = diagram.source
+    try:
+        data = run_dot(source, fmt, timeout=timeout)
+    except RenderError as exc:
+        if exc.missing:
+            out.with_suffix(".dot").write_text(source)
+        raise
+    out.write_bytes(data)
+    return out

@@ -1,0 +1,169 @@
+"""A drawing plan -> a ``graphviz.Digraph`` in the style of the Transformer paper's figures.
+
+Every piece of text goes through :func:`html_label`, which escapes it: a user's ``label:`` can
+never inject DOT or HTML. Clusters are numbered in order of first appearance and nodes are
+emitted in plan order, so the same spec gives byte-identical DOT.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import defaultdict
+
+import graphviz
+
+from archcomp.backends.graphviz import style as st
+from archcomp.backends.graphviz.plan import Box, Drawing, Frame
+
+FONT = "Helvetica"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def esc(text: str) -> str:
+    """Text for an HTML-like label: entities escaped, line breaks as <BR/>."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\t", " "))
+    return "<BR/>".join(html.escape(line, quote=True) for line in text.split("\n"))
+
+
+def html_label(main: str, small: str | None = None, note: str | None = None) -> str:
+    out = esc(main)
+    if small:
+        out += f'<BR/><FONT POINT-SIZE="10">{esc(small)}</FONT>'
+    if note:
+        out += f'<BR/><FONT POINT-SIZE="9" COLOR="#555555">{esc(note)}</FONT>'
+    return f"<{out}>"
+
+
+def _box_attrs(b: Box, lr: bool) -> dict[str, str]:
+    label = html_label(b.label, b.caption, b.note)
+    if b.kind in ("input", "output"):
+        return {"label": label, "shape": "plaintext", "style": "", "fontsize": "13"}
+    if b.kind in ("circle", "wave"):
+        attrs = {
+            "label": html_label(b.label),
+            "shape": "circle",
+            "style": "filled",
+            "fillcolor": "#ffffff",
+            "fixedsize": "true",
+            "width": "0.32",
+            "fontsize": "16" if b.kind == "wave" else "14",
+        }
+        if b.xlabel:
+            attrs["xlabel"] = f'<<FONT POINT-SIZE="11">{esc(b.xlabel)}</FONT>>'
+
+        return attrs
+    attrs = {"label": label, "fillcolor": st.colour(b.family)}
+    if not lr and b.kind != "part":
+        attrs["width"] = "1.9"
+    return attrs
+
+
+_FRAME_STYLE: dict[str, dict[str, str]] = {
+    "repeat": {
+        "style": "rounded,filled",
+        "fillcolor": st.FRAME_FILL,
+        "color": st.FRAME_LINE,
+        "labeljust": "l",
+        "fontsize": "14",
+        "margin": "14",
+    },
+    "block": {
+        "style": "rounded,dashed",
+        "color": st.FRAME_LINE,
+        "labeljust": "l",
+        "fontsize": "11",
+        "margin": "10",
+    },
+    "group": {"peripheries": "0", "margin": "4"},
+    "figure": {
+        "style": "rounded,dashed",
+        "color": "#c98a3c",
+        "labeljust": "l",
+        "fontsize": "11",
+        "margin": "10",
+    },
+    "stack": {
+        "style": "rounded,filled",
+        "fillcolor": "#e4e4e4",
+        "color": st.FRAME_LINE,
+        "labeljust": "r",
+        "fontsize": "12",
+        "margin": "5",
+    },
+    "stack_inner": {
+        "style": "rounded,filled",
+        "fillcolor": st.FRAME_FILL,
+        "color": st.FRAME_LINE,
+        "margin": "8",
+    },
+}
+
+
+def to_graphviz(d: Drawing) -> graphviz.Digraph:
+    lr = d.direction == "LR"
+    dot = graphviz.Digraph(
+        name=d.name,
+        graph_attr={
+            "rankdir": d.direction,
+            "fontname": FONT,
+            "nodesep": "0.35" if lr else "0.3",
+            "ranksep": "0.45" if lr else "0.32",
+            "newrank": "true",
+        },
+        node_attr={
+            "shape": "box",
+            "style": "rounded,filled",
+            "fontname": FONT,
+            "fontsize": "12",
+            "color": st.LINE,
+            "margin": "0.12,0.06",
+            "height": "0.4",
+        },
+        edge_attr={"color": st.LINE, "arrowsize": "0.6", "fontname": FONT, "fontsize": "9"},
+    )
+    children: dict[str | None, list[Frame]] = defaultdict(list)
+    for f in d.frames.values():
+        children[f.parent].append(f)
+    members: dict[str | None, list[Box]] = defaultdict(list)
+    for b in d.boxes.values():
+        if b.kind not in ("input", "output"):
+            members[b.frame].append(b)
+    numbers: dict[str, int] = {}
+
+    def fill(g: graphviz.Digraph, fid: str | None) -> None:
+        for b in members[fid]:
+            g.node(b.id, **_box_attrs(b, lr))
+        for f in children[fid]:
+            numbers[f.id] = len(numbers)
+            with g.subgraph(name=f"cluster_{numbers[f.id]}") as sub:
+                attrs = dict(_FRAME_STYLE[f.kind])
+                # Clusters inherit their parent's label unless they set their own.
+                attrs["label"] = html_label(f.label) if f.label and f.kind != "group" else ""
+                sub.attr(**attrs)
+                fill(sub, f.id)
+
+    for rank, kind in (("min", "input"), ("max", "output")):
+        ends = [b for b in d.boxes.values() if b.kind == kind]
+        if ends:
+            with dot.subgraph() as s:
+                s.attr(rank=rank)
+                for b in ends:
+                    s.node(b.id, **_box_attrs(b, lr))
+    fill(dot, None)
+    for group in d.same_rank:
+        with dot.subgraph() as s:
+            s.attr(rank="same")
+            for box_id in group:
+                s.node(box_id)
+    for e in d.edges:
+        attrs: dict[str, str] = {}
+        if e.label:
+            attrs["label"] = html_label(e.label)
+        if e.kind == "cross":
+            attrs["constraint"] = "false"
+        if e.kind == "loop":
+            side = "n" if lr else "e"
+            attrs.update({"dir": "forward", "headport": side, "tailport": side})
+        dot.edge(e.src, e.dst, **attrs)
+    return dot

@@ -1,0 +1,107 @@
+"""Running Graphviz's ``dot`` under a time limit, and stamping outputs with their DOT's hash.
+
+The stamp (a comment in SVG, a ``tEXt`` chunk in PNG) lets a test tell whether a checked-in
+diagram is out of date with its spec without depending on the installed Graphviz version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+FORMATS = ("svg", "png", "pdf", "dot")
+DEFAULT_TIMEOUT = 60.0
+PNG_DPI = "144"
+STAMP_KEY = "archcomp-dot-sha256"
+
+INSTALL_HINT = (
+    "Graphviz's 'dot' program is not installed, so only the DOT source was written.\n"
+    "  install it with:  sudo apt-get install graphviz   (Debian/Ubuntu)\n"
+    "                    brew install graphviz           (macOS)\n"
+    "                    conda install -c conda-forge graphviz\n"
+    "  or see https://graphviz.org/download/ ; then run the command again,\n"
+    "  or render the DOT yourself:  dot -Tsvg FILE.dot -o FILE.svg"
+)
+
+
+class RenderError(Exception):
+    """``dot`` is missing, failed or ran past its time limit."""
+
+    def __init__(self, message: str, *, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
+
+
+def dot_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def find_dot() -> str | None:
+    return shutil.which("dot")
+
+
+def run_dot(source: str, fmt: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """Lay out and render DOT source; the result's bytes, stamped with the source's hash."""
+    if fmt == "dot":
+        return source.encode()
+    exe = find_dot()
+    if exe is None:
+        raise RenderError(INSTALL_HINT, missing=True)
+    cmd = [exe, f"-T{fmt}"]
+    if fmt == "png":
+        cmd.append(f"-Gdpi={PNG_DPI}")
+    try:
+        done = subprocess.run(
+            cmd, input=source.encode(), capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise RenderError(
+            f"dot ran past its time limit of {timeout:g} s; the graph is too large to lay out: "
+            "draw it collapsed (drop --expand/--depth) or raise --timeout"
+        ) from None
+    except OSError as exc:
+        raise RenderError(f"could not run dot: {exc}") from None
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()
+        raise RenderError(f"dot failed (exit {done.returncode}): {err}")
+    return stamp(done.stdout, fmt, dot_hash(source))
+
+
+def stamp(data: bytes, fmt: str, digest: str) -> bytes:
+    if fmt == "svg":
+        text = data.decode()
+        head, sep, rest = text.partition("\n")
+        mark = f"<!-- {STAMP_KEY}: {digest} -->"
+        if head.startswith("<?xml"):
+            return (head + sep + mark + "\n" + rest).encode()
+        return (mark + "\n" + text).encode()
+    if fmt == "png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+        payload = STAMP_KEY.encode() + b"\x00" + digest.encode()
+        chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
+        chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload) & 0xFFFFFFFF)
+        ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
+        return data[:ihdr_end] + chunk + data[ihdr_end:]
+    return data
+
+
+def read_stamp(path: Path) -> str | None:
+    """The DOT hash a rendered SVG or PNG was stamped with, or None."""
+    data = path.read_bytes()
+    if path.suffix == ".svg":
+        key = f"<!-- {STAMP_KEY}: ".encode()
+        i = data.find(key)
+        return data[i + len(key) : i + len(key) + 64].decode() if i >= 0 else None
+    if path.suffix == ".png":
+        pos = 8
+        while pos + 8 <= len(data):
+            (length,) = struct.unpack(">I", data[pos : pos + 4])
+            kind = data[pos + 4 : pos + 8]
+            body = data[pos + 8 : pos + 8 + length]
+            if kind == b"tEXt" and body.startswith(STAMP_KEY.encode() + b"\x00"):
+                return body[len(STAMP_KEY) + 1 :].decode()
+            pos += 12 + length
+    return None

@@ -1,0 +1,148 @@
+"""What a box says and which colour it gets: the paper's words, as tables read top to bottom.
+
+An op's colour family and default words live beside the op (``Style`` in
+:mod:`archcomp.ops.registry`); this module only adds what depends on a node's arguments
+("Masked Multi-Head Attention" when causal), the colour of a collapsed block (from the families
+of the ops inside it) and the words for inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from archcomp.dims import Dim, Shape
+from archcomp.ir import Node
+from archcomp.ops.registry import PALETTE
+
+# Ops drawn as pass-through (not drawn at all) unless DrawOptions.dropout is set: the paper's
+# figures leave dropout out.
+ELIDED_FAMILIES = frozenset({"dropout"})
+
+# Colour of a block without a palette family of its own.
+BLOCK_COLOUR = "#eeeeee"
+FRAME_FILL = "#f3f3f3"
+FRAME_LINE = "#8c8c8c"
+LINE = "#333333"
+
+
+def colour(family: str) -> str:
+    return PALETTE.get(family, BLOCK_COLOUR)
+
+
+def _causal(n: Node) -> str | None:
+    return "Masked Multi-Head Attention" if getattr(n.args, "causal", False) else None
+
+
+# Words that depend on a node's arguments, by op name.
+LABEL_RULES: dict[str, Callable[[Node], str | None]] = {
+    "multi_head_attention": _causal,
+}
+
+
+def op_label(n: Node) -> str:
+    """The words on a node's box: the user's ``label:``, else the paper's words for the op."""
+    if n.label:
+        return n.label
+    rule = LABEL_RULES.get(n.op.name)
+    return (rule(n) if rule else None) or n.op.style.label
+
+
+def humanize(name: str) -> str:
+    """``feed_forward`` -> ``Feed Forward``."""
+    return " ".join(w[:1].upper() + w[1:] for w in name.split("_") if w)
+
+
+# A collapsed block's colour family from the op families inside it; first match wins.
+# Each rule: (family, required families (all), allowed families (None: any)).
+BLOCK_FAMILY_RULES: tuple[tuple[str, frozenset[str], frozenset[str] | None], ...] = (
+    ("attention", frozenset({"attention"}), None),
+    ("recurrent", frozenset({"recurrent"}), None),
+    ("addnorm", frozenset({"arith", "norm"}), frozenset({"arith", "norm", "dropout"})),
+    ("embedding", frozenset({"embedding"}), None),
+    ("conv", frozenset({"conv"}), None),
+    ("feedforward", frozenset({"linear", "activation"}), None),
+    ("linear", frozenset({"linear"}), frozenset({"linear", "dropout", "shape"})),
+    ("pool", frozenset({"pool"}), None),
+    ("norm", frozenset({"norm"}), frozenset({"norm", "dropout"})),
+    ("softmax", frozenset({"softmax"}), None),
+)
+
+
+def block_family(families: Iterable[str]) -> str:
+    fams = set(families)
+    for family, need, allowed in BLOCK_FAMILY_RULES:
+        if need <= fams and (allowed is None or fams <= allowed):
+            return family
+    return "block"
+
+
+def is_add_norm(op_names: Iterable[str]) -> bool:
+    """A block of exactly add + layer_norm (dropout aside) is the paper's "Add & Norm"."""
+    names = set(op_names) - {"dropout"}
+    return names == {"add", "layer_norm"}
+
+
+# Graph inputs: the paper's words for the conventional names of a Transformer's two inputs.
+INPUT_WORDS: dict[str, str] = {
+    "src": "Inputs",
+    "source": "Inputs",
+    "inputs": "Inputs",
+    "input_ids": "Inputs",
+    "tokens": "Inputs",
+    "tgt": "Outputs (shifted right)",
+    "target": "Outputs (shifted right)",
+    "tgt_in": "Outputs (shifted right)",
+    "shifted_outputs": "Outputs (shifted right)",
+}
+
+
+def output_label(name: str, producer: Node | None) -> str:
+    if producer is not None and producer.op.style.family == "softmax" and not producer.label:
+        return "Output Probabilities"
+    return name
+
+
+def feature_maps(shape: Shape) -> str | None:
+    """LeNet's caption for a batch-first tensor: ``6@28×28`` for [B, 6, 28, 28]; ``84``
+    for [B, 84]."""
+    if len(shape) >= 3:
+        c, *rest = shape[1:]
+        return f"{_d(c)}@" + "×".join(_d(d) for d in rest)
+    if len(shape) == 2:
+        return _d(shape[1])
+    return None
+
+
+def _d(d: Dim) -> str:
+    s = str(d)
+    return s if isinstance(d, int) or s.isidentifier() else f"({s})"
+
+
+def fmt_count(n: int) -> str:
+    """Parameter counts the way papers print them: 67, 12.3K, 2.36M, 175B."""
+    if n < 1000:
+        return str(n)
+    for div, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if n >= div:
+            v = n / div
+            text = f"{v:.3g}"
+            return text + unit
+    return str(n)  # pragma: no cover
+
+
+def arg_detail(n: Node) -> str | None:
+    """A short detail line from common args: kernel size, layers."""
+    a: Any = n.args
+    ks = getattr(a, "kernel_size", None)
+    if ks is not None:
+        ks = tuple(ks) if isinstance(ks, (list, tuple)) else (ks,)
+        if len(set(ks)) == 1 and len(ks) > 1:
+            ks = (ks[0], ks[0])
+        elif len(ks) == 1:
+            ks = (ks[0], ks[0]) if n.op.style.family in ("conv", "pool") else ks
+        return "×".join(str(k) for k in ks)
+    layers = getattr(a, "num_layers", None)
+    if isinstance(layers, int) and layers > 1:
+        return f"{layers} layers"
+    return None
