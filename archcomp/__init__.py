@@ -1,5 +1,7 @@
 """archcomp: declarative neural-network architectures, checked, compiled and drawn."""
 
+from typing import Any
+
 from archcomp.api import build, load, save, summary
 from archcomp.check import load_graph
 from archcomp.errors import Diagnostic, SpecError, UsageError
@@ -14,6 +16,7 @@ __all__ = [
     "UsageError",
     "build",
     "check",
+    "draw",
     "load",
     "load_graph",
     "save",
@@ -24,3 +27,14 @@ __all__ = [
 def check(spec: object, params: dict[str, object] | None = None) -> Graph:
     """Validate a spec (path, YAML string or mapping); return its checked graph."""
     return load_graph(spec, params)  # type: ignore[arg-type]
+
+
+def draw(spec_or_model: object, params: dict[str, object] | None = None, **options: object) -> Any:
+    """Draw a spec or built model as the paper draws it; returns a ``graphviz.Digraph``.
+
+    Options: ``expand``, ``depth``, ``shapes``, ``param_counts``, ``direction``, ``dropout``,
+    ``max_boxes`` (see :func:`archcomp.backends.graphviz.draw` and docs/diagrams.md).
+    """
+    from archcomp.backends.graphviz import draw as _draw
+
+    return _draw(spec_or_model, params, **options)  # type: ignore[arg-type]
