@@ -59,6 +59,17 @@ def _box_attrs(b: Box, lr: bool) -> dict[str, str]:
     return attrs
 
 
+_FRAME_BASE: dict[str, str] = {
+    "style": "rounded",
+    "color": st.FRAME_LINE,
+    "fillcolor": "none",
+    "peripheries": "1",
+    "labeljust": "l",
+    "labelloc": "t",  # with rankdir=BT Graphviz puts "t" at the bottom, as the paper does
+    "fontsize": "11",
+    "margin": "8",
+}
+
 _FRAME_STYLE: dict[str, dict[str, str]] = {
     "repeat": {
         "style": "rounded,filled",
@@ -137,8 +148,8 @@ def to_graphviz(d: Drawing) -> graphviz.Digraph:
         for f in children[fid]:
             numbers[f.id] = len(numbers)
             with g.subgraph(name=f"cluster_{numbers[f.id]}") as sub:
-                attrs = dict(_FRAME_STYLE[f.kind])
-                # Clusters inherit their parent's label unless they set their own.
+                # Clusters inherit their parent's attributes: set every one each time.
+                attrs = {**_FRAME_BASE, **_FRAME_STYLE[f.kind]}
                 attrs["label"] = html_label(f.label) if f.label and f.kind != "group" else ""
                 sub.attr(**attrs)
                 fill(sub, f.id)

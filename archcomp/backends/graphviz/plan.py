@@ -222,6 +222,8 @@ class Planner:
             self.d.boxes[box.id] = box
             self._edge(src, box.id, self._edge_label(ref), ("out", oname))
         self._fuse_add_norm()
+        if self.lr:
+            self._fold_activations()
         self._loops()
         self._mark_residuals()
         self._mark_cross()
@@ -478,6 +480,28 @@ class Planner:
             for k, v in list(self.item_of.items()):
                 if v in drop:
                     self.item_of[k] = self.out_of[k]
+
+    def _fold_activations(self) -> None:
+        """In a left-to-right pipeline an activation joins the box before it: "Conv + ReLU"."""
+        outs: dict[str, list[Edge]] = defaultdict(list)
+        ins: dict[str, list[Edge]] = defaultdict(list)
+        for e in self.d.edges:
+            outs[e.src].append(e)
+            ins[e.dst].append(e)
+        drop: set[str] = set()
+        for box in list(self.d.boxes.values()):
+            if box.family != "activation" or box.kind != "op" or len(ins[box.id]) != 1:
+                continue
+            prev = self.d.boxes[ins[box.id][0].src]
+            if prev.kind != "op" or prev.id in drop or len(outs[prev.id]) != 1:
+                continue
+            prev.label = f"{prev.label} + {box.label}"
+            for e in outs[box.id]:
+                e.src = prev.id
+            drop.add(box.id)
+        self.d.edges = [e for e in self.d.edges if e.dst not in drop]
+        for b in drop:
+            del self.d.boxes[b]
 
     def _norm_word(self, box: Box) -> str:
         from archcomp.ops.registry import get_op
