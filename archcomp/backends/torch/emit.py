@@ -1,0 +1,296 @@
+"""``--emit-python``: standalone PyTorch source equivalent to a compiled module (the "eject" path).
+
+The emitted file imports only torch. Its class builds the same submodules under the same names
+(so it loads the same state_dict), with torch.nn classes for torch.nn modules and the inlined
+source of archcomp's own modules (``archcomp.nn``); its forward is the compiled module's fx code.
+Constructor arguments are read back from each module and checked by rebuilding it on the meta
+device and comparing parameters, buffers and ``extra_repr``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from archcomp.backends.torch.module import tied_names
+
+LITERALS = (bool, int, float, str, type(None))
+
+
+class EmitError(Exception):
+    """A module archcomp cannot write as standalone source."""
+
+
+@dataclass
+class _Emitter:
+    model: nn.Module
+    inlined: dict[str, str] = field(default_factory=dict)  # module name -> source
+    aliases: list[str] = field(default_factory=list)
+
+    # -- constructors ----------------------------------------------------------------------
+
+    def class_ref(self, cls: type) -> str:
+        if getattr(nn, cls.__name__, None) is cls:
+            return f"nn.{cls.__name__}"
+        mod = cls.__module__
+        if mod.startswith("archcomp."):
+            self.inline(mod)
+            return cls.__name__
+        if mod.startswith("torch"):
+            return f"{mod}.{cls.__qualname__}"
+        raise EmitError(f"cannot emit {cls.__module__}.{cls.__qualname__}: not torch or archcomp")
+
+    def ctor(self, m: nn.Module) -> str:
+        cls = type(m)
+        ref = self.class_ref(cls)
+        args, kwargs = _ctor_args(m)
+        _verify(m, args, kwargs)
+        parts = [_lit(a) for a in args] + [f"{k}={_lit(v)}" for k, v in kwargs.items()]
+        return f"{ref}({', '.join(parts)})"
+
+    def inline(self, modname: str) -> None:
+        if modname in self.inlined:
+            return
+        if not modname.startswith("archcomp.nn"):
+            raise EmitError(f"cannot inline {modname}: only archcomp.nn modules are standalone")
+        mod = importlib.import_module(modname)
+        source = inspect.getsource(mod)
+        tree = ast.parse(source)
+        drop: set[int] = set()
+        for stmt in tree.body:
+            if isinstance(stmt, ast.ImportFrom) and stmt.module:
+                if stmt.module == "__future__" or stmt.module.startswith("archcomp"):
+                    drop.update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+                if stmt.module.startswith("archcomp"):
+                    self.inline(stmt.module)
+            elif isinstance(stmt, ast.Import) and any(
+                a.name.startswith("archcomp") for a in stmt.names
+            ):
+                raise EmitError(f"{modname} imports an archcomp module by name; cannot inline it")
+        lines = [line for i, line in enumerate(source.splitlines(), start=1) if i not in drop]
+        self.inlined[modname] = f"# --- inlined from {modname} ---\n" + "\n".join(lines).strip()
+
+    # -- the module tree ---------------------------------------------------------------------
+
+    def children(self, expr: str, mod: nn.Module, depth: int) -> list[str]:
+        lines: list[str] = []
+        for name, child in mod._modules.items():
+            if child is None:
+                continue
+            target = f"{expr}.{name}" if name.isidentifier() else f"{expr}[{name}]"
+            if type(child) is nn.ModuleList:
+                lines.extend(self.module_list(target, child, depth))
+            elif type(child) is nn.Module:
+                lines.append(f"{target} = nn.Module()")
+                lines.extend(self.children(target, child, depth))
+            else:
+                lines.append(f"{target} = {self.ctor(child)}")
+        return lines
+
+    def element(self, var: str, child: nn.Module, depth: int) -> list[str]:
+        if type(child) is nn.ModuleList:
+            return self.module_list(var, child, depth)
+        if type(child) is nn.Module:
+            return [f"{var} = nn.Module()", *self.children(var, child, depth + 1)]
+        return [f"{var} = {self.ctor(child)}"]
+
+    def module_list(self, target: str, ml: nn.ModuleList, depth: int) -> list[str]:
+        var = "layer" if depth == 0 else f"layer{depth}"
+        items = list(ml._modules.values())
+        bodies = [self.element(var, c, depth + 1) for c in items if c is not None]
+        lines = [f"{target} = nn.ModuleList()"]
+        if bodies and all(b == bodies[0] for b in bodies):
+            if len(bodies) == 1:
+                lines.extend(bodies[0])
+                lines.append(f"{target}.append({var})")
+            else:
+                lines.append(f"for _ in range({len(bodies)}):")
+                lines.extend("    " + b for b in bodies[0])
+                lines.append(f"    {target}.append({var})")
+            return lines
+        for body in bodies:
+            lines.extend(body)
+            lines.append(f"{target}.append({var})")
+        return lines
+
+    # -- globals of the forward -------------------------------------------------------------
+
+    def global_line(self, name: str, obj: Any) -> str | None:
+        if obj is torch and name == "torch":
+            return None
+        if isinstance(obj, float) and (math.isinf(obj) or math.isnan(obj)):
+            return f"{name} = float({str(obj)!r})"
+        if inspect.ismodule(obj):
+            if obj.__name__.split(".")[0] not in ("torch", *sys.stdlib_module_names):
+                raise EmitError(f"the forward uses module {obj.__name__}")
+            return f"import {obj.__name__} as {name}"
+        mod = getattr(obj, "__module__", None) or ""
+        qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        if qual is None:
+            raise EmitError(f"the forward uses {obj!r}, which has no importable name")
+        if mod.startswith("archcomp."):
+            self.inline(mod)
+            return None if qual == name else f"{name} = {qual}"
+        if obj is type(None):
+            return f"{name} = type(None)"
+        if mod == "builtins":
+            import builtins
+
+            if getattr(builtins, qual, None) is obj:
+                return None if qual == name else f"{name} = {qual}"
+        top = mod.split(".")[0]
+        if top == "torch" or top in sys.stdlib_module_names:
+            try:
+                found: Any = importlib.import_module(mod)
+                for part in qual.split("."):
+                    found = getattr(found, part)
+            except (ImportError, AttributeError):
+                found = None
+            if found is obj:
+                if mod == "torch":
+                    return f"{name} = torch.{qual}"
+                return f"from {mod} import {qual} as {name}"
+            tname = getattr(obj, "__name__", "")
+            if getattr(torch, tname, None) is obj:
+                return f"{name} = torch.{tname}"
+        raise EmitError(f"the forward uses {mod}.{qual}, which is neither torch nor archcomp")
+
+
+def _lit(v: Any) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"float({str(v)!r})"
+    return repr(v)
+
+
+def _is_literal(v: Any) -> bool:
+    if isinstance(v, LITERALS):
+        return True
+    if isinstance(v, tuple | list):
+        return all(_is_literal(x) for x in v)
+    return False
+
+
+def _ctor_args(m: nn.Module) -> tuple[list[Any], dict[str, Any]]:
+    sig = inspect.signature(type(m).__init__)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    keyword_only = False
+    for pname, p in list(sig.parameters.items())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or pname in ("device", "dtype"):
+            keyword_only = keyword_only or p.kind == p.VAR_POSITIONAL
+            continue
+        has_default = p.default is not p.empty
+        if hasattr(m, pname):
+            v = getattr(m, pname)
+            if pname == "bias" and (v is None or isinstance(v, torch.Tensor)):
+                v = v is not None
+        elif pname == "bias":
+            v = any(k.rsplit(".", 1)[-1] == "bias" for k, _ in m.named_parameters())
+        elif has_default:
+            continue
+        else:
+            raise EmitError(f"cannot read argument '{pname}' back from {type(m).__name__}")
+        if not _is_literal(v):
+            if has_default:
+                continue
+            raise EmitError(f"{type(m).__name__}.{pname} is not a literal: {v!r}")
+        if has_default and _same(v, p.default):
+            continue
+        if not has_default and p.kind != p.KEYWORD_ONLY and not kwargs and not keyword_only:
+            args.append(v)
+        else:
+            kwargs[pname] = v
+    return args, kwargs
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _verify(m: nn.Module, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Rebuild from the read-back arguments on meta; it must be the same module."""
+    cls = type(m)
+    extra = {"device": "meta"} if "device" in inspect.signature(cls.__init__).parameters else {}
+    try:
+        copy = cls(*args, **kwargs, **extra)
+    except Exception as exc:
+        raise EmitError(f"cannot rebuild {cls.__name__} from {args} {kwargs}: {exc}") from exc
+
+    def sig(mod: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        out = [(n, tuple(t.shape)) for n, t in mod.named_parameters()]
+        return out + [(n, tuple(t.shape)) for n, t in mod.named_buffers()]
+
+    if sig(copy) != sig(m) or copy.extra_repr() != m.extra_repr():
+        raise EmitError(
+            f"{cls.__name__} rebuilt from {args} {kwargs} differs from the compiled one"
+        )
+
+
+def emit_python(model: nn.Module) -> str:
+    """Standalone source of a class equivalent to ``model`` (an ArchModule)."""
+    import archcomp
+    from archcomp.backends.torch.codegen import _class_name
+
+    spec: dict[str, Any] = getattr(model, "spec", {}) or {}
+    name = str(spec.get("name", "model"))
+    cls_name = _class_name(name)
+    em = _Emitter(model)
+    init_lines = em.children("self", model, 0)
+    for alias, source in tied_names(model).items():
+        init_lines.append(f"{_expr(alias)} = {_expr(source)}  # tied")
+    graph = model.graph
+    if not isinstance(graph, torch.fx.Graph):
+        raise EmitError("emit_python needs a module compiled by archcomp")
+    code = graph.python_code(root_module="self")
+    global_lines = [
+        line for gname, obj in code.globals.items() if (line := em.global_line(gname, obj))
+    ]
+    forward = "\n".join(
+        ("    " + line) if line.strip() else "" for line in code.src.strip("\n").splitlines()
+    )
+    desc = str(spec.get("description", "") or "").strip()
+    header = [
+        f'"""{cls_name}: standalone PyTorch source for the archcomp spec {name!r}.',
+        "",
+        f"Generated by archcomp {archcomp.__version__} (--emit-python); imports only torch. "
+        "It loads the same",
+        "state_dict as the compiled module, e.g. from an artifact:",
+        "",
+        "    from safetensors.torch import load_file",
+        f"    model = {cls_name}()",
+        "    model.load_state_dict(load_file(path), strict=False)  # tied weights stored once",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import torch",
+        "from torch import nn",
+    ]
+    parts = ["\n".join(header)]
+    parts.extend(em.inlined.values())
+    if global_lines:
+        parts.append("\n".join(global_lines))
+    doc = f'    """{desc}"""\n\n' if desc else ""
+    body = "\n".join("        " + line for line in init_lines) or "        pass"
+    parts.append(
+        f"class {cls_name}(nn.Module):\n{doc}"
+        f"    def __init__(self) -> None:\n        super().__init__()\n{body}\n\n{forward}"
+    )
+    source = "\n\n\n".join(parts) + "\n"
+    compile(source, f"<{cls_name}>", "exec")  # a syntax check; nothing is executed
+    return source
+
+
+def _expr(path: str) -> str:
+    out = "self"
+    for part in path.split("."):
+        out = f"{out}.{part}" if part.isidentifier() else f"{out}[{part}]"
+    return out

@@ -1,0 +1,119 @@
+"""``archcomp build`` and ``archcomp summary``: compile a spec, print its table, write artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from archcomp.cli import add_params_flag, command, overrides
+from archcomp.errors import UsageError
+
+
+def _configure_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="spec file to compile")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="artifact path (default: build/<name>.safetensors)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N, mps, meta or auto (default: cpu); on meta only the summary "
+        "(and --emit-python) is produced",
+    )
+    p.add_argument("--dtype", default="float32", help="float32, float16, bfloat16 or float64")
+    add_params_flag(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default: 0)")
+    p.add_argument(
+        "--emit-python",
+        metavar="FILE",
+        help="also write standalone PyTorch source equivalent to the compiled module",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse builds whose parameters and buffers exceed SIZE (e.g. 8GB, 512MiB)",
+    )
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="collapse blocks nested deeper than N in the table (0: top level only)",
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from archcomp.api import build_graph
+    from archcomp.backends.torch.artifact import save_artifact
+    from archcomp.backends.torch.summary import summarize
+    from archcomp.check import load_graph
+
+    params = overrides(args)
+    if args.depth is not None and args.depth < 0:
+        raise UsageError("--depth must be >= 0")
+    g = load_graph(Path(args.spec), params)
+    meta = str(args.device).strip().lower() == "meta"
+    out = Path(args.output) if args.output else Path("build") / f"{g.name}.safetensors"
+    emit = Path(args.emit_python) if args.emit_python else None
+    for target in ([] if meta else [out]) + ([emit] if emit else []):
+        if target.exists() and not args.force:
+            raise UsageError(f"{target} exists; pass --force to overwrite it")
+    model = build_graph(
+        g, args.device, args.dtype, args.seed, max_memory=args.max_memory, progress=None
+    )
+    print(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
+    print(summarize(g, model).table(args.depth))
+    if emit is not None:
+        from archcomp.backends.torch.artifact import write_atomic
+        from archcomp.backends.torch.emit import emit_python
+
+        source = emit_python(model)
+        write_atomic(emit, lambda tmp: tmp.write_text(source))
+        print(f"wrote {emit}")
+    if meta:
+        print("device meta: no weights, so no artifact written")
+        return 0
+    save_artifact(model, out, overwrite=True)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+cmd_build.configure = _configure_build  # type: ignore[attr-defined]
+command("build", "compile a spec to PyTorch and write its weights as safetensors")(cmd_build)
+
+
+def _configure_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="spec file to summarize")
+    add_params_flag(p)
+    p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="collapse blocks nested deeper than N in the table (0: top level only)",
+    )
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from archcomp.api import summary
+
+    if args.depth is not None and args.depth < 0:
+        raise UsageError("--depth must be >= 0")
+    s = summary(Path(args.spec), overrides(args))
+    if args.json:
+        print(json.dumps(s.to_json(), indent=2))
+    else:
+        print(s.table(args.depth))
+    return 0
+
+
+cmd_summary.configure = _configure_summary  # type: ignore[attr-defined]
+command("summary", "per-node table of shapes, params and MACs, without allocating weights")(
+    cmd_summary
+)
