@@ -120,7 +120,7 @@ def test_trains(name: str) -> None:
     """20 Adam steps on one fixed batch: the loss falls. The targets come from a second model of
     the same spec with other weights (a teacher), so they are reachable for every spec."""
     torch.manual_seed(0)
-    model, g, inputs = _run(name)
+    model, _, inputs = _run(name)
     teacher = archcomp.build(SPECS / f"{name}.yaml", params=LIBRARY[name][1], seed=1).eval()
     with torch.no_grad():
         out = teacher(**inputs)
