@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from archcomp.dims import Dim, Shape, fmt_shape
+from archcomp.dims import Dim, Shape, Sym, add, floordiv, fmt_shape, mul, sub
 from archcomp.ir import TensorType
 from archcomp.ops.registry import ShapeError
 
@@ -66,3 +66,98 @@ def common_dtype(types: Sequence[TensorType], port: str) -> str:
     if len(dtypes) > 1:
         raise ShapeError(f"inputs have different dtypes: {', '.join(sorted(dtypes))}", port=port)
     return types[0].dtype
+
+
+def ntuple(value: int | Sequence[int], n: int, arg: str) -> tuple[int, ...]:
+    """An int or a length-n list of ints (kernel_size, stride, ...) as an n-tuple."""
+    if isinstance(value, int):
+        return (value,) * n
+    if len(value) != n:
+        raise ShapeError(
+            f"{arg} has {len(value)} values, this op needs {n}",
+            arg=arg,
+            hint=f"give one int, or a list of {n}",
+        )
+    return tuple(value)
+
+
+def as_torch_size(value: int | Sequence[int]) -> int | tuple[int, ...]:
+    """An int, or a list as a tuple (what torch constructors print and expect)."""
+    return value if isinstance(value, int) else tuple(value)
+
+
+def window_out(
+    size: Dim,
+    kernel: int,
+    stride: int,
+    pad: int,
+    dilation: int = 1,
+    *,
+    ceil_mode: bool = False,
+    axis: int,
+) -> Dim:
+    """Output length of a sliding window (conv or pool) along one dim, as torch computes it.
+
+    ``floor((size + 2*pad - dilation*(kernel-1) - 1) / stride) + 1`` (``ceil`` with
+    ``ceil_mode``, dropping a last window that would start in the right padding). A kernel wider
+    than the padded input is a ShapeError naming ``kernel_size``; ``axis`` names the dim.
+    """
+    extent = dilation * (kernel - 1) + 1
+    padded = add(size, 2 * pad)
+    if isinstance(padded, int) and padded < extent:
+        wide = f" (dilated to {extent})" if dilation > 1 else ""
+        raise ShapeError(
+            f"kernel_size {kernel}{wide} is larger than the input along dim {axis} "
+            f"(size {size}{f' + 2*{pad} padding' if pad else ''})",
+            arg="kernel_size",
+            hint="use a smaller kernel, more padding, or a larger input",
+        )
+    span = sub(padded, extent)  # positions the window can move through
+    if not ceil_mode:
+        return add(floordiv(span, stride), 1)
+    out = add(floordiv(add(span, stride - 1), stride), 1)
+    if isinstance(size, int):
+        assert isinstance(out, int)
+        return out - 1 if (out - 1) * stride >= size + pad else out
+    if pad + stride > extent:  # the last window might start in the padding: undecidable here
+        raise ShapeError(
+            f"ceil_mode needs a concrete size along dim {axis}, found symbolic '{size}'",
+            arg="ceil_mode",
+            hint="give the input a concrete size for this dim, or drop ceil_mode",
+        )
+    return out
+
+
+def div_exact(a: Dim, b: Dim) -> Dim | None:
+    """a / b when b is a nonzero monomial (``3``, ``B``, ``2*B*S``) that divides every term of
+    a exactly; None otherwise."""
+    if isinstance(b, int):
+        if b == 0:
+            return None
+        if isinstance(a, int):
+            return a // b if a % b == 0 else None
+        if all(c % b == 0 for _, c in a.terms):
+            return floordiv(a, b)
+        return None
+    if len(b.terms) != 1:
+        return None
+    ((bmono, bcoef),) = b.terms
+    if isinstance(a, int):
+        return None
+    out: dict[tuple[str, ...], int] = {}
+    for mono, coef in a.terms:
+        rest = list(mono)
+        for s in bmono:
+            if s not in rest:
+                return None
+            rest.remove(s)
+        if coef % bcoef:
+            return None
+        out[tuple(rest)] = coef // bcoef
+    quotient: Dim = 0
+    for mono, coef in out.items():
+        term: Dim = coef
+        for s in mono:
+            term = mul(term, Sym.symbol(s))
+        quotient = add(quotient, term)
+    return quotient

@@ -1,3 +1,143 @@
 """Convolutions: conv1d, conv2d."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field
+
+from archcomp.dims import Dim, Shape, mul, prod
+from archcomp.ir import TensorType
+from archcomp.ops.common import as_torch_size, need_float, ntuple, window_out
+from archcomp.ops.registry import (
+    LowerCtx,
+    MacRule,
+    OpArgs,
+    OpDef,
+    ShapeCtx,
+    ShapeError,
+    Style,
+    register,
+)
+
+_LAYOUT = {1: "(B, C, L)", 2: "(B, C, H, W)"}
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+# One int for every spatial dim, or one per spatial dim.
+Sizes = Union[PosInt, list[PosInt]]
+Padding = Union[NonNegInt, list[NonNegInt], Literal["same", "valid"]]
+
+
+class ConvArgs(OpArgs):
+    """A convolution over the trailing spatial dims of a (B, C, ...) input.
+
+    ``in_channels`` is inferred from dim 1. ``padding`` is an int, one int per spatial dim,
+    ``same`` (output as long as the input; stride 1 only) or ``valid`` (no padding).
+    """
+
+    out_channels: int = Field(gt=0)
+    kernel_size: Sizes
+    stride: Sizes = 1
+    padding: Padding = 0
+    dilation: Sizes = 1
+    groups: int = Field(default=1, gt=0)
+    bias: bool = True
+    padding_mode: Literal["zeros"] = "zeros"
+    in_channels: int | None = Field(default=None, gt=0)
+
+
+def _conv_shape(n: int) -> Callable[[ShapeCtx], TensorType]:
+    def rule(ctx: ShapeCtx) -> TensorType:
+        x, a = ctx.x, ctx.args
+        what = f"conv{n}d"
+        need_float(x, what=what)
+        ctx.need_rank(x, (n + 2,), "x", f"{what} {_LAYOUT[n]}")
+        cin = ctx.infer("in_channels", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
+        if cin % a.groups or a.out_channels % a.groups:
+            raise ShapeError(
+                f"groups={a.groups} must divide in_channels ({cin}) and "
+                f"out_channels ({a.out_channels})",
+                arg="groups",
+            )
+        kernel = ntuple(a.kernel_size, n, "kernel_size")
+        stride = ntuple(a.stride, n, "stride")
+        dilation = ntuple(a.dilation, n, "dilation")
+        spatial = x.shape[2:]
+        out: list[Dim] = []
+        if a.padding == "same":
+            if any(s != 1 for s in stride):
+                raise ShapeError(
+                    "padding 'same' needs stride 1 (torch does not support it for strided convs)",
+                    arg="padding",
+                    hint="give the padding as an int",
+                )
+            out = list(spatial)
+        else:
+            pad = ntuple(0 if a.padding == "valid" else a.padding, n, "padding")
+            for i in range(n):
+                out.append(
+                    window_out(spatial[i], kernel[i], stride[i], pad[i], dilation[i], axis=2 + i)
+                )
+        return TensorType((x.shape[0], a.out_channels, *out), x.dtype)
+
+    return rule
+
+
+def _conv_params(n: int) -> Callable[[ConvArgs], dict[str, Shape]]:
+    def params(a: ConvArgs) -> dict[str, Shape]:
+        cin = (a.in_channels or 0) // a.groups
+        p: dict[str, Shape] = {"weight": (a.out_channels, cin, *ntuple(a.kernel_size, n, ""))}
+        if a.bias:
+            p["bias"] = (a.out_channels,)
+        return p
+
+    return params
+
+
+def _conv_macs(n: int) -> MacRule:
+    def macs(a: ConvArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
+        # each output element: (in_channels / groups) * prod(kernel_size) multiply-adds
+        taps = prod(ntuple(a.kernel_size, n, ""))
+        return mul(prod(outs["out"].shape), mul((a.in_channels or 0) // a.groups, taps))
+
+    return macs
+
+
+def _conv_lower(n: int) -> Callable[[LowerCtx], Any]:
+    def lower(c: LowerCtx) -> Any:
+        from torch import nn
+
+        a = c.args
+        cls: Any = nn.Conv1d if n == 1 else nn.Conv2d
+        padding = a.padding if isinstance(a.padding, str) else as_torch_size(a.padding)
+        conv = cls(
+            a.in_channels,
+            a.out_channels,
+            as_torch_size(a.kernel_size),
+            stride=as_torch_size(a.stride),
+            padding=padding,
+            dilation=as_torch_size(a.dilation),
+            groups=a.groups,
+            bias=a.bias,
+            **c.factory,
+        )
+        return c.module(conv)(c.x)
+
+    return lower
+
+
+for _n in (1, 2):
+    register(
+        OpDef(
+            f"conv{_n}d",
+            ConvArgs,
+            _conv_shape(_n),
+            Style("conv", "Conv"),
+            params=_conv_params(_n),
+            macs=_conv_macs(_n),
+            lower=_conv_lower(_n),
+            doc=f"{_n}-D convolution: {_LAYOUT[_n]} -> (B, out_channels, ...).",
+        )
+    )
