@@ -1,3 +1,165 @@
-"""Normalization and regularization: layer_norm, batch_norm, dropout."""
+"""Normalization and regularization: layer_norm, batch_norm, dropout.
+
+MACs of a norm count one multiply-add per element (the normalize-and-scale ``(x - mean) * k``
+or ``x * gamma + beta``); the mean and variance reductions are not counted.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from archcomp.dims import Dim, Shape, prod
+from archcomp.ir import TensorType
+from archcomp.ops.common import need_float
+from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
+
+
+def _numel(a: Any, ins: Any, outs: dict[str, TensorType]) -> Dim:
+    return prod(outs["out"].shape)
+
+
+class LayerNormArgs(OpArgs):
+    """Layer norm over the last dim; ``normalized_shape`` (its size) is inferred."""
+
+    eps: float = Field(default=1e-5, gt=0)
+    elementwise_affine: bool = True
+    bias: bool = True
+    normalized_shape: int | None = Field(default=None, gt=0)
+
+
+def _layer_norm_shape(ctx: ShapeCtx) -> TensorType:
+    x = ctx.x
+    need_float(x, what="layer_norm")
+    if x.rank < 1:
+        raise ShapeError("layer_norm needs at least one dim, found a scalar", port="x")
+    ctx.infer("normalized_shape", ctx.concrete(x.shape[-1], "the last dim (normalized_shape)", "x"))
+    return x
+
+
+def _layer_norm_params(a: LayerNormArgs) -> dict[str, Shape]:
+    d = a.normalized_shape or 0
+    if not a.elementwise_affine:
+        return {}
+    return {"weight": (d,), "bias": (d,)} if a.bias else {"weight": (d,)}
+
+
+def _layer_norm_lower(c: LowerCtx) -> Any:
+    from torch import nn
+
+    a = c.args
+    norm = nn.LayerNorm(
+        a.normalized_shape,
+        eps=a.eps,
+        elementwise_affine=a.elementwise_affine,
+        bias=a.bias,
+        **c.factory,
+    )
+    return c.module(norm)(c.x)
+
+
+register(
+    OpDef(
+        "layer_norm",
+        LayerNormArgs,
+        _layer_norm_shape,
+        Style("norm", "Layer Norm"),
+        params=_layer_norm_params,
+        macs=_numel,
+        lower=_layer_norm_lower,
+        doc="Layer normalization over the last dim.",
+    )
+)
+
+
+class BatchNormArgs(OpArgs):
+    """Batch norm over dim 1 of (B, C), (B, C, L) or (B, C, H, W); ``num_features`` (C) is
+    inferred. ``momentum: null`` keeps a cumulative average, as in torch."""
+
+    eps: float = Field(default=1e-5, gt=0)
+    momentum: float | None = Field(default=0.1, ge=0, le=1)
+    affine: bool = True
+    track_running_stats: bool = True
+    num_features: int | None = Field(default=None, gt=0)
+
+
+def _batch_norm_shape(ctx: ShapeCtx) -> TensorType:
+    x = ctx.x
+    need_float(x, what="batch_norm")
+    ctx.need_rank(x, (2, 3, 4), "x", "batch_norm (B, C, ...)")
+    ctx.infer("num_features", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
+    return x
+
+
+def _batch_norm_params(a: BatchNormArgs) -> dict[str, Shape]:
+    c = a.num_features or 0
+    return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+
+def _batch_norm_buffers(a: BatchNormArgs) -> dict[str, Shape]:
+    c = a.num_features or 0
+    if not a.track_running_stats:
+        return {}
+    return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
+
+
+def _batch_norm_lower(c: LowerCtx) -> Any:
+    from torch import nn
+
+    a = c.args
+    cls: Any = nn.BatchNorm2d if c.in_types["x"].rank == 4 else nn.BatchNorm1d
+    norm = cls(
+        a.num_features,
+        eps=a.eps,
+        momentum=a.momentum,
+        affine=a.affine,
+        track_running_stats=a.track_running_stats,
+        **c.factory,
+    )
+    return c.module(norm)(c.x)
+
+
+register(
+    OpDef(
+        "batch_norm",
+        BatchNormArgs,
+        _batch_norm_shape,
+        Style("norm", "Batch Norm"),
+        params=_batch_norm_params,
+        buffers=_batch_norm_buffers,
+        macs=_numel,
+        lower=_batch_norm_lower,
+        doc="Batch normalization over the channel dim (BatchNorm1d for rank 2/3, 2d for rank 4).",
+    )
+)
+
+
+class DropoutArgs(OpArgs):
+    """Zero each element with probability ``p`` while training (scaling the rest by 1/(1-p))."""
+
+    p: float = Field(default=0.5, ge=0, lt=1)
+
+
+def _dropout_shape(ctx: ShapeCtx) -> TensorType:
+    need_float(ctx.x, what="dropout")
+    return ctx.x
+
+
+def _dropout_lower(c: LowerCtx) -> Any:
+    from torch import nn
+
+    # A module, not F.dropout: the module follows model.train() / model.eval().
+    return c.module(nn.Dropout(c.args.p))(c.x)
+
+
+register(
+    OpDef(
+        "dropout",
+        DropoutArgs,
+        _dropout_shape,
+        Style("dropout", "Dropout"),
+        lower=_dropout_lower,
+        doc="Dropout (identity in eval mode).",
+    )
+)
