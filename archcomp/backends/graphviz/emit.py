@@ -23,7 +23,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 def esc(text: str) -> str:
     """Text for an HTML-like label: entities escaped, line breaks as <BR/>."""
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\t", " "))
-    return "<BR/>".join(html.escape(line, quote=True) for line in text.split("\n"))
+    # Graphviz expands \N, \G, \L even inside HTML labels; a doubled backslash is one backslash.
+    return "<BR/>".join(
+        html.escape(line, quote=True).replace("\\", "\\\\") for line in text.split("\n")
+    )
 
 
 def html_label(main: str, small: str | None = None, note: str | None = None) -> str:

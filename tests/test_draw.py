@@ -1,0 +1,401 @@
+"""The diagram backend: golden DOT files, the structure of the drawing, rendering through the
+real ``dot``, escaping of hostile labels, and the CLI's behaviour without Graphviz.
+
+Rewrite the golden files with ``ARCHCOMP_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_draw.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import graphviz
+import pytest
+
+import archcomp
+from archcomp.backends.graphviz import DrawOptions, draw, plan, read_stamp, save
+from archcomp.backends.graphviz import render as render_mod
+from archcomp.check import load_graph
+from archcomp.cli import main
+from archcomp.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+DRAW_SPECS = ROOT / "tests" / "specs" / "draw"
+GOLDEN = ROOT / "tests" / "golden"
+TRANSFORMER = DRAW_SPECS / "transformer.yaml"
+LENET = DRAW_SPECS / "lenet5.yaml"
+HAVE_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz's dot is not installed")
+
+MHA = ("multi_head_attention", "scaled_dot_product_attention")
+
+
+@pytest.fixture
+def golden():
+    """Compare text with a golden file; ARCHCOMP_UPDATE_GOLDEN=1 rewrites it instead."""
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if os.environ.get("ARCHCOMP_UPDATE_GOLDEN") == "1":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return
+        assert path.exists(), f"{path} is missing: run with ARCHCOMP_UPDATE_GOLDEN=1"
+        assert text == path.read_text(), f"{name} differs: ARCHCOMP_UPDATE_GOLDEN=1 rewrites it"
+
+    return check
+
+
+# -- golden DOT ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("golden_name", "spec", "expand"),
+    [
+        ("transformer.dot", TRANSFORMER, ()),
+        ("transformer_attention.dot", TRANSFORMER, MHA),
+        ("lenet5.dot", LENET, ()),
+    ],
+)
+def test_golden_dot(golden, golden_name: str, spec: Path, expand: tuple[str, ...]) -> None:
+    golden(golden_name, draw(spec, expand=expand).source)
+
+
+def test_same_spec_gives_byte_identical_dot() -> None:
+    a = draw(TRANSFORMER, expand=MHA, shapes=True, param_counts=True).source
+    b = draw(TRANSFORMER, expand=MHA, shapes=True, param_counts=True).source
+    assert a == b
+
+
+# -- structure ----------------------------------------------------------------------------
+
+
+def _plan(spec: Path | str, **kw: object):
+    return plan(load_graph(spec), DrawOptions(**kw))  # type: ignore[arg-type]
+
+
+def test_transformer_figure_1_structure() -> None:
+    d = _plan(TRANSFORMER)
+    assert d.direction == "BT"
+    repeats = [f for f in d.frames.values() if f.kind == "repeat"]
+    assert [f.label for f in repeats] == ["N× (N = 6)", "N× (N = 6)"]
+    labels = sorted(b.label for b in d.boxes.values())
+    assert labels.count("Add & Norm") == 5
+    assert labels.count("Feed Forward") == 2
+    assert "Masked Multi-Head Attention" in labels
+    assert {"Inputs", "Outputs (shifted right)", "Output Probabilities"} <= set(labels)
+    # Only copy 0 of each repeated layer is drawn.
+    assert not any(".1." in b for b in d.boxes)
+    # The encoder's output enters the decoder's cross-attention (as key and value).
+    cross = [e for e in d.edges if e.src == "encoder.0.norm2" and e.dst == "decoder.0.cross_attn"]
+    assert len(cross) == 2 and all(e.kind == "cross" for e in cross)
+    # Residual connections bypass the sub-layer into its Add & Norm.
+    residual = {(e.src, e.dst) for e in d.edges if e.kind == "residual"}
+    assert ("src_pos", "encoder.0.norm1") in residual
+    assert ("encoder.0.norm1", "encoder.0.norm2") in residual
+    assert ("decoder.0.norm2", "decoder.0.norm3") in residual
+    # Positional encoding: a circled sine wave joined by a circled plus to the embedding.
+    assert d.boxes["src_pos/wave"].label == "∿" and d.boxes["src_pos"].label == "+"
+    assert {("src_embed", "src_pos"), ("src_pos/wave", "src_pos")} <= {
+        (e.src, e.dst) for e in d.edges
+    }
+    # The final layer's output leaves the frame to the generator.
+    assert any(e.src == "decoder.0.norm3" and e.dst == "generator" for e in d.edges)
+    # Colours come from the families.
+    assert d.boxes["encoder.0.attn"].family == "attention"
+    assert d.boxes["encoder.0.norm1"].family == "addnorm"
+    assert d.boxes["encoder.0.ff"].family == "feedforward"
+    assert d.boxes["src_embed"].family == "embedding"
+
+
+def test_dot_source_flows_bottom_to_top_with_frames() -> None:
+    src = draw(TRANSFORMER).source
+    assert "rankdir=BT" in src
+    assert src.count("label=<N× (N = 6)>") == 2
+    assert 'fillcolor="#fcd9b0"' in src  # attention: light orange
+    assert '"encoder.0.norm2" -> "decoder.0.cross_attn" [constraint=false]' in src
+
+
+def test_literal_repeat_count_frame(spec_file) -> None:
+    p = spec_file(
+        """archcomp: 1
+name: stack
+inputs: {x: [B, 4]}
+blocks:
+  layer:
+    inputs: [x]
+    nodes:
+      - {id: fc, op: linear, out_features: 4}
+      - {id: act, op: relu}
+    outputs: act
+nodes:
+  - {id: body, op: layer, repeat: 3}
+outputs: {y: body}
+"""
+    )
+    d = _plan(p)
+    assert [f.label for f in d.frames.values() if f.kind == "repeat"] == ["3×"]
+    # A repeated leaf block is drawn open inside its frame; the chain between copies is not.
+    assert {"body.0.fc", "body.0.act"} <= set(d.boxes)
+    assert not any(e.src == "body.0.act" and e.dst == "body.0.fc" for e in d.edges)
+    assert ("input/x", "body.0.fc") in {(e.src, e.dst) for e in d.edges}
+    assert ("body.0.act", "output/y") in {(e.src, e.dst) for e in d.edges}
+
+
+def test_expanded_attention_is_figure_2() -> None:
+    d = _plan(TRANSFORMER, expand=MHA)
+    stack = [f for f in d.frames.values() if f.kind == "stack"]
+    assert len(stack) == 3 and all(f.label == "h× (h = 8)" for f in stack)
+    inside = sorted(b.label for b in d.boxes.values() if b.id.startswith("encoder.0.attn/"))
+    assert inside == sorted(
+        ["Linear"] * 4 + ["Concat", "MatMul", "Scale", "Mask (opt.)", "SoftMax", "MatMul"]
+    )
+    edges = {(e.src, e.dst) for e in d.edges}
+    # Query, key and value each enter their own linear projection.
+    assert {
+        ("src_pos", "encoder.0.attn/linear_q"),
+        ("src_pos", "encoder.0.attn/linear_k"),
+        ("src_pos", "encoder.0.attn/linear_v"),
+        ("encoder.0.norm2", "decoder.0.cross_attn/linear_k"),
+        ("decoder.0.norm1", "decoder.0.cross_attn/linear_q"),
+        ("encoder.0.attn/linear_out", "encoder.0.norm1"),
+    } <= edges
+
+
+def test_expand_only_multi_head_attention_keeps_sdpa_a_box() -> None:
+    d = _plan(TRANSFORMER, expand=("multi_head_attention",))
+    assert d.boxes["encoder.0.attn/attention"].label == "Scaled Dot-Product Attention"
+    assert "encoder.0.attn/attention/scale" not in d.boxes
+
+
+def test_depth_collapses_and_expand_opens_blocks() -> None:
+    d0 = _plan(TRANSFORMER, depth=0)
+    assert d0.boxes["encoder.0"].label == "Encoder Layer"
+    assert d0.boxes["encoder.0"].family == "attention"
+    assert d0.boxes["encoder.0"].kind == "block"
+    d = _plan(TRANSFORMER, expand=("feed_forward",))
+    assert {"encoder.0.ff.fc1", "encoder.0.ff.act", "encoder.0.ff.fc2"} <= set(d.boxes)
+    frames = [f for f in d.frames.values() if f.label == "Feed Forward"]
+    assert len(frames) == 2 and all(f.kind == "block" for f in frames)
+    deep = _plan(TRANSFORMER, depth=5)
+    assert "encoder.0.attn/attention/softmax" in deep.boxes
+
+
+def test_unknown_expand_name_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="did you mean 'feed_forward'"):
+        _plan(TRANSFORMER, expand=("feed_forwrd",))
+
+
+def test_shapes_and_param_counts() -> None:
+    d = _plan(TRANSFORMER, shapes=True, param_counts=True)
+    labels = {(e.src, e.dst): e.label for e in d.edges}
+    assert labels[("src_embed", "src_pos")] == "[B, S, 512]"
+    assert labels[("generator", "probs")] == "[B, T, 37000]"
+    # 4 * (512 * 512 + 512) for the attention; 2 * 512 for the layer norm.
+    assert d.boxes["encoder.0.attn"].note == "1.05M params"
+    assert d.boxes["encoder.0.norm1"].note == "1.02K params"
+    assert d.boxes["src_pos/wave"].note is None
+
+
+def test_lenet_is_a_left_to_right_pipeline_with_feature_maps() -> None:
+    d = _plan(LENET)
+    assert d.direction == "LR"
+    chain = [b for b in d.boxes.values() if b.kind == "op"]
+    assert [b.label.split(" + ")[0] for b in chain] == [
+        "C1", "S2", "C3", "S4", "C5", "Flatten", "F6", "OUTPUT"
+    ]  # fmt: skip
+    captions = [(b.caption or "").split("\n")[-1] for b in chain]
+    assert captions == ["6@28×28", "6@14×14", "16@10×10", "16@5×5", "120@1×1", "120", "84", "10"]
+
+
+def test_recurrence_is_visible(spec_file) -> None:
+    p = spec_file(
+        """archcomp: 1
+name: lstm_classifier
+inputs: {x: [B, S, 10]}
+nodes:
+  - {id: lstm, op: lstm, hidden_size: 8, num_layers: 2}
+  - {id: last, op: index, in: lstm.output, at: "[:, -1, :]", label: Last Time Step}
+  - {id: fc, op: linear, out_features: 2}
+outputs: {logits: fc}
+"""
+    )
+    d = _plan(p)
+    loops = [e for e in d.edges if e.kind == "loop"]
+    assert [(e.src, e.dst, e.label) for e in loops] == [("lstm", "lstm", "h, c")]
+    assert d.boxes["lstm"].caption == "2 layers"
+    assert ("lstm", "last", "output") in {(e.src, e.dst, e.label) for e in d.edges}
+
+
+def test_too_large_a_diagram_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"would have \d+ boxes \(limit 10\)"):
+        _plan(TRANSFORMER, max_boxes=10)
+
+
+# -- escaping -----------------------------------------------------------------------------
+
+HOSTILE = [
+    '"]; evil [label="pwned',
+    "<b>bold</b> & <i>",
+    "x\\ny \\N \\G \\L",
+    "}} digraph { a -> b",
+    "<<TABLE><TR><TD>t</TD></TR></TABLE>>",
+]
+
+
+def _hostile_spec(spec_file, label: str) -> Path:
+    quoted = "'" + label.replace("'", "''") + "'"
+    return spec_file(
+        f"""archcomp: 1
+name: hostile
+inputs: {{x: [B, 4]}}
+nodes:
+  - {{id: fc, op: linear, out_features: 4, label: {quoted}}}
+outputs: {{y: fc}}
+"""
+    )
+
+
+@pytest.mark.parametrize("label", HOSTILE)
+def test_hostile_labels_are_escaped(spec_file, label: str) -> None:
+    src = draw(_hostile_spec(spec_file, label)).source
+    node_lines = [ln for ln in src.splitlines() if ln.strip().startswith("fc [")]
+    assert len(node_lines) == 1
+    assert "evil" not in src.replace(_esc(label).replace("\\", "\\\\"), "")
+    assert "<b>" not in src and "<TABLE>" not in src
+    assert src.count("->") == 2  # input -> fc -> output, nothing injected
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+@needs_dot
+@pytest.mark.parametrize("label", HOSTILE)
+def test_hostile_labels_render_as_plain_text(spec_file, tmp_path: Path, label: str) -> None:
+    out = save(draw(_hostile_spec(spec_file, label)), tmp_path / "h.svg")
+    root = ET.fromstring(out.read_text())
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert label in texts
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}g[@class='node']")) == 3
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+@needs_dot
+def test_renders_svg_and_png_through_dot(tmp_path: Path) -> None:
+    diagram = draw(TRANSFORMER, expand=MHA)
+    svg = save(diagram, tmp_path / "t.svg")
+    png = save(diagram, tmp_path / "t.png")
+    root = ET.fromstring(svg.read_text())
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"Multi-Head Attention", "Masked Multi-Head Attention", "N× (N = 6)"} <= texts
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    digest = render_mod.dot_hash(diagram.source)
+    assert read_stamp(svg) == digest == read_stamp(png)
+    assert save(diagram, tmp_path / "t.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_python_api_returns_a_notebook_ready_digraph() -> None:
+    g = archcomp.draw(TRANSFORMER, {"N": 2}, expand=["multi_head_attention"])
+    assert isinstance(g, graphviz.Digraph)
+    assert hasattr(g, "_repr_mimebundle_")
+    assert "N× (N = 2)" in g.source
+    assert (
+        archcomp.draw(load_graph(TRANSFORMER, {"N": 2}), expand=["multi_head_attention"]).source
+        == g.source
+    )
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+@needs_dot
+def test_cli_draws_png(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "t.png"
+    assert main(["draw", str(TRANSFORMER), "-o", str(out), "--shapes", "--params"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_cli_default_output_is_diagrams_name_svg(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["draw", str(TRANSFORMER), "--format", "dot", "-p", "N=2"]) == 0
+    text = (tmp_path / "diagrams" / "transformer.dot").read_text()
+    assert "N× (N = 2)" in text
+
+
+def test_cli_without_graphviz_writes_dot_and_says_how_to_install(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(render_mod, "find_dot", lambda: None)
+    out = tmp_path / "t.svg"
+    assert main(["draw", str(TRANSFORMER), "-o", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert "apt-get install graphviz" in err and "Traceback" not in err
+    assert not out.exists()
+    assert (tmp_path / "t.dot").read_text().startswith("digraph transformer {")
+
+
+@needs_dot
+def test_cli_dot_time_limit(tmp_path: Path, capsys) -> None:
+    code = main(["draw", str(TRANSFORMER), "-o", str(tmp_path / "t.svg"), "--timeout", "1e-6"])
+    assert code == 4
+    assert "time limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--expand", "nope"], "--expand nope: no block"),
+        (["--depth", "-1"], "--depth must be >= 0"),
+        (["--max-nodes", "5"], "limit 5"),
+        (["-o", "x.gif"], "cannot tell the format"),
+        (["-p", "M=3"], "M"),
+    ],
+)
+def test_cli_usage_errors(argv: list[str], message: str, capsys) -> None:
+    assert main(["draw", str(TRANSFORMER), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_spec_error_is_reported_not_raised(spec_file, capsys) -> None:
+    p = spec_file(
+        "archcomp: 1\nname: bad\ninputs: {x: [B, 4]}\nnodes:\n  - {id: a, op: nope}\n"
+        "outputs: {y: a}\n"
+    )
+    assert main(["draw", str(p), "--format", "dot"]) == 1
+    assert "unknown op 'nope'" in capsys.readouterr().err
+
+
+# -- diagrams/ ----------------------------------------------------------------------------
+
+
+def _model_specs() -> list[Path]:
+    from archcomp.check import load_source
+
+    return [p for p in sorted((ROOT / "specs").glob("*.yaml")) if load_source(p).spec.nodes]
+
+
+@pytest.mark.parametrize("spec", _model_specs(), ids=lambda p: p.stem)
+def test_checked_in_diagrams_are_up_to_date(spec: Path) -> None:
+    diagram = draw(spec)
+    digest = render_mod.dot_hash(diagram.source)
+    for suffix in ("svg", "png"):
+        path = ROOT / "diagrams" / f"{diagram.name}.{suffix}"
+        assert path.exists(), f"{path} is missing: run scripts/diagrams.sh"
+        assert read_stamp(path) == digest, (
+            f"{path.relative_to(ROOT)} is out of date with {spec.relative_to(ROOT)}: "
+            "run scripts/diagrams.sh"
+        )
+
+
+def test_model_specs_found() -> None:
+    assert any(re.fullmatch(r"mlp", p.stem) for p in _model_specs())
