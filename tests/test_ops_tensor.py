@@ -310,6 +310,7 @@ def test_parse_index() -> None:
     assert parse_index("[..., 0]") == (..., 0)
     assert parse_index(" 1:5:2 , None, ::3") == (slice(1, 5, 2), None, slice(None, None, 3))
     assert parse_index("[0,]") == (0,)
+    assert parse_index(-1) == (-1,)
     assert parse_index([":", -1, "2:", None, "..."]) == (slice(None), -1, slice(2, None), None, ...)
 
 
@@ -325,6 +326,7 @@ def test_parse_index() -> None:
         ("'[]'", "empty item in index '[]'"),
         ("'[0,,1]'", "empty item in index '[0,,1]'"),
         ("[':, 1']", "':, 1': one index item per list entry"),
+        ("[]", "the index is empty"),
     ],
 )
 def test_index_syntax_errors(at: str, message: str) -> None:
@@ -450,7 +452,7 @@ def test_split_errors() -> None:
     fails(
         "x: [2, S]",
         "op: split, sizes: [1, 2]",
-        "dim 1, split by sizes, must be a concrete size, found symbolic 'S'",
+        "the split dim (1) must be a concrete size, found symbolic 'S'",
         "split",
     )
     fails(
@@ -485,7 +487,9 @@ def test_matmul_errors_and_macs() -> None:
     msg = "inner dims differ: a [B, S, 64] has 64 columns, b [B, 32, T] has 32 rows"
     assert error_of(text) == (msg, *where(text, "b}"))
     text = spec("a: [B, S, 64]\n  b: [2, 64, T]", "- {id: n, op: matmul, in: [a, b]}")
-    assert error_of(text)[0] == "shapes [B] and [2] do not match at dim -1 (B vs 2)"
+    assert error_of(text)[0] == (
+        "batch dims of a [B, S, 64] and b [2, 64, T] do not broadcast ([B] vs [2])"
+    )
     g = load_graph(spec("a: [B, S, 64]\n  b: [B, 64, T]", "- {id: n, op: matmul, in: [a, b]}"))
     assert macs(g, "n") == mul(mul(mul(B, S), T), 64)
 
@@ -841,6 +845,8 @@ def test_lower_shape_ops_numerics_and_code() -> None:
         - {id: e, op: index, in: x, at: "[..., 0]"}
         - {id: nn, op: index, in: x, at: "[None, 1]"}
         - {id: same, op: index, in: x, at: "[:, ...]"}
+        - {id: mid, op: index, in: x, at: "[..., 0, :]"}
+        - {id: one, op: index, in: x, at: 1}
         - {id: sp, op: split, in: x, sizes: [4, 8]}
         - {id: ch, op: split, in: x, chunks: 3, dim: -1}
         - {id: cat, op: concat, in: [sp.out1, sp.out0, ch.out2], dim: 2}
@@ -848,7 +854,8 @@ def test_lower_shape_ops_numerics_and_code() -> None:
         - {id: sc, op: scale, in: mm, factor: 0.125}
         - {id: fl, op: flatten, in: x}
         """,
-        "{f: f, last: last, sl: sl, e: e, nn: nn, same: same, cat: cat, sc: sc, fl: fl}",
+        "{f: f, last: last, sl: sl, e: e, nn: nn, same: same, mid: mid, one: one, cat: cat, "
+        "sc: sc, fl: fl}",
     )
     g, gm = compile_spec(text)
     _seeded()
@@ -861,6 +868,8 @@ def test_lower_shape_ops_numerics_and_code() -> None:
         "e": x[..., 0],
         "nn": x[None, 1],
         "same": x,
+        "mid": x[..., 0, :],
+        "one": x[1],
         "cat": torch.cat([x[..., 4:], x[..., :4], x[..., 8:]], 2),
         "sc": (x @ w) * 0.125,
         "fl": x.flatten(1),

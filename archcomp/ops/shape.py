@@ -240,11 +240,12 @@ _INT = re.compile(r"^[+-]?\d+$")
 
 class IndexArgs(OpArgs):
     """Basic indexing, Python style: ``"[:, -1, :]"``, ``"[..., 0]"``, ``"[:, 1:5:2]"`` (ints,
-    slices ``a:b:c``, ``...``, ``None`` for a new dim of size 1), or the same as a list:
-    ``[":", -1, ":"]``. Sizes of symbolic dims are assumed large enough for the slice bounds.
+    slices ``a:b:c``, ``...``, ``None`` for a new dim of size 1; quote it in YAML), the same as a
+    list: ``[":", -1, ":"]``, or one int. Sizes of symbolic dims are assumed large enough for
+    the slice bounds.
     """
 
-    at: str | list[int | str | None] = Field(min_length=1)
+    at: str | int | list[int | str | None]
 
 
 def _int(text: str, whole: str) -> int:
@@ -275,8 +276,10 @@ def _item(text: str, whole: str) -> IndexItem:
     return slice(start, stop, step)
 
 
-def parse_index(at: str | Sequence[int | str | None]) -> tuple[IndexItem, ...]:
-    """The items of an index written as ``"[:, -1]"`` or ``[":", -1]`` (no eval)."""
+def parse_index(at: str | int | Sequence[int | str | None]) -> tuple[IndexItem, ...]:
+    """The items of an index written as ``"[:, -1]"``, ``[":", -1]`` or ``-1`` (no eval)."""
+    if isinstance(at, int):
+        return (at,)
     if isinstance(at, str):
         body = at.strip()
         if body.startswith("[") != body.endswith("]"):
@@ -296,6 +299,8 @@ def parse_index(at: str | Sequence[int | str | None]) -> tuple[IndexItem, ...]:
             if isinstance(v, str) and "," in v:
                 raise ShapeError(f"'{v}': one index item per list entry", arg="at")
             items.append(_item(v, whole) if isinstance(v, str) else v)
+        if not items:
+            raise ShapeError("the index is empty", arg="at")
     if sum(1 for i in items if i is ...) > 1:
         raise ShapeError("an index can have only one '...'", arg="at")
     return tuple(items)
@@ -359,8 +364,9 @@ def _index_shape(ctx: ShapeCtx) -> TensorType:
 
 def _index_lower(c: LowerCtx) -> Any:
     items = list(parse_index(c.args.at))
-    # Drop what does nothing, so the generated code stays short: trailing ':' and '...'.
-    while items and (items[-1] is ... or items[-1] == slice(None)):
+    # Drop what does nothing, so the generated code stays short: a trailing '...', and
+    # trailing ':' unless a '...' before them counts dims from the end.
+    while items and (items[-1] is ... or (items[-1] == slice(None) and ... not in items)):
         items.pop()
     if not items:
         return c.x
@@ -459,7 +465,7 @@ def _split_shape(ctx: ShapeCtx) -> dict[str, TensorType]:
     d = x.shape[dim]
     pieces: list[Dim]
     if a.sizes is not None:
-        n = ctx.concrete(d, f"dim {dim}, split by sizes,", "x")
+        n = ctx.concrete(d, f"the split dim ({dim})", "x")
         if sum(a.sizes) != n:
             raise ShapeError(f"sizes sum to {sum(a.sizes)} but dim {dim} has size {n}", arg="sizes")
         pieces = list(a.sizes)
@@ -525,7 +531,14 @@ def _matmul_shape(ctx: ShapeCtx) -> TensorType:
             f"b {fmt_shape(b.shape)} has {sb[-2]} rows",
             port="b",
         )
-    batch = broadcast([sa[:-2], sb[:-2]], ["a", "b"])
+    try:
+        batch = broadcast([sa[:-2], sb[:-2]], ["a", "b"])
+    except ShapeError:
+        raise ShapeError(
+            f"batch dims of a {fmt_shape(a.shape)} and b {fmt_shape(b.shape)} do not broadcast "
+            f"({fmt_shape(sa[:-2])} vs {fmt_shape(sb[:-2])})",
+            port="b",
+        ) from None
     rows: tuple[Dim, ...] = () if a.rank == 1 else (sa[-2],)
     cols: tuple[Dim, ...] = () if b.rank == 1 else (sb[-1],)
     return TensorType((*batch, *rows, *cols), common_dtype([a, b], "b"))
