@@ -126,6 +126,7 @@ class Planner:
         self.collapsed_ops: dict[str, list[Node]] = defaultdict(list)
         self.collapsed_scope: dict[str, Scope] = {}
         self.edge_keys: set[tuple[str, ...]] = set()
+        self.labelled: set[tuple[str, str, str]] = set()
         self.hidden_inputs = {n for n, i in g.inputs.items() if i.type.dtype == "bool"}
         self.lr = self.d.direction == "LR"
         self.params = self._param_counts() if opts.param_counts else {}
@@ -429,6 +430,11 @@ class Planner:
         if full in self.edge_keys:
             return
         self.edge_keys.add(full)
+        if label is not None:
+            if (src, dst, label) in self.labelled:
+                label = None  # parallel edges (query, key, value) carry their label once
+            else:
+                self.labelled.add((src, dst, label))
         self.d.edges.append(Edge(src, dst, label))
 
     def _edges_into(self, n: Node) -> None:
