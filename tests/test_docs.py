@@ -31,3 +31,27 @@ def test_spec_format_first_example_checks(tmp_path: Path) -> None:
     spec.write_text(first.group(1))
     g = archcomp.check(spec)
     assert g.nodes["fc1"].args.in_features == 10
+
+
+def test_readme_python_example_runs() -> None:
+    """The README's Python block is executed as written (from the repository root)."""
+    import os
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        namespace: dict[str, object] = {}
+        exec(compile(block.group(1), "README.md", "exec"), namespace)  # the README's own code
+    finally:
+        os.chdir(cwd)
+    assert "diagram" in namespace
+
+
+def test_readme_names_the_two_setup_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "scripts/main.sh" in readme and "scripts/test.sh" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in ci
