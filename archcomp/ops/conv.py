@@ -37,15 +37,23 @@ class ConvArgs(OpArgs):
     ``same`` (output as long as the input; stride 1 only) or ``valid`` (no padding).
     """
 
-    out_channels: int = Field(gt=0)
-    kernel_size: Sizes
-    stride: Sizes = 1
-    padding: Padding = 0
-    dilation: Sizes = 1
-    groups: int = Field(default=1, gt=0)
-    bias: bool = True
-    padding_mode: Literal["zeros"] = "zeros"
-    in_channels: int | None = Field(default=None, gt=0)
+    out_channels: int = Field(gt=0, description="channels of the output")
+    kernel_size: Sizes = Field(description="window size: one int, or one per spatial dim")
+    stride: Sizes = Field(default=1, description="step between windows")
+    padding: Padding = Field(
+        default=0,
+        description="zeros added on each side: an int, one per spatial dim, "
+        "'same' (stride 1 only) or 'valid' (none)",
+    )
+    dilation: Sizes = Field(default=1, description="spacing between kernel taps")
+    groups: int = Field(
+        default=1, gt=0, description="channel groups; must divide in and out channels"
+    )
+    bias: bool = Field(default=True, description="add a learned bias")
+    padding_mode: Literal["zeros"] = Field(default="zeros", description="only zeros")
+    in_channels: int | None = Field(
+        default=None, gt=0, description="inferred from the input's dim 1"
+    )
 
 
 def _conv_shape(n: int) -> Callable[[ShapeCtx], TensorType]:

@@ -23,10 +23,12 @@ def _numel(a: Any, ins: Any, outs: dict[str, TensorType]) -> Dim:
 class LayerNormArgs(OpArgs):
     """Layer norm over the last dim; ``normalized_shape`` (its size) is inferred."""
 
-    eps: float = Field(default=1e-5, gt=0)
-    elementwise_affine: bool = True
-    bias: bool = True
-    normalized_shape: int | None = Field(default=None, gt=0)
+    eps: float = Field(default=1e-5, gt=0, description="added to the variance")
+    elementwise_affine: bool = Field(default=True, description="learned weight (and bias)")
+    bias: bool = Field(default=True, description="learned bias, with elementwise_affine")
+    normalized_shape: int | None = Field(
+        default=None, gt=0, description="inferred: the size of the last dim"
+    )
 
 
 def _layer_norm_shape(ctx: ShapeCtx) -> TensorType:
@@ -77,11 +79,17 @@ class BatchNormArgs(OpArgs):
     """Batch norm over dim 1 of (B, C), (B, C, L) or (B, C, H, W); ``num_features`` (C) is
     inferred. ``momentum: null`` keeps a cumulative average, as in torch."""
 
-    eps: float = Field(default=1e-5, gt=0)
-    momentum: float | None = Field(default=0.1, ge=0, le=1)
-    affine: bool = True
-    track_running_stats: bool = True
-    num_features: int | None = Field(default=None, gt=0)
+    eps: float = Field(default=1e-5, gt=0, description="added to the variance")
+    momentum: float | None = Field(
+        default=0.1, ge=0, le=1, description="running-stats update rate; null: cumulative"
+    )
+    affine: bool = Field(default=True, description="learned weight and bias")
+    track_running_stats: bool = Field(
+        default=True, description="keep running mean/var buffers (used in eval mode)"
+    )
+    num_features: int | None = Field(
+        default=None, gt=0, description="inferred: the size of dim 1 (channels)"
+    )
 
 
 def _batch_norm_shape(ctx: ShapeCtx) -> TensorType:
@@ -138,7 +146,7 @@ register(
 class DropoutArgs(OpArgs):
     """Zero each element with probability ``p`` while training (scaling the rest by 1/(1-p))."""
 
-    p: float = Field(default=0.5, ge=0, lt=1)
+    p: float = Field(default=0.5, ge=0, lt=1, description="probability of zeroing, in [0, 1)")
 
 
 def _dropout_shape(ctx: ShapeCtx) -> TensorType:

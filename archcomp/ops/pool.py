@@ -21,30 +21,38 @@ Pads = Union[NonNegInt, list[NonNegInt]]
 _LAYOUT = {1: "(B, C, L)", 2: "(B, C, H, W)"}
 
 
+_KERNEL = "window size: one int, or one per pooled dim"
+_STRIDE = "step between windows (default: kernel_size)"
+_PADDING = "padding on each side, at most half the kernel"
+_CEIL = "round the output size up (no window starts in the right padding)"
+
+
 class MaxPoolArgs(OpArgs):
     """Max over sliding windows; ``stride`` defaults to ``kernel_size``."""
 
-    kernel_size: Sizes
-    stride: Sizes | None = None
-    padding: Pads = 0
-    dilation: Sizes = 1
-    ceil_mode: bool = False
+    kernel_size: Sizes = Field(description=_KERNEL)
+    stride: Sizes | None = Field(default=None, description=_STRIDE)
+    padding: Pads = Field(default=0, description=_PADDING)
+    dilation: Sizes = Field(default=1, description="spacing between window taps")
+    ceil_mode: bool = Field(default=False, description=_CEIL)
 
 
 class AvgPoolArgs(OpArgs):
     """Mean over sliding windows; ``stride`` defaults to ``kernel_size``."""
 
-    kernel_size: Sizes
-    stride: Sizes | None = None
-    padding: Pads = 0
-    ceil_mode: bool = False
-    count_include_pad: bool = True
+    kernel_size: Sizes = Field(description=_KERNEL)
+    stride: Sizes | None = Field(default=None, description=_STRIDE)
+    padding: Pads = Field(default=0, description=_PADDING)
+    ceil_mode: bool = Field(default=False, description=_CEIL)
+    count_include_pad: bool = Field(default=True, description="padded zeros count in the mean")
 
 
 class AdaptivePoolArgs(OpArgs):
     """Pool to a fixed output size; a ``null`` entry keeps that dim's input size."""
 
-    output_size: Union[PosInt, list[PosInt | None]]
+    output_size: Union[PosInt, list[PosInt | None]] = Field(
+        description="one int, or one per pooled dim; null keeps that dim (2-D only)"
+    )
 
 
 def _need_pool_input(ctx: ShapeCtx, n: int, what: str) -> TensorType:
@@ -127,8 +135,8 @@ for _n in (1, 2):
                 _pool_shape(_n, _kind),
                 Style("pool", _LABELS[_kind]),
                 lower=_pool_lower(_n, _kind),
-                doc=f"{_n}-D {_kind} pooling over the last {_n} dim(s) of {_LAYOUT[_n]} "
-                "(or unbatched).",
+                doc=f"{_n}-D {_kind} pooling over the last {_n} dim{'s' * (_n > 1)} of "
+                f"{_LAYOUT[_n]} (or unbatched).",
             )
         )
 
@@ -176,6 +184,7 @@ for _n in (1, 2):
                 _adaptive_shape(_n, _kind),
                 Style("pool", f"Adaptive {_LABELS[_kind]}"),
                 lower=_adaptive_lower(_n, _kind),
-                doc=f"{_n}-D adaptive {_kind} pooling to output_size, over the last {_n} dim(s).",
+                doc=f"{_n}-D adaptive {_kind} pooling of the last {_n} dim{'s' * (_n > 1)} "
+                "to output_size.",
             )
         )

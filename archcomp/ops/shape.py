@@ -34,8 +34,8 @@ from archcomp.ops.registry import (
 class FlattenArgs(OpArgs):
     """Merge dims ``start_dim..end_dim`` (inclusive) into one, like ``nn.Flatten``."""
 
-    start_dim: int = 1
-    end_dim: int = -1
+    start_dim: int = Field(default=1, description="first dim to merge")
+    end_dim: int = Field(default=-1, description="last dim to merge (inclusive)")
 
 
 def _flatten_shape(ctx: ShapeCtx) -> TensorType:
@@ -78,7 +78,10 @@ class ReshapeArgs(OpArgs):
     """The new shape: positive ints, at most one -1 (inferred), or names of symbolic dims of
     the input such as ``B`` (kept as they are)."""
 
-    shape: list[int | str] = Field(min_length=1)
+    shape: list[int | str] = Field(
+        min_length=1,
+        description="sizes: ints, one -1 (inferred), or names of the input's symbolic dims ('B')",
+    )
 
 
 def _sym_dim(x: TensorType, name: str) -> int | None:
@@ -162,8 +165,8 @@ register(
 class TransposeArgs(OpArgs):
     """Swap two dims."""
 
-    dim0: int
-    dim1: int
+    dim0: int = Field(description="one dim")
+    dim1: int = Field(description="the other dim")
 
 
 def _transpose_shape(ctx: ShapeCtx) -> TensorType:
@@ -195,7 +198,7 @@ register(
 class PermuteArgs(OpArgs):
     """Reorder all dims: output dim i is input dim ``dims[i]``."""
 
-    dims: list[int] = Field(min_length=1)
+    dims: list[int] = Field(min_length=1, description="output dim i is input dim dims[i]")
 
 
 def _permute_shape(ctx: ShapeCtx) -> TensorType:
@@ -245,7 +248,10 @@ class IndexArgs(OpArgs):
     the slice bounds.
     """
 
-    at: str | int | list[int | str | None]
+    at: str | int | list[int | str | None] = Field(
+        description="'[:, -1, :]' (quoted), [':', -1, ':'] or an int: "
+        "ints, slices a:b:c, '...', None"
+    )
 
 
 def _int(text: str, whole: str) -> int:
@@ -391,7 +397,7 @@ register(
 class ConcatArgs(OpArgs):
     """Concatenate along ``dim``; all other dims must be equal."""
 
-    dim: int = -1
+    dim: int = Field(default=-1, description="the dim to join along (default: the last)")
 
 
 def _concat_shape(ctx: ShapeCtx) -> TensorType:
@@ -448,9 +454,16 @@ class SplitArgs(OpArgs):
     """Split along ``dim`` (default: the last) into pieces of the given ``sizes``, or into
     ``chunks`` equal pieces. Results are ``out0``, ``out1``, ... (at most 16)."""
 
-    sizes: list[PosInt] | None = Field(default=None, min_length=1, max_length=MAX_SPLIT)
-    chunks: int | None = Field(default=None, gt=0, le=MAX_SPLIT)
-    dim: int = -1
+    sizes: list[PosInt] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SPLIT,
+        description="piece sizes, summing to the dim's size",
+    )
+    chunks: int | None = Field(
+        default=None, gt=0, le=MAX_SPLIT, description="number of equal pieces (must divide)"
+    )
+    dim: int = Field(default=-1, description="the dim to split (default: the last)")
 
 
 def _split_shape(ctx: ShapeCtx) -> dict[str, TensorType]:
@@ -570,7 +583,7 @@ register(
 class ScaleArgs(OpArgs):
     """Multiply by a constant ``factor`` (as 1/sqrt(d_k) in attention)."""
 
-    factor: float
+    factor: float = Field(description="the constant to multiply by")
 
 
 def _scale_shape(ctx: ShapeCtx) -> TensorType:
