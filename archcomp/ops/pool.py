@@ -19,6 +19,7 @@ Pads = Union[NonNegInt, list[NonNegInt]]
 
 # (C, L) or (B, C, L); (C, H, W) or (B, C, H, W): pooling only touches the trailing dims.
 _LAYOUT = {1: "(B, C, L)", 2: "(B, C, H, W)"}
+_LAST = {1: "the last dim", 2: "the last 2 dims"}
 
 
 _KERNEL = "window size: one int, or one per pooled dim"
@@ -135,8 +136,7 @@ for _n in (1, 2):
                 _pool_shape(_n, _kind),
                 Style("pool", _LABELS[_kind]),
                 lower=_pool_lower(_n, _kind),
-                doc=f"{_n}-D {_kind} pooling over the last {_n} dim{'s' * (_n > 1)} of "
-                f"{_LAYOUT[_n]} (or unbatched).",
+                doc=f"{_n}-D {_kind} pooling over {_LAST[_n]} of {_LAYOUT[_n]} (or unbatched).",
             )
         )
 
@@ -184,7 +184,6 @@ for _n in (1, 2):
                 _adaptive_shape(_n, _kind),
                 Style("pool", f"Adaptive {_LABELS[_kind]}"),
                 lower=_adaptive_lower(_n, _kind),
-                doc=f"{_n}-D adaptive {_kind} pooling of the last {_n} dim{'s' * (_n > 1)} "
-                "to output_size.",
+                doc=f"{_n}-D adaptive {_kind} pooling of {_LAST[_n]} to output_size.",
             )
         )
