@@ -178,8 +178,25 @@ def _is_literal(v: Any) -> bool:
     return False
 
 
+def _signature(cls: type) -> inspect.Signature:
+    """The constructor's signature; torch's RNNs take ``*args`` and pass them to RNNBase."""
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    if issubclass(cls, nn.RNNBase) and any(
+        p.kind is p.VAR_POSITIONAL for p in sig.parameters.values()
+    ):
+        base = inspect.signature(nn.RNNBase.__init__)
+        params = [p for n, p in base.parameters.items() if n != "mode"]
+        if cls is nn.RNN:
+            extra = inspect.Parameter(
+                "nonlinearity", inspect.Parameter.KEYWORD_ONLY, default="tanh"
+            )
+            params.append(extra)
+        sig = base.replace(parameters=params)
+    return sig
+
+
 def _ctor_args(m: nn.Module) -> tuple[list[Any], dict[str, Any]]:
-    sig = inspect.signature(type(m).__init__)
+    sig = _signature(type(m))
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     keyword_only = False
@@ -218,7 +235,7 @@ def _same(a: Any, b: Any) -> bool:
 def _verify(m: nn.Module, args: list[Any], kwargs: dict[str, Any]) -> None:
     """Rebuild from the read-back arguments on meta; it must be the same module."""
     cls = type(m)
-    extra = {"device": "meta"} if "device" in inspect.signature(cls.__init__).parameters else {}
+    extra = {"device": "meta"} if "device" in _signature(cls).parameters else {}
     try:
         copy = cls(*args, **kwargs, **extra)
     except Exception as exc:

@@ -1,0 +1,314 @@
+"""Compiled specs against independent references, with the references' weights copied in.
+
+Each case: forward and gradients (``assert_close``), ``torch.compile(fullgraph=True)``,
+``torch.export``, and the ``--emit-python`` source equal to the compiled module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import archcomp
+from archcomp.backends.torch.emit import emit_python
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(__file__).resolve().parent / "specs" / "models"
+
+
+@dataclass
+class Case:
+    model: nn.Module  # compiled
+    ref: nn.Module  # independent reference, same weights
+    inputs: tuple[torch.Tensor, ...]
+    ref_forward: Callable[..., Any]  # reference outputs, in the spec's output order
+    grads: dict[str, Callable[[], torch.Tensor | None]]  # compiled param -> reference grad
+
+
+def _outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    out = model(*inputs)
+    return list(out.values()) if isinstance(out, dict) else [out]
+
+
+def _loss(outs: list[torch.Tensor]) -> torch.Tensor:
+    return sum((o.float() * torch.linspace(0.5, 1.5, o.numel()).view_as(o)).sum() for o in outs)  # type: ignore[return-value]
+
+
+def check_case(case: Case) -> None:
+    model = case.model
+    got = _outputs(model, case.inputs)
+    want = case.ref_forward(*case.inputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    _loss(got).backward()
+    _loss(want).backward()
+    params = dict(model.named_parameters())
+    assert case.grads, "compare at least one gradient"
+    for name, ref_grad in case.grads.items():
+        # Gradients sum over many positions in a different order: float32 noise ~1e-5.
+        torch.testing.assert_close(
+            params[name].grad, ref_grad(), atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
+    for p in params.values():
+        assert p.grad is not None
+
+
+def check_compile_export_emit(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], tmp: Path
+) -> None:
+    model.eval()
+    with torch.no_grad():
+        want = _outputs(model, inputs)
+        # nn.LSTM needs dynamo's allow_rnn (off by default in torch 2.13); others ignore it.
+        with torch._dynamo.config.patch(allow_rnn=True):
+            compiled = torch.compile(model, fullgraph=True, backend="eager")
+            for g, w in zip(_outputs(compiled, inputs), want, strict=True):
+                torch.testing.assert_close(g, w)
+        with warnings.catch_warnings():
+            # torch's own nn.LSTM re-assigns _flat_weights while tracing; nothing of ours.
+            warnings.filterwarnings("ignore", message=".*_flat_weights.*assigned during export")
+            exported = torch.export.export(model, inputs)
+        for g, w in zip(_outputs(exported.module(), inputs), want, strict=True):
+            torch.testing.assert_close(g, w)
+    source = emit_python(model)
+    assert "archcomp" not in "\n".join(
+        line for line in source.splitlines() if line.startswith(("import", "from"))
+    )
+    path = tmp / "emitted.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("emitted_model", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cls = next(v for k, v in vars(mod).items() if isinstance(v, type) and k == type(model).__name__)
+    ejected = cls()
+    ejected.load_state_dict(model.state_dict())
+    ejected.eval()
+    with torch.no_grad():
+        for g, w in zip(_outputs(ejected, inputs), want, strict=True):
+            torch.testing.assert_close(g, w)
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    with torch.no_grad():
+        dst.copy_(src)
+
+
+# -- MLP (ARCHITECTURES.md 1) -------------------------------------------------------------------
+
+
+def mlp_case() -> Case:
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 2))
+    model = archcomp.build(ROOT / "specs" / "mlp.yaml", seed=0)
+    for dst, src in (("fc1", ref[0]), ("fc2", ref[2])):
+        _copy(getattr(model, dst).weight, src.weight)
+        _copy(getattr(model, dst).bias, src.bias)
+    grads = {
+        f"{d}.{p}": (lambda m=s, p=p: getattr(m, p).grad)
+        for d, s in (("fc1", ref[0]), ("fc2", ref[2]))
+        for p in ("weight", "bias")
+    }
+    return Case(model, ref, (torch.randn(4, 10),), lambda x: [ref(x)], grads)
+
+
+# -- LeNet-5 (hand-written) ---------------------------------------------------------------------
+
+
+class LeNet5(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)  # (B, 6, 14, 14)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)  # (B, 16, 5, 5)
+        x = torch.flatten(x, 1)  # (B, 400)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def lenet_case() -> Case:
+    torch.manual_seed(1)
+    ref = LeNet5()
+    model = archcomp.build(MODELS / "lenet5.yaml", seed=1)
+    names = {"c1": ref.conv1, "c3": ref.conv2, "c5": ref.fc1, "f6": ref.fc2, "output": ref.fc3}
+    grads = {}
+    for dst, src in names.items():
+        for p in ("weight", "bias"):
+            _copy(getattr(getattr(model, dst), p), getattr(src, p))
+            grads[f"{dst}.{p}"] = lambda m=src, p=p: getattr(m, p).grad
+    return Case(model, ref, (torch.randn(3, 1, 28, 28),), lambda x: [ref(x)], grads)
+
+
+# -- LSTM classifier ---------------------------------------------------------------------------
+
+
+class LSTMClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(10, 8, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h0 = torch.zeros(2, x.size(0), 8)
+        c0 = torch.zeros(2, x.size(0), 8)
+        out, (h_n, _) = self.lstm(x, (h0, c0))
+        return self.fc(out[:, -1, :]), h_n
+
+
+def lstm_case() -> Case:
+    torch.manual_seed(2)
+    ref = LSTMClassifier()
+    model = archcomp.build(MODELS / "lstm_classifier.yaml", seed=2)
+    model.load_state_dict(ref.state_dict())
+    grads = {n: (lambda p=p: p.grad) for n, p in ref.named_parameters()}
+    return Case(model, ref, (torch.randn(4, 6, 10),), lambda x: list(ref(x)), grads)
+
+
+# -- Transformer (torch.nn.Transformer with embeddings and projection around it) ------------------
+
+
+def sinusoids(n: int, d: int) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float32)
+    angle = pos / torch.pow(10000.0, i / d)
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle)
+    return pe
+
+
+class RefTransformer(nn.Module):
+    def __init__(self, vocab: int = 50, d: int = 32, h: int = 4, n: int = 2, ff: int = 64) -> None:
+        super().__init__()
+        self.d = d
+        self.embed = nn.Embedding(vocab, d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nested-tensor advice irrelevant here
+            self.transformer = nn.Transformer(d, h, n, n, ff, dropout=0.0, batch_first=True)
+        self.generator = nn.Linear(d, vocab, bias=False)
+        self.generator.weight = self.embed.weight
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        s = self.embed(src) * math.sqrt(self.d) + sinusoids(src.size(1), self.d)
+        t = self.embed(tgt) * math.sqrt(self.d) + sinusoids(tgt.size(1), self.d)
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.size(1))
+        out = self.transformer(
+            s,
+            t,
+            tgt_mask=mask,
+            tgt_is_causal=True,
+            src_key_padding_mask=src_pad,
+            memory_key_padding_mask=src_pad,
+        )
+        return self.generator(out)
+
+
+def _copy_mha(
+    model: nn.Module, prefix: str, mha: nn.MultiheadAttention, grads: dict[str, Any]
+) -> None:
+    e = mha.embed_dim
+    for k, proj in enumerate(("q_proj", "k_proj", "v_proj")):
+        rows = slice(k * e, (k + 1) * e)
+        _copy(model.get_parameter(f"{prefix}.{proj}.weight"), mha.in_proj_weight[rows])
+        _copy(model.get_parameter(f"{prefix}.{proj}.bias"), mha.in_proj_bias[rows])
+        grads[f"{prefix}.{proj}.weight"] = lambda r=rows: mha.in_proj_weight.grad[r]  # type: ignore[index]
+        grads[f"{prefix}.{proj}.bias"] = lambda r=rows: mha.in_proj_bias.grad[r]  # type: ignore[index]
+    for p in ("weight", "bias"):
+        _copy(model.get_parameter(f"{prefix}.out_proj.{p}"), getattr(mha.out_proj, p))
+        grads[f"{prefix}.out_proj.{p}"] = lambda p=p: getattr(mha.out_proj, p).grad
+
+
+def _copy_module(model: nn.Module, prefix: str, src: nn.Module, grads: dict[str, Any]) -> None:
+    for p, t in src.named_parameters():
+        _copy(model.get_parameter(f"{prefix}.{p}"), t)
+        grads[f"{prefix}.{p}"] = lambda t=t: t.grad
+
+
+def transformer_case() -> Case:
+    torch.manual_seed(3)
+    ref = RefTransformer()
+    model = archcomp.build(MODELS / "transformer_nn.yaml", seed=3)
+    grads: dict[str, Any] = {}
+    _copy_module(model, "src_embed", ref.embed, grads)
+    tr = ref.transformer
+    for i, layer in enumerate(tr.encoder.layers):
+        p = f"encoder.{i}"
+        _copy_mha(model, f"{p}.self_attn", layer.self_attn, grads)
+        _copy_module(model, f"{p}.ff.linear1", layer.linear1, grads)
+        _copy_module(model, f"{p}.ff.linear2", layer.linear2, grads)
+        _copy_module(model, f"{p}.norm1.norm", layer.norm1, grads)
+        _copy_module(model, f"{p}.norm2.norm", layer.norm2, grads)
+    _copy_module(model, "encoder_norm", tr.encoder.norm, grads)
+    for i, layer in enumerate(tr.decoder.layers):
+        p = f"decoder.{i}"
+        _copy_mha(model, f"{p}.self_attn", layer.self_attn, grads)
+        _copy_mha(model, f"{p}.cross_attn", layer.multihead_attn, grads)
+        _copy_module(model, f"{p}.ff.linear1", layer.linear1, grads)
+        _copy_module(model, f"{p}.ff.linear2", layer.linear2, grads)
+        for k in (1, 2, 3):
+            _copy_module(model, f"{p}.norm{k}.norm", getattr(layer, f"norm{k}"), grads)
+    _copy_module(model, "decoder_norm", tr.decoder.norm, grads)
+    src = torch.randint(0, 50, (2, 7))
+    tgt = torch.randint(0, 50, (2, 5))
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, 5:] = True  # the second source sequence is two tokens shorter
+    return Case(model, ref, (src, tgt, pad), lambda *a: [ref(*a)], grads)
+
+
+CASES = {
+    "mlp": mlp_case,
+    "lenet5": lenet_case,
+    "lstm": lstm_case,
+    "transformer": transformer_case,
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_and_gradients_match_reference(name: str) -> None:
+    check_case(CASES[name]())
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_compile_export_and_emitted_source_match(name: str, tmp_path: Path) -> None:
+    case = CASES[name]()
+    check_compile_export_emit(case.model, case.inputs, tmp_path)
+
+
+def test_transformer_shares_one_embedding_and_uses_sdpa() -> None:
+    model = transformer_case().model
+    assert model.tgt_embed.weight is model.src_embed.weight
+    assert model.generator.weight is model.src_embed.weight
+    keys = model.state_dict().keys()
+    assert {"src_embed.weight", "tgt_embed.weight", "generator.weight"} <= set(keys)
+    assert "encoder.1.self_attn.q_proj.weight" in keys
+    assert isinstance(model.encoder, nn.ModuleList) and len(model.encoder) == 2
+
+
+def test_padding_mask_changes_only_padded_keys() -> None:
+    case = transformer_case()
+    src, tgt, pad = case.inputs
+    model = case.model.eval()
+    with torch.no_grad():
+        base = model(src, tgt, pad)
+        changed = src.clone()
+        changed[1, 5:] = (changed[1, 5:] + 1) % 50  # edit only padded tokens
+        torch.testing.assert_close(model(changed, tgt, pad), base)
+        changed[0, 0] = (changed[0, 0] + 1) % 50  # a real token: the output moves
+        assert not torch.allclose(model(changed, tgt, pad), base)
