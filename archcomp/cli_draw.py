@@ -30,12 +30,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--expand",
-        action="extend",
-        nargs="+",
+        action="append",
         default=[],
         metavar="BLOCK",
         help="open a block, block instance or composite op (e.g. multi_head_attention, "
-        "scaled_dot_product_attention) to draw its inside; repeatable",
+        "scaled_dot_product_attention) to draw its inside; repeatable, or comma-separated",
     )
     p.add_argument(
         "--depth", type=int, metavar="N", help="open nested blocks down to depth N (0: all closed)"
@@ -85,7 +84,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     diagram = draw(
         Path(args.spec),
         overrides(args),
-        expand=args.expand,
+        expand=[name.strip() for arg in args.expand for name in arg.split(",") if name.strip()],
         depth=args.depth,
         shapes=args.shapes,
         param_counts=args.params,

@@ -399,3 +399,17 @@ def test_checked_in_diagrams_are_up_to_date(spec: Path) -> None:
 
 def test_model_specs_found() -> None:
     assert any(re.fullmatch(r"mlp", p.stem) for p in _model_specs())
+
+
+def test_expand_flag_before_spec_and_comma_separated(tmp_path: Path) -> None:
+    """`--expand NAME` takes one name per flag, so it may come before SPEC; commas list several."""
+    spec = str(ROOT / "specs" / "transformer.yaml")
+    first, second = tmp_path / "a.dot", tmp_path / "b.dot"
+    assert main(["draw", "--expand", "multi_head_attention", spec, "-o", str(first)]) == 0
+    assert (
+        main(["draw", spec, "--expand", "feed_forward,multi_head_attention", "-o", str(second)])
+        == 0
+    )
+    assert "Scaled Dot-Product Attention" in first.read_text()
+    assert "Scaled Dot-Product Attention" in second.read_text()
+    assert second.read_text() != first.read_text()  # feed_forward opened too
