@@ -351,6 +351,8 @@ def test_index_shapes() -> None:
     assert out(x, "op: index, at: '[:, -3:]'") == (B, 3, 512)
     assert out(x, "op: index, at: '[:, :4]'") == (B, 4, 512)
     assert out(x, "op: index, at: '[:, ::2]'") == (B, floordiv(add(S, 1), 2), 512)
+    assert out(x, "op: index, at: '[:, 1:-1]'") == (B, add(S, -2), 512)
+    assert out(x, "op: index, at: '[:, -5:-2]'") == (B, 3, 512)
 
 
 def test_index_range_errors() -> None:
@@ -368,6 +370,13 @@ def test_index_range_errors() -> None:
     )
     fails("x: [B, 6]", "op: index, at: '[:, 4:2]'", "slice 4:2 of dim 1 (size 6) is empty", "'[")
     fails("x: [B, S]", "op: index, at: '[:, 3:1]'", "slice 3:1 of dim 1 is empty", "'[")
+    fails(
+        "x: [B, S]",
+        "op: index, at: '[:, -3:5]'",
+        "slice -3:5 of dim 1 needs a concrete size, found symbolic 'S'",
+        "'[",
+    )
+    fails("x: [B, S]", "op: index, at: '[:, ١]'", "'١' in index '[:, ١]' is not an int", "'[")
     fails(
         "x: [B, 6]",
         "op: index, at: '[0, 1, 2]'",

@@ -238,7 +238,7 @@ register(
 
 IndexItem = Union[int, slice, EllipsisType, None]
 
-_INT = re.compile(r"^[+-]?\d+$")
+_INT = re.compile(r"^[+-]?[0-9]+$")
 
 
 class IndexArgs(OpArgs):
@@ -320,6 +320,12 @@ def _slice_len(s: slice, d: Dim, axis: int) -> Dim:
             raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} (size {d}) is empty", arg="at")
         return n
     # symbolic: assume the bounds lie inside the dim
+    if s.start is not None and s.stop is not None and s.start < 0 <= s.stop:
+        raise ShapeError(
+            f"slice {_fmt_slice(s)} of dim {axis} needs a concrete size, found symbolic '{d}'",
+            arg="at",
+            hint="count both bounds from the same end",
+        )
     start: Dim = 0 if s.start is None else (s.start if s.start >= 0 else add(d, s.start))
     stop: Dim = d if s.stop is None else (s.stop if s.stop >= 0 else add(d, s.stop))
     length = sub(stop, start)
