@@ -23,6 +23,7 @@ from archcomp.backends.graphviz.render import (
     run_dot,
 )
 from archcomp.errors import UsageError
+from archcomp.fileio import write_bytes_atomic
 from archcomp.ir import Graph
 
 __all__ = [
@@ -121,7 +122,7 @@ def save(
         data = run_dot(source, fmt, timeout=timeout)
     except RenderError as exc:
         if exc.missing:
-            out.with_suffix(".dot").write_text(source)
+            write_bytes_atomic(out.with_suffix(".dot"), source.encode())
         raise
-    out.write_bytes(data)
+    write_bytes_atomic(out, data)
     return out
