@@ -152,6 +152,18 @@ def node_macs(node: Node, g: Graph) -> Dim:
     return node.op.macs(node.args, ins, node.outputs)
 
 
+def _scope_keys(node: Node) -> tuple[tuple[str, str], ...]:
+    """Collapsible levels of a node: each block instance, with a repeat's copies grouped."""
+    keys: list[tuple[str, str]] = []
+    for s in node.scopes:
+        if s.repeat is not None and s.index is not None:
+            keys.append((s.name.rsplit(".", 1)[0], f"{s.block} x{s.repeat}"))
+            if s.name == node.name:  # a repeated op: the copy is the node itself
+                continue
+        keys.append((s.name, s.block))
+    return tuple(keys)
+
+
 def summarize(g: Graph, model: nn.Module) -> Summary:
     sizes = {s: g.dims.get(s, 1) for s in sorted(_symbols(g))}
     sizes.update(g.dims)
@@ -183,7 +195,7 @@ def summarize(g: Graph, model: nn.Module) -> Summary:
                 len(node.scopes),
             )
         )
-        scopes[node.name] = tuple((s.name, s.block) for s in node.scopes)
+        scopes[node.name] = _scope_keys(node)
     return Summary(
         g.name,
         rows,
