@@ -1,0 +1,124 @@
+"""``archcomp build`` and ``archcomp summary`` end to end (in-process, through cli.main)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import archcomp
+from archcomp.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+MLP = str(ROOT / "specs" / "mlp.yaml")
+TRANSFORMER = str(ROOT / "specs" / "transformer.yaml")
+SMALL = ["-p", "N=1", "-p", "d_model=16", "-p", "d_ff=32", "-p", "h=2", "-p", "vocab=20"]
+
+
+def test_build_writes_artifact_and_prints_table(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mlp.safetensors"
+    assert main(["build", MLP, "-o", str(out), "--seed", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "fc1   linear  (B, 5)" in text
+    assert "total: 67 params (67 trainable)" in text
+    assert f"wrote {out}" in text
+    model = archcomp.load(out)
+    assert torch.equal(model.fc1.weight, archcomp.build(MLP, seed=3).fc1.weight)
+
+
+def test_default_output_and_force(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", MLP]) == 0
+    out = tmp_path / "build" / "mlp.safetensors"
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["build", MLP, "--seed", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "build/mlp.safetensors exists; pass --force to overwrite it" in err
+    assert out.read_bytes() == before
+    assert main(["build", MLP, "--seed", "9", "--force"]) == 0
+    assert out.read_bytes() != before
+
+
+def test_meta_build_prints_summary_only_and_emits_python(tmp_path: Path, capsys) -> None:
+    emitted = tmp_path / "model.py"
+    code = main(["build", TRANSFORMER, *SMALL, "--device", "meta", "--emit-python", str(emitted)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "no artifact written" in text and "encoder.layers.0.self_attn" in text
+    assert not (tmp_path / "build").exists()
+    source = emitted.read_text()
+    imports = [ln for ln in source.splitlines() if ln.startswith(("import ", "from "))]
+    assert all("archcomp" not in ln for ln in imports)
+    spec = importlib.util.spec_from_file_location("emitted_transformer", emitted)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    small = {k: int(v) for k, v in (p.split("=") for p in SMALL[1::2])}
+    model = archcomp.build(TRANSFORMER, small, seed=0).eval()
+    ejected = mod.Transformer().eval()
+    ejected.load_state_dict(model.state_dict())
+    src, tgt = torch.randint(0, 20, (2, 5)), torch.randint(0, 20, (2, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(ejected(src, tgt), model(src, tgt))
+
+
+def test_summary_json(capsys) -> None:
+    assert main(["summary", MLP, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["name"] == "mlp"
+    assert data["params"] == 67 and data["trainable_params"] == 67
+    assert data["macs"] == 60 and data["macs_symbolic"] == "60*B" and data["dims"] == {"B": 1}
+    assert data["outputs"] == {"y": ["B", 2]}
+    assert [n["name"] for n in data["nodes"]] == ["fc1", "act", "fc2"]
+    assert data["nodes"][0] == {
+        "name": "fc1",
+        "op": "linear",
+        "shape": ["B", 5],
+        "params": 55,
+        "macs": 50,
+        "macs_symbolic": "50*B",
+    }
+
+
+def test_summary_counts_tied_weights_once_and_collapses_blocks(capsys) -> None:
+    assert main(["summary", TRANSFORMER, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 63_082_496  # one 37000 x 512 embedding, used three times
+    assert data["outputs"] == {"logits": ["B", "T", 37000]}
+    assert data["dims"] == {"B": 8, "S": 64, "T": 64}
+    assert main(["summary", TRANSFORMER, "--depth", "0"]) == 0
+    table = capsys.readouterr().out
+    assert "encoder [block]" in table and "encoder.layers.0" not in table
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "x.safetensors")
+    if not torch.cuda.is_available():
+        assert main(["build", MLP, "-o", out, "--device", "cuda"]) == 2
+        assert "is not available" in capsys.readouterr().err
+    assert main(["build", TRANSFORMER, "-o", out, "--max-memory", "1MB"]) == 2
+    err = capsys.readouterr().err
+    assert "over the --max-memory budget" in err and "--device meta" in err
+    assert "Traceback" not in err
+    assert main(["build", MLP, "-o", out, "--dtype", "int3"]) == 2
+    assert not Path(out).exists()
+
+
+def test_spec_errors_exit_1(spec_file, capsys) -> None:
+    path = spec_file(
+        "archcomp: 1\nname: m\ninputs: {x: [B, 4]}\nnodes:\n"
+        "  - {id: fc, op: linear, out_features: 2, init: {weight: glorot}}\noutputs: fc\n"
+    )
+    assert main(["build", str(path), "--device", "meta"]) == 1
+    assert "unknown initializer 'glorot'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["mlp", "lenet5", "lstm_classifier", "rnn", "cnn"])
+def test_shipped_specs_summarize(spec: str, capsys) -> None:
+    assert main(["summary", str(ROOT / "specs" / f"{spec}.yaml"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] > 0 and data["macs"] > 0
