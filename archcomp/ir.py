@@ -132,7 +132,7 @@ class Graph:
         node = self.nodes.get(ref.node)
         if node is None or not node.outputs:
             return None
-        return node.outputs[ref.result or node.op.results[0]]
+        return node.outputs.get(ref.result or node.op.results[0])
 
     @property
     def output_types(self) -> dict[str, TensorType | None]:

@@ -145,6 +145,8 @@ def pydantic_diagnostics(
             wanted = []
             for e in errs:
                 word = _TYPE_WORDS.get(e["type"], "")
+                if e["type"] == "literal_error":
+                    word = str((e.get("ctx") or {}).get("expected", ""))
                 if word:
                     wanted.append(word)
             if wanted and all(e["type"] in _TYPE_WORDS for e in errs):

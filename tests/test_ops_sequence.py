@@ -700,7 +700,7 @@ def test_recurrent_errors() -> None:
 
     text = rnn_spec("rnn", "hidden_size: 8, nonlinearity: sigmoid")
     msg, line, col = error_of(text)
-    assert msg == "'nonlinearity': input should be 'tanh' or 'relu', found 'sigmoid'"
+    assert msg == "'nonlinearity': expected 'tanh' or 'relu', found string 'sigmoid'"
     assert (line, col) == where(text, "nonlinearity", "sigmoid")
 
     text = rnn_spec("gru", "hidden_size: 8", x="[B, 10]")

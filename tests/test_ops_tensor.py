@@ -640,7 +640,7 @@ def test_conv_errors() -> None:
     fails(
         "x: [B, 3, 8]",
         "op: conv1d, out_channels: 4, kernel_size: 3, padding_mode: reflect",
-        "'padding_mode': input should be 'zeros', found 'reflect'",
+        "'padding_mode': expected 'zeros', found string 'reflect'",
         "reflect",
     )
 

@@ -46,6 +46,7 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
                 missing = missing or t is None
                 types[port] = t
         if missing:
+            _report_unproduced(g, node, rep)
             continue
         ctx = ShapeCtx(node.args, types)
         try:
@@ -58,7 +59,31 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
             continue
         if ctx.inferred:
             node.args = node.args.model_copy(update=ctx.inferred)
+        try:
+            _check_weights(node)
+        except ShapeError as exc:
+            _report(node, exc, rep, types)
+            continue
         node.outputs = outs
+
+
+def _report_unproduced(g: Graph, node: Node, rep: Reporter) -> None:
+    """A reference to a result its (successful) producer did not produce, e.g. split's out5."""
+    for ref in node.refs():
+        producer = g.nodes.get(ref.node)
+        if producer is None or not producer.outputs or ref.result in producer.outputs:
+            continue
+        made = ", ".join(producer.outputs)
+        doc, path = node.origin.doc, node.origin.path
+        rep.add(
+            doc.diag(
+                "bad-reference",
+                f"'{ref}': node '{ref.node}' ({producer.op.name}) produced only {made}",
+                (*path, "in"),
+                node=node.name,
+                op=node.op.name,
+            )
+        )
 
 
 def _check_dims(t: TensorType, result: str) -> None:
@@ -70,6 +95,30 @@ def _check_dims(t: TensorType, result: str) -> None:
             )
         if isinstance(d, int) and d > INT64_MAX:
             raise ShapeError(f"the result {fmt_shape(t.shape)} overflows int64")
+    if _numel(t.shape) > INT64_MAX:
+        raise ShapeError(
+            f"the result {fmt_shape(t.shape)} has more than 2**63 - 1 elements (int64 overflows)"
+        )
+
+
+def _check_weights(node: Node) -> None:
+    """A parameter or buffer whose element count overflows int64 can never be allocated."""
+    shapes = {**node.op.param_shapes(node.args), **node.op.buffer_shapes(node.args)}
+    for pname, shape in shapes.items():
+        if _numel(shape) > INT64_MAX:
+            raise ShapeError(
+                f"its {pname} would have shape {fmt_shape(tuple(shape))}, more than 2**63 - 1 "
+                "elements (int64 overflows)"
+            )
+
+
+def _numel(shape: tuple[Any, ...]) -> int:
+    """Element count of the concrete dims (symbols count as 1, their smallest size)."""
+    n = 1
+    for d in shape:
+        if isinstance(d, int):
+            n *= d
+    return n
 
 
 def _report(node: Node, exc: ShapeError, rep: Reporter, types: dict[str, Any]) -> None:
