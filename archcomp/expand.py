@@ -19,7 +19,7 @@ from archcomp.ir import Node, Origin, Ref, Scope
 from archcomp.loader import BlockDef, Program, pydantic_diagnostics
 from archcomp.ops.registry import OpDef, Port, all_ops
 from archcomp.params import ParamProblem, check_names, resolve
-from archcomp.schema import RESERVED, NodeSpec
+from archcomp.schema import NodeSpec, reserved_id
 from archcomp.source import SourceDoc, YamlPath
 
 MAX_NODES = 200_000
@@ -92,13 +92,14 @@ class Expander:
                     )
                 )
                 continue
-            if ns.id in RESERVED:
+            if reserved_id(ns.id):
                 self.rep.add(
                     body.doc.diag(
                         "reserved-name",
                         f"'{ns.id}' is a reserved name and cannot be a node id",
                         (*path, "id"),
-                        hint="rename the node",
+                        hint="rename the node"
+                        + (" (ids starting with '_' are reserved)" if ns.id[0] == "_" else ""),
                     )
                 )
             local[ns.id] = prefix + ns.id

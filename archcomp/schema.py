@@ -91,12 +91,27 @@ MODULE_ATTRIBUTES = frozenset(
         "graph",
         "meta",
         "spec",
+        # torch.fx.GraphModule, which the compiled module is
+        "add_submodule",
+        "delete_all_unused_submodules",
+        "delete_submodule",
+        "name",
+        "print_readable",
+        "recompile",
+        "to_folder",
     ]
 )
 EXPRESSION_NAMES = frozenset(
     {"min", "max", "abs", "true", "false", "True", "False", "None", "index"}
 )
-RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES
+# 'self' is the forward's first argument, so no input (or node) may take it.
+RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES | {"self"}
+
+
+def reserved_id(name: str) -> bool:
+    """Node ids become submodule attributes: names starting with '_' are nn.Module internals
+    (``_modules``, ``_parameters``, ``__class__``, ...) and are reserved as well."""
+    return name in RESERVED or name.startswith("_")
 
 
 class _Strict(BaseModel):
