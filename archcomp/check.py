@@ -20,7 +20,7 @@ from archcomp.expr import ExprError, substitute
 from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
 from archcomp.loader import Program, load_program
 from archcomp.params import ParamProblem, check_names, resolve, unknown_override
-from archcomp.passes.shapes import infer_shapes, topological
+from archcomp.passes.shapes import INT64_MAX, infer_shapes, topological
 from archcomp.passes.structure import build_nx, check_structure
 from archcomp.passes.ties import check_ties
 from archcomp.schema import RESERVED, InputDecl
@@ -169,6 +169,18 @@ def _inputs(
                 ok = False
             else:
                 shape.append(dim)
+        numel = 1
+        for dim in shape:
+            numel *= dim if isinstance(dim, int) else 1
+        if ok and numel > INT64_MAX:
+            rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"input '{name}' would have more than 2**63 - 1 elements (int64 overflows)",
+                    base,
+                )
+            )
+            ok = False
         if ok:
             out[name] = InputInfo(
                 name, TensorType(tuple(shape), decl.dtype), Origin(doc, ("inputs", name)), decl.doc
