@@ -151,8 +151,13 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             )
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _DuplicateName as exc:
+        raise ArtifactError(
+            f"{path} is not a valid safetensors file: the name '{exc.args[0]}' appears twice "
+            "in its header"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ArtifactError(f"{path} is not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{path} is not a safetensors file: its header is not a JSON object")
@@ -162,7 +167,78 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             f"{path} is a safetensors file but not an archcomp artifact (no embedded spec); "
             "write one with archcomp.save or 'archcomp build'"
         )
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise ArtifactError(f"{path} is not a valid safetensors file: its metadata is not text")
+    _check_layout(path, header, size - 8 - n)
     return header, meta
+
+
+class _DuplicateName(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateName(k)
+        out[k] = v
+    return out
+
+
+def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> None:
+    """Every tensor's bytes lie inside the file, sized by its shape, none overlapping, no gap."""
+    spans: list[tuple[int, int, str]] = []
+    for name, e in entries.items():
+        offsets = e.get("data_offsets") if isinstance(e, dict) else None
+        shape = e.get("shape") if isinstance(e, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+            and offsets[0] <= offsets[1]
+            and isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise ArtifactError(
+                f"{path} is not a valid safetensors file: tensor '{name}' has a malformed entry"
+            )
+        dt = SAFETENSORS_DTYPES.get(str(e.get("dtype")))
+        if dt is not None:
+            numel = 1
+            for d in shape:
+                numel *= d
+            need = numel * dt.itemsize
+            if need != offsets[1] - offsets[0]:
+                raise ArtifactError(
+                    f"{path} is not a valid safetensors file: tensor '{name}' of shape {shape} "
+                    f"({e.get('dtype')}) needs {need} bytes but its offsets give "
+                    f"{offsets[1] - offsets[0]}"
+                )
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    end, last = 0, None
+    for begin, stop, name in spans:
+        if begin < end:
+            raise ArtifactError(
+                f"{path} is not a valid safetensors file: tensors '{last}' and '{name}' overlap "
+                f"(bytes {begin}..{end} are claimed by both)"
+            )
+        if begin > end:
+            raise ArtifactError(
+                f"{path} is not a valid safetensors file: {begin - end} bytes before tensor "
+                f"'{name}' belong to no tensor"
+            )
+        end, last = stop, name
+    if end > data_size:
+        raise ArtifactError(
+            f"{path} is truncated: its tensors need {end} bytes of data, the file holds {data_size}"
+        )
+    if end < data_size:
+        raise ArtifactError(
+            f"{path} is not a valid safetensors file: {data_size - end} bytes after the last "
+            "tensor belong to no tensor"
+        )
 
 
 def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
@@ -181,8 +257,18 @@ def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
     try:
         spec = json.loads(text)
         ties = json.loads(meta.get("archcomp.ties", "{}"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise ArtifactError(f"{path}: the embedded metadata is not valid JSON") from None
+    if not isinstance(spec, dict) or "imports" in spec:
+        # archcomp writes a self-contained mapping; imports would read files beside the caller.
+        raise ArtifactError(
+            f"{path}: the embedded spec is not a self-contained spec mapping (archcomp never "
+            "writes one with imports)"
+        )
+    if not isinstance(ties, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in ties.items()
+    ):
+        raise ArtifactError(f"{path}: the embedded archcomp.ties is not a mapping of names")
     stored = resolve_dtype(meta.get("archcomp.dtype", "float32"))
     want = resolve_dtype(dtype) if dtype is not None else stored
     dev = resolve_device(device)
@@ -193,11 +279,18 @@ def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
     model = build(spec, device=dev, dtype=want, seed=0)
     state = model.state_dict()
     loaded: list[tuple[str, torch.Tensor]] = []
-    with torch.no_grad(), safe_open(str(path), framework="pt", device="cpu") as f:
-        for name in sorted(expected):
-            t = f.get_tensor(name)
-            loaded.append((name, t))
-            state[name].copy_(t)
+    try:
+        with torch.no_grad(), safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in sorted(expected):
+                t = f.get_tensor(name)
+                loaded.append((name, t))
+                state[name].copy_(t)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read the weights: {exc}") from None
+    except Exception as exc:  # safetensors' own error type (SafetensorError)
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ArtifactError(f"{path}: cannot read the weights: {exc}") from None
     if _weights_hash(loaded) != meta.get("archcomp.weights_sha256"):
         raise ArtifactError(
             f"{path}: the weights do not match their SHA-256; the file was modified after "
