@@ -76,7 +76,7 @@ def build_graph(
     if show is None:
         show = sys.stderr.isatty() and est.total_bytes >= PROGRESS_THRESHOLD
     reporter = _progress_printer() if show and dev.type != "meta" else None
-    model = compile_graph(g, dev, dt, seed, reporter)
+    model = compile_graph(g, dev, dt, seed, reporter, est)
     if reporter is not None:
         print(file=sys.stderr)
     return model

@@ -12,6 +12,7 @@ the spec's ids as variable names, and each node's output shape as a comment::
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ class Lowering:
         self.factory = factory
         self.emitted: list[fx.Node] = []
         self.module_path: str | None = None
+        self.base = node.name.replace(".", "_")
 
     @property
     def x(self) -> Any:
@@ -146,9 +148,8 @@ class Lowering:
         return self._emit("call_method", name, args, kwargs)
 
     def _emit(self, kind: str, target: Any, args: Any, kwargs: Any) -> fx.Node:
-        n = self.compiler.fx_graph.create_node(
-            kind, target, tuple(args), dict(kwargs), name="_archcomp_tmp"
-        )
+        name = f"{self.base}_{_short(kind, target)}"
+        n = self.compiler.fx_graph.create_node(kind, target, tuple(args), dict(kwargs), name=name)
         self.emitted.append(n)
         return n
 
@@ -162,6 +163,7 @@ class Compiler:
     dtype: torch.dtype
     seed: int | None = None
     progress: Progress | None = None
+    est: Estimate | None = None
     fx_graph: fx.Graph = field(default_factory=fx.Graph)
     root: nn.Module = field(default_factory=nn.Module)
     paths: dict[str, str] = field(default_factory=dict)  # node -> its module path
@@ -183,7 +185,7 @@ class Compiler:
         plans, problems = check_inits(g)
         if problems:
             raise SpecError(problems)
-        est = estimate(g, self.dtype)
+        est = self.est if self.est is not None else estimate(g, self.dtype)
         done = 0
         for name, info in g.inputs.items():
             ph = self.fx_graph.placeholder(name)
@@ -208,7 +210,7 @@ class Compiler:
         model.spec = g.spec
         model.input_names = names
         model.output_names = tuple(g.outputs)
-        model.node_meta = self._node_meta()
+        model.set_node_meta(self._node_meta)  # computed on first access
         if real:
             _check_placed(model, self.device)
         return model
@@ -261,15 +263,13 @@ class Compiler:
     def _name(self, node: Node, ctx: Lowering, results: Mapping[str, Any]) -> None:
         base = node.name.replace(".", "_")
         finals: dict[int, str] = {}
+        mine = {id(n) for n in ctx.emitted}
         for rname, value in results.items():
-            if isinstance(value, fx.Node) and value in ctx.emitted and id(value) not in finals:
+            if isinstance(value, fx.Node) and id(value) in mine and id(value) not in finals:
                 finals[id(value)] = base if len(results) == 1 else f"{base}_{rname}"
                 t = node.outputs.get(rname)
                 if t is not None:
                     value.meta["archcomp_comment"] = fmt_shape_comment(t.shape)
-        for n in ctx.emitted:
-            if id(n) not in finals:
-                n._rename(f"{base}_{_short(n)}")
         for n in ctx.emitted:
             if id(n) in finals:
                 n._rename(finals[id(n)])
@@ -318,11 +318,10 @@ class Compiler:
         return meta
 
 
-def _short(n: fx.Node) -> str:
-    t = n.target
-    if n.op == "call_module":
+def _short(kind: str, target: Any) -> str:
+    if kind == "call_module":
         return "mod"
-    name = t if isinstance(t, str) else getattr(t, "__name__", "op")
+    name = target if isinstance(target, str) else getattr(target, "__name__", "op")
     return re.sub(r"\W", "", str(name)).strip("_") or "op"
 
 
@@ -388,6 +387,13 @@ def compile_graph(
     dtype: torch.dtype,
     seed: int | None = None,
     progress: Progress | None = None,
+    est: Estimate | None = None,
 ) -> ArchModule:
     """Compile a checked graph into a module on ``device`` in ``dtype``."""
-    return Compiler(g, device, dtype, seed, progress).compile()
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of small objects, none of them garbage: skip the collector
+    try:
+        return Compiler(g, device, dtype, seed, progress, est).compile()
+    finally:
+        if collecting:
+            gc.enable()

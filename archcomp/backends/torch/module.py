@@ -8,6 +8,7 @@ output shapes, parameter shapes, submodule path). Submodules sit at the spec's q
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,7 +19,6 @@ class ArchModule(fx.GraphModule):
     """A model compiled from an archcomp spec. ``print(model.code)`` shows its forward."""
 
     spec: dict[str, Any]
-    node_meta: dict[str, dict[str, Any]]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
@@ -34,9 +34,22 @@ class ArchModule(fx.GraphModule):
                 self._modules.clear()
                 self._modules.update(children)
         self.spec = {}
-        self.node_meta = {}
+        self._node_meta: dict[str, dict[str, Any]] | None = {}
+        self._node_meta_fn: Callable[[], dict[str, dict[str, Any]]] | None = None
         self.input_names = ()
         self.output_names = ()
+
+    @property
+    def node_meta(self) -> dict[str, dict[str, Any]]:
+        """Per node: op, label, args, inputs, output shapes, parameter shapes, ties, module."""
+        if self._node_meta is None:
+            assert self._node_meta_fn is not None
+            self._node_meta = self._node_meta_fn()
+            self._node_meta_fn = None
+        return self._node_meta
+
+    def set_node_meta(self, fn: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._node_meta, self._node_meta_fn = None, fn
 
     @property
     def name(self) -> str:
@@ -49,7 +62,8 @@ class ArchModule(fx.GraphModule):
         res._modules.clear()
         res._modules.update(copy.deepcopy(self._modules, memo))
         res.spec = copy.deepcopy(self.spec, memo)
-        res.node_meta = copy.deepcopy(self.node_meta, memo)
+        res._node_meta = copy.deepcopy(self.node_meta, memo)
+        res._node_meta_fn = None
         res.input_names = self.input_names
         res.output_names = self.output_names
         return res
