@@ -241,3 +241,16 @@ def test_onnx_export(tmp_path: Path) -> None:
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == ["x"]
+
+
+def test_docs_example_runs(monkeypatch) -> None:
+    text = (ROOT / "docs" / "compiler.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/compiler.md", "exec"), namespace)  # our own docs, not a spec
+    model = namespace["model"]
+    assert isinstance(model, nn.Module)
+    expected = [ln.removeprefix("# ") for ln in block.splitlines() if ln.startswith("#     ")]
+    for line in expected:
+        assert line.strip() in model.code
