@@ -315,6 +315,18 @@ class Expander:
                 )
             )
             return
+        if block is not None and ns.init is not None:
+            self.rep.add(
+                doc.diag(
+                    "unsupported",
+                    f"'init' on a block call is not supported (block '{ns.op}')",
+                    (*path, "init"),
+                    key=True,
+                    node=qid,
+                    hint="set init on the nodes inside the block",
+                )
+            )
+            return
         if block is not None:
             ports = tuple(Port(n) for n in block.spec.inputs)
             what = f"block '{ns.op}'"
