@@ -38,13 +38,30 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="refuse builds whose parameters and buffers exceed SIZE (e.g. 8GB, 512MiB)",
     )
+    add_depth_flag(p)
+
+
+def add_depth_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--depth",
-        type=int,
-        default=None,
+        type=_depth,
+        default=1,
         metavar="N",
-        help="collapse blocks nested deeper than N in the table (0: top level only)",
+        help="collapse blocks nested deeper than N in the table (0: top level only; "
+        "'all': every node; default 1)",
     )
+
+
+def _depth(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', found '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -54,8 +71,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.check import load_graph
 
     params = overrides(args)
-    if args.depth is not None and args.depth < 0:
-        raise UsageError("--depth must be >= 0")
     g = load_graph(Path(args.spec), params)
     meta = str(args.device).strip().lower() == "meta"
     out = Path(args.output) if args.output else Path("build") / f"{g.name}.safetensors"
@@ -91,20 +106,12 @@ def _configure_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="spec file to summarize")
     add_params_flag(p)
     p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
-    p.add_argument(
-        "--depth",
-        type=int,
-        default=None,
-        metavar="N",
-        help="collapse blocks nested deeper than N in the table (0: top level only)",
-    )
+    add_depth_flag(p)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from archcomp.api import summary
 
-    if args.depth is not None and args.depth < 0:
-        raise UsageError("--depth must be >= 0")
     s = summary(Path(args.spec), overrides(args))
     if args.json:
         print(json.dumps(s.to_json(), indent=2))

@@ -48,7 +48,7 @@ def test_meta_build_prints_summary_only_and_emits_python(tmp_path: Path, capsys)
     code = main(["build", TRANSFORMER, *SMALL, "--device", "meta", "--emit-python", str(emitted)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "no artifact written" in text and "encoder.layers.0.self_attn" in text
+    assert "no artifact written" in text and "encoder.layers [block]" in text  # default depth 1
     assert not (tmp_path / "build").exists()
     source = emitted.read_text()
     imports = [ln for ln in source.splitlines() if ln.startswith(("import ", "from "))]
@@ -64,6 +64,15 @@ def test_meta_build_prints_summary_only_and_emits_python(tmp_path: Path, capsys)
     src, tgt = torch.randint(0, 20, (2, 5)), torch.randint(0, 20, (2, 4))
     with torch.no_grad():
         torch.testing.assert_close(ejected(src, tgt), model(src, tgt))
+
+
+def test_summary_depth_default_and_all(capsys) -> None:
+    assert main(["summary", TRANSFORMER, *SMALL]) == 0
+    collapsed = capsys.readouterr().out
+    assert "encoder.layers [block]" in collapsed and "self_attn" not in collapsed
+    assert main(["summary", TRANSFORMER, *SMALL, "--depth", "all"]) == 0
+    assert "encoder.layers.0.self_attn" in capsys.readouterr().out
+    assert main(["summary", TRANSFORMER, "--depth", "-1"]) == 2
 
 
 def test_summary_json(capsys) -> None:
