@@ -232,6 +232,7 @@ def test_state_dict_round_trip_to_train_eval_and_deepcopy() -> None:
 
 def test_onnx_export(tmp_path: Path) -> None:
     import onnx
+
     model = archcomp.build(MLP, seed=0).eval()
     path = tmp_path / "mlp.onnx"
     with warnings.catch_warnings():
