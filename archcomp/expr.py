@@ -10,6 +10,7 @@ int64 and powers are bounded, so no expression can exhaust the machine.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -216,17 +217,23 @@ def _describe(node: ast.AST) -> str:
 
 def evaluate(source: str, names: Mapping[str, Any]) -> Any:
     """Evaluate one expression (the text inside ``${...}``) against params."""
-    if len(source) > MAX_LEN:
-        raise ExprError(f"expression is longer than {MAX_LEN} characters")
-    try:
-        tree = ast.parse(source.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExprError(f"invalid expression: {exc.msg}") from None
-    except (RecursionError, MemoryError, ValueError):
-        raise ExprError("expression is too deeply nested") from None
+    tree = _parse(source)
     try:
         return _Evaluator(names).run(tree)
     except RecursionError:
+        raise ExprError("expression is too deeply nested") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(source: str) -> ast.Expression:
+    """Parse once per distinct text: repeated blocks evaluate the same expressions N times."""
+    if len(source) > MAX_LEN:
+        raise ExprError(f"expression is longer than {MAX_LEN} characters")
+    try:
+        return ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"invalid expression: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
         raise ExprError("expression is too deeply nested") from None
 
 
