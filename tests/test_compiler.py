@@ -254,3 +254,12 @@ def test_docs_example_runs(monkeypatch) -> None:
     expected = [ln.removeprefix("# ") for ln in block.splitlines() if ln.startswith("#     ")]
     for line in expected:
         assert line.strip() in model.code
+
+
+def test_generated_code_reads_like_hand_written() -> None:
+    """Subscripts as written, public torch names, no selections of unused results."""
+    code = archcomp.build(ROOT / "specs" / "lstm_classifier.yaml").code
+    assert "last = lstm_output[:, -1]" in code
+    assert "slice(" not in code and "h_n" not in code and "c_n" not in code
+    lenet = archcomp.build(ROOT / "specs" / "lenet5.yaml").code
+    assert "torch.nn.functional.avg_pool2d(" in lenet and "torch._C" not in lenet

@@ -13,6 +13,7 @@ the spec's ids as variable names, and each node's output shape as a comment::
 from __future__ import annotations
 
 import gc
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ class ArchCodeGen(fx.graph.CodeGen):
         def annotate(body: list[str]) -> list[str]:
             if previous is not None:
                 body = previous(body)
-            return _shape_comments(body, node_list)
+            return _shape_comments([_readable(chunk) for chunk in body], node_list)
 
         self._body_transformer = annotate
         try:
@@ -82,6 +83,42 @@ class ArchCodeGen(fx.graph.CodeGen):
 
 
 _COUNTER = re.compile(r"^# COUNTER: (\d+)$")
+_SUBSCRIPT = re.compile(r"\[\(([^\[\]]*?slice\([^\[\]]*?)\)\]")
+_SLICE = re.compile(r"slice\((None|-?\d+), (None|-?\d+), (None|-?\d+)\)")
+_PRIVATE_NN = re.compile(r"\btorch\._C\._nn\.(\w+)\(")
+
+
+def _drop_unused_selections(graph: fx.Graph) -> None:
+    """Remove selections nobody reads (an LSTM's h_n and c_n when only its output is used)."""
+    for node in reversed(list(graph.nodes)):
+        if node.op == "call_function" and node.target is operator.getitem and not node.users:
+            graph.erase_node(node)
+
+
+def _readable(line: str) -> str:
+    """fx's spellings as a person writes them: ``x[:, -1]`` for
+    ``x[(slice(None, None, None), -1)]`` and ``torch.nn.functional.f`` for ``torch._C._nn.f``
+    (the same function object)."""
+    line = _SUBSCRIPT.sub(_subscript, line)
+    return _PRIVATE_NN.sub(_public_nn, line)
+
+
+def _subscript(m: re.Match[str]) -> str:
+    def one(s: re.Match[str]) -> str:
+        start, stop, step = ("" if v == "None" else v for v in s.groups())
+        return f"{start}:{stop}" + (f":{step}" if step else "")
+
+    inner = _SLICE.sub(one, m.group(1)).replace("Ellipsis", "...")
+    return m.group(0) if "(" in inner else f"[{inner}]"
+
+
+def _public_nn(m: re.Match[str]) -> str:
+    import torch
+    import torch.nn.functional as F
+
+    name = m.group(1)
+    same = getattr(F, name, None) is getattr(torch._C._nn, name, object())
+    return f"torch.nn.functional.{name}(" if same else m.group(0)
 
 
 def _shape_comments(body: list[str], nodes: list[fx.Node]) -> list[str]:
@@ -205,6 +242,7 @@ class Compiler:
         names = tuple(g.inputs)
         codegen = ArchCodeGen(names, _docstring(g))
         self.fx_graph.set_codegen(codegen)
+        _drop_unused_selections(self.fx_graph)
         self.fx_graph.lint()
         model = ArchModule(self.root, self.fx_graph, class_name=_class_name(g.name))
         model.spec = g.spec
