@@ -398,7 +398,7 @@ def _resolve_import(
                 "import-escape",
                 f"import '{text}' leaves the spec's directory tree",
                 ipath,
-                hint=f"imports must stay inside {root_dir}",
+                hint=f"imports must stay inside {_display(root_dir)}",
             )
         )
         return None
