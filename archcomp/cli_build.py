@@ -84,8 +84,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
     print(summarize(g, model).table(args.depth))
     if emit is not None:
-        from archcomp.backends.torch.artifact import write_atomic
         from archcomp.backends.torch.emit import emit_python
+        from archcomp.fileio import write_atomic
 
         source = emit_python(model)
         write_atomic(emit, lambda tmp: tmp.write_text(source))

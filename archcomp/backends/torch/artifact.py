@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from torch import nn
 from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_dtype
 from archcomp.backends.torch.module import tied_names
 from archcomp.errors import UsageError
+from archcomp.fileio import write_atomic
 
 MAX_HEADER = 100 * 1024 * 1024
 SAFETENSORS_DTYPES = {
@@ -111,20 +110,6 @@ def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Pa
     data = {k: t.detach().contiguous() for k, t in tensors.items()}
     write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
     return path
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``; on failure nothing is left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
