@@ -20,6 +20,7 @@ from archcomp.expr import ExprError, substitute
 from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
 from archcomp.loader import Program, load_program
 from archcomp.params import ParamProblem, check_names, resolve, unknown_override
+from archcomp.passes.inits import check_init_pass
 from archcomp.passes.shapes import INT64_MAX, infer_shapes, topological
 from archcomp.passes.structure import build_nx, check_structure
 from archcomp.passes.ties import check_ties
@@ -138,6 +139,7 @@ def build_graph(prog: Program, overrides: Mapping[str, Any]) -> Graph:
         g.nodes = {n: g.nodes[n] for n in topological(g, ex.out.order)}
         infer_shapes(g, rep)
         check_ties(g, rep)
+        check_init_pass(g, rep)
     rep.raise_if_failed()
     g.spec_factory = lambda: normalized_spec(prog, env)
     return g

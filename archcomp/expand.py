@@ -62,6 +62,8 @@ class Expander:
         self.ops = all_ops()
         self.out = Expanded()
         self.too_many = False
+        # init defaults of the block calls being expanded, outermost first
+        self.init_stack: list[tuple[dict[str, Any], Origin]] = []
 
     # -- bodies ---------------------------------------------------------------------------
 
@@ -315,18 +317,6 @@ class Expander:
                 )
             )
             return
-        if block is not None and ns.init is not None:
-            self.rep.add(
-                doc.diag(
-                    "unsupported",
-                    f"'init' on a block call is not supported (block '{ns.op}')",
-                    (*path, "init"),
-                    key=True,
-                    node=qid,
-                    hint="set init on the nodes inside the block",
-                )
-            )
-            return
         if block is not None:
             ports = tuple(Port(n) for n in block.spec.inputs)
             what = f"block '{ns.op}'"
@@ -503,9 +493,9 @@ class Expander:
                 )
                 return
             tie[pname] = (local[tnode], tparam or pname)
-        init = _deep(ns.init, env) if ns.init is not None else {}
-        if isinstance(init, str):
-            init = {"*": init}
+        init = self._init(ns, env, doc, path, name)
+        if init is None:
+            return
         node = Node(
             name,
             op,
@@ -517,10 +507,22 @@ class Expander:
             tie,
             shared_with,
             init,
+            [(k, v, o) for d, o in reversed(self.init_stack) for k, v in d.items()],
         )
         self.out.nodes[name] = node
         self.out.order[name] = len(self.out.order)
         self.out.pending[name] = inputs
+
+    def _init(
+        self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, name: str
+    ) -> dict[str, Any] | None:
+        """The node's ``init`` with expressions evaluated (``{"*": x}`` for a bare name)."""
+        if ns.init is None:
+            return {}
+        init = self._eval(ns.init, env, doc, (*path, "init"), name)
+        if init is _FAILED:
+            return None
+        return {"*": init} if isinstance(init, str) else dict(init)
 
     def _op_args(
         self,
@@ -653,7 +655,16 @@ class Expander:
         )
         body = Body(block.spec.nodes, block.doc, (*block.path, "nodes"), list(block.spec.inputs))
         before = set(self.out.nodes)
-        local = self.body(body, block_env, inner_bindings, name + ".", scope, (*stack, block.name))
+        init = self._init(ns, env, doc, path, name)
+        if init is None:
+            return
+        self.init_stack.append((init, Origin(doc, (*path, "init"))))
+        try:
+            local = self.body(
+                body, block_env, inner_bindings, name + ".", scope, (*stack, block.name)
+            )
+        finally:
+            self.init_stack.pop()
         if shared_with is not None:
             for qn in set(self.out.nodes) - before:
                 self.out.nodes[qn].shared_with = shared_with + qn[len(name) :]

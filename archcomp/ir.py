@@ -83,6 +83,8 @@ class Node:
     tie: dict[str, tuple[str, str]] = field(default_factory=dict)  # param -> (node, param)
     shared_with: str | None = None  # node whose weights this one reuses
     init: dict[str, Any] = field(default_factory=dict)
+    # init defaults of the enclosing block calls, innermost first: (key, spec, where written)
+    init_defaults: list[tuple[str, Any, Origin]] = field(default_factory=list)
     outputs: dict[str, TensorType] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 

@@ -263,3 +263,31 @@ def test_generated_code_reads_like_hand_written() -> None:
     assert "slice(" not in code and "h_n" not in code and "c_n" not in code
     lenet = archcomp.build(ROOT / "specs" / "lenet5.yaml").code
     assert "torch.nn.functional.avg_pool2d(" in lenet and "torch._C" not in lenet
+
+
+def test_block_call_init_is_a_default_for_the_nodes_inside() -> None:
+    """init on a block call reaches every op inside where it fits; a node's own init wins."""
+    spec = """
+archcomp: 1
+name: t
+inputs: {x: [B, 4]}
+blocks:
+  ff:
+    inputs: [x]
+    nodes:
+      - {id: a, op: linear, out_features: 8}
+      - {id: n, op: layer_norm}
+      - {id: b, op: linear, out_features: 4, init: {weight: ones}}
+    outputs: b
+nodes:
+  - {id: f, op: ff, repeat: 2, init: {weight: zeros, bias: {constant: {value: 0.5}}}}
+outputs: f
+"""
+    model = archcomp.build(spec, seed=0)
+    state = model.state_dict()
+    for k in range(2):
+        assert torch.count_nonzero(state[f"f.{k}.a.weight"]) == 0
+        assert torch.all(state[f"f.{k}.a.bias"] == 0.5)
+        assert torch.all(state[f"f.{k}.n.weight"] == 0)  # a vector: zeros fits it
+        assert torch.all(state[f"f.{k}.b.weight"] == 1)  # the node's own init wins
+        assert torch.all(state[f"f.{k}.b.bias"] == 0.5)

@@ -23,11 +23,12 @@ import torch
 from torch import fx, nn
 
 from archcomp.backends.torch.devices import Estimate, estimate
-from archcomp.backends.torch.init import InitCall, SeededRNG, check_inits, init_module
+from archcomp.backends.torch.init import SeededRNG, init_module
 from archcomp.backends.torch.module import ArchModule, get_path, set_param
 from archcomp.dims import Dim, Shape, to_json
 from archcomp.errors import SpecError
 from archcomp.ir import Graph, Node, Ref, TensorType
+from archcomp.passes.inits import InitCall, check_inits
 
 Progress = Callable[[int, int], None]  # (bytes allocated so far, bytes in all)
 

@@ -1,0 +1,203 @@
+"""Initializers named in specs: validated for every node (``check`` runs this pass), applied
+by the torch backend (:mod:`archcomp.backends.torch.init`).
+
+A node's ``init`` maps parameter names to initializers::
+
+    init: {weight: xavier_uniform, bias: zeros}
+    init: {weight: {normal: {std: 0.02}}}
+    init: xavier_uniform            # stored as {"*": ...}: every parameter with >= 2 dims
+
+A key selects the parameters whose name is the key (``weight``), ends with ``.key``
+(``weight`` also selects ``q_proj.weight``) or starts with ``key.`` (``q_proj`` selects
+``q_proj.weight`` and ``q_proj.bias``). An ``init`` on a block call is a default for every op
+node inside the block, wherever it fits. Parameters nothing selects keep torch.nn's default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from archcomp.errors import Diagnostic, Reporter, did_you_mean
+from archcomp.ir import Graph, Node
+
+
+@dataclass(frozen=True)
+class Initializer:
+    """One named initializer: its allowed arguments (with defaults) and what it needs."""
+
+    name: str
+    defaults: Mapping[str, float | str]
+    min_dims: int = 0  # fan-based initializers need a matrix or a kernel
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    i.name: i
+    for i in (
+        Initializer("xavier_uniform", {"gain": 1.0}, 2),
+        Initializer("xavier_normal", {"gain": 1.0}, 2),
+        Initializer(
+            "kaiming_uniform", {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}, 2
+        ),
+        Initializer(
+            "kaiming_normal", {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}, 2
+        ),
+        Initializer("orthogonal", {"gain": 1.0}, 2),
+        Initializer("normal", {"mean": 0.0, "std": 1.0}),
+        Initializer("uniform", {"a": 0.0, "b": 1.0}),
+        Initializer("trunc_normal", {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0}),
+        Initializer("constant", {"value": 0.0}),
+        Initializer("zeros", {}),
+        Initializer("ones", {}),
+    )
+}
+
+
+@dataclass(frozen=True)
+class InitCall:
+    """A resolved initializer for one parameter."""
+
+    name: str
+    kwargs: Mapping[str, float | str]
+
+
+def _selects(key: str, param: str) -> bool:
+    if key == "*":
+        return True
+    return param == key or param.endswith("." + key) or param.startswith(key + ".")
+
+
+def resolve_node_init(
+    node: Node, param_shapes: Mapping[str, tuple[Any, ...]]
+) -> tuple[dict[str, InitCall], list[Diagnostic]]:
+    """Parameter name -> initializer for one node, or located diagnostics.
+
+    The node's own ``init`` comes first; then the defaults of the blocks around it, innermost
+    first, for parameters still unset. A default applies where it fits: a key that names no
+    parameter of this op, or a parameter too small for the initializer, is skipped silently.
+    """
+    out: dict[str, InitCall] = {}
+    diags: list[Diagnostic] = []
+    base_path = (*node.origin.path, "init")
+    own = [(k, v, node.origin.doc, base_path, False) for k, v in node.init.items()]
+    inherited = [(k, v, o.doc, o.path, True) for k, v, o in node.init_defaults]
+    for key, spec, doc, base, is_default in [*own, *inherited]:
+        path = base if key == "*" else (*base, key)
+        if spec is None:
+            continue
+        call, problem = _parse(spec)
+        if call is None:
+            hint = None
+            if problem and problem.startswith("unknown initializer"):
+                word = spec if isinstance(spec, str) else next(iter(spec), "")
+                hint = did_you_mean(str(word), INITIALIZERS) or (
+                    "initializers: " + ", ".join(INITIALIZERS)
+                )
+            diags.append(
+                doc.diag(
+                    "bad-init",
+                    problem or "bad initializer",
+                    path,
+                    node=None if is_default else node.name,
+                    op=None if is_default else node.op.name,
+                    hint=hint,
+                )
+            )
+            continue
+        chosen = [p for p in param_shapes if _selects(key, p)]
+        if key == "*":
+            chosen = [p for p in chosen if len(param_shapes[p]) >= 2]
+        if is_default:
+            need = INITIALIZERS[call.name].min_dims
+            for p in chosen:
+                if p not in out and len(param_shapes[p]) >= need:
+                    out[p] = call
+            continue
+        if not chosen and key != "*":
+            names = list(param_shapes)
+            diags.append(
+                doc.diag(
+                    "bad-init",
+                    f"op '{node.op.name}' has no parameter '{key}'",
+                    path,
+                    key=True,
+                    node=node.name,
+                    op=node.op.name,
+                    hint=did_you_mean(key, names)
+                    or (f"parameters: {', '.join(names)}" if names else "this op has none"),
+                )
+            )
+            continue
+        need = INITIALIZERS[call.name].min_dims
+        for p in chosen:
+            shape = param_shapes[p]
+            if len(shape) < need:
+                diags.append(
+                    doc.diag(
+                        "bad-init",
+                        f"{call.name} needs a parameter with at least {need} dims; "
+                        f"{p} has shape {list(shape)}",
+                        path,
+                        node=node.name,
+                        op=node.op.name,
+                        hint="use normal, uniform, zeros, ones or constant for vectors",
+                    )
+                )
+                continue
+            # An exact name beats a wildcard or a suffix match.
+            if p not in out or key == p:
+                out[p] = call
+    return out, diags
+
+
+def _parse(spec: Any) -> tuple[InitCall | None, str | None]:
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    elif isinstance(spec, dict) and len(spec) == 1:
+        name, raw = next(iter(spec.items()))
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            return None, f"arguments of '{name}' must be a mapping, e.g. {{{name}: {{...}}}}"
+        kwargs = dict(raw)
+    else:
+        return None, "an initializer is a name or {name: {args}}, e.g. {normal: {std: 0.02}}"
+    init = INITIALIZERS.get(str(name))
+    if init is None:
+        return None, f"unknown initializer '{name}'"
+    resolved: dict[str, float | str] = dict(init.defaults)
+    for k, v in kwargs.items():
+        if k not in init.defaults:
+            allowed = ", ".join(init.defaults) or "none"
+            return None, f"{name} has no argument '{k}' (arguments: {allowed})"
+        want = init.defaults[k]
+        if isinstance(want, str):
+            if not isinstance(v, str):
+                return None, f"{name}: '{k}' must be a string, found {v!r}"
+        elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return None, f"{name}: '{k}' must be a finite number, found {v!r}"
+        resolved[k] = float(v) if not isinstance(want, str) else v
+    if name in ("normal", "trunc_normal") and float(resolved["std"]) < 0:
+        return None, f"{name}: std must be >= 0, found {resolved['std']}"
+    return InitCall(str(name), resolved), None
+
+
+def check_inits(g: Graph) -> tuple[dict[str, dict[str, InitCall]], list[Diagnostic]]:
+    """Resolve every node's ``init``; all problems are returned together (each once)."""
+    plans: dict[str, dict[str, InitCall]] = {}
+    diags: list[Diagnostic] = []
+    for node in g.nodes.values():
+        if not node.init and not node.init_defaults:
+            continue
+        plan, problems = resolve_node_init(node, node.op.param_shapes(node.args))
+        diags.extend(d for d in problems if d not in diags)
+        if plan:
+            plans[node.name] = plan
+    return plans, diags
+
+
+def check_init_pass(g: Graph, rep: Reporter) -> None:
+    """Report every init problem of the graph (the plans are rebuilt by the backend)."""
+    rep.extend(check_inits(g)[1])
