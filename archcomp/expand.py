@@ -35,6 +35,19 @@ class PendingRef:
     origin: Origin
 
 
+@dataclass(frozen=True)
+class Site:
+    """One copy of a node spec being expanded: where it is written and what it becomes."""
+
+    ns: NodeSpec
+    origin: Origin  # the node's mapping in its spec file
+    env: Mapping[str, Any]  # params in scope (with 'index' inside a repeat)
+    name: str  # qualified name of this copy: "encoder.layers.0"
+    label: Any
+    scopes: tuple[Scope, ...]
+    shared_with: str | None  # copy 0's name when the repeat shares weights
+
+
 @dataclass
 class Body:
     """A list of nodes with its own inputs: the top level of a spec, or a block."""
@@ -365,37 +378,12 @@ class Expander:
             if count > 0:
                 call_env["index"] = k
             shared_with = f"{qid}.0" if shared and k > 0 else None
+            site = Site(ns, origin, call_env, name, label, inner_scopes, shared_with)
             if block is not None:
-                self.block_call(
-                    ns,
-                    block,
-                    path,
-                    origin,
-                    call_env,
-                    inputs,
-                    name,
-                    label,
-                    inner_scopes,
-                    stack,
-                    shared_with,
-                    count > 0,
-                )
+                self.block_call(site, block, inputs, stack, count > 0)
             else:
                 assert op is not None
-                self.op_node(
-                    ns,
-                    op,
-                    doc,
-                    path,
-                    origin,
-                    call_env,
-                    inputs,
-                    name,
-                    label,
-                    inner_scopes,
-                    local,
-                    shared_with,
-                )
+                self.op_node(site, op, inputs, local)
             if len(self.out.nodes) > MAX_NODES:
                 self.rep.add(
                     doc.diag(
@@ -460,21 +448,9 @@ class Expander:
             )
             return _FAILED
 
-    def op_node(
-        self,
-        ns: NodeSpec,
-        op: OpDef,
-        doc: SourceDoc,
-        path: YamlPath,
-        origin: Origin,
-        env: Mapping[str, Any],
-        inputs: dict[str, Any],
-        name: str,
-        label: Any,
-        scopes: tuple[Scope, ...],
-        local: dict[str, str],
-        shared_with: str | None,
-    ) -> None:
+    def op_node(self, site: Site, op: OpDef, inputs: dict[str, Any], local: dict[str, str]) -> None:
+        ns, origin, env, name, label = site.ns, site.origin, site.env, site.name, site.label
+        doc, path = origin.doc, origin.path
         args = self._op_args(ns, op, doc, path, env, name)
         if args is None:
             return
@@ -503,9 +479,9 @@ class Expander:
             {},
             origin,
             label if isinstance(label, str) else None,
-            scopes,
+            site.scopes,
             tie,
-            shared_with,
+            site.shared_with,
             init,
             [(k, v, o) for d, o in reversed(self.init_stack) for k, v in d.items()],
         )
@@ -552,20 +528,15 @@ class Expander:
 
     def block_call(
         self,
-        ns: NodeSpec,
+        site: Site,
         block: BlockDef,
-        path: YamlPath,
-        origin: Origin,
-        env: Mapping[str, Any],
         inputs: dict[str, Any],
-        name: str,
-        label: Any,
-        scopes: tuple[Scope, ...],
         stack: tuple[str, ...],
-        shared_with: str | None,
         repeated: bool,
     ) -> None:
-        doc = origin.doc
+        ns, origin, env, name, label = site.ns, site.origin, site.env, site.name, site.label
+        scopes, shared_with = site.scopes, site.shared_with
+        doc, path = origin.doc, origin.path
         if block.name in stack:
             chain = " -> ".join([*stack[stack.index(block.name) :], block.name])
             self.rep.add(
