@@ -1,8 +1,8 @@
 """Sequence ops: multi_head_attention, scaled_dot_product_attention, positional encodings,
 rnn / lstm / gru. Shape inference, errors, parameter shapes and numerics against torch.
 
-Lowerings are exercised through a small fx builder here (the real compiler lives in
-archcomp/backends/torch); it calls each op's ``lower`` exactly as the LowerCtx protocol says.
+Lowerings are exercised through the real compiler (archcomp/backends/torch, via
+tests/lowering.py), as users run them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import math
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 import torch
-from torch import fx, nn
+from lowering import compile_for_test, run
+from torch import nn
 from torch.testing import assert_close
 
 from archcomp import SpecError, load_graph
@@ -48,76 +48,6 @@ def where(text: str, line_has: str, token: str) -> tuple[int, int]:
         if line_has in line:
             return i, line.index(token, line.index(line_has)) + 1
     raise AssertionError(f"{line_has!r} not in spec")
-
-
-# -- a minimal fx lowering (stand-in for the torch backend) ----------------------------------
-
-
-class FakeLower:
-    """The LowerCtx protocol over an fx.Graph being built."""
-
-    def __init__(
-        self,
-        root: nn.Module,
-        graph: fx.Graph,
-        name: str,
-        args: Any,
-        inputs: Mapping[str, Any],
-        in_types: Mapping[str, Any],
-        out_types: Mapping[str, TensorType],
-        factory: dict[str, Any],
-    ) -> None:
-        self.root, self.graph, self.name = root, graph, name
-        self.args, self.inputs, self.in_types, self.out_types = args, inputs, in_types, out_types
-        self.factory = factory
-
-    @property
-    def x(self) -> Any:
-        return next(iter(self.inputs.values()))
-
-    def module(self, m: nn.Module) -> Callable[..., Any]:
-        target = self.name.replace(".", "_")
-        self.root.add_module(target, m)
-        return lambda *a, **k: self.graph.call_module(target, a, k)
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self.graph.call_function(fn, args, kwargs)
-
-    def method(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.graph.call_method(name, args, kwargs)
-
-
-def lower(g: Graph, device: str = "cpu", dtype: torch.dtype = torch.float32) -> fx.GraphModule:
-    """fx.GraphModule taking the spec's inputs (in order), returning a dict of its outputs."""
-    root, graph = nn.Module(), fx.Graph()
-    values: dict[str, dict[str, Any]] = {n: {"": graph.placeholder(n)} for n in g.inputs}
-
-    def value(r: Ref) -> Any:
-        if r.node in g.inputs:
-            return values[r.node][""]
-        return values[r.node][r.result or g.nodes[r.node].op.results[0]]
-
-    for name, node in g.nodes.items():
-        ins = {
-            p: [value(x) for x in r] if isinstance(r, list) else value(r)
-            for p, r in node.inputs.items()
-        }
-        types = {p: g.type_of(r) for p, r in node.inputs.items() if isinstance(r, Ref)}
-        assert node.op.lower is not None
-        ctx = FakeLower(
-            root,
-            graph,
-            name,
-            node.args,
-            ins,
-            types,
-            node.outputs,
-            {"device": device, "dtype": dtype},
-        )
-        out = node.op.lower(ctx)
-        values[name] = out if isinstance(out, dict) else {node.op.results[0]: out}
-    graph.output({k: value(r) for k, r in g.outputs.items()})
-    return fx.GraphModule(root, graph)
 
 
 def param_shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -319,21 +249,21 @@ def test_sdpa_numerics() -> None:
         if scale is not None:
             text = text.replace("causal:", f"scale: {scale}, causal:")
         text = text.replace("S,", "T,")  # causal self-attention shapes
-        gm = lower(load_graph(text))
+        gm = compile_for_test(load_graph(text))
         torch.manual_seed(0)
         q, k, v = torch.randn(2, 8, 5, 64), torch.randn(2, 8, 5, 64), torch.randn(2, 8, 5, 32)
         scores = q @ k.transpose(-2, -1) * (scale or 1 / math.sqrt(64))
         if causal:
             scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), -math.inf)
-        assert_close(gm(q, k, v)["sdpa"], scores.softmax(-1) @ v)
+        assert_close(run(gm, q, k, v)["sdpa"], scores.softmax(-1) @ v)
 
 
 def test_sdpa_dropout_only_in_training() -> None:
-    gm = lower(load_graph(SDPA.replace("value: v}", "value: v}, dropout: 0.5")))
+    gm = compile_for_test(load_graph(SDPA.replace("value: v}", "value: v}, dropout: 0.5")))
     q, k, v = torch.randn(2, 8, 5, 64), torch.randn(2, 8, 7, 64), torch.randn(2, 8, 7, 32)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    assert_close(gm.eval()(q, k, v)["sdpa"], ref)
-    assert not torch.allclose(gm.train()(q, k, v)["sdpa"], ref)
+    assert_close(run(gm.eval(), q, k, v)["sdpa"], ref)
+    assert not torch.allclose(run(gm.train(), q, k, v)["sdpa"], ref)
 
 
 # -- multi_head_attention: numerics vs torch.nn.MultiheadAttention ------------------------------
@@ -366,7 +296,7 @@ def mha_pair(
         outputs: attn
         """
     )
-    gm = lower(load_graph(text))
+    gm = compile_for_test(load_graph(text))
     ours: nn.Module = gm.get_submodule("attn")
     torch.manual_seed(0)
     ref = nn.MultiheadAttention(dim, h, bias=bias, batch_first=True, kdim=kdim, vdim=vdim)
@@ -476,7 +406,7 @@ def test_mha_state_dict_names_and_declared_params() -> None:
             """
         )
         g = load_graph(text)
-        gm = lower(g)
+        gm = compile_for_test(g)
         assert param_shapes(gm.get_submodule("attn")) == declared(g, "attn")
     assert list(gm.state_dict()) == [
         "attn.q_proj.weight",
@@ -508,7 +438,7 @@ def test_mha_compiles_fullgraph_and_exports(causal: bool, masked: bool) -> None:
 
 def test_mha_builds_on_meta_without_allocating() -> None:
     text = MHA_SELF.replace("512", "12288").replace("num_heads: 8", "num_heads: 96")
-    gm = lower(load_graph(text), device="meta")
+    gm = compile_for_test(load_graph(text), device="meta")
     params = list(gm.parameters())
     assert params and all(p.is_meta for p in params)
     assert sum(p.numel() for p in params) == 4 * (12288 * 12288 + 12288)
@@ -569,7 +499,7 @@ def test_posenc_errors() -> None:
 
 def test_sinusoidal_values_and_buffer() -> None:
     g = load_graph(posenc_spec("sinusoidal_positional_encoding", ", max_len: 50", d=6))
-    gm = lower(g)
+    gm = compile_for_test(g)
     x = torch.randn(2, 7, 6)
     pe = torch.tensor(
         [
@@ -582,7 +512,7 @@ def test_sinusoidal_values_and_buffer() -> None:
             for p in range(7)
         ]
     )
-    assert_close(gm(x)["pos"], x + pe)
+    assert_close(run(gm, x)["pos"], x + pe)
     m = gm.get_submodule("pos")
     n = g.nodes["pos"]
     assert (
@@ -604,11 +534,11 @@ def test_sinusoidal_odd_width() -> None:
 
 def test_learned_values_params_and_gradients() -> None:
     g = load_graph(posenc_spec("learned_positional_encoding", ", max_len: 10"))
-    gm = lower(g)
+    gm = compile_for_test(g)
     m = gm.get_submodule("pos")
     assert param_shapes(m) == declared(g, "pos") == {"weight": (10, 16)}
     x = torch.randn(3, 4, 16)
-    out = gm(x)["pos"]
+    out = run(gm, x)["pos"]
     assert_close(out, x + m.weight[:4])
     out.sum().backward()
     assert_close(m.weight.grad[:4], torch.full((4, 16), 3.0))
@@ -634,10 +564,10 @@ def test_bert_style_embeddings_sum() -> None:
     )
     g = load_graph(text)
     assert g.output_types["emb"] == TensorType((B, S, 12))
-    gm = lower(g)
+    gm = compile_for_test(g)
     ids, segs = torch.randint(0, 100, (2, 9)), torch.randint(0, 2, (2, 9))
     expected = gm.tok.weight[ids] + gm.pos.weight[:9] + gm.seg.weight[segs]
-    assert_close(gm(ids, segs)["emb"], expected)
+    assert_close(run(gm, ids, segs)["emb"], expected)
 
 
 def test_posenc_compiles_fullgraph() -> None:
@@ -726,7 +656,7 @@ def test_recurrent_errors() -> None:
 )
 def test_recurrent_params_match_torch_modules(op: str, args: str) -> None:
     g = load_graph(rnn_spec(op, args))
-    m = lower(g).get_submodule("rnn")
+    m = compile_for_test(g).get_submodule("rnn")
     assert type(m) is {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[op]
     assert list(param_shapes(m).items()) == list(declared(g, "rnn").items())
 
@@ -743,7 +673,7 @@ def test_recurrent_numerics_match_torch(op: str, with_state: bool) -> None:
         states=states if with_state else "",
         outputs=outs,
     )
-    gm = lower(load_graph(text))
+    gm = compile_for_test(load_graph(text))
     ours = gm.get_submodule("rnn")
     ref = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[op](
         10, 8, num_layers=2, bidirectional=True, batch_first=True
@@ -752,7 +682,7 @@ def test_recurrent_numerics_match_torch(op: str, with_state: bool) -> None:
     x = torch.randn(3, 5, 10)
     given = [torch.randn(4, 3, 8) for _ in range(2 if is_lstm else 1)] if with_state else []
     xs, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
-    got = gm(xs, *given)
+    got = run(gm, xs, *given)
     hx = (tuple(given) if is_lstm else given[0]) if with_state else None
     out, state = ref(xr, hx)
     h, c = state if is_lstm else (state, None)
@@ -770,10 +700,10 @@ def test_recurrent_numerics_match_torch(op: str, with_state: bool) -> None:
 
 def test_lstm_h0_alone_starts_cell_at_zero() -> None:
     text = rnn_spec("lstm", "hidden_size: 8", states="h0: [1, B, 8]")
-    gm = lower(load_graph(text))
+    gm = compile_for_test(load_graph(text))
     x, h0 = torch.randn(2, 4, 10), torch.randn(1, 2, 8)
     out, (h, _) = gm.get_submodule("rnn")(x, (h0, torch.zeros_like(h0)))
-    got = gm(x, h0)
+    got = run(gm, x, h0)
     assert_close(got["out"], out)
     assert_close(got["h"], h)
 
@@ -803,13 +733,13 @@ def test_lstm_classifier() -> None:
     )
     g = load_graph(text)
     assert g.output_types["fc"] == TensorType((B, 2))
-    gm = lower(g)
+    gm = compile_for_test(g)
     assert (
         sum(p.numel() for p in gm.parameters()) == 4 * 8 * (10 + 8 + 2) + 4 * 8 * (8 + 8 + 2) + 18
     )
     x = torch.randn(3, 6, 10)
     out, _ = gm.lstm(x)
-    assert_close(gm(x)["fc"], gm.fc(out[:, -1, :]))
+    assert_close(run(gm, x)["fc"], gm.fc(out[:, -1, :]))
 
 
 # -- check stays torch-free -------------------------------------------------------------------
