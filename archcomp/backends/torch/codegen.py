@@ -84,7 +84,8 @@ class ArchCodeGen(fx.graph.CodeGen):
 
 
 _COUNTER = re.compile(r"^# COUNTER: (\d+)$")
-_SUBSCRIPT = re.compile(r"\[\(([^\[\]]*?slice\([^\[\]]*?)\)\]")
+_SUBSCRIPT = re.compile(r"\[\(((?:[^\[\]()]|slice\([^()]*\))*?)\)\]")
+_INDEX_ITEM = re.compile(r"-?\d+|None|\.\.\.|-?\d*:-?\d*(:-?\d*)?")
 _SLICE = re.compile(r"slice\((None|-?\d+), (None|-?\d+), (None|-?\d+)\)")
 _PRIVATE_NN = re.compile(r"\btorch\._C\._nn\.(\w+)\(")
 
@@ -110,7 +111,10 @@ def _subscript(m: re.Match[str]) -> str:
         return f"{start}:{stop}" + (f":{step}" if step else "")
 
     inner = _SLICE.sub(one, m.group(1)).replace("Ellipsis", "...")
-    return m.group(0) if "(" in inner else f"[{inner}]"
+    items = [item.strip() for item in inner.split(",") if item.strip()]
+    if not items or not all(_INDEX_ITEM.fullmatch(item) for item in items):
+        return m.group(0)  # not a literal index: leave fx's spelling
+    return f"[{', '.join(items)}]" if len(items) > 1 else f"[{items[0]},]"
 
 
 def _public_nn(m: re.Match[str]) -> str:
