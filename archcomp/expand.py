@@ -62,6 +62,7 @@ class Body:
 class Expanded:
     nodes: dict[str, Node] = field(default_factory=dict)
     order: dict[str, int] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)  # node names in the order they were made
     # Block instances and repeats: qualified name -> output name -> pending reference.
     aliases: dict[str, dict[str, PendingRef]] = field(default_factory=dict)
     first_output: dict[str, str] = field(default_factory=dict)
@@ -487,6 +488,7 @@ class Expander:
         )
         self.out.nodes[name] = node
         self.out.order[name] = len(self.out.order)
+        self.out.added.append(name)
         self.out.pending[name] = inputs
 
     def _init(
@@ -625,7 +627,9 @@ class Expander:
             zip(block.spec.inputs, (inputs[n] for n in block.spec.inputs), strict=True)
         )
         body = Body(block.spec.nodes, block.doc, (*block.path, "nodes"), list(block.spec.inputs))
-        before = set(self.out.nodes)
+        # Nodes made by this call: a suffix of out.added (copying the node set per call was
+        # quadratic in the spec's size).
+        start = len(self.out.added)
         init = self._init(ns, env, doc, path, name)
         if init is None:
             return
@@ -637,7 +641,7 @@ class Expander:
         finally:
             self.init_stack.pop()
         if shared_with is not None:
-            for qn in set(self.out.nodes) - before:
+            for qn in self.out.added[start:]:
                 self.out.nodes[qn].shared_with = shared_with + qn[len(name) :]
         outs = _outputs_of(block.spec.outputs)
         self.out.aliases[name] = {}
