@@ -24,6 +24,7 @@ from archcomp.errors import Diagnostic, Location, SpecError
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_EVENTS = 4_000_000
+MAX_INT_DIGITS = 100  # far past int64; Python refuses int() of 4,300+ digits with ValueError
 
 YamlPath = tuple[str | int, ...]
 
@@ -105,6 +106,13 @@ def _resolve_plain(text: str, doc: SourceDoc, mark: Any) -> Any:
         return False
     if _INT.match(text):
         digits = text.lstrip("+-")
+        if len(digits) > MAX_INT_DIGITS:
+            raise _fail(
+                doc,
+                "yaml-number-too-large",
+                f"an integer of {len(digits):,} digits; archcomp reads at most {MAX_INT_DIGITS}",
+                mark,
+            )
         if len(digits) > 1 and digits[0] == "0":
             raise _fail(
                 doc,
