@@ -1,0 +1,1 @@
+"""Helpers for the hostile-input tests: the canary runner and shared constants."""

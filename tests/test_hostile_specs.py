@@ -1,0 +1,82 @@
+"""Hostile specs: every case in tests/specs/hostile/ and every generated one (invalid UTF-8,
+NUL bytes, 50 MB, 10,000-deep nesting, alias bombs) is run through the real CLI (check, build
+and draw) in a canary process, and must end in a clean, located error: the exact expected
+stderr, the expected exit status, no traceback, no shell/import/eval/network/unpickling (see
+tests/hostile_support/canary.py), and no output file left behind.
+
+Regenerate the expected sections with
+``ARCHCOMP_UPDATE_GOLDEN=1 pytest tests/test_hostile_specs.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostile_support.corpus import (
+    CASES,
+    GENERATED,
+    HOSTILE,
+    MARKER_LINE,
+    ROOT,
+    Job,
+    generated_jobs,
+    judge,
+    run_jobs,
+    spec_jobs,
+)
+
+UPDATE = os.environ.get("ARCHCOMP_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Job, dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    jobs = [j for case in CASES for j in spec_jobs(case, tmp)] + generated_jobs(tmp)
+    results = run_jobs(jobs, tmp)
+    return {j.id: (j, r) for j, r in zip(jobs, results, strict=True)}
+
+
+def _case_id(case: Path) -> str:
+    return str(case.relative_to(HOSTILE).with_suffix(""))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_hostile_spec(case: Path, ran: dict[str, tuple[Job, dict[str, Any]]]) -> None:
+    name = _case_id(case)
+    mine = {k: v for k, v in ran.items() if k.rsplit(":", 1)[0] == name}
+    assert mine, name
+    if UPDATE:
+        _, first = next(iter(mine.values()))
+        text = case.read_text()
+        head = text.partition(MARKER_LINE)[0].rstrip("\n") + "\n"
+        if text.strip() == "" or not text.partition(MARKER_LINE)[0].strip():
+            head = ""
+        body = "".join(
+            "# " + line if line.strip() else "#\n"
+            for line in first["stderr"].splitlines(keepends=True)
+        )
+        case.write_text(head + MARKER_LINE + "\n" + body)
+        return
+    assert MARKER_LINE in case.read_text(), f"{name}: run with ARCHCOMP_UPDATE_GOLDEN=1"
+    for jid, (job, result) in mine.items():
+        verdict = judge(job, result)
+        assert verdict.clean, f"{jid}: {verdict.problems}\n{result['stderr']}"
+
+
+@pytest.mark.parametrize("name", list(GENERATED))
+def test_generated_hostile_input(name: str, ran: dict[str, tuple[Job, dict[str, Any]]]) -> None:
+    mine = {k: v for k, v in ran.items() if k.startswith(f"generated/{name}:")}
+    assert len(mine) == 3
+    for jid, (job, result) in mine.items():
+        verdict = judge(job, result)
+        assert verdict.clean, f"{jid}: {verdict.problems}\n{result['stderr'][:2000]}"
+
+
+def test_corpus_has_every_group() -> None:
+    groups = {c.relative_to(HOSTILE).parts[0] for c in CASES}
+    assert groups >= {"yaml", "schema", "graph", "resources", "security"}
+    assert len(CASES) >= 100
+    assert all(c.is_relative_to(ROOT) for c in CASES)
