@@ -80,3 +80,17 @@ def test_corpus_has_every_group() -> None:
     assert groups >= {"yaml", "schema", "graph", "resources", "security"}
     assert len(CASES) >= 100
     assert all(c.is_relative_to(ROOT) for c in CASES)
+
+
+PROBES = ["import", "eval", "shell", "subprocess", "network", "unpickle", "file"]
+
+
+def test_canary_sees_every_forbidden_action(tmp_path: Path) -> None:
+    """The hook is not vacuous: each forbidden action, done on purpose, is recorded."""
+    jobs = [Job(f"probe/{p}", "probe", path=p, cwd=str(tmp_path)) for p in PROBES]
+    results = run_jobs(jobs, tmp_path)
+    kinds = {r["id"].removeprefix("probe/"): {e["kind"] for e in r["events"]} for r in results}
+    want = {"subprocess": "shell", "eval": "exec"}
+    for probe in PROBES:
+        assert want.get(probe, probe) in kinds[probe], (probe, kinds[probe])
+    assert results[0]["canary_fired"]  # importing the payload module leaves its file too

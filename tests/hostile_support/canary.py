@@ -86,6 +86,33 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         EVENTS.append({"kind": kind, "event": event, "args": repr(args)[:300]})
 
 
+def _probe(what: str) -> int:
+    """Do one forbidden thing on purpose, so a test can prove the hook sees it."""
+    if what == "import":
+        __import__(CANARY_MODULE)
+    elif what == "eval":
+        eval(compile("'" + MARKER + "'", "<spec>", "eval"))
+    elif what == "shell":
+        os.system("true")
+    elif what == "subprocess":
+        import subprocess
+
+        subprocess.run(["true"], check=False)
+    elif what == "network":
+        import socket
+
+        with contextlib.suppress(OSError), socket.socket() as sock:
+            sock.connect(("127.0.0.1", 9))  # refused at once; the event fires before
+    elif what == "unpickle":
+        import pickle
+
+        pickle.loads(pickle.dumps(contextlib.suppress))
+    elif what == "file":
+        with contextlib.suppress(OSError):
+            open(MARKER + "_probe")  # noqa: SIM115
+    return 0
+
+
 def _run(job: dict[str, Any]) -> dict[str, Any]:
     from archcomp.cli import main
 
@@ -99,6 +126,8 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if job["kind"] == "cli":
                 code = main(job["argv"])
+            elif job["kind"] == "probe":
+                code = _probe(job["path"])
             else:
                 import archcomp
                 from archcomp.errors import SpecError, UsageError

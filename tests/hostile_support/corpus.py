@@ -305,7 +305,7 @@ def weight_files(good: bytes) -> dict[str, tuple[bytes, tuple[str, ...]]]:
             ("header length of 9223372036854775808",),
         ),
         "header_length_zero": (_pack(hdr, data, length=0), ("header length of 0",)),
-        "header_length_past_end": (_pack(hdr, data, length=len(good)), ("header length of",)),
+        "header_length_past_end": (_pack(hdr, data, length=10**6), ("header length of",)),
         "header_not_json": (_pack(b"{not json at all", data), ("its header is not JSON",)),
         "header_not_object": (_pack(b"[1, 2, 3]", data), ("its header is not a JSON object",)),
         "header_deeply_nested": (
@@ -408,6 +408,42 @@ def weight_files(good: bytes) -> dict[str, tuple[bytes, tuple[str, ...]]]:
             ("unknown dtype 'int8'",),
         ),
     }
+
+
+WEIGHT_CASES = (
+    "pickle_protocol2_renamed",
+    "pickle_protocol0_renamed",
+    "torch_save_zip_renamed",
+    "empty_file",
+    "header_length_huge",
+    "header_length_zero",
+    "header_length_past_end",
+    "header_not_json",
+    "header_not_object",
+    "header_deeply_nested",
+    "no_embedded_spec",
+    "overlapping_offsets",
+    "offsets_past_end",
+    "negative_offsets",
+    "duplicate_names",
+    "truncated",
+    "truncated_in_header",
+    "trailing_bytes",
+    "shape_mismatch",
+    "dtype_mismatch",
+    "unknown_dtype",
+    "name_mismatch",
+    "weights_hash_mismatch",
+    "spec_hash_mismatch",
+    "embedded_spec_with_import",
+    "embedded_spec_not_mapping",
+    "embedded_spec_python_op",
+    "embedded_spec_target_key",
+    "embedded_spec_huge_layer",
+    "embedded_metadata_not_json",
+    "embedded_ties_not_mapping",
+    "embedded_dtype_unknown",
+)
 
 
 def weight_jobs(tmp: Path, good: bytes) -> list[Job]:
