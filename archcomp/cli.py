@@ -254,6 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine's fault (disk full, no permission), not a bug
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"archcomp {args.command}: error: cannot write or read{where}: "
+            f"{exc.strerror or exc}; existing output files are unchanged",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
         if debug:
             raise

@@ -129,13 +129,13 @@ def test_failed_write_leaves_previous_file_and_no_partial(monkeypatch, tmp_path:
     path = archcomp.save(model, tmp_path / "m.safetensors")
     before = path.read_bytes()
 
-    def broken(tensors: object, filename: str, metadata: object = None) -> None:
+    def broken(filename: Path, tensors: object, metadata: object = None) -> None:
         Path(filename).write_bytes(b"partial")
         raise OSError("disk full")
 
-    import safetensors.torch
+    import archcomp.backends.torch.artifact as artifact
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    monkeypatch.setattr(artifact, "_write_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         archcomp.save(model, path)
     assert path.read_bytes() == before

@@ -80,8 +80,6 @@ def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 
 def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Path:
     """Write weights + embedded spec to ``path`` atomically; return the path."""
-    from safetensors.torch import save_file
-
     import archcomp
 
     spec = getattr(model, "spec", None)
@@ -108,8 +106,41 @@ def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Pa
         "archcomp.dtype": dtype_name(floats[0]) if floats else "float32",
     }
     data = {k: t.detach().contiguous() for k, t in tensors.items()}
-    write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+    write_atomic(path, lambda tmp: _write_safetensors(tmp, data, meta))
     return path
+
+
+def _write_safetensors(path: Path, data: Mapping[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """The safetensors format, streamed into ``path`` opened in place: safetensors' own
+    ``save_file`` writes a temporary file of its own and renames it (which defeats
+    :func:`write_atomic` and leaves its temporary behind when killed)."""
+    import sys
+
+    if sys.byteorder != "little":  # pragma: no cover - safetensors is little-endian
+        from safetensors.torch import save
+
+        with open(path, "wb") as f:
+            f.write(save(dict(data), metadata=meta))
+        return
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset = 0
+    for name in sorted(data):
+        t = data[name]
+        size = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": DTYPE_CODES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head)
+        for name in sorted(data):
+            t = data[name]
+            if t.numel():
+                f.write(t.to("cpu").reshape(-1).view(torch.uint8).numpy().data)
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
