@@ -283,7 +283,9 @@ class Expander:
                     )
                 )
                 return None
-        return bound
+        # In the op's port order, whatever order the spec wrote them in: lowerings and the
+        # compiled forward read the first port as the main input.
+        return {p.name: bound[p.name] for p in ports if p.name in bound}
 
     # -- one node --------------------------------------------------------------------------
 

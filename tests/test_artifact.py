@@ -160,3 +160,43 @@ def test_loader_never_unpickles(monkeypatch, transformer, tmp_path: Path) -> Non
     monkeypatch.setattr(torch, "load", forbidden)
     archcomp.load(path)
     assert artifact.MAX_HEADER > 0
+
+
+def test_round_trip_keeps_input_output_and_port_order(tmp_path: Path) -> None:
+    """Mapping order is meaning: forward's argument order, the output dict, ports by name."""
+    spec = """
+archcomp: 1
+name: order
+inputs: {x: [B, S, 4], h: [1, B, 6]}
+nodes:
+  - {id: g, op: gru, in: {h0: h, x: x}, hidden_size: 6}
+  - {id: z, op: linear, in: g.output, out_features: 3}
+outputs: {z: z, a: g.h_n}
+"""
+    model = archcomp.build(spec, seed=0).eval()
+    path = tmp_path / "order.safetensors"
+    archcomp.save(model, path)
+    again = archcomp.load(path).eval()
+    assert again.input_names == ("x", "h") and again.output_names == ("z", "a")
+    x, h = torch.randn(2, 5, 4), torch.randn(1, 2, 6)
+    with torch.no_grad():
+        first, second = model(x, h), again(x, h)
+    assert list(second) == ["z", "a"]
+    for name in first:
+        torch.testing.assert_close(second[name], first[name])
+
+
+def test_header_length_with_low_byte_0x80_is_safetensors_not_pickle(tmp_path: Path) -> None:
+    """The first byte of a safetensors file is its header length's low byte: 0x80 is valid."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})
+    header += " " * (0x180 - len(header))  # safetensors pads headers with spaces
+    path = tmp_path / "p80.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + struct.pack("<f", 1.5))
+    assert path.read_bytes()[0] == 0x80
+    with pytest.raises(ArtifactError) as info:
+        read_header(path)  # read as safetensors: refused only for lacking archcomp's metadata
+    assert "no embedded spec" in str(info.value) and "pickle" not in str(info.value)
+    pickled = tmp_path / "model.safetensors"
+    pickled.write_bytes(pickle.dumps({"w": [1.5]}, protocol=2))
+    with pytest.raises(ArtifactError, match="pickle"):
+        read_header(pickled)

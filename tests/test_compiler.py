@@ -291,3 +291,20 @@ outputs: f
         assert torch.all(state[f"f.{k}.n.weight"] == 0)  # a vector: zeros fits it
         assert torch.all(state[f"f.{k}.b.weight"] == 1)  # the node's own init wins
         assert torch.all(state[f"f.{k}.b.bias"] == 0.5)
+
+
+def test_ports_bind_by_name_whatever_order_the_spec_writes() -> None:
+    spec = """
+archcomp: 1
+name: t
+inputs: {x: [S, B, 8], h: [1, B, 8]}
+nodes:
+  - {id: g, op: gru, in: {h0: h, x: x}, hidden_size: 8, batch_first: false}
+outputs: {y: g.output}
+"""
+    model = archcomp.build(spec, seed=0)
+    assert "self.g(x, h)" in model.code
+    x, h = torch.randn(5, 2, 8), torch.randn(1, 2, 8)
+    expected, _ = model.g(x, h)
+    torch.testing.assert_close(model(x, h), expected)
+    assert model(x, h).shape == (5, 2, 8)

@@ -244,8 +244,9 @@ _INT = re.compile(r"^[+-]?[0-9]+$")
 class IndexArgs(OpArgs):
     """Basic indexing, Python style: ``"[:, -1, :]"``, ``"[..., 0]"``, ``"[:, 1:5:2]"`` (ints,
     slices ``a:b:c``, ``...``, ``None`` for a new dim of size 1; quote it in YAML), the same as a
-    list: ``[":", -1, ":"]``, or one int. Sizes of symbolic dims are assumed large enough for
-    the slice bounds.
+    list: ``[":", -1, ":"]``, or one int. A slice of a symbolic dim keeps an exact size where
+    the size does not depend on the dim (``1:`` gives ``S - 1``); otherwise (``:16`` is
+    ``min(S, 16)``) its size is a new symbol, ``S[:16]``.
     """
 
     at: str | int | list[int | str | None] = Field(
@@ -319,15 +320,23 @@ def _slice_len(s: slice, d: Dim, axis: int) -> Dim:
         if n == 0:
             raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} (size {d}) is empty", arg="at")
         return n
-    # symbolic: assume the bounds lie inside the dim
+    # symbolic: exact when the length does not depend on the dim's size (x[:, 1:], x[:, :-1]);
+    # otherwise (x[:, :16] is min(S, 16) long) the length is a new symbol named after the slice
     if s.start is not None and s.stop is not None and s.start < 0 <= s.stop:
         raise ShapeError(
             f"slice {_fmt_slice(s)} of dim {axis} needs a concrete size, found symbolic '{d}'",
             arg="at",
             hint="count both bounds from the same end",
         )
-    start: Dim = 0 if s.start is None else (s.start if s.start >= 0 else add(d, s.start))
-    stop: Dim = d if s.stop is None else (s.stop if s.stop >= 0 else add(d, s.stop))
+    from_front = s.start is None or s.start >= 0
+    to_back = s.stop is None or s.stop < 0
+    same_end = s.start is not None and s.stop is not None and (s.start < 0) == (s.stop < 0)
+    if same_end and s.stop <= s.start:
+        raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} is empty", arg="at")
+    if not (from_front and to_back):
+        return Sym.symbol(f"{d}[{_fmt_slice(s)}]")
+    start: Dim = 0 if s.start is None else s.start
+    stop: Dim = d if s.stop is None else add(d, s.stop)
     length = sub(stop, start)
     if isinstance(length, int) and length <= 0:
         raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} is empty", arg="at")

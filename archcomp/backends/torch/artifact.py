@@ -53,7 +53,8 @@ class ArtifactError(UsageError):
 
 
 def spec_json(spec: Mapping[str, Any]) -> str:
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Key order is meaning: inputs are the forward's argument order, outputs the dict's order.
+    return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
 
 
 def spec_hash(text: str) -> str:
@@ -143,6 +144,11 @@ def _write_safetensors(path: Path, data: Mapping[str, torch.Tensor], meta: dict[
                 f.write(t.to("cpu").reshape(-1).view(torch.uint8).numpy().data)
 
 
+def _is_pickle(head: bytes) -> bool:
+    """Pickle protocol 2-5 starts with PROTO (0x80) and the protocol number."""
+    return head[:1] == b"\x80" and 2 <= head[1] <= 5
+
+
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Tensor entries and metadata of a safetensors file, with a specific reason if it is not."""
     if not path.exists():
@@ -154,13 +160,18 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         head = f.read(8)
         if len(head) < 8:
             raise ArtifactError(f"{path} is not a safetensors file: only {size} bytes")
-        if head.startswith(b"PK") or head[:1] == b"\x80":
+        (n,) = struct.unpack("<Q", head)
+        length_ok = 0 < n <= MAX_HEADER and 8 + n <= size
+        json_next = length_ok and f.read(1) == b"{"  # a safetensors header is a JSON object
+        f.seek(8)
+        # A header length's low byte may be 0x80, so the pickle signature only decides when
+        # the first bytes are no safetensors header.
+        if not json_next and (head.startswith(b"PK\x03\x04") or _is_pickle(head)):
             raise ArtifactError(
                 f"{path} looks like a torch.save (pickle) file; archcomp never unpickles. "
                 "Write artifacts with archcomp.save or 'archcomp build'"
             )
-        (n,) = struct.unpack("<Q", head)
-        if n == 0 or n > MAX_HEADER or 8 + n > size:
+        if not length_ok:
             raise ArtifactError(
                 f"{path} is not a safetensors file: its first 8 bytes give a header length of "
                 f"{n} for a file of {size} bytes"
