@@ -333,8 +333,9 @@ def _collect_blocks(
                         )
                     )
         _collect_blocks(prog, sub, sub_doc, root_dir, [*stack, target], rep, item.blocks, sub_raw)
+    wanted = _with_dependencies(spec, only) if only is not None else None
     for name, block in spec.blocks.items():
-        if only is not None and name not in only:
+        if wanted is not None and name not in wanted:
             continue
         prev = prog.blocks.get(name)
         if prev is not None:
@@ -357,6 +358,19 @@ def _collect_blocks(
             ("blocks", name),
             (raw if raw is not None else prog.raw)["blocks"][name],
         )
+
+
+def _with_dependencies(spec: Spec, names: list[str]) -> set[str]:
+    """The named blocks plus every block of the same file they use, directly or not."""
+    wanted = set(names)
+    todo = list(names)
+    while todo:
+        block = spec.blocks.get(todo.pop())
+        for node in block.nodes if block is not None else ():
+            if node.op in spec.blocks and node.op not in wanted:
+                wanted.add(node.op)
+                todo.append(node.op)
+    return wanted
 
 
 def _display(path: Path) -> str:
