@@ -101,9 +101,14 @@ class Reporter:
     """Collects diagnostics so that all errors of a stage are reported together."""
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    _seen: set[tuple[str, Location | None, str]] = field(default_factory=set, repr=False)
 
     def add(self, diag: Diagnostic) -> None:
-        if diag not in self.diagnostics:
+        """Keep one diagnostic per place and message: the copies of a repeated block that
+        share a mistake are reported once (with the first copy's name)."""
+        key = (diag.code, diag.loc, diag.message)
+        if key not in self._seen:
+            self._seen.add(key)
             self.diagnostics.append(diag)
 
     def extend(self, diags: Iterable[Diagnostic]) -> None:

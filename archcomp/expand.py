@@ -323,6 +323,17 @@ class Expander:
         if count is None:
             return
         shared = self._eval(ns.shared, env, doc, (*path, "shared"), qid)
+        if shared is True and count == 0:
+            self.rep.add(
+                doc.diag(
+                    "invalid-value",
+                    "'shared: true' needs 'repeat': it shares weights between copies",
+                    (*path, "shared"),
+                    node=qid,
+                    hint="add repeat: N, or use tie to share one parameter",
+                )
+            )
+            return
         if not isinstance(shared, bool):
             self.rep.add(
                 doc.diag(

@@ -71,9 +71,9 @@ def _pool_shape(n: int, kind: str) -> Callable[[ShapeCtx], TensorType]:
         stride = kernel if a.stride is None else ntuple(a.stride, n, "stride")
         pad = ntuple(a.padding, n, "padding")
         dilation = ntuple(getattr(a, "dilation", 1), n, "dilation")
-        for k, p, d in zip(kernel, pad, dilation, strict=True):
-            # torch: padding at most half the (dilated) kernel, so no window is all padding
-            half = (d * (k - 1) + 1) // 2 if kind == "max" else k // 2
+        for k, p in zip(kernel, pad, strict=True):
+            # torch: padding at most half the kernel size (not the dilated extent)
+            half = k // 2
             if p > half:
                 raise ShapeError(
                     f"padding {p} is more than half the kernel size {k}",

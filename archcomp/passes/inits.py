@@ -115,6 +115,22 @@ def resolve_node_init(
                 if p not in out and len(param_shapes[p]) >= need:
                     out[p] = call
             continue
+        tied = [p for p in chosen if p in node.tie]
+        if tied and not is_default:
+            tnode, tparam = node.tie[tied[0]]
+            diags.append(
+                doc.diag(
+                    "bad-init",
+                    f"{tied[0]} is tied to {tnode}.{tparam}; it has that node's values",
+                    path,
+                    key=True,
+                    node=node.name,
+                    op=node.op.name,
+                    hint=f"initialize it on '{tnode}'",
+                )
+            )
+            continue
+        chosen = [p for p in chosen if p not in node.tie]
         if not chosen and key != "*":
             names = list(param_shapes)
             diags.append(
