@@ -125,20 +125,26 @@ def pydantic_diagnostics(
                     key=True,
                     node=node,
                     op=op,
-                    hint=did_you_mean(str(key), known)
-                    or (f"known: {', '.join(known)}" if known else None),
+                    hint=_unknown_key_hint(str(key), value, known),
                 )
             )
         elif "missing" in kinds:
             noun = "argument" if op else "key"
+            parent = _get(raw, path[:-1])
+            glued = (
+                [k for k in parent if str(k).startswith(f"{key}:")]
+                if isinstance(parent, dict)
+                else []
+            )
             out.append(
                 doc.diag(
                     "missing-key",
                     f"missing required {noun} '{key}'",
-                    full[:-1],
+                    (*full[:-1], glued[0]) if glued else full[:-1],
                     key=True,
                     node=node,
                     op=op,
+                    hint=_unknown_key_hint(glued[0], None, []) if glued else None,
                 )
             )
         else:
@@ -191,6 +197,15 @@ def _real_path(raw: Any, err: Any) -> YamlPath:
             steps.append(item)
         # else: a union member's tag ("InputDecl", "list[...]"): not part of the document
     return tuple(steps)
+
+
+def _unknown_key_hint(key: str, value: Any, known: list[str]) -> str | None:
+    name, colon, rest = key.partition(":")
+    if colon and rest and not rest.startswith(" "):
+        return f"put a space after the colon: '{name}: {rest}'"
+    if value is None and ("," in key or " " in key.strip()):
+        return "inside {...} an unquoted comma ends a value; quote the value that holds it"
+    return did_you_mean(key, known) or (f"known: {', '.join(known)}" if known else None)
 
 
 def _lower(msg: str) -> str:

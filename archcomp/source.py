@@ -171,6 +171,20 @@ def _check_collection_tag(tag: str | None, kind: str, doc: SourceDoc, mark: Any)
         )
 
 
+_UNQUOTED_EXPR = re.compile(r"""(^|[\s{\[,:])\$\{""")
+
+
+def _syntax_hint(problem: str, line: str | None) -> str | None:
+    """The usual cause of a YAML syntax error in a spec, when the line shows it."""
+    if line is None:
+        return None
+    if _UNQUOTED_EXPR.search(line) and ("{" in line.split("${")[0] or "expected ','" in problem):
+        return 'quote expressions inside {...} or [...]: out_features: "${4 * d_model}"'
+    if "mapping values are not allowed" in problem:
+        return "quote a value that contains ': ', e.g. label: \"Act: ReLU\""
+    return None
+
+
 def decode(data: bytes, file: str) -> str:
     """UTF-8 text of a spec, or a located error for invalid bytes."""
     empty = SourceDoc(file, None, [])
@@ -337,6 +351,8 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
         line = doc.line_text(mark.line + 1) if mark is not None else None
         if "\t" in problem or (line is not None and "\t" in line[: mark.column + 1]):
             hint = "YAML does not allow tabs for indentation; use spaces"
+        else:
+            hint = _syntax_hint(problem, line)
         raise _fail(doc, "yaml-syntax", f"invalid YAML: {problem}", mark, hint=hint) from None
     except yaml.YAMLError as exc:
         raise SpecError(
