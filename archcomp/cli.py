@@ -37,6 +37,25 @@ def add_params_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def depth_type(all_value: int | None) -> Callable[[str], int | None]:
+    """argparse type for --depth: a number >= 0, or 'all' (given as ``all_value``)."""
+
+    def parse(text: str) -> int | None:
+        if text == "all":
+            return all_value
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or 'all', found '{text}'"
+            ) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be >= 0")
+        return value
+
+    return parse
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     from archcomp.check import parse_override
 

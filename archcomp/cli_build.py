@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from archcomp.cli import add_params_flag, command, overrides
+from archcomp.cli import add_params_flag, command, depth_type, overrides
 from archcomp.errors import UsageError
 
 
@@ -44,24 +44,12 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
 def add_depth_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--depth",
-        type=_depth,
+        type=depth_type(None),
         default=1,
         metavar="N",
         help="collapse blocks nested deeper than N in the table (0: top level only; "
         "'all': every node; default 1)",
     )
-
-
-def _depth(text: str) -> int | None:
-    if text == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', found '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
 
 
 def cmd_build(args: argparse.Namespace) -> int:

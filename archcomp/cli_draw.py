@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archcomp.cli import add_params_flag, command, overrides
+from archcomp.cli import add_params_flag, command, depth_type, overrides
 
 EXIT_RENDER = 4
 
@@ -37,7 +37,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "scaled_dot_product_attention) to draw its inside; repeatable, or comma-separated",
     )
     p.add_argument(
-        "--depth", type=int, metavar="N", help="open nested blocks down to depth N (0: all closed)"
+        "--depth",
+        type=depth_type(1_000_000),
+        metavar="N",
+        help="open nested blocks down to depth N (0: all closed; 'all': every block)",
     )
     p.add_argument("--shapes", action="store_true", help="label edges with tensor shapes")
     p.add_argument("--params", action="store_true", help="add parameter counts to boxes")

@@ -354,7 +354,7 @@ def test_cli_dot_time_limit(tmp_path: Path, capsys) -> None:
     ("argv", "message"),
     [
         (["--expand", "nope"], "--expand nope: no block"),
-        (["--depth", "-1"], "--depth must be >= 0"),
+        (["--depth", "-1"], "argument --depth: must be >= 0"),
         (["--max-nodes", "5"], "limit 5"),
         (["-o", "x.gif"], "cannot tell the format"),
         (["-p", "M=3"], "M"),

@@ -169,7 +169,8 @@ MULTI_HEAD_ATTENTION = register(
         params=_mha_params,
         macs=_mha_macs,
         lower=_mha_lower,
-        doc="Multi-head attention (self-attention when only query is given), batch-first.",
+        doc="Multi-head attention (self-attention when only query is given), batch-first. "
+        "key_padding_mask is bool [B, S]: True marks a key to ignore (padding), as in torch.",
     )
 )
 
