@@ -134,11 +134,22 @@ def _report(node: Node, exc: ShapeError, rep: Reporter, types: dict[str, Any]) -
         where = (*path, "op")
     hint = exc.hint
     if hint is None and types:
-        shown = ", ".join(f"{p}: {_fmt(t)}" for p, t in types.items())
-        hint = f"input shapes: {shown}"
+        hint = "input shapes: " + ", ".join(_sources(node, types))
     rep.add(
         doc.diag("shape-mismatch", exc.message, where, node=node.name, op=node.op.name, hint=hint)
     )
+
+
+def _sources(node: Node, types: dict[str, Any]) -> list[str]:
+    """'name: shape' for each input, named after where it comes from (fc1, lstm.h_n, x)."""
+    out: list[str] = []
+    for port, refs in node.inputs.items():
+        ts = types.get(port)
+        pairs = zip(refs, ts or [], strict=False) if isinstance(refs, list) else [(refs, ts)]
+        for ref, t in pairs:
+            name = ref.node if ref.result in (None, "out") else str(ref)
+            out.append(f"{name}: {_fmt(t)}")
+    return out
 
 
 def _fmt(t: Any) -> str:
