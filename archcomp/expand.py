@@ -410,6 +410,10 @@ class Expander:
                 )
                 self.too_many = True
                 return
+            if count > 0 and self.rep.failed:
+                # The spec is already invalid: more copies would only repeat this copy's
+                # errors (and a repeat of a failing block could run 10^8 times).
+                return
 
     def _repeat(
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
