@@ -70,7 +70,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 def cmd_draw(args: argparse.Namespace) -> int:
     from archcomp.backends.graphviz import draw, save
-    from archcomp.backends.graphviz.render import RenderError
+    from archcomp.backends.graphviz.render import FORMATS, RenderError
     from archcomp.errors import UsageError
 
     if args.depth is not None and args.depth < 0:
@@ -78,6 +78,9 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     fmt = args.format
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    if fmt and suffix in FORMATS and suffix != fmt:
+        raise UsageError(f"--format {fmt} conflicts with -o {args.output}: name the file .{fmt}")
     if fmt is None and args.output:
         suffix = Path(args.output).suffix.lstrip(".")
         fmt = suffix if suffix else None

@@ -413,3 +413,10 @@ def test_expand_flag_before_spec_and_comma_separated(tmp_path: Path) -> None:
     assert "Scaled Dot-Product Attention" in first.read_text()
     assert "Scaled Dot-Product Attention" in second.read_text()
     assert second.read_text() != first.read_text()  # feed_forward opened too
+
+
+def test_format_conflicting_with_output_suffix_is_a_usage_error(tmp_path: Path) -> None:
+    out = tmp_path / "r.svg"
+    spec = str(ROOT / "specs" / "mlp.yaml")
+    assert main(["draw", spec, "-o", str(out), "--format", "png"]) == 2
+    assert not out.exists()
