@@ -98,8 +98,8 @@ INPUT_WORDS: dict[str, str] = {
 
 
 def output_label(name: str, producer: Node | None) -> str:
-    if producer is not None and producer.op.style.family == "softmax" and not producer.label:
-        return "Output Probabilities"
+    if producer is not None and producer.op.name == "softmax" and not producer.label:
+        return "Output Probabilities"  # the paper's words; log_softmax keeps the spec's name
     return name
 
 
