@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from archcomp.errors import Diagnostic, did_you_mean
@@ -47,6 +47,31 @@ class _DependencyFailed(Exception):
     """A param used by an expression failed; only that failure is reported."""
 
 
+class _LazyParams(Mapping[str, Any]):
+    """The names an expression sees: params evaluated on first use (so order does not matter)."""
+
+    def __init__(
+        self, env: dict[str, Any], decls: Mapping[str, Any], compute: Callable[[str], None]
+    ):
+        self._env, self._decls, self._compute = env, decls, compute
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._env or key in self._decls
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._env:
+            self._compute(key)
+        if key not in self._env:
+            raise _DependencyFailed(key)
+        return self._env[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._decls, *self._env])
+
+    def __len__(self) -> int:
+        return len(set(self._decls) | set(self._env))
+
+
 def resolve(
     decls: Mapping[str, ParamValue],
     overrides: Mapping[str, Any],
@@ -61,24 +86,7 @@ def resolve(
     busy: list[str] = []
     failed: set[str] = set()
 
-    class _Lazy(dict[str, Any]):
-        def __contains__(self, key: object) -> bool:
-            return key in env or key in decls
-
-        def __getitem__(self, key: str) -> Any:
-            if key not in env:
-                get(key)
-            if key not in env:
-                raise _DependencyFailed(key)
-            return env[key]
-
-        def keys(self) -> Any:
-            return list(decls) + list(env)
-
-        def __iter__(self) -> Any:
-            return iter(self.keys())
-
-    lazy = _Lazy()
+    lazy = _LazyParams(env, decls, lambda name: get(name))
 
     def get(name: str) -> None:
         if name in env or name in failed:
