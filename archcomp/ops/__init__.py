@@ -10,6 +10,8 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     pool,
     positional,
     recurrent,
+    reduce,
+    resample,
     shape,
 )
 from archcomp.ops.registry import REGISTRY, OpArgs, OpDef, Port, ShapeError, Style, all_ops, get_op
