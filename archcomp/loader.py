@@ -163,6 +163,10 @@ def pydantic_diagnostics(
                 e = next((e for e in errs if e["type"] not in _TYPE_WORDS), errs[0])
                 msg = f"{_lower(e['msg'])}, found {_show(value)}"
                 hint = None
+                if e["type"] == "too_short":
+                    n = (e.get("ctx") or {}).get("min_length", 1)
+                    noun = "entry" if n == 1 else "entries"
+                    msg = f"needs at least {n} {noun}, found {_show(value)}"
                 pattern = str((e.get("ctx") or {}).get("pattern", ""))
                 if e["type"] == "string_pattern_mismatch" and pattern.startswith("^[A-Za-z_]"):
                     msg = (

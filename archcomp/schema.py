@@ -166,7 +166,11 @@ class NodeSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-OutputsValue = Union[RefText, list[RefText], dict[Identifier, RefText]]
+OutputsValue = Union[
+    RefText,
+    Annotated[list[RefText], Field(min_length=1)],
+    Annotated[dict[Identifier, RefText], Field(min_length=1)],
+]
 
 
 class BlockSpec(_Strict):
