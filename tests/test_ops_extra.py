@@ -548,7 +548,7 @@ def test_reduce_errors() -> None:
     fails(
         "x: [B, 4]",
         "op: mean, dim: []",
-        "'dim': list should have at least 1 item after validation, not 0, found []",
+        "'dim': needs at least 1 entry, found []",
         "[]",
     )
     fails("x: [B, 4]", "op: sum", "missing required argument 'dim'", "{id")
