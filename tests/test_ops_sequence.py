@@ -22,7 +22,6 @@ from torch.testing import assert_close
 from archcomp import SpecError, load_graph
 from archcomp.dims import Sym
 from archcomp.ir import Graph, Ref, TensorType
-from archcomp.ops import get_op
 
 B, S, T = Sym.symbol("B"), Sym.symbol("S"), Sym.symbol("T")
 
@@ -718,8 +717,6 @@ def test_recurrent_macs() -> None:
 
 def test_lstm_classifier() -> None:
     """ARCHITECTURES.md 5: LSTM(10 -> 8, 2 layers), Linear(8 -> 2) on out[:, -1, :]."""
-    if get_op("index") is None:
-        pytest.skip("the index op (archcomp/ops/shape.py) is not declared yet")
     text = spec(
         """
         inputs:

@@ -56,19 +56,26 @@ class ConvArgs(OpArgs):
     )
 
 
+def _channels(ctx: ShapeCtx, what: str, n: int) -> int:
+    """Checks every convolution shares (a float (B, C, ...) input, groups dividing both channel
+    counts) and infers in_channels from dim 1."""
+    x, a = ctx.x, ctx.args
+    need_float(x, what=what)
+    ctx.need_rank(x, (n + 2,), "x", f"{what} {_LAYOUT[n]}")
+    cin = ctx.infer("in_channels", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
+    if cin % a.groups or a.out_channels % a.groups:
+        raise ShapeError(
+            f"groups={a.groups} must divide in_channels ({cin}) and "
+            f"out_channels ({a.out_channels})",
+            arg="groups",
+        )
+    return cin
+
+
 def _conv_shape(n: int) -> Callable[[ShapeCtx], TensorType]:
     def rule(ctx: ShapeCtx) -> TensorType:
         x, a = ctx.x, ctx.args
-        what = f"conv{n}d"
-        need_float(x, what=what)
-        ctx.need_rank(x, (n + 2,), "x", f"{what} {_LAYOUT[n]}")
-        cin = ctx.infer("in_channels", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
-        if cin % a.groups or a.out_channels % a.groups:
-            raise ShapeError(
-                f"groups={a.groups} must divide in_channels ({cin}) and "
-                f"out_channels ({a.out_channels})",
-                arg="groups",
-            )
+        _channels(ctx, f"conv{n}d", n)
         kernel = ntuple(a.kernel_size, n, "kernel_size")
         stride = ntuple(a.stride, n, "stride")
         dilation = ntuple(a.dilation, n, "dilation")
@@ -187,16 +194,7 @@ class ConvTransposeArgs(OpArgs):
 def _conv_transpose_shape(n: int) -> Callable[[ShapeCtx], TensorType]:
     def rule(ctx: ShapeCtx) -> TensorType:
         x, a = ctx.x, ctx.args
-        what = f"conv_transpose{n}d"
-        need_float(x, what=what)
-        ctx.need_rank(x, (n + 2,), "x", f"{what} {_LAYOUT[n]}")
-        cin = ctx.infer("in_channels", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
-        if cin % a.groups or a.out_channels % a.groups:
-            raise ShapeError(
-                f"groups={a.groups} must divide in_channels ({cin}) and "
-                f"out_channels ({a.out_channels})",
-                arg="groups",
-            )
+        _channels(ctx, f"conv_transpose{n}d", n)
         kernel = ntuple(a.kernel_size, n, "kernel_size")
         stride = ntuple(a.stride, n, "stride")
         pad = ntuple(a.padding, n, "padding")
