@@ -21,7 +21,6 @@ SEEDS = [
     ]
     if "imports" not in yaml.safe_load(p.read_text())
 ]
-RAW = [yaml.safe_load(p.read_text()) for p in SEEDS]
 
 
 def _check_is_clean(text: str) -> None:
