@@ -24,7 +24,7 @@ from archcomp.passes.inits import check_init_pass
 from archcomp.passes.shapes import INT64_MAX, infer_shapes, topological
 from archcomp.passes.structure import build_nx, check_structure
 from archcomp.passes.ties import check_ties
-from archcomp.schema import RESERVED, InputDecl
+from archcomp.schema import FORWARD_GLOBALS, RESERVED, InputDecl
 from archcomp.source import SourceDoc
 
 SpecSource = str | Path | Mapping[str, Any]
@@ -152,13 +152,14 @@ def _inputs(
     for name, value in decls.items():
         decl = value if isinstance(value, InputDecl) else InputDecl(shape=value)
         base = ("inputs", name) if not isinstance(value, InputDecl) else ("inputs", name, "shape")
-        if name in RESERVED:
+        if name in RESERVED or name in FORWARD_GLOBALS:
             rep.add(
                 doc.diag(
                     "reserved-name",
                     f"'{name}' is a reserved name and cannot be an input",
                     ("inputs", name),
                     key=True,
+                    hint="the compiled forward uses this name" if name in FORWARD_GLOBALS else None,
                 )
             )
             continue
@@ -289,7 +290,8 @@ def _resolve(
 
 
 def normalized_spec(prog: Program, env: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec as one self-contained mapping: imported blocks inlined, params resolved."""
+    """The spec as one self-contained mapping: imported blocks inlined, each param set to its
+    value (expressions elsewhere stay as written and re-evaluate to the same values)."""
     raw = copy.deepcopy(prog.raw)
     raw.pop("imports", None)
     raw["params"] = {k: env[k] for k in prog.spec.params if k in env}

@@ -125,7 +125,7 @@ class Graph:
 
     @cached_property
     def spec(self) -> dict[str, Any]:
-        """The normalized spec: self-contained (imported blocks inlined), params resolved."""
+        """The normalized spec: self-contained (imported blocks inlined), params set to values."""
         return self.spec_factory() if self.spec_factory else {}
 
     def type_of(self, ref: Ref) -> TensorType | None:

@@ -106,6 +106,25 @@ EXPRESSION_NAMES = frozenset(
 )
 # 'self' is the forward's first argument, so no input (or node) may take it.
 RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES | {"self"}
+# Globals the generated forward may use (torch.fx's own and the builtins it emits): inputs are
+# the forward's parameters, so an input of one of these names would shadow it in the body.
+FORWARD_GLOBALS = frozenset(
+    {
+        "torch",
+        "device",
+        "inf",
+        "nan",
+        "NoneType",
+        "pytree",
+        "fx_pytree",
+        "getattr",
+        "slice",
+        "Ellipsis",
+        "operator",
+        "math",
+        "builtins",
+    }
+)
 
 
 def reserved_id(name: str) -> bool:

@@ -308,3 +308,32 @@ outputs: {y: g.output}
     expected, _ = model.g(x, h)
     torch.testing.assert_close(model(x, h), expected)
     assert model(x, h).shape == (5, 2, 8)
+
+
+def test_compiled_model_accepts_new_sequence_lengths() -> None:
+    """torch.compile(fullgraph=True) recompiles with dynamic shapes on a new length."""
+    small = {"vocab": 50, "context": 16, "d_model": 32, "h": 4, "N": 1, "dropout": 0.0}
+    model = archcomp.build(ROOT / "specs" / "gpt2.yaml", params=small, seed=0).eval()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    for length in (5, 7, 9):
+        ids = torch.randint(0, 50, (2, length))
+        torch.testing.assert_close(compiled(ids), model(ids))
+
+
+def test_inputs_cannot_shadow_names_the_forward_uses() -> None:
+    import torch.fx.graph as fx_graph
+
+    from archcomp.schema import FORWARD_GLOBALS
+
+    assert set(fx_graph._custom_builtins) <= FORWARD_GLOBALS
+    spec = "archcomp: 1\nname: n\ninputs: {torch: [B, 4]}\nnodes: [{id: t, op: tanh}]\noutputs: t\n"
+    with pytest.raises(archcomp.SpecError, match="'torch' is a reserved name"):
+        archcomp.check(spec)
+
+
+def test_seeded_cpu_build_seeds_only_the_cpu_generator(monkeypatch) -> None:
+    seeded: list[str] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda *a: seeded.append("cuda"))
+    monkeypatch.setattr(torch, "manual_seed", lambda *a: seeded.append("all"))
+    archcomp.build(ROOT / "specs" / "mlp.yaml", seed=0)
+    assert seeded == []

@@ -45,7 +45,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
-        torch._check(n <= self.max_len, lambda: f"sequence length {n} exceeds max_len")
+        # A constant message: dynamo cannot trace a closure over a symbolic length.
+        message = f"sequence length exceeds max_len {self.max_len}"
+        torch._check(n <= self.max_len, lambda: message)
         return x + self.pe[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:
@@ -68,7 +70,9 @@ class LearnedPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
-        torch._check(n <= self.max_len, lambda: f"sequence length {n} exceeds max_len")
+        # A constant message: dynamo cannot trace a closure over a symbolic length.
+        message = f"sequence length exceeds max_len {self.max_len}"
+        torch._check(n <= self.max_len, lambda: message)
         return x + self.weight[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:

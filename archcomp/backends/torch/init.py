@@ -137,7 +137,15 @@ class SeededRNG:
             return
         import torch
 
-        torch.manual_seed(derive_seed(self.seed, *parts))
+        value = derive_seed(self.seed, *parts)
+        # Only the generators this build draws from (CPU, and the target accelerator):
+        # torch.manual_seed would also reseed every CUDA device outside the fork.
+        torch.random.default_generator.manual_seed(value)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device.index or 0):
+                torch.cuda.manual_seed(value)
+        elif self.device.type == "mps":
+            torch.mps.manual_seed(value)
 
     def __exit__(self, *exc: Any) -> None:
         if self._fork is not None:
