@@ -222,12 +222,8 @@ command("ops", "list the ops and their arguments")(cmd_ops)
 
 
 def _load_backends() -> None:
-    """Sub-commands of later stages register themselves when their modules import."""
-    import importlib.util
-
-    for mod in ("archcomp.cli_build", "archcomp.cli_draw"):
-        if importlib.util.find_spec(mod) is not None:
-            __import__(mod)
+    """The build, summary and draw sub-commands register themselves when imported."""
+    from archcomp import cli_build, cli_draw  # noqa: F401
 
 
 def parser() -> argparse.ArgumentParser:

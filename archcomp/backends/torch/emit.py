@@ -10,7 +10,6 @@ device and comparing parameters, buffers and ``extra_repr``.
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import math
 import sys
@@ -61,7 +60,7 @@ class _Emitter:
             return
         if not modname.startswith("archcomp.nn"):
             raise EmitError(f"cannot inline {modname}: only archcomp.nn modules are standalone")
-        mod = importlib.import_module(modname)
+        mod = sys.modules[modname]  # loaded already: the model uses its classes
         source = inspect.getsource(mod)
         tree = ast.parse(source)
         drop: set[int] = set()
@@ -148,11 +147,11 @@ class _Emitter:
                 return None if qual == name else f"{name} = {qual}"
         top = mod.split(".")[0]
         if top == "torch" or top in sys.stdlib_module_names:
+            found: Any = sys.modules.get(mod)  # the module of a loaded object: never imported here
             try:
-                found: Any = importlib.import_module(mod)
                 for part in qual.split("."):
                     found = getattr(found, part)
-            except (ImportError, AttributeError):
+            except AttributeError:
                 found = None
             if found is obj:
                 if mod == "torch":
