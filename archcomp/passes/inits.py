@@ -215,5 +215,9 @@ def check_inits(g: Graph) -> tuple[dict[str, dict[str, InitCall]], list[Diagnost
 
 
 def check_init_pass(g: Graph, rep: Reporter) -> None:
-    """Report every init problem of the graph (the plans are rebuilt by the backend)."""
-    rep.extend(check_inits(g)[1])
+    """Report every init problem; each node's plan (param -> InitCall) goes to
+    ``node.meta["init"]`` for the backend."""
+    plans, problems = check_inits(g)
+    rep.extend(problems)
+    for name, plan in plans.items():
+        g.nodes[name].meta["init"] = plan

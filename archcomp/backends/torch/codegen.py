@@ -28,7 +28,7 @@ from archcomp.backends.torch.module import ArchModule, get_path, set_param
 from archcomp.dims import Dim, Shape, to_json
 from archcomp.errors import SpecError
 from archcomp.ir import Graph, Node, Ref, TensorType
-from archcomp.passes.inits import InitCall, check_inits
+from archcomp.passes.inits import InitCall
 
 Progress = Callable[[int, int], None]  # (bytes allocated so far, bytes in all)
 
@@ -224,9 +224,6 @@ class Compiler:
 
     def compile(self) -> ArchModule:
         g = self.graph
-        plans, problems = check_inits(g)
-        if problems:
-            raise SpecError(problems)
         est = self.est if self.est is not None else estimate(g, self.dtype)
         done = 0
         for name, info in g.inputs.items():
@@ -237,7 +234,7 @@ class Compiler:
         with SeededRNG(self.seed, self.device) as rng:
             for node in g.nodes.values():
                 rng.reseed(node.name)
-                self._lower(node, plans.get(node.name, {}))
+                self._lower(node, node.meta.get("init", {}))  # planned by passes/inits.py
                 if self.progress is not None and real:
                     done += _node_bytes(node, est)
                     self.progress(min(done, est.total_bytes), est.total_bytes)
