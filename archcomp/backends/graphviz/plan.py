@@ -459,13 +459,18 @@ class Planner:
                 key = (port, c) if kind not in ("block",) else ()
                 self._edge(src, dst, self._edge_label(ref), key)
 
-    def _fuse_add_norm(self) -> None:
-        """``add`` whose one consumer is a ``layer_norm`` fed only by it: one Add & Norm box."""
+    def _edge_index(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
+        """Edges by source box and by destination box."""
         outs: dict[str, list[Edge]] = defaultdict(list)
         ins: dict[str, list[Edge]] = defaultdict(list)
         for e in self.d.edges:
             outs[e.src].append(e)
             ins[e.dst].append(e)
+        return outs, ins
+
+    def _fuse_add_norm(self) -> None:
+        """``add`` whose one consumer is a ``layer_norm`` fed only by it: one Add & Norm box."""
+        outs, ins = self._edge_index()
         drop: set[str] = set()
         for box in list(self.d.boxes.values()):
             if box.op != "add" or box.kind != "circle" or len(outs[box.id]) != 1:
@@ -489,11 +494,7 @@ class Planner:
 
     def _fold_activations(self) -> None:
         """In a left-to-right pipeline an activation joins the box before it: "Conv + ReLU"."""
-        outs: dict[str, list[Edge]] = defaultdict(list)
-        ins: dict[str, list[Edge]] = defaultdict(list)
-        for e in self.d.edges:
-            outs[e.src].append(e)
-            ins[e.dst].append(e)
+        outs, ins = self._edge_index()
         drop: set[str] = set()
         for box in list(self.d.boxes.values()):
             if box.family != "activation" or box.kind != "op" or len(ins[box.id]) != 1:
