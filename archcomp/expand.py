@@ -7,8 +7,9 @@ evaluated against the params in scope; op arguments are validated by each op's m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -67,6 +68,8 @@ class Expanded:
     aliases: dict[str, dict[str, PendingRef]] = field(default_factory=dict)
     first_output: dict[str, str] = field(default_factory=dict)
     pending: dict[str, dict[str, PendingRef | list[PendingRef]]] = field(default_factory=dict)
+    # Block instances: qualified name -> the block's input name -> what it is bound to.
+    block_inputs: dict[str, dict[str, PendingRef]] = field(default_factory=dict)
 
 
 class Expander:
@@ -78,6 +81,7 @@ class Expander:
         self.too_many = False
         # init defaults of the block calls being expanded, outermost first
         self.init_stack: list[tuple[dict[str, Any], Origin]] = []
+        self._index_users: dict[str, bool] = {}  # block -> whether it mentions ${index}
 
     # -- bodies ---------------------------------------------------------------------------
 
@@ -365,6 +369,8 @@ class Expander:
             results = op.results
         first_port = ports[0].name
         copies = count if count > 0 else 1
+        clonable = block is not None and count > 1 and not self._uses_index(ns, block)
+        made: _Made | None = None
         if count > 0:
             self.out.aliases[qid] = {
                 r: PendingRef(Ref(f"{qid}.{count - 1}", r), origin) for r in results
@@ -393,12 +399,18 @@ class Expander:
                 call_env["index"] = k
             shared_with = f"{qid}.0" if shared and k > 0 else None
             site = Site(ns, origin, call_env, name, label, inner_scopes, shared_with)
-            if block is not None:
+            if made is not None and block is not None:
+                self._clone(made, site, block, inputs)
+            elif block is not None:
+                mark = _Mark.of(self.out) if clonable and k == 0 else None
                 self.block_call(site, block, inputs, stack, count > 0)
+                if mark is not None and not self.rep.failed:
+                    made = self._made(mark, name, inputs)
             else:
                 assert op is not None
                 self.op_node(site, op, inputs, local)
-            if len(self.out.nodes) > MAX_NODES:
+            ahead = len(made.nodes) * (copies - 1 - k) if made is not None else 0
+            if len(self.out.nodes) + ahead > MAX_NODES:  # clones would only get there
                 self.rep.add(
                     doc.diag(
                         "too-many-nodes",
@@ -414,6 +426,99 @@ class Expander:
                 # The spec is already invalid: more copies would only repeat this copy's
                 # errors (and a repeat of a failing block could run 10^8 times).
                 return
+
+    # -- copies of a repeated block ---------------------------------------------------------
+
+    def _uses_index(self, ns: NodeSpec, block: BlockDef) -> bool:
+        """Whether copies of ``block`` can differ: ``${...index...}`` in the call or the block."""
+        cached = self._index_users.get(block.name)
+        if cached is None:
+            cached = self._index_users[block.name] = _mentions_index(block.spec.model_dump())
+        return cached or _mentions_index(ns.model_dump())
+
+    def _made(self, mark: _Mark, name: str, inputs: dict[str, Any]) -> _Made | None:
+        """What copy 0 of a repeat made, if later copies can be clones of it (renamed)."""
+        out = self.out
+        nodes = [out.nodes[n] for n in out.added[mark.added :]]
+        bound = {id(v): port for port, v in inputs.items()}
+        if len(bound) != len(inputs) or not all(isinstance(v, PendingRef) for v in inputs.values()):
+            return None  # one tensor bound to two ports: a clone could not tell them apart
+        made = _Made(
+            name,
+            nodes,
+            [(k, out.aliases[k]) for k in list(out.aliases)[mark.aliases :]],
+            [(k, out.first_output[k]) for k in list(out.first_output)[mark.first_output :]],
+            [(k, out.block_inputs[k]) for k in list(out.block_inputs)[mark.block_inputs :]],
+            bound,
+        )
+        refs: list[PendingRef] = []
+        for node in nodes:
+            for prs in out.pending[node.name].values():
+                refs.extend(prs if isinstance(prs, list) else [prs])
+        for _, d in (*made.aliases, *made.block_inputs):
+            refs.extend(d.values())
+        if not all(made.inside(pr.ref.node) or id(pr) in bound for pr in refs):
+            return None
+        return made
+
+    def _clone(self, made: _Made, site: Site, block: BlockDef, inputs: dict[str, Any]) -> None:
+        """Copy k of a repeat as copy 0 renamed: the same nodes, args and wiring, without
+        evaluating and validating everything again (GPT-3 has 96 copies of one block)."""
+        out, dst = self.out, site.name
+        copy_scope = site.scopes[-1]
+        if site.label is None or not isinstance(site.label, str):
+            copy_scope = replace(copy_scope, label=block.spec.label)
+        scopes: dict[int, Scope] = {}
+
+        def scope(s: Scope) -> Scope:
+            if s.name == made.name:
+                return copy_scope
+            if not made.inside(s.name):
+                return s
+            new = scopes.get(id(s))
+            if new is None:
+                new = scopes[id(s)] = replace(s, name=made.rename(s.name, dst))
+            return new
+
+        def ref(pr: PendingRef) -> PendingRef:
+            port = made.bound.get(id(pr))
+            if port is not None:
+                return inputs[port]  # type: ignore[no-any-return]
+            return PendingRef(Ref(made.rename(pr.ref.node, dst), pr.ref.result), pr.origin)
+
+        for src in made.nodes:
+            name = made.rename(src.name, dst)
+            shared = src.shared_with
+            if site.shared_with is not None:
+                shared = site.shared_with + src.name[len(made.name) :]
+            elif shared is not None and made.inside(shared):
+                shared = made.rename(shared, dst)
+            node = Node(
+                name,
+                src.op,
+                src.args,
+                {},
+                src.origin,
+                src.label,
+                tuple(scope(s) for s in src.scopes),
+                {p: (made.rename(n, dst), q) for p, (n, q) in src.tie.items()},
+                shared,
+                dict(src.init),
+                list(src.init_defaults),
+            )
+            out.nodes[name] = node
+            out.order[name] = len(out.order)
+            out.added.append(name)
+            out.pending[name] = {
+                port: [ref(p) for p in prs] if isinstance(prs, list) else ref(prs)
+                for port, prs in out.pending[src.name].items()
+            }
+        for key, aliases in made.aliases:
+            out.aliases[made.rename(key, dst)] = {o: ref(p) for o, p in aliases.items()}
+        for key, first in made.first_output:
+            out.first_output[made.rename(key, dst)] = first
+        for key, bindings in made.block_inputs:
+            out.block_inputs[made.rename(key, dst)] = {n: ref(p) for n, p in bindings.items()}
 
     def _repeat(
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
@@ -643,6 +748,7 @@ class Expander:
         inner_bindings = dict(
             zip(block.spec.inputs, (inputs[n] for n in block.spec.inputs), strict=True)
         )
+        self.out.block_inputs[name] = inner_bindings
         body = Body(block.spec.nodes, block.doc, (*block.path, "nodes"), list(block.spec.inputs))
         # Nodes made by this call: a suffix of out.added (copying the node set per call was
         # quadratic in the spec's size).
@@ -673,6 +779,52 @@ class Expander:
             if r is not None:
                 self.out.aliases[name][oname] = r
         self.out.first_output[name] = next(iter(outs))
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """How far each table of :class:`Expanded` had grown when a copy began."""
+
+    added: int
+    aliases: int
+    first_output: int
+    block_inputs: int
+
+    @staticmethod
+    def of(out: Expanded) -> _Mark:
+        return _Mark(len(out.added), len(out.aliases), len(out.first_output), len(out.block_inputs))
+
+
+@dataclass
+class _Made:
+    """Copy 0 of a repeated block: what later copies clone."""
+
+    name: str  # "h_.0"
+    nodes: list[Node]
+    aliases: list[tuple[str, dict[str, PendingRef]]]
+    first_output: list[tuple[str, str]]
+    block_inputs: list[tuple[str, dict[str, PendingRef]]]
+    bound: dict[int, str]  # id of an input binding of copy 0 -> its port
+
+    def inside(self, qualified: str) -> bool:
+        return qualified == self.name or qualified.startswith(self.name + ".")
+
+    def rename(self, qualified: str, dst: str) -> str:
+        return dst + qualified[len(self.name) :] if self.inside(qualified) else qualified
+
+
+_INDEX_EXPR = re.compile(r"\$\{[^}]*\bindex\b|\$\{[^}]*$")
+
+
+def _mentions_index(value: Any) -> bool:
+    """Whether ``${...}`` anywhere in ``value`` may read ``index`` (conservatively)."""
+    if isinstance(value, str):
+        return "${" in value and _INDEX_EXPR.search(value) is not None
+    if isinstance(value, dict):
+        return any(_mentions_index(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_mentions_index(v) for v in value)
+    return False
 
 
 class _Failed:
