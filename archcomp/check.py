@@ -134,6 +134,7 @@ def build_graph(prog: Program, overrides: Mapping[str, Any]) -> Graph:
         output_origins,
         Origin(doc, ()),
     )
+    g.scope_inputs = _scope_inputs(ex.out, inputs)
     g.nx = build_nx(g)
     if check_structure(g, rep):
         g.nodes = {n: g.nodes[n] for n in topological(g, ex.out.order)}
@@ -247,6 +248,15 @@ def _link(ex: Expanded, inputs: Mapping[str, InputInfo], rep: Reporter) -> None:
                 bound[port] = r if r is not None else Ref("?missing")
         node.inputs = bound
     # Unresolvable references ("?missing") were reported where they were written.
+
+
+def _scope_inputs(ex: Expanded, inputs: Mapping[str, InputInfo]) -> dict[str, dict[str, Ref]]:
+    out: dict[str, dict[str, Ref]] = {}
+    quiet = Reporter()  # a bad binding was reported where the node using it is written
+    for scope, bindings in ex.block_inputs.items():
+        resolved = {n: _resolve(ex, pr, inputs, quiet) for n, pr in bindings.items()}
+        out[scope] = {n: r for n, r in resolved.items() if r is not None}
+    return out
 
 
 def _resolve(

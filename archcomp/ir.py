@@ -122,6 +122,8 @@ class Graph:
     root: Origin
     spec_factory: Callable[[], dict[str, Any]] | None = None
     nx: nx.DiGraph = field(default_factory=nx.DiGraph)
+    # Block instances (``encoder.layers.0``): the block's input name -> the tensor bound to it
+    scope_inputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
