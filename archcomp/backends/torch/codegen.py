@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.fx.graph_module import _forward_from_src  # what GraphModule.recompile uses
 
+from archcomp.backends.torch.blocks import Instance, plan_blocks
 from archcomp.backends.torch.devices import Estimate, estimate
 from archcomp.backends.torch.init import SeededRNG, init_module
-from archcomp.backends.torch.module import ArchModule, get_path, set_param
+from archcomp.backends.torch.module import ArchModule, CompiledBlock, get_path, set_param
 from archcomp.dims import Dim, Shape, to_json
 from archcomp.errors import SpecError
 from archcomp.ir import Graph, Node, Ref, TensorType
@@ -88,6 +90,7 @@ _SUBSCRIPT = re.compile(r"\[\(((?:[^\[\]()]|slice\([^()]*\))*?)\)\]")
 _INDEX_ITEM = re.compile(r"-?\d+|None|\.\.\.|-?\d*:-?\d*(:-?\d*)?")
 _SLICE = re.compile(r"slice\((None|-?\d+), (None|-?\d+), (None|-?\d+)\)")
 _PRIVATE_NN = re.compile(r"\btorch\._C\._nn\.(\w+)\(")
+_GETATTR_INDEX = re.compile(r'getattr\(((?:self|[A-Za-z_]\w*)(?:\.\w+|\[\d+\])*), "(\d+)"\)')
 
 
 def _drop_unused_selections(graph: fx.Graph) -> None:
@@ -99,9 +102,13 @@ def _drop_unused_selections(graph: fx.Graph) -> None:
 
 def _readable(line: str) -> str:
     """fx's spellings as a person writes them: ``x[:, -1]`` for
-    ``x[(slice(None, None, None), -1)]`` and ``torch.nn.functional.f`` for ``torch._C._nn.f``
-    (the same function object)."""
+    ``x[(slice(None, None, None), -1)]``, ``self.h_[0]`` for ``getattr(self.h_, "0")``, and
+    ``torch.nn.functional.f`` for ``torch._C._nn.f`` (the same function object)."""
     line = _SUBSCRIPT.sub(_subscript, line)
+    while "getattr(" in line:  # ``self.h_[0].mlp`` for ``getattr(self.h_, "0").mlp``
+        line, n = _GETATTR_INDEX.subn(r"\1[\2]", line)
+        if not n:
+            break
     return _PRIVATE_NN.sub(_public_nn, line)
 
 
@@ -168,7 +175,8 @@ class Lowering:
         self.factory = factory
         self.emitted: list[fx.Node] = []
         self.module_path: str | None = None
-        self.base = node.name.replace(".", "_")
+        self.frame = compiler.frame
+        self.base = node.name[len(self.frame.prefix) :].replace(".", "_")
 
     @property
     def x(self) -> Any:
@@ -177,9 +185,13 @@ class Lowering:
     def module(self, m: nn.Module) -> Callable[..., fx.Node]:
         path = self.compiler.register_module(self.node, m)
         self.module_path = path
+        prefix = self.frame.prefix
+        if not path.startswith(prefix):
+            raise RuntimeError(f"{self.node.name} calls {path}, outside its block {prefix}")
+        target = path[len(prefix) :]  # inside a block class: relative to the block
 
         def call(*args: Any, **kwargs: Any) -> fx.Node:
-            return self._emit("call_module", path, args, kwargs)
+            return self._emit("call_module", target, args, kwargs)
 
         return call
 
@@ -190,10 +202,26 @@ class Lowering:
         return self._emit("call_method", name, args, kwargs)
 
     def _emit(self, kind: str, target: Any, args: Any, kwargs: Any) -> fx.Node:
+        graph = self.frame.fx_graph
+        if graph is None:
+            return _UNTRACED
         name = f"{self.base}_{_short(kind, target)}"
-        n = self.compiler.fx_graph.create_node(kind, target, tuple(args), dict(kwargs), name=name)
+        n = graph.create_node(kind, target, tuple(args), dict(kwargs), name=name)
         self.emitted.append(n)
         return n
+
+
+_UNTRACED: Any = object()  # what lowering passes around in a copy whose code is its class's
+
+
+@dataclass
+class _Frame:
+    """Where lowering writes: the model's forward, a block class's forward, or nowhere (a
+    further copy of a block class: its modules are built, its code is the class's)."""
+
+    fx_graph: fx.Graph | None
+    values: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    prefix: str = ""  # the block copy's module path and ".": names and targets are relative
 
 
 @dataclass
@@ -210,6 +238,12 @@ class Compiler:
     root: nn.Module = field(default_factory=nn.Module)
     paths: dict[str, str] = field(default_factory=dict)  # node -> its module path
     values: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    classes: dict[int, type[CompiledBlock]] = field(default_factory=dict)
+    done: int = 0  # bytes allocated, for progress
+
+    def __post_init__(self) -> None:
+        self.top = _Frame(self.fx_graph, self.values)
+        self.frame = self.top
 
     def register_module(self, node: Node, m: nn.Module) -> str:
         if node.shared_with is not None:
@@ -224,20 +258,21 @@ class Compiler:
 
     def compile(self) -> ArchModule:
         g = self.graph
-        est = self.est if self.est is not None else estimate(g, self.dtype)
-        done = 0
+        self.est = self.est if self.est is not None else estimate(g, self.dtype)
         for name, info in g.inputs.items():
             ph = self.fx_graph.placeholder(name)
             ph.meta["archcomp_comment"] = fmt_shape_comment(info.type.shape)
             self.values[(name, None)] = ph
         real = self.device.type != "meta"
+        class_name = _class_name(g.name)
+        plan = plan_blocks(g, taken=(class_name, "ArchModule", "CompiledBlock"))
         with SeededRNG(self.seed, self.device) as rng:
             for node in g.nodes.values():
-                rng.reseed(node.name)
-                self._lower(node, node.meta.get("init", {}))  # planned by passes/inits.py
-                if self.progress is not None and real:
-                    done += _node_bytes(node, est)
-                    self.progress(min(done, est.total_bytes), est.total_bytes)
+                copy = plan.first.get(node.name)
+                if copy is not None:
+                    self._copy(copy, rng)
+                elif node.name not in plan.covered:
+                    self._node(node, rng)
         self._tie()
         out = self._outputs()
         self.fx_graph.output(out)
@@ -246,7 +281,7 @@ class Compiler:
         self.fx_graph.set_codegen(codegen)
         _drop_unused_selections(self.fx_graph)
         self.fx_graph.lint()
-        model = ArchModule(self.root, self.fx_graph, class_name=_class_name(g.name))
+        model = ArchModule(self.root, self.fx_graph, class_name=class_name)
         model.spec = g.spec
         model.input_names = names
         model.output_names = tuple(g.outputs)
@@ -254,6 +289,70 @@ class Compiler:
         if real:
             _check_placed(model, self.device)
         return model
+
+    def _node(self, node: Node, rng: SeededRNG) -> None:
+        rng.reseed(node.name)
+        self._lower(node, node.meta.get("init", {}))  # planned by passes/inits.py
+        if self.progress is not None and self.device.type != "meta":
+            assert self.est is not None
+            self.done += _node_bytes(node, self.est)
+            self.progress(min(self.done, self.est.total_bytes), self.est.total_bytes)
+
+    def _copy(self, copy: Instance, rng: SeededRNG) -> None:
+        """One copy of a repeated block: its modules, its class's forward if it is the first
+        copy of that class, and one call in the model's forward."""
+        assert copy.cls is not None
+        if copy.shares is None:
+            cls = self.classes.get(id(copy.cls))
+            if cls is None:
+                name = copy.cls.name
+                attrs = {"__module__": CompiledBlock.__module__, "__qualname__": name}
+                cls = self.classes[id(copy.cls)] = type(name, (CompiledBlock,), attrs)
+            _place(self.root, copy.scope.name, cls())
+            first = copy is copy.cls.template
+            frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
+            if first:
+                assert frame.fx_graph is not None
+                for pname, r in zip(copy.params, copy.ext, strict=True):
+                    ph = frame.fx_graph.placeholder(pname)
+                    t = self.graph.type_of(r)
+                    ph.meta["archcomp_comment"] = fmt_shape_comment(t.shape) if t else None
+                    frame.values[self._key(r)] = ph
+            self.frame = frame
+            try:
+                for node in copy.nodes:
+                    self._node(node, rng)
+            finally:
+                self.frame = self.top
+            if first:
+                _finish_class(cls, copy, frame, [self._key(r) for r in copy.exports], self.graph)
+            target = copy.scope.name
+        else:
+            for node in copy.nodes:  # the modules are the shared copy's
+                assert node.shared_with is not None
+                self.paths[node.name] = self.paths.get(node.shared_with, node.shared_with)
+            target = copy.shares
+        args = tuple(self._value(r) for r in copy.ext)
+        base = copy.scope.name.replace(".", "_")
+        call = self.fx_graph.create_node("call_module", target, args, {}, name=base)
+        call.meta["archcomp_node"] = copy.scope.name
+        outs = [call]
+        if len(copy.exports) > 1:
+            outs = [
+                self.fx_graph.create_node(
+                    "call_function",
+                    operator.getitem,
+                    (call, i),
+                    {},
+                    name=f"{base}_{r.node[len(copy.prefix) :].replace('.', '_')}",
+                )
+                for i, r in enumerate(copy.exports)
+            ]
+        for r, value in zip(copy.exports, outs, strict=True):
+            t = self.graph.type_of(r)
+            if t is not None:
+                value.meta["archcomp_comment"] = fmt_shape_comment(t.shape)
+            self.values[self._key(r)] = value
 
     def _lower(self, node: Node, plan: Mapping[str, InitCall]) -> None:
         if node.op.lower is None:
@@ -270,6 +369,7 @@ class Compiler:
             )
         inputs: dict[str, Any] = {}
         in_types: dict[str, Any] = {}
+        frame = self.frame
         for port, refs in node.inputs.items():
             if isinstance(refs, list):
                 inputs[port] = [self._value(r) for r in refs]
@@ -280,9 +380,10 @@ class Compiler:
         ctx = Lowering(self, node, inputs, in_types, self._factory(node))
         result = node.op.lower(ctx)
         results = result if isinstance(result, dict) else {node.op.results[0]: result}
-        self._name(node, ctx, results)
-        for rname, value in results.items():
-            self.values[(node.name, rname)] = value
+        if frame.fx_graph is not None:
+            self._name(node, ctx, results)
+            for rname, value in results.items():
+                frame.values[(node.name, rname)] = value
         if plan and node.shared_with is None and ctx.module_path is not None:
             init_module(get_path(self.root, ctx.module_path), plan, self.seed, node.name)
 
@@ -294,14 +395,18 @@ class Compiler:
             device = torch.device("meta")  # built only to be discarded or tied: no allocation
         return {"device": device, "dtype": self.dtype}
 
-    def _value(self, ref: Ref) -> Any:
+    def _key(self, ref: Ref) -> tuple[str, str | None]:
         if ref.node in self.graph.inputs:
-            return self.values[(ref.node, None)]
-        node = self.graph.nodes[ref.node]
-        return self.values[(ref.node, ref.result or node.op.results[0])]
+            return (ref.node, None)
+        return (ref.node, ref.result or self.graph.nodes[ref.node].op.results[0])
+
+    def _value(self, ref: Ref) -> Any:
+        if self.frame.fx_graph is None:
+            return _UNTRACED
+        return self.frame.values[self._key(ref)]
 
     def _name(self, node: Node, ctx: Lowering, results: Mapping[str, Any]) -> None:
-        base = node.name.replace(".", "_")
+        base = ctx.base
         finals: dict[int, str] = {}
         mine = {id(n) for n in ctx.emitted}
         for rname, value in results.items():
@@ -356,6 +461,42 @@ class Compiler:
                 "scopes": [s.name for s in node.scopes],
             }
         return meta
+
+
+def _finish_class(
+    cls: type[CompiledBlock],
+    copy: Instance,
+    frame: _Frame,
+    exports: list[tuple[str, str | None]],
+    g: Graph,
+) -> None:
+    """Generate the block class's forward from its first copy's graph."""
+    graph = frame.fx_graph
+    assert graph is not None
+    outs = [frame.values[k] for k in exports]
+    graph.output(outs[0] if len(outs) == 1 else tuple(outs))
+    ins = ", ".join(
+        f"{p}: {_type_doc(g.type_of(r))}" for p, r in zip(copy.params, copy.ext, strict=True)
+    )
+    outs_doc = ", ".join(
+        _type_doc(g.type_of(r), dtype=False)
+        if len(copy.exports) == 1
+        else f"{r.node[len(copy.prefix) :]}: {_type_doc(g.type_of(r), dtype=False)}"
+        for r in copy.exports
+    )
+    graph.set_codegen(ArchCodeGen(tuple(copy.params), f"{ins} -> {outs_doc}"))
+    _drop_unused_selections(graph)
+    graph.lint()
+    code = graph.python_code(root_module="self")
+    cls.forward = _forward_from_src(code.src, code.globals)  # type: ignore[method-assign]
+    cls.graph = graph
+    cls.code = code.src
+
+
+def _type_doc(t: TensorType | None, dtype: bool = True) -> str:
+    if t is None:
+        return "?"
+    return f"{fmt_shape_comment(t.shape)} {t.dtype}" if dtype else fmt_shape_comment(t.shape)
 
 
 def _short(kind: str, target: Any) -> str:

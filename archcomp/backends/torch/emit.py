@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcomp.backends.torch.module import tied_names
+from archcomp.backends.torch.module import CompiledBlock, tied_names
 
 LITERALS = (bool, int, float, str, type(None))
 
@@ -33,6 +33,8 @@ class _Emitter:
     model: nn.Module
     inlined: dict[str, str] = field(default_factory=dict)  # module name -> source
     aliases: list[str] = field(default_factory=list)
+    blocks: dict[type, tuple[list[str], str]] = field(default_factory=dict)  # __init__, source
+    globals: dict[str, Any] = field(default_factory=dict)  # of every forward
 
     # -- constructors ----------------------------------------------------------------------
 
@@ -87,6 +89,8 @@ class _Emitter:
             target = f"{expr}.{name}" if name.isidentifier() else f"{expr}[{name}]"
             if type(child) is nn.ModuleList:
                 lines.extend(self.module_list(target, child, depth))
+            elif isinstance(child, CompiledBlock):
+                lines.append(f"{target} = {self.block(child)}()")
             elif type(child) is nn.Module:
                 lines.append(f"{target} = nn.Module()")
                 lines.extend(self.children(target, child, depth))
@@ -97,6 +101,8 @@ class _Emitter:
     def element(self, var: str, child: nn.Module, depth: int) -> list[str]:
         if type(child) is nn.ModuleList:
             return self.module_list(var, child, depth)
+        if isinstance(child, CompiledBlock):
+            return [f"{var} = {self.block(child)}()"]
         if type(child) is nn.Module:
             return [f"{var} = nn.Module()", *self.children(var, child, depth + 1)]
         return [f"{var} = {self.ctor(child)}"]
@@ -119,6 +125,31 @@ class _Emitter:
             lines.extend(body)
             lines.append(f"{target}.append({var})")
         return lines
+
+    def block(self, m: CompiledBlock) -> str:
+        """The class of a repeated block's copy, written once; every copy must build alike."""
+        cls = type(m)
+        init = self.children("self", m, 0)
+        known = self.blocks.get(cls)
+        if known is not None:
+            if known[0] != init:
+                raise EmitError(f"copies of {cls.__name__} differ in their submodules")
+            return cls.__name__
+        code = cls.graph.python_code(root_module="self")
+        self.add_globals(code.globals)
+        body = "\n".join("        " + line for line in init) or "        pass"
+        source = (
+            f"class {cls.__name__}(nn.Module):\n"
+            f"    def __init__(self) -> None:\n        super().__init__()\n{body}\n\n"
+            + _indent(code.src)
+        )
+        self.blocks[cls] = (init, source)
+        return cls.__name__
+
+    def add_globals(self, names: dict[str, Any]) -> None:
+        for name, obj in names.items():
+            if self.globals.setdefault(name, obj) is not obj:
+                raise EmitError(f"two forwards use the name {name!r} for different objects")
 
     # -- globals of the forward -------------------------------------------------------------
 
@@ -266,12 +297,11 @@ def emit_python(model: nn.Module) -> str:
     if not isinstance(graph, torch.fx.Graph):
         raise EmitError("emit_python needs a module compiled by archcomp")
     code = graph.python_code(root_module="self")
+    em.add_globals(code.globals)
     global_lines = [
-        line for gname, obj in code.globals.items() if (line := em.global_line(gname, obj))
+        line for gname, obj in em.globals.items() if (line := em.global_line(gname, obj))
     ]
-    forward = "\n".join(
-        ("    " + line) if line.strip() else "" for line in code.src.strip("\n").splitlines()
-    )
+    forward = _indent(code.src)
     desc = str(spec.get("description", "") or "").strip()
     header = [
         f'"""{cls_name}: standalone PyTorch source for the archcomp spec {name!r}.',
@@ -294,6 +324,7 @@ def emit_python(model: nn.Module) -> str:
     parts.extend(em.inlined.values())
     if global_lines:
         parts.append("\n".join(global_lines))
+    parts.extend(source for _, source in em.blocks.values())
     doc = f'    """{desc}"""\n\n' if desc else ""
     body = "\n".join("        " + line for line in init_lines) or "        pass"
     parts.append(
@@ -303,6 +334,11 @@ def emit_python(model: nn.Module) -> str:
     source = "\n\n\n".join(parts) + "\n"
     compile(source, f"<{cls_name}>", "exec")  # a syntax check; nothing is executed
     return source
+
+
+def _indent(src: str) -> str:
+    lines = src.strip().splitlines()  # fx's source ends in a line of spaces
+    return "\n".join(("    " + line) if line.strip() else "" for line in lines)
 
 
 def _expr(path: str) -> str:

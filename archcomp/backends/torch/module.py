@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import fx, nn
@@ -70,6 +70,18 @@ class ArchModule(fx.GraphModule):
 
     def extra_repr(self) -> str:
         return f"spec={self.name!r}"
+
+
+class CompiledBlock(nn.Module):
+    """One copy of a repeated block (see :mod:`archcomp.backends.torch.blocks`).
+
+    Each distinct block structure is a subclass (``GptBlock``) whose ``forward`` is generated
+    once, from ``graph``; every copy of that structure is an instance. ``print(block.code)``
+    shows the forward.
+    """
+
+    graph: ClassVar[fx.Graph]
+    code: ClassVar[str] = ""
 
 
 def tied_names(model: nn.Module) -> dict[str, str]:
