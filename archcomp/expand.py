@@ -813,13 +813,15 @@ class _Made:
         return dst + qualified[len(self.name) :] if self.inside(qualified) else qualified
 
 
-_INDEX_EXPR = re.compile(r"\$\{[^}]*\bindex\b|\$\{[^}]*$")
+_INDEX_WORD = re.compile(r"\bindex\b")
 
 
 def _mentions_index(value: Any) -> bool:
-    """Whether ``${...}`` anywhere in ``value`` may read ``index`` (conservatively)."""
+    """Whether an expression in ``value`` may read ``index``: the word anywhere after a ``${``
+    (conservative: a false alarm only costs the clone)."""
     if isinstance(value, str):
-        return "${" in value and _INDEX_EXPR.search(value) is not None
+        start = value.find("${")
+        return start >= 0 and _INDEX_WORD.search(value, start) is not None
     if isinstance(value, dict):
         return any(_mentions_index(v) for v in value.values())
     if isinstance(value, list | tuple):

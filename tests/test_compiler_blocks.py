@@ -208,3 +208,103 @@ def test_library_specs_with_repeats_match_inline_compilation(monkeypatch, name: 
     assert any(isinstance(m, CompiledBlock) for m in model.modules())
     inputs = example_inputs(load_graph(path, params), torch.Generator().manual_seed(0))
     _same(model, inline, tuple(inputs.values()))
+
+
+GAPS = {
+    # copy 0 (dropout 0) is a function call, copies 1 and 2 are modules: keys "1", "2" only
+    "op_copy_0_without_module": (
+        """
+archcomp: 1
+name: t
+inputs: {q: [B, 4, 8]}
+nodes:
+  - {id: s, op: scaled_dot_product_attention, in: [q, q, q], repeat: 3,
+     dropout: "${0.1 * index}"}
+outputs: s
+""",
+        ((2, 4, 8),),
+    ),
+    # copy 0 reads q, computed after it starts: compiled inline, and it has no modules
+    "block_copy_0_inline": (
+        """
+archcomp: 1
+name: t
+inputs: {x: [B, 8]}
+blocks:
+  mix:
+    inputs: [x, y]
+    nodes:
+      - {id: a, op: relu, in: x}
+      - {id: b, op: add, in: [a, y]}
+    outputs: b
+nodes:
+  - {id: f, op: mix, in: {x: x, y: q}, repeat: 3}
+  - {id: q, op: sigmoid, in: x}
+outputs: f
+""",
+        ((2, 8),),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GAPS))
+def test_repeats_with_a_gap_in_their_modules_run_and_emit(name: str, tmp_path: Path) -> None:
+    spec, shapes = GAPS[name]
+    model = archcomp.build(spec, seed=0)
+    container = next(iter(model.children()))
+    assert isinstance(container, nn.ModuleList) and "0" not in container._modules
+    assert "getattr(self." in model.code  # a ModuleList with a gap cannot be indexed [k]
+    check_compile_export_emit(model, tuple(torch.randn(s) for s in shapes), tmp_path)
+
+
+@pytest.mark.parametrize("block", ["f", "none", "learnedPositionalEncoding", "multiHeadAttention"])
+def test_block_names_cannot_shadow_what_the_emitted_file_uses(block: str, tmp_path: Path) -> None:
+    spec = f"""
+archcomp: 1
+name: t
+inputs: {{x: [B, S, 8]}}
+blocks:
+  {block}:
+    inputs: [x]
+    nodes:
+      - {{id: p, op: learned_positional_encoding, max_len: 16}}
+      - {{id: a, op: multi_head_attention, num_heads: 2}}
+    outputs: a
+nodes:
+  - {{id: g, op: {block}, repeat: 2}}
+outputs: g
+"""
+    model = archcomp.build(spec, seed=0)
+    check_compile_export_emit(model, (torch.randn(2, 3, 8),), tmp_path)
+
+
+def test_a_node_between_a_copys_nodes_keeps_the_copy_inline(monkeypatch) -> None:
+    """p runs between f.1's nodes; one call for f.1 would move p's dropout draws after it."""
+    spec = """
+archcomp: 1
+name: t
+inputs: {x: [B, 8]}
+blocks:
+  ff:
+    inputs: [x]
+    nodes:
+      - {id: a, op: linear, out_features: 8}
+      - {id: inner, op: relu}
+      - {id: d, op: dropout, p: 0.5, in: a}
+      - {id: s, op: add, in: [d, inner]}
+    outputs: {y: s, mid: inner}
+nodes:
+  - {id: p, op: dropout, p: 0.5, in: f.mid}
+  - {id: f, op: ff, repeat: 2, in: x}
+  - {id: out, op: add, in: [f, p]}
+outputs: out
+"""
+    model, inline = _pair(monkeypatch, spec)
+    assert isinstance(model.f[0], CompiledBlock) and not isinstance(model.f[1], CompiledBlock)
+    x = torch.randn(4, 8)
+    model.train()
+    inline.train()
+    torch.manual_seed(1)
+    got = model(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(got, inline(x), rtol=0, atol=0)

@@ -133,7 +133,14 @@ def test_tricky_repeats_expand_the_same_with_clones(
     assert clones == expected[name]
 
 
-def test_index_inside_the_block_turns_cloning_off(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "width",
+    ["${8 * (index + 1)}", "${8 if '}' == '' or index == 0 else 8 * (index + 1)}"],
+    ids=["plain", "brace_in_a_string"],
+)
+def test_index_inside_the_block_turns_cloning_off(
+    monkeypatch: pytest.MonkeyPatch, width: str
+) -> None:
     spec = """
 archcomp: 1
 name: t
@@ -142,12 +149,12 @@ blocks:
   grow:
     inputs: [x]
     nodes:
-      - {id: a, op: linear, out_features: "${8 * (index + 1)}"}
+      - {id: a, op: linear, out_features: "WIDTH"}
     outputs: a
 nodes:
   - {id: g, op: grow, repeat: 3}
 outputs: g
-"""
+""".replace("WIDTH", width)
     fast, slow, clones = _both(monkeypatch, spec, None)
     assert clones == 0 and fast == slow
     widths = [n[10]["out"].shape[-1] for n in fast[0]]

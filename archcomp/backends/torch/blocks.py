@@ -122,6 +122,8 @@ def _instance(
     prefix = scope.name + "."
     inside = {n.name for n in nodes}
     start = pos[nodes[0].name]
+    if pos[nodes[-1].name] - start + 1 != len(nodes):
+        return None  # another node runs between the copy's nodes: one call would reorder them
     ext: list[Ref] = []
     where: dict[Ref, int] = {}
     for node in nodes:
@@ -186,7 +188,9 @@ def _param_names(ext: list[Ref], bindings: dict[str, Ref]) -> list[str]:
 
 def _camel(name: str) -> str:
     camel = "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p)
-    return camel if camel.isidentifier() else "Block"
+    if not camel.isidentifier():
+        return "Block"
+    return camel + "_" if keyword.iskeyword(camel) else camel
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -49,10 +49,13 @@ def fmt_shape_comment(shape: Shape) -> str:
 class ArchCodeGen(fx.graph.CodeGen):
     """fx code generation with the spec's input names, a docstring, and shape comments."""
 
-    def __init__(self, input_names: tuple[str, ...], doc: str) -> None:
+    def __init__(
+        self, input_names: tuple[str, ...], doc: str, lists: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__()
         self.input_names = input_names
         self.doc = doc
+        self.lists = lists  # ModuleLists (dotted paths) that ``self.h_[0]`` may index
 
     def gen_fn_def(
         self, free_vars: list[str], maybe_return_annotation: str, *, expanded_def: bool = False
@@ -76,7 +79,7 @@ class ArchCodeGen(fx.graph.CodeGen):
         def annotate(body: list[str]) -> list[str]:
             if previous is not None:
                 body = previous(body)
-            return _shape_comments([_readable(chunk) for chunk in body], node_list)
+            return _shape_comments([_readable(chunk, self.lists) for chunk in body], node_list)
 
         self._body_transformer = annotate
         try:
@@ -100,16 +103,40 @@ def _drop_unused_selections(graph: fx.Graph) -> None:
             graph.erase_node(node)
 
 
-def _readable(line: str) -> str:
+def _readable(line: str, lists: frozenset[str] = frozenset()) -> str:
     """fx's spellings as a person writes them: ``x[:, -1]`` for
     ``x[(slice(None, None, None), -1)]``, ``self.h_[0]`` for ``getattr(self.h_, "0")``, and
     ``torch.nn.functional.f`` for ``torch._C._nn.f`` (the same function object)."""
     line = _SUBSCRIPT.sub(_subscript, line)
+
+    def index(m: re.Match[str]) -> str:
+        # This is the code that runs: ``[k]`` only where ModuleList indexing finds the same
+        # module (keys exactly 0..n-1; a repeat whose copy 0 has no module leaves a gap).
+        path = _dotted(m.group(1))
+        return f"{m.group(1)}[{m.group(2)}]" if path in lists else m.group(0)
+
     while "getattr(" in line:  # ``self.h_[0].mlp`` for ``getattr(self.h_, "0").mlp``
-        line, n = _GETATTR_INDEX.subn(r"\1[\2]", line)
-        if not n:
+        new = _GETATTR_INDEX.sub(index, line)
+        if new == line:
             break
+        line = new
     return _PRIVATE_NN.sub(_public_nn, line)
+
+
+def _dotted(expr: str) -> str | None:
+    """``self.h_[0].inner`` -> ``h_.0.inner``; None for anything not under ``self``."""
+    if expr != "self" and not expr.startswith(("self.", "self[")):
+        return None
+    return re.sub(r"\[(\d+)\]", r".\1", expr[4:]).lstrip(".")
+
+
+def indexable_lists(root: nn.Module) -> frozenset[str]:
+    """Dotted paths of the ModuleLists under ``root`` whose keys are exactly 0..n-1."""
+    return frozenset(
+        name
+        for name, m in root.named_modules(remove_duplicate=False)
+        if type(m) is nn.ModuleList and list(m._modules) == [str(i) for i in range(len(m))]
+    )
 
 
 def _subscript(m: re.Match[str]) -> str:
@@ -277,7 +304,7 @@ class Compiler:
         out = self._outputs()
         self.fx_graph.output(out)
         names = tuple(g.inputs)
-        codegen = ArchCodeGen(names, _docstring(g))
+        codegen = ArchCodeGen(names, _docstring(g), indexable_lists(self.root))
         self.fx_graph.set_codegen(codegen)
         _drop_unused_selections(self.fx_graph)
         self.fx_graph.lint()
@@ -308,7 +335,8 @@ class Compiler:
                 name = copy.cls.name
                 attrs = {"__module__": CompiledBlock.__module__, "__qualname__": name}
                 cls = self.classes[id(copy.cls)] = type(name, (CompiledBlock,), attrs)
-            _place(self.root, copy.scope.name, cls())
+            block = cls()
+            _place(self.root, copy.scope.name, block)
             first = copy is copy.cls.template
             frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
             if first:
@@ -325,7 +353,8 @@ class Compiler:
             finally:
                 self.frame = self.top
             if first:
-                _finish_class(cls, copy, frame, [self._key(r) for r in copy.exports], self.graph)
+                keys = [self._key(r) for r in copy.exports]
+                _finish_class(cls, block, copy, frame, keys, self.graph)
             target = copy.scope.name
         else:
             for node in copy.nodes:  # the modules are the shared copy's
@@ -465,6 +494,7 @@ class Compiler:
 
 def _finish_class(
     cls: type[CompiledBlock],
+    block: CompiledBlock,
     copy: Instance,
     frame: _Frame,
     exports: list[tuple[str, str | None]],
@@ -484,7 +514,8 @@ def _finish_class(
         else f"{r.node[len(copy.prefix) :]}: {_type_doc(g.type_of(r), dtype=False)}"
         for r in copy.exports
     )
-    graph.set_codegen(ArchCodeGen(tuple(copy.params), f"{ins} -> {outs_doc}"))
+    lists = indexable_lists(block)
+    graph.set_codegen(ArchCodeGen(tuple(copy.params), f"{ins} -> {outs_doc}", lists))
     _drop_unused_selections(graph)
     graph.lint()
     code = graph.python_code(root_module="self")

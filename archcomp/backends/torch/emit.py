@@ -10,7 +10,9 @@ device and comparing parameters, buffers and ``extra_repr``.
 from __future__ import annotations
 
 import ast
+import builtins
 import inspect
+import keyword
 import math
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archcomp.backends.torch.codegen import _class_name, indexable_lists
 from archcomp.backends.torch.module import CompiledBlock, tied_names
 
 LITERALS = (bool, int, float, str, type(None))
@@ -109,9 +112,15 @@ class _Emitter:
 
     def module_list(self, target: str, ml: nn.ModuleList, depth: int) -> list[str]:
         var = "layer" if depth == 0 else f"layer{depth}"
-        items = list(ml._modules.values())
-        bodies = [self.element(var, c, depth + 1) for c in items if c is not None]
+        items = [(k, c) for k, c in ml._modules.items() if c is not None]
+        bodies = [self.element(var, c, depth + 1) for _, c in items]
         lines = [f"{target} = nn.ModuleList()"]
+        if [k for k, _ in items] != [str(i) for i in range(len(ml._modules))]:
+            # a gap (a repeat whose copy 0 has no module): keep the compiled module's keys
+            for (k, _), body in zip(items, bodies, strict=True):
+                lines.extend(body)
+                lines.append(f"{target}.add_module({k!r}, {var})")
+            return lines
         if bodies and all(b == bodies[0] for b in bodies):
             if len(bodies) == 1:
                 lines.extend(bodies[0])
@@ -127,24 +136,44 @@ class _Emitter:
         return lines
 
     def block(self, m: CompiledBlock) -> str:
-        """The class of a repeated block's copy, written once; every copy must build alike."""
+        """The class of a repeated block's copy, written once; every copy must build alike.
+
+        Returns a placeholder for the class's name: the name is chosen once the whole file is
+        known, so that it cannot shadow anything the file defines or imports."""
         cls = type(m)
         init = self.children("self", m, 0)
         known = self.blocks.get(cls)
+        token = f"\x00{id(cls)}\x00"
         if known is not None:
             if known[0] != init:
                 raise EmitError(f"copies of {cls.__name__} differ in their submodules")
-            return cls.__name__
+            return token
         code = cls.graph.python_code(root_module="self")
         self.add_globals(code.globals)
         body = "\n".join("        " + line for line in init) or "        pass"
         source = (
-            f"class {cls.__name__}(nn.Module):\n"
+            f"class {token}(nn.Module):\n"
             f"    def __init__(self) -> None:\n        super().__init__()\n{body}\n\n"
             + _indent(code.src)
         )
         self.blocks[cls] = (init, source)
-        return cls.__name__
+        return token
+
+    def names(self, model_class: str) -> dict[str, str]:
+        """Placeholder -> class name for each block class, and the model class's name, none of
+        them a keyword, a builtin, or a name the file already binds (``F``, ``nn``, ...)."""
+        taken = {"torch", "nn", "annotations", *self.globals, *dir(builtins)}
+        for source in self.inlined.values():
+            taken |= _top_level_names(source)
+        out: dict[str, str] = {}
+        for cls in [*self.blocks, None]:
+            want = model_class if cls is None else cls.__name__
+            name = want
+            while name in taken or keyword.iskeyword(name) or not name.isidentifier():
+                name = f"{name}_" if name.isidentifier() else "Block"
+            taken.add(name)
+            out["" if cls is None else f"\x00{id(cls)}\x00"] = name
+        return out
 
     def add_globals(self, names: dict[str, Any]) -> None:
         for name, obj in names.items():
@@ -171,11 +200,8 @@ class _Emitter:
             return None if qual == name else f"{name} = {qual}"
         if obj is type(None):
             return f"{name} = type(None)"
-        if mod == "builtins":
-            import builtins
-
-            if getattr(builtins, qual, None) is obj:
-                return None if qual == name else f"{name} = {qual}"
+        if mod == "builtins" and getattr(builtins, qual, None) is obj:
+            return None if qual == name else f"{name} = {qual}"
         top = mod.split(".")[0]
         if top == "torch" or top in sys.stdlib_module_names:
             found: Any = sys.modules.get(mod)  # the module of a loaded object: never imported here
@@ -284,15 +310,14 @@ def _verify(m: nn.Module, args: list[Any], kwargs: dict[str, Any]) -> None:
 def emit_python(model: nn.Module) -> str:
     """Standalone source of a class equivalent to ``model`` (an ArchModule)."""
     import archcomp
-    from archcomp.backends.torch.codegen import _class_name
 
     spec: dict[str, Any] = getattr(model, "spec", {}) or {}
     name = str(spec.get("name", "model"))
-    cls_name = _class_name(name)
     em = _Emitter(model)
     init_lines = em.children("self", model, 0)
+    lists = indexable_lists(model)
     for alias, source in tied_names(model).items():
-        init_lines.append(f"{_expr(alias)} = {_expr(source)}  # tied")
+        init_lines.append(f"{_expr(alias, lists)} = {_expr(source, lists)}  # tied")
     graph = model.graph
     if not isinstance(graph, torch.fx.Graph):
         raise EmitError("emit_python needs a module compiled by archcomp")
@@ -301,6 +326,8 @@ def emit_python(model: nn.Module) -> str:
     global_lines = [
         line for gname, obj in em.globals.items() if (line := em.global_line(gname, obj))
     ]
+    names = em.names(_class_name(name))
+    cls_name = names.pop("")
     forward = _indent(code.src)
     desc = str(spec.get("description", "") or "").strip()
     header = [
@@ -332,6 +359,8 @@ def emit_python(model: nn.Module) -> str:
         f"    def __init__(self) -> None:\n        super().__init__()\n{body}\n\n{forward}"
     )
     source = "\n\n\n".join(parts) + "\n"
+    for token, block_name in names.items():
+        source = source.replace(token, block_name)
     compile(source, f"<{cls_name}>", "exec")  # a syntax check; nothing is executed
     return source
 
@@ -341,8 +370,29 @@ def _indent(src: str) -> str:
     return "\n".join(("    " + line) if line.strip() else "" for line in lines)
 
 
-def _expr(path: str) -> str:
-    out = "self"
+def _expr(path: str, lists: frozenset[str]) -> str:
+    out, at = "self", ""
     for part in path.split("."):
-        out = f"{out}.{part}" if part.isidentifier() else f"{out}[{part}]"
+        if part.isidentifier():
+            out = f"{out}.{part}"
+        elif at in lists:
+            out = f"{out}[{part}]"
+        else:
+            out = f"getattr({out}, {part!r})"
+        at = f"{at}.{part}" if at else part
     return out
+
+
+def _top_level_names(source: str) -> set[str]:
+    """Names a module's top level binds: definitions, imports, assignments."""
+    names: set[str] = set()
+    for stmt in ast.parse(source).body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(stmt.name)
+        elif isinstance(stmt, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+        elif isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for t in targets:
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
