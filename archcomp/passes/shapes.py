@@ -31,7 +31,13 @@ def topological(g: Graph, order: dict[str, int]) -> list[str]:
 
 
 def infer_shapes(g: Graph, rep: Reporter) -> None:
-    """Fill ``Node.outputs``; nodes downstream of an error are skipped, not re-reported."""
+    """Fill ``Node.outputs``; nodes downstream of an error are skipped, not re-reported.
+
+    The copies of a repeated block share their op args objects (see ``Expander._clone``): a
+    node with the same op, the same args object and the same input types as one already done
+    gets that node's results without running the rule again.
+    """
+    done: dict[tuple[Any, ...], tuple[Any, Any, dict[str, TensorType]]] = {}
     for name in g.nodes:
         node = g.nodes[name]
         types: dict[str, TensorType | list[TensorType] | None] = {}
@@ -48,6 +54,16 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
         if missing:
             _report_unproduced(g, node, rep)
             continue
+        key = (
+            node.op.name,
+            id(node.args),
+            *(tuple(t) if isinstance(t, list) else t for t in types.values()),
+        )
+        seen = done.get(key)
+        if seen is not None and seen[0] is node.args:
+            node.args, node.outputs = seen[1], dict(seen[2])
+            continue
+        original = node.args
         ctx = ShapeCtx(node.args, types)
         try:
             result = node.op.shape(ctx)
@@ -65,6 +81,7 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
             _report(node, exc, rep, types)
             continue
         node.outputs = outs
+        done[key] = (original, node.args, outs)  # holds ``original``: its id stays unique
 
 
 def _report_unproduced(g: Graph, node: Node, rep: Reporter) -> None:
