@@ -1,7 +1,7 @@
 """Compile time: the GPT-3-sized spec (specs/gpt3.yaml) to a module on the meta device, against
 constructing the same modules by hand on meta. Goal: archcomp adds <= 25%.
 
-    .venv/bin/python benchmarks/bench_compile.py [--repeat 5]
+    .venv/bin/python benchmarks/bench_compile.py [--repeat 10]
 
 archcomp's time covers everything from the spec file: YAML, validation, expansion, shape
 inference, fx code generation and module construction. The hand-written side constructs the
@@ -12,8 +12,10 @@ positional modules) under ``torch.device("meta")`` and ties the LM head.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,20 +71,19 @@ def by_archcomp() -> nn.Module:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=10)
     args = ap.parse_args()
     ref_n = sum(p.numel() for p in by_hand().parameters())
     ours_n = sum(p.numel() for p in by_archcomp().parameters())  # also warms imports
     assert ref_n == ours_n, (ref_n, ours_n)
-    hand: list[float] = []
-    ours: list[float] = []
-    for _ in range(args.repeat):  # alternate, so drift hits both sides alike
-        t = time.perf_counter()
-        by_hand()
-        hand.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        by_archcomp()
-        ours.append(time.perf_counter() - t)
+    times: dict[Callable[[], nn.Module], list[float]] = {by_hand: [], by_archcomp: []}
+    for i in range(args.repeat):  # ABBA order, so drift hits both sides alike
+        for fn in (by_hand, by_archcomp) if i % 2 == 0 else (by_archcomp, by_hand):
+            gc.collect()  # each side starts from the same heap
+            t = time.perf_counter()
+            fn()
+            times[fn].append(time.perf_counter() - t)
+    hand, ours = times[by_hand], times[by_archcomp]
     h, o = statistics.median(hand), statistics.median(ours)
     print(f"GPT-3 sizes on meta: {ours_n:,} parameters")
     print(f"by hand:  {h * 1000:8.1f} ms (median of {args.repeat})")
