@@ -66,7 +66,11 @@ class LearnedPositionalEncoding(nn.Module):
         self.d_model = d_model
         self.max_len = max_len
         self.weight = nn.Parameter(torch.empty(max_len, d_model, device=device, dtype=dtype))
-        nn.init.normal_(self.weight)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:  # no values to draw (and torch's meta normal_ is slow)
+            nn.init.normal_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S

@@ -85,11 +85,22 @@ def _embedding_shape(ctx: ShapeCtx) -> TensorType:
 def _embedding_lower(c: LowerCtx) -> Any:
     import operator
 
+    import torch
     from torch import nn
 
     a = c.args
+    weight = None
+    if c.factory["device"].type == "meta":
+        # No values to draw; torch's normal_ on meta imports torch._dynamo (about 1 s).
+        weight = torch.empty(a.num_embeddings, a.embedding_dim, **c.factory)
     emb = c.module(
-        nn.Embedding(a.num_embeddings, a.embedding_dim, padding_idx=a.padding_idx, **c.factory)
+        nn.Embedding(
+            a.num_embeddings,
+            a.embedding_dim,
+            padding_idx=a.padding_idx,
+            _weight=weight,
+            **c.factory,
+        )
     )(c.x)  # (..., embedding_dim)
     return c.call(operator.mul, emb, math.sqrt(a.embedding_dim)) if a.scale else emb
 
