@@ -6,10 +6,11 @@ instance of a :class:`~archcomp.backends.torch.module.CompiledBlock` subclass, a
 same structure (ops, arguments, wiring, shapes) share one class. Its forward is generated once,
 however large N is, and the model's forward calls ``self.h_[0](x)``, ``self.h_[1](h__0)``, ...
 
-:func:`plan_blocks` decides which copies qualify; a copy that does not (its structure differs from
-the others only in one place, it reads a tensor computed after it starts, it shares weights with
-a node outside it) is compiled inline, as every node was before, so the plan never changes what
-the model computes.
+:func:`plan_blocks` decides which copies qualify. A copy is compiled inline, node by node in the
+model's forward, when one call could not run exactly what inline code runs: it reads a tensor
+computed after it starts, another node runs between its nodes, it shares weights with a node
+outside it, or nothing outside reads it. The weights, the order of the ops (and so of dropout's
+random draws) and the outputs are those of inline compilation, which the tests check.
 """
 
 from __future__ import annotations
