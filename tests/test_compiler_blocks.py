@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from repeat_specs import FF_BLOCKS
 from test_compiler_equivalence import check_compile_export_emit
 from torch import nn
 
@@ -21,25 +22,6 @@ from archcomp.backends.torch.module import CompiledBlock
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FF = """
-blocks:
-  ff:
-    label: FF
-    params: {d: 8}
-    inputs: [x, skip]
-    nodes:
-      - {id: a, op: linear, out_features: "${d}"}
-      - {id: inner, op: sub, repeat: 2}
-      - {id: b, op: linear, out_features: 8, tie: {weight: a.weight}}
-      - {id: s, op: add, in: [b, skip]}
-    outputs: {y: s, mid: inner}
-  sub:
-    inputs: [x]
-    nodes:
-      - {id: n, op: layer_norm}
-      - {id: r, op: relu}
-    outputs: r
-"""
 
 CASES: dict[str, tuple[str, tuple[tuple[int, ...], ...]]] = {
     "two_results_nested_repeat_tie": (
@@ -47,7 +29,7 @@ CASES: dict[str, tuple[str, tuple[tuple[int, ...], ...]]] = {
 archcomp: 1
 name: t
 inputs: {{x: [B, 8]}}
-{FF}
+{FF_BLOCKS}
 nodes:
   - {{id: f, op: ff, in: {{x: x, skip: x}}, repeat: 3}}
   - {{id: tap, op: relu, in: f.mid}}
@@ -61,7 +43,7 @@ outputs: {{y: out, z: f.mid}}
 archcomp: 1
 name: t
 inputs: {{x: [B, 8], skip: [B, 8]}}
-{FF}
+{FF_BLOCKS}
 nodes:
   - {{id: f, op: ff, in: {{x: x, skip: skip}}, repeat: 3, shared: true}}
 outputs: f

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repeat_specs import FF_BLOCKS
 
 from archcomp.check import load_graph
 from archcomp.expand import Expander
@@ -17,32 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml"))
 SMALL = {"gpt3": {"N": 3, "d_model": 96, "h": 4}, "bert_base": {"N": 3}, "gpt2": {"N": 3}}
 
-BLOCKS = """
-blocks:
-  ff:
-    label: "FF"
-    params: {d: 8}
-    inputs: [x, skip]
-    nodes:
-      - {id: a, op: linear, out_features: "${d}", init: {weight: zeros}}
-      - {id: inner, op: sub, repeat: 2}
-      - {id: b, op: linear, out_features: "${d}", tie: {weight: a.weight}}
-      - {id: s, op: add, in: [b, skip]}
-    outputs: {y: s, mid: inner}
-  sub:
-    inputs: [x]
-    nodes:
-      - {id: n, op: layer_norm}
-      - {id: r, op: relu}
-    outputs: r
-"""
 
 CASES = {
     "nested_repeats_ties_two_outputs": f"""
 archcomp: 1
 name: t
 inputs: {{x: [B, 8]}}
-{BLOCKS}
+{FF_BLOCKS}
 nodes:
   - {{id: f, op: ff, in: {{x: x, skip: x}}, repeat: 3, init: {{bias: zeros}}}}
   - {{id: tap, op: relu, in: f.mid}}
@@ -53,7 +35,7 @@ outputs: {{y: out, z: f.mid}}
 archcomp: 1
 name: t
 inputs: {{x: [B, 8], skip: [B, 8]}}
-{BLOCKS}
+{FF_BLOCKS}
 nodes:
   - {{id: f, op: ff, in: {{x: x, skip: skip}}, repeat: 4, shared: true, label: Shared}}
 outputs: f
@@ -62,7 +44,7 @@ outputs: f
 archcomp: 1
 name: t
 inputs: {{x: [B, 8]}}
-{BLOCKS}
+{FF_BLOCKS}
 nodes:
   - {{id: f, op: ff, in: {{x: x, skip: x}}, repeat: 3, d: "${{8 + 0 * index}}"}}
 outputs: f
