@@ -134,7 +134,10 @@ def build_graph(prog: Program, overrides: Mapping[str, Any]) -> Graph:
         output_origins,
         Origin(doc, ()),
     )
-    g.scope_inputs = _scope_inputs(ex.out, inputs)
+    g.scope_inputs = _scope_refs(ex.out.block_inputs, ex.out, inputs)
+    g.scope_outputs = _scope_refs(
+        {k: ex.out.aliases[k] for k in ex.out.block_inputs if k in ex.out.aliases}, ex.out, inputs
+    )
     g.nx = build_nx(g)
     if check_structure(g, rep):
         g.nodes = {n: g.nodes[n] for n in topological(g, ex.out.order)}
@@ -250,10 +253,13 @@ def _link(ex: Expanded, inputs: Mapping[str, InputInfo], rep: Reporter) -> None:
     # Unresolvable references ("?missing") were reported where they were written.
 
 
-def _scope_inputs(ex: Expanded, inputs: Mapping[str, InputInfo]) -> dict[str, dict[str, Ref]]:
+def _scope_refs(
+    table: Mapping[str, Mapping[str, PendingRef]], ex: Expanded, inputs: Mapping[str, InputInfo]
+) -> dict[str, dict[str, Ref]]:
+    """Block instance -> name -> resolved tensor, for its inputs or its outputs."""
     out: dict[str, dict[str, Ref]] = {}
-    quiet = Reporter()  # a bad binding was reported where the node using it is written
-    for scope, bindings in ex.block_inputs.items():
+    quiet = Reporter()  # a bad reference was reported where it is written
+    for scope, bindings in table.items():
         resolved = {n: _resolve(ex, pr, inputs, quiet) for n, pr in bindings.items()}
         out[scope] = {n: r for n, r in resolved.items() if r is not None}
     return out

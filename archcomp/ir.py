@@ -124,6 +124,8 @@ class Graph:
     nx: nx.DiGraph = field(default_factory=nx.DiGraph)
     # Block instances (``encoder.layers.0``): the block's input name -> the tensor bound to it
     scope_inputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
+    # ... and the block's output name -> the tensor it names
+    scope_outputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
 
     @cached_property
     def spec(self) -> dict[str, Any]:

@@ -155,7 +155,8 @@ def test_two_results_and_a_tie_inside_a_copy(monkeypatch) -> None:
     # only the last copy's second result is read outside: its class returns both
     assert "def forward(self, x):" in model.f[0].code  # x feeds both ports of copy 0
     assert "return (inner_1_r, s)" in model.f[2].code
-    assert "f_2_inner_1_r = f_2[0]" in model.code and "f_2_s = f_2[1]" in model.code
+    assert "-> mid: (B, 8), y: (B, 8)" in model.f[2].code  # named as the block names them
+    assert "f_2_mid = f_2[0]" in model.code and "f_2_y = f_2[1]" in model.code
 
 
 @pytest.mark.parametrize("name", ["gpt2", "shared_copies", "two_results_nested_repeat_tie"])

@@ -34,6 +34,7 @@ class Instance:
     ext: list[Ref]  # tensors read from outside the copy, in the order of its forward's params
     params: list[str]  # the forward's parameter names (the block's input names)
     exports: list[Ref]  # results read outside the copy (later nodes or outputs), in node order
+    export_names: list[str]  # the block's output names for them (``y``, ``mid``)
     key: tuple[Any, ...]  # the structure: copies with equal keys share a class
     shares: str | None = None  # the copy whose modules this one calls (``shared: true``)
     cls: BlockClass | None = None
@@ -160,8 +161,10 @@ def _instance(
     params = _param_names(ext, g.scope_inputs.get(scope.name, {}))
     ext_types = tuple(g.type_of(r) for r in ext)
     rel_exports = tuple((r.node[len(prefix) :], r.result) for r in exports)
-    key = (scope.block, tuple(body), ext_types, tuple(params), rel_exports)
-    return Instance(scope, nodes, ext, params, exports, key, next(iter(shares), None))
+    named = g.scope_outputs.get(scope.name, {})  # the block's output names
+    names = [next((o for o, t in named.items() if t == r), r.node[len(prefix) :]) for r in exports]
+    key = (scope.block, tuple(body), ext_types, tuple(params), rel_exports, tuple(names))
+    return Instance(scope, nodes, ext, params, exports, names, key, next(iter(shares), None))
 
 
 def _wire(r: Ref, prefix: str, inside: set[str], where: dict[Ref, int]) -> tuple[Any, ...]:

@@ -373,9 +373,9 @@ class Compiler:
                     operator.getitem,
                     (call, i),
                     {},
-                    name=f"{base}_{r.node[len(copy.prefix) :].replace('.', '_')}",
+                    name=f"{base}_{oname.replace('.', '_')}",
                 )
-                for i, r in enumerate(copy.exports)
+                for i, oname in enumerate(copy.export_names)
             ]
         for r, value in zip(copy.exports, outs, strict=True):
             t = self.graph.type_of(r)
@@ -511,8 +511,8 @@ def _finish_class(
     outs_doc = ", ".join(
         _type_doc(g.type_of(r), dtype=False)
         if len(copy.exports) == 1
-        else f"{r.node[len(copy.prefix) :]}: {_type_doc(g.type_of(r), dtype=False)}"
-        for r in copy.exports
+        else f"{name}: {_type_doc(g.type_of(r), dtype=False)}"
+        for name, r in zip(copy.export_names, copy.exports, strict=True)
     )
     lists = indexable_lists(block)
     graph.set_codegen(ArchCodeGen(tuple(copy.params), f"{ins} -> {outs_doc}", lists))
