@@ -16,11 +16,11 @@ random draws) and the outputs are those of inline compilation, which the tests c
 from __future__ import annotations
 
 import keyword
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from archcomp.backends.torch.module import class_name
 from archcomp.ir import Graph, Node, Ref, Scope
 from archcomp.schema import FORWARD_GLOBALS
 
@@ -105,7 +105,7 @@ def plan_blocks(g: Graph, taken: Iterable[str] = ()) -> BlockPlan:
             classes = by_block.setdefault(inst.scope.block, [])
             cls = next((c for c in classes if c.template.key == inst.key), None)
             if cls is None:
-                cls = BlockClass(_unique(_camel(inst.scope.block), used), inst)
+                cls = BlockClass(_unique(class_name(inst.scope.block, "Block"), used), inst)
                 classes.append(cls)
                 plan.classes.append(cls)
             inst.cls = cls
@@ -188,13 +188,6 @@ def _param_names(ext: list[Ref], bindings: dict[str, Ref]) -> list[str]:
             name += "_"
         names.append(name)
     return names
-
-
-def _camel(name: str) -> str:
-    camel = "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p)
-    if not camel.isidentifier():
-        return "Block"
-    return camel + "_" if keyword.iskeyword(camel) else camel
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -26,7 +26,13 @@ from torch.fx.graph_module import _forward_from_src  # what GraphModule.recompil
 from archcomp.backends.torch.blocks import Instance, plan_blocks
 from archcomp.backends.torch.devices import Estimate, estimate
 from archcomp.backends.torch.init import SeededRNG, init_module
-from archcomp.backends.torch.module import ArchModule, CompiledBlock, get_path, set_param
+from archcomp.backends.torch.module import (
+    ArchModule,
+    CompiledBlock,
+    class_name,
+    get_path,
+    set_param,
+)
 from archcomp.dims import Dim, Shape, to_json
 from archcomp.errors import SpecError
 from archcomp.ir import Graph, Node, Ref, TensorType
@@ -291,8 +297,8 @@ class Compiler:
             ph.meta["archcomp_comment"] = fmt_shape_comment(info.type.shape)
             self.values[(name, None)] = ph
         real = self.device.type != "meta"
-        class_name = _class_name(g.name)
-        plan = plan_blocks(g, taken=(class_name, "ArchModule", "CompiledBlock"))
+        cls_name = class_name(g.name, "ArchModule")
+        plan = plan_blocks(g, taken=(cls_name, "ArchModule", "CompiledBlock"))
         with SeededRNG(self.seed, self.device) as rng:
             for node in g.nodes.values():
                 copy = plan.first.get(node.name)
@@ -308,7 +314,7 @@ class Compiler:
         self.fx_graph.set_codegen(codegen)
         _drop_unused_selections(self.fx_graph)
         self.fx_graph.lint()
-        model = ArchModule(self.root, self.fx_graph, class_name=class_name)
+        model = ArchModule(self.root, self.fx_graph, class_name=cls_name)
         model.spec = g.spec
         model.input_names = names
         model.output_names = tuple(g.outputs)
@@ -570,18 +576,9 @@ def _numel(shape: Shape) -> int:
 
 
 def _docstring(g: Graph) -> str:
-    ins = ", ".join(
-        f"{n}: {fmt_shape_comment(i.type.shape)} {i.type.dtype}" for n, i in g.inputs.items()
-    )
-    outs = ", ".join(
-        f"{n}: {fmt_shape_comment(t.shape) if t else '?'}" for n, t in g.output_types.items()
-    )
+    ins = ", ".join(f"{n}: {_type_doc(i.type)}" for n, i in g.inputs.items())
+    outs = ", ".join(f"{n}: {_type_doc(t, dtype=False)}" for n, t in g.output_types.items())
     return f"{ins} -> {outs}"
-
-
-def _class_name(name: str) -> str:
-    camel = "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p)
-    return camel if camel.isidentifier() else "ArchModule"
 
 
 def _check_placed(model: nn.Module, device: torch.device) -> None:

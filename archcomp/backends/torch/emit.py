@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcomp.backends.torch.codegen import _class_name, indexable_lists
-from archcomp.backends.torch.module import CompiledBlock, tied_names
+from archcomp.backends.torch.codegen import indexable_lists
+from archcomp.backends.torch.module import CompiledBlock, class_name, tied_names
 
 LITERALS = (bool, int, float, str, type(None))
 
@@ -326,7 +326,7 @@ def emit_python(model: nn.Module) -> str:
     global_lines = [
         line for gname, obj in em.globals.items() if (line := em.global_line(gname, obj))
     ]
-    names = em.names(_class_name(name))
+    names = em.names(class_name(name, "ArchModule"))
     cls_name = names.pop("")
     forward = _indent(code.src)
     desc = str(spec.get("description", "") or "").strip()

@@ -8,6 +8,8 @@ output shapes, parameter shapes, submodule path). Submodules sit at the spec's q
 from __future__ import annotations
 
 import copy
+import keyword
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -82,6 +84,14 @@ class CompiledBlock(nn.Module):
 
     graph: ClassVar[fx.Graph]
     code: ClassVar[str] = ""
+
+
+def class_name(name: str, fallback: str) -> str:
+    """A spec or block name as a Python class name: ``gpt_block`` -> ``GptBlock``."""
+    camel = "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p)
+    if not camel.isidentifier():
+        return fallback
+    return camel + "_" if keyword.iskeyword(camel) else camel
 
 
 def tied_names(model: nn.Module) -> dict[str, str]:
