@@ -13,6 +13,17 @@ import torch
 from archcomp.api import build_graph
 from archcomp.backends.torch.module import ArchModule
 from archcomp.ir import Graph
+from archcomp.ops import get_op
+from archcomp.ops.registry import PALETTE
+
+
+def check_declared(name: str, family: str, label: str) -> None:
+    """The op is registered with its drawing style (family, label), a lowering and a doc."""
+    op = get_op(name)
+    assert op is not None
+    assert (op.style.family, op.style.label) == (family, label)
+    assert op.style.family in PALETTE
+    assert op.lower is not None and op.doc
 
 
 def compile_for_test(g: Graph, device: Any = "cpu", dtype: Any = None) -> ArchModule:

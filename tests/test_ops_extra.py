@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from lowering import compile_for_test, run
+from lowering import check_declared, compile_for_test, run
 from test_ops_tensor import check_state, fails, macs, out, spec
 from torch import nn
 from torch.testing import assert_close
@@ -21,8 +21,6 @@ from archcomp import load_graph
 from archcomp.backends.torch.module import ArchModule
 from archcomp.dims import Sym, add, mul, substitute
 from archcomp.ir import Graph, TensorType
-from archcomp.ops import get_op
-from archcomp.ops.registry import PALETTE
 
 B, H, W, L = (Sym.symbol(n) for n in "BHWL")
 
@@ -55,11 +53,7 @@ OPS = {
 
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_declared_with_style_and_lowering(name: str) -> None:
-    op = get_op(name)
-    assert op is not None
-    assert (op.style.family, op.style.label) == OPS[name]
-    assert op.style.family in PALETTE
-    assert op.lower is not None and op.doc
+    check_declared(name, *OPS[name])
 
 
 def test_new_modules_import_no_torch_at_declaration() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from lowering import compile_for_test, run
+from lowering import check_declared, compile_for_test, run
 from torch import nn
 from torch.testing import assert_close
 
@@ -23,7 +23,6 @@ from archcomp.backends.torch.module import ArchModule
 from archcomp.dims import Dim, Sym, add, floordiv, mul, substitute
 from archcomp.ir import Graph, Ref, TensorType
 from archcomp.ops import get_op
-from archcomp.ops.registry import PALETTE
 from archcomp.ops.shape import parse_index
 
 B, S, T, H, W = (Sym.symbol(n) for n in "BSTHW")
@@ -129,11 +128,7 @@ OPS = {
 
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_declared_with_style_and_lowering(name: str) -> None:
-    op = get_op(name)
-    assert op is not None
-    assert (op.style.family, op.style.label) == OPS[name]
-    assert op.style.family in PALETTE
-    assert op.lower is not None and op.doc
+    check_declared(name, *OPS[name])
 
 
 def test_split_declares_sixteen_results() -> None:
