@@ -220,7 +220,7 @@ def _sdpa_lower(c: LowerCtx) -> Any:
 
     a: ScaledDotProductAttentionArgs = c.args
     q, k, v = c.inputs["query"], c.inputs["key"], c.inputs["value"]
-    if a.dropout > 0:  # a module, so that dropout follows train() / eval()
+    if a.dropout > 0:  # a module, so that dropout follows the train/eval mode
         from archcomp.nn.attention import ScaledDotProductAttention
 
         return c.module(ScaledDotProductAttention(a.dropout, a.causal, a.scale))(q, k, v)

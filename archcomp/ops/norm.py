@@ -157,7 +157,7 @@ def _dropout_shape(ctx: ShapeCtx) -> TensorType:
 def _dropout_lower(c: LowerCtx) -> Any:
     from torch import nn
 
-    # A module, not F.dropout: the module follows model.train() / model.eval().
+    # A module, not F.dropout: the module follows the model's train/eval mode.
     return c.module(nn.Dropout(c.args.p))(c.x)
 
 
