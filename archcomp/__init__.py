@@ -3,8 +3,8 @@
 from typing import Any
 
 from archcomp.api import build, load, save, summary
-from archcomp.check import load_graph
-from archcomp.errors import Diagnostic, SpecError, UsageError
+from archcomp.base.errors import Diagnostic, SpecError, UsageError
+from archcomp.frontend.build import load_graph
 from archcomp.ir import Graph
 
 __version__ = "0.1.0"

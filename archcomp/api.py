@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archcomp.check import SpecSource, load_graph
-from archcomp.errors import UsageError
+from archcomp.base.errors import UsageError
+from archcomp.frontend.build import SpecSource, load_graph
 
 if TYPE_CHECKING:
     from torch import nn

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from archcomp.check import build_graph  # noqa: E402
-from archcomp.errors import SpecError, UsageError  # noqa: E402
-from archcomp.loader import load_program  # noqa: E402
-from archcomp.source import decode  # noqa: E402
+from archcomp.base.errors import SpecError, UsageError  # noqa: E402
+from archcomp.frontend.build import build_graph  # noqa: E402
+from archcomp.frontend.loader import load_program  # noqa: E402
+from archcomp.frontend.source import decode  # noqa: E402
 
 SPECS = ROOT / "specs"
 CRASHES = ROOT / "fuzz" / "crashes"

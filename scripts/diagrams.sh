@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/archcomp ] || scripts/setup.sh
 for spec in specs/*.yaml; do
   # A file of blocks only (no 'nodes') is a library, not a model: nothing to draw.
-  if ! .venv/bin/python -c 'import sys; from archcomp.check import load_source; sys.exit(0 if load_source(sys.argv[1]).spec.nodes else 1)' "$spec"; then
+  if ! .venv/bin/python -c 'import sys; from archcomp.frontend.build import load_source; sys.exit(0 if load_source(sys.argv[1]).spec.nodes else 1)' "$spec"; then
     continue
   fi
   for fmt in svg png; do

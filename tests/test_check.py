@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import archcomp
+from archcomp.base.errors import SpecError, UsageError
 from archcomp.cli import main
-from archcomp.dims import Sym
-from archcomp.errors import SpecError, UsageError
+from archcomp.ir.dims import Sym
 
 FF = """
 archcomp: 1

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import archcomp
-from archcomp.errors import SpecError, UsageError
+from archcomp.base.errors import SpecError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ROOT / "specs" / "mlp.yaml"
@@ -323,7 +323,7 @@ def test_compiled_model_accepts_new_sequence_lengths() -> None:
 def test_inputs_cannot_shadow_names_the_forward_uses() -> None:
     import torch.fx.graph as fx_graph
 
-    from archcomp.schema import FORWARD_GLOBALS
+    from archcomp.frontend.schema import FORWARD_GLOBALS
 
     assert set(fx_graph._custom_builtins) <= FORWARD_GLOBALS
     spec = "archcomp: 1\nname: n\ninputs: {torch: [B, 4]}\nnodes: [{id: t, op: tanh}]\noutputs: t\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archcomp.dims import Sym, add, floordiv, fmt_shape, mul, prod, sub, substitute
+from archcomp.ir.dims import Sym, add, floordiv, fmt_shape, mul, prod, sub, substitute
 
 B, H, W = Sym.symbol("B"), Sym.symbol("H"), Sym.symbol("W")
 

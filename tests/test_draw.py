@@ -18,9 +18,9 @@ import pytest
 import archcomp
 from archcomp.backends.graphviz import DrawOptions, draw, plan, read_stamp, save
 from archcomp.backends.graphviz import render as render_mod
-from archcomp.check import load_graph
+from archcomp.base.errors import UsageError
 from archcomp.cli import main
-from archcomp.errors import UsageError
+from archcomp.frontend.build import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAW_SPECS = ROOT / "tests" / "specs" / "draw"
@@ -379,7 +379,7 @@ def test_cli_spec_error_is_reported_not_raised(spec_file, capsys) -> None:
 
 
 def _model_specs() -> list[Path]:
-    from archcomp.check import load_source
+    from archcomp.frontend.build import load_source
 
     return [p for p in sorted((ROOT / "specs").glob("*.yaml")) if load_source(p).spec.nodes]
 

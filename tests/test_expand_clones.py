@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from repeat_specs import FF_BLOCKS
 
-from archcomp.check import load_graph
-from archcomp.expand import Expander
+from archcomp.frontend.build import load_graph
+from archcomp.frontend.expand import Expander
 from archcomp.ir import Graph
 
 ROOT = Path(__file__).resolve().parent.parent

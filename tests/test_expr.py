@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archcomp.expr import ExprError, evaluate, substitute
+from archcomp.frontend.expr import ExprError, evaluate, substitute
 
 P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archcomp.fileio import write_atomic, write_bytes_atomic
+from archcomp.base.fileio import write_atomic, write_bytes_atomic
 
 
 def test_replaces_and_respects_umask(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Each example copies nothing: the spec tree is copied once per module, one file (a model spec
 or a block library it imports) is replaced by a mutation of its parsed YAML (values swapped for
 hostile ones, keys deleted, renamed or duplicated, lists extended, payloads inserted), and
-``archcomp.check.load_graph`` must end in success or a clean, located error. The budget is
+``archcomp.frontend.build.load_graph`` must end in success or a clean, located error. The budget is
 fixed (``ARCHCOMP_FUZZ_EXAMPLES``, default 150, derandomized so CI runs the same examples);
 raise it to fuzz longer, e.g. ``ARCHCOMP_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz_specs.py``.
 """
@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archcomp.check import load_graph
-from archcomp.errors import SpecError, UsageError
+from archcomp.base.errors import SpecError, UsageError
+from archcomp.frontend.build import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

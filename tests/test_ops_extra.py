@@ -19,8 +19,8 @@ from torch.testing import assert_close
 
 from archcomp import load_graph
 from archcomp.backends.torch.module import ArchModule
-from archcomp.dims import Sym, add, mul, substitute
 from archcomp.ir import Graph, TensorType
+from archcomp.ir.dims import Sym, add, mul, substitute
 
 B, H, W, L = (Sym.symbol(n) for n in "BHWL")
 

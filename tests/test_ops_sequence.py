@@ -20,8 +20,8 @@ from torch import nn
 from torch.testing import assert_close
 
 from archcomp import SpecError, load_graph
-from archcomp.dims import Sym
 from archcomp.ir import Graph, Ref, TensorType
+from archcomp.ir.dims import Sym
 
 B, S, T = Sym.symbol("B"), Sym.symbol("S"), Sym.symbol("T")
 

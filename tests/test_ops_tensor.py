@@ -20,8 +20,8 @@ from torch.testing import assert_close
 
 from archcomp import SpecError, load_graph
 from archcomp.backends.torch.module import ArchModule
-from archcomp.dims import Dim, Sym, add, floordiv, mul, substitute
 from archcomp.ir import Graph, Ref, TensorType
+from archcomp.ir.dims import Dim, Sym, add, floordiv, mul, substitute
 from archcomp.ops import get_op
 from archcomp.ops.shape import parse_index
 

@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archcomp.check import load_graph
-from archcomp.errors import SpecError, UsageError
+from archcomp.base.errors import SpecError, UsageError
+from archcomp.frontend.build import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archcomp.errors import SpecError
-from archcomp.source import MAX_BYTES, decode, load_yaml, read_spec_file
+from archcomp.base.errors import SpecError
+from archcomp.frontend.source import MAX_BYTES, decode, load_yaml, read_spec_file
 
 
 def load(text: str):

@@ -11,8 +11,8 @@ import torch
 
 import archcomp
 from archcomp.cli import main
-from archcomp.dims import substitute
 from archcomp.ir import Graph
+from archcomp.ir.dims import substitute
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from archcomp.dims import Dim, Shape, add, fmt_shape, mul, prod
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Shape, add, fmt_shape, mul, prod
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import (
     LowerCtx,

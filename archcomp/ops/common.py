@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from archcomp.dims import Dim, Shape, Sym, add, floordiv, fmt_shape, mul, sub
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Shape, Sym, add, floordiv, fmt_shape, mul, sub
 from archcomp.ops.registry import ShapeError
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import Field
 
-from archcomp.dims import Shape, mul, prod
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Shape, mul, prod
 from archcomp.ops.common import need_float, need_int
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, Style, register
 

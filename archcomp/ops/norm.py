@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from archcomp.dims import Dim, Shape, prod
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Shape, prod
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 

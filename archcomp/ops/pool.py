@@ -7,8 +7,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from archcomp.dims import Dim
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim
 from archcomp.ops.common import as_torch_size, need_float, ntuple, window_out
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 

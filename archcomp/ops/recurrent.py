@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from archcomp.dims import Dim, Shape, fmt_shape, mul
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Shape, fmt_shape, mul
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import (
     LowerCtx,

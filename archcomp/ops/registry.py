@@ -10,8 +10,8 @@ from typing import Any, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict
 
-from archcomp.dims import Dim, Shape, fmt_shape
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Shape, fmt_shape
 
 
 class OpArgs(BaseModel):

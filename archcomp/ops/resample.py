@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
 
-from archcomp.dims import Dim, fmt_shape, mul
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, fmt_shape, mul
 from archcomp.ops.common import as_torch_size, need_float
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from archcomp.dims import Dim, Sym, add, floordiv, fmt_shape, mul, prod, sub
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Sym, add, floordiv, fmt_shape, mul, prod, sub
 from archcomp.ops.common import broadcast, common_dtype, div_exact, need_float, norm_axis
 from archcomp.ops.registry import (
     LowerCtx,

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archcomp.errors import Diagnostic, Reporter, did_you_mean
+from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.ir import Graph, Node
 
 

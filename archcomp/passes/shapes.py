@@ -5,9 +5,9 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from archcomp.dims import fmt_shape
-from archcomp.errors import Reporter
+from archcomp.base.errors import Reporter
 from archcomp.ir import Graph, Node, Ref, TensorType
+from archcomp.ir.dims import fmt_shape
 from archcomp.ops.registry import ShapeCtx, ShapeError
 
 INT64_MAX = 2**63 - 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from archcomp.errors import Reporter
+from archcomp.base.errors import Reporter
 from archcomp.ir import Graph
 
 MAX_CYCLES = 5

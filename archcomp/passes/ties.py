@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from archcomp.dims import fmt_shape
-from archcomp.errors import Reporter, did_you_mean
+from archcomp.base.errors import Reporter, did_you_mean
 from archcomp.ir import Graph
+from archcomp.ir.dims import fmt_shape
 
 
 def check_ties(g: Graph, rep: Reporter) -> None:

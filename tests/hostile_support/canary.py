@@ -130,7 +130,7 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
                 code = _probe(job["path"])
             else:
                 import archcomp
-                from archcomp.errors import SpecError, UsageError
+                from archcomp.base.errors import SpecError, UsageError
 
                 try:
                     archcomp.load(job["path"])

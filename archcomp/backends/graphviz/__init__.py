@@ -22,8 +22,8 @@ from archcomp.backends.graphviz.render import (
     read_stamp,
     run_dot,
 )
-from archcomp.errors import UsageError
-from archcomp.fileio import write_bytes_atomic
+from archcomp.base.errors import UsageError
+from archcomp.base.fileio import write_bytes_atomic
 from archcomp.ir import Graph
 
 __all__ = [
@@ -51,11 +51,11 @@ def graph_of(spec_or_model: Any, params: Mapping[str, Any] | None = None) -> Gra
             return value
     spec = getattr(spec_or_model, "spec", None)  # a model built by archcomp.build
     if not isinstance(spec_or_model, Mapping) and isinstance(spec, Mapping) and "archcomp" in spec:
-        from archcomp.check import load_graph
+        from archcomp.frontend.build import load_graph
 
         return load_graph(spec, params)
     if isinstance(spec_or_model, (str, Path, Mapping)):
-        from archcomp.check import load_graph
+        from archcomp.frontend.build import load_graph
 
         return load_graph(spec_or_model, params)
     raise UsageError(

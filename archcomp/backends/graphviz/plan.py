@@ -21,9 +21,9 @@ from typing import Literal
 
 from archcomp.backends.graphviz import style as st
 from archcomp.backends.graphviz.figures import FIGURES, Figure
-from archcomp.dims import fmt_shape
-from archcomp.errors import UsageError, did_you_mean
+from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
+from archcomp.ir.dims import fmt_shape
 
 Direction = Literal["auto", "BT", "LR"]
 DEFAULT_MAX_BOXES = 2500

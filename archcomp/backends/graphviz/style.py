@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from archcomp.dims import Dim, Shape
 from archcomp.ir import Node
+from archcomp.ir.dims import Dim, Shape
 from archcomp.ops.registry import PALETTE
 
 # Ops drawn as pass-through (not drawn at all) unless DrawOptions.dropout is set: the paper's

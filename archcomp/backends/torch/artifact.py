@@ -29,8 +29,8 @@ from torch import nn
 
 from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_dtype
 from archcomp.backends.torch.module import tied_names
-from archcomp.errors import UsageError
-from archcomp.fileio import write_atomic
+from archcomp.base.errors import UsageError
+from archcomp.base.fileio import write_atomic
 
 MAX_HEADER = 100 * 1024 * 1024
 SAFETENSORS_DTYPES = {

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archcomp.backends.torch.module import class_name
+from archcomp.frontend.schema import FORWARD_GLOBALS
 from archcomp.ir import Graph, Node, Ref, Scope
-from archcomp.schema import FORWARD_GLOBALS
 
 
 @dataclass

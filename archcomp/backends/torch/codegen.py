@@ -33,9 +33,9 @@ from archcomp.backends.torch.module import (
     get_path,
     set_param,
 )
-from archcomp.dims import Dim, Shape, to_json
-from archcomp.errors import SpecError
+from archcomp.base.errors import SpecError
 from archcomp.ir import Graph, Node, Ref, TensorType
+from archcomp.ir.dims import Dim, Shape, to_json
 from archcomp.passes.inits import InitCall
 
 Progress = Callable[[int, int], None]  # (bytes allocated so far, bytes in all)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from archcomp.errors import UsageError
+from archcomp.base.errors import UsageError
 
 if TYPE_CHECKING:
     import torch

@@ -16,8 +16,8 @@ from torch import nn
 
 from archcomp.backends.torch.codegen import fmt_shape_comment
 from archcomp.backends.torch.module import count_params, get_path
-from archcomp.dims import Dim, Sym, add, substitute, to_json
 from archcomp.ir import Graph, Node, TensorType
+from archcomp.ir.dims import Dim, Sym, add, substitute, to_json
 
 
 @dataclass

@@ -136,7 +136,7 @@ class _Evaluator:
             return self.names[node.id]
         if node.id in CONSTANTS:
             return CONSTANTS[node.id]
-        from archcomp.errors import did_you_mean
+        from archcomp.base.errors import did_you_mean
 
         raise ExprError(
             f"unknown name '{node.id}' (names in expressions are params)",

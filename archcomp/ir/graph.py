@@ -1,6 +1,7 @@
 """The intermediate representation: a flat graph of op nodes, with block scopes kept.
 
-Front end (:mod:`archcomp.expand`) writes it; passes fill ``Node.outputs``; backends read it.
+The front end (:mod:`archcomp.frontend.expand`) writes it; passes fill ``Node.outputs``;
+backends read it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from archcomp.dims import Shape, fmt_shape, to_json
-from archcomp.source import SourceDoc, YamlPath
+from archcomp.frontend.source import SourceDoc, YamlPath
+from archcomp.ir.dims import Shape, fmt_shape, to_json
 
 if TYPE_CHECKING:
     from archcomp.ops.registry import OpArgs, OpDef

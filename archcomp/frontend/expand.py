@@ -14,14 +14,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archcomp.errors import Reporter, did_you_mean
-from archcomp.expr import ExprError, substitute
+from archcomp.base.errors import Reporter, did_you_mean
+from archcomp.frontend.expr import ExprError, substitute
+from archcomp.frontend.loader import BlockDef, Program, pydantic_diagnostics
+from archcomp.frontend.params import ParamProblem, check_names, resolve
+from archcomp.frontend.schema import NodeSpec, reserved_id
+from archcomp.frontend.source import SourceDoc, YamlPath
 from archcomp.ir import Node, Origin, Ref, Scope
-from archcomp.loader import BlockDef, Program, pydantic_diagnostics
 from archcomp.ops.registry import OpDef, Port, all_ops
-from archcomp.params import ParamProblem, check_names, resolve
-from archcomp.schema import NodeSpec, reserved_id
-from archcomp.source import SourceDoc, YamlPath
 
 MAX_NODES = 200_000
 MAX_REPEAT = 100_000

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from archcomp.errors import Diagnostic, Location, SpecError
+from archcomp.base.errors import Diagnostic, Location, SpecError
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64

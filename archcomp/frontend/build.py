@@ -13,19 +13,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from archcomp.dims import Dim, Sym
-from archcomp.errors import Reporter, SpecError, UsageError
-from archcomp.expand import Body, Expanded, Expander, PendingRef, _outputs_of
-from archcomp.expr import ExprError, substitute
+from archcomp.base.errors import Reporter, SpecError, UsageError
+from archcomp.frontend.expand import Body, Expanded, Expander, PendingRef, _outputs_of
+from archcomp.frontend.expr import ExprError, substitute
+from archcomp.frontend.loader import Program, load_program
+from archcomp.frontend.params import ParamProblem, check_names, resolve, unknown_override
+from archcomp.frontend.schema import FORWARD_GLOBALS, RESERVED, InputDecl
+from archcomp.frontend.source import SourceDoc
 from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
-from archcomp.loader import Program, load_program
-from archcomp.params import ParamProblem, check_names, resolve, unknown_override
+from archcomp.ir.dims import Dim, Sym
 from archcomp.passes.inits import check_init_pass
 from archcomp.passes.shapes import INT64_MAX, infer_shapes, topological
 from archcomp.passes.structure import build_nx, check_structure
 from archcomp.passes.ties import check_ties
-from archcomp.schema import FORWARD_GLOBALS, RESERVED, InputDecl
-from archcomp.source import SourceDoc
 
 SpecSource = str | Path | Mapping[str, Any]
 
@@ -321,7 +321,7 @@ def normalized_spec(prog: Program, env: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``d_model=256`` -> ("d_model", 256); values are read as YAML 1.2 scalars or flow lists."""
-    from archcomp.source import load_yaml
+    from archcomp.frontend.source import load_yaml
 
     name, eq, value = text.partition("=")
     name = name.strip()

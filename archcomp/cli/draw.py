@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archcomp.cli import add_params_flag, command, depth_type, overrides
+from archcomp.cli.main import add_params_flag, command, depth_type, overrides
 
 EXIT_RENDER = 4
 
@@ -71,7 +71,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def cmd_draw(args: argparse.Namespace) -> int:
     from archcomp.backends.graphviz import draw, save
     from archcomp.backends.graphviz.render import FORMATS, RenderError
-    from archcomp.errors import UsageError
+    from archcomp.base.errors import UsageError
 
     if args.depth is not None and args.depth < 0:
         raise UsageError(f"--depth must be >= 0, found {args.depth}")

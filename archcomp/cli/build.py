@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from archcomp.cli import add_params_flag, command, depth_type, overrides
-from archcomp.errors import UsageError
+from archcomp.base.errors import UsageError
+from archcomp.cli.main import add_params_flag, command, depth_type, overrides
 
 
 def _configure_build(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.api import build_graph
     from archcomp.backends.torch.artifact import save_artifact
     from archcomp.backends.torch.summary import summarize
-    from archcomp.check import load_graph
+    from archcomp.frontend.build import load_graph
 
     params = overrides(args)
     g = load_graph(Path(args.spec), params)
@@ -73,7 +73,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(summarize(g, model).table(args.depth))
     if emit is not None:
         from archcomp.backends.torch.emit import emit_python
-        from archcomp.fileio import write_atomic
+        from archcomp.base.fileio import write_atomic
 
         source = emit_python(model)
         write_atomic(emit, lambda tmp: tmp.write_text(source))

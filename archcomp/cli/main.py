@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from archcomp.errors import SpecError, UsageError
+from archcomp.base.errors import SpecError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -57,7 +57,7 @@ def depth_type(all_value: int | None) -> Callable[[str], int | None]:
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from archcomp.check import parse_override
+    from archcomp.frontend.build import parse_override
 
     out: dict[str, Any] = {}
     for text in args.param:
@@ -73,8 +73,8 @@ def _configure_check(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from archcomp.check import load_source
-    from archcomp.dims import fmt_shape
+    from archcomp.frontend.build import load_source
+    from archcomp.ir.dims import fmt_shape
 
     params = overrides(args)
     status = 0
@@ -88,7 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                     print(f"{spec}: ok: library of {len(prog.blocks)} blocks ({names})")
                 results.append({"spec": spec, "ok": True, "blocks": list(prog.blocks)})
                 continue
-            from archcomp.check import build_graph
+            from archcomp.frontend.build import build_graph
 
             g = build_graph(prog, params)
         except SpecError as exc:
@@ -127,8 +127,8 @@ command("check", "validate specs: schema, graph and shapes")(cmd_check)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from archcomp.frontend.schema import json_schema
     from archcomp.ops import all_ops
-    from archcomp.schema import json_schema
 
     schema = json_schema({n: o.args for n, o in all_ops().items()})
     print(json.dumps(schema, indent=2, sort_keys=False))
@@ -223,7 +223,7 @@ command("ops", "list the ops and their arguments")(cmd_ops)
 
 def _load_backends() -> None:
     """The build, summary and draw sub-commands register themselves when imported."""
-    from archcomp import cli_build, cli_draw  # noqa: F401
+    from archcomp.cli import build, draw  # noqa: F401
 
 
 def parser() -> argparse.ArgumentParser:
@@ -292,10 +292,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run the importable module's main: sub-commands register on archcomp.cli, not __main__.
-    from archcomp.cli import main as _main
-
-    sys.exit(_main())

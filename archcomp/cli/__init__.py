@@ -1,0 +1,5 @@
+"""The ``archcomp`` command line."""
+
+from archcomp.cli.main import main
+
+__all__ = ["main"]

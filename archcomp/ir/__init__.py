@@ -1,0 +1,5 @@
+"""The IR: symbolic dims, tensor types and the graph of op nodes."""
+
+from archcomp.ir.graph import Graph, InputInfo, Node, Origin, Ref, Scope, TensorType
+
+__all__ = ["Graph", "InputInfo", "Node", "Origin", "Ref", "Scope", "TensorType"]
