@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Reporter, did_you_mean
 from archcomp.frontend.expr import ExprError, substitute
 from archcomp.frontend.loader import BlockDef, Program, pydantic_diagnostics
 from archcomp.frontend.params import ParamProblem, check_names, resolve
 from archcomp.frontend.schema import NodeSpec, reserved_id
-from archcomp.frontend.source import SourceDoc, YamlPath
 from archcomp.ir import Node, Origin, Ref, Scope
 from archcomp.ops.registry import OpDef, Port, all_ops
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Location, Reporter, SpecError, did_you_mean
 from archcomp.frontend.expr import type_name
 from archcomp.frontend.schema import BlockSpec, ImportSpec, Spec
-from archcomp.frontend.source import SourceDoc, YamlPath, decode, load_yaml, read_spec_file
+from archcomp.frontend.source import decode, load_yaml, read_spec_file
 
 MAX_IMPORT_DEPTH = 16
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, did_you_mean
 from archcomp.frontend.expr import ExprError, substitute, type_name
 from archcomp.frontend.schema import RESERVED, ParamDecl, ParamValue
-from archcomp.frontend.source import SourceDoc, YamlPath
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),

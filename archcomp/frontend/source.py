@@ -13,12 +13,12 @@ documents, files over :data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Location, SpecError
 
 MAX_BYTES = 8 * 1024 * 1024
@@ -26,7 +26,6 @@ MAX_DEPTH = 64
 MAX_EVENTS = 4_000_000
 MAX_INT_DIGITS = 100  # far past int64; Python refuses int() of 4,300+ digits with ValueError
 
-YamlPath = tuple[str | int, ...]
 
 _Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -41,54 +40,6 @@ _INFS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"}
 _NINFS = {"-.inf", "-.Inf", "-.INF"}
 _NANS = {".nan", ".NaN", ".NAN"}
 _CORE = "tag:yaml.org,2002:"
-
-
-@dataclass
-class SourceDoc:
-    """A loaded spec file: its text and the positions of every key and value."""
-
-    file: str
-    path: Path | None
-    lines: list[str]
-    value_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
-
-    def loc(self, path: YamlPath, key: bool = False) -> Location:
-        """Location of the value (or key) at path, falling back to the nearest parent."""
-        p = tuple(path)
-        while True:
-            marks = self.key_marks if key else self.value_marks
-            if p in marks:
-                line, col = marks[p]
-                return Location(self.file, line, col)
-            if key and p in self.value_marks:
-                line, col = self.value_marks[p]
-                return Location(self.file, line, col)
-            if not p:
-                return Location(self.file, 1, 1)
-            p = p[:-1]
-
-    def line_text(self, line: int) -> str | None:
-        return self.lines[line - 1] if 0 < line <= len(self.lines) else None
-
-    def diag(
-        self,
-        code: str,
-        message: str,
-        path: YamlPath = (),
-        *,
-        key: bool = False,
-        node: str | None = None,
-        op: str | None = None,
-        hint: str | None = None,
-        related: tuple[Location, ...] = (),
-    ) -> Diagnostic:
-        loc = self.loc(path, key)
-        return Diagnostic(code, message, loc, node, op, hint, self.line_text(loc.line), related)
-
-    def error_at(self, code: str, message: str, line: int, col: int, **kw: Any) -> Diagnostic:
-        loc = Location(self.file, line, col)
-        return Diagnostic(code, message, loc, source_line=self.line_text(line), **kw)
 
 
 def _fail(doc: SourceDoc, code: str, message: str, mark: Any, hint: str | None = None) -> SpecError:
