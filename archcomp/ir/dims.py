@@ -60,6 +60,8 @@ class Sym:
 Dim = Union[int, Sym]
 Shape = tuple[Dim, ...]
 
+INT64_MAX = 2**63 - 1  # the largest size or element count a torch tensor can have
+
 
 def _poly(d: Dim) -> dict[Monomial, int]:
     return {(): d} if isinstance(d, int) else d._as_dict()

@@ -13,29 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from archcomp.frontend.source import SourceDoc, YamlPath
-from archcomp.ir.dims import Shape, fmt_shape, to_json
+from archcomp.base.documents import SourceDoc, YamlPath
+from archcomp.ir.tensors import TensorType
 
 if TYPE_CHECKING:
-    from archcomp.ops.registry import OpArgs, OpDef
-
-
-@dataclass(frozen=True)
-class TensorType:
-    """Shape (ints and symbols) and dtype of a tensor."""
-
-    shape: Shape
-    dtype: str = "float32"
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    def __str__(self) -> str:
-        return f"{fmt_shape(self.shape)} {self.dtype}"
-
-    def to_json(self) -> list[int | str]:
-        return [to_json(d) for d in self.shape]
+    from archcomp.ir.opdef import OpArgs, OpDef
 
 
 @dataclass(frozen=True)
@@ -127,6 +109,8 @@ class Graph:
     scope_inputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
     # ... and the block's output name -> the tensor it names
     scope_outputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
+    # node name -> the position it was written at: ties in topological order follow the text
+    written_order: dict[str, int] = field(default_factory=dict)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
