@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archcomp.base.errors import UsageError
-from archcomp.frontend.build import SpecSource, load_graph
+from archcomp.frontend.build import SpecSource
+from archcomp.passes.pipeline import load_graph
 
 if TYPE_CHECKING:
     from torch import nn
@@ -16,8 +15,6 @@ if TYPE_CHECKING:
     from archcomp.backends.torch.module import ArchModule
     from archcomp.backends.torch.summary import Summary
     from archcomp.ir import Graph
-
-PROGRESS_THRESHOLD = 1 << 30  # show allocation progress above 1 GiB
 
 
 def build(
@@ -55,50 +52,10 @@ def build_graph(
     max_memory: int | str | None = None,
     progress: bool | None = None,
 ) -> ArchModule:
-    """Compile an already checked graph (see :func:`build`)."""
-    from archcomp.backends.torch.codegen import compile_graph
-    from archcomp.backends.torch.devices import (
-        check_fits,
-        estimate,
-        parse_bytes,
-        resolve_device,
-        resolve_dtype,
-    )
+    """Compile an already checked graph (see :func:`build`); torch is imported only here."""
+    from archcomp.backends.torch.build import build_graph as build_module
 
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise UsageError(f"seed must be a non-negative int, found {seed!r}")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype)
-    est = estimate(g, dt)
-    budget = parse_bytes(max_memory) if max_memory is not None else None
-    check_fits(est, dev, budget)
-    show = progress
-    if show is None:
-        show = sys.stderr.isatty() and est.total_bytes >= PROGRESS_THRESHOLD
-    reporter = _progress_printer() if show and dev.type != "meta" else None
-    model = compile_graph(g, dev, dt, seed, reporter, est)
-    if reporter is not None:
-        print(file=sys.stderr)
-    return model
-
-
-def _progress_printer() -> Callable[[int, int], None]:
-    from archcomp.backends.torch.devices import fmt_bytes
-
-    last = [-1]
-
-    def report(done: int, total: int) -> None:
-        pct = 100 * done // total if total else 100
-        if pct != last[0]:
-            last[0] = pct
-            print(
-                f"\rallocating {fmt_bytes(done)} / {fmt_bytes(total)} ({pct}%)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    return report
+    return build_module(g, device, dtype, seed, max_memory=max_memory, progress=progress)
 
 
 def save(model: nn.Module, path: str | Path) -> Path:

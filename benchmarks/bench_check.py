@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from archcomp.frontend.build import load_graph
+from archcomp.passes.pipeline import load_graph
 
 
 def generate(n: int) -> str:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from archcomp.backends.graphviz import DrawOptions, plan, to_graphviz  # noqa: E402
 from archcomp.backends.graphviz.render import run_dot  # noqa: E402
-from archcomp.frontend.build import load_graph  # noqa: E402
+from archcomp.passes.pipeline import load_graph  # noqa: E402
 
 
 def wide_spec(blocks: int = 112) -> dict[str, Any]:

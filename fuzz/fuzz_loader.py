@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from archcomp.base.errors import SpecError, UsageError  # noqa: E402
-from archcomp.frontend.build import build_graph  # noqa: E402
 from archcomp.frontend.loader import load_program  # noqa: E402
 from archcomp.frontend.source import decode  # noqa: E402
+from archcomp.passes.pipeline import check_program  # noqa: E402
 
 SPECS = ROOT / "specs"
 CRASHES = ROOT / "fuzz" / "crashes"
@@ -75,7 +75,7 @@ def target(data: bytes) -> str:
         text = decode(data, "<fuzz>")
         prog = load_program("<fuzz>", text=text, base_dir=SPECS)
         if prog.spec.nodes:
-            build_graph(prog, {})
+            check_program(prog, {})
     except (SpecError, UsageError):
         return "error"
     return "ok"

@@ -184,7 +184,7 @@ def test_emitted_source_defines_each_block_class_once() -> None:
 def test_library_specs_with_repeats_match_inline_compilation(monkeypatch, name: str) -> None:
     from test_specs import LIBRARY, example_inputs
 
-    from archcomp.frontend.build import load_graph
+    from archcomp.passes.pipeline import load_graph
 
     path, params = ROOT / "specs" / f"{name}.yaml", LIBRARY[name][1]
     model, inline = _pair(monkeypatch, path, params)

@@ -20,7 +20,7 @@ from archcomp.backends.graphviz import DrawOptions, draw, plan, read_stamp, save
 from archcomp.backends.graphviz import render as render_mod
 from archcomp.base.errors import UsageError
 from archcomp.cli import main
-from archcomp.frontend.build import load_graph
+from archcomp.passes.pipeline import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAW_SPECS = ROOT / "tests" / "specs" / "draw"

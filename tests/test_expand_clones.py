@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from repeat_specs import FF_BLOCKS
 
-from archcomp.frontend.build import load_graph
 from archcomp.frontend.expand import Expander
 from archcomp.ir import Graph
+from archcomp.passes.pipeline import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml"))

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archcomp.base.errors import SpecError, UsageError
-from archcomp.frontend.build import load_graph
+from archcomp.passes.pipeline import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [

@@ -1,58 +1,29 @@
-"""The validation pipeline: YAML -> pydantic -> expansion -> networkx checks -> shapes.
+"""The front end's last step: a loaded :class:`Program` and param overrides -> an unchecked
+:class:`Graph` (params resolved, inputs typed, blocks expanded, references bound).
 
-:func:`load_graph` is the one entry point; every backend starts from the :class:`Graph` it
-returns.
+The passes (:mod:`archcomp.passes`) check it; :func:`archcomp.passes.pipeline.load_graph` runs
+both. Also here: :func:`load_source` (a path, YAML string or mapping -> Program),
+:func:`parse_override` (``-p NAME=VALUE``) and :func:`normalized_spec`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import gc
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from archcomp.base.documents import SourceDoc
 from archcomp.base.errors import Reporter, SpecError, UsageError
 from archcomp.frontend.expand import Body, Expanded, Expander, PendingRef, _outputs_of
 from archcomp.frontend.expr import ExprError, substitute
 from archcomp.frontend.loader import Program, load_program
 from archcomp.frontend.params import ParamProblem, check_names, resolve, unknown_override
 from archcomp.frontend.schema import FORWARD_GLOBALS, RESERVED, InputDecl
-from archcomp.frontend.source import SourceDoc
 from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
-from archcomp.ir.dims import Dim, Sym
-from archcomp.passes.inits import check_init_pass
-from archcomp.passes.shapes import INT64_MAX, infer_shapes, topological
-from archcomp.passes.structure import build_nx, check_structure
-from archcomp.passes.ties import check_ties
+from archcomp.ir.dims import INT64_MAX, Dim, Sym
 
 SpecSource = str | Path | Mapping[str, Any]
-
-
-def load_graph(
-    source: SpecSource, params: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
-) -> Graph:
-    """Load, validate and shape-check a spec; raise :class:`SpecError` with every error.
-
-    ``source`` is a path, a YAML string (anything containing a newline or ``archcomp:``), or
-    an already-parsed mapping.
-    """
-    with _gc_paused():
-        prog = load_source(source, base_dir=base_dir)
-        return build_graph(prog, params or {})
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The pipeline allocates many long-lived objects; cyclic GC passes over them cost ~30%."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def load_source(source: SpecSource, *, base_dir: Path | None = None) -> Program:
@@ -67,9 +38,10 @@ def load_source(source: SpecSource, *, base_dir: Path | None = None) -> Program:
     return load_program(path)
 
 
-def build_graph(prog: Program, overrides: Mapping[str, Any]) -> Graph:
+def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Graph:
+    """Expand ``prog`` with ``overrides`` into a graph; errors go to ``rep`` (raised when the
+    graph cannot be made at all)."""
     spec, doc = prog.spec, prog.doc
-    rep = Reporter()
     if not spec.nodes:
         raise SpecError(
             [
@@ -138,13 +110,7 @@ def build_graph(prog: Program, overrides: Mapping[str, Any]) -> Graph:
     g.scope_outputs = _scope_refs(
         {k: ex.out.aliases[k] for k in ex.out.block_inputs if k in ex.out.aliases}, ex.out, inputs
     )
-    g.nx = build_nx(g)
-    if check_structure(g, rep):
-        g.nodes = {n: g.nodes[n] for n in topological(g, ex.out.order)}
-        infer_shapes(g, rep)
-        check_ties(g, rep)
-        check_init_pass(g, rep)
-    rep.raise_if_failed()
+    g.written_order = ex.out.order
     g.spec_factory = lambda: normalized_spec(prog, env)
     return g
 

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 from archcomp.base.errors import Reporter
 from archcomp.ir import Graph, Node, Ref, TensorType
-from archcomp.ir.dims import fmt_shape
+from archcomp.ir.dims import INT64_MAX, fmt_shape
 from archcomp.ops.registry import ShapeCtx, ShapeError
-
-INT64_MAX = 2**63 - 1
-
-
-def topological(g: Graph, order: dict[str, int]) -> list[str]:
-    """Kahn's algorithm; among ready nodes the one written first goes first (deterministic)."""
-    G = g.nx
-    indegree = {n: sum(1 for p in G.predecessors(n) if p in g.nodes) for n in g.nodes}
-    ready = [(order.get(n, 0), n) for n, d in indegree.items() if d == 0]
-    heapq.heapify(ready)
-    out: list[str] = []
-    while ready:
-        _, n = heapq.heappop(ready)
-        out.append(n)
-        for s in G.successors(n):
-            indegree[s] -= 1
-            if indegree[s] == 0:
-                heapq.heappush(ready, (order.get(s, 0), s))
-    return out
 
 
 def infer_shapes(g: Graph, rep: Reporter) -> None:

@@ -1,6 +1,9 @@
-"""Graph checks with networkx: cycles, unreachable nodes, unused nodes and inputs."""
+"""Graph checks with networkx: cycles, unreachable nodes, unused nodes and inputs; then the
+nodes in topological order."""
 
 from __future__ import annotations
+
+import heapq
 
 import networkx as nx
 
@@ -22,8 +25,9 @@ def build_nx(g: Graph) -> nx.DiGraph:
 
 
 def check_structure(g: Graph, rep: Reporter) -> bool:
-    """Report cycles, unreachable and unused nodes; False if shapes cannot be inferred."""
-    G = g.nx
+    """Report cycles, unreachable and unused nodes, then put ``g.nodes`` in topological order;
+    False (order unchanged) if shapes cannot be inferred."""
+    G = g.nx = build_nx(g)
     seen_origins: set[tuple[str, tuple[object, ...]]] = set()
     cycles = []
     if not nx.is_directed_acyclic_graph(G):
@@ -96,4 +100,22 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
                     "unused-input", f"input '{name}' is never used", info.origin.path, key=True
                 )
             )
+    g.nodes = {n: g.nodes[n] for n in topological(g)}
     return True
+
+
+def topological(g: Graph) -> list[str]:
+    """Kahn's algorithm; among ready nodes the one written first goes first (deterministic)."""
+    G, order = g.nx, g.written_order
+    indegree = {n: sum(1 for p in G.predecessors(n) if p in g.nodes) for n in g.nodes}
+    ready = [(order.get(n, 0), n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        out.append(n)
+        for s in G.successors(n):
+            indegree[s] -= 1
+            if indegree[s] == 0:
+                heapq.heappush(ready, (order.get(s, 0), s))
+    return out

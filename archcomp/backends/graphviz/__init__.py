@@ -51,11 +51,11 @@ def graph_of(spec_or_model: Any, params: Mapping[str, Any] | None = None) -> Gra
             return value
     spec = getattr(spec_or_model, "spec", None)  # a model built by archcomp.build
     if not isinstance(spec_or_model, Mapping) and isinstance(spec, Mapping) and "archcomp" in spec:
-        from archcomp.frontend.build import load_graph
+        from archcomp.passes.pipeline import load_graph
 
         return load_graph(spec, params)
     if isinstance(spec_or_model, (str, Path, Mapping)):
-        from archcomp.frontend.build import load_graph
+        from archcomp.passes.pipeline import load_graph
 
         return load_graph(spec_or_model, params)
     raise UsageError(

@@ -81,7 +81,7 @@ def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 
 def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Path:
     """Write weights + embedded spec to ``path`` atomically; return the path."""
-    import archcomp
+    from archcomp.base.version import __version__
 
     spec = getattr(model, "spec", None)
     if not isinstance(spec, dict) or not spec:
@@ -99,7 +99,7 @@ def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Pa
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     meta = {
         "format": "pt",
-        "archcomp.version": archcomp.__version__,
+        "archcomp.version": __version__,
         "archcomp.spec": text,
         "archcomp.spec_sha256": spec_hash(text),
         "archcomp.weights_sha256": _weights_hash(tensors.items()),
@@ -272,7 +272,8 @@ def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
     """Verify and rebuild; see :func:`archcomp.load`."""
     from safetensors import safe_open
 
-    from archcomp.api import build
+    from archcomp.backends.torch.build import build_graph
+    from archcomp.passes.pipeline import load_graph
 
     entries, meta = read_header(path)
     text = meta["archcomp.spec"]
@@ -300,10 +301,11 @@ def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
     want = resolve_dtype(dtype) if dtype is not None else stored
     dev = resolve_device(device)
     # The expected names, shapes and dtypes come from a build on meta (nothing allocated).
-    expected_model = build(spec, device="meta", dtype=stored)
+    g = load_graph(spec)
+    expected_model = build_graph(g, device="meta", dtype=stored)
     expected, aliases = _canonical_state(expected_model)
     _compare(path, entries, expected, aliases, ties)
-    model = build(spec, device=dev, dtype=want, seed=0)
+    model = build_graph(g, device=dev, dtype=want, seed=0)
     state = model.state_dict()
     loaded: list[tuple[str, torch.Tensor]] = []
     try:
