@@ -4,16 +4,16 @@ from typing import Any
 
 from archcomp.api import build, load, save, summary
 from archcomp.base.errors import Diagnostic, SpecError, UsageError
-from archcomp.frontend.build import load_graph
+from archcomp.base.version import __version__
 from archcomp.ir import Graph
-
-__version__ = "0.1.0"
+from archcomp.passes.pipeline import load_graph
 
 __all__ = [
     "Diagnostic",
     "Graph",
     "SpecError",
     "UsageError",
+    "__version__",
     "build",
     "check",
     "draw",
