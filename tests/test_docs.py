@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import archcomp
-from archcomp.cli.main import ops_markdown
+from archcomp.cli.ops import ops_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 

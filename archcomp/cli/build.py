@@ -1,13 +1,12 @@
-"""``archcomp build`` and ``archcomp summary``: compile a spec, print its table, write artifacts."""
+"""``archcomp build``: compile a spec, print its table, write the artifact (and --emit-python)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from archcomp.base.errors import UsageError
-from archcomp.cli.main import add_params_flag, command, depth_type, overrides
+from archcomp.cli.common import add_depth_flag, add_params_flag, command, overrides
 
 
 def _configure_build(p: argparse.ArgumentParser) -> None:
@@ -41,22 +40,11 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
     add_depth_flag(p)
 
 
-def add_depth_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--depth",
-        type=depth_type(None),
-        default=1,
-        metavar="N",
-        help="collapse blocks nested deeper than N in the table (0: top level only; "
-        "'all': every node; default 1)",
-    )
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.api import build_graph
     from archcomp.backends.torch.artifact import save_artifact
     from archcomp.backends.torch.summary import summarize
-    from archcomp.frontend.build import load_graph
+    from archcomp.passes.pipeline import load_graph
 
     params = overrides(args)
     g = load_graph(Path(args.spec), params)
@@ -88,27 +76,3 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 cmd_build.configure = _configure_build  # type: ignore[attr-defined]
 command("build", "compile a spec to PyTorch and write its weights as safetensors")(cmd_build)
-
-
-def _configure_summary(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help="spec file to summarize")
-    add_params_flag(p)
-    p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
-    add_depth_flag(p)
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    from archcomp.api import summary
-
-    s = summary(Path(args.spec), overrides(args))
-    if args.json:
-        print(json.dumps(s.to_json(), indent=2))
-    else:
-        print(s.table(args.depth))
-    return 0
-
-
-cmd_summary.configure = _configure_summary  # type: ignore[attr-defined]
-command("summary", "per-node table of shapes, params and MACs, without allocating weights")(
-    cmd_summary
-)

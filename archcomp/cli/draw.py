@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archcomp.cli.main import add_params_flag, command, depth_type, overrides
+from archcomp.cli.common import add_params_flag, command, depth_type, overrides
 
 EXIT_RENDER = 4
 

@@ -1,0 +1,72 @@
+"""What the subcommands share: their registration, the -p and --depth flags, -p parsing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str) -> Callable[[Handler], Handler]:
+    """Register a sub-command; ``configure`` is the handler's ``configure`` attribute."""
+
+    def wrap(fn: Handler) -> Handler:
+        COMMANDS[name] = (fn, getattr(fn, "configure", lambda p: None), help)
+        return fn
+
+    return wrap
+
+
+def add_params_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a param of the spec (repeatable), e.g. -p d_model=256",
+    )
+
+
+def depth_type(all_value: int | None) -> Callable[[str], int | None]:
+    """argparse type for --depth: a number >= 0, or 'all' (given as ``all_value``)."""
+
+    def parse(text: str) -> int | None:
+        if text == "all":
+            return all_value
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or 'all', found '{text}'"
+            ) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be >= 0")
+        return value
+
+    return parse
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``-p NAME=VALUE`` flags as a mapping of param overrides."""
+    from archcomp.frontend.build import parse_override
+
+    out: dict[str, Any] = {}
+    for text in args.param:
+        name, value = parse_override(text)
+        out[name] = value
+    return out
+
+
+def add_depth_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--depth",
+        type=depth_type(None),
+        default=1,
+        metavar="N",
+        help="collapse blocks nested deeper than N in the table (0: top level only; "
+        "'all': every node; default 1)",
+    )
