@@ -1,4 +1,10 @@
-"""The op library. Importing this package declares every op in the registry."""
+"""The op library: one file per op family, each op declared once in the registry.
+
+In: the IR's op interface (:mod:`archcomp.ir.opdef`). Out: :data:`REGISTRY`, read through
+:func:`get_op` and :func:`all_ops`. Importing this package declares every op; an op's
+argument model, ports, shape rule, parameter shapes, MACs, drawing style and torch lowering
+all sit in its one ``register(OpDef(...))`` call.
+"""
 
 from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     activation,
