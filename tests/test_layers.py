@@ -48,3 +48,15 @@ def test_planted_violations_are_reported() -> None:
     assert any("torch/a.py:3: imports archcomp/backends/graphviz/b.py" in p for p in found)
     assert any("graphviz/b.py -> archcomp/backends/graphviz/c.py" in p for p in found)
     assert any("base/errors.py:1: layer 'base' imports archcomp/api.py" in p for p in found)
+
+
+def test_architecture_picture_is_up_to_date() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from architecture import diagram
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    drawn = (ROOT / "docs" / "architecture.dot").read_text()
+    assert diagram().source == drawn, "run: .venv/bin/python scripts/architecture.py"
