@@ -1,4 +1,5 @@
-"""The spec library that ships inside the package: bare names, and `archcomp specs`, from a working directory that is not the repository."""
+"""The spec library that ships inside the package: bare names, `archcomp specs`, and
+`imports: [{library: NAME}]`, from a working directory that is not the repository."""
 
 from __future__ import annotations
 
@@ -144,3 +145,61 @@ def test_specs_lists_every_shipped_spec_with_description_and_params(
     assert "GPT-2 small, decoder-only causal Transformer with a tied LM head." in text
     assert "params: vocab=50257, context=1024, d_model=768, h=12, N=12, dropout=0.1" in text
     assert "blocks: mlp, gpt_block" in text
+
+
+def _my_gpt(imports: str) -> str:
+    return f"""\
+archcomp: 1
+name: mine
+imports: [{imports}]
+inputs: {{x: [B, T, 32]}}
+nodes:
+  - {{id: b, op: gpt_block, d_model: 32, h: 4, dropout: 0.0}}
+outputs: b
+"""
+
+
+def test_library_import_equals_a_path_import_of_the_same_file(elsewhere: Path) -> None:
+    """`{library: gpt}` gives the blocks that a path import of a copy of gpt.yaml gives."""
+    (elsewhere / "by_name.yaml").write_text(_my_gpt("{library: gpt, blocks: [gpt_block]}"))
+    (elsewhere / "gpt.yaml").write_text((SPECS_DIR / "blocks" / "gpt.yaml").read_text())
+    (elsewhere / "by_path.yaml").write_text(_my_gpt("{path: gpt.yaml, blocks: [gpt_block]}"))
+    by_name = archcomp.build("./by_name.yaml", seed=0)
+    by_path = archcomp.build("./by_path.yaml", seed=0)
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(by_name(x), by_path(x), rtol=0, atol=0)
+    assert by_name.code == by_path.code
+
+
+def test_a_library_imports_its_own_dependencies_inside_the_package(elsewhere: Path) -> None:
+    """bert imports add_norm from transformer.yaml by path: allowed inside the package."""
+    spec = """\
+archcomp: 1
+name: mine
+imports: [{library: bert, blocks: [bert_layer]}]
+inputs: {x: [B, T, 32], mask: {shape: [B, T], dtype: bool}}
+nodes:
+  - {id: b, op: bert_layer, in: {x: x, padding_mask: mask}, d_model: 32, h: 4, d_ff: 64,
+     dropout: 0.0}
+outputs: b
+"""
+    (elsewhere / "mine.yaml").write_text(spec)
+    g = archcomp.check("./mine.yaml")
+    assert g.nodes["b.norm1.norm"].op.name == "layer_norm"  # add_norm, from transformer.yaml
+
+
+def test_the_json_schema_knows_library_imports(capsys: pytest.CaptureFixture[str]) -> None:
+    import jsonschema
+
+    assert main(["schema"]) == 0
+    validator = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
+
+    def valid(imp: object) -> bool:
+        spec = {"archcomp": 1, "imports": [imp], "blocks": {}}
+        return not list(validator.iter_errors(spec))
+
+    assert valid({"library": "gpt", "blocks": ["gpt_block"]})
+    assert valid({"path": "blocks/gpt.yaml"}) and valid("blocks/gpt.yaml")
+    assert not valid({"library": "gpt", "path": "blocks/gpt.yaml"})
+    assert not valid({"blocks": ["gpt_block"]})
+    assert not valid({"library": "../blocks/gpt"})
