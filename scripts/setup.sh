@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for archcomp: the Graphviz system package, a virtual environment
-# in .venv with torch==2.13.0 (CPU), the project and its development tools. Idempotent: a second
-# run finds everything in place and installs nothing.
+# in .venv with the project (editable) and its development tools, every package at the version
+# requirements/lock.txt pins (torch 2.13.0, CPU). Idempotent: a second run finds everything in
+# place and installs nothing; a changed pyproject.toml, lock or this script installs again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,13 +23,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
+lock=requirements/lock.txt
 stamp=.venv/.archcomp-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing torch==2.13.0 (CPU), archcomp and its development tools"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  # Pinned: pip takes the CPU wheel where one is on disk (find-links); elsewhere set
+# The stamp holds a checksum of what decides the install, so an edit, a pull or a new lock (not
+# a file's date) makes the next run install again.
+want=$(cat pyproject.toml "$lock" scripts/setup.sh | cksum)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing archcomp and its development tools at the versions in $lock"
+  pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check -c "$lock" "$@"; }
+  pip_install pip
+  # pip takes torch's CPU wheel where one is on disk (find-links); elsewhere set
   # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to avoid the multi-GB CUDA build.
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-  touch "$stamp"
+  # The lock pins 2.13.0, which the CPU build 2.13.0+cpu satisfies.
+  pip_install --build-constraint "$lock" -e '.[dev]'
+  echo "$want" >"$stamp"
 fi

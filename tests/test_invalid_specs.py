@@ -95,6 +95,8 @@ REQUIRED_CODES = {
     "import-not-found",
     "import-cycle",
     "unknown-block",
+    "unknown-library",
+    "import-form",
 }
 
 

@@ -6,11 +6,18 @@ import argparse
 from pathlib import Path
 
 from archcomp.base.errors import UsageError
-from archcomp.cli.common import add_depth_flag, add_params_flag, command, overrides
+from archcomp.cli.common import (
+    SPEC_HELP,
+    add_depth_flag,
+    add_params_flag,
+    command,
+    overrides,
+    spec_path,
+)
 
 
 def _configure_build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help="spec file to compile")
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     p.add_argument(
         "-o",
         "--output",
@@ -47,7 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.passes.pipeline import load_graph
 
     params = overrides(args)
-    g = load_graph(Path(args.spec), params)
+    g = load_graph(spec_path(args.spec), params)
     meta = str(args.device).strip().lower() == "meta"
     out = Path(args.output) if args.output else Path("build") / f"{g.name}.safetensors"
     emit = Path(args.emit_python) if args.emit_python else None

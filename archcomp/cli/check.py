@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from archcomp.base.errors import SpecError
-from archcomp.cli.common import add_params_flag, command, overrides
+from archcomp.cli.common import SPEC_HELP, add_params_flag, command, overrides, spec_path
 
 
 def _configure_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files to check")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
     add_params_flag(p)
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
@@ -27,7 +26,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     for spec in args.specs:
         try:
-            prog = load_source(Path(spec))
+            prog = load_source(spec_path(spec))
             if not prog.spec.nodes:
                 names = ", ".join(prog.blocks) or "none"
                 if not args.json:

@@ -1,9 +1,10 @@
-"""What the subcommands share: their registration, the -p and --depth flags, -p parsing."""
+"""What the subcommands share: their registration, SPEC arguments, the -p and --depth flags."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
@@ -18,6 +19,17 @@ def command(name: str, help: str) -> Callable[[Handler], Handler]:
         return fn
 
     return wrap
+
+
+SPEC_HELP = "a spec file, or the name of a shipped spec (archcomp specs lists them)"
+
+
+def spec_path(text: str) -> Path:
+    """A SPEC argument: a bare name (no slash, no dot: ``gpt2``) is the shipped spec of that name,
+    anything else a file (``./gpt2.yaml``); an unknown name is a :class:`UsageError`."""
+    from archcomp.frontend.library import is_bare_name, shipped_spec
+
+    return shipped_spec(text) if is_bare_name(text) else Path(text)
 
 
 def add_params_flag(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from archcomp.cli.common import add_params_flag, command, depth_type, overrides
+from archcomp.cli.common import (
+    SPEC_HELP,
+    add_params_flag,
+    command,
+    depth_type,
+    overrides,
+    spec_path,
+)
 
 EXIT_RENDER = 4
 
@@ -19,7 +26,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     from archcomp.backends.graphviz.plan import DEFAULT_MAX_BOXES
     from archcomp.backends.graphviz.render import DEFAULT_TIMEOUT, FORMATS
 
-    p.add_argument("spec", metavar="SPEC", help="the spec file to draw")
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     p.add_argument(
         "-o", "--output", metavar="FILE", help="output file (default: diagrams/<name>.<format>)"
     )
@@ -88,7 +95,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot tell the format from '{args.output}': use --format")
     fmt = fmt or "svg"
     diagram = draw(
-        Path(args.spec),
+        spec_path(args.spec),
         overrides(args),
         expand=[name.strip() for arg in args.expand for name in arg.split(",") if name.strip()],
         depth=args.depth,

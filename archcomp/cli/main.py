@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from archcomp.base.errors import SpecError, UsageError
 
 # Each subcommand module registers itself in COMMANDS when imported.
-from archcomp.cli import build, check, draw, ops, schema, summary  # noqa: F401
+from archcomp.cli import build, check, draw, ops, schema, specs, summary  # noqa: F401
 from archcomp.cli.common import COMMANDS
 
 # --help lists the pipeline's commands first, then the reference ones; any other after them.
-HELP_ORDER = ("check", "summary", "build", "draw", "schema", "ops")
+HELP_ORDER = ("check", "summary", "build", "draw", "specs", "schema", "ops")
 
 
 def parser() -> argparse.ArgumentParser:

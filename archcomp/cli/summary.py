@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from archcomp.cli.common import add_depth_flag, add_params_flag, command, overrides
+from archcomp.cli.common import (
+    SPEC_HELP,
+    add_depth_flag,
+    add_params_flag,
+    command,
+    overrides,
+    spec_path,
+)
 
 
 def _configure_summary(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help="spec file to summarize")
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     add_params_flag(p)
     p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
     add_depth_flag(p)
@@ -19,7 +25,7 @@ def _configure_summary(p: argparse.ArgumentParser) -> None:
 def cmd_summary(args: argparse.Namespace) -> int:
     from archcomp.api import summary
 
-    s = summary(Path(args.spec), overrides(args))
+    s = summary(spec_path(args.spec), overrides(args))
     if args.json:
         print(json.dumps(s.to_json(), indent=2))
     else:

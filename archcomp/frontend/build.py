@@ -2,13 +2,15 @@
 :class:`Graph` (params resolved, inputs typed, blocks expanded, references bound).
 
 The passes (:mod:`archcomp.passes`) check it; :func:`archcomp.passes.pipeline.load_graph` runs
-both. Also here: :func:`load_source` (a path, YAML string or mapping -> Program),
+both. Also here: :func:`load_source` (a path, YAML string, mapping or the bare name of a
+shipped spec -> Program),
 :func:`parse_override` (``-p NAME=VALUE``) and :func:`normalized_spec`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from archcomp.base.documents import SourceDoc
 from archcomp.base.errors import Reporter, SpecError, UsageError
 from archcomp.frontend.expand import Body, Expanded, Expander, PendingRef, _outputs_of
 from archcomp.frontend.expr import ExprError, substitute
+from archcomp.frontend.library import is_bare_name, model_specs, shipped_spec
 from archcomp.frontend.loader import Program, load_program
 from archcomp.frontend.params import ParamProblem, check_names, resolve, unknown_override
 from archcomp.frontend.schema import FORWARD_GLOBALS, RESERVED, InputDecl
@@ -34,8 +37,23 @@ def load_source(source: SpecSource, *, base_dir: Path | None = None) -> Program:
         return load_program("<spec>", text=text, base_dir=base_dir)
     if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("archcomp:")):
         return load_program("<string>", text=source, base_dir=base_dir)
+    if isinstance(source, str) and is_bare_name(source):
+        return load_program(shipped_spec(source))  # "gpt2": the shipped spec, never ./gpt2
     path = Path(source)
-    return load_program(path)
+    try:
+        return load_program(path)
+    except SpecError as exc:
+        raise _hint_shipped(exc, path) from None
+
+
+def _hint_shipped(exc: SpecError, path: Path) -> SpecError:
+    """A missing ``gpt2.yaml`` in the working directory: point at the shipped ``gpt2``."""
+    first = exc.diagnostics[0]
+    name = path.stem
+    if first.code != "file-not-found" or len(path.parts) > 1 or name not in model_specs():
+        return exc
+    hint = f"'{name}' (no slash, no .yaml) names the spec that ships with archcomp"
+    return SpecError([dataclasses.replace(first, hint=hint), *exc.diagnostics[1:]])
 
 
 def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Graph:

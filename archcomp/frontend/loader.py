@@ -1,4 +1,8 @@
-"""Front end, part 1: spec text -> pydantic :class:`Spec`, with imports resolved."""
+"""Front end, part 1: spec text -> pydantic :class:`Spec`, with imports resolved.
+
+An import is a file by relative ``path`` (it must stay inside the importing spec's folder tree)
+or a shipped block ``library`` by name (:mod:`archcomp.frontend.library`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Location, Reporter, SpecError, did_you_mean
 from archcomp.frontend.expr import type_name
+from archcomp.frontend.library import SPECS_DIR, block_libraries
 from archcomp.frontend.schema import BlockSpec, ImportSpec, Spec
 from archcomp.frontend.source import decode, load_yaml, read_spec_file
 
@@ -319,8 +324,39 @@ def _collect_blocks(
     here = doc.path.parent if doc.path else root_dir
     for i, imp in enumerate(spec.imports):
         item = imp if isinstance(imp, ImportSpec) else ImportSpec(path=imp)
-        ipath: YamlPath = ("imports", i, "path") if isinstance(imp, ImportSpec) else ("imports", i)
-        target = _resolve_import(item.path, here, root_dir, doc, ipath, rep)
+        ipath: YamlPath
+        if item.path is not None and item.library is not None:
+            rep.add(
+                doc.diag(
+                    "import-form",
+                    "an import names a 'path' or a 'library', not both",
+                    ("imports", i),
+                    hint="write one import for each",
+                )
+            )
+            continue
+        if item.library is not None:
+            # A shipped library, and what it imports in turn, stays inside the package's specs.
+            ipath, what, sub_root = (
+                ("imports", i, "library"),
+                f"library '{item.library}'",
+                SPECS_DIR,
+            )
+            target = _resolve_library(item.library, doc, ipath, rep)
+        elif item.path is not None:
+            ipath = ("imports", i, "path") if isinstance(imp, ImportSpec) else ("imports", i)
+            what, sub_root = f"'{item.path}'", root_dir
+            target = _resolve_import(item.path, here, root_dir, doc, ipath, rep)
+        else:
+            rep.add(
+                doc.diag(
+                    "import-form",
+                    "an import needs a 'path' (a file relative to this spec) or a 'library' "
+                    "(a block library shipped with archcomp)",
+                    ("imports", i),
+                )
+            )
+            continue
         if target is None:
             continue
         if target in stack:
@@ -347,12 +383,12 @@ def _collect_blocks(
                     rep.add(
                         doc.diag(
                             "unknown-block",
-                            f"'{item.path}' has no block '{name}'",
+                            f"{what} has no block '{name}'",
                             ("imports", i, "blocks", j),
                             hint=did_you_mean(name, sub.blocks),
                         )
                     )
-        _collect_blocks(prog, sub, sub_doc, root_dir, [*stack, target], rep, item.blocks, sub_raw)
+        _collect_blocks(prog, sub, sub_doc, sub_root, [*stack, target], rep, item.blocks, sub_raw)
     wanted = _with_dependencies(spec, only) if only is not None else None
     for name, block in spec.blocks.items():
         if wanted is not None and name not in wanted:
@@ -440,6 +476,23 @@ def _resolve_import(
         rep.add(doc.diag("import-not-found", f"imported file '{text}' does not exist", ipath))
         return None
     return target
+
+
+def _resolve_library(name: str, doc: SourceDoc, ipath: YamlPath, rep: Reporter) -> Path | None:
+    """The file of shipped block library ``name`` (looked up by name, never joined as a path)."""
+    libraries = block_libraries()
+    if name in libraries:
+        return libraries[name]
+    close = did_you_mean(name, libraries)
+    rep.add(
+        doc.diag(
+            "unknown-library",
+            f"no block library named '{name}' ships with archcomp",
+            ipath,
+            hint=(f"{close} " if close else "") + f"shipped libraries: {', '.join(libraries)}",
+        )
+    )
+    return None
 
 
 def location_of(doc: SourceDoc, path: YamlPath) -> Location:

@@ -11,10 +11,12 @@ import keyword
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 FORMAT_VERSION = 1
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+ImportPath = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Expr = Annotated[str, StringConstraints(pattern=r"^\s*\$\{[\s\S]*\}\s*$")]
 RefText = Annotated[
     str,
@@ -204,9 +206,19 @@ class BlockSpec(_Strict):
 
 
 class ImportSpec(_Strict):
-    """``{path: blocks/attention.yaml, blocks: [multi_head]}``; a bare string imports all blocks."""
+    """``{path: blocks/attention.yaml, blocks: [multi_head]}`` (a file, relative to the spec) or
+    ``{library: gpt, blocks: [gpt_block]}`` (a block library shipped with archcomp); exactly
+    one of ``path`` and ``library``. A bare string is a path and imports all its blocks."""
 
-    path: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    model_config = ConfigDict(  # merged with _Strict's
+        json_schema_extra={"oneOf": [{"required": ["path"]}, {"required": ["library"]}]}
+    )
+
+    path: ImportPath | SkipJsonSchema[None] = None
+    library: Identifier | SkipJsonSchema[None] = Field(
+        default=None,
+        description="name of a block library shipped with archcomp (archcomp specs lists them)",
+    )
     blocks: list[Identifier] | None = None
 
 
@@ -220,9 +232,7 @@ class Spec(_Strict):
     dims: dict[Identifier, int] = Field(
         default={}, description="example sizes of symbolic dims, for summaries and MACs"
     )
-    imports: list[
-        Union[ImportSpec, Annotated[str, StringConstraints(min_length=1, max_length=500)]]
-    ] = []
+    imports: list[Union[ImportSpec, ImportPath]] = []
     inputs: dict[Identifier, InputValue] = {}
     blocks: dict[Identifier, BlockSpec] = {}
     nodes: list[NodeSpec] = []
