@@ -36,8 +36,9 @@ def build(
 
     Before allocating, the parameter and buffer bytes are estimated from the graph; a build
     that would not fit the device's free memory (or ``max_memory`` bytes, e.g. ``"8GB"``) is
-    refused with a :class:`UsageError`. ``progress`` prints allocation progress to stderr
-    (default: for builds over 1 GiB when stderr is a terminal).
+    refused with a :class:`UsageError`. ``progress`` shows allocation and initialisation
+    progress: ``None`` (default) on a terminal or in a notebook when the step takes over half
+    a second, ``True`` always, ``False`` never (see :mod:`archcomp.base.progress`).
     """
     g = load_graph(spec_or_path, params)
     return build_graph(g, device, dtype, seed, max_memory=max_memory, progress=progress)
@@ -58,11 +59,12 @@ def build_graph(
     return build_module(g, device, dtype, seed, max_memory=max_memory, progress=progress)
 
 
-def save(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s weights as safetensors with its spec embedded (atomically)."""
+def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) -> Path:
+    """Write ``model``'s weights as safetensors with its spec embedded (atomically).
+    ``progress`` shows hashing and writing as :func:`build` shows allocation."""
     from archcomp.backends.torch.artifact import save_artifact
 
-    return save_artifact(model, Path(path))
+    return save_artifact(model, Path(path), progress=progress)
 
 
 def load(path: str | Path, device: Any = None, dtype: Any = None) -> ArchModule:
