@@ -78,10 +78,25 @@ def load(path: str | Path, device: Any = None, dtype: Any = None) -> ArchModule:
     return load_artifact(Path(path), device=device, dtype=dtype)
 
 
-def summary(spec_or_path: SpecSource, params: Mapping[str, Any] | None = None) -> Summary:
-    """Per-node table (op, output shape, params, MACs) and totals, built on the meta device."""
-    from archcomp.backends.torch.summary import summarize
+def summary(
+    spec_or_path: SpecSource | Graph,
+    params: Mapping[str, Any] | None = None,
+    *,
+    dtype: Any = None,
+    optimizer: str = "adamw",
+    activation_checkpointing: bool = False,
+) -> Summary:
+    """Per-node and per-block table (op, output shape, parameters, memory, activations, MACs)
+    and totals, built on the meta device: nothing is allocated.
 
-    g = load_graph(spec_or_path, params)
-    model = build_graph(g, device="meta")
-    return summarize(g, model)
+    Memory is in ``dtype`` (default float32); the training step counts gradients, the state
+    of ``optimizer`` (``adamw``, ``sgd`` with momentum, or ``none``) and the activations of
+    one training forward at the spec's ``dims``; ``activation_checkpointing`` estimates them
+    with every repeated block checkpointed (see :mod:`archcomp.backends.torch.memory`).
+    In a notebook the summary shows as an HTML table; ``print`` shows the text table.
+    """
+    from archcomp.backends.torch.summary import summarize
+    from archcomp.ir import Graph
+
+    g = spec_or_path if isinstance(spec_or_path, Graph) else load_graph(spec_or_path, params)
+    return summarize(g, dtype=dtype, optimizer=optimizer, checkpointing=activation_checkpointing)

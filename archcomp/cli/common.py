@@ -1,10 +1,20 @@
-"""What the subcommands share: their registration, the -p and --depth flags, -p parsing."""
+"""What the subcommands share: their registration, the -p and --depth flags, -p parsing,
+reading SPEC (a file, or ``-`` for stdin)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archcomp.frontend.loader import Program
+    from archcomp.ir import Graph
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -70,3 +80,29 @@ def add_depth_flag(p: argparse.ArgumentParser) -> None:
         help="collapse blocks nested deeper than N in the table (0: top level only; "
         "'all': every node; default 1)",
     )
+
+
+def load_program_arg(spec: str) -> Program:
+    """SPEC as a loaded program: a file, or ``-``: the text on stdin (imports relative to the
+    working directory). A missing or unreadable file is a usage error."""
+    from archcomp.frontend.build import load_source
+    from archcomp.frontend.loader import load_program
+    from archcomp.frontend.source import MAX_BYTES, decode
+
+    if spec != STDIN:
+        return load_source(Path(spec))
+    data = sys.stdin.buffer.read(MAX_BYTES + 1)
+    return load_program(STDIN_NAME, text=decode(data, STDIN_NAME), base_dir=Path.cwd())
+
+
+def load_graph_arg(spec: str, params: dict[str, Any]) -> Graph:
+    """SPEC (a file or ``-``) checked by every pass, with ``-p`` overrides."""
+    from archcomp.passes.pipeline import check_program, load_graph
+
+    if spec != STDIN:
+        return load_graph(Path(spec), params)
+    return check_program(load_program_arg(spec), params)
+
+
+def spec_help(what: str) -> str:
+    return f"{what} ('-': read it from stdin)"

@@ -13,7 +13,7 @@ from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Location, Reporter, SpecError, did_you_mean
 from archcomp.frontend.expr import type_name
 from archcomp.frontend.schema import BlockSpec, ImportSpec, Spec
-from archcomp.frontend.source import decode, load_yaml, read_spec_file
+from archcomp.frontend.source import SpecFileError, decode, load_yaml, read_spec_file
 
 MAX_IMPORT_DEPTH = 16
 
@@ -339,6 +339,9 @@ def _collect_blocks(
             sub = parse_document(sub_raw, sub_doc)
         except SpecError as exc:
             rep.extend(exc.diagnostics)
+            continue
+        except SpecFileError as exc:  # e.g. no permission: located at the import
+            rep.add(doc.diag("import-unreadable", str(exc), ipath))
             continue
         prog.docs.append(sub_doc)
         if item.blocks:
