@@ -39,6 +39,13 @@ class Program:
     blocks: dict[str, BlockDef] = field(default_factory=dict)
     docs: list[SourceDoc] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        nodes = len(self.spec.nodes or [])
+        return (
+            f"Program({self.spec.name or self.doc.file!r}: {nodes} nodes written, "
+            f"{len(self.blocks)} blocks, from {self.doc.file!r})"
+        )
+
 
 _TYPE_WORDS = {
     "int_type": "an int",
