@@ -247,3 +247,11 @@ def test_summary_html_is_a_folded_table() -> None:
     assert page.count("<tr>") == 1 + 6 + len(totals(s))  # head, rows, totals
     assert "96x gpt_block" in page and "h_.1" not in page
     assert len(repr(s)) < 3000  # a notebook's or REPL's repr is the table, not a dump
+
+
+def test_readme_shows_the_current_gpt3_summary(capsys) -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"`archcomp summary specs/gpt3\.yaml`.*?\n```\n(.*?)```", readme, re.S)
+    assert shown is not None
+    assert main(["summary", str(SPECS / "gpt3.yaml")]) == 0
+    assert capsys.readouterr().out == shown.group(1)
