@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import archcomp
-from archcomp.backends.torch.summary_view import totals
+from archcomp.backends.torch.summary import totals
 from archcomp.base.units import fmt_bytes, fmt_count
 from archcomp.cli import main
 
@@ -255,3 +255,17 @@ def test_readme_shows_the_current_gpt3_summary(capsys) -> None:
     assert shown is not None
     assert main(["summary", str(SPECS / "gpt3.yaml")]) == 0
     assert capsys.readouterr().out == shown.group(1)
+
+
+def test_activations_unknown_when_the_forward_cannot_run_on_meta(monkeypatch) -> None:
+    import archcomp.backends.torch.summary as summary
+
+    def no_meta_kernel(*args: object, **kwargs: object) -> None:
+        raise NotImplementedError("aten::something has no meta kernel")
+
+    monkeypatch.setattr(summary, "trace_activations", no_meta_kernel)
+    s = archcomp.summary(SPECS / "mlp.yaml")
+    assert s.activation_bytes is None and s.training_bytes is None
+    assert s.param_bytes == 268  # the rest of the summary stands
+    assert re.search(r"^fc1 +linear +\(B, 5\) +55 +220 B +\? +50$", s.table(), re.M)
+    assert s.to_json()["memory"]["activation_bytes"] is None

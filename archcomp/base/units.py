@@ -6,7 +6,7 @@ Tables and messages show these; ``--json`` and the Python objects keep the exact
 from __future__ import annotations
 
 _SI = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "k"))
-_IEC = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_IEC = ("B", "KiB", "MiB", "GiB", "TiB")  # TiB at most: 3638.2 TiB, not 3.6 PiB
 
 
 def fmt_count(n: int) -> str:

@@ -65,7 +65,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     info(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
     if not QUIET[0]:
-        from archcomp.backends.torch.summary_view import renderable
+        from archcomp.backends.torch.summary import renderable
         from archcomp.cli.output import show
 
         table = summarize(

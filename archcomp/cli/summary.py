@@ -58,7 +58,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s.to_json(args.depth), indent=2))
     else:
-        from archcomp.backends.torch.summary_view import renderable
+        from archcomp.backends.torch.summary import renderable
 
         show(renderable(s, args.depth))
     return 0

@@ -28,6 +28,7 @@ from torch import fx, nn
 
 from archcomp.backends.torch.module import CompiledBlock
 from archcomp.ir import Graph
+from archcomp.ir.dims import Dim, Sym, substitute
 
 OPTIMIZERS = ("adamw", "sgd", "none")
 STEP_BYTES = 4  # AdamW's per-tensor step counter: a float32 scalar
@@ -67,10 +68,16 @@ class ActivationTrace:
         return self.total - inside + inputs + max(kept for _, kept in self.copies.values())
 
 
+def concrete(d: Dim, sizes: Mapping[str, int]) -> int:
+    """A dim at example sizes; symbols without a size count as 1."""
+    v = substitute(d, dict(sizes))
+    if isinstance(v, Sym):
+        v = substitute(v, {s: 1 for s in v.symbols})
+    return v if isinstance(v, int) else 0
+
+
 def example_inputs(g: Graph, sizes: Mapping[str, int], dtype: torch.dtype) -> list[torch.Tensor]:
     """Meta tensors for the graph's inputs at ``sizes``; float inputs in the build dtype."""
-    from archcomp.backends.torch.summary import concrete
-
     out = []
     for info in g.inputs.values():
         shape = [concrete(d, sizes) for d in info.type.shape]
@@ -146,9 +153,7 @@ class _Tracer(fx.Interpreter):
         block = self.fetch_attr(str(n.target))
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         copy = self.current[0]
-        template = getattr(type(block), "template_scope", None)
-        if template is None:  # pragma: no cover - every generated class names its template
-            return super().run_node(n)
+        template = type(block).template_scope
         ins = sum(
             a.untyped_storage().nbytes() for a in args if isinstance(a, torch.Tensor)
         )  # what a checkpoint of this copy keeps

@@ -9,26 +9,39 @@ sizes (a symbol without one counts as 1).
 
 :meth:`Summary.rows_at` folds the node rows into a tree: an open block is a row with its
 subtotal followed by its contents, a block nested deeper than ``depth`` is one row, and a
-repeated block whose copies are all folded is one ``96x`` row. The text, HTML and JSON views
-(:mod:`archcomp.backends.torch.summary_view`) all show those rows.
+repeated block whose copies are all folded is one ``96x`` row. The text (rich), HTML
+(notebooks) and JSON views all show those rows, in human units (k/M/G/T, KiB/MiB/GiB)
+except JSON, which keeps the exact integers.
 """
 
 from __future__ import annotations
 
+import html
+import io
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from archcomp.backends.torch.codegen import fmt_shape_comment
 from archcomp.backends.torch.devices import dtype_name, resolve_dtype
-from archcomp.backends.torch.memory import OPTIMIZERS, optimizer_bytes, trace_activations
+from archcomp.backends.torch.memory import (
+    OPTIMIZERS,
+    concrete,
+    optimizer_bytes,
+    trace_activations,
+)
 from archcomp.backends.torch.module import get_path
 from archcomp.base.errors import UsageError
+from archcomp.base.units import fmt_bytes, fmt_count
 from archcomp.ir import Graph, Node, TensorType
-from archcomp.ir.dims import Dim, Sym, add, substitute, to_json
+from archcomp.ir.dims import Dim, Sym, add, to_json
 
 JSON_FORMAT_VERSION = 1
 
@@ -151,18 +164,12 @@ class Summary:
 
     def table(self, depth: int | None = 1, width: int | None = None) -> str:
         """The summary as plain text, as ``archcomp summary`` prints it."""
-        from archcomp.backends.torch.summary_view import text
-
         return text(self, depth, width)
 
     def to_json(self, depth: int | None = None) -> dict[str, Any]:
-        from archcomp.backends.torch.summary_view import as_json
-
         return as_json(self, depth)
 
     def _repr_html_(self) -> str:
-        from archcomp.backends.torch.summary_view import html_table
-
         return html_table(self, 1)
 
     def __repr__(self) -> str:
@@ -237,14 +244,6 @@ def _emit(items: list[_Group | Row], level: int, depth: int | None, out: list[Ro
             _emit(it.items, level + 1, depth, out)
 
 
-def concrete(d: Dim, sizes: Mapping[str, int]) -> int:
-    """A dim at example sizes; symbols without a size count as 1."""
-    v = substitute(d, dict(sizes))
-    if isinstance(v, Sym):
-        v = substitute(v, {s: 1 for s in v.symbols})
-    return v if isinstance(v, int) else 0
-
-
 def _symbols(g: Graph) -> set[str]:
     out: set[str] = set()
     for info in g.inputs.values():
@@ -300,7 +299,8 @@ def summarize(
         trace = trace_activations(model, g, sizes, dt)
         per_node: dict[str, int] | None = trace.per_node
         activations: int | None = trace.checkpointed() if checkpointing else trace.total
-    except Exception:  # an op without meta support: show the rest, activations unknown
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        # an op whose lowering cannot run on meta tensors: the rest stands, activations "?"
         per_node, activations = None, None
     owner: dict[int, str] = {}
     rows: list[Row] = []
@@ -377,4 +377,180 @@ def summarize(
         outputs={n: t.to_json() if t else None for n, t in g.output_types.items()},
         hyperparams=dict(g.params),
         node_levels=levels,
+    )
+
+
+# The views: a rich table (terminals, plain text), an HTML table (notebooks), JSON.
+
+COLUMNS = ("node", "op", "output shape", "params", "memory", "activations", "MACs")
+OPTIMIZER_NOTES = {
+    "adamw": "adamw: two moments per parameter and a step per tensor",
+    "sgd": "sgd with momentum: one buffer per parameter",
+    "none": "no optimizer state",
+}
+
+
+def _dash(n: int, fmt: Any = fmt_count) -> str:
+    return "-" if n == 0 else str(fmt(n))
+
+
+def _op_cell(r: Row) -> str:
+    op = f"{r.op} (block)" if r.kind == "block" else r.op
+    if r.kind == "node" and r.tied:
+        return f"{op} (tied: {', '.join(t.split(' = ')[-1] for t in r.tied)})"
+    return f"{op} (has tied weights)" if r.tied else op
+
+
+def _cells(r: Row) -> tuple[str, ...]:
+    acts = "?" if r.activation_bytes is None else _dash(r.activation_bytes, fmt_bytes)
+    params = "tied" if r.parameters == 0 and r.tied and r.kind == "node" else _dash(r.parameters)
+    return (
+        "  " * r.depth + r.name,
+        _op_cell(r),
+        r.shape,
+        params,
+        _dash(r.memory_bytes, fmt_bytes),
+        acts,
+        _dash(r.macs),
+    )
+
+
+def _at(s: Summary) -> str:
+    return ", ".join(f"{k}={v}" for k, v in s.dims.items())
+
+
+def totals(s: Summary) -> list[tuple[str, str, str]]:
+    """The lines under the table: (label, value, note)."""
+    at = f" at {_at(s)}" if s.dims else ""
+    tie_note = "; ".join(f"{a} = {b}" for a, b in s.ties.items())
+    lines = [
+        ("parameters", fmt_count(s.parameters), "" if s.parameters < 1000 else f"{s.parameters:,}"),
+        ("  trainable", fmt_count(s.trainable_parameters), ""),
+        ("  non-trainable", fmt_count(s.non_trainable_parameters), ""),
+        (
+            "  tied",
+            fmt_count(s.tied_parameters),
+            f"counted once: {tie_note}" if tie_note else "",
+        ),
+        (f"memory ({s.dtype})", fmt_bytes(s.param_bytes + s.buffer_bytes), ""),
+        ("  parameters", fmt_bytes(s.param_bytes), ""),
+        ("  buffers", fmt_bytes(s.buffer_bytes), f"{s.buffers:,} elements" if s.buffers else ""),
+    ]
+    training = s.training_bytes
+    acts = "?" if s.activation_bytes is None else fmt_bytes(s.activation_bytes)
+    how = "kept for backward in one training forward" + at
+    if s.checkpointing:
+        how += ", repeated blocks checkpointed"
+    lines += [
+        ("training step", "?" if training is None else fmt_bytes(training), "all of the below"),
+        ("  gradients", fmt_bytes(s.grad_bytes), ""),
+        ("  optimizer state", fmt_bytes(s.optimizer_bytes), OPTIMIZER_NOTES[s.optimizer]),
+        ("  activations", acts, how),
+        ("MACs", fmt_count(s.macs), f"per forward{at}"),
+    ]
+    return lines
+
+
+def renderable(s: Summary, depth: int | None = 1) -> RenderableType:
+    rows = s.rows_at(depth)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+    for i, name in enumerate(COLUMNS):
+        table.add_column(name, justify="right" if i >= 3 else "left", no_wrap=i != 1)
+    for r in rows:
+        style = "bold" if r.kind != "node" and not r.folded else None
+        table.add_row(*_cells(r), style=style)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column(justify="right")
+    grid.add_column(style="dim")
+    for label, value, note in totals(s):
+        grid.add_row(Text(label, style="bold" if not label.startswith(" ") else ""), value, note)
+    parts: list[RenderableType] = [table, Text(""), grid]
+    if any(r.folded for r in rows):
+        note = f"blocks deeper than depth {depth} are folded; --depth all lists every node"
+        parts.append(Text(note, style="dim"))
+    return Group(*parts)
+
+
+def text(s: Summary, depth: int | None = 1, width: int | None = None) -> str:
+    """Plain text (no colour) at ``width`` columns, or as wide as the table needs."""
+    buf = io.StringIO()
+    console = Console(
+        file=buf,
+        width=width or 10_000,
+        color_system=None,
+        force_terminal=False,
+        force_jupyter=False,
+        highlight=False,
+        emoji=False,
+    )
+    console.print(renderable(s, depth))
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip("\n")
+
+
+def as_json(s: Summary, depth: int | None = None) -> dict[str, Any]:
+    """The ``--json`` object (see docs/compiler.md, "Summary JSON")."""
+    return {
+        "format_version": JSON_FORMAT_VERSION,
+        "name": s.name,
+        "params": s.hyperparams,
+        "dtype": s.dtype,
+        "parameters": s.parameters,
+        "trainable_parameters": s.trainable_parameters,
+        "non_trainable_parameters": s.non_trainable_parameters,
+        "tied_parameters": s.tied_parameters,
+        "ties": s.ties,
+        "trainable_params": s.trainable_parameters,  # deprecated (until 0.3)
+        "buffers": s.buffers,
+        "memory": {
+            "param_bytes": s.param_bytes,
+            "buffer_bytes": s.buffer_bytes,
+            "grad_bytes": s.grad_bytes,
+            "optimizer": s.optimizer,
+            "optimizer_bytes": s.optimizer_bytes,
+            "activation_bytes": s.activation_bytes,
+            "activation_checkpointing": s.checkpointing,
+            "training_bytes": s.training_bytes,
+        },
+        "macs": s.macs,
+        "macs_symbolic": s.macs_symbolic,
+        "macs_convention": "one multiply-add = one MAC, per forward",
+        "dims": s.dims,
+        "inputs": s.inputs,
+        "outputs": s.outputs,
+        "depth": "all" if depth is None else depth,
+        "nodes": [r.to_json() for r in s.rows_at(depth)],
+    }
+
+
+def html_table(s: Summary, depth: int | None = 1) -> str:
+    """An HTML table for notebooks (``Summary._repr_html_``), folded as the CLI folds."""
+    e = html.escape
+    head = "".join(
+        f'<th style="text-align:{"right" if i >= 3 else "left"}">{e(c)}</th>'
+        for i, c in enumerate(COLUMNS)
+    )
+    body = []
+    for r in s.rows_at(depth):
+        cells = _cells(r)
+        weight = "font-weight:bold;" if r.kind != "node" and not r.folded else ""
+        tds = [
+            f'<td style="text-align:left;padding-left:{0.3 + 1.2 * r.depth:.1f}em;{weight}">'
+            f"{e(r.name)}</td>"
+        ]
+        tds += [
+            f'<td style="text-align:{"right" if i >= 3 else "left"};{weight}">{e(c)}</td>'
+            for i, c in enumerate(cells[1:], start=1)
+        ]
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    foot = "".join(
+        f'<tr><td style="text-align:left">{e(label.strip())}</td>'
+        f'<td style="text-align:right">{e(value)}</td>'
+        f'<td style="text-align:left" colspan="5">{e(note)}</td></tr>'
+        for label, value, note in totals(s)
+    )
+    return (
+        f'<table class="archcomp-summary"><caption>{e(s.name)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+        f"<tfoot>{foot}</tfoot></table>"
     )
