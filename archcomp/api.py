@@ -36,8 +36,9 @@ def build(
 
     Before allocating, the parameter and buffer bytes are estimated from the graph; a build
     that would not fit the device's free memory (or ``max_memory`` bytes, e.g. ``"8GB"``) is
-    refused with a :class:`UsageError`. ``progress`` prints allocation progress to stderr
-    (default: for builds over 1 GiB when stderr is a terminal).
+    refused with a :class:`UsageError`. ``progress`` shows allocation and initialisation
+    progress: ``None`` (default) on a terminal or in a notebook when the step takes over half
+    a second, ``True`` always, ``False`` never (see :mod:`archcomp.base.progress`).
     """
     g = load_graph(spec_or_path, params)
     return build_graph(g, device, dtype, seed, max_memory=max_memory, progress=progress)
@@ -58,11 +59,12 @@ def build_graph(
     return build_module(g, device, dtype, seed, max_memory=max_memory, progress=progress)
 
 
-def save(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s weights as safetensors with its spec embedded (atomically)."""
+def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) -> Path:
+    """Write ``model``'s weights as safetensors with its spec embedded (atomically).
+    ``progress`` shows hashing and writing as :func:`build` shows allocation."""
     from archcomp.backends.torch.artifact import save_artifact
 
-    return save_artifact(model, Path(path))
+    return save_artifact(model, Path(path), progress=progress)
 
 
 def load(path: str | Path, device: Any = None, dtype: Any = None) -> ArchModule:
@@ -76,10 +78,25 @@ def load(path: str | Path, device: Any = None, dtype: Any = None) -> ArchModule:
     return load_artifact(Path(path), device=device, dtype=dtype)
 
 
-def summary(spec_or_path: SpecSource, params: Mapping[str, Any] | None = None) -> Summary:
-    """Per-node table (op, output shape, params, MACs) and totals, built on the meta device."""
-    from archcomp.backends.torch.summary import summarize
+def summary(
+    spec_or_path: SpecSource | Graph,
+    params: Mapping[str, Any] | None = None,
+    *,
+    dtype: Any = None,
+    optimizer: str = "adamw",
+    activation_checkpointing: bool = False,
+) -> Summary:
+    """Per-node and per-block table (op, output shape, parameters, memory, activations, MACs)
+    and totals, built on the meta device: nothing is allocated.
 
-    g = load_graph(spec_or_path, params)
-    model = build_graph(g, device="meta")
-    return summarize(g, model)
+    Memory is in ``dtype`` (default float32); the training step counts gradients, the state
+    of ``optimizer`` (``adamw``, ``sgd`` with momentum, or ``none``) and the activations of
+    one training forward at the spec's ``dims``; ``activation_checkpointing`` estimates them
+    with every repeated block checkpointed (see :mod:`archcomp.backends.torch.memory`).
+    In a notebook the summary shows as an HTML table; ``print`` shows the text table.
+    """
+    from archcomp.backends.torch.summary import summarize
+    from archcomp.ir import Graph
+
+    g = spec_or_path if isinstance(spec_or_path, Graph) else load_graph(spec_or_path, params)
+    return summarize(g, dtype=dtype, optimizer=optimizer, checkpointing=activation_checkpointing)

@@ -129,7 +129,7 @@ def test_failed_write_leaves_previous_file_and_no_partial(monkeypatch, tmp_path:
     path = archcomp.save(model, tmp_path / "m.safetensors")
     before = path.read_bytes()
 
-    def broken(filename: Path, tensors: object, metadata: object = None) -> None:
+    def broken(filename: Path, tensors: object, metadata: object = None, *_: object) -> None:
         Path(filename).write_bytes(b"partial")
         raise OSError("disk full")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ def test_build_writes_artifact_and_prints_table(tmp_path: Path, capsys) -> None:
     out = tmp_path / "mlp.safetensors"
     assert main(["build", MLP, "-o", str(out), "--seed", "3"]) == 0
     text = capsys.readouterr().out
-    assert "fc1   linear  (B, 5)" in text
-    assert "total: 67 params (67 trainable)" in text
+    assert re.search(r"^fc1 +linear +\(B, 5\) +55 +220 B", text, re.M)
+    assert re.search(r"^parameters +67$", text, re.M)
     assert f"wrote {out}" in text
     model = archcomp.load(out)
     assert torch.equal(model.fc1.weight, archcomp.build(MLP, seed=3).fc1.weight)
@@ -48,7 +49,7 @@ def test_meta_build_prints_summary_only_and_emits_python(tmp_path: Path, capsys)
     code = main(["build", TRANSFORMER, *SMALL, "--device", "meta", "--emit-python", str(emitted)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "no artifact written" in text and "encoder.layers [block]" in text  # default depth 1
+    assert "no artifact written" in text and "encoder.layers   1x encoder_layer" in text
     assert not (tmp_path / "build").exists()
     source = emitted.read_text()
     imports = [ln for ln in source.splitlines() if ln.startswith(("import ", "from "))]
@@ -69,7 +70,7 @@ def test_meta_build_prints_summary_only_and_emits_python(tmp_path: Path, capsys)
 def test_summary_depth_default_and_all(capsys) -> None:
     assert main(["summary", TRANSFORMER, *SMALL]) == 0
     collapsed = capsys.readouterr().out
-    assert "encoder.layers [block]" in collapsed and "self_attn" not in collapsed
+    assert "encoder.layers   1x encoder_layer" in collapsed and "self_attn" not in collapsed
     assert main(["summary", TRANSFORMER, *SMALL, "--depth", "all"]) == 0
     assert "encoder.layers.0.self_attn" in capsys.readouterr().out
     assert main(["summary", TRANSFORMER, "--depth", "-1"]) == 2
@@ -78,16 +79,24 @@ def test_summary_depth_default_and_all(capsys) -> None:
 def test_summary_json(capsys) -> None:
     assert main(["summary", MLP, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["name"] == "mlp"
-    assert data["params"] == 67 and data["trainable_params"] == 67
+    assert data["format_version"] == 1 and data["name"] == "mlp"
+    assert data["parameters"] == 67 and data["trainable_parameters"] == 67
+    assert data["trainable_params"] == 67  # deprecated name, kept until 0.3
+    assert data["params"] == {}  # the spec's params (mlp has none)
     assert data["macs"] == 60 and data["macs_symbolic"] == "60*B" and data["dims"] == {"B": 1}
     assert data["outputs"] == {"y": ["B", 2]}
     assert [n["name"] for n in data["nodes"]] == ["fc1", "act", "fc2"]
     assert data["nodes"][0] == {
         "name": "fc1",
+        "kind": "node",
         "op": "linear",
+        "depth": 0,
         "shape": ["B", 5],
+        "parameters": 55,
         "params": 55,
+        "param_bytes": 220,
+        "buffer_bytes": 0,
+        "activation_bytes": 40,  # fc1 keeps its input x: (B=1, 10) float32
         "macs": 50,
         "macs_symbolic": "50*B",
     }
@@ -96,12 +105,18 @@ def test_summary_json(capsys) -> None:
 def test_summary_counts_tied_weights_once_and_collapses_blocks(capsys) -> None:
     assert main(["summary", TRANSFORMER, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["params"] == 63_082_496  # one 37000 x 512 embedding, used three times
+    assert data["parameters"] == 63_082_496  # one 37000 x 512 embedding, used three times
+    assert data["tied_parameters"] == 2 * 37000 * 512
+    assert data["ties"] == {
+        "tgt_embed.weight": "src_embed.weight",
+        "generator.weight": "src_embed.weight",
+    }
     assert data["outputs"] == {"logits": ["B", "T", 37000]}
     assert data["dims"] == {"B": 8, "S": 64, "T": 64}
     assert main(["summary", TRANSFORMER, "--depth", "0"]) == 0
     table = capsys.readouterr().out
-    assert "encoder [block]" in table and "encoder.layers.0" not in table
+    assert re.search(r"^encoder +encoder \(block\)", table, re.M)
+    assert "encoder.layers" not in table
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path: Path, capsys) -> None:
@@ -130,4 +145,4 @@ def test_spec_errors_exit_1(spec_file, capsys) -> None:
 def test_shipped_specs_summarize(spec: str, capsys) -> None:
     assert main(["summary", str(ROOT / "specs" / f"{spec}.yaml"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["params"] > 0 and data["macs"] > 0
+    assert data["parameters"] > 0 and data["macs"] > 0 and data["memory"]["activation_bytes"] > 0

@@ -81,7 +81,8 @@ def test_submodules_follow_spec_names_repeats_are_indexed() -> None:
     assert {"src_embed.weight", "tgt_embed.weight", "generator.weight"} <= set(keys)
     counted = sum(p.numel() for p in model.parameters())
     assert (
-        counted == archcomp.summary(ROOT / "specs" / "transformer.yaml", SMALL_TRANSFORMER).params
+        counted
+        == archcomp.summary(ROOT / "specs" / "transformer.yaml", SMALL_TRANSFORMER).parameters
     )
 
 

@@ -116,7 +116,7 @@ def test_a_fifo_or_device_as_spec_is_refused_without_reading(
 ) -> None:
     fifo = tmp_path / "spec.yaml"
     os.mkfifo(fifo)  # reading it would block forever
-    assert main(["check", str(fifo)]) == 1
-    assert main(["check", "/dev/zero"]) == 1
+    assert main(["check", str(fifo)]) == 2  # the file itself is wrong: a usage error
+    assert main(["check", "/dev/zero"]) == 2
     err = capsys.readouterr().err
     assert "is not a regular file" in err

@@ -65,14 +65,14 @@ def test_check_passes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("name", sorted(LIBRARY))
 def test_parameter_count(name: str) -> None:
-    assert archcomp.summary(SPECS / f"{name}.yaml").params == LIBRARY[name][0]
+    assert archcomp.summary(SPECS / f"{name}.yaml").parameters == LIBRARY[name][0]
 
 
 def test_transformer_big_is_within_5_percent_of_table_3() -> None:
     big = {"d_model": 1024, "d_ff": 4096, "h": 16}
-    count = archcomp.summary(SPECS / "transformer.yaml", big).params
+    count = archcomp.summary(SPECS / "transformer.yaml", big).parameters
     assert abs(count - 213e6) / 213e6 < 0.05
-    base = archcomp.summary(SPECS / "transformer.yaml").params
+    base = archcomp.summary(SPECS / "transformer.yaml").parameters
     assert abs(base - 65e6) / 65e6 < 0.05
 
 

@@ -25,6 +25,9 @@ class SourceDoc:
     value_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # the text and marks would be thousands of characters
+        return f"SourceDoc({self.file!r}, {len(self.lines)} lines)"
+
     def loc(self, path: YamlPath, key: bool = False) -> Location:
         """Location of the value (or key) at path, falling back to the nearest parent."""
         p = tuple(path)

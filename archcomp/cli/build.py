@@ -6,18 +6,12 @@ import argparse
 from pathlib import Path
 
 from archcomp.base.errors import UsageError
-from archcomp.cli.common import (
-    SPEC_HELP,
-    add_depth_flag,
-    add_params_flag,
-    command,
-    overrides,
-    spec_path,
-)
+from archcomp.cli.common import add_depth_flag, add_params_flag, command, overrides, spec_help, spec_path
+from archcomp.cli.output import QUIET, info
 
 
 def _configure_build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("spec", metavar="SPEC", help=spec_help("the spec to compile"))
     p.add_argument(
         "-o",
         "--output",
@@ -45,6 +39,9 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
         help="refuse builds whose parameters and buffers exceed SIZE (e.g. 8GB, 512MiB)",
     )
     add_depth_flag(p)
+    from archcomp.cli.summary import add_memory_flags
+
+    add_memory_flags(p)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -56,6 +53,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     params = overrides(args)
     g = load_graph(spec_path(args.spec), params)
     meta = str(args.device).strip().lower() == "meta"
+    if args.output == "-":
+        raise UsageError("build writes a file; '-' (stdout) is not supported for -o")
     out = Path(args.output) if args.output else Path("build") / f"{g.name}.safetensors"
     emit = Path(args.emit_python) if args.emit_python else None
     for target in ([] if meta else [out]) + ([emit] if emit else []):
@@ -64,20 +63,30 @@ def cmd_build(args: argparse.Namespace) -> int:
     model = build_graph(
         g, args.device, args.dtype, args.seed, max_memory=args.max_memory, progress=None
     )
-    print(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
-    print(summarize(g, model).table(args.depth))
+    info(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
+    if not QUIET[0]:
+        from archcomp.backends.torch.summary import renderable
+        from archcomp.cli.output import show
+
+        table = summarize(
+            g,
+            dtype=args.dtype,
+            optimizer=args.optimizer,
+            checkpointing=args.activation_checkpointing,
+        )
+        show(renderable(table, args.depth))
     if emit is not None:
         from archcomp.backends.torch.emit import emit_python
         from archcomp.base.fileio import write_atomic
 
         source = emit_python(model)
         write_atomic(emit, lambda tmp: tmp.write_text(source))
-        print(f"wrote {emit}")
+        info(f"wrote {emit}")
     if meta:
-        print("device meta: no weights, so no artifact written")
+        info("device meta: no weights, so no artifact written")
         return 0
     save_artifact(model, out, overwrite=True)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    info(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from archcomp.base.errors import SpecError
-from archcomp.cli.common import SPEC_HELP, add_params_flag, command, overrides, spec_path
+from archcomp.cli.common import add_params_flag, command, load_program_arg, overrides, spec_help
+from archcomp.cli.output import info, print_diagnostics, print_error
 
 
 def _configure_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=spec_help("spec files to check"))
     add_params_flag(p)
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from archcomp.frontend.build import load_source
+    from archcomp.frontend.source import SpecFileError
     from archcomp.ir.dims import fmt_shape
 
     params = overrides(args)
@@ -26,24 +26,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     for spec in args.specs:
         try:
-            prog = load_source(spec_path(spec))
+            prog = load_program_arg(spec)
             if not prog.spec.nodes:
                 names = ", ".join(prog.blocks) or "none"
                 if not args.json:
-                    print(f"{spec}: ok: library of {len(prog.blocks)} blocks ({names})")
+                    info(f"{spec}: ok: library of {len(prog.blocks)} blocks ({names})")
                 results.append({"spec": spec, "ok": True, "blocks": list(prog.blocks)})
                 continue
             from archcomp.passes.pipeline import check_program
 
             g = check_program(prog, params)
+        except SpecFileError as exc:  # the next specs are still checked; exit 2 at the end
+            status = 2
+            if args.json:
+                results.append({"spec": spec, "ok": False, "usage_error": str(exc)})
+            else:
+                print_error("check", str(exc))
+            continue
         except SpecError as exc:
-            status = 1
+            status = max(status, 1)
             if args.json:
                 results.append(
                     {"spec": spec, "ok": False, "errors": [d.to_json() for d in exc.diagnostics]}
                 )
             else:
-                print(exc.format(), file=sys.stderr)
+                print_diagnostics(exc)
             continue
         ins = ", ".join(f"{n} {fmt_shape(i.type.shape)}" for n, i in g.inputs.items())
         outs = ", ".join(
@@ -61,7 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 }
             )
         else:
-            print(f"{spec}: ok: {g.name}: {len(g.nodes)} nodes; inputs {ins}; outputs {outs}")
+            info(f"{spec}: ok: {g.name}: {len(g.nodes)} nodes; inputs {ins}; outputs {outs}")
     if args.json:
         print(json.dumps(results, indent=2))
     return status

@@ -1,11 +1,20 @@
-"""What the subcommands share: their registration, SPEC arguments, the -p and --depth flags."""
+"""What the subcommands share: their registration, the -p and --depth flags, -p parsing,
+reading SPEC (a file, the bare name of a shipped spec, or ``-`` for stdin)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archcomp.frontend.loader import Program
+    from archcomp.ir import Graph
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -19,17 +28,6 @@ def command(name: str, help: str) -> Callable[[Handler], Handler]:
         return fn
 
     return wrap
-
-
-SPEC_HELP = "a spec file, or the name of a shipped spec (archcomp specs lists them)"
-
-
-def spec_path(text: str) -> Path:
-    """A SPEC argument: a bare name (no slash, no dot: ``gpt2``) is the shipped spec of that name,
-    anything else a file (``./gpt2.yaml``); an unknown name is a :class:`UsageError`."""
-    from archcomp.frontend.library import is_bare_name, shipped_spec
-
-    return shipped_spec(text) if is_bare_name(text) else Path(text)
 
 
 def add_params_flag(p: argparse.ArgumentParser) -> None:
@@ -82,3 +80,38 @@ def add_depth_flag(p: argparse.ArgumentParser) -> None:
         help="collapse blocks nested deeper than N in the table (0: top level only; "
         "'all': every node; default 1)",
     )
+
+
+def spec_path(text: str) -> Path:
+    """A SPEC argument: a bare name (no slash, no dot: ``gpt2``) is the shipped spec of that name,
+    anything else a file (``./gpt2.yaml``); an unknown name is a :class:`UsageError`."""
+    from archcomp.frontend.library import is_bare_name, shipped_spec
+
+    return shipped_spec(text) if is_bare_name(text) else Path(text)
+
+
+def load_program_arg(spec: str) -> Program:
+    """SPEC as a loaded program: a file, a shipped spec's name, or ``-``: the text on stdin
+    (imports relative to the working directory). A missing or unreadable file is a usage
+    error."""
+    from archcomp.frontend.build import load_source
+    from archcomp.frontend.loader import load_program
+    from archcomp.frontend.source import MAX_BYTES, decode
+
+    if spec != STDIN:
+        return load_source(spec_path(spec))
+    data = sys.stdin.buffer.read(MAX_BYTES + 1)
+    return load_program(STDIN_NAME, text=decode(data, STDIN_NAME), base_dir=Path.cwd())
+
+
+def load_graph_arg(spec: str, params: dict[str, Any]) -> Graph:
+    """SPEC (a file or ``-``) checked by every pass, with ``-p`` overrides."""
+    from archcomp.passes.pipeline import check_program, load_graph
+
+    if spec != STDIN:
+        return load_graph(spec_path(spec), params)
+    return check_program(load_program_arg(spec), params)
+
+
+def spec_help(what: str) -> str:
+    return f"{what}: a file, a shipped spec's name (archcomp specs lists them), or '-' for stdin"

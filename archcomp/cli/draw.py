@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 
 from archcomp.cli.common import (
-    SPEC_HELP,
+    STDIN,
     add_params_flag,
     command,
     depth_type,
+    load_graph_arg,
     overrides,
-    spec_path,
+    spec_help,
 )
+from archcomp.cli.output import info, print_error
 
 EXIT_RENDER = 4
 
@@ -26,9 +28,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     from archcomp.backends.graphviz.plan import DEFAULT_MAX_BOXES
     from archcomp.backends.graphviz.render import DEFAULT_TIMEOUT, FORMATS
 
-    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("spec", metavar="SPEC", help=spec_help("the spec file to draw"))
     p.add_argument(
-        "-o", "--output", metavar="FILE", help="output file (default: diagrams/<name>.<format>)"
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="output file (default: diagrams/<name>.<format>; '-': stdout)",
     )
     p.add_argument(
         "--format",
@@ -85,18 +90,22 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     fmt = args.format
-    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    to_stdout = args.output == STDIN
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output and not to_stdout else ""
     if fmt and suffix in FORMATS and suffix != fmt:
         raise UsageError(f"--format {fmt} conflicts with -o {args.output}: name the file .{fmt}")
-    if fmt is None and args.output:
+    if fmt is None and args.output and not to_stdout:
         suffix = Path(args.output).suffix.lstrip(".")
         fmt = suffix if suffix else None
         if fmt is not None and fmt not in ("svg", "png", "pdf", "dot"):
             raise UsageError(f"cannot tell the format from '{args.output}': use --format")
     fmt = fmt or "svg"
+    if to_stdout and fmt in ("png", "pdf") and sys.stdout.isatty():
+        raise UsageError(f"-o - would write {fmt} bytes to the terminal: redirect or pipe it")
+    opened = bool(args.expand) or bool(args.depth)
     diagram = draw(
-        spec_path(args.spec),
-        overrides(args),
+        load_graph_arg(args.spec, overrides(args)),
+        None,
         expand=[name.strip() for arg in args.expand for name in arg.split(",") if name.strip()],
         depth=args.depth,
         shapes=args.shapes,
@@ -105,16 +114,43 @@ def cmd_draw(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         max_boxes=args.max_nodes,
     )
+    if to_stdout:
+        from archcomp.backends.graphviz.render import run_dot
+
+        try:
+            data = run_dot(diagram.source, fmt, timeout=args.timeout)
+        except RenderError as exc:  # nothing reaches stdout: all of the diagram or none
+            print_error("draw", f"{exc}{_hint(exc, opened, None, args.timeout)}")
+            return EXIT_RENDER
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
     out = Path(args.output) if args.output else Path("diagrams") / f"{diagram.name}.{fmt}"
     try:
         save(diagram, out, fmt, timeout=args.timeout)
     except RenderError as exc:
-        if exc.missing:
-            print(f"archcomp draw: wrote {out.with_suffix('.dot')}", file=sys.stderr)
-        print(f"archcomp draw: error: {exc}", file=sys.stderr)
+        dot = out.with_suffix(".dot")
+        if exc.missing or exc.timed_out:
+            print(f"archcomp draw: wrote {dot}", file=sys.stderr)
+        print_error("draw", f"{exc}{_hint(exc, opened, dot, args.timeout)}")
         return EXIT_RENDER
-    print(f"wrote {out}")
+    info(f"wrote {out}")
     return 0
+
+
+def _hint(exc: Exception, opened: bool, dot: Path | None, timeout: float) -> str:
+    """What to do after a layout timeout, for a drawing with blocks opened or without."""
+    if not getattr(exc, "timed_out", False):
+        return ""
+    fixes = []
+    if opened:
+        fixes.append("open fewer blocks (fewer --expand, a lower --depth)")
+    fixes.append(f"raise --timeout (now {timeout:g} s)")
+    if dot is not None:
+        fixes.append(
+            f"lay the DOT file out without a limit: dot -Tsvg {dot} -o {dot.with_suffix('.svg')}"
+        )
+    return "\n  = hint: " + "; or ".join(fixes)
 
 
 cmd_draw.configure = _configure  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """The ``archcomp`` command line: the parser, dispatch, and what each failure exits with.
 
-Exit status: 0 success, 1 spec errors, 2 usage errors, 3 internal errors, 4 Graphviz missing
-or failing (``draw``), 130 interrupted, 141 the reader of stdout left.
+Exit status (:data:`EXIT_CODES`, the README's table): 0 success, 1 spec errors, 2 usage
+errors, 3 internal errors, 4 Graphviz missing or failing (``draw``), 130 interrupted,
+141 the reader of stdout left.
 """
 
 from __future__ import annotations
@@ -10,27 +11,57 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from archcomp.base.errors import SpecError, UsageError
+from archcomp.base.errors import SpecError, UsageError, did_you_mean
 
 # Each subcommand module registers itself in COMMANDS when imported.
-from archcomp.cli import build, check, draw, ops, schema, specs, summary  # noqa: F401
+from archcomp.cli import build, check, completion, draw, ops, schema, specs, summary  # noqa: F401
 from archcomp.cli.common import COMMANDS
+from archcomp.cli.output import QUIET, print_diagnostics, print_error
 
 # --help lists the pipeline's commands first, then the reference ones; any other after them.
-HELP_ORDER = ("check", "summary", "build", "draw", "specs", "schema", "ops")
+HELP_ORDER = ("check", "summary", "build", "draw", "specs", "schema", "ops", "completion")
+EXIT_CODES = {
+    0: "success",
+    1: "an invalid spec",
+    2: "a usage error",
+    3: "an internal error (a bug in archcomp)",
+    4: "Graphviz missing, failing or timed out (draw)",
+    130: "interrupted (Ctrl-C)",
+    141: "the reader of stdout went away (a closed pipe)",
+}
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for misspelt options, in archcomp's error style."""
+
+    def error(self, message: str) -> NoReturn:
+        import re
+
+        self.print_usage(sys.stderr)
+        m = re.match(r"unrecognized arguments: (\S+)", message)
+        hint = ""
+        if m and m.group(1).startswith("-"):
+            flags = _flags(self)
+            guess = did_you_mean(m.group(1).split("=")[0], flags)
+            hint = f"; {guess}" if guess else ""
+        print_error(self.prog.removeprefix("archcomp").strip() or None, message + hint)
+        sys.exit(2)
 
 
 def parser() -> argparse.ArgumentParser:
     from archcomp.base.version import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="archcomp",
         description="Declarative neural-network architectures: check, build and draw YAML specs.",
     )
     p.add_argument("--version", action="version", version=f"archcomp {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     order = {n: i for i, n in enumerate(HELP_ORDER)}
     for name in sorted(COMMANDS, key=lambda n: (order.get(n, len(order)), n)):
         _, configure, help = COMMANDS[name]
@@ -41,27 +72,70 @@ def parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="show tracebacks of internal errors",
         )
+        sp.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
+        )
         configure(sp)
     return p
 
 
+def _flags(p: argparse.ArgumentParser) -> list[str]:
+    """Every option string of ``p`` and of its subcommands' parsers."""
+    out: list[str] = []
+    for a in p._actions:
+        out += a.option_strings
+        if isinstance(a, argparse._SubParsersAction):
+            for sp in a.choices.values():
+                out += _flags(sp)
+    return out
+
+
+QUIET_HELP = "print errors only: no progress, no 'wrote FILE' lines, no build table"
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """The error for a first word that is no command (argparse would list every choice)."""
+    for word in argv:
+        if word in GLOBAL_FLAGS:
+            continue
+        if word.startswith("-") or word in COMMANDS:
+            return None
+        guess = did_you_mean(word, COMMANDS)
+        return f"unknown command '{word}'" + (f"; {guess}" if guess else "; see archcomp --help")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (archcomp completion)
+        import argcomplete
+
+        argcomplete.autocomplete(p)
+    words = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(words)
+    if unknown is not None:
+        print_error(None, unknown)
+        return 2
     try:
-        args = p.parse_args(argv)
+        args = p.parse_args(words)
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.command is None:
         p.print_help(sys.stderr)
         return 2
     debug = bool(getattr(args, "debug", False))
+    quiet = bool(getattr(args, "quiet", False))
+    from archcomp.base import progress
+
+    QUIET[0] = quiet
+    progress.set_default(False if quiet else None)
     try:
         return COMMANDS[args.command][0](args)
     except SpecError as exc:
-        print(exc.format(), file=sys.stderr)
+        print_diagnostics(exc)
         return 1
     except UsageError as exc:
-        print(f"archcomp {args.command}: error: {exc}", file=sys.stderr)
+        print_error(args.command, str(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -72,19 +146,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except OSError as exc:  # the machine's fault (disk full, no permission), not a bug
         where = f" {exc.filename}" if exc.filename else ""
-        print(
-            f"archcomp {args.command}: error: cannot write or read{where}: "
-            f"{exc.strerror or exc}; existing output files are unchanged",
-            file=sys.stderr,
+        print_error(
+            args.command,
+            f"cannot write or read{where}: {exc.strerror or exc}; existing output files are "
+            "unchanged",
         )
         return 2
     except Exception as exc:
         if debug:
             raise
-        print(
-            f"archcomp {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+        print_error(
+            args.command,
+            f"{type(exc).__name__}: {exc}\n"
             "  this is a bug in archcomp, not in your spec; rerun with --debug for the "
             "traceback and report it",
-            file=sys.stderr,
+            kind="internal error",
         )
         return 3
+    finally:
+        QUIET[0] = False
+        progress.set_default(None)

@@ -1,4 +1,5 @@
-"""``archcomp summary``: the per-node table of shapes, params and MACs, nothing allocated."""
+"""``archcomp summary``: the table of shapes, parameters, memory, activations and MACs, per
+node and per block, without allocating anything."""
 
 from __future__ import annotations
 
@@ -6,34 +7,65 @@ import argparse
 import json
 
 from archcomp.cli.common import (
-    SPEC_HELP,
     add_depth_flag,
     add_params_flag,
     command,
+    load_graph_arg,
     overrides,
-    spec_path,
+    spec_help,
 )
+
+DTYPE_HELP = "float32, float16, bfloat16 or float64: the dtype memory is counted in"
+
+
+def add_memory_flags(p: argparse.ArgumentParser) -> None:
+    """--optimizer and --activation-checkpointing: what the training-step figures assume."""
+    p.add_argument(
+        "--optimizer",
+        choices=("adamw", "sgd", "none"),
+        default="adamw",
+        help="optimizer state counted in the training step (sgd: with momentum; default: adamw)",
+    )
+    p.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="estimate activations with every repeated block checkpointed (recomputed in "
+        "the backward pass)",
+    )
 
 
 def _configure_summary(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("spec", metavar="SPEC", help=spec_help("spec file to summarize"))
     add_params_flag(p)
-    p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
+    p.add_argument("--dtype", default="float32", help=DTYPE_HELP + " (default: float32)")
+    add_memory_flags(p)
+    p.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (exact numbers) on stdout"
+    )
     add_depth_flag(p)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from archcomp.api import summary
+    from archcomp.cli.output import show
 
-    s = summary(spec_path(args.spec), overrides(args))
+    s = summary(
+        load_graph_arg(args.spec, overrides(args)),
+        dtype=args.dtype,
+        optimizer=args.optimizer,
+        activation_checkpointing=args.activation_checkpointing,
+    )
     if args.json:
-        print(json.dumps(s.to_json(), indent=2))
+        print(json.dumps(s.to_json(args.depth), indent=2))
     else:
-        print(s.table(args.depth))
+        from archcomp.backends.torch.summary import renderable
+
+        show(renderable(s, args.depth))
     return 0
 
 
 cmd_summary.configure = _configure_summary  # type: ignore[attr-defined]
-command("summary", "per-node table of shapes, params and MACs, without allocating weights")(
-    cmd_summary
-)
+command(
+    "summary",
+    "per-node table of shapes, parameters, memory, activations and MACs, nothing allocated",
+)(cmd_summary)

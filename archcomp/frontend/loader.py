@@ -18,7 +18,7 @@ from archcomp.base.errors import Diagnostic, Location, Reporter, SpecError, did_
 from archcomp.frontend.expr import type_name
 from archcomp.frontend.library import SPECS_DIR, block_libraries
 from archcomp.frontend.schema import BlockSpec, ImportSpec, Spec
-from archcomp.frontend.source import decode, load_yaml, read_spec_file
+from archcomp.frontend.source import SpecFileError, decode, load_yaml, read_spec_file
 
 MAX_IMPORT_DEPTH = 16
 
@@ -43,6 +43,13 @@ class Program:
     raw: dict[str, Any]
     blocks: dict[str, BlockDef] = field(default_factory=dict)
     docs: list[SourceDoc] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        nodes = len(self.spec.nodes or [])
+        return (
+            f"Program({self.spec.name or self.doc.file!r}: {nodes} nodes written, "
+            f"{len(self.blocks)} blocks, from {self.doc.file!r})"
+        )
 
 
 _TYPE_WORDS = {
@@ -375,6 +382,9 @@ def _collect_blocks(
             sub = parse_document(sub_raw, sub_doc)
         except SpecError as exc:
             rep.extend(exc.diagnostics)
+            continue
+        except SpecFileError as exc:  # e.g. no permission: located at the import
+            rep.add(doc.diag("import-unreadable", str(exc), ipath))
             continue
         prog.docs.append(sub_doc)
         if item.blocks:

@@ -238,6 +238,15 @@ class Spec(_Strict):
     nodes: list[NodeSpec] = []
     outputs: OutputsValue | None = None
 
+    def __repr__(self) -> str:  # pydantic's would print every node's every field
+        ins = ", ".join(self.inputs)
+        return (
+            f"Spec({self.name!r}: {len(self.nodes)} nodes, {len(self.blocks)} blocks; "
+            f"inputs {ins or '-'}; params {', '.join(self.params) or '-'})"
+        )
+
+    __str__ = __repr__
+
 
 def json_schema(op_models: dict[str, type[BaseModel]]) -> dict[str, Any]:
     """JSON Schema of the format, with each op's arguments completed by editors."""

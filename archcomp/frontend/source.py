@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from archcomp.base.documents import SourceDoc, YamlPath
-from archcomp.base.errors import Diagnostic, Location, SpecError
+from archcomp.base.errors import Diagnostic, Location, SpecError, UsageError
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
@@ -333,15 +333,17 @@ class _NoKey:
 _NO_KEY: Any = _NoKey()
 
 
+class SpecFileError(UsageError):
+    """The spec file itself is missing or unreadable: a usage error, with no position in it."""
+
+
 def read_spec_file(path: Path, display: str | None = None) -> tuple[Any, SourceDoc]:
     """Read and parse a spec file, refusing oversized or non-regular files first."""
     file = display or str(path)
     try:
         if not path.is_file():
             what = "does not exist" if not path.exists() else "is not a regular file"
-            raise SpecError(
-                [Diagnostic("file-not-found", f"spec file {what}", Location(file, 1, 1))]
-            )
+            raise SpecFileError(f"spec file '{file}' {what}")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise SpecError(
@@ -355,11 +357,5 @@ def read_spec_file(path: Path, display: str | None = None) -> tuple[Any, SourceD
             )
         data = path.read_bytes()
     except OSError as exc:
-        raise SpecError(
-            [
-                Diagnostic(
-                    "file-unreadable", f"cannot read spec: {exc.strerror}", Location(file, 1, 1)
-                )
-            ]
-        ) from None
+        raise SpecFileError(f"cannot read spec file '{file}': {exc.strerror}") from None
     return load_yaml(decode(data, file), file, path)

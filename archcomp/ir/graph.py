@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from archcomp.base.documents import SourceDoc, YamlPath
+from archcomp.ir.dims import fmt_shape
 from archcomp.ir.tensors import TensorType
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class Origin:
 
     doc: SourceDoc
     path: YamlPath
+
+    def __repr__(self) -> str:
+        return f"Origin({self.doc.file!r}, {self.path!r})"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class Node:
     init_defaults: list[tuple[str, Any, Origin]] = field(default_factory=list)
     outputs: dict[str, TensorType] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # short: a node's origin holds its whole spec file
+        out = ", ".join(f"{k} {fmt_shape(t.shape)}" for k, t in self.outputs.items())
+        return f"Node({self.name!r}, {self.op.name}" + (f", {out})" if out else ")")
 
     def refs(self) -> list[Ref]:
         out: list[Ref] = []
@@ -111,6 +119,20 @@ class Graph:
     scope_outputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
     # node name -> the position it was written at: ties in topological order follow the text
     written_order: dict[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """One screen at most: name, node count, inputs, outputs (``repr`` of a 3-node graph
+        used to print its whole source text)."""
+        ins = ", ".join(f"{n} {i.type}" for n, i in self.inputs.items())
+        outs = ", ".join(
+            f"{n} {fmt_shape(t.shape) if t else '?'}" for n, t in self.output_types.items()
+        )
+        return f"Graph({self.name!r}: {len(self.nodes)} nodes; inputs {ins}; outputs {outs})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
 
     @cached_property
     def spec(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from archcomp.backends.graphviz.plan import Drawing, DrawOptions, plan
 from archcomp.backends.graphviz.render import (
     DEFAULT_TIMEOUT,
     FORMATS,
+    Diagram,
     RenderError,
     dot_hash,
     read_stamp,
@@ -28,6 +29,7 @@ from archcomp.ir import Graph
 
 __all__ = [
     "FORMATS",
+    "Diagram",
     "DrawOptions",
     "Drawing",
     "RenderError",
@@ -75,8 +77,10 @@ def draw(
     direction: str = "auto",
     dropout: bool = False,
     max_boxes: int | None = None,
-) -> graphviz.Digraph:
-    """Draw a spec or model as the paper draws it; returns a ``graphviz.Digraph``.
+) -> Diagram:
+    """Draw a spec or model as the paper draws it; returns a :class:`Diagram` (a
+    ``graphviz.Digraph``: SVG in notebooks; rendering it without Graphviz raises
+    :class:`RenderError` with the install hint).
 
     ``params`` overrides spec params (as ``-p``); ``expand`` opens blocks or composite ops by
     name; ``depth`` opens nested blocks to that depth; ``shapes`` labels edges with tensor
@@ -109,8 +113,8 @@ def save(
 ) -> Path:
     """Render ``diagram`` to ``path`` (format from ``fmt`` or the suffix); returns the path.
 
-    Raises :class:`RenderError` when ``dot`` is missing (the DOT source is then written next
-    to ``path`` with a ``.dot`` suffix), fails, or runs past ``timeout`` seconds.
+    Raises :class:`RenderError` when ``dot`` is missing or runs past ``timeout`` seconds (the
+    DOT source is then written next to ``path`` with a ``.dot`` suffix), or fails.
     """
     out = Path(path)
     fmt = fmt or out.suffix.lstrip(".") or "svg"
@@ -121,7 +125,7 @@ def save(
     try:
         data = run_dot(source, fmt, timeout=timeout)
     except RenderError as exc:
-        if exc.missing:
+        if exc.missing or exc.timed_out:
             write_bytes_atomic(out.with_suffix(".dot"), source.encode())
         raise
     write_bytes_atomic(out, data)

@@ -15,6 +15,7 @@ import graphviz
 
 from archcomp.backends.graphviz import style as st
 from archcomp.backends.graphviz.plan import Box, Drawing, Frame
+from archcomp.backends.graphviz.render import Diagram
 
 FONT = "Helvetica"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -114,9 +115,9 @@ _FRAME_STYLE: dict[str, dict[str, str]] = {
 }
 
 
-def to_graphviz(d: Drawing) -> graphviz.Digraph:
+def to_graphviz(d: Drawing) -> Diagram:
     lr = d.direction == "LR"
-    dot = graphviz.Digraph(
+    dot = Diagram(
         name=d.name,
         graph_attr={
             "rankdir": d.direction,

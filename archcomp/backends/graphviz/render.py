@@ -10,11 +10,16 @@ import hashlib
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
+from typing import Any
+
+import graphviz
 
 FORMATS = ("svg", "png", "pdf", "dot")
 DEFAULT_TIMEOUT = 60.0
+TICK = 0.1  # seconds between two looks at a running dot
 PNG_DPI = "144"
 STAMP_KEY = "archcomp-dot-sha256"
 
@@ -28,12 +33,40 @@ INSTALL_HINT = (
 )
 
 
+NOT_INSTALLED = (
+    "Graphviz's 'dot' program is not installed, so the diagram cannot be rendered.\n"
+    "  install it with:  sudo apt-get install graphviz   (Debian/Ubuntu)\n"
+    "                    brew install graphviz           (macOS)\n"
+    "                    conda install -c conda-forge graphviz\n"
+    "  or see https://graphviz.org/download/ ; the DOT text is in the diagram's .source"
+)
+
+
 class RenderError(Exception):
     """``dot`` is missing, failed or ran past its time limit."""
 
-    def __init__(self, message: str, *, missing: bool = False):
+    def __init__(self, message: str, *, missing: bool = False, timed_out: bool = False):
         super().__init__(message)
         self.missing = missing
+        self.timed_out = timed_out
+
+
+class Diagram(graphviz.Digraph):
+    """What :func:`archcomp.draw` returns: a ``graphviz.Digraph`` (shown as SVG in notebooks)
+    whose rendering raises archcomp's :class:`RenderError` with the install hint when
+    Graphviz is missing, instead of graphviz's ``ExecutableNotFound`` traceback."""
+
+    def pipe(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().pipe(*args, **kwargs)
+        except graphviz.ExecutableNotFound:
+            raise RenderError(NOT_INSTALLED, missing=True) from None
+
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().render(*args, **kwargs)
+        except graphviz.ExecutableNotFound:
+            raise RenderError(NOT_INSTALLED, missing=True) from None
 
 
 def dot_hash(source: str) -> str:
@@ -55,20 +88,39 @@ def run_dot(source: str, fmt: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes
     if fmt == "png":
         cmd.append(f"-Gdpi={PNG_DPI}")
     try:
-        done = subprocess.run(
-            cmd, input=source.encode(), capture_output=True, timeout=timeout, check=False
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-    except subprocess.TimeoutExpired:
-        raise RenderError(
-            f"dot ran past its time limit of {timeout:g} s; the graph is too large to lay out: "
-            "draw it collapsed (drop --expand/--depth) or raise --timeout"
-        ) from None
     except OSError as exc:
         raise RenderError(f"could not run dot: {exc}") from None
-    if done.returncode != 0:
-        err = done.stderr.decode(errors="replace").strip()
-        raise RenderError(f"dot failed (exit {done.returncode}): {err}")
-    return stamp(done.stdout, fmt, dot_hash(source))
+    with proc:  # closes the pipes however it ends
+        stdout, stderr = _communicate(proc, source.encode(), timeout)
+    if proc.returncode != 0:
+        err = stderr.decode(errors="replace").strip()
+        raise RenderError(f"dot failed (exit {proc.returncode}): {err}")
+    return stamp(stdout, fmt, dot_hash(source))
+
+
+def _communicate(proc: subprocess.Popen[bytes], data: bytes, timeout: float) -> tuple[bytes, bytes]:
+    """Feed ``dot`` and wait for it under ``timeout`` seconds, showing a spinner meanwhile."""
+    from archcomp.base.progress import task
+
+    deadline = time.monotonic() + timeout
+    sent: bytes | None = data
+    with task("laying out the diagram with Graphviz", None) as tick:
+        while True:
+            try:
+                out, err = proc.communicate(sent, timeout=min(TICK, timeout))
+                return out, err
+            except subprocess.TimeoutExpired:
+                sent = None  # communicate keeps what it has not written yet
+                tick(0)
+                if time.monotonic() >= deadline:
+                    proc.kill()
+                    proc.communicate()
+                    raise RenderError(
+                        f"dot ran past its time limit of {timeout:g} s", timed_out=True
+                    ) from None
 
 
 def stamp(data: bytes, fmt: str, digest: str) -> bytes:

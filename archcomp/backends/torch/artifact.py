@@ -31,6 +31,7 @@ from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_
 from archcomp.backends.torch.module import tied_names
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import write_atomic
+from archcomp.base.progress import Update, ignore, showing, task
 
 MAX_HEADER = 100 * 1024 * 1024
 SAFETENSORS_DTYPES = {
@@ -61,14 +62,17 @@ def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]], tick: Update = ignore) -> str:
     h = hashlib.sha256()
+    done = 0
     for name, t in sorted(tensors, key=lambda kv: kv[0]):
         t = t.detach().to("cpu").contiguous()
         h.update(name.encode() + b"\0" + DTYPE_CODES.get(t.dtype, str(t.dtype)).encode())
         h.update(b"\0" + ",".join(str(s) for s in t.shape).encode() + b"\0")
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            done += t.numel() * t.element_size()
+            tick(done)
     return h.hexdigest()
 
 
@@ -79,8 +83,11 @@ def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, aliases
 
 
-def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Path:
-    """Write weights + embedded spec to ``path`` atomically; return the path."""
+def save_artifact(
+    model: nn.Module, path: Path, *, overwrite: bool = True, progress: bool | None = None
+) -> Path:
+    """Write weights + embedded spec to ``path`` atomically; return the path. ``progress``
+    shows hashing and writing as :func:`archcomp.build` shows allocation."""
     from archcomp.base.version import __version__
 
     spec = getattr(model, "spec", None)
@@ -96,22 +103,28 @@ def save_artifact(model: nn.Module, path: Path, *, overwrite: bool = True) -> Pa
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
     text = spec_json(spec)
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    with showing(progress), task("hashing weights", size) as tick:
+        digest = _weights_hash(tensors.items(), tick)
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     meta = {
         "format": "pt",
         "archcomp.version": __version__,
         "archcomp.spec": text,
         "archcomp.spec_sha256": spec_hash(text),
-        "archcomp.weights_sha256": _weights_hash(tensors.items()),
+        "archcomp.weights_sha256": digest,
         "archcomp.ties": json.dumps(aliases, sort_keys=True),
         "archcomp.dtype": dtype_name(floats[0]) if floats else "float32",
     }
     data = {k: t.detach().contiguous() for k, t in tensors.items()}
-    write_atomic(path, lambda tmp: _write_safetensors(tmp, data, meta))
+    with showing(progress), task(f"writing {path.name}", size) as tick:
+        write_atomic(path, lambda tmp: _write_safetensors(tmp, data, meta, tick))
     return path
 
 
-def _write_safetensors(path: Path, data: Mapping[str, torch.Tensor], meta: dict[str, str]) -> None:
+def _write_safetensors(
+    path: Path, data: Mapping[str, torch.Tensor], meta: dict[str, str], tick: Update = ignore
+) -> None:
     """The safetensors format, streamed into ``path`` opened in place: safetensors' own
     ``save_file`` writes a temporary file of its own and renames it (which defeats
     :func:`write_atomic` and leaves its temporary behind when killed)."""
@@ -136,12 +149,15 @@ def _write_safetensors(path: Path, data: Mapping[str, torch.Tensor], meta: dict[
         offset += size
     head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     head += b" " * (-len(head) % 8)
+    done = 0
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(head)) + head)
         for name in sorted(data):
             t = data[name]
             if t.numel():
                 f.write(t.to("cpu").reshape(-1).view(torch.uint8).numpy().data)
+                done += t.numel() * t.element_size()
+                tick(done)
 
 
 def _is_pickle(head: bytes) -> bool:

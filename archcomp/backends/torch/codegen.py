@@ -528,6 +528,7 @@ def _finish_class(
     cls.forward = _forward_from_src(code.src, code.globals)  # type: ignore[method-assign]
     cls.graph = graph
     cls.code = code.src
+    cls.template_scope = copy.scope.name  # the names in ``graph``'s node meta are this copy's
 
 
 def _type_doc(t: TensorType | None, dtype: bool = True) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from archcomp.base.errors import UsageError
+from archcomp.base.units import fmt_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -230,12 +231,3 @@ def parse_bytes(text: str | int) -> int:
     if m is None or unit not in _UNITS:
         raise UsageError(f"cannot read '{text}' as a size; write e.g. 8GB, 512MiB or 1000000")
     return int(float(m.group(1)) * _UNITS[unit])
-
-
-def fmt_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover

@@ -84,6 +84,7 @@ class CompiledBlock(nn.Module):
 
     graph: ClassVar[fx.Graph]
     code: ClassVar[str] = ""
+    template_scope: ClassVar[str] = ""  # the copy whose lowering wrote ``graph``
 
 
 def class_name(name: str, fallback: str) -> str:

@@ -1,0 +1,170 @@
+"""Memory of a training step, from a build on the meta device (nothing allocated).
+
+- Parameters, buffers and gradients: bytes in the build dtype, each tensor once.
+- Optimizer state: ``adamw`` keeps two moments per parameter in its dtype and a float32
+  ``step`` per tensor (as ``torch.optim.AdamW``); ``sgd`` is SGD with momentum, one buffer
+  per parameter (``torch.optim.SGD(momentum=...)``; plain SGD keeps none: use ``none``).
+- Activations: the bytes autograd keeps for the backward pass during one training forward
+  at the spec's ``dims``. :func:`trace_activations` runs the forward on meta tensors under
+  ``torch.autograd.graph.saved_tensors_hooks`` and counts each kept storage once, at the node
+  that first keeps it; parameters and buffers are not activations. Attention follows the meta
+  device's kernel, torch's math path (the one the MACs count, and the one CPU training with
+  attention dropout takes); fused kernels (flash, memory-efficient) keep less: they do not
+  keep the (B, h, T, S) attention weights.
+- Activation checkpointing (``checkpointing=True``): each copy of a repeated block keeps only
+  its inputs, and one copy's activations are alive again while its backward recomputes it.
+  The builds do not checkpoint yet (issue 14 adds it); until then the figure is the estimate
+  of what checkpointing every repeated block will keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from archcomp.backends.torch.module import CompiledBlock
+from archcomp.ir import Graph
+from archcomp.ir.dims import Dim, Sym, substitute
+
+OPTIMIZERS = ("adamw", "sgd", "none")
+STEP_BYTES = 4  # AdamW's per-tensor step counter: a float32 scalar
+
+
+def optimizer_bytes(optimizer: str, params: list[nn.Parameter]) -> int:
+    """Bytes of optimizer state for the trainable ``params`` after one step."""
+    trainable = [p for p in params if p.requires_grad]
+    size = sum(p.numel() * p.element_size() for p in trainable)
+    if optimizer == "adamw":
+        return 2 * size + STEP_BYTES * len(trainable)
+    if optimizer == "sgd":
+        return size
+    if optimizer == "none":
+        return 0
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+
+
+@dataclass
+class ActivationTrace:
+    """Saved-for-backward bytes per node, and what checkpointing the repeated blocks keeps."""
+
+    per_node: dict[str, int] = field(default_factory=dict)
+    copies: dict[str, tuple[int, int]] = field(default_factory=dict)  # copy -> (inputs, kept)
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_node.values())
+
+    def checkpointed(self) -> int:
+        """Total with every traced block copy checkpointed: its inputs, plus the largest
+        copy's activations while its backward recomputes it."""
+        if not self.copies:
+            return self.total
+        inside = sum(kept for _, kept in self.copies.values())
+        inputs = sum(ins for ins, _ in self.copies.values())
+        return self.total - inside + inputs + max(kept for _, kept in self.copies.values())
+
+
+def concrete(d: Dim, sizes: Mapping[str, int]) -> int:
+    """A dim at example sizes; symbols without a size count as 1."""
+    v = substitute(d, dict(sizes))
+    if isinstance(v, Sym):
+        v = substitute(v, {s: 1 for s in v.symbols})
+    return v if isinstance(v, int) else 0
+
+
+def example_inputs(g: Graph, sizes: Mapping[str, int], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Meta tensors for the graph's inputs at ``sizes``; float inputs in the build dtype."""
+    out = []
+    for info in g.inputs.values():
+        shape = [concrete(d, sizes) for d in info.type.shape]
+        dt = getattr(torch, info.type.dtype, torch.float32)
+        if dt.is_floating_point:
+            dt = dtype
+        out.append(torch.zeros(shape, dtype=dt, device="meta"))
+    return out
+
+
+def trace_activations(
+    model: nn.Module, g: Graph, sizes: Mapping[str, int], dtype: torch.dtype
+) -> ActivationTrace:
+    """One training forward of a meta ``model`` at ``sizes``, counting what autograd keeps."""
+    trace = ActivationTrace({name: 0 for name in g.nodes})
+    skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    seen: set[int] = set()
+    current = [""]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = t.untyped_storage()._cdata
+        if key not in skip and key not in seen:
+            seen.add(key)
+            name = current[0]
+            trace.per_node[name] = trace.per_node.get(name, 0) + t.untyped_storage().nbytes()
+        return t
+
+    was_training = model.training
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            keep = _Tracer(model, _graph_of(model), lambda n: n, current, trace, seen).run(
+                *example_inputs(g, sizes, dtype)
+            )
+        del keep
+    finally:
+        model.train(was_training)
+    trace.per_node.pop("", None)
+    return trace
+
+
+def _graph_of(module: nn.Module) -> fx.Graph:
+    graph = module.graph
+    assert isinstance(graph, fx.Graph)
+    return graph
+
+
+class _Tracer(fx.Interpreter):
+    """Runs the generated forward node by node, naming the archcomp node each op belongs to;
+    a repeated block's copy runs its class's graph with the copy's names."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        graph: fx.Graph,
+        rename: Callable[[str], str],
+        current: list[str],
+        trace: ActivationTrace,
+        seen: set[int],
+    ) -> None:
+        super().__init__(module, garbage_collect_values=True, graph=graph)
+        self.rename, self.current, self.trace, self.seen = rename, current, trace, seen
+
+    def run_node(self, n: fx.Node) -> Any:
+        name = n.meta.get("archcomp_node")
+        if name is not None:
+            self.current[0] = self.rename(name)
+        if n.op == "call_module" and isinstance(self.fetch_attr(str(n.target)), CompiledBlock):
+            return self._copy(n)
+        return super().run_node(n)
+
+    def _copy(self, n: fx.Node) -> Any:
+        block = self.fetch_attr(str(n.target))
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        copy = self.current[0]
+        template = type(block).template_scope
+        ins = sum(
+            a.untyped_storage().nbytes() for a in args if isinstance(a, torch.Tensor)
+        )  # what a checkpoint of this copy keeps
+        before = self.trace.total
+
+        def rename(name: str, outer: Callable[[str], str] = self.rename) -> str:
+            raw = n.meta["archcomp_node"] + name[len(template) :]
+            return outer(raw)
+
+        out = _Tracer(block, type(block).graph, rename, self.current, self.trace, self.seen).run(
+            *args, **kwargs
+        )
+        self.trace.copies[copy] = (ins, self.trace.total - before)
+        return out
