@@ -66,7 +66,7 @@ def test_cli_commands_take_a_bare_name(elsewhere: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "gpt2: ok: gpt2: " in out and "lenet5: ok: lenet5: " in out
     assert main(["summary", "gpt2", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["params"] == 124_439_808
+    assert json.loads(capsys.readouterr().out)["parameters"] == 124_439_808
     assert main(["build", "transformer", *SMALL_TRANSFORMER, "-o", "t.safetensors"]) == 0
     assert main(["draw", "lenet5", "--format", "dot", "-o", "l.dot"]) == 0
     capsys.readouterr()
@@ -83,7 +83,7 @@ def test_cli_commands_take_a_bare_name(elsewhere: Path, capsys: pytest.CaptureFi
 
 def test_api_takes_a_bare_name(elsewhere: Path) -> None:
     assert archcomp.check("gpt2").name == "gpt2"
-    assert archcomp.summary("lenet5").params == 61_706
+    assert archcomp.summary("lenet5").parameters == 61_706
     model = archcomp.build("mlp", seed=0)
     assert model(torch.randn(3, 10)).shape == (3, 2)
 
@@ -120,10 +120,10 @@ def test_an_unknown_bare_name_is_a_usage_error_listing_the_shipped_names(
 def test_a_missing_file_named_like_a_shipped_spec_points_at_the_bare_name(
     elsewhere: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", "gpt2.yaml"]) == 1
+    assert main(["check", "gpt2.yaml"]) == 2  # a usage error: no position in a missing file
     err = capsys.readouterr().err
-    assert "gpt2.yaml:1:1: error: spec file does not exist" in err
-    assert "hint: 'gpt2' (no slash, no .yaml) names the spec that ships with archcomp" in err
+    assert "spec file 'gpt2.yaml' does not exist" in err
+    assert "'gpt2' (no slash, no .yaml) names the spec that ships with archcomp" in err
 
 
 def test_specs_lists_every_shipped_spec_with_description_and_params(

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from archcomp.base.errors import UsageError
-from archcomp.cli.common import add_depth_flag, add_params_flag, command, overrides, spec_help, spec_path
+from archcomp.cli.common import (
+    add_depth_flag,
+    add_params_flag,
+    command,
+    overrides,
+    spec_help,
+    spec_path,
+)
 from archcomp.cli.output import QUIET, info
 
 

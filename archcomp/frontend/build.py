@@ -10,7 +10,6 @@ shipped spec -> Program),
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from archcomp.frontend.library import is_bare_name, model_specs, shipped_spec
 from archcomp.frontend.loader import Program, load_program
 from archcomp.frontend.params import ParamProblem, check_names, resolve, unknown_override
 from archcomp.frontend.schema import FORWARD_GLOBALS, RESERVED, InputDecl
+from archcomp.frontend.source import SpecFileError
 from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
 from archcomp.ir.dims import INT64_MAX, Dim, Sym
 
@@ -42,18 +42,19 @@ def load_source(source: SpecSource, *, base_dir: Path | None = None) -> Program:
     path = Path(source)
     try:
         return load_program(path)
-    except SpecError as exc:
-        raise _hint_shipped(exc, path) from None
+    except SpecFileError as exc:
+        hint = _shipped_hint(path)
+        if hint is None:
+            raise
+        raise SpecFileError(f"{exc}; {hint}") from None
 
 
-def _hint_shipped(exc: SpecError, path: Path) -> SpecError:
+def _shipped_hint(path: Path) -> str | None:
     """A missing ``gpt2.yaml`` in the working directory: point at the shipped ``gpt2``."""
-    first = exc.diagnostics[0]
     name = path.stem
-    if first.code != "file-not-found" or len(path.parts) > 1 or name not in model_specs():
-        return exc
-    hint = f"'{name}' (no slash, no .yaml) names the spec that ships with archcomp"
-    return SpecError([dataclasses.replace(first, hint=hint), *exc.diagnostics[1:]])
+    if path.exists() or len(path.parts) > 1 or name not in model_specs():
+        return None
+    return f"'{name}' (no slash, no .yaml) names the spec that ships with archcomp"
 
 
 def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Graph:
