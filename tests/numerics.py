@@ -1,0 +1,269 @@
+"""Tolerances for comparing two computations of the same function in floating point.
+
+The rule (see tests/NUMERICS.md for the derivation and the measurements behind ``C``)::
+
+    rms(actual - expected) <= tol * max(rms(expected), floor)
+    tol = C * eps(dtype) * sqrt(K)
+
+``K`` is the longest chain of roundings behind the compared tensors: along the way from the
+inputs, every reduction of length k (a matmul's inner dimension, a norm's normalized size, a
+softmax's length, the positions a weight gradient sums over) adds k and every other arithmetic
+op adds 1. :class:`RoundingChains` counts it from the aten ops a computation runs, so a test
+never picks it by hand. ``floor`` is the scale of the terms when the compared value is a sum
+that cancels (a gradient that is zero in exact arithmetic has rounding noise of the size of
+the other gradients); by default it is the tensor's own scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakTensorKeyDictionary
+
+C = 4.0
+"""Allowed multiple of the random-walk error eps * sqrt(K) (NUMERICS.md: measured <= 0.5)."""
+
+aten = torch.ops.aten
+
+# Ops that round nothing: views, copies, selections, layout, constants.
+_EXACT = {
+    aten.view,
+    aten._unsafe_view,
+    aten.reshape,
+    aten.t,
+    aten.transpose,
+    aten.permute,
+    aten.expand,
+    aten.squeeze,
+    aten.unsqueeze,
+    aten.detach,
+    aten.alias,
+    aten.clone,
+    aten.copy_,
+    aten.contiguous,
+    aten.cat,
+    aten.stack,
+    aten.split,
+    aten.split_with_sizes,
+    aten.chunk,
+    aten.unbind,
+    aten.select,
+    aten.select_backward,
+    aten.slice,
+    aten.slice_backward,
+    aten.index,
+    aten.index_select,
+    aten.gather,
+    aten.embedding,
+    aten.where,
+    aten.masked_fill,
+    aten.masked_fill_,
+    aten.relu,
+    aten.threshold_backward,
+    aten.max_pool2d_with_indices,
+    aten.max_pool2d_with_indices_backward,
+    aten.amax,
+    aten.amin,
+    aten.max,
+    aten.min,
+    aten.neg,
+    aten.abs,
+    aten.zeros,
+    aten.zeros_like,
+    aten.ones,
+    aten.ones_like,
+    aten.full,
+    aten.full_like,
+    aten.empty,
+    aten.empty_like,
+    aten.scalar_tensor,
+    aten.arange,
+    aten.triu,
+    aten.tril,
+    aten.bitwise_not,
+    aten.logical_not,
+    aten.eq,
+    aten.ne,
+    aten.lt,
+    aten.le,
+    aten.gt,
+    aten.ge,
+    aten.lift_fresh,
+}
+
+
+def _numel(shape: Iterable[int]) -> int:
+    return math.prod(int(s) for s in shape)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor) -> int:
+    # q (..., L, E), k (..., S, E): scores sum E, softmax and weights @ V sum S each, and the
+    # backward sums L (grad of K and V) and S again (softmax backward).
+    return q.size(-1) + 3 * k.size(-2) + q.size(-2)
+
+
+def _rnn(x: torch.Tensor, hidden: int, batch_first: bool) -> int:
+    # one layer over T steps: each step sums input and hidden features; weight gradients sum
+    # the T * B positions.
+    steps = x.size(1) if batch_first else x.size(0)
+    return steps * (x.size(-1) + hidden + 8) + x.numel() // x.size(-1)
+
+
+def _reduction(func: Any, args: tuple[Any, ...], out: Any) -> int:
+    """The length of the reduction an aten op performs (1: an elementwise op; 0: exact)."""
+    op = func.overloadpacket
+    a = args
+    if op in _EXACT:
+        return 0
+    if op in (aten.mm, aten.bmm, aten.mv, aten.dot, aten.matmul):
+        return int(a[0].size(-1))
+    if op in (aten.addmm, aten.baddbmm, aten.addmv, aten.addbmm):
+        return int(a[1].size(-1)) + 1
+    if op is aten.convolution:
+        weight, transposed, groups = a[1], a[6], a[8]
+        per_out = weight.size(0) // groups if transposed else weight.size(1)
+        return per_out * _numel(weight.shape[2:]) + 1
+    if op is aten.convolution_backward:
+        grad, weight, transposed, groups = a[0], a[2], a[7], a[9]
+        per_in = weight.size(1) if transposed else weight.size(0) // groups
+        return max(per_in * _numel(weight.shape[2:]), grad.numel() // grad.size(1))
+    if op in (aten.native_layer_norm, aten.native_layer_norm_backward):
+        x, shape = (a[0], a[1]) if op is aten.native_layer_norm else (a[1], a[2])
+        n = _numel(shape)
+        return max(n, x.numel() // n) + 4
+    if op in (
+        aten.native_batch_norm,
+        aten._native_batch_norm_legit,
+        aten._native_batch_norm_legit_no_training,
+        aten.native_batch_norm_backward,
+    ):
+        x = a[1] if op is aten.native_batch_norm_backward else a[0]
+        return x.numel() // x.size(1) + 4
+    if op in (aten._softmax, aten._log_softmax):
+        return int(a[0].size(a[1])) + 2
+    if op in (aten._softmax_backward_data, aten._log_softmax_backward_data):
+        return int(a[0].size(a[2])) + 2
+    if op in (
+        aten._scaled_dot_product_flash_attention_for_cpu,
+        aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_efficient_attention,
+        aten._scaled_dot_product_cudnn_attention,
+    ):
+        return _attention(a[0], a[1])
+    if op in (
+        aten._scaled_dot_product_flash_attention_for_cpu_backward,
+        aten._scaled_dot_product_flash_attention_backward,
+        aten._scaled_dot_product_efficient_attention_backward,
+        aten._scaled_dot_product_cudnn_attention_backward,
+    ):
+        return _attention(a[1], a[2])
+    if op is aten.mkldnn_rnn_layer:
+        return _rnn(a[0], int(a[10]), bool(a[14]))
+    if op is aten.mkldnn_rnn_layer_backward:
+        return _rnn(a[0], int(a[15]), bool(a[21]))
+    if op is aten.embedding_dense_backward:
+        return int(a[1].numel())  # a row sums the gradients of every position with its id
+    if op in (aten.cumsum, aten.cumprod):
+        return int(a[0].size(a[1]))
+    # Any other op that returns fewer elements than it reads (sum, mean, var, norm, ...) is
+    # taken to reduce the difference; everything else rounds once per element.
+    read = max((t.numel() for t in tree_leaves(args) if isinstance(t, torch.Tensor)), default=1)
+    written = max((t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor)), default=1)
+    return max(1, read // max(written, 1))
+
+
+class RoundingChains(TorchDispatchMode):
+    """Counts K, the longest chain of roundings, for every tensor computed inside it.
+
+    ``with RoundingChains() as chains: loss(model(x)).backward()``; then ``chains.of(t)`` is
+    K for a tensor made inside, and ``chains.longest`` the largest K of all (the one for
+    gradients, whose chain runs forward and back). Results are those of a run without it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._k: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self.longest = 0
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        before = max(
+            (self._k.get(t, 0) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)),
+            default=0,
+        )
+        k = before + _reduction(func, args, out)
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._k[t] = k
+        self.longest = max(self.longest, k)
+        return out
+
+    def of(self, *tensors: torch.Tensor) -> int:
+        """K for tensors computed inside (0 for one that was not)."""
+        return max((self._k.get(t, 0) for t in tensors), default=0)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``C * eps(dtype) * sqrt(k)``: the relative RMS error two computations may differ by."""
+
+    dtype: torch.dtype
+    k: int
+
+    @property
+    def value(self) -> float:
+        return C * torch.finfo(self.dtype).eps * math.sqrt(max(self.k, 1))
+
+    def __str__(self) -> str:
+        return f"{self.value:.2e} = {C:g} * eps({self.dtype}) * sqrt(K={self.k})"
+
+
+def rms(t: torch.Tensor) -> float:
+    return float(t.detach().double().pow(2).mean().sqrt()) if t.numel() else 0.0
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor, floor: float = 0.0) -> float:
+    """``rms(actual - expected) / max(rms(expected), floor)`` over the finite elements."""
+    finite = torch.isfinite(expected)
+    a, e = actual[finite].double(), expected[finite].double()
+    scale = max(rms(e), floor)
+    diff = rms(a - e)
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    tol: Tolerance,
+    *,
+    floor: float = 0.0,
+    msg: str = "",
+) -> float:
+    """Assert the rule; return the relative error (for reports). Non-finite values must match."""
+    where = f"{msg}: " if msg else ""
+    assert actual.shape == expected.shape, f"{where}shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{where}dtype {actual.dtype} != {expected.dtype}"
+    if not (actual.is_floating_point() or actual.is_complex()):
+        assert torch.equal(actual, expected), f"{where}{actual.dtype} values differ"
+        return 0.0
+    finite = torch.isfinite(expected)
+    assert torch.equal(torch.isfinite(actual), finite), f"{where}inf/nan at other positions"
+    assert torch.equal(actual[~finite], expected[~finite]), f"{where}inf/nan values differ"
+    err = relative_error(actual, expected, floor)
+    assert err <= tol.value, (
+        f"{where}relative RMS error {err:.2e} (scale {max(rms(expected[finite]), floor):.3g}) "
+        f"over tolerance {tol}"
+    )
+    return err
