@@ -207,6 +207,12 @@ class RoundingChains(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self._k[t] = k
+        # An in-place write into a view (pe[:, 0::2] = sin(angle)) also reaches its base.
+        for arg, value in zip(func._schema.arguments, args, strict=False):
+            if arg.alias_info is not None and arg.alias_info.is_write:
+                for t in (value, getattr(value, "_base", None)):
+                    if isinstance(t, torch.Tensor):
+                        self._k[t] = max(self._k.get(t, 0), k)
         self.longest = max(self.longest, k)
         return out
 
@@ -267,3 +273,10 @@ def assert_close(
         f"over tolerance {tol}"
     )
     return err
+
+
+def assert_same(actual: Any, expected: Any, msg: str = "") -> None:
+    """Bitwise equality, for the same kernels run on the same inputs (a compiled node that
+    calls the very torch function a test calls, a saved and reloaded model): no rounding
+    differs there, so no tolerance is due (NUMERICS.md)."""
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=msg or None)

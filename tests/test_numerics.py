@@ -76,6 +76,14 @@ def test_a_weight_gradient_chain_runs_forward_back_and_sums_the_batch() -> None:
     assert chains.longest >= k_out + 1 + 64 + 16
 
 
+def test_a_write_into_a_view_reaches_its_base() -> None:
+    x, w = torch.randn(4, 8), torch.randn(8, 8)
+    with RoundingChains() as chains:
+        out = torch.zeros(4, 16)
+        out[:, :8] = x @ w
+    assert chains.of(out) == 8
+
+
 def test_counting_changes_no_result() -> None:
     case = transformer_case()
     plain = case.ref_forward(*case.inputs)[0]
