@@ -163,6 +163,13 @@ def _reduction(func: Any, args: tuple[Any, ...], out: Any) -> int:
         aten._scaled_dot_product_cudnn_attention_backward,
     ):
         return _attention(a[1], a[2])
+    if op is aten._native_multi_head_attention:  # nn.MultiheadAttention's inference fast path
+        q, k, e, h = a[0], a[1], int(a[3]), int(a[4])
+        return 2 * (e + 1) + e // h + 3 * k.size(-2) + q.size(-2)
+    if op is aten._transformer_encoder_layer_fwd:  # nn.TransformerEncoderLayer's fast path
+        x, e, h, d_ff = a[0], int(a[1]), int(a[2]), int(a[14].size(0))
+        # qkv, attention, projection, norm, linear1, linear2, norm
+        return 5 * e + d_ff + e // h + 4 * x.size(-2) + 12
     if op is aten.mkldnn_rnn_layer:
         return _rnn(a[0], int(a[10]), bool(a[14]))
     if op is aten.mkldnn_rnn_layer_backward:
@@ -179,17 +186,21 @@ def _reduction(func: Any, args: tuple[Any, ...], out: Any) -> int:
 
 
 class RoundingChains(TorchDispatchMode):
-    """Counts K, the longest chain of roundings, for every tensor computed inside it.
+    """Counts, for every tensor computed inside it, the longest chain of roundings behind it.
 
-    ``with RoundingChains() as chains: loss(model(x)).backward()``; then ``chains.of(t)`` is
-    K for a tensor made inside, and ``chains.longest`` the largest K of all (the one for
-    gradients, whose chain runs forward and back). Results are those of a run without it.
+    ``with RoundingChains() as chains: loss(model(x)).backward()``; then ``chains.of(t)`` is K
+    for a tensor made inside (0 for one made outside), ``chains.longest`` the largest K of all
+    (the one for gradients, whose chain runs forward and back), and ``chains.tolerance(dtype,
+    *tensors)`` the rule's tolerance for them (all tensors: the longest chain). Alongside K it
+    counts N, the ops that round their output, which is what float16/bfloat16 pay for (their
+    reductions accumulate in float32). Results are those of a run without it.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._k: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self._chain: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensor -> (K, N)
         self.longest = 0
+        self.longest_ops = 0
 
     def __torch_dispatch__(
         self,
@@ -199,40 +210,71 @@ class RoundingChains(TorchDispatchMode):
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         out = func(*args, **(kwargs or {}))
-        before = max(
-            (self._k.get(t, 0) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)),
-            default=0,
-        )
-        k = before + _reduction(func, args, out)
+        seen = [
+            self._chain.get(t, (0, 0))
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        ]
+        length = _reduction(func, args, out)
+        k = max((c[0] for c in seen), default=0) + length
+        n = max((c[1] for c in seen), default=0) + (length > 0)
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self._k[t] = k
+                self._chain[t] = (k, n)
         # An in-place write into a view (pe[:, 0::2] = sin(angle)) also reaches its base.
         for arg, value in zip(func._schema.arguments, args, strict=False):
             if arg.alias_info is not None and arg.alias_info.is_write:
                 for t in (value, getattr(value, "_base", None)):
                     if isinstance(t, torch.Tensor):
-                        self._k[t] = max(self._k.get(t, 0), k)
+                        old = self._chain.get(t, (0, 0))
+                        self._chain[t] = (max(old[0], k), max(old[1], n))
         self.longest = max(self.longest, k)
+        self.longest_ops = max(self.longest_ops, n)
         return out
 
     def of(self, *tensors: torch.Tensor) -> int:
         """K for tensors computed inside (0 for one that was not)."""
-        return max((self._k.get(t, 0) for t in tensors), default=0)
+        return max((self._chain.get(t, (0, 0))[0] for t in tensors), default=0)
+
+    def ops_of(self, *tensors: torch.Tensor) -> int:
+        """N, the rounding ops along the chain, for tensors computed inside."""
+        return max((self._chain.get(t, (0, 0))[1] for t in tensors), default=0)
+
+    def tolerance(self, dtype: torch.dtype, *tensors: torch.Tensor) -> Tolerance:
+        if not tensors:
+            return Tolerance(dtype, self.longest, self.longest_ops)
+        return Tolerance(dtype, self.of(*tensors), self.ops_of(*tensors))
+
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """``C * eps(dtype) * sqrt(k)``: the relative RMS error two computations may differ by."""
+    """The relative RMS error two computations may differ by: ``C * eps(dtype) * sqrt(k)``.
+
+    For float16 and bfloat16, whose kernels accumulate in float32 and round each op's output
+    once: ``C * sqrt(eps(float32)^2 * k + eps(dtype)^2 * ops)``, ``ops`` the rounding ops along
+    the chain (at least one).
+    """
 
     dtype: torch.dtype
     k: int
+    ops: int = 0
 
     @property
     def value(self) -> float:
+        if self.dtype in _HALF:
+            acc, own = torch.finfo(torch.float32).eps, torch.finfo(self.dtype).eps
+            return C * math.sqrt(acc**2 * self.k + own**2 * max(self.ops, 1))
         return C * torch.finfo(self.dtype).eps * math.sqrt(max(self.k, 1))
 
     def __str__(self) -> str:
+        if self.dtype in _HALF:
+            return (
+                f"{self.value:.2e} = {C:g} * sqrt(eps(float32)^2 * K={self.k} "
+                f"+ eps({self.dtype})^2 * N={max(self.ops, 1)})"
+            )
         return f"{self.value:.2e} = {C:g} * eps({self.dtype}) * sqrt(K={self.k})"
 
 

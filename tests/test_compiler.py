@@ -322,7 +322,7 @@ def test_compiled_model_accepts_new_sequence_lengths() -> None:
         ids = torch.randint(0, 50, (2, length))
         with RoundingChains() as chains:
             eager = model(ids)
-        numerics.assert_close(compiled(ids), eager, Tolerance(eager.dtype, chains.of(eager)))
+        numerics.assert_close(compiled(ids), eager, chains.tolerance(eager.dtype, eager))
 
 
 def test_inputs_cannot_shadow_names_the_forward_uses() -> None:

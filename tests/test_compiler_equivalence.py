@@ -71,12 +71,11 @@ def compare_case(case: Case) -> list[Comparison]:
     with RoundingChains() as chains:
         got = _outputs(model, case.inputs)
         want = case.ref_forward(*case.inputs)
-        k_out = chains.of(*got, *want)
         _loss(got).backward()
         _loss(want).backward()
     assert len(got) == len(want)
     dtype = want[0].dtype
-    out_tol, grad_tol = Tolerance(dtype, k_out), Tolerance(dtype, chains.longest)
+    out_tol, grad_tol = chains.tolerance(dtype, *got, *want), chains.tolerance(dtype)
     result = [
         Comparison(f"output {i}", numerics.relative_error(g, w), out_tol)
         for i, (g, w) in enumerate(zip(got, want, strict=True))
@@ -112,7 +111,7 @@ def check_compile_export_emit(
     with torch.no_grad():
         with RoundingChains() as chains:
             want = _outputs(model, inputs)
-        tol = Tolerance(want[0].dtype, chains.of(*want))
+        tol = chains.tolerance(want[0].dtype, *want)
         # nn.LSTM needs dynamo's allow_rnn (off by default in torch 2.13); others ignore it.
         with torch._dynamo.config.patch(allow_rnn=True):
             compiled = torch.compile(model, fullgraph=True, backend="eager")

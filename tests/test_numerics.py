@@ -76,6 +76,19 @@ def test_a_weight_gradient_chain_runs_forward_back_and_sums_the_batch() -> None:
     assert chains.longest >= k_out + 1 + 64 + 16
 
 
+def test_a_fused_fast_path_counts_what_its_unfused_ops_count() -> None:
+    """nn.TransformerEncoderLayer runs one fused op in inference, a dozen ops in training."""
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    x = torch.randn(2, 7, 32)
+    with RoundingChains() as unfused:
+        slow = layer(x)
+    layer.eval()
+    with torch.no_grad(), RoundingChains() as fused:
+        fast = layer(x)
+    assert fused.longest_ops == 1 and unfused.longest_ops > 5  # the fast path did run
+    assert abs(fused.of(fast) - unfused.of(slow)) <= 0.05 * unfused.of(slow)
+
+
 def test_a_write_into_a_view_reaches_its_base() -> None:
     x, w = torch.randn(4, 8), torch.randn(8, 8)
     with RoundingChains() as chains:
@@ -113,6 +126,23 @@ def test_a_reordered_sum_passes_and_a_real_difference_fails() -> None:
     assert err < tol.value / 4
     with pytest.raises(AssertionError, match="over tolerance"):
         numerics.assert_close(forward * (1 + 10 * tol.value), forward, tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_pays_for_output_roundings_not_float32_sums(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(64, 4096).to(dtype), torch.randn(4096, 32).to(dtype)
+    with RoundingChains() as chains:
+        got = x @ w
+    tol = chains.tolerance(dtype, got)
+    assert (tol.k, tol.ops) == (4096, 1)
+    own = torch.finfo(dtype).eps
+    assert tol.value < 2 * numerics.C * own  # eps(dtype) * sqrt(4096) would allow 100% error
+    exact = x.double() @ w.double()
+    err = numerics.assert_close(got.double(), exact, tol)
+    assert err < tol.value / 4
+    with pytest.raises(AssertionError, match="over tolerance"):
+        numerics.assert_close((got * (1 + 8 * own)).double(), exact, tol)
 
 
 def test_non_finite_values_and_integers_must_match_exactly() -> None:

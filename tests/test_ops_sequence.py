@@ -258,7 +258,7 @@ def test_sdpa_numerics() -> None:
             if causal:
                 scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), -math.inf)
             want = scores.softmax(-1) @ v
-        numerics.assert_close(got, want, Tolerance(torch.float32, chains.of(got, want)))
+        numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
 
 
 def test_sdpa_dropout_only_in_training() -> None:
@@ -371,12 +371,12 @@ def test_mha_matches_torch_forward_and_backward(
     with RoundingChains() as chains:
         out = ours(*inputs, key_padding_mask=mask) if masked else ours(*inputs)
         expected, _ = ref(*ref_inputs, key_padding_mask=mask, attn_mask=attn_mask)
-        forward = Tolerance(out.dtype, chains.of(out, expected))
+        forward = chains.tolerance(out.dtype, out, expected)
         grad = torch.randn(out.shape, generator=gen)
         out.backward(grad)
         expected.backward(grad)
     numerics.assert_close(out, expected, forward)
-    backward = Tolerance(out.dtype, chains.longest)
+    backward = chains.tolerance(out.dtype)
     for mine, theirs in zip(inputs, ref_inputs, strict=True):
         assert mine.grad is not None and theirs.grad is not None
         numerics.assert_close(mine.grad, theirs.grad, backward)
@@ -441,7 +441,7 @@ def test_mha_compiles_fullgraph_and_exports(causal: bool, masked: bool) -> None:
     kwargs = {"key_padding_mask": pad} if masked else {}
     with RoundingChains() as chains:
         eager = m(x, x, x, **kwargs)
-    tol = Tolerance(eager.dtype, chains.of(eager))
+    tol = chains.tolerance(eager.dtype, eager)
     torch._dynamo.reset()
     compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
     numerics.assert_close(compiled(x, x, x, **kwargs), eager, tol, msg="torch.compile")
@@ -546,7 +546,7 @@ def test_sinusoidal_odd_width() -> None:
     with RoundingChains() as chains:
         pe = sinusoid_table(4, 5)
     assert pe.shape == (4, 5)
-    tol = Tolerance(torch.float32, chains.longest)  # against the formula in float64
+    tol = chains.tolerance(torch.float32)  # against the formula in float64
     numerics.assert_close(pe[3, 4], torch.tensor(math.sin(3 / 10000 ** (4 / 5))), tol)
     numerics.assert_close(pe[3, 3], torch.tensor(math.cos(3 / 10000 ** (2 / 5))), tol)
 
@@ -596,7 +596,7 @@ def test_posenc_compiles_fullgraph() -> None:
     for m in (SinusoidalPositionalEncoding(8, 16), LearnedPositionalEncoding(8, 16)):
         with RoundingChains() as chains:
             eager = m(x)
-        tol = Tolerance(eager.dtype, chains.of(eager))
+        tol = chains.tolerance(eager.dtype, eager)
         torch._dynamo.reset()
         compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
         numerics.assert_close(compiled(x), eager, tol, msg="torch.compile")
@@ -710,7 +710,7 @@ def test_recurrent_numerics_match_torch(op: str, with_state: bool, torch_threads
         hx = (tuple(given) if is_lstm else given[0]) if with_state else None
         out, state = ref(xr, hx)
         h, c = state if is_lstm else (state, None)
-        forward = Tolerance(out.dtype, chains.of(out, h, *got.values()))
+        forward = chains.tolerance(out.dtype, out, h, *got.values())
         loss = got["out"].square().sum() + got["h"].sum()
         loss.backward()
         (out.square().sum() + h.sum()).backward()
@@ -719,7 +719,7 @@ def test_recurrent_numerics_match_torch(op: str, with_state: bool, torch_threads
     if is_lstm:
         assert c is not None
         numerics.assert_close(got["c"], c, forward)
-    backward = Tolerance(out.dtype, chains.longest)
+    backward = chains.tolerance(out.dtype)
     assert xs.grad is not None and xr.grad is not None
     numerics.assert_close(xs.grad, xr.grad, backward)
     for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters(), strict=True):
