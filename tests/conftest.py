@@ -35,6 +35,22 @@ def spec_file(tmp_path: Path):
 MANY_THREADS = max(2, os.cpu_count() or 2)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the whole run (default: torch's, one per core); "
+        "tests that take the torch_threads fixture still run with 1 and with all cores",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--torch-threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=[1, MANY_THREADS], ids=["1-thread", "many-threads"])
 def torch_threads(request: pytest.FixtureRequest):
     """Run the test with torch on one intra-op thread, then on every core (at least 2).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numerics
 import pytest
@@ -106,6 +107,11 @@ def test_counting_changes_no_result() -> None:
 
 
 # -- The comparison ----------------------------------------------------------------------------
+
+
+def test_numerics_md_states_the_constant_in_use() -> None:
+    doc = (Path(__file__).parent / "NUMERICS.md").read_text()
+    assert f"    C = {numerics.C:g}\n" in doc
 
 
 def test_tolerance_is_c_eps_sqrt_k() -> None:
