@@ -32,7 +32,17 @@ from torch.utils.weak import WeakTensorKeyDictionary
 C = 4.0
 """Allowed multiple of the random-walk error eps * sqrt(K) (NUMERICS.md: measured <= 0.55)."""
 
-aten = torch.ops.aten
+
+class _Aten:
+    """``torch.ops.aten``; an op the installed torch lacks is a sentinel that matches no op."""
+
+    _missing = object()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.ops.aten, name, self._missing)
+
+
+aten: Any = _Aten()
 
 # Ops that round nothing: views, copies, selections, layout, constants.
 _EXACT = {
