@@ -18,14 +18,19 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import archcomp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from numerics import RoundingChains, assert_close  # the tests' tolerance rule
 
 N, D, FF, H, VOCAB, P = 6, 512, 2048, 8, 37000, 0.1
 B, S, T = 8, 64, 64
@@ -192,13 +197,9 @@ def main() -> None:
     tgt = torch.randint(0, VOCAB, (B, T), device=dev)
     labels = torch.randint(0, VOCAB, (B, T), device=dev)
     ref.eval(), model.eval()
-    with torch.no_grad():
-        ours, theirs = model(src, tgt).float(), ref(src, tgt).float()
-    if dtype == torch.float32:
-        torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=2e-4)
-    else:  # half precision rounds differently along the two paths: compare relative error
-        err = ((ours - theirs).norm() / theirs.norm()).item()
-        assert err < 2e-2, f"outputs differ: relative error {err:.3g}"
+    with torch.no_grad(), RoundingChains() as chains:  # tests/NUMERICS.md: the same function
+        ours, theirs = model(src, tgt), ref(src, tgt)
+    assert_close(ours, theirs, chains.tolerance(dtype, ours, theirs), msg="outputs")
 
     def forward(m: nn.Module) -> Callable[[], object]:
         def run() -> object:

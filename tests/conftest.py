@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 # CI runs the property and fuzz suites with a fixed budget and fixed examples, so a red CI is
@@ -29,3 +30,37 @@ def spec_file(tmp_path: Path):
         return p
 
     return write
+
+
+MANY_THREADS = max(2, os.cpu_count() or 2)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the whole run (default: torch's, one per core); "
+        "tests that take the torch_threads fixture still run with 1 and with all cores",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--torch-threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=[1, MANY_THREADS], ids=["1-thread", "many-threads"])
+def torch_threads(request: pytest.FixtureRequest):
+    """Run the test with torch on one intra-op thread, then on every core (at least 2).
+
+    Equivalence tests take it: a tolerance must hold whichever kernels and split of a
+    reduction the thread count makes torch and MKL pick (tests/NUMERICS.md).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        torch.set_num_threads(before)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from numerics import assert_same
 from repeat_specs import FF_BLOCKS
 from test_compiler_equivalence import check_compile_export_emit
 from torch import nn
@@ -97,9 +98,9 @@ def _same(a: nn.Module, b: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     if isinstance(ya, dict):
         assert list(ya) == list(yb)
         for k in ya:
-            torch.testing.assert_close(ya[k], yb[k], rtol=0, atol=0)
+            assert_same(ya[k], yb[k])
     else:
-        torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+        assert_same(ya, yb)
 
 
 def test_gpt2_layers_are_instances_of_one_generated_class(monkeypatch) -> None:
@@ -145,7 +146,7 @@ def test_shared_copies_call_the_first_copy(monkeypatch) -> None:
     first = model.f[0]
     with torch.no_grad():
         want = first(first(first(x, skip), skip), skip)
-        torch.testing.assert_close(model(x, skip), want)
+        assert_same(model(x, skip), want)
 
 
 def test_two_results_and_a_tie_inside_a_copy(monkeypatch) -> None:
@@ -290,4 +291,4 @@ outputs: out
     torch.manual_seed(1)
     got = model(x)
     torch.manual_seed(1)
-    torch.testing.assert_close(got, inline(x), rtol=0, atol=0)
+    assert_same(got, inline(x))

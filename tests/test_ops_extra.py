@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lowering import check_declared, compile_for_test, run
+from numerics import assert_same
 from test_ops_tensor import check_state, fails, macs, out, spec
 from torch import nn
-from torch.testing import assert_close
 
 from archcomp import load_graph
 from archcomp.backends.torch.module import ArchModule
@@ -293,8 +293,8 @@ def test_lower_conv_transpose_numerics_gradients_and_state() -> None:
     z = F.conv_transpose1d(
         s, gm.d1.weight, gm.d1.bias, stride=3, padding=2, output_padding=1, groups=3
     )
-    assert_close(got["y"], y)
-    assert_close(got["z"], z)
+    assert_same(got["y"], y)
+    assert_same(got["z"], z)
     assert_typed(g, "y", y)
     assert_typed(g, "z", z)
     # gradients of the compiled model are those of torch's functional ops
@@ -303,7 +303,7 @@ def test_lower_conv_transpose_numerics_gradients_and_state() -> None:
     got_grads = torch.autograd.grad((got["y"], got["z"]), wrt, upstream)
     want_grads = torch.autograd.grad((y, z), wrt, upstream)
     for a, b in zip(got_grads, want_grads, strict=True):
-        assert_close(a, b)
+        assert_same(a, b)
 
 
 def test_conv_transpose_undoes_conv_shape_in_a_unet_step() -> None:
@@ -480,7 +480,7 @@ def test_lower_upsample(shape: tuple[int, ...], node: str, kwargs: dict) -> None
     g, gm = compile_spec(spec(f"x: [{dims}]", f"- {{id: n, op: upsample, {node}}}"))
     x = torch.randn(*shape)
     want = F.interpolate(x, **kwargs)
-    assert_close(run(gm, x)["y"], want)
+    assert_same(run(gm, x)["y"], want)
     assert_typed(g, "y", want)
     assert "n = torch.nn.functional.interpolate(x, " in gm.code
 
@@ -587,7 +587,7 @@ def test_lower_reduce_numerics() -> None:
     }
     assert got.keys() == want.keys()
     for k, v in want.items():
-        assert_close(got[k], v, msg=k)
+        assert_same(got[k], v, msg=k)
         assert_typed(g, k, v)
     # the generated forward reads as torch code
     assert "gap = torch.mean(x, (2, 3))" in gm.code
@@ -606,4 +606,4 @@ def test_reduce_in_a_vit_head() -> None:
     g, gm = compile_spec(text)
     assert g.output_types["y"] == TensorType((B, 10))
     x = torch.randn(3, 7, 32)
-    assert_close(run(gm, x)["y"], F.linear(x.mean(1), gm.n.weight, gm.n.bias))
+    assert_same(run(gm, x)["y"], F.linear(x.mean(1), gm.n.weight, gm.n.bias))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from archcomp.base.errors import SpecError, UsageError
-from archcomp.frontend.source import MAX_BYTES, decode, load_yaml, read_spec_file
+from archcomp.frontend import source
+from archcomp.frontend.source import MAX_BYTES, MAX_DEPTH, decode, load_yaml, read_spec_file
 
 
 def load(text: str):
@@ -93,10 +96,72 @@ def test_alias_bomb_is_refused_at_the_first_anchor() -> None:
     assert exc.value.diagnostics[0].loc.line == 1
 
 
-def test_deep_nesting_is_refused_without_recursion() -> None:
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [
+        ("a: " + "[" * 10_000 + "]" * 10_000 + "\n", 1, 67),  # the 64th '[' under the root
+        ("a: {" + "k: {" * 10_000 + "}" * 10_001 + "\n", 1, 256),
+        ("a:\n  " + "- " * 10_000 + "x\n", 2, 129),
+        ("a: [" + "{k: [" * 5_000 + "\n", 1, 160),  # level 65 is the 32nd '{', at 5 + 5 * 31
+    ],
+    ids=["flow_sequence", "flow_mapping", "block_sequence", "flow_mixed"],
+)
+def test_deep_nesting_is_refused_without_recursion(text: str, line: int, col: int) -> None:
+    """archcomp's own limit, at the same place whatever limit the installed YAML library has."""
     with pytest.raises(SpecError) as exc:
-        load("a: " + "[" * 10_000 + "]" * 10_000 + "\n")
-    assert codes(exc) == ["spec-too-deep"]
+        load(text)
+    (d,) = exc.value.diagnostics
+    assert (d.code, d.message) == ("spec-too-deep", f"spec nests deeper than {MAX_DEPTH} levels")
+    assert d.loc is not None and (d.loc.file, d.loc.line, d.loc.col) == ("t.yaml", line, col)
+
+
+def _limited_loader(after_events: int) -> type:
+    """A parser that stops as libyaml 0.2.6 does ("exceeded maximum nesting depth")."""
+
+    class Limited(yaml.SafeLoader):
+        seen = 0
+
+        def get_event(self) -> Any:
+            event = super().get_event()
+            self.seen += 1
+            if self.seen > after_events:
+                raise yaml.scanner.ScannerError(
+                    "while increasing flow level",
+                    event.start_mark,
+                    "exceeded maximum nesting depth",
+                    event.start_mark,
+                )
+            return event
+
+    return Limited
+
+
+def test_a_yaml_library_depth_limit_falls_back_to_archcomps_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whichever PyYAML is installed: a library that stops first is not what the user sees."""
+    monkeypatch.setattr(source, "_Parser", _limited_loader(after_events=5))
+    with pytest.raises(SpecError) as exc:
+        load("a: " + "[" * 200 + "]" * 200 + "\n")
+    (d,) = exc.value.diagnostics
+    assert d.code == "spec-too-deep" and d.loc is not None and (d.loc.line, d.loc.col) == (1, 67)
+    # A shallow spec read by the same limited parser is untouched (the limit was not reached).
+    assert load("a: [[1]]\n")[0] == {"a": [[1]]}
+
+
+def test_a_depth_limit_in_every_parser_is_still_spec_too_deep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(source, "_Parser", _limited_loader(after_events=5))
+    monkeypatch.setattr(source, "_PurePython", _limited_loader(after_events=5))
+    with pytest.raises(SpecError) as exc:
+        load("a: " + "[" * 200 + "]" * 200 + "\n")
+    (d,) = exc.value.diagnostics
+    assert (d.code, d.message) == ("spec-too-deep", f"spec nests deeper than {MAX_DEPTH} levels")
+    assert d.loc is not None and (d.loc.line, d.loc.col) == (
+        1,
+        5,
+    )  # the library's own mark: event 6
 
 
 def test_invalid_utf8_is_located() -> None:

@@ -8,6 +8,11 @@ Read as YAML 1.2's core schema with strict typing: ``yes``/``no``/``on``/``off``
 are strings, ``017`` is refused as ambiguous. Refused outright: anchors and aliases, merge keys,
 tags other than the core ones, duplicate keys (both lines cited), non-string keys, several
 documents, files over :data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`.
+
+These limits are archcomp's own and give the same located error under every PyYAML: where the
+YAML library stops first (libyaml 0.2.6, in PyYAML 6.0.4's wheels, refuses 1,000 nested levels
+while its scanner looks ahead), the text is read again with PyYAML's pure-Python parser, which
+has no limit of its own, so archcomp's check sees the nesting and reports it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ MAX_INT_DIGITS = 100  # far past int64; Python refuses int() of 4,300+ digits wi
 
 
 _Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PurePython: Any = yaml.SafeLoader
+_LIBRARY_DEPTH_LIMIT = "maximum nesting depth"  # libyaml's "exceeded maximum nesting depth"
 
 _INT = re.compile(r"[-+]?[0-9]+\Z")
 _OCT = re.compile(r"0o[0-7]+\Z")
@@ -178,8 +185,23 @@ def decode(data: bytes, file: str) -> str:
     return text
 
 
+class _LibraryDepthLimit(Exception):
+    """The YAML library refused the nesting before archcomp's own check saw it."""
+
+
 def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, SourceDoc]:
     """Parse one YAML document into plain values plus a :class:`SourceDoc`."""
+    try:
+        return _read_events(text, file, path, _Parser)
+    except _LibraryDepthLimit:
+        # libyaml's scanner looks ahead through a run of '[' and stops at its own depth limit
+        # before the parser yields archcomp's 65th level; the pure-Python parser reads the same
+        # grammar without a limit, so MAX_DEPTH fires at the same place as on any other PyYAML.
+        # Only such a text pays for it: ~20x libyaml's time, under 30 s for 8 MiB of YAML.
+        return _read_events(text, file, path, _PurePython)
+
+
+def _read_events(text: str, file: str, path: Path | None, parser: Any) -> tuple[Any, SourceDoc]:
     doc = SourceDoc(file, path, text.splitlines())
     # Each stack frame: [container, path, pending_key, key_mark, keys_seen]
     stack: list[list[Any]] = []
@@ -238,7 +260,7 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
         frame[2] = _NO_KEY
 
     try:
-        for event in yaml.parse(text, Loader=_Parser):
+        for event in yaml.parse(text, Loader=parser):
             count += 1
             if count > MAX_EVENTS:
                 raise _fail(doc, "spec-too-large", "spec has too many YAML items", event.start_mark)
@@ -275,7 +297,7 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
                     raise _fail(
                         doc,
                         "spec-too-deep",
-                        f"spec nests deeper than {MAX_DEPTH} levels",
+                        _too_deep_message(),
                         event.start_mark,
                     )
                 new: Any = {} if is_map else []
@@ -298,6 +320,12 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
+        if _LIBRARY_DEPTH_LIMIT in problem:
+            if parser is not _PurePython:
+                raise _LibraryDepthLimit from None
+            # A pure-Python parser with a limit of its own (none has one yet): the same error,
+            # at the library's mark.
+            raise _fail(doc, "spec-too-deep", _too_deep_message(), mark) from None
         hint = None
         line = doc.line_text(mark.line + 1) if mark is not None else None
         if "\t" in problem or (line is not None and "\t" in line[: mark.column + 1]):
@@ -323,6 +351,10 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
             ]
         )
     return root, doc
+
+
+def _too_deep_message() -> str:
+    return f"spec nests deeper than {MAX_DEPTH} levels"
 
 
 class _NoKey:

@@ -144,7 +144,7 @@ GENERATED: dict[str, tuple[Callable[[], bytes], tuple[str, ...]]] = {
         lambda: (
             "archcomp: 1\nname: m\nparams: {p: " + "[" * 10_000 + "]" * 10_000 + "}\n"
         ).encode(),
-        ("error: spec nests deeper than 64 levels",),
+        (":3:75: error: spec nests deeper than 64 levels",),
     ),
     "nesting_10000_block": (
         lambda: ("archcomp: 1\nname: m\nparams:\n  p:\n    " + "- " * 10_000 + "x\n").encode(),
