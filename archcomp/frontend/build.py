@@ -112,6 +112,7 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
         {k: ex.out.aliases[k] for k in ex.out.block_inputs if k in ex.out.aliases}, ex.out, inputs
     )
     g.written_order = ex.out.order
+    g.read_by_absent = _read_by_absent(ex.out, inputs)
     g.spec_factory = lambda: normalized_spec(prog, env)
     return g
 
@@ -252,6 +253,19 @@ def _no_weights_from_absent(ex: Expanded, rep: Reporter) -> None:
                     hint="with 'shared: true', a node's 'when' cannot depend on 'index'",
                 )
             )
+
+
+def _read_by_absent(ex: Expanded, inputs: Mapping[str, InputInfo]) -> set[str]:
+    """Inputs and nodes that absent nodes would have read (an input read only there is not
+    unused: it is used under other params)."""
+    quiet = Reporter()  # a bad reference is reported where a present node reads it
+    out: set[str] = set()
+    for absent in ex.absent.values():
+        for pr in absent.reads:
+            r = _resolve(ex, pr, inputs, quiet)
+            if r is not None:
+                out.add(r.node)
+    return out
 
 
 def _scope_refs(

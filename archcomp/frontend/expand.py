@@ -82,6 +82,7 @@ class Absent:
     why: str  # "'when' is false", "'repeat' is 0"
     what: str  # "op 'lstm'", "block 'shortcut'"
     results: tuple[str, ...]  # what it would have made; only results[0] passes through
+    reads: tuple[PendingRef, ...] = ()  # every input it would have read
 
 
 class Expander:
@@ -536,7 +537,9 @@ class Expander:
         for key, bindings in made.block_inputs:
             out.block_inputs[made.rename(key, dst)] = {n: ref(p) for n, p in bindings.items()}
         for key, absent in made.absent:
-            out.absent[made.rename(key, dst)] = absent
+            out.absent[made.rename(key, dst)] = replace(
+                absent, reads=tuple(ref(p) for p in absent.reads)
+            )
 
     def _repeat(
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
@@ -624,7 +627,8 @@ class Expander:
             return
         self.out.aliases[qid] = {results[0]: first}
         self.out.first_output[qid] = results[0]
-        self.out.absent[qid] = Absent(why, what, results)
+        reads = [r for v in bound.values() for r in (v if isinstance(v, list) else [v])]
+        self.out.absent[qid] = Absent(why, what, results, tuple(reads))
 
     def _eval(
         self,

@@ -111,6 +111,8 @@ class Graph:
     scope_outputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
     # node name -> the position it was written at: ties in topological order follow the text
     written_order: dict[str, int] = field(default_factory=dict)
+    # inputs and nodes read by absent nodes ('when' false, 'repeat: 0'), for the unused checks
+    read_by_absent: set[str] = field(default_factory=set)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
