@@ -216,17 +216,9 @@ class Expander:
                     )
                 )
                 return None
-            if ports[0].variadic:
-                self.rep.add(
-                    doc.diag(
-                        "missing-input",
-                        f"{what} needs a list of inputs",
-                        (*path, "id"),
-                        hint="add 'in: [a, b]'",
-                    )
-                )
-                return None
-            bound[ports[0].name] = default
+            # A list port reads the previous node as a one-entry list; the op's shape rule
+            # says whether one is enough (``{op: add, scalar: 1}``, ``concat``).
+            bound[ports[0].name] = [default] if ports[0].variadic else default
         elif isinstance(raw, str):
             r = one(raw, (*path, "in"))
             ok = r is not None
