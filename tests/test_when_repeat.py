@@ -326,3 +326,31 @@ outputs: flat
     assert "conv-16 ×4" in labels and "16" in labels
     drawn = plan(g, DrawOptions(expand=("convs",))).boxes.values()
     assert any(b.label.startswith("conv3-16") for b in drawn)
+
+
+def test_copies_that_differ_are_drawn_once_per_run() -> None:
+    """Copy 0 (projection shortcut) and copies 1-2 (identity) each get a frame, and an edge
+    leads from one to the next; the absent shortcuts of copies 1-2 are not drawn."""
+    d = plan(load_graph(STAGE), DrawOptions())
+    frames = {f.label: f for f in d.frames.values()}
+    assert {"N× (N = 3)", "copy 0", "copies 1–2 (2×)"} <= set(frames)
+    assert frames["copy 0"].parent == frames["copies 1–2 (2×)"].parent
+    boxes = {b.id: b for b in d.boxes.values()}
+    assert "layer.0.downsample" in boxes and "layer.1.conv1" in boxes
+    assert not any(b.startswith(("layer.1.downsample", "layer.2")) for b in boxes)
+    assert boxes["layer.0.conv1"].frame == frames["copy 0"].id
+    assert boxes["layer.1.conv1"].frame == frames["copies 1–2 (2×)"].id
+    edges = {(e.src, e.dst) for e in d.edges}
+    assert ("layer.0.relu", "layer.1.conv1") in edges  # copy 0 -> copy 1
+    assert ("layer.0.relu", "layer.1.add") in edges  # copy 1's identity shortcut
+    assert not any(
+        e.src.startswith("layer.1") and e.dst.startswith("layer.1.conv1") for e in d.edges
+    )
+    # copies that are alike stay one frame, as before
+    same = (
+        STAGE.replace('down: "${index == 0}"', "down: false")
+        .replace('stride: "${2 if index == 0 else 1}"', "stride: 1")
+        .replace("x: [B, 4, 8, 8]", "x: [B, 8, 8, 8]")
+    )
+    alike = plan(load_graph(same), DrawOptions())
+    assert not any(f.label and f.label.startswith("cop") for f in alike.frames.values())
