@@ -311,13 +311,12 @@ def _resolve(
             rep.add(
                 pr.origin.doc.diag(
                     "bad-reference",
-                    f"'{r}': '{r.node}' is absent ({absent.why}); only its first result, "
-                    f"'{absent.results[0]}', passes on (its input)"
+                    f"'{r}': '{r.node}' is absent ({absent.why}); it passes on its input "
+                    f"as '{r.node}' and has no '{res}'"
                     if known
                     else f"'{r}': {absent.what} has no result '{res}'",
                     pr.origin.path,
-                    hint=f"read '{r.node}' (its input when absent), or make this reader "
-                    "absent under the same condition"
+                    hint=f"read '{r.node}', or make this reader absent under the same condition"
                     if known
                     else f"results: {', '.join(absent.results)}",
                 )
