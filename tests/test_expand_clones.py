@@ -49,6 +49,25 @@ nodes:
   - {{id: f, op: ff, in: {{x: x, skip: x}}, repeat: 3, d: "${{8 + 0 * index}}"}}
 outputs: f
 """,
+    "absent_and_empty_inside": f"""
+archcomp: 1
+name: t
+params: {{gate: false}}
+inputs: {{x: [B, 8], skip: [B, 8]}}
+{FF_BLOCKS}
+  gated:
+    label: "Gated ${{d}}"
+    params: {{d: 8, gate: false}}
+    inputs: [x, skip]
+    nodes:
+      - {{id: g, op: linear, out_features: "${{d}}", when: "${{gate}}"}}
+      - {{id: e, op: sub, repeat: 0}}
+      - {{id: s, op: add, in: [e, skip]}}
+    outputs: s
+nodes:
+  - {{id: f, op: gated, in: {{x: x, skip: skip}}, repeat: 3, gate: "${{gate}}"}}
+outputs: f
+""",
 }
 
 
@@ -74,7 +93,8 @@ def _ir(g: Graph) -> Any:
         )
         for n in g.nodes.values()
     ]
-    return nodes, g.outputs, g.scope_inputs, {k: origin(o) for k, o in g.output_origins.items()}
+    origins = {k: origin(o) for k, o in g.output_origins.items()}
+    return nodes, g.outputs, g.scope_inputs, origins, g.read_by_absent
 
 
 def _both(monkeypatch: pytest.MonkeyPatch, source: Any, params: Any) -> tuple[Any, Any, int]:
@@ -111,7 +131,12 @@ def test_tricky_repeats_expand_the_same_with_clones(
     fast, slow, clones = _both(monkeypatch, CASES[name], None)
     assert fast == slow
     # copies of f, and of the repeat inside each f that was expanded rather than cloned
-    expected = {"nested_repeats_ties_two_outputs": 3, "shared_copies": 4, "index_in_the_call": 3}
+    expected = {
+        "nested_repeats_ties_two_outputs": 3,
+        "shared_copies": 4,
+        "index_in_the_call": 3,
+        "absent_and_empty_inside": 2,
+    }
     assert clones == expected[name]
 
 

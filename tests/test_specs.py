@@ -49,6 +49,8 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         174_604_259_328,
         {"N": 2, "d_model": 32, "h": 4, "vocab": 50, "context": 16, "dropout": 0.0},
     ),
+    "resnet18": (11_689_512, {"width": 8, "classes": 10, "image": 32}),
+    "resnet50": (25_557_032, {"width": 4, "classes": 10, "image": 32}),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 

@@ -108,6 +108,7 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
             pending_outputs[oname] = r
             output_origins[oname] = Origin(doc, p)
     _link(ex.out, inputs, rep)
+    _no_weights_from_absent(ex.out, rep)
     for oname, pending in pending_outputs.items():
         resolved = _resolve(ex.out, pending, inputs, rep)
         if resolved is not None:
@@ -130,6 +131,7 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
         {k: ex.out.aliases[k] for k in ex.out.block_inputs if k in ex.out.aliases}, ex.out, inputs
     )
     g.written_order = ex.out.order
+    g.read_by_absent = _read_by_absent(ex.out, inputs)
     g.spec_factory = lambda: normalized_spec(prog, env)
     return g
 
@@ -238,6 +240,53 @@ def _link(ex: Expanded, inputs: Mapping[str, InputInfo], rep: Reporter) -> None:
     # Unresolvable references ("?missing") were reported where they were written.
 
 
+def _no_weights_from_absent(ex: Expanded, rep: Reporter) -> None:
+    """A tie to an absent node, or a shared copy whose copy 0 is absent, has no weights to
+    reuse."""
+    seen: set[tuple[str, tuple[object, ...]]] = set()  # one error per written node
+    for node in ex.nodes.values():
+        doc, path = node.origin.doc, node.origin.path
+        for pname, (tnode, _) in node.tie.items():
+            absent = ex.absent.get(tnode)
+            if absent is not None:
+                rep.add(
+                    doc.diag(
+                        "bad-tie",
+                        f"tie target '{tnode}' is absent ({absent.why}): it has no weights",
+                        (*path, "tie", pname),
+                        node=node.name,
+                        op=node.op.name,
+                    )
+                )
+        if node.shared_with in ex.absent and (doc.file, path) not in seen:
+            seen.add((doc.file, path))
+            assert node.shared_with is not None
+            rep.add(
+                doc.diag(
+                    "bad-reference",
+                    f"shares the weights of '{node.shared_with}', which is absent "
+                    f"({ex.absent[node.shared_with].why})",
+                    (*path, "id"),
+                    node=node.name,
+                    op=node.op.name,
+                    hint="with 'shared: true', a node's 'when' cannot depend on 'index'",
+                )
+            )
+
+
+def _read_by_absent(ex: Expanded, inputs: Mapping[str, InputInfo]) -> set[str]:
+    """Inputs and nodes that absent nodes would have read (an input read only there is not
+    unused: it is used under other params)."""
+    quiet = Reporter()  # a bad reference is reported where a present node reads it
+    out: set[str] = set()
+    for absent in ex.absent.values():
+        for pr in absent.reads:
+            r = _resolve(ex, pr, inputs, quiet)
+            if r is not None:
+                out.add(r.node)
+    return out
+
+
 def _scope_refs(
     table: Mapping[str, Mapping[str, PendingRef]], ex: Expanded, inputs: Mapping[str, InputInfo]
 ) -> dict[str, dict[str, Ref]]:
@@ -275,6 +324,23 @@ def _resolve(
         if outs is None:
             return None
         res = r.result or ex.first_output.get(r.node, "")
+        absent = ex.absent.get(r.node)
+        if absent is not None and res not in outs:
+            known = res in absent.results
+            rep.add(
+                pr.origin.doc.diag(
+                    "bad-reference",
+                    f"'{r}': '{r.node}' is absent ({absent.why}); it passes on its input "
+                    f"as '{r.node}' and has no '{res}'"
+                    if known
+                    else f"'{r}': {absent.what} has no result '{res}'",
+                    pr.origin.path,
+                    hint=f"read '{r.node}', or make this reader absent under the same condition"
+                    if known
+                    else f"results: {', '.join(absent.results)}",
+                )
+            )
+            return None
         if res not in outs:
             if r.result is not None and r.result not in outs:
                 rep.add(

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Reporter, did_you_mean
-from archcomp.frontend.expr import ExprError, substitute
+from archcomp.frontend.expr import ExprError, as_text, substitute
 from archcomp.frontend.loader import BlockDef, Program, pydantic_diagnostics
 from archcomp.frontend.params import ParamProblem, check_names, resolve
 from archcomp.frontend.schema import NodeSpec, reserved_id
@@ -70,6 +70,19 @@ class Expanded:
     pending: dict[str, dict[str, PendingRef | list[PendingRef]]] = field(default_factory=dict)
     # Block instances: qualified name -> the block's input name -> what it is bound to.
     block_inputs: dict[str, dict[str, PendingRef]] = field(default_factory=dict)
+    # Nodes and block calls that are not there ('when' false, 'repeat: 0'): they pass on
+    # their first input, aliased in ``aliases``.
+    absent: dict[str, Absent] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A node or block call that is not there: its first result is its first input."""
+
+    why: str  # "'when' is false", "'repeat' is 0"
+    what: str  # "op 'lstm'", "block 'shortcut'"
+    results: tuple[str, ...]  # what it would have made; only results[0] passes through
+    reads: tuple[PendingRef, ...] = ()  # every input it would have read
 
 
 class Expander:
@@ -203,17 +216,9 @@ class Expander:
                     )
                 )
                 return None
-            if ports[0].variadic:
-                self.rep.add(
-                    doc.diag(
-                        "missing-input",
-                        f"{what} needs a list of inputs",
-                        (*path, "id"),
-                        hint="add 'in: [a, b]'",
-                    )
-                )
-                return None
-            bound[ports[0].name] = default
+            # A list port reads the previous node as a one-entry list; the op's shape rule
+            # says whether one is enough (``{op: add, scalar: 1}``, ``concat``).
+            bound[ports[0].name] = [default] if ports[0].variadic else default
         elif isinstance(raw, str):
             r = one(raw, (*path, "in"))
             ok = r is not None
@@ -322,12 +327,31 @@ class Expander:
                 )
             )
             return
-        label = self._eval(ns.label, env, doc, (*path, "label"), qid)
+        if block is not None:
+            ports = tuple(Port(n) for n in block.spec.inputs)
+            what = f"block '{ns.op}'"
+            results: tuple[str, ...] = tuple(_outputs_of(block.spec.outputs))
+        else:
+            assert op is not None
+            ports = op.inputs
+            what = f"op '{op.name}'"
+            results = op.results
+        present = self._when(ns, env, doc, path, qid)
+        if present is None:
+            return
+        if not present:
+            # Absent: no arguments, repeat or body are evaluated; its inputs are still bound,
+            # so a misspelt reference is reported whatever the params.
+            bound = self._inputs(ns, ports, body, path, bindings, local, default, what)
+            if bound is not None:
+                self._pass_through(qid, bound, ports, results, what, "'when' is false", path, doc)
+            return
+        label = _text(self._eval(ns.label, env, doc, (*path, "label"), qid))
         count, count_param = self._repeat(ns, env, doc, path, qid)
-        if count is None:
+        if count is _FAILED:
             return
         shared = self._eval(ns.shared, env, doc, (*path, "shared"), qid)
-        if shared is True and count == 0:
+        if shared is True and count is None:
             self.rep.add(
                 doc.diag(
                     "invalid-value",
@@ -348,54 +372,37 @@ class Expander:
                 )
             )
             return
-        if block is not None:
-            ports = tuple(Port(n) for n in block.spec.inputs)
-            what = f"block '{ns.op}'"
-        else:
-            assert op is not None
-            ports = op.inputs
-            what = f"op '{op.name}'"
         bound = self._inputs(ns, ports, body, path, bindings, local, default, what)
         if bound is None:
             if op is not None:  # still report every argument error of this node
                 self._op_args(ns, op, doc, path, env, qid)
             return
-        results: tuple[str, ...]
-        if block is not None:
-            outs = _outputs_of(block.spec.outputs)
-            results = tuple(outs)
-        else:
-            assert op is not None
-            results = op.results
+        if count == 0:  # an empty stack: its input passes through
+            self._pass_through(qid, bound, ports, results, what, "'repeat' is 0", path, doc)
+            return
         first_port = ports[0].name
-        copies = count if count > 0 else 1
-        clonable = block is not None and count > 1 and not self._uses_index(ns, block)
+        repeated = count is not None
+        copies = count if count is not None else 1
+        clonable = block is not None and copies > 1 and not self._uses_index(ns, block)
         made: _Made | None = None
-        if count > 0:
+        if repeated:
             self.out.aliases[qid] = {
                 r: PendingRef(Ref(f"{qid}.{count - 1}", r), origin) for r in results
             }
             self.out.first_output[qid] = results[0]
         for k in range(copies):
-            name = f"{qid}.{k}" if count > 0 else qid
+            name = f"{qid}.{k}" if repeated else qid
             inputs = dict(bound)
             if k > 0:
-                if ports[0].variadic:
-                    self.rep.add(
-                        doc.diag(
-                            "bad-repeat",
-                            f"cannot repeat {what}: its first input is a list",
-                            (*path, "repeat"),
-                            node=qid,
-                        )
-                    )
-                    return
-                inputs[first_port] = PendingRef(Ref(f"{qid}.{k - 1}", results[0]), origin)
+                prev = PendingRef(Ref(f"{qid}.{k - 1}", results[0]), origin)
+                first = inputs[first_port]
+                # A list's first entry is the stack's input; the rest is shared by every copy.
+                inputs[first_port] = [prev, *first[1:]] if isinstance(first, list) else prev
             inner_scopes = scopes
-            if count > 0:
+            if repeated:
                 inner_scopes = (*scopes, Scope(name, ns.op, label, count, count_param, k, shared))
             call_env = dict(env)
-            if count > 0:
+            if repeated:
                 call_env["index"] = k
             shared_with = f"{qid}.0" if shared and k > 0 else None
             site = Site(ns, origin, call_env, name, label, inner_scopes, shared_with)
@@ -403,7 +410,7 @@ class Expander:
                 self._clone(made, site, block, inputs)
             elif block is not None:
                 mark = _Mark.of(self.out) if clonable and k == 0 else None
-                self.block_call(site, block, inputs, stack, count > 0)
+                self.block_call(site, block, inputs, stack, repeated)
                 if mark is not None and not self.rep.failed:
                     made = self._made(mark, name, inputs)
             else:
@@ -415,14 +422,14 @@ class Expander:
                     doc.diag(
                         "too-many-nodes",
                         f"the spec expands to more than {MAX_NODES:,} nodes",
-                        (*path, "repeat") if count else path,
+                        (*path, "repeat") if repeated else path,
                         node=qid,
                         hint="lower the repeat counts",
                     )
                 )
                 self.too_many = True
                 return
-            if count > 0 and self.rep.failed:
+            if repeated and self.rep.failed:
                 # The spec is already invalid: more copies would only repeat this copy's
                 # errors (and a repeat of a failing block could run 10^8 times).
                 return
@@ -449,6 +456,7 @@ class Expander:
             [(k, out.aliases[k]) for k in list(out.aliases)[mark.aliases :]],
             [(k, out.first_output[k]) for k in list(out.first_output)[mark.first_output :]],
             [(k, out.block_inputs[k]) for k in list(out.block_inputs)[mark.block_inputs :]],
+            [(k, out.absent[k]) for k in list(out.absent)[mark.absent :]],
             bound,
         )
         refs: list[PendingRef] = []
@@ -466,8 +474,9 @@ class Expander:
         evaluating and validating everything again (GPT-3 has 96 copies of one block)."""
         out, dst = self.out, site.name
         copy_scope = site.scopes[-1]
-        if site.label is None or not isinstance(site.label, str):
-            copy_scope = replace(copy_scope, label=block.spec.label)
+        if site.label is None:  # the block's label, as evaluated for copy 0
+            own = next((s for n in made.nodes for s in n.scopes if s.name == made.name), None)
+            copy_scope = replace(copy_scope, label=own.label if own else None)
         scopes: dict[int, Scope] = {}
 
         def scope(s: Scope) -> Scope:
@@ -519,25 +528,32 @@ class Expander:
             out.first_output[made.rename(key, dst)] = first
         for key, bindings in made.block_inputs:
             out.block_inputs[made.rename(key, dst)] = {n: ref(p) for n, p in bindings.items()}
+        for key, absent in made.absent:
+            out.absent[made.rename(key, dst)] = replace(
+                absent, reads=tuple(ref(p) for p in absent.reads)
+            )
 
     def _repeat(
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
-    ) -> tuple[int | None, str | None]:
+    ) -> tuple[Any, str | None]:
+        """The copy count (0: an empty stack) and the param it names; None when the node has
+        no ``repeat``, _FAILED when it is invalid (reported)."""
         if ns.repeat is None:
-            return 0, None
+            return None, None
         value = self._eval(ns.repeat, env, doc, (*path, "repeat"), qid)
         if value is _FAILED:
-            return None, None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return _FAILED, None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             self.rep.add(
                 doc.diag(
                     "invalid-value",
-                    f"'repeat' must be a positive int, found {value!r}",
+                    f"'repeat' must be an int >= 0, found {value!r}",
                     (*path, "repeat"),
                     node=qid,
+                    hint="0 is an empty stack: its input passes through",
                 )
             )
-            return None, None
+            return _FAILED, None
         if value > MAX_REPEAT:
             self.rep.add(
                 doc.diag(
@@ -547,12 +563,64 @@ class Expander:
                     node=qid,
                 )
             )
-            return None, None
+            return _FAILED, None
         param = None
         if isinstance(ns.repeat, str):
             inner = ns.repeat.strip()[2:-1].strip()
             param = inner if inner.isidentifier() else None
         return value, param
+
+    def _when(
+        self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
+    ) -> bool | None:
+        """Whether the node is there (``when``, default true); None if invalid (reported)."""
+        if ns.when is None:
+            return True
+        value = self._eval(ns.when, env, doc, (*path, "when"), qid)
+        if value is _FAILED:
+            return None
+        if not isinstance(value, bool):
+            self.rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"'when' must be a bool, found {value!r}",
+                    (*path, "when"),
+                    node=qid,
+                    hint="write a comparison or a bool param: when: ${stride != 1}",
+                )
+            )
+            return None
+        return value
+
+    def _pass_through(
+        self,
+        qid: str,
+        bound: Mapping[str, PendingRef | list[PendingRef]],
+        ports: tuple[Port, ...],
+        results: tuple[str, ...],
+        what: str,
+        why: str,
+        path: YamlPath,
+        doc: SourceDoc,
+    ) -> None:
+        """Make ``qid`` absent: readers of its first result read its first input instead."""
+        first = bound.get(ports[0].name)
+        if isinstance(first, list):
+            first = first[0] if first else None
+        if first is None:
+            self.rep.add(
+                doc.diag(
+                    "missing-input",
+                    f"{what} is absent ({why}) and has no input to pass on",
+                    (*path, "in"),
+                    node=qid,
+                )
+            )
+            return
+        self.out.aliases[qid] = {results[0]: first}
+        self.out.first_output[qid] = results[0]
+        reads = [r for v in bound.values() for r in (v if isinstance(v, list) else [v])]
+        self.out.absent[qid] = Absent(why, what, results, tuple(reads))
 
     def _eval(
         self,
@@ -601,7 +669,7 @@ class Expander:
             args,
             {},
             origin,
-            label if isinstance(label, str) else None,
+            label,
             site.scopes,
             tie,
             site.shared_with,
@@ -725,26 +793,15 @@ class Expander:
 
         extra = {"index": env["index"]} if "index" in env and repeated else None
         block_env = resolve(block.spec.params, args, extra=extra, report=report)
+        # The block's own label ("conv3-${c}") reads the block's params, as its nodes do.
+        block_label = _text(
+            self._eval(block.spec.label, block_env, block.doc, (*block.path, "label"), name)
+        )
         scope = scopes
         if not repeated:
-            scope = (
-                *scopes,
-                Scope(name, block.name, label if isinstance(label, str) else block.spec.label),
-            )
-        elif label is None or not isinstance(label, str):
-            last = scopes[-1]
-            scope = (
-                *scopes[:-1],
-                Scope(
-                    last.name,
-                    last.block,
-                    block.spec.label,
-                    last.repeat,
-                    last.repeat_param,
-                    last.index,
-                    last.shared,
-                ),
-            )
+            scope = (*scopes, Scope(name, block.name, label or block_label))
+        elif label is None:
+            scope = (*scopes[:-1], replace(scopes[-1], label=block_label))
         inner_bindings = dict(
             zip(block.spec.inputs, (inputs[n] for n in block.spec.inputs), strict=True)
         )
@@ -789,10 +846,17 @@ class _Mark:
     aliases: int
     first_output: int
     block_inputs: int
+    absent: int
 
     @staticmethod
     def of(out: Expanded) -> _Mark:
-        return _Mark(len(out.added), len(out.aliases), len(out.first_output), len(out.block_inputs))
+        return _Mark(
+            len(out.added),
+            len(out.aliases),
+            len(out.first_output),
+            len(out.block_inputs),
+            len(out.absent),
+        )
 
 
 @dataclass
@@ -804,6 +868,7 @@ class _Made:
     aliases: list[tuple[str, dict[str, PendingRef]]]
     first_output: list[tuple[str, str]]
     block_inputs: list[tuple[str, dict[str, PendingRef]]]
+    absent: list[tuple[str, Absent]]
     bound: dict[int, str]  # id of an input binding of copy 0 -> its port
 
     def inside(self, qualified: str) -> bool:
@@ -834,6 +899,13 @@ class _Failed:
 
 
 _FAILED: Any = _Failed()
+
+
+def _text(label: Any) -> str | None:
+    """A label's value as the text drawn (``${N}`` gives ``"6"``); None when there is none."""
+    if label is None or label is _FAILED:
+        return None
+    return label if isinstance(label, str) else as_text(label)
 
 
 def _deep(value: Any, env: Mapping[str, Any]) -> Any:

@@ -248,10 +248,11 @@ def substitute(value: Any, names: Mapping[str, Any]) -> Any:
     whole = _WHOLE.match(value)
     if whole and "${" not in whole.group(1):
         return evaluate(whole.group(1), names)
-    return _EXPR.sub(lambda m: _to_text(evaluate(m.group(1), names)), value)
+    return _EXPR.sub(lambda m: as_text(evaluate(m.group(1), names)), value)
 
 
-def _to_text(v: Any) -> str:
+def as_text(v: Any) -> str:
+    """A value as interpolated into a string: ``true``/``false`` for bools, else ``str``."""
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)

@@ -29,7 +29,7 @@ DType = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "
 ParamType = Literal["int", "float", "bool", "str", "list"]
 
 # Node keys that are not op arguments.
-NODE_KEYS = ("id", "op", "in", "label", "repeat", "shared", "tie", "init", "doc")
+NODE_KEYS = ("id", "op", "in", "label", "when", "repeat", "shared", "tie", "init", "doc")
 
 # Names a spec may not use for ids, params or inputs: Python keywords, the expression language's
 # own names, and nn.Module attributes (a submodule called 'forward' or 'to' would shadow them).
@@ -176,6 +176,7 @@ class NodeSpec(BaseModel):
     op: Annotated[str, StringConstraints(max_length=64)]
     in_: InRef | None = Field(default=None, alias="in")
     label: str | None = Field(default=None, max_length=200)
+    when: bool | Expr | None = None
     repeat: int | Expr | None = None
     shared: bool | Expr = False
     tie: dict[Identifier, RefText] | None = None

@@ -119,6 +119,8 @@ class Graph:
     scope_outputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
     # node name -> the position it was written at: ties in topological order follow the text
     written_order: dict[str, int] = field(default_factory=dict)
+    # inputs and nodes read by absent nodes ('when' false, 'repeat: 0'), for the unused checks
+    read_by_absent: set[str] = field(default_factory=set)
 
     def __repr__(self) -> str:
         """One screen at most: name, node count, inputs, outputs (``repr`` of a 3-node graph

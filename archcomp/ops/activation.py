@@ -1,4 +1,4 @@
-"""Element-wise activations and softmax."""
+"""Element-wise activations (relu ... mish), glu, and softmax."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ from typing import Any
 from pydantic import Field
 
 from archcomp.ir import TensorType
-from archcomp.ops.common import need_float, norm_axis
-from archcomp.ops.registry import LowerCtx, NoArgs, OpArgs, OpDef, ShapeCtx, Style, register
+from archcomp.ops.common import div_exact, need_float, norm_axis
+from archcomp.ops.registry import (
+    LowerCtx,
+    NoArgs,
+    OpArgs,
+    OpDef,
+    ShapeCtx,
+    ShapeError,
+    Style,
+    register,
+)
 
 
 def _same(ctx: ShapeCtx) -> TensorType:
@@ -61,6 +70,87 @@ register(
         Style("activation", "GELU"),
         lower=_gelu_lower,
         doc="GELU, element-wise.",
+    )
+)
+
+
+class LeakyReluArgs(OpArgs):
+    """Leaky ReLU: x for x >= 0, ``negative_slope * x`` below."""
+
+    negative_slope: float = Field(default=0.01, description="slope for negative inputs")
+
+
+class EluArgs(OpArgs):
+    """ELU: x for x > 0, ``alpha * (exp(x) - 1)`` below."""
+
+    alpha: float = Field(default=1.0, description="scale of the negative part")
+
+
+class SoftplusArgs(OpArgs):
+    """Softplus: ``log(1 + exp(beta * x)) / beta``; linear above ``threshold`` (as torch)."""
+
+    beta: float = Field(default=1.0, gt=0, description="sharpness")
+    threshold: float = Field(default=20.0, gt=0, description="beta * x above it is linear")
+
+
+class GluArgs(OpArgs):
+    """GLU: split ``dim`` in halves a, b; ``a * sigmoid(b)``. The dim's size must be even."""
+
+    dim: int = Field(default=-1, description="the dim to halve (default: the last)")
+
+
+def _with_args(fn_name: str, *names: str) -> Callable[[LowerCtx], Any]:
+    """``F.<fn>(x, k=v)`` for the args that differ from their defaults (short forward code)."""
+
+    def lower(c: LowerCtx) -> Any:
+        import torch.nn.functional as F
+
+        defaults = type(c.args).model_fields
+        kw = {n: getattr(c.args, n) for n in names if getattr(c.args, n) != defaults[n].default}
+        return c.call(getattr(F, fn_name), c.x, **kw)
+
+    return lower
+
+
+def _glu_shape(ctx: ShapeCtx) -> TensorType:
+    x = ctx.x
+    need_float(x, what="glu")
+    axis = norm_axis(ctx.args.dim, x.rank)
+    half = div_exact(x.shape[axis], 2)
+    if half is None:
+        raise ShapeError(
+            f"glu halves dim {axis}, but its size {x.shape[axis]} is not even",
+            arg="dim",
+            port="x",
+        )
+    return TensorType((*x.shape[:axis], half, *x.shape[axis + 1 :]), x.dtype)
+
+
+for _name, _args, _label, _names, _doc in (
+    ("leaky_relu", LeakyReluArgs, "Leaky ReLU", ("negative_slope",), "Leaky ReLU, element-wise."),
+    ("elu", EluArgs, "ELU", ("alpha",), "ELU, element-wise."),
+    ("softplus", SoftplusArgs, "Softplus", ("beta", "threshold"), "Softplus, element-wise."),
+    ("hardswish", NoArgs, "Hardswish", (), "Hardswish (MobileNetV3), element-wise."),
+    ("mish", NoArgs, "Mish", (), "Mish, x * tanh(softplus(x)), element-wise."),
+):
+    register(
+        OpDef(
+            _name,
+            _args,
+            _same,
+            Style("activation", _label),
+            lower=_with_args(_name, *_names),
+            doc=_doc,
+        )
+    )
+register(
+    OpDef(
+        "glu",
+        GluArgs,
+        _glu_shape,
+        Style("activation", "GLU"),
+        lower=_with_args("glu", "dim"),
+        doc="Gated linear unit: halves a dim into a, b and gives a * sigmoid(b).",
     )
 )
 

@@ -1,4 +1,5 @@
-"""Normalization and regularization: layer_norm, batch_norm, dropout.
+"""Normalization and regularization: layer_norm, batch_norm, group_norm, instance_norm,
+dropout.
 
 MACs of a norm count one multiply-add per element (the normalize-and-scale ``(x - mean) * k``
 or ``x * gamma + beta``); the mean and variance reductions are not counted.
@@ -11,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from archcomp.ir import TensorType
-from archcomp.ir.dims import Dim, Shape, prod
+from archcomp.ir.dims import Dim, Shape, fmt_shape, prod
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 
@@ -139,6 +140,131 @@ register(
         macs=_numel,
         lower=_batch_norm_lower,
         doc="Batch normalization over the channel dim (BatchNorm1d for rank 2/3, 2d for rank 4).",
+    )
+)
+
+
+class GroupNormArgs(OpArgs):
+    """Group norm over (B, C, ...): C channels in ``num_groups`` groups, each normalized over
+    its channels and the spatial dims; ``num_channels`` (C) is inferred."""
+
+    num_groups: int = Field(gt=0, description="groups; must divide the channels")
+    eps: float = Field(default=1e-5, gt=0, description="added to the variance")
+    affine: bool = Field(default=True, description="learned per-channel weight and bias")
+    num_channels: int | None = Field(
+        default=None, gt=0, description="inferred: the size of dim 1 (channels)"
+    )
+
+
+def _group_norm_shape(ctx: ShapeCtx) -> TensorType:
+    x, a = ctx.x, ctx.args
+    need_float(x, what="group_norm")
+    if x.rank < 2:
+        raise ShapeError(f"group_norm expects (B, C, ...), found {fmt_shape(x.shape)}", port="x")
+    c = ctx.infer("num_channels", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
+    if c % a.num_groups:
+        raise ShapeError(
+            f"num_groups={a.num_groups} does not divide the {c} channels",
+            arg="num_groups",
+            hint="pick a divisor of the channel count (32 groups suit 64, 128, 256 ...)",
+        )
+    return x
+
+
+def _group_norm_params(a: GroupNormArgs) -> dict[str, Shape]:
+    c = a.num_channels or 0
+    return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+
+def _group_norm_lower(c: LowerCtx) -> Any:
+    from torch import nn
+
+    a = c.args
+    norm = nn.GroupNorm(a.num_groups, a.num_channels, eps=a.eps, affine=a.affine, **c.factory)
+    return c.module(norm)(c.x)
+
+
+register(
+    OpDef(
+        "group_norm",
+        GroupNormArgs,
+        _group_norm_shape,
+        Style("norm", "Group Norm"),
+        params=_group_norm_params,
+        macs=_numel,
+        lower=_group_norm_lower,
+        doc="Group normalization over channel groups and spatial dims (nn.GroupNorm).",
+    )
+)
+
+
+class InstanceNormArgs(OpArgs):
+    """Instance norm over each (sample, channel)'s spatial dims, of (B, C, L), (B, C, H, W) or
+    (B, C, D, H, W); ``num_features`` (C) is inferred. torch's defaults: no affine, no running
+    stats."""
+
+    eps: float = Field(default=1e-5, gt=0, description="added to the variance")
+    momentum: float | None = Field(
+        default=0.1, ge=0, le=1, description="running-stats update rate; null: cumulative"
+    )
+    affine: bool = Field(default=False, description="learned per-channel weight and bias")
+    track_running_stats: bool = Field(
+        default=False, description="keep running mean/var buffers (used in eval mode)"
+    )
+    num_features: int | None = Field(
+        default=None, gt=0, description="inferred: the size of dim 1 (channels)"
+    )
+
+
+def _instance_norm_shape(ctx: ShapeCtx) -> TensorType:
+    x = ctx.x
+    need_float(x, what="instance_norm")
+    ctx.need_rank(x, (3, 4, 5), "x", "instance_norm (B, C, ...)")
+    ctx.infer("num_features", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
+    return x
+
+
+def _instance_norm_params(a: InstanceNormArgs) -> dict[str, Shape]:
+    c = a.num_features or 0
+    return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+
+def _instance_norm_buffers(a: InstanceNormArgs) -> dict[str, Shape]:
+    c = a.num_features or 0
+    if not a.track_running_stats:
+        return {}
+    return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
+
+
+def _instance_norm_lower(c: LowerCtx) -> Any:
+    from torch import nn
+
+    a = c.args
+    cls: Any = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d, 5: nn.InstanceNorm3d}[
+        c.in_types["x"].rank
+    ]
+    norm = cls(
+        a.num_features,
+        eps=a.eps,
+        momentum=a.momentum,
+        affine=a.affine,
+        track_running_stats=a.track_running_stats,
+        **c.factory,
+    )
+    return c.module(norm)(c.x)
+
+
+register(
+    OpDef(
+        "instance_norm",
+        InstanceNormArgs,
+        _instance_norm_shape,
+        Style("norm", "Instance Norm"),
+        params=_instance_norm_params,
+        buffers=_instance_norm_buffers,
+        macs=_numel,
+        lower=_instance_norm_lower,
+        doc="Instance normalization per sample and channel (InstanceNorm1d/2d/3d by rank).",
     )
 )
 

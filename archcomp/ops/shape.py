@@ -1,4 +1,4 @@
-"""Shape ops: flatten, reshape, transpose, permute, index, concat, split, matmul, scale.
+"""Shape ops: flatten, identity, reshape, transpose, permute, index, concat, split, matmul, scale.
 
 None has parameters; each lowers to a torch function, an operator or a tensor method.
 """
@@ -68,6 +68,20 @@ register(
         Style("shape", "Flatten"),
         lower=_flatten_lower,
         doc="Flatten dims start_dim..end_dim into one (default: all but the batch dim).",
+    )
+)
+
+# --- identity ------------------------------------------------------------------------------
+
+
+register(
+    OpDef(
+        "identity",
+        NoArgs,
+        lambda ctx: ctx.x,
+        Style("shape", "Identity"),
+        lower=lambda c: c.x,  # no code: readers use the input itself
+        doc="The input, unchanged (a placeholder; it adds nothing to the compiled forward).",
     )
 )
 

@@ -90,11 +90,15 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
                 (*node.origin.path, "id"),
                 node=name,
                 op=node.op.name,
-                hint="use it, list it under 'outputs', or delete it",
+                hint="its readers are absent ('when' false or 'repeat: 0'): make it absent "
+                "under the same condition"
+                if name in g.read_by_absent
+                else "use it, list it under 'outputs', or delete it",
             )
         )
     for name, info in g.inputs.items():
-        if name not in live:
+        # an input read only by absent nodes is used under other params: the forward keeps it
+        if name not in live and name not in g.read_by_absent:
             rep.add(
                 info.origin.doc.diag(
                     "unused-input", f"input '{name}' is never used", info.origin.path, key=True

@@ -2,8 +2,11 @@
 
 The plan decides what the reader sees:
 
+- absent nodes (``when`` false, ``repeat: 0``) are not in the IR, so nothing of them is drawn;
 - a repeated block is drawn once (copy 0) inside an "N×" frame; copies 1..N-1 are not drawn
   and edges to or from them are routed to copy 0, so the last copy's output leaves the frame;
+  where copies differ in their nodes (``when`` on ``index``), each run of alike copies is
+  drawn once in its own frame inside it ("copy 0", "copies 1–3 (3×)");
 - a block is drawn as one box when it is *collapsed* (the default for blocks that contain no
   other block), or opened into a frame when it is *expanded* (``--expand``, ``--depth``,
   repeated blocks, blocks that contain blocks);
@@ -15,7 +18,7 @@ The plan decides what the reader sees:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -82,15 +85,46 @@ class Drawing:
     same_rank: list[tuple[str, ...]] = field(default_factory=list)
 
 
-def _canon(name: str, scopes: Iterable[Scope]) -> str:
-    """The copy-0 twin of a name: every repeat index on the way set to 0."""
+def _canon(name: str, scopes: Iterable[Scope], leaders: Mapping[str, Mapping[int, int]]) -> str:
+    """The drawn twin of a name: every repeat index on the way set to the first copy of its
+    run (0, unless copies differ: see :func:`copy_runs`)."""
     parts = name.split(".")
     for s in scopes:
         if s.repeat is not None and s.index:
             pos = s.name.count(".")
             if pos < len(parts):
-                parts[pos] = "0"
+                parts[pos] = str(leaders.get(_base(s), {}).get(s.index, 0))
     return ".".join(parts)
+
+
+def copy_runs(g: Graph) -> dict[str, dict[int, int]]:
+    """Repeats whose copies differ in their nodes (``when: ${index == 0}``): repeat -> copy
+    index -> the first copy of its run of consecutive copies with the same nodes. Each run is
+    drawn once; a repeat whose copies are all alike is not listed (copy 0 stands for all)."""
+    nodes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for n in g.nodes.values():
+        for s in n.scopes:
+            if s.repeat is not None and s.index is not None:
+                nodes[_base(s)][s.index].append(n.name[len(s.name) :])
+    out: dict[str, dict[int, int]] = {}
+    for base, copies in nodes.items():
+        firsts: dict[int, int] = {}
+        last: list[str] | None = None
+        for k in sorted(copies):
+            if copies[k] != last:
+                first, last = k, copies[k]
+            firsts[k] = first
+        if len(set(firsts.values())) > 1:
+            out[base] = firsts
+    return out
+
+
+def run_label(firsts: Mapping[int, int], first: int) -> str:
+    """``copy 0``, ``copies 1–3 (3×)``: which copies a run's frame stands for."""
+    members = [k for k, v in firsts.items() if v == first]
+    if len(members) == 1:
+        return f"copy {first}"
+    return f"copies {first}–{members[-1]} ({len(members)}×)"
 
 
 def _base(s: Scope) -> str:
@@ -130,6 +164,10 @@ class Planner:
         self.hidden_inputs = {n for n, i in g.inputs.items() if i.type.dtype == "bool"}
         self.lr = self.d.direction == "LR"
         self.params = self._param_counts() if opts.param_counts else {}
+        self.runs = copy_runs(g)
+
+    def _canon(self, name: str, scopes: Iterable[Scope]) -> str:
+        return _canon(name, scopes, self.runs)
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -145,11 +183,13 @@ class Planner:
         known: set[str] = set(FIGURES)
         for n in self.g.nodes.values():
             known.add(n.op.name)
-            known.add(_canon(n.name, n.scopes))
+            known.add(self._canon(n.name, n.scopes))
             if n.label:
                 known.add(n.label)
             for s in _block_scopes(n):
-                known.update({s.block, _canon(s.name, n.scopes), _canon(_base(s), n.scopes)})
+                known.update(
+                    {s.block, self._canon(s.name, n.scopes), self._canon(_base(s), n.scopes)}
+                )
                 if s.label:
                     known.add(s.label)
         for name in sorted(self.expand - known):
@@ -162,9 +202,11 @@ class Planner:
             )
 
     def _named(self, s: Scope, node: Node) -> bool:
-        c = _canon(s.name, node.scopes)
+        c = self._canon(s.name, node.scopes)
         names = (
-            {s.block, c, _canon(_base(s), node.scopes)} if s.repeat is not None else {s.block, c}
+            {s.block, c, self._canon(_base(s), node.scopes)}
+            if s.repeat is not None
+            else {s.block, c}
         )
         if s.label:
             names.add(s.label)
@@ -172,7 +214,7 @@ class Planner:
 
     def _scope_open(self, node: Node, i: int, forced: set[str], nested: set[str]) -> bool:
         s = node.scopes[i]
-        c = _canon(s.name, node.scopes)
+        c = self._canon(s.name, node.scopes)
         if c in forced:
             return True
         level = sum(1 for t in node.scopes[: i + 1] if not _is_op_repeat(node, t))
@@ -181,7 +223,7 @@ class Planner:
         return s.repeat is not None or c in nested
 
     def _op_open(self, node: Node, op: str, level: int) -> bool:
-        if op in self.expand or _canon(node.name, node.scopes) in self.expand:
+        if op in self.expand or self._canon(node.name, node.scopes) in self.expand:
             return True
         if node.label and node.label in self.expand and node.op.name == op:
             return True
@@ -198,15 +240,15 @@ class Planner:
             bs = [(i, s) for i, s in enumerate(n.scopes) if not _is_op_repeat(n, s)]
             for j, (_, s) in enumerate(bs):
                 if j + 1 < len(bs):
-                    nested.add(_canon(s.name, n.scopes))
+                    nested.add(self._canon(s.name, n.scopes))
             for j, (_, s) in enumerate(bs):
                 if self._named(s, n):
-                    forced.update(_canon(t.name, n.scopes) for _, t in bs[: j + 1])
+                    forced.update(self._canon(t.name, n.scopes) for _, t in bs[: j + 1])
         for name in g.inputs:
             if name not in self.hidden_inputs:
                 self._input_box(name)
         for n in g.nodes.values():
-            if _canon(n.name, n.scopes) == n.name:
+            if self._canon(n.name, n.scopes) == n.name:
                 self._place(n, forced, nested)
         self._finish_collapsed()
         for n in g.nodes.values():
@@ -247,11 +289,15 @@ class Planner:
         c = n.name
         for i, s in enumerate(n.scopes):
             if s.repeat is not None:
-                base = _canon(_base(s), n.scopes)
+                base = self._canon(_base(s), n.scopes)
                 frame = self._frame(f"repeat:{base}", "repeat", repeat_label(s), frame)
+                firsts = self.runs.get(_base(s))
+                if firsts is not None and s.index is not None:  # copies differ: one per run
+                    run = firsts[s.index]
+                    frame = self._frame(f"run:{base}.{run}", "block", run_label(firsts, run), frame)
             if _is_op_repeat(n, s):
                 break
-            sid = _canon(s.name, n.scopes)
+            sid = self._canon(s.name, n.scopes)
             if not self._scope_open(n, i, forced, nested):
                 self.collapsed_ops[sid].append(n)
                 self.collapsed_scope.setdefault(sid, s)
@@ -290,7 +336,7 @@ class Planner:
     def _caption(self, n: Node) -> str | None:
         lines = []
         detail = st.arg_detail(n)
-        if detail:
+        if detail and detail not in (n.label or ""):  # "3×3 conv, 64" says it already
             lines.append(detail)
         if self.lr and n.outputs:
             fm = st.feature_maps(next(iter(n.outputs.values())).shape)
@@ -399,7 +445,7 @@ class Planner:
             node = self.g.nodes.get(ref.node)
             if node is None:
                 return ref
-            c = _canon(ref.node, node.scopes)
+            c = self._canon(ref.node, node.scopes)
             ref = Ref(c, ref.result)
             if c not in self.alias:
                 return ref
@@ -438,7 +484,7 @@ class Planner:
         self.d.edges.append(Edge(src, dst, label))
 
     def _edges_into(self, n: Node) -> None:
-        c = _canon(n.name, n.scopes)
+        c = self._canon(n.name, n.scopes)
         if c in self.alias:
             return
         copies = {_base(s): s.index for s in n.scopes if s.repeat is not None}
@@ -447,10 +493,11 @@ class Planner:
                 src_node = self.g.nodes.get(ref.node)
                 if src_node is not None and any(
                     copies.get(_base(s), s.index) != s.index
+                    and self._first(s, copies[_base(s)]) == self._first(s, s.index)
                     for s in src_node.scopes
                     if s.repeat is not None
                 ):
-                    continue  # copy k -> copy k+1 of a repeat: drawn once, as the frame
+                    continue  # copy k -> copy k+1 of a run: drawn once, as the frame
                 src = self._src_box(ref)
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
                 if src is None or dst is None or src == dst:
@@ -458,6 +505,11 @@ class Planner:
                 kind = self.d.boxes[dst].kind
                 key = (port, c) if kind not in ("block",) else ()
                 self._edge(src, dst, self._edge_label(ref), key)
+
+    def _first(self, s: Scope, index: int | None) -> int | None:
+        """The first copy of the run that copy ``index`` of ``s``'s repeat belongs to."""
+        firsts = self.runs.get(_base(s))
+        return 0 if firsts is None or index is None else firsts.get(index, 0)
 
     def _edge_index(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
         """Edges by source box and by destination box."""
