@@ -238,8 +238,10 @@ def test_sdpa_errors() -> None:
     assert (line, col) == where(text, "key: k", "k,")
     text = SDPA.replace("v: [B, 8, S, 32]", "v: [B, 8, T, 32]")
     assert error_of(text)[0] == "value length T differs from key length S"
-    text = SDPA.replace("k: [B, 8, S, 64]", "k: [B, 4, S, 64]")
-    assert error_of(text)[0] == "key leading dims [B, 4] differ from query's [B, 8]"
+    text = SDPA.replace("k: [B, 8, S, 64]", "k: [B, 3, S, 64]")  # 3 does not divide 8
+    assert error_of(text)[0] == "key leading dims [B, 3] differ from query's [B, 8]"
+    text = SDPA.replace("k: [B, 8, S, 64]", "k: [B, 4, S, 64]")  # grouped key, ungrouped value
+    assert error_of(text)[0] == "value leading dims [B, 8] differ from key's [B, 4]"
 
 
 def test_sdpa_numerics() -> None:
