@@ -192,6 +192,15 @@ class Expander:
         def one(text: str, p: YamlPath) -> PendingRef | None:
             return self._ref(text, body, Origin(doc, p), bindings, local)
 
+        if not ports:  # a source such as ``parameter``: nothing to read
+            if raw is None:
+                return {}
+            self.rep.add(
+                doc.diag(
+                    "too-many-inputs", f"{what} takes no input", (*path, "in"), hint="drop 'in'"
+                )
+            )
+            return None
         if raw is None:
             if default is None:
                 self.rep.add(
@@ -367,7 +376,7 @@ class Expander:
         else:
             assert op is not None
             results = op.results
-        first_port = ports[0].name
+        first_port = ports[0].name if ports else ""
         copies = count if count > 0 else 1
         clonable = block is not None and count > 1 and not self._uses_index(ns, block)
         made: _Made | None = None
@@ -380,6 +389,16 @@ class Expander:
             name = f"{qid}.{k}" if count > 0 else qid
             inputs = dict(bound)
             if k > 0:
+                if not ports:
+                    self.rep.add(
+                        doc.diag(
+                            "bad-repeat",
+                            f"cannot repeat {what}: it has no input to chain the copies through",
+                            (*path, "repeat"),
+                            node=qid,
+                        )
+                    )
+                    return
                 if ports[0].variadic:
                     self.rep.add(
                         doc.diag(
