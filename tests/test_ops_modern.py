@@ -127,7 +127,8 @@ def test_rotary_shape_buffers_and_errors() -> None:
     )
     fails(
         "x: [B, 4, T, 16]",
-        "op: rotary_embedding, scaling: {type: llama3, low_freq_factor: 4.0, high_freq_factor: 1.0}",
+        "op: rotary_embedding, scaling: {type: llama3, low_freq_factor: 4.0,"
+        " high_freq_factor: 1.0}",
         "scaling's high_freq_factor 1.0 must exceed its low_freq_factor 4.0",
         "{type: llama3",
     )
@@ -135,8 +136,8 @@ def test_rotary_shape_buffers_and_errors() -> None:
     assert errors_of(text) == ["missing required argument 'type'"]
 
 
-def _hf_rope(head_dim: int, rope_parameters: dict[str, Any], T: int) -> tuple[Any, Any]:
-    """transformers' Llama cos/sin tables at positions 0..T-1 (1, T, head_dim)."""
+def _hf_rope(head_dim: int, rope_parameters: dict[str, Any], n: int) -> tuple[Any, Any]:
+    """transformers' Llama cos/sin tables at positions 0..n-1 (1, n, head_dim)."""
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -146,7 +147,7 @@ def _hf_rope(head_dim: int, rope_parameters: dict[str, Any], T: int) -> tuple[An
         max_position_embeddings=256,
         rope_parameters=rope_parameters,
     )
-    return LlamaRotaryEmbedding(cfg)(torch.zeros(1), torch.arange(T)[None])
+    return LlamaRotaryEmbedding(cfg)(torch.zeros(1), torch.arange(n)[None])
 
 
 LLAMA3 = {
@@ -318,7 +319,8 @@ def window_allowed(n: int, window: int) -> torch.Tensor:
 def mha_text(args: str, d: int = 32, seq: str = "T") -> str:
     return spec(
         f"x: [B, {seq}, {d}]\n  pad: {{shape: [B, {seq}], dtype: bool}}",
-        f"- {{id: attn, op: multi_head_attention, in: {{query: x, key_padding_mask: pad}}, {args}}}",
+        "- {id: attn, op: multi_head_attention, in: {query: x, key_padding_mask: pad}, "
+        f"{args}}}",
         "{y: attn}",
     )
 
@@ -371,7 +373,7 @@ def mha_reference(
 def test_mha_gqa_rope_window_match_reference(
     args: str, window: int, rope: dict | None, padded: bool
 ) -> None:
-    g, gm = compile_spec(mha_text(args))  # check_state: k/v projections and rope buffers
+    _, gm = compile_spec(mha_text(args))  # check_state: k/v projections and rope buffers
     causal = "causal: true" in args
     torch.manual_seed(0)
     x = torch.randn(3, 10, 32)

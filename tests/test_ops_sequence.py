@@ -108,6 +108,12 @@ def test_mha_label_depends_on_causal() -> None:
     assert multi_head_attention_label(MultiHeadAttentionArgs(num_heads=8)) == "Multi-Head Attention"
     masked = MultiHeadAttentionArgs(num_heads=8, causal=True)
     assert multi_head_attention_label(masked) == "Masked Multi-Head Attention"
+    gqa = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=2, causal=True)
+    assert multi_head_attention_label(gqa) == "Masked Grouped-Query Attention"
+    mqa = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=1)
+    assert multi_head_attention_label(mqa) == "Multi-Query Attention"
+    window = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=2, causal=True, window=16)
+    assert multi_head_attention_label(window) == "Sliding-Window Attention"
 
 
 def test_mha_heads_must_divide_embed_dim() -> None:

@@ -83,8 +83,14 @@ class MultiHeadAttentionArgs(OpArgs):
 
 
 def multi_head_attention_label(args: MultiHeadAttentionArgs) -> str:
-    """The paper's name for a node: 'Masked Multi-Head Attention' when causal."""
-    return "Masked Multi-Head Attention" if args.causal else "Multi-Head Attention"
+    """The paper's name for a node: 'Masked Multi-Head Attention' when causal, 'Sliding-Window
+    Attention' with a window (Mistral), 'Grouped-Query' for fewer key/value heads (Llama)."""
+    if args.window:
+        return "Sliding-Window Attention"
+    kind = "Multi-Head"
+    if args.num_kv_heads is not None and args.num_kv_heads < args.num_heads:
+        kind = "Multi-Query" if args.num_kv_heads == 1 else "Grouped-Query"
+    return f"Masked {kind} Attention" if args.causal else f"{kind} Attention"
 
 
 def _mha_shape(ctx: ShapeCtx) -> TensorType:
