@@ -49,6 +49,27 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         174_604_259_328,
         {"N": 2, "d_model": 32, "h": 4, "vocab": 50, "context": 16, "dropout": 0.0},
     ),
+    "llama": (
+        8_030_261_248,
+        {"N": 2, "d_model": 64, "h": 4, "n_kv_heads": 2, "d_ff": 128, "vocab": 50, "context": 16},
+    ),
+    "mistral": (
+        7_241_732_096,
+        {
+            "N": 2,
+            "d_model": 64,
+            "h": 4,
+            "n_kv_heads": 2,
+            "d_ff": 128,
+            "vocab": 50,
+            "context": 16,
+            "window": 4,
+        },
+    ),
+    "vit_b16": (
+        86_567_656,
+        {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 
