@@ -595,3 +595,33 @@ def test_expand_shapes_and_errors() -> None:
         "- {id: n, op: expand, in: {x: c, like: x}, shape: [S, -1, -1]}",
     )
     assert errors_of(text) == ["'S' is not a dim of the like input [B, 4, 8]"]
+
+
+# -- docs/spec-format.md ---------------------------------------------------------------------
+
+
+def test_spec_format_examples_of_modern_ops_check() -> None:
+    """The Llama layer and the class-token snippets of docs/spec-format.md check as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "spec-format.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    llama = next(b for b in blocks if "input_layernorm" in b)
+    g = load_graph(
+        "archcomp: 1\nname: m\ninputs:\n  x: [B, T, 4096]\nnodes:\n"
+        + "".join(f"  {line}\n" for line in llama.splitlines())
+        + "outputs: {y: res_2}\n"
+    )
+    assert g.output_types["y"].shape == (B, T, 4096)  # type: ignore[union-attr]
+    assert g.nodes["self_attn"].op.param_shapes(g.nodes["self_attn"].args)["k_proj.weight"] == (
+        1024,
+        4096,
+    )
+    vit = next(b for b in blocks if "class_token" in b)
+    g = load_graph(
+        "archcomp: 1\nname: m\nparams: {d_model: 8}\ninputs:\n  tokens: [B, 196, 8]\nnodes:\n"
+        + "".join(f"  {line}\n" for line in vit.splitlines())
+        + "outputs: {y: embedded}\n"
+    )
+    assert g.output_types["y"].shape == (B, 197, 8)  # type: ignore[union-attr]
