@@ -336,7 +336,7 @@ def mha_reference(
     """The compiled op's weights through transformers' RoPE and the written-out attention."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    h, hkv = attn.num_heads, attn._kv_heads
+    h, hkv = attn.num_heads, attn.num_kv_heads or attn.num_heads
     Bn, n, E = x.shape
     d = E // h
     q = attn.q_proj(x).view(Bn, n, h, d).transpose(1, 2)

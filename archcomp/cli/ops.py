@@ -100,6 +100,7 @@ _INFERRED = {
     "num_features",
     "normalized_shape",
     "d_model",
+    "head_dim",
 }
 
 
