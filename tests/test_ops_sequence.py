@@ -109,6 +109,12 @@ def test_mha_label_depends_on_causal() -> None:
     assert multi_head_attention_label(MultiHeadAttentionArgs(num_heads=8)) == "Multi-Head Attention"
     masked = MultiHeadAttentionArgs(num_heads=8, causal=True)
     assert multi_head_attention_label(masked) == "Masked Multi-Head Attention"
+    gqa = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=2, causal=True)
+    assert multi_head_attention_label(gqa) == "Masked Grouped-Query Attention"
+    mqa = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=1)
+    assert multi_head_attention_label(mqa) == "Multi-Query Attention"
+    window = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=2, causal=True, window=16)
+    assert multi_head_attention_label(window) == "Sliding-Window Attention"
 
 
 def test_mha_heads_must_divide_embed_dim() -> None:
@@ -239,8 +245,10 @@ def test_sdpa_errors() -> None:
     assert (line, col) == where(text, "key: k", "k,")
     text = SDPA.replace("v: [B, 8, S, 32]", "v: [B, 8, T, 32]")
     assert error_of(text)[0] == "value length T differs from key length S"
-    text = SDPA.replace("k: [B, 8, S, 64]", "k: [B, 4, S, 64]")
-    assert error_of(text)[0] == "key leading dims [B, 4] differ from query's [B, 8]"
+    text = SDPA.replace("k: [B, 8, S, 64]", "k: [B, 3, S, 64]")  # 3 does not divide 8
+    assert error_of(text)[0] == "key leading dims [B, 3] differ from query's [B, 8]"
+    text = SDPA.replace("k: [B, 8, S, 64]", "k: [B, 4, S, 64]")  # grouped key, ungrouped value
+    assert error_of(text)[0] == "value leading dims [B, 8] differ from key's [B, 4]"
 
 
 def test_sdpa_numerics() -> None:

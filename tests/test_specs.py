@@ -51,6 +51,27 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
     ),
     "resnet18": (11_689_512, {"width": 8, "classes": 10, "image": 32}),
     "resnet50": (25_557_032, {"width": 4, "classes": 10, "image": 32}),
+    "llama": (
+        8_030_261_248,
+        {"N": 2, "d_model": 64, "h": 4, "n_kv_heads": 2, "d_ff": 128, "vocab": 50, "context": 16},
+    ),
+    "mistral": (
+        7_241_732_096,
+        {
+            "N": 2,
+            "d_model": 64,
+            "h": 4,
+            "n_kv_heads": 2,
+            "d_ff": 128,
+            "vocab": 50,
+            "context": 16,
+            "window": 4,
+        },
+    ),
+    "vit_b16": (
+        86_567_656,
+        {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 

@@ -43,15 +43,35 @@ def ops_markdown() -> str:
         lines += [f"- drawn as: {op.style.label} ({op.style.family})", ""]
         if op.args.model_fields:
             lines += ["| argument | type | default | meaning |", "| --- | --- | --- | --- |"]
-            for fname, f in op.args.model_fields.items():
-                default = "required" if f.default is PydanticUndefined else f"`{f.default!r}`"
-                if f.default is None:
-                    default = "inferred" if fname in _INFERRED else "none"
-                ann = _type_text(f.annotation)
-                desc = (f.description or "").replace("|", "\\|")
-                lines.append(f"| `{fname}` | {ann} | {default} | {desc} |")
+            lines += _arg_rows(op.args, "", PydanticUndefined)
             lines.append("")
     return "\n".join(lines)
+
+
+def _arg_rows(model: Any, prefix: str, undefined: Any) -> list[str]:
+    """One table row per argument; a nested mapping's fields follow as ``rope.theta`` rows."""
+    import typing
+
+    from pydantic import BaseModel
+
+    rows: list[str] = []
+    for fname, f in model.model_fields.items():
+        default = "required" if f.default is undefined else f"`{f.default!r}`"
+        if f.default is None:
+            default = "inferred" if fname in _INFERRED else "none"
+        choices = (f.annotation, *typing.get_args(f.annotation))
+        nested = next(
+            (t for t in choices if isinstance(t, type) and issubclass(t, BaseModel)), None
+        )
+        if nested is None:
+            ann = _type_text(f.annotation)
+        else:
+            ann = "mapping \\| null" if f.default is None else "mapping"
+        desc = (f.description or "").replace("|", "\\|")
+        rows.append(f"| `{prefix}{fname}` | {ann} | {default} | {desc} |")
+        if nested is not None:
+            rows += _arg_rows(nested, f"{prefix}{fname}.", undefined)
+    return rows
 
 
 def _type_text(tp: Any) -> str:
@@ -80,6 +100,7 @@ _INFERRED = {
     "num_features",
     "normalized_shape",
     "d_model",
+    "head_dim",
 }
 
 

@@ -205,6 +205,15 @@ class Expander:
         def one(text: str, p: YamlPath) -> PendingRef | None:
             return self._ref(text, body, Origin(doc, p), bindings, local)
 
+        if not ports:  # a source such as ``parameter``: nothing to read
+            if raw is None:
+                return {}
+            self.rep.add(
+                doc.diag(
+                    "too-many-inputs", f"{what} takes no input", (*path, "in"), hint="drop 'in'"
+                )
+            )
+            return None
         if raw is None:
             if default is None:
                 self.rep.add(
@@ -377,10 +386,20 @@ class Expander:
             if op is not None:  # still report every argument error of this node
                 self._op_args(ns, op, doc, path, env, qid)
             return
+        if count is not None and not ports:
+            self.rep.add(
+                doc.diag(
+                    "bad-repeat",
+                    f"cannot repeat {what}: it has no input to chain the copies through",
+                    (*path, "repeat"),
+                    node=qid,
+                )
+            )
+            return
         if count == 0:  # an empty stack: its input passes through
             self._pass_through(qid, bound, ports, results, what, "'repeat' is 0", path, doc)
             return
-        first_port = ports[0].name
+        first_port = ports[0].name if ports else ""
         repeated = count is not None
         copies = count if count is not None else 1
         clonable = block is not None and copies > 1 and not self._uses_index(ns, block)

@@ -259,12 +259,14 @@ def json_schema(op_models: dict[str, type[BaseModel]]) -> dict[str, Any]:
     variants = []
     for name, model in sorted(op_models.items()):
         args = model.model_json_schema(by_alias=True)
-        for sub_name, sub in args.pop("$defs", {}).items():
+        for sub_name, sub in args.pop("$defs", {}).items():  # nested arguments (rope: {...})
+            sub = dict(sub)
+            sub["properties"] = {k: _or_expr(p) for k, p in sub.get("properties", {}).items()}
             defs.setdefault(sub_name, sub)
         props = dict(node["properties"])
         props["op"] = {"const": name}
         for key, prop in args.get("properties", {}).items():
-            props[key] = {"anyOf": [prop, {"type": "string", "pattern": r"^\s*\$\{.*\}\s*$"}]}
+            props[key] = _or_expr(prop)
         variants.append(
             {
                 "type": "object",
@@ -281,3 +283,22 @@ def json_schema(op_models: dict[str, type[BaseModel]]) -> dict[str, Any]:
     generic["properties"]["op"] = {"type": "string", "not": {"enum": sorted(op_models)}}
     defs["NodeSpec"] = {"anyOf": [*variants, generic]}
     return schema
+
+
+_EXPR = {"type": "string", "pattern": r"^\s*\$\{.*\}\s*$"}
+
+
+def _or_expr(prop: Any) -> Any:
+    """An argument's schema, or a ``${...}`` expression in its place or in any list item."""
+    return {"anyOf": [_items_or_expr(prop), _EXPR]}
+
+
+def _items_or_expr(prop: Any) -> Any:
+    if isinstance(prop, list):
+        return [_items_or_expr(p) for p in prop]
+    if not isinstance(prop, dict):
+        return prop
+    out = {k: _items_or_expr(v) for k, v in prop.items()}
+    if isinstance(prop.get("items"), dict):
+        out["items"] = {"anyOf": [out["items"], _EXPR]}
+    return out

@@ -13,6 +13,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     conv,
     dense,
     norm,
+    parameter,
     pool,
     positional,
     recurrent,

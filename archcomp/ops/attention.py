@@ -1,4 +1,5 @@
-"""Attention: multi-head attention and scaled dot-product attention."""
+"""Attention: multi-head attention (with grouped-query heads, RoPE and a sliding window) and
+scaled dot-product attention."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from pydantic import Field
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, add, fmt_shape, mul, prod
 from archcomp.ops.common import need_float
+from archcomp.ops.positional import (
+    RotaryArgs,
+    check_rope_lengths,
+    rope_buffers,
+    rope_config,
+    rotary_width,
+)
 from archcomp.ops.registry import (
     LowerCtx,
     OpArgs,
@@ -47,20 +55,42 @@ class MultiHeadAttentionArgs(OpArgs):
     ``embed_dim``, ``kdim`` and ``vdim`` are inferred from the inputs' last dims; ``embed_dim``
     must divide by ``num_heads``. ``causal`` masks future keys (the decoder's masked
     self-attention). ``dropout`` applies to the attention weights, in training mode only.
+    ``num_kv_heads`` below ``num_heads`` shares each key/value head among a group of query
+    heads (grouped-query attention; 1 = multi-query); ``rope`` rotates q and k (RoPE) inside
+    the op; ``window`` (with ``causal``) lets each query see itself and the ``window - 1``
+    keys before it (Mistral's sliding window).
     """
 
     num_heads: int = Field(gt=0, description="number of heads h; d_k = embed_dim / h")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     bias: bool = Field(default=True, description="bias on the four projections")
     causal: bool = Field(default=False, description="mask key j > query i")
+    num_kv_heads: int | None = Field(
+        default=None, gt=0, description="key/value heads, dividing num_heads (default: num_heads)"
+    )
+    window: int = Field(
+        default=0,
+        ge=0,
+        description="sliding window with causal: query i sees keys i - window + 1 .. i "
+        "(0: no window)",
+    )
+    rope: RotaryArgs | None = Field(
+        default=None, description="rotary position embedding of q and k (see rotary_embedding)"
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
 
 
 def multi_head_attention_label(args: MultiHeadAttentionArgs) -> str:
-    """The paper's name for a node: 'Masked Multi-Head Attention' when causal."""
-    return "Masked Multi-Head Attention" if args.causal else "Multi-Head Attention"
+    """The paper's name for a node: 'Masked Multi-Head Attention' when causal, 'Sliding-Window
+    Attention' with a window (Mistral), 'Grouped-Query' for fewer key/value heads (Llama)."""
+    if args.window:
+        return "Sliding-Window Attention"
+    kind = "Multi-Head"
+    if args.num_kv_heads is not None and args.num_kv_heads < args.num_heads:
+        kind = "Multi-Query" if args.num_kv_heads == 1 else "Grouped-Query"
+    return f"Masked {kind} Attention" if args.causal else f"{kind} Attention"
 
 
 def _mha_shape(ctx: ShapeCtx) -> TensorType:
@@ -93,6 +123,22 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
         )
     ctx.infer("kdim", ctx.concrete(k.shape[2], "the key's last dim (kdim)", "key"))
     ctx.infer("vdim", ctx.concrete(v.shape[2], "the value's last dim (vdim)", "value"))
+    kv_heads = a.num_kv_heads if a.num_kv_heads is not None else a.num_heads
+    if a.num_heads % kv_heads != 0:
+        raise ShapeError(
+            f"num_kv_heads {kv_heads} does not divide num_heads {a.num_heads}",
+            arg="num_kv_heads",
+            hint="each key/value head serves an equal group of query heads",
+        )
+    if a.window and not a.causal:
+        raise ShapeError(
+            "a sliding window needs causal attention",
+            arg="window",
+            hint="add causal: true, or drop window",
+        )
+    if a.rope is not None:
+        rotary_width(a.rope, e // a.num_heads, "rope", "rope")
+        check_rope_lengths(a.rope, [(T, "the query"), (S, "the key")], "rope")
     mask = ctx.get("key_padding_mask")
     if mask is not None:
         if mask.dtype != "bool":
@@ -110,16 +156,34 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     return TensorType((B, T, E), dtype)
 
 
-def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
+def _kv_dim(a: MultiHeadAttentionArgs) -> int:
+    """Width of the key and value projections: num_kv_heads * d_k."""
     e = a.embed_dim or 0
+    kv_heads = a.num_kv_heads if a.num_kv_heads is not None else a.num_heads
+    return kv_heads * (e // a.num_heads)
+
+
+def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
+    e, kv = a.embed_dim or 0, _kv_dim(a)
     kdim = a.kdim if a.kdim is not None else e
     vdim = a.vdim if a.vdim is not None else e
     p: dict[str, Shape] = {}
-    for name, fan_in in (("q_proj", e), ("k_proj", kdim), ("v_proj", vdim), ("out_proj", e)):
-        p[f"{name}.weight"] = (e, fan_in)
+    for name, out, fan_in in (
+        ("q_proj", e, e),
+        ("k_proj", kv, kdim),
+        ("v_proj", kv, vdim),
+        ("out_proj", e, e),
+    ):
+        p[f"{name}.weight"] = (out, fan_in)
         if a.bias:
-            p[f"{name}.bias"] = (e,)
+            p[f"{name}.bias"] = (out,)
     return p
+
+
+def _mha_buffers(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
+    if a.rope is None:
+        return {}
+    return rope_buffers(a.rope, (a.embed_dim or 0) // a.num_heads, "rotary.")  # non-persistent
 
 
 def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
@@ -128,9 +192,10 @@ def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) 
     S = k.shape[1]
     kdim, vdim = k.shape[2], ins["value"].shape[2]
     rows_q, rows_kv = mul(B, T), mul(B, S)
-    proj = add(mul(rows_q, mul(E, E)), mul(rows_kv, mul(E, add(kdim, vdim))))  # W^Q, W^K, W^V
-    proj = add(proj, mul(rows_q, mul(E, E)))  # W^O
-    # Q K^T and (weights) V: B * h * T * S * d_k each, with h * d_k = E.
+    proj = add(mul(rows_q, mul(E, E)), mul(rows_kv, mul(_kv_dim(a), add(kdim, vdim))))
+    proj = add(proj, mul(rows_q, mul(E, E)))  # W^Q, W^K, W^V, then W^O
+    # Q K^T and (weights) V: B * h * T * S * d_k each, with h * d_k = E (every query head
+    # scores all S keys; a window masks scores, it does not skip them).
     return add(proj, mul(2, prod((B, T, S, E))))
 
 
@@ -146,6 +211,9 @@ def _mha_lower(c: LowerCtx) -> Any:
         kdim=a.kdim,
         vdim=a.vdim,
         causal=a.causal,
+        num_kv_heads=a.num_kv_heads,
+        window=a.window,
+        rope=rope_config(a.rope) if a.rope is not None else None,
         **c.factory,
     )
     ins = c.inputs
@@ -167,10 +235,13 @@ MULTI_HEAD_ATTENTION = register(
             Port("key_padding_mask", optional=True),
         ),
         params=_mha_params,
+        buffers=_mha_buffers,
         macs=_mha_macs,
         lower=_mha_lower,
         doc="Multi-head attention (self-attention when only query is given), batch-first. "
-        "key_padding_mask is bool [B, S]: True marks a key to ignore (padding), as in torch.",
+        "key_padding_mask is bool [B, S]: True marks a key to ignore (padding), as in torch. "
+        "Grouped-query heads (num_kv_heads), RoPE on q and k (rope: {theta: ...}) and a "
+        "causal sliding window (window) cover Llama and Mistral.",
     )
 )
 
@@ -182,11 +253,21 @@ class ScaledDotProductAttentionArgs(OpArgs):
     """softmax(Q K^T * scale) V on query [..., T, d], key [..., S, d], value [..., S, dv].
 
     ``scale`` defaults to 1/sqrt(d); ``dropout`` applies to the weights in training mode only.
+    Key and value may have fewer heads than the query (dim -3, dividing it): each serves a
+    group of query heads (grouped-query attention, torch's ``enable_gqa``).
     """
 
     causal: bool = Field(default=False, description="mask key j > query i")
     scale: float | None = Field(default=None, gt=0.0, description="default 1/sqrt(d)")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+def _grouped(q: TensorType, t: TensorType) -> bool:
+    """Whether t's heads (dim -3) are a divisor of q's, all other leading dims equal."""
+    if q.rank < 3 or t.rank != q.rank or t.shape[:-3] != q.shape[:-3]:
+        return False
+    hq, hkv = q.shape[-3], t.shape[-3]
+    return isinstance(hq, int) and isinstance(hkv, int) and hq % hkv == 0
 
 
 def _sdpa_shape(ctx: ShapeCtx) -> TensorType:
@@ -197,12 +278,19 @@ def _sdpa_shape(ctx: ShapeCtx) -> TensorType:
         if t.rank < 2:
             raise ShapeError(f"{port} must be [..., L, d], found {fmt_shape(t.shape)}", port=port)
     for port, t in (("key", k), ("value", v)):
-        if t.shape[:-2] != q.shape[:-2]:
+        if t.shape[:-2] != q.shape[:-2] and not _grouped(q, t):
             raise ShapeError(
                 f"{port} leading dims {fmt_shape(t.shape[:-2])} differ from query's "
                 f"{fmt_shape(q.shape[:-2])}",
                 port=port,
+                hint="key/value heads (dim -3) may be fewer than the query's if they divide them",
             )
+    if v.shape[:-2] != k.shape[:-2]:
+        raise ShapeError(
+            f"value leading dims {fmt_shape(v.shape[:-2])} differ from key's "
+            f"{fmt_shape(k.shape[:-2])}",
+            port="value",
+        )
     d, S = q.shape[-1], k.shape[-2]
     _same_dim(k.shape[-1], d, f"key dim {k.shape[-1]} differs from query dim {d}", "key")
     _same_dim(v.shape[-2], S, f"value length {v.shape[-2]} differs from key length {S}", "value")
@@ -220,11 +308,16 @@ def _sdpa_lower(c: LowerCtx) -> Any:
 
     a: ScaledDotProductAttentionArgs = c.args
     q, k, v = c.inputs["query"], c.inputs["key"], c.inputs["value"]
+    gqa = c.in_types["key"].shape[:-2] != c.in_types["query"].shape[:-2]
+    extra = {"enable_gqa": True} if gqa else {}
     if a.dropout > 0:  # a module, so that dropout follows the train/eval mode
         from archcomp.nn.attention import ScaledDotProductAttention
 
-        return c.module(ScaledDotProductAttention(a.dropout, a.causal, a.scale))(q, k, v)
-    return c.call(F.scaled_dot_product_attention, q, k, v, is_causal=a.causal, scale=a.scale)
+        sdpa = ScaledDotProductAttention(a.dropout, a.causal, a.scale, **extra)
+        return c.module(sdpa)(q, k, v)
+    return c.call(
+        F.scaled_dot_product_attention, q, k, v, is_causal=a.causal, scale=a.scale, **extra
+    )
 
 
 SCALED_DOT_PRODUCT_ATTENTION = register(
@@ -236,6 +329,7 @@ SCALED_DOT_PRODUCT_ATTENTION = register(
         inputs=(Port("query"), Port("key"), Port("value")),
         macs=_sdpa_macs,
         lower=_sdpa_lower,
-        doc="softmax(Q K^T / sqrt(d)) V, fused; no parameters.",
+        doc="softmax(Q K^T / sqrt(d)) V, fused; no parameters. Key/value heads may divide "
+        "the query heads (grouped-query attention).",
     )
 )

@@ -1,5 +1,5 @@
-"""Normalization and regularization: layer_norm, batch_norm, group_norm, instance_norm,
-dropout.
+"""Normalization and regularization: layer_norm, rms_norm, batch_norm, group_norm,
+instance_norm, dropout.
 
 MACs of a norm count one multiply-add per element (the normalize-and-scale ``(x - mean) * k``
 or ``x * gamma + beta``); the mean and variance reductions are not counted.
@@ -72,6 +72,60 @@ register(
         macs=_numel,
         lower=_layer_norm_lower,
         doc="Layer normalization over the last dim.",
+    )
+)
+
+
+class RMSNormArgs(OpArgs):
+    """RMS norm over the last dim (Zhang & Sennrich, 2019; Llama, T5): ``x / sqrt(mean(x^2) +
+    eps) * weight``, no mean subtraction, no bias. ``normalized_shape`` (its size) is inferred.
+    """
+
+    eps: float = Field(
+        default=1e-6,
+        gt=0,
+        description="added to the mean square (Llama 2, Mistral: 1e-6; Llama 3: 1e-5)",
+    )
+    elementwise_affine: bool = Field(default=True, description="learned weight (the gain g)")
+    normalized_shape: int | None = Field(
+        default=None, gt=0, description="inferred: the size of the last dim"
+    )
+
+
+def _rms_norm_shape(ctx: ShapeCtx) -> TensorType:
+    x = ctx.x
+    need_float(x, what="rms_norm")
+    if x.rank < 1:
+        raise ShapeError("rms_norm needs at least one dim, found a scalar", port="x")
+    ctx.infer("normalized_shape", ctx.concrete(x.shape[-1], "the last dim (normalized_shape)", "x"))
+    return x
+
+
+def _rms_norm_params(a: RMSNormArgs) -> dict[str, Shape]:
+    return {"weight": (a.normalized_shape or 0,)} if a.elementwise_affine else {}
+
+
+def _rms_norm_lower(c: LowerCtx) -> Any:
+    from torch import nn
+
+    a = c.args
+    norm = nn.RMSNorm(
+        a.normalized_shape, eps=a.eps, elementwise_affine=a.elementwise_affine, **c.factory
+    )
+    return c.module(norm)(c.x)
+
+
+register(
+    OpDef(
+        "rms_norm",
+        RMSNormArgs,
+        _rms_norm_shape,
+        Style("norm", "RMS Norm"),
+        params=_rms_norm_params,
+        macs=_numel,
+        lower=_rms_norm_lower,
+        doc="RMS normalization over the last dim: x / sqrt(mean(x^2, -1) + eps) * weight "
+        "(torch.nn.RMSNorm; Llama's RMSNorm).",
     )
 )
 

@@ -1,12 +1,15 @@
-"""Positional encodings: sinusoidal and learned, each added to its input (x + PE[:S])."""
+"""Positional encodings: sinusoidal and learned, each added to its input (x + PE[:S]); rotary
+position embeddings (RoPE), which rotate query and key heads instead."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from pydantic import Field
 
 from archcomp.ir import TensorType
+from archcomp.ir.dims import Dim, Shape, fmt_shape
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 
@@ -84,5 +87,140 @@ LEARNED = register(
         params=lambda a: {"weight": (a.max_len, a.d_model or 0)},
         lower=_learned_lower,
         doc="x + learned position embeddings (GPT-2 wpe, BERT position_embeddings).",
+    )
+)
+
+
+# -- rotary_embedding ------------------------------------------------------------------------
+
+
+class Llama3ScalingArgs(OpArgs):
+    """Llama 3.1's frequency scaling for long contexts (transformers' rope_type ``llama3``):
+    wavelengths above ``original_max_len / low_freq_factor`` are slowed by ``factor``, those
+    below ``original_max_len / high_freq_factor`` kept, the band between interpolated."""
+
+    type: Literal["llama3"] = Field(description="the scaling rule (only 'llama3' so far)")
+    factor: float = Field(default=8.0, gt=0, description="slow-down of the low frequencies")
+    low_freq_factor: float = Field(default=1.0, gt=0, description="start of the band")
+    high_freq_factor: float = Field(default=4.0, gt=0, description="end of the band")
+    original_max_len: int = Field(
+        default=8192, gt=0, description="context length the model was trained at"
+    )
+
+
+class RotaryArgs(OpArgs):
+    """Rotary position embedding: position t rotates each pair of a head's dims by the angle
+    ``t * theta^(-2i/r)`` (r = ``rotary_dim``); dims past ``rotary_dim`` pass through."""
+
+    theta: float = Field(
+        default=10000.0, gt=0, description="frequency base (Llama 2: 10000, Llama 3: 500000)"
+    )
+    rotary_dim: int | None = Field(
+        default=None, gt=0, description="head dims that rotate (even; default: all of them)"
+    )
+    interleaved: bool = Field(
+        default=False,
+        description="pair dim 2i with 2i+1 (GPT-J, Meta's checkpoints); false: dim i with "
+        "i + r/2 (rotate-half: transformers' Llama, GPT-NeoX)",
+    )
+    max_len: int = Field(
+        default=4096, gt=0, description="longest sequence the cos/sin tables cover"
+    )
+    scaling: Llama3ScalingArgs | None = Field(
+        default=None, description="frequency scaling for long contexts (Llama 3.1)"
+    )
+
+
+class RotaryEmbeddingArgs(RotaryArgs):
+    """RoPE on x [..., T, d] (heads before T, as scaled_dot_product_attention takes them) at
+    positions 0..T-1; ``head_dim`` (d) is inferred. The cos/sin tables are non-persistent
+    buffers of shape [max_len, rotary_dim / 2], computed by the module."""
+
+    head_dim: int | None = Field(default=None, gt=0, description="inferred from the input")
+
+
+def rotary_width(rope: RotaryArgs, head_dim: int, arg: str, scaling_arg: str) -> int:
+    """The rotated width r, checked against the head; a ShapeError names ``arg`` (or
+    ``scaling_arg`` for the scaling's factors)."""
+    r = head_dim if rope.rotary_dim is None else rope.rotary_dim
+    if r % 2 or r > head_dim:
+        raise ShapeError(
+            f"the head dim {head_dim} is odd: RoPE rotates pairs of dims"
+            if rope.rotary_dim is None
+            else f"rotary_dim {r} must be even and at most the head dim {head_dim}",
+            arg=arg,
+            hint="give an even rotary_dim of at most the head dim",
+        )
+    s = rope.scaling
+    if s is not None and s.high_freq_factor <= s.low_freq_factor:
+        raise ShapeError(
+            f"scaling's high_freq_factor {s.high_freq_factor} must exceed its "
+            f"low_freq_factor {s.low_freq_factor}",
+            arg=scaling_arg,
+        )
+    return r
+
+
+def check_rope_lengths(rope: RotaryArgs, lengths: Iterable[tuple[Dim, str]], arg: str) -> None:
+    """Concrete sequence lengths must fit the tables (symbolic ones are checked at run time)."""
+    for length, port in lengths:
+        if isinstance(length, int) and length > rope.max_len:
+            raise ShapeError(
+                f"{port} length {length} exceeds the rotary max_len {rope.max_len}",
+                arg=arg,
+                hint=f"raise max_len to at least {length}",
+            )
+
+
+def rope_buffers(rope: RotaryArgs, head_dim: int, prefix: str = "") -> dict[str, Shape]:
+    half = (head_dim if rope.rotary_dim is None else rope.rotary_dim) // 2
+    return {f"{prefix}cos": (rope.max_len, half), f"{prefix}sin": (rope.max_len, half)}
+
+
+def rope_config(rope: RotaryArgs) -> Any:
+    """The torch module's options (:class:`archcomp.nn.rotary.RopeConfig`)."""
+    from archcomp.nn.rotary import Llama3Scaling, RopeConfig
+
+    s = rope.scaling
+    scaling = (
+        None
+        if s is None
+        else Llama3Scaling(s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_len)
+    )
+    return RopeConfig(rope.theta, rope.rotary_dim, rope.interleaved, rope.max_len, scaling)
+
+
+def _rotary_shape(ctx: ShapeCtx) -> TensorType:
+    x, a = ctx.x, ctx.args
+    need_float(x, what="rotary_embedding")
+    if x.rank < 2:
+        raise ShapeError(
+            f"rotary_embedding needs [..., T, d] (heads before T), found {fmt_shape(x.shape)}",
+            port="x",
+        )
+    d = ctx.infer("head_dim", ctx.concrete(x.shape[-1], "the head dim (last dim)", "x"))
+    rotary_width(a, d, "rotary_dim", "scaling")
+    check_rope_lengths(a, [(x.shape[-2], "the sequence")], "max_len")
+    return x
+
+
+def _rotary_lower(c: LowerCtx) -> Any:
+    from archcomp.nn.rotary import RotaryEmbedding
+
+    a: RotaryEmbeddingArgs = c.args
+    return c.module(RotaryEmbedding(a.head_dim or 0, *rope_config(a), **c.factory))(c.x)
+
+
+ROTARY = register(
+    OpDef(
+        "rotary_embedding",
+        RotaryEmbeddingArgs,
+        _rotary_shape,
+        Style("posenc", "RoPE"),
+        buffers=lambda a: rope_buffers(a, a.head_dim or 0),  # non-persistent
+        lower=_rotary_lower,
+        doc="Rotary position embedding on query or key heads [..., T, d] at positions 0..T-1 "
+        "(rotate-half or interleaved pairs, partial rotation, Llama 3.1 scaling); no "
+        "parameters. multi_head_attention's rope: applies it to q and k inside the op.",
     )
 )

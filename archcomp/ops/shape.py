@@ -1,4 +1,5 @@
-"""Shape ops: flatten, identity, reshape, transpose, permute, index, concat, split, matmul, scale.
+"""Shape ops: flatten, identity, reshape, expand, transpose, permute, index, concat, split,
+matmul, scale.
 
 None has parameters; each lowers to a torch function, an operator or a tensor method.
 """
@@ -170,6 +171,88 @@ register(
         Style("shape", "Reshape"),
         lower=_reshape_lower,
         doc="Reshape to a new shape with the same number of elements.",
+    )
+)
+
+# --- expand --------------------------------------------------------------------------------
+
+
+class ExpandArgs(OpArgs):
+    """Broadcast size-1 dims to a larger size without copying, like ``Tensor.expand``: -1
+    keeps a dim, an int sets it, a name such as ``B`` takes that symbolic dim's size from the
+    ``like`` input at run time. Extra leading entries add dims: a [1, d] tensor expanded with
+    ``[B, -1, -1]`` becomes [B, 1, d]."""
+
+    shape: list[int | str] = Field(
+        min_length=1,
+        max_length=8,
+        description="sizes: -1 (keep), positive ints, or names of like's symbolic dims ('B')",
+    )
+
+
+def _expand_shape(ctx: ShapeCtx) -> TensorType:
+    x, spec, like = ctx.x, ctx.args.shape, ctx.get("like")
+    if len(spec) < x.rank:
+        raise ShapeError(
+            f"shape has {len(spec)} entries for a rank-{x.rank} input {fmt_shape(x.shape)}",
+            arg="shape",
+            hint="give one entry per dim (-1 keeps a dim)",
+        )
+    new = len(spec) - x.rank  # leading dims expand adds
+    out: list[Dim] = []
+    for i, v in enumerate(spec):
+        have: Dim | None = x.shape[i - new] if i >= new else None
+        if isinstance(v, str):
+            if like is None or _sym_dim(like, v) is None:
+                where = f"of the like input {fmt_shape(like.shape)}" if like else "without a like"
+                raise ShapeError(
+                    f"'{v}' is not a dim {where}",
+                    arg="shape",
+                    hint="name a symbolic dim of the tensor given as in: {x: ..., like: ...}",
+                )
+            want: Dim = Sym.symbol(v)
+        elif v == -1:
+            if have is None:
+                raise ShapeError(
+                    f"-1 at entry {i} would keep a dim the input does not have",
+                    arg="shape",
+                    hint="new leading dims need a size",
+                )
+            want = have
+        elif v <= 0:
+            raise ShapeError(f"shape has size {v}; sizes are positive, or -1", arg="shape")
+        else:
+            want = v
+        if have is not None and have != 1 and have != want:
+            raise ShapeError(
+                f"cannot expand dim {i - new} of size {have} to {want}: only size-1 dims expand",
+                arg="shape",
+            )
+        out.append(want)
+    return TensorType(tuple(out), x.dtype)
+
+
+def _expand_lower(c: LowerCtx) -> Any:
+    like = c.inputs.get("like")
+    sizes: list[Any] = []
+    for v in c.args.shape:
+        if isinstance(v, str):
+            sizes.append(c.method("size", like, _sym_dim(c.in_types["like"], v)))  # run time
+        else:
+            sizes.append(v)
+    return c.method("expand", c.x, *sizes)
+
+
+register(
+    OpDef(
+        "expand",
+        ExpandArgs,
+        _expand_shape,
+        Style("shape", "Expand"),
+        inputs=(Port("x"), Port("like", optional=True)),
+        lower=_expand_lower,
+        doc="Broadcast size-1 dims (a class token to the batch: shape [B, -1, -1], like: the "
+        "patches); a view, no copy.",
     )
 )
 

@@ -53,8 +53,10 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
         )
     if cycles:
         return False
-    reachable: set[str] = set(g.inputs)
-    for name in g.inputs:
+    # Data starts at the inputs and at ops that read nothing (a learned ``parameter``).
+    sources = [*g.inputs, *(n for n, node in g.nodes.items() if not node.op.inputs)]
+    reachable: set[str] = set(sources)
+    for name in sources:
         reachable |= nx.descendants(G, name)
     used: set[str] = {r.node for r in g.outputs.values()}
     for name in g.nodes:

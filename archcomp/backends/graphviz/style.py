@@ -13,6 +13,7 @@ from typing import Any
 
 from archcomp.ir import Node
 from archcomp.ir.dims import Dim, Shape
+from archcomp.ops.attention import MultiHeadAttentionArgs, multi_head_attention_label
 from archcomp.ops.registry import PALETTE
 
 # Ops drawn as pass-through (not drawn at all) unless DrawOptions.dropout is set: the paper's
@@ -30,13 +31,14 @@ def colour(family: str) -> str:
     return PALETTE.get(family, BLOCK_COLOUR)
 
 
-def _causal(n: Node) -> str | None:
-    return "Masked Multi-Head Attention" if getattr(n.args, "causal", False) else None
+def _attention(n: Node) -> str | None:
+    args = n.args
+    return multi_head_attention_label(args) if isinstance(args, MultiHeadAttentionArgs) else None
 
 
 # Words that depend on a node's arguments, by op name.
 LABEL_RULES: dict[str, Callable[[Node], str | None]] = {
-    "multi_head_attention": _causal,
+    "multi_head_attention": _attention,
 }
 
 
