@@ -37,10 +37,10 @@ LLAMA2_7B = {
 
 
 def test_full_size_counts_on_meta() -> None:
-    assert archcomp.summary(SPECS / "llama.yaml").params == 8_030_261_248
-    assert archcomp.summary(SPECS / "llama.yaml", LLAMA2_7B).params == 6_738_415_616
-    assert archcomp.summary(SPECS / "mistral.yaml").params == 7_241_732_096
-    assert archcomp.summary(SPECS / "vit_b16.yaml").params == 86_567_656
+    assert archcomp.summary(SPECS / "llama.yaml").parameters == 8_030_261_248
+    assert archcomp.summary(SPECS / "llama.yaml", LLAMA2_7B).parameters == 6_738_415_616
+    assert archcomp.summary(SPECS / "mistral.yaml").parameters == 7_241_732_096
+    assert archcomp.summary(SPECS / "vit_b16.yaml").parameters == 86_567_656
     model = archcomp.build(SPECS / "llama.yaml", device="meta")
     params = list(model.parameters())
     assert all(p.is_meta for p in params)

@@ -194,9 +194,9 @@ def test_train_mode_matches_the_reference_and_updates_the_same_statistics(name: 
 def test_stage_depths_are_params() -> None:
     """ResNet-34 and -101 are a -p away; a stage of 0 blocks is left out."""
     r34 = archcomp.summary(SPECS / "resnet18.yaml", {"n1": 3, "n2": 4, "n3": 6, "n4": 3})
-    assert r34.params == 21_797_672  # torchvision's resnet34
+    assert r34.parameters == 21_797_672  # torchvision's resnet34
     r101 = archcomp.summary(SPECS / "resnet50.yaml", {"n3": 23})
-    assert r101.params == 44_549_160  # torchvision's resnet101
+    assert r101.parameters == 44_549_160  # torchvision's resnet101
     model = archcomp.build(SPECS / "resnet18.yaml", {**SMALL, "n4": 0}, seed=0)
     assert not any(k.startswith("layer4") for k in model.state_dict())
     assert model.fc.in_features == 4 * SMALL["width"]  # stage 3's width goes straight to fc

@@ -265,7 +265,7 @@ def test_shipped_specs_take_zero_for_their_repeats(path: Path) -> None:
         assert len(empty.nodes) < len(g.nodes)
         assert empty.output_types == g.output_types
         model = archcomp.build(path, {name: 0}, device="meta")
-        assert sum(p.numel() for p in model.parameters()) < archcomp.summary(path).params
+        assert sum(p.numel() for p in model.parameters()) < archcomp.summary(path).parameters
 
 
 # -- repeat of an op whose first input is a list ---------------------------------------------
