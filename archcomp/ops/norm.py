@@ -7,6 +7,7 @@ or ``x * gamma + beta``); the mean and variance reductions are not counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
@@ -14,7 +15,16 @@ from pydantic import Field
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, fmt_shape, prod
 from archcomp.ops.common import need_float
-from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
+from archcomp.ops.registry import (
+    LowerCtx,
+    Lowering,
+    OpArgs,
+    OpDef,
+    ShapeCtx,
+    ShapeError,
+    Style,
+    register,
+)
 
 
 def _numel(a: Any, ins: Any, outs: dict[str, TensorType]) -> Dim:
@@ -147,55 +157,93 @@ class BatchNormArgs(OpArgs):
     )
 
 
-def _batch_norm_shape(ctx: ShapeCtx) -> TensorType:
-    x = ctx.x
-    need_float(x, what="batch_norm")
-    ctx.need_rank(x, (2, 3, 4), "x", "batch_norm (B, C, ...)")
-    ctx.infer("num_features", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
-    return x
+class InstanceNormArgs(BatchNormArgs):
+    """Instance norm over each (sample, channel)'s spatial dims, of (B, C, L), (B, C, H, W) or
+    (B, C, D, H, W); ``num_features`` (C) is inferred. torch's defaults: no affine, no running
+    stats."""
+
+    affine: bool = Field(default=False, description="learned per-channel weight and bias")
+    track_running_stats: bool = Field(
+        default=False, description="keep running mean/var buffers (used in eval mode)"
+    )
 
 
-def _batch_norm_params(a: BatchNormArgs) -> dict[str, Shape]:
+# batch_norm and instance_norm: per-channel statistics, torch's module class by input rank.
+_CHANNEL_NORMS: dict[str, dict[int, str]] = {
+    "batch_norm": {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d"},
+    "instance_norm": {3: "InstanceNorm1d", 4: "InstanceNorm2d", 5: "InstanceNorm3d"},
+}
+
+
+def _channel_norm_shape(op: str) -> Callable[[ShapeCtx], TensorType]:
+    def rule(ctx: ShapeCtx) -> TensorType:
+        x = ctx.x
+        need_float(x, what=op)
+        ctx.need_rank(x, tuple(_CHANNEL_NORMS[op]), "x", f"{op} (B, C, ...)")
+        ctx.infer("num_features", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
+        return x
+
+    return rule
+
+
+def _channel_norm_params(a: BatchNormArgs) -> dict[str, Shape]:
     c = a.num_features or 0
     return {"weight": (c,), "bias": (c,)} if a.affine else {}
 
 
-def _batch_norm_buffers(a: BatchNormArgs) -> dict[str, Shape]:
+def _channel_norm_buffers(a: BatchNormArgs) -> dict[str, Shape]:
     c = a.num_features or 0
     if not a.track_running_stats:
         return {}
     return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
 
 
-def _batch_norm_lower(c: LowerCtx) -> Any:
-    from torch import nn
+def _channel_norm_lower(op: str) -> Lowering:
+    def lower(c: LowerCtx) -> Any:
+        from torch import nn
 
-    a = c.args
-    cls: Any = nn.BatchNorm2d if c.in_types["x"].rank == 4 else nn.BatchNorm1d
-    norm = cls(
-        a.num_features,
-        eps=a.eps,
-        momentum=a.momentum,
-        affine=a.affine,
-        track_running_stats=a.track_running_stats,
-        **c.factory,
-    )
-    return c.module(norm)(c.x)
+        a = c.args
+        cls = getattr(nn, _CHANNEL_NORMS[op][c.in_types["x"].rank])
+        norm = cls(
+            a.num_features,
+            eps=a.eps,
+            momentum=a.momentum,
+            affine=a.affine,
+            track_running_stats=a.track_running_stats,
+            **c.factory,
+        )
+        return c.module(norm)(c.x)
+
+    return lower
 
 
-register(
-    OpDef(
+for _name, _args, _label, _doc in (
+    (
         "batch_norm",
         BatchNormArgs,
-        _batch_norm_shape,
-        Style("norm", "Batch Norm"),
-        params=_batch_norm_params,
-        buffers=_batch_norm_buffers,
-        macs=_numel,
-        lower=_batch_norm_lower,
-        doc="Batch normalization over the channel dim (BatchNorm1d for rank 2/3, 2d for rank 4).",
+        "Batch Norm",
+        "Batch normalization over the channel dim (BatchNorm1d for rank 2/3, 2d for rank 4).",
+    ),
+    (
+        "instance_norm",
+        InstanceNormArgs,
+        "Instance Norm",
+        "Instance normalization per sample and channel (InstanceNorm1d/2d/3d by rank).",
+    ),
+):
+    register(
+        OpDef(
+            _name,
+            _args,
+            _channel_norm_shape(_name),
+            Style("norm", _label),
+            params=_channel_norm_params,
+            buffers=_channel_norm_buffers,
+            macs=_numel,
+            lower=_channel_norm_lower(_name),
+            doc=_doc,
+        )
     )
-)
 
 
 class GroupNormArgs(OpArgs):
@@ -248,77 +296,6 @@ register(
         macs=_numel,
         lower=_group_norm_lower,
         doc="Group normalization over channel groups and spatial dims (nn.GroupNorm).",
-    )
-)
-
-
-class InstanceNormArgs(OpArgs):
-    """Instance norm over each (sample, channel)'s spatial dims, of (B, C, L), (B, C, H, W) or
-    (B, C, D, H, W); ``num_features`` (C) is inferred. torch's defaults: no affine, no running
-    stats."""
-
-    eps: float = Field(default=1e-5, gt=0, description="added to the variance")
-    momentum: float | None = Field(
-        default=0.1, ge=0, le=1, description="running-stats update rate; null: cumulative"
-    )
-    affine: bool = Field(default=False, description="learned per-channel weight and bias")
-    track_running_stats: bool = Field(
-        default=False, description="keep running mean/var buffers (used in eval mode)"
-    )
-    num_features: int | None = Field(
-        default=None, gt=0, description="inferred: the size of dim 1 (channels)"
-    )
-
-
-def _instance_norm_shape(ctx: ShapeCtx) -> TensorType:
-    x = ctx.x
-    need_float(x, what="instance_norm")
-    ctx.need_rank(x, (3, 4, 5), "x", "instance_norm (B, C, ...)")
-    ctx.infer("num_features", ctx.concrete(x.shape[1], "the channel dim (dim 1)", "x"))
-    return x
-
-
-def _instance_norm_params(a: InstanceNormArgs) -> dict[str, Shape]:
-    c = a.num_features or 0
-    return {"weight": (c,), "bias": (c,)} if a.affine else {}
-
-
-def _instance_norm_buffers(a: InstanceNormArgs) -> dict[str, Shape]:
-    c = a.num_features or 0
-    if not a.track_running_stats:
-        return {}
-    return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
-
-
-def _instance_norm_lower(c: LowerCtx) -> Any:
-    from torch import nn
-
-    a = c.args
-    cls: Any = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d, 5: nn.InstanceNorm3d}[
-        c.in_types["x"].rank
-    ]
-    norm = cls(
-        a.num_features,
-        eps=a.eps,
-        momentum=a.momentum,
-        affine=a.affine,
-        track_running_stats=a.track_running_stats,
-        **c.factory,
-    )
-    return c.module(norm)(c.x)
-
-
-register(
-    OpDef(
-        "instance_norm",
-        InstanceNormArgs,
-        _instance_norm_shape,
-        Style("norm", "Instance Norm"),
-        params=_instance_norm_params,
-        buffers=_instance_norm_buffers,
-        macs=_numel,
-        lower=_instance_norm_lower,
-        doc="Instance normalization per sample and channel (InstanceNorm1d/2d/3d by rank).",
     )
 )
 
