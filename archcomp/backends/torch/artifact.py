@@ -70,7 +70,7 @@ def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]], tick: Update = ig
         h.update(name.encode() + b"\0" + DTYPE_CODES.get(t.dtype, str(t.dtype)).encode())
         h.update(b"\0" + ",".join(str(s) for s in t.shape).encode() + b"\0")
         if t.numel():  # the tensor's own memory, no copy (a model's views stay lean)
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
             done += t.numel() * t.element_size()
             tick(done)
     return h.hexdigest()
