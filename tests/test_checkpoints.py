@@ -1,0 +1,231 @@
+"""Published weights end to end, per shipped family: a transformers model from a small random
+config, saved with save_pretrained, converted by ``archcomp convert`` (and loaded by
+``archcomp.from_pretrained``), computes the same outputs and gradients in eval mode; an
+archcomp model exported with ``archcomp export --to hf`` loads into transformers with no
+missing or unexpected keys and equal outputs.
+
+Tolerances: torch.testing.assert_close's float32 defaults (the rule of tests/numerics.py is
+not merged yet); both sides compute the same float32 operations in a different order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hf_models import FAMILIES, Family, outputs, quiet, save
+
+import archcomp
+from archcomp.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("transformers")
+
+
+def _batch(family: Family) -> dict[str, torch.Tensor]:
+    return family.inputs(torch.Generator().manual_seed(1))
+
+
+def _compare(family: Family, hf: object, ours: torch.nn.Module) -> None:
+    x = _batch(family)
+    with torch.no_grad():
+        want = family.hf_call(hf, x)
+        got = outputs(ours, x)
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_convert_gives_transformers_outputs(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    family = FAMILIES[name]
+    hf = save(family, tmp_path / "hf")
+    out = tmp_path / f"{name}.safetensors"
+    assert main(["convert", str(tmp_path / "hf"), "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    model = archcomp.load(out).eval()  # an ordinary artifact: spec embedded, hashes verified
+    assert model.spec["params"] == {**model.spec["params"], **family.params}
+    _compare(family, hf, model)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_from_pretrained_outputs_and_gradients(name: str, tmp_path: Path) -> None:
+    family = FAMILIES[name]
+    hf = save(family, tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    assert not model.training  # eval mode, as transformers' from_pretrained
+    _compare(family, hf, model)
+    x = _batch(family)
+    want = family.hf_call(hf, x)
+    got = outputs(model, x)
+    g = torch.Generator().manual_seed(2)
+    weights = {k: torch.randn(v.shape, generator=g) for k, v in want.items()}
+    sum((want[k] * weights[k]).sum() for k in want).backward()  # type: ignore[union-attr]
+    sum((got[k] * weights[k]).sum() for k in got).backward()  # type: ignore[union-attr]
+    hf_name, our_name = family.embedding
+    hf_grad = dict(hf.named_parameters())[hf_name].grad  # type: ignore[attr-defined]
+    our_grad = model.get_parameter(our_name).grad
+    assert hf_grad is not None and our_grad is not None
+    torch.testing.assert_close(our_grad, hf_grad)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_export_round_trips_through_transformers(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    family = FAMILIES[name]
+    quiet()
+    model = archcomp.build(ROOT / "specs" / f"{name}.yaml", params=family.params, seed=3).eval()
+    artifact = tmp_path / "model.safetensors"
+    archcomp.save(model, artifact)
+    folder = tmp_path / "hf"
+    assert main(["export", str(artifact), "--to", "hf", "-o", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    hf, info = family.cls().from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set(), info
+    assert info["mismatched_keys"] == set(), info
+    _compare(family, hf.eval(), model)
+    again = archcomp.from_pretrained(folder)  # and back: the same weights, bit for bit
+    for key, t in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], t), key
+
+
+def test_export_of_a_spec_builds_it_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    args = ["export", str(ROOT / "specs" / "gpt2.yaml"), "--to", "hf", "-o", str(tmp_path)]
+    small = ["-p", "N=1", "-p", "d_model=16", "-p", "h=2", "-p", "vocab=20", "-p", "context=8"]
+    assert main(args + small) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["n_layer"], config["n_embd"], config["vocab_size"]) == (1, 16, 20)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    assert main(args + small + ["--seed", "5"]) == 2  # no --force: both files unchanged
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert main(args + small + ["--seed", "5", "--force"]) == 0
+    assert (tmp_path / "model.safetensors").read_bytes() != before
+
+
+def _mapping_copy(tmp_path: Path, text: str) -> Path:
+    """A mapping beside a copy of specs/gpt2.yaml (and its blocks), reading that copy."""
+    shutil.copy(ROOT / "specs" / "gpt2.yaml", tmp_path / "gpt2.yaml")
+    if not (tmp_path / "blocks").exists():
+        shutil.copytree(ROOT / "specs" / "blocks", tmp_path / "blocks")
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text.replace("spec: gpt2\n", "spec: gpt2.yaml\n"))
+    return path
+
+
+def test_square_transpose_trap(tmp_path: Path) -> None:
+    """GPT-2's attn.c_proj is square: without its transpose every shape still matches and the
+    weights load, with wrong outputs. The shipped mapping transposes it (its outputs equal
+    transformers'); a mapping that forgets converts without complaint and only the outputs
+    show it, while forgetting a non-square one (c_fc) is refused with a hint."""
+    family = FAMILIES["gpt2"]
+    hf = save(family, tmp_path / "hf")
+    x = _batch(family)
+    with torch.no_grad():
+        want = family.hf_call(hf, x)["logits"]
+    shipped = (ROOT / "specs" / "hf" / "gpt2.yaml").read_text()
+    proj = 'transformer.h.{i}.attn.c_proj.weight: {to: "h_.{i}.attn.out_proj.weight", '
+    assert proj + "transforms: [transpose]}" in shipped
+    forgot = _mapping_copy(
+        tmp_path, shipped.replace(proj + "transforms: [transpose]}", proj + "transforms: []}")
+    )
+    with torch.no_grad():
+        right = outputs(archcomp.from_pretrained(tmp_path / "hf"), x)["logits"]
+        wrong = outputs(archcomp.from_pretrained(tmp_path / "hf", mapping=forgot), x)["logits"]
+    torch.testing.assert_close(right, want)
+    assert (wrong - want).abs().max() > 0.05  # it loads, and computes something else
+    fc = 'transformer.h.{i}.mlp.c_fc.weight: {to: "h_.{i}.mlp.fc.weight", transforms: [transpose]}'
+    assert fc in shipped
+    no_fc = _mapping_copy(
+        tmp_path, shipped.replace(fc, "transformer.h.{i}.mlp.c_fc.weight: h_.{i}.mlp.fc.weight")
+    )
+    with pytest.raises(archcomp.SpecError) as err:
+        archcomp.from_pretrained(tmp_path / "hf", mapping=no_fc)
+    text = err.value.format()
+    assert (
+        "mapping.yaml:51:3: error: checkpoint tensor 'transformer.h.0.mlp.c_fc.weight' is "
+        "[32, 128], but model tensor 'h_.0.mlp.fc.weight' is [128, 32] (and the same for 1 "
+        "more key)\n"
+    ) in text
+    assert "hint: the checkpoint stores it transposed: add the transpose transform" in text
+
+
+def test_base_model_checkpoint_without_prefix(tmp_path: Path) -> None:
+    """The hub's gpt2 stores GPT2Model's keys (h.0..., no 'transformer.'): the mapping's prefix."""
+    from safetensors.torch import load_file, save_file
+
+    family = FAMILIES["gpt2"]
+    hf = save(family, tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    save_file(
+        {k.removeprefix("transformer."): v for k, v in tensors.items()},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    _compare(family, hf, archcomp.from_pretrained(tmp_path))
+
+
+def test_sharded_checkpoint(tmp_path: Path) -> None:
+    family = FAMILIES["gpt2"]
+    hf = save(family, tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    _compare(family, hf, archcomp.from_pretrained(tmp_path))
+
+
+def test_dtype_as_stored_or_cast(tmp_path: Path) -> None:
+    family = FAMILIES["gpt2"]
+    quiet()
+    torch.manual_seed(0)
+    hf = family.make().to(torch.bfloat16)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    c_attn = hf.transformer.h[1].attn.c_attn.weight  # (d, 3d), Conv1D: in x out
+    d = c_attn.shape[0]
+    for i, part in enumerate(("q", "k", "v")):  # bit for bit: no rounding on the way
+        got = model.get_parameter(f"h_.1.attn.{part}_proj.weight")
+        assert torch.equal(got, c_attn[:, i * d : (i + 1) * d].T), part
+    cast = archcomp.from_pretrained(tmp_path, dtype="float32")
+    assert {p.dtype for p in cast.parameters()} == {torch.float32}
+    torch.testing.assert_close(
+        cast.get_parameter("wte.weight"), model.get_parameter("wte.weight").float()
+    )
+
+
+def test_weights_are_views_of_the_mapped_file_and_writable(tmp_path: Path) -> None:
+    """CPU loads copy nothing a view can serve (a transposed Conv1D weight is a view); the
+    file is mapped copy-on-write, so training the model never writes to the checkpoint."""
+    family = FAMILIES["gpt2"]
+    save(family, tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    model = archcomp.from_pretrained(tmp_path)
+    q = model.get_parameter("h_.0.attn.q_proj.weight")
+    assert not q.is_contiguous()  # the transposed third of c_attn, not a copy
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert model.lm_head.weight is model.wte.weight  # the spec's tie holds in the module
+
+
+def test_params_on_meta_build_allocates_only_buffers() -> None:
+    from archcomp.backends.torch.build import build_graph
+
+    g = archcomp.load_graph(
+        ROOT / "specs" / "transformer.yaml",
+        {"N": 1, "d_model": 16, "d_ff": 32, "h": 2, "vocab": 20},
+    )
+    model = build_graph(g, params_on_meta=True)
+    assert all(p.is_meta for p in model.parameters())
+    buffers = dict(model.named_buffers())
+    assert buffers and not any(b.is_meta for b in buffers.values())
+    full = archcomp.build(g.spec)
+    for name, b in buffers.items():  # the sinusoid tables are the real ones
+        assert torch.equal(b, full.get_buffer(name)), name
