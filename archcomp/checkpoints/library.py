@@ -19,11 +19,10 @@ MAPPINGS = "hf"  # the mappings' folder inside the spec library
 
 
 def specs_dir() -> Path:
-    """The shipped spec library: ``archcomp/specs`` inside the package (what the wheel ships),
-    or, in a checkout from before the library moved there, the repository's ``specs``."""
-    package = Path(__file__).resolve().parent.parent
-    inside = package / "specs"
-    return inside if inside.is_dir() else package.parent / "specs"
+    """The shipped spec library (``archcomp/specs``, what the wheel ships)."""
+    from archcomp.frontend.library import SPECS_DIR
+
+    return SPECS_DIR
 
 
 def shipped_mappings() -> dict[str, Path]:
@@ -34,17 +33,17 @@ def shipped_mappings() -> dict[str, Path]:
 
 def shipped_spec(name: str) -> Path | None:
     """The shipped spec called ``name`` (looked up in the folder's listing, never joined)."""
-    found = {p.stem: p for p in specs_dir().glob("*.yaml") if p.is_file()}
-    return found.get(name)
+    from archcomp.frontend.library import is_bare_name, model_specs
+
+    return model_specs().get(name) if is_bare_name(name) else None
 
 
 def resolve_spec(mapping: Mapping) -> Path:
     """The spec a mapping names: a bare name is a shipped spec; anything else is a path
     relative to the mapping file."""
     text = mapping.spec
-    if not any(c in text for c in "/\\.") and shipped_spec(text) is not None:
-        path = shipped_spec(text)
-        assert path is not None
+    path = shipped_spec(text)
+    if path is not None:
         return path
     if "://" in text or text.startswith(("/", "\\", "~")):
         raise SpecError(
