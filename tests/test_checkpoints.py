@@ -150,8 +150,7 @@ def test_square_transpose_trap(tmp_path: Path) -> None:
     text = err.value.format()
     assert (
         "mapping.yaml:51:3: error: checkpoint tensor 'transformer.h.0.mlp.c_fc.weight' is "
-        "[32, 128], but model tensor 'h_.0.mlp.fc.weight' is [128, 32] (and the same for 1 "
-        "more key)\n"
+        "[32, 128], but model tensor 'h_.0.mlp.fc.weight' is [128, 32] (and 1 more like it)\n"
     ) in text
     assert "hint: the checkpoint stores it transposed: add the transpose transform" in text
 

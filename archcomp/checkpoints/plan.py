@@ -12,6 +12,7 @@ the other side, and the rule's line in the mapping.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from archcomp.checkpoints.transforms import Transform, TransformError
 
 Shape = tuple[int, ...]
 MAX_SHOWN = 10  # diagnostics of one kind shown before "and N more"
+_INDEX = re.compile(r"(?<=\.)[0-9]+(?=\.|$)")
 
 
 @dataclass
@@ -55,16 +57,21 @@ class _Capped:
         self.counts: dict[str, int] = {}
         self.labels: dict[str, str] = {}
 
-    def add(self, kind: str, diag: Diagnostic, label: str, rule: Rule | None = None) -> None:
-        if rule is not None and (kind, rule.path) in self.groups:
-            self.more[self.groups[(kind, rule.path)]] += 1
+    def add(
+        self, kind: str, diag: Diagnostic, label: str, rule: Rule | None = None, key: str = ""
+    ) -> None:
+        """Add ``diag``; one per ``rule``, or per ``key`` with its indices generalized
+        (``h.0.ln_1.bias`` and ``h.1.ln_1.bias`` are one problem, in two layers)."""
+        group: object = rule.path if rule is not None else _INDEX.sub("{i}", key) if key else None
+        if group is not None and (kind, group) in self.groups:
+            self.more[self.groups[(kind, group)]] += 1
             return
         n = self.counts.get(kind, 0)
         self.counts[kind] = n + 1
         self.labels[kind] = label
         if n < MAX_SHOWN:
-            if rule is not None:
-                self.groups[(kind, rule.path)] = len(self.diags)
+            if group is not None:
+                self.groups[(kind, group)] = len(self.diags)
             self.diags.append(diag)
             self.more.append(0)
 
@@ -72,8 +79,7 @@ class _Capped:
         rep = Reporter()
         for d, more in zip(self.diags, self.more, strict=True):
             if more:
-                word = "key" if more == 1 else "keys"
-                d = replace(d, message=f"{d.message} (and the same for {more} more {word})")
+                d = replace(d, message=f"{d.message} (and {more} more like it)")
             rep.add(d)
         for kind, n in self.counts.items():
             if n > MAX_SHOWN:
@@ -202,8 +208,8 @@ def plan_import(
                         f"spec ties to '{aliases[name]}'",
                         rule.path,
                         key=True,
-                        hint=f"write '{hf[0]}: {{tie: CHECKPOINT_KEY_OF_{aliases[name]}}}' so "
-                        "the tie is checked to hold in the checkpoint",
+                        hint=f"fill '{aliases[name]}', and check this tensor with "
+                        f"'{hf[0]}: {{tie: <the checkpoint key of {aliases[name]}>}}'",
                     ),
                     "tied targets",
                     rule=rule,
@@ -254,6 +260,7 @@ def plan_import(
                     hint=did_you_mean(name, strays_left),
                 ),
                 "model tensors no rule fills",
+                key=name,
             )
             continue
         rule, _, values = found[0]
@@ -286,11 +293,11 @@ def plan_import(
             "unused-tensor",
             Diagnostic(
                 "unused-tensor",
-                f"{weights}: tensor '{key}' is used by no rule of {mapping.file} (every "
-                "checkpoint tensor is mapped, tied or dropped)",
-                hint=hint,
+                f"{weights}: tensor '{key}' is used by no rule of {mapping.file}",
+                hint=hint or "every checkpoint tensor is mapped, tied or dropped by a rule",
             ),
             "checkpoint tensors no rule uses",
+            key=key,
         )
     for key, target, rule in ties:
         if target not in checkpoint:
@@ -400,6 +407,7 @@ def plan_export(
                     f"model tensor '{name}' is written by no rule of {mapping.file}",
                 ),
                 "model tensors no rule writes",
+                key=name,
             )
             continue
         rule, j, values = found[0]
