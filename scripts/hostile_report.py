@@ -6,7 +6,8 @@ Runs, in a canary process (tests/hostile_support/canary.py): every spec case in
 tests/specs/hostile/ and the generated ones (through check, build and draw), every hostile
 weight file (through archcomp.load), every hostile checkpoint folder (through archcomp
 convert); then the loader fuzzer (fuzz/fuzz_loader.py, built-in mutator) for --fuzz-seconds
-and the structure-aware hypothesis suite (tests/test_fuzz_specs.py) with --examples examples. Prints, per source and in total:
+and the structure-aware hypothesis suite (tests/test_fuzz_specs.py) with --examples examples.
+Prints, per source and in total:
 
     cases tried, clean errors, tracebacks, code executed, files lost
 
