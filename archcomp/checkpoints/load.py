@@ -213,21 +213,16 @@ def _logical_keys(ck: Checkpoint, m: Mapping) -> dict[str, str]:
     return {n: n for n in names}
 
 
-def checkpoint_dtype(src: Source) -> str:
-    """The one floating dtype of the checkpoint's tensors (dropped ones do not count)."""
+def checkpoint_dtypes(src: Source) -> dict[str, str]:
+    """The floating dtypes of the checkpoint's tensors (dropped ones do not count), each with
+    a tensor that has it."""
     drops = [r for r in src.mapping.rules if r.kind == "drop"]
     seen: dict[str, str] = {}
     for logical, name in src.keys.items():
         code = src.checkpoint.tensors[name].dtype
         if code in FLOATS and not any(k.match(logical) is not None for r in drops for k in r.hf):
             seen.setdefault(code, name)
-    if len(seen) > 1:
-        listed = ", ".join(f"{code} ('{key}')" for code, key in sorted(seen.items()))
-        raise UsageError(
-            f"the checkpoint's floating tensors mix dtypes: {listed}; pass a dtype to cast "
-            "them all to one"
-        )
-    return next(iter(seen), "F32")
+    return dict(sorted(seen.items()))
 
 
 def from_pretrained(
@@ -249,9 +244,15 @@ def from_pretrained(
     dev = resolve_device(device)
     if dev.type == "meta":
         raise UsageError("from_pretrained loads weights; build on meta with archcomp.build")
-    code = checkpoint_dtype(src)
-    target = resolve_dtype(dtype) if dtype is not None else torch_dtype(code)
-    cast = target != torch_dtype(code)
+    stored = checkpoint_dtypes(src)
+    if dtype is None and len(stored) > 1:
+        listed = ", ".join(f"{code} ('{key}')" for code, key in stored.items())
+        raise UsageError(
+            f"the checkpoint's floating tensors mix dtypes: {listed}; pass a dtype to cast "
+            "them all to one"
+        )
+    target = resolve_dtype(dtype) if dtype is not None else torch_dtype(next(iter(stored), "F32"))
+    cast = any(torch_dtype(code) != target for code in stored)
     if dev.type != "cpu" or cast:
         check_fits(estimate(g, target), dev)  # the weights are copied, not mapped
     model = build_graph(g, device=dev, dtype=target, params_on_meta=True)
