@@ -11,6 +11,8 @@ not merged yet); both sides compute the same float32 operations in a different o
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -228,3 +230,74 @@ def test_params_on_meta_build_allocates_only_buffers() -> None:
     full = archcomp.build(g.spec)
     for name, b in buffers.items():  # the sinusoid tables are the real ones
         assert torch.equal(b, full.get_buffer(name)), name
+
+
+def _doc_block(first_line: str, lang: str = "yaml") -> str:
+    doc = (ROOT / "docs" / "checkpoints.md").read_text()
+    for block in re.findall(rf"```{lang}\n(.*?)```", doc, re.S):
+        if block.startswith(first_line):
+            return str(block)
+    raise AssertionError(f"docs/checkpoints.md has no {lang} block starting {first_line!r}")
+
+
+def test_the_worked_example_of_the_docs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/checkpoints.md's DistilBERT spec and mapping, as written, against transformers."""
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    quiet()
+    (tmp_path / "distilbert.yaml").write_text(_doc_block("# distilbert.yaml"))
+    mapping = _doc_block("# distilbert.hf.yaml")
+    (tmp_path / "distilbert.hf.yaml").write_text(mapping)
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(
+        n_layers=2, dim=32, n_heads=4, hidden_dim=48, vocab_size=61, max_position_embeddings=16
+    )
+    hf = DistilBertForMaskedLM(cfg).eval()
+    hf.save_pretrained(tmp_path / "distilbert")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        argv = ["convert", "distilbert", "--spec", "distilbert.yaml", "--mapping"]
+        argv += ["distilbert.hf.yaml", "-o", "distilbert.safetensors"]
+        assert main(argv) == 0
+        model = archcomp.load("distilbert.safetensors").eval()
+        ids = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(1))
+        pad = torch.zeros(2, 9, dtype=torch.bool)
+        pad[0, 7:] = True
+        with torch.no_grad():
+            want = hf(input_ids=ids, attention_mask=(~pad).long()).logits
+            torch.testing.assert_close(model(ids, pad), want)
+        assert (
+            main(
+                [
+                    "export",
+                    "distilbert.safetensors",
+                    "--to",
+                    "hf",
+                    "-o",
+                    "back",
+                    "--mapping",
+                    "distilbert.hf.yaml",
+                ]
+            )
+            == 0
+        )
+        back, info = DistilBertForMaskedLM.from_pretrained("back", output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        with torch.no_grad():
+            torch.testing.assert_close(
+                back.eval()(input_ids=ids, attention_mask=(~pad).long()).logits, want
+            )
+        # step 4 of the page: the errors of the mapping without its vocab_projector.bias rule
+        capsys.readouterr()
+        rule = "  vocab_projector.bias: vocab_projector.bias\n"
+        assert rule in mapping
+        (tmp_path / "distilbert.hf.yaml").write_text(mapping.replace(rule, ""))
+        (tmp_path / "distilbert.safetensors").unlink()
+        assert main(argv) == 1
+        assert not (tmp_path / "distilbert.safetensors").exists()
+        shown = _doc_block("$ archcomp convert distilbert", "text")
+        assert shown.partition("\n")[0] == "$ archcomp " + " ".join(argv)
+        assert capsys.readouterr().err == shown.partition("\n")[2]
+    finally:
+        os.chdir(cwd)

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from difflib import get_close_matches
 
 from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.checkpoints.mapping import Mapping, Rule
@@ -85,6 +86,11 @@ class _Capped:
             if n > MAX_SHOWN:
                 rep.add(Diagnostic(kind, f"... and {n - MAX_SHOWN} more {self.labels[kind]}"))
         rep.raise_if_failed()
+
+
+def _unused_hint(name: str, unused: Sequence[str]) -> str | None:
+    close = get_close_matches(name, unused, n=1, cutoff=0.6)
+    return f"is a rule for the unused checkpoint tensor '{close[0]}' missing?" if close else None
 
 
 def _match(rules: Sequence[Rule], side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
@@ -257,7 +263,7 @@ def plan_import(
                 Diagnostic(
                     "unfilled",
                     f"model tensor '{name}' is filled by no rule of {mapping.file}",
-                    hint=did_you_mean(name, strays_left),
+                    hint=did_you_mean(name, strays_left) or _unused_hint(name, unused),
                 ),
                 "model tensors no rule fills",
                 key=name,
