@@ -8,6 +8,7 @@ of a small GPT-2 checkpoint with that mapping, as comments (regenerate with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -243,3 +244,68 @@ def test_transform_shape_errors(
     with pytest.raises(transforms.TransformError) as err:
         _resolved(value, parts).shapes(shapes)
     assert err.value.message.startswith(message)
+
+
+# ----------------------------------------------------------------------------- config fields
+
+
+def test_nested_fields_defaults_in_order_and_null_as_default() -> None:
+    """transformers 5 nests rope_theta in rope_parameters; older configs write it at the top
+    or not at all. A default applies to an absent or null field, and may name an earlier one."""
+    from archcomp.checkpoints.mapping import nest, parse_mapping, spec_params, with_defaults
+    from archcomp.frontend.source import load_yaml
+
+    text = """archcomp_mapping: 1
+spec: gpt2
+checkpoint: {model_type: x, architecture: X}
+params: {d_model: rope_parameters.rope_theta, h: n_head, N: "${n_layer * 2}"}
+defaults:
+  rope_theta: 10000.0
+  rope_parameters.rope_theta: "${rope_theta}"
+  n_head: 4
+tensors: {a: b}
+"""
+    m = parse_mapping(*load_yaml(text, "m.yaml"))
+    new = {
+        "rope_parameters": {"rope_theta": 5e5, "rope_type": "default"},
+        "n_head": None,
+        "n_layer": 3,
+    }
+    assert spec_params(m, with_defaults(m, new)) == {"d_model": 5e5, "h": 4, "N": 6}
+    old = {"rope_theta": 2.5e5, "n_head": 8, "n_layer": 1}
+    assert spec_params(m, with_defaults(m, old)) == {"d_model": 2.5e5, "h": 8, "N": 2}
+    assert spec_params(m, with_defaults(m, {"n_layer": 1}))["d_model"] == 10000.0
+    assert nest({"a.b": 1, "a.c": 2, "d": 3}) == {"a": {"b": 1, "c": 2}, "d": 3}
+
+
+def test_a_param_from_a_tensor_size_and_an_export_only_field(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A size config.json does not write (a classifier's label count: transformers writes
+    id2label) is read from a tensor; export writes the field transformers derives it from."""
+    text = (MAPPINGS / "compact_gpt2.yaml").read_text()
+    text = text.replace(
+        "params: {vocab: vocab_size,", "params: {vocab: {tensor: transformer.wte.weight, dim: 0},"
+    )
+    text = text.replace("tensors:\n", 'export: {vocab_size: "${vocab}"}\ntensors:\n')
+    config = json.loads((checkpoint / "config.json").read_text())
+    folder = tmp_path / "no_vocab"
+    shutil.copytree(checkpoint, folder)
+    del config["vocab_size"]
+    (folder / "config.json").write_text(json.dumps(config))
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(text)
+    model = archcomp.from_pretrained(folder, mapping=mapping)
+    assert model.spec["params"]["vocab"] == SMALL["vocab"]
+    archcomp.save_pretrained(model, tmp_path / "out", mapping=mapping)
+    assert (
+        json.loads((tmp_path / "out" / "config.json").read_text())["vocab_size"] == SMALL["vocab"]
+    )
+    bad = text.replace("dim: 0}", "dim: 2}")
+    mapping.write_text(bad)
+    with pytest.raises(archcomp.SpecError) as err:
+        archcomp.from_pretrained(folder, mapping=mapping)
+    assert (
+        "param 'vocab': checkpoint tensor 'transformer.wte.weight' has shape [61, 32], no dim 2"
+        in str(err.value)
+    )

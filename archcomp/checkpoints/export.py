@@ -29,11 +29,13 @@ from archcomp.checkpoints.mapping import (
     Mapping,
     allowed,
     load_mapping,
+    nest,
     same_value,
     spec_params,
     with_defaults,
 )
 from archcomp.checkpoints.plan import Step, plan_export, run_shapes
+from archcomp.frontend.expr import ExprError, substitute
 
 if TYPE_CHECKING:
     import torch
@@ -47,46 +49,57 @@ def hf_config(mapping: Mapping, env: MappingABC[str, Any], dtype: str) -> dict[s
     """config.json for a model with params ``env``: the mapping's fields read backwards."""
     config: dict[str, Any] = {}
     for param, field in mapping.params.items():
-        if "${" not in field and field not in config and param in env:
+        if isinstance(field, str) and "${" not in field and field not in config and param in env:
             config[field] = env[param]
     for name, req in mapping.config.items():
         try:
             config[name] = allowed(req, env)[0]
         except ConfigProblem as exc:
             raise UsageError(f"{mapping.file}: config field '{name}': {exc.message}") from None
+    for name, value in mapping.export.items():
+        try:
+            config[name] = substitute(value, env)
+        except ExprError as exc:
+            raise UsageError(f"{mapping.file}: export field '{name}': {exc.message}") from None
     config["architectures"] = [mapping.architecture]
     config["model_type"] = mapping.model_type
     config["dtype"] = dtype
-    return dict(sorted(config.items()))
+    return dict(sorted(nest(config).items()))
 
 
 def check_round_trip(
-    mapping: Mapping, model_spec: MappingABC[str, Any], config: dict[str, Any]
+    mapping: Mapping,
+    model_spec: MappingABC[str, Any],
+    config: dict[str, Any],
+    shapes: MappingABC[str, tuple[int, ...]],
 ) -> None:
-    """The exported config, read back through the mapping, gives the model's spec again."""
+    """The exported config (and tensor ``shapes``), read back through the mapping, give the
+    model's spec again."""
     from archcomp.passes.pipeline import load_graph
 
     env = dict(model_spec.get("params") or {})
     try:
-        params = spec_params(mapping, with_defaults(mapping, config))
+        params = spec_params(mapping, with_defaults(mapping, config), shapes)
     except ConfigProblem as exc:
         raise UsageError(f"{mapping.file}: {exc.message}") from None
     spec_path = library.resolve_spec(mapping)
     g = load_graph(spec_path, params)
     for name, value in env.items():
         if not same_value(g.params.get(name), value):
-            carried = name in mapping.params
-            raise UsageError(
-                f"the model's param {name} is {value!r}, but "
-                + (
-                    f"{mapping.file} writes it as {mapping.params[name]} = "
-                    f"{config.get(mapping.params[name])!r}, which reads back as "
-                    f"{g.params.get(name)!r}"
-                    if carried
-                    else f"{mapping.file} carries no config.json field for it (a "
+            source = mapping.params.get(name)
+            if source is None:
+                why = (
+                    f"{mapping.file} carries no config.json field for it (a "
                     f"{mapping.architecture} would have {g.params.get(name)!r})"
                 )
-            )
+            elif isinstance(source, str):
+                why = (
+                    f"{mapping.file} writes it as {source} = {config.get(source)!r}, which "
+                    f"reads back as {g.params.get(name)!r}"
+                )
+            else:
+                why = f"its tensor {source.tensor} reads back as {g.params.get(name)!r}"
+            raise UsageError(f"the model's param {name} is {value!r}, but {why}")
     if _structure(g.spec) != _structure(model_spec):
         raise UsageError(
             f"the model's spec is not {spec_path.name} at its params, so a "
@@ -136,9 +149,6 @@ def save_pretrained(
     env = dict(spec.get("params") or {})
     shapes = {k: tuple(t.shape) for k, t in tensors.items()}
     steps = plan_export(chosen, env, shapes)
-    floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
-    config = hf_config(chosen, env, dtype_name(floats[0]) if floats else "float32")
-    check_round_trip(chosen, spec, config)
     entries: list[tuple[str, tuple[int, ...], str]] = []
     owner: dict[str, Step] = {}
     for step in steps:
@@ -147,6 +157,9 @@ def save_pretrained(
             entries.append((name, shape, DTYPE_CODES[dt]))
             owner[name] = step
     entries.sort()
+    floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    config = hf_config(chosen, env, dtype_name(floats[0]) if floats else "float32")
+    check_round_trip(chosen, spec, config, {name: shape for name, shape, _ in entries})
 
     def produce() -> Iterator[torch.Tensor]:
         ready: dict[str, torch.Tensor] = {}

@@ -90,9 +90,10 @@ def _misfit(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> str | None:
 
 
 def _graph(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> Graph:
+    shapes = {k: ck.tensors[v].shape for k, v in _logical_keys(ck, m).items()}
     try:
         config = with_defaults(m, ck.config)
-        params = spec_params(m, config)
+        params = spec_params(m, config, shapes)
     except ConfigProblem as exc:
         raise SpecError([_config_diag(ck, m, exc)]) from None
     source = spec if spec is not None else library.resolve_spec(m)
@@ -103,11 +104,11 @@ def _graph(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> Graph:
 
 
 def _config_diag(ck: Checkpoint, m: Mapping, exc: ConfigProblem) -> Diagnostic:
-    if exc.field is not None and (exc.field,) in ck.config_doc.key_marks:
+    if exc.field is not None and _mark(ck, exc.field) is not None:
         return ck.config_doc.diag(
             "config-field",
             exc.message,
-            (exc.field,),
+            _mark(ck, exc.field) or (),
             key=True,
             hint=exc.hint,
             related=(m.doc.loc(exc.path),),
@@ -122,11 +123,11 @@ def _param_diag(
     found = re.search(r"param '(\w+)'", message)
     param = found.group(1) if found else None
     field = m.params.get(param or "")
-    if param is not None and field is not None and (field,) in ck.config_doc.key_marks:
+    if param is not None and isinstance(field, str) and _mark(ck, field) is not None:
         return ck.config_doc.diag(
             "invalid-param",
             f"{field} = {params.get(param)!r} (the spec's param '{param}'): {message}",
-            (field,),
+            _mark(ck, field) or (),
             key=True,
             related=(m.doc.loc(("params", param)),),
         )
@@ -141,7 +142,7 @@ def _check_identity(ck: Checkpoint, m: Mapping) -> list[Diagnostic]:
             _at(
                 ck,
                 "model_type",
-                f"model_type is {mt!r}; {m.file} reads {m.model_type!r} checkpoints",
+                f"model_type is {_json(mt)}; {m.file} reads {_json(m.model_type)} checkpoints",
                 m.doc.loc(("checkpoint", "model_type")),
             )
         )
@@ -151,16 +152,31 @@ def _check_identity(ck: Checkpoint, m: Mapping) -> list[Diagnostic]:
             _at(
                 ck,
                 "architectures",
-                f"architectures is {archs!r}; {m.file} reads {m.architecture} checkpoints",
+                f"architectures is {_json(archs)}; {m.file} reads {m.architecture} checkpoints",
                 m.doc.loc(("checkpoint", "architecture")),
             )
         )
     return out
 
 
+def _mark(ck: Checkpoint, field: str) -> tuple[str] | None:
+    """Where config.json writes ``field`` (a nested field: its top-level object)."""
+    top = (field.split(".", 1)[0],)
+    return top if top in ck.config_doc.key_marks else None
+
+
+def _json(value: Any) -> str:
+    """A config value as config.json writes it (null, true, "gelu")."""
+    import json
+
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _at(ck: Checkpoint, field: str, message: str, related: Any) -> Diagnostic:
-    if (field,) in ck.config_doc.key_marks:
-        return ck.config_doc.diag("config-field", message, (field,), key=True, related=(related,))
+    mark = _mark(ck, field)
+    if mark is not None:
+        return ck.config_doc.diag("config-field", message, mark, key=True, related=(related,))
     return Diagnostic("config-field", f"{ck.config_doc.file}: {message}", related=(related,))
 
 
@@ -179,7 +195,7 @@ def _check_config(ck: Checkpoint, m: Mapping, env: MappingABC[str, Any] | None) 
             if env is not None:
                 out.append(m.diag("invalid-value", exc.message, exc.path, hint=exc.hint))
             continue
-        shown = " or ".join(repr(v) for v in values)
+        shown = " or ".join(_json(v) for v in values)
         if name not in config:
             out.append(
                 Diagnostic(
@@ -195,7 +211,7 @@ def _check_config(ck: Checkpoint, m: Mapping, env: MappingABC[str, Any] | None) 
                 _at(
                     ck,
                     name,
-                    f"{name} is {config[name]!r}; the spec fixes it to {shown}, so these "
+                    f"{name} is {_json(config[name])}; the spec fixes it to {shown}, so these "
                     "weights would compute something else in it",
                     m.doc.loc(req.path),
                 )

@@ -44,9 +44,15 @@ from archcomp.frontend.schema import Identifier, _Strict
 from archcomp.frontend.source import read_spec_file
 
 FORMAT_VERSION = 1
-_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,4}\Z")
 VERSION_KEY = "archcomp_mapping"
-FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+MAX_FIELD_DEPTH = 4
+FieldName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,4}$", max_length=200
+    ),
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 
@@ -72,6 +78,14 @@ class RuleDecl(_Strict):
     tie: Text | None = None
 
 
+class TensorSize(_Strict):
+    """A param read from a checkpoint tensor's shape: ``{tensor: classifier.weight, dim: 0}``
+    (for sizes config.json does not write, such as a classifier's label count)."""
+
+    tensor: Text
+    dim: int = 0
+
+
 class OneOf(_Strict):
     """Several allowed values of a config field; ``export`` writes the first."""
 
@@ -85,9 +99,14 @@ class MappingFile(_Strict):
     description: str | None = None
     spec: Text
     checkpoint: CheckpointDecl
-    params: dict[Identifier, Text] = Field(default_factory=dict)
+    params: dict[Identifier, Union[Text, TensorSize]] = Field(default_factory=dict)
     config: dict[FieldName, Union[OneOf, Any]] = Field(default_factory=dict)
     defaults: dict[FieldName, Any] = Field(default_factory=dict)
+    export: dict[FieldName, Any] = Field(
+        default_factory=dict,
+        description="config fields export writes that convert does not read (transformers "
+        "derives them, e.g. num_labels); values may be ${...} of the spec's params",
+    )
     tensors: dict[Text, Union[Text, RuleDecl]] = Field(min_length=1)
 
 
@@ -128,10 +147,11 @@ class Mapping:
     model_type: str
     architecture: str
     prefix: str | None
-    params: dict[str, str]
+    params: dict[str, str | TensorSize]
     config: dict[str, Requirement]
     defaults: dict[str, Any]
     rules: list[Rule] = field(default_factory=list)
+    export: dict[str, Any] = field(default_factory=dict)
 
     def diag(self, code: str, message: str, path: YamlPath, **kw: Any) -> Diagnostic:
         return self.doc.diag(code, message, path, **kw)
@@ -172,7 +192,7 @@ def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
         raise SpecError(pydantic_diagnostics(exc, doc, (), MappingFile, raw)) from None
     rep = Reporter()
     for name, text in decl.params.items():
-        if not is_expression(text) and not _FIELD.match(text):
+        if isinstance(text, str) and not is_expression(text) and not _FIELD.match(text):
             rep.add(
                 doc.diag(
                     "invalid-value",
@@ -220,6 +240,7 @@ def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
         config,
         dict(decl.defaults),
         rules,
+        dict(decl.export),
     )
 
 
@@ -390,24 +411,79 @@ class ConfigProblem(Exception):
         self.hint = hint
 
 
-def with_defaults(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
-    """config.json's fields, with the mapping's ``defaults`` for those it omits."""
+def flatten(config: MappingABC[str, Any]) -> dict[str, Any]:
+    """config.json's fields, with those of nested objects also under dotted names
+    (``rope_parameters.rope_theta``), as a mapping names them."""
     out = dict(config)
+    todo = [(k, v) for k, v in config.items() if isinstance(v, dict)]
+    while todo:
+        prefix, obj = todo.pop()
+        for k, v in obj.items():
+            name = f"{prefix}.{k}"
+            out.setdefault(name, v)
+            if isinstance(v, dict) and name.count(".") < MAX_FIELD_DEPTH:
+                todo.append((name, v))
+    return out
+
+
+def nest(flat: MappingABC[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`flatten` for writing config.json: dotted names as nested objects."""
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, last = name.split(".")
+        obj = out
+        for p in parents:
+            obj = obj.setdefault(p, {})
+        obj[last] = value
+    return out
+
+
+def with_defaults(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
+    """config.json's fields (flattened), with the mapping's ``defaults`` for those it omits or
+    sets to null (transformers' null means its default). Defaults apply in order, so one may
+    name a field an earlier one filled in."""
+    out = flatten(config)
     for name, value in mapping.defaults.items():
-        if name not in out:
+        if out.get(name) is None:
             try:
-                out[name] = substitute(value, _scalars(config))
+                out[name] = substitute(value, _scalars(out))
             except ExprError as exc:
                 raise ConfigProblem(None, exc.message, ("defaults", name), exc.hint) from None
     return out
 
 
-def spec_params(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
-    """The spec's params from config.json (after :func:`with_defaults`)."""
+def spec_params(
+    mapping: Mapping,
+    config: MappingABC[str, Any],
+    shapes: MappingABC[str, tuple[int, ...]] | None = None,
+) -> dict[str, Any]:
+    """The spec's params from config.json (after :func:`with_defaults`) and, for params read
+    from a tensor's size, the checkpoint's tensor ``shapes``."""
+    from archcomp.base.errors import did_you_mean
+
     names = _scalars(config)
     out: dict[str, Any] = {}
     for param, text in mapping.params.items():
         path: YamlPath = ("params", param)
+        if isinstance(text, TensorSize):
+            shape = (shapes or {}).get(text.tensor)
+            if shape is None:
+                raise ConfigProblem(
+                    None,
+                    f"param '{param}' is the size of checkpoint tensor '{text.tensor}', which "
+                    "the checkpoint lacks",
+                    (*path, "tensor"),
+                    did_you_mean(text.tensor, shapes or {}),
+                )
+            if not -len(shape) <= text.dim < len(shape):
+                raise ConfigProblem(
+                    None,
+                    f"param '{param}': checkpoint tensor '{text.tensor}' has shape {list(shape)}, "
+                    f"no dim {text.dim}",
+                    (*path, "dim"),
+                )
+            out[param] = shape[text.dim]
+            continue
         if is_expression(text):
             try:
                 out[param] = substitute(text, names)
@@ -417,8 +493,6 @@ def spec_params(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any
                 ) from None
             continue
         if text not in config:
-            from archcomp.base.errors import did_you_mean
-
             raise ConfigProblem(
                 text,
                 f"config.json has no field '{text}' (for param '{param}')",
