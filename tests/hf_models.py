@@ -105,6 +105,78 @@ def _bert_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"mlm_logits": out.prediction_logits, "nsp_logits": out.seq_relationship_logits}
 
 
+def _llama_config(**kw: Any) -> dict[str, Any]:
+    return dict(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention
+        intermediate_size=48,
+        vocab_size=61,
+        max_position_embeddings=16,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        **kw,
+    )
+
+
+def _llama() -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(**_llama_config(rope_theta=500000.0))).eval()
+
+
+def _llama_cls() -> Any:
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM
+
+
+def _mistral() -> Any:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return MistralForCausalLM(MistralConfig(**_llama_config(sliding_window=4))).eval()
+
+
+def _mistral_cls() -> Any:
+    from transformers import MistralForCausalLM
+
+    return MistralForCausalLM
+
+
+def _vit() -> Any:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = ViTConfig(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=48,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    )
+    return ViTForImageClassification(cfg).eval()
+
+
+def _vit_cls() -> Any:
+    from transformers import ViTForImageClassification
+
+    return ViTForImageClassification
+
+
+def _vit_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"images": torch.randn(2, 3, 32, 32, generator=g)}
+
+
+def _vit_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"logits": m(pixel_values=x["images"]).logits}
+
+
+_LLAMA_PARAMS = {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "vocab": 61}
+_LLAMA_PARAMS |= {"context": 16, "eps": 1e-6}
+
 FAMILIES = {
     "gpt2": Family(
         "gpt2",
@@ -133,7 +205,42 @@ FAMILIES = {
         _bert_call,
         ("bert.embeddings.word_embeddings.weight", "word_embeddings.weight"),
     ),
+    # The next three run once their specs and mappings ship (tests/mappings/staged/).
+    "llama": Family(
+        "llama",
+        _llama,
+        _llama_cls,
+        {**_LLAMA_PARAMS, "rope_theta": 500000.0},
+        _gpt2_inputs,
+        _gpt2_call,
+        ("model.embed_tokens.weight", "embed_tokens.weight"),
+    ),
+    "mistral": Family(
+        "mistral",
+        _mistral,
+        _mistral_cls,
+        {**_LLAMA_PARAMS, "window": 4, "rope_theta": 10000.0},  # the window is shorter than T
+        _gpt2_inputs,
+        _gpt2_call,
+        ("model.embed_tokens.weight", "embed_tokens.weight"),
+    ),
+    "vit_b16": Family(
+        "vit_b16",
+        _vit,
+        _vit_cls,
+        {"N": 2, "d_model": 32, "h": 4, "d_ff": 48, "image_size": 32, "patch": 8, "classes": 5},
+        _vit_inputs,
+        _vit_call,
+        ("vit.embeddings.cls_token", "class_token.weight"),
+    ),
 }
+
+
+def shipped() -> list[str]:
+    """The families whose mapping ships (the others wait for their specs)."""
+    from archcomp.checkpoints.library import shipped_mappings
+
+    return sorted(n for n in FAMILIES if n in shipped_mappings())
 
 
 def outputs(model: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

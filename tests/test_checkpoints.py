@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_models import FAMILIES, Family, outputs, quiet, save
+from hf_models import FAMILIES, Family, outputs, quiet, save, shipped
 
 import archcomp
 from archcomp.cli import main
@@ -42,7 +42,7 @@ def _compare(family: Family, hf: object, ours: torch.nn.Module) -> None:
         torch.testing.assert_close(got[name], want[name], msg=name)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", shipped())
 def test_convert_gives_transformers_outputs(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -56,7 +56,7 @@ def test_convert_gives_transformers_outputs(
     _compare(family, hf, model)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", shipped())
 def test_from_pretrained_outputs_and_gradients(name: str, tmp_path: Path) -> None:
     family = FAMILIES[name]
     hf = save(family, tmp_path)
@@ -77,7 +77,7 @@ def test_from_pretrained_outputs_and_gradients(name: str, tmp_path: Path) -> Non
     torch.testing.assert_close(our_grad, hf_grad)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", shipped())
 def test_export_round_trips_through_transformers(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -301,3 +301,48 @@ def test_the_worked_example_of_the_docs(tmp_path: Path, capsys: pytest.CaptureFi
         assert capsys.readouterr().err == shown.partition("\n")[2]
     finally:
         os.chdir(cwd)
+
+
+@pytest.mark.skipif(
+    "llama" not in shipped(), reason="the llama spec and mapping are not shipped yet"
+)
+def test_permute_qk_loads_rotate_half_weights_into_an_interleaved_spec(tmp_path: Path) -> None:
+    """A spec whose RoPE pairs adjacent dims (interleaved, as Meta's Llama code) loads
+    transformers' rotate-half Llama through permute_qk on q_proj and k_proj (GQA: k over the
+    key/value heads), computes transformers' outputs, and exports back to them exactly."""
+    family = FAMILIES["llama"]
+    hf = save(family, tmp_path / "hf")
+    rope = 'rope: {theta: "${rope_theta}", max_len: "${context}"}'
+    block = (ROOT / "specs" / "blocks" / "llama.yaml").read_text()
+    assert rope in block
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "llama.yaml").write_text(
+        block.replace(rope, rope[:-1] + ", interleaved: true}")
+    )
+    shutil.copy(ROOT / "specs" / "llama.yaml", tmp_path / "llama.yaml")
+    plain = (
+        "  model.layers.{i}.self_attn.{q,k,v,o}_proj.weight: "
+        "layers.{i}.self_attn.{q,k,v,out}_proj.weight\n"
+    )
+    mapping = (ROOT / "specs" / "hf" / "llama.yaml").read_text()
+    assert plain in mapping
+    permuted = (
+        "  model.layers.{i}.self_attn.{v,o}_proj.weight: layers.{i}.self_attn.{v,out}_proj.weight\n"
+        "  model.layers.{i}.self_attn.q_proj.weight: {to: 'layers.{i}.self_attn.q_proj.weight',"
+        " transforms: [{permute_qk: {heads: '${h}', from: half, to: interleaved}}]}\n"
+        "  model.layers.{i}.self_attn.k_proj.weight: {to: 'layers.{i}.self_attn.k_proj.weight',"
+        " transforms: [{permute_qk: {heads: '${n_kv_heads}', from: half, to: interleaved}}]}\n"
+    )
+    path = tmp_path / "llama.hf.yaml"
+    path.write_text(mapping.replace(plain, permuted).replace("spec: llama\n", "spec: llama.yaml\n"))
+    model = archcomp.from_pretrained(tmp_path / "hf", mapping=path)
+    _compare(family, hf, model)
+    unpermuted = archcomp.from_pretrained(tmp_path / "hf", spec=tmp_path / "llama.yaml")
+    x = _batch(family)
+    with torch.no_grad():
+        wrong = outputs(unpermuted, x)["logits"] - family.hf_call(hf, x)["logits"]
+    assert wrong.abs().max() > 1e-4  # the permutation is what makes the layouts agree
+    archcomp.save_pretrained(model, tmp_path / "back", mapping=path)
+    back = family.cls().from_pretrained(tmp_path / "back")
+    for key, t in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[key], t), key

@@ -86,6 +86,14 @@ class TensorSize(_Strict):
     dim: int = 0
 
 
+class Cases(_Strict):
+    """A default that differs for an absent field and a null one (transformers' Mistral: no
+    ``sliding_window`` is 4096, ``sliding_window: null`` is no window)."""
+
+    if_absent: Any = None
+    if_null: Any = None
+
+
 class OneOf(_Strict):
     """Several allowed values of a config field; ``export`` writes the first."""
 
@@ -101,7 +109,7 @@ class MappingFile(_Strict):
     checkpoint: CheckpointDecl
     params: dict[Identifier, Union[Text, TensorSize]] = Field(default_factory=dict)
     config: dict[FieldName, Union[OneOf, Any]] = Field(default_factory=dict)
-    defaults: dict[FieldName, Any] = Field(default_factory=dict)
+    defaults: dict[FieldName, Union[Cases, Any]] = Field(default_factory=dict)
     export: dict[FieldName, Any] = Field(
         default_factory=dict,
         description="config fields export writes that convert does not read (transformers "
@@ -440,15 +448,23 @@ def nest(flat: MappingABC[str, Any]) -> dict[str, Any]:
 
 def with_defaults(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
     """config.json's fields (flattened), with the mapping's ``defaults`` for those it omits or
-    sets to null (transformers' null means its default). Defaults apply in order, so one may
-    name a field an earlier one filled in."""
+    sets to null (transformers' null means its default; ``{if_absent: A, if_null: N}`` where
+    the two differ). Defaults apply in order, so one may name a field an earlier one filled."""
     out = flatten(config)
     for name, value in mapping.defaults.items():
-        if out.get(name) is None:
-            try:
-                out[name] = substitute(value, _scalars(out))
-            except ExprError as exc:
-                raise ConfigProblem(None, exc.message, ("defaults", name), exc.hint) from None
+        if isinstance(value, Cases):
+            if name not in out:
+                value = value.if_absent
+            elif out[name] is None:
+                value = value.if_null
+            else:
+                continue
+        elif out.get(name) is not None:
+            continue
+        try:
+            out[name] = substitute(value, _scalars(out))
+        except ExprError as exc:
+            raise ConfigProblem(None, exc.message, ("defaults", name), exc.hint) from None
     return out
 
 
