@@ -186,3 +186,18 @@ def test_export_refuses_a_param_the_config_does_not_carry(tmp_path: Path) -> Non
         "no_dropout.yaml carries no config.json field for it (a GPT2LMHeadModel would have 0.1)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_usage_errors(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out.safetensors")
+    assert main(["convert", str(good), "--spec", str(tmp_path / "nosuch.yaml"), "-o", out]) == 2
+    assert "nosuch.yaml' does not exist" in capsys.readouterr().err
+    assert main(["convert", str(good), "-o", "-"]) == 2
+    assert "'-' (stdout) is not supported for -o" in capsys.readouterr().err
+    assert main(["export", "nosuch", "--to", "hf", "-o", str(tmp_path / "x")]) == 2
+    assert "no shipped spec named 'nosuch'" in capsys.readouterr().err
+    assert main(["export", "gpt2", "--to", "onnx", "-o", str(tmp_path / "x")]) == 2
+    assert "invalid choice: 'onnx'" in capsys.readouterr().err
+    assert main(["--quiet", "convert", str(good), "-o", out]) == 0
+    assert capsys.readouterr().out == ""  # --quiet: no "wrote" line
+    assert not (tmp_path / "x").exists()

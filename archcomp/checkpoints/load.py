@@ -100,6 +100,8 @@ def _graph(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> Graph:
     try:
         return load_graph(source, params)
     except UsageError as exc:
+        if re.search(r"param '\w+'", str(exc)) is None:
+            raise  # not about a value config.json gave (the spec file, say)
         raise SpecError([_param_diag(ck, m, params, str(exc))]) from None
 
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from archcomp.base.errors import UsageError
-from archcomp.cli.common import command
+from archcomp.cli.common import command, spec_path
+from archcomp.cli.output import info
 
 
 def _configure_convert(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,8 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spec",
         metavar="SPEC",
-        help="the spec to load the weights into (default: the mapping's spec)",
+        help="the spec to load the weights into, a file or a shipped spec's name (default: the "
+        "mapping's spec)",
     )
     p.add_argument(
         "--mapping",
@@ -44,18 +46,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from archcomp.backends.torch.module import count_params
     from archcomp.checkpoints.load import from_pretrained
 
+    if args.output == "-":
+        raise UsageError("convert writes a file; '-' (stdout) is not supported for -o")
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not args.force:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
-    model = from_pretrained(args.checkpoint, args.spec, "cpu", args.dtype, mapping=args.mapping)
+    spec = spec_path(args.spec) if args.spec is not None else None
+    model = from_pretrained(args.checkpoint, spec, "cpu", args.dtype, mapping=args.mapping)
     if out is None:
         out = Path("build") / f"{model.name}.safetensors"
         if out.exists() and not args.force:
             raise UsageError(f"{out} exists; pass --force to overwrite it")
     dtype = next((str(p.dtype).removeprefix("torch.") for p in model.parameters()), "float32")
-    print(f"{model.name}: {count_params(model):,} parameters ({dtype}) from {args.checkpoint}")
+    info(f"{model.name}: {count_params(model):,} parameters ({dtype}) from {args.checkpoint}")
     save_artifact(model, out, overwrite=True)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    info(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 
 

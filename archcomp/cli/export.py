@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from archcomp.cli.common import add_params_flag, command, overrides
+from archcomp.cli.common import add_params_flag, command, overrides, spec_path
+from archcomp.cli.output import info
 
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model",
         metavar="MODEL_OR_ARTIFACT",
-        help="an artifact (.safetensors written by build or convert), or a spec to build",
+        help="an artifact (.safetensors written by build or convert), or a spec to build (a "
+        "file or a shipped spec's name)",
     )
     p.add_argument(
         "--to", required=True, choices=["hf"], help="the format: hf (transformers' folder)"
@@ -41,9 +43,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UsageError("-p applies to a spec; an artifact's params are fixed")
         model = load(source)
     else:
-        model = build(args.model, overrides(args), seed=args.seed)
+        model = build(spec_path(args.model), overrides(args), seed=args.seed)
     out = save_pretrained(model, args.output, mapping=args.mapping, force=args.force)
-    print(f"{model.name}: wrote {out / 'config.json'} and {out / 'model.safetensors'}")
+    info(f"{model.name}: wrote {out / 'config.json'} and {out / 'model.safetensors'}")
     return 0
 
 
