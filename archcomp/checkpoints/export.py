@@ -28,6 +28,7 @@ from archcomp.checkpoints.mapping import (
     ConfigProblem,
     Mapping,
     allowed,
+    evaluate,
     load_mapping,
     nest,
     same_value,
@@ -35,7 +36,7 @@ from archcomp.checkpoints.mapping import (
     with_defaults,
 )
 from archcomp.checkpoints.plan import Step, plan_export, run_shapes
-from archcomp.frontend.expr import ExprError, substitute
+from archcomp.frontend.expr import ExprError
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +59,7 @@ def hf_config(mapping: Mapping, env: MappingABC[str, Any], dtype: str) -> dict[s
             raise UsageError(f"{mapping.file}: config field '{name}': {exc.message}") from None
     for name, value in mapping.export.items():
         try:
-            config[name] = substitute(value, env)
+            config[name] = evaluate(value, env)
         except ExprError as exc:
             raise UsageError(f"{mapping.file}: export field '{name}': {exc.message}") from None
     config["architectures"] = [mapping.architecture]
@@ -83,8 +84,11 @@ def check_round_trip(
     except ConfigProblem as exc:
         raise UsageError(f"{mapping.file}: {exc.message}") from None
     spec_path = library.resolve_spec(mapping)
-    g = load_graph(spec_path, params)
+    free = {name: env[name] for name in mapping.free if name in env}
+    g = load_graph(spec_path, {**params, **free})
     for name, value in env.items():
+        if name in mapping.free:
+            continue
         if not same_value(g.params.get(name), value):
             source = mapping.params.get(name)
             if source is None:

@@ -44,13 +44,15 @@ from archcomp.frontend.schema import Identifier, _Strict
 from archcomp.frontend.source import read_spec_file
 
 FORMAT_VERSION = 1
-_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,4}\Z")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,4}\Z")
 VERSION_KEY = "archcomp_mapping"
 MAX_FIELD_DEPTH = 4
+MAX_FIELDS = 100_000
 FieldName = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,4}$", max_length=200
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,4}$",
+        max_length=200,
     ),
 ]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
@@ -110,6 +112,11 @@ class MappingFile(_Strict):
     params: dict[Identifier, Union[Text, TensorSize]] = Field(default_factory=dict)
     config: dict[FieldName, Union[OneOf, Any]] = Field(default_factory=dict)
     defaults: dict[FieldName, Union[Cases, Any]] = Field(default_factory=dict)
+    free: list[Identifier] = Field(
+        default_factory=list,
+        description="spec params no checkpoint fixes (an input size of a convolutional net): "
+        "convert keeps the spec's value, export takes any",
+    )
     export: dict[FieldName, Any] = Field(
         default_factory=dict,
         description="config fields export writes that convert does not read (transformers "
@@ -160,6 +167,7 @@ class Mapping:
     defaults: dict[str, Any]
     rules: list[Rule] = field(default_factory=list)
     export: dict[str, Any] = field(default_factory=dict)
+    free: tuple[str, ...] = ()
 
     def diag(self, code: str, message: str, path: YamlPath, **kw: Any) -> Diagnostic:
         return self.doc.diag(code, message, path, **kw)
@@ -209,6 +217,15 @@ def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
                     ("params", name),
                 )
             )
+    for i, name in enumerate(decl.free):
+        if name in decl.params:
+            rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"param '{name}' is both read from the checkpoint and free",
+                    ("free", i),
+                )
+            )
     config = {
         name: Requirement(
             name,
@@ -249,6 +266,7 @@ def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
         dict(decl.defaults),
         rules,
         dict(decl.export),
+        tuple(decl.free),
     )
 
 
@@ -420,30 +438,54 @@ class ConfigProblem(Exception):
 
 
 def flatten(config: MappingABC[str, Any]) -> dict[str, Any]:
-    """config.json's fields, with those of nested objects also under dotted names
-    (``rope_parameters.rope_theta``), as a mapping names them."""
+    """config.json's fields, with those inside objects and lists also under dotted names
+    (``rope_parameters.rope_theta``, ``depths.0``), as a mapping names them (at most
+    :data:`MAX_FIELD_DEPTH` levels and :data:`MAX_FIELDS` names)."""
     out = dict(config)
-    todo = [(k, v) for k, v in config.items() if isinstance(v, dict)]
-    while todo:
+    todo = [(k, v) for k, v in config.items() if isinstance(v, (dict, list))]
+    while todo and len(out) < MAX_FIELDS:
         prefix, obj = todo.pop()
-        for k, v in obj.items():
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for k, v in items:
             name = f"{prefix}.{k}"
             out.setdefault(name, v)
-            if isinstance(v, dict) and name.count(".") < MAX_FIELD_DEPTH:
+            if isinstance(v, (dict, list)) and name.count(".") < MAX_FIELD_DEPTH:
                 todo.append((name, v))
     return out
 
 
 def nest(flat: MappingABC[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`flatten` for writing config.json: dotted names as nested objects."""
+    """The inverse of :func:`flatten` for writing config.json: dotted names as nested objects
+    (one it makes whose names are 0, 1, ... n-1 as a list); a later whole value replaces them."""
     out: dict[str, Any] = {}
+    made: set[int] = set()
     for name, value in flat.items():
         *parents, last = name.split(".")
         obj = out
         for p in parents:
-            obj = obj.setdefault(p, {})
+            if not isinstance(obj.get(p), dict) or id(obj[p]) not in made:
+                obj[p] = {}
+                made.add(id(obj[p]))
+            obj = obj[p]
         obj[last] = value
-    return out
+
+    def lists(obj: Any) -> Any:
+        if not isinstance(obj, dict) or id(obj) not in made:
+            return obj
+        new = {k: lists(v) for k, v in obj.items()}
+        if sorted(new) == sorted(str(i) for i in range(len(new))):
+            return [new[str(i)] for i in range(len(new))]
+        return new
+
+    return {k: lists(v) for k, v in out.items()}
+
+
+def evaluate(value: Any, env: MappingABC[str, Any]) -> Any:
+    """A config value with its ``${...}`` evaluated, inside lists too (``hidden_sizes:
+    ["${width}", "${2 * width}"]``)."""
+    if isinstance(value, list):
+        return [evaluate(v, env) for v in value]
+    return substitute(value, env)
 
 
 def with_defaults(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
@@ -535,7 +577,7 @@ def allowed(req: Requirement, env: MappingABC[str, Any]) -> list[Any]:
     out = []
     for i, v in enumerate(req.values):
         try:
-            out.append(substitute(v, env))
+            out.append(evaluate(v, env))
         except ExprError as exc:
             path = req.path if len(req.values) == 1 else (*req.path, "one_of", i)
             raise ConfigProblem(req.name, exc.message, path, exc.hint) from None
