@@ -321,11 +321,3 @@ def test_a_param_from_a_tensor_size_and_an_export_only_field(
         "param 'vocab': checkpoint tensor 'transformer.wte.weight' has shape [61, 32], no dim 2"
         in str(err.value)
     )
-
-
-@pytest.mark.parametrize("path", sorted((MAPPINGS / "staged").glob("*.yaml")), ids=lambda p: p.stem)
-def test_staged_mappings_are_valid_mappings(path: Path) -> None:
-    """Mappings for specs not shipped yet (tests/mappings/staged/README.md) parse and name
-    their spec by its shipped name."""
-    m = load_mapping(path)
-    assert m.spec == path.stem and m.rules

@@ -357,3 +357,28 @@ def test_permute_qk_loads_rotate_half_weights_into_an_interleaved_spec(tmp_path:
     back = family.cls().from_pretrained(tmp_path / "back")
     for key, t in hf.state_dict().items():
         assert torch.equal(back.state_dict()[key], t), key
+
+
+def test_resnet_mappings_are_chosen_by_the_config_and_free_params_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both ResNet mappings read model_type resnet: the config's layer_type picks one, and a
+    layer type neither computes is refused, naming why each does not fit. The input size is
+    free: a ResNet built for 32x32 images exports (no weight depends on it)."""
+    family = FAMILIES["resnet18"]
+    save(family, tmp_path / "hf")
+    assert archcomp.from_pretrained(tmp_path / "hf").name == "resnet18"
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["layer_type"] = "preactivation"
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    assert main(["convert", str(tmp_path / "hf"), "-o", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "no shipped mapping for model_type 'resnet' fits this config.json" in err
+    assert 'layer_type is "preactivation"; the spec fixes it to "basic"' in err
+    assert 'layer_type is "preactivation"; the spec fixes it to "bottleneck"' in err
+    small = archcomp.build("resnet18", {**family.params, "image": 32}, seed=0)
+    archcomp.save_pretrained(small, tmp_path / "out")
+    back = archcomp.from_pretrained(tmp_path / "out")  # the spec's own input size again
+    assert back.spec["params"]["image"] == 224
+    for key, t in small.state_dict().items():
+        assert torch.equal(back.state_dict()[key], t), key
