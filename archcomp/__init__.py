@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from archcomp.api import build, load, save, summary
+from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary
 from archcomp.base.errors import Diagnostic, SpecError, UsageError
 from archcomp.base.version import __version__
 from archcomp.ir import Graph
@@ -17,9 +17,11 @@ __all__ = [
     "build",
     "check",
     "draw",
+    "from_pretrained",
     "load",
     "load_graph",
     "save",
+    "save_pretrained",
     "summary",
 ]
 

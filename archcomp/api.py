@@ -1,4 +1,5 @@
-"""The Python API of the compiler: :func:`build`, :func:`save`, :func:`load`, :func:`summary`."""
+"""The Python API of the compiler: :func:`build`, :func:`save`, :func:`load`, :func:`summary`,
+and published weights: :func:`from_pretrained`, :func:`save_pretrained`."""
 
 from __future__ import annotations
 
@@ -100,3 +101,48 @@ def summary(
 
     g = spec_or_path if isinstance(spec_or_path, Graph) else load_graph(spec_or_path, params)
     return summarize(g, dtype=dtype, optimizer=optimizer, checkpointing=activation_checkpointing)
+
+
+def from_pretrained(
+    checkpoint: str | Path,
+    spec: SpecSource | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    *,
+    mapping: str | Path | None = None,
+) -> ArchModule:
+    """The compiled spec with a published checkpoint's weights, in eval mode; no file written.
+
+    ``checkpoint`` is a local folder with config.json and ``model.safetensors`` (or a sharded
+    ``model.safetensors.index.json``), as transformers' ``save_pretrained`` writes. The
+    mapping (``mapping``, else the shipped one for config.json's ``model_type``) gives the
+    spec and its params; ``spec`` replaces the mapping's spec. Strict: every checkpoint
+    tensor is used or dropped by the mapping, every model tensor filled, shapes and dtypes
+    equal (``dtype`` casts; default: the checkpoint's), ties held; else a
+    :class:`SpecError` naming each key. Tensors are memory-mapped and, on the CPU, shared
+    copy-on-write with the file where a view suffices (as transformers does). Pickled
+    checkpoints are refused (a :class:`UsageError`): archcomp never unpickles.
+    """
+    from archcomp.checkpoints.load import from_pretrained as load
+
+    return load(checkpoint, spec, device, dtype, mapping=mapping)
+
+
+def save_pretrained(
+    model: nn.Module | str | Path,
+    directory: str | Path,
+    *,
+    mapping: str | Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Write ``model`` (or the artifact at that path) as a transformers checkpoint folder:
+    config.json and model.safetensors, which ``from_pretrained`` of transformers loads.
+
+    The mapping is the shipped one for the model's spec (by name) unless given. Refused when
+    the mapping cannot describe the model (a param without a config field, another spec), or
+    ``directory`` holds those files already and ``force`` is false."""
+    from archcomp.checkpoints.export import save_pretrained as export
+
+    if isinstance(model, (str, Path)):
+        model = load(model)
+    return export(model, directory, mapping=mapping, force=force)  # type: ignore[arg-type]

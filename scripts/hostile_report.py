@@ -4,9 +4,10 @@
 
 Runs, in a canary process (tests/hostile_support/canary.py): every spec case in
 tests/specs/hostile/ and the generated ones (through check, build and draw), every hostile
-weight file (through archcomp.load); then the loader fuzzer (fuzz/fuzz_loader.py, built-in
-mutator) for --fuzz-seconds and the structure-aware hypothesis suite
-(tests/test_fuzz_specs.py) with --examples examples. Prints, per source and in total:
+weight file (through archcomp.load), every hostile checkpoint folder (through archcomp
+convert); then the loader fuzzer (fuzz/fuzz_loader.py, built-in mutator) for --fuzz-seconds
+and the structure-aware hypothesis suite (tests/test_fuzz_specs.py) with --examples examples.
+Prints, per source and in total:
 
     cases tried, clean errors, tracebacks, code executed, files lost
 
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "fuzz"), str(ROOT)]
 
+from hostile_support.checkpoint_corpus import checkpoint_jobs  # noqa: E402
 from hostile_support.corpus import (  # noqa: E402
     CASES,
     generated_jobs,
@@ -43,11 +45,13 @@ def corpus_rows(tmp: Path) -> list[Row]:
     spec = [j for case in CASES for j in spec_jobs(case, tmp)]
     gen = generated_jobs(tmp)
     weights = weight_jobs(tmp, good_artifact(tmp))
-    jobs = spec + gen + weights
+    ckpts = [j for j in checkpoint_jobs(tmp) if not j.id.startswith("checkpoints/good:")]
+    jobs = spec + gen + weights + ckpts
     results = run_jobs(jobs, tmp)
     rows: list[Row] = []
     start = 0
-    for label, group in (("spec corpus", spec), ("generated", gen), ("weight files", weights)):
+    groups = (("spec corpus", spec), ("generated", gen), ("weight files", weights))
+    for label, group in (*groups, ("checkpoint folders", ckpts)):
         verdicts = [
             judge(j, r) for j, r in zip(group, results[start : start + len(group)], strict=True)
         ]

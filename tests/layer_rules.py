@@ -27,6 +27,11 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("frontend", "YAML text -> spec -> params -> expanded graph", ("archcomp/frontend/",)),
     ("passes", "checks over the graph; the pipeline", ("archcomp/passes/",)),
     ("backends", "torch code generation, artifacts; Graphviz", ("archcomp/backends/",)),
+    (
+        "checkpoints",
+        "published weights: mapping files, convert, export",
+        ("archcomp/checkpoints/",),
+    ),
     ("api", "the public Python API", ("archcomp/api.py", "archcomp/__init__.py")),
     ("cli", "the archcomp command", ("archcomp/cli/", "archcomp/__main__.py")),
 )

@@ -16,12 +16,34 @@ from typing import NoReturn
 from archcomp.base.errors import SpecError, UsageError, did_you_mean
 
 # Each subcommand module registers itself in COMMANDS when imported.
-from archcomp.cli import build, check, completion, draw, ops, schema, specs, summary  # noqa: F401
+from archcomp.cli import (  # noqa: F401
+    build,
+    check,
+    completion,
+    convert,
+    draw,
+    export,
+    ops,
+    schema,
+    specs,
+    summary,
+)
 from archcomp.cli.common import COMMANDS
 from archcomp.cli.output import QUIET, print_diagnostics, print_error
 
 # --help lists the pipeline's commands first, then the reference ones; any other after them.
-HELP_ORDER = ("check", "summary", "build", "draw", "specs", "schema", "ops", "completion")
+HELP_ORDER = (
+    "check",
+    "summary",
+    "build",
+    "convert",
+    "export",
+    "draw",
+    "specs",
+    "schema",
+    "ops",
+    "completion",
+)
 EXIT_CODES = {
     0: "success",
     1: "an invalid spec",

@@ -69,8 +69,8 @@ def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]], tick: Update = ig
         t = t.detach().to("cpu").contiguous()
         h.update(name.encode() + b"\0" + DTYPE_CODES.get(t.dtype, str(t.dtype)).encode())
         h.update(b"\0" + ",".join(str(s) for s in t.shape).encode() + b"\0")
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():  # the tensor's own memory, no copy (a model's views stay lean)
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
             done += t.numel() * t.element_size()
             tick(done)
     return h.hexdigest()
@@ -116,7 +116,7 @@ def save_artifact(
         "archcomp.ties": json.dumps(aliases, sort_keys=True),
         "archcomp.dtype": dtype_name(floats[0]) if floats else "float32",
     }
-    data = {k: t.detach().contiguous() for k, t in tensors.items()}
+    data = {k: t.detach() for k, t in tensors.items()}  # made contiguous one at a time
     with showing(progress), task(f"writing {path.name}", size) as tick:
         write_atomic(path, lambda tmp: _write_safetensors(tmp, data, meta, tick))
     return path
@@ -134,7 +134,7 @@ def _write_safetensors(
         from safetensors.torch import save
 
         with open(path, "wb") as f:
-            f.write(save(dict(data), metadata=meta))
+            f.write(save({k: t.contiguous() for k, t in data.items()}, metadata=meta))
         return
     header: dict[str, Any] = {"__metadata__": meta}
     offset = 0
@@ -155,7 +155,7 @@ def _write_safetensors(
         for name in sorted(data):
             t = data[name]
             if t.numel():
-                f.write(t.to("cpu").reshape(-1).view(torch.uint8).numpy().data)
+                f.write(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
                 done += t.numel() * t.element_size()
                 tick(done)
 

@@ -267,6 +267,7 @@ class Compiler:
     seed: int | None = None
     progress: Progress | None = None
     est: Estimate | None = None
+    params_on_meta: bool = False  # weights come later (a checkpoint): only buffers allocated
     fx_graph: fx.Graph = field(default_factory=fx.Graph)
     root: nn.Module = field(default_factory=nn.Module)
     paths: dict[str, str] = field(default_factory=dict)  # node -> its module path
@@ -319,7 +320,7 @@ class Compiler:
         model.input_names = names
         model.output_names = tuple(g.outputs)
         model.set_node_meta(self._node_meta)  # computed on first access
-        if real:
+        if real and not self.params_on_meta:
             _check_placed(model, self.device)
         return model
 
@@ -426,8 +427,11 @@ class Compiler:
         device = self.device
         params = node.op.param_shapes(node.args)
         fully_tied = bool(params) and all(p in node.tie for p in params)
-        if node.shared_with is not None or (fully_tied and not node.op.buffer_shapes(node.args)):
+        buffers = node.op.buffer_shapes(node.args)
+        if node.shared_with is not None or (fully_tied and not buffers):
             device = torch.device("meta")  # built only to be discarded or tied: no allocation
+        elif self.params_on_meta and not buffers:
+            device = torch.device("meta")  # its parameters are filled in by the caller
         return {"device": device, "dtype": self.dtype}
 
     def _key(self, ref: Ref) -> tuple[str, str | None]:
@@ -598,12 +602,17 @@ def compile_graph(
     seed: int | None = None,
     progress: Progress | None = None,
     est: Estimate | None = None,
+    *,
+    params_on_meta: bool = False,
 ) -> ArchModule:
-    """Compile a checked graph into a module on ``device`` in ``dtype``."""
+    """Compile a checked graph into a module on ``device`` in ``dtype``.
+
+    With ``params_on_meta`` only the modules that hold buffers are allocated on ``device``;
+    every other parameter stays on meta, for the caller to fill (a checkpoint's tensors)."""
     collecting = gc.isenabled()
     gc.disable()  # thousands of small objects, none of them garbage: skip the collector
     try:
-        return Compiler(g, device, dtype, seed, progress, est).compile()
+        return Compiler(g, device, dtype, seed, progress, est, params_on_meta).compile()
     finally:
         if collecting:
             gc.enable()

@@ -1,0 +1,400 @@
+"""A checkpoint folder -> the compiled spec with its weights (``from_pretrained``, ``convert``).
+
+In order, each stage checked in full before the next, so a bad input ends before any tensor
+is read or any file written:
+
+1. the folder: config.json and the safetensors headers (:mod:`~archcomp.checkpoints.files`);
+2. the mapping (given, or the shipped one for config.json's ``model_type``) and the spec;
+3. config.json -> the spec's params; the fields the spec fixes are checked;
+4. the spec is compiled with its parameters on meta (only modules with buffers allocated);
+5. the plan: every key and shape matched (:mod:`~archcomp.checkpoints.plan`);
+6. the tensors, memory-mapped and moved one at a time; views stay views (a transposed
+   Conv1D weight is not copied), so a CPU load allocates little beyond what the transforms
+   must copy; ties in the checkpoint are compared.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archcomp.base.errors import Diagnostic, Reporter, SpecError, UsageError
+from archcomp.checkpoints import library
+from archcomp.checkpoints.files import Checkpoint, open_checkpoint, torch_dtype
+from archcomp.checkpoints.mapping import (
+    ConfigProblem,
+    Mapping,
+    allowed,
+    load_mapping,
+    same_value,
+    spec_params,
+    with_defaults,
+)
+from archcomp.checkpoints.plan import Plan, plan_import
+from archcomp.frontend.build import SpecSource
+from archcomp.passes.pipeline import load_graph
+
+if TYPE_CHECKING:
+    import torch
+
+    from archcomp.backends.torch.module import ArchModule
+    from archcomp.ir import Graph
+
+FLOATS = ("F64", "F32", "F16", "BF16")
+
+
+@dataclass
+class Source:
+    """A checkpoint matched with its mapping and spec, before any tensor is read."""
+
+    checkpoint: Checkpoint
+    mapping: Mapping
+    graph: Graph
+    keys: dict[str, str]  # the mapping's name of each checkpoint tensor -> its name in the file
+
+
+def resolve(
+    checkpoint: str | Path,
+    spec: SpecSource | None = None,
+    mapping: str | Path | None = None,
+) -> Source:
+    """Stages 1-3: the folder, the mapping, the spec at the checkpoint's params."""
+    ck = open_checkpoint(Path(checkpoint))
+    if mapping is not None:
+        chosen = load_mapping(Path(mapping))
+    else:
+        chosen = library.by_model_type(ck.config.get("model_type"), lambda m: _misfit(ck, m, spec))
+    rep = Reporter()
+    rep.extend(_check_identity(ck, chosen))
+    g = None
+    try:
+        g = _graph(ck, chosen, spec)
+    except SpecError as exc:
+        rep.extend(exc.diagnostics)
+    rep.extend(_check_config(ck, chosen, g.params if g is not None else None))
+    rep.raise_if_failed()
+    assert g is not None
+    return Source(ck, chosen, g, _logical_keys(ck, chosen))
+
+
+def _misfit(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> str | None:
+    try:
+        g = _graph(ck, m, spec)
+    except (SpecError, UsageError) as exc:
+        return str(exc).splitlines()[0]
+    problems = _check_identity(ck, m) + _check_config(ck, m, g.params)
+    return problems[0].message if problems else None
+
+
+def _graph(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> Graph:
+    shapes = {k: ck.tensors[v].shape for k, v in _logical_keys(ck, m).items()}
+    try:
+        config = with_defaults(m, ck.config)
+        params = spec_params(m, config, shapes)
+    except ConfigProblem as exc:
+        raise SpecError([_config_diag(ck, m, exc)]) from None
+    source = spec if spec is not None else library.resolve_spec(m)
+    try:
+        return load_graph(source, params)
+    except UsageError as exc:
+        if re.search(r"param '\w+'", str(exc)) is None:
+            raise  # not about a value config.json gave (the spec file, say)
+        raise SpecError([_param_diag(ck, m, params, str(exc))]) from None
+
+
+def _config_diag(ck: Checkpoint, m: Mapping, exc: ConfigProblem) -> Diagnostic:
+    if exc.field is not None and _mark(ck, exc.field) is not None:
+        return ck.config_doc.diag(
+            "config-field",
+            exc.message,
+            _mark(ck, exc.field) or (),
+            key=True,
+            hint=exc.hint,
+            related=(m.doc.loc(exc.path),),
+        )
+    return m.diag("config-field", exc.message, exc.path, hint=exc.hint)
+
+
+def _param_diag(
+    ck: Checkpoint, m: Mapping, params: MappingABC[str, Any], message: str
+) -> Diagnostic:
+    """A param the checkpoint's config gives that the spec refuses (``N = -1``)."""
+    found = re.search(r"param '(\w+)'", message)
+    param = found.group(1) if found else None
+    field = m.params.get(param or "")
+    if param is not None and isinstance(field, str) and _mark(ck, field) is not None:
+        return ck.config_doc.diag(
+            "invalid-param",
+            f"{field} = {params.get(param)!r} (the spec's param '{param}'): {message}",
+            _mark(ck, field) or (),
+            key=True,
+            related=(m.doc.loc(("params", param)),),
+        )
+    return Diagnostic("invalid-param", f"{ck.config_doc.file}: {message}")
+
+
+def _check_identity(ck: Checkpoint, m: Mapping) -> list[Diagnostic]:
+    out = []
+    mt = ck.config.get("model_type")
+    if mt != m.model_type:
+        out.append(
+            _at(
+                ck,
+                "model_type",
+                f"model_type is {_json(mt)}; {m.file} reads {_json(m.model_type)} checkpoints",
+                m.doc.loc(("checkpoint", "model_type")),
+            )
+        )
+    archs = ck.config.get("architectures")
+    if isinstance(archs, list) and archs and m.architecture not in archs:
+        out.append(
+            _at(
+                ck,
+                "architectures",
+                f"architectures is {_json(archs)}; {m.file} reads {m.architecture} checkpoints",
+                m.doc.loc(("checkpoint", "architecture")),
+            )
+        )
+    return out
+
+
+def _mark(ck: Checkpoint, field: str) -> tuple[str] | None:
+    """Where config.json writes ``field`` (a nested field: its top-level object)."""
+    top = (field.split(".", 1)[0],)
+    return top if top in ck.config_doc.key_marks else None
+
+
+def _json(value: Any) -> str:
+    """A config value as config.json writes it (null, true, "gelu")."""
+    import json
+
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _at(ck: Checkpoint, field: str, message: str, related: Any) -> Diagnostic:
+    mark = _mark(ck, field)
+    if mark is not None:
+        return ck.config_doc.diag("config-field", message, mark, key=True, related=(related,))
+    return Diagnostic("config-field", f"{ck.config_doc.file}: {message}", related=(related,))
+
+
+def _check_config(ck: Checkpoint, m: Mapping, env: MappingABC[str, Any] | None) -> list[Diagnostic]:
+    """Every field the mapping says the spec fixes holds the value it fixes (without the
+    spec's params, ``env`` None, only the fields whose values need none)."""
+    out: list[Diagnostic] = []
+    try:
+        config = with_defaults(m, ck.config)
+    except ConfigProblem as exc:
+        return [_config_diag(ck, m, exc)]
+    for name, req in m.config.items():
+        try:
+            values = allowed(req, env if env is not None else {})
+        except ConfigProblem as exc:
+            if env is not None:
+                out.append(m.diag("invalid-value", exc.message, exc.path, hint=exc.hint))
+            continue
+        shown = " or ".join(_json(v) for v in values)
+        if name not in config:
+            out.append(
+                Diagnostic(
+                    "config-field",
+                    f"{ck.config_doc.file} has no field '{name}', which the spec fixes to {shown}",
+                    m.doc.loc(req.path, key=True),
+                    source_line=m.doc.line_text(m.doc.loc(req.path, key=True).line),
+                    hint="add transformers' default for it to the mapping's defaults",
+                )
+            )
+        elif not any(same_value(config[name], v) for v in values):
+            out.append(
+                _at(
+                    ck,
+                    name,
+                    f"{name} is {_json(config[name])}; the spec fixes it to {shown}, so these "
+                    "weights would compute something else in it",
+                    m.doc.loc(req.path),
+                )
+            )
+    return out
+
+
+def _logical_keys(ck: Checkpoint, m: Mapping) -> dict[str, str]:
+    """Names the mapping reads -> names in the file: a base-model checkpoint (the hub's
+    ``gpt2``) lacks the prefix its task model's keys have; the mapping's names have it."""
+    names = list(ck.tensors)
+    prefix = m.prefix
+    if prefix and names and not any(n.startswith(prefix) for n in names):
+        return {prefix + n: n for n in names}
+    return {n: n for n in names}
+
+
+def checkpoint_dtypes(src: Source) -> dict[str, str]:
+    """The floating dtypes of the checkpoint's tensors (dropped ones do not count), each with
+    a tensor that has it."""
+    drops = [r for r in src.mapping.rules if r.kind == "drop"]
+    seen: dict[str, str] = {}
+    for logical, name in src.keys.items():
+        code = src.checkpoint.tensors[name].dtype
+        if code in FLOATS and not any(k.match(logical) is not None for r in drops for k in r.hf):
+            seen.setdefault(code, name)
+    return dict(sorted(seen.items()))
+
+
+def from_pretrained(
+    checkpoint: str | Path,
+    spec: SpecSource | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    *,
+    mapping: str | Path | None = None,
+) -> ArchModule:
+    """See :func:`archcomp.from_pretrained`."""
+
+    from archcomp.backends.torch.build import build_graph
+    from archcomp.backends.torch.devices import check_fits, estimate, resolve_device, resolve_dtype
+    from archcomp.backends.torch.module import tied_names
+
+    src = resolve(checkpoint, spec, mapping)
+    ck, g = src.checkpoint, src.graph
+    dev = resolve_device(device)
+    if dev.type == "meta":
+        raise UsageError("from_pretrained loads weights; build on meta with archcomp.build")
+    stored = checkpoint_dtypes(src)
+    if dtype is None and len(stored) > 1:
+        listed = ", ".join(f"{code} ('{key}')" for code, key in stored.items())
+        raise UsageError(
+            f"the checkpoint's floating tensors mix dtypes: {listed}; pass a dtype to cast "
+            "them all to one"
+        )
+    target = resolve_dtype(dtype) if dtype is not None else torch_dtype(next(iter(stored), "F32"))
+    cast = any(torch_dtype(code) != target for code in stored)
+    if dev.type != "cpu" or cast:
+        check_fits(estimate(g, target), dev)  # the weights are copied, not mapped
+    model = build_graph(g, device=dev, dtype=target, params_on_meta=True)
+    ties = tied_names(model)
+    model_shapes, aliases = _state_shapes(model, ties)
+    shapes = {k: ck.tensors[v].shape for k, v in src.keys.items()}
+    plan = plan_import(src.mapping, g.params, shapes, model_shapes, aliases, ck.weights_name)
+    state = model.state_dict(keep_vars=True)
+    _check_dtypes(src, plan, state, cast)
+    _fill(model, src, plan, state, aliases, dev, target)
+    return model.eval()
+
+
+def _state_shapes(
+    model: torch.nn.Module, ties: MappingABC[str, str]
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    state = model.state_dict(keep_vars=True)
+    aliases = {k: v for k, v in ties.items() if k in state and v in state}
+    return {k: tuple(t.shape) for k, t in state.items() if k not in aliases}, aliases
+
+
+def _check_dtypes(src: Source, plan: Plan, state: MappingABC[str, Any], cast: bool) -> None:
+    rep = Reporter()
+    for step in plan.steps:
+        codes = {src.checkpoint.tensors[src.keys[h]].dtype for h in step.hf}
+        for name in step.spec:
+            t = state[name]
+            for code in codes:
+                have = torch_dtype(code)
+                if have == t.dtype or (cast and have.is_floating_point and t.is_floating_point()):
+                    continue
+                rep.add(
+                    src.mapping.diag(
+                        "dtype-mismatch",
+                        f"checkpoint tensor '{step.hf[0]}' is {code}, model tensor '{name}' is "
+                        f"{str(t.dtype).removeprefix('torch.')}",
+                        step.rule.path,
+                        key=True,
+                    )
+                )
+    rep.raise_if_failed()
+
+
+def _fill(
+    model: torch.nn.Module,
+    src: Source,
+    plan: Plan,
+    state: MappingABC[str, Any],
+    ties: MappingABC[str, str],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
+    """Read each tensor (memory-mapped), transform it, and put it in the model; then compare
+    the checkpoint's ties."""
+    import contextlib
+
+    import torch
+    from safetensors import safe_open
+    from torch import nn
+
+    from archcomp.backends.torch.module import set_param
+
+    ck = src.checkpoint
+    made: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        handles: dict[Path, Any] = {}
+
+        def read(name: str) -> torch.Tensor:
+            info = ck.tensors[src.keys[name]]
+            f = handles.get(info.file)
+            if f is None:
+                f = handles[info.file] = stack.enter_context(
+                    safe_open(str(info.file), framework="pt", device="cpu")
+                )
+            t: torch.Tensor = f.get_tensor(info.name)
+            return t
+
+        try:
+            for step in plan.steps:
+                tensors = [read(h) for h in step.hf]
+                for transform in step.transforms:
+                    tensors = transform.apply(tensors)
+                for name, t in zip(step.spec, tensors, strict=True):
+                    old = state[name]
+                    if t.is_floating_point() and t.dtype != dtype:
+                        t = t.to(dtype)
+                    if t.device != device:
+                        t = t.to(device)
+                    value = (
+                        nn.Parameter(t, old.requires_grad) if isinstance(old, nn.Parameter) else t
+                    )
+                    made[name] = value
+                    set_param(model, name, value)
+            for alias, target in ties.items():
+                if target in made:
+                    set_param(model, alias, made[target])
+            broken = []
+            for key, other, rule in plan.ties:
+                a, b = read(key), read(other)
+                if a.dtype != b.dtype or not torch.equal(a, b):
+                    diff = (
+                        (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
+                    )
+                    broken.append(
+                        src.mapping.diag(
+                            "tie-broken",
+                            f"checkpoint tensor '{key}' is tied to '{other}', but their values "
+                            f"differ (max difference {diff:.3g})"
+                            if diff is not None
+                            else f"checkpoint tensor '{key}' differs from '{other}'",
+                            rule.path,
+                            key=True,
+                            hint="a checkpoint with an untied head does not fit a spec that "
+                            "ties it",
+                        )
+                    )
+            if broken:
+                raise SpecError(broken)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UsageError(f"{ck.folder}: cannot read the weights: {exc}") from None
+        except Exception as exc:  # safetensors' own error type (SafetensorError)
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise UsageError(f"{ck.folder}: cannot read the weights: {exc}") from None
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"not filled from the checkpoint: {', '.join(left[:5])}")

@@ -1,0 +1,595 @@
+"""Mapping files: how a family of published checkpoints becomes a spec's params and weights.
+
+A mapping is YAML, read with the spec reader (same limits, same located errors), e.g.
+``specs/hf/gpt2.yaml``::
+
+    archcomp_mapping: 1
+    spec: gpt2                                  # a shipped spec, or a path relative to this file
+    checkpoint: {model_type: gpt2, architecture: GPT2LMHeadModel}
+    params: {N: n_layer, d_model: n_embd}       # spec param: config.json field or ${...} of fields
+    config: {activation_function: {one_of: [gelu_new, gelu_pytorch_tanh]}}
+    defaults: {n_inner: null}                   # transformers' values of fields a config may omit
+    tensors:                                    # checkpoint key pattern: model key pattern
+      transformer.h.{i}.attn.c_attn.weight:
+        {to: "h_.{i}.attn.{q,k,v}_proj.weight", transforms: [transpose, split]}
+      transformer.h.{i}.attn.bias: drop         # a buffer the spec rebuilds
+      lm_head.weight: {tie: transformer.wte.weight}
+
+``config`` lists the fields whose value the spec fixes (checked when converting, written when
+exporting); their values may be the spec's ``${...}`` expressions over its params. The rules of
+``tensors`` are in :mod:`archcomp.checkpoints.patterns`, the transforms in
+:mod:`archcomp.checkpoints.transforms`. :func:`load_mapping` returns a checked
+:class:`Mapping`, or raises :class:`~archcomp.base.errors.SpecError` with every problem located.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, StringConstraints, ValidationError
+
+from archcomp.base.documents import SourceDoc, YamlPath
+from archcomp.base.errors import Diagnostic, Reporter, SpecError
+from archcomp.checkpoints import patterns, transforms
+from archcomp.checkpoints.patterns import Key, PatternError
+from archcomp.checkpoints.transforms import TransformError, TransformSpec
+from archcomp.frontend.expr import ExprError, is_expression, substitute, type_name
+from archcomp.frontend.loader import pydantic_diagnostics
+from archcomp.frontend.schema import Identifier, _Strict
+from archcomp.frontend.source import read_spec_file
+
+FORMAT_VERSION = 1
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,4}\Z")
+VERSION_KEY = "archcomp_mapping"
+MAX_FIELD_DEPTH = 4
+MAX_FIELDS = 100_000
+FieldName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,4}$",
+        max_length=200,
+    ),
+]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class CheckpointDecl(_Strict):
+    """Which checkpoints the mapping reads: config.json's ``model_type`` and ``architectures``."""
+
+    model_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    architecture: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    prefix: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="the key prefix a base-model checkpoint lacks (transformers' "
+        "base_model_prefix and a dot, e.g. 'transformer.'): added when no key has it",
+    )
+
+
+class RuleDecl(_Strict):
+    """The long form of a rule: ``{to: PATTERN, transforms: [...]}``, ``{drop: REASON}`` or
+    ``{tie: CHECKPOINT_KEY}``."""
+
+    to: Text | None = None
+    transforms: list[Any] = Field(default_factory=list, max_length=16)
+    drop: bool | Text | None = None
+    tie: Text | None = None
+
+
+class TensorSize(_Strict):
+    """A param read from a checkpoint tensor's shape: ``{tensor: classifier.weight, dim: 0}``
+    (for sizes config.json does not write, such as a classifier's label count)."""
+
+    tensor: Text
+    dim: int = 0
+
+
+class Cases(_Strict):
+    """A default that differs for an absent field and a null one (transformers' Mistral: no
+    ``sliding_window`` is 4096, ``sliding_window: null`` is no window)."""
+
+    if_absent: Any = None
+    if_null: Any = None
+
+
+class OneOf(_Strict):
+    """Several allowed values of a config field; ``export`` writes the first."""
+
+    one_of: list[Any] = Field(min_length=1, max_length=64)
+
+
+class MappingFile(_Strict):
+    """A mapping file, as written."""
+
+    archcomp_mapping: Literal[1] = Field(description="format version of the mapping")
+    description: str | None = None
+    spec: Text
+    checkpoint: CheckpointDecl
+    params: dict[Identifier, Union[Text, TensorSize]] = Field(default_factory=dict)
+    config: dict[FieldName, Union[OneOf, Any]] = Field(default_factory=dict)
+    defaults: dict[FieldName, Union[Cases, Any]] = Field(default_factory=dict)
+    free: list[Identifier] = Field(
+        default_factory=list,
+        description="spec params no checkpoint fixes (an input size of a convolutional net): "
+        "convert keeps the spec's value, export takes any",
+    )
+    export: dict[FieldName, Any] = Field(
+        default_factory=dict,
+        description="config fields export writes that convert does not read (transformers "
+        "derives them, e.g. num_labels); values may be ${...} of the spec's params",
+    )
+    tensors: dict[Text, Union[Text, RuleDecl]] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expanded rule: checkpoint keys -> model keys through transforms.
+
+    ``kind`` is ``copy`` (one -> one), ``split`` (one -> the alternatives), ``concat`` (the
+    alternatives -> one), ``drop`` (a checkpoint tensor with no counterpart) or ``tie`` (a
+    checkpoint tensor that must equal ``tie_to``)."""
+
+    kind: Literal["copy", "split", "concat", "drop", "tie"]
+    hf: tuple[Key, ...]
+    spec: tuple[Key, ...]
+    transforms: tuple[TransformSpec, ...]
+    path: YamlPath
+    tie_to: Key | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A config field the spec fixes: its allowed values (``${...}`` over the spec's params)."""
+
+    name: str
+    values: tuple[Any, ...]
+    path: YamlPath
+
+
+@dataclass
+class Mapping:
+    """A checked mapping file."""
+
+    file: str
+    path: Path | None
+    doc: SourceDoc
+    spec: str
+    model_type: str
+    architecture: str
+    prefix: str | None
+    params: dict[str, str | TensorSize]
+    config: dict[str, Requirement]
+    defaults: dict[str, Any]
+    rules: list[Rule] = field(default_factory=list)
+    export: dict[str, Any] = field(default_factory=dict)
+    free: tuple[str, ...] = ()
+
+    def diag(self, code: str, message: str, path: YamlPath, **kw: Any) -> Diagnostic:
+        return self.doc.diag(code, message, path, **kw)
+
+
+def load_mapping(path: Path, display: str | None = None) -> Mapping:
+    """Read and check a mapping file; every problem is a located diagnostic."""
+    raw, doc = read_spec_file(path, display)
+    doc.path = path.resolve()
+    return parse_mapping(raw, doc)
+
+
+def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
+    if not isinstance(raw, dict):
+        raise SpecError(
+            [doc.diag("not-a-mapping", f"a mapping file is a YAML mapping, found {type_name(raw)}")]
+        )
+    if VERSION_KEY not in raw:
+        hint = (
+            "this is a spec (it starts with 'archcomp: 1'); pass the mapping with --mapping "
+            "and the spec with --spec"
+            if "archcomp" in raw
+            else f"start the mapping with '{VERSION_KEY}: {FORMAT_VERSION}'"
+        )
+        raise SpecError(
+            [
+                doc.diag(
+                    "missing-version",
+                    f"missing the format version key '{VERSION_KEY}'",
+                    (),
+                    hint=hint,
+                )
+            ]
+        )
+    try:
+        decl = MappingFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(pydantic_diagnostics(exc, doc, (), MappingFile, raw)) from None
+    rep = Reporter()
+    for name, text in decl.params.items():
+        if isinstance(text, str) and not is_expression(text) and not _FIELD.match(text):
+            rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"param '{name}' reads '{text}': write a config.json field name or a "
+                    "${...} expression of fields",
+                    ("params", name),
+                )
+            )
+    for i, name in enumerate(decl.free):
+        if name in decl.params:
+            rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"param '{name}' is both read from the checkpoint and free",
+                    ("free", i),
+                )
+            )
+    config = {
+        name: Requirement(
+            name,
+            tuple(value.one_of) if isinstance(value, OneOf) else (value,),
+            ("config", name),
+        )
+        for name, value in decl.config.items()
+    }
+    rules: list[Rule] = []
+    seen: dict[str, YamlPath] = {}
+    for key, value in decl.tensors.items():
+        for rule in _rules(key, value, doc, rep):
+            for k in rule.hf:
+                prev = seen.setdefault(str(k), rule.path)
+                if prev != rule.path:
+                    rep.add(
+                        doc.diag(
+                            "duplicate-rule",
+                            f"checkpoint key '{k}' has two rules",
+                            rule.path,
+                            key=True,
+                            related=(doc.loc(prev, key=True),),
+                        )
+                    )
+            rules.append(rule)
+    rep.raise_if_failed()
+    ck = decl.checkpoint
+    return Mapping(
+        doc.file,
+        doc.path,
+        doc,
+        decl.spec,
+        ck.model_type,
+        ck.architecture,
+        ck.prefix,
+        dict(decl.params),
+        config,
+        dict(decl.defaults),
+        rules,
+        dict(decl.export),
+        tuple(decl.free),
+    )
+
+
+def _pattern(text: str, doc: SourceDoc, path: YamlPath, key: bool, rep: Reporter) -> Any:
+    try:
+        return patterns.parse(text)
+    except PatternError as exc:
+        loc = doc.loc(path, key=key)
+        line = doc.line_text(loc.line) or ""
+        col = loc.col + (exc.offset if line[loc.col - 1 :].startswith(text) else 0)
+        rep.add(
+            doc.error_at("invalid-pattern", f"key pattern '{text}': {exc.message}", loc.line, col)
+        )
+        return None
+
+
+def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
+    """The rules one ``tensors:`` entry stands for (one per pairing of its alternatives)."""
+    path: YamlPath = ("tensors", key)
+    src = _pattern(key, doc, path, True, rep)
+    if isinstance(value, str):
+        decl = RuleDecl(drop=True) if value == "drop" else RuleDecl(to=value)
+        vpath: YamlPath = path
+    else:
+        decl, vpath = value, path
+    given = [k for k in ("to", "drop", "tie") if getattr(decl, k) not in (None, False)]
+    if len(given) != 1:
+        rep.add(
+            doc.diag(
+                "invalid-rule",
+                "a rule has exactly one of 'to', 'drop' and 'tie'"
+                + (f"; found {', '.join(given)}" if given else ""),
+                vpath,
+                hint="{to: MODEL_KEY, transforms: [...]}, drop, or {tie: CHECKPOINT_KEY}",
+            )
+        )
+        return []
+    if decl.transforms and decl.to is None:
+        rep.add(doc.diag("invalid-rule", "only a 'to' rule has transforms", (*vpath, "transforms")))
+        return []
+    if src is None:
+        return []
+    if decl.drop not in (None, False):
+        reason = decl.drop if isinstance(decl.drop, str) else None
+        return [Rule("drop", (k,), (), (), path, reason=reason) for k in src.expansions()]
+    other_text = decl.to if decl.to is not None else decl.tie
+    assert other_text is not None
+    opath: YamlPath = vpath
+    if not isinstance(value, str):
+        opath = (*vpath, "to" if decl.to is not None else "tie")
+    dst = _pattern(other_text, doc, opath, False, rep)
+    specs = []
+    for j, t in enumerate(decl.transforms):
+        try:
+            specs.append(transforms.parse(t))
+        except TransformError as exc:
+            rep.add(
+                doc.diag(
+                    "invalid-transform",
+                    exc.message,
+                    (*vpath, "transforms", j, *exc.where),
+                    hint=exc.hint,
+                )
+            )
+    if dst is None or len(specs) != len(decl.transforms):
+        return []
+    names = [s.name for s in specs]
+    tpath: YamlPath = (*vpath, "transforms")
+    for many in ("split", "concat"):
+        if names.count(many) > 1:
+            rep.add(doc.diag("invalid-transform", "a rule splits or concatenates once", tpath))
+            return []
+    if "split" in names and "concat" in names:
+        rep.add(doc.diag("invalid-transform", "a rule cannot both split and concat", tpath))
+        return []
+    if "split" in names and names[-1] != "split":
+        rep.add(
+            doc.diag(
+                "invalid-transform",
+                "split is the last transform (it makes several tensors)",
+                (*tpath, names.index("split")),
+            )
+        )
+        return []
+    if "concat" in names and names[0] != "concat":
+        rep.add(
+            doc.diag(
+                "invalid-transform",
+                "concat is the first transform (it takes several tensors)",
+                (*tpath, names.index("concat")),
+            )
+        )
+        return []
+    if src.names != dst.names:
+        only = sorted(src.names ^ dst.names)
+        rep.add(
+            doc.diag(
+                "invalid-pattern",
+                f"placeholder {', '.join('{' + n + '}' for n in only)} appears on one side of "
+                "the rule only",
+                opath,
+                hint="both sides of a rule use the same placeholders",
+            )
+        )
+        return []
+    kind: Literal["copy", "split", "concat", "tie"] = "copy"
+    if decl.tie is not None:
+        kind = "tie"
+    elif "split" in names or "concat" in names:
+        kind = "split" if "split" in names else "concat"
+    if kind in ("split", "concat"):
+        one, many = (src, dst) if kind == "split" else (dst, src)
+        if one.groups or len(many.groups) != 1:
+            side = "model" if kind == "split" else "checkpoint"
+            rep.add(
+                doc.diag(
+                    "invalid-pattern",
+                    f"a {kind} names its parts with one set of alternatives on the {side} side "
+                    f"(h_.{{i}}.attn.{{q,k,v}}_proj.weight), and none on the other",
+                    opath if kind == "split" else path,
+                    key=kind == "concat",
+                )
+            )
+            return []
+        if kind == "split":
+            return [
+                Rule("split", (src.expansions()[0],), tuple(dst.expansions()), tuple(specs), path)
+            ]
+        return [Rule("concat", tuple(src.expansions()), (dst.expansions()[0],), tuple(specs), path)]
+    gs, gd = src.groups, dst.groups
+    if [len(g) for g in gs] != [len(g) for g in gd]:
+        rep.add(
+            doc.diag(
+                "invalid-pattern",
+                f"the alternatives do not pair up: {_groups(gs)} in the checkpoint key, "
+                f"{_groups(gd)} in '{other_text}'",
+                opath,
+                hint="write the same number of alternatives, in the same order, on both sides; "
+                "to split one tensor into several, add the split transform",
+            )
+        )
+        return []
+    out = []
+    for choice in itertools.product(*(range(len(g)) for g in gs)):
+        hk, dk = src.expand(choice), dst.expand(choice)
+        if kind == "tie":
+            out.append(Rule("tie", (hk,), (), (), path, tie_to=dk))
+        else:
+            out.append(Rule("copy", (hk,), (dk,), tuple(specs), path))
+    return out
+
+
+def _groups(groups: list[tuple[str, ...]]) -> str:
+    return " ".join("{" + ",".join(g) + "}" for g in groups) or "none"
+
+
+# ----------------------------------------------------------------------------- config values
+
+
+class ConfigProblem(Exception):
+    """A config value a mapping cannot use: the field and why."""
+
+    def __init__(self, field: str | None, message: str, path: YamlPath, hint: str | None = None):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.path = path
+        self.hint = hint
+
+
+def flatten(config: MappingABC[str, Any]) -> dict[str, Any]:
+    """config.json's fields, with those inside objects and lists also under dotted names
+    (``rope_parameters.rope_theta``, ``depths.0``), as a mapping names them (at most
+    :data:`MAX_FIELD_DEPTH` levels and :data:`MAX_FIELDS` names)."""
+    out = dict(config)
+    todo = [(k, v) for k, v in config.items() if isinstance(v, (dict, list))]
+    while todo and len(out) < MAX_FIELDS:
+        prefix, obj = todo.pop()
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for k, v in items:
+            name = f"{prefix}.{k}"
+            out.setdefault(name, v)
+            if isinstance(v, (dict, list)) and name.count(".") < MAX_FIELD_DEPTH:
+                todo.append((name, v))
+    return out
+
+
+def nest(flat: MappingABC[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`flatten` for writing config.json: dotted names as nested objects
+    (one it makes whose names are 0, 1, ... n-1 as a list); a later whole value replaces them."""
+    out: dict[str, Any] = {}
+    made: set[int] = set()
+    for name, value in flat.items():
+        *parents, last = name.split(".")
+        obj = out
+        for p in parents:
+            if not isinstance(obj.get(p), dict) or id(obj[p]) not in made:
+                obj[p] = {}
+                made.add(id(obj[p]))
+            obj = obj[p]
+        obj[last] = value
+
+    def lists(obj: Any) -> Any:
+        if not isinstance(obj, dict) or id(obj) not in made:
+            return obj
+        new = {k: lists(v) for k, v in obj.items()}
+        if sorted(new) == sorted(str(i) for i in range(len(new))):
+            return [new[str(i)] for i in range(len(new))]
+        return new
+
+    return {k: lists(v) for k, v in out.items()}
+
+
+def evaluate(value: Any, env: MappingABC[str, Any]) -> Any:
+    """A config value with its ``${...}`` evaluated, inside lists too (``hidden_sizes:
+    ["${width}", "${2 * width}"]``)."""
+    if isinstance(value, list):
+        return [evaluate(v, env) for v in value]
+    return substitute(value, env)
+
+
+def with_defaults(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
+    """config.json's fields (flattened), with the mapping's ``defaults`` for those it omits or
+    sets to null (transformers' null means its default; ``{if_absent: A, if_null: N}`` where
+    the two differ). Defaults apply in order, so one may name a field an earlier one filled."""
+    out = flatten(config)
+    for name, value in mapping.defaults.items():
+        if isinstance(value, Cases):
+            if name not in out:
+                value = value.if_absent
+            elif out[name] is None:
+                value = value.if_null
+            else:
+                continue
+        elif out.get(name) is not None:
+            continue
+        try:
+            out[name] = substitute(value, _scalars(out))
+        except ExprError as exc:
+            raise ConfigProblem(None, exc.message, ("defaults", name), exc.hint) from None
+    return out
+
+
+def spec_params(
+    mapping: Mapping,
+    config: MappingABC[str, Any],
+    shapes: MappingABC[str, tuple[int, ...]] | None = None,
+) -> dict[str, Any]:
+    """The spec's params from config.json (after :func:`with_defaults`) and, for params read
+    from a tensor's size, the checkpoint's tensor ``shapes``."""
+    from archcomp.base.errors import did_you_mean
+
+    names = _scalars(config)
+    out: dict[str, Any] = {}
+    for param, text in mapping.params.items():
+        path: YamlPath = ("params", param)
+        if isinstance(text, TensorSize):
+            shape = (shapes or {}).get(text.tensor)
+            if shape is None:
+                raise ConfigProblem(
+                    None,
+                    f"param '{param}' is the size of checkpoint tensor '{text.tensor}', which "
+                    "the checkpoint lacks",
+                    (*path, "tensor"),
+                    did_you_mean(text.tensor, shapes or {}),
+                )
+            if not -len(shape) <= text.dim < len(shape):
+                raise ConfigProblem(
+                    None,
+                    f"param '{param}': checkpoint tensor '{text.tensor}' has shape {list(shape)}, "
+                    f"no dim {text.dim}",
+                    (*path, "dim"),
+                )
+            out[param] = shape[text.dim]
+            continue
+        if is_expression(text):
+            try:
+                out[param] = substitute(text, names)
+            except ExprError as exc:
+                raise ConfigProblem(
+                    None, f"param '{param}': {exc.message}", path, exc.hint
+                ) from None
+            continue
+        if text not in config:
+            raise ConfigProblem(
+                text,
+                f"config.json has no field '{text}' (for param '{param}')",
+                path,
+                did_you_mean(text, config)
+                or "add it to the mapping's defaults if transformers fills it in",
+            )
+        out[param] = config[text]
+    return out
+
+
+def _scalars(config: MappingABC[str, Any]) -> dict[str, Any]:
+    """The fields an expression may name: scalars and lists of scalars (not null)."""
+    return {
+        k: v
+        for k, v in config.items()
+        if isinstance(v, (bool, int, float, str))
+        or (isinstance(v, list) and all(isinstance(x, (bool, int, float, str)) for x in v))
+    }
+
+
+def allowed(req: Requirement, env: MappingABC[str, Any]) -> list[Any]:
+    """A requirement's allowed values, its expressions evaluated against the spec's params."""
+    out = []
+    for i, v in enumerate(req.values):
+        try:
+            out.append(evaluate(v, env))
+        except ExprError as exc:
+            path = req.path if len(req.values) == 1 else (*req.path, "one_of", i)
+            raise ConfigProblem(req.name, exc.message, path, exc.hint) from None
+    return out
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of config values where true is not 1 and 1 is 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) or isinstance(b, dict):
+        return a == b
+    return bool(a == b) and (a is None) == (b is None)

@@ -1,0 +1,169 @@
+"""Key patterns of a mapping: ``transformer.h.{i}.ln_{1,2}.weight``.
+
+A pattern is literal text with two kinds of braces:
+
+- ``{i}``, a placeholder (a lowercase name): any decimal index, the same on both sides of a rule
+  (``transformer.h.{i}.ln_1.weight -> h_.{i}.ln_1.weight``);
+- ``{a,b,...}``, alternatives (two or more, comma-separated): the rule is written once for each.
+  Alternatives on both sides pair up in order (``ln_{1,2} -> ln_{1,2}``: ``ln_1 -> ln_1`` and
+  ``ln_2 -> ln_2``); on one side only they name the parts of a ``split`` or ``concat``.
+
+:func:`parse` reads a pattern (a :class:`PatternError` says what is wrong and at which
+character); :meth:`Pattern.expansions` gives its alternatives' expansions, each a :class:`Key`
+with placeholders only, which matches concrete keys (:meth:`Key.match`) and formats them
+(:meth:`Key.format`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_TEXT = re.compile(r"[A-Za-z0-9_.\-]*\Z")
+_INDEX = r"(0|[1-9][0-9]*)"
+MAX_ALTERNATIVES = 64
+
+
+class PatternError(Exception):
+    """A malformed pattern; ``offset`` is the 0-based character the problem starts at."""
+
+    def __init__(self, message: str, offset: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class Key:
+    """A pattern with its alternatives chosen: literal text and placeholders."""
+
+    parts: tuple[str, ...]  # even positions: literal text; odd positions: placeholder names
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.parts[1::2]
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        body = "".join(re.escape(p) if i % 2 == 0 else _INDEX for i, p in enumerate(self.parts))
+        return re.compile(body + r"\Z")
+
+    def match(self, key: str) -> dict[str, int] | None:
+        """The placeholders' values if ``key`` is an instance of this pattern, else None."""
+        m = self.regex.match(key)
+        if m is None:
+            return None
+        values: dict[str, int] = {}
+        for name, text in zip(self.names, m.groups(), strict=True):
+            if values.setdefault(name, int(text)) != int(text):
+                return None
+        return values
+
+    def format(self, values: dict[str, int]) -> str:
+        return "".join(p if i % 2 == 0 else str(values[p]) for i, p in enumerate(self.parts))
+
+    def __str__(self) -> str:
+        return "".join(p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts))
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A parsed pattern: literal text, placeholders and alternative groups, in order."""
+
+    text: str
+    items: tuple[tuple[str, str | tuple[str, ...]], ...]  # ("text"|"name"|"alts", value)
+
+    @property
+    def groups(self) -> list[tuple[str, ...]]:
+        """The alternative groups, in order."""
+        return [v for kind, v in self.items if kind == "alts" and isinstance(v, tuple)]
+
+    @property
+    def names(self) -> set[str]:
+        return {v for kind, v in self.items if kind == "name" and isinstance(v, str)}
+
+    def expand(self, choice: tuple[int, ...]) -> Key:
+        """The key for one choice per alternative group (``choice[g]`` picks in group g)."""
+        parts: list[str] = [""]
+        g = 0
+        for kind, value in self.items:
+            if kind == "text" and isinstance(value, str):
+                parts[-1] += value
+            elif kind == "alts" and isinstance(value, tuple):
+                parts[-1] += value[choice[g]]
+                g += 1
+            elif isinstance(value, str):
+                parts.extend([value, ""])
+        return Key(tuple(parts))
+
+    def expansions(self) -> list[Key]:
+        """Every expansion, in the order the alternatives are written."""
+        ranges = [range(len(g)) for g in self.groups]
+        return [self.expand(c) for c in itertools.product(*ranges)]
+
+
+def parse(text: str) -> Pattern:
+    """Read a pattern; a :class:`PatternError` for unbalanced braces, empty or odd parts."""
+    if not text:
+        raise PatternError("a key pattern is empty")
+    items: list[tuple[str, str | tuple[str, ...]]] = []
+    names: set[str] = set()
+    i = 0
+    while i < len(text):
+        brace = text.find("{", i)
+        close = text.find("}", i)
+        if close != -1 and (brace == -1 or close < brace):
+            raise PatternError("'}' without a matching '{'", close)
+        end = len(text) if brace == -1 else brace
+        if end > i:
+            _literal(text, i, end)
+            items.append(("text", text[i:end]))
+        if brace == -1:
+            break
+        close = text.find("}", brace)
+        nested = text.find("{", brace + 1)
+        if close == -1 or (nested != -1 and nested < close):
+            raise PatternError("'{' without a matching '}'", brace)
+        inner = text[brace + 1 : close]
+        if "," in inner:
+            alts = tuple(inner.split(","))
+            for a in alts:
+                if not a:
+                    raise PatternError("an empty alternative in '{" + inner + "}'", brace)
+                _literal(a, 0, len(a), brace + 1)
+            if len(set(alts)) != len(alts):
+                raise PatternError("an alternative is written twice in '{" + inner + "}'", brace)
+            if len(alts) > MAX_ALTERNATIVES:
+                raise PatternError(f"more than {MAX_ALTERNATIVES} alternatives", brace)
+            items.append(("alts", alts))
+        else:
+            if not _NAME.match(inner):
+                raise PatternError(
+                    f"'{{{inner}}}' is neither a placeholder (a lowercase name such as {{i}}) "
+                    "nor alternatives (two or more, comma-separated: {q,k,v})",
+                    brace,
+                )
+            if inner in names:
+                raise PatternError(f"placeholder '{{{inner}}}' appears twice", brace)
+            names.add(inner)
+            items.append(("name", inner))
+        i = close + 1
+    count = 1
+    for kind, value in items:
+        if kind == "alts":
+            count *= len(value)
+    if count > MAX_ALTERNATIVES:
+        raise PatternError(f"the alternatives expand to more than {MAX_ALTERNATIVES} keys")
+    return Pattern(text, tuple(items))
+
+
+def _literal(text: str, begin: int, end: int, shift: int = 0) -> None:
+    piece = text[begin:end]
+    if not _TEXT.match(piece):
+        bad = next(j for j, c in enumerate(piece) if not _TEXT.match(c))
+        raise PatternError(
+            f"character {piece[bad]!r} is not allowed in a key (letters, digits, '_', '.', '-')",
+            shift + begin + bad,
+        )

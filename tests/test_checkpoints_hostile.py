@@ -1,0 +1,35 @@
+"""Hostile checkpoint folders (tests/hostile_support/checkpoint_corpus.py) through
+``archcomp convert`` in the canary process: each ends in its specific clean error, with no
+traceback, nothing unpickled or executed, no output file, and the checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hostile_support.checkpoint_corpus import CHECKPOINT_CASES, checkpoint_jobs
+from hostile_support.corpus import Job, judge, run_jobs
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Job, dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("hostile_checkpoints")
+    jobs = checkpoint_jobs(tmp)
+    results = run_jobs(jobs, tmp)
+    return {j.id.split("/")[1].split(":")[0]: (j, r) for j, r in zip(jobs, results, strict=True)}
+
+
+def test_the_good_checkpoint_converts(ran: dict[str, tuple[Job, dict[str, Any]]]) -> None:
+    _, result = ran["good"]
+    assert result["code"] == 0, result["stderr"]
+    assert not result["events"] and not result["traceback"]
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_CASES))
+def test_hostile_checkpoint_is_refused(
+    name: str, ran: dict[str, tuple[Job, dict[str, Any]]]
+) -> None:
+    job, result = ran[name]
+    verdict = judge(job, result)
+    assert verdict.clean, f"{name}: {verdict.problems}\n{result['stderr']}"
