@@ -56,25 +56,6 @@ def test_declared_with_style_and_lowering(name: str) -> None:
     check_declared(name, *OPS[name])
 
 
-def test_new_modules_import_no_torch_at_declaration() -> None:
-    import ast
-    from pathlib import Path
-
-    import archcomp.ops.conv as conv_mod
-
-    ops_dir = Path(conv_mod.__file__).parent
-    for name in ("conv", "resample", "reduce"):
-        tree = ast.parse((ops_dir / f"{name}.py").read_text())
-        for stmt in tree.body:
-            if isinstance(stmt, ast.Import):
-                mods = [a.name for a in stmt.names]
-            elif isinstance(stmt, ast.ImportFrom):
-                mods = [stmt.module or ""]
-            else:
-                continue
-            assert not any(m == "torch" or m.startswith("torch.") for m in mods), (name, mods)
-
-
 # -- conv_transpose --------------------------------------------------------------------------
 
 

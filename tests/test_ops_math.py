@@ -52,25 +52,6 @@ def test_declared_with_style_and_lowering(name: str) -> None:
     check_declared(name, *OPS[name])
 
 
-def test_modules_import_no_torch_at_declaration() -> None:
-    import ast
-    from pathlib import Path
-
-    import archcomp.ops.arith as arith_mod
-
-    ops_dir = Path(arith_mod.__file__).parent
-    for name in ("arith", "activation", "norm", "shape"):
-        tree = ast.parse((ops_dir / f"{name}.py").read_text())
-        for stmt in tree.body:
-            if isinstance(stmt, ast.Import):
-                mods = [a.name for a in stmt.names]
-            elif isinstance(stmt, ast.ImportFrom):
-                mods = [stmt.module or ""]
-            else:
-                continue
-            assert not any(m == "torch" or m.startswith("torch.") for m in mods), (name, mods)
-
-
 def _grads(
     y: torch.Tensor, want: torch.Tensor, inputs: tuple[torch.Tensor, ...]
 ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
