@@ -35,7 +35,7 @@ def draw(spec_or_model: object, params: dict[str, object] | None = None, **optio
     """Draw a spec or built model as the paper draws it; returns a ``graphviz.Digraph``.
 
     Options: ``expand``, ``depth``, ``shapes``, ``param_counts``, ``direction``, ``dropout``,
-    ``max_boxes`` (see :func:`archcomp.backends.graphviz.draw` and docs/diagrams.md).
+    ``max_boxes``, ``max_edges`` (see :func:`archcomp.backends.graphviz.draw` and docs/diagrams.md).
     """
     from archcomp.backends.graphviz import draw as _draw
 

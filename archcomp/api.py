@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archcomp.backends.torch.devices import MAX_INIT_FLOPS
 from archcomp.frontend.build import SpecSource
 from archcomp.passes.pipeline import load_graph
 
@@ -27,6 +28,7 @@ def build(
     *,
     max_memory: int | str | None = None,
     progress: bool | None = None,
+    max_init_flops: float | None = MAX_INIT_FLOPS,
 ) -> ArchModule:
     """Compile a spec into a ``torch.nn.Module`` (an :class:`ArchModule`).
 
@@ -35,14 +37,25 @@ def build(
     ``meta`` or ``auto``; default cpu) in ``dtype`` (default float32). With ``seed`` the weights
     are bit-identical across builds; without it they come from torch's global RNG.
 
-    Before allocating, the parameter and buffer bytes are estimated from the graph; a build
-    that would not fit the device's free memory (or ``max_memory`` bytes, e.g. ``"8GB"``) is
-    refused with a :class:`UsageError`. ``progress`` shows allocation and initialisation
-    progress: ``None`` (default) on a terminal or in a notebook when the step takes over half
-    a second, ``True`` always, ``False`` never (see :mod:`archcomp.base.progress`).
+    Before allocating, the bytes the build keeps and needs at its peak (temporaries of the
+    costliest node, such as a sinusoidal table's or an orthogonal initializer's) are
+    estimated from the graph; a build that would not fit the device's free memory (or
+    ``max_memory`` bytes, e.g. ``"8GB"``), or whose initializers need more than
+    ``max_init_flops`` floating-point operations (None: no limit), is refused with a
+    :class:`UsageError`. ``progress`` shows allocation and initialisation progress: ``None``
+    (default) on a terminal or in a notebook when the step takes over half a second, ``True``
+    always, ``False`` never (see :mod:`archcomp.base.progress`).
     """
     g = load_graph(spec_or_path, params)
-    return build_graph(g, device, dtype, seed, max_memory=max_memory, progress=progress)
+    return build_graph(
+        g,
+        device,
+        dtype,
+        seed,
+        max_memory=max_memory,
+        progress=progress,
+        max_init_flops=max_init_flops,
+    )
 
 
 def build_graph(
@@ -53,11 +66,20 @@ def build_graph(
     *,
     max_memory: int | str | None = None,
     progress: bool | None = None,
+    max_init_flops: float | None = MAX_INIT_FLOPS,
 ) -> ArchModule:
     """Compile an already checked graph (see :func:`build`); torch is imported only here."""
     from archcomp.backends.torch.build import build_graph as build_module
 
-    return build_module(g, device, dtype, seed, max_memory=max_memory, progress=progress)
+    return build_module(
+        g,
+        device,
+        dtype,
+        seed,
+        max_memory=max_memory,
+        progress=progress,
+        max_init_flops=max_init_flops,
+    )
 
 
 def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) -> Path:
@@ -68,15 +90,26 @@ def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) ->
     return save_artifact(model, Path(path), progress=progress)
 
 
-def load(path: str | Path, device: Any = None, dtype: Any = None) -> ArchModule:
+def load(
+    path: str | Path,
+    device: Any = None,
+    dtype: Any = None,
+    *,
+    max_memory: int | str | None = None,
+) -> ArchModule:
     """Rebuild a model from an artifact written by :func:`save` or ``archcomp build``.
 
-    The embedded spec's SHA-256 and the weights' SHA-256 are verified, and the names, shapes
-    and dtypes of the stored tensors must match the rebuilt model exactly. Nothing is unpickled.
+    The model is rebuilt from the spec texts and overrides the artifact stores (imports are
+    read from those texts, never from the disk). The embedded spec's SHA-256 and the weights'
+    SHA-256 are verified, and the names, shapes and dtypes of the stored tensors must match
+    the rebuilt model exactly. Nothing is unpickled. A model whose peak memory (its weights,
+    its buffers, the temporaries of its costliest node and one tensor being read) exceeds the
+    device's free memory or ``max_memory`` (e.g. ``"2GB"``) is refused before anything is
+    allocated: an artifact of a few hundred bytes can ask for a table of gigabytes.
     """
     from archcomp.backends.torch.artifact import load_artifact
 
-    return load_artifact(Path(path), device=device, dtype=dtype)
+    return load_artifact(Path(path), device=device, dtype=dtype, max_memory=max_memory)
 
 
 def summary(

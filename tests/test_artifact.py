@@ -39,8 +39,8 @@ def _rewrite_header(path: Path, edit: object) -> None:
 def test_round_trip_identical_outputs_ties_and_metadata(transformer, tmp_path: Path) -> None:
     path = archcomp.save(transformer, tmp_path / "t.safetensors")
     _, meta = read_header(path)
-    assert json.loads(meta["archcomp.spec"]) == transformer.spec
-    assert meta["archcomp.spec_sha256"] == spec_hash(spec_json(transformer.spec))
+    assert json.loads(meta["archcomp.spec"]) == transformer.source
+    assert meta["archcomp.spec_sha256"] == spec_hash(spec_json(transformer.source))
     assert json.loads(meta["archcomp.ties"]) == {
         "tgt_embed.weight": "src_embed.weight",
         "generator.weight": "src_embed.weight",
@@ -67,7 +67,7 @@ def test_tampered_spec_is_refused(transformer, tmp_path: Path) -> None:
 
     def edit(h: dict) -> None:
         spec = json.loads(h["__metadata__"]["archcomp.spec"])
-        spec["params"]["d_ff"] = 33
+        spec["params"]["d_ff"] = 33  # an override
         h["__metadata__"]["archcomp.spec"] = spec_json(spec)
 
     _rewrite_header(path, edit)

@@ -12,6 +12,7 @@ import archcomp
 from archcomp.base.errors import SpecError, UsageError
 from archcomp.cli import main
 from archcomp.ir.dims import Sym
+from archcomp.passes.pipeline import load_graph
 
 FF = """
 archcomp: 1
@@ -195,3 +196,75 @@ def test_schema_command_validates_shipped_specs(capsys: pytest.CaptureFixture[st
         assert not errors, (spec, errors[0].message)
     bad = {"archcomp": 1, "name": "x", "nodes": [{"id": "a", "op": "linear", "out_feature": 3}]}
     assert list(validator.iter_errors(bad))
+
+
+def test_a_symbolic_size_explosion_is_a_located_error_at_the_node(tmp_path: Path) -> None:
+    """Sums of ten symbols on five axes, broadcast and flattened: 10^5 terms, refused."""
+    k, n = 5, 10
+    ins = ""
+    for j in range(k):
+        for i in range(n):
+            shape = ["1"] * k
+            shape[j] = f"S{j}_{i}"
+            ins += f"  a{j}_{i}: [{', '.join(shape)}]\n"
+    nodes = "".join(
+        f"  - {{id: c{j}, op: concat, in: [{', '.join(f'a{j}_{i}' for i in range(n))}], "
+        f"dim: {j}}}\n"
+        for j in range(k)
+    )
+    nodes += f"  - {{id: s, op: add, in: [{', '.join(f'c{j}' for j in range(k))}]}}\n"
+    nodes += "  - {id: f, op: flatten, start_dim: 0}\n"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"archcomp: 1\nname: m\ninputs:\n{ins}nodes:\n{nodes}outputs: f\n")
+    with pytest.raises(SpecError) as info:
+        load_graph(spec)
+    (d,) = info.value.diagnostics
+    line = spec.read_text().splitlines().index("  - {id: f, op: flatten, start_dim: 0}") + 1
+    assert d.node == "f" and d.loc is not None and d.loc.line == line
+    assert "too large to follow symbolically" in d.message
+
+
+def test_a_slice_bound_past_int64_is_refused() -> None:
+    spec = "archcomp: 1\nname: m\ninputs: {x: [B, 4]}\nnodes:\n"
+    spec += "  - {id: s, op: index, at: '99999999999999999999999999:'}\noutputs: s\n"
+    with pytest.raises(SpecError, match="is past int64"):
+        load_graph(spec)
+
+
+def test_recurrent_layers_and_example_dims_are_bounded() -> None:
+    head = "archcomp: 1\nname: m\ninputs: {x: [B, S, 4]}\n"
+    lstm = "nodes:\n  - {id: l, op: lstm, hidden_size: 4, num_layers: 1000000000}\noutputs: l\n"
+    with pytest.raises(SpecError, match="less than or equal to 1024"):
+        load_graph(head + lstm)  # not a table of 8 * 10^9 weight shapes
+    for bad in ("-7", "0", str(2**63)):
+        with pytest.raises(SpecError, match="'B': input should be"):
+            load_graph(head.replace("inputs", f"dims: {{B: {bad}}}\ninputs") + lstm)
+
+
+def test_example_sizes_a_tensor_cannot_have_are_refused() -> None:
+    """dims feed summaries and MACs; at 9e18 x 9e18 no tensor exists (nor prints its MACs)."""
+    spec = (
+        "archcomp: 1\nname: m\ndims: {A: 9000000000000000000, B: 9000000000000000000}\n"
+        "inputs: {x: [A, B, 4]}\nnodes:\n  - {id: fc, op: linear, out_features: 2}\noutputs: fc\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_graph(spec)
+    assert [d.loc.line for d in info.value.diagnostics if d.loc] == [4, 6]
+    assert "at the example sizes in 'dims'" in info.value.format()
+    assert load_graph(spec.replace("9000000000000000000", "4096")).nodes
+
+
+def test_summary_of_a_formula_too_large_to_keep_symbolic_gives_its_value() -> None:
+    """A matmul of 100-term dims: its MACs formula would have 10^6 terms; the summary gives
+    the value at the example sizes instead of failing."""
+    n = 100
+    ins = "".join(f"  p{i}: [P{i}, 1]\n  q{i}: [1, Q{i}]\n  r{i}: [1, R{i}]\n" for i in range(n))
+    cat = "  - {{id: c{0}, op: concat, in: [{1}], dim: {2}}}\n"
+    nodes = cat.format("p", ", ".join(f"p{i}" for i in range(n)), 0)
+    nodes += cat.format("q", ", ".join(f"q{i}" for i in range(n)), 1)
+    nodes += cat.format("r", ", ".join(f"r{i}" for i in range(n)), 1)
+    nodes += "  - {id: x, op: add, in: [cp, cq]}\n"
+    nodes += "  - {id: qt, op: transpose, in: cq, dim0: 0, dim1: 1}\n"
+    nodes += "  - {id: y, op: add, in: [qt, cr]}\n  - {id: m, op: matmul, in: [x, y]}\n"
+    s = archcomp.summary(f"archcomp: 1\nname: m\ninputs:\n{ins}nodes:\n{nodes}outputs: m\n")
+    assert s.macs == n**3  # every symbol at 1: P, Q and R each sum to 100

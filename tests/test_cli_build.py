@@ -147,3 +147,22 @@ def test_shipped_specs_summarize(spec: str, capsys) -> None:
     assert main(["summary", str(ROOT / "specs" / f"{spec}.yaml"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["parameters"] > 0 and data["macs"] > 0 and data["memory"]["activation_bytes"] > 0
+
+
+def test_a_failing_output_leaves_every_other_output_untouched(tmp_path: Path, capsys) -> None:
+    """All outputs or none: the artifact cannot be written, so --emit-python's file keeps its
+    old content even with --force."""
+    (tmp_path / "blocked").write_text("a file where a folder is needed")
+    emit = tmp_path / "e.py"
+    emit.write_text("old")
+    argv = ["build", MLP, "-o", str(tmp_path / "blocked" / "x.safetensors")]
+    assert main([*argv, "--emit-python", str(emit), "--force"]) == 2
+    assert "existing output files are unchanged" in capsys.readouterr().err
+    assert emit.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "e.py"]
+
+
+def test_the_same_file_for_both_outputs_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x"
+    assert main(["build", MLP, "-o", str(out), "--emit-python", str(out)]) == 2
+    assert "name the same file" in capsys.readouterr().err

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from archcomp.ir.dims import Sym, add, floordiv, fmt_shape, mul, prod, sub, substitute
+import pytest
+
+from archcomp.ir.dims import (
+    MAX_DEGREE,
+    MAX_NAME,
+    MAX_TERMS,
+    Dim,
+    DimTooLarge,
+    Sym,
+    add,
+    check_dim,
+    floordiv,
+    fmt_shape,
+    mul,
+    prod,
+    sub,
+    substitute,
+)
 
 B, H, W = Sym.symbol("B"), Sym.symbol("H"), Sym.symbol("W")
 
@@ -33,3 +50,40 @@ def test_floordiv_exact_and_opaque() -> None:
 def test_substitute_partially() -> None:
     assert substitute(mul(B, H), {"H": 3}) == mul(3, B)
     assert substitute(mul(B, H), {"H": 3, "B": 2}) == 6
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+def _sum(prefix: str, n: int) -> Dim:
+    out: Dim = 0
+    for i in range(n):
+        out = add(out, Sym.symbol(f"{prefix}{i}"))
+    return out
+
+
+def test_a_product_past_the_pair_limit_is_refused_before_it_is_formed() -> None:
+    big = mul(mul(_sum("a", 10), _sum("b", 10)), _sum("c", 10))  # 1,000 terms: formed
+    assert isinstance(big, Sym) and len(big.terms) == 1000
+    with pytest.raises(DimTooLarge, match="65,536 pairs"):
+        mul(mul(big, _sum("d", 10)), _sum("e", 10))
+
+
+def test_check_dim_bounds_terms_degree_names_and_coefficients() -> None:
+    check_dim(_sum("a", MAX_TERMS))
+    with pytest.raises(DimTooLarge, match="terms"):
+        check_dim(_sum("a", MAX_TERMS + 1))
+    with pytest.raises(DimTooLarge, match="product of 17 symbols"):
+        check_dim(prod([Sym.symbol(f"s{i}") for i in range(MAX_DEGREE + 1)]))
+    with pytest.raises(DimTooLarge, match="coefficient past int64"):
+        check_dim(sub(Sym.symbol("B"), 10**26))
+    with pytest.raises(DimTooLarge, match="name"):
+        check_dim(Sym.symbol("x" * (MAX_NAME + 1)))
+
+
+def test_nested_floor_divisions_stop_at_the_name_limit() -> None:
+    d: Dim = Sym.symbol("H")
+    with pytest.raises(DimTooLarge, match="floor divisions nest too deeply"):
+        for _ in range(200):
+            d = add(floordiv(sub(d, 1), 2), 1)
+    assert len(str(d)) <= MAX_NAME + 10

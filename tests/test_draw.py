@@ -16,7 +16,7 @@ import graphviz
 import pytest
 
 import archcomp
-from archcomp.backends.graphviz import DrawOptions, draw, plan, read_stamp, save
+from archcomp.backends.graphviz import DrawOptions, RenderError, draw, plan, read_stamp, save
 from archcomp.backends.graphviz import render as render_mod
 from archcomp.base.errors import UsageError
 from archcomp.cli import main
@@ -345,9 +345,11 @@ def test_cli_without_graphviz_writes_dot_and_says_how_to_install(
 
 @needs_dot
 def test_cli_dot_time_limit(tmp_path: Path, capsys) -> None:
-    code = main(["draw", str(TRANSFORMER), "-o", str(tmp_path / "t.svg"), "--timeout", "1e-6"])
+    out = tmp_path / "new" / "sub" / "t.svg"
+    code = main(["draw", str(TRANSFORMER), "-o", str(out), "--timeout", "1e-6"])
     assert code == 4
     assert "time limit" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no folder made for an output never written
 
 
 @pytest.mark.parametrize(
@@ -420,3 +422,71 @@ def test_format_conflicting_with_output_suffix_is_a_usage_error(tmp_path: Path) 
     spec = str(ROOT / "specs" / "mlp.yaml")
     assert main(["draw", spec, "-o", str(out), "--format", "png"]) == 2
     assert not out.exists()
+
+
+# -- Graphviz limits --------------------------------------------------------------------
+
+
+def _dense(spec_file, n: int, fan: int) -> Path:
+    """n adds, each fed by ``fan`` earlier nodes spread over the graph: long edges."""
+    lines = ["archcomp: 1", "name: dense", "inputs: {x: [B, 4]}", "nodes:"]
+    lines += ["  - {id: n0, op: relu}", "  - {id: n1, op: relu}"]
+    for i in range(2, n):
+        srcs = sorted({0, i - 1, *((i * (j + 1)) // (fan + 1) for j in range(fan))})
+        lines.append(f"  - {{id: n{i}, op: add, in: [{', '.join(f'n{s}' for s in srcs)}]}}")
+    lines.append(f"  - {{id: out, op: add, in: [{', '.join(f'n{i}' for i in range(n))}]}}")
+    return spec_file("\n".join([*lines, "outputs: out", ""]))
+
+
+def test_edges_are_counted_by_the_ranks_they_cross(spec_file) -> None:
+    from archcomp.backends.graphviz.plan import edge_segments
+
+    d = plan(load_graph(_dense(spec_file, 40, 4)), DrawOptions())
+    pairs = [(e.src, e.dst) for e in d.edges if e.src != e.dst]
+    assert edge_segments(d) > 4 * len(pairs)  # far more segments than edges
+    chain = plan(load_graph(TRANSFORMER), DrawOptions())
+    assert edge_segments(chain) < 3 * len(chain.edges)
+
+
+def test_a_dense_diagram_under_the_box_limit_is_refused_by_its_edges(spec_file) -> None:
+    with pytest.raises(UsageError, match=r"edges crossing [\d,]+ ranks in all \(limit 10,000\)"):
+        draw(_dense(spec_file, 300, 20))  # 302 boxes, far under --max-nodes
+
+
+def test_cli_max_edges_and_limits_of_dot(spec_file, tmp_path: Path, capsys) -> None:
+    spec = str(_dense(spec_file, 40, 4))
+    assert main(["draw", spec, "-o", str(tmp_path / "d.dot"), "--max-edges", "50"]) == 2
+    assert "raise --max-edges" in capsys.readouterr().err
+    for flag, value, message in (
+        ("--timeout", "nan", "the time limit must be a number of seconds"),
+        ("--timeout", "inf", "at most 86400"),
+        ("--timeout", "1e308", "at most 86400"),
+        ("--max-memory", "1MB", "at least 64 MiB"),
+    ):
+        assert main(["draw", spec, "-o", str(tmp_path / "d.svg"), flag, value]) == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("d.*"))
+
+
+@needs_dot
+def test_dot_runs_under_a_memory_limit(tmp_path: Path) -> None:
+    """Past its address-space limit dot fails cleanly; the limit is dot's, not ours."""
+    wide = graphviz.Digraph("wide")
+    for i in range(5000):
+        wide.node(f"n{i}")
+    with pytest.raises(RenderError, match=r"memory limit of 0\.1 GiB"):
+        save(wide, tmp_path / "t.svg", memory=64 << 20)  # fails at once, not after seconds
+    assert not (tmp_path / "t.svg").exists()
+    assert save(draw(TRANSFORMER), tmp_path / "t.svg").exists()  # the default is ample
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200b", "\x9b", "\x1b", "\ufeff"])
+def test_bidi_zero_width_and_control_characters_are_escaped(spec_file, char: str) -> None:
+    label = f'"a\\u{ord(char):04x}b"'  # YAML reads the escape; the file itself stays plain
+    spec = spec_file(
+        "archcomp: 1\nname: h\ninputs: {x: [B, 4]}\n"
+        f"nodes:\n  - {{id: fc, op: linear, out_features: 4, label: {label}}}\noutputs: fc\n"
+    )
+    src = draw(spec).source
+    assert char not in src
+    assert f"a\\\\u{ord(char):04x}b" in src or f"a\\\\x{ord(char):02x}b" in src

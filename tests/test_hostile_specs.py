@@ -1,8 +1,12 @@
-"""Hostile specs: every case in tests/specs/hostile/ and every generated one (invalid UTF-8,
-NUL bytes, 50 MB, 10,000-deep nesting, alias bombs) is run through the real CLI (check, build
-and draw) in a canary process, and must end in a clean, located error: the exact expected
-stderr, the expected exit status, no traceback, no shell/import/eval/network/unpickling (see
-tests/hostile_support/canary.py), and no output file left behind.
+"""Hostile specs: every case in tests/specs/hostile/, every generated one (invalid UTF-8,
+NUL bytes, 50 MB, 10,000-deep nesting, alias bombs) and every scenario (several files, odd
+names, the largest legal spec, command lines: tests/hostile_support/scenarios.py) is run
+through the real CLI (check, build and draw, or its designated command) or ``archcomp.load`` in
+the canary runner, each case in its own forked child, and must end in a clean, located error
+(or, for a legal input, work): the exact expected stderr, the expected exit status, no
+traceback, no shell/import/eval/network/unpickling (see tests/hostile_support/canary.py), no
+output file left behind or overwritten, and within its bounds: at most 20 s of CPU and 4 GiB
+of memory, measured per case (``wait4``; a case that hangs is killed).
 
 Regenerate the expected sections with
 ``ARCHCOMP_UPDATE_GOLDEN=1 pytest tests/test_hostile_specs.py``.
@@ -27,6 +31,7 @@ from hostile_support.corpus import (
     run_jobs,
     spec_jobs,
 )
+from hostile_support.scenarios import SCENARIOS, scenario_jobs
 
 UPDATE = os.environ.get("ARCHCOMP_UPDATE_GOLDEN") == "1"
 
@@ -35,6 +40,7 @@ UPDATE = os.environ.get("ARCHCOMP_UPDATE_GOLDEN") == "1"
 def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Job, dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("hostile")
     jobs = [j for case in CASES for j in spec_jobs(case, tmp)] + generated_jobs(tmp)
+    jobs += scenario_jobs(tmp)
     results = run_jobs(jobs, tmp)
     return {j.id: (j, r) for j, r in zip(jobs, results, strict=True)}
 
@@ -75,9 +81,24 @@ def test_generated_hostile_input(name: str, ran: dict[str, tuple[Job, dict[str, 
         assert verdict.clean, f"{jid}: {verdict.problems}\n{result['stderr'][:2000]}"
 
 
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_hostile_scenario(name: str, ran: dict[str, tuple[Job, dict[str, Any]]]) -> None:
+    mine = {k: v for k, v in ran.items() if k.split(":", 1)[0] == name}
+    assert mine, name
+    for jid, (job, result) in mine.items():
+        verdict = judge(job, result)
+        assert verdict.clean, f"{jid}: {verdict.problems}\n{result['stderr'][:2000]}"
+
+
+def test_every_case_was_measured(ran: dict[str, tuple[Job, dict[str, Any]]]) -> None:
+    """The bounds are asserted by judge(); here, that every case has its measurements."""
+    assert all({"cpu", "wall", "max_rss"} <= set(r) for _, r in ran.values())
+    assert max(r["max_rss"] for _, r in ran.values()) > 50 << 20  # measured, not zero
+
+
 def test_corpus_has_every_group() -> None:
     groups = {c.relative_to(HOSTILE).parts[0] for c in CASES}
-    assert groups >= {"yaml", "schema", "graph", "resources", "security"}
+    assert groups >= {"yaml", "schema", "graph", "resources", "security", "emit"}
     assert len(CASES) >= 100
     assert all(c.is_relative_to(ROOT) for c in CASES)
 

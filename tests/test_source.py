@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,11 @@ def test_tab_indentation_hint() -> None:
     with pytest.raises(SpecError) as exc:
         load("a:\n\tb: 1\n")
     assert exc.value.diagnostics[0].hint == "YAML does not allow tabs for indentation; use spaces"
+
+
+def test_a_fifo_is_refused_on_the_open_file_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "f.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError) as exc:
+        read_spec_file(fifo)  # a check-then-open would block here forever
+    assert exc.value.diagnostics[0].message == "spec file is not a regular file (a FIFO)"

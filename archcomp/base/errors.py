@@ -6,6 +6,11 @@ A diagnostic prints like a compiler error::
        14 |     in_features: 2304
           |                  ^
       = hint: drop in_features; it is inferred from the input
+
+Bounded whatever the spec: at most :data:`MAX_ERRORS` diagnostics are kept per spec (the rest
+are counted: "2,000 errors (1,980 not shown)"), a source line is shown as a window of about
+:data:`LINE_WIDTH` characters around the caret, and invisible or control characters in file
+names, messages and source lines are shown as escapes (see :mod:`archcomp.base.text`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+
+from archcomp.base.text import clip, visible
+
+MAX_ERRORS = 20  # diagnostics kept per spec; the rest are only counted
+LINE_WIDTH = 160  # characters of a source line shown around the caret
+MAX_MESSAGE = 400  # characters of a message or hint (they quote the spec's text)
+MAX_CANDIDATES = 2_000  # names a "did you mean" compares against, of those nearest in length
 
 
 @dataclass(frozen=True)
@@ -24,7 +36,7 @@ class Location:
     col: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{visible(self.file)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)
@@ -45,20 +57,21 @@ class Diagnostic:
         ctx = ""
         if self.node is not None:
             ctx = f"node '{self.node}'" + (f" ({self.op})" if self.op else "") + ": "
-        return f"{where}error: {ctx}{self.message}"
+        return f"{where}error: {_bounded(ctx + self.message)}"
 
     def format(self) -> str:
         lines = [self.headline()]
         if self.loc is not None and self.source_line is not None:
             num = str(self.loc.line)
             pad = " " * len(num)
-            text = self.source_line.rstrip("\n").expandtabs(1)
+            raw = self.source_line.rstrip("\n").replace("\t", " ")
+            text, caret = clip(raw, self.loc.col - 1, LINE_WIDTH)
             lines.append(f"  {num} | {text}")
-            lines.append(f"  {pad} | {' ' * (self.loc.col - 1)}^")
+            lines.append(f"  {pad} | {' ' * caret}^")
         for rel in self.related:
             lines.append(f"  = note: see also {rel}")
         if self.hint:
-            lines.append(f"  = hint: {self.hint}")
+            lines.append(f"  = hint: {_bounded(self.hint)}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
@@ -75,16 +88,26 @@ class Diagnostic:
         }
 
 
+def _bounded(text: str) -> str:
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 3] + "..."
+    return visible(text)
+
+
 class SpecError(Exception):
     """Raised with every diagnostic collected for a spec; never a bare traceback."""
 
-    def __init__(self, diagnostics: Sequence[Diagnostic]):
-        self.diagnostics = sorted(diagnostics, key=_position)
+    def __init__(self, diagnostics: Sequence[Diagnostic], omitted: int = 0):
+        ordered = sorted(diagnostics, key=_position)
+        self.diagnostics = ordered[:MAX_ERRORS]
+        self.omitted = omitted + len(ordered) - len(self.diagnostics)  # counted, not kept
         super().__init__(self.format())
 
     def format(self) -> str:
-        n = len(self.diagnostics)
+        n = len(self.diagnostics) + self.omitted
         body = "\n".join(d.format() for d in self.diagnostics)
+        if self.omitted:
+            return body + f"\n{n:,} errors ({self.omitted:,} not shown)"
         return body + (f"\n{n} errors" if n > 1 else "")
 
 
@@ -98,38 +121,76 @@ class UsageError(Exception):
 
 @dataclass
 class Reporter:
-    """Collects diagnostics so that all errors of a stage are reported together."""
+    """Collects diagnostics so that all errors of a stage are reported together.
+
+    It keeps the first :data:`MAX_ERRORS` and counts the rest; once it is :attr:`full`,
+    callers skip work that only improves a message ("did you mean")."""
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    omitted: int = 0
     _seen: set[tuple[str, Location | None, str]] = field(default_factory=set, repr=False)
 
     def add(self, diag: Diagnostic) -> None:
         """Keep one diagnostic per place and message: the copies of a repeated block that
         share a mistake are reported once (with the first copy's name)."""
         key = (diag.code, diag.loc, diag.message)
-        if key not in self._seen:
-            self._seen.add(key)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if len(self.diagnostics) < MAX_ERRORS:
             self.diagnostics.append(diag)
+        else:
+            self.omitted += 1
 
     def extend(self, diags: Iterable[Diagnostic]) -> None:
         for d in diags:
             self.add(d)
 
+    def absorb(self, exc: SpecError) -> None:
+        """The diagnostics of a failed stage, and its count of the ones not kept."""
+        self.extend(exc.diagnostics)
+        self.omitted += exc.omitted
+
     @property
     def failed(self) -> bool:
         return bool(self.diagnostics)
 
+    @property
+    def full(self) -> bool:
+        """Whether further diagnostics will only be counted (so need no hint)."""
+        return len(self.diagnostics) >= MAX_ERRORS
+
     def raise_if_failed(self) -> None:
         if self.diagnostics:
-            raise SpecError(self.diagnostics)
+            raise SpecError(self.diagnostics, self.omitted)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """A 'did you mean' hint for a misspelt name, or None."""
-    cands = sorted(set(candidates))
+    """A 'did you mean' hint for a misspelt name, or None.
+
+    Linear in the number of candidates: only names whose length allows difflib's ratio of
+    0.6 (between 3/7 and 7/3 of the word's) are compared, at most :data:`MAX_CANDIDATES` of
+    them, nearest in length first; difflib orders matches by score and then by name, so the
+    candidates' order does not matter."""
+    lowered = word.lower()
+    n = len(word)
+    cands: list[str] = []
+    folded: str | None = None
+    for c in candidates:
+        if 7 * len(c) >= 3 * n and 3 * len(c) <= 7 * n:
+            cands.append(c)
+        if c.lower() == lowered and (folded is None or c > folded):
+            folded = c
+    if len(cands) > MAX_CANDIDATES:
+        cands.sort(key=lambda c: (abs(len(c) - n), c))
+        del cands[MAX_CANDIDATES:]
     close = get_close_matches(word, cands, n=1, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in cands}
-        if word.lower() in lowered:
-            close = [lowered[word.lower()]]
-    return f"did you mean '{close[0]}'?" if close else None
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"did you mean '{folded}'?" if folded is not None else None
+
+
+def listing(names: Sequence[str], limit: int = 10) -> str:
+    """``a, b, c`` for a hint; past ``limit`` names, the first ones and a count of the rest."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")

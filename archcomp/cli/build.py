@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from archcomp.base.errors import UsageError
@@ -45,6 +46,14 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="refuse builds whose parameters and buffers exceed SIZE (e.g. 8GB, 512MiB)",
     )
+    p.add_argument(
+        "--max-init-flops",
+        type=float,
+        default=1e11,
+        metavar="N",
+        help="refuse builds whose initializers need more floating-point operations than N "
+        "(orthogonal init is a QR decomposition, cubic in the weight's size; default 1e11)",
+    )
     add_depth_flag(p)
     from archcomp.cli.summary import add_memory_flags
 
@@ -53,8 +62,9 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.api import build_graph
-    from archcomp.backends.torch.artifact import save_artifact
+    from archcomp.backends.torch.artifact import artifact_writer
     from archcomp.backends.torch.summary import summarize
+    from archcomp.base.fileio import OutputExists, Writer, write_all
     from archcomp.passes.pipeline import load_graph
 
     params = overrides(args)
@@ -64,11 +74,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("build writes a file; '-' (stdout) is not supported for -o")
     out = Path(args.output) if args.output else Path("build") / f"{g.name}.safetensors"
     emit = Path(args.emit_python) if args.emit_python else None
-    for target in ([] if meta else [out]) + ([emit] if emit else []):
+    targets = ([] if meta else [out]) + ([emit] if emit else [])
+    if len({os.path.abspath(t) for t in targets}) < len(targets):
+        raise UsageError(f"-o and --emit-python name the same file: {out}")
+    for target in targets:  # fail early; the final no-replace link decides (see write_all)
         if target.exists() and not args.force:
             raise UsageError(f"{target} exists; pass --force to overwrite it")
     model = build_graph(
-        g, args.device, args.dtype, args.seed, max_memory=args.max_memory, progress=None
+        g,
+        args.device,
+        args.dtype,
+        args.seed,
+        max_memory=args.max_memory,
+        progress=None,
+        max_init_flops=args.max_init_flops,
     )
     info(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
     if not QUIET[0]:
@@ -82,17 +101,23 @@ def cmd_build(args: argparse.Namespace) -> int:
             checkpointing=args.activation_checkpointing,
         )
         show(renderable(table, args.depth))
+    outputs: list[tuple[Path, Writer]] = []
     if emit is not None:
         from archcomp.backends.torch.emit import emit_python
-        from archcomp.base.fileio import write_atomic
 
         source = emit_python(model)
-        write_atomic(emit, lambda tmp: tmp.write_text(source))
+        outputs.append((emit, lambda tmp: tmp.write_text(source)))
+    if not meta:
+        outputs.append((out, artifact_writer(model, label=out.name)))
+    try:
+        write_all(outputs, overwrite=args.force)  # every output, or none of them
+    except OutputExists as exc:
+        raise UsageError(f"{exc.filename} exists; pass --force to overwrite it") from None
+    if emit is not None:
         info(f"wrote {emit}")
     if meta:
         info("device meta: no weights, so no artifact written")
         return 0
-    save_artifact(model, out, overwrite=True)
     info(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 

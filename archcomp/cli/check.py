@@ -46,9 +46,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SpecError as exc:
             status = max(status, 1)
             if args.json:
-                results.append(
-                    {"spec": spec, "ok": False, "errors": [d.to_json() for d in exc.diagnostics]}
-                )
+                errors = [d.to_json() for d in exc.diagnostics]
+                entry: dict[str, Any] = {"spec": spec, "ok": False, "errors": errors}
+                if exc.omitted:  # past the errors kept per spec, only counted
+                    entry["errors_not_shown"] = exc.omitted
+                results.append(entry)
             else:
                 print_diagnostics(exc)
             continue

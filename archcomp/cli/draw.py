@@ -25,8 +25,8 @@ EXIT_RENDER = 4
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    from archcomp.backends.graphviz.plan import DEFAULT_MAX_BOXES
-    from archcomp.backends.graphviz.render import DEFAULT_TIMEOUT, FORMATS
+    from archcomp.backends.graphviz.plan import DEFAULT_MAX_BOXES, DEFAULT_MAX_EDGES
+    from archcomp.backends.graphviz.render import DEFAULT_MEMORY, DEFAULT_TIMEOUT, FORMATS
 
     p.add_argument("spec", metavar="SPEC", help=spec_help("the spec file to draw"))
     p.add_argument(
@@ -77,6 +77,20 @@ def _configure(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"refuse diagrams with more boxes than this (default {DEFAULT_MAX_BOXES})",
     )
+    p.add_argument(
+        "--max-edges",
+        type=int,
+        default=DEFAULT_MAX_EDGES,
+        metavar="N",
+        help="refuse diagrams whose edges cross more ranks than this in all (each edge counts "
+        f"the ranks it spans; default {DEFAULT_MAX_EDGES})",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        default=f"{DEFAULT_MEMORY >> 30}GiB",
+        help=f"memory limit for Graphviz's layout (default {DEFAULT_MEMORY >> 30}GiB)",
+    )
     add_params_flag(p)
 
 
@@ -87,8 +101,14 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
     if args.depth is not None and args.depth < 0:
         raise UsageError(f"--depth must be >= 0, found {args.depth}")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    from archcomp.backends.graphviz.render import check_limits
+    from archcomp.backends.torch.devices import parse_bytes
+
+    memory = parse_bytes(args.max_memory)
+    try:
+        check_limits(args.timeout, memory)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     fmt = args.format
     to_stdout = args.output == STDIN
     suffix = Path(args.output).suffix.lstrip(".").lower() if args.output and not to_stdout else ""
@@ -113,6 +133,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
         direction=args.direction,
         dropout=args.dropout,
         max_boxes=args.max_nodes,
+        max_edges=args.max_edges,
     )
     if to_stdout:
         from archcomp.backends.graphviz.render import run_dot
@@ -127,7 +148,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.output) if args.output else Path("diagrams") / f"{diagram.name}.{fmt}"
     try:
-        save(diagram, out, fmt, timeout=args.timeout)
+        save(diagram, out, fmt, timeout=args.timeout, memory=memory)
     except RenderError as exc:
         dot = out.with_suffix(".dot")
         if exc.missing or exc.timed_out:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from archcomp.base.documents import SourceDoc
-from archcomp.base.errors import Reporter, SpecError, UsageError
+from archcomp.base.errors import Reporter, SpecError, UsageError, listing
 from archcomp.frontend.expand import Body, Expanded, Expander, PendingRef, _outputs_of
-from archcomp.frontend.expr import ExprError, substitute
+from archcomp.frontend.expr import ExprError, show, substitute
 from archcomp.frontend.library import is_bare_name, model_specs, shipped_spec
 from archcomp.frontend.loader import Program, load_program
 from archcomp.frontend.params import ParamProblem, check_names, resolve, unknown_override
@@ -133,6 +133,7 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
     g.written_order = ex.out.order
     g.read_by_absent = _read_by_absent(ex.out, inputs)
     g.spec_factory = lambda: normalized_spec(prog, env)
+    g.source = {"main": prog.main, "files": dict(prog.sources), "params": dict(overrides)}
     return g
 
 
@@ -197,16 +198,16 @@ def _dim(
             rep.add(doc.diag("bad-expression", exc.message, path, hint=exc.hint))
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            rep.add(
-                doc.diag("invalid-value", f"a dimension must be a positive int, found {v!r}", path)
-            )
+            msg = f"a dimension must be a positive int, found {show(v)}"
+            rep.add(doc.diag("invalid-value", msg, path))
             return None
         return v
-    if not d.isidentifier():
+    if not d.isidentifier() or len(d) > 64:
         rep.add(
             doc.diag(
                 "invalid-value",
-                f"'{d}' is not a dimension: use an int, a symbol like B, or ${{expression}}",
+                f"'{d}' is not a dimension: use an int, a symbol like B (a name of at most 64 "
+                "characters), or ${{expression}}",
                 path,
             )
         )
@@ -348,7 +349,7 @@ def _resolve(
                         "bad-reference",
                         f"'{r}' has no output '{res}'",
                         pr.origin.path,
-                        hint=f"outputs: {', '.join(outs)}" if outs else None,
+                        hint=f"outputs: {listing(list(outs))}" if outs else None,
                     )
                 )
             return None
@@ -382,7 +383,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UsageError(f"-p {name}= needs a value")
     try:
         parsed, _ = load_yaml(value, "<-p>")
-    except SpecError:
+    except SpecError as exc:
+        first = exc.diagnostics[0] if exc.diagnostics else None
+        if first is not None and first.code == "yaml-number-too-large":
+            raise UsageError(f"-p {name}: {first.message}") from None
         return name, value
     if isinstance(parsed, dict):
         raise UsageError(f"-p {name}: a param value cannot be a mapping")

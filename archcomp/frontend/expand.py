@@ -15,16 +15,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from archcomp.base.documents import SourceDoc, YamlPath
-from archcomp.base.errors import Reporter, did_you_mean
-from archcomp.frontend.expr import ExprError, as_text, substitute
+from archcomp.base.errors import Reporter, did_you_mean, listing
+from archcomp.frontend.expr import ExprError, as_text, show, substitute
 from archcomp.frontend.loader import BlockDef, Program, pydantic_diagnostics
 from archcomp.frontend.params import ParamProblem, check_names, resolve
 from archcomp.frontend.schema import NodeSpec, reserved_id
 from archcomp.ir import Node, Origin, Ref, Scope
 from archcomp.ops.registry import OpDef, Port, all_ops
 
-MAX_NODES = 200_000
-MAX_REPEAT = 100_000
+MAX_NODES = 20_000  # ten times GPT-3 written out node by node; checked in about a second
+MAX_REPEAT = MAX_NODES  # more copies than that could never be made
 MAX_BLOCK_DEPTH = 32
 
 
@@ -109,10 +109,11 @@ class Expander:
     ) -> dict[str, str]:
         """Expand a body; returns local id -> qualified name."""
         local: dict[str, str] = {}
+        first_at: dict[str, int] = {}  # id -> index of the node that took it
         for i, ns in enumerate(body.nodes):
             path = (*body.path, i)
             if ns.id in local or ns.id in bindings:
-                first = next((j for j, n in enumerate(body.nodes) if n.id == ns.id), i)
+                first = first_at.get(ns.id, i)
                 what = "an input" if ns.id in bindings else "a node"
                 self.rep.add(
                     body.doc.diag(
@@ -136,6 +137,7 @@ class Expander:
                     )
                 )
             local[ns.id] = prefix + ns.id
+            first_at[ns.id] = i
         prev: PendingRef | None = next(iter(bindings.values()), None) if body.inputs else None
         for i, ns in enumerate(body.nodes):
             if self.too_many:
@@ -173,14 +175,15 @@ class Expander:
                 )
                 return None
             return bindings[name]
-        known = [*bindings, *local]
+        hint = None
+        if not self.rep.full:  # past the shown errors a hint is never printed
+            known = [*bindings, *local]
+            hint = did_you_mean(name, known) or (
+                f"defined here: {listing(known)}" if known else None
+            )
         self.rep.add(
             origin.doc.diag(
-                "undefined-reference",
-                f"undefined reference '{name}'",
-                origin.path,
-                hint=did_you_mean(name, known)
-                or (f"defined here: {', '.join(known)}" if known else None),
+                "undefined-reference", f"undefined reference '{name}'", origin.path, hint=hint
             )
         )
         return None
@@ -263,7 +266,7 @@ class Expander:
                             f"{what} has no input '{role}'",
                             (*path, "in", role),
                             key=True,
-                            hint=did_you_mean(role, names) or f"inputs: {', '.join(names)}",
+                            hint=did_you_mean(role, names) or f"inputs: {listing(names)}",
                         )
                     )
                     ok = False
@@ -331,7 +334,9 @@ class Expander:
                     f"unknown op '{ns.op}'",
                     (*path, "op"),
                     node=qid,
-                    hint=did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
+                    hint=None
+                    if self.rep.full
+                    else did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
                     or "run 'archcomp ops' for the list of ops",
                 )
             )
@@ -375,7 +380,7 @@ class Expander:
             self.rep.add(
                 doc.diag(
                     "invalid-value",
-                    f"'shared' must be a bool, found {shared!r}",
+                    f"'shared' must be a bool, found {show(shared)}",
                     (*path, "shared"),
                     node=qid,
                 )
@@ -566,7 +571,7 @@ class Expander:
             self.rep.add(
                 doc.diag(
                     "invalid-value",
-                    f"'repeat' must be an int >= 0, found {value!r}",
+                    f"'repeat' must be an int >= 0, found {show(value)}",
                     (*path, "repeat"),
                     node=qid,
                     hint="0 is an empty stack: its input passes through",
@@ -780,7 +785,7 @@ class Expander:
                         key=True,
                         node=name,
                         hint=did_you_mean(key, block.spec.params)
-                        or f"params: {', '.join(block.spec.params) or 'none'}",
+                        or f"params: {listing(list(block.spec.params)) or 'none'}",
                     )
                 )
                 continue

@@ -3,8 +3,14 @@
 Parsed with :func:`ast.parse` and evaluated by walking a small whitelist of node kinds; Python's
 ``eval`` is never called. Allowed: int/float/bool/string literals and lists, names (params
 only), ``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, and the
-calls ``min``, ``max`` and ``abs``. No attributes, subscripts or other calls. Integers stay within
-int64 and powers are bounded, so no expression can exhaust the machine.
+calls ``min``, ``max`` and ``abs``. No attributes, subscripts or other calls.
+
+No expression can exhaust the machine: its text is at most :data:`MAX_LEN` characters,
+integers stay within int64 and powers are bounded, and every value it makes is bounded in
+size: a string at most :data:`MAX_STRING` characters, a list at most :data:`MAX_ITEMS`
+elements counting nested ones and the characters of its strings (a list holding the same list
+twice counts it twice, so doubling a list over 60 params stops at the limit rather than at
+2^60 elements).
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import functools
 import math
 import operator
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 Value = int | float | bool | str | list[Any]
 
 MAX_LEN = 500
+MAX_STRING = 10_000  # characters of a string value
+MAX_ITEMS = 10_000  # elements of a list value, nested ones included
 INT_LIMIT = 2**63 - 1
 _EXPR = re.compile(r"\$\{(.*?)\}", re.S)
 _WHOLE = re.compile(r"\s*\$\{(.*)\}\s*\Z", re.S)
@@ -38,7 +47,7 @@ class ExprError(Exception):
 
 def _num(v: Any, what: str) -> int | float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ExprError(f"{what} needs numbers, found {type_name(v)} {v!r}")
+        raise ExprError(f"{what} needs numbers, found {type_name(v)} {show(v)}")
     return v
 
 
@@ -47,7 +56,38 @@ def _check(v: Any) -> Any:
         raise ExprError("integer overflow: the result exceeds int64")
     if isinstance(v, float) and not math.isfinite(v):
         raise ExprError("the result is not a finite number")
+    return check_size(v)
+
+
+def check_size(v: Any) -> Any:
+    """``v`` if its strings and lists are within :data:`MAX_STRING` and :data:`MAX_ITEMS`."""
+    if isinstance(v, str) and len(v) > MAX_STRING:
+        raise ExprError(
+            f"the value would be a string of {len(v):,} characters; the limit is {MAX_STRING:,}"
+        )
+    if isinstance(v, list):
+        _count(v, {})
     return v
+
+
+def _count(v: list[Any], memo: dict[int, int]) -> int:
+    """Elements of ``v``, nested ones included; each distinct list is walked once."""
+    known = memo.get(id(v))
+    if known is not None:
+        return known
+    n = len(v)
+    for item in v:
+        if isinstance(item, list):
+            n += _count(item, memo)
+        elif isinstance(item, str):
+            n += len(item)  # so that the list's text is bounded too
+        if n > MAX_ITEMS:
+            raise ExprError(
+                f"the value would be a list of more than {MAX_ITEMS:,} elements (a string in "
+                "it counts its characters)"
+            )
+    memo[id(v)] = n
+    return n
 
 
 def _pow(a: Any, b: Any) -> Any:
@@ -73,6 +113,8 @@ def _div(fn: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]:
 def _arith(fn: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]:
     def run(a: Any, b: Any) -> Any:
         if sym == "+" and isinstance(a, str) and isinstance(b, str):
+            if len(a) + len(b) > MAX_STRING:  # refused before it is built
+                raise ExprError(f"the value would be a string of over {MAX_STRING:,} characters")
             return a + b
         return fn(_num(a, f"'{sym}'"), _num(b, f"'{sym}'"))
 
@@ -96,6 +138,15 @@ _CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
     ast.Gt: operator.gt,
     ast.GtE: operator.ge,
 }
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxstring, _SHOW.maxother = 3, 8, 60, 60
+
+
+def show(v: Any) -> str:
+    """A value as a message quotes it: its repr, shortened (``[1, 2, ...]``, ``'aa...aa'``)."""
+    return _SHOW.repr(v)
 
 
 def type_name(v: Any) -> str:
@@ -204,7 +255,7 @@ class _Evaluator:
 
 def _truth(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise ExprError(f"expected a bool condition, found {type_name(v)} {v!r}")
+        raise ExprError(f"expected a bool condition, found {type_name(v)} {show(v)}")
     return v
 
 
@@ -248,11 +299,21 @@ def substitute(value: Any, names: Mapping[str, Any]) -> Any:
     whole = _WHOLE.match(value)
     if whole and "${" not in whole.group(1):
         return evaluate(whole.group(1), names)
-    return _EXPR.sub(lambda m: as_text(evaluate(m.group(1), names)), value)
+    size = len(value)
+
+    def piece(m: re.Match[str]) -> str:
+        nonlocal size
+        text = as_text(evaluate(m.group(1), names))
+        size += len(text) - len(m.group(0))
+        if size > MAX_STRING:
+            raise ExprError(f"the value would be a string of over {MAX_STRING:,} characters")
+        return text
+
+    return _EXPR.sub(piece, value)
 
 
 def as_text(v: Any) -> str:
     """A value as interpolated into a string: ``true``/``false`` for bools, else ``str``."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    return str(v)
+    return str(v)  # a bounded value: a list prints in time linear in MAX_ITEMS

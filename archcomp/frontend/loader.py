@@ -6,7 +6,11 @@ or a shipped block ``library`` by name (:mod:`archcomp.frontend.library`).
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +18,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from archcomp.base.documents import SourceDoc, YamlPath
-from archcomp.base.errors import Diagnostic, Location, Reporter, SpecError, did_you_mean
+from archcomp.base.errors import (
+    Diagnostic,
+    Location,
+    Reporter,
+    SpecError,
+    did_you_mean,
+    listing,
+)
 from archcomp.frontend.expr import type_name
 from archcomp.frontend.library import SPECS_DIR, block_libraries
 from archcomp.frontend.schema import BlockSpec, ImportSpec, Spec
-from archcomp.frontend.source import SpecFileError, decode, load_yaml, read_spec_file
+from archcomp.frontend.source import SpecFileError, decode, load_yaml, read_spec_bytes
 
 MAX_IMPORT_DEPTH = 16
 
@@ -43,6 +54,10 @@ class Program:
     raw: dict[str, Any]
     blocks: dict[str, BlockDef] = field(default_factory=dict)
     docs: list[SourceDoc] = field(default_factory=list)
+    # every text read, by its path relative to the top-level spec's folder (POSIX), and the
+    # top-level one's key: what an artifact stores to rebuild the spec exactly
+    sources: dict[str, str] = field(default_factory=dict)
+    main: str = ""
 
     def __repr__(self) -> str:
         nodes = len(self.spec.nodes or [])
@@ -222,7 +237,7 @@ def _unknown_key_hint(key: str, value: Any, known: list[str]) -> str | None:
         return f"put a space after the colon: '{name}: {rest}'"
     if value is None and ("," in key or " " in key.strip()):
         return "inside {...} an unquoted comma ends a value; quote the value that holds it"
-    return did_you_mean(key, known) or (f"known: {', '.join(known)}" if known else None)
+    return did_you_mean(key, known) or (f"known: {listing(known)}" if known else None)
 
 
 def _lower(msg: str) -> str:
@@ -298,22 +313,161 @@ def parse_document(raw: Any, doc: SourceDoc) -> Spec:
         raise SpecError(pydantic_diagnostics(exc, doc, (), Spec, raw)) from None
 
 
+MAX_FILES = 256  # distinct files one spec may read, itself and every import
+MAX_TOTAL_BYTES = 32 << 20  # their text together
+EMBEDDED_LIBRARY = Path("/archcomp-library")  # where an artifact's library sources "are"
+LIBRARY_KEY = "/archcomp/specs/"  # how they are named among the sources
+
+
+class _Files:
+    """Where a program's files come from: the disk, inside the top-level spec's folder, or
+    the sources embedded in an artifact (which never reach the disk).
+
+    Each file is read and parsed once however often it is imported (a diamond of imports is
+    linear, not exponential); :attr:`texts` keeps every text read, by its path relative to
+    the root, so that an artifact can store the spec exactly."""
+
+    def __init__(
+        self, root: Path, embedded: Mapping[str, str] | None = None, label: str = "artifact"
+    ):
+        self.root = root
+        self.embedded = embedded
+        # Shipped block libraries (``imports: [{library: gpt}]``) and what they import stay in
+        # the package's spec folder; in an artifact they are among its sources too.
+        self.library = EMBEDDED_LIBRARY if embedded is not None else SPECS_DIR
+        self.label = label  # embedded files show as "label[path]" in messages
+        self.texts: dict[str, str] = {}
+        self.parsed: dict[str, tuple[Any, SourceDoc, Spec] | SpecError] = {}  # by key
+        self.total = 0
+
+    def key(self, target: Path, space: Path | None = None) -> str:
+        """A file's name among the sources: its path relative to the root, or, for a file
+        reached through a shipped library (``space`` is :attr:`library`), ``/archcomp/specs/``
+        and its path there (absolute, so it cannot be the name of a user's file)."""
+        if space is not None and space == self.library:
+            return LIBRARY_KEY + target.relative_to(self.library).as_posix()
+        return target.relative_to(self.root).as_posix()
+
+    def library_file(self, name: str) -> Path | None:
+        """The file of shipped block library ``name``, if there is one."""
+        if self.embedded is None:
+            return block_libraries().get(name)
+        target = self.library / "blocks" / f"{name}.yaml"
+        return target if self.key(target, self.library) in self.embedded else None
+
+    def locate(self, text: str, here: Path, root: Path) -> Path | str:
+        """The file an import names, or "escape" when it leaves ``root`` (the spec's folder, or
+        the library folder for a file reached through a library).
+
+        Paths are normalized lexically in both modes, so a file's key is the same on disk and
+        in an artifact; on disk the real path (symlinks followed) must stay inside too."""
+        target = Path(os.path.normpath(here / text))
+        try:
+            target.relative_to(root)
+            if self.embedded is None:
+                # realpath, unlike Path.resolve, does not raise on a symlink loop (the open does)
+                Path(os.path.realpath(target)).relative_to(os.path.realpath(root))
+        except ValueError:
+            return "escape"
+        return target
+
+    def display(self, target: Path, space: Path | None = None) -> str:
+        if self.embedded is not None:
+            return f"{self.label}[{self.key(target, space)}]"
+        return _display(target)
+
+    def read(
+        self, target: Path, display: str, space: Path | None = None
+    ) -> tuple[Any, SourceDoc, Spec]:
+        """Read and parse a file once; later calls get the same result (or the same error)."""
+        name = self.key(target, space)
+        known = self.parsed.get(name)
+        if isinstance(known, SpecError):
+            raise SpecError([])  # reported where it was first read
+        if known is not None:
+            return known
+        try:
+            if len(self.parsed) >= MAX_FILES:
+                raise _fail(
+                    display, "too-many-files", f"the spec reads more than {MAX_FILES} files"
+                )
+            if self.embedded is not None:
+                text = self.embedded.get(name)
+                if text is None:
+                    raise _fail(display, "import-not-found", "the file is not in the artifact")
+                data = text.encode("utf-8")
+            else:
+                data = read_spec_bytes(target, display)
+            self.total += len(data)
+            if self.total > MAX_TOTAL_BYTES:
+                raise _fail(
+                    display,
+                    "spec-too-large",
+                    f"the spec and its imports hold over {MAX_TOTAL_BYTES:,} bytes",
+                )
+            text = decode(data, display)
+            raw, doc = load_yaml(text, display, target)
+            doc.path = target
+            result = (raw, doc, parse_document(raw, doc))
+        except SpecError as exc:
+            self.parsed[name] = exc
+            raise
+        self.texts[name] = text
+        self.parsed[name] = result
+        return result
+
+
+def _fail(file: str, code: str, message: str) -> SpecError:
+    return SpecError([Diagnostic(code, message, Location(file, 1, 1))])
+
+
 def load_program(
-    source: str | Path, *, text: str | None = None, base_dir: Path | None = None
+    source: str | Path,
+    *,
+    text: str | None = None,
+    base_dir: Path | None = None,
+    embedded: Mapping[str, str] | None = None,
+    label: str = "artifact",
 ) -> Program:
-    """Load a spec (a path, or ``text`` with ``source`` as its display name) and its imports."""
-    if text is not None:
+    """Load a spec (a path, or ``text`` with ``source`` as its display name) and its imports.
+
+    With ``embedded`` (an artifact's sources: path relative to the spec's folder -> text),
+    ``source`` is the key of the top-level file and imports are read from ``embedded`` alone,
+    never from the disk; messages name them ``label[path]``."""
+    if embedded is not None:
+        root_dir = Path("/archcomp-artifact")
+        target = Path(os.path.normpath(root_dir / str(source)))
+        files = _Files(root_dir, embedded, label)
+        try:
+            target.relative_to(root_dir)
+        except ValueError:
+            raise _fail(
+                label, "import-escape", "the top-level file is outside the sources"
+            ) from None
+        raw, doc, spec = files.read(target, files.display(target))
+        main = files.key(target)
+    elif text is not None:
         raw, doc = load_yaml(decode(text.encode("utf-8"), str(source)), str(source), None)
-        root_dir = (base_dir or Path.cwd()).resolve()
+        spec = parse_document(raw, doc)
+        files = _Files((base_dir or Path.cwd()).resolve())
+        main = str(source)
+        files.texts[main] = text
     else:
         path = Path(source)
-        raw, doc = read_spec_file(path, str(source))
+        data = read_spec_bytes(path, str(source))
+        main_text = decode(data, str(source))
+        raw, doc = load_yaml(main_text, str(source), path)
         doc.path = path.resolve()
-        root_dir = doc.path.parent
-    spec = parse_document(raw, doc)
-    prog = Program(spec, doc, raw, docs=[doc])
+        spec = parse_document(raw, doc)
+        files = _Files(doc.path.parent)
+        main = files.key(doc.path)
+        files.texts[main] = main_text
+        files.total = len(data)
+    prog = Program(spec, doc, raw, docs=[doc], sources=files.texts, main=main)
     rep = Reporter()
-    _collect_blocks(prog, spec, doc, root_dir, [doc.path] if doc.path else [], rep, None)
+    visited: set[tuple[Path, tuple[str, ...] | None]] = set()
+    start = [doc.path] if doc.path else []
+    _collect_blocks(prog, spec, doc, files, start, rep, None, visited=visited)
     rep.raise_if_failed()
     return prog
 
@@ -322,13 +476,20 @@ def _collect_blocks(
     prog: Program,
     spec: Spec,
     doc: SourceDoc,
-    root_dir: Path,
+    files: _Files,
     stack: list[Path],
     rep: Reporter,
     only: list[str] | None,
     raw: Any = None,
+    *,
+    visited: set[tuple[Path, tuple[str, ...] | None]],
+    space: Path | None = None,
 ) -> None:
-    here = doc.path.parent if doc.path else root_dir
+    """Collect the blocks of ``spec`` and of what it imports. ``space`` is the folder its path
+    imports must stay in: the top-level spec's (:attr:`_Files.root`), or the package's spec
+    folder for a file reached through a library."""
+    space = space or files.root
+    here = doc.path.parent if doc.path else files.root
     for i, imp in enumerate(spec.imports):
         item = imp if isinstance(imp, ImportSpec) else ImportSpec(path=imp)
         ipath: YamlPath
@@ -344,16 +505,13 @@ def _collect_blocks(
             continue
         if item.library is not None:
             # A shipped library, and what it imports in turn, stays inside the package's specs.
-            ipath, what, sub_root = (
-                ("imports", i, "library"),
-                f"library '{item.library}'",
-                SPECS_DIR,
-            )
-            target = _resolve_library(item.library, doc, ipath, rep)
+            ipath, what = ("imports", i, "library"), f"library '{item.library}'"
+            sub_space = files.library
+            target = _resolve_library(item.library, files, doc, ipath, rep)
         elif item.path is not None:
             ipath = ("imports", i, "path") if isinstance(imp, ImportSpec) else ("imports", i)
-            what, sub_root = f"'{item.path}'", root_dir
-            target = _resolve_import(item.path, here, root_dir, doc, ipath, rep)
+            what, sub_space = f"'{item.path}'", space
+            target = _resolve_import(item.path, here, files, space, doc, ipath, rep)
         else:
             rep.add(
                 doc.diag(
@@ -376,17 +534,15 @@ def _collect_blocks(
             )
             continue
         try:
-            display = _display(target)
-            sub_raw, sub_doc = read_spec_file(target, display)
-            sub_doc.path = target
-            sub = parse_document(sub_raw, sub_doc)
+            sub_raw, sub_doc, sub = files.read(target, files.display(target, sub_space), sub_space)
         except SpecError as exc:
-            rep.extend(exc.diagnostics)
+            rep.absorb(exc)
             continue
         except SpecFileError as exc:  # e.g. no permission: located at the import
             rep.add(doc.diag("import-unreadable", str(exc), ipath))
             continue
-        prog.docs.append(sub_doc)
+        if sub_doc not in prog.docs:
+            prog.docs.append(sub_doc)
         if item.blocks:
             for j, name in enumerate(item.blocks):
                 if name not in sub.blocks:
@@ -398,7 +554,22 @@ def _collect_blocks(
                             hint=did_you_mean(name, sub.blocks),
                         )
                     )
-        _collect_blocks(prog, sub, sub_doc, sub_root, [*stack, target], rep, item.blocks, sub_raw)
+        seen = (target, tuple(item.blocks) if item.blocks is not None else None)
+        if seen in visited:
+            continue  # this file, with this choice of blocks, was collected already
+        visited.add(seen)
+        _collect_blocks(
+            prog,
+            sub,
+            sub_doc,
+            files,
+            [*stack, target],
+            rep,
+            item.blocks,
+            sub_raw,
+            visited=visited,
+            space=sub_space,
+        )
     wanted = _with_dependencies(spec, only) if only is not None else None
     for name, block in spec.blocks.items():
         if wanted is not None and name not in wanted:
@@ -446,8 +617,17 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _resolve_import(
-    text: str, here: Path, root_dir: Path, doc: SourceDoc, ipath: YamlPath, rep: Reporter
+    text: str,
+    here: Path,
+    files: _Files,
+    space: Path,
+    doc: SourceDoc,
+    ipath: YamlPath,
+    rep: Reporter,
 ) -> Path | None:
     if "://" in text or text.startswith(("//", "\\\\")):
         rep.add(
@@ -469,30 +649,54 @@ def _resolve_import(
             )
         )
         return None
-    target = (here / text).resolve()
-    try:
-        target.relative_to(root_dir)
-    except ValueError:
+    if _UNPRINTABLE.search(text):
+        rep.add(doc.diag("import-bad-path", "the import path holds a control character", ipath))
+        return None
+    target = files.locate(text, here, space)
+    if isinstance(target, str):
         rep.add(
             doc.diag(
                 "import-escape",
                 f"import '{text}' leaves the spec's directory tree",
                 ipath,
-                hint=f"imports must stay inside {_display(root_dir)}",
+                hint=f"imports must stay inside {_display(space)}",
             )
         )
         return None
-    if not target.is_file():
+    if files.embedded is not None:
+        if files.key(target, space) not in files.embedded:
+            rep.add(
+                doc.diag(
+                    "import-not-found",
+                    f"imported file '{text}' is not among the artifact's sources",
+                    ipath,
+                )
+            )
+            return None
+        return target
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
         rep.add(doc.diag("import-not-found", f"imported file '{text}' does not exist", ipath))
+        return None
+    except OSError as exc:  # a symlink loop, a name too long: say why, at the import
+        why = f"cannot read import '{text}': {exc.strerror}"
+        rep.add(doc.diag("import-unreadable", why, ipath))
+        return None
+    if not stat.S_ISREG(mode):
+        rep.add(doc.diag("import-not-a-file", f"import '{text}' is not a regular file", ipath))
         return None
     return target
 
 
-def _resolve_library(name: str, doc: SourceDoc, ipath: YamlPath, rep: Reporter) -> Path | None:
+def _resolve_library(
+    name: str, files: _Files, doc: SourceDoc, ipath: YamlPath, rep: Reporter
+) -> Path | None:
     """The file of shipped block library ``name`` (looked up by name, never joined as a path)."""
+    target = files.library_file(name)
+    if target is not None:
+        return target
     libraries = block_libraries()
-    if name in libraries:
-        return libraries[name]
     close = did_you_mean(name, libraries)
     rep.add(
         doc.diag(

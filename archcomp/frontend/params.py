@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from archcomp.base.documents import SourceDoc, YamlPath
-from archcomp.base.errors import Diagnostic, did_you_mean
-from archcomp.frontend.expr import ExprError, substitute, type_name
+from archcomp.base.errors import Diagnostic, did_you_mean, listing
+from archcomp.frontend.expr import ExprError, check_size, show, substitute, type_name
 from archcomp.frontend.schema import RESERVED, ParamDecl, ParamValue
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -115,9 +115,10 @@ def resolve(
             )
             if ptype == "?" or not fits(value, ptype):
                 raise ParamProblem(
-                    f"param '{name}' must be {ptype}, found {type_name(value)} {value!r}",
+                    f"param '{name}' must be {ptype}, found {type_name(value)} {show(value)}",
                     override=is_override,
                 )
+            check_size(value)  # a default or an override, evaluated or not
             if ptype == "float" and isinstance(value, int):
                 value = float(value)
             if decl.min is not None and isinstance(value, (int, float)) and value < decl.min:
@@ -130,8 +131,8 @@ def resolve(
                 )
             if decl.choices is not None and value not in decl.choices:
                 raise ParamProblem(
-                    f"param '{name}' is {value!r}; choose one of "
-                    f"{', '.join(map(repr, decl.choices))}",
+                    f"param '{name}' is {show(value)}; choose one of "
+                    f"{listing([repr(c) for c in decl.choices])}",
                     override=is_override,
                 )
             env[name] = value
@@ -170,5 +171,5 @@ def check_names(decls: Mapping[str, Any], doc: SourceDoc, base: YamlPath) -> lis
 
 def unknown_override(name: str, decls: Mapping[str, Any]) -> str:
     hint = did_you_mean(name, decls)
-    known = ", ".join(decls) or "none"
+    known = listing(list(decls)) or "none"
     return f"unknown param '{name}'" + (f" ({hint})" if hint else f" (params: {known})")

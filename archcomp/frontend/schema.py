@@ -230,7 +230,7 @@ class Spec(_Strict):
     name: Identifier | None = None
     description: str | None = None
     params: dict[Identifier, ParamValue] = {}
-    dims: dict[Identifier, int] = Field(
+    dims: dict[Identifier, Annotated[int, Field(gt=0, le=2**63 - 1)]] = Field(
         default={}, description="example sizes of symbolic dims, for summaries and MACs"
     )
     imports: list[Union[ImportSpec, ImportPath]] = []

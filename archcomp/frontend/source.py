@@ -25,11 +25,24 @@ import yaml
 
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Location, SpecError, UsageError
+from archcomp.base.fileio import NotRegularFile, TooLarge, read_regular
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
-MAX_EVENTS = 4_000_000
+MAX_EVENTS = 1_000_000  # a 20,000-node spec is about 150,000
 MAX_INT_DIGITS = 100  # far past int64; Python refuses int() of 4,300+ digits with ValueError
+
+
+INT_LIMIT = 10**MAX_INT_DIGITS  # every integer in a spec is below this, in any spelling
+
+
+def decimal_digits(value: int) -> str:
+    """How many decimal digits ``abs(value)`` has, for a message ("6,021" or "about 1,204,120"),
+    without printing it: Python refuses to print an int of 4,300 digits or more."""
+    v = abs(value)
+    if v.bit_length() < 4000:
+        return f"{len(str(v)):,}"
+    return f"about {int(v.bit_length() * 0.3010299956639812) + 1:,}"  # log10(2)
 
 
 _Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -80,10 +93,17 @@ def _resolve_plain(text: str, doc: SourceDoc, mark: Any) -> Any:
                 hint=f"write {int(text, 10)} (decimal), 0o{digits[1:]} (octal) or quote it",
             )
         return int(text)
-    if _OCT.match(text):
-        return int(text[2:], 8)
-    if _HEX.match(text):
-        return int(text[2:], 16)
+    if _OCT.match(text) or _HEX.match(text):
+        value = int(text[2:], 8 if text[1] == "o" else 16)
+        if value >= INT_LIMIT:  # the value is limited, whatever its spelling
+            raise _fail(
+                doc,
+                "yaml-number-too-large",
+                f"an integer of {decimal_digits(value)} digits; archcomp reads at most "
+                f"{MAX_INT_DIGITS}",
+                mark,
+            )
+        return value
     if _FLOAT.match(text):
         return float(text)
     if text in _INFS:
@@ -370,24 +390,25 @@ class SpecFileError(UsageError):
 
 
 def read_spec_file(path: Path, display: str | None = None) -> tuple[Any, SourceDoc]:
-    """Read and parse a spec file, refusing oversized or non-regular files first."""
+    """Read and parse a spec file, refusing oversized or non-regular files first (decided on
+    the open file: a FIFO is refused without waiting for a writer)."""
+    return load_yaml(
+        decode(read_spec_bytes(path, display), display or str(path)), display or str(path), path
+    )
+
+
+def read_spec_bytes(path: Path, display: str | None = None) -> bytes:
+    """The bytes of a spec file; a :class:`SpecFileError` (a usage error) if it is missing or
+    unreadable, a :class:`SpecError` at its first line if it is too large."""
     file = display or str(path)
     try:
-        if not path.is_file():
-            what = "does not exist" if not path.exists() else "is not a regular file"
-            raise SpecFileError(f"spec file '{file}' {what}")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError(
-                [
-                    Diagnostic(
-                        "spec-too-large",
-                        f"spec is {size:,} bytes; the limit is {MAX_BYTES:,}",
-                        Location(file, 1, 1),
-                    )
-                ]
-            )
-        data = path.read_bytes()
+        return read_regular(path, MAX_BYTES)
+    except TooLarge as exc:
+        problem = f"spec is {exc.size:,} bytes; the limit is {MAX_BYTES:,}"
+        raise SpecError([Diagnostic("spec-too-large", problem, Location(file, 1, 1))]) from None
+    except FileNotFoundError:
+        raise SpecFileError(f"spec file '{file}' does not exist") from None
+    except NotRegularFile:
+        raise SpecFileError(f"spec file '{file}' is not a regular file") from None
     except OSError as exc:
-        raise SpecFileError(f"cannot read spec file '{file}': {exc.strerror}") from None
-    return load_yaml(decode(data, file), file, path)
+        raise SpecFileError(f"cannot read spec file '{file}': {exc.strerror or exc}") from None

@@ -3,6 +3,13 @@
 A dimension is an ``int`` or a :class:`Sym`: a polynomial with integer coefficients over named
 symbols (``B``, ``S``, ``4*H*W``). Arithmetic on concrete sizes stays exact; a floor division
 that does not divide exactly becomes an opaque symbol such as ``floor((H - 1)/2)``.
+
+Symbolic sizes are bounded, so that a small spec cannot make them explode (a product of sums
+of ten symbols each has 10^k terms): one multiplication forms at most :data:`MAX_PRODUCT`
+pairs of terms, a floor symbol's name is at most :data:`MAX_NAME` characters, and
+:func:`check_dim` (run by the shape pass on every result) allows :data:`MAX_TERMS` terms of at
+most :data:`MAX_DEGREE` symbols with int64 coefficients. Past them :class:`DimTooLarge` is
+raised, which the shape pass reports at the node.
 """
 
 from __future__ import annotations
@@ -11,6 +18,19 @@ from collections.abc import Sequence
 from typing import Union
 
 Monomial = tuple[str, ...]
+
+MAX_TERMS = 128  # terms of a dim a shape rule may produce
+MAX_DEGREE = 16  # symbols multiplied in one term
+MAX_PRODUCT = 1 << 16  # pairs of terms one multiplication may form
+MAX_NAME = 512  # characters of a floor((...)/k) symbol's name
+
+
+class DimTooLarge(ValueError):
+    """A symbolic size past the limits above; ``message`` says which."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 
 
 class Sym:
@@ -96,9 +116,15 @@ def sub(a: Dim, b: Dim) -> Dim:
 def mul(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
+    pa, pb = _poly(a), _poly(b)
+    if len(pa) * len(pb) > MAX_PRODUCT:
+        raise DimTooLarge(
+            f"a product of symbolic sizes with {len(pa):,} and {len(pb):,} terms "
+            f"(at most {MAX_PRODUCT:,} pairs of terms)"
+        )
     t: dict[Monomial, int] = {}
-    for m1, c1 in _poly(a).items():
-        for m2, c2 in _poly(b).items():
+    for m1, c1 in pa.items():
+        for m2, c2 in pb.items():
             m = tuple(sorted(m1 + m2))
             t[m] = t.get(m, 0) + c1 * c2
     return _norm(t)
@@ -113,12 +139,35 @@ def floordiv(a: Dim, k: int) -> Dim:
     if all(c % k == 0 for _, c in a.terms):
         return _norm({m: c // k for m, c in a.terms})
     name = f"floor(({a})/{k})"
+    if len(name) > MAX_NAME:
+        raise DimTooLarge(
+            f"a symbolic size of {len(name):,} characters (floor divisions nest too deeply; "
+            f"at most {MAX_NAME})"
+        )
     _FLOORS[name] = (a, k)
     return Sym.symbol(name)
 
 
 # Opaque floor-division symbols, by name: what they divide, and by what.
 _FLOORS: dict[str, tuple[Sym, int]] = {}
+
+
+def check_dim(d: Dim) -> None:
+    """Raise :class:`DimTooLarge` if ``d`` has too many terms, too high a degree or a
+    coefficient past int64 (``B - 10^26`` can never be a size)."""
+    if isinstance(d, int):
+        return
+    if len(d.terms) > MAX_TERMS:
+        raise DimTooLarge(f"a symbolic size of {len(d.terms):,} terms (at most {MAX_TERMS})")
+    for mono, coef in d.terms:
+        if any(len(name) > MAX_NAME for name in mono):
+            raise DimTooLarge(f"a symbolic size whose name is over {MAX_NAME} characters")
+        if len(mono) > MAX_DEGREE:
+            raise DimTooLarge(
+                f"a symbolic size with a product of {len(mono)} symbols (at most {MAX_DEGREE})"
+            )
+        if abs(coef) > INT64_MAX:
+            raise DimTooLarge("a symbolic size with a coefficient past int64")
 
 
 def prod(dims: Sequence[Dim]) -> Dim:

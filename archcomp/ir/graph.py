@@ -112,6 +112,9 @@ class Graph:
     output_origins: dict[str, Origin]
     root: Origin
     spec_factory: Callable[[], dict[str, Any]] | None = None
+    # What rebuilds this graph exactly: {"main": key, "files": {key: text}, "params": {...}},
+    # every spec text read (by path relative to the top-level spec's folder) and the overrides
+    source: dict[str, Any] | None = None
     nx: nx.DiGraph = field(default_factory=nx.DiGraph)
     # Block instances (``encoder.layers.0``): the block's input name -> the tensor bound to it
     scope_inputs: dict[str, dict[str, Ref]] = field(default_factory=dict)

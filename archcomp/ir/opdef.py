@@ -147,6 +147,7 @@ ShapeResult = Union[TensorType, dict[str, TensorType]]
 ShapeRule = Callable[[ShapeCtx], ShapeResult]
 ParamRule = Callable[[Any], dict[str, Shape]]
 MacRule = Callable[[Any, Mapping[str, Any], dict[str, TensorType]], Dim]
+ScratchRule = Callable[[Any, int], int]  # (args, bytes per element) -> bytes
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,15 @@ class OpDef:
     macs: MacRule | None = None
     lower: Lowering | None = None  # torch lowering (imports torch lazily)
     doc: str = ""
+    # bytes the module's construction allocates beyond its parameters and buffers, at most
+    # (temporaries); the build's memory estimate covers this peak
+    scratch: ScratchRule | None = None
 
     def param_shapes(self, args: Any) -> dict[str, Shape]:
         return self.params(args) if self.params else {}
 
     def buffer_shapes(self, args: Any) -> dict[str, Shape]:
         return self.buffers(args) if self.buffers else {}
+
+    def scratch_bytes(self, args: Any, itemsize: int) -> int:
+        return self.scratch(args, itemsize) if self.scratch else 0

@@ -8,20 +8,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+CHUNK = 1 << 20  # table entries computed at a time: what the table costs beyond itself
+
 
 def sinusoid_table(max_len: int, d_model: int, device: Any = None, dtype: Any = None) -> Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 
-    Computed in float32 (on ``device``; nothing is allocated on meta), then cast to ``dtype``.
-    An odd ``d_model`` gets one more sine column than cosine columns.
+    Computed in float32 (on ``device``; nothing is allocated on meta), written into a table of
+    ``dtype``, :data:`CHUNK` entries at a time: building it needs the table and a few
+    chunk-sized temporaries, not several tables' worth. An odd ``d_model`` gets one more sine
+    column than cosine columns.
     """
-    pos = torch.arange(max_len, device=device, dtype=torch.float32)[:, None]  # (max_len, 1)
+    pe = torch.empty(max_len, d_model, device=device, dtype=dtype or torch.float32)  # (max_len, d)
+    if pe.is_meta or pe.numel() == 0:
+        return pe
     two_i = torch.arange(0, d_model, 2, device=device, dtype=torch.float32)  # (ceil(d/2),)
-    angle = pos * torch.exp(two_i * (-math.log(10000.0) / d_model))  # (max_len, ceil(d/2))
-    pe = torch.empty(max_len, d_model, device=device, dtype=torch.float32)  # (max_len, d)
-    pe[:, 0::2] = torch.sin(angle)
-    pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])
-    return pe.to(dtype) if dtype is not None else pe
+    inv = torch.exp(two_i * (-math.log(10000.0) / d_model))  # (ceil(d/2),)
+    rows = max(1, CHUNK // d_model)
+    for start in range(0, max_len, rows):
+        stop = min(start + rows, max_len)
+        pos = torch.arange(start, stop, device=device, dtype=torch.float32)[:, None]  # (n, 1)
+        angle = pos * inv  # (n, ceil(d/2))
+        pe[start:stop, 0::2] = torch.sin(angle)
+        pe[start:stop, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return pe
 
 
 class SinusoidalPositionalEncoding(nn.Module):

@@ -65,6 +65,7 @@ def _learned_lower(c: LowerCtx) -> Any:
 
 
 STYLE = Style("posenc", "Positional Encoding", "circle")
+SINUSOID_CHUNK = 1 << 20  # = archcomp.nn.positional.CHUNK (nn imports torch; this must not)
 
 SINUSOIDAL = register(
     OpDef(
@@ -73,6 +74,9 @@ SINUSOIDAL = register(
         _posenc_shape,
         STYLE,
         buffers=lambda a: {"pe": (a.max_len, a.d_model or 0)},  # non-persistent
+        # float32 temporaries of one chunk (archcomp.nn.positional.CHUNK entries): the
+        # angles, their sines and cosines, and the positions
+        scratch=lambda a, size: 4 * 4 * min(SINUSOID_CHUNK, a.max_len * (a.d_model or 0)),
         lower=_sinusoidal_lower,
         doc="x + fixed sin/cos positional encoding (Transformer); no parameters.",
     )

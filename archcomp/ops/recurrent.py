@@ -24,6 +24,9 @@ from archcomp.ops.registry import (
 
 # Gate blocks per cell: the rows of weight_ih / weight_hh are gates * hidden_size.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# Each layer is a row of the op's weight table (up to 8 tensors); check builds the table, so
+# the count is bounded like every other size a spec can ask for.
+MAX_LAYERS = 1024
 
 
 class RecurrentArgs(OpArgs):
@@ -36,7 +39,7 @@ class RecurrentArgs(OpArgs):
     """
 
     hidden_size: int = Field(gt=0)
-    num_layers: int = Field(default=1, gt=0)
+    num_layers: int = Field(default=1, gt=0, le=MAX_LAYERS)
     bias: bool = True
     batch_first: bool = Field(default=True, description="archcomp's default; torch's is false")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="between layers")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from archcomp.ir import TensorType
-from archcomp.ir.dims import Dim, Sym, add, floordiv, fmt_shape, mul, prod, sub
+from archcomp.ir.dims import INT64_MAX, Dim, Sym, add, floordiv, fmt_shape, mul, prod, sub
 from archcomp.ops.common import broadcast, common_dtype, div_exact, need_float, norm_axis
 from archcomp.ops.registry import (
     LowerCtx,
@@ -359,6 +359,8 @@ def _int(text: str, whole: str) -> int:
             arg="at",
             hint="write ints, slices like 1:3 or ::2, '...' or None",
         )
+    if len(text.lstrip("+-")) > 19 or abs(int(text)) > INT64_MAX:
+        raise ShapeError(f"'{text}' in index '{whole}' is past int64", arg="at")
     return int(text)
 
 

@@ -6,8 +6,10 @@ from typing import Any
 
 from archcomp.base.errors import Reporter
 from archcomp.ir import Graph, Node, Ref, TensorType
-from archcomp.ir.dims import INT64_MAX, fmt_shape
+from archcomp.ir.dims import INT64_MAX, DimTooLarge, check_dim, fmt_shape, substitute
 from archcomp.ops.registry import ShapeCtx, ShapeError
+
+MAX_RANK = 64  # torch's limit on a tensor's dims
 
 
 def infer_shapes(g: Graph, rep: Reporter) -> None:
@@ -18,6 +20,19 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
     gets that node's results without running the rule again.
     """
     done: dict[tuple[Any, ...], tuple[Any, Any, dict[str, TensorType]]] = {}
+    at: dict[Any, Any] = {}  # symbolic dim -> its value at the example sizes
+    for info in g.inputs.values() if g.dims else ():
+        if _numel_at(info.type.shape, g.dims, at) > INT64_MAX:
+            rep.add(
+                info.origin.doc.diag(
+                    "invalid-value",
+                    f"at the example sizes in 'dims' input '{info.name}' would have more than "
+                    "2**63 - 1 elements (int64 overflows)",
+                    info.origin.path,
+                    hint="dims are example sizes for summaries and MACs: choose ones a tensor "
+                    "can have",
+                )
+            )
     for name in g.nodes:
         node = g.nodes[name]
         types: dict[str, TensorType | list[TensorType] | None] = {}
@@ -46,17 +61,26 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
         original = node.args
         ctx = ShapeCtx(node.args, types)
         try:
-            result = node.op.shape(ctx)
-            outs = result if isinstance(result, dict) else {node.op.results[0]: result}
-            for rname, t in outs.items():
-                _check_dims(t, rname)
+            try:
+                result = node.op.shape(ctx)
+                outs = result if isinstance(result, dict) else {node.op.results[0]: result}
+                for rname, t in outs.items():
+                    _check_dims(t, rname, g.dims, at)
+            except DimTooLarge as exc:
+                raise ShapeError(
+                    f"the result's shape is too large to follow symbolically: {exc.message}",
+                    hint="give the symbols concrete sizes (ints or ${...} params)",
+                ) from None
         except ShapeError as exc:
             _report(node, exc, rep, types)
             continue
         if ctx.inferred:
             node.args = node.args.model_copy(update=ctx.inferred)
         try:
-            _check_weights(node)
+            try:
+                _check_weights(node)
+            except DimTooLarge as exc:
+                raise ShapeError(f"its weights' shapes are too large: {exc.message}") from None
         except ShapeError as exc:
             _report(node, exc, rep, types)
             continue
@@ -83,8 +107,16 @@ def _report_unproduced(g: Graph, node: Node, rep: Reporter) -> None:
         )
 
 
-def _check_dims(t: TensorType, result: str) -> None:
+def _check_dims(
+    t: TensorType,
+    result: str,
+    sizes: dict[str, int] | None = None,
+    memo: dict[Any, Any] | None = None,
+) -> None:
+    if len(t.shape) > MAX_RANK:
+        raise ShapeError(f"the result would have {len(t.shape)} dims; torch allows {MAX_RANK}")
     for d in t.shape:
+        check_dim(d)
         if isinstance(d, int) and d <= 0:
             raise ShapeError(
                 f"the result would have a non-positive size: {fmt_shape(t.shape)}",
@@ -95,6 +127,12 @@ def _check_dims(t: TensorType, result: str) -> None:
     if _numel(t.shape) > INT64_MAX:
         raise ShapeError(
             f"the result {fmt_shape(t.shape)} has more than 2**63 - 1 elements (int64 overflows)"
+        )
+    if sizes and _numel_at(t.shape, sizes, {} if memo is None else memo) > INT64_MAX:
+        raise ShapeError(
+            f"at the example sizes in 'dims' the result {fmt_shape(t.shape)} would have more "
+            "than 2**63 - 1 elements (int64 overflows)",
+            hint="dims are example sizes for summaries and MACs: choose ones a tensor can have",
         )
 
 
@@ -107,6 +145,23 @@ def _check_weights(node: Node) -> None:
                 f"its {pname} would have shape {fmt_shape(tuple(shape))}, more than 2**63 - 1 "
                 "elements (int64 overflows)"
             )
+
+
+def _numel_at(shape: tuple[Any, ...], sizes: dict[str, int], memo: dict[Any, Any]) -> int:
+    """Element count with the example sizes put in (a symbol without one counts as 1);
+    ``memo`` keeps each symbolic dim's value at ``sizes`` (one pass, one ``sizes``)."""
+    n = 1
+    for d in shape:
+        if isinstance(d, int):
+            v: Any = d
+        else:
+            v = memo.get(d)
+            if v is None:
+                v = memo[d] = substitute(d, sizes)
+        n *= v if isinstance(v, int) and v > 0 else 1
+        if n > INT64_MAX:
+            return n
+    return n
 
 
 def _numel(shape: tuple[Any, ...]) -> int:

@@ -2,10 +2,16 @@
 
 Usage: ``python tests/hostile_support/canary.py JOBS.json RESULTS.json``
 
-JOBS.json is a list of ``{"id", "kind": "cli" | "load", "argv" | "path", "cwd"}``. Each job
-runs in this one process (the real ``archcomp.cli.main``, or ``archcomp.load`` for weight
-files) with stdout and stderr captured; RESULTS.json gets, per job, the exit code, both
-streams, whether a Python traceback escaped, and the audit events that fired:
+JOBS.json is a list of ``{"id", "kind": "cli" | "load" | "emit", "argv" | "path", "cwd"}``.
+Each job runs in a child forked from this process (which has imported archcomp and torch
+once): the real ``archcomp.cli.main``, ``archcomp.load`` for weight files, or for ``emit``
+``archcomp build --emit-python`` and then an import of the generated file and an instance of
+its model class. stdout and stderr are captured. The child's resources are measured by
+``wait4`` (its own and those of the children it waited for, such as ``dot``): CPU seconds,
+wall seconds and peak resident memory; a child past the wall-clock limit is killed. Each runs
+under ``RLIMIT_AS`` (this process's address space plus 8 GiB) so that a runaway case cannot
+take the machine. RESULTS.json gets, per job, the exit code, both streams, whether a Python
+traceback escaped, the measurements, and the audit events that fired:
 
 - ``shell``: ``os.system``, ``os.exec*``, ``os.posix_spawn``, ``os.spawn*``, ``os.fork``,
   ``pty.spawn``, and ``subprocess.Popen`` of anything but Graphviz's ``dot``;
@@ -20,7 +26,9 @@ streams, whether a Python traceback escaped, and the audit events that fired:
 
 ``compile`` events with the marker are not failures: ``ast.parse`` of a ``${...}`` expression
 raises one (archcomp parses expressions and evaluates them with its own walker); executing the
-result would raise ``exec``.
+result would raise ``exec``. An ``emit`` job executes the generated module on purpose: that one
+code object is exempt (its docstrings may quote the marker as literals); what its import does
+(an import of ``archcomp_canary``, an open of a marked path, a shell) is still recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +37,11 @@ import contextlib
 import io
 import json
 import os
+import resource
+import select
+import signal
 import sys
+import time
 import traceback
 import types
 from pathlib import Path
@@ -38,6 +50,8 @@ from typing import Any
 MARKER = "ARCHCOMP_CANARY"
 CANARY_MODULE = "archcomp_canary"
 EVENTS: list[dict[str, str]] = []
+EXEMPT: set[int] = set()  # ids of code objects a job executes on purpose
+WALL_LIMIT = 300.0  # seconds before a job is killed (it then fails its bounds)
 
 _SHELL = {"os.system", "os.posix_spawn", "os.fork", "os.forkpty", "pty.spawn", "os.startfile"}
 _NETWORK = {
@@ -76,7 +90,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     elif event == "import" and args and CANARY_MODULE in str(args[0]):
         kind = "import"
     elif event == "exec" and args and isinstance(args[0], types.CodeType):
-        if _code_has_marker(args[0]):
+        if id(args[0]) not in EXEMPT and _code_has_marker(args[0]):
             kind = "exec"
     elif event == "pickle.find_class":
         kind = "unpickle"
@@ -126,6 +140,10 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if job["kind"] == "cli":
                 code = main(job["argv"])
+            elif job["kind"] == "emit":
+                code = main(job["argv"])
+                if code == 0:
+                    _import_emitted(job["path"])
             elif job["kind"] == "probe":
                 code = _probe(job["path"])
             else:
@@ -133,7 +151,7 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
                 from archcomp.base.errors import SpecError, UsageError
 
                 try:
-                    archcomp.load(job["path"])
+                    archcomp.load(job["path"], max_memory=job.get("max_memory"))
                     code = 0
                 except (SpecError, UsageError) as exc:
                     print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -154,10 +172,101 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _import_emitted(path: str) -> None:
+    """Execute a generated file as its module and build its model (the last class)."""
+    from torch import nn
+
+    code = compile(Path(path).read_text(), path, "exec")
+    EXEMPT.add(id(code))
+    namespace: dict[str, Any] = {"__name__": "archcomp_emitted"}
+    exec(code, namespace)
+    classes = [
+        v
+        for v in namespace.values()
+        if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == "archcomp_emitted"
+    ]
+    classes[-1]()
+    print(f"imported {path}: {classes[-1].__name__}")
+
+
+def _measured(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job in a forked child; its result with CPU, wall and peak memory added."""
+    read_fd, write_fd = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(read_fd)
+            _, hard = resource.getrlimit(resource.RLIMIT_AS)
+            room = _address_space() + (8 << 30)
+            if hard == resource.RLIM_INFINITY or room < hard:
+                resource.setrlimit(resource.RLIMIT_AS, (room, hard))
+            data = json.dumps(_run(job)).encode()
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    timed_out = False
+    with os.fdopen(read_fd, "rb") as f:
+        while True:
+            ready, _, _ = select.select(
+                [f], [], [], max(0.0, start + WALL_LIMIT - time.monotonic())
+            )
+            if not ready:
+                timed_out = True
+                os.kill(pid, signal.SIGKILL)
+                break
+            chunk = os.read(f.fileno(), 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.monotonic() - start
+    try:
+        result = json.loads(b"".join(chunks)) if not timed_out else None
+    except ValueError:
+        result = None
+    if result is None:
+        result = {
+            "id": job["id"],
+            "code": None,
+            "stdout": "",
+            "stderr": f"the job {'ran past ' + str(WALL_LIMIT) + ' s' if timed_out else 'died'}"
+            f" (wait status {status})",
+            "crashed": True,
+            "traceback": False,
+            "events": [],
+        }
+    result.update(
+        cpu=usage.ru_utime + usage.ru_stime,
+        wall=wall,
+        max_rss=usage.ru_maxrss * 1024,  # Linux reports KiB
+        timed_out=timed_out,
+    )
+    return result
+
+
+def _address_space() -> int:
+    """This process's virtual size in bytes (what RLIMIT_AS counts)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def main() -> None:
     jobs = json.loads(Path(sys.argv[1]).read_text())
+    import torch  # noqa: F401 - imported once, before the hook: every child shares it
+
+    import archcomp.backends.torch.codegen
+    import archcomp.cli  # noqa: F401
+
     sys.addaudithook(_hook)
-    results = [_run(job) for job in jobs]
+    results = []
+    for job in jobs:
+        results.append(_measured(job) if job["kind"] != "probe" else _run(job))
     Path(sys.argv[2]).write_text(json.dumps(results, indent=1))
 
 

@@ -6,8 +6,10 @@ Used by tests/test_hostile*.py, tests/test_weights_hostile.py and scripts/hostil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import struct
 import subprocess
 import sys
@@ -36,8 +38,11 @@ class Job:
     exit: int | None = 1  # required exit status (None: any non-zero)
     expect: str | None = None  # exact stderr
     contains: tuple[str, ...] = ()  # substrings stderr must contain
+    lacks: tuple[str, ...] = ()  # substrings stderr must not contain
     outdir: Path | None = None  # must be empty afterwards (no output file left behind)
     keep: dict[Path, bytes] = field(default_factory=dict)  # files that must be unchanged
+    max_memory: str | None = None  # archcomp.load's budget
+    output: Path | None = None  # a file written that must hold no invisible character
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +51,7 @@ class Job:
             "argv": self.argv,
             "path": self.path,
             "cwd": self.cwd,
+            "max_memory": self.max_memory,
         }
 
 
@@ -61,13 +67,17 @@ def expected_stderr(text: str) -> str | None:
 def directive(text: str) -> tuple[list[str] | None, int]:
     """``# hostile: build --max-memory 8GB; exit 2`` -> (["build", "--max-memory", "8GB"], 2).
 
-    Without a directive a case runs through check, build and draw, which must fail alike."""
+    Without a directive a case runs through check, build and draw, which must fail alike.
+    ``emit`` builds on meta with --emit-python and imports the generated file (exit 0: the
+    input is legal and must work, with nothing executed)."""
     first = text.split("\n", 1)[0]
     if not first.startswith(DIRECTIVE):
         return None, 1
-    command, _, rest = first[len(DIRECTIVE) :].partition(";")
+    command, _, rest = first[len(DIRECTIVE) :].rpartition(";")
+    if not command:
+        command, rest = rest, ""
     code = int(rest.strip().removeprefix("exit").strip()) if rest.strip() else 1
-    return command.split(), code
+    return shlex.split(command), code
 
 
 def spec_jobs(case: Path, tmp: Path) -> list[Job]:
@@ -104,10 +114,29 @@ def spec_jobs(case: Path, tmp: Path) -> list[Job]:
             )
         )
     else:
+        kind, path = "cli", ""
         argv = [command[0], rel, *command[1:]]
         if command[0] == "build":
             argv += ["-o", str(out / "m.safetensors")]
-        jobs.append(Job(f"{name}:{command[0]}", "cli", argv, exit=code, expect=expect, outdir=out))
+        output = None
+        if command[0] == "draw":
+            argv += ["-o", str(out / "m.svg")]
+            output = out / "m.svg" if code == 0 else None
+        if command[0] == "emit":
+            kind, path = "emit", str(out / "m.py")
+            argv = ["build", rel, *command[1:], "--device", "meta", "--emit-python", path]
+        jobs.append(
+            Job(
+                f"{name}:{command[0]}",
+                kind,
+                argv,
+                path=path,
+                exit=code,
+                expect=expect,
+                outdir=out if code != 0 else None,  # a legal input writes its outputs
+                output=output,
+            )
+        )
     return jobs
 
 
@@ -235,7 +264,6 @@ def _pack(header: Any, data: bytes, length: int | None = None) -> bytes:
 
 def weight_files(good: bytes) -> dict[str, tuple[bytes, tuple[str, ...]]]:
     """Hostile variants of a valid artifact: name -> (bytes, what the refusal must say)."""
-    import hashlib
     import pickle
 
     hdr, data = _header(good)
@@ -248,13 +276,41 @@ def weight_files(good: bytes) -> dict[str, tuple[bytes, tuple[str, ...]]]:
         return _pack(h, data)
 
     def with_spec(fn: Callable[[Any], Any]) -> Callable[[dict[str, Any]], None]:
+        """Replace the embedded spec (and its hash, so that only the spec's content is tested)."""
+
         def apply(h: dict[str, Any]) -> None:
             spec = fn(json.loads(meta["archcomp.spec"]))
-            text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
             h["__metadata__"]["archcomp.spec"] = text
             h["__metadata__"]["archcomp.spec_sha256"] = hashlib.sha256(text.encode()).hexdigest()
 
         return apply
+
+    def with_main(fn: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
+        """Edit the text of the embedded top-level spec file."""
+
+        def edit_text(s: dict[str, Any]) -> dict[str, Any]:
+            files = dict(s["files"])
+            files[s["main"]] = fn(files[s["main"]])
+            return {**s, "files": files}
+
+        return with_spec(edit_text)
+
+    def raw_spec(fn: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
+        """Edit the embedded spec's JSON text itself (what json.dumps cannot write)."""
+
+        def apply(h: dict[str, Any]) -> None:
+            text = fn(meta["archcomp.spec"])
+            h["__metadata__"]["archcomp.spec"] = text
+            h["__metadata__"]["archcomp.spec_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+
+        return apply
+
+    def legacy(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], None]:
+        """An archcomp 0.1 artifact: the embedded spec is the spec's mapping itself."""
+        import yaml
+
+        return with_spec(lambda s: fn(yaml.safe_load(s["files"][s["main"]])))
 
     class Payload:
         def __reduce__(self) -> tuple[Any, ...]:
@@ -346,54 +402,74 @@ def weight_files(good: bytes) -> dict[str, tuple[bytes, tuple[str, ...]]]:
         "spec_hash_mismatch": (
             edit(
                 lambda h: h["__metadata__"].__setitem__(
-                    "archcomp.spec", meta["archcomp.spec"].replace('"fc2"', '"fc3"')
+                    "archcomp.spec", meta["archcomp.spec"].replace("fc2", "fc3")
                 )
             ),
             ("the embedded spec does not match its SHA-256",),
         ),
-        "embedded_spec_with_import": (
-            edit(with_spec(lambda s: {**s, "imports": ["ARCHCOMP_CANARY_secret.yaml"]})),
-            ("not a self-contained spec",),
+        "embedded_spec_with_import": (  # resolved among the stored texts only: never the disk
+            edit(with_main(lambda t: t + "imports: [ARCHCOMP_CANARY_secret.yaml]\n")),
+            ("ARCHCOMP_CANARY_secret.yaml' is not among the artifact's sources",),
+        ),
+        "embedded_spec_import_escape": (
+            edit(with_main(lambda t: t + "imports: [../ARCHCOMP_CANARY_secret.yaml]\n")),
+            ("leaves the spec's directory tree",),
+        ),
+        "embedded_main_outside": (
+            edit(with_spec(lambda s: {**s, "main": "../ARCHCOMP_CANARY.yaml"})),
+            ("not a mapping of spec texts with a main file",),
+        ),
+        "embedded_files_not_texts": (
+            edit(with_spec(lambda s: {**s, "files": {s["main"]: ["ARCHCOMP_CANARY"]}})),
+            ("not a mapping of spec texts",),
         ),
         "embedded_spec_not_mapping": (
             edit(with_spec(lambda s: ["ARCHCOMP_CANARY"])),
             ("not a self-contained spec",),
         ),
+        "embedded_legacy_with_import": (
+            edit(legacy(lambda s: {**s, "imports": ["ARCHCOMP_CANARY_secret.yaml"]})),
+            ("not a self-contained spec",),
+        ),
+        "embedded_legacy_loads_without_redump": (
+            edit(legacy(lambda s: {**s, "nodes": [{**s["nodes"][0], "op": "ARCHCOMP_CANARY"}]})),
+            ("unknown op 'ARCHCOMP_CANARY'",),
+        ),
         "embedded_spec_python_op": (
             edit(
-                with_spec(
-                    lambda s: {
-                        **s,
-                        "nodes": [{**s["nodes"][0], "op": "archcomp_canary.fire"}, *s["nodes"][1:]],
-                    }
-                )
+                with_main(lambda t: t.replace("op: linear, out", "op: archcomp_canary.fire, out"))
             ),
             ("unknown op 'archcomp_canary.fire'",),
         ),
         "embedded_spec_target_key": (
-            edit(
-                with_spec(
-                    lambda s: {
-                        **s,
-                        "nodes": [
-                            {**s["nodes"][0], "_target_": "archcomp_canary.fire"},
-                            *s["nodes"][1:],
-                        ],
-                    }
-                )
-            ),
+            edit(with_main(lambda t: t.replace("{id: fc1,", "{id: fc1, _target_: os.system,"))),
             ("unknown argument '_target_'",),
         ),
-        "embedded_spec_huge_layer": (
-            edit(
-                with_spec(
-                    lambda s: {
-                        **s,
-                        "nodes": [{**s["nodes"][0], "out_features": 10**9}, *s["nodes"][1:]],
-                    }
-                )
+        "embedded_override_unknown": (
+            edit(with_spec(lambda s: {**s, "params": {"ARCHCOMP_CANARY": 1}})),
+            ("unknown param 'ARCHCOMP_CANARY'",),
+        ),
+        "embedded_spec_huge_layer": (  # refused by the estimate, before anything is allocated
+            edit(with_main(lambda t: t.replace("out_features: 5}", "out_features: 1000000000}"))),
+            ("the model needs about 48.4 GiB for 13,000,000,002 parameters",),
+        ),
+        "embedded_spec_number_past_json": (
+            edit(raw_spec(lambda t: t.replace('"params":{}', '"params":{"n":' + "9" * 5000 + "}"))),
+            ("is not valid JSON",),
+        ),
+        "header_number_past_json": (
+            _pack(
+                b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,' + b"9" * 5000 + b"]}}", data
             ),
-            ("does not match its embedded spec",),
+            ("its header holds a number of over 4,300 digits",),
+        ),
+        "header_offsets_past_int64": (
+            edit(lambda h: h[weight].__setitem__("data_offsets", [0, 10**30])),
+            ("malformed entry",),
+        ),
+        "header_shape_past_int64": (
+            edit(lambda h: h[weight].__setitem__("shape", [10**30, 10**30])),
+            ("malformed entry",),
         ),
         "embedded_metadata_not_json": (
             edit(lambda h: h["__metadata__"].__setitem__("archcomp.ties", "{ARCHCOMP_CANARY")),
@@ -436,20 +512,80 @@ WEIGHT_CASES = (
     "weights_hash_mismatch",
     "spec_hash_mismatch",
     "embedded_spec_with_import",
+    "embedded_spec_import_escape",
+    "embedded_main_outside",
+    "embedded_files_not_texts",
     "embedded_spec_not_mapping",
+    "embedded_legacy_with_import",
+    "embedded_legacy_loads_without_redump",
     "embedded_spec_python_op",
     "embedded_spec_target_key",
+    "embedded_override_unknown",
     "embedded_spec_huge_layer",
+    "embedded_spec_number_past_json",
+    "header_number_past_json",
+    "header_offsets_past_int64",
+    "header_shape_past_int64",
     "embedded_metadata_not_json",
     "embedded_ties_not_mapping",
     "embedded_dtype_unknown",
+    "fifo_as_weight_file",
+    "table_past_the_load_budget",
 )
+
+# An artifact of a few hundred bytes whose spec asks for a 600,000 x 1024 sinusoidal table
+# (2.4 GB, its temporaries once more): loaded with a budget, refused before it is computed.
+POSENC = """archcomp: 1
+name: posenc
+inputs: {x: [B, S, 8]}
+nodes:
+  - {id: pe, op: sinusoidal_positional_encoding, max_len: 16}
+outputs: pe
+"""
 
 
 def weight_jobs(tmp: Path, good: bytes) -> list[Job]:
+    import archcomp
+
     folder = tmp / "weights"
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = []
+    fifo = folder / "fifo_as_weight_file.safetensors"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    jobs = [
+        Job(
+            "weights/fifo_as_weight_file:load",
+            "load",
+            path=str(fifo),
+            cwd=str(folder),
+            exit=1,
+            contains=("is not a regular file (a FIFO)",),
+        )
+    ]
+    small = folder / "posenc.safetensors"
+    archcomp.save(archcomp.build(POSENC), small)
+    hdr, data = _header(small.read_bytes())
+    meta = hdr["__metadata__"]
+    env = json.loads(meta["archcomp.spec"])
+    env["files"][env["main"]] = POSENC.replace("max_len: 16", "max_len: 600000").replace(
+        "8]}", "1024]}"
+    )
+    meta["archcomp.spec"] = json.dumps(env, separators=(",", ":"))
+    meta["archcomp.spec_sha256"] = hashlib.sha256(meta["archcomp.spec"].encode()).hexdigest()
+    table = folder / "table_past_the_load_budget.safetensors"
+    table.write_bytes(_pack(hdr, data))
+    jobs.append(
+        Job(
+            "weights/table_past_the_load_budget:load",
+            "load",
+            path=str(table),
+            cwd=str(folder),
+            exit=1,
+            contains=("at its peak", "over the --max-memory budget of 953.7 MiB"),
+            max_memory="1GB",
+            keep={table: table.read_bytes()},
+        )
+    )
+    small.unlink()
     for name, (blob, contains) in weight_files(good).items():
         path = folder / f"{name}.safetensors"
         path.write_bytes(blob)
@@ -479,8 +615,17 @@ def good_artifact(tmp: Path) -> bytes:
 # ----------------------------------------------------------------------------- running
 
 
-def run_jobs(jobs: list[Job], tmp: Path, timeout: float = 600) -> list[dict[str, Any]]:
-    """Run every job in one canary subprocess; results in job order."""
+# What every case must stay within, measured per case by the runner (canary.py, wait4):
+# CPU seconds (its own and its children's, such as dot) and peak resident memory. CPU time,
+# not wall time, so that a machine busy with other work does not fail a case; a case that
+# hangs is killed at the runner's wall-clock limit and fails too.
+MAX_SECONDS = 20.0
+MAX_MEMORY = 4 << 30
+
+
+def run_jobs(jobs: list[Job], tmp: Path, timeout: float = 7200) -> list[dict[str, Any]]:
+    """Run every job in the canary runner (each in its own forked child); results in job
+    order."""
     canary = tmp / "canary"
     canary.mkdir(parents=True, exist_ok=True)
     (tmp / "jobs.json").write_text(json.dumps([j.to_json() for j in jobs]))
@@ -519,10 +664,12 @@ class Verdict:
     executed: bool
     lost: bool
     problems: list[str]
+    over: bool = False  # past MAX_SECONDS or MAX_MEMORY (or killed at the wall-clock limit)
 
 
 def judge(job: Job, result: dict[str, Any]) -> Verdict:
-    """Classify one result: a clean error, a traceback, code executed, or files lost/left."""
+    """Classify one result: a clean error (or, for a legal input, a success), a traceback,
+    code executed, files lost/left, or past its time and memory bounds."""
     problems: list[str] = []
     err = result["stderr"]
     traceback = bool(result["traceback"]) or "internal error" in err
@@ -532,7 +679,10 @@ def judge(job: Job, result: dict[str, Any]) -> Verdict:
     if executed:
         problems.append(f"canary: {result['events']} fired={result.get('canary_fired')}")
     code = result["code"]
-    if code == 0 or code is None:
+    if job.exit == 0:
+        if code != 0:
+            problems.append(f"exit status {code}, expected success")
+    elif code == 0 or code is None:
         problems.append(f"exit status {code}, expected an error")
     elif job.exit is not None and code != job.exit:
         problems.append(f"exit status {code}, expected {job.exit}")
@@ -541,8 +691,31 @@ def judge(job: Job, result: dict[str, Any]) -> Verdict:
     for s in job.contains:
         if s not in err:
             problems.append(f"stderr lacks {s!r}")
-    if "error" not in err:
+    for s in job.lacks:
+        if s in err:
+            problems.append(f"stderr holds {s!r}")
+    if job.exit != 0 and "error" not in err:
         problems.append("no error message")
+    over = False
+    if "cpu" in result:
+        if result.get("timed_out"):
+            over = True
+            problems.append(f"killed after {result['wall']:.0f} s")
+        if result["cpu"] > MAX_SECONDS:
+            over = True
+            problems.append(f"took {result['cpu']:.1f} s of CPU (bound {MAX_SECONDS:g} s)")
+        if result["max_rss"] > MAX_MEMORY:
+            over = True
+            problems.append(f"peaked at {result['max_rss'] / 2**30:.2f} GiB (bound 4 GiB)")
+    if job.output is not None:
+        from archcomp.base.text import INVISIBLE
+
+        text = job.output.read_text() if job.output.exists() else ""
+        found = [m.group(0) for m in INVISIBLE.finditer(text) if m.group(0) not in "\n\r\t"]
+        if not job.output.exists():
+            problems.append(f"{job.output.name} was not written")
+        elif found:
+            problems.append(f"{job.output.name} holds {found[0]!r} raw")
     lost = False
     if job.outdir is not None and job.outdir.exists() and any(job.outdir.iterdir()):
         lost = True
@@ -552,4 +725,4 @@ def judge(job: Job, result: dict[str, Any]) -> Verdict:
             lost = True
             problems.append(f"{path} changed or vanished")
     clean = not problems
-    return Verdict(clean, traceback, executed, lost, problems)
+    return Verdict(clean, traceback, executed, lost, problems, over)

@@ -15,10 +15,12 @@ import graphviz
 from archcomp.backends.graphviz.emit import to_graphviz
 from archcomp.backends.graphviz.plan import Drawing, DrawOptions, plan
 from archcomp.backends.graphviz.render import (
+    DEFAULT_MEMORY,
     DEFAULT_TIMEOUT,
     FORMATS,
     Diagram,
     RenderError,
+    check_limits,
     dot_hash,
     read_stamp,
     run_dot,
@@ -77,6 +79,7 @@ def draw(
     direction: str = "auto",
     dropout: bool = False,
     max_boxes: int | None = None,
+    max_edges: int | None = None,
 ) -> Diagram:
     """Draw a spec or model as the paper draws it; returns a :class:`Diagram` (a
     ``graphviz.Digraph``: SVG in notebooks; rendering it without Graphviz raises
@@ -84,7 +87,8 @@ def draw(
 
     ``params`` overrides spec params (as ``-p``); ``expand`` opens blocks or composite ops by
     name; ``depth`` opens nested blocks to that depth; ``shapes`` labels edges with tensor
-    shapes; ``param_counts`` adds parameter counts to boxes.
+    shapes; ``param_counts`` adds parameter counts to boxes. A diagram past ``max_boxes``
+    boxes or ``max_edges`` edge segments (each edge counts the ranks it crosses) is refused.
     """
     if direction not in ("auto", "BT", "LR"):
         raise UsageError(f"direction must be auto, BT or LR, not {direction!r}")
@@ -100,6 +104,7 @@ def draw(
         direction=direction,  # type: ignore[arg-type]
         dropout=dropout,
         **({"max_boxes": max_boxes} if max_boxes is not None else {}),
+        **({"max_edges": max_edges} if max_edges is not None else {}),
     )
     return to_graphviz(plan(graph_of(spec_or_model, params), opts))
 
@@ -110,23 +115,28 @@ def save(
     fmt: str | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    memory: int = DEFAULT_MEMORY,
 ) -> Path:
     """Render ``diagram`` to ``path`` (format from ``fmt`` or the suffix); returns the path.
 
-    Raises :class:`RenderError` when ``dot`` is missing or runs past ``timeout`` seconds (the
-    DOT source is then written next to ``path`` with a ``.dot`` suffix), or fails.
+    Raises :class:`RenderError` when ``dot`` is missing (the DOT source is then written next
+    to ``path`` with a ``.dot`` suffix), fails, runs past ``timeout`` seconds or past
+    ``memory`` bytes.
     """
     out = Path(path)
     fmt = fmt or out.suffix.lstrip(".") or "svg"
     if fmt not in FORMATS:
         raise UsageError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_limits(timeout, memory)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     source = diagram.source
     try:
-        data = run_dot(source, fmt, timeout=timeout)
+        data = run_dot(source, fmt, timeout=timeout, memory=memory)  # before anything is written
     except RenderError as exc:
         if exc.missing or exc.timed_out:
             write_bytes_atomic(out.with_suffix(".dot"), source.encode())
         raise
-    write_bytes_atomic(out, data)
+    write_bytes_atomic(out, data)  # makes missing folders, and removes them on failure
     return out

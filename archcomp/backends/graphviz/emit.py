@@ -8,7 +8,6 @@ emitted in plan order, so the same spec gives byte-identical DOT.
 from __future__ import annotations
 
 import html
-import re
 from collections import defaultdict
 
 import graphviz
@@ -16,17 +15,19 @@ import graphviz
 from archcomp.backends.graphviz import style as st
 from archcomp.backends.graphviz.plan import Box, Drawing, Frame
 from archcomp.backends.graphviz.render import Diagram
+from archcomp.base.text import visible
 
 FONT = "Helvetica"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def esc(text: str) -> str:
-    """Text for an HTML-like label: entities escaped, line breaks as <BR/>."""
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\t", " "))
+    """Text for an HTML-like label: entities escaped, line breaks as <BR/>, and control, bidi
+    and zero-width characters shown as escapes (``\u202e``), so they reach neither DOT nor
+    the SVG as themselves."""
+    text = text.replace("\r\n", "\n").replace("\t", " ")
     # Graphviz expands \N, \G, \L even inside HTML labels; a doubled backslash is one backslash.
     return "<BR/>".join(
-        html.escape(line, quote=True).replace("\\", "\\\\") for line in text.split("\n")
+        html.escape(visible(line), quote=True).replace("\\", "\\\\") for line in text.split("\n")
     )
 
 

@@ -30,6 +30,7 @@ from archcomp.ir.dims import fmt_shape
 
 Direction = Literal["auto", "BT", "LR"]
 DEFAULT_MAX_BOXES = 2500
+DEFAULT_MAX_EDGES = 10_000  # edge segments: each edge counts the ranks it crosses
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class DrawOptions:
     direction: Direction = "auto"
     dropout: bool = False
     max_boxes: int = DEFAULT_MAX_BOXES
+    max_edges: int = DEFAULT_MAX_EDGES
 
 
 @dataclass
@@ -268,6 +270,7 @@ class Planner:
         if self.lr:
             self._fold_activations()
         self._loops()
+        check_size(self.d, self.opts)  # before the passes whose cost grows with edges x boxes
         self._mark_residuals()
         self._mark_cross()
         return self.d
@@ -582,14 +585,22 @@ class Planner:
             if e.src != e.dst:
                 succ[e.src].append(e.dst)
                 preds[e.dst].append(e)
+        reach, bit = _reachable(list(self.d.boxes), succ)
         for dst, edges in preds.items():
             box = self.d.boxes[dst]
             if box.family not in ("addnorm", "arith") or len({e.src for e in edges}) < 2:
                 continue
             srcs = {e.src for e in edges}
+            every = 0
+            for src in srcs:
+                every |= bit[src]
             for e in edges:
-                others = srcs - {e.src}
-                if self._reaches(e.src, others, succ, stop=dst):
+                mine = reach.get(e.src)
+                if mine is None:  # in or before a cycle: walk the graph
+                    hit = self._reaches(e.src, srcs - {e.src}, succ, stop=dst)
+                else:  # a DAG: no path through dst can reach dst's predecessors
+                    hit = bool(mine & every & ~bit[e.src])
+                if hit:
                     e.kind = "residual"
 
     def _root(self, box: str) -> str | None:
@@ -640,15 +651,82 @@ class Planner:
         return out
 
 
+def _reachable(
+    boxes: list[str], succ: dict[str, list[str]]
+) -> tuple[dict[str, int | None], dict[str, int]]:
+    """Per box, the boxes reachable from it as a bit mask (None for a box in or before a
+    cycle), and each box's bit: reachability for every box in time linear in the edges."""
+    bit = {b: 1 << i for i, b in enumerate(boxes)}
+    indeg = dict.fromkeys(boxes, 0)
+    for a in boxes:
+        for b in succ.get(a, ()):
+            indeg[b] = indeg.get(b, 0) + 1
+    order = [b for b in boxes if indeg[b] == 0]
+    for a in order:  # Kahn's algorithm; grows while it runs
+        for b in succ.get(a, ()):
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                order.append(b)
+    reach: dict[str, int | None] = dict.fromkeys(boxes)
+    for a in reversed(order):
+        mask: int | None = 0
+        for b in succ.get(a, ()):
+            rb = reach.get(b)
+            if rb is None or mask is None:
+                mask = None
+                break
+            mask |= bit.get(b, 0) | rb
+        reach[a] = mask
+    return reach, bit
+
+
 def plan(g: Graph, opts: DrawOptions) -> Drawing:
     d = Planner(g, opts).plan()
     for box in d.boxes.values():
         if box.params:
             box.note = f"{st.fmt_count(box.params)} params"
+    return d
+
+
+def edge_segments(d: Drawing) -> int:
+    """The edges as Graphviz lays them out: one segment per rank an edge crosses (dot adds
+    a virtual node at each), ranks being longest-path depths; an edge in a cycle counts 1."""
+    succ: dict[str, list[str]] = defaultdict(list)
+    indeg: dict[str, int] = defaultdict(int)
+    pairs = [(e.src, e.dst) for e in d.edges if e.src != e.dst]
+    for a, b in pairs:
+        succ[a].append(b)
+        indeg[b] += 1
+    rank = dict.fromkeys(d.boxes, 0)
+    todo = [b for b in d.boxes if indeg[b] == 0]
+    while todo:
+        a = todo.pop()
+        for b in succ[a]:
+            rank[b] = max(rank[b], rank[a] + 1)
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                todo.append(b)
+    return (
+        sum(max(1, rank.get(b, 0) - rank.get(a, 0)) for a, b in pairs) + len(d.edges) - len(pairs)
+    )
+
+
+def check_size(d: Drawing, opts: DrawOptions) -> None:
+    """Refuse a diagram past ``max_boxes`` boxes or ``max_edges`` edge segments: Graphviz's
+    time and memory grow with both (a dense 1,000-box DAG took dot past 5.8 GB)."""
     n = len(d.boxes)
     if n > opts.max_boxes:
         raise UsageError(
-            f"the diagram of '{g.name}' would have {n:,} boxes (limit {opts.max_boxes:,}); "
+            f"the diagram of '{d.name}' would have {n:,} boxes (limit {opts.max_boxes:,}); "
             "draw it with fewer expansions (--depth, --expand) or raise --max-nodes"
         )
-    return d
+    if len(d.edges) > opts.max_edges:  # a lower bound on the segments, known at once
+        segments = len(d.edges)
+    else:
+        segments = edge_segments(d)
+    if segments > opts.max_edges:
+        raise UsageError(
+            f"the diagram of '{d.name}' would have {len(d.edges):,} edges crossing "
+            f"{segments:,} ranks in all (limit {opts.max_edges:,}); draw it with fewer "
+            "expansions (--depth, --expand) or raise --max-edges"
+        )

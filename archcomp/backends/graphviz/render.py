@@ -1,4 +1,8 @@
-"""Running Graphviz's ``dot`` under a time limit, and stamping outputs with their DOT's hash.
+"""Running Graphviz's ``dot`` under a time and a memory limit, and stamping outputs with their
+DOT's hash.
+
+The memory limit is ``RLIMIT_AS`` set in the child before ``dot`` starts: past it dot's
+allocations fail and it exits (or crashes) instead of taking the machine's memory.
 
 The stamp (a comment in SVG, a ``tEXt`` chunk in PNG) lets a test tell whether a checked-in
 diagram is out of date with its spec without depending on the installed Graphviz version.
@@ -7,18 +11,22 @@ diagram is out of date with its spec without depending on the installed Graphviz
 from __future__ import annotations
 
 import hashlib
+import resource
 import shutil
 import struct
 import subprocess
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import graphviz
 
 FORMATS = ("svg", "png", "pdf", "dot")
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 15.0
+DEFAULT_MEMORY = 2 << 30  # address space dot may use, in bytes
+MAX_TIMEOUT = 86_400.0  # a day: longer is a mistake (and 1e308 overflows the clock)
 TICK = 0.1  # seconds between two looks at a running dot
 PNG_DPI = "144"
 STAMP_KEY = "archcomp-dot-sha256"
@@ -77,8 +85,32 @@ def find_dot() -> str | None:
     return shutil.which("dot")
 
 
-def run_dot(source: str, fmt: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Lay out and render DOT source; the result's bytes, stamped with the source's hash."""
+def check_limits(timeout: float, memory: int) -> None:
+    """Refuse limits dot cannot run under: not a finite number of seconds, not positive."""
+    if not (0 < timeout <= MAX_TIMEOUT):  # also refuses nan
+        raise ValueError(
+            f"the time limit must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+            f"found {timeout:g}"
+        )
+    if memory < 64 << 20:
+        raise ValueError(f"the memory limit must be at least 64 MiB, found {memory:,} bytes")
+
+
+def _address_space(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def run_dot(
+    source: str, fmt: str, *, timeout: float = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY
+) -> bytes:
+    """Lay out and render DOT source; the result's bytes, stamped with the source's hash.
+
+    ``dot`` runs for at most ``timeout`` seconds in at most ``memory`` bytes of address
+    space; past either it is stopped and :class:`RenderError` says which."""
+    check_limits(timeout, memory)
     if fmt == "dot":
         return source.encode()
     exe = find_dot()
@@ -89,15 +121,24 @@ def run_dot(source: str, fmt: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes
         cmd.append(f"-Gdpi={PNG_DPI}")
     try:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_address_space(memory),
         )
     except OSError as exc:
         raise RenderError(f"could not run dot: {exc}") from None
     with proc:  # closes the pipes however it ends
         stdout, stderr = _communicate(proc, source.encode(), timeout)
     if proc.returncode != 0:
-        err = stderr.decode(errors="replace").strip()
-        raise RenderError(f"dot failed (exit {proc.returncode}): {err}")
+        err = stderr.decode(errors="replace").strip()[-2000:]
+        why = f": {err}" if err else ""
+        raise RenderError(
+            f"dot failed (exit {proc.returncode}){why}; if the graph is large it may have run "
+            f"out of its memory limit of {memory / 2**30:.1f} GiB: draw it collapsed (drop "
+            "--expand/--depth) or raise --max-memory"
+        )
     return stamp(stdout, fmt, dot_hash(source))
 
 

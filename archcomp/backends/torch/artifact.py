@@ -1,10 +1,15 @@
-"""Artifacts: weights as safetensors, with the normalized spec embedded in the header.
+"""Artifacts: weights as safetensors, with the spec they were built from embedded in the header.
 
 Header metadata (all strings, as safetensors requires):
 
 - ``format``: ``pt``
 - ``archcomp.version``: the archcomp that wrote it
-- ``archcomp.spec``: the normalized spec as JSON (sorted keys, no spaces)
+- ``archcomp.spec``: JSON ``{"main": ..., "files": {...}, "params": {...}}``: the text of every
+  spec file the build read, by path relative to the top-level spec's folder (``main`` names
+  the top-level one), and the ``-p`` overrides with their types. Loading parses the same texts
+  with the same overrides, so it rebuilds exactly the graph that was built; imports are read
+  from ``files``, never from the disk. (Artifacts of archcomp 0.1 hold the normalized spec
+  mapping instead; they still load, without imports.)
 - ``archcomp.spec_sha256``: SHA-256 of that JSON text
 - ``archcomp.weights_sha256``: SHA-256 over the tensors (sorted by name: name, dtype, shape,
   bytes), so a changed weight is refused too
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,10 +36,11 @@ from torch import nn
 from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_dtype
 from archcomp.backends.torch.module import tied_names
 from archcomp.base.errors import UsageError
-from archcomp.base.fileio import write_atomic
+from archcomp.base.fileio import NotRegularFile, OutputExists, Writer, open_regular, write_atomic
 from archcomp.base.progress import Update, ignore, showing, task
 
 MAX_HEADER = 100 * 1024 * 1024
+INT64_MAX = 2**63 - 1
 SAFETENSORS_DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -58,21 +65,48 @@ def spec_json(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
 
 
+def embedded_spec(model: nn.Module) -> dict[str, Any]:
+    """What an artifact stores to rebuild ``model``: its spec texts and typed overrides (the
+    normalized mapping for a model that has none)."""
+    source = getattr(model, "source", None)
+    if isinstance(source, dict) and source.get("files"):
+        return source
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, dict) or not spec:
+        raise UsageError("save() needs a model built by archcomp (it embeds the model's spec)")
+    return spec
+
+
 def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]], tick: Update = ignore) -> str:
-    h = hashlib.sha256()
-    done = 0
-    for name, t in sorted(tensors, key=lambda kv: kv[0]):
+class _WeightsHash:
+    """SHA-256 over tensors given in name order: name, dtype, shape, bytes (read in place)."""
+
+    def __init__(self, tick: Update = ignore) -> None:
+        self.h = hashlib.sha256()
+        self.tick = tick
+        self.done = 0
+
+    def add(self, name: str, t: torch.Tensor) -> None:
         t = t.detach().to("cpu").contiguous()
+        h = self.h
         h.update(name.encode() + b"\0" + DTYPE_CODES.get(t.dtype, str(t.dtype)).encode())
         h.update(b"\0" + ",".join(str(s) for s in t.shape).encode() + b"\0")
         if t.numel():  # the tensor's own memory, no copy (a model's views stay lean)
             h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-            done += t.numel() * t.element_size()
-            tick(done)
+            self.done += t.numel() * t.element_size()
+            self.tick(self.done)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]], tick: Update = ignore) -> str:
+    h = _WeightsHash(tick)
+    for name, t in sorted(tensors, key=lambda kv: kv[0]):
+        h.add(name, t)
     return h.hexdigest()
 
 
@@ -86,13 +120,28 @@ def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 def save_artifact(
     model: nn.Module, path: Path, *, overwrite: bool = True, progress: bool | None = None
 ) -> Path:
-    """Write weights + embedded spec to ``path`` atomically; return the path. ``progress``
+    """Write weights + embedded spec to ``path`` atomically; return the path. Without
+    ``overwrite`` an existing ``path`` is refused, atomically (see ``write_all``). ``progress``
     shows hashing and writing as :func:`archcomp.build` shows allocation."""
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    try:
+        write_atomic(
+            path, artifact_writer(model, progress=progress, label=path.name), overwrite=overwrite
+        )
+    except OutputExists:
+        raise UsageError(f"{path} exists; pass --force to overwrite it") from None
+    return path
+
+
+def artifact_writer(
+    model: nn.Module, *, progress: bool | None = None, label: str = "weights"
+) -> Writer:
+    """What writes ``model``'s artifact into a path: checked and hashed now, so that a command
+    can write it together with its other outputs, all or none."""
     from archcomp.base.version import __version__
 
-    spec = getattr(model, "spec", None)
-    if not isinstance(spec, dict) or not spec:
-        raise UsageError("save() needs a model built by archcomp (it embeds the model's spec)")
+    spec = embedded_spec(model)
     tensors, aliases = _canonical_state(model)
     for name, t in tensors.items():
         if t.device.type == "meta":
@@ -100,9 +149,10 @@ def save_artifact(
                 f"the model is on the meta device ({name} has no data); build it on a real "
                 "device to save weights"
             )
-    if path.exists() and not overwrite:
-        raise UsageError(f"{path} exists; pass --force to overwrite it")
-    text = spec_json(spec)
+    try:
+        text = spec_json(spec)
+    except (TypeError, ValueError) as exc:  # an override from the API that JSON cannot hold
+        raise UsageError(f"the model's params cannot be stored in an artifact: {exc}") from None
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     with showing(progress), task("hashing weights", size) as tick:
         digest = _weights_hash(tensors.items(), tick)
@@ -117,9 +167,12 @@ def save_artifact(
         "archcomp.dtype": dtype_name(floats[0]) if floats else "float32",
     }
     data = {k: t.detach() for k, t in tensors.items()}  # made contiguous one at a time
-    with showing(progress), task(f"writing {path.name}", size) as tick:
-        write_atomic(path, lambda tmp: _write_safetensors(tmp, data, meta, tick))
-    return path
+
+    def write(tmp: Path) -> None:
+        with showing(progress), task(f"writing {label}", size) as tick:
+            _write_safetensors(tmp, data, meta, tick)
+
+    return write
 
 
 def _write_safetensors(
@@ -167,12 +220,16 @@ def _is_pickle(head: bytes) -> bool:
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Tensor entries and metadata of a safetensors file, with a specific reason if it is not."""
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such file")
-    if path.is_dir():
-        raise ArtifactError(f"{path} is a directory, not a .safetensors file")
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    try:
+        f = open_regular(path)  # decided on the open file: a FIFO never blocks the load
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except NotRegularFile as exc:
+        raise ArtifactError(f"{path} is {exc.strerror}") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise ArtifactError(f"{path} is not a safetensors file: only {size} bytes")
@@ -200,7 +257,12 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             f"{path} is not a valid safetensors file: the name '{exc.args[0]}' appears twice "
             "in its header"
         ) from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except ValueError as exc:  # not JSON (JSONDecodeError), or a number too long to read
+        why = "its header is not JSON"
+        if _too_long(exc):
+            why = "its header holds a number of over 4,300 digits"
+        raise ArtifactError(f"{path} is not a safetensors file: {why}") from None
+    except RecursionError:
         raise ArtifactError(f"{path} is not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{path} is not a safetensors file: its header is not a JSON object")
@@ -218,6 +280,11 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 class _DuplicateName(Exception):
     pass
+
+
+def _too_long(exc: ValueError) -> bool:
+    """Python's refusal to read an int of 4,300+ digits, rather than bad JSON."""
+    return not isinstance(exc, json.JSONDecodeError) and "digits" in str(exc)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -238,10 +305,11 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
         if not (
             isinstance(offsets, list)
             and len(offsets) == 2
-            and all(type(o) is int and o >= 0 for o in offsets)
+            and all(type(o) is int and 0 <= o <= INT64_MAX for o in offsets)
             and offsets[0] <= offsets[1]
             and isinstance(shape, list)
-            and all(type(d) is int and d >= 0 for d in shape)
+            and len(shape) <= 64
+            and all(type(d) is int and 0 <= d <= INT64_MAX for d in shape)
         ):
             raise ArtifactError(
                 f"{path} is not a valid safetensors file: tensor '{name}' has a malformed entry"
@@ -284,12 +352,13 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
         )
 
 
-def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
+def load_artifact(
+    path: Path, device: Any = None, dtype: Any = None, *, max_memory: int | str | None = None
+) -> Any:
     """Verify and rebuild; see :func:`archcomp.load`."""
     from safetensors import safe_open
 
     from archcomp.backends.torch.build import build_graph
-    from archcomp.passes.pipeline import load_graph
 
     entries, meta = read_header(path)
     text = meta["archcomp.spec"]
@@ -301,47 +370,89 @@ def load_artifact(path: Path, device: Any = None, dtype: Any = None) -> Any:
     try:
         spec = json.loads(text)
         ties = json.loads(meta.get("archcomp.ties", "{}"))
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, or a number of 4,300+ digits
         raise ArtifactError(f"{path}: the embedded metadata is not valid JSON") from None
-    if not isinstance(spec, dict) or "imports" in spec:
-        # archcomp writes a self-contained mapping; imports would read files beside the caller.
-        raise ArtifactError(
-            f"{path}: the embedded spec is not a self-contained spec mapping (archcomp never "
-            "writes one with imports)"
-        )
     if not isinstance(ties, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in ties.items()
     ):
         raise ArtifactError(f"{path}: the embedded archcomp.ties is not a mapping of names")
+    g = _embedded_graph(path, spec, text)
     stored = resolve_dtype(meta.get("archcomp.dtype", "float32"))
     want = resolve_dtype(dtype) if dtype is not None else stored
     dev = resolve_device(device)
-    # The expected names, shapes and dtypes come from a build on meta (nothing allocated).
-    g = load_graph(spec)
-    expected_model = build_graph(g, device="meta", dtype=stored)
-    expected, aliases = _canonical_state(expected_model)
-    _compare(path, entries, expected, aliases, ties)
-    model = build_graph(g, device=dev, dtype=want, seed=0)
-    state = model.state_dict()
-    loaded: list[tuple[str, torch.Tensor]] = []
+    # One build, on the device, without the spec's initializers (the weights are loaded next);
+    # its peak, plus the largest tensor as read from the file, is checked before allocating.
+    largest = max((_entry_bytes(e) for e in entries.values()), default=0)
+    model = build_graph(
+        g,
+        device=dev,
+        dtype=want,
+        seed=0,
+        max_memory=max_memory,
+        init=False,
+        max_init_flops=None,
+        extra_bytes=largest,
+    )
+    expected, aliases = _canonical_state(model)
+    _compare(path, entries, expected, aliases, ties, stored)
+    digest = _WeightsHash()
     try:
         with torch.no_grad(), safe_open(str(path), framework="pt", device="cpu") as f:
             for name in sorted(expected):
                 t = f.get_tensor(name)
-                loaded.append((name, t))
-                state[name].copy_(t)
+                digest.add(name, t)
+                expected[name].copy_(t)
+                del t  # one tensor read at a time
     except (OSError, RuntimeError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot read the weights: {exc}") from None
     except Exception as exc:  # safetensors' own error type (SafetensorError)
         if type(exc).__name__ != "SafetensorError":
             raise
         raise ArtifactError(f"{path}: cannot read the weights: {exc}") from None
-    if _weights_hash(loaded) != meta.get("archcomp.weights_sha256"):
+    if digest.hexdigest() != meta.get("archcomp.weights_sha256"):
         raise ArtifactError(
             f"{path}: the weights do not match their SHA-256; the file was modified after "
             "it was written"
         )
     return model
+
+
+def _entry_bytes(e: Any) -> int:
+    offsets = e.get("data_offsets") if isinstance(e, dict) else None
+    return int(offsets[1] - offsets[0]) if isinstance(offsets, list) else 0
+
+
+def _embedded_graph(path: Path, spec: Any, text: str) -> Any:
+    """The checked graph of an embedded spec: its stored texts and typed overrides, or (an
+    artifact of archcomp 0.1) a self-contained normalized mapping."""
+    from archcomp.frontend.loader import load_program
+    from archcomp.passes.pipeline import check_program
+
+    if isinstance(spec, dict) and "files" in spec and "main" in spec:
+        files, main, params = spec["files"], spec["main"], spec.get("params", {})
+        if not (
+            isinstance(files, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+            and isinstance(main, str)
+            and main in files
+            and isinstance(params, dict)
+            and all(isinstance(k, str) for k in params)
+        ):
+            raise ArtifactError(
+                f"{path}: the embedded spec is not a mapping of spec texts with a main file and "
+                "params"
+            )
+        prog = load_program(main, embedded=files, label=path.name)
+        return check_program(prog, params)
+    if not isinstance(spec, dict) or "imports" in spec:
+        # archcomp 0.1 wrote a self-contained mapping; imports would read files beside it
+        raise ArtifactError(
+            f"{path}: the embedded spec is not a self-contained spec mapping (archcomp never "
+            "writes one with imports)"
+        )
+    # Read as the JSON text it is (JSON is YAML): no re-dump, and nothing beside it is read.
+    prog = load_program("spec.json", embedded={"spec.json": text}, label=path.name)
+    return check_program(prog, {})
 
 
 def _compare(
@@ -350,7 +461,10 @@ def _compare(
     expected: Mapping[str, torch.Tensor],
     aliases: Mapping[str, str],
     ties: Mapping[str, str],
+    stored: torch.dtype,
 ) -> None:
+    """The file's tensors must be the rebuilt model's: names, shapes, and dtypes (floating
+    ones in the dtype the file was written in)."""
     problems: list[str] = []
     missing = sorted(set(expected) - set(entries))
     extra = sorted(set(entries) - set(expected))
@@ -367,7 +481,7 @@ def _compare(
         shape = list(e.get("shape", []))
         if shape != list(t.shape):
             problems.append(f"{name}: shape {shape} in the file, {list(t.shape)} in the spec")
-        code = DTYPE_CODES.get(t.dtype)
+        code = DTYPE_CODES.get(stored if t.is_floating_point() else t.dtype)
         if e.get("dtype") != code:
             problems.append(f"{name}: dtype {e.get('dtype')} in the file, {code} in the spec")
     if dict(ties) != dict(aliases):

@@ -3,11 +3,12 @@ not fit, compile with allocation and initialisation progress (:func:`build_graph
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from archcomp.backends.torch.codegen import compile_graph
 from archcomp.backends.torch.devices import (
-    Estimate,
+    MAX_INIT_FLOPS,
     check_fits,
     estimate,
     parse_bytes,
@@ -28,22 +29,32 @@ def build_graph(
     *,
     max_memory: int | str | None = None,
     progress: bool | None = None,
+    max_init_flops: float | None = MAX_INIT_FLOPS,
+    init: bool = True,
+    extra_bytes: int = 0,
     params_on_meta: bool = False,
 ) -> ArchModule:
     """Compile an already checked graph (see :func:`archcomp.build`).
 
+    Before anything is allocated the build is refused if its peak memory (plus
+    ``extra_bytes`` the caller will need beside it) exceeds the device's free memory or
+    ``max_memory``, or its initializers exceed ``max_init_flops`` (None: no limit). With
+    ``init=False`` the spec's initializers are skipped (the weights are about to be loaded).
     ``params_on_meta``: allocate only the modules that hold buffers; the parameters stay on
     meta for the caller to fill (how :mod:`archcomp.checkpoints` loads published weights)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise UsageError(f"seed must be a non-negative int, found {seed!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    est = estimate(g, dt)
+    est = estimate(g, dt, init=init)
     if params_on_meta:
-        est = Estimate(0, est.buffers, 0, est.buffer_bytes)
+        est = replace(est, params=0, param_bytes=0)
+    if extra_bytes:
+        est = replace(est, scratch_bytes=est.scratch_bytes + extra_bytes)
     budget = parse_bytes(max_memory) if max_memory is not None else None
-    check_fits(est, dev, budget)
+    limit = None if max_init_flops is None else int(max_init_flops)
+    check_fits(est, dev, budget, limit)
     if dev.type == "meta" or params_on_meta:  # nothing (or only buffers) to show
-        return compile_graph(g, dev, dt, seed, None, est, params_on_meta=params_on_meta)
+        return compile_graph(g, dev, dt, seed, None, est, init=init, params_on_meta=params_on_meta)
     with showing(progress), task("allocating and initialising weights", est.total_bytes) as tick:
-        return compile_graph(g, dev, dt, seed, lambda done, total: tick(done), est)
+        return compile_graph(g, dev, dt, seed, lambda done, total: tick(done), est, init=init)

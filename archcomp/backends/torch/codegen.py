@@ -26,6 +26,7 @@ from torch.fx.graph_module import _forward_from_src  # what GraphModule.recompil
 from archcomp.backends.torch.blocks import Instance, plan_blocks
 from archcomp.backends.torch.devices import Estimate, estimate
 from archcomp.backends.torch.init import SeededRNG, init_module
+from archcomp.backends.torch.literals import comment, docstring
 from archcomp.backends.torch.module import (
     ArchModule,
     CompiledBlock,
@@ -72,7 +73,7 @@ class ArchCodeGen(fx.graph.CodeGen):
         params = list(self.input_names) if len(fx_names) == len(self.input_names) else fx_names
         lines = [f"def {self._func_name}(self, {', '.join(params)}){maybe_return_annotation}:"]
         if self.doc:
-            lines.append(f'    """{self.doc}"""')
+            lines.append(f"    {docstring(self.doc)}")
         for spec_name, fx_name in zip(params, fx_names, strict=False):
             if spec_name != fx_name:
                 lines.append(f"    {fx_name} = {spec_name}")
@@ -182,7 +183,7 @@ def _shape_comments(body: list[str], nodes: list[fx.Node]) -> list[str]:
             pending = current.meta.get("archcomp_comment")
             current = None
         if pending and chunk.endswith("\n"):
-            chunk = f"{chunk[:-1]}  # {pending}\n"
+            chunk = f"{chunk[:-1]}{comment(pending)}\n"
             pending = None
         out.append(chunk)
     return out
@@ -268,6 +269,7 @@ class Compiler:
     progress: Progress | None = None
     est: Estimate | None = None
     params_on_meta: bool = False  # weights come later (a checkpoint): only buffers allocated
+    init: bool = True  # apply the spec's initializers (not when weights will be loaded)
     fx_graph: fx.Graph = field(default_factory=fx.Graph)
     root: nn.Module = field(default_factory=nn.Module)
     paths: dict[str, str] = field(default_factory=dict)  # node -> its module path
@@ -317,6 +319,7 @@ class Compiler:
         self.fx_graph.lint()
         model = ArchModule(self.root, self.fx_graph, class_name=cls_name)
         model.spec = g.spec
+        model.source = g.source
         model.input_names = names
         model.output_names = tuple(g.outputs)
         model.set_node_meta(self._node_meta)  # computed on first access
@@ -420,7 +423,7 @@ class Compiler:
             self._name(node, ctx, results)
             for rname, value in results.items():
                 frame.values[(node.name, rname)] = value
-        if plan and node.shared_with is None and ctx.module_path is not None:
+        if plan and self.init and node.shared_with is None and ctx.module_path is not None:
             init_module(get_path(self.root, ctx.module_path), plan, self.seed, node.name)
 
     def _factory(self, node: Node) -> dict[str, Any]:
@@ -604,6 +607,7 @@ def compile_graph(
     est: Estimate | None = None,
     *,
     params_on_meta: bool = False,
+    init: bool = True,
 ) -> ArchModule:
     """Compile a checked graph into a module on ``device`` in ``dtype``.
 
@@ -612,7 +616,9 @@ def compile_graph(
     collecting = gc.isenabled()
     gc.disable()  # thousands of small objects, none of them garbage: skip the collector
     try:
-        return Compiler(g, device, dtype, seed, progress, est, params_on_meta).compile()
+        return Compiler(
+            g, device, dtype, seed, progress, est, params_on_meta=params_on_meta, init=init
+        ).compile()
     finally:
         if collecting:
             gc.enable()

@@ -118,32 +118,64 @@ def _mps_available() -> bool:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Bytes a build allocates, from the graph alone (no torch allocation)."""
+    """What a build costs, from the graph alone (no torch allocation): the bytes it keeps, the
+    bytes it needs at its peak (the one node whose construction or initializer needs the most
+    temporary memory), and the work of its initializers."""
 
     params: int  # parameter count, tied and shared weights counted once
     buffers: int  # buffer element count
     param_bytes: int
     buffer_bytes: int
+    scratch_bytes: int = 0  # the most any one node allocates beyond its weights while built
+    scratch_node: str | None = None
+    init_flops: int = 0  # floating-point operations of the initializers (a QR per orthogonal)
+    init_what: str | None = None  # the costliest initializer, e.g. "fc.weight (16384x16384)"
 
     @property
     def total_bytes(self) -> int:
         return self.param_bytes + self.buffer_bytes
 
+    @property
+    def peak_bytes(self) -> int:
+        return self.total_bytes + self.scratch_bytes
 
-def estimate(g: Graph, dtype: torch.dtype) -> Estimate:
-    """Parameter and buffer bytes of a build of ``g`` in ``dtype`` (from OpDef shapes)."""
+
+def estimate(g: Graph, dtype: torch.dtype, *, init: bool = True) -> Estimate:
+    """Bytes (kept and at the peak) and initializer work of a build of ``g`` in ``dtype``,
+    from the ops' shape, buffer and scratch rules and the planned initializers."""
     size = DTYPE_BYTES.get(dtype_name(dtype), 4)
     params = buffers = 0
+    scratch, scratch_node = 0, None
+    flops, flops_what, worst = 0, None, 0
     for node in g.nodes.values():
         if node.shared_with is not None:
             continue
-        for pname, shape in node.op.param_shapes(node.args).items():
+        shapes = node.op.param_shapes(node.args)
+        for pname, shape in shapes.items():
             if pname in node.tie:
                 continue
             params += _numel(shape)
         for shape in node.op.buffer_shapes(node.args).values():
             buffers += _numel(shape)
-    return Estimate(params, buffers, params * size, buffers * size)
+        mine = node.op.scratch_bytes(node.args, size)
+        plan = node.meta.get("init", {}) if init else {}
+        for pname, call in plan.items():
+            found = shapes.get(pname)
+            if found is None or pname in node.tie or getattr(call, "name", "") != "orthogonal":
+                continue
+            shape = found
+            rows = shape[0] if shape and isinstance(shape[0], int) else 0
+            cols = _numel(shape[1:]) if rows else 0
+            work = 2 * rows * cols * min(rows, cols)  # a Householder QR of (rows, cols)
+            flops += work
+            mine = max(mine, 3 * rows * cols * max(size, 4))  # the matrix, Q and R
+            if work > worst:
+                worst, flops_what = work, f"{node.name}.{pname} ({rows}x{cols})"
+        if mine > scratch:
+            scratch, scratch_node = mine, node.name
+    return Estimate(
+        params, buffers, params * size, buffers * size, scratch, scratch_node, flops, flops_what
+    )
 
 
 def _numel(shape: tuple[Any, ...]) -> int:
@@ -184,22 +216,43 @@ def _host_available() -> int | None:
         return None
 
 
-def check_fits(est: Estimate, device: torch.device, max_memory: int | None = None) -> None:
-    """Refuse a build that would not fit the device's free memory or the ``max_memory`` budget."""
+MAX_INIT_FLOPS = 10**11  # initializer work a build does unless asked for more (--max-init-flops)
+
+
+def check_fits(
+    est: Estimate,
+    device: torch.device,
+    max_memory: int | None = None,
+    max_init_flops: int | None = MAX_INIT_FLOPS,
+) -> None:
+    """Refuse a build whose peak would not fit the device's free memory or the ``max_memory``
+    budget, or whose initializers would take more than ``max_init_flops`` operations."""
     if device.type == "meta":
         return
-    need = est.total_bytes
+    need = est.peak_bytes
+    what = (
+        f"about {fmt_bytes(est.total_bytes)} for {est.params:,} parameters and "
+        f"{est.buffers:,} buffer elements"
+    )
+    if est.scratch_bytes:
+        where = f", while building '{est.scratch_node}'" if est.scratch_node else ""
+        what += f" ({fmt_bytes(need)} at its peak{where})"
     if max_memory is not None and need > max_memory:
         raise UsageError(
-            f"the model needs about {fmt_bytes(need)} for {est.params:,} parameters and "
-            f"{est.buffers:,} buffer elements, over the --max-memory budget of "
+            f"the model needs {what}, over the --max-memory budget of "
             f"{fmt_bytes(max_memory)}; use --device meta to inspect it without allocating"
+        )
+    if max_init_flops is not None and est.init_flops > max_init_flops:
+        raise UsageError(
+            f"the initializers need about {est.init_flops:.2g} floating-point operations "
+            f"(orthogonal init of {est.init_what} is a QR decomposition, cubic in its size), "
+            f"over the limit of {max_init_flops:.2g}: minutes of CPU time; use --device meta, "
+            "another initializer, or raise --max-init-flops"
         )
     free = free_memory(device)
     if free is not None and need > free:
         raise UsageError(
-            f"the model needs about {fmt_bytes(need)} for {est.params:,} parameters and "
-            f"{est.buffers:,} buffer elements, but {device} has {fmt_bytes(free)} free; use "
+            f"the model needs {what}, but {device} has {fmt_bytes(free)} free; use "
             "--device meta to inspect it without allocating, a smaller --dtype, or smaller params"
         )
 

@@ -101,7 +101,7 @@ def init_module(
     params = dict(module.named_parameters(remove_duplicate=False))
     for pname, call in plan.items():
         p = params.get(pname)
-        if p is None:
+        if p is None or p.device.type == "meta":  # no values to draw (nor a generator there)
             continue
         gen = (
             _generator(p.device, derive_seed(seed, node_name, pname)) if seed is not None else None

@@ -1,6 +1,7 @@
 """The compiled module: a ``torch.fx.GraphModule`` whose forward is straight-line generated code.
 
-It carries the normalized spec (``.spec``) and per-node metadata (``.node_meta``: op, args,
+It carries the normalized spec (``.spec``), the spec texts and overrides it was built from
+(``.source``, what an artifact stores), and per-node metadata (``.node_meta``: op, args,
 output shapes, parameter shapes, submodule path). Submodules sit at the spec's qualified names
 (``encoder.layers.0.attn.q_proj``); repeats are ``nn.ModuleList`` containers.
 """
@@ -21,6 +22,7 @@ class ArchModule(fx.GraphModule):
     """A model compiled from an archcomp spec. ``print(model.code)`` shows its forward."""
 
     spec: dict[str, Any]
+    source: dict[str, Any] | None  # the spec texts and overrides it was built from
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
@@ -36,6 +38,7 @@ class ArchModule(fx.GraphModule):
                 self._modules.clear()
                 self._modules.update(children)
         self.spec = {}
+        self.source = None
         self._node_meta: dict[str, dict[str, Any]] | None = {}
         self._node_meta_fn: Callable[[], dict[str, dict[str, Any]]] | None = None
         self.input_names = ()
@@ -64,6 +67,7 @@ class ArchModule(fx.GraphModule):
         res._modules.clear()
         res._modules.update(copy.deepcopy(self._modules, memo))
         res.spec = copy.deepcopy(self.spec, memo)
+        res.source = copy.deepcopy(self.source, memo)
         res._node_meta = copy.deepcopy(self.node_meta, memo)
         res._node_meta_fn = None
         res.input_names = self.input_names

@@ -41,7 +41,7 @@ from archcomp.backends.torch.module import get_path
 from archcomp.base.errors import UsageError
 from archcomp.base.units import fmt_bytes, fmt_count
 from archcomp.ir import Graph, Node, TensorType
-from archcomp.ir.dims import Dim, Sym, add, to_json
+from archcomp.ir.dims import Dim, DimTooLarge, Sym, add, to_json
 
 JSON_FORMAT_VERSION = 1
 
@@ -253,13 +253,25 @@ def _symbols(g: Graph) -> set[str]:
     return out
 
 
-def node_macs(node: Node, g: Graph) -> Dim:
+def node_macs(node: Node, g: Graph, sizes: Mapping[str, int] | None = None) -> Dim:
     if node.op.macs is None or not node.outputs:
         return 0
     ins: dict[str, Any] = {}
     for port, refs in node.inputs.items():
         ins[port] = [g.type_of(r) for r in refs] if isinstance(refs, list) else g.type_of(refs)
-    return node.op.macs(node.args, ins, node.outputs)
+    try:
+        return node.op.macs(node.args, ins, node.outputs)
+    except DimTooLarge:  # a formula too large to keep symbolic: its value at the example sizes
+
+        def at(t: Any) -> Any:
+            if isinstance(t, list):
+                return [at(x) for x in t]
+            if t is None:
+                return None
+            return replace(t, shape=tuple(concrete(d, sizes or {}) for d in t.shape))
+
+        outs = {k: at(t) for k, t in node.outputs.items()}
+        return node.op.macs(node.args, {k: at(t) for k, t in ins.items()}, outs)
 
 
 def _levels(node: Node) -> tuple[Level, ...]:
@@ -331,7 +343,7 @@ def summarize(
                 n = sum(p.numel() for p in mod.parameters())
                 tied_elements += n
                 ties[node.name] = node.shared_with
-        macs = node_macs(node, g)
+        macs = node_macs(node, g, sizes)
         total_macs = add(total_macs, macs)
         first: TensorType | None = next(iter(node.outputs.values()), None)
         rows.append(
