@@ -17,6 +17,8 @@ from archcomp.cli.common import (
 )
 from archcomp.cli.output import QUIET, info
 
+BUILD_ROWS = 500  # rows of the table build prints; `archcomp summary` lists them all
+
 
 def _configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help=spec_help("the spec to compile"))
@@ -100,7 +102,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             optimizer=args.optimizer,
             checkpointing=args.activation_checkpointing,
         )
-        show(renderable(table, args.depth))
+        show(renderable(table, args.depth, max_rows=BUILD_ROWS))
     outputs: list[tuple[Path, Writer]] = []
     if emit is not None:
         from archcomp.backends.torch.emit import emit_python

@@ -334,7 +334,10 @@ class _Files:
         self.embedded = embedded
         # Shipped block libraries (``imports: [{library: gpt}]``) and what they import stay in
         # the package's spec folder; in an artifact they are among its sources too.
-        self.library = EMBEDDED_LIBRARY if embedded is not None else SPECS_DIR
+        # A Path object of its own: a file was reached through a library when its ``space``
+        # *is* this object, even where the root is the library's folder too (a shipped spec
+        # that imports a library), so its key does not depend on where the spec lies.
+        self.library = Path(EMBEDDED_LIBRARY if embedded is not None else SPECS_DIR)
         self.label = label  # embedded files show as "label[path]" in messages
         self.texts: dict[str, str] = {}
         self.parsed: dict[str, tuple[Any, SourceDoc, Spec] | SpecError] = {}  # by key
@@ -344,7 +347,7 @@ class _Files:
         """A file's name among the sources: its path relative to the root, or, for a file
         reached through a shipped library (``space`` is :attr:`library`), ``/archcomp/specs/``
         and its path there (absolute, so it cannot be the name of a user's file)."""
-        if space is not None and space == self.library:
+        if space is self.library:
             return LIBRARY_KEY + target.relative_to(self.library).as_posix()
         return target.relative_to(self.root).as_posix()
 

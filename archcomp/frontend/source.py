@@ -408,7 +408,7 @@ def read_spec_bytes(path: Path, display: str | None = None) -> bytes:
         raise SpecError([Diagnostic("spec-too-large", problem, Location(file, 1, 1))]) from None
     except FileNotFoundError:
         raise SpecFileError(f"spec file '{file}' does not exist") from None
-    except NotRegularFile:
-        raise SpecFileError(f"spec file '{file}' is not a regular file") from None
+    except NotRegularFile as exc:
+        raise SpecFileError(f"spec file '{file}' is {exc.strerror}") from None
     except OSError as exc:
         raise SpecFileError(f"cannot read spec file '{file}': {exc.strerror or exc}") from None

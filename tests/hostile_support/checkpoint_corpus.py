@@ -206,7 +206,7 @@ CHECKPOINT_CASES: dict[str, tuple[Edit, int, tuple[str, ...]]] = {
     "config_huge_layer_count": (
         _config(_set("n_layer", 10**12)),
         1,
-        ("'repeat' is 1,000,000,000,000; the limit is 100,000",),
+        ("'repeat' is 1,000,000,000,000; the limit is 20,000",),
     ),
     "config_size_of_wrong_type": (_config(_set("n_head", "4")), 1, ("param 'h' must be int",)),
     "config_duplicate_key": (

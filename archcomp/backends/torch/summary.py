@@ -463,14 +463,20 @@ def totals(s: Summary) -> list[tuple[str, str, str]]:
     return lines
 
 
-def renderable(s: Summary, depth: int | None = 1) -> RenderableType:
+def renderable(s: Summary, depth: int | None = 1, max_rows: int | None = None) -> RenderableType:
+    """The table and totals; past ``max_rows`` rows the rest is counted, not listed."""
     rows = s.rows_at(depth)
+    hidden = 0
+    if max_rows is not None and len(rows) > max_rows:
+        hidden, rows = len(rows) - max_rows, rows[:max_rows]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
     for i, name in enumerate(COLUMNS):
         table.add_column(name, justify="right" if i >= 3 else "left", no_wrap=i != 1)
     for r in rows:
         style = "bold" if r.kind != "node" and not r.folded else None
         table.add_row(*_cells(r), style=style)
+    if hidden:
+        table.add_row(Text(f"… {hidden:,} more rows", style="dim"), *[""] * (len(COLUMNS) - 1))
     grid = Table.grid(padding=(0, 2))
     grid.add_column()
     grid.add_column(justify="right")
