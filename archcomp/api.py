@@ -29,6 +29,7 @@ def build(
     max_memory: int | str | None = None,
     progress: bool | None = None,
     max_init_flops: float | None = MAX_INIT_FLOPS,
+    activation_checkpointing: bool = False,
 ) -> ArchModule:
     """Compile a spec into a ``torch.nn.Module`` (an :class:`ArchModule`).
 
@@ -45,6 +46,11 @@ def build(
     :class:`UsageError`. ``progress`` shows allocation and initialisation progress: ``None``
     (default) on a terminal or in a notebook when the step takes over half a second, ``True``
     always, ``False`` never (see :mod:`archcomp.base.progress`).
+
+    ``activation_checkpointing``: each copy of a repeated block runs under non-reentrant
+    activation checkpointing (``torch.utils.checkpoint``, ``use_reentrant=False``): its
+    activations are recomputed in the backward pass instead of kept. Module tree, parameters
+    and state-dict keys are those of the plain build (see docs/scaling.md).
     """
     g = load_graph(spec_or_path, params)
     return build_graph(
@@ -55,6 +61,7 @@ def build(
         max_memory=max_memory,
         progress=progress,
         max_init_flops=max_init_flops,
+        activation_checkpointing=activation_checkpointing,
     )
 
 
@@ -67,6 +74,7 @@ def build_graph(
     max_memory: int | str | None = None,
     progress: bool | None = None,
     max_init_flops: float | None = MAX_INIT_FLOPS,
+    activation_checkpointing: bool = False,
 ) -> ArchModule:
     """Compile an already checked graph (see :func:`build`); torch is imported only here."""
     from archcomp.backends.torch.build import build_graph as build_module
@@ -79,6 +87,7 @@ def build_graph(
         max_memory=max_memory,
         progress=progress,
         max_init_flops=max_init_flops,
+        activation_checkpointing=activation_checkpointing,
     )
 
 

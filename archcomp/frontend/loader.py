@@ -343,8 +343,10 @@ class _Files:
     def key(self, target: Path, space: Path | None = None) -> str:
         """A file's name among the sources: its path relative to the root, or, for a file
         reached through a shipped library (``space`` is :attr:`library`), ``/archcomp/specs/``
-        and its path there (absolute, so it cannot be the name of a user's file)."""
-        if space is not None and space == self.library:
+        and its path there (absolute, so it cannot be the name of a user's file). A shipped
+        spec read from the library folder itself names its imports relative to it, as any
+        spec does: loading its artifact resolves them against the artifact's root."""
+        if space is not None and space == self.library and self.root != self.library:
             return LIBRARY_KEY + target.relative_to(self.library).as_posix()
         return target.relative_to(self.root).as_posix()
 
