@@ -128,6 +128,7 @@ def summary(
     dtype: Any = None,
     optimizer: str = "adamw",
     activation_checkpointing: bool = False,
+    world_size: int | None = None,
 ) -> Summary:
     """Per-node and per-block table (op, output shape, parameters, memory, activations, MACs)
     and totals, built on the meta device: nothing is allocated.
@@ -136,13 +137,21 @@ def summary(
     of ``optimizer`` (``adamw``, ``sgd`` with momentum, or ``none``) and the activations of
     one training forward at the spec's ``dims``; ``activation_checkpointing`` estimates them
     with every repeated block checkpointed (see :mod:`archcomp.backends.torch.memory`).
+    ``world_size``: also the per-rank memory of FSDP over that many ranks
+    (:func:`archcomp.distributed.shard`; docs/scaling.md).
     In a notebook the summary shows as an HTML table; ``print`` shows the text table.
     """
     from archcomp.backends.torch.summary import summarize
     from archcomp.ir import Graph
 
     g = spec_or_path if isinstance(spec_or_path, Graph) else load_graph(spec_or_path, params)
-    return summarize(g, dtype=dtype, optimizer=optimizer, checkpointing=activation_checkpointing)
+    return summarize(
+        g,
+        dtype=dtype,
+        optimizer=optimizer,
+        checkpointing=activation_checkpointing,
+        world_size=world_size,
+    )
 
 
 def from_pretrained(

@@ -27,7 +27,14 @@ from numerics import RoundingChains, relative_error
 
 WORLD = 2
 SEED = 7
-GPT2 = {"vocab": 64, "context": 16, "d_model": 32, "h": 4, "N": 2, "dropout": 0.0}
+GPT2 = {
+    "vocab": 65,
+    "context": 16,
+    "d_model": 32,
+    "h": 4,
+    "N": 2,
+    "dropout": 0.0,
+}  # 65: an odd dim 0 to shard
 INIT_CASES = {
     "gpt2": GPT2,  # tied wte/lm_head
     "transformer": {"N": 1, "d_model": 16, "d_ff": 32, "h": 2, "vocab": 50, "dropout": 0.0},
@@ -154,6 +161,17 @@ def checks(rank: int, out: Path) -> dict[str, Any]:
     ac = archcomp.build("gpt2", GPT2, device="meta", seed=SEED, activation_checkpointing=True)
     report["fsdp_ac"] = compare_step(ad.shard(ac), ref, rank)
 
+    # What one rank holds, for the summary's per-rank estimate: its shards and AdamW state.
+    m = ad.shard(archcomp.build("gpt2", GPT2, device="meta", seed=SEED))
+    loss_of(m, *batch()).backward()
+    opt = torch.optim.AdamW(m.parameters())
+    opt.step()
+    report["held"] = {
+        "param_bytes": sum(_local_bytes(p) for p in m.parameters()),
+        "grad_bytes": sum(_local_bytes(p.grad) for p in m.parameters()),
+        "optimizer_bytes": sum(_local_bytes(v) for st in opt.state.values() for v in st.values()),
+    }
+
     # DCP round trip; artifacts gathered and loaded.
     m = ad.shard(archcomp.build("gpt2", GPT2, device="meta", seed=SEED))
     want = state(m)
@@ -177,6 +195,13 @@ def checks(rank: int, out: Path) -> dict[str, Any]:
     ad.load_artifact_sharded(loaded, out / "plain.safetensors")
     report["load_artifact"] = max_diff(state(loaded), want)
     return report
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    from torch.distributed.tensor import DTensor
+
+    local = t.to_local() if isinstance(t, DTensor) else t
+    return local.numel() * local.element_size()
 
 
 class _DDPView(torch.nn.Module):

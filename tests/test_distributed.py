@@ -88,3 +88,16 @@ def test_gathered_artifact_is_archcomp_save(reports: list[dict[str, Any]]) -> No
 def test_load_artifact_sharded_exact(reports: list[dict[str, Any]]) -> None:
     for r in reports:
         assert r["load_artifact"] == 0.0
+
+
+def test_summary_per_rank_is_what_rank_0_holds(reports: list[dict[str, Any]]) -> None:
+    from distributed_support import GPT2
+
+    import archcomp
+
+    est = archcomp.summary("gpt2", GPT2, world_size=2, optimizer="adamw").per_rank
+    assert est is not None
+    held = reports[0]["held"]  # rank 0 holds the larger shard of an odd-sized dim 0
+    assert est.param_bytes == held["param_bytes"]
+    assert est.grad_bytes == held["grad_bytes"]
+    assert est.optimizer_bytes == held["optimizer_bytes"]

@@ -99,6 +99,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             optimizer=args.optimizer,
             checkpointing=args.activation_checkpointing,
+            world_size=args.world_size,
         )
         show(renderable(table, args.depth))
     outputs: list[tuple[Path, Writer]] = []

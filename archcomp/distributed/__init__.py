@@ -10,13 +10,14 @@ blocks, sharded checkpoints, artifacts gathered and loaded without one rank hold
 See docs/scaling.md.
 """
 
+from archcomp.backends.torch.checkpointing import fsdp_units
 from archcomp.distributed.checkpoint import (
     gather_artifact,
     load_artifact_sharded,
     load_sharded,
     save_sharded,
 )
-from archcomp.distributed.fsdp import fsdp_units, materialize, shard
+from archcomp.distributed.fsdp import materialize, shard
 
 __all__ = [
     "fsdp_units",

@@ -20,7 +20,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from archcomp.backends.torch.artifact import _embedded_graph, embedded_spec, spec_json
-from archcomp.backends.torch.checkpointing import repeated_blocks
+from archcomp.backends.torch.checkpointing import fsdp_units
 from archcomp.backends.torch.devices import resolve_dtype
 from archcomp.backends.torch.materialize import node_tensors
 from archcomp.backends.torch.module import get_path, tied_names
@@ -51,26 +51,6 @@ def rank_device(mesh: DeviceMesh) -> torch.device:
     if mesh.device_type == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(mesh.device_type)
-
-
-def fsdp_units(model: nn.Module) -> list[str]:
-    """Paths of the modules :func:`shard` wraps before the root: each outermost copy of a
-    repeated block, except a copy holding a weight tied to one outside it (it stays in the
-    root's unit, so the tie is one parameter of one unit)."""
-    blocks = repeated_blocks(model)
-    owner: dict[str, str] = {}
-    for path, _ in blocks:
-        owner[path] = path
-
-    def unit_of(key: str) -> str:
-        return next((p for p, _ in blocks if key.startswith(p + ".")), "")
-
-    crossing: set[str] = set()
-    for alias, first in tied_names(model).items():
-        a, b = unit_of(alias), unit_of(first)
-        if a != b:
-            crossing.update(u for u in (a, b) if u)
-    return [p for p, _ in blocks if p not in crossing]
 
 
 def _mp_policy(mixed_precision: Any) -> MixedPrecisionPolicy:

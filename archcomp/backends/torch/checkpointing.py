@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from archcomp.backends.torch.module import CompiledBlock
+from archcomp.backends.torch.module import CompiledBlock, tied_names
 
 
 def repeated_blocks(model: nn.Module) -> list[tuple[str, CompiledBlock]]:
@@ -33,6 +33,23 @@ def repeated_blocks(model: nn.Module) -> list[tuple[str, CompiledBlock]]:
 
     visit("", model, None)
     return out
+
+
+def fsdp_units(model: nn.Module) -> list[str]:
+    """Paths of the modules :func:`archcomp.distributed.shard` wraps before the root: each
+    outermost copy of a repeated block, except a copy holding a weight tied to one outside it
+    (it stays in the root's unit, so the tie is one parameter of one unit)."""
+    blocks = [p for p, _ in repeated_blocks(model)]
+
+    def unit_of(key: str) -> str:
+        return next((p for p in blocks if key.startswith(p + ".")), "")
+
+    crossing: set[str] = set()
+    for alias, first in tied_names(model).items():
+        a, b = unit_of(alias), unit_of(first)
+        if a != b:
+            crossing.update(u for u in (a, b) if u)
+    return [p for p in blocks if p not in crossing]
 
 
 class _Checkpointed:
