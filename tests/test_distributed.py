@@ -10,6 +10,7 @@ must be caught.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,23 @@ def test_summary_per_rank_is_what_rank_0_holds(reports: list[dict[str, Any]]) ->
     assert est.param_bytes == held["param_bytes"]
     assert est.grad_bytes == held["grad_bytes"]
     assert est.optimizer_bytes == held["optimizer_bytes"]
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_example_trains_with_torchrun(strategy: str) -> None:
+    import os
+
+    from distributed_support import free_port
+
+    example = Path(__file__).parent.parent / "examples" / "train_gpt2.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    cmd += ["--master_addr=127.0.0.1", f"--master_port={free_port()}", str(example)]
+    cmd += ["--strategy", strategy, "--steps", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{strategy} on 2 x cpu" in proc.stdout
+    losses = [
+        float(line.split()[3]) for line in proc.stdout.splitlines() if line.startswith("step")
+    ]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
