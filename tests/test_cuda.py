@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import RoundingChains, assert_close
 
 import archcomp
-from numerics import RoundingChains, assert_close
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
