@@ -122,3 +122,12 @@ def test_example_trains_with_torchrun(strategy: str) -> None:
         float(line.split()[3]) for line in proc.stdout.splitlines() if line.startswith("step")
     ]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+def test_shard_without_a_process_group_is_a_usage_error() -> None:
+    import archcomp
+    import archcomp.distributed
+
+    model = archcomp.build("gpt2", {"vocab": 8, "context": 4, "d_model": 8, "h": 2, "N": 1})
+    with pytest.raises(archcomp.UsageError, match="init_process_group"):
+        archcomp.distributed.shard(model, reshard_after_forward=True)
