@@ -29,6 +29,7 @@ def build(
     max_memory: int | str | None = None,
     progress: bool | None = None,
     max_init_flops: float | None = MAX_INIT_FLOPS,
+    activation_checkpointing: bool = False,
 ) -> ArchModule:
     """Compile a spec into a ``torch.nn.Module`` (an :class:`ArchModule`).
 
@@ -45,6 +46,11 @@ def build(
     :class:`UsageError`. ``progress`` shows allocation and initialisation progress: ``None``
     (default) on a terminal or in a notebook when the step takes over half a second, ``True``
     always, ``False`` never (see :mod:`archcomp.base.progress`).
+
+    ``activation_checkpointing``: each copy of a repeated block runs under non-reentrant
+    activation checkpointing (``torch.utils.checkpoint``, ``use_reentrant=False``): its
+    activations are recomputed in the backward pass instead of kept. Module tree, parameters
+    and state-dict keys are those of the plain build (see docs/scaling.md).
     """
     g = load_graph(spec_or_path, params)
     return build_graph(
@@ -55,6 +61,7 @@ def build(
         max_memory=max_memory,
         progress=progress,
         max_init_flops=max_init_flops,
+        activation_checkpointing=activation_checkpointing,
     )
 
 
@@ -67,6 +74,7 @@ def build_graph(
     max_memory: int | str | None = None,
     progress: bool | None = None,
     max_init_flops: float | None = MAX_INIT_FLOPS,
+    activation_checkpointing: bool = False,
 ) -> ArchModule:
     """Compile an already checked graph (see :func:`build`); torch is imported only here."""
     from archcomp.backends.torch.build import build_graph as build_module
@@ -79,6 +87,7 @@ def build_graph(
         max_memory=max_memory,
         progress=progress,
         max_init_flops=max_init_flops,
+        activation_checkpointing=activation_checkpointing,
     )
 
 
@@ -119,6 +128,7 @@ def summary(
     dtype: Any = None,
     optimizer: str = "adamw",
     activation_checkpointing: bool = False,
+    world_size: int | None = None,
 ) -> Summary:
     """Per-node and per-block table (op, output shape, parameters, memory, activations, MACs)
     and totals, built on the meta device: nothing is allocated.
@@ -127,13 +137,21 @@ def summary(
     of ``optimizer`` (``adamw``, ``sgd`` with momentum, or ``none``) and the activations of
     one training forward at the spec's ``dims``; ``activation_checkpointing`` estimates them
     with every repeated block checkpointed (see :mod:`archcomp.backends.torch.memory`).
+    ``world_size``: also the per-rank memory of FSDP over that many ranks
+    (:func:`archcomp.distributed.shard`; docs/scaling.md).
     In a notebook the summary shows as an HTML table; ``print`` shows the text table.
     """
     from archcomp.backends.torch.summary import summarize
     from archcomp.ir import Graph
 
     g = spec_or_path if isinstance(spec_or_path, Graph) else load_graph(spec_or_path, params)
-    return summarize(g, dtype=dtype, optimizer=optimizer, checkpointing=activation_checkpointing)
+    return summarize(
+        g,
+        dtype=dtype,
+        optimizer=optimizer,
+        checkpointing=activation_checkpointing,
+        world_size=world_size,
+    )
 
 
 def from_pretrained(

@@ -32,6 +32,11 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "published weights: mapping files, convert, export",
         ("archcomp/checkpoints/",),
     ),
+    (
+        "distributed",
+        "torch.distributed: FSDP2 by repeated blocks, sharded weights",
+        ("archcomp/distributed/",),
+    ),
     ("api", "the public Python API", ("archcomp/api.py", "archcomp/__init__.py")),
     ("cli", "the archcomp command", ("archcomp/cli/", "archcomp/__main__.py")),
 )

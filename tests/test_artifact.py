@@ -201,3 +201,17 @@ def test_header_length_with_low_byte_0x80_is_safetensors_not_pickle(tmp_path: Pa
     pickled.write_bytes(pickle.dumps({"w": [1.5]}, protocol=2))
     with pytest.raises(ArtifactError, match="pickle"):
         read_header(pickled)
+
+
+def test_shipped_spec_with_imports_round_trips(tmp_path) -> None:
+    # gpt2 imports blocks/gpt.yaml from the shipped folder: the artifact names it as any
+    # spec's import (it was once keyed as a library file, and the artifact did not load).
+    import archcomp as ac
+
+    params = {"vocab": 32, "context": 8, "d_model": 16, "h": 2, "N": 1}
+    model = ac.build("gpt2", params, seed=0)
+    assert sorted(model.source["files"]) == ["blocks/gpt.yaml", "gpt2.yaml"]
+    ac.save(model, tmp_path / "g.safetensors")
+    back = ac.load(tmp_path / "g.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k

@@ -269,3 +269,49 @@ def test_activations_unknown_when_the_forward_cannot_run_on_meta(monkeypatch) ->
     assert s.param_bytes == 268  # the rest of the summary stands
     assert re.search(r"^fc1 +linear +\(B, 5\) +55 +220 B +\? +50$", s.table(), re.M)
     assert s.to_json()["memory"]["activation_bytes"] is None
+
+
+def test_world_size_per_rank_figures(capsys) -> None:
+    spec = str(SPECS / "gpt2.yaml")
+    assert main(["summary", spec, "--json", "--world-size", "4"]) == 0
+    mem = json.loads(capsys.readouterr().out)["memory"]
+    r = mem["per_rank"]
+    # Independent reference: FSDP2 gives each rank ceil(dim0 / N) rows of every tensor.
+    model = archcomp.build(spec, device="meta")
+    want = sum(
+        -(-p.shape[0] // 4) * (p.numel() // p.shape[0]) * p.element_size()
+        for p in model.parameters()
+    )
+    assert r["world_size"] == 4 and r["param_bytes"] == want == r["grad_bytes"]
+    assert r["optimizer_bytes"] == 2 * want + 4 * len(list(model.parameters()))
+    assert r["activation_bytes"] == mem["activation_bytes"]  # per rank: its own batch
+    # the root (wte/lm_head tied, wpe, ln_f) is the largest unit, unsharded while it runs
+    root = model.wte.weight.numel() + model.wpe.weight.numel() + 2 * 768
+    assert r["largest_unit"] == "" and r["unit_param_bytes"] == 4 * root
+    assert r["training_bytes"] == (
+        r["param_bytes"]
+        + r["grad_bytes"]
+        + r["optimizer_bytes"]
+        + r["activation_bytes"]
+        + 2 * r["unit_param_bytes"]
+    )
+    assert main(["summary", spec]) == 0
+    assert "per rank" not in capsys.readouterr().out
+    assert main(["summary", spec, "--world-size", "2", "--activation-checkpointing"]) == 0
+    assert "per rank (FSDP, world size 2)" in capsys.readouterr().out
+    assert main(["summary", spec, "--world-size", "0"]) == 2
+    assert "--world-size: must be a positive integer" in capsys.readouterr().err
+
+
+def test_world_size_one_is_the_unsharded_step() -> None:
+    s = archcomp.summary("gpt2", world_size=1)
+    r = s.per_rank
+    assert r is not None and r.unit_param_bytes == 0
+    assert (r.param_bytes, r.grad_bytes, r.optimizer_bytes) == (
+        s.param_bytes,
+        s.grad_bytes,
+        s.optimizer_bytes,
+    )
+    assert r.training_bytes == s.training_bytes
+    with pytest.raises(archcomp.UsageError, match="world size"):
+        archcomp.summary("gpt2", world_size=0)

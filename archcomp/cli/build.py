@@ -101,6 +101,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             optimizer=args.optimizer,
             checkpointing=args.activation_checkpointing,
+            world_size=args.world_size,
         )
         show(renderable(table, args.depth, max_rows=BUILD_ROWS))
     outputs: list[tuple[Path, Writer]] = []

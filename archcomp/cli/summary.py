@@ -32,6 +32,24 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
         help="estimate activations with every repeated block checkpointed (recomputed in "
         "the backward pass)",
     )
+    p.add_argument(
+        "--world-size",
+        type=_world_size,
+        default=None,
+        metavar="N",
+        help="also show the per-rank memory of FSDP over N ranks (parameters, gradients and "
+        "optimizer state sharded; see docs/scaling.md)",
+    )
+
+
+def _world_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not '{text}'")
+    return n
 
 
 def _configure_summary(p: argparse.ArgumentParser) -> None:
@@ -54,6 +72,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         optimizer=args.optimizer,
         activation_checkpointing=args.activation_checkpointing,
+        world_size=args.world_size,
     )
     if args.json:
         print(json.dumps(s.to_json(args.depth), indent=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from archcomp.backends.torch.checkpointing import checkpoint_blocks
 from archcomp.backends.torch.codegen import compile_graph
 from archcomp.backends.torch.devices import (
     MAX_INIT_FLOPS,
@@ -33,6 +34,7 @@ def build_graph(
     init: bool = True,
     extra_bytes: int = 0,
     params_on_meta: bool = False,
+    activation_checkpointing: bool = False,
 ) -> ArchModule:
     """Compile an already checked graph (see :func:`archcomp.build`).
 
@@ -41,7 +43,9 @@ def build_graph(
     ``max_memory``, or its initializers exceed ``max_init_flops`` (None: no limit). With
     ``init=False`` the spec's initializers are skipped (the weights are about to be loaded).
     ``params_on_meta``: allocate only the modules that hold buffers; the parameters stay on
-    meta for the caller to fill (how :mod:`archcomp.checkpoints` loads published weights)."""
+    meta for the caller to fill (how :mod:`archcomp.checkpoints` loads published weights).
+    ``activation_checkpointing``: each repeated block runs under non-reentrant activation
+    checkpointing (:func:`~archcomp.backends.torch.checkpointing.checkpoint_blocks`)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise UsageError(f"seed must be a non-negative int, found {seed!r}")
     dev = resolve_device(device)
@@ -55,6 +59,11 @@ def build_graph(
     limit = None if max_init_flops is None else int(max_init_flops)
     check_fits(est, dev, budget, limit)
     if dev.type == "meta" or params_on_meta:  # nothing (or only buffers) to show
-        return compile_graph(g, dev, dt, seed, None, est, init=init, params_on_meta=params_on_meta)
-    with showing(progress), task("allocating and initialising weights", est.total_bytes) as tick:
-        return compile_graph(g, dev, dt, seed, lambda done, total: tick(done), est, init=init)
+        model = compile_graph(g, dev, dt, seed, None, est, init=init, params_on_meta=params_on_meta)
+    else:
+        with showing(progress), task("allocating and initialising weights", est.total_bytes) as t:
+            model = compile_graph(g, dev, dt, seed, lambda done, total: t(done), est, init=init)
+    model.build_seed = seed
+    if activation_checkpointing:
+        checkpoint_blocks(model)
+    return model

@@ -13,8 +13,15 @@
   keep the (B, h, T, S) attention weights.
 - Activation checkpointing (``checkpointing=True``): each copy of a repeated block keeps only
   its inputs, and one copy's activations are alive again while its backward recomputes it.
-  The builds do not checkpoint yet (issue 14 adds it); until then the figure is the estimate
-  of what checkpointing every repeated block will keep.
+  This models ``archcomp.build(..., activation_checkpointing=True)``, which checkpoints the
+  same copies (:func:`archcomp.backends.torch.checkpointing.repeated_blocks`): what such a
+  build keeps after its forward is the estimate less the one recomputed copy
+  (tests/test_activation_checkpointing.py measures it).
+- Per rank under FSDP (``world_size``, :func:`per_rank`): parameters, gradients and optimizer
+  state are sharded, each rank holding 1/N of each (rounded up, as FSDP2 pads dim 0);
+  buffers are replicated; activations are those of the rank's own batch (the spec's dims).
+  While a unit runs it is unsharded: add the largest unit's full parameters (and, in the
+  backward, its full gradients) at the peak.
 """
 
 from __future__ import annotations
@@ -168,3 +175,93 @@ class _Tracer(fx.Interpreter):
         )
         self.trace.copies[copy] = (ins, self.trace.total - before)
         return out
+
+
+@dataclass(frozen=True)
+class PerRank:
+    """Per-rank memory of an FSDP training step over ``world_size`` ranks (see the module
+    docstring): the figures of one rank, the one holding the largest shards (rank 0)."""
+
+    world_size: int
+    param_bytes: int  # this rank's shards
+    buffer_bytes: int  # replicated
+    grad_bytes: int  # sharded as the parameters
+    optimizer_bytes: int  # sharded; AdamW's step counters replicated
+    activation_bytes: int | None  # the rank's own batch at the spec's dims
+    largest_unit: str  # the FSDP unit with the most parameters ("" is the root)
+    unit_param_bytes: int  # its parameters, unsharded while it runs
+
+    @property
+    def training_bytes(self) -> int | None:
+        """Shards, buffers and activations, plus the largest unit's parameters and gradients
+        unsharded (all-gathered for its forward and backward, reduce-scattered after)."""
+        if self.activation_bytes is None:
+            return None
+        return (
+            self.param_bytes
+            + self.buffer_bytes
+            + self.grad_bytes
+            + self.optimizer_bytes
+            + self.activation_bytes
+            + 2 * self.unit_param_bytes
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "world_size": self.world_size,
+            "param_bytes": self.param_bytes,
+            "buffer_bytes": self.buffer_bytes,
+            "grad_bytes": self.grad_bytes,
+            "optimizer_bytes": self.optimizer_bytes,
+            "activation_bytes": self.activation_bytes,
+            "largest_unit": self.largest_unit,
+            "unit_param_bytes": self.unit_param_bytes,
+            "training_bytes": self.training_bytes,
+        }
+
+
+def shard_bytes(p: torch.Tensor, world_size: int) -> int:
+    """Bytes of the largest shard FSDP2 gives a tensor: ``ceil(dim0 / N)`` rows."""
+    if p.dim() == 0:
+        return p.element_size()
+    rows = -(-p.shape[0] // world_size)
+    return rows * (p.numel() // max(p.shape[0], 1)) * p.element_size()
+
+
+def per_rank(
+    model: nn.Module, optimizer: str, world_size: int, activation_bytes: int | None
+) -> PerRank:
+    """The per-rank figures of ``model`` (on meta) sharded by
+    :func:`archcomp.distributed.shard` over ``world_size`` ranks."""
+    from archcomp.backends.torch.checkpointing import fsdp_units
+
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    shards = sum(shard_bytes(p, world_size) for p in params)
+    grads = sum(shard_bytes(p, world_size) for p in trainable)
+    if optimizer == "adamw":
+        opt = 2 * grads + STEP_BYTES * len(trainable)
+    elif optimizer == "sgd":
+        opt = grads
+    else:
+        opt = 0
+    units = fsdp_units(model)
+    inside: set[int] = set()
+    sizes: dict[str, int] = {}
+    for path in units:
+        unit = model.get_submodule(path)
+        ps = list(unit.parameters())
+        inside.update(id(p) for p in ps)
+        sizes[path] = sum(p.numel() * p.element_size() for p in ps)
+    sizes[""] = sum(p.numel() * p.element_size() for p in params if id(p) not in inside)
+    largest = max(sizes, key=lambda k: sizes[k])
+    return PerRank(
+        world_size,
+        shards,
+        sum(b.numel() * b.element_size() for b in model.buffers()),
+        grads,
+        opt,
+        activation_bytes,
+        largest,
+        sizes[largest] if world_size > 1 else 0,
+    )

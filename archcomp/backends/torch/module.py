@@ -25,6 +25,7 @@ class ArchModule(fx.GraphModule):
     source: dict[str, Any] | None  # the spec texts and overrides it was built from
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    build_seed: int | None  # the seed it was built with (what shard() initialises from)
 
     def __init__(
         self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
@@ -43,6 +44,7 @@ class ArchModule(fx.GraphModule):
         self._node_meta_fn: Callable[[], dict[str, dict[str, Any]]] | None = None
         self.input_names = ()
         self.output_names = ()
+        self.build_seed = None
 
     @property
     def node_meta(self) -> dict[str, dict[str, Any]]:
@@ -72,6 +74,7 @@ class ArchModule(fx.GraphModule):
         res._node_meta_fn = None
         res.input_names = self.input_names
         res.output_names = self.output_names
+        res.build_seed = self.build_seed
         return res
 
     def extra_repr(self) -> str:

@@ -33,8 +33,10 @@ from archcomp.backends.torch.codegen import fmt_shape_comment
 from archcomp.backends.torch.devices import dtype_name, resolve_dtype
 from archcomp.backends.torch.memory import (
     OPTIMIZERS,
+    PerRank,
     concrete,
     optimizer_bytes,
+    per_rank,
     trace_activations,
 )
 from archcomp.backends.torch.module import get_path
@@ -131,6 +133,7 @@ class Summary:
     outputs: dict[str, list[int | str] | None]
     hyperparams: dict[str, Any]  # the params the spec was built with
     node_levels: dict[str, tuple[Level, ...]] = field(default_factory=dict)
+    per_rank: PerRank | None = None  # FSDP over world_size ranks, when asked for
 
     @property
     def params(self) -> int:
@@ -295,11 +298,17 @@ def summarize(
     dtype: Any = None,
     optimizer: str = "adamw",
     checkpointing: bool = False,
+    world_size: int | None = None,
 ) -> Summary:
     """The summary of ``g``; ``model`` is its build on meta (compiled here when not given or
-    not on meta: the activation trace must not allocate)."""
+    not on meta: the activation trace must not allocate). ``world_size``: add the per-rank
+    figures of FSDP over that many ranks (:func:`archcomp.backends.torch.memory.per_rank`)."""
     if optimizer not in OPTIMIZERS:
         raise UsageError(f"unknown optimizer '{optimizer}'; choose {', '.join(OPTIMIZERS)}")
+    if world_size is not None and (
+        isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1
+    ):
+        raise UsageError(f"world size must be a positive int, found {world_size!r}")
     dt = resolve_dtype(dtype)
     if model is None or any(p.device.type != "meta" for p in model.parameters()):
         from archcomp.backends.torch.build import build_graph
@@ -389,6 +398,9 @@ def summarize(
         outputs={n: t.to_json() if t else None for n, t in g.output_types.items()},
         hyperparams=dict(g.params),
         node_levels=levels,
+        per_rank=None
+        if world_size is None
+        else per_rank(model, optimizer, world_size, activations),
     )
 
 
@@ -460,6 +472,26 @@ def totals(s: Summary) -> list[tuple[str, str, str]]:
         ("  activations", acts, how),
         ("MACs", fmt_count(s.macs), f"per forward{at}"),
     ]
+    r = s.per_rank
+    if r is not None:
+        unit = r.largest_unit or "the root"
+        lines += [
+            (
+                f"per rank (FSDP, world size {r.world_size})",
+                "?" if r.training_bytes is None else fmt_bytes(r.training_bytes),
+                "all of the below",
+            ),
+            ("  parameters", fmt_bytes(r.param_bytes), "sharded"),
+            ("  buffers", fmt_bytes(r.buffer_bytes), "replicated"),
+            ("  gradients", fmt_bytes(r.grad_bytes), "sharded"),
+            ("  optimizer state", fmt_bytes(r.optimizer_bytes), "sharded"),
+            ("  activations", acts, "the rank's own batch" + at),
+            (
+                "  unsharded unit",
+                fmt_bytes(2 * r.unit_param_bytes),
+                f"parameters and gradients of {unit} while it runs",
+            ),
+        ]
     return lines
 
 
@@ -529,6 +561,7 @@ def as_json(s: Summary, depth: int | None = None) -> dict[str, Any]:
             "activation_bytes": s.activation_bytes,
             "activation_checkpointing": s.checkpointing,
             "training_bytes": s.training_bytes,
+            **({} if s.per_rank is None else {"per_rank": s.per_rank.to_json()}),
         },
         "macs": s.macs,
         "macs_symbolic": s.macs_symbolic,
