@@ -184,6 +184,8 @@ def test_emitted_source_defines_each_block_class_once() -> None:
     model = archcomp.build(ROOT / "specs" / "gpt2.yaml", {"N": 3}, device="meta")
     source = emit_python(model)
     assert source.count("class GptBlock(nn.Module):") == 1
+    assert source.count("class Mlp(nn.Module):") == 1  # a block used once per layer, nested
+    assert "        self.mlp = Mlp()\n" in source
     assert "for _ in range(3):\n            layer = GptBlock()" in source
 
 

@@ -203,3 +203,100 @@ def test_torchview_draws_the_block_levels() -> None:
     source = graph.visual_graph.source
     for cls in ("Encoder", "EncoderLayer", "Decoder", "DecoderLayer"):
         assert f"label={cls} " in source, cls
+
+
+INLINE = {
+    # p runs between the block's nodes (it reads b.mid): one call would move p's dropout draws
+    "a_parent_node_between_its_nodes": """
+archcomp: 1
+name: t
+inputs: {x: [B, 8]}
+blocks:
+  ff:
+    inputs: [x]
+    nodes:
+      - {id: a, op: linear, out_features: 8}
+      - {id: inner, op: relu}
+      - {id: d, op: dropout, p: 0.5, in: a}
+      - {id: s, op: add, in: [d, inner]}
+    outputs: {y: s, mid: inner}
+nodes:
+  - {id: p, op: dropout, p: 0.5, in: f.mid}
+  - {id: f, op: ff, in: x}
+  - {id: out, op: add, in: [f, p]}
+outputs: out
+""",
+    # the block reads q, computed after it starts
+    "an_input_computed_after_it_starts": """
+archcomp: 1
+name: t
+inputs: {x: [B, 8]}
+blocks:
+  mix:
+    inputs: [x, y]
+    nodes:
+      - {id: a, op: relu, in: x}
+      - {id: b, op: add, in: [a, y]}
+    outputs: b
+nodes:
+  - {id: f, op: mix, in: {x: x, y: q}}
+  - {id: q, op: sigmoid, in: x}
+outputs: f
+""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(INLINE))
+def test_a_single_use_block_that_cannot_be_one_call_stays_inline(
+    monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    spec = INLINE[case]
+    model = archcomp.build(spec, seed=0)
+    f = dict(model.named_modules()).get("f")  # a plain container, or none: no weights
+    assert f is None or type(f) is nn.Module
+    assert "self.f(" not in model.code  # its nodes are inline
+    assert not any(isinstance(m, CompiledBlock) for m in model.modules())
+    with monkeypatch.context() as m:
+        m.setattr(codegen, "plan_blocks", lambda g, taken=(): BlockPlan())
+        inline = archcomp.build(spec, seed=0)
+    x = torch.randn(4, 8)
+    model.train()
+    inline.train()
+    torch.manual_seed(1)
+    got = model(x)
+    torch.manual_seed(1)
+    assert_same(got, inline(x))
+
+
+def test_the_sub_blocks_of_an_inline_block_are_calls_in_its_parent() -> None:
+    """The outer block reads q, computed after it starts; its inner block does not."""
+    spec = """
+archcomp: 1
+name: t
+inputs: {x: [B, 8]}
+blocks:
+  lin:
+    inputs: [x]
+    nodes:
+      - {id: l, op: linear, out_features: 8}
+      - {id: r, op: relu}
+    outputs: r
+  outer:
+    inputs: [x, y]
+    nodes:
+      - {id: inner, op: lin, in: x}
+      - {id: b, op: add, in: [inner, y]}
+    outputs: b
+nodes:
+  - {id: f, op: outer, in: {x: x, y: q}}
+  - {id: q, op: sigmoid, in: x}
+outputs: f
+"""
+    model = archcomp.build(spec, seed=0)
+    assert type(model.get_submodule("f")) is nn.Module
+    inner = model.get_submodule("f.inner")
+    assert type(inner).__name__ == "Lin" and "f_inner = self.f.inner(x)" in model.code
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        want = torch.relu(inner.l(x)) + torch.sigmoid(x)  # by hand, with the same weights
+        assert_same(model(x), want)
