@@ -96,7 +96,7 @@ class _Planner:
             scope = members[0].scopes[depth]
             if len(members) == 1 and members[0].name == scope.name:
                 continue  # a repeated op: its module is already one call
-            inst = self.instance(scope, members)
+            inst = self.instance(scope, members, depth)
             if inst is None:
                 sub = self.level(members, depth + 1)
                 out.first.update(sub.first)
@@ -104,13 +104,18 @@ class _Planner:
                 continue
             out.first[members[0].name] = inst
             out.covered.update(n.name for n in members)
-            if inst.shares is None:  # a sharing copy calls its target: nothing of its own
+            assert inst.cls is not None
+            if inst.shares is not None:
+                continue  # a sharing copy calls its target: nothing of its own
+            if inst.cls.template is inst:
                 inst.inner = self.level(members, depth + 1)
+            else:  # the same structure as its class's first instance: the same sub-blocks
+                inst.inner = _mirror(inst.cls.template, inst)
         return out
 
-    def instance(self, scope: Scope, nodes: list[Node]) -> Instance | None:
+    def instance(self, scope: Scope, nodes: list[Node], depth: int) -> Instance | None:
         exports = sorted(self.exports.get(scope.name, {}), key=_order(self.pos))
-        inst = _instance(self.g, scope, nodes, self.pos, exports)
+        inst = _instance(self.g, scope, nodes, depth, self.pos, exports)
         if inst is None:
             return None
         if inst.shares is not None:
@@ -129,6 +134,26 @@ class _Planner:
         inst.cls.instances.append(inst)
         self.planned[scope.name] = inst
         return inst
+
+
+def _mirror(template: Instance, copy: Instance) -> Level:
+    """``template``'s sub-blocks at ``copy``'s names. Only the first instance of a class is
+    traced; a further one needs its sub-blocks' classes and nodes (to build their modules),
+    not their wiring, so the planning of the first instance is reused, not redone."""
+    out = Level()
+    by_name = {n.name: n for n in copy.nodes}
+    tp, cp = template.prefix, copy.prefix
+    for sub in template.inner.first.values():
+        nodes = [by_name[cp + n.name[len(tp) :]] for n in sub.nodes]
+        name = cp + sub.scope.name[len(tp) :]
+        scope = next(s for s in nodes[0].scopes if s.name == name)
+        shares = None if sub.shares is None else cp + sub.shares[len(tp) :]
+        mirrored = Instance(scope, nodes, [], [], [], [], sub.key, shares, sub.cls)
+        if shares is None:
+            mirrored.inner = _mirror(sub, mirrored)
+        out.first[nodes[0].name] = mirrored
+        out.covered.update(n.name for n in nodes)
+    return out
 
 
 def plan_blocks(g: Graph, taken: Iterable[str] = ()) -> BlockPlan:
@@ -161,7 +186,7 @@ def plan_blocks(g: Graph, taken: Iterable[str] = ()) -> BlockPlan:
 
 
 def _instance(
-    g: Graph, scope: Scope, nodes: list[Node], pos: dict[str, int], exports: list[Ref]
+    g: Graph, scope: Scope, nodes: list[Node], depth: int, pos: dict[str, int], exports: list[Ref]
 ) -> Instance | None:
     if not exports:
         return None  # nothing reads it: left to the checks that say so
@@ -199,11 +224,8 @@ def _instance(
             for port, refs in node.inputs.items()
         )
         outputs = tuple(sorted(node.outputs.items()))
-        subs = tuple(
-            (s.name[len(prefix) :], s.block, s.repeat, s.shared)
-            for s in node.scopes
-            if s.name.startswith(prefix)
-        )  # its sub-blocks: the calls the class's forward makes
+        deeper = node.scopes[depth + 1 :]  # its sub-blocks: the calls the class's forward makes
+        subs = tuple((s.name[len(prefix) :], s.block, s.repeat, s.shared) for s in deeper)
         body.append((rel, node.op.name, node.args, wiring, outputs, shared, subs))
     if len(shares) > 1 or (shares and any(n.shared_with is None for n in nodes)):
         return None  # partly shared with another copy: compiled inline
