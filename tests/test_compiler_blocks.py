@@ -115,8 +115,14 @@ def test_gpt2_layers_are_instances_of_one_generated_class(monkeypatch) -> None:
     assert "attn" not in code  # the layers' insides are the class's forward
     block = blocks[0].code
     assert "def forward(self, x):" in block
-    assert "ln_1 = self.ln_1(x)" in block and "mlp_fc = self.mlp.fc(ln_2)" in block
-    assert "res_2 = res_1 + mlp_drop" in block and block.rstrip().endswith("return res_2")
+    assert "ln_1 = self.ln_1(x)" in block and "mlp = self.mlp(ln_2)" in block
+    assert "fc" not in block  # the MLP block's insides are its own class's forward
+    assert type(blocks[0].mlp).__name__ == "Mlp"
+    assert all(
+        type(b.mlp) is type(blocks[0].mlp) and b.mlp is not blocks[0].mlp for b in blocks[1:]
+    )
+    assert "fc = self.fc(x)" in blocks[0].mlp.code and "return drop" in blocks[0].mlp.code
+    assert "res_2 = res_1 + mlp;" in block and block.rstrip().endswith("return res_2")
     assert "h_.1.attn.q_proj.weight" in model.state_dict()
     ids = torch.randint(0, 50257, (2, 7))
     _same(model, inline, (ids,))
@@ -155,7 +161,7 @@ def test_two_results_and_a_tie_inside_a_copy(monkeypatch) -> None:
     assert model.f[0].a.weight is not model.f[1].a.weight
     # only the last copy's second result is read outside: its class returns both
     assert "def forward(self, x):" in model.f[0].code  # x feeds both ports of copy 0
-    assert "return (inner_1_r, s)" in model.f[2].code
+    assert "return (inner_1, s)" in model.f[2].code
     assert "-> mid: (B, 8), y: (B, 8)" in model.f[2].code  # named as the block names them
     assert "f_2_mid = f_2[0]" in model.code and "f_2_y = f_2[1]" in model.code
 
@@ -178,6 +184,8 @@ def test_emitted_source_defines_each_block_class_once() -> None:
     model = archcomp.build(ROOT / "specs" / "gpt2.yaml", {"N": 3}, device="meta")
     source = emit_python(model)
     assert source.count("class GptBlock(nn.Module):") == 1
+    assert source.count("class Mlp(nn.Module):") == 1  # a block used once per layer, nested
+    assert "        self.mlp = Mlp()\n" in source
     assert "for _ in range(3):\n            layer = GptBlock()" in source
 
 

@@ -55,9 +55,11 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
-        # A constant message: dynamo cannot trace a closure over a symbolic length.
+        # A constant message: dynamo cannot trace a closure over a symbolic length. Under
+        # torch.jit.trace sizes are tensors (the trace records this input's length): no check.
         message = f"sequence length exceeds max_len {self.max_len}"
-        torch._check(n <= self.max_len, lambda: message)
+        if not torch.jit.is_tracing():
+            torch._check(n <= self.max_len, lambda: message)
         return x + self.pe[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:
@@ -84,9 +86,11 @@ class LearnedPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
-        # A constant message: dynamo cannot trace a closure over a symbolic length.
+        # A constant message: dynamo cannot trace a closure over a symbolic length. Under
+        # torch.jit.trace sizes are tensors (the trace records this input's length): no check.
         message = f"sequence length exceeds max_len {self.max_len}"
-        torch._check(n <= self.max_len, lambda: message)
+        if not torch.jit.is_tracing():
+            torch._check(n <= self.max_len, lambda: message)
         return x + self.weight[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 from torch import fx, nn
 from torch.fx.graph_module import _forward_from_src  # what GraphModule.recompile uses
 
-from archcomp.backends.torch.blocks import Instance, plan_blocks
+from archcomp.backends.torch.blocks import Instance, Level, plan_blocks
 from archcomp.backends.torch.devices import Estimate, estimate
 from archcomp.backends.torch.init import SeededRNG, init_module
 from archcomp.backends.torch.literals import comment, docstring
@@ -303,12 +303,7 @@ class Compiler:
         cls_name = class_name(g.name, "ArchModule")
         plan = plan_blocks(g, taken=(cls_name, "ArchModule", "CompiledBlock"))
         with SeededRNG(self.seed, self.device) as rng:
-            for node in g.nodes.values():
-                copy = plan.first.get(node.name)
-                if copy is not None:
-                    self._copy(copy, rng)
-                elif node.name not in plan.covered:
-                    self._node(node, rng)
+            self._level(g.nodes.values(), plan, rng)
         self._tie()
         out = self._outputs()
         self.fx_graph.output(out)
@@ -335,10 +330,20 @@ class Compiler:
             self.done += _node_bytes(node, self.est)
             self.progress(min(self.done, self.est.total_bytes), self.est.total_bytes)
 
+    def _level(self, nodes: Iterable[Node], level: Level, rng: SeededRNG) -> None:
+        """Lower ``nodes`` into the current frame: a planned block copy as one call."""
+        for node in nodes:
+            copy = level.first.get(node.name)
+            if copy is not None:
+                self._copy(copy, rng)
+            elif node.name not in level.covered:
+                self._node(node, rng)
+
     def _copy(self, copy: Instance, rng: SeededRNG) -> None:
-        """One copy of a repeated block: its modules, its class's forward if it is the first
-        copy of that class, and one call in the model's forward."""
+        """One block instance: its modules, its class's forward if it is the first instance of
+        that class, and one call in its parent's forward (the model's or its parent block's)."""
         assert copy.cls is not None
+        parent = self.frame
         if copy.shares is None:
             cls = self.classes.get(id(copy.cls))
             if cls is None:
@@ -358,10 +363,9 @@ class Compiler:
                     frame.values[self._key(r)] = ph
             self.frame = frame
             try:
-                for node in copy.nodes:
-                    self._node(node, rng)
+                self._level(copy.nodes, copy.inner, rng)
             finally:
-                self.frame = self.top
+                self.frame = parent
             if first:
                 keys = [self._key(r) for r in copy.exports]
                 _finish_class(cls, block, copy, frame, keys, self.graph)
@@ -371,14 +375,19 @@ class Compiler:
                 assert node.shared_with is not None
                 self.paths[node.name] = self.paths.get(node.shared_with, node.shared_with)
             target = copy.shares
+        graph = parent.fx_graph
+        if graph is None:
+            return  # a further copy of the parent's class: its forward is written already
+        if not target.startswith(parent.prefix):
+            raise RuntimeError(f"{copy.scope.name} calls {target}, outside {parent.prefix}")
         args = tuple(self._value(r) for r in copy.ext)
-        base = copy.scope.name.replace(".", "_")
-        call = self.fx_graph.create_node("call_module", target, args, {}, name=base)
+        base = copy.scope.name[len(parent.prefix) :].replace(".", "_")
+        call = graph.create_node("call_module", target[len(parent.prefix) :], args, {}, name=base)
         call.meta["archcomp_node"] = copy.scope.name
         outs = [call]
         if len(copy.exports) > 1:
             outs = [
-                self.fx_graph.create_node(
+                graph.create_node(
                     "call_function",
                     operator.getitem,
                     (call, i),
@@ -391,7 +400,7 @@ class Compiler:
             t = self.graph.type_of(r)
             if t is not None:
                 value.meta["archcomp_comment"] = fmt_shape_comment(t.shape)
-            self.values[self._key(r)] = value
+            parent.values[self._key(r)] = value
 
     def _lower(self, node: Node, plan: Mapping[str, InitCall]) -> None:
         if node.op.lower is None:

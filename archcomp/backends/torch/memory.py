@@ -116,9 +116,9 @@ def trace_activations(
     model.train()
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            keep = _Tracer(model, _graph_of(model), lambda n: n, current, trace, seen).run(
-                *example_inputs(g, sizes, dtype)
-            )
+            repeats = {s.name for n in g.nodes.values() for s in n.scopes if s.repeat is not None}
+            tracer = _Tracer(model, _graph_of(model), lambda n: n, current, trace, seen, repeats)
+            keep = tracer.run(*example_inputs(g, sizes, dtype))
         del keep
     finally:
         model.train(was_training)
@@ -134,7 +134,9 @@ def _graph_of(module: nn.Module) -> fx.Graph:
 
 class _Tracer(fx.Interpreter):
     """Runs the generated forward node by node, naming the archcomp node each op belongs to;
-    a repeated block's copy runs its class's graph with the copy's names."""
+    a block instance runs its class's graph with the instance's names. The outermost copies of
+    repeated blocks are what checkpointing would wrap: their inputs and activations are
+    recorded in ``trace.copies``."""
 
     def __init__(
         self,
@@ -144,9 +146,13 @@ class _Tracer(fx.Interpreter):
         current: list[str],
         trace: ActivationTrace,
         seen: set[int],
+        repeats: set[str],
+        inside: bool = False,
     ) -> None:
         super().__init__(module, garbage_collect_values=True, graph=graph)
         self.rename, self.current, self.trace, self.seen = rename, current, trace, seen
+        self.repeats = repeats  # the scopes that are copies of a repeat
+        self.inside = inside  # within a recorded copy
 
     def run_node(self, n: fx.Node) -> Any:
         name = n.meta.get("archcomp_node")
@@ -170,10 +176,19 @@ class _Tracer(fx.Interpreter):
             raw = n.meta["archcomp_node"] + name[len(template) :]
             return outer(raw)
 
-        out = _Tracer(block, type(block).graph, rename, self.current, self.trace, self.seen).run(
-            *args, **kwargs
-        )
-        self.trace.copies[copy] = (ins, self.trace.total - before)
+        record = not self.inside and copy in self.repeats
+        out = _Tracer(
+            block,
+            type(block).graph,
+            rename,
+            self.current,
+            self.trace,
+            self.seen,
+            self.repeats,
+            self.inside or record,
+        ).run(*args, **kwargs)
+        if record:
+            self.trace.copies[copy] = (ins, self.trace.total - before)
         return out
 
 

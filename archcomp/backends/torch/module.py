@@ -3,7 +3,8 @@
 It carries the normalized spec (``.spec``), the spec texts and overrides it was built from
 (``.source``, what an artifact stores), and per-node metadata (``.node_meta``: op, args,
 output shapes, parameter shapes, submodule path). Submodules sit at the spec's qualified names
-(``encoder.layers.0.attn.q_proj``); repeats are ``nn.ModuleList`` containers.
+(``encoder.layers.0.attn.q_proj``); repeats are ``nn.ModuleList`` containers, and each block
+instance is a :class:`CompiledBlock` its parent's forward calls.
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ class ArchModule(fx.GraphModule):
 
 
 class CompiledBlock(nn.Module):
-    """One copy of a repeated block (see :mod:`archcomp.backends.torch.blocks`).
+    """One block instance: a copy of a repeated block, or a block used once (see
+    :mod:`archcomp.backends.torch.blocks`).
 
-    Each distinct block structure is a subclass (``GptBlock``) whose ``forward`` is generated
-    once, from ``graph``; every copy of that structure is an instance. ``print(block.code)``
-    shows the forward.
+    Each distinct block structure is a subclass (``GptBlock``, ``Mlp``) whose ``forward`` is
+    generated once, from ``graph``; every instance of that structure is an instance of it, and
+    may hold instances of its sub-blocks. ``print(block.code)`` shows the forward.
     """
 
     graph: ClassVar[fx.Graph]
