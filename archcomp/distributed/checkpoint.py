@@ -23,7 +23,6 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,13 +32,13 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_mo
 from torch.distributed.tensor import DTensor
 
 from archcomp.backends.torch.artifact import (
-    DTYPE_CODES,
     ArtifactError,
     _canonical_state,
     _compare,
     _WeightsHash,
     embedded_spec,
     read_header,
+    safetensors_header,
     spec_hash,
     spec_json,
 )
@@ -125,19 +124,7 @@ def gather_artifact(model: nn.Module, path: str | Path) -> Path | None:
         "archcomp.ties": json.dumps(aliases, sort_keys=True),
         "archcomp.dtype": dtype_name(floats[0]) if floats else "float32",
     }  # the order archcomp.save writes
-    header: dict[str, Any] = {"__metadata__": meta}
-    offset = 0
-    for name in names:
-        t = tensors[name]
-        size = t.numel() * t.element_size()
-        header[name] = {
-            "dtype": DTYPE_CODES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    head += b" " * (-len(head) % 8)
+    head = safetensors_header(tensors, names, meta)
     marker = f'"archcomp.weights_sha256":"{placeholder}"'.encode()
     at = 8 + head.index(marker) + len(marker) - len(placeholder) - 1
 

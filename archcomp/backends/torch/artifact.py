@@ -175,6 +175,26 @@ def artifact_writer(
     return write
 
 
+def safetensors_header(
+    tensors: Mapping[str, torch.Tensor], names: Iterable[str], meta: Mapping[str, str]
+) -> bytes:
+    """The JSON header of a safetensors file holding ``tensors`` in the order of ``names``,
+    padded to 8 bytes (the 8-byte length before it is the caller's to write)."""
+    header: dict[str, Any] = {"__metadata__": dict(meta)}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        size = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": DTYPE_CODES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    return head + b" " * (-len(head) % 8)
+
+
 def _write_safetensors(
     path: Path, data: Mapping[str, torch.Tensor], meta: dict[str, str], tick: Update = ignore
 ) -> None:
@@ -189,19 +209,7 @@ def _write_safetensors(
         with open(path, "wb") as f:
             f.write(save({k: t.contiguous() for k, t in data.items()}, metadata=meta))
         return
-    header: dict[str, Any] = {"__metadata__": meta}
-    offset = 0
-    for name in sorted(data):
-        t = data[name]
-        size = t.numel() * t.element_size()
-        header[name] = {
-            "dtype": DTYPE_CODES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    head += b" " * (-len(head) % 8)
+    head = safetensors_header(data, sorted(data), meta)
     done = 0
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(head)) + head)
