@@ -11,6 +11,15 @@ from torch import Tensor, nn
 CHUNK = 1 << 20  # table entries computed at a time: what the table costs beyond itself
 
 
+def check_length(n: int, max_len: int, message: str) -> None:
+    """Raise ``message`` when a sequence of ``n`` exceeds a table of ``max_len`` rows: eagerly,
+    under dynamo and under export. ``message`` is a constant (dynamo cannot trace a closure
+    over a symbolic length); under ``torch.jit.trace`` sizes are tensors and the trace records
+    this input's length, so there is nothing to check."""
+    if not torch.jit.is_tracing():
+        torch._check(n <= max_len, lambda: message)
+
+
 def sinusoid_table(max_len: int, d_model: int, device: Any = None, dtype: Any = None) -> Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 
@@ -55,11 +64,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
-        # A constant message: dynamo cannot trace a closure over a symbolic length. Under
-        # torch.jit.trace sizes are tensors (the trace records this input's length): no check.
-        message = f"sequence length exceeds max_len {self.max_len}"
-        if not torch.jit.is_tracing():
-            torch._check(n <= self.max_len, lambda: message)
+        check_length(n, self.max_len, f"sequence length exceeds max_len {self.max_len}")
         return x + self.pe[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:
@@ -86,11 +91,7 @@ class LearnedPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
-        # A constant message: dynamo cannot trace a closure over a symbolic length. Under
-        # torch.jit.trace sizes are tensors (the trace records this input's length): no check.
-        message = f"sequence length exceeds max_len {self.max_len}"
-        if not torch.jit.is_tracing():
-            torch._check(n <= self.max_len, lambda: message)
+        check_length(n, self.max_len, f"sequence length exceeds max_len {self.max_len}")
         return x + self.weight[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from archcomp.nn.positional import check_length
+
 
 class Llama3Scaling(NamedTuple):
     """Llama 3.1's frequency scaling for long contexts (transformers' rope_type "llama3")."""
@@ -124,11 +126,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # T
-        # A constant message: dynamo cannot trace a closure over a symbolic length. Under
-        # torch.jit.trace sizes are tensors (the trace records this input's length): no check.
-        message = f"sequence length exceeds the rotary tables' max_len {self.max_len}"
-        if not torch.jit.is_tracing():
-            torch._check(n <= self.max_len, lambda: message)
+        check_length(
+            n, self.max_len, f"sequence length exceeds the rotary tables' max_len {self.max_len}"
+        )
         cos, sin = self.cos[:n], self.sin[:n]  # (T, r/2)
         if self._r == self.head_dim:  # a constant of the module, not data
             return rotate(x, cos, sin, self.interleaved)  # (..., T, d)
