@@ -322,6 +322,15 @@ class Compiler:
             _check_placed(model, self.device)
         return model
 
+    def lower_only(self, nodes: Iterable[Node]) -> nn.Module:
+        """Build the modules of ``nodes`` alone, tracing no forward, as :meth:`compile` builds
+        them (same seeds, same paths); return the root that holds them."""
+        self.top = self.frame = _Frame(None)  # a frame with no fx graph: nothing is traced
+        with SeededRNG(self.seed, self.device) as rng:
+            for node in nodes:
+                self._node(node, rng)
+        return self.root
+
     def _node(self, node: Node, rng: SeededRNG) -> None:
         rng.reseed(node.name)
         self._lower(node, node.meta.get("init", {}))  # planned by passes/inits.py

@@ -15,8 +15,7 @@ from collections.abc import Iterable
 
 import torch
 
-from archcomp.backends.torch.codegen import Compiler, _Frame
-from archcomp.backends.torch.init import SeededRNG
+from archcomp.backends.torch.codegen import Compiler
 from archcomp.ir import Graph
 
 
@@ -27,16 +26,13 @@ def node_tensors(
     tied and shared ones excluded: their owner's node holds them), as a build of ``g`` with
     ``seed`` on ``device`` in ``dtype`` initialises them."""
     c = Compiler(g, device, dtype, seed)
-    c.top = c.frame = _Frame(None)  # nothing traced: lowering only builds the modules
     wanted = [g.nodes[n] for n in names]
-    with SeededRNG(seed, device) as rng:
-        for node in wanted:
-            c._node(node, rng)
+    root = c.lower_only(wanted)
     skip = {f"{c.paths[n.name]}.{p}" for n in wanted if n.name in c.paths for p in n.tie}
     out: dict[str, torch.Tensor] = {}
     for name, t in [
-        *c.root.named_parameters(remove_duplicate=False),
-        *c.root.named_buffers(remove_duplicate=False),
+        *root.named_parameters(remove_duplicate=False),
+        *root.named_buffers(remove_duplicate=False),
     ]:
         if name not in skip and t.device.type != "meta":
             out[name] = t.detach()
