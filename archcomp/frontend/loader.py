@@ -186,7 +186,7 @@ def pydantic_diagnostics(
             if wanted and all(e["type"] in _TYPE_WORDS for e in errs):
                 want = " or ".join(dict.fromkeys(wanted))
                 msg = f"expected {want}, found {type_name(value)} {_show(value)}"
-                hint = _type_hint(value)
+                hint = _type_hint(value, wanted)
             else:
                 e = next((e for e in errs if e["type"] not in _TYPE_WORDS), errs[0])
                 msg = f"{_lower(e['msg'])}, found {_show(value)}"
@@ -249,12 +249,15 @@ def _show(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _type_hint(v: Any) -> str | None:
+def _type_hint(v: Any, wanted: list[str]) -> str | None:
+    """A hint for a value of the wrong type, given the type words that were ``wanted``."""
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
         return "quoted numbers are strings; remove the quotes"
     if isinstance(v, str) and v.lower() in ("yes", "no", "on", "off", "y", "n"):
         return "YAML 1.2 reads this as a string; write true or false"
-    if isinstance(v, bool):
+    if isinstance(v, bool) and "a mapping" in wanted:
+        return "this takes a mapping of settings: {} for their defaults"
+    if isinstance(v, bool) and ("an int" in wanted or "a float" in wanted):
         return "a bool is not a number here"
     return None
 
