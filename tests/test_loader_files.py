@@ -112,3 +112,20 @@ def test_embedded_sources_are_the_only_files_an_artifact_reads(
     with pytest.raises(SpecError) as info:
         load_program("m.yaml", embedded=files)
     assert [d.code for d in info.value.diagnostics] == ["import-not-found", "import-escape"]
+
+
+def test_an_escape_from_the_working_folder_names_it_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from the spec's own folder, the hint names that folder, not '.'."""
+    spec = tmp_path / "esc.yaml"
+    spec.write_text(
+        "archcomp: 1\nname: m\nimports: [../x.yaml]\ninputs: {x: [B, 4]}\n"
+        "nodes:\n  - {id: a, op: relu}\noutputs: a\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as exc:
+        load_program(Path("esc.yaml"))
+    (d,) = exc.value.diagnostics
+    assert d.code == "import-escape"
+    assert d.hint == f"imports must stay inside {tmp_path.resolve()}"

@@ -617,10 +617,13 @@ def _with_dependencies(spec: Spec, names: list[str]) -> set[str]:
 
 
 def _display(path: Path) -> str:
+    """``path`` relative to the working folder when inside it (the folder itself in full:
+    "inside ." tells a reader nothing)."""
     try:
-        return str(path.relative_to(Path.cwd().resolve()))
+        rel = path.relative_to(Path.cwd().resolve())
     except ValueError:
         return str(path)
+    return str(rel) if rel.parts else str(path)
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
