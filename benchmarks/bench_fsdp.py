@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import socket
 import statistics
@@ -77,6 +78,10 @@ def worker(rank: int, port: int, repeat: int) -> None:
         for k, v in med.items():
             print(f"{k:>8}: {v * 1000:.1f} ms per step (median of {repeat})")
         print(f"ratio shard / by hand: {med['shard'] / med['by hand']:.3f} (goal <= 1.05)")
+    sides.clear()  # freed before the process group (docs/scaling.md, tearing down)
+    del ours, hand
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 

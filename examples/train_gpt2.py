@@ -14,6 +14,7 @@ Multi-node: see docs/scaling.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 
@@ -96,8 +97,10 @@ def main() -> None:
         if rank == 0:
             ms = (time.perf_counter() - t0) * 1000
             print(f"step {step}: loss {float(avg) / world:.4f} ({ms:.0f} ms)", flush=True)
-    # DDP's reducer must go before its process group: torn down after it, gloo can hang
+    # The model and DDP's reducer go before their process group: torn down after it, gloo can
+    # hang or abort. Built modules sit in reference cycles, so only gc.collect() frees them.
     del step_model, model, opt
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
