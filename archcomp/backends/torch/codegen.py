@@ -25,7 +25,7 @@ from torch.fx.graph_module import _forward_from_src  # what GraphModule.recompil
 
 from archcomp.backends.torch.blocks import Instance, Level, plan_blocks
 from archcomp.backends.torch.devices import Estimate, estimate
-from archcomp.backends.torch.init import SeededRNG, init_module
+from archcomp.backends.torch.init import SeededRNG, init_module, meta_init_skipped
 from archcomp.backends.torch.literals import comment, docstring
 from archcomp.backends.torch.module import (
     ArchModule,
@@ -634,9 +634,10 @@ def compile_graph(
     collecting = gc.isenabled()
     gc.disable()  # thousands of small objects, none of them garbage: skip the collector
     try:
-        return Compiler(
-            g, device, dtype, seed, progress, est, params_on_meta=params_on_meta, init=init
-        ).compile()
+        with meta_init_skipped():  # modules built on meta (all, or tied and loaded ones)
+            return Compiler(
+                g, device, dtype, seed, progress, est, params_on_meta=params_on_meta, init=init
+            ).compile()
     finally:
         if collecting:
             gc.enable()

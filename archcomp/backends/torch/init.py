@@ -5,12 +5,19 @@ Determinism: with a seed, each node's module is constructed right after seeding 
 a value derived from (seed, node name), and each named initializer draws from its own
 ``torch.Generator`` seeded from (seed, node name, parameter name). So the same spec and seed
 give bit-identical weights, and adding a node does not change the weights of the others.
+
+Meta tensors have no values, so torch.nn's default initialisation of a module built on meta
+does nothing but cost time (about half of constructing GPT-3's modules on meta):
+:func:`meta_init_skipped` makes ``torch.nn.init``'s functions return meta tensors untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from archcomp.passes.inits import InitCall
@@ -150,3 +157,65 @@ class SeededRNG:
     def __exit__(self, *exc: Any) -> None:
         if self._fork is not None:
             self._fork.__exit__(*exc)
+
+
+# torch.nn.init's in-place initializers, the ones module constructors reach through the module
+# attribute (``init.kaiming_uniform_(self.weight, ...)``).
+_TORCH_INITS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+)
+_lock = threading.Lock()
+_depth = 0
+_saved: dict[str, Callable[..., Any]] = {}
+
+
+def _meta_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def init(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(tensor, "is_meta", False):
+            return tensor  # nothing to fill: same result, none of the decomposition's cost
+        return fn(tensor, *args, **kwargs)
+
+    init.__archcomp_meta_passthrough__ = True  # type: ignore[attr-defined]
+    return init
+
+
+@contextlib.contextmanager
+def meta_init_skipped() -> Iterator[None]:
+    """While active (in any thread), ``torch.nn.init``'s initializers return a meta tensor
+    untouched; on every other device they run as usual, so a concurrent build or user code on
+    a real device is unaffected. Nested and concurrent uses share one installation."""
+    from torch.nn import init
+
+    global _depth
+    with _lock:
+        if _depth == 0:
+            for name in _TORCH_INITS:
+                fn = getattr(init, name, None)
+                if fn is not None and not hasattr(fn, "__archcomp_meta_passthrough__"):
+                    _saved[name] = fn
+                    setattr(init, name, _meta_passthrough(fn))
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                for name, fn in _saved.items():
+                    if hasattr(getattr(init, name), "__archcomp_meta_passthrough__"):
+                        setattr(init, name, fn)  # not if someone patched it meanwhile
+                _saved.clear()
