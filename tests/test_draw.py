@@ -442,7 +442,7 @@ def _dense(spec_file, n: int, fan: int) -> Path:
 
 
 def test_edges_are_counted_by_the_ranks_they_cross(spec_file) -> None:
-    from archcomp.backends.graphviz.plan import edge_segments
+    from archcomp.backends.graphviz.counts import edge_segments
 
     d = plan(load_graph(_dense(spec_file, 40, 4)), DrawOptions())
     pairs = [(e.src, e.dst) for e in d.edges if e.src != e.dst]

@@ -25,7 +25,7 @@ EXIT_RENDER = 4
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    from archcomp.backends.graphviz.plan import DEFAULT_MAX_BOXES, DEFAULT_MAX_EDGES
+    from archcomp.backends.graphviz.boxes import DEFAULT_MAX_BOXES, DEFAULT_MAX_EDGES
     from archcomp.backends.graphviz.render import DEFAULT_MEMORY, DEFAULT_TIMEOUT, FORMATS
 
     p.add_argument("spec", metavar="SPEC", help=spec_help("the spec file to draw"))

@@ -12,6 +12,7 @@ from typing import Any, Protocol, Union
 from pydantic import BaseModel, ConfigDict
 
 from archcomp.ir.dims import Dim, Shape, fmt_shape
+from archcomp.ir.drawing import Style
 from archcomp.ir.tensors import TensorType
 
 
@@ -33,15 +34,6 @@ class Port:
     optional: bool = False
     variadic: bool = False
     default: str | None = None
-
-
-@dataclass(frozen=True)
-class Style:
-    """How the op is drawn: a colour family, the paper's words, and a Graphviz node shape."""
-
-    family: str
-    label: str
-    shape: str = "box"
 
 
 class ShapeError(Exception):
@@ -148,6 +140,9 @@ ShapeRule = Callable[[ShapeCtx], ShapeResult]
 ParamRule = Callable[[Any], dict[str, Shape]]
 MacRule = Callable[[Any, Mapping[str, Any], dict[str, TensorType]], Dim]
 ScratchRule = Callable[[Any, int], int]  # (args, bytes per element) -> bytes
+# (args, input types by port, output types by result) -> elements, in the build dtype, that
+# autograd keeps for backward in one training forward
+ActivationRule = Callable[[Any, Mapping[str, Any], dict[str, TensorType]], Dim]
 
 
 @dataclass(frozen=True)
@@ -168,6 +163,9 @@ class OpDef:
     # bytes the module's construction allocates beyond its parameters and buffers, at most
     # (temporaries); the build's memory estimate covers this peak
     scratch: ScratchRule | None = None
+    # the activations the summary counts for this op where its lowering cannot run on meta
+    # tensors (data-dependent: .item(), nonzero); without it, its output's size, marked "?"
+    activations: ActivationRule | None = None
 
     def param_shapes(self, args: Any) -> dict[str, Shape]:
         return self.params(args) if self.params else {}

@@ -181,7 +181,7 @@ register(
         "softmax",
         SoftmaxArgs,
         _softmax_shape,
-        Style("softmax", "Softmax"),
+        Style("softmax", "Softmax", output_label="Output Probabilities"),
         lower=_softmax_lower("softmax"),
         doc="Softmax over a dim.",
     )

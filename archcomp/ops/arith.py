@@ -110,7 +110,7 @@ for _name, _args, _fn, _label, _doc in (
             _name,
             _args,
             _elementwise(_name),
-            Style("arith", _label, "circle"),
+            Style("arith", _label, "circle", residual_add=_name == "add"),
             inputs=(Port("x", variadic=True),),
             lower=_fold(_fn),
             doc=_doc,

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, add, fmt_shape, mul, prod
+from archcomp.ir.drawing import Figure, Part
 from archcomp.ops.common import need_float
 from archcomp.ops.positional import (
     RotaryArgs,
@@ -222,12 +223,66 @@ def _mha_lower(c: LowerCtx) -> Any:
     return c.module(mha)(ins["query"], ins["key"], ins["value"], **extra)  # (B, T, E)
 
 
+# The insides drawn by --expand (the paper's Figure 2).
+SCALED_DOT_PRODUCT_FIGURE = Figure(
+    parts=(
+        Part("matmul1", "MatMul", "linear"),
+        Part("scale", "Scale", "addnorm"),
+        Part("mask", "Mask (opt.)", "embedding"),
+        Part("softmax", "SoftMax", "softmax"),
+        Part("matmul2", "MatMul", "linear"),
+    ),
+    edges=(
+        ("matmul1", "scale"),
+        ("scale", "mask"),
+        ("mask", "softmax"),
+        ("softmax", "matmul2"),
+    ),
+    ports=(("query", "matmul1"), ("key", "matmul1"), ("value", "matmul2"), ("mask", "mask")),
+    result="matmul2",
+)
+
+MULTI_HEAD_FIGURE = Figure(
+    parts=(
+        Part("linear_v", "Linear", "linear"),
+        Part("linear_k", "Linear", "linear"),
+        Part("linear_q", "Linear", "linear"),
+        Part(
+            "attention", "Scaled Dot-Product Attention", "attention", "scaled_dot_product_attention"
+        ),
+        Part("concat", "Concat", "addnorm"),
+        Part("linear_out", "Linear", "linear"),
+    ),
+    edges=(
+        ("linear_v", "attention:value"),
+        ("linear_k", "attention:key"),
+        ("linear_q", "attention:query"),
+        ("attention", "concat"),
+        ("concat", "linear_out"),
+    ),
+    ports=(
+        ("value", "linear_v"),
+        ("key", "linear_k"),
+        ("query", "linear_q"),
+        ("key_padding_mask", "attention:mask"),
+    ),
+    result="linear_out",
+    stack=("linear_v", "linear_k", "linear_q", "attention"),
+    stack_count="num_heads",
+    same_rank=(("linear_v", "linear_k", "linear_q"),),
+)
+
 MULTI_HEAD_ATTENTION = register(
     OpDef(
         "multi_head_attention",
         MultiHeadAttentionArgs,
         _mha_shape,
-        Style("attention", "Multi-Head Attention"),
+        Style(
+            "attention",
+            "Multi-Head Attention",
+            label_for=multi_head_attention_label,
+            figure=MULTI_HEAD_FIGURE,
+        ),
         inputs=(
             Port("query"),
             Port("key", default="query"),
@@ -325,7 +380,7 @@ SCALED_DOT_PRODUCT_ATTENTION = register(
         "scaled_dot_product_attention",
         ScaledDotProductAttentionArgs,
         _sdpa_shape,
-        Style("attention", "Scaled Dot-Product Attention"),
+        Style("attention", "Scaled Dot-Product Attention", figure=SCALED_DOT_PRODUCT_FIGURE),
         inputs=(Port("query"), Port("key"), Port("value")),
         macs=_sdpa_macs,
         lower=_sdpa_lower,

@@ -4,6 +4,7 @@ position embeddings (RoPE), which rotate query and key heads instead."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field
@@ -72,7 +73,7 @@ SINUSOIDAL = register(
         "sinusoidal_positional_encoding",
         SinusoidalArgs,
         _posenc_shape,
-        STYLE,
+        replace(STYLE, glyph="∿"),  # the paper's sine wave
         buffers=lambda a: {"pe": (a.max_len, a.d_model or 0)},  # non-persistent
         # float32 temporaries of one chunk (archcomp.nn.positional.CHUNK entries): the
         # angles, their sines and cosines, and the positions

@@ -195,7 +195,7 @@ for _kind, _args, _label, _doc in [
             _kind,
             _args,
             _shape_rule(_kind),
-            Style("recurrent", _label),
+            Style("recurrent", _label, state="h, c" if _kind == "lstm" else "h"),
             inputs=(*_ports, Port("c0", optional=True)) if _kind == "lstm" else _ports,
             results=("output", "h_n", "c_n") if _kind == "lstm" else ("output", "h_n"),
             params=_params_rule(_kind),

@@ -12,8 +12,9 @@ from typing import Any
 
 import graphviz
 
+from archcomp.backends.graphviz.boxes import Drawing, DrawOptions
 from archcomp.backends.graphviz.emit import to_graphviz
-from archcomp.backends.graphviz.plan import Drawing, DrawOptions, plan
+from archcomp.backends.graphviz.plan import plan
 from archcomp.backends.graphviz.render import (
     DEFAULT_MEMORY,
     DEFAULT_TIMEOUT,

@@ -13,7 +13,7 @@ from collections import defaultdict
 import graphviz
 
 from archcomp.backends.graphviz import style as st
-from archcomp.backends.graphviz.plan import Box, Drawing, Frame
+from archcomp.backends.graphviz.boxes import Box, Drawing, Frame
 from archcomp.backends.graphviz.render import Diagram
 from archcomp.base.text import visible
 

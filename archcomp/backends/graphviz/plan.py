@@ -11,80 +11,32 @@ The plan decides what the reader sees:
   other block), or opened into a frame when it is *expanded* (``--expand``, ``--depth``,
   repeated blocks, blocks that contain blocks);
 - a composite op named by ``--expand`` is drawn from its built-in figure (Figure 2);
-- an ``add`` feeding only a ``layer_norm`` becomes one "Add & Norm" box; dropout is not drawn;
-- edges that bypass a sub-layer into its Add & Norm are marked residual.
+- the paper's rewrites follow (:mod:`~archcomp.backends.graphviz.rewrites`): a residual add
+  feeding only a norm becomes one "Add & Norm" box; dropout is not drawn; edges that bypass a
+  sub-layer into its Add & Norm are marked residual.
+
+What an op looks like comes from its ``Style`` (:mod:`archcomp.ir.drawing`); this module
+names no op.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Literal
 
+from archcomp.backends.graphviz import rewrites
 from archcomp.backends.graphviz import style as st
-from archcomp.backends.graphviz.figures import FIGURES, Figure
+from archcomp.backends.graphviz.boxes import Box, Drawing, DrawOptions, Edge, Frame
+from archcomp.backends.graphviz.counts import check_size, param_counts
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
 from archcomp.ir.dims import fmt_shape
+from archcomp.ir.drawing import Part
+from archcomp.ir.opdef import OpDef
+from archcomp.ops.registry import all_ops, get_op
 
-Direction = Literal["auto", "BT", "LR"]
-DEFAULT_MAX_BOXES = 2500
-DEFAULT_MAX_EDGES = 10_000  # edge segments: each edge counts the ranks it crosses
-
-
-@dataclass(frozen=True)
-class DrawOptions:
-    """What to draw. ``expand`` names blocks, block instances or composite ops to open."""
-
-    expand: tuple[str, ...] = ()
-    depth: int | None = None
-    shapes: bool = False
-    param_counts: bool = False
-    direction: Direction = "auto"
-    dropout: bool = False
-    max_boxes: int = DEFAULT_MAX_BOXES
-    max_edges: int = DEFAULT_MAX_EDGES
-
-
-@dataclass
-class Box:
-    id: str
-    label: str
-    family: str
-    kind: str = "op"  # op | block | input | output | wave | circle | part
-    op: str | None = None
-    caption: str | None = None
-    note: str | None = None
-    frame: str | None = None
-    xlabel: str | None = None
-    params: int = 0
-
-
-@dataclass
-class Frame:
-    id: str
-    kind: str  # repeat | block | group | figure | stack | stack_inner
-    label: str | None
-    parent: str | None
-
-
-@dataclass
-class Edge:
-    src: str
-    dst: str
-    label: str | None = None
-    kind: str = "data"  # data | residual | cross | loop
-
-
-@dataclass
-class Drawing:
-    name: str
-    direction: Literal["BT", "LR"]
-    boxes: dict[str, Box] = field(default_factory=dict)
-    frames: dict[str, Frame] = field(default_factory=dict)
-    edges: list[Edge] = field(default_factory=list)
-    same_rank: list[tuple[str, ...]] = field(default_factory=list)
+__all__ = ["Box", "DrawOptions", "Drawing", "Frame", "Planner", "plan"]
 
 
 def _canon(name: str, scopes: Iterable[Scope], leaders: Mapping[str, Mapping[int, int]]) -> str:
@@ -165,7 +117,7 @@ class Planner:
         self.labelled: set[tuple[str, str, str]] = set()
         self.hidden_inputs = {n for n, i in g.inputs.items() if i.type.dtype == "bool"}
         self.lr = self.d.direction == "LR"
-        self.params = self._param_counts() if opts.param_counts else {}
+        self.params = param_counts(g) if opts.param_counts else {}
         self.runs = copy_runs(g)
 
     def _canon(self, name: str, scopes: Iterable[Scope]) -> str:
@@ -182,7 +134,7 @@ class Planner:
         return "BT"
 
     def _check_expand_names(self) -> None:
-        known: set[str] = set(FIGURES)
+        known: set[str] = {name for name, op in all_ops().items() if op.style.figure}
         for n in self.g.nodes.values():
             known.add(n.op.name)
             known.add(self._canon(n.name, n.scopes))
@@ -266,14 +218,21 @@ class Planner:
                 box.caption = st.feature_maps(t.shape) if t else None
             self.d.boxes[box.id] = box
             self._edge(src, box.id, self._edge_label(ref), ("out", oname))
-        self._fuse_add_norm()
-        if self.lr:
-            self._fold_activations()
-        self._loops()
-        check_size(self.d, self.opts)  # before the passes whose cost grows with edges x boxes
-        self._mark_residuals()
-        self._mark_cross()
+        self._rewrite()
         return self.d
+
+    def _rewrite(self) -> None:
+        """The paper's rewrites (:mod:`~archcomp.backends.graphviz.rewrites`)."""
+        drop = rewrites.fuse_add_norm(self.d)
+        for k, v in list(self.item_of.items()):
+            if v in drop:
+                self.item_of[k] = self.out_of[k]
+        if self.lr:
+            rewrites.fold_activations(self.d)
+        rewrites.add_loops(self.d)
+        check_size(self.d, self.opts)  # before the passes whose cost grows with edges x boxes
+        rewrites.mark_residuals(self.d)
+        rewrites.mark_cross(self.d)
 
     def _input_box(self, name: str) -> None:
         info = self.g.inputs[name]
@@ -321,14 +280,13 @@ class Planner:
                 self.alias[c] = first
                 return
         level = len(_block_scopes(n)) + 1
-        fig = FIGURES.get(n.op.name)
-        if fig is not None and self._op_open(n, fig.op, level):
-            self._figure(n, fig, c, frame, level)
+        if n.op.style.figure is not None and self._op_open(n, n.op.name, level):
+            self._figure(n, n.op, c, frame, level)
             return
         if family == "posenc":
             self._posenc(n, c, frame)
             return
-        box = Box(c, st.op_label(n), family, op=n.op.name, frame=frame)
+        box = Box(c, st.op_label(n), family, style=n.op.style, frame=frame)
         if n.op.style.shape == "circle":
             box.kind = "circle"
         box.caption = self._caption(n)
@@ -353,18 +311,19 @@ class Planner:
             (t := self.g.type_of(r)) is not None and n.outputs and t in n.outputs.values()
             for r in n.refs()
         )
-        if "sinusoidal" in n.op.name:
+        style = n.op.style
+        if style.glyph is not None:
             wave = Box(
                 f"{c}/wave",
-                "∿",
+                style.glyph,
                 "posenc",
                 kind="wave",
-                op=n.op.name,
+                style=style,
                 frame=frame,
-                xlabel=n.label or "Positional\nEncoding",
+                xlabel=n.label or "\n".join(style.label.split()),  # a word per line
             )
         else:
-            wave = Box(f"{c}/wave", st.op_label(n), "embedding", op=n.op.name, frame=frame)
+            wave = Box(f"{c}/wave", st.op_label(n), "embedding", style=style, frame=frame)
         wave.params = self.params.get(n.name, 0)
         if not adds:
             wave.id = c
@@ -372,18 +331,19 @@ class Planner:
             self.item_of[c] = self.out_of[c] = c
             return
         self.d.boxes[wave.id] = wave
-        self.d.boxes[c] = Box(c, "+", "arith", kind="circle", op="add", frame=frame)
+        self.d.boxes[c] = Box(c, "+", "arith", kind="circle", style=st.PLUS, frame=frame)
         self._edge(wave.id, c, None, ("pe", c))
         self.item_of[c] = self.out_of[c] = c
 
     def _figure(
-        self, n: Node, fig: Figure, c: str, parent: str | None, level: int, inside: str = ""
+        self, n: Node, op: OpDef, c: str, parent: str | None, level: int, inside: Part | None = None
     ) -> dict[str, str]:
-        """Draw a composite op's inside; returns its port -> box map (and 'out')."""
-        prefix = f"{c}/{inside}" if inside else f"{c}/"
-        label = st.op_label(n) if not inside else st.humanize(fig.op)
-        if inside:
-            label = next(p.label for p in FIGURES[n.op.name].parts if p.op == fig.op)
+        """Draw a composite op's inside (node ``n``'s op, or the op of the part ``inside``
+        its figure); returns its port -> box map (and 'out')."""
+        fig = op.style.figure
+        assert fig is not None
+        prefix = f"{c}/{inside.id}/" if inside else f"{c}/"
+        label = inside.label if inside else st.op_label(n)
         note = None
         if not inside and self.params.get(n.name):
             note = f"{st.fmt_count(self.params[n.name])} params"
@@ -401,8 +361,9 @@ class Planner:
         for p in fig.parts:
             where = stack_frame if p.id in fig.stack else frame
             pid = f"{prefix}{p.id}"
-            if p.op is not None and p.op in FIGURES and self._op_open(n, p.op, level + 1):
-                inner = self._figure(n, FIGURES[p.op], c, where, level + 1, inside=p.id + "/")
+            inner_op = get_op(p.op) if p.op is not None else None
+            if inner_op and inner_op.style.figure and self._op_open(n, inner_op.name, level + 1):
+                inner = self._figure(n, inner_op, c, where, level + 1, inside=p)
                 for port, box in inner.items():
                     ports[f"{p.id}:{port}"] = box
                 ports[p.id] = inner["out"]
@@ -416,7 +377,7 @@ class Planner:
             dst = ports.get(b) or ports[b.split(":")[0]]
             self._edge(src, dst, None, ("fig", src, dst))
         out: dict[str, str] = {"out": ports[fig.result]}
-        for port, target in fig.ports.items():
+        for port, target in fig.ports:
             out[port] = ports.get(target) or ports[target.split(":")[0]]
         if not inside:
             for port, box in out.items():
@@ -430,15 +391,14 @@ class Planner:
         for sid, nodes in self.collapsed_ops.items():
             s = self.collapsed_scope[sid]
             box = self.d.boxes[sid]
-            ops = [n.op.name for n in nodes]
-            if st.is_add_norm(ops):
-                box.label = s.label or "Add & Norm"
+            if st.is_add_norm(n.op.style for n in nodes):
+                box.label = s.label or rewrites.ADD_NORM
                 box.family = "addnorm"
             else:
                 box.label = s.label or st.humanize(s.block)
                 box.family = st.block_family(n.op.style.family for n in nodes)
             if box.family == "recurrent":
-                box.op = next(n.op.name for n in nodes if n.op.style.family == "recurrent")
+                box.style = next((n.op.style for n in nodes if n.op.style.state), None)
 
     # -- edges ----------------------------------------------------------------------------
 
@@ -514,171 +474,6 @@ class Planner:
         firsts = self.runs.get(_base(s))
         return 0 if firsts is None or index is None else firsts.get(index, 0)
 
-    def _edge_index(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
-        """Edges by source box and by destination box."""
-        outs: dict[str, list[Edge]] = defaultdict(list)
-        ins: dict[str, list[Edge]] = defaultdict(list)
-        for e in self.d.edges:
-            outs[e.src].append(e)
-            ins[e.dst].append(e)
-        return outs, ins
-
-    def _fuse_add_norm(self) -> None:
-        """``add`` whose one consumer is a ``layer_norm`` fed only by it: one Add & Norm box."""
-        outs, ins = self._edge_index()
-        drop: set[str] = set()
-        for box in list(self.d.boxes.values()):
-            if box.op != "add" or box.kind != "circle" or len(outs[box.id]) != 1:
-                continue
-            nxt = self.d.boxes[outs[box.id][0].dst]
-            if nxt.op != "layer_norm" or len(ins[nxt.id]) != 1 or nxt.frame != box.frame:
-                continue
-            nxt.label = "Add & Norm" if nxt.label == self._norm_word(nxt) else nxt.label
-            nxt.family = "addnorm"
-            nxt.params += box.params
-            for e in ins[box.id]:
-                e.dst = nxt.id
-            drop.add(box.id)
-        if drop:
-            self.d.edges = [e for e in self.d.edges if e.src not in drop]
-            for b in drop:
-                del self.d.boxes[b]
-            for k, v in list(self.item_of.items()):
-                if v in drop:
-                    self.item_of[k] = self.out_of[k]
-
-    def _fold_activations(self) -> None:
-        """In a left-to-right pipeline an activation joins the box before it: "Conv + ReLU"."""
-        outs, ins = self._edge_index()
-        drop: set[str] = set()
-        for box in list(self.d.boxes.values()):
-            if box.family != "activation" or box.kind != "op" or len(ins[box.id]) != 1:
-                continue
-            prev = self.d.boxes[ins[box.id][0].src]
-            if prev.kind != "op" or prev.id in drop or len(outs[prev.id]) != 1:
-                continue
-            prev.label = f"{prev.label} + {box.label}"
-            for e in outs[box.id]:
-                e.src = prev.id
-            drop.add(box.id)
-        self.d.edges = [e for e in self.d.edges if e.dst not in drop]
-        for b in drop:
-            del self.d.boxes[b]
-
-    def _norm_word(self, box: Box) -> str:
-        from archcomp.ops.registry import get_op
-
-        op = get_op(box.op or "")
-        return op.style.label if op else box.label
-
-    def _loops(self) -> None:
-        """A recurrent box carries its state to the next time step: a loop, as textbooks draw."""
-        for box in list(self.d.boxes.values()):
-            if box.family == "recurrent" and box.op is not None:
-                state = "h, c" if box.op == "lstm" else "h"
-                self.d.edges.append(Edge(box.id, box.id, state, kind="loop"))
-
-    def _mark_residuals(self) -> None:
-        succ: dict[str, list[str]] = defaultdict(list)
-        preds: dict[str, list[Edge]] = defaultdict(list)
-        for e in self.d.edges:
-            if e.src != e.dst:
-                succ[e.src].append(e.dst)
-                preds[e.dst].append(e)
-        reach, bit = _reachable(list(self.d.boxes), succ)
-        for dst, edges in preds.items():
-            box = self.d.boxes[dst]
-            if box.family not in ("addnorm", "arith") or len({e.src for e in edges}) < 2:
-                continue
-            srcs = {e.src for e in edges}
-            every = 0
-            for src in srcs:
-                every |= bit[src]
-            for e in edges:
-                mine = reach.get(e.src)
-                if mine is None:  # in or before a cycle: walk the graph
-                    hit = self._reaches(e.src, srcs - {e.src}, succ, stop=dst)
-                else:  # a DAG: no path through dst can reach dst's predecessors
-                    hit = bool(mine & every & ~bit[e.src])
-                if hit:
-                    e.kind = "residual"
-
-    def _root(self, box: str) -> str | None:
-        f = self.d.boxes[box].frame
-        while f is not None and self.d.frames[f].parent is not None:
-            f = self.d.frames[f].parent
-        return f
-
-    def _mark_cross(self) -> None:
-        """An edge from one top-level frame into another (the encoder's output entering the
-        decoder's cross-attention) does not rank the frames: they stand side by side."""
-        for e in self.d.edges:
-            a, b = self._root(e.src), self._root(e.dst)
-            if a is not None and b is not None and a != b and e.kind == "data":
-                e.kind = "cross"
-
-    @staticmethod
-    def _reaches(a: str, targets: set[str], succ: dict[str, list[str]], stop: str) -> bool:
-        seen = {a}
-        todo = [a]
-        while todo:
-            x = todo.pop()
-            for y in succ.get(x, ()):
-                if y in targets:
-                    return True
-                if y not in seen and y != stop:
-                    seen.add(y)
-                    todo.append(y)
-        return False
-
-    # -- parameter counts -----------------------------------------------------------------
-
-    def _param_counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for n in self.g.nodes.values():
-            if n.shared_with is not None:
-                continue
-            total = 0
-            for pname, shape in n.op.param_shapes(n.args).items():
-                if pname in n.tie:
-                    continue
-                size = 1
-                for d in shape:
-                    size = size * d if isinstance(d, int) else 0
-                total += size
-            if total:
-                out[n.name] = total
-        return out
-
-
-def _reachable(
-    boxes: list[str], succ: dict[str, list[str]]
-) -> tuple[dict[str, int | None], dict[str, int]]:
-    """Per box, the boxes reachable from it as a bit mask (None for a box in or before a
-    cycle), and each box's bit: reachability for every box in time linear in the edges."""
-    bit = {b: 1 << i for i, b in enumerate(boxes)}
-    indeg = dict.fromkeys(boxes, 0)
-    for a in boxes:
-        for b in succ.get(a, ()):
-            indeg[b] = indeg.get(b, 0) + 1
-    order = [b for b in boxes if indeg[b] == 0]
-    for a in order:  # Kahn's algorithm; grows while it runs
-        for b in succ.get(a, ()):
-            indeg[b] -= 1
-            if indeg[b] == 0:
-                order.append(b)
-    reach: dict[str, int | None] = dict.fromkeys(boxes)
-    for a in reversed(order):
-        mask: int | None = 0
-        for b in succ.get(a, ()):
-            rb = reach.get(b)
-            if rb is None or mask is None:
-                mask = None
-                break
-            mask |= bit.get(b, 0) | rb
-        reach[a] = mask
-    return reach, bit
-
 
 def plan(g: Graph, opts: DrawOptions) -> Drawing:
     d = Planner(g, opts).plan()
@@ -686,47 +481,3 @@ def plan(g: Graph, opts: DrawOptions) -> Drawing:
         if box.params:
             box.note = f"{st.fmt_count(box.params)} params"
     return d
-
-
-def edge_segments(d: Drawing) -> int:
-    """The edges as Graphviz lays them out: one segment per rank an edge crosses (dot adds
-    a virtual node at each), ranks being longest-path depths; an edge in a cycle counts 1."""
-    succ: dict[str, list[str]] = defaultdict(list)
-    indeg: dict[str, int] = defaultdict(int)
-    pairs = [(e.src, e.dst) for e in d.edges if e.src != e.dst]
-    for a, b in pairs:
-        succ[a].append(b)
-        indeg[b] += 1
-    rank = dict.fromkeys(d.boxes, 0)
-    todo = [b for b in d.boxes if indeg[b] == 0]
-    while todo:
-        a = todo.pop()
-        for b in succ[a]:
-            rank[b] = max(rank[b], rank[a] + 1)
-            indeg[b] -= 1
-            if indeg[b] == 0:
-                todo.append(b)
-    return (
-        sum(max(1, rank.get(b, 0) - rank.get(a, 0)) for a, b in pairs) + len(d.edges) - len(pairs)
-    )
-
-
-def check_size(d: Drawing, opts: DrawOptions) -> None:
-    """Refuse a diagram past ``max_boxes`` boxes or ``max_edges`` edge segments: Graphviz's
-    time and memory grow with both (a dense 1,000-box DAG took dot past 5.8 GB)."""
-    n = len(d.boxes)
-    if n > opts.max_boxes:
-        raise UsageError(
-            f"the diagram of '{d.name}' would have {n:,} boxes (limit {opts.max_boxes:,}); "
-            "draw it with fewer expansions (--depth, --expand) or raise --max-nodes"
-        )
-    if len(d.edges) > opts.max_edges:  # a lower bound on the segments, known at once
-        segments = len(d.edges)
-    else:
-        segments = edge_segments(d)
-    if segments > opts.max_edges:
-        raise UsageError(
-            f"the diagram of '{d.name}' would have {len(d.edges):,} edges crossing "
-            f"{segments:,} ranks in all (limit {opts.max_edges:,}); draw it with fewer "
-            "expansions (--depth, --expand) or raise --max-edges"
-        )

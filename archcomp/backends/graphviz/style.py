@@ -1,19 +1,19 @@
 """What a box says and which colour it gets: the paper's words, as tables read top to bottom.
 
-An op's colour family and default words live beside the op (``Style`` in
-:mod:`archcomp.ops.registry`); this module only adds what depends on a node's arguments
-("Masked Multi-Head Attention" when causal), the colour of a collapsed block (from the families
-of the ops inside it) and the words for inputs and outputs.
+What an op looks like is declared on the op (``Style``, :mod:`archcomp.ir.drawing`: colour
+family, words, words from its arguments, Add & Norm fusing, state loop, figure); this module
+adds the colour of a collapsed block (from the families of the ops inside it) and the words for
+graph inputs and outputs. It names no op.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from archcomp.ir import Node
 from archcomp.ir.dims import Dim, Shape
-from archcomp.ops.attention import MultiHeadAttentionArgs, multi_head_attention_label
+from archcomp.ir.drawing import Style
 from archcomp.ops.registry import PALETTE
 
 # Ops drawn as pass-through (not drawn at all) unless DrawOptions.dropout is set: the paper's
@@ -31,23 +31,14 @@ def colour(family: str) -> str:
     return PALETTE.get(family, BLOCK_COLOUR)
 
 
-def _attention(n: Node) -> str | None:
-    args = n.args
-    return multi_head_attention_label(args) if isinstance(args, MultiHeadAttentionArgs) else None
-
-
-# Words that depend on a node's arguments, by op name.
-LABEL_RULES: dict[str, Callable[[Node], str | None]] = {
-    "multi_head_attention": _attention,
-}
+# The circled plus joining a positional encoding to its input: a residual add, as the paper
+# draws it (a norm right after it fuses into "Add & Norm").
+PLUS = Style("arith", "+", "circle", residual_add=True)
 
 
 def op_label(n: Node) -> str:
     """The words on a node's box: the user's ``label:``, else the paper's words for the op."""
-    if n.label:
-        return n.label
-    rule = LABEL_RULES.get(n.op.name)
-    return (rule(n) if rule else None) or n.op.style.label
+    return n.label or n.op.style.words(n.args)
 
 
 def humanize(name: str) -> str:
@@ -79,10 +70,15 @@ def block_family(families: Iterable[str]) -> str:
     return "block"
 
 
-def is_add_norm(op_names: Iterable[str]) -> bool:
-    """A block of exactly add + layer_norm (dropout aside) is the paper's "Add & Norm"."""
-    names = set(op_names) - {"dropout"}
-    return names == {"add", "layer_norm"}
+def is_add_norm(styles: Iterable[Style]) -> bool:
+    """A block of residual adds and norms that fuse with them, at least one of each (ops not
+    drawn aside: dropout), is the paper's "Add & Norm"."""
+    drawn = [s for s in styles if s.family not in ELIDED_FAMILIES]
+    return (
+        any(s.residual_add for s in drawn)
+        and any(s.fuses_add for s in drawn)
+        and all(s.residual_add or s.fuses_add for s in drawn)
+    )
 
 
 # Graph inputs: the paper's words for the conventional names of a Transformer's two inputs.
@@ -100,8 +96,10 @@ INPUT_WORDS: dict[str, str] = {
 
 
 def output_label(name: str, producer: Node | None) -> str:
-    if producer is not None and producer.op.name == "softmax" and not producer.label:
-        return "Output Probabilities"  # the paper's words; log_softmax keeps the spec's name
+    """A graph output's words: its producer's ``Style.output_label`` ("Output Probabilities"
+    after a softmax), else the output's name."""
+    if producer is not None and producer.op.style.output_label and not producer.label:
+        return producer.op.style.output_label
     return name
 
 

@@ -1,0 +1,69 @@
+"""The drawing plan's data: boxes, nested frames and edges, before any Graphviz syntax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from archcomp.ir.drawing import Style
+
+Direction = Literal["auto", "BT", "LR"]
+DEFAULT_MAX_BOXES = 2500
+DEFAULT_MAX_EDGES = 10_000  # edge segments: each edge counts the ranks it crosses
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    """What to draw. ``expand`` names blocks, block instances or composite ops to open."""
+
+    expand: tuple[str, ...] = ()
+    depth: int | None = None
+    shapes: bool = False
+    param_counts: bool = False
+    direction: Direction = "auto"
+    dropout: bool = False
+    max_boxes: int = DEFAULT_MAX_BOXES
+    max_edges: int = DEFAULT_MAX_EDGES
+
+
+@dataclass
+class Box:
+    """One box. ``style`` is the drawing declaration of the op it stands for (of the
+    recurrent op inside, for a collapsed recurrent block), read by the paper rewrites."""
+
+    id: str
+    label: str
+    family: str
+    kind: str = "op"  # op | block | input | output | wave | circle | part
+    style: Style | None = None
+    caption: str | None = None
+    note: str | None = None
+    frame: str | None = None
+    xlabel: str | None = None
+    params: int = 0
+
+
+@dataclass
+class Frame:
+    id: str
+    kind: str  # repeat | block | group | figure | stack | stack_inner
+    label: str | None
+    parent: str | None
+
+
+@dataclass
+class Edge:
+    src: str
+    dst: str
+    label: str | None = None
+    kind: str = "data"  # data | residual | cross | loop
+
+
+@dataclass
+class Drawing:
+    name: str
+    direction: Literal["BT", "LR"]
+    boxes: dict[str, Box] = field(default_factory=dict)
+    frames: dict[str, Frame] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+    same_rank: list[tuple[str, ...]] = field(default_factory=list)

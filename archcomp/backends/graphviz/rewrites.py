@@ -1,0 +1,161 @@
+"""The paper's rewrites of a laid-out plan: Add & Norm boxes, "Conv + ReLU" boxes, the loop of
+a recurrent box, residual and cross edges. Each reads only the boxes' ``Style`` (what the op
+declares about its drawing), never an op's name.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from archcomp.backends.graphviz.boxes import Drawing, Edge
+
+ADD_NORM = "Add & Norm"
+
+
+def edge_index(d: Drawing) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
+    """Edges by source box and by destination box."""
+    outs: dict[str, list[Edge]] = defaultdict(list)
+    ins: dict[str, list[Edge]] = defaultdict(list)
+    for e in d.edges:
+        outs[e.src].append(e)
+        ins[e.dst].append(e)
+    return outs, ins
+
+
+def fuse_add_norm(d: Drawing) -> set[str]:
+    """A residual add whose one consumer is a norm that fuses with it (``Style.fuses_add``),
+    fed only by it in the same frame: one Add & Norm box. Returns the ids of the dropped adds."""
+    outs, ins = edge_index(d)
+    drop: set[str] = set()
+    for box in list(d.boxes.values()):
+        add = box.style
+        if add is None or not add.residual_add or box.kind != "circle" or len(outs[box.id]) != 1:
+            continue
+        nxt = d.boxes[outs[box.id][0].dst]
+        norm = nxt.style
+        if norm is None or not norm.fuses_add or len(ins[nxt.id]) != 1 or nxt.frame != box.frame:
+            continue
+        nxt.label = ADD_NORM if nxt.label == norm.label else nxt.label  # a label: stays
+        nxt.family = "addnorm"
+        nxt.params += box.params
+        for e in ins[box.id]:
+            e.dst = nxt.id
+        drop.add(box.id)
+    if drop:
+        d.edges = [e for e in d.edges if e.src not in drop]
+        for b in drop:
+            del d.boxes[b]
+    return drop
+
+
+def fold_activations(d: Drawing) -> None:
+    """In a left-to-right pipeline an activation joins the box before it: "Conv + ReLU"."""
+    outs, ins = edge_index(d)
+    drop: set[str] = set()
+    for box in list(d.boxes.values()):
+        if box.family != "activation" or box.kind != "op" or len(ins[box.id]) != 1:
+            continue
+        prev = d.boxes[ins[box.id][0].src]
+        if prev.kind != "op" or prev.id in drop or len(outs[prev.id]) != 1:
+            continue
+        prev.label = f"{prev.label} + {box.label}"
+        for e in outs[box.id]:
+            e.src = prev.id
+        drop.add(box.id)
+    d.edges = [e for e in d.edges if e.dst not in drop]
+    for b in drop:
+        del d.boxes[b]
+
+
+def add_loops(d: Drawing) -> None:
+    """A box whose op has a state (``Style.state``) carries it to the next time step: a loop
+    labelled with it, as textbooks draw recurrence."""
+    for box in list(d.boxes.values()):
+        if box.style is not None and box.style.state is not None:
+            d.edges.append(Edge(box.id, box.id, box.style.state, kind="loop"))
+
+
+def mark_residuals(d: Drawing) -> None:
+    """Edges that bypass a sub-layer into an Add & Norm (or a ``+``) are residual."""
+    succ: dict[str, list[str]] = defaultdict(list)
+    preds: dict[str, list[Edge]] = defaultdict(list)
+    for e in d.edges:
+        if e.src != e.dst:
+            succ[e.src].append(e.dst)
+            preds[e.dst].append(e)
+    reach, bit = _reachable(list(d.boxes), succ)
+    for dst, edges in preds.items():
+        box = d.boxes[dst]
+        if box.family not in ("addnorm", "arith") or len({e.src for e in edges}) < 2:
+            continue
+        srcs = {e.src for e in edges}
+        every = 0
+        for src in srcs:
+            every |= bit[src]
+        for e in edges:
+            mine = reach.get(e.src)
+            if mine is None:  # in or before a cycle: walk the graph
+                hit = _reaches(e.src, srcs - {e.src}, succ, stop=dst)
+            else:  # a DAG: no path through dst can reach dst's predecessors
+                hit = bool(mine & every & ~bit[e.src])
+            if hit:
+                e.kind = "residual"
+
+
+def mark_cross(d: Drawing) -> None:
+    """An edge from one top-level frame into another (the encoder's output entering the
+    decoder's cross-attention) does not rank the frames: they stand side by side."""
+    for e in d.edges:
+        a, b = _root(d, e.src), _root(d, e.dst)
+        if a is not None and b is not None and a != b and e.kind == "data":
+            e.kind = "cross"
+
+
+def _root(d: Drawing, box: str) -> str | None:
+    f = d.boxes[box].frame
+    while f is not None and d.frames[f].parent is not None:
+        f = d.frames[f].parent
+    return f
+
+
+def _reaches(a: str, targets: set[str], succ: dict[str, list[str]], stop: str) -> bool:
+    seen = {a}
+    todo = [a]
+    while todo:
+        x = todo.pop()
+        for y in succ.get(x, ()):
+            if y in targets:
+                return True
+            if y not in seen and y != stop:
+                seen.add(y)
+                todo.append(y)
+    return False
+
+
+def _reachable(
+    boxes: list[str], succ: dict[str, list[str]]
+) -> tuple[dict[str, int | None], dict[str, int]]:
+    """Per box, the boxes reachable from it as a bit mask (None for a box in or before a
+    cycle), and each box's bit: reachability for every box in time linear in the edges."""
+    bit = {b: 1 << i for i, b in enumerate(boxes)}
+    indeg = dict.fromkeys(boxes, 0)
+    for a in boxes:
+        for b in succ.get(a, ()):
+            indeg[b] = indeg.get(b, 0) + 1
+    order = [b for b in boxes if indeg[b] == 0]
+    for a in order:  # Kahn's algorithm; grows while it runs
+        for b in succ.get(a, ()):
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                order.append(b)
+    reach: dict[str, int | None] = dict.fromkeys(boxes)
+    for a in reversed(order):
+        mask: int | None = 0
+        for b in succ.get(a, ()):
+            rb = reach.get(b)
+            if rb is None or mask is None:
+                mask = None
+                break
+            mask |= bit.get(b, 0) | rb
+        reach[a] = mask
+    return reach, bit

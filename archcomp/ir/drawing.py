@@ -1,0 +1,82 @@
+"""How an op is drawn: its :class:`Style`, and the built-in inside (:class:`Figure`) of a
+composite op. Declared on the op (``OpDef.style``); the Graphviz backend reads these fields
+and names no op itself. docs/diagrams.md, "How an op is drawn", shows them at work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Part:
+    """One box of a figure. ``op`` names a composite op drawn here, expandable in turn."""
+
+    id: str
+    label: str
+    family: str
+    op: str | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A composite op's inside, drawn when ``--expand`` names the op (the paper's Figure 2):
+    its parts, the edges between them (``part`` or ``part:port`` of a nested figure), which
+    op input port enters which part, the part giving the result, and an optional stacked
+    frame ("h×") whose count is an op argument."""
+
+    parts: tuple[Part, ...]
+    edges: tuple[tuple[str, str], ...]  # part -> part
+    ports: tuple[tuple[str, str], ...]  # (op input port, part it enters)
+    result: str  # the part whose output is the op's result
+    stack: tuple[str, ...] = ()  # parts drawn inside a stacked frame
+    stack_count: str | None = None  # op argument holding the count (num_heads)
+    stack_symbol: str = "h"
+    same_rank: tuple[tuple[str, ...], ...] = ()  # parts drawn side by side
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the op is drawn.
+
+    - ``family``: its colour, ``PALETTE[family]`` (:mod:`archcomp.ops.registry`; a family not
+      there draws grey). The family also colours every collapsed block the op is in: the
+      block takes the first rule of ``BLOCK_FAMILY_RULES`` (graphviz/style.py) that the
+      families of its ops satisfy, so changing an op's family can recolour blocks. Ops of
+      the ``dropout`` family are not drawn unless asked (``--dropout``); ``posenc`` ops are
+      drawn joined to their input by a circled plus; ``conv``/``pool`` graphs without
+      ``attention``/``recurrent`` flow left to right.
+    - ``label``: the paper's words on its box; ``shape``: ``box``, or ``circle`` for a
+      symbol (``+``, ``×``).
+    - ``label_for``: words that depend on the node's arguments ("Masked Multi-Head
+      Attention" when causal); ``None`` from it, or no function, means ``label``.
+    - ``residual_add``: the op sums a residual branch into the main path (``add``).
+    - ``fuses_add``: a norm drawn together with the ``residual_add`` before it as one
+      "Add & Norm" box (``layer_norm``, ``rms_norm``): when the add's only consumer is this
+      op, fed by nothing else, in the same frame; and a collapsed block holding only such
+      adds and norms (dropout aside, at least one of each) is one "Add & Norm" box.
+    - ``state``: a recurrent op's state, drawn as a loop on its box labelled with it
+      (``h``; ``h, c`` for LSTM); ``None``: no loop.
+    - ``output_label``: the words for a graph output it produces ("Output Probabilities"
+      for softmax), unless the node has a ``label:``.
+    - ``glyph``: drawn as this symbol in a circle with the label beside it, a word per line
+      (the paper's ``∿`` for sinusoidal positional encoding).
+    - ``figure``: its inside, drawn when ``--expand`` names the op.
+    """
+
+    family: str
+    label: str
+    shape: str = "box"
+    label_for: Callable[[Any], str | None] | None = None
+    residual_add: bool = False
+    fuses_add: bool = False
+    state: str | None = None
+    output_label: str | None = None
+    glyph: str | None = None
+    figure: Figure | None = None
+
+    def words(self, args: Any) -> str:
+        """The words on a box of this op with ``args``."""
+        return (self.label_for(args) if self.label_for else None) or self.label
