@@ -170,7 +170,5 @@ def test_a_new_op_is_drawn_from_its_style(new_ops: None) -> None:
     spec["outputs"]["probs"] = "head"
     d = plan(load_graph(spec), DrawOptions())
     assert d.boxes["norm"].label == "Add & Norm" and d.boxes["res"].label == "Add & Norm"
-    assert [(e.src, e.dst, e.label) for e in d.edges if e.kind == "loop"] == [
-        ("scan", "scan", "s")
-    ]
+    assert [(e.src, e.dst, e.label) for e in d.edges if e.kind == "loop"] == [("scan", "scan", "s")]
     assert d.boxes["output/probs"].label == "Scores"

@@ -11,6 +11,10 @@
   device's kernel, torch's math path (the one the MACs count, and the one CPU training with
   attention dropout takes); fused kernels (flash, memory-efficient) keep less: they do not
   keep the (B, h, T, S) attention weights.
+- A node whose lowering cannot run on meta tensors (data-dependent: ``.item()``, ``nonzero``)
+  is estimated on its own: by its op's activation rule (``OpDef.activations``), else by the
+  size of its outputs (marked unknown, ``ActivationTrace.estimated``); the forward goes on
+  from stand-in meta tensors of its output types, so the other nodes are still measured.
 - Activation checkpointing (``checkpointing=True``): each copy of a repeated block keeps only
   its inputs, and one copy's activations are alive again while its backward recomputes it.
   This models ``archcomp.build(..., activation_checkpointing=True)``, which checkpoints the
@@ -34,11 +38,13 @@ import torch
 from torch import fx, nn
 
 from archcomp.backends.torch.module import CompiledBlock
-from archcomp.ir import Graph
+from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, Sym, substitute
 
 OPTIMIZERS = ("adamw", "sgd", "none")
 STEP_BYTES = 4  # AdamW's per-tensor step counter: a float32 scalar
+# what a lowering that cannot run on meta tensors raises (NotImplementedError is a RuntimeError)
+META_ERRORS = (RuntimeError, TypeError, ValueError)
 
 
 def optimizer_bytes(optimizer: str, params: list[nn.Parameter]) -> int:
@@ -60,6 +66,9 @@ class ActivationTrace:
 
     per_node: dict[str, int] = field(default_factory=dict)
     copies: dict[str, tuple[int, int]] = field(default_factory=dict)  # copy -> (inputs, kept)
+    # nodes that could not run on meta: "rule" (their op's activation rule) or "output"
+    # (no rule: their outputs' size, an unknown)
+    estimated: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -83,16 +92,62 @@ def concrete(d: Dim, sizes: Mapping[str, int]) -> int:
     return v if isinstance(v, int) else 0
 
 
+def meta_tensor(t: TensorType, sizes: Mapping[str, int], dtype: torch.dtype) -> torch.Tensor:
+    """A meta tensor of type ``t`` at ``sizes``; a float type in the build ``dtype``."""
+    dt = getattr(torch, t.dtype, torch.float32)
+    if dt.is_floating_point:
+        dt = dtype
+    return torch.zeros([concrete(d, sizes) for d in t.shape], dtype=dt, device="meta")
+
+
 def example_inputs(g: Graph, sizes: Mapping[str, int], dtype: torch.dtype) -> list[torch.Tensor]:
     """Meta tensors for the graph's inputs at ``sizes``; float inputs in the build dtype."""
-    out = []
-    for info in g.inputs.values():
-        shape = [concrete(d, sizes) for d in info.type.shape]
-        dt = getattr(torch, info.type.dtype, torch.float32)
-        if dt.is_floating_point:
-            dt = dtype
-        out.append(torch.zeros(shape, dtype=dt, device="meta"))
-    return out
+    return [meta_tensor(info.type, sizes, dtype) for info in g.inputs.values()]
+
+
+@dataclass
+class _Fallback:
+    """Estimates a node that cannot run on meta tensors, and stands in for its outputs."""
+
+    g: Graph
+    sizes: Mapping[str, int]
+    dtype: torch.dtype
+    trace: ActivationTrace
+    seen: set[int]  # storages already counted
+
+    def estimate(self, name: str) -> None:
+        """Its op's activation rule (elements in the build dtype), else its outputs' size."""
+        node = self.g.nodes[name]
+        rule = node.op.activations
+        if rule is not None:
+            elements = concrete(rule(node.args, _in_types(self.g, node), node.outputs), self.sizes)
+            nbytes, how = elements * self.dtype.itemsize, "rule"
+        else:
+            outs = [meta_tensor(t, self.sizes, self.dtype) for t in node.outputs.values()]
+            nbytes, how = sum(t.numel() * t.element_size() for t in outs), "output"
+        self.trace.per_node[name] = nbytes
+        self.trace.estimated[name] = how
+
+    def stand_in(self, n: fx.Node, name: str, error: Exception) -> torch.Tensor | None:
+        """What fx node ``n`` of the failed node ``name`` gives its readers: a meta tensor of
+        the node's output type (None if only the node itself reads it). A node with several
+        results of different types cannot be stood in for: ``error`` is raised again."""
+        if all(u.meta.get("archcomp_node") == n.meta.get("archcomp_node") for u in n.users):
+            return None
+        types = set(self.g.nodes[name].outputs.values())
+        if len(types) != 1:
+            raise error
+        out = meta_tensor(types.pop(), self.sizes, self.dtype)
+        if self.trace.estimated[name] == "output":  # counted as kept: not again by its readers
+            self.seen.add(out.untyped_storage()._cdata)
+        return out.requires_grad_() if out.is_floating_point() else out  # as a trained op's
+
+
+def _in_types(g: Graph, node: Node) -> dict[str, Any]:
+    return {
+        port: [g.type_of(r) for r in refs] if isinstance(refs, list) else g.type_of(refs)
+        for port, refs in node.inputs.items()
+    }
 
 
 def trace_activations(
@@ -117,7 +172,8 @@ def trace_activations(
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             repeats = {s.name for n in g.nodes.values() for s in n.scopes if s.repeat is not None}
-            tracer = _Tracer(model, _graph_of(model), lambda n: n, current, trace, seen, repeats)
+            fallback = _Fallback(g, sizes, dtype, trace, seen)
+            tracer = _Tracer(model, _graph_of(model), lambda n: n, current, fallback, seen, repeats)
             keep = tracer.run(*example_inputs(g, sizes, dtype))
         del keep
     finally:
@@ -136,7 +192,8 @@ class _Tracer(fx.Interpreter):
     """Runs the generated forward node by node, naming the archcomp node each op belongs to;
     a block instance runs its class's graph with the instance's names. The outermost copies of
     repeated blocks are what checkpointing would wrap: their inputs and activations are
-    recorded in ``trace.copies``."""
+    recorded in ``trace.copies``. A node that cannot run on meta tensors is estimated by
+    ``fallback`` and its remaining fx nodes are stood in for."""
 
     def __init__(
         self,
@@ -144,23 +201,35 @@ class _Tracer(fx.Interpreter):
         graph: fx.Graph,
         rename: Callable[[str], str],
         current: list[str],
-        trace: ActivationTrace,
+        fallback: _Fallback,
         seen: set[int],
         repeats: set[str],
         inside: bool = False,
     ) -> None:
         super().__init__(module, garbage_collect_values=True, graph=graph)
-        self.rename, self.current, self.trace, self.seen = rename, current, trace, seen
+        self.rename, self.current, self.seen = rename, current, seen
+        self.fallback, self.trace = fallback, fallback.trace
         self.repeats = repeats  # the scopes that are copies of a repeat
         self.inside = inside  # within a recorded copy
+        self.errors: dict[str, Exception] = {}  # failed node -> why
 
     def run_node(self, n: fx.Node) -> Any:
-        name = n.meta.get("archcomp_node")
+        raw = n.meta.get("archcomp_node")
+        name = self.rename(raw) if raw is not None else None
         if name is not None:
-            self.current[0] = self.rename(name)
+            self.current[0] = name
+        if name in self.errors:  # the rest of a node that could not run
+            return self.fallback.stand_in(n, name, self.errors[name])
         if n.op == "call_module" and isinstance(self.fetch_attr(str(n.target)), CompiledBlock):
             return self._copy(n)
-        return super().run_node(n)
+        try:
+            return super().run_node(n)
+        except META_ERRORS as exc:
+            if name is None or name not in self.fallback.g.nodes:
+                raise
+            self.errors[name] = exc
+            self.fallback.estimate(name)
+            return self.fallback.stand_in(n, name, exc)
 
     def _copy(self, n: fx.Node) -> Any:
         block = self.fetch_attr(str(n.target))
@@ -182,7 +251,7 @@ class _Tracer(fx.Interpreter):
             type(block).graph,
             rename,
             self.current,
-            self.trace,
+            self.fallback,
             self.seen,
             self.repeats,
             self.inside or record,
