@@ -455,7 +455,7 @@ def test_mha_new_arguments_errors() -> None:
 
 
 def test_mha_with_rope_gqa_window_compiles_fullgraph_exports_and_emits(tmp_path: Any) -> None:
-    from test_compiler_equivalence import check_compile_export_emit
+    from equivalence import check_compile_export_emit
 
     _, gm = compile_spec(
         mha_text(
