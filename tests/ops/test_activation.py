@@ -7,6 +7,7 @@ Lowerings run through the real compiler (tests/lowering.py), as users run them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -90,3 +91,27 @@ def test_glu_shapes_and_errors() -> None:
         "'beta': input should be greater than 0, found 0",
         "0}",
     )
+
+
+@pytest.mark.parametrize(
+    ("node", "formula"),
+    [
+        ("op: relu", lambda t: torch.where(t > 0, t, torch.zeros_like(t))),
+        ("op: sigmoid", lambda t: 1 / (1 + torch.exp(-t))),
+        ("op: tanh", lambda t: (torch.exp(t) - torch.exp(-t)) / (torch.exp(t) + torch.exp(-t))),
+        ("op: silu", lambda t: t / (1 + torch.exp(-t))),
+        ("op: gelu", lambda t: 0.5 * t * (1 + torch.erf(t / math.sqrt(2)))),
+        (
+            "op: gelu, approximate: tanh",
+            lambda t: 0.5 * t * (1 + torch.tanh(math.sqrt(2 / math.pi) * (t + 0.044715 * t**3))),
+        ),
+        ("op: softmax", lambda t: torch.exp(t) / torch.exp(t).sum(-1, keepdim=True)),
+        ("op: softmax, dim: 1", lambda t: torch.exp(t) / torch.exp(t).sum(1, keepdim=True)),
+        ("op: log_softmax", lambda t: t - torch.log(torch.exp(t).sum(-1, keepdim=True))),
+    ],
+)
+def test_core_activations_are_their_formulas(
+    node: str, formula: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    """Forward values and gradients against the formula written out in torch."""
+    check_against(node, formula, {"x": (2, 6, 4)})

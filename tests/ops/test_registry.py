@@ -4,14 +4,18 @@ holds for every op.
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from lowering import MHA_SELF, macs, posenc_spec, rnn_spec, spec
 
 from archcomp import load_graph
 from archcomp.ir.dims import Sym, mul
 from archcomp.ops import get_op
+from archcomp.ops.registry import OpDef, all_ops
 
 B, H, W = (Sym.symbol(n) for n in "BHW")
 
@@ -61,3 +65,88 @@ def test_check_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- every op is tested in its family's file ------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+
+
+def family_of(op: OpDef) -> str:
+    """The module of archcomp/ops that declares the op: the one its rules and arguments come
+    from (archcomp/ops/common.py and archcomp/ir/opdef.py hold rules shared by families)."""
+    homes = {
+        f.__module__.removeprefix("archcomp.ops.")
+        for f in (op.args, op.shape, op.lower)
+        if f is not None and f.__module__.startswith("archcomp.ops.")
+    } - {"common"}
+    assert len(homes) == 1, f"op {op.name!r}: its rules come from {sorted(homes)}"
+    return homes.pop()
+
+
+def built_ops(source: str) -> set[str]:
+    """Op names a test file builds: ``op: name`` inside a string of its code (a spec text or a
+    node), not in a comment or a docstring."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):  # parametrize("op", [...]) feeds op names to a spec builder
+        for dec in getattr(node, "decorator_list", []):
+            if _parametrizes_op(dec):
+                found |= {c.value for c in ast.walk(dec.args[1]) if isinstance(c, ast.Constant)}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            found |= set(re.findall(r"\bop: *([a-z_][a-z0-9_]*)", node.value))
+    return found
+
+
+def _parametrizes_op(dec: ast.expr) -> bool:
+    return (
+        isinstance(dec, ast.Call)
+        and isinstance(dec.func, ast.Attribute)
+        and dec.func.attr == "parametrize"
+        and len(dec.args) == 2
+        and isinstance(dec.args[0], ast.Constant)
+        and "op" in str(dec.args[0].value).replace(" ", "").split(",")
+    )
+
+
+def test_every_op_is_built_in_its_family_test_file() -> None:
+    missing: dict[str, list[str]] = {}
+    families: dict[str, list[str]] = {}
+    for name, op in all_ops().items():
+        families.setdefault(family_of(op), []).append(name)
+    for family, names in sorted(families.items()):
+        path = TESTS / f"test_{family}.py"
+        built = built_ops(path.read_text()) if path.exists() else set()
+        missing.update({f"tests/ops/test_{family}.py": [n for n in names if n not in built]})
+    assert {k: v for k, v in missing.items() if v} == {}, (
+        "each op is built (`op: <name>` in a spec string) by a test of its family's file"
+    )
+
+
+def test_the_coverage_check_sees_specs_not_comments_or_docstrings() -> None:
+    source = '''
+"""op: a"""
+# op: b
+def test_x():
+    """op: c"""
+    load_graph(spec("x: [2]", "- {id: n, op: d, dim: 1}"))
+@pytest.mark.parametrize("op", ["e", "f"])
+@pytest.mark.parametrize("dtype", ["g"])
+def test_y(op, dtype):
+    load_graph(spec("x: [2]", f"- {{id: n, op: {op}}}"))
+'''
+    assert built_ops(source) == {"d", "e", "f"}
+    op = get_op("linear")
+    assert op is not None and family_of(op) == "dense"
