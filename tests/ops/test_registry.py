@@ -10,12 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from lowering import MHA_SELF, macs, posenc_spec, rnn_spec, spec
+from pydantic import AliasChoices, Field
 
 from archcomp import load_graph
+from archcomp.frontend.schema import NodeSpec
 from archcomp.ir.dims import Sym, mul
+from archcomp.ir.opdef import RESERVED_ARG_NAMES, arg_names
 from archcomp.ops import get_op
-from archcomp.ops.registry import OpDef, all_ops
+from archcomp.ops.registry import OpArgs, OpDef, Style, all_ops, register
 
 B, H, W = (Sym.symbol(n) for n in "BHW")
 
@@ -150,3 +154,44 @@ def test_y(op, dtype):
     assert built_ops(source) == {"d", "e", "f"}
     op = get_op("linear")
     assert op is not None and family_of(op) == "dense"
+
+
+# -- op arguments may not be named like node keys --------------------------------------------
+
+
+def test_reserved_argument_names_are_the_node_keys_of_the_spec_schema() -> None:
+    keys = set(NodeSpec.model_fields) | {
+        f.alias for f in NodeSpec.model_fields.values() if f.alias is not None
+    }
+    assert keys == RESERVED_ARG_NAMES
+    assert {"init", "in", "in_", "label"} <= RESERVED_ARG_NAMES
+
+
+class _InitArgs(OpArgs):
+    init: float = 1.0
+
+
+class _AliasedArgs(OpArgs):
+    source: str = Field(default="x", alias="in")
+
+
+class _ChoiceArgs(OpArgs):
+    note: str = Field(default="", validation_alias=AliasChoices("note", "doc"))
+
+
+@pytest.mark.parametrize(
+    ("args", "name"), [(_InitArgs, "init"), (_AliasedArgs, "in"), (_ChoiceArgs, "doc")]
+)
+def test_register_refuses_an_argument_named_like_a_node_key(args: type[OpArgs], name: str) -> None:
+    op = OpDef("reserved_probe", args, lambda ctx: ctx.x, Style("arith", "Probe"))
+    with pytest.raises(ValueError, match=f"argument '{name}' is a node key") as info:
+        register(op)
+    assert f"name it {name}_value" in str(info.value)
+    assert get_op("reserved_probe") is None
+
+
+def test_no_registered_op_has_a_reserved_argument_name() -> None:
+    """What register() enforces holds for the library (and arg_names reads field names)."""
+    for name, op in all_ops().items():
+        assert not arg_names(op.args) & RESERVED_ARG_NAMES, name
+    assert "out_features" in arg_names(all_ops()["linear"].args)
