@@ -6,13 +6,20 @@ The op tests exercise each op's ``lower`` through the compiler users run
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
+from torch import nn
+from torch.testing import assert_close
 
+from archcomp import SpecError, load_graph
 from archcomp.api import build_graph
 from archcomp.backends.torch.module import ArchModule
-from archcomp.ir import Graph
+from archcomp.ir import Graph, Ref
+from archcomp.ir.dims import Dim
 from archcomp.ops import get_op
 from archcomp.ops.registry import PALETTE
 
@@ -40,3 +47,197 @@ def run(model: ArchModule, *xs: torch.Tensor, **kw: torch.Tensor) -> dict[str, t
     assert isinstance(result, dict), type(result)
     assert tuple(result) == model.output_names, (tuple(result), model.output_names)
     return result
+
+
+# -- one-node specs and their checks --------------------------------------------------
+
+
+def spec(inputs: str, nodes: str, outputs: str = "{y: n}") -> str:
+    """A one-file spec; ``nodes`` is the body of the nodes list (one node per line)."""
+    body = textwrap.dedent(nodes).strip("\n")
+    lines = "\n".join("  " + ln for ln in body.splitlines())
+    return (
+        f"archcomp: 1\nname: m\ninputs:\n  {inputs.strip()}\nnodes:\n{lines}\noutputs: {outputs}\n"
+    )
+
+
+def out(inputs: str, node: str, result: str = "y") -> tuple[Dim, ...]:
+    """The output shape of a one-node spec (the node is ``n``)."""
+    g = load_graph(spec(inputs, f"- {{id: n, {node}}}"))
+    t = g.output_types[result]
+    assert t is not None
+    return t.shape
+
+
+def error_of(text: str) -> tuple[str, int, int]:
+    """The single diagnostic of a failing spec: message, line, column."""
+    with pytest.raises(SpecError) as info:
+        load_graph(text)
+    diags = info.value.diagnostics
+    assert len(diags) == 1, info.value.format()
+    d = diags[0]
+    assert d.loc is not None
+    return d.message, d.loc.line, d.loc.col
+
+
+def where(text: str, token: str) -> tuple[int, int]:
+    """1-based line and column of the first ``token`` on the line of node ``n``."""
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if "{id: n," in ln)
+    assert token in lines[i], (token, lines[i])
+    return i + 1, lines[i].index(token) + 1
+
+
+def fails(inputs: str, node: str, message: str, at: str) -> None:
+    """A one-node spec fails with exactly ``message``, pointing at token ``at``."""
+    text = spec(inputs, f"- {{id: n, {node}}}")
+    assert error_of(text) == (message, *where(text, at))
+
+
+def compile_spec(text: str) -> tuple[Graph, ArchModule]:
+    g = load_graph(text)
+    gm = compile_for_test(g)
+    check_state(g, gm)
+    return g, gm
+
+
+def check_state(g: Graph, gm: ArchModule) -> None:
+    """params= and buffers= match the lowered modules' state exactly (names and shapes)."""
+    for name, node in g.nodes.items():
+        path = gm.node_meta[name]["module"]  # where the compiler registered the node's module
+        m = gm.get_submodule(path) if path is not None else None
+        params = {k: tuple(p.shape) for k, p in m.named_parameters()} if m else {}
+        buffers = {k: tuple(b.shape) for k, b in m.named_buffers()} if m else {}
+        assert node.op.param_shapes(node.args) == params, name
+        assert node.op.buffer_shapes(node.args) == buffers, name
+
+
+def macs(g: Graph, name: str) -> Dim:
+    node = g.nodes[name]
+    assert node.op.macs is not None
+    ins = {p: g.type_of(r) for p, r in node.inputs.items() if isinstance(r, Ref)}
+    return node.op.macs(node.args, ins, node.outputs)
+
+
+def projected_grads(
+    y: torch.Tensor, want: torch.Tensor, inputs: tuple[torch.Tensor, ...]
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Gradients of a random projection of both results, with respect to ``inputs``."""
+    w = torch.randn_like(want)
+    got = torch.autograd.grad((y * w).sum(), inputs, retain_graph=True)
+    ref = torch.autograd.grad((want * w).sum(), inputs, retain_graph=True)
+    return got, ref
+
+
+def check_against(
+    node: str,
+    ref: Callable[..., torch.Tensor],
+    shapes: dict[str, tuple[int, ...]],
+    positive: bool = False,
+) -> None:
+    """A one-node spec ``n`` against ``ref``: forward values, dtype, shape and gradients."""
+    inputs = "\n  ".join(f"{k}: {list(v)}" for k, v in shapes.items())
+    g = load_graph(spec(inputs, f"- {{id: n, {node}}}"))
+    gm = compile_for_test(g)
+    torch.manual_seed(0)
+    xs = tuple(
+        (torch.rand(s) + 0.5 if positive else torch.randn(s) * 2).requires_grad_()
+        for s in shapes.values()
+    )
+    y = run(gm, *xs)["y"]
+    want = ref(*xs)
+    assert_close(y, want)
+    t = g.output_types["y"]
+    assert t is not None and t.shape == tuple(want.shape) and t.dtype == "float32"
+    got, wgrad = projected_grads(y, want, xs)
+    for a, b in zip(got, wgrad, strict=True):
+        assert_close(a, b)
+
+
+def assert_typed(g: Graph, name: str, value: torch.Tensor) -> None:
+    """The checked output type is the tensor torch computed (shape and dtype)."""
+    t = g.output_types[name]
+    assert t is not None
+    assert t.shape == tuple(value.shape), name
+    assert t.dtype == str(value.dtype).removeprefix("torch."), name
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_graph(text)
+    return [d.message for d in info.value.diagnostics]
+
+
+def hf_rope(head_dim: int, rope_parameters: dict[str, Any], n: int) -> tuple[Any, Any]:
+    """transformers' Llama cos/sin tables at positions 0..n-1 (1, n, head_dim)."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    cfg = LlamaConfig(
+        hidden_size=head_dim * 4,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        rope_parameters=rope_parameters,
+    )
+    return LlamaRotaryEmbedding(cfg)(torch.zeros(1), torch.arange(n)[None])
+
+
+def spec_body(body: str) -> str:
+    return "archcomp: 1\nname: m\n" + textwrap.dedent(body).strip() + "\n"
+
+
+def where_on(text: str, line_has: str, token: str) -> tuple[int, int]:
+    """1-based line and column of ``token`` on the first line containing ``line_has``."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if line_has in line:
+            return i, line.index(token, line.index(line_has)) + 1
+    raise AssertionError(f"{line_has!r} not in spec")
+
+
+def param_shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(p.shape) for n, p in m.named_parameters()}
+
+
+def declared(g: Graph, node: str) -> dict[str, tuple[int, ...]]:
+    n = g.nodes[node]
+    return {k: tuple(int(d) for d in v) for k, v in n.op.param_shapes(n.args).items()}  # type: ignore[arg-type]
+
+
+MHA_SELF = spec_body(
+    """
+    inputs:
+      x: [B, T, 512]
+    nodes:
+      - {id: attn, op: multi_head_attention, num_heads: 8}
+    outputs: attn
+    """
+)
+
+
+def posenc_spec(op: str, args: str = "", seq: str = "S", d: int = 16) -> str:
+    return spec_body(
+        f"""
+        inputs:
+          x: [B, {seq}, {d}]
+        nodes:
+          - {{id: pos, op: {op}{args}}}
+        outputs: pos
+        """
+    )
+
+
+def rnn_spec(
+    op: str,
+    args: str,
+    x: str = "[B, S, 10]",
+    states: str = "",
+    outputs: str = "{out: rnn.output, h: rnn.h_n}",
+) -> str:
+    """One recurrent node ``rnn``; ``states`` like "h0: [1, B, 8]; c0: [1, B, 8]"."""
+    decls = [s.strip() for s in states.split(";") if s.strip()]
+    names = [d.split(":")[0] for d in decls]
+    lines = ["inputs:", f"  x: {x}", *(f"  {d}" for d in decls), "nodes:"]
+    ports = ", in: {x: x" + "".join(f", {n}: {n}" for n in names) + "}" if names else ""
+    lines.append(f"  - {{id: rnn, op: {op}, {args}{ports}}}")
+    lines.append(f"outputs: {outputs}")
+    return spec_body("\n".join(lines))

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import torch
+from equivalence import check_compile_export_emit
 from numerics import assert_same
 from repeat_specs import FF_BLOCKS
-from test_compiler_equivalence import check_compile_export_emit
 from torch import nn
 
 import archcomp
@@ -191,7 +191,7 @@ def test_emitted_source_defines_each_block_class_once() -> None:
 
 @pytest.mark.parametrize("name", ["transformer", "bert_base", "gpt2", "gpt3"])
 def test_library_specs_with_repeats_match_inline_compilation(monkeypatch, name: str) -> None:
-    from test_specs import LIBRARY, example_inputs
+    from spec_library import LIBRARY, example_inputs
 
     from archcomp.passes.pipeline import load_graph
 

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import archcomp
+from archcomp import load_graph
 from archcomp.cli.ops import ops_markdown
+from archcomp.ir.dims import Sym
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +57,27 @@ def test_readme_names_the_two_setup_commands() -> None:
     assert "scripts/main.sh" in readme and "scripts/test.sh" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci
+
+
+def test_spec_format_examples_of_modern_ops_check() -> None:
+    """The Llama layer and the class-token snippets of docs/spec-format.md check as written."""
+    text = (ROOT / "docs" / "spec-format.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    llama = next(b for b in blocks if "input_layernorm" in b)
+    g = load_graph(
+        "archcomp: 1\nname: m\ninputs:\n  x: [B, T, 4096]\nnodes:\n"
+        + "".join(f"  {line}\n" for line in llama.splitlines())
+        + "outputs: {y: res_2}\n"
+    )
+    assert g.output_types["y"].shape == (Sym.symbol("B"), Sym.symbol("T"), 4096)  # type: ignore[union-attr]
+    assert g.nodes["self_attn"].op.param_shapes(g.nodes["self_attn"].args)["k_proj.weight"] == (
+        1024,
+        4096,
+    )
+    vit = next(b for b in blocks if "class_token" in b)
+    g = load_graph(
+        "archcomp: 1\nname: m\nparams: {d_model: 8}\ninputs:\n  tokens: [B, 196, 8]\nnodes:\n"
+        + "".join(f"  {line}\n" for line in vit.splitlines())
+        + "outputs: {y: embedded}\n"
+    )
+    assert g.output_types["y"].shape == (Sym.symbol("B"), 197, 8)  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_compiler_equivalence import check_compile_export_emit
+from equivalence import check_compile_export_emit
 from torch import nn
 from torch.testing import assert_close
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 from numerics import assert_same
-from test_specs import LIBRARY, SIZES, example_inputs
+from spec_library import LIBRARY, SIZES, example_inputs
 from torch import nn
 
 import archcomp

@@ -5,6 +5,7 @@ The rules and the layer table live in tests/layer_rules.py (docs/architecture.md
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from layer_rules import layer_of, package_sources, problems, read_edges
@@ -60,3 +61,25 @@ def test_architecture_picture_is_up_to_date() -> None:
         sys.path.remove(str(ROOT / "scripts"))
     drawn = (ROOT / "docs" / "architecture.dot").read_text()
     assert diagram().source == drawn, "run: .venv/bin/python scripts/architecture.py"
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in non-test modules (tests/lowering.py, numerics.py, equivalence.py,
+    spec_library.py, ...): importing a test module collects its tests twice over."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [
+                f"{path.relative_to(tests)}: {n}"
+                for n in names
+                if n.split(".")[-1].startswith("test_") or n.startswith("tests.")
+            ]
+    assert found == []

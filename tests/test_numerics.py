@@ -15,8 +15,7 @@ import numerics
 import pytest
 import torch
 import torch.nn.functional as F
-from numerics import RoundingChains, Tolerance
-from test_compiler_equivalence import (
+from equivalence import (
     LAYER_NORM_SPEC,
     Case,
     check_case,
@@ -25,6 +24,7 @@ from test_compiler_equivalence import (
     transformer_case,
     transformer_spec,
 )
+from numerics import RoundingChains, Tolerance
 from torch import nn
 
 F32 = torch.float32

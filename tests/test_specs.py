@@ -3,77 +3,14 @@ the declared output shapes, and trains (the loss falls over a few steps on a fix
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 import torch
+from spec_library import LIBRARY, SIZES, SPECS, example_inputs
 
 import archcomp
 from archcomp.cli import main
 from archcomp.ir import Graph
 from archcomp.ir.dims import substitute
-
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
-
-# name -> (exact parameter count at the spec's defaults, small overrides for the runtime tests)
-LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
-    "mlp": (67, {}),
-    "linear_regression": (2, {}),
-    "lenet5": (61_706, {}),
-    "cnn": (545_098, {}),
-    "lstm_classifier": (1_234, {}),
-    "rnn": (322, {}),
-    "transformer": (
-        63_082_496,
-        {"N": 1, "d_model": 32, "d_ff": 64, "h": 4, "vocab": 50, "dropout": 0.0},
-    ),
-    "bert_base": (
-        110_106_428,
-        {
-            "N": 2,
-            "d_model": 32,
-            "d_ff": 64,
-            "h": 4,
-            "vocab": 50,
-            "max_positions": 16,
-            "dropout": 0.0,
-        },
-    ),
-    "gpt2": (
-        124_439_808,
-        {"N": 2, "d_model": 32, "h": 4, "vocab": 50, "context": 16, "dropout": 0.0},
-    ),
-    "gpt3": (
-        174_604_259_328,
-        {"N": 2, "d_model": 32, "h": 4, "vocab": 50, "context": 16, "dropout": 0.0},
-    ),
-    "resnet18": (11_689_512, {"width": 8, "classes": 10, "image": 32}),
-    "resnet50": (25_557_032, {"width": 4, "classes": 10, "image": 32}),
-    "llama": (
-        8_030_261_248,
-        {"N": 2, "d_model": 64, "h": 4, "n_kv_heads": 2, "d_ff": 128, "vocab": 50, "context": 16},
-    ),
-    "mistral": (
-        7_241_732_096,
-        {
-            "N": 2,
-            "d_model": 64,
-            "h": 4,
-            "n_kv_heads": 2,
-            "d_ff": 128,
-            "vocab": 50,
-            "context": 16,
-            "window": 4,
-        },
-    ),
-    "vit_b16": (
-        86_567_656,
-        {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
-    ),
-}
-SIZES = {"B": 3, "S": 8, "T": 6}
 
 
 def test_every_spec_is_in_the_library() -> None:
@@ -97,26 +34,6 @@ def test_transformer_big_is_within_5_percent_of_table_3() -> None:
     assert abs(count - 213e6) / 213e6 < 0.05
     base = archcomp.summary(SPECS / "transformer.yaml").parameters
     assert abs(base - 65e6) / 65e6 < 0.05
-
-
-def example_inputs(g: Graph, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random inputs of the graph's declared shapes: ids below every consuming embedding's size."""
-    out: dict[str, torch.Tensor] = {}
-    for name, info in g.inputs.items():
-        shape = [int(substitute(d, SIZES)) for d in info.type.shape]  # type: ignore[call-overload]
-        if info.type.dtype == "int64":
-            limits = [
-                n.args.num_embeddings
-                for n in g.nodes.values()
-                if n.op.name == "embedding" and any(r.node == name for r in n.refs())
-            ]
-            out[name] = torch.randint(0, min(limits), shape, generator=gen)
-        elif info.type.dtype == "bool":
-            out[name] = torch.zeros(shape, dtype=torch.bool)
-            out[name][..., -1] = True  # pad the last position
-        else:
-            out[name] = torch.randn(shape, generator=gen)
-    return out
 
 
 def _run(name: str) -> tuple[torch.nn.Module, Graph, dict[str, torch.Tensor]]:

@@ -15,7 +15,7 @@ import numerics
 import pytest
 import torch
 from numerics import RoundingChains
-from test_specs import LIBRARY, example_inputs
+from spec_library import LIBRARY, example_inputs
 from torch import nn
 
 import archcomp

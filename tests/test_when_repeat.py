@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from lowering import compile_for_test, run
-from test_ops_tensor import spec, where
+from lowering import compile_for_test, run, spec, where
 from torch.testing import assert_close
 
 import archcomp

@@ -28,8 +28,6 @@ Scalar = Union[bool, int, float, str]
 DType = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "bool"]
 ParamType = Literal["int", "float", "bool", "str", "list"]
 
-# Node keys that are not op arguments.
-NODE_KEYS = ("id", "op", "in", "label", "when", "repeat", "shared", "tie", "init", "doc")
 
 # Names a spec may not use for ids, params or inputs: Python keywords, the expression language's
 # own names, and nn.Module attributes (a submodule called 'forward' or 'to' would shadow them).

@@ -9,17 +9,37 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict
 
 from archcomp.ir.dims import Dim, Shape, fmt_shape
 from archcomp.ir.drawing import Style
 from archcomp.ir.tensors import TensorType
+
+# The keys a spec node has besides its op's arguments (the front end's NodeSpec reads them;
+# ``in_`` is ``in``'s Python name). An op argument of one of these names would be bound to the
+# node instead: register() refuses it.
+NODE_KEYS = ("id", "op", "in", "label", "when", "repeat", "shared", "tie", "init", "doc")
+RESERVED_ARG_NAMES = frozenset((*NODE_KEYS, "in_"))
 
 
 class OpArgs(BaseModel):
     """Base of every op's argument model: strict types, no unknown keys, finite floats."""
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+def arg_names(args: type[BaseModel]) -> set[str]:
+    """Every name a spec may write for one of the model's fields: field names and aliases."""
+    names: set[str] = set()
+    for name, f in args.model_fields.items():
+        names.add(name)
+        for alias in (f.alias, f.validation_alias):
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+            for c in choices:
+                first = c.path[0] if isinstance(c, AliasPath) else c
+                if isinstance(first, str):
+                    names.add(first)
+    return names
 
 
 class NoArgs(OpArgs):

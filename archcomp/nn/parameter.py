@@ -30,3 +30,41 @@ class LearnedTensor(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
+
+
+class LayerScale(nn.Module):
+    """``x * gamma``, a learned gain per channel along ``dim`` (CaiT's LayerScale; ConvNeXt's
+    ``layer_scale_parameter`` channels-last, DINOv2's ``lambda1``).
+
+    ``gamma`` has ``num_features`` entries, initialised to ``init_value`` (small: the residual
+    branch starts near zero).
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        dim: int = -1,
+        init_value: float = 1e-6,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.dim = dim
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not self.gamma.is_meta:  # no values to fill
+            nn.init.constant_(self.gamma, self.init_value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.dim in (-1, x.dim() - 1):
+            return x * self.gamma  # (..., C) * (C,)
+        shape = [1] * x.dim()
+        shape[self.dim] = self.num_features
+        return x * self.gamma.view(shape)  # (..., C, ...) * (1, .., C, 1, ..)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, dim={self.dim}, init_value={self.init_value}"

@@ -7,6 +7,7 @@ Importing :mod:`archcomp.ops` declares every op; :func:`get_op` and :func:`all_o
 from __future__ import annotations
 
 from archcomp.ir.opdef import (
+    RESERVED_ARG_NAMES,
     LowerCtx,
     Lowering,
     MacRule,
@@ -20,6 +21,7 @@ from archcomp.ir.opdef import (
     ShapeResult,
     ShapeRule,
     Style,
+    arg_names,
 )
 
 __all__ = [
@@ -68,8 +70,18 @@ REGISTRY: dict[str, OpDef] = {}
 
 
 def register(op: OpDef) -> OpDef:
+    """Declare an op. Refused: a second op of the same name, an argument named like a node key
+    (``init``, ``in``, ... of :data:`RESERVED_ARG_NAMES`)."""
     if op.name in REGISTRY:
         raise ValueError(f"op {op.name!r} declared twice")
+    clash = sorted(arg_names(op.args) & RESERVED_ARG_NAMES)
+    if clash:
+        raise ValueError(
+            f"op {op.name!r}: argument {', '.join(map(repr, clash))} is a node key; a spec's "
+            f"{clash[0]!r} would be read as the node's, never as the argument "
+            f"(reserved: {', '.join(sorted(RESERVED_ARG_NAMES))}); name it {clash[0]}_value "
+            "or after what it means"
+        )
     REGISTRY[op.name] = op
     return op
 

@@ -1,0 +1,361 @@
+"""Positional encodings (archcomp/ops/positional.py): sinusoidal and learned encodings,
+rotary_embedding. Shapes, buffers, errors, and values against transformers' Llama, GPT-NeoX
+and GPT-J functions and Meta's complex-number RoPE.
+
+One file per op family (tests/ops/test_<family>.py mirrors archcomp/ops/<family>.py).
+Lowerings run through the real compiler (tests/lowering.py), as users run them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numerics
+import pytest
+import torch
+from lowering import (
+    check_declared,
+    compile_for_test,
+    compile_spec,
+    declared,
+    error_of,
+    errors_of,
+    fails,
+    hf_rope,
+    param_shapes,
+    posenc_spec,
+    run,
+    spec,
+    spec_body,
+    where_on,
+)
+from numerics import RoundingChains, Tolerance, assert_same
+from torch.testing import assert_close
+
+from archcomp import load_graph
+from archcomp.ir import TensorType
+from archcomp.ir.dims import Sym
+
+B, S, T = (Sym.symbol(n) for n in "BST")
+
+
+OPS = {"rotary_embedding": ("posenc", "RoPE")}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_declared_with_style_and_lowering(name: str) -> None:
+    check_declared(name, *OPS[name])
+
+
+LLAMA3 = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,  # short, so that all three bands occur at d = 64
+}
+
+
+def _meta_rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Meta's original Llama RoPE on x (B, h, T, d): pairs (2i, 2i+1) as complex numbers times
+    e^(i t theta^(-2i/d))."""
+    d, n = x.shape[-1], x.shape[-2]
+    freqs = 1.0 / (theta ** (torch.arange(0, d, 2)[: d // 2].float() / d))
+    freqs_cis = torch.polar(torch.ones(n, d // 2), torch.outer(torch.arange(n).float(), freqs))
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs_cis).flatten(-2)
+
+
+def test_rotary_shape_buffers_and_errors() -> None:
+    text = spec("x: [B, 4, T, 16]", "- {id: n, op: rotary_embedding, max_len: 64}")
+    g, gm = compile_spec(text)  # check_state: declared buffers are the module's
+    node = g.nodes["n"]
+    assert node.outputs["out"].shape == (B, 4, T, 16) and node.args.head_dim == 16
+    assert node.op.buffer_shapes(node.args) == {"cos": (64, 8), "sin": (64, 8)}
+    assert list(gm.state_dict()) == []  # the tables are non-persistent
+    g = load_graph(spec("x: [B, 4, T, 16]", "- {id: n, op: rotary_embedding, rotary_dim: 4}"))
+    assert g.nodes["n"].op.buffer_shapes(g.nodes["n"].args) == {"cos": (4096, 2), "sin": (4096, 2)}
+    fails(
+        "x: [B, 4, T, 15]",
+        "op: rotary_embedding",
+        "the head dim 15 is odd: RoPE rotates pairs of dims",
+        "rotary_embedding",
+    )
+    fails(
+        "x: [B, 4, T, 16]",
+        "op: rotary_embedding, rotary_dim: 18",
+        "rotary_dim 18 must be even and at most the head dim 16",
+        "18",
+    )
+    fails(
+        "x: [B, 4, 100, 16]",
+        "op: rotary_embedding, max_len: 64",
+        "the sequence length 100 exceeds the rotary max_len 64",
+        "64",
+    )
+    fails(
+        "x: [16]",
+        "op: rotary_embedding",
+        "rotary_embedding needs [..., T, d] (heads before T), found [16]",
+        "rotary_embedding",
+    )
+    fails(
+        "x: [B, 4, T, 16]",
+        "op: rotary_embedding, scaling: {type: llama3, low_freq_factor: 4.0,"
+        " high_freq_factor: 1.0}",
+        "scaling's high_freq_factor 1.0 must exceed its low_freq_factor 4.0",
+        "{type: llama3",
+    )
+    text = spec("x: [B, 4, T, 16]", "- {id: n, op: rotary_embedding, scaling: {factor: 8.0}}")
+    assert errors_of(text) == ["missing required argument 'type'"]
+
+
+@pytest.mark.parametrize(
+    ("args", "rope_parameters"),
+    [
+        ("", {"rope_type": "default", "rope_theta": 10000.0}),
+        (
+            ", theta: 500000, scaling: {type: llama3, original_max_len: 32}",
+            LLAMA3,
+        ),
+    ],
+    ids=["default", "llama3-scaling"],
+)
+def test_rotary_rotate_half_matches_transformers_llama(args: str, rope_parameters: dict) -> None:
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    _, gm = compile_spec(
+        spec("q: [B, 4, T, 64]", f"- {{id: n, op: rotary_embedding, max_len: 256{args}}}")
+    )
+    cos, sin = hf_rope(64, rope_parameters, 100)
+    x = torch.randn(2, 4, 100, 64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = run(gm, xa)["y"]
+    want, _ = apply_rotary_pos_emb(xb, xb, cos, sin)
+    assert_close(got, want)
+    g = torch.randn(got.shape)
+    got.backward(g)
+    want.backward(g)
+    assert_close(xa.grad, xb.grad)
+
+
+def test_llama3_scaling_changes_only_the_low_frequencies() -> None:
+    from archcomp.nn.rotary import Llama3Scaling, inverse_frequencies
+
+    plain = inverse_frequencies(64, 500000.0)
+    scaled = inverse_frequencies(64, 500000.0, Llama3Scaling(8.0, 1.0, 4.0, 32))
+    wavelen = 2 * math.pi / plain
+    assert torch.equal(scaled[wavelen < 32 / 4], plain[wavelen < 32 / 4])  # high: kept
+    assert_close(scaled[wavelen > 32], plain[wavelen > 32] / 8)  # low: slowed by factor
+    medium = (wavelen >= 8) & (wavelen <= 32)
+    assert medium.any()
+    assert ((scaled[medium] < plain[medium]) & (scaled[medium] > plain[medium] / 8)).all()
+
+
+def test_rotary_partial_matches_transformers_gpt_neox() -> None:
+    from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
+
+    _, gm = compile_spec(spec("q: [B, 3, T, 32]", "- {id: n, op: rotary_embedding, rotary_dim: 8}"))
+    inv = 1.0 / (10000 ** (torch.arange(0, 8, 2, dtype=torch.float) / 8))
+    freqs = torch.arange(9).float()[:, None] * inv
+    emb = torch.cat((freqs, freqs), -1)[None]  # (1, T, 8)
+    x = torch.randn(2, 3, 9, 32)
+    want, _ = apply_rotary_pos_emb(x, x, emb.cos(), emb.sin())
+    got = run(gm, x)["y"]
+    assert_close(got, want)
+    assert torch.equal(got[..., 8:], x[..., 8:])  # the unrotated dims pass through
+
+
+def test_rotary_interleaved_matches_meta_complex_and_gptj() -> None:
+    from transformers.models.gptj.modeling_gptj import (
+        apply_rotary_pos_emb,
+        create_sinusoidal_positions,
+    )
+
+    _, gm = compile_spec(
+        spec("q: [B, 4, T, 16]", "- {id: n, op: rotary_embedding, interleaved: true}")
+    )
+    x = torch.randn(2, 4, 11, 16)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = run(gm, xa)["y"]
+    want = _meta_rope(xb, 10000.0)
+    assert_close(got, want)
+    g = torch.randn(got.shape)
+    got.backward(g)
+    want.backward(g)
+    assert_close(xa.grad, xb.grad)
+    # GPT-J: [B, T, h, d] layout, tables sin | cos
+    sin, cos = torch.split(create_sinusoidal_positions(11, 16)[None], 8, dim=-1)
+    gptj = apply_rotary_pos_emb(x.transpose(1, 2), sin, cos).transpose(1, 2)
+    assert_close(got, gptj)
+
+
+def test_rotary_layouts_differ_by_a_permutation_of_the_head_dims() -> None:
+    """Interleaved RoPE on x is rotate-half RoPE on x with dims (0, 2, 4, ..., 1, 3, ...)
+    gathered: the permutation a Meta checkpoint's q/k weights need for transformers."""
+    from archcomp.nn.rotary import RotaryEmbedding
+
+    half, inter = RotaryEmbedding(16), RotaryEmbedding(16, interleaved=True)
+    x = torch.randn(2, 3, 9, 16)
+    perm = torch.cat((torch.arange(0, 16, 2), torch.arange(1, 16, 2)))
+    assert_close(half(x[..., perm]), inter(x)[..., perm])
+
+
+def test_rotary_module_traces_compiles_and_checks_length() -> None:
+    from archcomp.nn.rotary import RotaryEmbedding
+
+    m = RotaryEmbedding(16, rotary_dim=8, max_len=32)
+    x = torch.randn(2, 3, 20, 16)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=True)
+    assert_close(compiled(x), m(x))
+    assert_close(compiled(x[:, :, :7]), m(x[:, :, :7]))
+    t = torch.export.Dim("t", max=32)
+    exported = torch.export.export(m, (x,), dynamic_shapes=({2: t},))
+    assert_close(exported.module()(x[:, :, :5]), m(x[:, :, :5]))
+    with pytest.raises(RuntimeError, match="exceeds the rotary tables' max_len 32"):
+        m(torch.randn(1, 1, 33, 16))
+
+
+def test_rotary_tables_follow_dtype_and_rebuild_after_to_empty() -> None:
+    from archcomp.nn.rotary import RotaryEmbedding
+
+    m = RotaryEmbedding(8, max_len=16)
+    assert m.to(torch.float64).cos.dtype == torch.float64
+    meta = RotaryEmbedding(8, max_len=16, device="meta")
+    real = meta.to_empty(device="cpu")
+    real.reset_parameters()
+    assert torch.equal(real.cos, RotaryEmbedding(8, max_len=16).cos)
+    assert torch.equal(real.sin, RotaryEmbedding(8, max_len=16).sin)
+
+
+@pytest.mark.parametrize("op", ["sinusoidal_positional_encoding", "learned_positional_encoding"])
+def test_posenc_shape_style(op: str) -> None:
+    g = load_graph(posenc_spec(op, ", max_len: 64"))
+    n = g.nodes["pos"]
+    assert n.outputs["out"] == TensorType((B, S, 16))
+    assert n.args.d_model == 16
+    style = n.op.style
+    assert (style.family, style.label, style.shape) == ("posenc", "Positional Encoding", "circle")
+
+
+@pytest.mark.parametrize("op", ["sinusoidal_positional_encoding", "learned_positional_encoding"])
+def test_posenc_too_long_names_max_len(op: str) -> None:
+    text = posenc_spec(op, ", max_len: 64", seq="100")
+    msg, line, col = error_of(text)
+    assert msg == "sequence length 100 exceeds max_len 64"
+    assert (line, col) == where_on(text, "max_len", "64")
+
+
+def test_posenc_errors() -> None:
+    # sinusoidal's default max_len is 5000
+    msg, _, _ = error_of(posenc_spec("sinusoidal_positional_encoding", seq="6000"))
+    assert msg == "sequence length 6000 exceeds max_len 5000"
+    text = posenc_spec("learned_positional_encoding")
+    msg, line, col = error_of(text)
+    assert msg == "missing required argument 'max_len'"
+    assert (line, col) == where_on(text, "{id: pos", "{id")
+    text = spec_body(
+        """
+        inputs:
+          ids: {shape: [B, S], dtype: int64}
+        nodes:
+          - {id: pos, op: learned_positional_encoding, max_len: 8}
+        outputs: pos
+        """
+    )
+    assert error_of(text)[0] == "a positional encoding needs a floating-point input, found int64"
+
+
+def test_sinusoidal_values_and_buffer() -> None:
+    from archcomp.nn.positional import sinusoid_table
+
+    g = load_graph(posenc_spec("sinusoidal_positional_encoding", ", max_len: 50", d=6))
+    gm = compile_for_test(g)
+    x = torch.randn(2, 7, 6)
+    pe = torch.tensor(
+        [
+            [
+                math.sin(p / 10000 ** (i / 6))
+                if i % 2 == 0
+                else math.cos(p / 10000 ** ((i - 1) / 6))
+                for i in range(6)
+            ]
+            for p in range(7)
+        ]
+    )
+    with RoundingChains() as chains:  # the table's own roundings: powers, products, sin/cos
+        sinusoid_table(7, 6)
+    numerics.assert_close(run(gm, x)["pos"], x + pe, Tolerance(torch.float32, chains.longest + 1))
+    m = gm.get_submodule("pos")
+    n = g.nodes["pos"]
+    assert (
+        {k: tuple(b.shape) for k, b in m.named_buffers()}
+        == n.op.buffer_shapes(n.args)
+        == {"pe": (50, 6)}
+    )
+    assert list(m.state_dict()) == [] and list(m.parameters()) == []
+
+
+def test_sinusoidal_odd_width() -> None:
+    from archcomp.nn.positional import sinusoid_table
+
+    with RoundingChains() as chains:
+        pe = sinusoid_table(4, 5)
+    assert pe.shape == (4, 5)
+    tol = chains.tolerance(torch.float32)  # against the formula in float64
+    numerics.assert_close(pe[3, 4], torch.tensor(math.sin(3 / 10000 ** (4 / 5))), tol)
+    numerics.assert_close(pe[3, 3], torch.tensor(math.cos(3 / 10000 ** (2 / 5))), tol)
+
+
+def test_learned_values_params_and_gradients() -> None:
+    g = load_graph(posenc_spec("learned_positional_encoding", ", max_len: 10"))
+    gm = compile_for_test(g)
+    m = gm.get_submodule("pos")
+    assert param_shapes(m) == declared(g, "pos") == {"weight": (10, 16)}
+    x = torch.randn(3, 4, 16)
+    out = run(gm, x)["pos"]
+    assert_same(out, x + m.weight[:4])
+    out.sum().backward()
+    assert_same(m.weight.grad[:4], torch.full((4, 16), 3.0))
+    assert_same(m.weight.grad[4:], torch.zeros(6, 16))
+    with pytest.raises(RuntimeError, match="exceeds max_len"):
+        gm(torch.randn(1, 11, 16))
+
+
+def test_bert_style_embeddings_sum() -> None:
+    """BERT: token + learned position + segment embeddings, then layer norm (here: the sum)."""
+    text = spec_body(
+        """
+        inputs:
+          ids: {shape: [B, S], dtype: int64}
+          segments: {shape: [B, S], dtype: int64}
+        nodes:
+          - {id: tok, op: embedding, in: ids, num_embeddings: 100, embedding_dim: 12}
+          - {id: pos, op: learned_positional_encoding, max_len: 16}
+          - {id: seg, op: embedding, in: segments, num_embeddings: 2, embedding_dim: 12}
+          - {id: emb, op: add, in: [pos, seg]}
+        outputs: emb
+        """
+    )
+    g = load_graph(text)
+    assert g.output_types["emb"] == TensorType((B, S, 12))
+    gm = compile_for_test(g)
+    ids, segs = torch.randint(0, 100, (2, 9)), torch.randint(0, 2, (2, 9))
+    expected = gm.tok.weight[ids] + gm.pos.weight[:9] + gm.seg.weight[segs]
+    assert_same(run(gm, ids, segs)["emb"], expected)
+
+
+def test_posenc_compiles_fullgraph() -> None:
+    from archcomp.nn.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+
+    x = torch.randn(2, 5, 8)
+    for m in (SinusoidalPositionalEncoding(8, 16), LearnedPositionalEncoding(8, 16)):
+        with RoundingChains() as chains:
+            eager = m(x)
+        tol = chains.tolerance(eager.dtype, eager)
+        torch._dynamo.reset()
+        compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+        numerics.assert_close(compiled(x), eager, tol, msg="torch.compile")
+        numerics.assert_close(torch.export.export(m, (x,)).module()(x), eager, tol, msg="export")
