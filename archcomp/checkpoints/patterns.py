@@ -11,19 +11,28 @@ A pattern is literal text with two kinds of braces:
 :func:`parse` reads a pattern (a :class:`PatternError` says what is wrong and at which
 character); :meth:`Pattern.expansions` gives its alternatives' expansions, each a :class:`Key`
 with placeholders only, which matches concrete keys (:meth:`Key.match`) and formats them
-(:meth:`Key.format`).
+(:meth:`Key.format`). :class:`KeyIndex` finds the keys a concrete name may match without
+trying every rule: a name is compared only with the patterns of its shape, so matching a
+checkpoint against a mapping is linear in keys + rules.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Generic, TypeVar
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _TEXT = re.compile(r"[A-Za-z0-9_.\-]*\Z")
-_INDEX = r"(0|[1-9][0-9]*)"
+MAX_INDEX_DIGITS = 18  # a placeholder's value is below 10**18 (int64), never a huge int()
+_INDEX = rf"(0|[1-9][0-9]{{0,{MAX_INDEX_DIGITS - 1}}})"
+_DIGITS = re.compile(r"[0-9]+")
+_RUNS = re.compile("[0-9\x00]+")  # digits, and placeholders written as NUL
 MAX_ALTERNATIVES = 64
+T = TypeVar("T")
 
 
 class PatternError(Exception):
@@ -45,13 +54,23 @@ class Key:
     def names(self) -> tuple[str, ...]:
         return self.parts[1::2]
 
-    @property
+    @cached_property
     def regex(self) -> re.Pattern[str]:
+        """The pattern as a regex, compiled once per key (not at every match)."""
         body = "".join(re.escape(p) if i % 2 == 0 else _INDEX for i, p in enumerate(self.parts))
         return re.compile(body + r"\Z")
 
+    @cached_property
+    def shape(self) -> tuple[str, tuple[str | None, ...]]:
+        """The key's skeleton (each run of digits, placeholders included, as ``#``) and each
+        run's literal digits (None for a run holding a placeholder); see :func:`shape_of`."""
+        text = "".join(p if i % 2 == 0 else "\x00" for i, p in enumerate(self.parts))
+        runs = tuple(None if "\x00" in r else r for r in _RUNS.findall(text))
+        return _RUNS.sub("#", text), runs
+
     def match(self, key: str) -> dict[str, int] | None:
-        """The placeholders' values if ``key`` is an instance of this pattern, else None."""
+        """The placeholders' values if ``key`` is an instance of this pattern, else None (an
+        index of more than :data:`MAX_INDEX_DIGITS` digits matches no placeholder)."""
         m = self.regex.match(key)
         if m is None:
             return None
@@ -167,3 +186,50 @@ def _literal(text: str, begin: int, end: int, shift: int = 0) -> None:
             f"character {piece[bad]!r} is not allowed in a key (letters, digits, '_', '.', '-')",
             shift + begin + bad,
         )
+
+
+def shape_of(name: str) -> tuple[str, tuple[str, ...]]:
+    """A concrete name's skeleton (digit runs as ``#``) and its digit runs. A key matches a
+    pattern only if their skeletons are equal and the pattern's literal runs are the name's."""
+    return _DIGITS.sub("#", name), tuple(_DIGITS.findall(name))
+
+
+@dataclass
+class KeyIndex(Generic[T]):
+    """Patterns (each with a payload) indexed by skeleton and literal digit runs, so finding
+    the patterns a name matches costs one lookup per distinct placeholder layout of its
+    skeleton rather than one regex per pattern."""
+
+    _layouts: dict[str, list[tuple[bool, ...]]] = field(default_factory=dict)
+    _table: dict[tuple[str, tuple[bool, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple[Key, T]]) -> KeyIndex[T]:
+        index: KeyIndex[T] = cls()
+        for key, payload in entries:
+            index.add(key, payload)
+        return index
+
+    def add(self, key: Key, payload: T) -> None:
+        skeleton, runs = key.shape
+        layout = tuple(r is None for r in runs)
+        literal = tuple(r for r in runs if r is not None)
+        layouts = self._layouts.setdefault(skeleton, [])
+        if layout not in layouts:
+            layouts.append(layout)
+        self._table.setdefault((skeleton, layout, literal), []).append((key, payload))
+
+    def find(self, name: str) -> list[tuple[Key, T, dict[str, int]]]:
+        """Every (pattern, payload, placeholder values) that ``name`` matches, in the order
+        the patterns were added within each layout."""
+        skeleton, runs = shape_of(name)
+        out = []
+        for layout in self._layouts.get(skeleton, ()):
+            literal = tuple(r for r, hole in zip(runs, layout, strict=True) if not hole)
+            for key, payload in self._table.get((skeleton, layout, literal), ()):
+                values = key.match(name)
+                if values is not None:
+                    out.append((key, payload, values))
+        return out
