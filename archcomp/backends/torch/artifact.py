@@ -33,7 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_dtype
+from archcomp.backends.torch.devices import (
+    MAX_INIT_FLOPS,
+    dtype_name,
+    resolve_device,
+    resolve_dtype,
+)
 from archcomp.backends.torch.module import tied_names
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import NotRegularFile, OutputExists, Writer, open_regular, write_atomic
@@ -411,7 +416,7 @@ def load_artifact(
         seed=0,
         max_memory=max_memory,
         init=False,
-        max_init_flops=None,
+        max_init_flops=MAX_INIT_FLOPS,  # no initializers run, but the tables are computed
         extra_bytes=largest,
     )
     expected, aliases = _canonical_state(model)
