@@ -22,7 +22,6 @@ import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Generic, TypeVar
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
@@ -54,19 +53,48 @@ class Key:
     def names(self) -> tuple[str, ...]:
         return self.parts[1::2]
 
-    @cached_property
+    @property
     def regex(self) -> re.Pattern[str]:
         """The pattern as a regex, compiled once per key (not at every match)."""
-        body = "".join(re.escape(p) if i % 2 == 0 else _INDEX for i, p in enumerate(self.parts))
-        return re.compile(body + r"\Z")
+        found = self.__dict__.get("_regex")
+        if found is None:  # a cache in the instance (functools.cached_property takes a lock)
+            body = "".join(
+                [re.escape(p) if i % 2 == 0 else _INDEX for i, p in enumerate(self.parts)]
+            )
+            found = self.__dict__["_regex"] = re.compile(body + r"\Z")
+        return found
 
-    @cached_property
-    def shape(self) -> tuple[str, tuple[str | None, ...]]:
-        """The key's skeleton (each run of digits, placeholders included, as ``#``) and each
-        run's literal digits (None for a run holding a placeholder); see :func:`shape_of`."""
-        text = "".join(p if i % 2 == 0 else "\x00" for i, p in enumerate(self.parts))
-        runs = tuple(None if "\x00" in r else r for r in _RUNS.findall(text))
-        return _RUNS.sub("#", text), runs
+    @property
+    def shape(self) -> tuple[str, tuple[str | None, ...], tuple[str, ...] | None]:
+        """The key's skeleton (each run of digits, placeholders included, as ``#``), each
+        run's literal digits (None for a run holding a placeholder; see :func:`shape_of`),
+        and the placeholder of each such run when each is exactly one placeholder (no
+        literal digits beside it, the usual ``h.{i}.ln``), else None."""
+        found = self.__dict__.get("_shape")
+        if found is None:
+            found = self.__dict__["_shape"] = self._shape()
+        return found
+
+    def _shape(self) -> tuple[str, tuple[str | None, ...], tuple[str, ...] | None]:
+        text = "".join([p if i % 2 == 0 else "\x00" for i, p in enumerate(self.parts)])
+        runs = _RUNS.findall(text)
+        holes: tuple[str, ...] | None = self.names
+        if any("\x00" in r and r != "\x00" for r in runs):
+            holes = None
+        return _RUNS.sub("#", text), tuple(None if "\x00" in r else r for r in runs), holes
+
+    def match_runs(self, key: str, holes: Iterable[str]) -> dict[str, int] | None:
+        """:meth:`match` for a ``key`` already known to have this pattern's skeleton and
+        literal digits, ``holes`` its digit runs where the placeholders are: no regex."""
+        names = self.shape[2]
+        if names is None:
+            return self.match(key)
+        values: dict[str, int] = {}
+        for name, text in zip(names, holes, strict=True):
+            if len(text) > MAX_INDEX_DIGITS or (len(text) > 1 and text[0] == "0"):
+                return None
+            values[name] = int(text)
+        return values
 
     def match(self, key: str) -> dict[str, int] | None:
         """The placeholders' values if ``key`` is an instance of this pattern, else None (an
@@ -81,7 +109,10 @@ class Key:
         return values
 
     def format(self, values: dict[str, int]) -> str:
-        return "".join(p if i % 2 == 0 else str(values[p]) for i, p in enumerate(self.parts))
+        template = self.__dict__.get("_template")
+        if template is None:  # literal text holds no braces (see _TEXT), so str.format fits
+            template = self.__dict__["_template"] = str(self)
+        return template.format_map(values)
 
     def __str__(self) -> str:
         return "".join(p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts))
@@ -200,8 +231,8 @@ class KeyIndex(Generic[T]):
     the patterns a name matches costs one lookup per distinct placeholder layout of its
     skeleton rather than one regex per pattern."""
 
-    _layouts: dict[str, list[tuple[bool, ...]]] = field(default_factory=dict)
-    _table: dict[tuple[str, tuple[bool, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
+    _layouts: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    _table: dict[tuple[str, tuple[int, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
         default_factory=dict
     )
 
@@ -213,8 +244,8 @@ class KeyIndex(Generic[T]):
         return index
 
     def add(self, key: Key, payload: T) -> None:
-        skeleton, runs = key.shape
-        layout = tuple(r is None for r in runs)
+        skeleton, runs, _ = key.shape
+        layout = tuple(i for i, r in enumerate(runs) if r is not None)  # the literal runs
         literal = tuple(r for r in runs if r is not None)
         layouts = self._layouts.setdefault(skeleton, [])
         if layout not in layouts:
@@ -227,9 +258,13 @@ class KeyIndex(Generic[T]):
         skeleton, runs = shape_of(name)
         out = []
         for layout in self._layouts.get(skeleton, ()):
-            literal = tuple(r for r, hole in zip(runs, layout, strict=True) if not hole)
-            for key, payload in self._table.get((skeleton, layout, literal), ()):
-                values = key.match(name)
+            literal = tuple([runs[i] for i in layout])
+            found = self._table.get((skeleton, layout, literal))
+            if not found:
+                continue
+            holes = [r for i, r in enumerate(runs) if i not in layout] if layout else runs
+            for key, payload in found:
+                values = key.match_runs(name, holes)
                 if values is not None:
                     out.append((key, payload, values))
         return out
