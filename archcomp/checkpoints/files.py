@@ -40,6 +40,7 @@ from archcomp.backends.torch.artifact import (
     _check_layout,
     _is_pickle,
 )
+from archcomp.base import gcpause
 from archcomp.base.documents import SourceDoc
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import TooLarge, open_regular, read_regular
@@ -197,13 +198,14 @@ def _parse_json(text: str, path: Path) -> Any:
         return out
 
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=no_duplicates,
-            parse_constant=no_constant,
-            parse_float=number(float),
-            parse_int=number(int),
-        )
+        with gcpause.paused():  # 200,000 header entries, all live until they are returned
+            return json.loads(
+                text,
+                object_pairs_hook=no_duplicates,
+                parse_constant=no_constant,
+                parse_float=number(float),
+                parse_int=number(int),
+            )
     except json.JSONDecodeError as exc:
         raise CheckpointFileError(
             f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"

@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, StringConstraints, ValidationError
 
+from archcomp.base import gcpause
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Reporter, SpecError
 from archcomp.checkpoints import patterns, transforms
@@ -173,9 +174,10 @@ class Mapping:
 
 def load_mapping(path: Path, display: str | None = None) -> Mapping:
     """Read and check a mapping file; every problem is a located diagnostic."""
-    raw, doc = read_spec_file(path, display)
-    doc.path = path.resolve()
-    return parse_mapping(raw, doc)
+    with gcpause.paused():  # a mapping of 100,000 rules: objects all live until it returns
+        raw, doc = read_spec_file(path, display)
+        doc.path = path.resolve()
+        return parse_mapping(raw, doc)
 
 
 def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:

@@ -19,6 +19,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from archcomp.base import gcpause
 from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.checkpoints.mapping import Mapping, Rule
 from archcomp.checkpoints.patterns import MAX_INDEX_DIGITS, KeyIndex
@@ -222,13 +223,14 @@ def plan_import(
     In stages: match each checkpoint key to its rule, group the keys of one rule binding into
     a step, find the model tensors no step fills and the checkpoint tensors no rule uses,
     check the ties, then each step's transforms and shapes. Linear in keys + rules."""
-    st = _Import(mapping, env, checkpoint, model, aliases, weights, RuleIndex(mapping.rules))
-    _match_keys(st)
-    _group_steps(st)
-    _unfilled(st)
-    _report_unused(st)
-    _check_ties(st)
-    _check_steps(st)
+    with gcpause.paused():  # O(keys) objects, all live until the plan returns
+        st = _Import(mapping, env, checkpoint, model, aliases, weights, RuleIndex(mapping.rules))
+        _match_keys(st)
+        _group_steps(st)
+        _unfilled(st)
+        _report_unused(st)
+        _check_ties(st)
+        _check_steps(st)
     st.out.raise_if_failed()
     return Plan(st.steps, st.ties, st.dropped)
 
