@@ -146,3 +146,21 @@ def test_one_confinement_rule(tmp_path: Path) -> None:
             confined(inside, bad)
     assert not is_inside(inside / "out", inside)
     assert is_inside(inside / "out", inside, follow=False)
+
+
+def test_numbers_in_checkpoint_json_are_refused_at_their_place(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 5,000-digit size is refused before int() sees it, at its line and column."""
+    import shutil
+
+    folder = tmp_path / "ck"
+    shutil.copytree(good, folder)
+    config = json.loads((folder / "config.json").read_text())
+    text = json.dumps(config, indent=2).replace('"n_layer": 2', '"n_layer": ' + "7" * 5000)
+    (folder / "config.json").write_text(text)
+    line = text[: text.index("7" * 5000)].count("\n") + 1
+    assert main(["convert", str(folder), "-o", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"config.json:{line}:14: a number of 5,000 characters" in err
+    assert not (tmp_path / "x.safetensors").exists()

@@ -172,19 +172,29 @@ def _read_text(path: Path, limit: int) -> str:
 
 
 def _parse_json(text: str, path: Path) -> Any:
+    def at(token: str) -> str:
+        """``path:line:col`` of the first occurrence of ``token`` (the json module does not
+        tell a hook where its token is; the first one is the one it is parsing, or one
+        before it that was refused the same way)."""
+        found = text.find(token)
+        if found < 0:
+            return str(path)
+        line = text.count("\n", 0, found) + 1
+        return f"{path}:{line}:{found - text.rfind(chr(10), 0, found)}"
+
     def no_constant(name: str) -> Any:
-        raise CheckpointFileError(f"{path}: {name} is not a JSON number; archcomp refuses it")
+        raise CheckpointFileError(f"{at(name)}: {name} is not a JSON number; archcomp refuses it")
 
     def number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         def parse(s: str) -> Any:
-            if len(s) > MAX_NUMBER_DIGITS:
+            if len(s) > MAX_NUMBER_DIGITS:  # before int(): never a 4,300-digit conversion
                 raise CheckpointFileError(
-                    f"{path}: a number of {len(s):,} characters; archcomp reads at most "
+                    f"{at(s)}: a number of {len(s):,} characters; archcomp reads at most "
                     f"{MAX_NUMBER_DIGITS}"
                 )
             value = kind(s)
             if isinstance(value, float) and not math.isfinite(value):
-                raise CheckpointFileError(f"{path}: the number {s} is out of range")
+                raise CheckpointFileError(f"{at(s)}: the number {s} is out of range")
             return value
 
         return parse
