@@ -108,7 +108,8 @@ def test_shipped_defaults_are_transformers_defaults(name: str) -> None:
     longer has is one older checkpoints carry: the mapping requires its default, or it is
     the older name of a field another default reads it into."""
     transformers = pytest.importorskip("transformers")
-    from archcomp.checkpoints.mapping import Cases, flatten, with_defaults
+    from archcomp.checkpoints.config import flatten, with_defaults
+    from archcomp.checkpoints.mapping import Cases
     from archcomp.frontend.expr import substitute
 
     m = load_mapping(library.shipped_mappings()[name])
@@ -264,7 +265,8 @@ def test_transform_shape_errors(
 def test_nested_fields_defaults_in_order_and_null_as_default() -> None:
     """transformers 5 nests rope_theta in rope_parameters; older configs write it at the top
     or not at all. A default applies to an absent or null field, and may name an earlier one."""
-    from archcomp.checkpoints.mapping import nest, parse_mapping, spec_params, with_defaults
+    from archcomp.checkpoints.config import nest, spec_params, with_defaults
+    from archcomp.checkpoints.mapping import parse_mapping
     from archcomp.frontend.source import load_yaml
 
     text = """archcomp_mapping: 1

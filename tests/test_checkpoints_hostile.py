@@ -1,6 +1,8 @@
-"""Hostile checkpoint folders (tests/hostile_support/checkpoint_corpus.py) through
-``archcomp convert`` in the canary process: each ends in its specific clean error, with no
-traceback, nothing unpickled or executed, no output file, and the checkpoint untouched.
+"""Hostile checkpoint folders (tests/hostile_support/checkpoint_corpus.py, and the cases of
+several files or a command line of tests/hostile_support/checkpoint_attacks.py) through
+``archcomp convert`` (or ``export``) in the canary process: each ends in its specific clean
+error, with no traceback, nothing unpickled or executed, no output file, the checkpoint
+untouched, within 20 s of CPU and 4 GiB.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hostile_support.checkpoint_attacks import ATTACKS
 from hostile_support.checkpoint_corpus import CHECKPOINT_CASES, checkpoint_jobs
 from hostile_support.corpus import Job, judge, run_jobs
 
@@ -26,7 +29,7 @@ def test_the_good_checkpoint_converts(ran: dict[str, tuple[Job, dict[str, Any]]]
     assert not result["events"] and not result["traceback"]
 
 
-@pytest.mark.parametrize("name", sorted(CHECKPOINT_CASES))
+@pytest.mark.parametrize("name", sorted([*CHECKPOINT_CASES, *ATTACKS]))
 def test_hostile_checkpoint_is_refused(
     name: str, ran: dict[str, tuple[Job, dict[str, Any]]]
 ) -> None:

@@ -300,7 +300,9 @@ def test_world_size_per_rank_figures(capsys) -> None:
     assert main(["summary", spec, "--world-size", "2", "--activation-checkpointing"]) == 0
     assert "per rank (FSDP, world size 2)" in capsys.readouterr().out
     assert main(["summary", spec, "--world-size", "0"]) == 2
-    assert "--world-size: must be a positive integer" in capsys.readouterr().err
+    assert "--world-size: must be an integer from 1 to 1,048,576" in capsys.readouterr().err
+    assert main(["summary", spec, "--world-size", "1" + "0" * 30]) == 2
+    assert "--world-size: must be an integer from 1 to 1,048,576" in capsys.readouterr().err
 
 
 def test_world_size_one_is_the_unsharded_step() -> None:

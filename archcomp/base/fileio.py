@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
@@ -148,6 +149,18 @@ def write_all(outputs: Sequence[tuple[Path, Writer]], *, overwrite: bool) -> Non
             backup.unlink(missing_ok=True)
     for item in staged:
         item.discard()
+
+
+def free_space(target: Path) -> int | None:
+    """Free bytes on the file system that ``target`` (existing or not) would be written to:
+    that of its nearest existing folder; None when unknown."""
+    folder = Path(os.path.abspath(target)).parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _make_folders(folder: Path) -> list[Path]:

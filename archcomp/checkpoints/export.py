@@ -7,9 +7,11 @@ to give back the model's own params and spec (:func:`check_round_trip`), so a mo
 mapping cannot describe (a param it does not carry, a spec that is not the mapping's) is
 refused rather than exported as a different model.
 
-``model.safetensors`` is streamed one tensor at a time, then ``config.json``; each is written
-atomically. Tied and dropped checkpoint keys are not written: transformers ties on load
-(``tie_word_embeddings``), and dropped tensors are buffers it rebuilds.
+``model.safetensors`` is streamed one tensor at a time into a staged file, ``config.json``
+likewise; only when both are complete are they named (``write_all``): both files or neither,
+and without ``force`` an existing file is refused atomically. Tied and dropped checkpoint
+keys are not written: transformers ties on load (``tie_word_embeddings``), and dropped
+tensors are buffers it rebuilds.
 """
 
 from __future__ import annotations
@@ -21,20 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archcomp.base.errors import UsageError
-from archcomp.base.fileio import write_atomic
+from archcomp.base.fileio import OutputExists, Writer, write_all
 from archcomp.checkpoints import library
-from archcomp.checkpoints.files import CONFIG, WEIGHTS, write_safetensors
-from archcomp.checkpoints.mapping import (
+from archcomp.checkpoints.config import (
     ConfigProblem,
-    Mapping,
     allowed,
     evaluate,
-    load_mapping,
     nest,
     same_value,
     spec_params,
     with_defaults,
 )
+from archcomp.checkpoints.files import CONFIG, WEIGHTS, write_safetensors
+from archcomp.checkpoints.mapping import Mapping, load_mapping
 from archcomp.checkpoints.plan import Step, plan_export, run_shapes
 from archcomp.frontend.expr import ExprError
 
@@ -176,10 +177,13 @@ def save_pretrained(
                 ready.update(zip(step.spec, parts, strict=True))
             yield ready.pop(name)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(
-        out / WEIGHTS, lambda tmp: write_safetensors(tmp, entries, produce(), {"format": "pt"})
-    )
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    write_atomic(out / CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    outputs: list[tuple[Path, Writer]] = [
+        (out / WEIGHTS, lambda tmp: write_safetensors(tmp, entries, produce(), {"format": "pt"})),
+        (out / CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8")),
+    ]
+    try:  # both files staged in full, then named: both or neither
+        write_all(outputs, overwrite=force)
+    except OutputExists as exc:
+        raise UsageError(f"{exc.filename} exists; pass --force to replace it") from None
     return out

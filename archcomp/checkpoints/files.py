@@ -10,7 +10,10 @@ sharded ``model.safetensors.index.json`` with its shards. Everything is checked 
 - each safetensors header: a sane length, a JSON object, known dtypes, and tensors whose
   offsets tile the file exactly, each sized by its shape (so a billion-element tensor declared
   over a few bytes is refused before any read);
-- an index names shards by plain file names inside the folder, and agrees with their headers.
+- an index names shards by plain file names inside the folder, and agrees with their headers;
+- every file read (config.json, the weights, the index, each shard) is a regular file inside
+  the folder, symlinks followed (:func:`archcomp.base.paths.confined`, the rule spec imports
+  and mappings' ``spec:`` follow too), so a symlink out of the folder is refused unread.
 
 Problems are :class:`CheckpointFileError` (a usage error: exit status 2) naming the file.
 :func:`write_safetensors` is the writer ``export`` uses: a header from shapes, then one tensor
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -36,8 +40,12 @@ from archcomp.backends.torch.artifact import (
     _check_layout,
     _is_pickle,
 )
+from archcomp.base import gcpause
 from archcomp.base.documents import SourceDoc
 from archcomp.base.errors import UsageError
+from archcomp.base.fileio import TooLarge, open_regular, read_regular
+from archcomp.base.paths import OutsideFolder, confined
+from archcomp.base.text import visible
 
 if TYPE_CHECKING:
     import torch
@@ -104,7 +112,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
             f"{path} is a file; a checkpoint is a folder with {CONFIG} and {WEIGHTS} (or a "
             f"sharded {INDEX})"
         )
-    config_path = path / CONFIG
+    config_path = member(path, CONFIG)
     if not config_path.is_file():
         raise CheckpointFileError(
             f"{path} has no {CONFIG}; a checkpoint folder holds {CONFIG} and {WEIGHTS}"
@@ -115,7 +123,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointFileError(f"{config_path} is not a JSON object")
     doc = SourceDoc(str(config_path), config_path, text.splitlines(), key_marks=_top_keys(text))
     doc.value_marks.update({k: v for k, v in doc.key_marks.items()})
-    single, index = path / WEIGHTS, path / INDEX
+    single, index = member(path, WEIGHTS), member(path, INDEX)
     if single.is_file():
         files = [single]
         tensors = _tensors(single)
@@ -129,6 +137,16 @@ def open_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path, config, doc, tensors, files)
 
 
+def member(folder: Path, name: str) -> Path:
+    """The file ``name`` of a checkpoint folder, refused if it leads out of the folder."""
+    try:
+        return confined(folder, name)
+    except OutsideFolder as exc:
+        raise CheckpointFileError(
+            f"{folder}: '{visible(name)}' {exc}; a checkpoint's files are inside its folder"
+        ) from None
+
+
 def _looks_pickled(path: Path) -> bool:
     try:
         with path.open("rb") as f:
@@ -139,29 +157,44 @@ def _looks_pickled(path: Path) -> bool:
 
 
 def _read_text(path: Path, limit: int) -> str:
-    size = path.stat().st_size
-    if size > limit:
-        raise CheckpointFileError(f"{path} is {size:,} bytes; archcomp reads at most {limit:,}")
     try:
-        return path.read_bytes().decode("utf-8")
+        data = read_regular(path, limit)
+    except TooLarge as exc:
+        raise CheckpointFileError(
+            f"{path} is {exc.size:,} bytes; archcomp reads at most {limit:,}"
+        ) from None
+    except OSError as exc:
+        raise CheckpointFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise CheckpointFileError(f"{path} is not UTF-8 text") from None
 
 
 def _parse_json(text: str, path: Path) -> Any:
+    def at(token: str) -> str:
+        """``path:line:col`` of the first occurrence of ``token`` (the json module does not
+        tell a hook where its token is; the first one is the one it is parsing, or one
+        before it that was refused the same way)."""
+        found = text.find(token)
+        if found < 0:
+            return str(path)
+        line = text.count("\n", 0, found) + 1
+        return f"{path}:{line}:{found - text.rfind(chr(10), 0, found)}"
+
     def no_constant(name: str) -> Any:
-        raise CheckpointFileError(f"{path}: {name} is not a JSON number; archcomp refuses it")
+        raise CheckpointFileError(f"{at(name)}: {name} is not a JSON number; archcomp refuses it")
 
     def number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         def parse(s: str) -> Any:
-            if len(s) > MAX_NUMBER_DIGITS:
+            if len(s) > MAX_NUMBER_DIGITS:  # before int(): never a 4,300-digit conversion
                 raise CheckpointFileError(
-                    f"{path}: a number of {len(s):,} characters; archcomp reads at most "
+                    f"{at(s)}: a number of {len(s):,} characters; archcomp reads at most "
                     f"{MAX_NUMBER_DIGITS}"
                 )
             value = kind(s)
             if isinstance(value, float) and not math.isfinite(value):
-                raise CheckpointFileError(f"{path}: the number {s} is out of range")
+                raise CheckpointFileError(f"{at(s)}: the number {s} is out of range")
             return value
 
         return parse
@@ -170,18 +203,19 @@ def _parse_json(text: str, path: Path) -> Any:
         out: dict[str, Any] = {}
         for k, v in pairs:
             if k in out:
-                raise CheckpointFileError(f"{path}: the key '{k}' appears twice")
+                raise CheckpointFileError(f"{path}: the key '{visible(k)}' appears twice")
             out[k] = v
         return out
 
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=no_duplicates,
-            parse_constant=no_constant,
-            parse_float=number(float),
-            parse_int=number(int),
-        )
+        with gcpause.paused():  # 200,000 header entries, all live until they are returned
+            return json.loads(
+                text,
+                object_pairs_hook=no_duplicates,
+                parse_constant=no_constant,
+                parse_float=number(float),
+                parse_int=number(int),
+            )
     except json.JSONDecodeError as exc:
         raise CheckpointFileError(
             f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
@@ -223,8 +257,8 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """A safetensors file's tensor entries and metadata, every offset checked."""
     display = str(path)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
                 raise CheckpointFileError(f"{display} is not a safetensors file: {size} bytes")
@@ -241,7 +275,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             f.seek(8)
             raw = f.read(n)
     except OSError as exc:
-        raise CheckpointFileError(f"{display}: cannot read: {exc.strerror}") from None
+        raise CheckpointFileError(f"{display}: cannot read: {exc.strerror or exc}") from None
     try:
         header = _parse_json(raw.decode("utf-8"), path)
     except UnicodeDecodeError:
@@ -255,7 +289,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         code = entry.get("dtype") if isinstance(entry, dict) else None
         if code not in SAFETENSORS_DTYPES:
             raise CheckpointFileError(
-                f"{display}: tensor '{name}' has dtype {code!r}; archcomp reads "
+                f"{display}: tensor '{visible(name)}' has dtype {code!r}; archcomp reads "
                 + ", ".join(SAFETENSORS_DTYPES)
             )
     try:
@@ -289,7 +323,7 @@ def _sharded(folder: Path, index: Path) -> tuple[list[Path], dict[str, TensorInf
                 f"{index} names the shard {name!r}; shards are .safetensors files in the "
                 "checkpoint folder, named without a path"
             )
-        p = folder / name
+        p = member(folder, name)
         if not p.is_file():
             raise CheckpointFileError(f"{index} names the shard {name}, which {folder} lacks")
         files.append(p)
@@ -299,14 +333,14 @@ def _sharded(folder: Path, index: Path) -> tuple[list[Path], dict[str, TensorInf
             if wmap.get(name) != p.name:
                 where = f"in {wmap[name]}" if name in wmap else "nowhere"
                 raise CheckpointFileError(
-                    f"{p} holds tensor '{name}', which {index.name} places {where}"
+                    f"{p} holds tensor '{visible(name)}', which {index.name} places {where}"
                 )
             tensors[name] = info
     lost = sorted(set(wmap) - set(tensors))
     if lost:
         raise CheckpointFileError(
-            f"{index.name} places tensor '{lost[0]}' in {wmap[lost[0]]}, whose header lacks it"
-            + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
+            f"{index.name} places tensor '{visible(lost[0])}' in {wmap[lost[0]]}, whose header "
+            "lacks it" + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
         )
     return files, tensors
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archcomp.base.errors import SpecError, UsageError, did_you_mean
+from archcomp.base.paths import OutsideFolder, confined
+from archcomp.base.text import visible
 
 if TYPE_CHECKING:
     from archcomp.checkpoints.mapping import Mapping
@@ -40,24 +42,37 @@ def shipped_spec(name: str) -> Path | None:
 
 def resolve_spec(mapping: Mapping) -> Path:
     """The spec a mapping names: a bare name is a shipped spec; anything else is a path
-    relative to the mapping file."""
+    relative to the mapping file that stays in its folder (symlinks followed)."""
     text = mapping.spec
     path = shipped_spec(text)
     if path is not None:
         return path
-    if "://" in text or text.startswith(("/", "\\", "~")):
+    if "://" in text or text.startswith(("/", "\\", "~")) or Path(text).is_absolute():
         raise SpecError(
             [
                 mapping.diag(
                     "invalid-value",
                     f"spec '{text}' is not a path relative to the mapping file",
                     ("spec",),
-                    hint="write a shipped spec's name (gpt2) or a relative path (../my.yaml)",
+                    hint="write a shipped spec's name (gpt2) or a path inside the mapping's folder "
+                    "(specs/my.yaml)",
                 )
             ]
         )
     base = mapping.path.parent if mapping.path is not None else Path.cwd()
-    path = base / text
+    try:
+        path = confined(base, text)
+    except OutsideFolder as exc:
+        raise SpecError(
+            [
+                mapping.diag(
+                    "invalid-value",
+                    f"spec '{visible(text)}' {exc}: a mapping's spec is a shipped spec's name "
+                    "or a file in the mapping's folder",
+                    ("spec",),
+                )
+            ]
+        ) from None
     if not path.is_file():
         known = [p.stem for p in specs_dir().glob("*.yaml")]
         raise SpecError(
@@ -98,9 +113,9 @@ def by_model_type(model_type: Any, config_fits: Callable[[Mapping], str | None])
     found = [m for m in mappings if m.model_type == model_type]
     if not found:
         known = sorted({m.model_type for m in mappings})
-        hint = did_you_mean(model_type, known)
+        hint = did_you_mean(model_type[:200], known)
         raise UsageError(
-            f"no shipped mapping reads model_type '{model_type}'"
+            f"no shipped mapping reads model_type '{visible(model_type[:200])}'"
             + (f" ({hint})" if hint else "")
             + f"; shipped: {', '.join(known)}. Write one (docs/checkpoints.md) and pass --mapping"
         )
@@ -112,11 +127,11 @@ def by_model_type(model_type: Any, config_fits: Callable[[Mapping], str | None])
         return fits[0]
     if not fits:
         raise UsageError(
-            f"no shipped mapping for model_type '{model_type}' fits this config.json: "
+            f"no shipped mapping for model_type '{visible(model_type)}' fits this config.json: "
             + "; ".join(f"{f}: {why}" for f, why in reasons.items())
         )
     raise UsageError(
-        f"several shipped mappings fit this {model_type} checkpoint ("
+        f"several shipped mappings fit this {visible(model_type)} checkpoint ("
         + ", ".join(m.file for m in fits)
         + "); pass one with --mapping"
     )

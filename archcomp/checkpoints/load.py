@@ -16,23 +16,25 @@ is read or any file written:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archcomp.base.errors import Diagnostic, Reporter, SpecError, UsageError
+from archcomp.base.text import visible
 from archcomp.checkpoints import library
-from archcomp.checkpoints.files import Checkpoint, open_checkpoint, torch_dtype
-from archcomp.checkpoints.mapping import (
+from archcomp.checkpoints.config import (
     ConfigProblem,
-    Mapping,
     allowed,
-    load_mapping,
     same_value,
     spec_params,
     with_defaults,
 )
+from archcomp.checkpoints.files import Checkpoint, open_checkpoint, torch_dtype
+from archcomp.checkpoints.mapping import Mapping, load_mapping
+from archcomp.checkpoints.patterns import KeyIndex
 from archcomp.checkpoints.plan import Plan, plan_import
 from archcomp.frontend.build import SpecSource
 from archcomp.passes.pipeline import load_graph
@@ -171,7 +173,7 @@ def _json(value: Any) -> str:
     """A config value as config.json writes it (null, true, "gelu")."""
     import json
 
-    text = json.dumps(value, ensure_ascii=False)
+    text = visible(json.dumps(value, ensure_ascii=False))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -234,12 +236,12 @@ def _logical_keys(ck: Checkpoint, m: Mapping) -> dict[str, str]:
 def checkpoint_dtypes(src: Source) -> dict[str, str]:
     """The floating dtypes of the checkpoint's tensors (dropped ones do not count), each with
     a tensor that has it."""
-    drops = [r for r in src.mapping.rules if r.kind == "drop"]
+    drops = KeyIndex.of((k, r) for r in src.mapping.rules if r.kind == "drop" for k in r.hf)
     seen: dict[str, str] = {}
     for logical, name in src.keys.items():
         code = src.checkpoint.tensors[name].dtype
-        if code in FLOATS and not any(k.match(logical) is not None for r in drops for k in r.hf):
-            seen.setdefault(code, name)
+        if code in FLOATS and code not in seen and not drops.find(logical):
+            seen[code] = name
     return dict(sorted(seen.items()))
 
 
@@ -250,11 +252,19 @@ def from_pretrained(
     dtype: Any = None,
     *,
     mapping: str | Path | None = None,
+    max_memory: int | str | None = None,
 ) -> ArchModule:
-    """See :func:`archcomp.from_pretrained`."""
+    """See :func:`archcomp.from_pretrained`. ``max_memory`` bounds the model's bytes on every
+    device (``convert --max-memory``), before any tensor is read."""
 
     from archcomp.backends.torch.build import build_graph
-    from archcomp.backends.torch.devices import check_fits, estimate, resolve_device, resolve_dtype
+    from archcomp.backends.torch.devices import (
+        check_fits,
+        estimate,
+        parse_bytes,
+        resolve_device,
+        resolve_dtype,
+    )
     from archcomp.backends.torch.module import tied_names
 
     src = resolve(checkpoint, spec, mapping)
@@ -271,8 +281,9 @@ def from_pretrained(
         )
     target = resolve_dtype(dtype) if dtype is not None else torch_dtype(next(iter(stored), "F32"))
     cast = any(torch_dtype(code) != target for code in stored)
-    if dev.type != "cpu" or cast:
-        check_fits(estimate(g, target), dev)  # the weights are copied, not mapped
+    budget = parse_bytes(max_memory) if max_memory is not None else None
+    # On every device: the weights end up resident (copied, or mapped and read).
+    check_fits(estimate(g, target), dev, budget)
     model = build_graph(g, device=dev, dtype=target, params_on_meta=True)
     ties = tied_names(model)
     model_shapes, aliases = _state_shapes(model, ties)
@@ -324,77 +335,116 @@ def _fill(
     dtype: torch.dtype,
 ) -> None:
     """Read each tensor (memory-mapped), transform it, and put it in the model; then compare
-    the checkpoint's ties."""
-    import contextlib
-
+    the checkpoint's ties. A file that cannot be read or mapped is a usage error."""
     import torch
-    from safetensors import safe_open
-    from torch import nn
-
-    from archcomp.backends.torch.module import set_param
 
     ck = src.checkpoint
-    made: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack, torch.no_grad():
-        handles: dict[Path, Any] = {}
-
-        def read(name: str) -> torch.Tensor:
-            info = ck.tensors[src.keys[name]]
-            f = handles.get(info.file)
-            if f is None:
-                f = handles[info.file] = stack.enter_context(
-                    safe_open(str(info.file), framework="pt", device="cpu")
-                )
-            t: torch.Tensor = f.get_tensor(info.name)
-            return t
-
+    with _Reader(src) as read, torch.no_grad():
         try:
-            for step in plan.steps:
-                tensors = [read(h) for h in step.hf]
-                for transform in step.transforms:
-                    tensors = transform.apply(tensors)
-                for name, t in zip(step.spec, tensors, strict=True):
-                    old = state[name]
-                    if t.is_floating_point() and t.dtype != dtype:
-                        t = t.to(dtype)
-                    if t.device != device:
-                        t = t.to(device)
-                    value = (
-                        nn.Parameter(t, old.requires_grad) if isinstance(old, nn.Parameter) else t
-                    )
-                    made[name] = value
-                    set_param(model, name, value)
-            for alias, target in ties.items():
-                if target in made:
-                    set_param(model, alias, made[target])
-            broken = []
-            for key, other, rule in plan.ties:
-                a, b = read(key), read(other)
-                if a.dtype != b.dtype or not torch.equal(a, b):
-                    diff = (
-                        (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
-                    )
-                    broken.append(
-                        src.mapping.diag(
-                            "tie-broken",
-                            f"checkpoint tensor '{key}' is tied to '{other}', but their values "
-                            f"differ (max difference {diff:.3g})"
-                            if diff is not None
-                            else f"checkpoint tensor '{key}' differs from '{other}'",
-                            rule.path,
-                            key=True,
-                            hint="a checkpoint with an untied head does not fit a spec that "
-                            "ties it",
-                        )
-                    )
-            if broken:
-                raise SpecError(broken)
-        except (OSError, ValueError, RuntimeError) as exc:
+            _fill_steps(model, plan, state, ties, read, device, dtype)
+            broken = _broken_ties(src, plan, read)
+        except (OSError, ValueError, RuntimeError, MemoryError) as exc:  # MemoryError: mmap
             raise UsageError(f"{ck.folder}: cannot read the weights: {exc}") from None
         except Exception as exc:  # safetensors' own error type (SafetensorError)
             if type(exc).__name__ != "SafetensorError":
                 raise
             raise UsageError(f"{ck.folder}: cannot read the weights: {exc}") from None
+    if broken:
+        raise SpecError(broken)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"not filled from the checkpoint: {', '.join(left[:5])}")
+
+
+class _Reader:
+    """Reads checkpoint tensors by the mapping's name, each file opened (mapped) once."""
+
+    def __init__(self, src: Source):
+        import contextlib
+
+        self.src = src
+        self.stack = contextlib.ExitStack()
+        self.handles: dict[Path, Any] = {}
+
+    def __enter__(self) -> Callable[[str], torch.Tensor]:
+        self.stack.__enter__()
+        return self.read
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.__exit__(*exc)  # type: ignore[arg-type]
+
+    def read(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        info = self.src.checkpoint.tensors[self.src.keys[name]]
+        f = self.handles.get(info.file)
+        if f is None:
+            try:
+                opened = safe_open(str(info.file), framework="pt", device="cpu")
+            except MemoryError:
+                raise UsageError(f"{info.file}: cannot map the file into memory") from None
+            f = self.handles[info.file] = self.stack.enter_context(opened)
+        t: torch.Tensor = f.get_tensor(info.name)
+        return t
+
+
+def _fill_steps(
+    model: torch.nn.Module,
+    plan: Plan,
+    state: MappingABC[str, Any],
+    ties: MappingABC[str, str],
+    read: Callable[[str], torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
+    """Each step: read its tensors, transform them, set the model's tensors (ties after)."""
+    from torch import nn
+
+    from archcomp.backends.torch.module import set_param
+
+    made: dict[str, Any] = {}
+    for step in plan.steps:
+        tensors = [read(h) for h in step.hf]
+        for transform in step.transforms:
+            tensors = transform.apply(tensors)
+        for name, t in zip(step.spec, tensors, strict=True):
+            old = state[name]
+            if t.is_floating_point() and t.dtype != dtype:
+                t = t.to(dtype)
+            if t.device != device:
+                t = t.to(device)
+            value = nn.Parameter(t, old.requires_grad) if isinstance(old, nn.Parameter) else t
+            made[name] = value
+            set_param(model, name, value)
+    for alias, target in ties.items():
+        if target in made:
+            set_param(model, alias, made[target])
+
+
+def _broken_ties(src: Source, plan: Plan, read: Callable[[str], torch.Tensor]) -> list[Diagnostic]:
+    """The checkpoint's ties whose values differ."""
+    import torch
+
+    broken = []
+    for key, other, rule in plan.ties:
+        a, b = read(key), read(other)
+        if a.dtype == b.dtype and torch.equal(a, b):
+            continue
+        if a.shape == b.shape:
+            diff = (a.float() - b.float()).abs().max().item()
+            message = (
+                f"checkpoint tensor '{key}' is tied to '{other}', but their values differ "
+                f"(max difference {diff:.3g})"
+            )
+        else:
+            message = f"checkpoint tensor '{key}' differs from '{other}'"
+        broken.append(
+            src.mapping.diag(
+                "tie-broken",
+                message,
+                rule.path,
+                key=True,
+                hint="a checkpoint with an untied head does not fit a spec that ties it",
+            )
+        )
+    return broken

@@ -20,25 +20,26 @@ exporting); their values may be the spec's ``${...}`` expressions over its param
 ``tensors`` are in :mod:`archcomp.checkpoints.patterns`, the transforms in
 :mod:`archcomp.checkpoints.transforms`. :func:`load_mapping` returns a checked
 :class:`Mapping`, or raises :class:`~archcomp.base.errors.SpecError` with every problem located.
+How a mapping is applied to one checkpoint's config is :mod:`archcomp.checkpoints.config`.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, StringConstraints, ValidationError
 
+from archcomp.base import gcpause
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Reporter, SpecError
 from archcomp.checkpoints import patterns, transforms
 from archcomp.checkpoints.patterns import Key, PatternError
 from archcomp.checkpoints.transforms import TransformError, TransformSpec
-from archcomp.frontend.expr import ExprError, is_expression, substitute, type_name
+from archcomp.frontend.expr import is_expression, type_name
 from archcomp.frontend.loader import pydantic_diagnostics
 from archcomp.frontend.schema import Identifier, _Strict
 from archcomp.frontend.source import read_spec_file
@@ -46,8 +47,6 @@ from archcomp.frontend.source import read_spec_file
 FORMAT_VERSION = 1
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,4}\Z")
 VERSION_KEY = "archcomp_mapping"
-MAX_FIELD_DEPTH = 4
-MAX_FIELDS = 100_000
 FieldName = Annotated[
     str,
     StringConstraints(
@@ -175,57 +174,17 @@ class Mapping:
 
 def load_mapping(path: Path, display: str | None = None) -> Mapping:
     """Read and check a mapping file; every problem is a located diagnostic."""
-    raw, doc = read_spec_file(path, display)
-    doc.path = path.resolve()
-    return parse_mapping(raw, doc)
+    with gcpause.paused():  # a mapping of 100,000 rules: objects all live until it returns
+        raw, doc = read_spec_file(path, display)
+        doc.path = path.resolve()
+        return parse_mapping(raw, doc)
 
 
 def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
-    if not isinstance(raw, dict):
-        raise SpecError(
-            [doc.diag("not-a-mapping", f"a mapping file is a YAML mapping, found {type_name(raw)}")]
-        )
-    if VERSION_KEY not in raw:
-        hint = (
-            "this is a spec (it starts with 'archcomp: 1'); pass the mapping with --mapping "
-            "and the spec with --spec"
-            if "archcomp" in raw
-            else f"start the mapping with '{VERSION_KEY}: {FORMAT_VERSION}'"
-        )
-        raise SpecError(
-            [
-                doc.diag(
-                    "missing-version",
-                    f"missing the format version key '{VERSION_KEY}'",
-                    (),
-                    hint=hint,
-                )
-            ]
-        )
-    try:
-        decl = MappingFile.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(pydantic_diagnostics(exc, doc, (), MappingFile, raw)) from None
+    """Check a mapping file's YAML value (read from ``doc``) and expand its rules."""
+    decl = _validate(raw, doc)
     rep = Reporter()
-    for name, text in decl.params.items():
-        if isinstance(text, str) and not is_expression(text) and not _FIELD.match(text):
-            rep.add(
-                doc.diag(
-                    "invalid-value",
-                    f"param '{name}' reads '{text}': write a config.json field name or a "
-                    "${...} expression of fields",
-                    ("params", name),
-                )
-            )
-    for i, name in enumerate(decl.free):
-        if name in decl.params:
-            rep.add(
-                doc.diag(
-                    "invalid-value",
-                    f"param '{name}' is both read from the checkpoint and free",
-                    ("free", i),
-                )
-            )
+    _check_params(decl, doc, rep)
     config = {
         name: Requirement(
             name,
@@ -234,23 +193,7 @@ def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
         )
         for name, value in decl.config.items()
     }
-    rules: list[Rule] = []
-    seen: dict[str, YamlPath] = {}
-    for key, value in decl.tensors.items():
-        for rule in _rules(key, value, doc, rep):
-            for k in rule.hf:
-                prev = seen.setdefault(str(k), rule.path)
-                if prev != rule.path:
-                    rep.add(
-                        doc.diag(
-                            "duplicate-rule",
-                            f"checkpoint key '{k}' has two rules",
-                            rule.path,
-                            key=True,
-                            related=(doc.loc(prev, key=True),),
-                        )
-                    )
-            rules.append(rule)
+    rules = _expand_rules(decl, doc, rep)
     rep.raise_if_failed()
     ck = decl.checkpoint
     return Mapping(
@@ -268,6 +211,63 @@ def parse_mapping(raw: Any, doc: SourceDoc) -> Mapping:
         dict(decl.export),
         tuple(decl.free),
     )
+
+
+def _validate(raw: Any, doc: SourceDoc) -> MappingFile:
+    """The file's schema: a mapping with the version key, then :class:`MappingFile`."""
+    if not isinstance(raw, dict):
+        raise SpecError(
+            [doc.diag("not-a-mapping", f"a mapping file is a YAML mapping, found {type_name(raw)}")]
+        )
+    if VERSION_KEY not in raw:
+        hint = (
+            "this is a spec (it starts with 'archcomp: 1'); pass the mapping with --mapping "
+            "and the spec with --spec"
+            if "archcomp" in raw
+            else f"start the mapping with '{VERSION_KEY}: {FORMAT_VERSION}'"
+        )
+        message = f"missing the format version key '{VERSION_KEY}'"
+        raise SpecError([doc.diag("missing-version", message, (), hint=hint)])
+    try:
+        return MappingFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(pydantic_diagnostics(exc, doc, (), MappingFile, raw)) from None
+
+
+def _check_params(decl: MappingFile, doc: SourceDoc, rep: Reporter) -> None:
+    for name, text in decl.params.items():
+        if isinstance(text, str) and not is_expression(text) and not _FIELD.match(text):
+            message = (
+                f"param '{name}' reads '{text}': write a config.json field name or a "
+                "${...} expression of fields"
+            )
+            rep.add(doc.diag("invalid-value", message, ("params", name)))
+    for i, name in enumerate(decl.free):
+        if name in decl.params:
+            message = f"param '{name}' is both read from the checkpoint and free"
+            rep.add(doc.diag("invalid-value", message, ("free", i)))
+
+
+def _expand_rules(decl: MappingFile, doc: SourceDoc, rep: Reporter) -> list[Rule]:
+    """Every ``tensors:`` entry's rules; a checkpoint key with two rules is an error."""
+    rules: list[Rule] = []
+    seen: dict[str, YamlPath] = {}
+    for key, value in decl.tensors.items():
+        for rule in _rules(key, value, doc, rep):
+            for k in rule.hf:
+                prev = seen.setdefault(str(k), rule.path)
+                if prev != rule.path:
+                    rep.add(
+                        doc.diag(
+                            "duplicate-rule",
+                            f"checkpoint key '{k}' has two rules",
+                            rule.path,
+                            key=True,
+                            related=(doc.loc(prev, key=True),),
+                        )
+                    )
+            rules.append(rule)
+    return rules
 
 
 def _pattern(text: str, doc: SourceDoc, path: YamlPath, key: bool, rep: Reporter) -> Any:
@@ -289,76 +289,21 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     src = _pattern(key, doc, path, True, rep)
     if isinstance(value, str):
         decl = RuleDecl(drop=True) if value == "drop" else RuleDecl(to=value)
-        vpath: YamlPath = path
     else:
-        decl, vpath = value, path
-    given = [k for k in ("to", "drop", "tie") if getattr(decl, k) not in (None, False)]
-    if len(given) != 1:
-        rep.add(
-            doc.diag(
-                "invalid-rule",
-                "a rule has exactly one of 'to', 'drop' and 'tie'"
-                + (f"; found {', '.join(given)}" if given else ""),
-                vpath,
-                hint="{to: MODEL_KEY, transforms: [...]}, drop, or {tie: CHECKPOINT_KEY}",
-            )
-        )
-        return []
-    if decl.transforms and decl.to is None:
-        rep.add(doc.diag("invalid-rule", "only a 'to' rule has transforms", (*vpath, "transforms")))
-        return []
-    if src is None:
+        decl = value
+    if not _one_kind(decl, path, doc, rep) or src is None:
         return []
     if decl.drop not in (None, False):
         reason = decl.drop if isinstance(decl.drop, str) else None
         return [Rule("drop", (k,), (), (), path, reason=reason) for k in src.expansions()]
     other_text = decl.to if decl.to is not None else decl.tie
     assert other_text is not None
-    opath: YamlPath = vpath
+    opath: YamlPath = path
     if not isinstance(value, str):
-        opath = (*vpath, "to" if decl.to is not None else "tie")
+        opath = (*path, "to" if decl.to is not None else "tie")
     dst = _pattern(other_text, doc, opath, False, rep)
-    specs = []
-    for j, t in enumerate(decl.transforms):
-        try:
-            specs.append(transforms.parse(t))
-        except TransformError as exc:
-            rep.add(
-                doc.diag(
-                    "invalid-transform",
-                    exc.message,
-                    (*vpath, "transforms", j, *exc.where),
-                    hint=exc.hint,
-                )
-            )
-    if dst is None or len(specs) != len(decl.transforms):
-        return []
-    names = [s.name for s in specs]
-    tpath: YamlPath = (*vpath, "transforms")
-    for many in ("split", "concat"):
-        if names.count(many) > 1:
-            rep.add(doc.diag("invalid-transform", "a rule splits or concatenates once", tpath))
-            return []
-    if "split" in names and "concat" in names:
-        rep.add(doc.diag("invalid-transform", "a rule cannot both split and concat", tpath))
-        return []
-    if "split" in names and names[-1] != "split":
-        rep.add(
-            doc.diag(
-                "invalid-transform",
-                "split is the last transform (it makes several tensors)",
-                (*tpath, names.index("split")),
-            )
-        )
-        return []
-    if "concat" in names and names[0] != "concat":
-        rep.add(
-            doc.diag(
-                "invalid-transform",
-                "concat is the first transform (it takes several tensors)",
-                (*tpath, names.index("concat")),
-            )
-        )
+    specs = _transforms(decl, path, doc, rep)
+    if dst is None or specs is None:
         return []
     if src.names != dst.names:
         only = sorted(src.names ^ dst.names)
@@ -372,37 +317,116 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
             )
         )
         return []
-    kind: Literal["copy", "split", "concat", "tie"] = "copy"
-    if decl.tie is not None:
-        kind = "tie"
-    elif "split" in names or "concat" in names:
-        kind = "split" if "split" in names else "concat"
-    if kind in ("split", "concat"):
-        one, many = (src, dst) if kind == "split" else (dst, src)
-        if one.groups or len(many.groups) != 1:
-            side = "model" if kind == "split" else "checkpoint"
-            rep.add(
-                doc.diag(
-                    "invalid-pattern",
-                    f"a {kind} names its parts with one set of alternatives on the {side} side "
-                    f"(h_.{{i}}.attn.{{q,k,v}}_proj.weight), and none on the other",
-                    opath if kind == "split" else path,
-                    key=kind == "concat",
-                )
+    names = [s.name for s in specs]
+    if decl.tie is None and ("split" in names or "concat" in names):
+        kind: Literal["split", "concat"] = "split" if "split" in names else "concat"
+        return _split_or_concat(kind, src, dst, specs, (path, opath), doc, rep)
+    return _paired(src, dst, decl.tie is not None, specs, (path, opath), doc, rep)
+
+
+def _one_kind(decl: RuleDecl, path: YamlPath, doc: SourceDoc, rep: Reporter) -> bool:
+    """Exactly one of to, drop and tie, and transforms only on a ``to`` rule."""
+    given = [k for k in ("to", "drop", "tie") if getattr(decl, k) not in (None, False)]
+    if len(given) != 1:
+        rep.add(
+            doc.diag(
+                "invalid-rule",
+                "a rule has exactly one of 'to', 'drop' and 'tie'"
+                + (f"; found {', '.join(given)}" if given else ""),
+                path,
+                hint="{to: MODEL_KEY, transforms: [...]}, drop, or {tie: CHECKPOINT_KEY}",
             )
-            return []
-        if kind == "split":
-            return [
-                Rule("split", (src.expansions()[0],), tuple(dst.expansions()), tuple(specs), path)
-            ]
-        return [Rule("concat", tuple(src.expansions()), (dst.expansions()[0],), tuple(specs), path)]
+        )
+        return False
+    if decl.transforms and decl.to is None:
+        rep.add(doc.diag("invalid-rule", "only a 'to' rule has transforms", (*path, "transforms")))
+        return False
+    return True
+
+
+def _transforms(
+    decl: RuleDecl, path: YamlPath, doc: SourceDoc, rep: Reporter
+) -> list[TransformSpec] | None:
+    """A rule's transforms, parsed, with split last and concat first (at most one of them)."""
+    specs = []
+    for j, t in enumerate(decl.transforms):
+        try:
+            specs.append(transforms.parse(t))
+        except TransformError as exc:
+            where = (*path, "transforms", j, *exc.where)
+            rep.add(doc.diag("invalid-transform", exc.message, where, hint=exc.hint))
+    if len(specs) != len(decl.transforms):
+        return None
+    names = [s.name for s in specs]
+    tpath: YamlPath = (*path, "transforms")
+    problem: tuple[str, YamlPath] | None = None
+    if names.count("split") > 1 or names.count("concat") > 1:
+        problem = ("a rule splits or concatenates once", tpath)
+    elif "split" in names and "concat" in names:
+        problem = ("a rule cannot both split and concat", tpath)
+    elif "split" in names and names[-1] != "split":
+        problem = (
+            "split is the last transform (it makes several tensors)",
+            (*tpath, names.index("split")),
+        )
+    elif "concat" in names and names[0] != "concat":
+        problem = (
+            "concat is the first transform (it takes several tensors)",
+            (*tpath, names.index("concat")),
+        )
+    if problem is not None:
+        rep.add(doc.diag("invalid-transform", *problem))
+        return None
+    return specs
+
+
+def _split_or_concat(
+    kind: Literal["split", "concat"],
+    src: patterns.Pattern,
+    dst: patterns.Pattern,
+    specs: list[TransformSpec],
+    paths: tuple[YamlPath, YamlPath],
+    doc: SourceDoc,
+    rep: Reporter,
+) -> list[Rule]:
+    """A split (one checkpoint key -> the alternatives) or concat (the reverse)."""
+    path, opath = paths
+    one, many = (src, dst) if kind == "split" else (dst, src)
+    if one.groups or len(many.groups) != 1:
+        side = "model" if kind == "split" else "checkpoint"
+        rep.add(
+            doc.diag(
+                "invalid-pattern",
+                f"a {kind} names its parts with one set of alternatives on the {side} side "
+                f"(h_.{{i}}.attn.{{q,k,v}}_proj.weight), and none on the other",
+                opath if kind == "split" else path,
+                key=kind == "concat",
+            )
+        )
+        return []
+    if kind == "split":
+        return [Rule("split", (src.expansions()[0],), tuple(dst.expansions()), tuple(specs), path)]
+    return [Rule("concat", tuple(src.expansions()), (dst.expansions()[0],), tuple(specs), path)]
+
+
+def _paired(
+    src: patterns.Pattern,
+    dst: patterns.Pattern,
+    tie: bool,
+    specs: list[TransformSpec],
+    paths: tuple[YamlPath, YamlPath],
+    doc: SourceDoc,
+    rep: Reporter,
+) -> list[Rule]:
+    """Copies (or ties), one per pairing of the alternatives on the two sides."""
+    path, opath = paths
     gs, gd = src.groups, dst.groups
     if [len(g) for g in gs] != [len(g) for g in gd]:
         rep.add(
             doc.diag(
                 "invalid-pattern",
                 f"the alternatives do not pair up: {_groups(gs)} in the checkpoint key, "
-                f"{_groups(gd)} in '{other_text}'",
+                f"{_groups(gd)} in '{dst.text}'",
                 opath,
                 hint="write the same number of alternatives, in the same order, on both sides; "
                 "to split one tensor into several, add the split transform",
@@ -412,7 +436,7 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     out = []
     for choice in itertools.product(*(range(len(g)) for g in gs)):
         hk, dk = src.expand(choice), dst.expand(choice)
-        if kind == "tie":
+        if tie:
             out.append(Rule("tie", (hk,), (), (), path, tie_to=dk))
         else:
             out.append(Rule("copy", (hk,), (dk,), tuple(specs), path))
@@ -421,175 +445,3 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
 
 def _groups(groups: list[tuple[str, ...]]) -> str:
     return " ".join("{" + ",".join(g) + "}" for g in groups) or "none"
-
-
-# ----------------------------------------------------------------------------- config values
-
-
-class ConfigProblem(Exception):
-    """A config value a mapping cannot use: the field and why."""
-
-    def __init__(self, field: str | None, message: str, path: YamlPath, hint: str | None = None):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.path = path
-        self.hint = hint
-
-
-def flatten(config: MappingABC[str, Any]) -> dict[str, Any]:
-    """config.json's fields, with those inside objects and lists also under dotted names
-    (``rope_parameters.rope_theta``, ``depths.0``), as a mapping names them (at most
-    :data:`MAX_FIELD_DEPTH` levels and :data:`MAX_FIELDS` names)."""
-    out = dict(config)
-    todo = [(k, v) for k, v in config.items() if isinstance(v, (dict, list))]
-    while todo and len(out) < MAX_FIELDS:
-        prefix, obj = todo.pop()
-        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
-        for k, v in items:
-            name = f"{prefix}.{k}"
-            out.setdefault(name, v)
-            if isinstance(v, (dict, list)) and name.count(".") < MAX_FIELD_DEPTH:
-                todo.append((name, v))
-    return out
-
-
-def nest(flat: MappingABC[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`flatten` for writing config.json: dotted names as nested objects
-    (one it makes whose names are 0, 1, ... n-1 as a list); a later whole value replaces them."""
-    out: dict[str, Any] = {}
-    made: set[int] = set()
-    for name, value in flat.items():
-        *parents, last = name.split(".")
-        obj = out
-        for p in parents:
-            if not isinstance(obj.get(p), dict) or id(obj[p]) not in made:
-                obj[p] = {}
-                made.add(id(obj[p]))
-            obj = obj[p]
-        obj[last] = value
-
-    def lists(obj: Any) -> Any:
-        if not isinstance(obj, dict) or id(obj) not in made:
-            return obj
-        new = {k: lists(v) for k, v in obj.items()}
-        if sorted(new) == sorted(str(i) for i in range(len(new))):
-            return [new[str(i)] for i in range(len(new))]
-        return new
-
-    return {k: lists(v) for k, v in out.items()}
-
-
-def evaluate(value: Any, env: MappingABC[str, Any]) -> Any:
-    """A config value with its ``${...}`` evaluated, inside lists too (``hidden_sizes:
-    ["${width}", "${2 * width}"]``)."""
-    if isinstance(value, list):
-        return [evaluate(v, env) for v in value]
-    return substitute(value, env)
-
-
-def with_defaults(mapping: Mapping, config: MappingABC[str, Any]) -> dict[str, Any]:
-    """config.json's fields (flattened), with the mapping's ``defaults`` for those it omits or
-    sets to null (transformers' null means its default; ``{if_absent: A, if_null: N}`` where
-    the two differ). Defaults apply in order, so one may name a field an earlier one filled."""
-    out = flatten(config)
-    for name, value in mapping.defaults.items():
-        if isinstance(value, Cases):
-            if name not in out:
-                value = value.if_absent
-            elif out[name] is None:
-                value = value.if_null
-            else:
-                continue
-        elif out.get(name) is not None:
-            continue
-        try:
-            out[name] = substitute(value, _scalars(out))
-        except ExprError as exc:
-            raise ConfigProblem(None, exc.message, ("defaults", name), exc.hint) from None
-    return out
-
-
-def spec_params(
-    mapping: Mapping,
-    config: MappingABC[str, Any],
-    shapes: MappingABC[str, tuple[int, ...]] | None = None,
-) -> dict[str, Any]:
-    """The spec's params from config.json (after :func:`with_defaults`) and, for params read
-    from a tensor's size, the checkpoint's tensor ``shapes``."""
-    from archcomp.base.errors import did_you_mean
-
-    names = _scalars(config)
-    out: dict[str, Any] = {}
-    for param, text in mapping.params.items():
-        path: YamlPath = ("params", param)
-        if isinstance(text, TensorSize):
-            shape = (shapes or {}).get(text.tensor)
-            if shape is None:
-                raise ConfigProblem(
-                    None,
-                    f"param '{param}' is the size of checkpoint tensor '{text.tensor}', which "
-                    "the checkpoint lacks",
-                    (*path, "tensor"),
-                    did_you_mean(text.tensor, shapes or {}),
-                )
-            if not -len(shape) <= text.dim < len(shape):
-                raise ConfigProblem(
-                    None,
-                    f"param '{param}': checkpoint tensor '{text.tensor}' has shape {list(shape)}, "
-                    f"no dim {text.dim}",
-                    (*path, "dim"),
-                )
-            out[param] = shape[text.dim]
-            continue
-        if is_expression(text):
-            try:
-                out[param] = substitute(text, names)
-            except ExprError as exc:
-                raise ConfigProblem(
-                    None, f"param '{param}': {exc.message}", path, exc.hint
-                ) from None
-            continue
-        if text not in config:
-            raise ConfigProblem(
-                text,
-                f"config.json has no field '{text}' (for param '{param}')",
-                path,
-                did_you_mean(text, config)
-                or "add it to the mapping's defaults if transformers fills it in",
-            )
-        out[param] = config[text]
-    return out
-
-
-def _scalars(config: MappingABC[str, Any]) -> dict[str, Any]:
-    """The fields an expression may name: scalars and lists of scalars (not null)."""
-    return {
-        k: v
-        for k, v in config.items()
-        if isinstance(v, (bool, int, float, str))
-        or (isinstance(v, list) and all(isinstance(x, (bool, int, float, str)) for x in v))
-    }
-
-
-def allowed(req: Requirement, env: MappingABC[str, Any]) -> list[Any]:
-    """A requirement's allowed values, its expressions evaluated against the spec's params."""
-    out = []
-    for i, v in enumerate(req.values):
-        try:
-            out.append(evaluate(v, env))
-        except ExprError as exc:
-            path = req.path if len(req.values) == 1 else (*req.path, "one_of", i)
-            raise ConfigProblem(req.name, exc.message, path, exc.hint) from None
-    return out
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equality of config values where true is not 1 and 1 is 1.0."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) or isinstance(b, dict):
-        return a == b
-    return bool(a == b) and (a is None) == (b is None)

@@ -11,19 +11,27 @@ A pattern is literal text with two kinds of braces:
 :func:`parse` reads a pattern (a :class:`PatternError` says what is wrong and at which
 character); :meth:`Pattern.expansions` gives its alternatives' expansions, each a :class:`Key`
 with placeholders only, which matches concrete keys (:meth:`Key.match`) and formats them
-(:meth:`Key.format`).
+(:meth:`Key.format`). :class:`KeyIndex` finds the keys a concrete name may match without
+trying every rule: a name is compared only with the patterns of its shape, so matching a
+checkpoint against a mapping is linear in keys + rules.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _TEXT = re.compile(r"[A-Za-z0-9_.\-]*\Z")
-_INDEX = r"(0|[1-9][0-9]*)"
+MAX_INDEX_DIGITS = 18  # a placeholder's value is below 10**18 (int64), never a huge int()
+_INDEX = rf"(0|[1-9][0-9]{{0,{MAX_INDEX_DIGITS - 1}}})"
+_DIGITS = re.compile(r"[0-9]+")
+_RUNS = re.compile("[0-9\x00]+")  # digits, and placeholders written as NUL
 MAX_ALTERNATIVES = 64
+T = TypeVar("T")
 
 
 class PatternError(Exception):
@@ -47,11 +55,50 @@ class Key:
 
     @property
     def regex(self) -> re.Pattern[str]:
-        body = "".join(re.escape(p) if i % 2 == 0 else _INDEX for i, p in enumerate(self.parts))
-        return re.compile(body + r"\Z")
+        """The pattern as a regex, compiled once per key (not at every match)."""
+        found = self.__dict__.get("_regex")
+        if found is None:  # a cache in the instance (functools.cached_property takes a lock)
+            body = "".join(
+                [re.escape(p) if i % 2 == 0 else _INDEX for i, p in enumerate(self.parts)]
+            )
+            found = self.__dict__["_regex"] = re.compile(body + r"\Z")
+        return found
+
+    @property
+    def shape(self) -> tuple[str, tuple[str | None, ...], tuple[str, ...] | None]:
+        """The key's skeleton (each run of digits, placeholders included, as ``#``), each
+        run's literal digits (None for a run holding a placeholder; see :func:`shape_of`),
+        and the placeholder of each such run when each is exactly one placeholder (no
+        literal digits beside it, the usual ``h.{i}.ln``), else None."""
+        found = self.__dict__.get("_shape")
+        if found is None:
+            found = self.__dict__["_shape"] = self._shape()
+        return found
+
+    def _shape(self) -> tuple[str, tuple[str | None, ...], tuple[str, ...] | None]:
+        text = "".join([p if i % 2 == 0 else "\x00" for i, p in enumerate(self.parts)])
+        runs = _RUNS.findall(text)
+        holes: tuple[str, ...] | None = self.names
+        if any("\x00" in r and r != "\x00" for r in runs):
+            holes = None
+        return _RUNS.sub("#", text), tuple(None if "\x00" in r else r for r in runs), holes
+
+    def match_runs(self, key: str, holes: Iterable[str]) -> dict[str, int] | None:
+        """:meth:`match` for a ``key`` already known to have this pattern's skeleton and
+        literal digits, ``holes`` its digit runs where the placeholders are: no regex."""
+        names = self.shape[2]
+        if names is None:
+            return self.match(key)
+        values: dict[str, int] = {}
+        for name, text in zip(names, holes, strict=True):
+            if len(text) > MAX_INDEX_DIGITS or (len(text) > 1 and text[0] == "0"):
+                return None
+            values[name] = int(text)
+        return values
 
     def match(self, key: str) -> dict[str, int] | None:
-        """The placeholders' values if ``key`` is an instance of this pattern, else None."""
+        """The placeholders' values if ``key`` is an instance of this pattern, else None (an
+        index of more than :data:`MAX_INDEX_DIGITS` digits matches no placeholder)."""
         m = self.regex.match(key)
         if m is None:
             return None
@@ -62,7 +109,10 @@ class Key:
         return values
 
     def format(self, values: dict[str, int]) -> str:
-        return "".join(p if i % 2 == 0 else str(values[p]) for i, p in enumerate(self.parts))
+        template = self.__dict__.get("_template")
+        if template is None:  # literal text holds no braces (see _TEXT), so str.format fits
+            template = self.__dict__["_template"] = str(self)
+        return template.format_map(values)
 
     def __str__(self) -> str:
         return "".join(p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts))
@@ -167,3 +217,54 @@ def _literal(text: str, begin: int, end: int, shift: int = 0) -> None:
             f"character {piece[bad]!r} is not allowed in a key (letters, digits, '_', '.', '-')",
             shift + begin + bad,
         )
+
+
+def shape_of(name: str) -> tuple[str, tuple[str, ...]]:
+    """A concrete name's skeleton (digit runs as ``#``) and its digit runs. A key matches a
+    pattern only if their skeletons are equal and the pattern's literal runs are the name's."""
+    return _DIGITS.sub("#", name), tuple(_DIGITS.findall(name))
+
+
+@dataclass
+class KeyIndex(Generic[T]):
+    """Patterns (each with a payload) indexed by skeleton and literal digit runs, so finding
+    the patterns a name matches costs one lookup per distinct placeholder layout of its
+    skeleton rather than one regex per pattern."""
+
+    _layouts: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    _table: dict[tuple[str, tuple[int, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple[Key, T]]) -> KeyIndex[T]:
+        index: KeyIndex[T] = cls()
+        for key, payload in entries:
+            index.add(key, payload)
+        return index
+
+    def add(self, key: Key, payload: T) -> None:
+        skeleton, runs, _ = key.shape
+        layout = tuple(i for i, r in enumerate(runs) if r is not None)  # the literal runs
+        literal = tuple(r for r in runs if r is not None)
+        layouts = self._layouts.setdefault(skeleton, [])
+        if layout not in layouts:
+            layouts.append(layout)
+        self._table.setdefault((skeleton, layout, literal), []).append((key, payload))
+
+    def find(self, name: str) -> list[tuple[Key, T, dict[str, int]]]:
+        """Every (pattern, payload, placeholder values) that ``name`` matches, in the order
+        the patterns were added within each layout."""
+        skeleton, runs = shape_of(name)
+        out = []
+        for layout in self._layouts.get(skeleton, ()):
+            literal = tuple([runs[i] for i in layout])
+            found = self._table.get((skeleton, layout, literal))
+            if not found:
+                continue
+            holes = [r for i, r in enumerate(runs) if i not in layout] if layout else runs
+            for key, payload in found:
+                values = key.match_runs(name, holes)
+                if values is not None:
+                    out.append((key, payload, values))
+        return out

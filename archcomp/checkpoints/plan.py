@@ -12,15 +12,17 @@ the other side, and the rule's line in the mapping.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable, Sequence
 from collections.abc import Mapping as MappingABC
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from difflib import get_close_matches
+from typing import Any
 
+from archcomp.base import gcpause
 from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.checkpoints.mapping import Mapping, Rule
-from archcomp.checkpoints.patterns import Key
+from archcomp.checkpoints.patterns import MAX_INDEX_DIGITS, KeyIndex
 from archcomp.checkpoints.transforms import Transform, TransformError
 
 Shape = tuple[int, ...]
@@ -49,7 +51,9 @@ class Plan:
 
 class _Capped:
     """Collects diagnostics: one per rule and kind (the others counted on it: a mistake in a
-    rule repeats in every layer), and at most :data:`MAX_SHOWN` of each kind."""
+    rule repeats in every layer), and at most :data:`MAX_SHOWN` of each kind. A diagnostic
+    is made (its "did you mean" computed) only when it will be shown, so a checkpoint with
+    every tensor renamed costs no more hints than one with a single typo."""
 
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
@@ -59,10 +63,16 @@ class _Capped:
         self.labels: dict[str, str] = {}
 
     def add(
-        self, kind: str, diag: Diagnostic, label: str, rule: Rule | None = None, key: str = ""
+        self,
+        kind: str,
+        make: Diagnostic | Callable[[], Diagnostic],
+        label: str,
+        rule: Rule | None = None,
+        key: str = "",
     ) -> None:
-        """Add ``diag``; one per ``rule``, or per ``key`` with its indices generalized
-        (``h.0.ln_1.bias`` and ``h.1.ln_1.bias`` are one problem, in two layers)."""
+        """Count a problem and, if it is shown, add ``make()``; one per ``rule``, or per
+        ``key`` with its indices generalized (``h.0.ln_1.bias`` and ``h.1.ln_1.bias`` are one
+        problem, in two layers)."""
         group: object = rule.path if rule is not None else _INDEX.sub("{i}", key) if key else None
         if group is not None and (kind, group) in self.groups:
             self.more[self.groups[(kind, group)]] += 1
@@ -73,7 +83,7 @@ class _Capped:
         if n < MAX_SHOWN:
             if group is not None:
                 self.groups[(kind, group)] = len(self.diags)
-            self.diags.append(diag)
+            self.diags.append(make() if callable(make) else make)
             self.more.append(0)
 
     def raise_if_failed(self) -> None:
@@ -88,20 +98,51 @@ class _Capped:
         rep.raise_if_failed()
 
 
+class RuleIndex:
+    """A mapping's rules indexed by their keys on either side (:class:`KeyIndex`): the rules
+    a name matches, in the mapping's order, without trying every rule."""
+
+    def __init__(self, rules: Sequence[Rule]):
+        self._order = {id(rule): n for n, rule in enumerate(rules)}
+        self._sides = {
+            side: KeyIndex.of(
+                (k, (n, j, rule))
+                for n, rule in enumerate(rules)
+                for j, k in enumerate(rule.hf if side == "hf" else rule.spec)
+            )
+            for side in ("hf", "spec")
+        }
+
+    def position(self, rule: Rule) -> int:
+        """``rule``'s position in the mapping."""
+        return self._order[id(rule)]
+
+    def find(self, side: str, key: str) -> list[tuple[int, Rule, int, dict[str, int]]]:
+        """(the rule's position, rule, which of its keys, placeholder values) for every rule
+        ``key`` matches on ``side`` ("hf" or "spec"), in the mapping's order."""
+        found = sorted(self._sides[side].find(key), key=lambda f: f[1][:2])
+        return [(n, rule, j, values) for _, (n, j, rule), values in found]
+
+    def match(self, side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
+        """(rule, which of its keys, placeholder values) for every rule ``key`` matches."""
+        return [(rule, j, values) for _, rule, j, values in self.find(side, key)]
+
+
 def _unused_hint(name: str, unused: Sequence[str]) -> str | None:
-    close = get_close_matches(name, unused, n=1, cutoff=0.6)
-    return f"is a rule for the unused checkpoint tensor '{close[0]}' missing?" if close else None
+    close = did_you_mean(name, unused)
+    return (
+        f"is a rule for the unused checkpoint tensor '{close[14:-2]}' missing?" if close else None
+    )
 
 
-def _match(rules: Sequence[Rule], side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
-    out = []
-    for rule in rules:
-        keys: tuple[Key, ...] = rule.hf if side == "hf" else rule.spec
-        for j, k in enumerate(keys):
-            values = k.match(key)
-            if values is not None:
-                out.append((rule, j, values))
-    return out
+def _long_index_hint(key: str) -> str | None:
+    runs = [len(r) for r in re.findall(r"[0-9]+", key)]
+    if runs and max(runs) > MAX_INDEX_DIGITS:
+        return (
+            f"its name holds a number of {max(runs):,} digits; a placeholder's index has at "
+            f"most {MAX_INDEX_DIGITS}"
+        )
+    return None
 
 
 def _resolve(
@@ -117,12 +158,8 @@ def _resolve(
             resolved.append(spec.resolve(env, parts))
         except TransformError as exc:
             path = (*rule.path, "transforms", j, *exc.where)
-            out.add(
-                "invalid-transform",
-                mapping.diag("invalid-transform", exc.message, path, hint=exc.hint),
-                "transform problems",
-                rule=rule,
-            )
+            diag = mapping.diag("invalid-transform", exc.message, path, hint=exc.hint)
+            out.add("invalid-transform", diag, "transform problems", rule=rule)
             return None
     return resolved
 
@@ -132,6 +169,43 @@ def run_shapes(transforms: Sequence[Transform], shapes: Sequence[Shape]) -> list
     for t in transforms:
         out = t.shapes(out)
     return out
+
+
+Hint = Callable[[], str | None] | str | None
+Binding = tuple[int, tuple[tuple[str, int], ...]]  # a rule's index, its placeholder values
+
+
+@dataclass
+class _Import:
+    """The state of one :func:`plan_import`, built up stage by stage."""
+
+    mapping: Mapping
+    env: MappingABC[str, object]
+    checkpoint: MappingABC[str, Shape]
+    model: MappingABC[str, Shape]
+    aliases: MappingABC[str, str]
+    weights: str
+    index: RuleIndex
+    out: _Capped = field(default_factory=_Capped)
+    groups: dict[Binding, dict[int, str]] = field(default_factory=dict)
+    unused: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    ties: list[tuple[str, str, Rule]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    produced: dict[str, Step] = field(default_factory=dict)
+    strays: list[tuple[str, Step]] = field(default_factory=list)  # model keys the model lacks
+    wanted: dict[str, str] = field(default_factory=dict)  # lacking checkpoint key -> model key
+
+    def diag(
+        self, code: str, message: str, rule: Rule, hint: Hint = None, **kw: Any
+    ) -> Callable[[], Diagnostic]:
+        """A diagnostic at ``rule``'s key, made (and its ``hint`` computed) when shown."""
+
+        def make() -> Diagnostic:
+            text = hint() if callable(hint) else hint
+            return self.mapping.diag(code, message, rule.path, key=True, hint=text, **kw)
+
+        return make
 
 
 def plan_import(
@@ -144,204 +218,233 @@ def plan_import(
 ) -> Plan:
     """Steps from the checkpoint's tensors (name -> shape) to the model's canonical tensors
     (name -> shape; ``aliases`` are the spec's tied names). ``weights`` names the checkpoint
-    file in messages. Raises :class:`SpecError` with every problem."""
-    out = _Capped()
-    rules = mapping.rules
-    groups: dict[tuple[int, tuple[tuple[str, int], ...]], dict[int, str]] = {}
-    unused: list[str] = []
-    dropped: list[str] = []
-    ties: list[tuple[str, str, Rule]] = []
-    for key in checkpoint:
-        found = _match(rules, "hf", key)
+    file in messages. Raises :class:`SpecError` with every problem.
+
+    In stages: match each checkpoint key to its rule, group the keys of one rule binding into
+    a step, find the model tensors no step fills and the checkpoint tensors no rule uses,
+    check the ties, then each step's transforms and shapes. Linear in keys + rules."""
+    with gcpause.paused():  # O(keys) objects, all live until the plan returns
+        st = _Import(mapping, env, checkpoint, model, aliases, weights, RuleIndex(mapping.rules))
+        _match_keys(st)
+        _group_steps(st)
+        _unfilled(st)
+        _report_unused(st)
+        _check_ties(st)
+        _check_steps(st)
+    st.out.raise_if_failed()
+    return Plan(st.steps, st.ties, st.dropped)
+
+
+def _match_keys(st: _Import) -> None:
+    """Each checkpoint key to its one rule: a drop, a tie, or part of a rule binding."""
+    for key in st.checkpoint:
+        found = st.index.match("hf", key)
         if not found:
-            unused.append(key)
+            st.unused.append(key)
             continue
         if len({id(r) for r, _, _ in found}) > 1:
             a, b = found[0][0], found[1][0]
-            out.add(
+            st.out.add(
                 "ambiguous-rule",
-                mapping.diag(
+                st.diag(
                     "ambiguous-rule",
                     f"checkpoint tensor '{key}' matches two rules",
-                    a.path,
-                    key=True,
-                    related=(mapping.doc.loc(b.path, key=True),),
+                    a,
+                    related=(st.mapping.doc.loc(b.path, key=True),),
                 ),
                 "ambiguous matches",
             )
             continue
         rule, j, values = found[0]
         if rule.kind == "drop":
-            dropped.append(key)
+            st.dropped.append(key)
         elif rule.kind == "tie":
             assert rule.tie_to is not None
-            ties.append((key, rule.tie_to.format(values), rule))
+            st.ties.append((key, rule.tie_to.format(values), rule))
         else:
-            gid = (id(rule), tuple(sorted(values.items())))
-            groups.setdefault(gid, {})[j] = key
-    by_id = {id(r): r for r in rules}
-    produced: dict[str, tuple[Step, int]] = {}
-    steps: list[Step] = []
-    strays: list[tuple[str, Step]] = []  # model keys a rule makes that the model lacks
-    for rid, vals in groups:
-        rule = by_id[rid]
-        values = dict(vals)
+            gid = (st.index.position(rule), tuple(sorted(values.items())))
+            st.groups.setdefault(gid, {})[j] = key
+
+
+def _group_steps(st: _Import) -> None:
+    """One step per rule binding whose checkpoint keys are all there; the model keys each
+    fills (tied, unknown to the model, or filled twice are problems)."""
+    for (n, vals), _ in st.groups.items():
+        rule, values = st.mapping.rules[n], dict(vals)
         hf = [k.format(values) for k in rule.hf]
-        missing = [h for h in hf if h not in checkpoint]
+        missing = [h for h in hf if h not in st.checkpoint]
         if missing:
-            out.add(
+            message = (
+                f"the concat of {', '.join(repr(h) for h in hf)} lacks "
+                f"{', '.join(repr(m) for m in missing)} in {st.weights}"
+            )
+            st.out.add(
                 "missing-part",
-                mapping.diag(
-                    "missing-part",
-                    f"the concat of {', '.join(repr(h) for h in hf)} lacks "
-                    f"{', '.join(repr(m) for m in missing)} in {weights}",
-                    rule.path,
-                    key=True,
-                ),
+                st.diag("missing-part", message, rule),
                 "incomplete concats",
                 rule=rule,
             )
             continue
         step = Step(rule, values, hf, [k.format(values) for k in rule.spec], [])
-        steps.append(step)
-        for i, name in enumerate(step.spec):
-            if name in aliases:
-                out.add(
-                    "tied-target",
-                    mapping.diag(
-                        "tied-target",
-                        f"checkpoint tensor '{hf[0]}' fills model tensor '{name}', which the "
-                        f"spec ties to '{aliases[name]}'",
-                        rule.path,
-                        key=True,
-                        hint=f"fill '{aliases[name]}', and check this tensor with "
-                        f"'{hf[0]}: {{tie: <the checkpoint key of {aliases[name]}>}}'",
-                    ),
-                    "tied targets",
-                    rule=rule,
-                )
-            elif name not in model:
-                strays.append((name, step))
-            elif name in produced:
-                other = produced[name][0]
-                out.add(
-                    "filled-twice",
-                    mapping.diag(
-                        "filled-twice",
-                        f"model tensor '{name}' is filled twice: from '{other.hf[0]}' and "
-                        f"from '{hf[0]}'",
-                        rule.path,
-                        key=True,
-                        related=(mapping.doc.loc(other.rule.path, key=True),),
-                    ),
-                    "tensors filled twice",
-                    rule=rule,
-                )
-            else:
-                produced[name] = (step, i)
-    unfilled = [k for k in model if k not in produced]
-    for name, step in strays:
-        out.add(
+        st.steps.append(step)
+        for name in step.spec:
+            _claim(st, step, name)
+
+
+def _claim(st: _Import, step: Step, name: str) -> None:
+    """``step`` fills model tensor ``name``."""
+    rule, first = step.rule, step.hf[0]
+    if name in st.aliases:
+        tied = st.aliases[name]
+        message = (
+            f"checkpoint tensor '{first}' fills model tensor '{name}', which the spec ties "
+            f"to '{tied}'"
+        )
+        hint = (
+            f"fill '{tied}', and check this tensor with "
+            f"'{first}: {{tie: <the checkpoint key of {tied}>}}'"
+        )
+        st.out.add(
+            "tied-target",
+            st.diag("tied-target", message, rule, hint=hint),
+            "tied targets",
+            rule=rule,
+        )
+    elif name not in st.model:
+        st.strays.append((name, step))
+    elif name in st.produced:
+        other = st.produced[name]
+        message = f"model tensor '{name}' is filled twice: from '{other.hf[0]}' and from '{first}'"
+        related = (st.mapping.doc.loc(other.rule.path, key=True),)
+        st.out.add(
+            "filled-twice",
+            st.diag("filled-twice", message, rule, related=related),
+            "tensors filled twice",
+            rule=rule,
+        )
+    else:
+        st.produced[name] = step
+
+
+def _unfilled(st: _Import) -> None:
+    """Model tensors no step fills: a rule maps to a name the model lacks, no rule names
+    them, or the checkpoint lacks the tensor their rule reads."""
+    unfilled = [k for k in st.model if k not in st.produced]
+    for name, step in st.strays:
+        message = (
+            f"checkpoint tensor '{step.hf[0]}' maps to '{name}', which the model does not have"
+        )
+        st.out.add(
             "unknown-model-key",
-            mapping.diag(
+            st.diag(
                 "unknown-model-key",
-                f"checkpoint tensor '{step.hf[0]}' maps to '{name}', which the model does not have",
-                step.rule.path,
-                key=True,
-                hint=did_you_mean(name, unfilled),
+                message,
+                step.rule,
+                hint=functools.partial(did_you_mean, name, unfilled),
             ),
             "keys the model does not have",
             rule=step.rule,
         )
-    wanted: dict[str, str] = {}  # checkpoint key a rule needs -> the model key it fills
     for name in unfilled:
-        found = [(r, j, v) for r, j, v in _match(rules, "spec", name) if r.kind != "tie"]
+        found = [f for f in st.index.match("spec", name) if f[0].kind != "tie"]
         if not found:
-            strays_left = [n for n, _ in strays]
-            out.add(
-                "unfilled",
-                Diagnostic(
-                    "unfilled",
-                    f"model tensor '{name}' is filled by no rule of {mapping.file}",
-                    hint=did_you_mean(name, strays_left) or _unused_hint(name, unused),
-                ),
-                "model tensors no rule fills",
-                key=name,
+            st.out.add(
+                "unfilled", _unfilled_diag(st, name), "model tensors no rule fills", key=name
             )
             continue
         rule, _, values = found[0]
-        needs = [k.format(values) for k in rule.hf]
-        lacking = [h for h in needs if h not in checkpoint]
-        for h in lacking:
-            wanted[h] = name
-    for h, name in wanted.items():
-        rule = _match(rules, "hf", h)[0][0]
-        out.add(
+        for h in (k.format(values) for k in rule.hf):
+            if h not in st.checkpoint:
+                st.wanted[h] = name
+    for h, name in st.wanted.items():
+        rule = st.index.match("hf", h)[0][0]
+        message = f"model tensor '{name}' needs checkpoint tensor '{h}', which {st.weights} lacks"
+        st.out.add(
             "missing-tensor",
-            mapping.diag(
+            st.diag(
                 "missing-tensor",
-                f"model tensor '{name}' needs checkpoint tensor '{h}', which {weights} lacks",
-                rule.path,
-                key=True,
-                hint=did_you_mean(h, unused),
+                message,
+                rule,
+                hint=functools.partial(did_you_mean, h, st.unused),
             ),
             "checkpoint tensors missing",
             rule=rule,
         )
-    for key in unused:
-        hint = did_you_mean(key, wanted)
-        spec_rule = _match(rules, "spec", key)
-        if hint is None and key in aliases:
-            hint = f"the spec ties '{key}' to '{aliases[key]}': add a tie rule for it"
-        elif hint is None and spec_rule:
-            hint = "a rule writes this as a model key; the checkpoint side of a rule is its key"
-        out.add(
-            "unused-tensor",
-            Diagnostic(
-                "unused-tensor",
-                f"{weights}: tensor '{key}' is used by no rule of {mapping.file}",
-                hint=hint or "every checkpoint tensor is mapped, tied or dropped by a rule",
-            ),
-            "checkpoint tensors no rule uses",
-            key=key,
-        )
-    for key, target, rule in ties:
-        if target not in checkpoint:
-            out.add(
+
+
+def _unfilled_diag(st: _Import, name: str) -> Callable[[], Diagnostic]:
+    def make() -> Diagnostic:
+        hint = did_you_mean(name, [n for n, _ in st.strays]) or _unused_hint(name, st.unused)
+        message = f"model tensor '{name}' is filled by no rule of {st.mapping.file}"
+        return Diagnostic("unfilled", message, hint=hint)
+
+    return make
+
+
+def _report_unused(st: _Import) -> None:
+    """Checkpoint tensors no rule uses, each with the likeliest reason."""
+    for key in st.unused:
+
+        def hint(key: str = key) -> str:
+            found = did_you_mean(key, st.wanted) or _long_index_hint(key)
+            if found is None and key in st.aliases:
+                found = f"the spec ties '{key}' to '{st.aliases[key]}': add a tie rule for it"
+            elif found is None and st.index.match("spec", key):
+                found = (
+                    "a rule writes this as a model key; the checkpoint side of a rule is its key"
+                )
+            return found or "every checkpoint tensor is mapped, tied or dropped by a rule"
+
+        def make(key: str = key, hint: Callable[[], str] = hint) -> Diagnostic:
+            message = f"{st.weights}: tensor '{key}' is used by no rule of {st.mapping.file}"
+            return Diagnostic("unused-tensor", message, hint=hint())
+
+        st.out.add("unused-tensor", make, "checkpoint tensors no rule uses", key=key)
+
+
+def _check_ties(st: _Import) -> None:
+    """Each tie names a checkpoint tensor of the same shape (values are compared on read)."""
+    for key, target, rule in st.ties:
+        if target not in st.checkpoint:
+            message = f"checkpoint tensor '{key}' is tied to '{target}', which {st.weights} lacks"
+            hint = functools.partial(did_you_mean, target, st.checkpoint)
+            st.out.add(
                 "missing-tensor",
-                mapping.diag(
-                    "missing-tensor",
-                    f"checkpoint tensor '{key}' is tied to '{target}', which {weights} lacks",
-                    rule.path,
-                    key=True,
-                    hint=did_you_mean(target, checkpoint),
-                ),
+                st.diag("missing-tensor", message, rule, hint=hint),
                 "checkpoint tensors missing",
                 rule=rule,
             )
-        elif checkpoint[target] != checkpoint[key]:
-            out.add(
+        elif st.checkpoint[target] != st.checkpoint[key]:
+            message = (
+                f"checkpoint tensor '{key}' {list(st.checkpoint[key])} is tied to '{target}' "
+                f"{list(st.checkpoint[target])}: the shapes differ"
+            )
+            st.out.add(
                 "tie-broken",
-                mapping.diag(
-                    "tie-broken",
-                    f"checkpoint tensor '{key}' {list(checkpoint[key])} is tied to '{target}' "
-                    f"{list(checkpoint[target])}: the shapes differ",
-                    rule.path,
-                    key=True,
-                ),
+                st.diag("tie-broken", message, rule),
                 "ties that do not hold",
                 rule=rule,
             )
-    for step in steps:
+
+
+def _check_steps(st: _Import) -> None:
+    """Each step's transforms resolved at the spec's params, and the shapes they make."""
+    for step in st.steps:
         count = max(len(step.hf), len(step.spec))
-        resolved = _resolve(mapping, step.rule, env, count, out)
+        resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
         if resolved is None:
             continue
         step.transforms = resolved
-        step.hf_shapes = [checkpoint[h] for h in step.hf]
-        _check_shapes(mapping, step, step.hf_shapes, [model.get(s) for s in step.spec], out)
-    out.raise_if_failed()
-    return Plan(steps, ties, dropped)
+        step.hf_shapes = [st.checkpoint[h] for h in step.hf]
+        want = [st.model.get(s) for s in step.spec]
+        _check_shapes(st.mapping, step, step.hf_shapes, want, st.out)
+
+
+def _at_rule(
+    mapping: Mapping, code: str, message: str, rule: Rule, hint: str | None = None
+) -> Callable[[], Diagnostic]:
+    """A maker of a diagnostic at ``rule``'s key (for :meth:`_Capped.add`)."""
+    return lambda: mapping.diag(code, message, rule.path, key=True, hint=hint)
 
 
 def _check_shapes(
@@ -354,18 +457,9 @@ def _check_shapes(
     try:
         made = run_shapes(step.transforms, given)
     except TransformError as exc:
-        out.add(
-            "shape-mismatch",
-            mapping.diag(
-                "shape-mismatch",
-                f"'{step.hf[0]}': {exc.message}",
-                step.rule.path,
-                key=True,
-                hint=exc.hint,
-            ),
-            "shape mismatches",
-            rule=step.rule,
-        )
+        message = f"'{step.hf[0]}': {exc.message}"
+        diag = _at_rule(mapping, "shape-mismatch", message, step.rule, exc.hint)
+        out.add("shape-mismatch", diag, "shape mismatches", rule=step.rule)
         return
     for name, m, w in zip(step.spec, made, want, strict=True):
         if w is not None and tuple(m) != tuple(w):
@@ -376,19 +470,12 @@ def _check_shapes(
             hint = None
             if sorted(m) == sorted(w) and "transpose" not in names:
                 hint = "the checkpoint stores it transposed: add the transpose transform"
-            out.add(
-                "shape-mismatch",
-                mapping.diag(
-                    "shape-mismatch",
-                    f"checkpoint tensor '{step.hf[0]}' {made_text}, "
-                    f"but model tensor '{name}' is {list(w)}",
-                    step.rule.path,
-                    key=True,
-                    hint=hint,
-                ),
-                "shape mismatches",
-                rule=step.rule,
+            message = (
+                f"checkpoint tensor '{step.hf[0]}' {made_text}, "
+                f"but model tensor '{name}' is {list(w)}"
             )
+            diag = _at_rule(mapping, "shape-mismatch", message, step.rule, hint)
+            out.add("shape-mismatch", diag, "shape mismatches", rule=step.rule)
 
 
 def plan_export(
@@ -402,78 +489,74 @@ def plan_export(
     tensors are buffers it rebuilds."""
     out = _Capped()
     rules = [r for r in mapping.rules if r.kind in ("copy", "split", "concat")]
-    groups: dict[tuple[int, tuple[tuple[str, int], ...]], dict[int, str]] = {}
+    index = RuleIndex(rules)
+    bindings: dict[Binding, None] = {}
     for name in model:
-        found = _match(rules, "spec", name)
+        found = index.find("spec", name)
         if not found:
+            message = f"model tensor '{name}' is written by no rule of {mapping.file}"
             out.add(
                 "unfilled",
-                Diagnostic(
-                    "unfilled",
-                    f"model tensor '{name}' is written by no rule of {mapping.file}",
-                ),
+                Diagnostic("unfilled", message),
                 "model tensors no rule writes",
                 key=name,
             )
             continue
-        rule, j, values = found[0]
-        gid = (id(rule), tuple(sorted(values.items())))
-        groups.setdefault(gid, {})[j] = name
-    by_id = {id(r): r for r in rules}
+        n, _, _, values = found[0]
+        bindings[(n, tuple(sorted(values.items())))] = None
     steps: list[Step] = []
     written: dict[str, Step] = {}
-    for (rid, vals), _parts in groups.items():
-        rule = by_id[rid]
-        values = dict(vals)
-        spec = [k.format(values) for k in rule.spec]
-        lacking = [s for s in spec if s not in model]
-        if lacking:
-            out.add(
-                "missing-part",
-                mapping.diag(
-                    "missing-part",
-                    f"the rule writes '{rule.hf[0].format(values)}' from "
-                    f"{', '.join(repr(s) for s in spec)}; the model lacks "
-                    f"{', '.join(repr(s) for s in lacking)}",
-                    rule.path,
-                    key=True,
-                ),
-                "incomplete rules",
-                rule=rule,
-            )
-            continue
-        parts = max(len(rule.hf), len(rule.spec))
-        resolved = _resolve(mapping, rule, env, parts, out)
-        if resolved is None:
-            continue
-        inverse = [t.inverse() for t in reversed(resolved)]
-        # An export step reads model tensors (its "hf" side) and writes checkpoint tensors.
-        step = Step(rule, values, spec, [k.format(values) for k in rule.hf], inverse)
-        step.hf_shapes = [model[s] for s in spec]
-        try:
-            run_shapes(inverse, step.hf_shapes)
-        except TransformError as exc:
-            out.add(
-                "shape-mismatch",
-                mapping.diag("shape-mismatch", f"'{spec[0]}': {exc.message}", rule.path, key=True),
-                "shape mismatches",
-                rule=rule,
-            )
+    for n, vals in bindings:
+        step = _export_step(mapping, env, model, rules[n], dict(vals), out)
+        if step is None:
             continue
         for h in step.spec:
             if h in written:
-                out.add(
-                    "filled-twice",
-                    mapping.diag(
-                        "filled-twice",
-                        f"checkpoint key '{h}' is written twice",
-                        rule.path,
-                        key=True,
-                    ),
-                    "keys written twice",
-                    rule=rule,
-                )
+                message = f"checkpoint key '{h}' is written twice"
+                diag = _at_rule(mapping, "filled-twice", message, step.rule)
+                out.add("filled-twice", diag, "keys written twice", rule=step.rule)
             written[h] = step
         steps.append(step)
     out.raise_if_failed()
     return steps
+
+
+def _export_step(
+    mapping: Mapping,
+    env: MappingABC[str, object],
+    model: MappingABC[str, Shape],
+    rule: Rule,
+    values: dict[str, int],
+    out: _Capped,
+) -> Step | None:
+    """The export step of ``rule`` at ``values``, or None (with a diagnostic)."""
+    spec = [k.format(values) for k in rule.spec]
+    lacking = [s for s in spec if s not in model]
+    if lacking:
+        message = (
+            f"the rule writes '{rule.hf[0].format(values)}' from "
+            f"{', '.join(repr(s) for s in spec)}; the model lacks "
+            f"{', '.join(repr(s) for s in lacking)}"
+        )
+        diag = _at_rule(mapping, "missing-part", message, rule)
+        out.add("missing-part", diag, "incomplete rules", rule=rule)
+        return None
+    resolved = _resolve(mapping, rule, env, max(len(rule.hf), len(rule.spec)), out)
+    if resolved is None:
+        return None
+    inverse = [t.inverse() for t in reversed(resolved)]
+    # An export step reads model tensors (its "hf" side) and writes checkpoint tensors.
+    step = Step(rule, values, spec, [k.format(values) for k in rule.hf], inverse)
+    step.hf_shapes = [model[s] for s in spec]
+    try:
+        run_shapes(inverse, step.hf_shapes)
+    except TransformError as exc:
+        message = f"'{spec[0]}': {exc.message}"
+        out.add(
+            "shape-mismatch",
+            _at_rule(mapping, "shape-mismatch", message, rule),
+            "shape mismatches",
+            rule=rule,
+        )
+        return None
+    return step

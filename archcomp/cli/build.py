@@ -11,9 +11,9 @@ from archcomp.cli.common import (
     add_depth_flag,
     add_params_flag,
     command,
+    load_graph_arg,
     overrides,
     spec_help,
-    spec_path,
 )
 from archcomp.cli.output import QUIET, info
 
@@ -67,10 +67,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.backends.torch.artifact import artifact_writer
     from archcomp.backends.torch.summary import summarize
     from archcomp.base.fileio import OutputExists, Writer, write_all
-    from archcomp.passes.pipeline import load_graph
 
     params = overrides(args)
-    g = load_graph(spec_path(args.spec), params)
+    g = load_graph_arg(args.spec, params)  # a file, a shipped name, or - (stdin)
     meta = str(args.device).strip().lower() == "meta"
     if args.output == "-":
         raise UsageError("build writes a file; '-' (stdout) is not supported for -o")

@@ -37,6 +37,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from archcomp.base.errors import UsageError
     from archcomp.checkpoints.export import save_pretrained
 
+    if args.output == "-":
+        raise UsageError("export writes a folder; '-' (stdout) is not supported for -o")
     source = Path(args.model)
     if source.suffix == ".safetensors":
         if args.param:

@@ -19,6 +19,7 @@ from rich.highlighter import RegexHighlighter
 from rich.theme import Theme
 
 from archcomp.base.errors import SpecError
+from archcomp.base.text import visible
 
 QUIET = [False]  # --quiet: no progress, no informational lines
 
@@ -106,7 +107,11 @@ def print_diagnostics(exc: SpecError) -> None:
 def print_error(command: str | None, message: str, kind: str = "error") -> None:
     """``archcomp COMMAND: error: MESSAGE`` on stderr, coloured on a terminal."""
     prog = f"archcomp {command}" if command else "archcomp"
-    stderr().print(f"{prog}: {kind}: {message}", highlight=True)
+    # The last line of defence: whatever a message quotes from a file, no control or bidi
+    # character reaches the terminal (texts from files are escaped where they are quoted,
+    # so their newlines cannot start a line; the message's own line breaks stay).
+    shown = "\n".join(visible(line) for line in message.split("\n"))
+    stderr().print(f"{prog}: {kind}: {shown}", highlight=True)
 
 
 def info(*lines: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from archcomp.base.text import visible
 from archcomp.cli.common import (
     add_depth_flag,
     add_params_flag,
@@ -42,13 +43,18 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_WORLD_SIZE = 1 << 20  # ranks; more is no machine that exists
+
+
 def _world_size(text: str) -> int:
     try:
-        n = int(text)
+        n = int(text) if len(text) <= 20 else 0
     except ValueError:
         n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not '{text}'")
+    if not 1 <= n <= MAX_WORLD_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 1 to {MAX_WORLD_SIZE:,}, not '{visible(text[:40])}'"
+        )
     return n
 
 

@@ -36,6 +36,7 @@ from archcomp.backends.torch.artifact import (
     _canonical_state,
     _compare,
     _WeightsHash,
+    embedded_metadata,
     embedded_spec,
     read_header,
     safetensors_header,
@@ -159,30 +160,27 @@ def load_artifact_sharded(model: nn.Module, path: str | Path) -> nn.Module:
 
     source = Path(path)
     entries, meta = read_header(source)
-    text = meta["archcomp.spec"]
-    if spec_hash(text) != meta.get("archcomp.spec_sha256"):
-        raise ArtifactError(f"{source}: the embedded spec does not match its SHA-256")
+    text, _, ties = embedded_metadata(source, meta)  # the same checks as archcomp.load
     if text != _spec_text(model):
         raise ArtifactError(f"{source} holds another spec (or other params) than the model")
     expected, aliases = _canonical_state(model)
-    try:
-        ties = json.loads(meta.get("archcomp.ties", "{}"))
-    except ValueError:
-        raise ArtifactError(f"{source}: the embedded archcomp.ties is not JSON") from None
     stored = resolve_dtype(meta.get("archcomp.dtype", "float32"))
     _compare(source, entries, expected, aliases, ties, stored)
-    with safe_open(str(source), framework="pt", device="cpu") as f:
-        for name in sorted(expected):
-            t = expected[name]
-            if isinstance(t, DTensor):
-                local = t.to_local()
-                shape, offset = compute_local_shape_and_global_offset(
-                    t.shape, t.device_mesh, t.placements
-                )
-                if local.numel() == 0:
-                    continue
-                index = tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True))
-                local.copy_(f.get_slice(name)[index])
-            else:
-                t.copy_(f.get_tensor(name))
+    try:
+        with safe_open(str(source), framework="pt", device="cpu") as f:
+            for name in sorted(expected):
+                t = expected[name]
+                if isinstance(t, DTensor):
+                    local = t.to_local()
+                    shape, offset = compute_local_shape_and_global_offset(
+                        t.shape, t.device_mesh, t.placements
+                    )
+                    if local.numel() == 0:
+                        continue
+                    index = tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True))
+                    local.copy_(f.get_slice(name)[index])
+                else:
+                    t.copy_(f.get_tensor(name))
+    except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # MemoryError: mmap
+        raise ArtifactError(f"{source}: cannot read the weights: {exc}") from None
     return model

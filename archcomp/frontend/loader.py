@@ -26,6 +26,7 @@ from archcomp.base.errors import (
     did_you_mean,
     listing,
 )
+from archcomp.base.paths import is_inside
 from archcomp.frontend.expr import type_name
 from archcomp.frontend.library import SPECS_DIR, block_libraries
 from archcomp.frontend.schema import BlockSpec, ImportSpec, Spec
@@ -368,12 +369,7 @@ class _Files:
         Paths are normalized lexically in both modes, so a file's key is the same on disk and
         in an artifact; on disk the real path (symlinks followed) must stay inside too."""
         target = Path(os.path.normpath(here / text))
-        try:
-            target.relative_to(root)
-            if self.embedded is None:
-                # realpath, unlike Path.resolve, does not raise on a symlink loop (the open does)
-                Path(os.path.realpath(target)).relative_to(os.path.realpath(root))
-        except ValueError:
+        if not is_inside(target, root, follow=self.embedded is None):
             return "escape"
         return target
 

@@ -193,10 +193,10 @@ CHECKPOINT_CASES: dict[str, tuple[Edit, int, tuple[str, ...]]] = {
         ("the number 1e999 is out of range",),
     ),
     "config_negative_size": (_config(_set("n_embd", -32)), 1, ("param 'd_model' is -32",)),
-    "config_huge_size": (
+    "config_huge_size": (  # the memory estimate is checked on every device, before the plan
         _config(_set("n_embd", 10**8)),
-        1,
-        ("but model tensor 'h_.0.ln_1.bias' is [100000000] (and 7 more like it)",),
+        2,
+        ("the model needs about 873115.0 TiB for 240,000,010,500,000,000 parameters",),
     ),
     "config_size_overflowing_int64": (
         _config(_set("n_embd", 10**12)),
@@ -278,6 +278,9 @@ def checkpoint_jobs(tmp: Path) -> list[Job]:
                 keep=keep,
             )
         )
+    from hostile_support.checkpoint_attacks import attack_jobs
+
+    jobs += attack_jobs(base, good)
     out = base / "good.out"
     out.mkdir()
     jobs.append(

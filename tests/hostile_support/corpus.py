@@ -531,6 +531,7 @@ WEIGHT_CASES = (
     "embedded_dtype_unknown",
     "fifo_as_weight_file",
     "table_past_the_load_budget",
+    "table_without_a_budget",
 )
 
 # An artifact of a few hundred bytes whose spec asks for a 600,000 x 1024 sinusoidal table
@@ -582,6 +583,17 @@ def weight_jobs(tmp: Path, good: bytes) -> list[Job]:
             exit=1,
             contains=("at its peak", "over the --max-memory budget of 953.7 MiB"),
             max_memory="1GB",
+            keep={table: table.read_bytes()},
+        )
+    )
+    jobs.append(  # without a budget: the table's work is bounded (--max-init-flops' default)
+        Job(
+            "weights/table_without_a_budget:load",
+            "load",
+            path=str(table),
+            cwd=str(folder),
+            exit=1,
+            contains=("the tables need about 3.1e+11 floating-point operations",),
             keep={table: table.read_bytes()},
         )
     )

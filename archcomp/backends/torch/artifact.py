@@ -33,11 +33,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcomp.backends.torch.devices import dtype_name, resolve_device, resolve_dtype
+from archcomp.backends.torch.devices import (
+    MAX_INIT_FLOPS,
+    dtype_name,
+    resolve_device,
+    resolve_dtype,
+)
 from archcomp.backends.torch.module import tied_names
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import NotRegularFile, OutputExists, Writer, open_regular, write_atomic
 from archcomp.base.progress import Update, ignore, showing, task
+from archcomp.base.text import visible
 
 MAX_HEADER = 100 * 1024 * 1024
 INT64_MAX = 2**63 - 1
@@ -320,7 +326,8 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
             and all(type(d) is int and 0 <= d <= INT64_MAX for d in shape)
         ):
             raise ArtifactError(
-                f"{path} is not a valid safetensors file: tensor '{name}' has a malformed entry"
+                f"{path} is not a valid safetensors file: tensor '{visible(name)}' has a "
+                "malformed entry"
             )
         dt = SAFETENSORS_DTYPES.get(str(e.get("dtype")))
         if dt is not None:
@@ -330,7 +337,8 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
             need = numel * dt.itemsize
             if need != offsets[1] - offsets[0]:
                 raise ArtifactError(
-                    f"{path} is not a valid safetensors file: tensor '{name}' of shape {shape} "
+                    f"{path} is not a valid safetensors file: tensor '{visible(name)}' of shape "
+                    f"{shape} "
                     f"({e.get('dtype')}) needs {need} bytes but its offsets give "
                     f"{offsets[1] - offsets[0]}"
                 )
@@ -340,13 +348,14 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
     for begin, stop, name in spans:
         if begin < end:
             raise ArtifactError(
-                f"{path} is not a valid safetensors file: tensors '{last}' and '{name}' overlap "
+                f"{path} is not a valid safetensors file: tensors '{visible(str(last))}' and "
+                f"'{visible(name)}' overlap "
                 f"(bytes {begin}..{end} are claimed by both)"
             )
         if begin > end:
             raise ArtifactError(
                 f"{path} is not a valid safetensors file: {begin - end} bytes before tensor "
-                f"'{name}' belong to no tensor"
+                f"'{visible(name)}' belong to no tensor"
             )
         end, last = stop, name
     if end > data_size:
@@ -360,16 +369,12 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
         )
 
 
-def load_artifact(
-    path: Path, device: Any = None, dtype: Any = None, *, max_memory: int | str | None = None
-) -> Any:
-    """Verify and rebuild; see :func:`archcomp.load`."""
-    from safetensors import safe_open
-
-    from archcomp.backends.torch.build import build_graph
-
-    entries, meta = read_header(path)
-    text = meta["archcomp.spec"]
+def embedded_metadata(path: Path, meta: Mapping[str, str]) -> tuple[str, Any, dict[str, str]]:
+    """An artifact's embedded spec text, the spec (JSON) and its ties, each checked: the one
+    check every loader (:func:`load_artifact`, the sharded loader) runs on this metadata."""
+    text = meta.get("archcomp.spec")
+    if not isinstance(text, str):
+        raise ArtifactError(f"{path}: no embedded archcomp.spec; not an archcomp artifact")
     if spec_hash(text) != meta.get("archcomp.spec_sha256"):
         raise ArtifactError(
             f"{path}: the embedded spec does not match its SHA-256; the file was modified "
@@ -384,6 +389,19 @@ def load_artifact(
         isinstance(k, str) and isinstance(v, str) for k, v in ties.items()
     ):
         raise ArtifactError(f"{path}: the embedded archcomp.ties is not a mapping of names")
+    return text, spec, ties
+
+
+def load_artifact(
+    path: Path, device: Any = None, dtype: Any = None, *, max_memory: int | str | None = None
+) -> Any:
+    """Verify and rebuild; see :func:`archcomp.load`."""
+    from safetensors import safe_open
+
+    from archcomp.backends.torch.build import build_graph
+
+    entries, meta = read_header(path)
+    text, spec, ties = embedded_metadata(path, meta)
     g = _embedded_graph(path, spec, text)
     stored = resolve_dtype(meta.get("archcomp.dtype", "float32"))
     want = resolve_dtype(dtype) if dtype is not None else stored
@@ -398,7 +416,7 @@ def load_artifact(
         seed=0,
         max_memory=max_memory,
         init=False,
-        max_init_flops=None,
+        max_init_flops=MAX_INIT_FLOPS,  # no initializers run, but the tables are computed
         extra_bytes=largest,
     )
     expected, aliases = _canonical_state(model)
@@ -411,7 +429,7 @@ def load_artifact(
                 digest.add(name, t)
                 expected[name].copy_(t)
                 del t  # one tensor read at a time
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # MemoryError: mmap failed
         raise ArtifactError(f"{path}: cannot read the weights: {exc}") from None
     except Exception as exc:  # safetensors' own error type (SafetensorError)
         if type(exc).__name__ != "SafetensorError":

@@ -155,8 +155,13 @@ def estimate(g: Graph, dtype: torch.dtype, *, init: bool = True) -> Estimate:
             if pname in node.tie:
                 continue
             params += _numel(shape)
-        for shape in node.op.buffer_shapes(node.args).values():
+        for bname, shape in node.op.buffer_shapes(node.args).items():
             buffers += _numel(shape)
+            work = BUFFER_FLOPS * _numel(shape)  # tables are computed on every build and load
+            flops += work
+            if work > worst:
+                dims = "x".join(str(d) for d in shape)
+                worst, flops_what = work, f"the table {node.name}.{bname} ({dims})"
         mine = node.op.scratch_bytes(node.args, size)
         plan = node.meta.get("init", {}) if init else {}
         for pname, call in plan.items():
@@ -216,6 +221,10 @@ def _host_available() -> int | None:
         return None
 
 
+# What computing one element of a buffer table (a sinusoid or RoPE table, a mask) costs,
+# counted as floating-point operations against --max-init-flops: a sinusoid table fills about
+# 40 million entries a CPU-second, the time a QR spends on some 500 operations per entry.
+BUFFER_FLOPS = 500
 MAX_INIT_FLOPS = 10**11  # initializer work a build does unless asked for more (--max-init-flops)
 
 
@@ -248,6 +257,11 @@ def check_fits(
             f"(orthogonal init of {est.init_what} is a QR decomposition, cubic in its size), "
             f"over the limit of {max_init_flops:.2g}: minutes of CPU time; use --device meta, "
             "another initializer, or raise --max-init-flops"
+            if not str(est.init_what).startswith("the table")
+            else f"the tables need about {est.init_flops:.2g} floating-point operations to "
+            f"compute ({est.init_what} is made on every build and load), over the limit of "
+            f"{max_init_flops:.2g}: minutes of CPU time; use --device meta, a smaller table, "
+            "or raise --max-init-flops"
         )
     free = free_memory(device)
     if free is not None and need > free:
