@@ -17,9 +17,10 @@ from pydantic import ValidationError
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Reporter, did_you_mean, listing
 from archcomp.frontend.expr import ExprError, as_text, show, substitute
-from archcomp.frontend.loader import BlockDef, Program, pydantic_diagnostics
+from archcomp.frontend.loader import BlockDef, Program
 from archcomp.frontend.params import ParamProblem, check_names, resolve
 from archcomp.frontend.schema import NodeSpec, reserved_id
+from archcomp.frontend.validate import pydantic_diagnostics
 from archcomp.ir import Node, Origin, Ref, Scope
 from archcomp.ops.registry import OpDef, Port, all_ops
 
