@@ -155,64 +155,66 @@ def resolve_import(
     ipath: YamlPath,
     rep: Reporter,
 ) -> Path | None:
-    if "://" in text or text.startswith(("//", "\\\\")):
-        rep.add(
-            doc.diag(
-                "import-url",
-                f"import '{text}' is a URL; imports are relative file paths",
-                ipath,
-                hint="copy the file next to the spec and import it by relative path",
-            )
-        )
-        return None
-    if text.startswith(("/", "\\", "~")) or (len(text) > 1 and text[1] == ":"):
-        rep.add(
-            doc.diag(
-                "import-absolute",
-                f"import '{text}' is an absolute path",
-                ipath,
-                hint="imports are relative to the importing spec",
-            )
-        )
-        return None
-    if _UNPRINTABLE.search(text):
-        rep.add(doc.diag("import-bad-path", "the import path holds a control character", ipath))
-        return None
-    target = files.locate(text, here, space)
-    if isinstance(target, str):
-        rep.add(
-            doc.diag(
+    """The file the path import ``text`` (written in a file in ``here``) names, inside
+    ``space``; None when it names none that may be read (reported at ``ipath``)."""
+    problem = _path_problem(text)
+    target = None
+    if problem is None:
+        target = files.locate(text, here, space)
+        if isinstance(target, str):
+            problem = (
                 "import-escape",
                 f"import '{text}' leaves the spec's directory tree",
-                ipath,
-                hint=f"imports must stay inside {display_path(space)}",
+                f"imports must stay inside {display_path(space)}",
             )
-        )
+        elif files.embedded is not None:
+            if files.key(target, space) not in files.embedded:
+                what = f"imported file '{text}' is not among the artifact's sources"
+                problem = ("import-not-found", what, None)
+        else:
+            problem = _file_problem(text, target)
+    if problem is not None:
+        code, message, hint = problem
+        rep.add(doc.diag(code, message, ipath, hint=hint))
         return None
-    if files.embedded is not None:
-        if files.key(target, space) not in files.embedded:
-            rep.add(
-                doc.diag(
-                    "import-not-found",
-                    f"imported file '{text}' is not among the artifact's sources",
-                    ipath,
-                )
-            )
-            return None
-        return target
+    assert isinstance(target, Path)
+    return target
+
+
+_Problem = tuple[str, str, str | None]  # code, message, hint
+
+
+def _path_problem(text: str) -> _Problem | None:
+    """What is wrong with an import's text before it is looked up: a URL, an absolute path, a
+    control character."""
+    if "://" in text or text.startswith(("//", "\\\\")):
+        return (
+            "import-url",
+            f"import '{text}' is a URL; imports are relative file paths",
+            "copy the file next to the spec and import it by relative path",
+        )
+    if text.startswith(("/", "\\", "~")) or (len(text) > 1 and text[1] == ":"):
+        return (
+            "import-absolute",
+            f"import '{text}' is an absolute path",
+            "imports are relative to the importing spec",
+        )
+    if _UNPRINTABLE.search(text):
+        return ("import-bad-path", "the import path holds a control character", None)
+    return None
+
+
+def _file_problem(text: str, target: Path) -> _Problem | None:
+    """What is wrong with an imported file on disk: missing, unreadable, not a regular file."""
     try:
         mode = os.stat(target).st_mode
     except FileNotFoundError:
-        rep.add(doc.diag("import-not-found", f"imported file '{text}' does not exist", ipath))
-        return None
+        return ("import-not-found", f"imported file '{text}' does not exist", None)
     except OSError as exc:  # a symlink loop, a name too long: say why, at the import
-        why = f"cannot read import '{text}': {exc.strerror}"
-        rep.add(doc.diag("import-unreadable", why, ipath))
-        return None
+        return ("import-unreadable", f"cannot read import '{text}': {exc.strerror}", None)
     if not stat.S_ISREG(mode):
-        rep.add(doc.diag("import-not-a-file", f"import '{text}' is not a regular file", ipath))
-        return None
-    return target
+        return ("import-not-a-file", f"import '{text}' is not a regular file", None)
+    return None
 
 
 def resolve_library(
