@@ -216,39 +216,52 @@ class Compiler:
         assert copy.cls is not None
         parent = self.frame
         if copy.shares is None:
-            cls = self.classes.get(id(copy.cls))
-            if cls is None:
-                name = copy.cls.name
-                attrs = {"__module__": CompiledBlock.__module__, "__qualname__": name}
-                cls = self.classes[id(copy.cls)] = type(name, (CompiledBlock,), attrs)
-            block = cls()
-            _place(self.root, copy.scope.name, block)
-            first = copy is copy.cls.template
-            frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
-            if first:
-                assert frame.fx_graph is not None
-                for pname, r in zip(copy.params, copy.ext, strict=True):
-                    ph = frame.fx_graph.placeholder(pname)
-                    t = self.graph.type_of(r)
-                    ph.meta["archcomp_comment"] = fmt_shape_comment(t.shape) if t else None
-                    frame.values[self._key(r)] = ph
-            self.frame = frame
-            try:
-                self._level(copy.nodes, copy.inner, rng)
-            finally:
-                self.frame = parent
-            if first:
-                keys = [self._key(r) for r in copy.exports]
-                _finish_class(cls, block, copy, frame, keys, self.graph)
+            self._instance(copy, rng)
             target = copy.scope.name
         else:
             for node in copy.nodes:  # the modules are the shared copy's
                 assert node.shared_with is not None
                 self.paths[node.name] = self.paths.get(node.shared_with, node.shared_with)
             target = copy.shares
-        graph = parent.fx_graph
-        if graph is None:
+        if parent.fx_graph is None:
             return  # a further copy of the parent's class: its forward is written already
+        self._call(copy, parent, target)
+
+    def _instance(self, copy: Instance, rng: SeededRNG) -> None:
+        """The modules of a block instance of its own, placed at its scope; for the first
+        instance of its class, the class's forward too."""
+        assert copy.cls is not None
+        parent = self.frame
+        cls = self.classes.get(id(copy.cls))
+        if cls is None:
+            name = copy.cls.name
+            attrs = {"__module__": CompiledBlock.__module__, "__qualname__": name}
+            cls = self.classes[id(copy.cls)] = type(name, (CompiledBlock,), attrs)
+        block = cls()
+        _place(self.root, copy.scope.name, block)
+        first = copy is copy.cls.template
+        frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
+        if first:
+            assert frame.fx_graph is not None
+            for pname, r in zip(copy.params, copy.ext, strict=True):
+                ph = frame.fx_graph.placeholder(pname)
+                t = self.graph.type_of(r)
+                ph.meta["archcomp_comment"] = fmt_shape_comment(t.shape) if t else None
+                frame.values[self._key(r)] = ph
+        self.frame = frame
+        try:
+            self._level(copy.nodes, copy.inner, rng)
+        finally:
+            self.frame = parent
+        if first:
+            keys = [self._key(r) for r in copy.exports]
+            _finish_class(cls, block, copy, frame, keys, self.graph)
+
+    def _call(self, copy: Instance, parent: _Frame, target: str) -> None:
+        """The call of a block instance (module ``target``) in its parent's forward, and a
+        selection of each of its results when it has several."""
+        graph = parent.fx_graph
+        assert graph is not None
         if not target.startswith(parent.prefix):
             raise RuntimeError(f"{copy.scope.name} calls {target}, outside {parent.prefix}")
         args = tuple(self._value(r) for r in copy.ext)
