@@ -8,7 +8,7 @@ evaluated against the params in scope; op arguments are validated by each op's m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -588,25 +588,8 @@ class Expander:
             return PendingRef(Ref(made.rename(pr.ref.node, dst), pr.ref.result), pr.origin)
 
         for src in made.nodes:
-            name = made.rename(src.name, dst)
-            shared = src.shared_with
-            if site.shared_with is not None:
-                shared = site.shared_with + src.name[len(made.name) :]
-            elif shared is not None and made.inside(shared):
-                shared = made.rename(shared, dst)
-            node = Node(
-                name,
-                src.op,
-                src.args,
-                {},
-                src.origin,
-                src.label,
-                tuple(scope(s) for s in src.scopes),
-                {p: (made.rename(n, dst), q) for p, (n, q) in src.tie.items()},
-                shared,
-                dict(src.init),
-                list(src.init_defaults),
-            )
+            node = _renamed(src, made, site, scope)
+            name = node.name
             out.nodes[name] = node
             out.order[name] = len(out.order)
             out.added.append(name)
@@ -991,6 +974,30 @@ class _Made:
 
     def rename(self, qualified: str, dst: str) -> str:
         return dst + qualified[len(self.name) :] if self.inside(qualified) else qualified
+
+
+def _renamed(src: Node, made: _Made, site: Site, scope: Callable[[Scope], Scope]) -> Node:
+    """Node ``src`` of copy 0 as a node of the copy ``site``: renamed, with its scopes, ties
+    and weight sharing moved along (its args object is shared, not copied)."""
+    dst = site.name
+    shared = src.shared_with
+    if site.shared_with is not None:
+        shared = site.shared_with + src.name[len(made.name) :]
+    elif shared is not None and made.inside(shared):
+        shared = made.rename(shared, dst)
+    return Node(
+        made.rename(src.name, dst),
+        src.op,
+        src.args,
+        {},
+        src.origin,
+        src.label,
+        tuple(scope(s) for s in src.scopes),
+        {p: (made.rename(n, dst), q) for p, (n, q) in src.tie.items()},
+        shared,
+        dict(src.init),
+        list(src.init_defaults),
+    )
 
 
 _INDEX_WORD = re.compile(r"\bindex\b")
