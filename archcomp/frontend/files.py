@@ -1,4 +1,4 @@
-"""Front end, part 3: where a spec's files come from and which it may read.
+"""Front end: where a spec's files come from and which it may read.
 
 An import is a file by relative ``path`` (it must stay inside the importing spec's folder tree)
 or a shipped block ``library`` by name (:mod:`archcomp.frontend.library`). On disk each file is

@@ -1,4 +1,4 @@
-"""Front end, part 4: a spec and its imports -> a :class:`Program` (the spec plus every block it
+"""Front end: a spec and its imports -> a :class:`Program` (the spec plus every block it
 can use).
 
 Documents are validated by :mod:`archcomp.frontend.validate`; files are found, read and

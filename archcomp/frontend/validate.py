@@ -1,4 +1,4 @@
-"""Front end, part 2: a loaded document -> pydantic :class:`Spec`, and pydantic's errors as
+"""Front end: a loaded document -> pydantic :class:`Spec`, and pydantic's errors as
 located diagnostics (one per offending value, with what was expected, what was found and a
 hint), for the spec and for an op's arguments alike."""
 
