@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archcomp.backends.torch.devices import MAX_INIT_FLOPS
+from archcomp.backends.torch.options import BuildOptions
 from archcomp.frontend.build import SpecSource
 from archcomp.passes.pipeline import load_graph
 
@@ -53,8 +54,7 @@ def build(
     and state-dict keys are those of the plain build (see docs/scaling.md).
     """
     g = load_graph(spec_or_path, params)
-    return build_graph(
-        g,
+    options = BuildOptions(
         device,
         dtype,
         seed,
@@ -63,32 +63,16 @@ def build(
         max_init_flops=max_init_flops,
         activation_checkpointing=activation_checkpointing,
     )
+    return build_graph(g, options)
 
 
-def build_graph(
-    g: Graph,
-    device: Any = None,
-    dtype: Any = None,
-    seed: int | None = None,
-    *,
-    max_memory: int | str | None = None,
-    progress: bool | None = None,
-    max_init_flops: float | None = MAX_INIT_FLOPS,
-    activation_checkpointing: bool = False,
-) -> ArchModule:
-    """Compile an already checked graph (see :func:`build`); torch is imported only here."""
+def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any) -> ArchModule:
+    """Compile an already checked graph (see :func:`build`) with ``options``, any keyword
+    changing one of them (``build_graph(g, device="meta", seed=0)``); torch is imported only
+    here."""
     from archcomp.backends.torch.build import build_graph as build_module
 
-    return build_module(
-        g,
-        device,
-        dtype,
-        seed,
-        max_memory=max_memory,
-        progress=progress,
-        max_init_flops=max_init_flops,
-        activation_checkpointing=activation_checkpointing,
-    )
+    return build_module(g, options, **changes)
 
 
 def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from archcomp.base.errors import SpecError
+from archcomp.frontend import files as spec_files
 from archcomp.frontend import loader
 from archcomp.frontend.loader import MAX_FILES, load_program
 
@@ -41,7 +42,8 @@ def test_a_diamond_of_imports_reads_each_file_once(
         reads[Path(path).name] += 1
         return real(path, display)
 
-    monkeypatch.setattr(loader, "read_spec_bytes", counting)
+    monkeypatch.setattr(loader, "read_spec_bytes", counting)  # the top-level spec
+    monkeypatch.setattr(spec_files, "read_spec_bytes", counting)  # its imports
     prog = load_program(_diamond(tmp_path, 15))  # 4^14 paths through the imports
     assert set(reads.values()) == {1} and len(reads) == 16
     assert set(prog.blocks) == {f"b{i}" for i in range(15)}

@@ -65,6 +65,7 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     from archcomp.api import build_graph
     from archcomp.backends.torch.artifact import artifact_writer
+    from archcomp.backends.torch.options import BuildOptions
     from archcomp.backends.torch.summary import summarize
     from archcomp.base.fileio import OutputExists, Writer, write_all
 
@@ -81,8 +82,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     for target in targets:  # fail early; the final no-replace link decides (see write_all)
         if target.exists() and not args.force:
             raise UsageError(f"{target} exists; pass --force to overwrite it")
-    model = build_graph(
-        g,
+    options = BuildOptions(
         args.device,
         args.dtype,
         args.seed,
@@ -90,6 +90,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         progress=None,
         max_init_flops=args.max_init_flops,
     )
+    model = build_graph(g, options)
     info(f"{g.name}: {len(g.nodes)} nodes on {args.device} ({args.dtype})")
     if not QUIET[0]:
         from archcomp.backends.torch.summary import renderable

@@ -16,7 +16,7 @@ from typing import Any
 
 from archcomp.base.documents import SourceDoc
 from archcomp.base.errors import Reporter, SpecError, UsageError, listing
-from archcomp.frontend.expand import Body, Expanded, Expander, PendingRef, _outputs_of
+from archcomp.frontend.expand import Body, Expanded, Expander, Frame, PendingRef, _outputs_of
 from archcomp.frontend.expr import ExprError, show, substitute
 from archcomp.frontend.library import is_bare_name, model_specs, shipped_spec
 from archcomp.frontend.loader import Program, load_program
@@ -76,37 +76,16 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
     for key in ("name", "inputs", "outputs"):
         if not getattr(spec, key):
             rep.add(doc.diag("missing-key", f"missing required key '{key}'", (), key=True))
-    for name in overrides:
-        if name not in spec.params:
-            raise UsageError(unknown_override(name, spec.params))
-    rep.extend(check_names(spec.params, doc, ("params",)))
-
-    def report(name: str, problem: ParamProblem) -> None:
-        if problem.override:
-            raise UsageError(problem.message)
-        rep.add(doc.diag("invalid-param", problem.message, ("params", name), hint=problem.hint))
-
-    env = resolve(spec.params, overrides, report=report)
+    env = _params(prog, overrides, rep)
     inputs = _inputs(spec.inputs, env, doc, rep)
     rep.raise_if_failed()
 
     ex = Expander(prog, rep)
     bindings = {n: PendingRef(Ref(n), i.origin) for n, i in inputs.items()}
-    body = Body(spec.nodes, doc, ("nodes",), list(inputs))
-    local = ex.body(body, env, bindings, "", (), ())
+    frame = Frame(Body(spec.nodes, doc, ("nodes",), list(inputs)), env, bindings)
+    ex.body(frame)
+    pending_outputs, output_origins = _model_outputs(ex, frame, prog)
     outputs: dict[str, Ref] = {}
-    output_origins: dict[str, Origin] = {}
-    pending_outputs: dict[str, PendingRef] = {}
-    for j, (oname, target) in enumerate(_outputs_of(spec.outputs).items()):
-        p = (
-            ("outputs",)
-            if isinstance(spec.outputs, str)
-            else (("outputs", j) if isinstance(spec.outputs, list) else ("outputs", oname))
-        )
-        r = ex._ref(target, body, Origin(doc, p), bindings, local)
-        if r is not None:
-            pending_outputs[oname] = r
-            output_origins[oname] = Origin(doc, p)
     _link(ex.out, inputs, rep)
     _no_weights_from_absent(ex.out, rep)
     for oname, pending in pending_outputs.items():
@@ -135,6 +114,43 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
     g.spec_factory = lambda: normalized_spec(prog, env)
     g.source = {"main": prog.main, "files": dict(prog.sources), "params": dict(overrides)}
     return g
+
+
+def _params(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> dict[str, Any]:
+    """The model's params: the spec's defaults under ``overrides`` (a bad override raises
+    :class:`UsageError`)."""
+    spec, doc = prog.spec, prog.doc
+    for name in overrides:
+        if name not in spec.params:
+            raise UsageError(unknown_override(name, spec.params))
+    rep.extend(check_names(spec.params, doc, ("params",)))
+
+    def report(name: str, problem: ParamProblem) -> None:
+        if problem.override:
+            raise UsageError(problem.message)
+        rep.add(doc.diag("invalid-param", problem.message, ("params", name), hint=problem.hint))
+
+    return resolve(spec.params, overrides, report=report)
+
+
+def _model_outputs(
+    ex: Expander, frame: Frame, prog: Program
+) -> tuple[dict[str, PendingRef], dict[str, Origin]]:
+    """What each of the model's ``outputs`` names, and where it is written."""
+    spec, doc = prog.spec, prog.doc
+    pending: dict[str, PendingRef] = {}
+    origins: dict[str, Origin] = {}
+    for j, (oname, target) in enumerate(_outputs_of(spec.outputs).items()):
+        p = (
+            ("outputs",)
+            if isinstance(spec.outputs, str)
+            else (("outputs", j) if isinstance(spec.outputs, list) else ("outputs", oname))
+        )
+        r = ex.ref(frame, target, Origin(doc, p))
+        if r is not None:
+            pending[oname] = r
+            origins[oname] = Origin(doc, p)
+    return pending, origins
 
 
 def _inputs(

@@ -8,7 +8,7 @@ evaluated against the params in scope; op arguments are validated by each op's m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,9 +17,10 @@ from pydantic import ValidationError
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Reporter, did_you_mean, listing
 from archcomp.frontend.expr import ExprError, as_text, show, substitute
-from archcomp.frontend.loader import BlockDef, Program, pydantic_diagnostics
+from archcomp.frontend.loader import BlockDef, Program
 from archcomp.frontend.params import ParamProblem, check_names, resolve
 from archcomp.frontend.schema import NodeSpec, reserved_id
+from archcomp.frontend.validate import pydantic_diagnostics
 from archcomp.ir import Node, Origin, Ref, Scope
 from archcomp.ops.registry import OpDef, Port, all_ops
 
@@ -57,6 +58,47 @@ class Body:
     doc: SourceDoc
     path: YamlPath  # path of the nodes list
     inputs: list[str]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A body being expanded and what every node in it sees: the params in scope, the body's
+    inputs, its ids so far, the prefix of their qualified names, the enclosing scopes and the
+    blocks being expanded (outermost first)."""
+
+    body: Body
+    env: Mapping[str, Any]
+    bindings: dict[str, PendingRef]  # the body's inputs
+    prefix: str = ""  # "encoder.layers.0."
+    scopes: tuple[Scope, ...] = ()
+    stack: tuple[str, ...] = ()
+    local: dict[str, str] = field(default_factory=dict)  # local id -> qualified name
+
+    @property
+    def doc(self) -> SourceDoc:
+        return self.body.doc
+
+
+@dataclass(frozen=True)
+class Callee:
+    """What a node calls: an op or a block, with its input ports and result names."""
+
+    op: OpDef | None
+    block: BlockDef | None
+    ports: tuple[Port, ...]
+    what: str  # "op 'linear'", "block 'gpt_block'", for messages
+    results: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Copies:
+    """What the copies of one node share: its label, its ``repeat`` (None: not repeated; the
+    param it names) and whether the copies share weights."""
+
+    label: Any
+    count: int | None
+    param: str | None
+    shared: bool
 
 
 @dataclass
@@ -98,17 +140,27 @@ class Expander:
 
     # -- bodies ---------------------------------------------------------------------------
 
-    def body(
-        self,
-        body: Body,
-        env: Mapping[str, Any],
-        bindings: dict[str, PendingRef],
-        prefix: str,
-        scopes: tuple[Scope, ...],
-        stack: tuple[str, ...],
-    ) -> dict[str, str]:
-        """Expand a body; returns local id -> qualified name."""
-        local: dict[str, str] = {}
+    def body(self, frame: Frame) -> dict[str, str]:
+        """Expand a body; returns (and fills ``frame.local`` with) local id -> qualified name."""
+        body, bindings, local = frame.body, frame.bindings, frame.local
+        self._claim_ids(frame)
+        prev: PendingRef | None = next(iter(bindings.values()), None) if body.inputs else None
+        for i, ns in enumerate(body.nodes):
+            if self.too_many:
+                return local
+            path = (*body.path, i)
+            qid = frame.prefix + ns.id
+            if local.get(ns.id) != qid:
+                continue
+            default = prev
+            prev = PendingRef(Ref(qid), Origin(body.doc, (*path, "id")))
+            self.node(frame, ns, path, default)
+        return local
+
+    def _claim_ids(self, frame: Frame) -> None:
+        """Give each node id of the body its qualified name; report duplicates and reserved
+        names."""
+        body, bindings, local = frame.body, frame.bindings, frame.local
         first_at: dict[str, int] = {}  # id -> index of the node that took it
         for i, ns in enumerate(body.nodes):
             path = (*body.path, i)
@@ -136,30 +188,13 @@ class Expander:
                         + (" (ids starting with '_' are reserved)" if ns.id[0] == "_" else ""),
                     )
                 )
-            local[ns.id] = prefix + ns.id
+            local[ns.id] = frame.prefix + ns.id
             first_at[ns.id] = i
-        prev: PendingRef | None = next(iter(bindings.values()), None) if body.inputs else None
-        for i, ns in enumerate(body.nodes):
-            if self.too_many:
-                return local
-            path = (*body.path, i)
-            origin = Origin(body.doc, path)
-            qid = prefix + ns.id
-            if local.get(ns.id) != qid:
-                continue
-            default = prev
-            prev = PendingRef(Ref(qid), Origin(body.doc, (*path, "id")))
-            self.node(ns, body, path, origin, env, bindings, local, default, qid, scopes, stack)
-        return local
 
-    def _ref(
-        self,
-        text: str,
-        body: Body,
-        origin: Origin,
-        bindings: dict[str, PendingRef],
-        local: dict[str, str],
-    ) -> PendingRef | None:
+    def ref(self, frame: Frame, text: str, origin: Origin) -> PendingRef | None:
+        """What ``text`` ('node', 'node.result' or an input) names in ``frame``; None if
+        nothing (reported)."""
+        bindings, local = frame.bindings, frame.local
         name, _, result = text.partition(".")
         if name in local:
             return PendingRef(Ref(local[name], result or None), origin)
@@ -188,26 +223,19 @@ class Expander:
         )
         return None
 
+    # -- a node's inputs --------------------------------------------------------------------
+
     def _inputs(
         self,
+        frame: Frame,
         ns: NodeSpec,
-        ports: tuple[Port, ...],
-        body: Body,
         path: YamlPath,
-        bindings: dict[str, PendingRef],
-        local: dict[str, str],
+        callee: Callee,
         default: PendingRef | None,
-        what: str,
     ) -> dict[str, PendingRef | list[PendingRef]] | None:
-        """Bind a node's ``in`` to its ports; None if it failed (already reported)."""
-        doc = body.doc
-        raw = ns.in_
-        bound: dict[str, Any] = {}
-        ok = True
-
-        def one(text: str, p: YamlPath) -> PendingRef | None:
-            return self._ref(text, body, Origin(doc, p), bindings, local)
-
+        """Bind a node's ``in`` to its ports; None if it failed (already reported). Without
+        ``in``, the first port reads ``default`` (the node before)."""
+        doc, raw, ports, what = frame.doc, ns.in_, callee.ports, callee.what
         if not ports:  # a source such as ``parameter``: nothing to read
             if raw is None:
                 return {}
@@ -217,6 +245,7 @@ class Expander:
                 )
             )
             return None
+        bound: dict[str, Any] | None
         if raw is None:
             if default is None:
                 self.rep.add(
@@ -230,140 +259,186 @@ class Expander:
                 return None
             # A list port reads the previous node as a one-entry list; the op's shape rule
             # says whether one is enough (``{op: add, scalar: 1}``, ``concat``).
-            bound[ports[0].name] = [default] if ports[0].variadic else default
-        elif isinstance(raw, str):
-            r = one(raw, (*path, "in"))
-            ok = r is not None
-            bound[ports[0].name] = [r] if ports[0].variadic else r
-        elif isinstance(raw, list):
-            if ports[0].variadic and len(ports) == 1:
-                refs = [one(t, (*path, "in", j)) for j, t in enumerate(raw)]
-                ok = all(r is not None for r in refs)
-                bound[ports[0].name] = refs
-            else:
-                if len(raw) > len(ports):
-                    self.rep.add(
-                        doc.diag(
-                            "too-many-inputs",
-                            f"{what} takes at most {len(ports)} "
-                            f"inputs ({', '.join(p.name for p in ports)}), found "
-                            f"{len(raw)}",
-                            (*path, "in"),
-                        )
-                    )
-                    return None
-                for j, t in enumerate(raw):
-                    r = one(t, (*path, "in", j))
-                    ok = ok and r is not None
-                    bound[ports[j].name] = r
+            bound = {ports[0].name: [default] if ports[0].variadic else default}
+        elif isinstance(raw, dict):
+            bound = self._bind_by_name(frame, raw, path, callee)
         else:
-            names = [p.name for p in ports]
-            for role, t in raw.items():  # type: ignore[assignment]
-                if role not in names:
+            bound = self._bind_in_order(frame, raw, path, callee)
+        if bound is None:
+            return None
+        return self._complete(frame, bound, raw is not None, path, callee)
+
+    def _bind_in_order(
+        self, frame: Frame, raw: str | list[str], path: YamlPath, callee: Callee
+    ) -> dict[str, Any] | None:
+        """``in: x`` or ``in: [x, y]``: the ports in order (a list port takes the whole list)."""
+        ports, doc = callee.ports, frame.doc
+        if isinstance(raw, str):
+            r = self.ref(frame, raw, Origin(doc, (*path, "in")))
+            if r is None:
+                return None
+            return {ports[0].name: [r] if ports[0].variadic else r}
+        if ports[0].variadic and len(ports) == 1:
+            refs = [self.ref(frame, t, Origin(doc, (*path, "in", j))) for j, t in enumerate(raw)]
+            return {ports[0].name: refs} if all(r is not None for r in refs) else None
+        if len(raw) > len(ports):
+            self.rep.add(
+                doc.diag(
+                    "too-many-inputs",
+                    f"{callee.what} takes at most {len(ports)} "
+                    f"inputs ({', '.join(p.name for p in ports)}), found "
+                    f"{len(raw)}",
+                    (*path, "in"),
+                )
+            )
+            return None
+        bound: dict[str, Any] = {}
+        ok = True
+        for j, t in enumerate(raw):
+            r = self.ref(frame, t, Origin(doc, (*path, "in", j)))
+            ok = ok and r is not None
+            bound[ports[j].name] = r
+        return bound if ok else None
+
+    def _bind_by_name(
+        self, frame: Frame, raw: Mapping[str, Any], path: YamlPath, callee: Callee
+    ) -> dict[str, Any] | None:
+        """``in: {port: x, list_port: [y, z]}``."""
+        doc, ports, what = frame.doc, callee.ports, callee.what
+        names = [p.name for p in ports]
+        bound: dict[str, Any] = {}
+        ok = True
+        for role, t in raw.items():
+            if role not in names:
+                self.rep.add(
+                    doc.diag(
+                        "unknown-input",
+                        f"{what} has no input '{role}'",
+                        (*path, "in", role),
+                        key=True,
+                        hint=did_you_mean(role, names) or f"inputs: {listing(names)}",
+                    )
+                )
+                ok = False
+                continue
+            port = next(p for p in ports if p.name == role)
+            if isinstance(t, list):
+                if not port.variadic:
                     self.rep.add(
                         doc.diag(
-                            "unknown-input",
-                            f"{what} has no input '{role}'",
+                            "invalid-value",
+                            f"input '{role}' takes one tensor, found a list",
                             (*path, "in", role),
-                            key=True,
-                            hint=did_you_mean(role, names) or f"inputs: {listing(names)}",
                         )
                     )
                     ok = False
                     continue
-                port = next(p for p in ports if p.name == role)
-                if isinstance(t, list):
-                    if not port.variadic:
-                        self.rep.add(
-                            doc.diag(
-                                "invalid-value",
-                                f"input '{role}' takes one tensor, found a list",
-                                (*path, "in", role),
-                            )
-                        )
-                        ok = False
-                        continue
-                    refs = [one(x, (*path, "in", role, j)) for j, x in enumerate(t)]
-                    ok = ok and all(r is not None for r in refs)
-                    bound[role] = refs
-                else:
-                    r = one(t, (*path, "in", role))
-                    ok = ok and r is not None
-                    bound[role] = [r] if port.variadic else r
-        if not ok:
-            return None
+                refs = [
+                    self.ref(frame, x, Origin(doc, (*path, "in", role, j))) for j, x in enumerate(t)
+                ]
+                ok = ok and all(r is not None for r in refs)
+                bound[role] = refs
+            else:
+                r = self.ref(frame, t, Origin(doc, (*path, "in", role)))
+                ok = ok and r is not None
+                bound[role] = [r] if port.variadic else r
+        return bound if ok else None
+
+    def _complete(
+        self, frame: Frame, bound: dict[str, Any], written: bool, path: YamlPath, callee: Callee
+    ) -> dict[str, PendingRef | list[PendingRef]] | None:
+        """Fill ports that default to another port's input; report a missing required one.
+        The result is in the op's port order, whatever order the spec wrote them in:
+        lowerings and the compiled forward read the first port as the main input."""
+        ports = callee.ports
         for p in ports:
             if p.name not in bound and p.default is not None and p.default in bound:
                 bound[p.name] = bound[p.default]
             if p.name not in bound and not p.optional:
                 self.rep.add(
-                    doc.diag(
+                    frame.doc.diag(
                         "missing-input",
-                        f"{what} is missing input '{p.name}'",
-                        (*path, "in") if raw is not None else (*path, "id"),
+                        f"{callee.what} is missing input '{p.name}'",
+                        (*path, "in") if written else (*path, "id"),
                     )
                 )
                 return None
-        # In the op's port order, whatever order the spec wrote them in: lowerings and the
-        # compiled forward read the first port as the main input.
         return {p.name: bound[p.name] for p in ports if p.name in bound}
 
     # -- one node --------------------------------------------------------------------------
 
-    def node(
-        self,
-        ns: NodeSpec,
-        body: Body,
-        path: YamlPath,
-        origin: Origin,
-        env: Mapping[str, Any],
-        bindings: dict[str, PendingRef],
-        local: dict[str, str],
-        default: PendingRef | None,
-        qid: str,
-        scopes: tuple[Scope, ...],
-        stack: tuple[str, ...],
-    ) -> None:
-        doc = body.doc
-        op = self.ops.get(ns.op)
-        block = self.prog.blocks.get(ns.op)
-        if op is None and block is None:
-            self.rep.add(
-                doc.diag(
-                    "unknown-op",
-                    f"unknown op '{ns.op}'",
-                    (*path, "op"),
-                    node=qid,
-                    hint=None
-                    if self.rep.full
-                    else did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
-                    or "run 'archcomp ops' for the list of ops",
-                )
-            )
+    def node(self, frame: Frame, ns: NodeSpec, path: YamlPath, default: PendingRef | None) -> None:
+        """Expand the node ``ns`` written at ``path`` of ``frame``'s body; ``default`` is what
+        it reads without ``in`` (the node before it)."""
+        doc, env, qid = frame.doc, frame.env, frame.prefix + ns.id
+        callee = self._callee(ns, doc, path, qid)
+        if callee is None:
             return
-        if block is not None:
-            ports = tuple(Port(n) for n in block.spec.inputs)
-            what = f"block '{ns.op}'"
-            results: tuple[str, ...] = tuple(_outputs_of(block.spec.outputs))
-        else:
-            assert op is not None
-            ports = op.inputs
-            what = f"op '{op.name}'"
-            results = op.results
         present = self._when(ns, env, doc, path, qid)
         if present is None:
             return
         if not present:
             # Absent: no arguments, repeat or body are evaluated; its inputs are still bound,
             # so a misspelt reference is reported whatever the params.
-            bound = self._inputs(ns, ports, body, path, bindings, local, default, what)
+            bound = self._inputs(frame, ns, path, callee, default)
             if bound is not None:
-                self._pass_through(qid, bound, ports, results, what, "'when' is false", path, doc)
+                self._pass_through(qid, bound, callee, "'when' is false", path, doc)
             return
+        copies = self._copies_of(ns, env, doc, path, qid)
+        if copies is None:
+            return
+        bound = self._inputs(frame, ns, path, callee, default)
+        if bound is None:
+            if callee.op is not None:  # still report every argument error of this node
+                self._op_args(ns, callee.op, doc, path, env, qid)
+            return
+        if copies.count is not None and not callee.ports:
+            self.rep.add(
+                doc.diag(
+                    "bad-repeat",
+                    f"cannot repeat {callee.what}: it has no input to chain the copies through",
+                    (*path, "repeat"),
+                    node=qid,
+                )
+            )
+            return
+        if copies.count == 0:  # an empty stack: its input passes through
+            self._pass_through(qid, bound, callee, "'repeat' is 0", path, doc)
+            return
+        self._expand_copies(frame, ns, path, callee, bound, copies)
+
+    def _callee(self, ns: NodeSpec, doc: SourceDoc, path: YamlPath, qid: str) -> Callee | None:
+        """The op or block ``ns`` calls; None if there is none by that name (reported)."""
+        op = self.ops.get(ns.op)
+        block = self.prog.blocks.get(ns.op)
+        if block is not None:
+            ports = tuple(Port(n) for n in block.spec.inputs)
+            results = tuple(_outputs_of(block.spec.outputs))
+            return Callee(op, block, ports, f"block '{ns.op}'", results)
+        if op is not None:
+            return Callee(op, None, op.inputs, f"op '{op.name}'", op.results)
+        self.rep.add(
+            doc.diag(
+                "unknown-op",
+                f"unknown op '{ns.op}'",
+                (*path, "op"),
+                node=qid,
+                hint=None
+                if self.rep.full
+                else did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
+                or "run 'archcomp ops' for the list of ops",
+            )
+        )
+        return None
+
+    def _copies_of(
+        self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
+    ) -> Copies | None:
+        """The node's label, ``repeat`` and ``shared``, evaluated; None if invalid (reported)."""
         label = _text(self._eval(ns.label, env, doc, (*path, "label"), qid))
         count, count_param = self._repeat(ns, env, doc, path, qid)
         if count is _FAILED:
-            return
+            return None
         shared = self._eval(ns.shared, env, doc, (*path, "shared"), qid)
         if shared is True and count is None:
             self.rep.add(
@@ -375,7 +450,7 @@ class Expander:
                     hint="add repeat: N, or use tie to share one parameter",
                 )
             )
-            return
+            return None
         if not isinstance(shared, bool):
             self.rep.add(
                 doc.diag(
@@ -385,65 +460,47 @@ class Expander:
                     node=qid,
                 )
             )
-            return
-        bound = self._inputs(ns, ports, body, path, bindings, local, default, what)
-        if bound is None:
-            if op is not None:  # still report every argument error of this node
-                self._op_args(ns, op, doc, path, env, qid)
-            return
-        if count is not None and not ports:
-            self.rep.add(
-                doc.diag(
-                    "bad-repeat",
-                    f"cannot repeat {what}: it has no input to chain the copies through",
-                    (*path, "repeat"),
-                    node=qid,
-                )
-            )
-            return
-        if count == 0:  # an empty stack: its input passes through
-            self._pass_through(qid, bound, ports, results, what, "'repeat' is 0", path, doc)
-            return
-        first_port = ports[0].name if ports else ""
-        repeated = count is not None
-        copies = count if count is not None else 1
-        clonable = block is not None and copies > 1 and not self._uses_index(ns, block)
+            return None
+        return Copies(label, count, count_param, shared)
+
+    def _expand_copies(
+        self,
+        frame: Frame,
+        ns: NodeSpec,
+        path: YamlPath,
+        callee: Callee,
+        bound: dict[str, Any],
+        copies: Copies,
+    ) -> None:
+        """Make the node's copies (one when it is not repeated), each reading the one before;
+        copies of a block after the first are clones of it where they cannot differ."""
+        qid, origin, block = frame.prefix + ns.id, Origin(frame.doc, path), callee.block
+        repeated = copies.count is not None
+        n = copies.count if copies.count is not None else 1
+        clonable = block is not None and n > 1 and not self._uses_index(ns, block)
         made: _Made | None = None
         if repeated:
             self.out.aliases[qid] = {
-                r: PendingRef(Ref(f"{qid}.{count - 1}", r), origin) for r in results
+                r: PendingRef(Ref(f"{qid}.{n - 1}", r), origin) for r in callee.results
             }
-            self.out.first_output[qid] = results[0]
-        for k in range(copies):
-            name = f"{qid}.{k}" if repeated else qid
-            inputs = dict(bound)
-            if k > 0:
-                prev = PendingRef(Ref(f"{qid}.{k - 1}", results[0]), origin)
-                first = inputs[first_port]
-                # A list's first entry is the stack's input; the rest is shared by every copy.
-                inputs[first_port] = [prev, *first[1:]] if isinstance(first, list) else prev
-            inner_scopes = scopes
-            if repeated:
-                inner_scopes = (*scopes, Scope(name, ns.op, label, count, count_param, k, shared))
-            call_env = dict(env)
-            if repeated:
-                call_env["index"] = k
-            shared_with = f"{qid}.0" if shared and k > 0 else None
-            site = Site(ns, origin, call_env, name, label, inner_scopes, shared_with)
+            self.out.first_output[qid] = callee.results[0]
+        for k in range(n):
+            site = self._site(frame, ns, origin, copies, k)
+            inputs = _chained(bound, callee, qid, k, origin)
             if made is not None and block is not None:
                 self._clone(made, site, block, inputs)
             elif block is not None:
                 mark = _Mark.of(self.out) if clonable and k == 0 else None
-                self.block_call(site, block, inputs, stack, repeated)
+                self.block_call(site, block, inputs, frame.stack, repeated)
                 if mark is not None and not self.rep.failed:
-                    made = self._made(mark, name, inputs)
+                    made = self._made(mark, site.name, inputs)
             else:
-                assert op is not None
-                self.op_node(site, op, inputs, local)
-            ahead = len(made.nodes) * (copies - 1 - k) if made is not None else 0
+                assert callee.op is not None
+                self.op_node(site, callee.op, inputs, frame)
+            ahead = len(made.nodes) * (n - 1 - k) if made is not None else 0
             if len(self.out.nodes) + ahead > MAX_NODES:  # clones would only get there
                 self.rep.add(
-                    doc.diag(
+                    frame.doc.diag(
                         "too-many-nodes",
                         f"the spec expands to more than {MAX_NODES:,} nodes",
                         (*path, "repeat") if repeated else path,
@@ -457,6 +514,17 @@ class Expander:
                 # The spec is already invalid: more copies would only repeat this copy's
                 # errors (and a repeat of a failing block could run 10^8 times).
                 return
+
+    def _site(self, frame: Frame, ns: NodeSpec, origin: Origin, copies: Copies, k: int) -> Site:
+        """Copy ``k`` of the node: its name, params (with ``index`` in a repeat) and scopes."""
+        qid = frame.prefix + ns.id
+        if copies.count is None:
+            return Site(ns, origin, dict(frame.env), qid, copies.label, frame.scopes, None)
+        name = f"{qid}.{k}"
+        scope = Scope(name, ns.op, copies.label, copies.count, copies.param, k, copies.shared)
+        env = {**frame.env, "index": k}
+        shared_with = f"{qid}.0" if copies.shared and k > 0 else None
+        return Site(ns, origin, env, name, copies.label, (*frame.scopes, scope), shared_with)
 
     # -- copies of a repeated block ---------------------------------------------------------
 
@@ -520,25 +588,8 @@ class Expander:
             return PendingRef(Ref(made.rename(pr.ref.node, dst), pr.ref.result), pr.origin)
 
         for src in made.nodes:
-            name = made.rename(src.name, dst)
-            shared = src.shared_with
-            if site.shared_with is not None:
-                shared = site.shared_with + src.name[len(made.name) :]
-            elif shared is not None and made.inside(shared):
-                shared = made.rename(shared, dst)
-            node = Node(
-                name,
-                src.op,
-                src.args,
-                {},
-                src.origin,
-                src.label,
-                tuple(scope(s) for s in src.scopes),
-                {p: (made.rename(n, dst), q) for p, (n, q) in src.tie.items()},
-                shared,
-                dict(src.init),
-                list(src.init_defaults),
-            )
+            node = _renamed(src, made, site, scope)
+            name = node.name
             out.nodes[name] = node
             out.order[name] = len(out.order)
             out.added.append(name)
@@ -620,31 +671,30 @@ class Expander:
         self,
         qid: str,
         bound: Mapping[str, PendingRef | list[PendingRef]],
-        ports: tuple[Port, ...],
-        results: tuple[str, ...],
-        what: str,
+        callee: Callee,
         why: str,
         path: YamlPath,
         doc: SourceDoc,
     ) -> None:
         """Make ``qid`` absent: readers of its first result read its first input instead."""
-        first = bound.get(ports[0].name)
+        first = bound.get(callee.ports[0].name)
         if isinstance(first, list):
             first = first[0] if first else None
         if first is None:
             self.rep.add(
                 doc.diag(
                     "missing-input",
-                    f"{what} is absent ({why}) and has no input to pass on",
+                    f"{callee.what} is absent ({why}) and has no input to pass on",
                     (*path, "in"),
                     node=qid,
                 )
             )
             return
+        results = callee.results
         self.out.aliases[qid] = {results[0]: first}
         self.out.first_output[qid] = results[0]
         reads = [r for v in bound.values() for r in (v if isinstance(v, list) else [v])]
-        self.out.absent[qid] = Absent(why, what, results, tuple(reads))
+        self.out.absent[qid] = Absent(why, callee.what, results, tuple(reads))
 
     def _eval(
         self,
@@ -663,9 +713,10 @@ class Expander:
             )
             return _FAILED
 
-    def op_node(self, site: Site, op: OpDef, inputs: dict[str, Any], local: dict[str, str]) -> None:
+    def op_node(self, site: Site, op: OpDef, inputs: dict[str, Any], frame: Frame) -> None:
+        """Make the op node of ``site`` (one copy), its ties resolved in ``frame``."""
         ns, origin, env, name, label = site.ns, site.origin, site.env, site.name, site.label
-        doc, path = origin.doc, origin.path
+        doc, path, local = origin.doc, origin.path, frame.local
         args = self._op_args(ns, op, doc, path, env, name)
         if args is None:
             return
@@ -750,9 +801,45 @@ class Expander:
         stack: tuple[str, ...],
         repeated: bool,
     ) -> None:
-        ns, origin, env, name, label = site.ns, site.origin, site.env, site.name, site.label
-        scopes, shared_with = site.scopes, site.shared_with
-        doc, path = origin.doc, origin.path
+        """Expand one call of ``block`` (``stack``: the blocks being expanded around it)."""
+        name, doc, path = site.name, site.origin.doc, site.origin.path
+        if not self._may_enter(site, block, stack):
+            return
+        block_env = self._block_env(site, block, repeated)
+        # The block's own label ("conv3-${c}") reads the block's params, as its nodes do.
+        block_label = _text(
+            self._eval(block.spec.label, block_env, block.doc, (*block.path, "label"), name)
+        )
+        scopes = site.scopes
+        if not repeated:
+            scopes = (*scopes, Scope(name, block.name, site.label or block_label))
+        elif site.label is None:
+            scopes = (*scopes[:-1], replace(scopes[-1], label=block_label))
+        inner_bindings = dict(
+            zip(block.spec.inputs, (inputs[n] for n in block.spec.inputs), strict=True)
+        )
+        self.out.block_inputs[name] = inner_bindings
+        body = Body(block.spec.nodes, block.doc, (*block.path, "nodes"), list(block.spec.inputs))
+        inner = Frame(body, block_env, inner_bindings, name + ".", scopes, (*stack, block.name))
+        # Nodes made by this call: a suffix of out.added (copying the node set per call was
+        # quadratic in the spec's size).
+        start = len(self.out.added)
+        init = self._init(site.ns, site.env, doc, path, name)
+        if init is None:
+            return
+        self.init_stack.append((init, Origin(doc, (*path, "init"))))
+        try:
+            self.body(inner)
+        finally:
+            self.init_stack.pop()
+        if site.shared_with is not None:
+            for qn in self.out.added[start:]:
+                self.out.nodes[qn].shared_with = site.shared_with + qn[len(name) :]
+        self._block_outputs(inner, block, name)
+
+    def _may_enter(self, site: Site, block: BlockDef, stack: tuple[str, ...]) -> bool:
+        """Whether ``block`` may be expanded inside ``stack``: no cycle, not too deep."""
+        doc, path = site.origin.doc, site.origin.path
         if block.name in stack:
             chain = " -> ".join([*stack[stack.index(block.name) :], block.name])
             self.rep.add(
@@ -760,38 +847,27 @@ class Expander:
                     "block-cycle",
                     f"block '{block.name}' uses itself: {chain}",
                     (*path, "op"),
-                    node=name,
+                    node=site.name,
                 )
             )
-            return
+            return False
         if len(stack) >= MAX_BLOCK_DEPTH:
             self.rep.add(
                 doc.diag(
                     "too-deep",
                     f"blocks nest deeper than {MAX_BLOCK_DEPTH}",
                     (*path, "op"),
-                    node=name,
+                    node=site.name,
                 )
             )
-            return
-        args: dict[str, Any] = {}
-        for key, raw in ns.op_args.items():
-            if key not in block.spec.params:
-                self.rep.add(
-                    doc.diag(
-                        "unknown-key",
-                        f"block '{block.name}' has no param '{key}'",
-                        (*path, key),
-                        key=True,
-                        node=name,
-                        hint=did_you_mean(key, block.spec.params)
-                        or f"params: {listing(list(block.spec.params)) or 'none'}",
-                    )
-                )
-                continue
-            v = self._eval(raw, env, doc, (*path, key), name)
-            if v is not _FAILED:
-                args[key] = v
+            return False
+        return True
+
+    def _block_env(self, site: Site, block: BlockDef, repeated: bool) -> dict[str, Any]:
+        """The block's params for this call: the call's arguments, evaluated, over the block's
+        defaults (with ``index`` inside a repeat)."""
+        args = self._block_args(site, block)
+        doc, path, name = site.origin.doc, site.origin.path, site.name
         self.rep.extend(check_names(block.spec.params, block.doc, (*block.path, "params")))
 
         def report(pname: str, problem: ParamProblem) -> None:
@@ -815,38 +891,36 @@ class Expander:
                     )
                 )
 
+        env = site.env
         extra = {"index": env["index"]} if "index" in env and repeated else None
-        block_env = resolve(block.spec.params, args, extra=extra, report=report)
-        # The block's own label ("conv3-${c}") reads the block's params, as its nodes do.
-        block_label = _text(
-            self._eval(block.spec.label, block_env, block.doc, (*block.path, "label"), name)
-        )
-        scope = scopes
-        if not repeated:
-            scope = (*scopes, Scope(name, block.name, label or block_label))
-        elif label is None:
-            scope = (*scopes[:-1], replace(scopes[-1], label=block_label))
-        inner_bindings = dict(
-            zip(block.spec.inputs, (inputs[n] for n in block.spec.inputs), strict=True)
-        )
-        self.out.block_inputs[name] = inner_bindings
-        body = Body(block.spec.nodes, block.doc, (*block.path, "nodes"), list(block.spec.inputs))
-        # Nodes made by this call: a suffix of out.added (copying the node set per call was
-        # quadratic in the spec's size).
-        start = len(self.out.added)
-        init = self._init(ns, env, doc, path, name)
-        if init is None:
-            return
-        self.init_stack.append((init, Origin(doc, (*path, "init"))))
-        try:
-            local = self.body(
-                body, block_env, inner_bindings, name + ".", scope, (*stack, block.name)
-            )
-        finally:
-            self.init_stack.pop()
-        if shared_with is not None:
-            for qn in self.out.added[start:]:
-                self.out.nodes[qn].shared_with = shared_with + qn[len(name) :]
+        return resolve(block.spec.params, args, extra=extra, report=report)
+
+    def _block_args(self, site: Site, block: BlockDef) -> dict[str, Any]:
+        """The call's arguments, evaluated; unknown params and failed expressions are left out
+        (reported)."""
+        doc, path, name = site.origin.doc, site.origin.path, site.name
+        args: dict[str, Any] = {}
+        for key, raw in site.ns.op_args.items():
+            if key not in block.spec.params:
+                self.rep.add(
+                    doc.diag(
+                        "unknown-key",
+                        f"block '{block.name}' has no param '{key}'",
+                        (*path, key),
+                        key=True,
+                        node=name,
+                        hint=did_you_mean(key, block.spec.params)
+                        or f"params: {listing(list(block.spec.params)) or 'none'}",
+                    )
+                )
+                continue
+            v = self._eval(raw, site.env, doc, (*path, key), name)
+            if v is not _FAILED:
+                args[key] = v
+        return args
+
+    def _block_outputs(self, inner: Frame, block: BlockDef, name: str) -> None:
+        """Alias the call's results to what the block's ``outputs`` name inside it."""
         outs = _outputs_of(block.spec.outputs)
         self.out.aliases[name] = {}
         opath = (*block.path, "outputs")
@@ -856,7 +930,7 @@ class Expander:
                 if isinstance(block.spec.outputs, str)
                 else ((*opath, j) if isinstance(block.spec.outputs, list) else (*opath, oname))
             )
-            r = self._ref(target, body, Origin(block.doc, p), inner_bindings, local)
+            r = self.ref(inner, target, Origin(block.doc, p))
             if r is not None:
                 self.out.aliases[name][oname] = r
         self.out.first_output[name] = next(iter(outs))
@@ -902,6 +976,30 @@ class _Made:
         return dst + qualified[len(self.name) :] if self.inside(qualified) else qualified
 
 
+def _renamed(src: Node, made: _Made, site: Site, scope: Callable[[Scope], Scope]) -> Node:
+    """Node ``src`` of copy 0 as a node of the copy ``site``: renamed, with its scopes, ties
+    and weight sharing moved along (its args object is shared, not copied)."""
+    dst = site.name
+    shared = src.shared_with
+    if site.shared_with is not None:
+        shared = site.shared_with + src.name[len(made.name) :]
+    elif shared is not None and made.inside(shared):
+        shared = made.rename(shared, dst)
+    return Node(
+        made.rename(src.name, dst),
+        src.op,
+        src.args,
+        {},
+        src.origin,
+        src.label,
+        tuple(scope(s) for s in src.scopes),
+        {p: (made.rename(n, dst), q) for p, (n, q) in src.tie.items()},
+        shared,
+        dict(src.init),
+        list(src.init_defaults),
+    )
+
+
 _INDEX_WORD = re.compile(r"\bindex\b")
 
 
@@ -938,6 +1036,21 @@ def _deep(value: Any, env: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: _deep(v, env) for k, v in value.items()}
     return substitute(value, env)
+
+
+def _chained(
+    bound: dict[str, Any], callee: Callee, qid: str, k: int, origin: Origin
+) -> dict[str, Any]:
+    """The inputs of copy ``k`` of a repeat: copy k > 0 reads copy k-1's first result on its
+    first port."""
+    inputs = dict(bound)
+    if k > 0:
+        first_port = callee.ports[0].name if callee.ports else ""
+        prev = PendingRef(Ref(f"{qid}.{k - 1}", callee.results[0]), origin)
+        first = inputs[first_port]
+        # A list's first entry is the stack's input; the rest is shared by every copy.
+        inputs[first_port] = [prev, *first[1:]] if isinstance(first, list) else prev
+    return inputs
 
 
 def _outputs_of(outputs: Any) -> dict[str, str]:

@@ -108,34 +108,7 @@ def resolve(
                     )
                 value = _deep_substitute(decl.default, lazy)
                 is_override = False
-            ptype = decl.type or (
-                type_of(_deep_substitute(decl.default, lazy))
-                if decl.default is not None and is_override
-                else type_of(value)
-            )
-            if ptype == "?" or not fits(value, ptype):
-                raise ParamProblem(
-                    f"param '{name}' must be {ptype}, found {type_name(value)} {show(value)}",
-                    override=is_override,
-                )
-            check_size(value)  # a default or an override, evaluated or not
-            if ptype == "float" and isinstance(value, int):
-                value = float(value)
-            if decl.min is not None and isinstance(value, (int, float)) and value < decl.min:
-                raise ParamProblem(
-                    f"param '{name}' is {value}, below its minimum {decl.min}", override=is_override
-                )
-            if decl.max is not None and isinstance(value, (int, float)) and value > decl.max:
-                raise ParamProblem(
-                    f"param '{name}' is {value}, above its maximum {decl.max}", override=is_override
-                )
-            if decl.choices is not None and value not in decl.choices:
-                raise ParamProblem(
-                    f"param '{name}' is {show(value)}; choose one of "
-                    f"{listing([repr(c) for c in decl.choices])}",
-                    override=is_override,
-                )
-            env[name] = value
+            env[name] = _checked(name, decl, value, is_override, lazy)
         except _DependencyFailed:
             failed.add(name)  # the param it uses was reported already
         except ExprError as exc:
@@ -150,6 +123,41 @@ def resolve(
     for name in decls:
         get(name)
     return {k: env[k] for k in decls if k in env} | {k: v for k, v in env.items() if k not in decls}
+
+
+def _checked(
+    name: str, decl: ParamDecl, value: Any, is_override: bool, lazy: Mapping[str, Any]
+) -> Any:
+    """``value`` of param ``name`` checked against its declaration (type, size, min, max,
+    choices); an int where a float is declared becomes a float. Raises :class:`ParamProblem`."""
+    ptype = decl.type or (
+        type_of(_deep_substitute(decl.default, lazy))
+        if decl.default is not None and is_override
+        else type_of(value)
+    )
+    if ptype == "?" or not fits(value, ptype):
+        raise ParamProblem(
+            f"param '{name}' must be {ptype}, found {type_name(value)} {show(value)}",
+            override=is_override,
+        )
+    check_size(value)  # a default or an override, evaluated or not
+    if ptype == "float" and isinstance(value, int):
+        value = float(value)
+    if decl.min is not None and isinstance(value, (int, float)) and value < decl.min:
+        raise ParamProblem(
+            f"param '{name}' is {value}, below its minimum {decl.min}", override=is_override
+        )
+    if decl.max is not None and isinstance(value, (int, float)) and value > decl.max:
+        raise ParamProblem(
+            f"param '{name}' is {value}, above its maximum {decl.max}", override=is_override
+        )
+    if decl.choices is not None and value not in decl.choices:
+        raise ParamProblem(
+            f"param '{name}' is {show(value)}; choose one of "
+            f"{listing([repr(c) for c in decl.choices])}",
+            override=is_override,
+        )
+    return value
 
 
 def _deep_substitute(value: Any, names: Mapping[str, Any]) -> Any:

@@ -18,6 +18,7 @@ has no limit of its own, so archcomp's check sees the nesting and reports it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -222,144 +223,20 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
 
 
 def _read_events(text: str, file: str, path: Path | None, parser: Any) -> tuple[Any, SourceDoc]:
-    doc = SourceDoc(file, path, text.splitlines())
-    # Each stack frame: [container, path, pending_key, key_mark, keys_seen]
-    stack: list[list[Any]] = []
-    root: Any = None
-    have_root = False
-    docs = 0
-    count = 0
-
-    def attach(value: Any, mark: Any, is_key_candidate: bool) -> None:
-        nonlocal root, have_root
-        pos = (mark.line + 1, mark.column + 1)
-        if not stack:
-            root, have_root = value, True
-            doc.value_marks[()] = pos
-            return
-        frame = stack[-1]
-        container, cpath = frame[0], frame[1]
-        if isinstance(container, list):
-            p = (*cpath, len(container))
-            container.append(value)
-            doc.value_marks.setdefault(p, pos)
-            return
-        if frame[2] is _NO_KEY:
-            if not is_key_candidate or not isinstance(value, str):
-                shown = "null" if value is None else repr(value)
-                raise _fail(
-                    doc,
-                    "yaml-key",
-                    f"mapping keys must be strings, found {shown}",
-                    mark,
-                    hint="quote the key",
-                )
-            if value == "<<":
-                raise _fail(doc, "yaml-merge-key", "merge keys ('<<') are not supported", mark)
-            if value in frame[4]:
-                first = frame[4][value]
-                raise SpecError(
-                    [
-                        doc.error_at(
-                            "duplicate-key",
-                            f"duplicate key '{value}'",
-                            pos[0],
-                            pos[1],
-                            related=(Location(doc.file, first[0], first[1]),),
-                            hint=f"first defined at line {first[0]}",
-                        )
-                    ]
-                )
-            frame[4][value] = pos
-            frame[2], frame[3] = value, pos
-            doc.key_marks[(*cpath, value)] = pos
-            return
-        key = frame[2]
-        container[key] = value
-        doc.value_marks.setdefault((*cpath, key), pos)
-        frame[2] = _NO_KEY
-
+    """Read ``text``'s YAML events with ``parser`` into plain values and their positions."""
+    reader = _EventReader(SourceDoc(file, path, text.splitlines()))
     try:
         for event in yaml.parse(text, Loader=parser):
-            count += 1
-            if count > MAX_EVENTS:
-                raise _fail(doc, "spec-too-large", "spec has too many YAML items", event.start_mark)
-            anchor = getattr(event, "anchor", None)
-            if isinstance(event, yaml.AliasEvent) or anchor is not None:
-                raise _fail(
-                    doc,
-                    "yaml-alias",
-                    "anchors and aliases are not supported in a spec",
-                    event.start_mark,
-                    hint="write the value out, or use a block",
-                )
-            if isinstance(event, yaml.DocumentStartEvent):
-                docs += 1
-                if docs > 1:
-                    raise _fail(
-                        doc,
-                        "yaml-multiple-documents",
-                        "a spec file holds one YAML document; found a second",
-                        event.start_mark,
-                    )
-            elif isinstance(event, yaml.ScalarEvent):
-                if event.tag is None and event.implicit[0] and not event.style:
-                    value = _resolve_plain(event.value, doc, event.start_mark)
-                elif event.tag is not None and event.tag != "!":
-                    value = _resolve_tagged(event.tag, event.value, doc, event.start_mark)
-                else:
-                    value = event.value
-                attach(value, event.start_mark, True)
-            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                is_map = isinstance(event, yaml.MappingStartEvent)
-                _check_collection_tag(event.tag, "map" if is_map else "seq", doc, event.start_mark)
-                if len(stack) >= MAX_DEPTH:
-                    raise _fail(
-                        doc,
-                        "spec-too-deep",
-                        _too_deep_message(),
-                        event.start_mark,
-                    )
-                new: Any = {} if is_map else []
-                if stack and isinstance(stack[-1][0], dict) and stack[-1][2] is _NO_KEY:
-                    raise _fail(
-                        doc,
-                        "yaml-key",
-                        "mapping keys must be strings, found a collection",
-                        event.start_mark,
-                    )
-                parent_path: YamlPath = ()
-                if stack:
-                    frame = stack[-1]
-                    cont = frame[0]
-                    parent_path = (*frame[1], len(cont) if isinstance(cont, list) else frame[2])
-                attach(new, event.start_mark, False)
-                stack.append([new, parent_path, _NO_KEY, None, {}])
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                stack.pop()
+            reader.event(event)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "invalid YAML"
-        if _LIBRARY_DEPTH_LIMIT in problem:
-            if parser is not _PurePython:
-                raise _LibraryDepthLimit from None
-            # A pure-Python parser with a limit of its own (none has one yet): the same error,
-            # at the library's mark.
-            raise _fail(doc, "spec-too-deep", _too_deep_message(), mark) from None
-        hint = None
-        line = doc.line_text(mark.line + 1) if mark is not None else None
-        if "\t" in problem or (line is not None and "\t" in line[: mark.column + 1]):
-            hint = "YAML does not allow tabs for indentation; use spaces"
-        else:
-            hint = _syntax_hint(problem, line)
-        raise _fail(doc, "yaml-syntax", f"invalid YAML: {problem}", mark, hint=hint) from None
+        raise _syntax_error(exc, reader.doc, parser) from None
     except yaml.YAMLError as exc:
         raise SpecError(
             [Diagnostic("yaml-syntax", f"invalid YAML: {exc}", Location(file, 1, 1))]
         ) from None
     except RecursionError:
-        raise _fail(doc, "spec-too-deep", "spec nests too deeply", None) from None
-    if not have_root or root is None:
+        raise _fail(reader.doc, "spec-too-deep", "spec nests too deeply", None) from None
+    if not reader.have_root or reader.root is None:
         raise SpecError(
             [
                 Diagnostic(
@@ -370,7 +247,166 @@ def _read_events(text: str, file: str, path: Path | None, parser: Any) -> tuple[
                 )
             ]
         )
-    return root, doc
+    return reader.root, reader.doc
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, doc: SourceDoc, parser: Any) -> SpecError:
+    """The YAML library's error, located, with a hint for the usual causes (tabs, colons)."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    if _LIBRARY_DEPTH_LIMIT in problem:
+        if parser is not _PurePython:
+            raise _LibraryDepthLimit from None
+        # A pure-Python parser with a limit of its own (none has one yet): the same error,
+        # at the library's mark.
+        return _fail(doc, "spec-too-deep", _too_deep_message(), mark)
+    hint = None
+    line = doc.line_text(mark.line + 1) if mark is not None else None
+    if "\t" in problem or (line is not None and "\t" in line[: mark.column + 1]):
+        hint = "YAML does not allow tabs for indentation; use spaces"
+    else:
+        hint = _syntax_hint(problem, line)
+    return _fail(doc, "yaml-syntax", f"invalid YAML: {problem}", mark, hint=hint)
+
+
+@dataclass
+class _Level:
+    """A mapping or sequence being read, and where it is."""
+
+    container: dict[str, Any] | list[Any]
+    path: YamlPath
+    key: Any  # a mapping's key waiting for its value, or _NO_KEY
+    keys: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (line, column)
+
+
+class _EventReader:
+    """Builds plain values from YAML events, recording each key's and value's position, and
+    refuses what a spec may not hold (aliases, a second document, deep nesting, ...)."""
+
+    def __init__(self, doc: SourceDoc) -> None:
+        self.doc = doc
+        self.stack: list[_Level] = []
+        self.root: Any = None
+        self.have_root = False
+        self.docs = 0  # documents begun
+        self.count = 0  # events read
+
+    def event(self, event: Any) -> None:
+        """Take one event of the stream."""
+        doc = self.doc
+        self.count += 1
+        if self.count > MAX_EVENTS:
+            raise _fail(doc, "spec-too-large", "spec has too many YAML items", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent) or anchor is not None:
+            raise _fail(
+                doc,
+                "yaml-alias",
+                "anchors and aliases are not supported in a spec",
+                event.start_mark,
+                hint="write the value out, or use a block",
+            )
+        if isinstance(event, yaml.ScalarEvent):
+            if event.tag is None and event.implicit[0] and not event.style:
+                value = _resolve_plain(event.value, doc, event.start_mark)
+            elif event.tag is not None and event.tag != "!":
+                value = _resolve_tagged(event.tag, event.value, doc, event.start_mark)
+            else:
+                value = event.value
+            self._attach(value, event.start_mark, True)
+        elif isinstance(event, yaml.DocumentStartEvent):
+            self.docs += 1
+            if self.docs > 1:
+                raise _fail(
+                    doc,
+                    "yaml-multiple-documents",
+                    "a spec file holds one YAML document; found a second",
+                    event.start_mark,
+                )
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self._open(event)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            self.stack.pop()
+
+    def _open(self, event: Any) -> None:
+        """A mapping or sequence begins: attach it, then read into it."""
+        doc, stack = self.doc, self.stack
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        _check_collection_tag(event.tag, "map" if is_map else "seq", doc, event.start_mark)
+        if len(stack) >= MAX_DEPTH:
+            raise _fail(doc, "spec-too-deep", _too_deep_message(), event.start_mark)
+        new: Any = {} if is_map else []
+        if stack and isinstance(stack[-1].container, dict) and stack[-1].key is _NO_KEY:
+            raise _fail(
+                doc,
+                "yaml-key",
+                "mapping keys must be strings, found a collection",
+                event.start_mark,
+            )
+        parent_path: YamlPath = ()
+        if stack:
+            top = stack[-1]
+            cont = top.container
+            parent_path = (*top.path, len(cont) if isinstance(cont, list) else top.key)
+        self._attach(new, event.start_mark, False)
+        stack.append(_Level(new, parent_path, _NO_KEY))
+
+    def _attach(self, value: Any, mark: Any, is_key_candidate: bool) -> None:
+        """Put ``value`` where the stream is: the root, a sequence's next entry, a mapping's
+        next key, or the value of the key before it."""
+        doc = self.doc
+        pos = (mark.line + 1, mark.column + 1)
+        if not self.stack:
+            self.root, self.have_root = value, True
+            doc.value_marks[()] = pos
+            return
+        top = self.stack[-1]
+        container = top.container
+        if isinstance(container, list):
+            p = (*top.path, len(container))
+            container.append(value)
+            doc.value_marks.setdefault(p, pos)
+            return
+        if top.key is _NO_KEY:
+            self._key(top, value, mark, is_key_candidate)
+            return
+        key = top.key
+        container[key] = value
+        doc.value_marks.setdefault((*top.path, key), pos)
+        top.key = _NO_KEY
+
+    def _key(self, top: _Level, value: Any, mark: Any, is_key_candidate: bool) -> None:
+        """``value`` is the next key of the mapping ``top``: a string, not seen before."""
+        doc = self.doc
+        pos = (mark.line + 1, mark.column + 1)
+        if not is_key_candidate or not isinstance(value, str):
+            shown = "null" if value is None else repr(value)
+            raise _fail(
+                doc,
+                "yaml-key",
+                f"mapping keys must be strings, found {shown}",
+                mark,
+                hint="quote the key",
+            )
+        if value == "<<":
+            raise _fail(doc, "yaml-merge-key", "merge keys ('<<') are not supported", mark)
+        if value in top.keys:
+            first = top.keys[value]
+            raise SpecError(
+                [
+                    doc.error_at(
+                        "duplicate-key",
+                        f"duplicate key '{value}'",
+                        pos[0],
+                        pos[1],
+                        related=(Location(doc.file, first[0], first[1]),),
+                        hint=f"first defined at line {first[0]}",
+                    )
+                ]
+            )
+        top.keys[value] = pos
+        top.key = value
+        doc.key_marks[(*top.path, value)] = pos
 
 
 def _too_deep_message() -> str:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.ir import Graph, Node
 
@@ -78,15 +79,32 @@ def resolve_node_init(
     first, for parameters still unset. A default applies where it fits: a key that names no
     parameter of this op, or a parameter too small for the initializer, is skipped silently.
     """
-    out: dict[str, InitCall] = {}
-    diags: list[Diagnostic] = []
+    r = _NodeInits(node, param_shapes)
     base_path = (*node.origin.path, "init")
-    own = [(k, v, node.origin.doc, base_path, False) for k, v in node.init.items()]
-    inherited = [(k, v, o.doc, o.path, True) for k, v, o in node.init_defaults]
-    for key, spec, doc, base, is_default in [*own, *inherited]:
+    for key, spec in node.init.items():
+        r.entry(key, spec, node.origin.doc, base_path, is_default=False)
+    for key, spec, o in node.init_defaults:
+        r.entry(key, spec, o.doc, o.path, is_default=True)
+    return r.out, r.diags
+
+
+class _NodeInits:
+    """The initializers of one node's parameters, resolved entry by entry."""
+
+    def __init__(self, node: Node, param_shapes: Mapping[str, tuple[Any, ...]]) -> None:
+        self.node = node
+        self.shapes = param_shapes
+        self.out: dict[str, InitCall] = {}
+        self.diags: list[Diagnostic] = []
+
+    def entry(
+        self, key: str, spec: Any, doc: SourceDoc, base: YamlPath, *, is_default: bool
+    ) -> None:
+        """One ``key: initializer`` of the node's ``init`` or of a block's default."""
+        node, shapes = self.node, self.shapes
         path = base if key == "*" else (*base, key)
         if spec is None:
-            continue
+            return
         call, problem = _parse(spec)
         if call is None:
             hint = None
@@ -95,7 +113,7 @@ def resolve_node_init(
                 hint = did_you_mean(str(word), INITIALIZERS) or (
                     "initializers: " + ", ".join(INITIALIZERS)
                 )
-            diags.append(
+            self.diags.append(
                 doc.diag(
                     "bad-init",
                     problem or "bad initializer",
@@ -105,20 +123,27 @@ def resolve_node_init(
                     hint=hint,
                 )
             )
-            continue
-        chosen = [p for p in param_shapes if _selects(key, p)]
+            return
+        chosen = [p for p in shapes if _selects(key, p)]
         if key == "*":
-            chosen = [p for p in chosen if len(param_shapes[p]) >= 2]
+            chosen = [p for p in chosen if len(shapes[p]) >= 2]
         if is_default:
             need = INITIALIZERS[call.name].min_dims
             for p in chosen:
-                if p not in out and len(param_shapes[p]) >= need:
-                    out[p] = call
-            continue
+                if p not in self.out and len(shapes[p]) >= need:
+                    self.out[p] = call
+            return
+        self._own(key, call, chosen, doc, path)
+
+    def _own(
+        self, key: str, call: InitCall, chosen: list[str], doc: SourceDoc, path: YamlPath
+    ) -> None:
+        """The node's own ``key: call``: every parameter it selects must take it."""
+        node = self.node
         tied = [p for p in chosen if p in node.tie]
-        if tied and not is_default:
+        if tied:
             tnode, tparam = node.tie[tied[0]]
-            diags.append(
+            self.diags.append(
                 doc.diag(
                     "bad-init",
                     f"{tied[0]} is tied to {tnode}.{tparam}; it has that node's values",
@@ -129,11 +154,10 @@ def resolve_node_init(
                     hint=f"initialize it on '{tnode}'",
                 )
             )
-            continue
-        chosen = [p for p in chosen if p not in node.tie]
+            return
         if not chosen and key != "*":
-            names = list(param_shapes)
-            diags.append(
+            names = list(self.shapes)
+            self.diags.append(
                 doc.diag(
                     "bad-init",
                     f"op '{node.op.name}' has no parameter '{key}'",
@@ -145,12 +169,12 @@ def resolve_node_init(
                     or (f"parameters: {', '.join(names)}" if names else "this op has none"),
                 )
             )
-            continue
+            return
         need = INITIALIZERS[call.name].min_dims
         for p in chosen:
-            shape = param_shapes[p]
+            shape = self.shapes[p]
             if len(shape) < need:
-                diags.append(
+                self.diags.append(
                     doc.diag(
                         "bad-init",
                         f"{call.name} needs a parameter with at least {need} dims; "
@@ -163,9 +187,8 @@ def resolve_node_init(
                 )
                 continue
             # An exact name beats a wildcard or a suffix match.
-            if p not in out or key == p:
-                out[p] = call
-    return out, diags
+            if p not in self.out or key == p:
+                self.out[p] = call
 
 
 def _parse(spec: Any) -> tuple[InitCall | None, str | None]:

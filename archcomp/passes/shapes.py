@@ -21,32 +21,11 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
     """
     done: dict[tuple[Any, ...], tuple[Any, Any, dict[str, TensorType]]] = {}
     at: dict[Any, Any] = {}  # symbolic dim -> its value at the example sizes
-    for info in g.inputs.values() if g.dims else ():
-        if _numel_at(info.type.shape, g.dims, at) > INT64_MAX:
-            rep.add(
-                info.origin.doc.diag(
-                    "invalid-value",
-                    f"at the example sizes in 'dims' input '{info.name}' would have more than "
-                    "2**63 - 1 elements (int64 overflows)",
-                    info.origin.path,
-                    hint="dims are example sizes for summaries and MACs: choose ones a tensor "
-                    "can have",
-                )
-            )
+    _check_inputs_at_dims(g, rep, at)
     for name in g.nodes:
         node = g.nodes[name]
-        types: dict[str, TensorType | list[TensorType] | None] = {}
-        missing = False
-        for port, refs in node.inputs.items():
-            if isinstance(refs, list):
-                ts = [g.type_of(r) for r in refs]
-                missing = missing or any(t is None for t in ts)
-                types[port] = [t for t in ts if t is not None]
-            else:
-                t = g.type_of(refs)
-                missing = missing or t is None
-                types[port] = t
-        if missing:
+        types = _input_types(g, node)
+        if types is None:
             _report_unproduced(g, node, rep)
             continue
         key = (
@@ -59,33 +38,73 @@ def infer_shapes(g: Graph, rep: Reporter) -> None:
             node.args, node.outputs = seen[1], dict(seen[2])
             continue
         original = node.args
-        ctx = ShapeCtx(node.args, types)
         try:
-            try:
-                result = node.op.shape(ctx)
-                outs = result if isinstance(result, dict) else {node.op.results[0]: result}
-                for rname, t in outs.items():
-                    _check_dims(t, rname, g.dims, at)
-            except DimTooLarge as exc:
-                raise ShapeError(
-                    f"the result's shape is too large to follow symbolically: {exc.message}",
-                    hint="give the symbols concrete sizes (ints or ${...} params)",
-                ) from None
-        except ShapeError as exc:
-            _report(node, exc, rep, types)
-            continue
-        if ctx.inferred:
-            node.args = node.args.model_copy(update=ctx.inferred)
-        try:
-            try:
-                _check_weights(node)
-            except DimTooLarge as exc:
-                raise ShapeError(f"its weights' shapes are too large: {exc.message}") from None
+            outs = _run_rule(g, node, types, at)
         except ShapeError as exc:
             _report(node, exc, rep, types)
             continue
         node.outputs = outs
         done[key] = (original, node.args, outs)  # holds ``original``: its id stays unique
+
+
+def _check_inputs_at_dims(g: Graph, rep: Reporter, at: dict[Any, Any]) -> None:
+    """Report an input with more than int64 elements at the example sizes of ``dims``."""
+    for info in g.inputs.values() if g.dims else ():
+        if _numel_at(info.type.shape, g.dims, at) > INT64_MAX:
+            rep.add(
+                info.origin.doc.diag(
+                    "invalid-value",
+                    f"at the example sizes in 'dims' input '{info.name}' would have more than "
+                    "2**63 - 1 elements (int64 overflows)",
+                    info.origin.path,
+                    hint="dims are example sizes for summaries and MACs: choose ones a tensor "
+                    "can have",
+                )
+            )
+
+
+def _input_types(g: Graph, node: Node) -> dict[str, TensorType | list[TensorType] | None] | None:
+    """The types of the node's inputs by port; None when a producer did not make one."""
+    types: dict[str, TensorType | list[TensorType] | None] = {}
+    missing = False
+    for port, refs in node.inputs.items():
+        if isinstance(refs, list):
+            ts = [g.type_of(r) for r in refs]
+            missing = missing or any(t is None for t in ts)
+            types[port] = [t for t in ts if t is not None]
+        else:
+            t = g.type_of(refs)
+            missing = missing or t is None
+            types[port] = t
+    return None if missing else types
+
+
+def _run_rule(
+    g: Graph,
+    node: Node,
+    types: dict[str, TensorType | list[TensorType] | None],
+    at: dict[Any, Any],
+) -> dict[str, TensorType]:
+    """Run the op's shape rule: the result types by name; the inferred args are stored on
+    ``node.args``. Raises :class:`ShapeError`."""
+    ctx = ShapeCtx(node.args, types)
+    try:
+        result = node.op.shape(ctx)
+        outs = result if isinstance(result, dict) else {node.op.results[0]: result}
+        for rname, t in outs.items():
+            _check_dims(t, rname, g.dims, at)
+    except DimTooLarge as exc:
+        raise ShapeError(
+            f"the result's shape is too large to follow symbolically: {exc.message}",
+            hint="give the symbols concrete sizes (ints or ${...} params)",
+        ) from None
+    if ctx.inferred:
+        node.args = node.args.model_copy(update=ctx.inferred)
+    try:
+        _check_weights(node)
+    except DimTooLarge as exc:
+        raise ShapeError(f"its weights' shapes are too large: {exc.message}") from None
+    return outs
 
 
 def _report_unproduced(g: Graph, node: Node, rep: Reporter) -> None:

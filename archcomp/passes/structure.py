@@ -28,7 +28,23 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
     """Report cycles, unreachable and unused nodes, then put ``g.nodes`` in topological order;
     False (order unchanged) if shapes cannot be inferred."""
     G = g.nx = build_nx(g)
-    seen_origins: set[tuple[str, tuple[object, ...]]] = set()
+    if _report_cycles(g, rep):
+        return False
+    seen_origins: set[tuple[str, tuple[object, ...]]] = set()  # one report per written node
+    _report_unreachable(g, rep, seen_origins)
+    live: set[str] = set()
+    for name in {r.node for r in g.outputs.values()}:
+        live.add(name)
+        live |= nx.ancestors(G, name)
+    _report_unused(g, live, rep, seen_origins)
+    g.nodes = {n: g.nodes[n] for n in topological(g)}
+    return True
+
+
+def _report_cycles(g: Graph, rep: Reporter) -> bool:
+    """Report up to :data:`MAX_CYCLES` cycles, each from the node written first; whether
+    there is one."""
+    G = g.nx
     cycles = []
     if not nx.is_directed_acyclic_graph(G):
         for comp in nx.strongly_connected_components(G):
@@ -51,14 +67,19 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
                 hint="a node cannot depend on its own output",
             )
         )
-    if cycles:
-        return False
+    return bool(cycles)
+
+
+def _report_unreachable(
+    g: Graph, rep: Reporter, seen_origins: set[tuple[str, tuple[object, ...]]]
+) -> None:
+    """Report the nodes no input reaches."""
+    G = g.nx
     # Data starts at the inputs and at ops that read nothing (a learned ``parameter``).
     sources = [*g.inputs, *(n for n, node in g.nodes.items() if not node.op.inputs)]
     reachable: set[str] = set(sources)
     for name in sources:
         reachable |= nx.descendants(G, name)
-    used: set[str] = {r.node for r in g.outputs.values()}
     for name in g.nodes:
         if name not in reachable:
             node = g.nodes[name]
@@ -74,10 +95,12 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
                         op=node.op.name,
                     )
                 )
-    live: set[str] = set()
-    for name in used:
-        live.add(name)
-        live |= nx.ancestors(G, name)
+
+
+def _report_unused(
+    g: Graph, live: set[str], rep: Reporter, seen_origins: set[tuple[str, tuple[object, ...]]]
+) -> None:
+    """Report the nodes and inputs no output depends on (``live``: those some output does)."""
     for name, node in g.nodes.items():
         if name in live:
             continue
@@ -106,8 +129,6 @@ def check_structure(g: Graph, rep: Reporter) -> bool:
                     "unused-input", f"input '{name}' is never used", info.origin.path, key=True
                 )
             )
-    g.nodes = {n: g.nodes[n] for n in topological(g)}
-    return True
 
 
 def topological(g: Graph) -> list[str]:

@@ -9,7 +9,6 @@ from typing import Any
 from archcomp.backends.torch.checkpointing import checkpoint_blocks
 from archcomp.backends.torch.codegen import compile_graph
 from archcomp.backends.torch.devices import (
-    MAX_INIT_FLOPS,
     check_fits,
     estimate,
     parse_bytes,
@@ -17,26 +16,16 @@ from archcomp.backends.torch.devices import (
     resolve_dtype,
 )
 from archcomp.backends.torch.module import ArchModule
+from archcomp.backends.torch.options import BuildOptions
 from archcomp.base.errors import UsageError
 from archcomp.base.progress import showing, task
 from archcomp.ir import Graph
 
 
-def build_graph(
-    g: Graph,
-    device: Any = None,
-    dtype: Any = None,
-    seed: int | None = None,
-    *,
-    max_memory: int | str | None = None,
-    progress: bool | None = None,
-    max_init_flops: float | None = MAX_INIT_FLOPS,
-    init: bool = True,
-    extra_bytes: int = 0,
-    params_on_meta: bool = False,
-    activation_checkpointing: bool = False,
-) -> ArchModule:
-    """Compile an already checked graph (see :func:`archcomp.build`).
+def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any) -> ArchModule:
+    """Compile an already checked graph (see :func:`archcomp.build`) with ``options`` (default
+    :class:`BuildOptions`), any keyword changing one of them:
+    ``build_graph(g, device="meta", dtype="bfloat16")``.
 
     Before anything is allocated the build is refused if its peak memory (plus
     ``extra_bytes`` the caller will need beside it) exceeds the device's free memory or
@@ -46,24 +35,26 @@ def build_graph(
     meta for the caller to fill (how :mod:`archcomp.checkpoints` loads published weights).
     ``activation_checkpointing``: each repeated block runs under non-reentrant activation
     checkpointing (:func:`~archcomp.backends.torch.checkpointing.checkpoint_blocks`)."""
+    o = replace(options or BuildOptions(), **changes)
+    seed, init, params_on_meta = o.seed, o.init, o.params_on_meta
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise UsageError(f"seed must be a non-negative int, found {seed!r}")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype)
+    dev = resolve_device(o.device)
+    dt = resolve_dtype(o.dtype)
     est = estimate(g, dt, init=init)
     if params_on_meta:
         est = replace(est, params=0, param_bytes=0)
-    if extra_bytes:
-        est = replace(est, scratch_bytes=est.scratch_bytes + extra_bytes)
-    budget = parse_bytes(max_memory) if max_memory is not None else None
-    limit = None if max_init_flops is None else int(max_init_flops)
+    if o.extra_bytes:
+        est = replace(est, scratch_bytes=est.scratch_bytes + o.extra_bytes)
+    budget = parse_bytes(o.max_memory) if o.max_memory is not None else None
+    limit = None if o.max_init_flops is None else int(o.max_init_flops)
     check_fits(est, dev, budget, limit)
     if dev.type == "meta" or params_on_meta:  # nothing (or only buffers) to show
         model = compile_graph(g, dev, dt, seed, None, est, init=init, params_on_meta=params_on_meta)
     else:
-        with showing(progress), task("allocating and initialising weights", est.total_bytes) as t:
+        with showing(o.progress), task("allocating and initialising weights", est.total_bytes) as t:
             model = compile_graph(g, dev, dt, seed, lambda done, total: t(done), est, init=init)
     model.build_seed = seed
-    if activation_checkpointing:
+    if o.activation_checkpointing:
         checkpoint_blocks(model)
     return model

@@ -3,7 +3,8 @@
 Each node's op lowers itself (``OpDef.lower``) through :class:`Lowering`, the compiler's
 ``LowerCtx``: it registers the node's submodule at the node's qualified name and emits fx nodes.
 The forward is fx's generated straight-line code, with the spec's input names as parameters,
-the spec's ids as variable names, and each node's output shape as a comment::
+the spec's ids as variable names, and each node's output shape as a comment (written by
+:mod:`archcomp.backends.torch.readable`)::
 
     def forward(self, x):
         \"\"\"x: (B, 10) float32 -> y: (B, 2)\"\"\"
@@ -26,7 +27,6 @@ from torch.fx.graph_module import _forward_from_src  # what GraphModule.recompil
 from archcomp.backends.torch.blocks import Instance, Level, plan_blocks
 from archcomp.backends.torch.devices import Estimate, estimate
 from archcomp.backends.torch.init import SeededRNG, init_module, meta_init_skipped
-from archcomp.backends.torch.literals import comment, docstring
 from archcomp.backends.torch.module import (
     ArchModule,
     CompiledBlock,
@@ -34,73 +34,14 @@ from archcomp.backends.torch.module import (
     get_path,
     set_param,
 )
+from archcomp.backends.torch.readable import ArchCodeGen, indexable_lists
+from archcomp.backends.torch.readable import fmt_shape_comment as fmt_shape_comment
 from archcomp.base.errors import SpecError
 from archcomp.ir import Graph, Node, Ref, TensorType
-from archcomp.ir.dims import Dim, Shape, to_json
+from archcomp.ir.dims import Shape, to_json
 from archcomp.passes.inits import InitCall
 
 Progress = Callable[[int, int], None]  # (bytes allocated so far, bytes in all)
-
-
-def fmt_shape_comment(shape: Shape) -> str:
-    """``(B, S, 512)``: nanoGPT's shape-comment style."""
-
-    def one(d: Dim) -> str:
-        s = str(d)
-        return f"({s})" if not isinstance(d, int) and " " in s else s
-
-    inner = ", ".join(one(d) for d in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
-
-
-class ArchCodeGen(fx.graph.CodeGen):
-    """fx code generation with the spec's input names, a docstring, and shape comments."""
-
-    def __init__(
-        self, input_names: tuple[str, ...], doc: str, lists: frozenset[str] = frozenset()
-    ) -> None:
-        super().__init__()
-        self.input_names = input_names
-        self.doc = doc
-        self.lists = lists  # ModuleLists (dotted paths) that ``self.h_[0]`` may index
-
-    def gen_fn_def(
-        self, free_vars: list[str], maybe_return_annotation: str, *, expanded_def: bool = False
-    ) -> str:
-        fx_names = [v for v in free_vars if v != "self"]
-        # fx renames a placeholder that would shadow a builtin (``input`` -> ``input_1``);
-        # the signature keeps the spec's name and binds the fx name to it.
-        params = list(self.input_names) if len(fx_names) == len(self.input_names) else fx_names
-        lines = [f"def {self._func_name}(self, {', '.join(params)}){maybe_return_annotation}:"]
-        if self.doc:
-            lines.append(f"    {docstring(self.doc)}")
-        for spec_name, fx_name in zip(params, fx_names, strict=False):
-            if spec_name != fx_name:
-                lines.append(f"    {fx_name} = {spec_name}")
-        return "\n".join(lines)
-
-    def _gen_python_code(self, nodes: Any, root_module: str, namespace: Any, **kw: Any) -> Any:
-        node_list = list(nodes)
-        previous = self._body_transformer
-
-        def annotate(body: list[str]) -> list[str]:
-            if previous is not None:
-                body = previous(body)
-            return _shape_comments([_readable(chunk, self.lists) for chunk in body], node_list)
-
-        self._body_transformer = annotate
-        try:
-            return super()._gen_python_code(nodes, root_module, namespace, **kw)
-        finally:
-            self._body_transformer = previous
-
-
-_COUNTER = re.compile(r"^# COUNTER: (\d+)$")
-_SUBSCRIPT = re.compile(r"\[\(((?:[^\[\]()]|slice\([^()]*\))*?)\)\]")
-_INDEX_ITEM = re.compile(r"-?\d+|None|\.\.\.|-?\d*:-?\d*(:-?\d*)?")
-_SLICE = re.compile(r"slice\((None|-?\d+), (None|-?\d+), (None|-?\d+)\)")
-_PRIVATE_NN = re.compile(r"\btorch\._C\._nn\.(\w+)\(")
-_GETATTR_INDEX = re.compile(r'getattr\(((?:self|[A-Za-z_]\w*)(?:\.\w+|\[\d+\])*), "(\d+)"\)')
 
 
 def _drop_unused_selections(graph: fx.Graph) -> None:
@@ -108,85 +49,6 @@ def _drop_unused_selections(graph: fx.Graph) -> None:
     for node in reversed(list(graph.nodes)):
         if node.op == "call_function" and node.target is operator.getitem and not node.users:
             graph.erase_node(node)
-
-
-def _readable(line: str, lists: frozenset[str] = frozenset()) -> str:
-    """fx's spellings as a person writes them: ``x[:, -1]`` for
-    ``x[(slice(None, None, None), -1)]``, ``self.h_[0]`` for ``getattr(self.h_, "0")``, and
-    ``torch.nn.functional.f`` for ``torch._C._nn.f`` (the same function object)."""
-    line = _SUBSCRIPT.sub(_subscript, line)
-
-    def index(m: re.Match[str]) -> str:
-        # This is the code that runs: ``[k]`` only where ModuleList indexing finds the same
-        # module (keys exactly 0..n-1; a repeat whose copy 0 has no module leaves a gap).
-        path = _dotted(m.group(1))
-        return f"{m.group(1)}[{m.group(2)}]" if path in lists else m.group(0)
-
-    while "getattr(" in line:  # ``self.h_[0].mlp`` for ``getattr(self.h_, "0").mlp``
-        new = _GETATTR_INDEX.sub(index, line)
-        if new == line:
-            break
-        line = new
-    return _PRIVATE_NN.sub(_public_nn, line)
-
-
-def _dotted(expr: str) -> str | None:
-    """``self.h_[0].inner`` -> ``h_.0.inner``; None for anything not under ``self``."""
-    if expr != "self" and not expr.startswith(("self.", "self[")):
-        return None
-    return re.sub(r"\[(\d+)\]", r".\1", expr[4:]).lstrip(".")
-
-
-def indexable_lists(root: nn.Module) -> frozenset[str]:
-    """Dotted paths of the ModuleLists under ``root`` whose keys are exactly 0..n-1."""
-    return frozenset(
-        name
-        for name, m in root.named_modules(remove_duplicate=False)
-        if type(m) is nn.ModuleList and list(m._modules) == [str(i) for i in range(len(m))]
-    )
-
-
-def _subscript(m: re.Match[str]) -> str:
-    def one(s: re.Match[str]) -> str:
-        start, stop, step = ("" if v == "None" else v for v in s.groups())
-        return f"{start}:{stop}" + (f":{step}" if step else "")
-
-    inner = _SLICE.sub(one, m.group(1)).replace("Ellipsis", "...")
-    items = [item.strip() for item in inner.split(",") if item.strip()]
-    if not items or not all(_INDEX_ITEM.fullmatch(item) for item in items):
-        return m.group(0)  # not a literal index: leave fx's spelling
-    return f"[{', '.join(items)}]" if len(items) > 1 else f"[{items[0]},]"
-
-
-def _public_nn(m: re.Match[str]) -> str:
-    import torch
-    import torch.nn.functional as F
-
-    name = m.group(1)
-    same = getattr(F, name, None) is getattr(torch._C._nn, name, object())
-    return f"torch.nn.functional.{name}(" if same else m.group(0)
-
-
-def _shape_comments(body: list[str], nodes: list[fx.Node]) -> list[str]:
-    """Append each node's shape comment to the end of its line (after fx's ``x = None``)."""
-    out: list[str] = []
-    pending: str | None = None
-    current: fx.Node | None = None
-    for chunk in body:
-        m = _COUNTER.match(chunk.strip())
-        if m is not None:
-            i = int(m.group(1))
-            current = nodes[i] if i < len(nodes) else None
-            out.append(chunk)
-            continue
-        if current is not None and chunk.startswith(f"{current.name} = "):
-            pending = current.meta.get("archcomp_comment")
-            current = None
-        if pending and chunk.endswith("\n"):
-            chunk = f"{chunk[:-1]}{comment(pending)}\n"
-            pending = None
-        out.append(chunk)
-    return out
 
 
 class Lowering:
@@ -354,39 +216,52 @@ class Compiler:
         assert copy.cls is not None
         parent = self.frame
         if copy.shares is None:
-            cls = self.classes.get(id(copy.cls))
-            if cls is None:
-                name = copy.cls.name
-                attrs = {"__module__": CompiledBlock.__module__, "__qualname__": name}
-                cls = self.classes[id(copy.cls)] = type(name, (CompiledBlock,), attrs)
-            block = cls()
-            _place(self.root, copy.scope.name, block)
-            first = copy is copy.cls.template
-            frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
-            if first:
-                assert frame.fx_graph is not None
-                for pname, r in zip(copy.params, copy.ext, strict=True):
-                    ph = frame.fx_graph.placeholder(pname)
-                    t = self.graph.type_of(r)
-                    ph.meta["archcomp_comment"] = fmt_shape_comment(t.shape) if t else None
-                    frame.values[self._key(r)] = ph
-            self.frame = frame
-            try:
-                self._level(copy.nodes, copy.inner, rng)
-            finally:
-                self.frame = parent
-            if first:
-                keys = [self._key(r) for r in copy.exports]
-                _finish_class(cls, block, copy, frame, keys, self.graph)
+            self._instance(copy, rng)
             target = copy.scope.name
         else:
             for node in copy.nodes:  # the modules are the shared copy's
                 assert node.shared_with is not None
                 self.paths[node.name] = self.paths.get(node.shared_with, node.shared_with)
             target = copy.shares
-        graph = parent.fx_graph
-        if graph is None:
+        if parent.fx_graph is None:
             return  # a further copy of the parent's class: its forward is written already
+        self._call(copy, parent, target)
+
+    def _instance(self, copy: Instance, rng: SeededRNG) -> None:
+        """The modules of a block instance of its own, placed at its scope; for the first
+        instance of its class, the class's forward too."""
+        assert copy.cls is not None
+        parent = self.frame
+        cls = self.classes.get(id(copy.cls))
+        if cls is None:
+            name = copy.cls.name
+            attrs = {"__module__": CompiledBlock.__module__, "__qualname__": name}
+            cls = self.classes[id(copy.cls)] = type(name, (CompiledBlock,), attrs)
+        block = cls()
+        _place(self.root, copy.scope.name, block)
+        first = copy is copy.cls.template
+        frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
+        if first:
+            assert frame.fx_graph is not None
+            for pname, r in zip(copy.params, copy.ext, strict=True):
+                ph = frame.fx_graph.placeholder(pname)
+                t = self.graph.type_of(r)
+                ph.meta["archcomp_comment"] = fmt_shape_comment(t.shape) if t else None
+                frame.values[self._key(r)] = ph
+        self.frame = frame
+        try:
+            self._level(copy.nodes, copy.inner, rng)
+        finally:
+            self.frame = parent
+        if first:
+            keys = [self._key(r) for r in copy.exports]
+            _finish_class(cls, block, copy, frame, keys, self.graph)
+
+    def _call(self, copy: Instance, parent: _Frame, target: str) -> None:
+        """The call of a block instance (module ``target``) in its parent's forward, and a
+        selection of each of its results when it has several."""
+        graph = parent.fx_graph
+        assert graph is not None
         if not target.startswith(parent.prefix):
             raise RuntimeError(f"{copy.scope.name} calls {target}, outside {parent.prefix}")
         args = tuple(self._value(r) for r in copy.ext)

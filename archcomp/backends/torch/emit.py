@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcomp.backends.torch.codegen import indexable_lists
 from archcomp.backends.torch.literals import docstring, literal
 from archcomp.backends.torch.module import CompiledBlock, class_name, tied_names
+from archcomp.backends.torch.readable import indexable_lists
 from archcomp.base.version import __version__
 
 LITERALS = (bool, int, float, str, type(None))
