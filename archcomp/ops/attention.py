@@ -412,7 +412,14 @@ MULTI_HEAD_ATTENTION = register(
         doc="Multi-head attention (self-attention when only query is given), batch-first. "
         "key_padding_mask is bool [B, S]: True marks a key to ignore (padding), as in torch. "
         "Grouped-query heads (num_kv_heads), RoPE on q and k (rope: {theta: ...}) and a "
-        "causal sliding window (window) cover Llama and Mistral.",
+        "causal sliding window (window) cover Llama and Mistral; head_dim and v_head_dim, a "
+        "bias per projection (bias: {q, k, v, out}), qk_norm (per head or over the whole "
+        "projection), scale and softcap cover Qwen2/3, OLMo-2, Gemma 2 and Whisper. The "
+        "optional mask (bool, True = take part, or additive) and score_bias (additive: T5's "
+        "or Swin's relative position bias) broadcast to the scores [B, h, T, S]. Torch's "
+        "fused SDPA on every path but softcap's (written out). MACs: the projections, one per "
+        "q/k norm element, and B h T S (d_k + d_v) for Q K^T and weights V on every path "
+        "(masks and windows hide scores, they do not skip them).",
     )
 )
 
@@ -421,16 +428,23 @@ MULTI_HEAD_ATTENTION = register(
 
 
 class ScaledDotProductAttentionArgs(OpArgs):
-    """softmax(Q K^T * scale) V on query [..., T, d], key [..., S, d], value [..., S, dv].
+    """softmax(Q K^T * scale + mask) V on query [..., T, d], key [..., S, d], value [..., S, dv].
 
     ``scale`` defaults to 1/sqrt(d); ``dropout`` applies to the weights in training mode only.
     Key and value may have fewer heads than the query (dim -3, dividing it): each serves a
-    group of query heads (grouped-query attention, torch's ``enable_gqa``).
+    group of query heads (grouped-query attention, torch's ``enable_gqa``). The optional
+    ``mask`` (bool, True = take part, or additive) and ``score_bias`` (additive) broadcast to
+    the scores [..., T, S]; ``window`` (with ``causal``) and ``softcap`` as in
+    multi_head_attention.
     """
 
     causal: bool = Field(default=False, description="mask key j > query i")
     scale: float | None = Field(default=None, gt=0.0, description="default 1/sqrt(d)")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    window: int = Field(default=0, ge=0, description="sliding window with causal (0: no window)")
+    softcap: float | None = Field(
+        default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
+    )
 
 
 def _grouped(q: TensorType, t: TensorType) -> bool:
@@ -465,6 +479,15 @@ def _sdpa_shape(ctx: ShapeCtx) -> TensorType:
     d, S = q.shape[-1], k.shape[-2]
     _same_dim(k.shape[-1], d, f"key dim {k.shape[-1]} differs from query dim {d}", "key")
     _same_dim(v.shape[-2], S, f"value length {v.shape[-2]} differs from key length {S}", "value")
+    if ctx.args.window and not ctx.args.causal:
+        raise ShapeError(
+            "a sliding window needs causal attention",
+            arg="window",
+            hint="add causal: true, or drop window",
+        )
+    scores = (*q.shape[:-1], S)
+    for port in ("mask", "score_bias"):
+        check_score_input(ctx, port, scores, dtype, "[..., T, S]")
     return TensorType((*q.shape[:-1], v.shape[-1]), dtype)
 
 
@@ -475,17 +498,27 @@ def _sdpa_macs(a: Any, ins: Any, outs: dict[str, TensorType]) -> Dim:
 
 
 def _sdpa_lower(c: LowerCtx) -> Any:
+    """A plain ``F.scaled_dot_product_attention`` call where it says everything; the module
+    (same kernel, written-out math only for ``softcap``) for dropout, a window, a soft cap, or
+    a causal or second mask to combine with the given one."""
     import torch.nn.functional as F
 
     a: ScaledDotProductAttentionArgs = c.args
     q, k, v = c.inputs["query"], c.inputs["key"], c.inputs["value"]
+    masks = {p: c.inputs[p] for p in ("mask", "score_bias") if c.inputs.get(p) is not None}
     gqa = c.in_types["key"].shape[:-2] != c.in_types["query"].shape[:-2]
     extra = {"enable_gqa": True} if gqa else {}
-    if a.dropout > 0:  # a module, so that dropout follows the train/eval mode
+    combine = len(masks) > 1 or (a.causal and bool(masks))
+    if a.dropout > 0 or a.window or a.softcap is not None or combine:
         from archcomp.nn.attention import ScaledDotProductAttention
 
-        sdpa = ScaledDotProductAttention(a.dropout, a.causal, a.scale, **extra)
-        return c.module(sdpa)(q, k, v)
+        sdpa = ScaledDotProductAttention(
+            a.dropout, a.causal, a.scale, **extra, window=a.window, softcap=a.softcap
+        )
+        return c.module(sdpa)(q, k, v, **masks)
+    mask = next(iter(masks.values()), None)
+    if mask is not None:
+        extra["attn_mask"] = mask
     return c.call(
         F.scaled_dot_product_attention, q, k, v, is_causal=a.causal, scale=a.scale, **extra
     )
@@ -497,10 +530,19 @@ SCALED_DOT_PRODUCT_ATTENTION = register(
         ScaledDotProductAttentionArgs,
         _sdpa_shape,
         Style("attention", "Scaled Dot-Product Attention", figure=SCALED_DOT_PRODUCT_FIGURE),
-        inputs=(Port("query"), Port("key"), Port("value")),
+        inputs=(
+            Port("query"),
+            Port("key"),
+            Port("value"),
+            Port("mask", optional=True),
+            Port("score_bias", optional=True),
+        ),
         macs=_sdpa_macs,
         lower=_sdpa_lower,
-        doc="softmax(Q K^T / sqrt(d)) V, fused; no parameters. Key/value heads may divide "
-        "the query heads (grouped-query attention).",
+        doc="softmax(Q K^T / sqrt(d) + mask) V, fused; no parameters. Key/value heads may "
+        "divide the query heads (grouped-query attention). Optional mask (bool, True = take "
+        "part, or additive) and score_bias (additive) broadcast to the scores [..., T, S]; "
+        "a sliding window (with causal) and a soft cap (softcap * tanh(s / softcap), written "
+        "out: torch has no fused kernel for it). MACs: Q K^T and weights V on every path.",
     )
 )

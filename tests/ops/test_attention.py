@@ -17,6 +17,7 @@ import pytest
 import torch
 from lowering import (
     MHA_SELF,
+    check_equivalent,
     compile_for_test,
     compile_spec,
     declared,
@@ -25,6 +26,7 @@ from lowering import (
     hf_rope,
     macs,
     param_shapes,
+    redraw,
     run,
     spec,
     spec_body,
@@ -627,3 +629,165 @@ def test_mha_builds_on_meta_without_allocating() -> None:
     params = list(gm.parameters())
     assert params and all(p.is_meta for p in params)
     assert sum(p.numel() for p in params) == 4 * (12288 * 12288 + 12288)
+
+
+# -- today's attention variants against transformers' modules -----------------------------------
+
+
+def hf_config(name: str, **kw: Any) -> Any:
+    """A small transformers config with eager attention (the reference writes the math out)."""
+    import transformers
+
+    cfg = getattr(transformers, f"{name}Config")(**kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def additive(allowed: torch.Tensor) -> torch.Tensor:
+    """(T, S) bool -> (1, 1, T, S) additive mask: 0 where allowed, -inf elsewhere."""
+    return torch.zeros(allowed.shape).masked_fill(~allowed, -math.inf)[None, None]
+
+
+ROPE = {"rope_type": "default", "rope_theta": 10000.0}
+DECODER = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def decoder_case(name: str, args: str, window: int = 0, **cfg: Any) -> tuple[str, Any, Any]:
+    """A causal self-attention with RoPE of transformers' ``name`` family (Qwen2, Qwen3, OLMo-2,
+    Gemma 2), its spec (``args``) and the reference forward."""
+    import importlib
+
+    mod = importlib.import_module(f"transformers.models.{name.lower()}.modeling_{name.lower()}")
+    config = hf_config(
+        name,
+        **DECODER,
+        rope_parameters=ROPE,
+        max_position_embeddings=64,
+        num_hidden_layers=1,
+        **cfg,
+    )
+    hf = getattr(mod, f"{name}Attention")(config, layer_idx=0)
+    rotary = getattr(mod, f"{name}RotaryEmbedding")(config)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        cos_sin = rotary(x, torch.arange(n)[None])
+        return hf(
+            x, position_embeddings=cos_sin, attention_mask=additive(window_allowed(n, window))
+        )[0]
+
+    text = spec(
+        "x: [B, T, 32]",
+        f"- {{id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, causal: true, "
+        f"rope: {{max_len: 64}}, {args}}}",
+        "{y: attn}",
+    )
+    return text, hf, forward
+
+
+def hf_names(model: nn.Module, ref: nn.Module, rename: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Each of the model's parameters -> the reference's of the renamed key (node prefixes
+    dropped, then ``rename`` applied to the pieces)."""
+    ref_params = dict(ref.named_parameters())
+    out = {}
+    for name, _ in model.named_parameters():
+        key = name.split(".", 1)[1]
+        for a, b in rename.items():
+            key = key.replace(a, b)
+        out[name] = ref_params.pop(key)
+    assert not ref_params, f"reference weights left unmapped: {sorted(ref_params)}"
+    return out
+
+
+GEMMA2 = {
+    "head_dim": 16,
+    "query_pre_attn_scalar": 20,
+    "attn_logit_softcapping": 2.0,
+    "attention_bias": False,
+}
+DECODERS = {
+    # Qwen2: q, k, v biased, o not
+    "qwen2": ("Qwen2", "bias: {out: false}", 0, {}),
+    # Qwen3: head_dim apart from E / h, RMS norm of each q and k head
+    "qwen3": (
+        "Qwen3",
+        "head_dim: 12, bias: false, qk_norm: {kind: rms, eps: 1.0e-6}",
+        0,
+        {"head_dim": 12, "rms_norm_eps": 1e-6, "attention_bias": False},
+    ),
+    # OLMo-2: RMS norm over the whole q and k projections
+    "olmo2": (
+        "Olmo2",
+        "bias: false, qk_norm: {per_head: false, eps: 1.0e-6}",
+        0,
+        {"rms_norm_eps": 1e-6, "attention_bias": False},
+    ),
+    # Gemma 2: scale from query_pre_attn_scalar, soft-capped scores; global and sliding layers
+    "gemma2": (
+        "Gemma2",
+        f"head_dim: 16, bias: false, scale: {20**-0.5!r}, softcap: 2.0",
+        0,
+        {**GEMMA2, "layer_types": ["full_attention"]},
+    ),
+    "gemma2-sliding": (
+        "Gemma2",
+        f"head_dim: 16, bias: false, scale: {20**-0.5!r}, softcap: 2.0, window: 4",
+        4,
+        {**GEMMA2, "sliding_window": 4, "layer_types": ["sliding_attention"]},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECODERS))
+def test_mha_matches_transformers_decoder_attention(case: str) -> None:
+    name, args, window, cfg = DECODERS[case]
+    text, hf, forward = decoder_case(name, args, window, **cfg)
+    _, gm = compile_spec(text)
+    redraw(hf, seed=1)
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(2))
+    check_equivalent(gm, forward, (x,), hf_names(gm, hf, {"out_proj": "o_proj"}))
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+def test_mha_matches_whisper_attention_with_an_unbiased_key(cross: bool) -> None:
+    from transformers.models.whisper.modeling_whisper import WhisperAttention
+
+    config = hf_config("Whisper", d_model=32, encoder_attention_heads=4)
+    hf = WhisperAttention(32, 4, bias=True, config=config)
+    ins = "x: [B, T, 32]\n  m: [B, S, 32]" if cross else "x: [B, T, 32]"
+    ports = "in: {query: x, key: m}, " if cross else "in: {query: x}, "
+    text = spec(
+        ins, f"- {{id: attn, op: multi_head_attention, num_heads: 4, {ports}bias: {{k: false}}}}"
+    )
+    _, gm = compile_spec(text.replace("{y: n}", "{y: attn}"))
+    redraw(hf, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    x, m = torch.randn(2, 6, 32, generator=gen), torch.randn(2, 9, 32, generator=gen)
+
+    def forward(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return hf(x, key_value_states=m if cross else None)[0]
+
+    run_inputs = (x, m) if cross else (x,)
+    ref = forward if cross else (lambda x: forward(x, m))
+    check_equivalent(gm, ref, run_inputs, hf_names(gm, hf, {}))
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new"),
+    [
+        ("gemma2", f"scale: {20**-0.5!r}, ", ""),  # 1/sqrt(head_dim), not query_pre_attn_scalar
+        ("gemma2", "softcap: 2.0", "softcap: 20.0"),  # a cap that barely bites
+        ("gemma2-sliding", "window: 4", "window: 5"),
+        ("olmo2", "eps: 1.0e-6", "eps: 0.1"),
+        ("qwen3", "rope: {max_len: 64}", "rope: {max_len: 64, theta: 20000.0}"),
+    ],
+)
+def test_transformers_equivalence_catches_planted_bugs(case: str, old: str, new: str) -> None:
+    name, args, window, cfg = DECODERS[case]
+    text, hf, forward = decoder_case(name, args, window, **cfg)
+    assert old in text
+    _, gm = compile_spec(text.replace(old, new))
+    redraw(hf, seed=1)
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(AssertionError, match="output"):
+        check_equivalent(gm, forward, (x,), hf_names(gm, hf, {"out_proj": "o_proj"}))
