@@ -6,6 +6,7 @@ The op tests exercise each op's ``lower`` through the compiler users run
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -265,9 +266,11 @@ def check_equivalent(
     ref: Callable[..., torch.Tensor],
     inputs: tuple[torch.Tensor, ...],
     weights: dict[str, torch.Tensor],
+    grad_inputs: int | None = None,
 ) -> None:
     """The compiled model's (first) output against ``ref`` on the same inputs, forward and the
-    gradients of every float input and every parameter, by the rule of tests/NUMERICS.md.
+    gradients of every float input (of the first ``grad_inputs``) and every parameter, by the
+    rule of tests/NUMERICS.md.
 
     ``weights`` maps each of the model's parameters (all of them) to the reference's tensor,
     copied in first; the gradients are compared under the same pairing.
@@ -277,8 +280,10 @@ def check_equivalent(
     with torch.no_grad():
         for name, w in weights.items():
             params[name].copy_(w)
-    ours = [t.clone().requires_grad_(t.is_floating_point()) for t in inputs]
-    theirs = [t.clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    wanted = len(inputs) if grad_inputs is None else grad_inputs
+    grads = [t.is_floating_point() and i < wanted for i, t in enumerate(inputs)]
+    ours = [t.clone().requires_grad_(g) for t, g in zip(inputs, grads, strict=True)]
+    theirs = [t.clone().requires_grad_(g) for t, g in zip(inputs, grads, strict=True)]
     with RoundingChains() as chains:
         got = next(iter(run(model, *ours).values()))
         want = ref(*theirs)
@@ -298,3 +303,34 @@ def check_equivalent(
     floor = numerics.rms(torch.cat([b.flatten() for _, b, _ in pairs]))  # type: ignore[union-attr]
     for a, b, n in pairs:
         numerics.assert_close(a, b, tol, floor=floor, msg=n)  # type: ignore[arg-type]
+
+
+# -- transformers references ----------------------------------------------------------------
+
+
+def hf_config(name: str, **kw: Any) -> Any:
+    """A small transformers config with eager attention (the reference writes the math out)."""
+    import transformers
+
+    cfg = getattr(transformers, f"{name}Config")(**kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def additive(allowed: torch.Tensor) -> torch.Tensor:
+    """(T, S) bool -> (1, 1, T, S) additive mask: 0 where allowed, -inf elsewhere."""
+    return torch.zeros(allowed.shape).masked_fill(~allowed, -math.inf)[None, None]
+
+
+def hf_names(model: nn.Module, ref: nn.Module, rename: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Each of the model's parameters -> the reference's of the renamed key (node prefixes
+    dropped, then ``rename`` applied to the pieces)."""
+    ref_params = dict(ref.named_parameters())
+    out = {}
+    for name, _ in model.named_parameters():
+        key = name.split(".", 1)[1]
+        for a, b in rename.items():
+            key = key.replace(a, b)
+        out[name] = ref_params.pop(key)
+    assert not ref_params, f"reference weights left unmapped: {sorted(ref_params)}"
+    return out

@@ -17,6 +17,7 @@ import pytest
 import torch
 from lowering import (
     MHA_SELF,
+    additive,
     check_equivalent,
     compile_for_test,
     compile_spec,
@@ -24,6 +25,8 @@ from lowering import (
     error_of,
     errors_of,
     fails,
+    hf_config,
+    hf_names,
     hf_rope,
     macs,
     out,
@@ -636,20 +639,6 @@ def test_mha_builds_on_meta_without_allocating() -> None:
 # -- today's attention variants against transformers' modules -----------------------------------
 
 
-def hf_config(name: str, **kw: Any) -> Any:
-    """A small transformers config with eager attention (the reference writes the math out)."""
-    import transformers
-
-    cfg = getattr(transformers, f"{name}Config")(**kw)
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
-def additive(allowed: torch.Tensor) -> torch.Tensor:
-    """(T, S) bool -> (1, 1, T, S) additive mask: 0 where allowed, -inf elsewhere."""
-    return torch.zeros(allowed.shape).masked_fill(~allowed, -math.inf)[None, None]
-
-
 ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 DECODER = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2}
 
@@ -685,20 +674,6 @@ def decoder_case(name: str, args: str, window: int = 0, **cfg: Any) -> tuple[str
         "{y: attn}",
     )
     return text, hf, forward
-
-
-def hf_names(model: nn.Module, ref: nn.Module, rename: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Each of the model's parameters -> the reference's of the renamed key (node prefixes
-    dropped, then ``rename`` applied to the pieces)."""
-    ref_params = dict(ref.named_parameters())
-    out = {}
-    for name, _ in model.named_parameters():
-        key = name.split(".", 1)[1]
-        for a, b in rename.items():
-            key = key.replace(a, b)
-        out[name] = ref_params.pop(key)
-    assert not ref_params, f"reference weights left unmapped: {sorted(ref_params)}"
-    return out
 
 
 GEMMA2 = {
