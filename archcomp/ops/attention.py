@@ -352,7 +352,13 @@ SCALED_DOT_PRODUCT_FIGURE = Figure(
         ("mask", "softmax"),
         ("softmax", "matmul2"),
     ),
-    ports=(("query", "matmul1"), ("key", "matmul1"), ("value", "matmul2"), ("mask", "mask")),
+    ports=(
+        ("query", "matmul1"),
+        ("key", "matmul1"),
+        ("value", "matmul2"),
+        ("mask", "mask"),
+        ("score_bias", "mask"),
+    ),
     result="matmul2",
 )
 
@@ -379,6 +385,8 @@ MULTI_HEAD_FIGURE = Figure(
         ("key", "linear_k"),
         ("query", "linear_q"),
         ("key_padding_mask", "attention:mask"),
+        ("mask", "attention:mask"),
+        ("score_bias", "attention:score_bias"),
     ),
     result="linear_out",
     stack=("linear_v", "linear_k", "linear_q", "attention"),
