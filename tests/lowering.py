@@ -6,12 +6,15 @@ The op tests exercise each op's ``lower`` through the compiler users run
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
+import numerics
 import pytest
 import torch
+from numerics import RoundingChains
 from torch import nn
 from torch.testing import assert_close
 
@@ -241,3 +244,93 @@ def rnn_spec(
     lines.append(f"  - {{id: rnn, op: {op}, {args}{ports}}}")
     lines.append(f"outputs: {outputs}")
     return spec_body("\n".join(lines))
+
+
+def redraw(module: nn.Module, seed: int) -> None:
+    """Re-draw every parameter of a reference module: matrices ~ N(0, 1/fan_in), vectors and
+    tables ~ N(0, 0.5), norm weights ~ 1 + N(0, 0.3); nothing is left at its initial value."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            r = torch.randn(p.shape, generator=gen)
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.3 * r)
+            elif p.dim() == 2 and "bias" not in name:
+                p.copy_(r / p.shape[1] ** 0.5)
+            else:
+                p.copy_(0.5 * r)
+
+
+def check_equivalent(
+    model: ArchModule,
+    ref: Callable[..., torch.Tensor],
+    inputs: tuple[torch.Tensor, ...],
+    weights: dict[str, torch.Tensor],
+    grad_inputs: int | None = None,
+) -> None:
+    """The compiled model's (first) output against ``ref`` on the same inputs, forward and the
+    gradients of every float input (of the first ``grad_inputs``) and every parameter, by the
+    rule of tests/NUMERICS.md.
+
+    ``weights`` maps each of the model's parameters (all of them) to the reference's tensor,
+    copied in first; the gradients are compared under the same pairing.
+    """
+    params = dict(model.named_parameters())
+    assert set(weights) == set(params), (sorted(weights), sorted(params))
+    with torch.no_grad():
+        for name, w in weights.items():
+            params[name].copy_(w)
+    wanted = len(inputs) if grad_inputs is None else grad_inputs
+    grads = [t.is_floating_point() and i < wanted for i, t in enumerate(inputs)]
+    ours = [t.clone().requires_grad_(g) for t, g in zip(inputs, grads, strict=True)]
+    theirs = [t.clone().requires_grad_(g) for t, g in zip(inputs, grads, strict=True)]
+    with RoundingChains() as chains:
+        got = next(iter(run(model, *ours).values()))
+        want = ref(*theirs)
+        out_tol = chains.tolerance(torch.float32, got, want)
+        w = torch.randn(want.shape, generator=torch.Generator().manual_seed(7))
+        (got * w).sum().backward()
+        (want * w).sum().backward()
+    numerics.assert_close(got, want, out_tol, msg="output")
+    tol = chains.tolerance(torch.float32)
+    pairs = [(params[n].grad, w.grad, n) for n, w in weights.items()]
+    pairs += [
+        (a.grad, b.grad, f"input {i}") for i, (a, b) in enumerate(zip(ours, theirs, strict=True))
+    ]
+    pairs = [(a, b, n) for a, b, n in pairs if b is not None or a is not None]
+    for a, b, n in pairs:
+        assert a is not None and b is not None, n
+    floor = numerics.rms(torch.cat([b.flatten() for _, b, _ in pairs]))  # type: ignore[union-attr]
+    for a, b, n in pairs:
+        numerics.assert_close(a, b, tol, floor=floor, msg=n)  # type: ignore[arg-type]
+
+
+# -- transformers references ----------------------------------------------------------------
+
+
+def hf_config(name: str, **kw: Any) -> Any:
+    """A small transformers config with eager attention (the reference writes the math out)."""
+    import transformers
+
+    cfg = getattr(transformers, f"{name}Config")(**kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def additive(allowed: torch.Tensor) -> torch.Tensor:
+    """(T, S) bool -> (1, 1, T, S) additive mask: 0 where allowed, -inf elsewhere."""
+    return torch.zeros(allowed.shape).masked_fill(~allowed, -math.inf)[None, None]
+
+
+def hf_names(model: nn.Module, ref: nn.Module, rename: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Each of the model's parameters -> the reference's of the renamed key (node prefixes
+    dropped, then ``rename`` applied to the pieces)."""
+    ref_params = dict(ref.named_parameters())
+    out = {}
+    for name, _ in model.named_parameters():
+        key = name.split(".", 1)[1]
+        for a, b in rename.items():
+            key = key.replace(a, b)
+        out[name] = ref_params.pop(key)
+    assert not ref_params, f"reference weights left unmapped: {sorted(ref_params)}"
+    return out

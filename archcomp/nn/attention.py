@@ -29,16 +29,105 @@ def causal_mask(q_len: int, k_len: int, window: int, device: Any) -> Tensor:
     return visible & (j > i - window) if window > 0 else visible
 
 
+def score_mask(
+    q: Tensor,
+    k: Tensor,
+    causal: bool,
+    window: int,
+    key_padding_mask: Tensor | None = None,
+    mask: Tensor | None = None,
+    score_bias: Tensor | None = None,
+) -> tuple[Tensor | None, bool]:
+    """One ``attn_mask`` for torch's SDPA from every mask and bias, and its ``is_causal``.
+
+    bool masks (True = take part: the causal band, ``~key_padding_mask``, a bool ``mask``) are
+    and-ed; additive ones (``score_bias``, a float ``mask``) summed, then -inf where a bool
+    mask hides a key. Alone, ``causal`` stays ``is_causal`` (the fused kernels' fast path).
+    Branches are on which arguments are given and on dtypes, never on values.
+    """
+    extra = key_padding_mask is not None or mask is not None or score_bias is not None
+    if not causal or not (window or extra):
+        keep: Tensor | None = None
+    else:  # SDPA takes is_causal or attn_mask, not both: spell the causal pattern out
+        keep = causal_mask(q.size(-2), k.size(-2), window, q.device)  # (T, S)
+    if key_padding_mask is not None:
+        pad = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
+        keep = pad if keep is None else keep & pad  # (B, 1, T, S)
+    added = score_bias  # broadcasts to (B, h, T, S)
+    if mask is not None and mask.dtype == torch.bool:
+        keep = mask if keep is None else keep & mask
+    elif mask is not None:
+        added = mask if added is None else added + mask
+    is_causal = causal and keep is None and added is None
+    if added is None:
+        return keep, is_causal
+    if keep is not None:
+        added = added.masked_fill(~keep, float("-inf"))
+    return added, is_causal
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    dropout: float,
+    scale: float | None,
+    softcap: float | None,
+    gqa: bool,
+) -> Tensor:
+    """``softmax(Q K^T * scale + mask) V`` on (B, h, T, d), (B, h_kv, S, d), (B, h_kv, S, dv);
+    K/V heads serve their group of query heads. Torch's fused SDPA unless ``softcap``; with it
+    (Gemma 2) ``softcap * tanh(scores / softcap)`` before the mask, written out, the softmax
+    in float32. ``gqa``: K/V have fewer heads than Q (dim -3)."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=dropout,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=gqa,
+        )  # (B, h, T, dv)
+    if gqa:
+        groups = q.size(-3) // k.size(-3)
+        k = k.repeat_interleave(groups, dim=-3)  # (B, h, S, d): head i reads K/V head i // groups
+        v = v.repeat_interleave(groups, dim=-3)  # (B, h, S, dv)
+    scores = q @ k.transpose(-2, -1) * (scale if scale is not None else q.size(-1) ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap  # (B, h, T, S), in (-softcap, softcap)
+    if is_causal:
+        attn_mask = causal_mask(q.size(-2), k.size(-2), 0, q.device)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
+    weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)  # (B, h, T, S)
+    return F.dropout(weights, dropout) @ v  # (B, h, T, dv)
+
+
+Bias = bool | tuple[bool, bool, bool, bool]
+QKNorm = tuple[str, bool, float]  # ("rms" | "layer", per head, eps)
+
+
 class MultiHeadAttention(nn.Module):
     """``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O`` with
     ``head_i = Attention(Q W_i^Q, K W_g(i)^K, V W_g(i)^V)``, g(i) = i // (h / num_kv_heads).
 
     Inputs: query (B, T, E), key (B, S, kdim), value (B, S, vdim), key_padding_mask (B, S) bool,
-    True = ignore that key (as in ``torch.nn.MultiheadAttention``). Output: (B, T, E).
+    True = ignore that key (as in ``torch.nn.MultiheadAttention``); ``mask`` bool (True = take
+    part, as torch's SDPA) or additive, and ``score_bias`` additive, each broadcasting to the
+    scores (B, h, T, S). Output: (B, T, E).
     ``causal`` masks key j > query i (top-left aligned, as ``is_causal`` in torch); ``window``
     (with ``causal``) also masks keys ``window`` or more positions back. ``rope`` rotates q and
     k (per head, positions 0..T-1 and 0..S-1) before the scores; its tables are the ``rotary``
-    submodule's non-persistent buffers.
+    submodule's non-persistent buffers. ``head_dim`` (default E / h) and ``v_head_dim``
+    (default ``head_dim``) size the heads; ``bias`` is one bool or (q, k, v, out);
+    ``qk_norm`` = (kind, per_head, eps) normalizes q and k (RMS or layer norm, over each head
+    or the whole projection) before RoPE; ``scale`` replaces 1/sqrt(head_dim); ``softcap``
+    bounds the scores by ``softcap * tanh(scores / softcap)`` (Gemma 2).
     """
 
     def __init__(
@@ -46,7 +135,7 @@ class MultiHeadAttention(nn.Module):
         embed_dim: int,
         num_heads: int,
         dropout: float = 0.0,
-        bias: bool = True,
+        bias: Bias = True,
         kdim: int | None = None,
         vdim: int | None = None,
         causal: bool = False,
@@ -56,9 +145,14 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads: int | None = None,
         window: int = 0,
         rope: RopeConfig | None = None,
+        head_dim: int | None = None,
+        v_head_dim: int | None = None,
+        qk_norm: QKNorm | None = None,
+        scale: float | None = None,
+        softcap: float | None = None,
     ) -> None:
         super().__init__()
-        if embed_dim % num_heads != 0:
+        if head_dim is None and embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_heads % kv_heads != 0:
@@ -69,24 +163,38 @@ class MultiHeadAttention(nn.Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
-        self.head_dim = embed_dim // num_heads  # d_k = d_v = E / h
+        self.bias = bias
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
         self.dropout = dropout
         self.causal = causal
         self.window = window
         self.rope = rope
+        self.head_dim = head_dim if head_dim is not None else embed_dim // num_heads  # d_k
+        self.v_head_dim = v_head_dim if v_head_dim is not None else self.head_dim  # d_v
+        self.qk_norm = qk_norm
+        self.scale = scale
+        self.softcap = softcap
         self._kv_heads = kv_heads
-        kv_dim = kv_heads * self.head_dim
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
-        self.k_proj = nn.Linear(self.kdim, kv_dim, bias=bias, **factory)
-        self.v_proj = nn.Linear(self.vdim, kv_dim, bias=bias, **factory)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        bq, bk, bv, bo = bias if isinstance(bias, tuple) else (bias,) * 4
+        q_dim, k_dim = num_heads * self.head_dim, kv_heads * self.head_dim
+        v_dim = kv_heads * self.v_head_dim
+        self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
+        self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
+        self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
+        self.out_proj = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
+        self.q_norm = self.k_norm = None
+        if qk_norm is not None:
+            kind, per_head, eps = qk_norm
+            norm = nn.RMSNorm if kind == "rms" else nn.LayerNorm
+            q_n, k_n = (self.head_dim,) * 2 if per_head else (q_dim, k_dim)
+            self.q_norm = norm(q_n, eps=eps, **factory)
+            self.k_norm = norm(k_n, eps=eps, **factory)
         self.rotary = RotaryEmbedding(self.head_dim, *rope, **factory) if rope else None
 
-    def _split_heads(self, x: Tensor, heads: int) -> Tensor:
-        # (B, L, heads * d_k) -> (B, L, heads, d_k) -> (B, heads, L, d_k)
-        return x.unflatten(-1, (heads, self.head_dim)).transpose(1, 2)
+    def _split_heads(self, x: Tensor, heads: int, size: int) -> Tensor:
+        # (B, L, heads * size) -> (B, L, heads, size) -> (B, heads, L, size)
+        return x.unflatten(-1, (heads, size)).transpose(1, 2)
 
     def forward(
         self,
@@ -94,38 +202,40 @@ class MultiHeadAttention(nn.Module):
         key: Tensor,
         value: Tensor,
         key_padding_mask: Tensor | None = None,
+        mask: Tensor | None = None,
+        score_bias: Tensor | None = None,
     ) -> Tensor:
-        q = self._split_heads(self.q_proj(query), self.num_heads)  # (B, h, T, d_k)
-        k = self._split_heads(self.k_proj(key), self._kv_heads)  # (B, h_kv, S, d_k)
-        v = self._split_heads(self.v_proj(value), self._kv_heads)  # (B, h_kv, S, d_v)
-        if self.rotary is not None:  # structural (built with rope or not), not data
-            q, k = self.rotary(q), self.rotary(k)  # RoPE(q), RoPE(k): same shapes
         # Every branch below is on constructor arguments or on whether an argument is given.
-        attn_mask: Tensor | None = None  # bool, True = take part (torch SDPA's convention)
-        is_causal = self.causal and not self.window
-        if self.window or (self.causal and key_padding_mask is not None):
-            # SDPA takes is_causal or attn_mask, not both: spell the causal pattern out
-            attn_mask = causal_mask(q.size(-2), k.size(-2), self.window, q.device)  # (T, S)
-            is_causal = False
-        if key_padding_mask is not None:
-            keep = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
-            attn_mask = keep if attn_mask is None else keep & attn_mask  # (B, 1, T, S)
-        # Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V; K/V heads serve their query group
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-            enable_gqa=self._kv_heads != self.num_heads,
-        )  # (B, h, T, d_v)
-        out = out.transpose(1, 2).flatten(-2)  # (B, T, h, d_v) -> (B, T, E)
+        q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
+        whole = self.qk_norm is not None and not self.qk_norm[1]
+        if self.q_norm is not None and self.k_norm is not None and whole:
+            q, k = self.q_norm(q), self.k_norm(k)  # over the whole projection (OLMo-2)
+        q = self._split_heads(q, self.num_heads, self.head_dim)  # (B, h, T, d_k)
+        k = self._split_heads(k, self._kv_heads, self.head_dim)  # (B, h_kv, S, d_k)
+        v = self._split_heads(
+            self.v_proj(value), self._kv_heads, self.v_head_dim
+        )  # (B, h_kv, S, d_v)
+        if self.q_norm is not None and self.k_norm is not None and not whole:
+            q, k = self.q_norm(q), self.k_norm(k)  # over each head (Qwen3)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)  # RoPE(q), RoPE(k): same shapes
+        attn_mask, is_causal = score_mask(
+            q, k, self.causal, self.window, key_padding_mask, mask, score_bias
+        )
+        # Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + mask) V
+        drop = self.dropout if self.training else 0.0
+        gqa = self._kv_heads != self.num_heads
+        out = attend(q, k, v, attn_mask, is_causal, drop, self.scale, self.softcap, gqa)
+        out = out.transpose(1, 2).flatten(-2)  # (B, h, T, d_v) -> (B, T, h * d_v)
         return self.out_proj(out)  # (B, T, E)
 
     def extra_repr(self) -> str:
         extra = f", num_kv_heads={self._kv_heads}" if self._kv_heads != self.num_heads else ""
         extra += f", window={self.window}" if self.window else ""
+        if self.head_dim * self.num_heads != self.embed_dim or self.v_head_dim != self.head_dim:
+            extra += f", head_dim={self.head_dim}, v_head_dim={self.v_head_dim}"
+        extra += f", scale={self.scale}" if self.scale is not None else ""
+        extra += f", softcap={self.softcap}" if self.softcap is not None else ""
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"dropout={self.dropout}, causal={self.causal}{extra}"
@@ -133,11 +243,13 @@ class MultiHeadAttention(nn.Module):
 
 
 class ScaledDotProductAttention(nn.Module):
-    """``softmax(Q K^T * scale) V`` with dropout on the weights in training mode only.
+    """``softmax(Q K^T * scale + mask) V`` with dropout on the weights in training mode only.
 
-    Parameter-free; the ``scaled_dot_product_attention`` op lowers to this module only when it
-    has dropout (otherwise to a plain ``F.scaled_dot_product_attention`` call). ``enable_gqa``:
-    key/value have fewer heads than the query (dim -3), each serving a group.
+    Parameter-free; the ``scaled_dot_product_attention`` op lowers to this module where a plain
+    ``F.scaled_dot_product_attention`` call cannot say it: dropout (it follows train/eval), a
+    sliding ``window``, ``softcap``, or masks to combine. ``enable_gqa``: key/value have fewer
+    heads than the query (dim -3), each serving a group. ``mask`` is bool (True = take part)
+    or additive, ``score_bias`` additive; both broadcast to the scores (..., T, S).
     """
 
     def __init__(
@@ -146,25 +258,37 @@ class ScaledDotProductAttention(nn.Module):
         causal: bool = False,
         scale: float | None = None,
         enable_gqa: bool = False,
+        *,
+        window: int = 0,
+        softcap: float | None = None,
     ):
         super().__init__()
         self.dropout = dropout
         self.causal = causal
         self.scale = scale
         self.enable_gqa = enable_gqa
+        self.window = window
+        self.softcap = softcap
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None = None,
+        score_bias: Tensor | None = None,
+    ) -> Tensor:
         # (..., T, d), (..., S, d), (..., S, dv) -> (..., T, dv)
-        return F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal,
-            scale=self.scale,
-            enable_gqa=self.enable_gqa,
+        attn_mask, is_causal = score_mask(
+            query, key, self.causal, self.window, None, mask, score_bias
+        )
+        drop = self.dropout if self.training else 0.0
+        return attend(
+            query, key, value, attn_mask, is_causal, drop, self.scale, self.softcap, self.enable_gqa
         )
 
     def extra_repr(self) -> str:
         gqa = ", enable_gqa=True" if self.enable_gqa else ""
+        gqa += f", window={self.window}" if self.window else ""
+        gqa += f", softcap={self.softcap}" if self.softcap is not None else ""
         return f"dropout={self.dropout}, causal={self.causal}, scale={self.scale}{gqa}"

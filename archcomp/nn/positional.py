@@ -96,3 +96,119 @@ class LearnedPositionalEncoding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, max_len={self.max_len}"
+
+
+def t5_buckets(
+    relative_position: Tensor, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Tensor:
+    """T5's bucket of each relative position ``key - query`` (Raffel et al., 2020): exact
+    buckets for the ``num_buckets / 2`` nearest distances, then logarithmically wider ones up
+    to ``max_distance``; bidirectional halves the buckets between the two directions, causal
+    (unidirectional) maps every later key to bucket 0. As transformers'
+    ``T5Attention._relative_position_bucket``."""
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = -relative_position.clamp(max=0)  # keys before the query: distance >= 0
+    exact = num_buckets // 2
+    scaled = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    large = (exact + (scaled * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < exact, distance, large)
+
+
+class T5RelativePositionBias(nn.Module):
+    """T5's learned relative position bias: ``relative_attention_bias`` [num_buckets, h] read
+    at the bucket of each (query i, key j), as (1, h, T, S) for the attention's ``score_bias``.
+
+    Inputs: query (B, T, ...) and key (B, S, ...), read for their lengths only.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        num_buckets: int = 32,
+        max_distance: int = 128,
+        bidirectional: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.relative_attention_bias = nn.Embedding(
+            num_buckets, num_heads, device=device, dtype=dtype
+        )
+
+    def forward(self, query: Tensor, key: Tensor) -> Tensor:
+        i = torch.arange(query.size(1), device=query.device)[:, None]  # (T, 1)
+        j = torch.arange(key.size(1), device=query.device)[None, :]  # (1, S)
+        buckets = t5_buckets(j - i, self.bidirectional, self.num_buckets, self.max_distance)
+        bias = self.relative_attention_bias(buckets)  # (T, S, h)
+        return bias.permute(2, 0, 1).unsqueeze(0)  # (1, h, T, S)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, "
+            f"max_distance={self.max_distance}, bidirectional={self.bidirectional}"
+        )
+
+
+def swin_index(window: tuple[int, int], device: Any = None) -> Tensor:
+    """(N, N) row of ``relative_position_bias_table`` for each pair of positions of a
+    (Wh, Ww) window, N = Wh * Ww: the offset (dy, dx) shifted to be non-negative, row-major."""
+    wh, ww = window
+    coords = torch.stack(
+        torch.meshgrid(
+            torch.arange(wh, device=device), torch.arange(ww, device=device), indexing="ij"
+        )
+    ).flatten(1)  # (2, N): (y, x) of each position
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N): offsets
+    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)  # (N, N)
+
+
+class SwinRelativePositionBias(nn.Module):
+    """Swin's learned relative position bias (Liu et al., 2021): a table
+    ``relative_position_bias_table`` [(2 Wh - 1)(2 Ww - 1), h] read at the offset of each pair
+    of positions of a window, as (1, h, N, N) for the attention's ``score_bias``. The index is
+    a non-persistent buffer ``relative_position_index`` (N, N)."""
+
+    relative_position_index: Tensor
+
+    def __init__(
+        self,
+        window_size: tuple[int, int],
+        num_heads: int,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.num_heads = num_heads
+        wh, ww = window_size
+        rows = (2 * wh - 1) * (2 * ww - 1)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.empty(rows, num_heads, device=device, dtype=dtype)
+        )
+        index = swin_index(window_size, device)  # on meta: shape only
+        self.register_buffer("relative_position_index", index, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.relative_position_bias_table.is_meta:
+            return
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        with torch.no_grad():  # after to_empty from the meta device
+            self.relative_position_index.copy_(swin_index(self.window_size, None))
+
+    def forward(self) -> Tensor:
+        n = self.relative_position_index.size(0)  # N = Wh * Ww
+        bias = self.relative_position_bias_table[self.relative_position_index.flatten()]
+        return bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, h, N, N)
+
+    def extra_repr(self) -> str:
+        return f"window_size={self.window_size}, num_heads={self.num_heads}"

@@ -18,6 +18,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     positional,
     recurrent,
     reduce,
+    relative_bias,
     resample,
     shape,
 )

@@ -3,7 +3,7 @@ scaled dot-product attention."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -50,21 +50,48 @@ def _same_dim(a: Dim, b: Dim, message: str, port: str) -> None:
 # -- multi_head_attention ------------------------------------------------------------------------
 
 
+class ProjectionBias(OpArgs):
+    """Which of the four projections have a bias (Qwen2: q, k, v and not out; Whisper: all
+    but k)."""
+
+    q: bool = Field(default=True, description="bias on q_proj")
+    k: bool = Field(default=True, description="bias on k_proj")
+    v: bool = Field(default=True, description="bias on v_proj")
+    out: bool = Field(default=True, description="bias on out_proj")
+
+
+class QKNormArgs(OpArgs):
+    """A norm of the queries and keys before RoPE and the scores: over each head's ``head_dim``
+    (Qwen3) or over the whole projection (OLMo-2); parameters ``q_norm.weight`` and
+    ``k_norm.weight`` (and ``.bias`` for a layer norm)."""
+
+    kind: Literal["rms", "layer"] = Field(default="rms", description="RMSNorm or LayerNorm")
+    per_head: bool = Field(
+        default=True, description="normalize each head (true) or the whole projection (false)"
+    )
+    eps: float = Field(default=1e-6, gt=0.0, description="added to the variance")
+
+
 class MultiHeadAttentionArgs(OpArgs):
     """Multi-head attention, batch-first: query [B, T, E], key [B, S, kdim], value [B, S, vdim].
 
-    ``embed_dim``, ``kdim`` and ``vdim`` are inferred from the inputs' last dims; ``embed_dim``
-    must divide by ``num_heads``. ``causal`` masks future keys (the decoder's masked
-    self-attention). ``dropout`` applies to the attention weights, in training mode only.
-    ``num_kv_heads`` below ``num_heads`` shares each key/value head among a group of query
-    heads (grouped-query attention; 1 = multi-query); ``rope`` rotates q and k (RoPE) inside
-    the op; ``window`` (with ``causal``) lets each query see itself and the ``window - 1``
-    keys before it (Mistral's sliding window).
+    ``embed_dim``, ``kdim`` and ``vdim`` are inferred from the inputs' last dims; without
+    ``head_dim``, ``embed_dim`` must divide by ``num_heads``. ``causal`` masks future keys (the
+    decoder's masked self-attention). ``dropout`` applies to the attention weights, in training
+    mode only. ``num_kv_heads`` below ``num_heads`` shares each key/value head among a group of
+    query heads (grouped-query attention; 1 = multi-query); ``rope`` rotates q and k (RoPE)
+    inside the op; ``window`` (with ``causal``) lets each query see itself and the
+    ``window - 1`` keys before it (Mistral's sliding window). ``bias`` is one bool or a mapping
+    ``{q, k, v, out}``; ``qk_norm`` normalizes q and k; ``scale`` replaces 1/sqrt(head_dim);
+    ``softcap`` bounds the scores by ``softcap * tanh(scores / softcap)`` (Gemma 2), written
+    out instead of torch's fused kernel.
     """
 
     num_heads: int = Field(gt=0, description="number of heads h; d_k = embed_dim / h")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    bias: bool = Field(default=True, description="bias on the four projections")
+    bias: bool | ProjectionBias = Field(
+        default=True, description="bias on the four projections, or {q, k, v, out} each"
+    )
     causal: bool = Field(default=False, description="mask key j > query i")
     num_kv_heads: int | None = Field(
         default=None, gt=0, description="key/value heads, dividing num_heads (default: num_heads)"
@@ -78,6 +105,21 @@ class MultiHeadAttentionArgs(OpArgs):
     rope: RotaryArgs | None = Field(
         default=None, description="rotary position embedding of q and k (see rotary_embedding)"
     )
+    head_dim: int | None = Field(
+        default=None, gt=0, description="query/key size per head d_k (default embed_dim / h)"
+    )
+    v_head_dim: int | None = Field(
+        default=None, gt=0, description="value size per head d_v (default head_dim)"
+    )
+    qk_norm: QKNormArgs | None = Field(
+        default=None, description="norm of q and k: {kind: rms|layer, per_head, eps}"
+    )
+    scale: float | None = Field(
+        default=None, gt=0.0, description="score scale (default 1/sqrt(head_dim))"
+    )
+    softcap: float | None = Field(
+        default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
@@ -85,17 +127,50 @@ class MultiHeadAttentionArgs(OpArgs):
 
 def multi_head_attention_label(args: MultiHeadAttentionArgs) -> str:
     """The paper's name for a node: 'Masked Multi-Head Attention' when causal, 'Sliding-Window
-    Attention' with a window (Mistral), 'Grouped-Query' for fewer key/value heads (Llama)."""
+    Attention' with a window (Mistral), 'Grouped-Query' for fewer key/value heads (Llama),
+    'Soft-Capped ...' with a soft cap (Gemma 2)."""
+    capped = "Soft-Capped " if args.softcap is not None else ""
     if args.window:
-        return "Sliding-Window Attention"
+        return f"{capped}Sliding-Window Attention"
     kind = "Multi-Head"
     if args.num_kv_heads is not None and args.num_kv_heads < args.num_heads:
         kind = "Multi-Query" if args.num_kv_heads == 1 else "Grouped-Query"
-    return f"Masked {kind} Attention" if args.causal else f"{kind} Attention"
+    return f"{capped}Masked {kind} Attention" if args.causal else f"{capped}{kind} Attention"
 
 
-def _mha_shape(ctx: ShapeCtx) -> TensorType:
-    a: MultiHeadAttentionArgs = ctx.args
+def check_score_input(ctx: ShapeCtx, port: str, scores: Shape, dtype: str, what: str) -> None:
+    """An additive ``score_bias`` or a ``mask`` (bool or additive) broadcasting to the
+    ``scores`` shape (the leading dims may be left out or 1)."""
+    t = ctx.get(port)
+    if t is None:
+        return
+    ok = (dtype, "bool") if port == "mask" else (dtype,)
+    if t.dtype not in ok:
+        want = "bool (True = take part) or " if port == "mask" else ""
+        raise ShapeError(
+            f"{port} must be {want}{dtype} like the query (added to the scores), found {t.dtype}",
+            port=port,
+            hint=f"declare it with dtype: {' or '.join(ok)}",
+        )
+    lead = len(scores) - t.rank
+    if lead < 0 or any(d not in (1, want) for d, want in zip(t.shape, scores[lead:], strict=True)):
+        raise ShapeError(
+            f"{port} {fmt_shape(t.shape)} does not broadcast to the scores {what} = "
+            f"{fmt_shape(scores)}",
+            port=port,
+            hint="each dim must equal the scores' or be 1; leading dims may be left out",
+        )
+
+
+def _head_dims(a: MultiHeadAttentionArgs) -> tuple[int, int, int]:
+    """(key/value heads, d_k, d_v)."""
+    kv_heads = a.num_kv_heads if a.num_kv_heads is not None else a.num_heads
+    d_k = a.head_dim if a.head_dim is not None else (a.embed_dim or 0) // a.num_heads
+    return kv_heads, d_k, a.v_head_dim if a.v_head_dim is not None else d_k
+
+
+def _mha_inputs(ctx: ShapeCtx) -> tuple[Dim, Dim, Dim, Dim, str]:
+    """B, T, E, S and the dtype of query, key, value, with their ranks and sizes checked."""
     q, k, v = ctx.get("query"), ctx.get("key"), ctx.get("value")
     assert q is not None and k is not None and v is not None
     dtype = _same_dtype(ctx, ("query", "key", "value"), "multi_head_attention")
@@ -115,15 +190,40 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     _same_dim(k.shape[0], B, f"key batch {k.shape[0]} differs from query batch {B}", "key")
     _same_dim(v.shape[0], B, f"value batch {v.shape[0]} differs from query batch {B}", "value")
     _same_dim(v.shape[1], S, f"value length {v.shape[1]} differs from key length {S}", "value")
+    ctx.infer("kdim", ctx.concrete(k.shape[2], "the key's last dim (kdim)", "key"))
+    ctx.infer("vdim", ctx.concrete(v.shape[2], "the value's last dim (vdim)", "value"))
+    return B, T, E, S, dtype
+
+
+def _check_key_padding_mask(ctx: ShapeCtx, batch: Dim, keys: Dim) -> None:
+    mask = ctx.get("key_padding_mask")
+    if mask is None:
+        return
+    if mask.dtype != "bool":
+        raise ShapeError(
+            f"key_padding_mask must be bool (True = ignore that key), found {mask.dtype}",
+            port="key_padding_mask",
+            hint="declare it with dtype: bool",
+        )
+    if mask.shape != (batch, keys):
+        raise ShapeError(
+            f"key_padding_mask must be [B, S] = {fmt_shape((batch, keys))}, "
+            f"found {fmt_shape(mask.shape)}",
+            port="key_padding_mask",
+        )
+
+
+def _mha_shape(ctx: ShapeCtx) -> TensorType:
+    a: MultiHeadAttentionArgs = ctx.args
+    B, T, E, S, dtype = _mha_inputs(ctx)
     e = ctx.infer("embed_dim", ctx.concrete(E, "the query's last dim (embed_dim)", "query"))
-    if e % a.num_heads != 0:
+    if a.head_dim is None and e % a.num_heads != 0:
         raise ShapeError(
             f"embed_dim {e} is not divisible by num_heads {a.num_heads}",
             arg="num_heads",
-            hint=f"num_heads must divide {e}: each head gets embed_dim / num_heads dims",
+            hint=f"num_heads must divide {e}: each head gets embed_dim / num_heads dims "
+            "(or give head_dim)",
         )
-    ctx.infer("kdim", ctx.concrete(k.shape[2], "the key's last dim (kdim)", "key"))
-    ctx.infer("vdim", ctx.concrete(v.shape[2], "the value's last dim (vdim)", "value"))
     kv_heads = a.num_kv_heads if a.num_kv_heads is not None else a.num_heads
     if a.num_heads % kv_heads != 0:
         raise ShapeError(
@@ -138,88 +238,102 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
             hint="add causal: true, or drop window",
         )
     if a.rope is not None:
-        rotary_width(a.rope, e // a.num_heads, "rope", "rope")
+        rotary_width(a.rope, _head_dims(a.model_copy(update={"embed_dim": e}))[1], "rope", "rope")
         check_rope_lengths(a.rope, [(T, "the query"), (S, "the key")], "rope")
-    mask = ctx.get("key_padding_mask")
-    if mask is not None:
-        if mask.dtype != "bool":
-            raise ShapeError(
-                f"key_padding_mask must be bool (True = ignore that key), found {mask.dtype}",
-                port="key_padding_mask",
-                hint="declare it with dtype: bool",
-            )
-        if mask.shape != (B, S):
-            raise ShapeError(
-                f"key_padding_mask must be [B, S] = {fmt_shape((B, S))}, "
-                f"found {fmt_shape(mask.shape)}",
-                port="key_padding_mask",
-            )
+    _check_key_padding_mask(ctx, B, S)
+    scores = (B, a.num_heads, T, S)
+    for port in ("mask", "score_bias"):
+        check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
     return TensorType((B, T, E), dtype)
 
 
-def _kv_dim(a: MultiHeadAttentionArgs) -> int:
-    """Width of the key and value projections: num_kv_heads * d_k."""
-    e = a.embed_dim or 0
-    kv_heads = a.num_kv_heads if a.num_kv_heads is not None else a.num_heads
-    return kv_heads * (e // a.num_heads)
+def _bias_arg(a: MultiHeadAttentionArgs) -> bool | tuple[bool, bool, bool, bool]:
+    b = a.bias
+    return b if isinstance(b, bool) else (b.q, b.k, b.v, b.out)
 
 
 def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
-    e, kv = a.embed_dim or 0, _kv_dim(a)
+    e, h = a.embed_dim or 0, a.num_heads
+    kv_heads, d_k, d_v = _head_dims(a)
     kdim = a.kdim if a.kdim is not None else e
     vdim = a.vdim if a.vdim is not None else e
+    bias = _bias_arg(a)
+    bq, bk, bv, bo = bias if isinstance(bias, tuple) else (bias,) * 4
     p: dict[str, Shape] = {}
-    for name, out, fan_in in (
-        ("q_proj", e, e),
-        ("k_proj", kv, kdim),
-        ("v_proj", kv, vdim),
-        ("out_proj", e, e),
+    for name, out, fan_in, biased in (
+        ("q_proj", h * d_k, e, bq),
+        ("k_proj", kv_heads * d_k, kdim, bk),
+        ("v_proj", kv_heads * d_v, vdim, bv),
+        ("out_proj", e, h * d_v, bo),
     ):
         p[f"{name}.weight"] = (out, fan_in)
-        if a.bias:
+        if biased:
             p[f"{name}.bias"] = (out,)
+    if a.qk_norm is not None:
+        per_head = a.qk_norm.per_head
+        for name, width in (
+            ("q_norm", d_k if per_head else h * d_k),
+            ("k_norm", d_k if per_head else kv_heads * d_k),
+        ):
+            p[f"{name}.weight"] = (width,)
+            if a.qk_norm.kind == "layer":
+                p[f"{name}.bias"] = (width,)
     return p
 
 
 def _mha_buffers(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     if a.rope is None:
         return {}
-    return rope_buffers(a.rope, (a.embed_dim or 0) // a.num_heads, "rotary.")  # non-persistent
+    return rope_buffers(a.rope, _head_dims(a)[1], "rotary.")  # non-persistent
 
 
 def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
+    """The four projections, the q/k norms (one per element), then Q K^T and (weights) V:
+    every query head scores all S keys on every path (a window or mask hides scores, it does
+    not skip them; the soft-capped path computes the same two matmuls, its tanh is no MAC)."""
     q, k = ins["query"], ins["key"]
     B, T, E = q.shape
     S = k.shape[1]
     kdim, vdim = k.shape[2], ins["value"].shape[2]
+    kv_heads, d_k, d_v = _head_dims(a)
+    h = a.num_heads
     rows_q, rows_kv = mul(B, T), mul(B, S)
-    proj = add(mul(rows_q, mul(E, E)), mul(rows_kv, mul(_kv_dim(a), add(kdim, vdim))))
-    proj = add(proj, mul(rows_q, mul(E, E)))  # W^Q, W^K, W^V, then W^O
-    # Q K^T and (weights) V: B * h * T * S * d_k each, with h * d_k = E (every query head
-    # scores all S keys; a window masks scores, it does not skip them).
-    return add(proj, mul(2, prod((B, T, S, E))))
+    proj = add(
+        mul(rows_q, mul(E, h * d_k)),
+        mul(rows_kv, add(mul(kdim, kv_heads * d_k), mul(vdim, kv_heads * d_v))),
+    )
+    proj = add(proj, mul(rows_q, mul(h * d_v, E)))  # W^Q, W^K, W^V, then W^O
+    if a.qk_norm is not None:
+        proj = add(proj, add(mul(rows_q, h * d_k), mul(rows_kv, kv_heads * d_k)))
+    return add(proj, mul(prod((B, T, S)), h * (d_k + d_v)))
 
 
 def _mha_lower(c: LowerCtx) -> Any:
     from archcomp.nn.attention import MultiHeadAttention
 
     a: MultiHeadAttentionArgs = c.args
+    n = a.qk_norm
     mha = MultiHeadAttention(
         a.embed_dim or 0,
         a.num_heads,
         dropout=a.dropout,
-        bias=a.bias,
+        bias=_bias_arg(a),
         kdim=a.kdim,
         vdim=a.vdim,
         causal=a.causal,
         num_kv_heads=a.num_kv_heads,
         window=a.window,
         rope=rope_config(a.rope) if a.rope is not None else None,
+        head_dim=a.head_dim,
+        v_head_dim=a.v_head_dim,
+        qk_norm=(n.kind, n.per_head, n.eps) if n is not None else None,
+        scale=a.scale,
+        softcap=a.softcap,
         **c.factory,
     )
     ins = c.inputs
-    mask = ins.get("key_padding_mask")
-    extra = {"key_padding_mask": mask} if mask is not None else {}
+    ports = ("key_padding_mask", "mask", "score_bias")
+    extra = {p: ins[p] for p in ports if ins.get(p) is not None}
     return c.module(mha)(ins["query"], ins["key"], ins["value"], **extra)  # (B, T, E)
 
 
@@ -238,7 +352,13 @@ SCALED_DOT_PRODUCT_FIGURE = Figure(
         ("mask", "softmax"),
         ("softmax", "matmul2"),
     ),
-    ports=(("query", "matmul1"), ("key", "matmul1"), ("value", "matmul2"), ("mask", "mask")),
+    ports=(
+        ("query", "matmul1"),
+        ("key", "matmul1"),
+        ("value", "matmul2"),
+        ("mask", "mask"),
+        ("score_bias", "mask"),
+    ),
     result="matmul2",
 )
 
@@ -265,6 +385,8 @@ MULTI_HEAD_FIGURE = Figure(
         ("key", "linear_k"),
         ("query", "linear_q"),
         ("key_padding_mask", "attention:mask"),
+        ("mask", "attention:mask"),
+        ("score_bias", "attention:score_bias"),
     ),
     result="linear_out",
     stack=("linear_v", "linear_k", "linear_q", "attention"),
@@ -288,6 +410,8 @@ MULTI_HEAD_ATTENTION = register(
             Port("key", default="query"),
             Port("value", default="key"),
             Port("key_padding_mask", optional=True),
+            Port("mask", optional=True),
+            Port("score_bias", optional=True),
         ),
         params=_mha_params,
         buffers=_mha_buffers,
@@ -296,7 +420,14 @@ MULTI_HEAD_ATTENTION = register(
         doc="Multi-head attention (self-attention when only query is given), batch-first. "
         "key_padding_mask is bool [B, S]: True marks a key to ignore (padding), as in torch. "
         "Grouped-query heads (num_kv_heads), RoPE on q and k (rope: {theta: ...}) and a "
-        "causal sliding window (window) cover Llama and Mistral.",
+        "causal sliding window (window) cover Llama and Mistral; head_dim and v_head_dim, a "
+        "bias per projection (bias: {q, k, v, out}), qk_norm (per head or over the whole "
+        "projection), scale and softcap cover Qwen2/3, OLMo-2, Gemma 2 and Whisper. The "
+        "optional mask (bool, True = take part, or additive) and score_bias (additive: T5's "
+        "or Swin's relative position bias) broadcast to the scores [B, h, T, S]. Torch's "
+        "fused SDPA on every path but softcap's (written out). MACs: the projections, one per "
+        "q/k norm element, and B h T S (d_k + d_v) for Q K^T and weights V on every path "
+        "(masks and windows hide scores, they do not skip them).",
     )
 )
 
@@ -305,16 +436,23 @@ MULTI_HEAD_ATTENTION = register(
 
 
 class ScaledDotProductAttentionArgs(OpArgs):
-    """softmax(Q K^T * scale) V on query [..., T, d], key [..., S, d], value [..., S, dv].
+    """softmax(Q K^T * scale + mask) V on query [..., T, d], key [..., S, d], value [..., S, dv].
 
     ``scale`` defaults to 1/sqrt(d); ``dropout`` applies to the weights in training mode only.
     Key and value may have fewer heads than the query (dim -3, dividing it): each serves a
-    group of query heads (grouped-query attention, torch's ``enable_gqa``).
+    group of query heads (grouped-query attention, torch's ``enable_gqa``). The optional
+    ``mask`` (bool, True = take part, or additive) and ``score_bias`` (additive) broadcast to
+    the scores [..., T, S]; ``window`` (with ``causal``) and ``softcap`` as in
+    multi_head_attention.
     """
 
     causal: bool = Field(default=False, description="mask key j > query i")
     scale: float | None = Field(default=None, gt=0.0, description="default 1/sqrt(d)")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    window: int = Field(default=0, ge=0, description="sliding window with causal (0: no window)")
+    softcap: float | None = Field(
+        default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
+    )
 
 
 def _grouped(q: TensorType, t: TensorType) -> bool:
@@ -349,6 +487,15 @@ def _sdpa_shape(ctx: ShapeCtx) -> TensorType:
     d, S = q.shape[-1], k.shape[-2]
     _same_dim(k.shape[-1], d, f"key dim {k.shape[-1]} differs from query dim {d}", "key")
     _same_dim(v.shape[-2], S, f"value length {v.shape[-2]} differs from key length {S}", "value")
+    if ctx.args.window and not ctx.args.causal:
+        raise ShapeError(
+            "a sliding window needs causal attention",
+            arg="window",
+            hint="add causal: true, or drop window",
+        )
+    scores = (*q.shape[:-1], S)
+    for port in ("mask", "score_bias"):
+        check_score_input(ctx, port, scores, dtype, "[..., T, S]")
     return TensorType((*q.shape[:-1], v.shape[-1]), dtype)
 
 
@@ -359,17 +506,27 @@ def _sdpa_macs(a: Any, ins: Any, outs: dict[str, TensorType]) -> Dim:
 
 
 def _sdpa_lower(c: LowerCtx) -> Any:
+    """A plain ``F.scaled_dot_product_attention`` call where it says everything; the module
+    (same kernel, written-out math only for ``softcap``) for dropout, a window, a soft cap, or
+    a causal or second mask to combine with the given one."""
     import torch.nn.functional as F
 
     a: ScaledDotProductAttentionArgs = c.args
     q, k, v = c.inputs["query"], c.inputs["key"], c.inputs["value"]
+    masks = {p: c.inputs[p] for p in ("mask", "score_bias") if c.inputs.get(p) is not None}
     gqa = c.in_types["key"].shape[:-2] != c.in_types["query"].shape[:-2]
     extra = {"enable_gqa": True} if gqa else {}
-    if a.dropout > 0:  # a module, so that dropout follows the train/eval mode
+    combine = len(masks) > 1 or (a.causal and bool(masks))
+    if a.dropout > 0 or a.window or a.softcap is not None or combine:
         from archcomp.nn.attention import ScaledDotProductAttention
 
-        sdpa = ScaledDotProductAttention(a.dropout, a.causal, a.scale, **extra)
-        return c.module(sdpa)(q, k, v)
+        sdpa = ScaledDotProductAttention(
+            a.dropout, a.causal, a.scale, **extra, window=a.window, softcap=a.softcap
+        )
+        return c.module(sdpa)(q, k, v, **masks)
+    mask = next(iter(masks.values()), None)
+    if mask is not None:
+        extra["attn_mask"] = mask
     return c.call(
         F.scaled_dot_product_attention, q, k, v, is_causal=a.causal, scale=a.scale, **extra
     )
@@ -381,10 +538,19 @@ SCALED_DOT_PRODUCT_ATTENTION = register(
         ScaledDotProductAttentionArgs,
         _sdpa_shape,
         Style("attention", "Scaled Dot-Product Attention", figure=SCALED_DOT_PRODUCT_FIGURE),
-        inputs=(Port("query"), Port("key"), Port("value")),
+        inputs=(
+            Port("query"),
+            Port("key"),
+            Port("value"),
+            Port("mask", optional=True),
+            Port("score_bias", optional=True),
+        ),
         macs=_sdpa_macs,
         lower=_sdpa_lower,
-        doc="softmax(Q K^T / sqrt(d)) V, fused; no parameters. Key/value heads may divide "
-        "the query heads (grouped-query attention).",
+        doc="softmax(Q K^T / sqrt(d) + mask) V, fused; no parameters. Key/value heads may "
+        "divide the query heads (grouped-query attention). Optional mask (bool, True = take "
+        "part, or additive) and score_bias (additive) broadcast to the scores [..., T, S]; "
+        "a sliding window (with causal) and a soft cap (softcap * tanh(s / softcap), written "
+        "out: torch has no fused kernel for it). MACs: Q K^T and weights V on every path.",
     )
 )

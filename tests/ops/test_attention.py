@@ -17,14 +17,21 @@ import pytest
 import torch
 from lowering import (
     MHA_SELF,
+    additive,
+    check_equivalent,
     compile_for_test,
     compile_spec,
     declared,
     error_of,
     errors_of,
+    fails,
+    hf_config,
+    hf_names,
     hf_rope,
     macs,
+    out,
     param_shapes,
+    redraw,
     run,
     spec,
     spec_body,
@@ -627,3 +634,418 @@ def test_mha_builds_on_meta_without_allocating() -> None:
     params = list(gm.parameters())
     assert params and all(p.is_meta for p in params)
     assert sum(p.numel() for p in params) == 4 * (12288 * 12288 + 12288)
+
+
+# -- today's attention variants against transformers' modules -----------------------------------
+
+
+ROPE = {"rope_type": "default", "rope_theta": 10000.0}
+DECODER = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def decoder_case(name: str, args: str, window: int = 0, **cfg: Any) -> tuple[str, Any, Any]:
+    """A causal self-attention with RoPE of transformers' ``name`` family (Qwen2, Qwen3, OLMo-2,
+    Gemma 2), its spec (``args``) and the reference forward."""
+    import importlib
+
+    mod = importlib.import_module(f"transformers.models.{name.lower()}.modeling_{name.lower()}")
+    config = hf_config(
+        name,
+        **DECODER,
+        rope_parameters=ROPE,
+        max_position_embeddings=64,
+        num_hidden_layers=1,
+        **cfg,
+    )
+    hf = getattr(mod, f"{name}Attention")(config, layer_idx=0)
+    rotary = getattr(mod, f"{name}RotaryEmbedding")(config)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        cos_sin = rotary(x, torch.arange(n)[None])
+        return hf(
+            x, position_embeddings=cos_sin, attention_mask=additive(window_allowed(n, window))
+        )[0]
+
+    text = spec(
+        "x: [B, T, 32]",
+        f"- {{id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, causal: true, "
+        f"rope: {{max_len: 64}}, {args}}}",
+        "{y: attn}",
+    )
+    return text, hf, forward
+
+
+GEMMA2 = {
+    "head_dim": 16,
+    "query_pre_attn_scalar": 20,
+    "attn_logit_softcapping": 2.0,
+    "attention_bias": False,
+}
+DECODERS = {
+    # Qwen2: q, k, v biased, o not
+    "qwen2": ("Qwen2", "bias: {out: false}", 0, {}),
+    # Qwen3: head_dim apart from E / h, RMS norm of each q and k head
+    "qwen3": (
+        "Qwen3",
+        "head_dim: 12, bias: false, qk_norm: {kind: rms, eps: 1.0e-6}",
+        0,
+        {"head_dim": 12, "rms_norm_eps": 1e-6, "attention_bias": False},
+    ),
+    # OLMo-2: RMS norm over the whole q and k projections
+    "olmo2": (
+        "Olmo2",
+        "bias: false, qk_norm: {per_head: false, eps: 1.0e-6}",
+        0,
+        {"rms_norm_eps": 1e-6, "attention_bias": False},
+    ),
+    # Gemma 2: scale from query_pre_attn_scalar, soft-capped scores; global and sliding layers
+    "gemma2": (
+        "Gemma2",
+        f"head_dim: 16, bias: false, scale: {20**-0.5!r}, softcap: 2.0",
+        0,
+        {**GEMMA2, "layer_types": ["full_attention"]},
+    ),
+    "gemma2-sliding": (
+        "Gemma2",
+        f"head_dim: 16, bias: false, scale: {20**-0.5!r}, softcap: 2.0, window: 4",
+        4,
+        {**GEMMA2, "sliding_window": 4, "layer_types": ["sliding_attention"]},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECODERS))
+def test_mha_matches_transformers_decoder_attention(case: str) -> None:
+    name, args, window, cfg = DECODERS[case]
+    text, hf, forward = decoder_case(name, args, window, **cfg)
+    _, gm = compile_spec(text)
+    redraw(hf, seed=1)
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(2))
+    check_equivalent(gm, forward, (x,), hf_names(gm, hf, {"out_proj": "o_proj"}))
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+def test_mha_matches_whisper_attention_with_an_unbiased_key(cross: bool) -> None:
+    from transformers.models.whisper.modeling_whisper import WhisperAttention
+
+    config = hf_config("Whisper", d_model=32, encoder_attention_heads=4)
+    hf = WhisperAttention(32, 4, bias=True, config=config)
+    ins = "x: [B, T, 32]\n  m: [B, S, 32]" if cross else "x: [B, T, 32]"
+    ports = "in: {query: x, key: m}, " if cross else "in: {query: x}, "
+    text = spec(
+        ins, f"- {{id: attn, op: multi_head_attention, num_heads: 4, {ports}bias: {{k: false}}}}"
+    )
+    _, gm = compile_spec(text.replace("{y: n}", "{y: attn}"))
+    redraw(hf, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    x, m = torch.randn(2, 6, 32, generator=gen), torch.randn(2, 9, 32, generator=gen)
+
+    def forward(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return hf(x, key_value_states=m if cross else None)[0]
+
+    run_inputs = (x, m) if cross else (x,)
+    ref = forward if cross else (lambda x: forward(x, m))
+    check_equivalent(gm, ref, run_inputs, hf_names(gm, hf, {}))
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new"),
+    [
+        ("gemma2", f"scale: {20**-0.5!r}, ", ""),  # 1/sqrt(head_dim), not query_pre_attn_scalar
+        ("gemma2", "softcap: 2.0", "softcap: 20.0"),  # a cap that barely bites
+        ("gemma2-sliding", "window: 4", "window: 5"),
+        ("olmo2", "eps: 1.0e-6", "eps: 0.1"),
+        ("qwen3", "rope: {max_len: 64}", "rope: {max_len: 64, theta: 20000.0}"),
+    ],
+)
+def test_transformers_equivalence_catches_planted_bugs(case: str, old: str, new: str) -> None:
+    name, args, window, cfg = DECODERS[case]
+    text, hf, forward = decoder_case(name, args, window, **cfg)
+    assert old in text
+    _, gm = compile_spec(text.replace(old, new))
+    redraw(hf, seed=1)
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(AssertionError, match="output"):
+        check_equivalent(gm, forward, (x,), hf_names(gm, hf, {"out_proj": "o_proj"}))
+
+
+# -- mask and score_bias inputs, window and softcap of scaled_dot_product_attention -------------
+
+
+def sdpa_text(ports: dict[str, str], args: str = "") -> str:
+    decls = "".join(f"\n  {p}: {t}" for p, t in ports.items())
+    ins = "".join(f", {p}: {p}" for p in ports)
+    return spec(
+        f"q: [B, 4, T, 16]\n  k: [B, 2, T, 16]\n  v: [B, 2, T, 8]{decls}",
+        "- {id: n, op: scaled_dot_product_attention, "
+        f"in: {{query: q, key: k, value: v{ins}}}{args}}}",
+    )
+
+
+def written_out(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keep: torch.Tensor | None,
+    added: torch.Tensor | None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """softmax(cap(Q K^T / sqrt(d)) + added, -inf where not keep) V, K/V heads repeated."""
+    from transformers.models.llama.modeling_llama import repeat_kv
+
+    groups = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if added is not None:
+        scores = scores + added
+    if keep is not None:
+        scores = scores.masked_fill(~keep, -math.inf)
+    return scores.softmax(-1) @ v
+
+
+SDPA_CASES = {
+    # port types, extra args, whether it lowers to one F.scaled_dot_product_attention call
+    "bool-mask": ({"mask": "{shape: [B, 1, T, T], dtype: bool}"}, "", True),
+    "float-mask": ({"mask": "[T, T]"}, "", True),
+    "score-bias": ({"score_bias": "[4, T, T]"}, "", True),
+    "bias-and-bool-mask": (
+        {"mask": "{shape: [B, 1, T, T], dtype: bool}", "score_bias": "[1, 4, T, T]"},
+        "",
+        False,
+    ),
+    "causal-bias": ({"score_bias": "[B, 4, T, T]"}, ", causal: true", False),
+    "window-softcap": (
+        {"score_bias": "[4, T, T]"},
+        ", causal: true, window: 3, softcap: 1.5",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SDPA_CASES))
+def test_sdpa_mask_bias_window_softcap_match_reference(case: str) -> None:
+    ports, args, plain = SDPA_CASES[case]
+    _, gm = compile_spec(sdpa_text(ports, args))
+    assert ("scaled_dot_product_attention(" in gm.code) is plain  # else the module
+    gen = torch.Generator().manual_seed(5)
+    n = 6
+    q, k, v = (torch.randn(2, h, n, d, generator=gen) for h, d in ((4, 16), (2, 16), (2, 8)))
+    keep = torch.rand(2, 1, n, n, generator=gen) > 0.3
+    keep |= torch.eye(n, dtype=torch.bool)  # every query keeps a key
+    extra = {}
+    if "mask" in ports:
+        float_mask = ports["mask"] == "[T, T]"
+        extra["mask"] = torch.randn(n, n, generator=gen) if float_mask else keep
+    if "score_bias" in ports:
+        shape = {"[4, T, T]": (4, n, n), "[1, 4, T, T]": (1, 4, n, n)}.get(ports["score_bias"])
+        extra["score_bias"] = torch.randn(*(shape or (2, 4, n, n)), generator=gen)
+    allowed = keep if "mask" in ports and extra["mask"].dtype == torch.bool else None
+    window = 3 if "window" in args else (n + 1 if "causal" in args else 0)
+    if window:
+        band = window_allowed(n, window)
+        allowed = band if allowed is None else allowed & band
+    added = extra.get("score_bias")
+    if "mask" in ports and extra["mask"].dtype != torch.bool:
+        added = extra["mask"]
+    softcap = 1.5 if "softcap" in args else None
+
+    def reference(*xs: torch.Tensor) -> torch.Tensor:
+        return written_out(*xs[:3], allowed, added, softcap)
+
+    inputs = (q, k, v, *extra.values())
+    ins = [t.clone().requires_grad_() for t in inputs[:3]]
+    refs = [t.clone().requires_grad_() for t in inputs[:3]]
+    with RoundingChains() as chains:
+        got = run(gm, *ins, *inputs[3:])["y"]
+        want = reference(*refs)
+        out_tol = chains.tolerance(torch.float32, got, want)
+        grad = torch.randn(got.shape, generator=gen)
+        got.backward(grad)
+        want.backward(grad)
+    numerics.assert_close(got, want, out_tol)
+    for a, b in zip(ins, refs, strict=True):
+        numerics.assert_close(a.grad, b.grad, chains.tolerance(torch.float32))
+    if plain:  # the lowering is torch's call with the mask as attn_mask: bitwise
+        mask = next(iter(extra.values()))
+        assert_same(
+            got,
+            torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, enable_gqa=True
+            ),
+        )
+
+
+def test_sdpa_input_errors() -> None:
+    q = "q: [B, 4, T, 16]\n  k: [B, 4, S, 16]\n  v: [B, 4, S, 8]"
+    node = "op: scaled_dot_product_attention, in: {query: q, key: k, value: v, "
+    fails(
+        f"{q}\n  b: [4, S, T]",
+        f"{node}score_bias: b}}",
+        "score_bias [4, S, T] does not broadcast to the scores [..., T, S] = [B, 4, T, S]",
+        "b}",
+    )
+    fails(
+        f"{q}\n  m: {{shape: [T, S], dtype: int64}}",
+        f"{node}mask: m}}",
+        "mask must be bool (True = take part) or float32 like the query (added to the "
+        "scores), found int64",
+        "m}",
+    )
+    fails(
+        f"{q}\n  m: {{shape: [T, S], dtype: bool}}",
+        f"{node}score_bias: m}}",
+        "score_bias must be float32 like the query (added to the scores), found bool",
+        "m}",
+    )
+    fails(q, f"{node[:-2]}}}, window: 2", "a sliding window needs causal attention", "2")
+
+
+# -- multi_head_attention's new arguments: parameters, MACs, masks, label, errors ---------------
+
+
+def test_mha_head_dims_bias_mapping_and_qk_norm_params_and_macs() -> None:
+    text = spec(
+        "x: [B, T, 30]",
+        "- {id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, head_dim: 6,"
+        " v_head_dim: 5, bias: {q: true, k: false, v: true, out: false},"
+        " qk_norm: {kind: layer, per_head: false}}",
+        "{y: attn}",
+    )
+    g, gm = compile_spec(text)  # check_state: declared parameters = the module's
+    n = g.nodes["attn"]
+    assert n.op.param_shapes(n.args) == {
+        "q_proj.weight": (24, 30),
+        "q_proj.bias": (24,),
+        "k_proj.weight": (12, 30),
+        "v_proj.weight": (10, 30),
+        "v_proj.bias": (10,),
+        "out_proj.weight": (30, 20),
+        "q_norm.weight": (24,),
+        "q_norm.bias": (24,),
+        "k_norm.weight": (12,),
+        "k_norm.bias": (12,),
+    }
+    assert g.output_types["y"].shape == (B, T, 30)  # type: ignore[union-attr]
+    # projections 30*24 + 30*12 + 30*10 + 20*30 per token, norms 24 + 12, then B T T h (6 + 5)
+    per_token = 30 * 24 + 30 * 12 + 30 * 10 + 20 * 30 + 24 + 12
+    assert macs(g, "attn") == Sym({("B", "T"): per_token, ("B", "T", "T"): 4 * 11})
+    x = torch.randn(2, 5, 30)
+    assert run(gm, x)["y"].shape == (2, 5, 30)
+    # softcap's written-out path counts the same two matmuls
+    assert macs(load_graph(text.replace("head_dim: 6,", "head_dim: 6, softcap: 5.0,")), "attn") == (
+        macs(g, "attn")
+    )
+
+
+def test_mha_existing_specs_keep_their_parameters() -> None:
+    """bias: true/false as before: the same four projections, keys and shapes."""
+    for bias in ("true", "false"):
+        g = load_graph(MHA_SELF.replace("num_heads: 8", f"num_heads: 8, bias: {bias}"))
+        n = g.nodes["attn"]
+        names = [f"{p}_proj.{w}" for p in ("q", "k", "v", "out") for w in ("weight", "bias")]
+        want = {k: (512, 512) if k.endswith("weight") else (512,) for k in names}
+        if bias == "false":
+            want = {k: v for k, v in want.items() if k.endswith("weight")}
+        assert n.op.param_shapes(n.args) == want
+
+
+def test_mha_mask_and_score_bias_match_written_out_attention() -> None:
+    text = spec(
+        "x: [B, T, 32]\n  m: {shape: [B, 1, T, T], dtype: bool}\n  b: [4, T, T]",
+        "- {id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, causal: true,"
+        " in: {query: x, mask: m, score_bias: b}}",
+        "{y: attn}",
+    )
+    _, gm = compile_spec(text)
+    attn = gm.attn
+    gen = torch.Generator().manual_seed(6)
+    n = 7
+    x = torch.randn(2, n, 32, generator=gen)
+    keep = (torch.rand(2, 1, n, n, generator=gen) > 0.3) | torch.eye(n, dtype=torch.bool)
+    bias = torch.randn(4, n, n, generator=gen)
+
+    def reference(x: torch.Tensor, keep: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        q = attn.q_proj(x).view(2, n, 4, 8).transpose(1, 2)
+        k = attn.k_proj(x).view(2, n, 2, 8).transpose(1, 2)
+        v = attn.v_proj(x).view(2, n, 2, 8).transpose(1, 2)
+        o = written_out(q, k, v, keep & window_allowed(n, 0), bias)
+        return attn.out_proj(o.transpose(1, 2).reshape(2, n, 32))
+
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with RoundingChains() as chains:
+        got = run(gm, xa, keep, bias)["y"]
+        want = reference(xb, keep, bias)
+        tol = chains.tolerance(torch.float32, got, want)
+    numerics.assert_close(got, want, tol)
+    (ga,) = torch.autograd.grad(got.sum(), xa)
+    (gb,) = torch.autograd.grad(want.sum(), xb)
+    numerics.assert_close(ga, gb, chains.tolerance(torch.float32))
+
+
+def test_mha_score_input_and_head_errors() -> None:
+    x = "x: [B, T, 32]"
+    fails(
+        f"{x}\n  b: [B, 8, T, T]",
+        "op: multi_head_attention, num_heads: 4, in: {query: x, score_bias: b}",
+        "score_bias [B, 8, T, T] does not broadcast to the scores [B, h, T, S] = [B, 4, T, T]",
+        "b}",
+    )
+    fails(
+        f"{x}\n  b: [2, B, 4, T, T]",
+        "op: multi_head_attention, num_heads: 4, in: {query: x, score_bias: b}",
+        "score_bias [2, B, 4, T, T] does not broadcast to the scores [B, h, T, S] = [B, 4, T, T]",
+        "b}",
+    )
+    fails(
+        f"{x}\n  m: {{shape: [B, T], dtype: bool}}",
+        "op: multi_head_attention, num_heads: 4, in: {query: x, mask: m}",
+        "mask [B, T] does not broadcast to the scores [B, h, T, S] = [B, 4, T, T]",
+        "m}",
+    )
+    fails(
+        x,
+        "op: multi_head_attention, num_heads: 4, head_dim: 6, rope: {rotary_dim: 8}",
+        "rotary_dim 8 must be even and at most the head dim 6",
+        "{rotary_dim",
+    )
+    fails(
+        x,
+        "op: multi_head_attention, num_heads: 5",
+        "embed_dim 32 is not divisible by num_heads 5",
+        "5",
+    )
+    assert out(x, "op: multi_head_attention, num_heads: 5, head_dim: 8") == (B, T, 32)
+    for bad in ("softcap: 0.0", "scale: -1.0", "qk_norm: {kind: batch}", "bias: {o: false}"):
+        messages = errors_of(spec(x, f"- {{id: n, op: multi_head_attention, num_heads: 4, {bad}}}"))
+        assert len(messages) == 1, messages
+
+
+def test_mha_labels_of_the_new_options() -> None:
+    from archcomp.ops.attention import MultiHeadAttentionArgs, multi_head_attention_label
+
+    capped = MultiHeadAttentionArgs(num_heads=8, num_kv_heads=2, causal=True, softcap=50.0)
+    assert multi_head_attention_label(capped) == "Soft-Capped Masked Grouped-Query Attention"
+    sliding = MultiHeadAttentionArgs(num_heads=8, causal=True, window=4, softcap=50.0)
+    assert multi_head_attention_label(sliding) == "Soft-Capped Sliding-Window Attention"
+    normed = MultiHeadAttentionArgs(num_heads=8, head_dim=128, qk_norm={"kind": "rms"})
+    assert multi_head_attention_label(normed) == "Multi-Head Attention"
+
+
+def test_mha_new_options_compile_fullgraph_export_and_emit(tmp_path: Any) -> None:
+    from equivalence import check_compile_export_emit
+
+    text = spec(
+        "x: [B, T, 32]\n  m: {shape: [B, 1, T, T], dtype: bool}\n  b: [4, T, T]",
+        "- {id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, head_dim: 12,"
+        " v_head_dim: 6, bias: {out: false}, qk_norm: {per_head: true}, scale: 0.3,"
+        " softcap: 3.0, causal: true, window: 3, rope: {max_len: 32},"
+        " in: {query: x, mask: m, score_bias: b}}",
+        "{y: attn}",
+    )
+    _, gm = compile_spec(text)
+    n = 6
+    keep = (torch.rand(2, 1, n, n) > 0.3) | torch.eye(n, dtype=torch.bool)
+    check_compile_export_emit(gm, (torch.randn(2, n, 32), keep, torch.randn(4, n, n)), tmp_path)
