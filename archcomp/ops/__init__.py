@@ -14,6 +14,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     conv,
     create,
     dense,
+    layout,
     norm,
     parameter,
     pool,
@@ -21,6 +22,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     recurrent,
     reduce,
     resample,
+    select,
     shape,
 )
 from archcomp.ops.registry import REGISTRY, OpArgs, OpDef, Port, ShapeError, Style, all_ops, get_op
