@@ -123,3 +123,62 @@ def test_masks_built_in_the_graph_compile_export_and_emit(tmp_path: Path) -> Non
         model = compile_for_test(load_graph(VALID / name))
         model.eval()
         check_compile_export_emit(model, (torch.randn(2, 11, 8),), tmp_path)
+
+
+SWEEP = [
+    "op: log",
+    "op: floor",
+    "op: abs",
+    "op: cumsum, dim: 1",
+    "op: argmax, dim: 1",
+    "op: topk, k: 2",
+    "op: triu",
+    "op: roll, shifts: 1, dims: 1",
+    "op: pad, pad: [1, 1], value: 1",
+    "op: pad, pad: [1, 1], mode: replicate",
+    "op: minimum, scalar: 1",
+    "op: maximum, in: [x, x]",
+    "op: gt, scalar: 0",
+    "op: eq, in: [x, x]",
+    "op: logical_not",
+    "op: logical_or, in: [x, x]",
+    "op: masked_fill, in: [x, m], value: 1",
+    "op: where, in: [m, x], scalar: 0",
+    "op: where, in: [m, x, x]",
+    "op: gather, in: [x, i], dim: 1",
+    "op: scatter_add, in: [x, i, x], dim: 1",
+    "op: cast, dtype: float16",
+    "op: cast, in: {x: x, like: i}",
+    "op: one_hot, num_classes: 4",
+    "op: arange, dim: 1",
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int64", "int32", "bool"])
+def test_checked_dtypes_are_the_ones_torch_gives(dtype: str) -> None:
+    """Every new op on every input dtype: refused at check time, or run with the checked type
+    (shape and dtype) exactly what torch gives; never a run-time failure after a clean check."""
+    x = torch.tensor([[1, 0, 3], [2, 2, 0]]).to(getattr(torch, dtype))
+    m, i = torch.tensor([[True, False, True]]), torch.tensor([[0, 2, 1], [1, 1, 0]])
+    for node in SWEEP:
+        text = spec_body(
+            f"""
+            inputs:
+              x: {{shape: [2, 3], dtype: {dtype}}}
+              m: {{shape: [1, 3], dtype: bool}}
+              i: {{shape: [2, 3], dtype: int64}}
+            nodes:
+              - {{id: n, {node}}}
+              - {{id: used, op: concat, in: [m]}}
+              - {{id: used_i, op: concat, in: [i]}}
+            outputs: {{y: n, m: used, i: used_i}}
+            """
+        )
+        try:
+            g = load_graph(text)
+        except archcomp.SpecError:
+            continue
+        got = run(compile_for_test(g), x, m, i)
+        t = g.output_types["y"]
+        assert t is not None and t.dtype == str(got["y"].dtype).removeprefix("torch."), node
+        assert t.shape == tuple(got["y"].shape), node

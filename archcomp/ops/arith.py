@@ -291,6 +291,12 @@ def _extremum_shape(name: str) -> Callable[[ShapeCtx], TensorType]:
         xs = operands(ctx, name, ctx.args.scalar)
         dtype = common_dtype(xs, "other")
         if ctx.args.scalar is not None:
+            if dtype == "bool":  # torch.clamp makes int64 of bools
+                raise ShapeError(
+                    f"{name} with a scalar does not take a bool tensor",
+                    port="x",
+                    hint="masks combine with logical_and and logical_or",
+                )
             need_fits(ctx.args.scalar, dtype, "scalar", name)
         return TensorType(broadcast([t.shape for t in xs], ["x", "other"][: len(xs)]), dtype)
 

@@ -167,6 +167,12 @@ def _where_shape(ctx: ShapeCtx) -> TensorType:
             )
         shapes.append(other.shape)
         ports.append("other")
+    elif x.dtype == "bool":  # torch.where(c, mask, 0) is int64
+        raise ShapeError(
+            "where with a scalar does not keep bool values (torch makes them int64)",
+            arg="scalar",
+            hint="combine masks with logical_and / logical_or, or use masked_fill",
+        )
     else:
         need_fits(scalar, x.dtype, "scalar", "where")
     return TensorType(broadcast(shapes, ports), x.dtype)

@@ -73,6 +73,12 @@ def _arange_shape(ctx: ShapeCtx) -> TensorType:
     a = ctx.args
     if a.step == 0:
         raise ShapeError("step must not be 0", arg="step")
+    if a.dtype == "bool":
+        raise ShapeError(
+            "arange does not make bools (torch refuses it)",
+            arg="dtype",
+            hint="compare positions to make a mask: {op: gt, in: [key, query]}",
+        )
     end, _ = _arange_end(ctx)
     if isinstance(end, int):
         n: Dim = len(range(a.start, end, a.step))

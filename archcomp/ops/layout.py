@@ -118,6 +118,12 @@ def _pad_shape(ctx: ShapeCtx) -> TensorType:
     if n > x.rank:
         raise ShapeError(f"pad has {n} pairs for a rank-{x.rank} input", arg="pad")
     if a.mode != "constant":
+        if a.mode in ("reflect", "replicate") and x.dtype == "bool":
+            raise ShapeError(
+                f"{a.mode} padding does not take a bool tensor (torch refuses it)",
+                arg="mode",
+                hint="pad a mask with mode constant (value 0 or 1), or circular",
+            )
         if a.value != 0:
             raise ShapeError(f"value is only for mode constant, not {a.mode}", arg="value")
         if n > 3 or x.rank not in (n + 1, n + 2):

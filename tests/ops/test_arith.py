@@ -298,6 +298,12 @@ def test_new_arithmetic_shapes_dtypes_and_errors() -> None:
         "[x, y]",
     )
     fails("x: [B, 4]", "op: maximum", "maximum needs a second input or a scalar", "maximum")
+    fails(
+        "x: {shape: [B, 4], dtype: bool}",
+        "op: minimum, scalar: 0",
+        "minimum with a scalar does not take a bool tensor",
+        "minimum",
+    )
     fails("x: [B, 4]", "op: cumsum, dim: 2", "dim=2 is out of range for a rank-2 tensor", "2}")
     fails("x: [B, 4]", "op: cast", "cast needs exactly one of dtype and an input like", "cast")
     fails(

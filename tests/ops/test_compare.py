@@ -221,6 +221,12 @@ def test_errors_are_located() -> None:
     )
     fails(
         "m: {shape: [B, T], dtype: bool}",
+        "op: where, in: [m, m], scalar: 0",
+        "where with a scalar does not keep bool values (torch makes them int64)",
+        "0}",
+    )
+    fails(
+        "m: {shape: [B, T], dtype: bool}",
         "op: masked_fill, in: [m, m], value: 2",
         "masked_fill: value 2 is not 0 or 1, the values of a bool",
         "2}",

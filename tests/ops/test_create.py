@@ -104,6 +104,12 @@ def test_errors_are_located() -> None:
     fails(x, "op: arange, end: S", "'S' is not a dim of the input [B, T, 3]", "S}")
     fails(x, "op: arange, dim: 3", "dim=3 is out of range for a rank-3 tensor", "3}")
     fails(x, "op: arange, end: 4, step: 0", "step must not be 0", "0}")
+    fails(
+        x,
+        "op: arange, end: T, dtype: bool",
+        "arange does not make bools (torch refuses it)",
+        "bool",
+    )
     fails(x, "op: arange, end: 4, start: 4", "arange from 4 to 4 by 1 is empty", "4,")
     fails(
         x,

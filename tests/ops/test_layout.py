@@ -101,6 +101,12 @@ def test_errors_are_located() -> None:
         "1}",
     )
     fails(
+        "x: {shape: [B, 3, W], dtype: bool}",
+        "op: pad, pad: [1, 1], mode: reflect",
+        "reflect padding does not take a bool tensor (torch refuses it)",
+        "reflect",
+    )
+    fails(
         "x: {shape: [B, W], dtype: int64}",
         "op: pad, pad: [1, 1], value: 0.5",
         "pad: value 0.5 is not a whole number, and the values are int64",
