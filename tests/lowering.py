@@ -14,7 +14,7 @@ from typing import Any
 import numerics
 import pytest
 import torch
-from numerics import RoundingChains
+from numerics import RoundingChains, assert_same
 from torch import nn
 from torch.testing import assert_close
 
@@ -163,6 +163,45 @@ def assert_typed(g: Graph, name: str, value: torch.Tensor) -> None:
     assert t is not None
     assert t.shape == tuple(value.shape), name
     assert t.dtype == str(value.dtype).removeprefix("torch."), name
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def check_torch(
+    node: str,
+    ref: Callable[..., torch.Tensor | dict[str, torch.Tensor]],
+    tensors: dict[str, torch.Tensor],
+    outputs: str = "{y: n}",
+) -> Graph:
+    """A one-node spec ``n`` on ``tensors`` (the inputs, declared with their shapes and dtypes)
+    against ``ref``, the torch call it stands for, on the same tensors: each output's checked
+    shape and dtype are torch's, its values bitwise equal (the same kernel runs: NUMERICS.md),
+    and so are the gradients of a random projection of each float output with respect to the
+    float inputs (none where the op does not pass one)."""
+    decl = "\n  ".join(
+        f"{k}: {{shape: {list(v.shape)}, dtype: {dtype_name(v)}}}" for k, v in tensors.items()
+    )
+    g = load_graph(spec(decl, f"- {{id: n, {node}}}", outputs))
+    xs = tuple(t.detach().clone().requires_grad_(t.is_floating_point()) for t in tensors.values())
+    got = run(compile_for_test(g), *xs)
+    result = ref(*xs)
+    want = result if isinstance(result, dict) else {"y": result}
+    assert tuple(got) == tuple(want)
+    floats = tuple(x for x in xs if x.requires_grad)
+    for name, value in want.items():
+        assert_typed(g, name, value)
+        assert_same(got[name], value, name)
+        if floats and value.requires_grad:
+            w = torch.randn_like(value)
+            ours = torch.autograd.grad((got[name] * w).sum(), floats, allow_unused=True)
+            theirs = torch.autograd.grad((value * w).sum(), floats, allow_unused=True)
+            for a, b in zip(ours, theirs, strict=True):
+                assert (a is None) == (b is None), name
+                if a is not None:
+                    assert_same(a, b, f"gradient through {name}")
+    return g
 
 
 def errors_of(text: str) -> list[str]:

@@ -81,3 +81,17 @@ def test_spec_format_examples_of_modern_ops_check() -> None:
         + "outputs: {y: embedded}\n"
     )
     assert g.output_types["y"].shape == (Sym.symbol("B"), 197, 8)  # type: ignore[union-attr]
+
+
+def test_spec_format_mask_example_checks() -> None:
+    """The causal-mask snippet of docs/spec-format.md checks, with the dtypes it states."""
+    text = (ROOT / "docs" / "spec-format.md").read_text()
+    snippet = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "arange" in b)
+    g = load_graph(
+        "archcomp: 1\nname: m\ninputs:\n  x: [B, T, 8]\n  scores: [B, T, T]\nnodes:\n"
+        + "".join(f"  {line}\n" for line in snippet.splitlines())
+        + "outputs: {y: masked, r: relative}\n"
+    )
+    assert str(g.nodes["future"].outputs["out"]) == "[T, T] bool"
+    assert str(g.output_types["r"]) == "[T, T] int64"
+    assert str(g.output_types["y"]) == "[B, T, T] float32"

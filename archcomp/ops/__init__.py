@@ -10,8 +10,11 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     activation,
     arith,
     attention,
+    compare,
     conv,
+    create,
     dense,
+    layout,
     norm,
     parameter,
     pool,
@@ -20,6 +23,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     reduce,
     relative_bias,
     resample,
+    select,
     shape,
 )
 from archcomp.ops.registry import REGISTRY, OpArgs, OpDef, Port, ShapeError, Style, all_ops, get_op

@@ -1,5 +1,6 @@
 """Arithmetic on tensors: add, sub, mul, div (folded over a list, with broadcasting and an
-optional scalar operand), and the element-wise neg, sqrt, rsqrt, exp, pow, clamp.
+optional scalar operand), the element-wise neg, sqrt, rsqrt, exp, pow, clamp, log, floor, abs,
+minimum, maximum, the running sum cumsum, and cast (a change of dtype).
 
 Result dtypes follow torch's promotion: a float tensor keeps its dtype; an integer or bool
 tensor with a float scalar, or under ``div``, gives float32 (torch's default dtype); a bool
@@ -15,7 +16,17 @@ from typing import Any
 from pydantic import Field
 
 from archcomp.ir import TensorType
-from archcomp.ops.common import FLOAT_DTYPES, broadcast, common_dtype, need_float
+from archcomp.ops.common import (
+    FLOAT_DTYPES,
+    DTypeName,
+    Number,
+    broadcast,
+    common_dtype,
+    need_fits,
+    need_float,
+    norm_axis,
+    operands,
+)
 from archcomp.ops.registry import (
     LowerCtx,
     NoArgs,
@@ -27,8 +38,6 @@ from archcomp.ops.registry import (
     Style,
     register,
 )
-
-Number = int | float
 
 # --- add, sub, mul, div ----------------------------------------------------------------------
 
@@ -227,5 +236,178 @@ register(
         lower=_clamp_lower,
         doc="Element-wise clamp to [min, max] (either may be left out). Needs a "
         "floating-point input.",
+    )
+)
+
+# --- log, floor, abs -------------------------------------------------------------------------
+
+
+def _abs_shape(ctx: ShapeCtx) -> TensorType:
+    if ctx.x.dtype == "bool":
+        raise ShapeError("abs does not take a bool tensor (torch refuses it)", port="x")
+    return ctx.x
+
+
+for _name, _label, _doc in (
+    ("log", "log", "Element-wise natural logarithm, ln x (T5's log-spaced position buckets)."),
+    ("floor", "⌊x⌋", "Element-wise floor: the largest whole number <= x, still a float."),
+):
+    register(
+        OpDef(
+            _name,
+            NoArgs,
+            _float_same(_name),
+            Style("arith", _label, "circle"),
+            lower=_torch_fn(_name),
+            doc=_doc + " Needs a floating-point input.",
+        )
+    )
+
+register(
+    OpDef(
+        "abs",
+        NoArgs,
+        _abs_shape,
+        Style("arith", "|x|", "circle"),
+        lower=_torch_fn("abs"),
+        doc="Element-wise absolute value |x| (numbers, not bools); keeps the dtype.",
+    )
+)
+
+# --- minimum, maximum ------------------------------------------------------------------------
+
+
+class ExtremumArgs(OpArgs):
+    """Against a second input (``in: [a, b]``) or a constant: ``{op: minimum, scalar: 31}``
+    caps x at 31."""
+
+    scalar: Number | None = Field(
+        default=None, description="a constant bound, instead of a second input"
+    )
+
+
+def _extremum_shape(name: str) -> Callable[[ShapeCtx], TensorType]:
+    def rule(ctx: ShapeCtx) -> TensorType:
+        xs = operands(ctx, name, ctx.args.scalar)
+        dtype = common_dtype(xs, "other")
+        if ctx.args.scalar is not None:
+            if dtype == "bool":  # torch.clamp makes int64 of bools
+                raise ShapeError(
+                    f"{name} with a scalar does not take a bool tensor",
+                    port="x",
+                    hint="masks combine with logical_and and logical_or",
+                )
+            need_fits(ctx.args.scalar, dtype, "scalar", name)
+        return TensorType(broadcast([t.shape for t in xs], ["x", "other"][: len(xs)]), dtype)
+
+    return rule
+
+
+def _extremum_lower(name: str) -> Callable[[LowerCtx], Any]:
+    def lower(c: LowerCtx) -> Any:
+        import torch
+
+        other = c.inputs.get("other")
+        if other is not None:
+            return c.call(getattr(torch, name), c.x, other)
+        bound = {"minimum": "max", "maximum": "min"}[name]  # a constant bound is a clamp
+        return c.call(torch.clamp, c.x, **{bound: c.args.scalar})
+
+    return lower
+
+
+for _name, _label, _doc in (
+    ("minimum", "Min", "Element-wise minimum of two inputs (torch.minimum), or of x and a "
+     "constant `scalar` (x capped at it)."),
+    ("maximum", "Max", "Element-wise maximum of two inputs (torch.maximum), or of x and a "
+     "constant `scalar` (x floored at it)."),
+):  # fmt: skip
+    register(
+        OpDef(
+            _name,
+            ExtremumArgs,
+            _extremum_shape(_name),
+            Style("arith", _label),
+            inputs=(Port("x"), Port("other", optional=True)),
+            lower=_extremum_lower(_name),
+            doc=_doc + " Shapes broadcast; both inputs have one dtype, which the result keeps.",
+        )
+    )
+
+# --- cumsum ----------------------------------------------------------------------------------
+
+
+class CumsumArgs(OpArgs):
+    """The running sum along ``dim``: element i is the sum of elements 0..i."""
+
+    dim: int = Field(description="the dim to sum along (negative counts from the end)")
+
+
+def _cumsum_shape(ctx: ShapeCtx) -> TensorType:
+    x = ctx.x
+    norm_axis(ctx.args.dim, x.rank)
+    # torch.cumsum promotes integers and bools to int64 (a count of True so far)
+    return TensorType(x.shape, x.dtype if x.dtype in FLOAT_DTYPES else "int64")
+
+
+def _cumsum_lower(c: LowerCtx) -> Any:
+    import torch
+
+    return c.call(torch.cumsum, c.x, c.args.dim)
+
+
+register(
+    OpDef(
+        "cumsum",
+        CumsumArgs,
+        _cumsum_shape,
+        Style("arith", "Cumsum"),
+        lower=_cumsum_lower,
+        doc="Running sum along a dim (torch.cumsum): positions from a padding mask, the "
+        "experts' slots in a batch. Integers and bools sum to int64.",
+    )
+)
+
+# --- cast ------------------------------------------------------------------------------------
+
+
+class CastArgs(OpArgs):
+    """Convert to a named ``dtype`` (``int64``, ``float32``, ``bool``, ...), or to the dtype of
+    a second input ``like``, which follows the build's dtype (``--dtype bfloat16``)."""
+
+    dtype: DTypeName | None = Field(default=None, description="the dtype to convert to")
+
+
+def _cast_shape(ctx: ShapeCtx) -> TensorType:
+    like, dtype = ctx.get("like"), ctx.args.dtype
+    if (like is None) == (dtype is None):
+        raise ShapeError(
+            "cast needs exactly one of dtype and an input like",
+            arg="dtype" if dtype is not None else None,
+            hint="{op: cast, dtype: float32}; or in: {x: mask, like: h} to match h",
+        )
+    return TensorType(ctx.x.shape, like.dtype if like is not None else dtype)
+
+
+def _cast_lower(c: LowerCtx) -> Any:
+    import torch
+
+    like = c.inputs.get("like")
+    if like is not None:
+        return c.method("to", c.x, c.call(getattr, like, "dtype"))
+    return c.method("to", c.x, getattr(torch, c.args.dtype))
+
+
+register(
+    OpDef(
+        "cast",
+        CastArgs,
+        _cast_shape,
+        Style("arith", "Cast"),
+        inputs=(Port("x"), Port("like", optional=True)),
+        lower=_cast_lower,
+        doc="Convert to another dtype (Tensor.to): a mask to float32, scaled positions to "
+        "int64 (truncating toward zero), or to the dtype of input `like` (the build's float "
+        "dtype, bfloat16 included).",
     )
 )

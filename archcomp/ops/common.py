@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, Sym, add, floordiv, fmt_shape, mul, sub
-from archcomp.ops.registry import ShapeError
+from archcomp.ops.registry import ShapeCtx, ShapeError
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 INT_DTYPES = ("int64", "int32")
+ALL_DTYPES = (*FLOAT_DTYPES, *INT_DTYPES, "bool")
+# an argument naming a dtype (cast, arange): the dtypes a spec input may declare
+DTypeName = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "bool"]
+Number = int | float
+# a constant that fills or chooses values (masked_fill, where): a number, or an infinity by name
+# (YAML's .inf is refused in arguments)
+FillValue = int | float | Literal["inf", "-inf"]
 
 
 def need_float(t: TensorType, port: str = "x", what: str = "this op") -> None:
@@ -17,7 +25,45 @@ def need_float(t: TensorType, port: str = "x", what: str = "this op") -> None:
         raise ShapeError(
             f"{what} needs a floating-point input, found {t.dtype}",
             port=port,
-            hint="token ids go through an embedding first",
+            hint="a bool mask is used by masked_fill or where, or made float by "
+            "{op: cast, dtype: float32}"
+            if t.dtype == "bool"
+            else "token ids go through an embedding first",
+        )
+
+
+def need_bool(t: TensorType, port: str, what: str) -> None:
+    """A mask or condition: bool, as a comparison gives."""
+    if t.dtype != "bool":
+        raise ShapeError(
+            f"{what} needs a bool {port}, found {t.dtype}",
+            port=port,
+            hint="compare to make a mask: {op: gt, scalar: 0}",
+        )
+
+
+def need_index(t: TensorType, port: str, what: str) -> None:
+    """Indices into a dim: int64, as torch's gather, scatter and index_add require."""
+    if t.dtype != "int64":
+        raise ShapeError(
+            f"{what} needs int64 indices in {port}, found {t.dtype}",
+            port=port,
+            hint="indices come from arange, argmax or topk; or {op: cast, dtype: int64}",
+        )
+
+
+def need_fits(value: FillValue, dtype: str, arg: str, what: str) -> None:
+    """A constant that goes into a tensor of ``dtype`` without changing it: no float (or
+    infinity) into an integer tensor, only 0 or 1 into a bool one (torch would truncate)."""
+    if dtype in FLOAT_DTYPES:
+        return
+    if dtype == "bool" and not (isinstance(value, int) and value in (0, 1)):
+        raise ShapeError(f"{what}: {arg} {value} is not 0 or 1, the values of a bool", arg=arg)
+    if not isinstance(value, int):
+        raise ShapeError(
+            f"{what}: {arg} {value} is not a whole number, and the values are {dtype}",
+            arg=arg,
+            hint="write an int, or cast the values first: {op: cast, dtype: float32}",
         )
 
 
@@ -161,3 +207,26 @@ def div_exact(a: Dim, b: Dim) -> Dim | None:
             term = mul(term, Sym.symbol(s))
         quotient = add(quotient, term)
     return quotient
+
+
+def fill_constant(value: FillValue) -> int | float:
+    """The Python number a lowering passes for a FillValue (``"-inf"`` is ``float("-inf")``)."""
+    return float(value) if isinstance(value, str) else value
+
+
+def operands(ctx: ShapeCtx, what: str, scalar: object) -> list[TensorType]:
+    """The tensors of a binary op with ports ``x`` and ``other`` (optional) and a ``scalar``
+    argument that stands for ``other``: exactly one of the two."""
+    x, other = ctx.get("x"), ctx.get("other")
+    assert x is not None
+    if other is not None and scalar is not None:
+        raise ShapeError(
+            f"{what} has both a second input and a scalar", arg="scalar", hint="drop one"
+        )
+    if other is None and scalar is None:
+        raise ShapeError(
+            f"{what} needs a second input or a scalar",
+            port="x",
+            hint=f"in: [a, b]; or one input and a constant: {{op: {what}, scalar: 0}}",
+        )
+    return [x] if other is None else [x, other]

@@ -1,5 +1,6 @@
 """Element-wise arithmetic (archcomp/ops/arith.py): add/sub/mul/div with scalars, neg, sqrt,
-rsqrt, exp, pow, clamp. Values, gradients and result dtypes against torch; shapes and errors.
+rsqrt, exp, pow, clamp, log, floor, abs, minimum, maximum, cumsum, cast. Values, gradients and
+result dtypes against torch; shapes and errors.
 
 One file per op family (tests/ops/test_<family>.py mirrors archcomp/ops/<family>.py).
 Lowerings run through the real compiler (tests/lowering.py), as users run them.
@@ -12,7 +13,16 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from lowering import check_against, check_declared, compile_for_test, fails, out, run, spec
+from lowering import (
+    check_against,
+    check_declared,
+    check_torch,
+    compile_for_test,
+    fails,
+    out,
+    run,
+    spec,
+)
 
 from archcomp import SpecError, load_graph
 from archcomp.ir.dims import Sym
@@ -29,6 +39,13 @@ OPS = {
     "exp": ("arith", "exp"),
     "pow": ("arith", "Pow"),
     "clamp": ("arith", "Clamp"),
+    "log": ("arith", "log"),
+    "floor": ("arith", "⌊x⌋"),
+    "abs": ("arith", "|x|"),
+    "minimum": ("arith", "Min"),
+    "maximum": ("arith", "Max"),
+    "cumsum": ("arith", "Cumsum"),
+    "cast": ("arith", "Cast"),
 }
 
 
@@ -176,3 +193,123 @@ def test_arithmetic_shapes_and_errors() -> None:
         "true",
     )
     fails("x: [B, 4]", "op: pow", "missing required argument 'exponent'", "{id")
+
+
+# -- log, floor, abs, minimum, maximum, cumsum, cast --------------------------------------------
+
+
+def _values(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(sum(shape))
+    if dtype.is_floating_point:
+        return (torch.randn(shape, generator=gen) * 3).to(dtype)
+    return torch.randint(-4, 5, shape, generator=gen).to(dtype)
+
+
+@pytest.mark.parametrize(
+    ("node", "ref", "dtype"),
+    [
+        ("op: log", torch.log, torch.float32),
+        ("op: floor", torch.floor, torch.float32),
+        ("op: abs", torch.abs, torch.float32),
+        ("op: abs", torch.abs, torch.int64),
+        ("op: cumsum, dim: 1", lambda x: torch.cumsum(x, 1), torch.float32),
+        ("op: cumsum, dim: -1", lambda x: torch.cumsum(x, -1), torch.int32),
+        ("op: cumsum, dim: 0", lambda x: torch.cumsum(x, 0), torch.bool),
+        ("op: minimum, scalar: 1", lambda x: torch.minimum(x, torch.tensor(1)), torch.int64),
+        ("op: maximum, scalar: -0.5", lambda x: torch.clamp(x, min=-0.5), torch.float32),
+        ("op: cast, dtype: int64", lambda x: x.to(torch.int64), torch.float32),
+        ("op: cast, dtype: float16", lambda x: x.half(), torch.float32),
+        ("op: cast, dtype: float32", lambda x: x.float(), torch.bool),
+        ("op: cast, dtype: bool", lambda x: x.bool(), torch.int64),
+    ],
+)
+def test_unary_ops_are_torchs(
+    node: str, ref: Callable[..., torch.Tensor], dtype: torch.dtype
+) -> None:
+    """Values, dtypes and gradients (log, abs, cumsum, maximum, the float casts) as torch's."""
+    x = _values(3, 5, dtype=dtype)
+    if node == "op: log":
+        x = x.abs() + 0.1
+    check_torch(node, ref, {"x": x.bool() if dtype == torch.bool else x})
+
+
+@pytest.mark.parametrize("op", ["minimum", "maximum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_minimum_and_maximum_are_torchs(op: str, dtype: torch.dtype) -> None:
+    fn = getattr(torch, op)
+    check_torch(
+        f"op: {op}, in: [x, y]",
+        fn,
+        {"x": _values(2, 3, 4, dtype=dtype), "y": _values(4, dtype=dtype)},
+    )
+
+
+def test_cast_like_follows_the_other_inputs_dtype() -> None:
+    g = check_torch(
+        "op: cast, in: {x: m, like: h}",
+        lambda m, h: m.to(h.dtype),
+        {"m": _values(2, 3, dtype=torch.int64) > 0, "h": _values(2, 3, dtype=torch.bfloat16)},
+    )
+    assert compile_for_test(g).code.count("m.to(") == 1
+
+
+def test_planted_bugs_in_the_new_arithmetic_fail() -> None:
+    x = _values(3, 5).abs() + 0.1
+    with pytest.raises(AssertionError):
+        check_torch("op: log", torch.log2, {"x": x})
+    with pytest.raises(AssertionError):
+        check_torch("op: cumsum, dim: 1", lambda x: torch.cumsum(x, 0), {"x": x})
+    with pytest.raises(AssertionError):  # a cast that truncates differently: round, not trunc
+        check_torch("op: cast, dtype: int64", lambda x: x.round().long(), {"x": x * 3})
+
+
+def test_new_arithmetic_shapes_dtypes_and_errors() -> None:
+    assert out("x: [B, S, 4]\n  y: [S, 1]", "op: maximum, in: [x, y]") == (B, S, 4)
+    g = load_graph(spec("x: {shape: [B, S], dtype: bool}", "- {id: n, op: cumsum, dim: 1}"))
+    assert str(g.output_types["y"]) == "[B, S] int64"
+    fails(
+        "x: {shape: [B, 4], dtype: int64}",
+        "op: log",
+        "log needs a floating-point input, found int64",
+        "log",
+    )
+    fails(
+        "x: {shape: [B, 4], dtype: bool}",
+        "op: floor",
+        "floor needs a floating-point input, found bool",
+        "floor",
+    )
+    fails(
+        "x: {shape: [B, 4], dtype: bool}",
+        "op: abs",
+        "abs does not take a bool tensor (torch refuses it)",
+        "abs",
+    )
+    fails(
+        "x: {shape: [B, 4], dtype: int64}",
+        "op: minimum, scalar: 2.5",
+        "minimum: scalar 2.5 is not a whole number, and the values are int64",
+        "2.5",
+    )
+    fails(
+        "x: {shape: [B, 4], dtype: int64}\n  y: [B, 4]",
+        "op: maximum, in: [x, y]",
+        "inputs have different dtypes: float32, int64",
+        "[x, y]",
+    )
+    fails("x: [B, 4]", "op: maximum", "maximum needs a second input or a scalar", "maximum")
+    fails(
+        "x: {shape: [B, 4], dtype: bool}",
+        "op: minimum, scalar: 0",
+        "minimum with a scalar does not take a bool tensor",
+        "minimum",
+    )
+    fails("x: [B, 4]", "op: cumsum, dim: 2", "dim=2 is out of range for a rank-2 tensor", "2}")
+    fails("x: [B, 4]", "op: cast", "cast needs exactly one of dtype and an input like", "cast")
+    fails(
+        "x: [B, 4]",
+        "op: cast, dtype: int8",
+        "'dtype': expected 'float32', 'float16', 'bfloat16', 'float64', 'int64', 'int32' or "
+        "'bool', found string 'int8'",
+        "int8",
+    )
