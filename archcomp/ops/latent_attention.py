@@ -72,7 +72,8 @@ class MultiHeadLatentAttentionArgs(OpArgs):
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from x")
 
 
-def _label(a: MultiHeadLatentAttentionArgs) -> str:
+def multi_head_latent_attention_label(a: MultiHeadLatentAttentionArgs) -> str:
+    """'Masked Multi-Head Latent Attention' when causal, as multi_head_attention's label."""
     return "Masked Multi-Head Latent Attention" if a.causal else "Multi-Head Latent Attention"
 
 
@@ -172,7 +173,9 @@ MULTI_HEAD_LATENT_ATTENTION = register(
         "multi_head_latent_attention",
         MultiHeadLatentAttentionArgs,
         _mla_shape,
-        Style("attention", "Multi-Head Latent Attention", label_for=_label),
+        Style(
+            "attention", "Multi-Head Latent Attention", label_for=multi_head_latent_attention_label
+        ),
         inputs=(Port("x"), Port("mask", optional=True)),
         params=_mla_params,
         buffers=lambda a: rope_buffers(a.rope, a.qk_rope_head_dim, "rotary."),  # non-persistent
