@@ -10,6 +10,10 @@ Lowerings run through the real compiler (tests/lowering.py), as users run them.
 
 from __future__ import annotations
 
+import math
+import re
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +24,7 @@ from lowering import (
     check_equivalent,
     compile_for_test,
     compile_spec,
+    declared,
     errors_of,
     fails,
     hf_config,
@@ -73,14 +78,19 @@ def test_declared_with_style_label_and_lowering() -> None:
 def mla_text(args: str, x: str = "[B, T, 32]", mask: str = "") -> str:
     decl = f"\n  m: {mask}" if mask else ""
     ports = "in: {x: x, mask: m}, " if mask else ""
-    return spec(f"x: {x}{decl}", f"- {{id: attn, op: {OP}, {ports}{args}}}", "{y: attn}")
+    node = f"- {{id: attn, op: multi_head_latent_attention, {ports}{args}}}"
+    return spec(f"x: {x}{decl}", node, "{y: attn}")
 
 
 # -- shapes, parameters, buffers, MACs -------------------------------------------------------
 
 
 def test_shape_inferred_embed_dim_and_deepseek_parameter_names() -> None:
-    assert out("x: [B, T, 32]", f"op: {OP}, {DIMS}, rope: {{}}") == (B, T, 32)
+    assert out("x: [B, T, 32]", f"op: multi_head_latent_attention, {DIMS}, rope: {{}}") == (
+        B,
+        T,
+        32,
+    )
     g, gm = compile_spec(mla_text(f"{DIMS}, q_lora_rank: 12, bias: true, rope: {{max_len: 16}}"))
     n = g.nodes["attn"]
     assert n.args.embed_dim == 32
@@ -140,12 +150,21 @@ def test_deepseek_v3_sizes_build_on_meta_without_allocating() -> None:
     assert (c_kv.shape, k_pe.shape) == ((1, 3, 512), (1, 1, 3, 64))
 
 
+def test_the_spec_format_example_checks_at_deepseek_v3_sizes() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "spec-format.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if OP in b]
+    node = textwrap.dedent(block).strip().removeprefix("- ")
+    g = load_graph(spec("x: [B, T, 7168]", f"- {node}", "{y: self_attn}"))
+    sizes = declared(g, "self_attn").values()
+    assert sum(math.prod(s) for s in sizes) == 187_107_328  # as the meta build above
+
+
 # -- errors --------------------------------------------------------------------------------
 
 
 def test_errors_are_located() -> None:
     x = "x: [B, 12, 32]"
-    node = f"op: {OP}, {DIMS}"
+    node = f"op: multi_head_latent_attention, {DIMS}"
     fails(
         x,
         node.replace("qk_rope_head_dim: 6", "qk_rope_head_dim: 5") + ", rope: {}",
