@@ -233,27 +233,30 @@ def test_schema_errors_name_the_argument(args: str, word: str) -> None:
 
 
 def deepseek_case(
-    args: str, q_lora_rank: int | None, interleave: bool, bias: bool = False
+    args: str, q_lora_rank: int | None, interleave: bool, bias: bool = False, version: int = 3
 ) -> tuple[Any, Any, Any]:
-    """transformers' DeepSeek-V3 attention (eager), its rotary tables and the spec's model."""
-    from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
-        DeepseekV3Attention,
-        DeepseekV3RotaryEmbedding,
-    )
+    """transformers' DeepSeek-V3 (or V2) attention, eager, with every weight re-drawn; its
+    rotary tables (V2's complex ones rotate interleaved pairs); and the spec's model."""
+    import importlib
 
+    name = f"DeepseekV{version}"
+    mod = importlib.import_module(
+        f"transformers.models.deepseek_v{version}.modeling_deepseek_v{version}"
+    )
+    layout = {"rope_interleave": interleave} if version == 3 else {}
     config = hf_config(
-        "DeepseekV3",
+        name,
         **HF_DIMS,
+        **layout,
         q_lora_rank=q_lora_rank,
-        rope_interleave=interleave,
         attention_bias=bias,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         max_position_embeddings=64,
         num_hidden_layers=1,
     )
-    hf = DeepseekV3Attention(config, layer_idx=0)
+    hf = getattr(mod, f"{name}Attention")(config, layer_idx=0)
     redraw(hf, seed=1)
-    rotary = DeepseekV3RotaryEmbedding(config)  # as DeepseekV3Model builds position_embeddings
+    rotary = getattr(mod, f"{name}RotaryEmbedding")(config)  # as the model builds its tables
     _, gm = compile_spec(mla_text(args, mask="{shape: [B, 1, 1, T], dtype: bool}"))
     return hf, rotary, gm
 
@@ -310,6 +313,14 @@ def test_matches_deepseek_v3_attention_forward_and_gradients(case: str) -> None:
     hf, rotary, gm = deepseek_case(
         case_args(q_lora_rank, interleave, extra), q_lora_rank, interleave, bias
     )
+    check_deepseek(hf, rotary, gm)
+
+
+@pytest.mark.parametrize("q_lora_rank", [None, 12], ids=["v2-lite-q-proj", "v2-q-latent"])
+def test_matches_deepseek_v2_attention_with_complex_rope(q_lora_rank: int | None) -> None:
+    """DeepSeek-V2's attention rotates (x_2i, x_2i+1) as complex numbers: interleaved RoPE."""
+    args = case_args(q_lora_rank, True, "bias: true")
+    hf, rotary, gm = deepseek_case(args, q_lora_rank, True, bias=True, version=2)
     check_deepseek(hf, rotary, gm)
 
 
