@@ -9,6 +9,7 @@ from pydantic import Field
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, add, fmt_shape, mul
+from archcomp.ir.drawing import Figure, Part
 from archcomp.ops.attention import check_score_input
 from archcomp.ops.common import need_float
 from archcomp.ops.positional import (
@@ -168,13 +169,60 @@ def _mla_lower(c: LowerCtx) -> Any:
     return c.module(mla)(c.inputs["x"], **extra)  # (B, T, E)
 
 
+# The insides drawn by --expand (DeepSeek-V2's Figure 3, with the query latent of V2 and V3).
+LATENT_FIGURE = Figure(
+    parts=(
+        Part("hidden", "Input Hidden h_t", "io"),  # the paper's box: x feeds both latents
+        Part("q_a_proj", "Linear W^DQ", "linear"),
+        Part("q_a_layernorm", "RMSNorm", "norm"),
+        Part("q_b_proj", "Linear W^UQ, W^QR", "linear"),
+        Part("rope_q", "RoPE", "embedding"),
+        Part("concat_q", "Concat", "addnorm"),
+        Part("kv_a_proj_with_mqa", "Linear W^DKV, W^KR", "linear"),
+        Part("kv_a_layernorm", "RMSNorm (latent c^KV)", "norm"),
+        Part("kv_b_proj", "Linear W^UK, W^UV", "linear"),
+        Part("rope_k", "RoPE (shared key)", "embedding"),
+        Part("concat_k", "Concat", "addnorm"),
+        Part(
+            "attention", "Scaled Dot-Product Attention", "attention", "scaled_dot_product_attention"
+        ),
+        Part("o_proj", "Linear W^O", "linear"),
+    ),
+    edges=(
+        ("hidden", "q_a_proj"),
+        ("hidden", "kv_a_proj_with_mqa"),
+        ("q_a_proj", "q_a_layernorm"),
+        ("q_a_layernorm", "q_b_proj"),
+        ("q_b_proj", "rope_q"),
+        ("q_b_proj", "concat_q"),
+        ("rope_q", "concat_q"),
+        ("kv_a_proj_with_mqa", "kv_a_layernorm"),
+        ("kv_a_proj_with_mqa", "rope_k"),
+        ("kv_a_layernorm", "kv_b_proj"),
+        ("kv_b_proj", "concat_k"),
+        ("rope_k", "concat_k"),
+        ("concat_q", "attention:query"),
+        ("concat_k", "attention:key"),
+        ("kv_b_proj", "attention:value"),
+        ("attention", "o_proj"),
+    ),
+    ports=(("x", "hidden"), ("mask", "attention:mask")),
+    result="o_proj",
+    stack=("attention",),
+    stack_count="num_heads",
+    same_rank=(("q_a_proj", "kv_a_proj_with_mqa"),),
+)
+
 MULTI_HEAD_LATENT_ATTENTION = register(
     OpDef(
         "multi_head_latent_attention",
         MultiHeadLatentAttentionArgs,
         _mla_shape,
         Style(
-            "attention", "Multi-Head Latent Attention", label_for=multi_head_latent_attention_label
+            "attention",
+            "Multi-Head Latent Attention",
+            label_for=multi_head_latent_attention_label,
+            figure=LATENT_FIGURE,
         ),
         inputs=(Port("x"), Port("mask", optional=True)),
         params=_mla_params,

@@ -385,3 +385,23 @@ def test_compiles_fullgraph_exports_and_emits(tmp_path: Any) -> None:
     )
     x, keep = inputs()
     check_compile_export_emit(gm, (x, keep), tmp_path)
+
+
+def test_expanded_drawing_is_deepseek_v2_figure_3() -> None:
+    from archcomp.backends.graphviz import DrawOptions, plan
+
+    g = load_graph(mla_text(case_args(12, True, ""), mask="{shape: [B, 1, 1, T], dtype: bool}"))
+    d = plan(g, DrawOptions(expand=("multi_head_latent_attention",)))
+    inside = {b.id.removeprefix("attn/"): b.label for b in d.boxes.values() if "attn/" in b.id}
+    assert inside["kv_a_layernorm"] == "RMSNorm (latent c^KV)"
+    assert inside["rope_k"] == "RoPE (shared key)"
+    assert len(inside) == 13
+    edges = {(e.src, e.dst) for e in d.edges}
+    assert {
+        ("input/x", "attn/hidden"),
+        ("attn/hidden", "attn/q_a_proj"),
+        ("attn/hidden", "attn/kv_a_proj_with_mqa"),
+        ("attn/kv_b_proj", "attn/attention"),  # the values
+        ("attn/o_proj", "output/y"),
+    } <= edges
+    assert [f.label for f in d.frames.values() if f.kind == "stack"] == ["h× (h = 4)"]
