@@ -387,6 +387,19 @@ def test_compiles_fullgraph_exports_and_emits(tmp_path: Any) -> None:
     check_compile_export_emit(gm, (x, keep), tmp_path)
 
 
+def test_dropout_only_in_training() -> None:
+    _, gm = compile_spec(mla_text(f"{DIMS}, causal: true, dropout: 0.5, rope: {{}}"))
+    x = torch.randn(2, 7, 32)
+    gm.eval()
+    assert_same(gm(x), gm(x))
+    gm.train()
+    torch.manual_seed(0)
+    first = gm(x)
+    assert not torch.equal(first, gm(x))
+    torch.manual_seed(0)
+    assert_same(gm(x), first)  # the same draws: the same weights dropped
+
+
 def test_expanded_drawing_is_deepseek_v2_figure_3() -> None:
     from archcomp.backends.graphviz import DrawOptions, plan
 
