@@ -14,6 +14,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     conv,
     create,
     dense,
+    latent_attention,
     layout,
     norm,
     parameter,

@@ -1,0 +1,138 @@
+"""Multi-head latent attention (MLA; DeepSeek-V2, DeepSeek-AI 2024, and DeepSeek-V3), on torch's
+fused scaled dot-product attention.
+
+Keys and values come from one low-rank latent per token, ``c^KV = RMSNorm(x W^DKV)`` of
+``kv_lora_rank`` dims, expanded per head by ``W^UK`` and ``W^UV`` (one matrix, ``kv_b_proj``).
+RoPE cannot pass through that expansion, so position travels in a decoupled head:
+``qk_rope_head_dim`` more dims of each query head and one rotated key ``k^R`` shared by all
+heads, projected beside the latent (``kv_a_proj_with_mqa``). Queries are projected directly
+(``q_proj``) or through their own low-rank latent (``q_a_proj``, ``q_a_layernorm``,
+``q_b_proj``). The submodules carry DeepSeek's checkpoint names, so a state dict reads
+``self_attn.kv_a_proj_with_mqa.weight`` as theirs does.
+
+A KV cache needs only the latent and the rotated shared key per token:
+``(kv_lora_rank + qk_rope_head_dim)`` numbers instead of ``num_heads * (d_k + d_v)``.
+
+The forward has no data-dependent Python branches: it traces under
+``torch.compile(fullgraph=True)`` and ``torch.export``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from archcomp.nn.attention import attend, score_mask
+from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
+
+
+class MultiHeadLatentAttention(nn.Module):
+    """``o_t = W^O [softmax(q_t,i^T k_j,i * scale) v_j,i]_i`` with, per head i,
+    ``q_t,i = [q^C_t,i ; RoPE(q^R_t,i)]``, ``k_j,i = [W^UK_i c^KV_j ; RoPE(k^R_j)]``,
+    ``v_j,i = W^UV_i c^KV_j`` and ``c^KV_j = RMSNorm(W^DKV x_j)``.
+
+    Input x (B, T, E); optional ``mask``, bool (True = take part) or additive, broadcasting to
+    the scores (B, h, T, T). Output (B, T, E). ``q_lora_rank``: queries through a low-rank
+    latent (None: one ``q_proj``). ``bias`` is DeepSeek's ``attention_bias``: biases on
+    ``q_a_proj``, ``kv_a_proj_with_mqa`` and ``o_proj`` (never on ``q_proj``, ``q_b_proj`` or
+    ``kv_b_proj``). ``scale`` replaces ``(qk_nope_head_dim + qk_rope_head_dim)^-1/2``;
+    ``norm_eps`` is the two latent norms' eps; ``rope`` the decoupled head's rotary options
+    (its tables are the ``rotary`` submodule's non-persistent buffers).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        kv_lora_rank: int,
+        qk_nope_head_dim: int,
+        qk_rope_head_dim: int,
+        v_head_dim: int,
+        q_lora_rank: int | None = None,
+        rope: RopeConfig | None = None,
+        causal: bool = False,
+        bias: bool = False,
+        scale: float | None = None,
+        norm_eps: float = 1e-6,
+        dropout: float = 0.0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.kv_lora_rank = kv_lora_rank
+        self.qk_nope_head_dim = qk_nope_head_dim
+        self.qk_rope_head_dim = qk_rope_head_dim
+        self.v_head_dim = v_head_dim
+        self.q_lora_rank = q_lora_rank
+        self.rope = rope
+        self.causal = causal
+        self.bias = bias
+        self.scale = scale
+        self.norm_eps = norm_eps
+        self.dropout = dropout
+        h, d_qk = num_heads, qk_nope_head_dim + qk_rope_head_dim
+        self.q_proj = self.q_a_proj = self.q_a_layernorm = self.q_b_proj = None
+        if q_lora_rank is None:
+            self.q_proj = nn.Linear(embed_dim, h * d_qk, bias=False, **factory)
+        else:
+            self.q_a_proj = nn.Linear(embed_dim, q_lora_rank, bias=bias, **factory)
+            self.q_a_layernorm = nn.RMSNorm(q_lora_rank, eps=norm_eps, **factory)
+            self.q_b_proj = nn.Linear(q_lora_rank, h * d_qk, bias=False, **factory)
+        self.kv_a_proj_with_mqa = nn.Linear(
+            embed_dim, kv_lora_rank + qk_rope_head_dim, bias=bias, **factory
+        )
+        self.kv_a_layernorm = nn.RMSNorm(kv_lora_rank, eps=norm_eps, **factory)
+        self.kv_b_proj = nn.Linear(
+            kv_lora_rank, h * (qk_nope_head_dim + v_head_dim), bias=False, **factory
+        )
+        self.o_proj = nn.Linear(h * v_head_dim, embed_dim, bias=bias, **factory)
+        self.rotary = RotaryEmbedding(qk_rope_head_dim, *(rope or RopeConfig()), **factory)
+
+    def _queries(self, x: Tensor) -> Tensor:
+        """(B, T, E) -> (B, h, T, d_nope + d_rope)."""
+        if self.q_proj is not None:
+            q = self.q_proj(x)  # (B, T, h * (d_nope + d_rope))
+        else:
+            assert self.q_a_proj is not None and self.q_a_layernorm is not None
+            assert self.q_b_proj is not None
+            c_q = self.q_a_layernorm(self.q_a_proj(x))  # (B, T, q_lora_rank): c^Q
+            q = self.q_b_proj(c_q)  # (B, T, h * (d_nope + d_rope))
+        d_qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+        return q.unflatten(-1, (self.num_heads, d_qk)).transpose(1, 2)
+
+    def latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """What a KV cache stores per token: the normalized latent c^KV (B, T, kv_lora_rank)
+        and the rotated shared key RoPE(k^R) (B, 1, T, d_rope)."""
+        c_kv, k_pe = self.kv_a_proj_with_mqa(x).split(
+            [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1
+        )  # (B, T, kv_lora_rank), (B, T, d_rope)
+        return self.kv_a_layernorm(c_kv), self.rotary(k_pe[:, None])  # k_pe: (B, 1, T, d_rope)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        h, d_nope = self.num_heads, self.qk_nope_head_dim
+        q_nope, q_pe = self._queries(x).split([d_nope, self.qk_rope_head_dim], dim=-1)
+        q = torch.cat((q_nope, self.rotary(q_pe)), dim=-1)  # (B, h, T, d_nope + d_rope)
+        c_kv, k_pe = self.latent(x)  # (B, T, kv_lora_rank), (B, 1, T, d_rope)
+        kv = self.kv_b_proj(c_kv).unflatten(-1, (h, d_nope + self.v_head_dim))
+        k_nope, v = kv.transpose(1, 2).split([d_nope, self.v_head_dim], dim=-1)
+        # k_nope (B, h, T, d_nope), v (B, h, T, d_v); k^R is shared by every head
+        k = torch.cat((k_nope, k_pe.expand(-1, h, -1, -1)), dim=-1)  # (B, h, T, d_nope + d_rope)
+        attn_mask, is_causal = score_mask(q, k, self.causal, 0, None, mask, None)
+        drop = self.dropout if self.training else 0.0
+        out = attend(q, k, v, attn_mask, is_causal, drop, self.scale, None, False)  # (B,h,T,d_v)
+        return self.o_proj(out.transpose(1, 2).flatten(-2))  # (B, T, h * d_v) -> (B, T, E)
+
+    def extra_repr(self) -> str:
+        q = f"q_lora_rank={self.q_lora_rank}, " if self.q_lora_rank is not None else ""
+        scale = f", scale={self.scale}" if self.scale is not None else ""
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, {q}"
+            f"kv_lora_rank={self.kv_lora_rank}, qk_nope_head_dim={self.qk_nope_head_dim}, "
+            f"qk_rope_head_dim={self.qk_rope_head_dim}, v_head_dim={self.v_head_dim}, "
+            f"causal={self.causal}{scale}"
+        )
