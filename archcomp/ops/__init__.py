@@ -12,6 +12,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     attention,
     conv,
     dense,
+    moe,
     norm,
     parameter,
     pool,
