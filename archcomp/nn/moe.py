@@ -11,16 +11,22 @@ weights are one stacked tensor each, as transformers' Mixtral stores them: ``gat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS = {
+
+def _gelu_tanh(t: Tensor) -> Tensor:
+    return F.gelu(t, approximate="tanh")
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "gelu": F.gelu,
-    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+    "gelu_tanh": _gelu_tanh,
     "relu": F.relu,
 }
 
@@ -75,7 +81,7 @@ class TopKRouter(nn.Module):
         _uniform_(self.weight, self.hidden_size)
         if self.bias is not None:
             _uniform_(self.bias, self.hidden_size)
-        if self.e_score_correction_bias is not None:
+        if isinstance(self.e_score_correction_bias, Tensor):
             nn.init.zeros_(self.e_score_correction_bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -84,7 +90,7 @@ class TopKRouter(nn.Module):
         logits = F.linear(x, self.weight, self.bias).float()  # (N, E)
         scores = logits.softmax(-1) if self.scoring == "softmax" else logits.sigmoid()
         choice = scores.detach()  # the choice is data: no gradient flows through top-k
-        if self.e_score_correction_bias is not None:
+        if isinstance(self.e_score_correction_bias, Tensor):
             choice = choice + self.e_score_correction_bias.float()
         if self.num_groups > 1:
             choice = self._within_top_groups(choice)

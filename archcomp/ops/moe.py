@@ -147,12 +147,13 @@ def _moe_macs(a: MixtureOfExpertsArgs, ins: Any, outs: dict[str, TensorType]) ->
 def _moe_activations(a: MixtureOfExpertsArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
     """What autograd keeps in a training forward (the meta forward cannot run the routing:
     how many tokens each expert gets is data). Per token: the router's input and
-    probabilities (d + E), their sum with sigmoid scores (1), the renormalization's sum (1), the top-k weights and their sorted
-    copy (2k), three int64 index vectors of k entries (the choice, the sort, the token of each
-    slot: 6k, counted as float32 elements); per (token, chosen expert): the gathered input,
-    the expert's output and its weighted copy (3d), the projections and activation (4F gated,
-    2F not); the shared expert on every token likewise (4F or 2F), its sigmoid gate and the
-    gated product (1 + d); and the E expert fractions of the loss once. Exact in float32."""
+    probabilities (d + E), their sum with sigmoid scores (1), the renormalization's sum (1),
+    the top-k weights and their sorted copy (2k), three int64 index vectors of k entries
+    (the choice, the sort, the token of each slot: 6k, counted as float32 elements). Per
+    (token, chosen expert): the gathered input, the expert's output and its weighted copy
+    (3d), the projections and activation (4F gated, 2F not). The shared expert on every
+    token likewise (4F or 2F), its sigmoid gate and the gated product (1 + d); and the E
+    expert fractions of the loss once. Exact in float32 (tests/ops/test_moe.py)."""
     n = prod(ins["x"].shape[:-1])
     d, e, k = a.in_features or 0, a.num_experts, a.top_k
     per_f = 4 if a.gated else 2
