@@ -216,6 +216,8 @@ MIXTURE_OF_EXPERTS = register(
         "gate.weight, experts.gate_up_proj (E, 2F, d) (up_proj (E, F, d) ungated), "
         "experts.down_proj (E, d, F), shared_experts.{gate,up,down}_proj.weight, "
         "shared_expert_gate.weight; buffer gate.e_score_correction_bias. MACs: the router and "
-        "the top_k experts each token runs (not all E).",
+        "the top_k experts each token runs (not all E). The tokens per expert are data: "
+        "torch.compile breaks the graph at the routing, torch.export cannot trace it, and the "
+        "summary's activations come from the op's rule.",
     )
 )
