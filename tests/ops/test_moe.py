@@ -1,6 +1,7 @@
 """Mixture of experts (archcomp/ops/moe.py): mixture_of_experts. Shapes, located errors,
 declared parameters, MACs and the activation rule; forward and gradients against
-transformers' MixtralSparseMoeBlock, DeepseekV3MoE and Qwen2MoeSparseMoeBlock and the
+transformers' MixtralSparseMoeBlock, DeepseekV3MoE and Qwen2MoeSparseMoeBlock, a small
+Mixtral model (attention and MoE decoder layers) against MixtralForCausalLM, and the
 Switch/Mixtral load-balancing loss; planted bugs (wrong k, missing renormalization, wrong
 routing group) fail; each expert runs only on its own tokens; torch.compile.
 
@@ -22,6 +23,7 @@ from lowering import (
     hf_names,
     macs,
     out,
+    redraw,
     run,
     spec,
 )
@@ -345,3 +347,69 @@ def test_torch_compile_runs_with_a_graph_break() -> None:
         want = run(model, x)["y"]
         compiled = torch.compile(model, backend="eager")
         torch.testing.assert_close(compiled(x)["y"], want, rtol=0, atol=0)
+
+
+# -- a Mixtral model: attention and MoE decoder layers -------------------------------------------
+
+MIXTRAL = """
+archcomp: 1
+name: mixtral
+blocks:
+  mixtral_block:
+    params: {d_model: 32, h: 4, n_kv_heads: 2, d_ff: 24, experts: 4, k: 2}
+    inputs: [x]
+    nodes:
+      - {id: input_layernorm, op: rms_norm, eps: 1.0e-5}
+      - {id: self_attn, op: multi_head_attention, num_heads: "${h}",
+         num_kv_heads: "${n_kv_heads}", causal: true, bias: false,
+         rope: {theta: 1000000.0, max_len: 32}}
+      - {id: res_1, op: add, in: [x, self_attn]}
+      - {id: post_attention_layernorm, op: rms_norm, eps: 1.0e-5}
+      - {id: mlp, op: mixture_of_experts, num_experts: "${experts}", top_k: "${k}",
+         expert_features: "${d_ff}"}
+      - {id: res_2, op: add, in: [res_1, mlp]}
+    outputs: res_2
+inputs:
+  ids: {shape: [B, T], dtype: int64}
+nodes:
+  - {id: embed_tokens, op: embedding, num_embeddings: 50, embedding_dim: 32}
+  - {id: layers, op: mixtral_block, repeat: 2}
+  - {id: norm, op: rms_norm, eps: 1.0e-5}
+  - {id: lm_head, op: linear, out_features: 50, bias: false}
+outputs: {logits: lm_head}
+"""
+
+
+def test_mixtral_model_equals_transformers() -> None:
+    """Two decoder layers (grouped-query attention with RoPE, then the MoE) with embedding,
+    final norm and head, against MixtralForCausalLM: logits and every gradient."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    cfg = MixtralConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+    )
+    cfg._attn_implementation = "eager"
+    ref = MixtralForCausalLM(cfg).eval()
+    redraw(ref, 6)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.dim() == 3:  # stacked experts: N(0, 1/fan_in) as the other matrices
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+    model = compile_for_test(load_graph(MIXTRAL)).eval()
+    theirs = dict(ref.named_parameters())
+    weights = {}
+    for name, _ in model.named_parameters():
+        key = name.replace("out_proj", "o_proj")
+        weights[name] = theirs[key if key.startswith("lm_head") else f"model.{key}"]
+    ids = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(8))
+    check_equivalent(model, lambda i: ref(i).logits, (ids,), weights)
