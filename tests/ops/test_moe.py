@@ -27,6 +27,7 @@ from lowering import (
     run,
     spec,
 )
+from numerics import assert_same
 from torch import nn
 
 import archcomp
@@ -218,17 +219,17 @@ DEEPSEEK = (
 )
 
 
-def test_equals_mixtral_sparse_moe_block() -> None:
+def test_equals_mixtral_sparse_moe_block(torch_threads: int) -> None:
     check_against_hf(
         "num_experts: 8, top_k: 2, expert_features: 32", mixtral(num_experts_per_tok=2)
     )
 
 
-def test_equals_deepseek_v3_moe() -> None:
+def test_equals_deepseek_v3_moe(torch_threads: int) -> None:
     check_against_hf(DEEPSEEK, deepseek())
 
 
-def test_equals_qwen2_moe_block_with_gated_shared_expert() -> None:
+def test_equals_qwen2_moe_block_with_gated_shared_expert(torch_threads: int) -> None:
     from transformers import Qwen2MoeConfig
     from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock
 
@@ -261,7 +262,7 @@ def test_equals_qwen2_moe_block_with_gated_shared_expert() -> None:
     ],
     ids=["wrong_k", "no_renormalization", "wrong_group"],
 )
-def test_planted_routing_bugs_fail(args: str, ref: Any) -> None:
+def test_planted_routing_bugs_fail(args: str, ref: Any, torch_threads: int) -> None:
     with pytest.raises(AssertionError):
         check_against_hf(args, ref())
 
@@ -334,6 +335,29 @@ def test_activation_rule_is_what_autograd_keeps(args: str) -> None:
     assert row.activation_bytes == sum(kept.values())
     assert row.activation_source == "rule"
     assert row.op == "mixture_of_experts (2 of 8 experts)"
+
+
+def test_emitted_source_runs_the_same_routing(tmp_path: Any) -> None:
+    """--emit-python inlines archcomp/nn/moe.py: the standalone model gives the same out and
+    loss bitwise (every routing option on)."""
+    import importlib.util
+
+    from archcomp.backends.torch.emit import emit_python
+
+    args = DEEPSEEK + ", shared_gate: true, gated: false, activation: gelu_tanh, router_bias: true"
+    model = compile_for_test(load_graph(moe_spec(args, "[2, 6, 16]")))
+    path = tmp_path / "emitted.py"
+    path.write_text(emit_python(model))
+    spec_ = importlib.util.spec_from_file_location("emitted_moe", path)
+    assert spec_ is not None and spec_.loader is not None
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    ejected = getattr(mod, type(model).__name__)()
+    ejected.load_state_dict(model.state_dict())
+    x = torch.randn(2, 6, 16)
+    got, want = ejected(x), run(model, x)
+    assert_same(got["y"], want["y"])
+    assert_same(got["aux"], want["aux"])
 
 
 def test_torch_compile_runs_with_a_graph_break() -> None:
