@@ -437,3 +437,10 @@ def test_mixtral_model_equals_transformers() -> None:
         weights[name] = theirs[key if key.startswith("lm_head") else f"model.{key}"]
     ids = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(8))
     check_equivalent(model, lambda i: ref(i).logits, (ids,), weights)
+
+
+def test_a_block_with_a_mixture_of_experts_is_drawn_as_feed_forward() -> None:
+    from archcomp.backends.graphviz.style import block_family
+
+    assert block_family({"norm", "feedforward", "arith"}) == "feedforward"
+    assert block_family({"norm", "attention", "feedforward", "arith"}) == "attention"
