@@ -19,7 +19,8 @@ and memory (not 4x), and the dense workaround about E / k = 4x the op's expert c
 
 Measured (2-core shared CPU, load ~9, ``--threads 1 --repeat 4``, torch 2.13, transformers
 5.24): op 214 ms / 27.1 MiB, transformers 282 ms / 40.9 MiB, dense 950 ms / 101.1 MiB;
-op / transformers 0.76 time, 0.66 peak memory; op / dense 0.23 time, 0.27 peak memory. The
+op / transformers 0.76 time, 0.66 peak memory; op / dense 0.23 time, 0.27 peak memory
+(a second run, ``--repeat 6``: 186 / 218 / 765 ms, ratios 0.85 and 0.24; memory the same). The
 op's experts take their weights with one ``unbind`` (whose backward stacks the E gradients
 once) where transformers indexes ``gate_up_proj[e]`` per expert (a full-size gradient each).
 With 2 threads on that overloaded machine the small per-expert matmuls of both sparse sides
