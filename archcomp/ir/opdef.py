@@ -186,6 +186,8 @@ class OpDef:
     # the activations the summary counts for this op where its lowering cannot run on meta
     # tensors (data-dependent: .item(), nonzero); without it, its output's size, marked "?"
     activations: ActivationRule | None = None
+    # a few words the summary shows after the op's name, from its args ("2 of 8 experts")
+    note: Callable[[Any], str] | None = None
 
     def param_shapes(self, args: Any) -> dict[str, Shape]:
         return self.params(args) if self.params else {}

@@ -16,6 +16,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     dense,
     latent_attention,
     layout,
+    moe,
     norm,
     parameter,
     pool,

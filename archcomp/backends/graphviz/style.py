@@ -55,6 +55,7 @@ BLOCK_FAMILY_RULES: tuple[tuple[str, frozenset[str], frozenset[str] | None], ...
     ("embedding", frozenset({"embedding"}), None),
     ("conv", frozenset({"conv"}), None),
     ("feedforward", frozenset({"linear", "activation"}), None),
+    ("feedforward", frozenset({"feedforward"}), None),  # a mixture of experts
     ("linear", frozenset({"linear"}), frozenset({"linear", "dropout", "shape"})),
     ("pool", frozenset({"pool"}), None),
     ("norm", frozenset({"norm"}), frozenset({"norm", "dropout"})),

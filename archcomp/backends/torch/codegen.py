@@ -347,6 +347,7 @@ class Compiler:
         for rname, value in results.items():
             if isinstance(value, fx.Node) and id(value) in mine and id(value) not in finals:
                 finals[id(value)] = base if len(results) == 1 else f"{base}_{rname}"
+                value.meta["archcomp_result"] = rname  # which result (memory.py's stand-ins)
                 t = node.outputs.get(rname)
                 if t is not None:
                     value.meta["archcomp_comment"] = fmt_shape_comment(t.shape)

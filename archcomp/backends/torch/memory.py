@@ -130,11 +130,14 @@ class _Fallback:
 
     def stand_in(self, n: fx.Node, name: str, error: Exception) -> torch.Tensor | None:
         """What fx node ``n`` of the failed node ``name`` gives its readers: a meta tensor of
-        the node's output type (None if only the node itself reads it). A node with several
-        results of different types cannot be stood in for: ``error`` is raised again."""
+        the node's output type (None if only the node itself reads it): of the result it
+        gives (the codegen marks it), or of the only type of the node's results. Otherwise
+        ``error`` is raised again."""
         if all(u.meta.get("archcomp_node") == n.meta.get("archcomp_node") for u in n.users):
             return None
-        types = set(self.g.nodes[name].outputs.values())
+        outputs = self.g.nodes[name].outputs
+        result = n.meta.get("archcomp_result")
+        types = {outputs[result]} if result in outputs else set(outputs.values())
         if len(types) != 1:
             raise error
         out = meta_tensor(types.pop(), self.sizes, self.dtype)

@@ -137,9 +137,10 @@ def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activa
         macs = node_macs(node, g, sizes)
         out.macs = add(out.macs, macs)
         first: TensorType | None = next(iter(node.outputs.values()), None)
+        note = node.op.note(node.args) if node.op.note else None
         row = Row(
             node.name,
-            node.op.name,
+            f"{node.op.name} ({note})" if note else node.op.name,
             fmt_shape_comment(first.shape) if first else "?",
             [to_json(d) for d in first.shape] if first else None,
             params,
