@@ -16,22 +16,37 @@ from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError,
 
 
 class SinusoidalArgs(OpArgs):
-    """x [..., S, d] + the paper's fixed sinusoids PE[:S]; S must be at most ``max_len``.
+    """x [..., S, d] + fixed sinusoids PE[:S]; S must be at most ``max_len``.
 
+    ``layout: interleaved`` is the Transformer paper's: PE(p, 2i) = sin(p / 10000^(2i/d)),
+    PE(p, 2i+1) = cos(same). ``layout: concat`` is tensor2tensor's and Whisper's: the d/2
+    sines, then the d/2 cosines, of p * exp(-i * log(10000) / (d/2 - 1)) (d even, at least 4).
     ``d_model`` is inferred from the input's last dim. No dropout: that is its own op.
     """
 
     max_len: int = Field(default=5000, gt=0, description="longest sequence the table covers")
+    layout: Literal["interleaved", "concat"] = Field(
+        default="interleaved",
+        description="interleaved: sin/cos alternate (Transformer paper); concat: [sin..., "
+        "cos...] with timescales log(10000) / (d/2 - 1) apart (Whisper, tensor2tensor)",
+    )
     d_model: int | None = Field(default=None, gt=0, description="inferred from the input")
 
 
 class LearnedArgs(OpArgs):
-    """x [..., S, d] + a learned table ``weight`` [max_len, d] at positions 0..S-1.
+    """x [..., S, d] + a learned table ``weight`` [offset + max_len, d] at rows
+    offset..offset+S-1.
 
-    GPT-2's ``wpe`` and BERT's position embeddings. ``d_model`` is inferred from the input.
+    GPT-2's ``wpe`` and BERT's position embeddings (offset 0); BART's
+    ``embed_positions`` (offset 2: two rows no position uses). ``d_model`` is inferred.
     """
 
     max_len: int = Field(gt=0, description="number of positions (GPT-2: 1024, BERT: 512)")
+    offset: int = Field(
+        default=0,
+        ge=0,
+        description="rows before position 0 (BART: 2); the table has max_len + offset rows",
+    )
     d_model: int | None = Field(default=None, gt=0, description="inferred from the input")
 
 
@@ -40,7 +55,13 @@ def _posenc_shape(ctx: ShapeCtx) -> TensorType:
     need_float(x, what="a positional encoding")
     if x.rank < 2:
         ctx.need_rank(x, (2, 3), "x", "a positional encoding")
-    ctx.infer("d_model", ctx.concrete(x.shape[-1], "the input's last dim (d_model)", "x"))
+    d = ctx.infer("d_model", ctx.concrete(x.shape[-1], "the input's last dim (d_model)", "x"))
+    if getattr(ctx.args, "layout", None) == "concat" and (d % 2 or d < 4):
+        raise ShapeError(
+            f"the concat layout needs an even d_model of at least 4, found {d}",
+            arg="layout",
+            hint="use layout: interleaved, or an even width",
+        )
     length = x.shape[-2]  # S
     if isinstance(length, int) and length > ctx.args.max_len:
         raise ShapeError(
@@ -55,14 +76,16 @@ def _sinusoidal_lower(c: LowerCtx) -> Any:
     from archcomp.nn.positional import SinusoidalPositionalEncoding
 
     a: SinusoidalArgs = c.args
-    return c.module(SinusoidalPositionalEncoding(a.d_model or 0, a.max_len, **c.factory))(c.x)
+    pe = SinusoidalPositionalEncoding(a.d_model or 0, a.max_len, a.layout, **c.factory)
+    return c.module(pe)(c.x)
 
 
 def _learned_lower(c: LowerCtx) -> Any:
     from archcomp.nn.positional import LearnedPositionalEncoding
 
     a: LearnedArgs = c.args
-    return c.module(LearnedPositionalEncoding(a.d_model or 0, a.max_len, **c.factory))(c.x)
+    pe = LearnedPositionalEncoding(a.d_model or 0, a.max_len, a.offset, **c.factory)
+    return c.module(pe)(c.x)
 
 
 STYLE = Style("posenc", "Positional Encoding", "circle")
@@ -79,7 +102,8 @@ SINUSOIDAL = register(
         # angles, their sines and cosines, and the positions
         scratch=lambda a, size: 4 * 4 * min(SINUSOID_CHUNK, a.max_len * (a.d_model or 0)),
         lower=_sinusoidal_lower,
-        doc="x + fixed sin/cos positional encoding (Transformer); no parameters.",
+        doc="x + fixed sin/cos positional encoding (Transformer: interleaved; Whisper, "
+        "tensor2tensor: concat); no parameters.",
     )
 )
 
@@ -89,9 +113,10 @@ LEARNED = register(
         LearnedArgs,
         _posenc_shape,
         STYLE,
-        params=lambda a: {"weight": (a.max_len, a.d_model or 0)},
+        params=lambda a: {"weight": (a.max_len + a.offset, a.d_model or 0)},
         lower=_learned_lower,
-        doc="x + learned position embeddings (GPT-2 wpe, BERT position_embeddings).",
+        doc="x + learned position embeddings (GPT-2 wpe, BERT position_embeddings; BART's "
+        "with offset 2).",
     )
 )
 

@@ -359,3 +359,86 @@ def test_posenc_compiles_fullgraph() -> None:
         compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
         numerics.assert_close(compiled(x), eager, tol, msg="torch.compile")
         numerics.assert_close(torch.export.export(m, (x,)).module()(x), eager, tol, msg="export")
+
+
+# -- variants: BART's offset, Whisper's sinusoid layout ---------------------------------------
+
+
+def test_learned_offset_matches_transformers_bart_positions() -> None:
+    """BART's embed_positions: max_position_embeddings + 2 rows, positions start at row 2."""
+    from transformers.models.bart.modeling_bart import BartLearnedPositionalEmbedding
+
+    g, gm = compile_spec(posenc_spec("learned_positional_encoding", ", max_len: 10, offset: 2"))
+    ref = BartLearnedPositionalEmbedding(10, 16)
+    m = gm.get_submodule("pos")
+    assert (
+        param_shapes(m)
+        == declared(g, "pos")
+        == {"weight": tuple(ref.weight.shape)}
+        == {"weight": (12, 16)}
+    )
+    with torch.no_grad():
+        m.weight.copy_(ref.weight)
+    x = torch.randn(3, 7, 16)
+    got = run(gm, x)["pos"]
+    want = x + ref(torch.zeros(3, 7, dtype=torch.long))  # a lookup and one add: bitwise
+    assert_same(got, want)
+    (got * want).sum().backward()
+    grad = want.sum(0)  # d/dw of sum(y * want) at the looked-up rows
+    assert_same(m.weight.grad[2:9], grad)
+    assert_same(m.weight.grad[:2], torch.zeros(2, 16))  # rows no position uses
+    with pytest.raises(AssertionError):  # a planted bug: positions from row 0, as GPT-2
+        assert_same(x + m.weight[:7], want)
+    with pytest.raises(RuntimeError, match="exceeds max_len"):
+        gm(torch.randn(1, 11, 16))  # 10 positions, not 12
+    fails(
+        "x: [B, S, 16]",
+        "op: learned_positional_encoding, max_len: 8, offset: -1",
+        "'offset': input should be greater than or equal to 0, found -1",
+        "-1}",
+    )
+
+
+def test_sinusoidal_concat_layout_is_whispers_table() -> None:
+    """layout: concat is Whisper's sinusoids(), bitwise (the same float32 ops); interleaved is
+    the paper's formula. The two hold the same kind of values in different columns and with
+    different timescales."""
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    g, gm = compile_spec(
+        posenc_spec("sinusoidal_positional_encoding", ", max_len: 30, layout: concat", d=12)
+    )
+    pe = gm.get_submodule("pos").pe
+    assert g.nodes["pos"].op.buffer_shapes(g.nodes["pos"].args) == {"pe": (30, 12)}
+    assert_same(pe, sinusoids(30, 12))
+    x = torch.randn(2, 9, 12)
+    assert_same(run(gm, x)["pos"], x + sinusoids(9, 12))
+    # the formula in float64: sin of the first half, cos of the second, log(1e4) / (d/2 - 1)
+    p = torch.arange(30, dtype=torch.float64)[:, None]
+    w = torch.exp(-torch.arange(6, dtype=torch.float64) * math.log(10000.0) / 5)
+    formula = torch.cat([torch.sin(p * w), torch.cos(p * w)], 1)
+    tol = Tolerance(torch.float32, 4 + 30)  # exp, product, sin/cos of angles up to 29
+    numerics.assert_close(pe, formula.float(), tol)
+    with pytest.raises(AssertionError):  # a planted bug: the paper's timescales 1e4^(2i/d)
+        w_bug = 10000.0 ** (-torch.arange(6, dtype=torch.float64) * 2 / 12)
+        numerics.assert_close(
+            pe, torch.cat([torch.sin(p * w_bug), torch.cos(p * w_bug)], 1).float(), tol
+        )
+    interleaved = (
+        compile_spec(posenc_spec("sinusoidal_positional_encoding", ", max_len: 30", d=12))[1]
+        .get_submodule("pos")
+        .pe
+    )
+    assert not torch.allclose(interleaved, pe)
+    fails(
+        "x: [B, S, 7]",
+        "op: sinusoidal_positional_encoding, layout: concat",
+        "the concat layout needs an even d_model of at least 4, found 7",
+        "concat",
+    )
+    fails(
+        "x: [B, S, 2]",
+        "op: sinusoidal_positional_encoding, layout: concat",
+        "the concat layout needs an even d_model of at least 4, found 2",
+        "concat",
+    )
