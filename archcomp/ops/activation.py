@@ -89,8 +89,7 @@ register(
         _same,
         Style("activation", "QuickGELU"),
         lower=_quick_gelu_lower,
-        doc="GELU's sigmoid approximation x * sigmoid(1.702 x) (CLIP's quick_gelu), "
-        "element-wise.",
+        doc="GELU's sigmoid approximation x * sigmoid(1.702 x) (CLIP's quick_gelu), element-wise.",
     )
 )
 
