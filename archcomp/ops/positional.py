@@ -154,8 +154,14 @@ class RopeScalingArgs(OpArgs):
     high_freq_factor: float = Field(default=4.0, gt=0, description="llama3: end of the band")
     beta_fast: float = Field(default=32.0, gt=0, description="yarn: rotations ending the ramp")
     beta_slow: float = Field(default=1.0, gt=0, description="yarn: rotations starting the ramp")
-    mscale: float | None = Field(default=None, description="yarn: DeepSeek's mscale")
-    mscale_all_dim: float | None = Field(default=None, description="yarn: DeepSeek's")
+    mscale: float | None = Field(
+        default=None, description="yarn: DeepSeek's mscale (with mscale_all_dim)"
+    )
+    mscale_all_dim: float | None = Field(
+        default=None,
+        description="yarn: attention_factor = m(factor, mscale) / m(factor, mscale_all_dim), "
+        "m(s, k) = 0.1 k ln(s) + 1",
+    )
     truncate: bool = Field(default=True, description="yarn: round the ramp's ends to dims")
     attention_factor: float | None = Field(
         default=None, gt=0, description="yarn, longrope: the factor on cos and sin"
@@ -249,7 +255,9 @@ def check_scaling(s: RopeScalingArgs, r: int, arg: str) -> None:
         )
     if needs - given:
         raise ShapeError(
-            f"scaling type '{s.type}' needs {', '.join(sorted(needs - given))}", arg=arg
+            f"scaling type '{s.type}' needs {', '.join(sorted(needs - given))}",
+            arg=arg,
+            hint=f"{s.type} needs {', '.join(sorted(needs))}",
         )
     if s.type == "llama3" and s.high_freq_factor <= s.low_freq_factor:
         raise ShapeError(
