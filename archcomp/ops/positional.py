@@ -174,8 +174,6 @@ class RopeScalingArgs(OpArgs):
     )
 
 
-Llama3ScalingArgs = RopeScalingArgs  # the name before the other types came
-
 # the arguments each scaling type reads, and those it needs
 SCALING_ARGS: dict[str, tuple[set[str], set[str]]] = {
     "llama3": ({"factor", "original_max_len", "low_freq_factor", "high_freq_factor"}, set()),
