@@ -50,6 +50,19 @@ INIT_CASES = {
     },  # rotary buffers inside the blocks
 }
 B, T, LR = 4, 8, 0.1
+# a frozen parameter and a persistent buffer beside a trained one
+FROZEN = """archcomp: 1
+name: frozen
+inputs:
+  x: [B, 8]
+nodes:
+  - {id: table, op: parameter, shape: [8], trainable: false}
+  - {id: bias, op: buffer, shape: [8], init_value: 0.5}
+  - {id: lin, op: linear, in: x, out_features: 8}
+  - {id: a, op: add, in: [lin, table]}
+  - {id: y, op: add, in: [a, bias]}
+outputs: y
+"""
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,6 +156,18 @@ def checks(rank: int, out: Path) -> dict[str, Any]:
             report["init_tied"] = m.lm_head.weight is m.wte.weight
             materialize(m, seed=SEED + 1)  # planted bug: the wrong seed
             report["planted_seed"] = max_diff(state(m), ref)
+    # Frozen parameters and buffers shard and initialise exactly; a scalar is refused.
+    import archcomp.base.errors as errors
+
+    m = ad.shard(archcomp.build(FROZEN, device="meta", seed=SEED))
+    report["init_frozen"] = max_diff(state(m), state(archcomp.build(FROZEN, seed=SEED)))
+    report["frozen_grad"] = {n: p.requires_grad for n, p in m.named_parameters()}
+    scalar = FROZEN.replace("shape: [8], trainable: false", "shape: [], trainable: false")
+    try:
+        ad.shard(archcomp.build(scalar, device="meta"))
+        report["scalar"] = "sharded"
+    except errors.UsageError as exc:
+        report["scalar"] = str(exc)
     # Planted bug: the tie skipped (lm_head gets a weight of its own before sharding).
     m = archcomp.build("gpt2", GPT2, device="meta", seed=SEED)
     m.lm_head.weight = torch.nn.Parameter(torch.empty_like(m.wte.weight))

@@ -53,6 +53,18 @@ def test_meta_sharded_init_equals_unsharded_build(reports: list[dict[str, Any]],
         assert r[f"init_{spec}"] == 0.0
 
 
+def test_frozen_parameters_and_buffers_shard_and_scalars_are_refused(
+    reports: list[dict[str, Any]],
+) -> None:
+    for r in reports:
+        assert r["init_frozen"] == 0.0
+        assert r["frozen_grad"] == {"table.weight": False, "lin.weight": True, "lin.bias": True}
+        assert r["scalar"] == (
+            "FSDP2 cannot shard a scalar parameter (table.weight): give it shape [1], or train "
+            "the model with DDP"
+        )
+
+
 def test_sharded_init_keeps_the_tie(reports: list[dict[str, Any]]) -> None:
     assert all(r["init_tied"] for r in reports)
 

@@ -90,6 +90,12 @@ def shard(
     on_meta = any(t.device.type == "meta" for t in tensors)
     if on_meta and not all(t.device.type == "meta" for t in tensors):
         raise UsageError("the model is partly on meta: build it on meta or on a real device")
+    scalars = [name for name, p in model.named_parameters() if p.dim() == 0]
+    if scalars:  # fully_shard shards dim 0 and refuses them with a ValueError
+        raise UsageError(
+            f"FSDP2 cannot shard a scalar parameter ({', '.join(scalars[:5])}): give it shape "
+            "[1], or train the model with DDP"
+        )
     kw: dict[str, Any] = {
         "mesh": mesh,
         "reshard_after_forward": reshard_after_forward,

@@ -1,4 +1,5 @@
-"""A free learned tensor: class tokens, learned queries, layer-scale gains."""
+"""Free tensors: learned (class tokens, learned queries, layer-scale gains; frozen ones) and
+fixed buffers."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ class LearnedTensor(nn.Module):
 
     Initialised N(0, 1) like ``nn.Embedding``, unless the spec names an initializer
     (``init: zeros`` for a class token, ``init: {constant: {value: 1e-6}}`` for layer-scale).
+    ``trainable=False`` freezes it (``requires_grad`` false); it stays in the state dict.
     """
 
-    def __init__(self, shape: tuple[int, ...], device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        trainable: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         self.shape = tuple(shape)
-        self.weight = nn.Parameter(torch.empty(self.shape, device=device, dtype=dtype))
+        self.trainable = trainable
+        empty = torch.empty(self.shape, device=device, dtype=dtype)
+        self.weight = nn.Parameter(empty, requires_grad=trainable)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -29,7 +39,42 @@ class LearnedTensor(nn.Module):
         return self.weight  # (*shape)
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}"
+        return f"shape={self.shape}" + ("" if self.trainable else ", trainable=False")
+
+
+class FixedTensor(nn.Module):
+    """Returns its buffer ``value`` of the declared ``shape``, every entry ``init_value``;
+    takes no input. ``persistent`` puts it in the state dict (saved and loaded with the
+    weights); otherwise it is rebuilt at construction."""
+
+    value: Tensor
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        init_value: float = 0.0,
+        persistent: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.init_value = init_value
+        self.persistent = persistent
+        value = torch.empty(self.shape, device=device, dtype=dtype)
+        self.register_buffer("value", value, persistent=persistent)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not self.value.is_meta:  # no values to fill
+            with torch.no_grad():
+                self.value.fill_(self.init_value)
+
+    def forward(self) -> Tensor:
+        return self.value  # (*shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, init_value={self.init_value}, persistent={self.persistent}"
 
 
 class LayerScale(nn.Module):

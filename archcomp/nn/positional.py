@@ -20,31 +20,49 @@ def check_length(n: int, max_len: int, message: str) -> None:
         torch._check(n <= max_len, lambda: message)
 
 
-def sinusoid_table(max_len: int, d_model: int, device: Any = None, dtype: Any = None) -> Tensor:
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+def sinusoid_table(
+    max_len: int,
+    d_model: int,
+    device: Any = None,
+    dtype: Any = None,
+    layout: str = "interleaved",
+) -> Tensor:
+    """The fixed sinusoids, in one of two layouts:
+
+    - ``interleaved`` (the Transformer paper): PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+      PE(pos, 2i+1) = cos(pos / 10000^(2i/d)); an odd ``d_model`` gets one more sine column;
+    - ``concat`` (tensor2tensor, Whisper's ``sinusoids``): PE(pos, i) = sin(pos * w_i) and
+      PE(pos, d/2 + i) = cos(pos * w_i), w_i = exp(-i * log(10000) / (d/2 - 1)), d even.
 
     Computed in float32 (on ``device``; nothing is allocated on meta), written into a table of
     ``dtype``, :data:`CHUNK` entries at a time: building it needs the table and a few
-    chunk-sized temporaries, not several tables' worth. An odd ``d_model`` gets one more sine
-    column than cosine columns.
+    chunk-sized temporaries, not several tables' worth.
     """
     pe = torch.empty(max_len, d_model, device=device, dtype=dtype or torch.float32)  # (max_len, d)
     if pe.is_meta or pe.numel() == 0:
         return pe
-    two_i = torch.arange(0, d_model, 2, device=device, dtype=torch.float32)  # (ceil(d/2),)
-    inv = torch.exp(two_i * (-math.log(10000.0) / d_model))  # (ceil(d/2),)
+    half = d_model // 2
+    if layout == "concat":  # Whisper's formula, op for op
+        inv = torch.exp(-(math.log(10000.0) / (half - 1)) * torch.arange(half, device=device))
+    else:
+        two_i = torch.arange(0, d_model, 2, device=device, dtype=torch.float32)  # (ceil(d/2),)
+        inv = torch.exp(two_i * (-math.log(10000.0) / d_model))  # (ceil(d/2),)
     rows = max(1, CHUNK // d_model)
     for start in range(0, max_len, rows):
         stop = min(start + rows, max_len)
-        pos = torch.arange(start, stop, device=device, dtype=torch.float32)[:, None]  # (n, 1)
-        angle = pos * inv  # (n, ceil(d/2))
-        pe[start:stop, 0::2] = torch.sin(angle)
-        pe[start:stop, 1::2] = torch.cos(angle[:, : d_model // 2])
+        pos = torch.arange(start, stop, device=device).view(-1, 1)  # (n, 1), int64
+        angle = pos * inv.view(1, -1)  # (n, ceil(d/2)), float32
+        if layout == "concat":
+            pe[start:stop, :half] = torch.sin(angle)
+            pe[start:stop, half:] = torch.cos(angle)
+        else:
+            pe[start:stop, 0::2] = torch.sin(angle)
+            pe[start:stop, 1::2] = torch.cos(angle[:, :half])
     return pe
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """``x + PE[:S]`` with the Transformer paper's fixed sinusoids.
+    """``x + PE[:S]`` with fixed sinusoids (``layout``: see :func:`sinusoid_table`).
 
     The table is a non-persistent buffer ``pe`` (max_len, d_model): it moves with ``.to()``
     but stays out of the state dict, since it is recomputed at construction.
@@ -53,14 +71,19 @@ class SinusoidalPositionalEncoding(nn.Module):
     pe: Tensor
 
     def __init__(
-        self, d_model: int, max_len: int = 5000, device: Any = None, dtype: Any = None
+        self,
+        d_model: int,
+        max_len: int = 5000,
+        layout: str = "interleaved",
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
         self.d_model = d_model
         self.max_len = max_len
-        self.register_buffer(
-            "pe", sinusoid_table(max_len, d_model, device, dtype), persistent=False
-        )
+        self.layout = layout
+        pe = sinusoid_table(max_len, d_model, device, dtype, layout)
+        self.register_buffer("pe", pe, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
@@ -68,21 +91,32 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.pe[:n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, max_len={self.max_len}"
+        return f"d_model={self.d_model}, max_len={self.max_len}, layout={self.layout}"
 
 
 class LearnedPositionalEncoding(nn.Module):
-    """``x + weight[:S]`` with a learned table ``weight`` (max_len, d_model).
+    """``x + weight[offset:offset + S]`` with a learned table ``weight`` (offset + max_len,
+    d_model).
 
     The table is what GPT-2 calls ``wpe`` and BERT ``position_embeddings``: an embedding looked
-    up at positions 0..S-1. Initialised N(0, 1) like ``nn.Embedding``.
+    up at positions 0..S-1; BART's ``embed_positions`` has ``offset`` 2 (rows 0 and 1 are
+    never looked up). Initialised N(0, 1) like ``nn.Embedding``.
     """
 
-    def __init__(self, d_model: int, max_len: int, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        max_len: int,
+        offset: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.max_len = max_len
-        self.weight = nn.Parameter(torch.empty(max_len, d_model, device=device, dtype=dtype))
+        self.offset = offset
+        rows = max_len + offset
+        self.weight = nn.Parameter(torch.empty(rows, d_model, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -92,10 +126,10 @@ class LearnedPositionalEncoding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n = x.size(-2)  # S
         check_length(n, self.max_len, f"sequence length exceeds max_len {self.max_len}")
-        return x + self.weight[:n]  # (..., S, d) + (S, d)
+        return x + self.weight[self.offset : self.offset + n]  # (..., S, d) + (S, d)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, max_len={self.max_len}"
+        return f"d_model={self.d_model}, max_len={self.max_len}, offset={self.offset}"
 
 
 def t5_buckets(

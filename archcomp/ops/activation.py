@@ -74,6 +74,26 @@ register(
 )
 
 
+def _quick_gelu_lower(c: LowerCtx) -> Any:
+    import torch
+
+    # x * sigmoid(1.702 x), as CLIP's QuickGELUActivation writes it
+    gate = c.call(torch.sigmoid, c.call(torch.mul, c.x, 1.702))
+    return c.call(torch.mul, c.x, gate)
+
+
+register(
+    OpDef(
+        "quick_gelu",
+        NoArgs,
+        _same,
+        Style("activation", "QuickGELU"),
+        lower=_quick_gelu_lower,
+        doc="GELU's sigmoid approximation x * sigmoid(1.702 x) (CLIP's quick_gelu), element-wise.",
+    )
+)
+
+
 class LeakyReluArgs(OpArgs):
     """Leaky ReLU: x for x >= 0, ``negative_slope * x`` below."""
 

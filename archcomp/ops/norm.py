@@ -97,6 +97,11 @@ class RMSNormArgs(OpArgs):
         description="added to the mean square (Llama 2, Mistral: 1e-6; Llama 3: 1e-5)",
     )
     elementwise_affine: bool = Field(default=True, description="learned weight (the gain g)")
+    offset: float = Field(
+        default=0.0,
+        description="gain offset: (offset + weight) * x_normed, in float32 (Gemma: 1, weight "
+        "initialised to 1 - offset = 0); 0: torch.nn.RMSNorm",
+    )
     normalized_shape: int | None = Field(
         default=None, gt=0, description="inferred: the size of the last dim"
     )
@@ -107,6 +112,12 @@ def _rms_norm_shape(ctx: ShapeCtx) -> TensorType:
     need_float(x, what="rms_norm")
     if x.rank < 1:
         raise ShapeError("rms_norm needs at least one dim, found a scalar", port="x")
+    if ctx.args.offset and not ctx.args.elementwise_affine:
+        raise ShapeError(
+            "rms_norm's offset is added to its weight, but elementwise_affine is false",
+            arg="offset",
+            hint="drop offset, or set elementwise_affine: true",
+        )
     ctx.infer("normalized_shape", ctx.concrete(x.shape[-1], "the last dim (normalized_shape)", "x"))
     return x
 
@@ -119,6 +130,10 @@ def _rms_norm_lower(c: LowerCtx) -> Any:
     from torch import nn
 
     a = c.args
+    if a.offset:
+        from archcomp.nn.norm import OffsetRMSNorm
+
+        return c.module(OffsetRMSNorm(a.normalized_shape, a.eps, a.offset, **c.factory))(c.x)
     norm = nn.RMSNorm(
         a.normalized_shape, eps=a.eps, elementwise_affine=a.elementwise_affine, **c.factory
     )
@@ -135,7 +150,7 @@ register(
         macs=_numel,
         lower=_rms_norm_lower,
         doc="RMS normalization over the last dim: x / sqrt(mean(x^2, -1) + eps) * weight "
-        "(torch.nn.RMSNorm; Llama's RMSNorm).",
+        "(torch.nn.RMSNorm; Llama's RMSNorm); offset: 1 gives Gemma's (1 + weight) gain.",
     )
 )
 

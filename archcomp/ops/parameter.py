@@ -1,5 +1,7 @@
-"""Learned tensors: ``parameter`` (a free learned tensor, an op with no input whose result is
-its weight) and ``layer_scale`` (a learned gain per channel)."""
+"""Free tensors and learned gains: ``parameter`` (a free learned tensor, an op with no input
+whose result is its weight; ``trainable: false`` freezes it), ``buffer`` (a tensor of the
+state that is no parameter: a constant, saved with the weights or not) and ``layer_scale`` (a
+learned gain per channel)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,16 @@ Size = Annotated[int, Field(gt=0)]
 
 
 class ParameterArgs(OpArgs):
-    """A learned tensor of the given ``shape`` (positive ints): a class token [1, 1, d], learned
-    queries [n, d], a layer-scale gain [d]. Its initializer is the node's ``init`` (default
-    N(0, 1), as an embedding). It takes no input; broadcast it to the batch with ``expand``."""
+    """A learned tensor of the given ``shape`` (positive ints; ``[]`` is a scalar): a class token
+    [1, 1, d], learned queries [n, d], a layer-scale gain [d], CLIP's ``logit_scale`` []. Its
+    initializer is the node's ``init`` (default N(0, 1), as an embedding). ``trainable: false``
+    freezes it (``requires_grad`` false): still a parameter of the state dict, counted as
+    non-trainable. It takes no input; broadcast it to the batch with ``expand``."""
 
-    shape: list[Size] = Field(min_length=1, max_length=8, description="sizes (positive ints)")
+    shape: list[Size] = Field(max_length=8, description="sizes (positive ints); [] for a scalar")
+    trainable: bool = Field(
+        default=True, description="false: frozen (requires_grad false), still in the state dict"
+    )
 
 
 def _parameter_shape(ctx: ShapeCtx) -> TensorType:
@@ -34,7 +41,8 @@ def _parameter_params(a: ParameterArgs) -> dict[str, Shape]:
 def _parameter_lower(c: LowerCtx) -> Any:
     from archcomp.nn.parameter import LearnedTensor
 
-    return c.module(LearnedTensor(tuple(c.args.shape), **c.factory))()
+    a: ParameterArgs = c.args
+    return c.module(LearnedTensor(tuple(a.shape), a.trainable, **c.factory))()
 
 
 PARAMETER = register(
@@ -47,7 +55,43 @@ PARAMETER = register(
         params=_parameter_params,
         lower=_parameter_lower,
         doc="A free learned tensor of a declared shape (class token, learned queries, "
-        "layer-scale); no input. Its weight is initialised by the node's init (default N(0, 1)).",
+        "layer-scale; [] a scalar); no input. Its weight is initialised by the node's init "
+        "(default N(0, 1)); trainable: false freezes it.",
+    )
+)
+
+
+class BufferArgs(OpArgs):
+    """A fixed tensor of the given ``shape`` (``[]``: a scalar), every entry ``init_value``: a
+    buffer of the state, not a parameter (DeepSeek-V3's ``e_score_correction_bias``, which is
+    updated outside the gradient). ``persistent`` buffers are saved with the weights and loaded
+    from checkpoints; others are rebuilt at construction. It takes no input."""
+
+    shape: list[Size] = Field(max_length=8, description="sizes (positive ints); [] for a scalar")
+    init_value: float = Field(default=0.0, description="the value of every entry")
+    persistent: bool = Field(
+        default=True, description="in the state dict (saved, loaded); false: rebuilt"
+    )
+
+
+def _buffer_lower(c: LowerCtx) -> Any:
+    from archcomp.nn.parameter import FixedTensor
+
+    a: BufferArgs = c.args
+    return c.module(FixedTensor(tuple(a.shape), a.init_value, a.persistent, **c.factory))()
+
+
+BUFFER = register(
+    OpDef(
+        "buffer",
+        BufferArgs,
+        _parameter_shape,
+        Style("embedding", "Buffer"),
+        inputs=(),
+        buffers=lambda a: {"value": tuple(a.shape)},
+        lower=_buffer_lower,
+        doc="A fixed tensor of a declared shape, every entry init_value; a buffer (saved with "
+        "the weights when persistent), not a parameter; no input.",
     )
 )
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numerics
 import pytest
 import torch
 from lowering import check_against, check_declared, compile_for_test, fails, out, run, spec
+from numerics import RoundingChains
 from torch import nn
 from torch.testing import assert_close
 
@@ -29,6 +31,7 @@ OPS = {
     "hardswish": ("activation", "Hardswish"),
     "mish": ("activation", "Mish"),
     "glu": ("activation", "GLU"),
+    "quick_gelu": ("activation", "QuickGELU"),
 }
 
 
@@ -115,3 +118,36 @@ def test_core_activations_are_their_formulas(
 ) -> None:
     """Forward values and gradients against the formula written out in torch."""
     check_against(node, formula, {"x": (2, 6, 4)})
+
+
+def _quick_gelu_check(formula: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """quick_gelu against ``formula``: forward and input gradient, by the NUMERICS.md rule."""
+    gm = compile_for_test(load_graph(spec("x: [2, 6, 4]", "- {id: n, op: quick_gelu}")))
+    torch.manual_seed(0)
+    x = (torch.randn(2, 6, 4) * 3).requires_grad_()
+    with RoundingChains() as chains:
+        y = run(gm, x)["y"]
+        want = formula(x)
+        w = torch.randn_like(want)
+        got_g, want_g = (torch.autograd.grad((t * w).sum(), x)[0] for t in (y, want))
+    numerics.assert_close(y, want, chains.tolerance(torch.float32, y, want))
+    numerics.assert_close(got_g, want_g, chains.tolerance(torch.float32))
+
+
+def test_quick_gelu_matches_transformers_clip_activation() -> None:
+    """CLIP's ``hidden_act: quick_gelu``: transformers' QuickGELUActivation, and the formula."""
+    from transformers.activations import ACT2FN
+
+    assert out("x: [B, S, 8]", "op: quick_gelu") == (B, S, 8)
+    _quick_gelu_check(ACT2FN["quick_gelu"])
+    _quick_gelu_check(lambda t: t / (1 + torch.exp(-1.702 * t)))
+    with pytest.raises(AssertionError):  # a planted bug: the constant of GELU's tanh form
+        _quick_gelu_check(lambda t: t * torch.sigmoid(1.5958 * t))
+    with pytest.raises(AssertionError):  # the exact GELU it approximates
+        _quick_gelu_check(nn.GELU())
+    fails(
+        "x: {shape: [B, 8], dtype: int64}",
+        "op: quick_gelu",
+        "this op needs a floating-point input, found int64",
+        "quick_gelu",
+    )

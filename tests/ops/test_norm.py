@@ -325,3 +325,67 @@ def test_rms_norm_matches_llama_rmsnorm_forward_and_backward() -> None:
     want.backward(g)
     assert_close(xa.grad, xb.grad)
     assert_close(gm.n.weight.grad, ref.weight.grad)
+
+
+def _gemma_check(gm: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
+    """Compiled rms_norm against ``ref`` (weights already equal): forward, gradients of x and
+    the weight, by the NUMERICS.md rule."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with RoundingChains() as chains:
+        got, want = run(gm, xa)["y"], ref(xb)
+        w = torch.randn_like(want)
+        (got * w).sum().backward()
+        (want * w).sum().backward()
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    tol = chains.tolerance(torch.float32)
+    numerics.assert_close(xa.grad, xb.grad, tol)
+    numerics.assert_close(gm.n.weight.grad, ref.weight.grad, tol)
+
+
+def test_rms_norm_offset_matches_transformers_gemma_rmsnorm() -> None:
+    """offset: 1 is GemmaRMSNorm: (1 + w) * x_normed in float32, cast back after the gain;
+    its weight starts at zero (a gain of one)."""
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+
+    text = spec("x: [B, T, 32]", "- {id: n, op: rms_norm, offset: 1}")
+    g, gm = compile_spec(text)
+    assert g.nodes["n"].op.param_shapes(g.nodes["n"].args) == {"weight": (32,)}
+    assert_same(gm.n.weight.detach(), torch.zeros(32))  # Gemma's init
+    ref = GemmaRMSNorm(32, eps=1e-6)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref.weight.normal_(0, 0.5)
+        gm.n.weight.copy_(ref.weight)
+    x = torch.randn(3, 7, 32)
+    _gemma_check(gm, ref, x)
+    with torch.no_grad():  # a planted bug: the gain without its offset (Llama's w * x)
+        gm.n.offset = 0.0
+    with pytest.raises(AssertionError):
+        _gemma_check(gm, ref, x)
+    # bfloat16: the same kernels in the same order as Gemma's, so bitwise; Llama's order
+    # (cast to bfloat16, then the gain) rounds differently
+    bf = compile_for_test(load_graph(text), dtype=torch.bfloat16)
+    ref_bf = GemmaRMSNorm(32).to(torch.bfloat16)
+    with torch.no_grad():
+        ref_bf.weight.copy_(ref.weight)
+        bf.n.weight.copy_(ref.weight)
+    xb = (x * 3).to(torch.bfloat16)
+    got = run(bf, xb)["y"]
+    assert got.dtype == torch.bfloat16
+    assert_same(got, ref_bf(xb))
+    h = xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+    assert not torch.equal(got, h.to(torch.bfloat16) * (1 + ref_bf.weight))
+
+
+def test_rms_norm_offset_errors_and_default_init() -> None:
+    fails(
+        "x: [B, 8]",
+        "op: rms_norm, elementwise_affine: false, offset: 1",
+        "rms_norm's offset is added to its weight, but elementwise_affine is false",
+        "1}",
+    )
+    _, gm = compile_spec(spec("x: [B, 8]", "- {id: n, op: rms_norm, offset: 0.5}"))
+    assert_same(gm.n.weight.detach(), torch.full((8,), 0.5))  # a gain of 0.5 + 0.5 = 1
+    x = torch.randn(2, 8)
+    want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    numerics.assert_close(run(gm, x)["y"], want, Tolerance(torch.float32, 8 + 4))

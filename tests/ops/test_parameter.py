@@ -24,7 +24,11 @@ from archcomp.ir.dims import Sym, mul
 B, T, H, W = (Sym.symbol(n) for n in "BTHW")
 
 
-OPS = {"parameter": ("embedding", "Parameter"), "layer_scale": ("arith", "Layer Scale")}
+OPS = {
+    "parameter": ("embedding", "Parameter"),
+    "buffer": ("embedding", "Buffer"),
+    "layer_scale": ("arith", "Layer Scale"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
@@ -194,3 +198,151 @@ def test_layer_scale_defaults_and_node_init() -> None:
     assert_same(model.m.gamma.detach(), torch.ones(4))
     assert_same(model.k.gamma.detach(), torch.zeros(4))
     assert archcomp.build(text, device="meta").n.gamma.is_meta
+
+
+# -- non-trainable tensors: frozen parameters, buffers, scalars --------------------------------
+
+CLIP_LOGITS = spec(
+    "img: [B, 8]\n  txt: [N, 8]",
+    """
+    - {id: logit_scale, op: parameter, shape: [], init: {weight: {constant: {value: 2.6592}}}}
+    - {id: scale, op: exp, in: logit_scale}
+    - {id: txt_t, op: transpose, in: txt, dim0: 0, dim1: 1}
+    - {id: sim, op: matmul, in: {a: img, b: txt_t}}
+    - {id: n, op: mul, in: [sim, scale]}
+    """,
+)
+
+
+def _clip_check(gm: torch.nn.Module, img: torch.Tensor, txt: torch.Tensor, ref: Callable) -> None:
+    """logits and the gradient of the scalar logit_scale against ``ref(img, txt, s)``."""
+    s = gm.logit_scale.weight.detach().clone().requires_grad_()
+    with RoundingChains() as chains:
+        y = run(gm, img, txt)["y"]
+        want = ref(img, txt, s)
+        w = torch.randn_like(want)
+        (y * w).sum().backward()
+        (want * w).sum().backward()
+    numerics.assert_close(y, want, chains.tolerance(torch.float32, y, want))
+    numerics.assert_close(gm.logit_scale.weight.grad, s.grad, chains.tolerance(torch.float32))
+    gm.logit_scale.weight.grad = None
+
+
+def test_scalar_parameter_is_clips_logit_scale() -> None:
+    """A 0-d parameter: shape [] in the graph and state dict (transformers' CLIPModel
+    logit_scale), logits exp(s) * img @ txt^T, forward and the scalar's gradient."""
+    from transformers import CLIPConfig, CLIPModel
+
+    g, gm = compile_spec(CLIP_LOGITS)
+    assert g.nodes["logit_scale"].outputs["out"].shape == ()
+    assert g.nodes["scale"].outputs["out"].shape == ()
+    tiny = {
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    }
+    clip = CLIPModel(
+        CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 4, "patch_size": 2})
+    )
+    assert gm.state_dict()["logit_scale.weight"].shape == clip.logit_scale.shape == ()
+    assert_same(gm.logit_scale.weight.detach(), clip.logit_scale.detach())  # log(1 / 0.07)
+    torch.manual_seed(0)
+    img, txt = torch.randn(3, 8), torch.randn(5, 8)
+    _clip_check(gm, img, txt, lambda i, t, s: s.exp() * (i @ t.T))
+    with pytest.raises(AssertionError):  # a planted bug: the scale not exponentiated
+        _clip_check(gm, img, txt, lambda i, t, s: s * (i @ t.T))
+
+
+FROZEN = spec(
+    "x: [B, 4]",
+    """
+    - {id: table, op: parameter, shape: [4], trainable: false}
+    - {id: bias, op: buffer, shape: [4], init_value: 0.25}
+    - {id: temp, op: buffer, shape: [], init_value: 2.0, persistent: false}
+    - {id: lin, op: linear, in: x, out_features: 4}
+    - {id: a, op: add, in: [lin, table]}
+    - {id: b, op: add, in: [a, bias]}
+    - {id: n, op: mul, in: [b, temp]}
+    """,
+)
+
+
+def test_frozen_parameter_and_buffers_in_state_forward_and_gradients() -> None:
+    """trainable: false is a parameter without gradient; a buffer is state, not a parameter;
+    a non-persistent one stays out of the state dict (DeepSeek-V3's e_score_correction_bias
+    is a persistent float32 buffer, as here)."""
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+
+    g, gm = compile_spec(FROZEN)  # check_state: declared params and buffers are the module's
+    assert g.nodes["bias"].op.param_shapes(g.nodes["bias"].args) == {}
+    assert list(gm.state_dict()) == ["table.weight", "bias.value", "lin.weight", "lin.bias"]
+    assert [n for n, _ in gm.named_parameters()] == ["table.weight", "lin.weight", "lin.bias"]
+    assert [n for n, _ in gm.named_buffers()] == ["bias.value", "temp.value"]
+    assert not gm.table.weight.requires_grad and gm.lin.weight.requires_grad
+    assert_same(gm.bias.value, torch.full((4,), 0.25))
+    assert_same(gm.temp.value, torch.tensor(2.0))
+    router = DeepseekV3TopkRouter(DeepseekV3Config(n_routed_experts=4, hidden_size=8))
+    assert "e_score_correction_bias" in router.state_dict()
+    assert "e_score_correction_bias" not in dict(router.named_parameters())
+    assert router.e_score_correction_bias.shape == gm.bias.value.shape
+    x = torch.randn(3, 4)
+    y = run(gm, x)["y"]
+    want = (x @ gm.lin.weight.T + gm.lin.bias + gm.table.weight + 0.25) * 2.0
+    numerics.assert_close(y, want, numerics.Tolerance(torch.float32, 4 + 4))
+    y.sum().backward()
+    assert gm.table.weight.grad is None and gm.lin.weight.grad is not None
+
+
+def test_summary_counts_trainable_frozen_and_buffers() -> None:
+    s = archcomp.summary(FROZEN)
+    assert s.parameters == 4 + 16 + 4  # table, lin.weight, lin.bias
+    assert s.trainable_parameters == 20 and s.non_trainable_parameters == 4
+    assert s.buffers == 4 + 1  # bias and temp (persistent or not)
+    assert s.grad_bytes == 20 * 4  # no gradient for the frozen table
+    assert s.optimizer_bytes == 2 * 20 * 4 + 4 * 2  # AdamW: two moments and a step each
+    rows = {r.name: r for r in s.rows}
+    assert rows["table"].parameters == 4 and rows["bias"].parameters == 0
+    assert rows["bias"].buffer_bytes == 16 and rows["temp"].buffer_bytes == 4
+    scalar = archcomp.summary(CLIP_LOGITS)
+    assert (
+        scalar.parameters == 1 and {r.name: r.shape_json for r in scalar.rows}["logit_scale"] == []
+    )
+
+
+def test_artifact_round_trip_of_scalars_frozen_parameters_and_buffers(tmp_path) -> None:
+    model = archcomp.build(FROZEN, seed=1)
+    with torch.no_grad():
+        model.bias.value.copy_(torch.arange(4.0))  # updated outside the gradient
+        model.temp.value.fill_(5.0)  # not persistent: rebuilt, not saved
+    archcomp.save(model, tmp_path / "m.safetensors")
+    back = archcomp.load(tmp_path / "m.safetensors")
+    assert back.state_dict().keys() == model.state_dict().keys()
+    for k, t in model.state_dict().items():
+        assert_same(back.state_dict()[k], t)
+    assert_same(back.temp.value, torch.tensor(2.0))
+    assert not back.table.weight.requires_grad
+    clip = archcomp.build(CLIP_LOGITS, seed=0)
+    with torch.no_grad():
+        clip.logit_scale.weight.fill_(4.6052)  # log(100), CLIP's clamp
+    archcomp.save(clip, tmp_path / "clip.safetensors")
+    loaded = archcomp.load(tmp_path / "clip.safetensors").logit_scale.weight
+    assert loaded.shape == () and loaded.item() == pytest.approx(4.6052)
+
+
+def test_buffer_and_scalar_errors() -> None:
+    text = spec(
+        "x: [B, 4]", "- {id: p, op: buffer, shape: [4], in: x}\n- {id: n, op: add, in: [x, p]}"
+    )
+    assert errors_of(text) == ["op 'buffer' takes no input"]
+    messages = errors_of(
+        spec("x: [B, 4]", "- {id: p, op: buffer, shape: [4, 0]}\n- {id: n, op: add, in: [x, p]}")
+    )
+    assert len(messages) == 1 and "greater than 0" in messages[0]
+    fails(
+        "x: [B, 4]",
+        "op: parameter, shape: [], trainable: 1",
+        "'trainable': expected a bool, found int 1",
+        "1}",
+    )

@@ -359,3 +359,259 @@ def test_posenc_compiles_fullgraph() -> None:
         compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
         numerics.assert_close(compiled(x), eager, tol, msg="torch.compile")
         numerics.assert_close(torch.export.export(m, (x,)).module()(x), eager, tol, msg="export")
+
+
+# -- variants: BART's offset, Whisper's sinusoid layout ---------------------------------------
+
+
+def test_learned_offset_matches_transformers_bart_positions() -> None:
+    """BART's embed_positions: max_position_embeddings + 2 rows, positions start at row 2."""
+    from transformers.models.bart.modeling_bart import BartLearnedPositionalEmbedding
+
+    g, gm = compile_spec(posenc_spec("learned_positional_encoding", ", max_len: 10, offset: 2"))
+    ref = BartLearnedPositionalEmbedding(10, 16)
+    m = gm.get_submodule("pos")
+    assert (
+        param_shapes(m)
+        == declared(g, "pos")
+        == {"weight": tuple(ref.weight.shape)}
+        == {"weight": (12, 16)}
+    )
+    with torch.no_grad():
+        m.weight.copy_(ref.weight)
+    x = torch.randn(3, 7, 16)
+    got = run(gm, x)["pos"]
+    want = x + ref(torch.zeros(3, 7, dtype=torch.long))  # a lookup and one add: bitwise
+    assert_same(got, want)
+    (got * want).sum().backward()
+    grad = want.sum(0)  # d/dw of sum(y * want) at the looked-up rows
+    assert_same(m.weight.grad[2:9], grad)
+    assert_same(m.weight.grad[:2], torch.zeros(2, 16))  # rows no position uses
+    with pytest.raises(AssertionError):  # a planted bug: positions from row 0, as GPT-2
+        assert_same(x + m.weight[:7], want)
+    with pytest.raises(RuntimeError, match="exceeds max_len"):
+        gm(torch.randn(1, 11, 16))  # 10 positions, not 12
+    fails(
+        "x: [B, S, 16]",
+        "op: learned_positional_encoding, max_len: 8, offset: -1",
+        "'offset': input should be greater than or equal to 0, found -1",
+        "-1}",
+    )
+
+
+def test_sinusoidal_concat_layout_is_whispers_table() -> None:
+    """layout: concat is Whisper's sinusoids(), bitwise (the same float32 ops); interleaved is
+    the paper's formula. The two hold the same kind of values in different columns and with
+    different timescales."""
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    g, gm = compile_spec(
+        posenc_spec("sinusoidal_positional_encoding", ", max_len: 30, layout: concat", d=12)
+    )
+    pe = gm.get_submodule("pos").pe
+    assert g.nodes["pos"].op.buffer_shapes(g.nodes["pos"].args) == {"pe": (30, 12)}
+    assert_same(pe, sinusoids(30, 12))
+    x = torch.randn(2, 9, 12)
+    assert_same(run(gm, x)["pos"], x + sinusoids(9, 12))
+    # the formula in float64: sin of the first half, cos of the second, log(1e4) / (d/2 - 1)
+    p = torch.arange(30, dtype=torch.float64)[:, None]
+    w = torch.exp(-torch.arange(6, dtype=torch.float64) * math.log(10000.0) / 5)
+    formula = torch.cat([torch.sin(p * w), torch.cos(p * w)], 1)
+    tol = Tolerance(torch.float32, 4 + 30)  # exp, product, sin/cos of angles up to 29
+    numerics.assert_close(pe, formula.float(), tol)
+    with pytest.raises(AssertionError):  # a planted bug: the paper's timescales 1e4^(2i/d)
+        w_bug = 10000.0 ** (-torch.arange(6, dtype=torch.float64) * 2 / 12)
+        numerics.assert_close(
+            pe, torch.cat([torch.sin(p * w_bug), torch.cos(p * w_bug)], 1).float(), tol
+        )
+    interleaved = (
+        compile_spec(posenc_spec("sinusoidal_positional_encoding", ", max_len: 30", d=12))[1]
+        .get_submodule("pos")
+        .pe
+    )
+    assert not torch.allclose(interleaved, pe)
+    fails(
+        "x: [B, S, 7]",
+        "op: sinusoidal_positional_encoding, layout: concat",
+        "the concat layout needs an even d_model of at least 4, found 7",
+        "concat",
+    )
+    fails(
+        "x: [B, S, 2]",
+        "op: sinusoidal_positional_encoding, layout: concat",
+        "the concat layout needs an even d_model of at least 4, found 2",
+        "concat",
+    )
+
+
+# -- RoPE scaling: linear, dynamic, yarn, longrope against transformers -----------------------
+
+_FACTORS = ", ".join(f"{1 + 0.1 * i:.1f}" for i in range(16))
+_LONG = ", ".join(f"{2 + 0.5 * i:.1f}" for i in range(16))
+# archcomp's scaling (theta 10000, head dim 32, max_len 256) and transformers' rope_parameters
+# for a Llama config of max_position_embeddings 256
+SCALINGS = {
+    "linear": ("{type: linear, factor: 4.0}", {"rope_type": "linear", "factor": 4.0}),
+    "dynamic": (
+        "{type: dynamic, factor: 4.0, original_max_len: 256}",
+        {"rope_type": "dynamic", "factor": 4.0},
+    ),
+    "yarn": (
+        "{type: yarn, factor: 4.0, original_max_len: 64}",
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    ),
+    "yarn-deepseek": (
+        "{type: yarn, factor: 4.0, original_max_len: 64, mscale: 1.0, mscale_all_dim: 0.707,"
+        " beta_fast: 16, beta_slow: 2}",
+        {
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 64,
+            "mscale": 1.0,
+            "mscale_all_dim": 0.707,
+            "beta_fast": 16,
+            "beta_slow": 2,
+        },
+    ),
+    "longrope": (
+        f"{{type: longrope, original_max_len: 64, short_factor: [{_FACTORS}],"
+        f" long_factor: [{_LONG}]}}",
+        {
+            "rope_type": "longrope",
+            "original_max_position_embeddings": 64,
+            "short_factor": [1 + 0.1 * i for i in range(16)],
+            "long_factor": [2 + 0.5 * i for i in range(16)],
+        },
+    ),
+}
+
+
+def _hf_init(params: dict, seq_len: int | None) -> tuple[torch.Tensor, float]:
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    full = {"rope_theta": 10000.0, **params}
+    cfg = LlamaConfig(
+        hidden_size=128, num_attention_heads=4, max_position_embeddings=256, rope_parameters=full
+    )
+    return ROPE_INIT_FUNCTIONS[params["rope_type"]](cfg, "cpu", seq_len=seq_len)
+
+
+@pytest.mark.parametrize("name", sorted(SCALINGS))
+def test_rope_scaling_frequencies_match_transformers_init_functions(name: str) -> None:
+    """inverse frequencies and attention_scaling of each type, at the original length and past
+    it (dynamic and longrope differ there), are transformers' ROPE_INIT_FUNCTIONS'."""
+    from archcomp.nn.rotary import attention_scaling, inverse_frequencies
+
+    ours, params = SCALINGS[name]
+    g = load_graph(
+        spec(
+            "x: [B, 4, T, 32]", f"- {{id: n, op: rotary_embedding, max_len: 256, scaling: {ours}}}"
+        )
+    )
+    scaling = compile_for_test(g).n.scaling
+    for seq_len in (None, 300):
+        want, factor = _hf_init(params, seq_len)
+        got = inverse_frequencies(32, 10000.0, scaling, seq_len=seq_len)
+        assert_same(got, want)  # the same float32 ops, in the same order
+        assert attention_scaling(scaling) == pytest.approx(factor, rel=1e-15)
+    # a planted bug: a factor (longrope: the long factors) 1% off changes the frequencies
+    if name == "longrope":
+        bug = scaling._replace(long_factor=tuple(f * 1.01 for f in scaling.long_factor))
+    else:
+        bug = scaling._replace(factor=scaling.factor * 1.01)
+    assert not torch.equal(inverse_frequencies(32, 10000.0, bug, seq_len=300), want)
+
+
+def _rope_pair(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op on x (2, 4, n, 32) against apply_rotary_pos_emb with LlamaRotaryEmbedding's
+    tables (a fresh forward: dynamic and longrope pick theirs by n); outputs and x's grads."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    ours, params = SCALINGS[name]
+    if name == "longrope":  # transformers' factor: its max_position_embeddings / original
+        ours = ours.replace("{type: longrope,", "{type: longrope, factor: 4.0,")
+    node = f"- {{id: n, op: rotary_embedding, max_len: 512, scaling: {ours}}}"
+    _, gm = compile_spec(spec("q: [B, 4, T, 32]", node))
+    cos, sin = hf_rope(32, {"rope_theta": 10000.0, **params}, n)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, n, 32)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = run(gm, xa)["y"]
+    want, _ = apply_rotary_pos_emb(xb, xb, cos, sin)
+    w = torch.randn_like(want)
+    ga, gb = (torch.autograd.grad((t * w).sum(), v)[0] for t, v in ((got, xa), (want, xb)))
+    return got, want, ga, gb
+
+
+@pytest.mark.parametrize("name", sorted(SCALINGS))
+@pytest.mark.parametrize("n", [40, 300])
+def test_rope_scaling_forward_and_backward_match_transformers_llama(name: str, n: int) -> None:
+    with RoundingChains() as chains:
+        got, want, ga, gb = _rope_pair(name, n)
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    numerics.assert_close(ga, gb, chains.tolerance(torch.float32))
+
+
+def test_rope_scaling_errors() -> None:
+    x = "x: [B, 4, T, 16]"
+    for scaling, message in (
+        ("{type: linear}", "scaling type 'linear' needs factor"),
+        ("{type: linear, factor: 2, beta_fast: 8}", "scaling type 'linear' takes no beta_fast"),
+        ("{type: dynamic, factor: 2}", "scaling type 'dynamic' needs original_max_len"),
+        ("{type: yarn, original_max_len: 64}", "scaling type 'yarn' needs factor"),
+        (
+            "{type: longrope, original_max_len: 64, short_factor: [1, 1], long_factor: [2, 2]}",
+            "scaling's short_factor has 2 entries; the rotary width 16 needs 8",
+        ),
+        ("{type: llama3, short_factor: [1]}", "scaling type 'llama3' takes no short_factor"),
+    ):
+        fails(x, f"op: rotary_embedding, scaling: {scaling}", message, scaling[:8])
+    fails(
+        "x: [B, 4, T, 2]",
+        "op: rotary_embedding, scaling: {type: dynamic, factor: 2, original_max_len: 8}",
+        "dynamic scaling needs a rotary width above 2, found 2",
+        "{type: dynamic",
+    )
+    text = spec(x, "- {id: n, op: rotary_embedding, scaling: {type: ntk, factor: 2}}")
+    assert errors_of(text) == [
+        "'type': expected 'llama3', 'linear', 'dynamic', 'yarn' or 'longrope', found string 'ntk'"
+    ]
+
+
+def test_rope_dynamic_scaling_compiles_emits_and_works_inside_attention() -> None:
+    """dynamic: the branch on T compiles (a guard per side of original_max_len); the emitted
+    source rebuilds the scaling; multi_head_attention's rope takes every type."""
+    import archcomp
+    from archcomp.backends.torch.emit import emit_python
+    from archcomp.nn.rotary import DynamicScaling, RotaryEmbedding
+
+    m = RotaryEmbedding(16, max_len=64, scaling=DynamicScaling(2.0, 16))
+    x = torch.randn(1, 2, 40, 16)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=True)
+    for n in (40, 30, 8):
+        assert_same(compiled(x[:, :, :n]), m(x[:, :, :n]))
+    assert not torch.equal(m(x)[:, :, :8], RotaryEmbedding(16, max_len=64)(x)[:, :, :8])
+    assert_same(m(x[:, :, :8]), RotaryEmbedding(16, max_len=64)(x[:, :, :8]))  # short: plain
+    text = spec_body(
+        """
+        inputs:
+          x: [B, T, 64]
+        nodes:
+          - {id: attn, op: multi_head_attention, num_heads: 4, causal: true,
+             rope: {max_len: 64, scaling: {type: yarn, factor: 4.0, original_max_len: 16}}}
+        outputs: attn
+        """
+    )
+    model = archcomp.build(text, seed=0)
+    assert model.attn.rotary.scaling.type == "yarn"
+    source = emit_python(model)
+    assert "(4.0, 16, 32.0, 1.0, None, None, None, True, 'yarn')" in source
+    namespace: dict = {}
+    exec(compile(source, "emitted", "exec"), namespace)  # the standalone source, rebuilt
+    emitted = namespace["M"]()
+    emitted.load_state_dict(model.state_dict())
+    assert emitted.attn.rotary.scaling == model.attn.rotary.scaling
+    x = torch.randn(2, 40, 64)
+    assert_same(emitted(x), model(x))
