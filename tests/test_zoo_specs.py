@@ -148,20 +148,20 @@ def t5(decoder: bool) -> Reference:
     return Reference(layer, forward, inputs(2, n, 32, seed=9), rename, {"decoder": decoder})
 
 
-def swin() -> Reference:
+def swin(shift: int) -> Reference:
     from transformers.models.swin.modeling_swin import SwinLayer
 
     config = hf_config(
         "Swin", embed_dim=32, window_size=3, mlp_ratio=2.0, qkv_bias=True, layer_norm_eps=1e-5
     )
-    layer = SwinLayer(config, dim=32, input_resolution=(6, 6), num_heads=4, shift_size=1)
+    layer = SwinLayer(config, dim=32, input_resolution=(6, 6), num_heads=4, shift_size=shift)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return layer(x, (6, 6))[0]
 
     rename = {"relative_position_bias.": "attention.relative_position_bias.", "out_proj": "o_proj"}
     # a batch of 3 maps: the shift mask repeats for each image's 4 windows
-    return Reference(layer, forward, inputs(3, 36, 32, seed=11), rename)
+    return Reference(layer, forward, inputs(3, 36, 32, seed=11), rename, {"shift": shift})
 
 
 def bart() -> Reference:
@@ -193,7 +193,9 @@ CASES: dict[str, tuple[str, Callable[[], Reference]]] = {
     "gemma2": ("gemma2_sliding_attention", gemma2),
     "t5-encoder": ("t5_layer_self_attention", lambda: t5(decoder=False)),
     "t5-decoder": ("t5_layer_self_attention", lambda: t5(decoder=True)),
-    "swin": ("swin_shifted_window_layer", swin),
+    "swin": ("swin_shifted_window_layer", lambda: swin(shift=1)),
+    # no shift: every window lies in one region, the mask is all 0 (W-MSA, which has none)
+    "swin-unshifted": ("swin_shifted_window_layer", lambda: swin(shift=0)),
     "bart": ("bart_encoder", bart),
 }
 
