@@ -91,31 +91,33 @@ def olmo2() -> Reference:
     return decoder_layer("Olmo2")
 
 
-def gemma2() -> Reference:
-    from transformers.masking_utils import sliding_window_causal_mask_function
+def gemma2(sliding: bool) -> Reference:
+    """A sliding layer (window 4) or a global one (Gemma 2 alternates them)."""
+    from transformers.masking_utils import causal_mask_function, sliding_window_causal_mask_function
     from transformers.models.gemma2.modeling_gemma2 import Gemma2Attention, Gemma2RotaryEmbedding
 
     config = hf_config(
         "Gemma2",
-        **{**DECODER, "rms_norm_eps": 1e-6},
+        **DECODER,
         head_dim=16,
         query_pre_attn_scalar=20,
         attn_logit_softcapping=2.0,
         sliding_window=4,
-        layer_types=["sliding_attention"],
+        layer_types=["sliding_attention" if sliding else "full_attention"],
     )
     attn = Gemma2Attention(config, layer_idx=0)
     rotary = Gemma2RotaryEmbedding(config)
+    rule = sliding_window_causal_mask_function(4) if sliding else causal_mask_function
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
-        mask = additive(allowed(n, sliding_window_causal_mask_function(4)))
         cos_sin = rotary(x, torch.arange(n)[None])
-        return attn(x, position_embeddings=cos_sin, attention_mask=mask)[0]
+        return attn(x, position_embeddings=cos_sin, attention_mask=additive(allowed(n, rule)))[0]
 
     # 9 positions: the window of 4 hides keys from the fifth query on
+    rename = {"self_attn.": "", "out_proj": "o_proj"}
     return Reference(
-        attn, forward, inputs(2, 9, 32, seed=2), {"self_attn.": "", "out_proj": "o_proj"}
+        attn, forward, inputs(2, 9, 32, seed=2), rename, {"window": 4 if sliding else 0}
     )
 
 
@@ -190,7 +192,8 @@ def bart() -> Reference:
 CASES: dict[str, tuple[str, Callable[[], Reference]]] = {
     "qwen3": ("qwen3_decoder_layer", qwen3),
     "olmo2": ("olmo2_decoder_layer", olmo2),
-    "gemma2": ("gemma2_sliding_attention", gemma2),
+    "gemma2": ("gemma2_sliding_attention", lambda: gemma2(sliding=True)),
+    "gemma2-global": ("gemma2_sliding_attention", lambda: gemma2(sliding=False)),
     "t5-encoder": ("t5_layer_self_attention", lambda: t5(decoder=False)),
     "t5-decoder": ("t5_layer_self_attention", lambda: t5(decoder=True)),
     "swin": ("swin_shifted_window_layer", lambda: swin(shift=1)),
