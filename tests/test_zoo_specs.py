@@ -122,6 +122,7 @@ def gemma2(sliding: bool) -> Reference:
 
 
 def t5(decoder: bool) -> Reference:
+    from transformers.masking_utils import causal_mask_function
     from transformers.models.t5.modeling_t5 import T5LayerSelfAttention
 
     config = hf_config(
@@ -135,7 +136,7 @@ def t5(decoder: bool) -> Reference:
     )
     layer = T5LayerSelfAttention(config, has_relative_attention_bias=True, layer_idx=0)
     n = 30  # distances past the exact buckets and past max_distance
-    mask = additive(torch.ones(n, n, dtype=torch.bool).tril()) if decoder else None
+    mask = additive(allowed(n, causal_mask_function)) if decoder else None
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return layer(x, attention_mask=mask)[0]
