@@ -35,6 +35,7 @@ def build_graph(
     extra_bytes: int = 0,
     params_on_meta: bool = False,
     activation_checkpointing: bool = False,
+    command: str = "build",
 ) -> ArchModule:
     """Compile an already checked graph (see :func:`archcomp.build`).
 
@@ -45,7 +46,8 @@ def build_graph(
     ``params_on_meta``: allocate only the modules that hold buffers; the parameters stay on
     meta for the caller to fill (how :mod:`archcomp.checkpoints` loads published weights).
     ``activation_checkpointing``: each repeated block runs under non-reentrant activation
-    checkpointing (:func:`~archcomp.backends.torch.checkpointing.checkpoint_blocks`)."""
+    checkpointing (:func:`~archcomp.backends.torch.checkpointing.checkpoint_blocks`).
+    ``command`` names the remedies a refusal suggests (see :func:`check_fits`)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise UsageError(f"seed must be a non-negative int, found {seed!r}")
     dev = resolve_device(device)
@@ -57,7 +59,7 @@ def build_graph(
         est = replace(est, scratch_bytes=est.scratch_bytes + extra_bytes)
     budget = parse_bytes(max_memory) if max_memory is not None else None
     limit = None if max_init_flops is None else int(max_init_flops)
-    check_fits(est, dev, budget, limit)
+    check_fits(est, dev, budget, limit, command=command)
     if dev.type == "meta" or params_on_meta:  # nothing (or only buffers) to show
         model = compile_graph(g, dev, dt, seed, None, est, init=init, params_on_meta=params_on_meta)
     else:
