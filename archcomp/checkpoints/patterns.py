@@ -109,13 +109,16 @@ class Key:
         return values
 
     def format(self, values: dict[str, int]) -> str:
-        template = self.__dict__.get("_template")
-        if template is None:  # literal text holds no braces (see _TEXT), so str.format fits
-            template = self.__dict__["_template"] = str(self)
-        return template.format_map(values)
+        # literal text holds no braces (see _TEXT), so the key's text is a str.format template
+        return str(self).format_map(values)
 
     def __str__(self) -> str:
-        return "".join(p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts))
+        text = self.__dict__.get("_text")
+        if text is None:  # a cache in the instance, as for regex
+            text = self.__dict__["_text"] = "".join(
+                [p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts)]
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -124,18 +127,25 @@ class Pattern:
 
     text: str
     items: tuple[tuple[str, str | tuple[str, ...]], ...]  # ("text"|"name"|"alts", value)
+    plain: Key | None = field(default=None, compare=False)  # the one key, if no alternatives
 
     @property
     def groups(self) -> list[tuple[str, ...]]:
         """The alternative groups, in order."""
+        if self.plain is not None:
+            return []
         return [v for kind, v in self.items if kind == "alts" and isinstance(v, tuple)]
 
     @property
     def names(self) -> set[str]:
+        if self.plain is not None:
+            return set(self.plain.names)
         return {v for kind, v in self.items if kind == "name" and isinstance(v, str)}
 
     def expand(self, choice: tuple[int, ...]) -> Key:
         """The key for one choice per alternative group (``choice[g]`` picks in group g)."""
+        if self.plain is not None:
+            return self.plain
         parts: list[str] = [""]
         g = 0
         for kind, value in self.items:
@@ -150,12 +160,43 @@ class Pattern:
 
     def expansions(self) -> list[Key]:
         """Every expansion, in the order the alternatives are written."""
+        if self.plain is not None:
+            return [self.plain]
         ranges = [range(len(g)) for g in self.groups]
         return [self.expand(c) for c in itertools.product(*ranges)]
 
 
+# A pattern of literal text and placeholders only (no alternatives), the usual rule: read by
+# one regex and a split. Anything else (alternatives, or any mistake) takes :func:`_parse`.
+_PLAIN = re.compile(r"(?:[A-Za-z0-9_.\-]|\{[a-z_][a-z0-9_]*\})+\Z")
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def plain_key(text: str) -> Key | None:
+    """The key of a pattern of literal text and placeholders only, each placeholder once;
+    None for any other text (alternatives, or a mistake: :func:`parse` says which)."""
+    if not _PLAIN.match(text):
+        return None
+    parts = _PLACEHOLDER.split(text)  # literal, name, literal, ..., literal
+    names = parts[1::2]
+    if len(set(names)) != len(names):
+        return None
+    key = Key(tuple(parts))
+    key.__dict__["_text"] = text  # str(key), known already
+    return key
+
+
 def parse(text: str) -> Pattern:
     """Read a pattern; a :class:`PatternError` for unbalanced braces, empty or odd parts."""
+    key = plain_key(text)
+    if key is not None:
+        items = [("name" if i % 2 else "text", p) for i, p in enumerate(key.parts) if p]
+        return Pattern(text, tuple(items), key)
+    return _parse(text)
+
+
+def _parse(text: str) -> Pattern:
+    """:func:`parse`, character by character: alternatives, and every mistake located."""
     if not text:
         raise PatternError("a key pattern is empty")
     items: list[tuple[str, str | tuple[str, ...]]] = []
