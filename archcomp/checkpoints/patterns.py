@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -28,8 +28,8 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _TEXT = re.compile(r"[A-Za-z0-9_.\-]*\Z")
 MAX_INDEX_DIGITS = 18  # a placeholder's value is below 10**18 (int64), never a huge int()
 _INDEX = rf"(0|[1-9][0-9]{{0,{MAX_INDEX_DIGITS - 1}}})"
-_DIGITS = re.compile(r"[0-9]+")
-_RUNS = re.compile("[0-9\x00]+")  # digits, and placeholders written as NUL
+_DIGITS = re.compile(r"([0-9]+)")
+_RUNS = re.compile("([0-9\x00]+)")  # digits, and placeholders written as NUL
 MAX_ALTERNATIVES = 64
 T = TypeVar("T")
 
@@ -76,25 +76,16 @@ class Key:
         return found
 
     def _shape(self) -> tuple[str, tuple[str | None, ...], tuple[str, ...] | None]:
-        text = "".join([p if i % 2 == 0 else "\x00" for i, p in enumerate(self.parts)])
-        runs = _RUNS.findall(text)
+        pieces = _RUNS.split("\x00".join(self.parts[::2]))  # text, run, text, ..., text
         holes: tuple[str, ...] | None = self.names
-        if any("\x00" in r and r != "\x00" for r in runs):
-            holes = None
-        return _RUNS.sub("#", text), tuple(None if "\x00" in r else r for r in runs), holes
-
-    def match_runs(self, key: str, holes: Iterable[str]) -> dict[str, int] | None:
-        """:meth:`match` for a ``key`` already known to have this pattern's skeleton and
-        literal digits, ``holes`` its digit runs where the placeholders are: no regex."""
-        names = self.shape[2]
-        if names is None:
-            return self.match(key)
-        values: dict[str, int] = {}
-        for name, text in zip(names, holes, strict=True):
-            if len(text) > MAX_INDEX_DIGITS or (len(text) > 1 and text[0] == "0"):
-                return None
-            values[name] = int(text)
-        return values
+        literal: list[str | None] = []
+        for run in pieces[1::2]:
+            if "\x00" in run:
+                holes = holes if run == "\x00" else None
+                literal.append(None)
+            else:
+                literal.append(run)
+        return "#".join(pieces[::2]), tuple(literal), holes
 
     def match(self, key: str) -> dict[str, int] | None:
         """The placeholders' values if ``key`` is an instance of this pattern, else None (an
@@ -263,7 +254,8 @@ def _literal(text: str, begin: int, end: int, shift: int = 0) -> None:
 def shape_of(name: str) -> tuple[str, tuple[str, ...]]:
     """A concrete name's skeleton (digit runs as ``#``) and its digit runs. A key matches a
     pattern only if their skeletons are equal and the pattern's literal runs are the name's."""
-    return _DIGITS.sub("#", name), tuple(_DIGITS.findall(name))
+    pieces = _DIGITS.split(name)  # text, digits, text, ..., text
+    return "#".join(pieces[::2]), tuple(pieces[1::2])
 
 
 @dataclass
@@ -286,8 +278,8 @@ class KeyIndex(Generic[T]):
 
     def add(self, key: Key, payload: T) -> None:
         skeleton, runs, _ = key.shape
-        layout = tuple(i for i, r in enumerate(runs) if r is not None)  # the literal runs
-        literal = tuple(r for r in runs if r is not None)
+        layout = tuple([i for i, r in enumerate(runs) if r is not None])  # the literal runs
+        literal = tuple([r for r in runs if r is not None])
         layouts = self._layouts.setdefault(skeleton, [])
         if layout not in layouts:
             layouts.append(layout)
@@ -297,15 +289,30 @@ class KeyIndex(Generic[T]):
         """Every (pattern, payload, placeholder values) that ``name`` matches, in the order
         the patterns were added within each layout."""
         skeleton, runs = shape_of(name)
-        out = []
-        for layout in self._layouts.get(skeleton, ()):
-            literal = tuple([runs[i] for i in layout])
+        layouts = self._layouts.get(skeleton)
+        out: list[tuple[Key, T, dict[str, int]]] = []
+        if layouts is None:
+            return out
+        for layout in layouts:
+            literal = tuple([runs[i] for i in layout]) if layout else ()
             found = self._table.get((skeleton, layout, literal))
             if not found:
                 continue
             holes = [r for i, r in enumerate(runs) if i not in layout] if layout else runs
             for key, payload in found:
-                values = key.match_runs(name, holes)
+                names = key.shape[2]
+                values = key.match(name) if names is None else _index_values(names, holes)
                 if values is not None:
                     out.append((key, payload, values))
         return out
+
+
+def _index_values(names: tuple[str, ...], runs: Sequence[str]) -> dict[str, int] | None:
+    """Each placeholder's value from its run of digits, or None if one is not an index (a
+    leading zero, or more than :data:`MAX_INDEX_DIGITS` digits)."""
+    values: dict[str, int] = {}
+    for name, text in zip(names, runs, strict=True):
+        if len(text) > MAX_INDEX_DIGITS or (len(text) > 1 and text[0] == "0"):
+            return None
+        values[name] = int(text)
+    return values

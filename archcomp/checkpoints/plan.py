@@ -103,7 +103,6 @@ class RuleIndex:
     a name matches, in the mapping's order, without trying every rule."""
 
     def __init__(self, rules: Sequence[Rule]):
-        self._order = {id(rule): n for n, rule in enumerate(rules)}
         self._sides = {
             side: KeyIndex.of(
                 (k, (n, j, rule))
@@ -113,19 +112,20 @@ class RuleIndex:
             for side in ("hf", "spec")
         }
 
-    def position(self, rule: Rule) -> int:
-        """``rule``'s position in the mapping."""
-        return self._order[id(rule)]
-
     def find(self, side: str, key: str) -> list[tuple[int, Rule, int, dict[str, int]]]:
         """(the rule's position, rule, which of its keys, placeholder values) for every rule
         ``key`` matches on ``side`` ("hf" or "spec"), in the mapping's order."""
-        found = sorted(self._sides[side].find(key), key=lambda f: f[1][:2])
+        found = self._sides[side].find(key)
+        if len(found) > 1:  # one rule, nearly always
+            found.sort(key=lambda f: f[1][:2])
         return [(n, rule, j, values) for _, (n, j, rule), values in found]
 
     def match(self, side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
         """(rule, which of its keys, placeholder values) for every rule ``key`` matches."""
-        return [(rule, j, values) for _, rule, j, values in self.find(side, key)]
+        found = self._sides[side].find(key)
+        if len(found) > 1:
+            found.sort(key=lambda f: f[1][:2])
+        return [(rule, j, values) for _, (_, j, rule), values in found]
 
 
 def _unused_hint(name: str, unused: Sequence[str]) -> str | None:
@@ -152,7 +152,7 @@ def _resolve(
     parts: int,
     out: _Capped,
 ) -> list[Transform] | None:
-    resolved = []
+    resolved: list[Transform] = []
     for j, spec in enumerate(rule.transforms):
         try:
             resolved.append(spec.resolve(env, parts))
@@ -238,12 +238,12 @@ def plan_import(
 def _match_keys(st: _Import) -> None:
     """Each checkpoint key to its one rule: a drop, a tie, or part of a rule binding."""
     for key in st.checkpoint:
-        found = st.index.match("hf", key)
+        found = st.index.find("hf", key)
         if not found:
             st.unused.append(key)
             continue
-        if len({id(r) for r, _, _ in found}) > 1:
-            a, b = found[0][0], found[1][0]
+        if len(found) > 1 and len({n for n, _, _, _ in found}) > 1:
+            a, b = found[0][1], found[1][1]
             st.out.add(
                 "ambiguous-rule",
                 st.diag(
@@ -255,24 +255,30 @@ def _match_keys(st: _Import) -> None:
                 "ambiguous matches",
             )
             continue
-        rule, j, values = found[0]
+        n, rule, j, values = found[0]
         if rule.kind == "drop":
             st.dropped.append(key)
         elif rule.kind == "tie":
             assert rule.tie_to is not None
             st.ties.append((key, rule.tie_to.format(values), rule))
         else:
-            gid = (st.index.position(rule), tuple(sorted(values.items())))
-            st.groups.setdefault(gid, {})[j] = key
+            binding = tuple(values.items())
+            if len(binding) > 1:
+                binding = tuple(sorted(binding))
+            st.groups.setdefault((n, binding), {})[j] = key
 
 
 def _group_steps(st: _Import) -> None:
     """One step per rule binding whose checkpoint keys are all there; the model keys each
     fills (tied, unknown to the model, or filled twice are problems)."""
-    for (n, vals), _ in st.groups.items():
+    for (n, vals), parts in st.groups.items():
         rule, values = st.mapping.rules[n], dict(vals)
-        hf = [k.format(values) for k in rule.hf]
-        missing = [h for h in hf if h not in st.checkpoint]
+        if len(parts) == len(rule.hf):  # all there: the matched keys are the formatted ones
+            hf = [parts[j] for j in range(len(parts))]
+            missing = []
+        else:
+            hf = [k.format(values) for k in rule.hf]
+            missing = [h for h in hf if h not in st.checkpoint]
         if missing:
             message = (
                 f"the concat of {', '.join(repr(h) for h in hf)} lacks "
@@ -437,6 +443,8 @@ def _check_steps(st: _Import) -> None:
         step.transforms = resolved
         step.hf_shapes = [st.checkpoint[h] for h in step.hf]
         want = [st.model.get(s) for s in step.spec]
+        if not resolved and step.hf_shapes == want:  # a copy to the same shape, the usual
+            continue
         _check_shapes(st.mapping, step, step.hf_shapes, want, st.out)
 
 
