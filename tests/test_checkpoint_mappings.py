@@ -377,3 +377,27 @@ def test_a_param_from_a_tensor_size_and_an_export_only_field(
         "param 'vocab': checkpoint tensor 'transformer.wte.weight' has shape [61, 32], no dim 2"
         in str(err.value)
     )
+
+
+def test_a_missing_tensor_is_reported_at_the_first_rule_that_reads_it(tmp_path: Path) -> None:
+    """'a.7.w' is read by two rules; the one of 'n.w' is second, so the diagnostic is at the
+    first (line 5), as matching the name would find, not at the rule it was formatted from
+    (the short cut that skips the match applies only where no other rule can match)."""
+    from archcomp.base.errors import SpecError
+    from archcomp.checkpoints.plan import plan_import
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "archcomp_mapping: 1\nspec: gpt2\ncheckpoint: {model_type: x, architecture: X}\n"
+        "tensors:\n  a.{i}.w: m.{i}.w\n  a.7.w: n.w\n  b.{i}: o.{i}\n"
+    )
+    mapping = load_mapping(path)
+    model = {"m.1.w": (1,), "n.w": (1,), "o.3": (1,)}
+    with pytest.raises(SpecError) as err:
+        plan_import(mapping, {}, {"a.1.w": (1,)}, model, {}, "model.safetensors")
+    missing = {
+        d.message.split("'")[3]: d.loc.line
+        for d in err.value.diagnostics
+        if d.code == "missing-tensor" and d.loc is not None
+    }
+    assert missing == {"a.7.w": 5, "b.3": 7}

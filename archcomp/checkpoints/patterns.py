@@ -268,6 +268,7 @@ class KeyIndex(Generic[T]):
     _table: dict[tuple[str, tuple[int, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
         default_factory=dict
     )
+    _sizes: dict[str, int] = field(default_factory=dict)  # patterns per skeleton
 
     @classmethod
     def of(cls, entries: Iterable[tuple[Key, T]]) -> KeyIndex[T]:
@@ -284,6 +285,13 @@ class KeyIndex(Generic[T]):
         if layout not in layouts:
             layouts.append(layout)
         self._table.setdefault((skeleton, layout, literal), []).append((key, payload))
+        self._sizes[skeleton] = self._sizes.get(skeleton, 0) + 1
+
+    def sole(self, key: Key) -> bool:
+        """Whether ``key`` (added) is the only pattern any name formatted from it can match:
+        the only one of its skeleton, each placeholder a run of digits of its own."""
+        skeleton, _, holes = key.shape
+        return holes is not None and self._sizes.get(skeleton) == 1
 
     def find(self, name: str) -> list[tuple[Key, T, dict[str, int]]]:
         """Every (pattern, payload, placeholder values) that ``name`` matches, in the order

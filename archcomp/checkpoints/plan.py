@@ -22,7 +22,7 @@ from typing import Any
 from archcomp.base import gcpause
 from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.checkpoints.mapping import Mapping, Rule
-from archcomp.checkpoints.patterns import MAX_INDEX_DIGITS, KeyIndex
+from archcomp.checkpoints.patterns import MAX_INDEX_DIGITS, Key, KeyIndex
 from archcomp.checkpoints.transforms import Transform, TransformError
 
 Shape = tuple[int, ...]
@@ -119,6 +119,10 @@ class RuleIndex:
         if len(found) > 1:  # one rule, nearly always
             found.sort(key=lambda f: f[1][:2])
         return [(n, rule, j, values) for _, (n, j, rule), values in found]
+
+    def sole(self, side: str, key: Key) -> bool:
+        """Whether every name formatted from ``key`` (a key of a rule) matches that rule only."""
+        return self._sides[side].sole(key)
 
     def match(self, side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
         """(rule, which of its keys, placeholder values) for every rule ``key`` matches."""
@@ -336,6 +340,7 @@ def _unfilled(st: _Import) -> None:
     """Model tensors no step fills: a rule maps to a name the model lacks, no rule names
     them, or the checkpoint lacks the tensor their rule reads."""
     unfilled = [k for k in st.model if k not in st.produced]
+    sole: dict[str, Rule | None] = {}
     for name, step in st.strays:
         message = (
             f"checkpoint tensor '{step.hf[0]}' maps to '{name}', which the model does not have"
@@ -359,11 +364,14 @@ def _unfilled(st: _Import) -> None:
             )
             continue
         rule, _, values = found[0]
-        for h in (k.format(values) for k in rule.hf):
+        for k in rule.hf:
+            h = k.format(values)
             if h not in st.checkpoint:
                 st.wanted[h] = name
+                sole[h] = rule if st.index.sole("hf", k) else None
     for h, name in st.wanted.items():
-        rule = st.index.match("hf", h)[0][0]
+        known = sole[h]  # the rule h matches first: its own if no other can match it
+        rule = known if known is not None else st.index.match("hf", h)[0][0]
         message = f"model tensor '{name}' needs checkpoint tensor '{h}', which {st.weights} lacks"
         st.out.add(
             "missing-tensor",
