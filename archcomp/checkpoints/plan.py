@@ -103,30 +103,36 @@ class RuleIndex:
     a name matches, in the mapping's order, without trying every rule."""
 
     def __init__(self, rules: Sequence[Rule]):
-        self._sides = {
-            side: KeyIndex.of(
+        self._rules = rules
+        self._sides: dict[str, KeyIndex[tuple[int, int, Rule]]] = {}
+
+    def _side(self, side: str) -> KeyIndex[tuple[int, int, Rule]]:
+        """The index of one side, built when first asked (a plan with every tensor filled
+        never looks a model key up)."""
+        index = self._sides.get(side)
+        if index is None:
+            index = self._sides[side] = KeyIndex.of(
                 (k, (n, j, rule))
-                for n, rule in enumerate(rules)
+                for n, rule in enumerate(self._rules)
                 for j, k in enumerate(rule.hf if side == "hf" else rule.spec)
             )
-            for side in ("hf", "spec")
-        }
+        return index
 
     def find(self, side: str, key: str) -> list[tuple[int, Rule, int, dict[str, int]]]:
         """(the rule's position, rule, which of its keys, placeholder values) for every rule
         ``key`` matches on ``side`` ("hf" or "spec"), in the mapping's order."""
-        found = self._sides[side].find(key)
+        found = self._side(side).find(key)
         if len(found) > 1:  # one rule, nearly always
             found.sort(key=lambda f: f[1][:2])
         return [(n, rule, j, values) for _, (n, j, rule), values in found]
 
     def sole(self, side: str, key: Key) -> bool:
         """Whether every name formatted from ``key`` (a key of a rule) matches that rule only."""
-        return self._sides[side].sole(key)
+        return self._side(side).sole(key)
 
     def match(self, side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
         """(rule, which of its keys, placeholder values) for every rule ``key`` matches."""
-        found = self._sides[side].find(key)
+        found = self._side(side).find(key)
         if len(found) > 1:
             found.sort(key=lambda f: f[1][:2])
         return [(rule, j, values) for _, (_, j, rule), values in found]
@@ -298,7 +304,10 @@ def _group_steps(st: _Import) -> None:
         step = Step(rule, values, hf, [k.format(values) for k in rule.spec], [])
         st.steps.append(step)
         for name in step.spec:
-            _claim(st, step, name)
+            if name in st.model and name not in st.produced and name not in st.aliases:
+                st.produced[name] = step  # the usual case of _claim, without the call
+            else:
+                _claim(st, step, name)
 
 
 def _claim(st: _Import, step: Step, name: str) -> None:
@@ -444,14 +453,15 @@ def _check_ties(st: _Import) -> None:
 def _check_steps(st: _Import) -> None:
     """Each step's transforms resolved at the spec's params, and the shapes they make."""
     for step in st.steps:
-        count = max(len(step.hf), len(step.spec))
-        resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
-        if resolved is None:
-            continue
-        step.transforms = resolved
+        if step.rule.transforms:
+            count = max(len(step.hf), len(step.spec))
+            resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
+            if resolved is None:
+                continue
+            step.transforms = resolved
         step.hf_shapes = [st.checkpoint[h] for h in step.hf]
         want = [st.model.get(s) for s in step.spec]
-        if not resolved and step.hf_shapes == want:  # a copy to the same shape, the usual
+        if not step.transforms and step.hf_shapes == want:  # a copy to the same shape
             continue
         _check_shapes(st.mapping, step, step.hf_shapes, want, st.out)
 
