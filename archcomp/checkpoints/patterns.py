@@ -265,9 +265,11 @@ class KeyIndex(Generic[T]):
     skeleton rather than one regex per pattern."""
 
     _layouts: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
-    _table: dict[tuple[str, tuple[int, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
-        default_factory=dict
-    )
+    # (skeleton, layout, literal runs) -> (pattern, payload, its placeholders: Key.shape[2])
+    _table: dict[
+        tuple[str, tuple[int, ...], tuple[str, ...]],
+        list[tuple[Key, T, tuple[str, ...] | None]],
+    ] = field(default_factory=dict)
     _sizes: dict[str, int] = field(default_factory=dict)  # patterns per skeleton
 
     @classmethod
@@ -278,13 +280,13 @@ class KeyIndex(Generic[T]):
         return index
 
     def add(self, key: Key, payload: T) -> None:
-        skeleton, runs, _ = key.shape
+        skeleton, runs, names = key.shape
         layout = tuple([i for i, r in enumerate(runs) if r is not None])  # the literal runs
         literal = tuple([r for r in runs if r is not None])
         layouts = self._layouts.setdefault(skeleton, [])
         if layout not in layouts:
             layouts.append(layout)
-        self._table.setdefault((skeleton, layout, literal), []).append((key, payload))
+        self._table.setdefault((skeleton, layout, literal), []).append((key, payload, names))
         self._sizes[skeleton] = self._sizes.get(skeleton, 0) + 1
 
     def sole(self, key: Key) -> bool:
@@ -307,8 +309,7 @@ class KeyIndex(Generic[T]):
             if not found:
                 continue
             holes = [r for i, r in enumerate(runs) if i not in layout] if layout else runs
-            for key, payload in found:
-                names = key.shape[2]
+            for key, payload, names in found:
                 values = key.match(name) if names is None else _index_values(names, holes)
                 if values is not None:
                     out.append((key, payload, values))
