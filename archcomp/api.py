@@ -145,6 +145,7 @@ def from_pretrained(
     dtype: Any = None,
     *,
     mapping: str | Path | None = None,
+    max_memory: int | str | None = None,
 ) -> ArchModule:
     """The compiled spec with a published checkpoint's weights, in eval mode; no file written.
 
@@ -156,11 +157,13 @@ def from_pretrained(
     equal (``dtype`` casts; default: the checkpoint's), ties held; else a
     :class:`SpecError` naming each key. Tensors are memory-mapped and, on the CPU, shared
     copy-on-write with the file where a view suffices (as transformers does). Pickled
-    checkpoints are refused (a :class:`UsageError`): archcomp never unpickles.
+    checkpoints are refused (a :class:`UsageError`): archcomp never unpickles. A model whose
+    weights need more than ``max_memory`` bytes (e.g. ``"8GB"``; ``convert --max-memory``) or
+    the device's free memory is refused (a :class:`UsageError`) before any tensor is read.
     """
     from archcomp.checkpoints.load import from_pretrained as load
 
-    return load(checkpoint, spec, device, dtype, mapping=mapping)
+    return load(checkpoint, spec, device, dtype, mapping=mapping, max_memory=max_memory)
 
 
 def save_pretrained(

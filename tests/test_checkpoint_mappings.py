@@ -174,6 +174,60 @@ def test_pattern_errors(text: str, message: str, offset: int) -> None:
     assert err.value.offset == offset
 
 
+PATTERN_TEXTS = [
+    "a.{i}.b",
+    "{i}",
+    "{i}{j}",
+    "h.{i}0.w",
+    "x-y_z.0",
+    "a.{i}.{i}",
+    "a.{i}.{j}.{i}",
+    "{I}",
+    "a.{}",
+    "a.{i,j}",
+    "h.{i}.ln_{1,2}.w",
+    "{",
+    "}",
+    "a b",
+    "",
+    "{_x}.{y9}",
+    "l.{i}.{q,k,v}_proj",
+]
+
+
+@pytest.mark.parametrize("text", PATTERN_TEXTS)
+def test_the_fast_read_of_a_pattern_agrees_with_the_character_loop(text: str) -> None:
+    """parse() reads a pattern without alternatives by a regex; _parse() (the general
+    reader) must give the same pattern, keys and error for every text."""
+
+    def read(parser: Any) -> Any:
+        try:
+            p = parser(text)
+        except patterns.PatternError as exc:
+            return exc.message, exc.offset
+        return p, [k.parts for k in p.expansions()], [str(k) for k in p.expansions()]
+
+    assert read(patterns.parse) == read(patterns._parse)
+
+
+def test_plain_rules_are_the_rules_the_general_path_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rules read by the short cut (_plain_copy) equal those of the general path."""
+    import archcomp.checkpoints.mapping as mapping
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "archcomp_mapping: 1\nspec: gpt2\ncheckpoint: {model_type: x, architecture: X}\n"
+        "tensors:\n  a.{i}.w: b.{i}.w\n  c.{i}.{j}: d.{j}.{i}\n  e.0: f\n  g.{i}: drop\n"
+        "  h.{i}.{q,k}: {to: 'm.{i}.{q,k}'}\n  n.{i}: {tie: 'a.{i}.w'}\n"
+    )
+    fast = load_mapping(path).rules
+    monkeypatch.setattr(mapping, "_plain_copy", lambda key, value: None)
+    assert fast == load_mapping(path).rules
+    assert [r.kind for r in fast] == ["copy", "copy", "copy", "drop", "copy", "copy", "tie"]
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
@@ -323,3 +377,27 @@ def test_a_param_from_a_tensor_size_and_an_export_only_field(
         "param 'vocab': checkpoint tensor 'transformer.wte.weight' has shape [61, 32], no dim 2"
         in str(err.value)
     )
+
+
+def test_a_missing_tensor_is_reported_at_the_first_rule_that_reads_it(tmp_path: Path) -> None:
+    """'a.7.w' is read by two rules; the one of 'n.w' is second, so the diagnostic is at the
+    first (line 5), as matching the name would find, not at the rule it was formatted from
+    (the short cut that skips the match applies only where no other rule can match)."""
+    from archcomp.base.errors import SpecError
+    from archcomp.checkpoints.plan import plan_import
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "archcomp_mapping: 1\nspec: gpt2\ncheckpoint: {model_type: x, architecture: X}\n"
+        "tensors:\n  a.{i}.w: m.{i}.w\n  a.7.w: n.w\n  b.{i}: o.{i}\n"
+    )
+    mapping = load_mapping(path)
+    model = {"m.1.w": (1,), "n.w": (1,), "o.3": (1,)}
+    with pytest.raises(SpecError) as err:
+        plan_import(mapping, {}, {"a.1.w": (1,)}, model, {}, "model.safetensors")
+    missing = {
+        d.message.split("'")[3]: d.loc.line
+        for d in err.value.diagnostics
+        if d.code == "missing-tensor" and d.loc is not None
+    }
+    assert missing == {"a.7.w": 5, "b.3": 7}

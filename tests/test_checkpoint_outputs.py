@@ -164,3 +164,25 @@ def test_numbers_in_checkpoint_json_are_refused_at_their_place(
     err = capsys.readouterr().err
     assert f"config.json:{line}:14: a number of 5,000 characters" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_convert_over_its_memory_budget_names_its_own_remedies(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """convert has no --device: its refusal suggests --dtype and --max-memory, not meta."""
+    out = tmp_path / "x.safetensors"
+    assert main(["convert", str(good), "-o", str(out), "--max-memory", "1KB"]) == 2
+    err = capsys.readouterr().err
+    assert "over the --max-memory budget of 1000 B" in err, err
+    assert "convert with a smaller --dtype, or raise --max-memory" in err
+    assert "--device" not in err and not out.exists()
+
+
+def test_from_pretrained_of_the_api_takes_a_memory_budget(good: Path) -> None:
+    import archcomp
+    from archcomp.base.errors import UsageError
+
+    with pytest.raises(UsageError, match="over the --max-memory budget of 1000 B"):
+        archcomp.from_pretrained(good, max_memory="1KB")
+    model = archcomp.from_pretrained(good, max_memory="1GB")
+    assert sum(p.numel() for p in model.parameters()) > 0

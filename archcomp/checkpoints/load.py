@@ -283,8 +283,8 @@ def from_pretrained(
     cast = any(torch_dtype(code) != target for code in stored)
     budget = parse_bytes(max_memory) if max_memory is not None else None
     # On every device: the weights end up resident (copied, or mapped and read).
-    check_fits(estimate(g, target), dev, budget)
-    model = build_graph(g, device=dev, dtype=target, params_on_meta=True)
+    check_fits(estimate(g, target), dev, budget, command="convert")
+    model = build_graph(g, device=dev, dtype=target, params_on_meta=True, command="convert")
     ties = tied_names(model)
     model_shapes, aliases = _state_shapes(model, ties)
     shapes = {k: ck.tensors[v].shape for k, v in src.keys.items()}

@@ -29,7 +29,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import Field, StringConstraints, ValidationError
 
@@ -77,6 +77,16 @@ class RuleDecl(_Strict):
     transforms: list[Any] = Field(default_factory=list, max_length=16)
     drop: bool | Text | None = None
     tie: Text | None = None
+
+
+class _Short(NamedTuple):
+    """A rule's short form (``MODEL_KEY`` or ``drop``) with :class:`RuleDecl`'s fields: a
+    tuple, not a second pydantic validation per rule of a 100,000-rule mapping."""
+
+    to: str | None = None
+    transforms: tuple[Any, ...] = ()
+    drop: bool | None = None
+    tie: str | None = None
 
 
 class TensorSize(_Strict):
@@ -255,7 +265,7 @@ def _expand_rules(decl: MappingFile, doc: SourceDoc, rep: Reporter) -> list[Rule
     for key, value in decl.tensors.items():
         for rule in _rules(key, value, doc, rep):
             for k in rule.hf:
-                prev = seen.setdefault(str(k), rule.path)
+                prev = seen.setdefault(str(k), rule.path)  # str(k): cached
                 if prev != rule.path:
                     rep.add(
                         doc.diag(
@@ -283,14 +293,27 @@ def _pattern(text: str, doc: SourceDoc, path: YamlPath, key: bool, rep: Reporter
         return None
 
 
+def _plain_copy(key: str, value: Any) -> Rule | None:
+    """The rule of ``KEY: MODEL_KEY`` with no alternatives and the same placeholders on both
+    sides (most rules), or None: anything else, a mistake included, takes :func:`_rules`."""
+    if not isinstance(value, str) or value == "drop":
+        return None
+    src, dst = patterns.plain_key(key), patterns.plain_key(value)
+    if src is None or dst is None or set(src.names) != set(dst.names):
+        return None
+    return Rule("copy", (src,), (dst,), (), ("tensors", key))
+
+
 def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     """The rules one ``tensors:`` entry stands for (one per pairing of its alternatives)."""
+    plain = _plain_copy(key, value)
+    if plain is not None:
+        return [plain]
     path: YamlPath = ("tensors", key)
     src = _pattern(key, doc, path, True, rep)
-    if isinstance(value, str):
-        decl = RuleDecl(drop=True) if value == "drop" else RuleDecl(to=value)
-    else:
-        decl = value
+    decl: RuleDecl | _Short = value
+    if isinstance(value, str):  # the short form, checked already as MappingFile's Text
+        decl = _Short(drop=True) if value == "drop" else _Short(to=value)
     if not _one_kind(decl, path, doc, rep) or src is None:
         return []
     if decl.drop not in (None, False):
@@ -324,7 +347,7 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     return _paired(src, dst, decl.tie is not None, specs, (path, opath), doc, rep)
 
 
-def _one_kind(decl: RuleDecl, path: YamlPath, doc: SourceDoc, rep: Reporter) -> bool:
+def _one_kind(decl: RuleDecl | _Short, path: YamlPath, doc: SourceDoc, rep: Reporter) -> bool:
     """Exactly one of to, drop and tie, and transforms only on a ``to`` rule."""
     given = [k for k in ("to", "drop", "tie") if getattr(decl, k) not in (None, False)]
     if len(given) != 1:
@@ -345,7 +368,7 @@ def _one_kind(decl: RuleDecl, path: YamlPath, doc: SourceDoc, rep: Reporter) -> 
 
 
 def _transforms(
-    decl: RuleDecl, path: YamlPath, doc: SourceDoc, rep: Reporter
+    decl: RuleDecl | _Short, path: YamlPath, doc: SourceDoc, rep: Reporter
 ) -> list[TransformSpec] | None:
     """A rule's transforms, parsed, with split last and concat first (at most one of them)."""
     specs = []

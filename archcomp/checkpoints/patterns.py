@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -28,8 +28,8 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _TEXT = re.compile(r"[A-Za-z0-9_.\-]*\Z")
 MAX_INDEX_DIGITS = 18  # a placeholder's value is below 10**18 (int64), never a huge int()
 _INDEX = rf"(0|[1-9][0-9]{{0,{MAX_INDEX_DIGITS - 1}}})"
-_DIGITS = re.compile(r"[0-9]+")
-_RUNS = re.compile("[0-9\x00]+")  # digits, and placeholders written as NUL
+_DIGITS = re.compile(r"([0-9]+)")
+_RUNS = re.compile("([0-9\x00]+)")  # digits, and placeholders written as NUL
 MAX_ALTERNATIVES = 64
 T = TypeVar("T")
 
@@ -76,25 +76,16 @@ class Key:
         return found
 
     def _shape(self) -> tuple[str, tuple[str | None, ...], tuple[str, ...] | None]:
-        text = "".join([p if i % 2 == 0 else "\x00" for i, p in enumerate(self.parts)])
-        runs = _RUNS.findall(text)
+        pieces = _RUNS.split("\x00".join(self.parts[::2]))  # text, run, text, ..., text
         holes: tuple[str, ...] | None = self.names
-        if any("\x00" in r and r != "\x00" for r in runs):
-            holes = None
-        return _RUNS.sub("#", text), tuple(None if "\x00" in r else r for r in runs), holes
-
-    def match_runs(self, key: str, holes: Iterable[str]) -> dict[str, int] | None:
-        """:meth:`match` for a ``key`` already known to have this pattern's skeleton and
-        literal digits, ``holes`` its digit runs where the placeholders are: no regex."""
-        names = self.shape[2]
-        if names is None:
-            return self.match(key)
-        values: dict[str, int] = {}
-        for name, text in zip(names, holes, strict=True):
-            if len(text) > MAX_INDEX_DIGITS or (len(text) > 1 and text[0] == "0"):
-                return None
-            values[name] = int(text)
-        return values
+        literal: list[str | None] = []
+        for run in pieces[1::2]:
+            if "\x00" in run:
+                holes = holes if run == "\x00" else None
+                literal.append(None)
+            else:
+                literal.append(run)
+        return "#".join(pieces[::2]), tuple(literal), holes
 
     def match(self, key: str) -> dict[str, int] | None:
         """The placeholders' values if ``key`` is an instance of this pattern, else None (an
@@ -109,13 +100,16 @@ class Key:
         return values
 
     def format(self, values: dict[str, int]) -> str:
-        template = self.__dict__.get("_template")
-        if template is None:  # literal text holds no braces (see _TEXT), so str.format fits
-            template = self.__dict__["_template"] = str(self)
-        return template.format_map(values)
+        # literal text holds no braces (see _TEXT), so the key's text is a str.format template
+        return str(self).format_map(values)
 
     def __str__(self) -> str:
-        return "".join(p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts))
+        text = self.__dict__.get("_text")
+        if text is None:  # a cache in the instance, as for regex
+            text = self.__dict__["_text"] = "".join(
+                [p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(self.parts)]
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -124,18 +118,25 @@ class Pattern:
 
     text: str
     items: tuple[tuple[str, str | tuple[str, ...]], ...]  # ("text"|"name"|"alts", value)
+    plain: Key | None = field(default=None, compare=False)  # the one key, if no alternatives
 
     @property
     def groups(self) -> list[tuple[str, ...]]:
         """The alternative groups, in order."""
+        if self.plain is not None:
+            return []
         return [v for kind, v in self.items if kind == "alts" and isinstance(v, tuple)]
 
     @property
     def names(self) -> set[str]:
+        if self.plain is not None:
+            return set(self.plain.names)
         return {v for kind, v in self.items if kind == "name" and isinstance(v, str)}
 
     def expand(self, choice: tuple[int, ...]) -> Key:
         """The key for one choice per alternative group (``choice[g]`` picks in group g)."""
+        if self.plain is not None:
+            return self.plain
         parts: list[str] = [""]
         g = 0
         for kind, value in self.items:
@@ -150,12 +151,43 @@ class Pattern:
 
     def expansions(self) -> list[Key]:
         """Every expansion, in the order the alternatives are written."""
+        if self.plain is not None:
+            return [self.plain]
         ranges = [range(len(g)) for g in self.groups]
         return [self.expand(c) for c in itertools.product(*ranges)]
 
 
+# A pattern of literal text and placeholders only (no alternatives), the usual rule: read by
+# one regex and a split. Anything else (alternatives, or any mistake) takes :func:`_parse`.
+_PLAIN = re.compile(r"(?:[A-Za-z0-9_.\-]|\{[a-z_][a-z0-9_]*\})+\Z")
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def plain_key(text: str) -> Key | None:
+    """The key of a pattern of literal text and placeholders only, each placeholder once;
+    None for any other text (alternatives, or a mistake: :func:`parse` says which)."""
+    if not _PLAIN.match(text):
+        return None
+    parts = _PLACEHOLDER.split(text)  # literal, name, literal, ..., literal
+    names = parts[1::2]
+    if len(set(names)) != len(names):
+        return None
+    key = Key(tuple(parts))
+    key.__dict__["_text"] = text  # str(key), known already
+    return key
+
+
 def parse(text: str) -> Pattern:
     """Read a pattern; a :class:`PatternError` for unbalanced braces, empty or odd parts."""
+    key = plain_key(text)
+    if key is not None:
+        items = [("name" if i % 2 else "text", p) for i, p in enumerate(key.parts) if p]
+        return Pattern(text, tuple(items), key)
+    return _parse(text)
+
+
+def _parse(text: str) -> Pattern:
+    """:func:`parse`, character by character: alternatives, and every mistake located."""
     if not text:
         raise PatternError("a key pattern is empty")
     items: list[tuple[str, str | tuple[str, ...]]] = []
@@ -222,7 +254,8 @@ def _literal(text: str, begin: int, end: int, shift: int = 0) -> None:
 def shape_of(name: str) -> tuple[str, tuple[str, ...]]:
     """A concrete name's skeleton (digit runs as ``#``) and its digit runs. A key matches a
     pattern only if their skeletons are equal and the pattern's literal runs are the name's."""
-    return _DIGITS.sub("#", name), tuple(_DIGITS.findall(name))
+    pieces = _DIGITS.split(name)  # text, digits, text, ..., text
+    return "#".join(pieces[::2]), tuple(pieces[1::2])
 
 
 @dataclass
@@ -232,9 +265,12 @@ class KeyIndex(Generic[T]):
     skeleton rather than one regex per pattern."""
 
     _layouts: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
-    _table: dict[tuple[str, tuple[int, ...], tuple[str, ...]], list[tuple[Key, T]]] = field(
-        default_factory=dict
-    )
+    # (skeleton, layout, literal runs) -> (pattern, payload, its placeholders: Key.shape[2])
+    _table: dict[
+        tuple[str, tuple[int, ...], tuple[str, ...]],
+        list[tuple[Key, T, tuple[str, ...] | None]],
+    ] = field(default_factory=dict)
+    _sizes: dict[str, int] = field(default_factory=dict)  # patterns per skeleton
 
     @classmethod
     def of(cls, entries: Iterable[tuple[Key, T]]) -> KeyIndex[T]:
@@ -244,27 +280,48 @@ class KeyIndex(Generic[T]):
         return index
 
     def add(self, key: Key, payload: T) -> None:
-        skeleton, runs, _ = key.shape
-        layout = tuple(i for i, r in enumerate(runs) if r is not None)  # the literal runs
-        literal = tuple(r for r in runs if r is not None)
+        skeleton, runs, names = key.shape
+        layout = tuple([i for i, r in enumerate(runs) if r is not None])  # the literal runs
+        literal = tuple([r for r in runs if r is not None])
         layouts = self._layouts.setdefault(skeleton, [])
         if layout not in layouts:
             layouts.append(layout)
-        self._table.setdefault((skeleton, layout, literal), []).append((key, payload))
+        self._table.setdefault((skeleton, layout, literal), []).append((key, payload, names))
+        self._sizes[skeleton] = self._sizes.get(skeleton, 0) + 1
+
+    def sole(self, key: Key) -> bool:
+        """Whether ``key`` (added) is the only pattern any name formatted from it can match:
+        the only one of its skeleton, each placeholder a run of digits of its own."""
+        skeleton, _, holes = key.shape
+        return holes is not None and self._sizes.get(skeleton) == 1
 
     def find(self, name: str) -> list[tuple[Key, T, dict[str, int]]]:
         """Every (pattern, payload, placeholder values) that ``name`` matches, in the order
         the patterns were added within each layout."""
         skeleton, runs = shape_of(name)
-        out = []
-        for layout in self._layouts.get(skeleton, ()):
-            literal = tuple([runs[i] for i in layout])
+        layouts = self._layouts.get(skeleton)
+        out: list[tuple[Key, T, dict[str, int]]] = []
+        if layouts is None:
+            return out
+        for layout in layouts:
+            literal = tuple([runs[i] for i in layout]) if layout else ()
             found = self._table.get((skeleton, layout, literal))
             if not found:
                 continue
             holes = [r for i, r in enumerate(runs) if i not in layout] if layout else runs
-            for key, payload in found:
-                values = key.match_runs(name, holes)
+            for key, payload, names in found:
+                values = key.match(name) if names is None else _index_values(names, holes)
                 if values is not None:
                     out.append((key, payload, values))
         return out
+
+
+def _index_values(names: tuple[str, ...], runs: Sequence[str]) -> dict[str, int] | None:
+    """Each placeholder's value from its run of digits, or None if one is not an index (a
+    leading zero, or more than :data:`MAX_INDEX_DIGITS` digits)."""
+    values: dict[str, int] = {}
+    for name, text in zip(names, runs, strict=True):
+        if len(text) > MAX_INDEX_DIGITS or (len(text) > 1 and text[0] == "0"):
+            return None
+        values[name] = int(text)
+    return values

@@ -22,7 +22,7 @@ from typing import Any
 from archcomp.base import gcpause
 from archcomp.base.errors import Diagnostic, Reporter, did_you_mean
 from archcomp.checkpoints.mapping import Mapping, Rule
-from archcomp.checkpoints.patterns import MAX_INDEX_DIGITS, KeyIndex
+from archcomp.checkpoints.patterns import MAX_INDEX_DIGITS, Key, KeyIndex
 from archcomp.checkpoints.transforms import Transform, TransformError
 
 Shape = tuple[int, ...]
@@ -103,29 +103,39 @@ class RuleIndex:
     a name matches, in the mapping's order, without trying every rule."""
 
     def __init__(self, rules: Sequence[Rule]):
-        self._order = {id(rule): n for n, rule in enumerate(rules)}
-        self._sides = {
-            side: KeyIndex.of(
+        self._rules = rules
+        self._sides: dict[str, KeyIndex[tuple[int, int, Rule]]] = {}
+
+    def _side(self, side: str) -> KeyIndex[tuple[int, int, Rule]]:
+        """The index of one side, built when first asked (a plan with every tensor filled
+        never looks a model key up)."""
+        index = self._sides.get(side)
+        if index is None:
+            index = self._sides[side] = KeyIndex.of(
                 (k, (n, j, rule))
-                for n, rule in enumerate(rules)
+                for n, rule in enumerate(self._rules)
                 for j, k in enumerate(rule.hf if side == "hf" else rule.spec)
             )
-            for side in ("hf", "spec")
-        }
-
-    def position(self, rule: Rule) -> int:
-        """``rule``'s position in the mapping."""
-        return self._order[id(rule)]
+        return index
 
     def find(self, side: str, key: str) -> list[tuple[int, Rule, int, dict[str, int]]]:
         """(the rule's position, rule, which of its keys, placeholder values) for every rule
         ``key`` matches on ``side`` ("hf" or "spec"), in the mapping's order."""
-        found = sorted(self._sides[side].find(key), key=lambda f: f[1][:2])
+        found = self._side(side).find(key)
+        if len(found) > 1:  # one rule, nearly always
+            found.sort(key=lambda f: f[1][:2])
         return [(n, rule, j, values) for _, (n, j, rule), values in found]
+
+    def sole(self, side: str, key: Key) -> bool:
+        """Whether every name formatted from ``key`` (a key of a rule) matches that rule only."""
+        return self._side(side).sole(key)
 
     def match(self, side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
         """(rule, which of its keys, placeholder values) for every rule ``key`` matches."""
-        return [(rule, j, values) for _, rule, j, values in self.find(side, key)]
+        found = self._side(side).find(key)
+        if len(found) > 1:
+            found.sort(key=lambda f: f[1][:2])
+        return [(rule, j, values) for _, (_, j, rule), values in found]
 
 
 def _unused_hint(name: str, unused: Sequence[str]) -> str | None:
@@ -152,7 +162,7 @@ def _resolve(
     parts: int,
     out: _Capped,
 ) -> list[Transform] | None:
-    resolved = []
+    resolved: list[Transform] = []
     for j, spec in enumerate(rule.transforms):
         try:
             resolved.append(spec.resolve(env, parts))
@@ -238,12 +248,12 @@ def plan_import(
 def _match_keys(st: _Import) -> None:
     """Each checkpoint key to its one rule: a drop, a tie, or part of a rule binding."""
     for key in st.checkpoint:
-        found = st.index.match("hf", key)
+        found = st.index.find("hf", key)
         if not found:
             st.unused.append(key)
             continue
-        if len({id(r) for r, _, _ in found}) > 1:
-            a, b = found[0][0], found[1][0]
+        if len(found) > 1 and len({n for n, _, _, _ in found}) > 1:
+            a, b = found[0][1], found[1][1]
             st.out.add(
                 "ambiguous-rule",
                 st.diag(
@@ -255,24 +265,30 @@ def _match_keys(st: _Import) -> None:
                 "ambiguous matches",
             )
             continue
-        rule, j, values = found[0]
+        n, rule, j, values = found[0]
         if rule.kind == "drop":
             st.dropped.append(key)
         elif rule.kind == "tie":
             assert rule.tie_to is not None
             st.ties.append((key, rule.tie_to.format(values), rule))
         else:
-            gid = (st.index.position(rule), tuple(sorted(values.items())))
-            st.groups.setdefault(gid, {})[j] = key
+            binding = tuple(values.items())
+            if len(binding) > 1:
+                binding = tuple(sorted(binding))
+            st.groups.setdefault((n, binding), {})[j] = key
 
 
 def _group_steps(st: _Import) -> None:
     """One step per rule binding whose checkpoint keys are all there; the model keys each
     fills (tied, unknown to the model, or filled twice are problems)."""
-    for (n, vals), _ in st.groups.items():
+    for (n, vals), parts in st.groups.items():
         rule, values = st.mapping.rules[n], dict(vals)
-        hf = [k.format(values) for k in rule.hf]
-        missing = [h for h in hf if h not in st.checkpoint]
+        if len(parts) == len(rule.hf):  # all there: the matched keys are the formatted ones
+            hf = [parts[j] for j in range(len(parts))]
+            missing = []
+        else:
+            hf = [k.format(values) for k in rule.hf]
+            missing = [h for h in hf if h not in st.checkpoint]
         if missing:
             message = (
                 f"the concat of {', '.join(repr(h) for h in hf)} lacks "
@@ -288,7 +304,10 @@ def _group_steps(st: _Import) -> None:
         step = Step(rule, values, hf, [k.format(values) for k in rule.spec], [])
         st.steps.append(step)
         for name in step.spec:
-            _claim(st, step, name)
+            if name in st.model and name not in st.produced and name not in st.aliases:
+                st.produced[name] = step  # the usual case of _claim, without the call
+            else:
+                _claim(st, step, name)
 
 
 def _claim(st: _Import, step: Step, name: str) -> None:
@@ -330,6 +349,7 @@ def _unfilled(st: _Import) -> None:
     """Model tensors no step fills: a rule maps to a name the model lacks, no rule names
     them, or the checkpoint lacks the tensor their rule reads."""
     unfilled = [k for k in st.model if k not in st.produced]
+    sole: dict[str, Rule | None] = {}
     for name, step in st.strays:
         message = (
             f"checkpoint tensor '{step.hf[0]}' maps to '{name}', which the model does not have"
@@ -353,11 +373,14 @@ def _unfilled(st: _Import) -> None:
             )
             continue
         rule, _, values = found[0]
-        for h in (k.format(values) for k in rule.hf):
+        for k in rule.hf:
+            h = k.format(values)
             if h not in st.checkpoint:
                 st.wanted[h] = name
+                sole[h] = rule if st.index.sole("hf", k) else None
     for h, name in st.wanted.items():
-        rule = st.index.match("hf", h)[0][0]
+        known = sole[h]  # the rule h matches first: its own if no other can match it
+        rule = known if known is not None else st.index.match("hf", h)[0][0]
         message = f"model tensor '{name}' needs checkpoint tensor '{h}', which {st.weights} lacks"
         st.out.add(
             "missing-tensor",
@@ -430,13 +453,16 @@ def _check_ties(st: _Import) -> None:
 def _check_steps(st: _Import) -> None:
     """Each step's transforms resolved at the spec's params, and the shapes they make."""
     for step in st.steps:
-        count = max(len(step.hf), len(step.spec))
-        resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
-        if resolved is None:
-            continue
-        step.transforms = resolved
+        if step.rule.transforms:
+            count = max(len(step.hf), len(step.spec))
+            resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
+            if resolved is None:
+                continue
+            step.transforms = resolved
         step.hf_shapes = [st.checkpoint[h] for h in step.hf]
         want = [st.model.get(s) for s in step.spec]
+        if not step.transforms and step.hf_shapes == want:  # a copy to the same shape
+            continue
         _check_shapes(st.mapping, step, step.hf_shapes, want, st.out)
 
 

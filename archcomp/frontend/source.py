@@ -61,6 +61,7 @@ _INFS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"}
 _NINFS = {"-.inf", "-.Inf", "-.INF"}
 _NANS = {".nan", ".NaN", ".NAN"}
 _CORE = "tag:yaml.org,2002:"
+_NUMBER_START = frozenset("+-.0123456789")  # the first characters of ints, floats, .inf, .nan
 
 
 def _fail(doc: SourceDoc, code: str, message: str, mark: Any, hint: str | None = None) -> SpecError:
@@ -76,6 +77,8 @@ def _resolve_plain(text: str, doc: SourceDoc, mark: Any) -> Any:
         return True
     if text in _FALSE:
         return False
+    if text[0] not in _NUMBER_START:  # most scalars are names: no number pattern can match
+        return text
     if _INT.match(text):
         digits = text.lstrip("+-")
         if len(digits) > MAX_INT_DIGITS:
@@ -297,6 +300,9 @@ class _EventReader:
         self.count += 1
         if self.count > MAX_EVENTS:
             raise _fail(doc, "spec-too-large", "spec has too many YAML items", event.start_mark)
+        if type(event) is yaml.ScalarEvent and event.anchor is None:  # most events
+            self._attach(_scalar(event, doc), event.start_mark, True)
+            return
         anchor = getattr(event, "anchor", None)
         if isinstance(event, yaml.AliasEvent) or anchor is not None:
             raise _fail(
@@ -307,13 +313,7 @@ class _EventReader:
                 hint="write the value out, or use a block",
             )
         if isinstance(event, yaml.ScalarEvent):
-            if event.tag is None and event.implicit[0] and not event.style:
-                value = _resolve_plain(event.value, doc, event.start_mark)
-            elif event.tag is not None and event.tag != "!":
-                value = _resolve_tagged(event.tag, event.value, doc, event.start_mark)
-            else:
-                value = event.value
-            self._attach(value, event.start_mark, True)
+            self._attach(_scalar(event, doc), event.start_mark, True)
         elif isinstance(event, yaml.DocumentStartEvent):
             self.docs += 1
             if self.docs > 1:
@@ -407,6 +407,15 @@ class _EventReader:
         top.keys[value] = pos
         top.key = value
         doc.key_marks[(*top.path, value)] = pos
+
+
+def _scalar(event: Any, doc: SourceDoc) -> Any:
+    """A scalar event's value: plain text resolved by the core schema, tags checked."""
+    if event.tag is None and event.implicit[0] and not event.style:
+        return _resolve_plain(event.value, doc, event.start_mark)
+    if event.tag is not None and event.tag != "!":
+        return _resolve_tagged(event.tag, event.value, doc, event.start_mark)
+    return event.value
 
 
 def _too_deep_message() -> str:

@@ -176,6 +176,24 @@ CHECKPOINT_CASES: dict[str, tuple[Edit, int, tuple[str, ...]]] = {
         ("of shape [1000000000] (F32) needs 4000000000 bytes but its offsets give 8",),
     ),
     "unknown_dtype": (_entry(lambda e: e.__setitem__("dtype", "F8_E4M3")), 2, ("dtype 'F8_E4M3'",)),
+    "dtype_not_text": (_entry(lambda e: e.__setitem__("dtype", ["F32"])), 2, ("dtype ['F32']",)),
+    "header_int_of_500_digits": (  # read by int() only after a scan for such runs
+        _weights(
+            lambda h, d: _pack(
+                json.dumps(h).replace('"shape": [', '"shape": [' + "9" * 500 + ", ", 1).encode(),
+                d,
+            )
+        ),
+        2,
+        ("model.safetensors:1:", "a number of 500 characters; archcomp reads at most 100"),
+    ),
+    "header_duplicate_tensor": (
+        _weights(
+            lambda h, d: _pack((json.dumps(h)[:-1] + ', "transformer.wte.weight": {}}').encode(), d)
+        ),
+        2,
+        ("the key 'transformer.wte.weight' appears twice",),
+    ),
     "truncated": (_weights(lambda h, d: _pack(h, d[:-7])), 2, ("is truncated",)),
     "config_int_of_500_digits": (
         _config(lambda c: json.dumps(c).replace('"n_layer": 2', '"n_layer": ' + "9" * 500)),

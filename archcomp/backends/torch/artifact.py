@@ -311,38 +311,29 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> None:
-    """Every tensor's bytes lie inside the file, sized by its shape, none overlapping, no gap."""
+    """Every tensor's bytes lie inside the file, sized by its shape, none overlapping, no gap.
+
+    One plain loop per entry (no generator or ``all()`` per field): a header may hold
+    200,000 entries."""
     spans: list[tuple[int, int, str]] = []
+    itemsizes = {code: dt.itemsize for code, dt in SAFETENSORS_DTYPES.items()}
     for name, e in entries.items():
-        offsets = e.get("data_offsets") if isinstance(e, dict) else None
-        shape = e.get("shape") if isinstance(e, dict) else None
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(type(o) is int and 0 <= o <= INT64_MAX for o in offsets)
-            and offsets[0] <= offsets[1]
-            and isinstance(shape, list)
-            and len(shape) <= 64
-            and all(type(d) is int and 0 <= d <= INT64_MAX for d in shape)
-        ):
+        numel = _entry_numel(e)
+        if numel is None:
             raise ArtifactError(
                 f"{path} is not a valid safetensors file: tensor '{visible(name)}' has a "
                 "malformed entry"
             )
-        dt = SAFETENSORS_DTYPES.get(str(e.get("dtype")))
-        if dt is not None:
-            numel = 1
-            for d in shape:
-                numel *= d
-            need = numel * dt.itemsize
-            if need != offsets[1] - offsets[0]:
-                raise ArtifactError(
-                    f"{path} is not a valid safetensors file: tensor '{visible(name)}' of shape "
-                    f"{shape} "
-                    f"({e.get('dtype')}) needs {need} bytes but its offsets give "
-                    f"{offsets[1] - offsets[0]}"
-                )
-        spans.append((offsets[0], offsets[1], name))
+        begin, stop = e["data_offsets"]
+        itemsize = itemsizes.get(str(e.get("dtype")))
+        if itemsize is not None and numel * itemsize != stop - begin:
+            raise ArtifactError(
+                f"{path} is not a valid safetensors file: tensor '{visible(name)}' of shape "
+                f"{e['shape']} "
+                f"({e.get('dtype')}) needs {numel * itemsize} bytes but its offsets give "
+                f"{stop - begin}"
+            )
+        spans.append((begin, stop, name))
     spans.sort()
     end, last = 0, None
     for begin, stop, name in spans:
@@ -367,6 +358,27 @@ def _check_layout(path: Path, entries: Mapping[str, Any], data_size: int) -> Non
             f"{path} is not a valid safetensors file: {data_size - end} bytes after the last "
             "tensor belong to no tensor"
         )
+
+
+def _entry_numel(e: Any) -> int | None:
+    """The element count of a well-formed header entry (``data_offsets``: two ints in order,
+    ``shape``: at most 64 ints, all in 0..INT64_MAX), or None."""
+    if not isinstance(e, dict):
+        return None
+    offsets, shape = e.get("data_offsets"), e.get("shape")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not isinstance(shape, list):
+        return None
+    begin, stop = offsets
+    if type(begin) is not int or type(stop) is not int or not 0 <= begin <= stop <= INT64_MAX:
+        return None
+    if len(shape) > 64:
+        return None
+    numel = 1
+    for d in shape:
+        if type(d) is not int or not 0 <= d <= INT64_MAX:
+            return None
+        numel *= d
+    return numel
 
 
 def embedded_metadata(path: Path, meta: Mapping[str, str]) -> tuple[str, Any, dict[str, str]]:

@@ -34,7 +34,8 @@ def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any
     ``params_on_meta``: allocate only the modules that hold buffers; the parameters stay on
     meta for the caller to fill (how :mod:`archcomp.checkpoints` loads published weights).
     ``activation_checkpointing``: each repeated block runs under non-reentrant activation
-    checkpointing (:func:`~archcomp.backends.torch.checkpointing.checkpoint_blocks`)."""
+    checkpointing (:func:`~archcomp.backends.torch.checkpointing.checkpoint_blocks`).
+    ``command`` names the remedies a refusal suggests (see :func:`check_fits`)."""
     o = replace(options or BuildOptions(), **changes)
     seed, init, params_on_meta = o.seed, o.init, o.params_on_meta
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -48,7 +49,7 @@ def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any
         est = replace(est, scratch_bytes=est.scratch_bytes + o.extra_bytes)
     budget = parse_bytes(o.max_memory) if o.max_memory is not None else None
     limit = None if o.max_init_flops is None else int(o.max_init_flops)
-    check_fits(est, dev, budget, limit)
+    check_fits(est, dev, budget, limit, command=o.command)
     if dev.type == "meta" or params_on_meta:  # nothing (or only buffers) to show
         model = compile_graph(g, dev, dt, seed, None, est, init=init, params_on_meta=params_on_meta)
     else:

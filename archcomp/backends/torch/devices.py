@@ -226,6 +226,18 @@ def _host_available() -> int | None:
 # 40 million entries a CPU-second, the time a QR spends on some 500 operations per entry.
 BUFFER_FLOPS = 500
 MAX_INIT_FLOPS = 10**11  # initializer work a build does unless asked for more (--max-init-flops)
+# What each command can do about a model its memory cannot hold: (over the --max-memory
+# budget, over the free memory). ``convert`` has no --device: a smaller --dtype is its remedy.
+MEMORY_HINTS = {
+    "build": (
+        "use --device meta to inspect it without allocating",
+        "use --device meta to inspect it without allocating, a smaller --dtype, or smaller params",
+    ),
+    "convert": (
+        "convert with a smaller --dtype, or raise --max-memory",
+        "convert with a smaller --dtype, or on a machine with more free memory",
+    ),
+}
 
 
 def check_fits(
@@ -233,9 +245,13 @@ def check_fits(
     device: torch.device,
     max_memory: int | None = None,
     max_init_flops: int | None = MAX_INIT_FLOPS,
+    *,
+    command: str = "build",
 ) -> None:
     """Refuse a build whose peak would not fit the device's free memory or the ``max_memory``
-    budget, or whose initializers would take more than ``max_init_flops`` operations."""
+    budget, or whose initializers would take more than ``max_init_flops`` operations.
+    ``command`` (a key of :data:`MEMORY_HINTS`) picks the remedies the messages suggest."""
+    over_budget, over_free = MEMORY_HINTS[command]
     if device.type == "meta":
         return
     need = est.peak_bytes
@@ -249,7 +265,7 @@ def check_fits(
     if max_memory is not None and need > max_memory:
         raise UsageError(
             f"the model needs {what}, over the --max-memory budget of "
-            f"{fmt_bytes(max_memory)}; use --device meta to inspect it without allocating"
+            f"{fmt_bytes(max_memory)}; {over_budget}"
         )
     if max_init_flops is not None and est.init_flops > max_init_flops:
         raise UsageError(
@@ -266,8 +282,7 @@ def check_fits(
     free = free_memory(device)
     if free is not None and need > free:
         raise UsageError(
-            f"the model needs {what}, but {device} has {fmt_bytes(free)} free; use "
-            "--device meta to inspect it without allocating, a smaller --dtype, or smaller params"
+            f"the model needs {what}, but {device} has {fmt_bytes(free)} free; {over_free}"
         )
 
 

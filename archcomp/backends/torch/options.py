@@ -27,3 +27,4 @@ class BuildOptions:
     init: bool = True  # run the spec's initializers
     extra_bytes: int = 0  # what the caller needs beside the module, counted in its peak
     params_on_meta: bool = False  # allocate only modules with buffers; parameters on meta
+    command: str = "build"  # the command whose flags a refusal suggests (build, convert)
