@@ -102,7 +102,20 @@ MODULE_ATTRIBUTES = frozenset(
     ]
 )
 EXPRESSION_NAMES = frozenset(
-    {"min", "max", "abs", "true", "false", "True", "False", "None", "index"}
+    {
+        "int",
+        "float",
+        "round",
+        "min",
+        "max",
+        "abs",
+        "true",
+        "false",
+        "True",
+        "False",
+        "None",
+        "index",
+    }
 )
 # 'self' is the forward's first argument, so no input (or node) may take it.
 RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES | {"self"}
