@@ -166,8 +166,7 @@ class _Evaluator:
         if method is None:
             raise ExprError(
                 f"'{_describe(node)}' is not allowed in an expression",
-                hint="allowed: arithmetic, comparisons, and/or/not, 'a if c else b', "
-                f"{_CALLS}",
+                hint=f"allowed: arithmetic, comparisons, and/or/not, 'a if c else b', {_CALLS}",
             )
         return _check(method(node))
 

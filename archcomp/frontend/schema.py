@@ -178,6 +178,21 @@ InputValue = Union[InputDecl, list[int | str]]
 InRef = Union[RefText, list[RefText], dict[Identifier, Union[RefText, list[RefText]]]]
 
 
+class TieSpec(BaseModel):
+    """``tie: {weight: wte.weight}``: parameter -> ``node.param`` it reuses; an optional
+    ``when: ${expr}`` says whether the ties hold (when false the node has its own parameters)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    when: bool | Expr | None = None
+    __pydantic_extra__: dict[str, RefText] = Field(init=False)
+
+    @property
+    def targets(self) -> dict[str, str]:
+        """Parameter -> ``node.param`` (or ``node``: the same parameter name)."""
+        return dict(self.model_extra or {})
+
+
 class NodeSpec(BaseModel):
     """A node: ``{id: fc1, op: linear, in: x, out_features: 5}``; other keys are op arguments."""
 
@@ -190,7 +205,7 @@ class NodeSpec(BaseModel):
     when: bool | Expr | None = None
     repeat: int | Expr | None = None
     shared: bool | Expr = False
-    tie: dict[Identifier, RefText] | None = None
+    tie: TieSpec | None = None
     init: dict[Identifier, Union[str, dict[str, Any]]] | str | None = None
     doc: str | None = None
 
