@@ -166,6 +166,18 @@ class ParamDecl(_Strict):
 ParamValue = Union[ParamDecl, bool, int, float, str, list[Any]]
 
 
+Size = Annotated[int, Field(gt=0, le=2**63 - 1)]
+
+
+class DimDecl(_Strict):
+    """Long form of a symbolic dim: ``T: {size: 64, min: 2}``. ``size`` is the example size
+    of summaries; ``min`` the least size the model takes, which shape rules may rely on
+    (``x[:, :2]`` of ``[B, T]`` is ``[B, 2]``)."""
+
+    size: Size | None = None
+    min: Size = 1
+
+
 class InputDecl(_Strict):
     """A model input: ``src: {shape: [B, S], dtype: int64}`` (short form: just the shape)."""
 
@@ -256,8 +268,10 @@ class Spec(_Strict):
     name: Identifier | None = None
     description: str | None = None
     params: dict[Identifier, ParamValue] = {}
-    dims: dict[Identifier, Annotated[int, Field(gt=0, le=2**63 - 1)]] = Field(
-        default={}, description="example sizes of symbolic dims, for summaries and MACs"
+    dims: dict[Identifier, Union[Size, DimDecl]] = Field(
+        default={},
+        description="example sizes of symbolic dims, for summaries and MACs "
+        "(T: 64), and their least values (T: {size: 64, min: 2})",
     )
     imports: list[Union[ImportSpec, ImportPath]] = []
     inputs: dict[Identifier, InputValue] = {}
