@@ -28,6 +28,7 @@ from archcomp.checkpoints import library
 from archcomp.checkpoints.config import (
     ConfigProblem,
     allowed,
+    applied,
     same_value,
     spec_params,
     with_defaults,
@@ -77,6 +78,11 @@ def resolve(
     except SpecError as exc:
         rep.extend(exc.diagnostics)
     rep.extend(_check_config(ck, chosen, g.params if g is not None else None))
+    if g is not None:
+        try:
+            chosen = applied(chosen, g.params)  # the rules whose 'when' holds
+        except ConfigProblem as exc:
+            rep.add(_config_diag(ck, chosen, exc))
     rep.raise_if_failed()
     assert g is not None
     return Source(ck, chosen, g, _logical_keys(ck, chosen))
