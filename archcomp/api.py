@@ -145,6 +145,7 @@ def from_pretrained(
     dtype: Any = None,
     *,
     mapping: str | Path | None = None,
+    params: dict[str, Any] | None = None,
 ) -> ArchModule:
     """The compiled spec with a published checkpoint's weights, in eval mode; no file written.
 
@@ -157,10 +158,12 @@ def from_pretrained(
     :class:`SpecError` naming each key. Tensors are memory-mapped and, on the CPU, shared
     copy-on-write with the file where a view suffices (as transformers does). Pickled
     checkpoints are refused (a :class:`UsageError`): archcomp never unpickles.
+    ``params`` sets spec params the checkpoint does not fix (a convolutional net's image size);
+    one the mapping reads from config.json is a :class:`UsageError`.
     """
     from archcomp.checkpoints.load import from_pretrained as load
 
-    return load(checkpoint, spec, device, dtype, mapping=mapping)
+    return load(checkpoint, spec, device, dtype, mapping=mapping, params=params)
 
 
 def save_pretrained(
