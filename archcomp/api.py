@@ -146,6 +146,7 @@ def from_pretrained(
     *,
     mapping: str | Path | None = None,
     max_memory: int | str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> ArchModule:
     """The compiled spec with a published checkpoint's weights, in eval mode; no file written.
 
@@ -160,10 +161,14 @@ def from_pretrained(
     checkpoints are refused (a :class:`UsageError`): archcomp never unpickles. A model whose
     weights need more than ``max_memory`` bytes (e.g. ``"8GB"``; ``convert --max-memory``) or
     the device's free memory is refused (a :class:`UsageError`) before any tensor is read.
+    ``params`` sets spec params the checkpoint does not fix (a convolutional net's image size);
+    one the mapping reads from config.json is a :class:`UsageError`.
     """
     from archcomp.checkpoints.load import from_pretrained as load
 
-    return load(checkpoint, spec, device, dtype, mapping=mapping, max_memory=max_memory)
+    return load(
+        checkpoint, spec, device, dtype, mapping=mapping, max_memory=max_memory, params=params
+    )
 
 
 def save_pretrained(

@@ -14,7 +14,10 @@ from archcomp.ir.dims import (
     add,
     check_dim,
     floordiv,
+    fmt_dim,
     fmt_shape,
+    lower_bound,
+    minimum,
     mul,
     prod,
     sub,
@@ -87,3 +90,25 @@ def test_nested_floor_divisions_stop_at_the_name_limit() -> None:
         for _ in range(200):
             d = add(floordiv(sub(d, 1), 2), 1)
     assert len(str(d)) <= MAX_NAME + 10
+
+
+def test_lower_bound() -> None:
+    """Each symbol is at least 1 (or its declared least value); a negative term is unknown."""
+    assert lower_bound(add(mul(2, H), 3), {}) == 5
+    assert lower_bound(mul(H, W), {"H": 4, "W": 2}) == 8
+    assert lower_bound(sub(H, 2), {"H": 8}) == 6
+    assert lower_bound(sub(mul(H, W), H), {}) is None  # H*W - H: a negative term
+    assert lower_bound(floordiv(add(H, 1), 2), {"H": 7}) == 4
+    assert lower_bound(minimum(H, 5, {}), {"H": 3}) == 3
+
+
+def test_minimum_decided_by_the_least_value() -> None:
+    """min(d, k) is k when d >= k is known, else a readable symbol that sizes substitute."""
+    assert minimum(7, 3, {}) == 3 and minimum(2, 3, {}) == 2
+    assert minimum(H, 1, {}) == 1
+    assert minimum(H, 2, {"H": 2}) == 2
+    assert minimum(add(H, 4), 5, {}) == 5  # H + 4 >= 5
+    low = minimum(H, 2, {})
+    assert str(low) == "min(H, 2)" and fmt_dim(low) == "min(H, 2)"
+    assert substitute(add(H, sub(low, 2)), {"H": 1}) == 0
+    assert substitute(add(H, sub(low, 2)), {"H": 9}) == 9

@@ -21,6 +21,16 @@ P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True}
         ("min(h, 4, 6)", 4),
         ("max(d_model, 1024)", 1024),
         ("abs(-3)", 3),
+        ("int(d_model * 0.25)", 128),  # GPT-NeoX: rotary_dim = int(head_dim * rotary_pct)
+        ("int(4.0) * h", 32),  # Swin: mlp_ratio 4.0 sizes a layer
+        ("int(-2.7)", -2),  # toward zero, as Python
+        ("int(7)", 7),
+        ("float(h)", 8.0),
+        ("round(2.5)", 2),  # half to even, as Python
+        ("round(3.5)", 4),
+        ("round(-0.5)", 0),
+        ("round(dropout * 100)", 10),
+        ("min(h, 2.5)", 2.5),
         ("d_model if big else 256", 512),
         ("256 if not big else 1", 1),
         ("h > 4 and h < 16", True),
@@ -57,12 +67,35 @@ def test_evaluates(src: str, value: object) -> None:
         ("x" * 600, "longer than"),
         ("(" * 240 + "1" + ")" * 240, "invalid expression|too deeply nested"),
         ("1e308 * 10", "not a finite number"),
+        ("int(1e300)", "integer overflow"),
+        ("round(1e19)", "integer overflow"),
+        ("int('3')", "int() needs numbers, found string '3'"),
+        ("float(big)", "float() needs numbers, found bool True"),
+        ("int(1, 2)", "int() takes one argument, found 2"),
+        ("round(2.5, 1)", "round() takes one argument, found 2"),
+        ("float()", "float() takes one argument, found 0"),
+        ("min(h)", "min() takes two or more arguments, found 1"),
+        ("max([1, 2])", "max() needs numbers, found list"),
+        ("int(x=1)", "int() takes no keyword arguments"),
+        ("len([1])", "call 'len(...)' is not allowed"),
     ],
 )
 def test_refuses(src: str, message: str) -> None:
     pattern = message if "|" in message else message.replace("(", r"\(").replace(")", r"\)")
     with pytest.raises(ExprError, match=pattern):
         evaluate(src, P)
+
+
+@pytest.mark.parametrize("src", ["int(2.5)", "round(2.5)", "round(7.0)", "int(-0.0)"])
+def test_int_results_are_ints(src: str) -> None:
+    """int() and round() give ints, never floats that equal them (a float cannot size a
+    layer): a planted ``float`` result for either fails here."""
+    assert type(evaluate(src, P)) is int
+
+
+def test_round_is_bankers_rounding() -> None:
+    """Python's round: halves go to the even neighbour (a planted 'half up' fails on 2.5)."""
+    assert [evaluate(f"round({x})", P) for x in (0.5, 1.5, 2.5, -1.5, 2.6)] == [0, 2, 2, -2, 3]
 
 
 def test_unknown_name_suggests() -> None:

@@ -5,12 +5,13 @@ fields it fixes (what a :class:`~archcomp.checkpoints.mapping.Mapping`'s ``param
 from __future__ import annotations
 
 from collections.abc import Mapping as MappingABC
+from dataclasses import replace
 from typing import Any
 
 from archcomp.base.documents import YamlPath
 from archcomp.base.errors import did_you_mean
 from archcomp.checkpoints.mapping import Cases, Mapping, Requirement, TensorSize
-from archcomp.frontend.expr import ExprError, is_expression, substitute
+from archcomp.frontend.expr import ExprError, is_expression, show, substitute
 
 MAX_FIELD_DEPTH = 4
 MAX_FIELDS = 100_000
@@ -181,3 +182,26 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, dict) or isinstance(b, dict):
         return a == b
     return bool(a == b) and (a is None) == (b is None)
+
+
+def applied(mapping: Mapping, env: MappingABC[str, Any]) -> Mapping:
+    """``mapping`` with the rules whose ``when`` holds for the spec's params ``env`` (a rule
+    without one always holds). A ``when`` that fails or is not a bool is a
+    :class:`ConfigProblem` at the rule's ``when``."""
+    if all(r.when is None for r in mapping.rules):
+        return mapping
+    holds: dict[YamlPath, bool] = {}
+    for rule in mapping.rules:
+        if rule.when is None or rule.path in holds:
+            continue
+        at: YamlPath = (*rule.path, "when")
+        try:
+            value = substitute(rule.when, env)
+        except ExprError as exc:
+            raise ConfigProblem(None, f"rule 'when': {exc.message}", at, exc.hint) from None
+        if not isinstance(value, bool):
+            message = f"a rule's 'when' must be a bool, found {show(value)}"
+            raise ConfigProblem(None, message, at, "write a bool param or a comparison")
+        holds[rule.path] = value
+    rules = [r for r in mapping.rules if r.when is None or holds[r.path]]
+    return replace(mapping, rules=rules)

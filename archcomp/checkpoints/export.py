@@ -28,6 +28,7 @@ from archcomp.checkpoints import library
 from archcomp.checkpoints.config import (
     ConfigProblem,
     allowed,
+    applied,
     evaluate,
     nest,
     same_value,
@@ -152,6 +153,10 @@ def save_pretrained(
         if t.is_meta:
             raise UsageError(f"the model is on the meta device ({name} has no data)")
     env = dict(spec.get("params") or {})
+    try:
+        chosen = applied(chosen, env)  # the rules whose 'when' holds
+    except ConfigProblem as exc:
+        raise UsageError(f"{chosen.file}: {exc.message}") from None
     shapes = {k: tuple(t.shape) for k, t in tensors.items()}
     steps = plan_export(chosen, env, shapes)
     entries: list[tuple[str, tuple[int, ...], str]] = []

@@ -28,6 +28,7 @@ from archcomp.checkpoints import library
 from archcomp.checkpoints.config import (
     ConfigProblem,
     allowed,
+    applied,
     same_value,
     spec_params,
     with_defaults,
@@ -62,45 +63,65 @@ def resolve(
     checkpoint: str | Path,
     spec: SpecSource | None = None,
     mapping: str | Path | None = None,
+    params: MappingABC[str, Any] | None = None,
 ) -> Source:
-    """Stages 1-3: the folder, the mapping, the spec at the checkpoint's params."""
+    """Stages 1-3: the folder, the mapping, the spec at the checkpoint's params (and
+    ``params``, values of those the checkpoint does not fix)."""
     ck = open_checkpoint(Path(checkpoint))
+    given = dict(params or {})
     if mapping is not None:
         chosen = load_mapping(Path(mapping))
     else:
-        chosen = library.by_model_type(ck.config.get("model_type"), lambda m: _misfit(ck, m, spec))
+        chosen = library.by_model_type(
+            ck.config.get("model_type"), lambda m: _misfit(ck, m, spec, given)
+        )
     rep = Reporter()
     rep.extend(_check_identity(ck, chosen))
     g = None
     try:
-        g = _graph(ck, chosen, spec)
+        g = _graph(ck, chosen, spec, given)
     except SpecError as exc:
         rep.extend(exc.diagnostics)
     rep.extend(_check_config(ck, chosen, g.params if g is not None else None))
+    if g is not None:
+        try:
+            chosen = applied(chosen, g.params)  # the rules whose 'when' holds
+        except ConfigProblem as exc:
+            rep.add(_config_diag(ck, chosen, exc))
     rep.raise_if_failed()
     assert g is not None
     return Source(ck, chosen, g, _logical_keys(ck, chosen))
 
 
-def _misfit(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> str | None:
+def _misfit(
+    ck: Checkpoint, m: Mapping, spec: SpecSource | None, given: MappingABC[str, Any]
+) -> str | None:
     try:
-        g = _graph(ck, m, spec)
+        g = _graph(ck, m, spec, given)
     except (SpecError, UsageError) as exc:
         return str(exc).splitlines()[0]
     problems = _check_identity(ck, m) + _check_config(ck, m, g.params)
     return problems[0].message if problems else None
 
 
-def _graph(ck: Checkpoint, m: Mapping, spec: SpecSource | None) -> Graph:
+def _graph(
+    ck: Checkpoint, m: Mapping, spec: SpecSource | None, given: MappingABC[str, Any]
+) -> Graph:
     shapes = {k: ck.tensors[v].shape for k, v in _logical_keys(ck, m).items()}
     try:
         config = with_defaults(m, ck.config)
         params = spec_params(m, config, shapes)
     except ConfigProblem as exc:
         raise SpecError([_config_diag(ck, m, exc)]) from None
+    fixed = sorted(set(given) & set(params))
+    if fixed:
+        raise UsageError(
+            f"param '{fixed[0]}' is fixed by the checkpoint ({m.file} reads it from "
+            "config.json); -p sets only params the checkpoint does not fix"
+        )
     source = spec if spec is not None else library.resolve_spec(m)
     try:
-        return load_graph(source, params)
+        return load_graph(source, {**params, **given})
     except UsageError as exc:
         if re.search(r"param '\w+'", str(exc)) is None:
             raise  # not about a value config.json gave (the spec file, say)
@@ -253,6 +274,7 @@ def from_pretrained(
     *,
     mapping: str | Path | None = None,
     max_memory: int | str | None = None,
+    params: MappingABC[str, Any] | None = None,
 ) -> ArchModule:
     """See :func:`archcomp.from_pretrained`. ``max_memory`` bounds the model's bytes on every
     device (``convert --max-memory``), before any tensor is read."""
@@ -267,7 +289,7 @@ def from_pretrained(
     )
     from archcomp.backends.torch.module import tied_names
 
-    src = resolve(checkpoint, spec, mapping)
+    src = resolve(checkpoint, spec, mapping, params)
     ck, g = src.checkpoint, src.graph
     dev = resolve_device(device)
     if dev.type == "meta":

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Union
 
@@ -41,7 +41,7 @@ from archcomp.checkpoints.patterns import Key, PatternError
 from archcomp.checkpoints.transforms import TransformError, TransformSpec
 from archcomp.frontend.expr import is_expression, type_name
 from archcomp.frontend.loader import pydantic_diagnostics
-from archcomp.frontend.schema import Identifier, _Strict
+from archcomp.frontend.schema import Expr, Identifier, _Strict
 from archcomp.frontend.source import read_spec_file
 
 FORMAT_VERSION = 1
@@ -77,6 +77,11 @@ class RuleDecl(_Strict):
     transforms: list[Any] = Field(default_factory=list, max_length=16)
     drop: bool | Text | None = None
     tie: Text | None = None
+    when: bool | Expr | None = Field(
+        default=None,
+        description="whether the rule applies: a ${...} of the spec's params "
+        "(when: ${not tie_word_embeddings}); true when not written",
+    )
 
 
 class _Short(NamedTuple):
@@ -87,6 +92,7 @@ class _Short(NamedTuple):
     transforms: tuple[Any, ...] = ()
     drop: bool | None = None
     tie: str | None = None
+    when: bool | str | None = None
 
 
 class TensorSize(_Strict):
@@ -149,6 +155,7 @@ class Rule:
     path: YamlPath
     tie_to: Key | None = None
     reason: str | None = None
+    when: bool | str | None = None  # applies when true (``${...}`` of the spec's params)
 
 
 @dataclass(frozen=True)
@@ -318,7 +325,10 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
         return []
     if decl.drop not in (None, False):
         reason = decl.drop if isinstance(decl.drop, str) else None
-        return [Rule("drop", (k,), (), (), path, reason=reason) for k in src.expansions()]
+        return [
+            Rule("drop", (k,), (), (), path, reason=reason, when=decl.when)
+            for k in src.expansions()
+        ]
     other_text = decl.to if decl.to is not None else decl.tie
     assert other_text is not None
     opath: YamlPath = path
@@ -343,8 +353,10 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     names = [s.name for s in specs]
     if decl.tie is None and ("split" in names or "concat" in names):
         kind: Literal["split", "concat"] = "split" if "split" in names else "concat"
-        return _split_or_concat(kind, src, dst, specs, (path, opath), doc, rep)
-    return _paired(src, dst, decl.tie is not None, specs, (path, opath), doc, rep)
+        made = _split_or_concat(kind, src, dst, specs, (path, opath), doc, rep)
+    else:
+        made = _paired(src, dst, decl.tie is not None, specs, (path, opath), doc, rep)
+    return made if decl.when is None else [replace(r, when=decl.when) for r in made]
 
 
 def _one_kind(decl: RuleDecl | _Short, path: YamlPath, doc: SourceDoc, rep: Reporter) -> bool:

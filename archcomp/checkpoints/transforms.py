@@ -331,12 +331,11 @@ def parse(value: Any) -> TransformSpec:
         for side in ("from", "to"):
             dims = spec[side]
             if not (
-                isinstance(dims, list)
-                and 0 < len(dims) <= MAX_DIMS
-                and all(_intlike(v) for v in dims)
+                isinstance(dims, list) and len(dims) <= MAX_DIMS and all(_intlike(v) for v in dims)
             ):
                 raise TransformError(
-                    f"reshape's {side} is a shape: a list of 1 to {MAX_DIMS} sizes",
+                    f"reshape's {side} is a shape: a list of at most {MAX_DIMS} sizes "
+                    "([] for a 0-d tensor)",
                     (name, side),
                 )
         return TransformSpec(name, spec)

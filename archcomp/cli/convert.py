@@ -9,7 +9,7 @@ from typing import Any
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import free_space
 from archcomp.base.units import fmt_bytes
-from archcomp.cli.common import command, spec_path
+from archcomp.cli.common import command, overrides, spec_path
 from archcomp.cli.output import info
 
 
@@ -48,6 +48,14 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
         "any tensor is read; the free memory and the output's free disk are always checked",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing artifact")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a spec param the checkpoint does not fix (repeatable), e.g. -p image=384",
+    )
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -62,7 +70,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
     spec = spec_path(args.spec) if args.spec is not None else None
     model = from_pretrained(
-        args.checkpoint, spec, "cpu", args.dtype, mapping=args.mapping, max_memory=args.max_memory
+        args.checkpoint,
+        spec,
+        "cpu",
+        args.dtype,
+        mapping=args.mapping,
+        max_memory=args.max_memory,
+        params=overrides(args),
     )
     if out is None:
         out = Path("build") / f"{model.name}.safetensors"

@@ -21,7 +21,7 @@ from archcomp.frontend.expr import ExprError, show, substitute
 from archcomp.frontend.library import is_bare_name, model_specs, shipped_spec
 from archcomp.frontend.loader import Program, load_program
 from archcomp.frontend.params import ParamProblem, check_names, resolve, unknown_override
-from archcomp.frontend.schema import FORWARD_GLOBALS, RESERVED, InputDecl
+from archcomp.frontend.schema import FORWARD_GLOBALS, RESERVED, DimDecl, InputDecl
 from archcomp.frontend.source import SpecFileError
 from archcomp.ir import Graph, InputInfo, Origin, Ref, TensorType
 from archcomp.ir.dims import INT64_MAX, Dim, Sym
@@ -78,6 +78,7 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
             rep.add(doc.diag("missing-key", f"missing required key '{key}'", (), key=True))
     env = _params(prog, overrides, rep)
     inputs = _inputs(spec.inputs, env, doc, rep)
+    mins = _mins(spec.dims, doc, rep)
     rep.raise_if_failed()
 
     ex = Expander(prog, rep)
@@ -98,13 +99,14 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
         spec.name or "model",
         spec.description,
         env,
-        dict(spec.dims),
+        _sizes(spec.dims),
         inputs,
         ex.out.nodes,
         outputs,
         output_origins,
         Origin(doc, ()),
     )
+    g.dim_min = mins
     g.scope_inputs = _scope_refs(ex.out.block_inputs, ex.out, inputs)
     g.scope_outputs = _scope_refs(
         {k: ex.out.aliases[k] for k in ex.out.block_inputs if k in ex.out.aliases}, ex.out, inputs
@@ -114,6 +116,31 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
     g.spec_factory = lambda: normalized_spec(prog, env)
     g.source = {"main": prog.main, "files": dict(prog.sources), "params": dict(overrides)}
     return g
+
+
+def _sizes(dims: Mapping[str, int | DimDecl]) -> dict[str, int]:
+    """The example sizes of ``dims`` (``T: 64``, ``T: {size: 64}``)."""
+    out = {k: v if isinstance(v, int) else v.size for k, v in dims.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _mins(dims: Mapping[str, int | DimDecl], doc: SourceDoc, rep: Reporter) -> dict[str, int]:
+    """The least values ``dims`` declares (``T: {min: 2}``); an example size below its
+    least value is an error at the size."""
+    out: dict[str, int] = {}
+    for name, decl in dims.items():
+        if isinstance(decl, int) or decl.min == 1:
+            continue
+        out[name] = decl.min
+        if decl.size is not None and decl.size < decl.min:
+            rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"dim '{name}' has example size {decl.size}, below its least value {decl.min}",
+                    ("dims", name, "size"),
+                )
+            )
+    return out
 
 
 def _params(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> dict[str, Any]:

@@ -649,9 +649,16 @@ class Expander:
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, qid: str
     ) -> bool | None:
         """Whether the node is there (``when``, default true); None if invalid (reported)."""
-        if ns.when is None:
+        return self._condition(ns.when, env, doc, (*path, "when"), qid)
+
+    def _condition(
+        self, when: Any, env: Mapping[str, Any], doc: SourceDoc, at: YamlPath, qid: str
+    ) -> bool | None:
+        """A ``when`` (of a node or a tie) evaluated: true if not written; None if invalid
+        (reported)."""
+        if when is None:
             return True
-        value = self._eval(ns.when, env, doc, (*path, "when"), qid)
+        value = self._eval(when, env, doc, at, qid)
         if value is _FAILED:
             return None
         if not isinstance(value, bool):
@@ -659,7 +666,7 @@ class Expander:
                 doc.diag(
                     "invalid-value",
                     f"'when' must be a bool, found {value!r}",
-                    (*path, "when"),
+                    at,
                     node=qid,
                     hint="write a comparison or a bool param: when: ${stride != 1}",
                 )
@@ -720,21 +727,9 @@ class Expander:
         args = self._op_args(ns, op, doc, path, env, name)
         if args is None:
             return
-        tie: dict[str, tuple[str, str]] = {}
-        for pname, target in (ns.tie or {}).items():
-            tnode, _, tparam = target.partition(".")
-            if tnode not in local:
-                self.rep.add(
-                    doc.diag(
-                        "undefined-reference",
-                        f"tie target '{tnode}' is not a node here",
-                        (*path, "tie", pname),
-                        node=name,
-                        hint=did_you_mean(tnode, local),
-                    )
-                )
-                return
-            tie[pname] = (local[tnode], tparam or pname)
+        tie = self._ties(ns, env, doc, path, name, local)
+        if tie is None:
+            return
         init = self._init(ns, env, doc, path, name)
         if init is None:
             return
@@ -755,6 +750,50 @@ class Expander:
         self.out.order[name] = len(self.out.order)
         self.out.added.append(name)
         self.out.pending[name] = inputs
+
+    def _ties(
+        self,
+        ns: NodeSpec,
+        env: Mapping[str, Any],
+        doc: SourceDoc,
+        path: YamlPath,
+        name: str,
+        local: Mapping[str, str],
+    ) -> dict[str, tuple[str, str]] | None:
+        """The node's ties, parameter -> (qualified node, parameter); none when the tie's
+        ``when`` is false (the node then has its own parameters); None if invalid (reported)."""
+        if ns.tie is None:
+            return {}
+        targets = ns.tie.targets
+        if not targets:
+            self.rep.add(
+                doc.diag(
+                    "bad-tie",
+                    "'tie' names no parameter",
+                    (*path, "tie"),
+                    node=name,
+                    hint="tie: {weight: other_node.weight, when: ${flag}}",
+                )
+            )
+            return None
+        tie: dict[str, tuple[str, str]] = {}
+        for pname, target in targets.items():
+            tnode, _, tparam = target.partition(".")
+            if tnode not in local:
+                self.rep.add(
+                    doc.diag(
+                        "undefined-reference",
+                        f"tie target '{tnode}' is not a node here",
+                        (*path, "tie", pname),
+                        node=name,
+                        hint=did_you_mean(tnode, local),
+                    )
+                )
+                return None
+            tie[pname] = (local[tnode], tparam or pname)
+        # targets are checked whatever the condition, as an absent node's inputs are
+        present = self._condition(ns.tie.when, env, doc, (*path, "tie", "when"), name)
+        return None if present is None else tie if present else {}
 
     def _init(
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, name: str

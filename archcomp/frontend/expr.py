@@ -3,7 +3,9 @@
 Parsed with :func:`ast.parse` and evaluated by walking a small whitelist of node kinds; Python's
 ``eval`` is never called. Allowed: int/float/bool/string literals and lists, names (params
 only), ``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, and the
-calls ``min``, ``max`` and ``abs``. No attributes, subscripts or other calls.
+calls of :data:`FUNCTIONS` (``int``, ``float``, ``round``, ``min``, ``max``, ``abs``), each
+with Python's result for numbers and a located error for anything else. No attributes,
+subscripts or other calls.
 
 No expression can exhaust the machine: its text is at most :data:`MAX_LEN` characters,
 integers stay within int64 and powers are bounded, and every value it makes is bounded in
@@ -32,7 +34,7 @@ MAX_ITEMS = 10_000  # elements of a list value, nested ones included
 INT_LIMIT = 2**63 - 1
 _EXPR = re.compile(r"\$\{(.*?)\}", re.S)
 _WHOLE = re.compile(r"\s*\$\{(.*)\}\s*\Z", re.S)
-FUNCTIONS = ("min", "max", "abs")
+FUNCTIONS = ("int", "float", "round", "min", "max", "abs")
 CONSTANTS = {"true": True, "false": False, "True": True, "False": False}
 
 
@@ -164,8 +166,7 @@ class _Evaluator:
         if method is None:
             raise ExprError(
                 f"'{_describe(node)}' is not allowed in an expression",
-                hint="allowed: arithmetic, comparisons, and/or/not, "
-                "'a if c else b', min(), max(), abs()",
+                hint=f"allowed: arithmetic, comparisons, and/or/not, 'a if c else b', {_CALLS}",
             )
         return _check(method(node))
 
@@ -238,19 +239,39 @@ class _Evaluator:
         return self.run(node.body) if _truth(self.run(node.test)) else self.run(node.orelse)
 
     def _Call(self, node: ast.Call) -> Any:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name not in FUNCTIONS:
             raise ExprError(
                 f"call '{_describe(node.func)}(...)' is not allowed",
-                hint="the only calls are min(...), max(...) and abs(...)",
+                hint=f"the only calls are {_CALLS}",
             )
-        args = [_num(self.run(a), node.func.id + "()") for a in node.args]
-        if node.func.id == "abs":
-            if len(args) != 1:
-                raise ExprError("abs() takes one argument")
-            return abs(args[0])
-        if not args:
-            raise ExprError(f"{node.func.id}() needs at least one argument")
-        return min(args) if node.func.id == "min" else max(args)
+        assert name is not None
+        if node.keywords:
+            raise ExprError(f"{name}() takes no keyword arguments")
+        args = [_num(self.run(a), name + "()") for a in node.args]
+        low, high = (2, None) if name in ("min", "max") else (1, 1)
+        if len(args) < low or (high is not None and len(args) > high):
+            wanted = "one argument" if high == 1 else "two or more arguments"
+            raise ExprError(
+                f"{name}() takes {wanted}, found {len(args)}",
+                hint="round(x) rounds to an int; round(x, n) is not supported"
+                if name == "round"
+                else None,
+            )
+        return _CALL_FNS[name](args)
+
+
+_CALLS = "int(x), float(x), round(x), min(a, b, ...), max(a, b, ...) and abs(x)"
+# Python's own results: int() truncates toward zero, round() rounds half to even and gives an
+# int; the result is then checked (an int past int64 is an overflow).
+_CALL_FNS: dict[str, Callable[[list[int | float]], int | float]] = {
+    "int": lambda a: int(a[0]),
+    "float": lambda a: float(a[0]),
+    "round": lambda a: round(a[0]),
+    "min": min,
+    "max": max,
+    "abs": lambda a: abs(a[0]),
+}
 
 
 def _truth(v: Any) -> bool:

@@ -102,7 +102,20 @@ MODULE_ATTRIBUTES = frozenset(
     ]
 )
 EXPRESSION_NAMES = frozenset(
-    {"min", "max", "abs", "true", "false", "True", "False", "None", "index"}
+    {
+        "int",
+        "float",
+        "round",
+        "min",
+        "max",
+        "abs",
+        "true",
+        "false",
+        "True",
+        "False",
+        "None",
+        "index",
+    }
 )
 # 'self' is the forward's first argument, so no input (or node) may take it.
 RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES | {"self"}
@@ -153,6 +166,18 @@ class ParamDecl(_Strict):
 ParamValue = Union[ParamDecl, bool, int, float, str, list[Any]]
 
 
+Size = Annotated[int, Field(gt=0, le=2**63 - 1)]
+
+
+class DimDecl(_Strict):
+    """Long form of a symbolic dim: ``T: {size: 64, min: 2}``. ``size`` is the example size
+    of summaries; ``min`` the least size the model takes, which shape rules may rely on
+    (``x[:, :2]`` of ``[B, T]`` is ``[B, 2]``)."""
+
+    size: Size | None = None
+    min: Size = 1
+
+
 class InputDecl(_Strict):
     """A model input: ``src: {shape: [B, S], dtype: int64}`` (short form: just the shape)."""
 
@@ -163,6 +188,21 @@ class InputDecl(_Strict):
 
 InputValue = Union[InputDecl, list[int | str]]
 InRef = Union[RefText, list[RefText], dict[Identifier, Union[RefText, list[RefText]]]]
+
+
+class TieSpec(BaseModel):
+    """``tie: {weight: wte.weight}``: parameter -> ``node.param`` it reuses; an optional
+    ``when: ${expr}`` says whether the ties hold (when false the node has its own parameters)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    when: bool | Expr | None = None
+    __pydantic_extra__: dict[str, RefText] = Field(init=False)
+
+    @property
+    def targets(self) -> dict[str, str]:
+        """Parameter -> ``node.param`` (or ``node``: the same parameter name)."""
+        return dict(self.model_extra or {})
 
 
 class NodeSpec(BaseModel):
@@ -177,7 +217,7 @@ class NodeSpec(BaseModel):
     when: bool | Expr | None = None
     repeat: int | Expr | None = None
     shared: bool | Expr = False
-    tie: dict[Identifier, RefText] | None = None
+    tie: TieSpec | None = None
     init: dict[Identifier, Union[str, dict[str, Any]]] | str | None = None
     doc: str | None = None
 
@@ -228,8 +268,10 @@ class Spec(_Strict):
     name: Identifier | None = None
     description: str | None = None
     params: dict[Identifier, ParamValue] = {}
-    dims: dict[Identifier, Annotated[int, Field(gt=0, le=2**63 - 1)]] = Field(
-        default={}, description="example sizes of symbolic dims, for summaries and MACs"
+    dims: dict[Identifier, Union[Size, DimDecl]] = Field(
+        default={},
+        description="example sizes of symbolic dims, for summaries and MACs "
+        "(T: 64), and their least values (T: {size: 64, min: 2})",
     )
     imports: list[Union[ImportSpec, ImportPath]] = []
     inputs: dict[Identifier, InputValue] = {}

@@ -2,7 +2,9 @@
 
 A dimension is an ``int`` or a :class:`Sym`: a polynomial with integer coefficients over named
 symbols (``B``, ``S``, ``4*H*W``). Arithmetic on concrete sizes stays exact; a floor division
-that does not divide exactly becomes an opaque symbol such as ``floor((H - 1)/2)``.
+that does not divide exactly becomes an opaque symbol such as ``floor((H - 1)/2)``, and a
+minimum that the dim's least value does not decide one such as ``min(T, 2)`` (each symbol is
+at least 1, or the least value a spec declares: :func:`lower_bound`).
 
 Symbolic sizes are bounded, so that a small spec cannot make them explode (a product of sums
 of ten symbols each has 10^k terms): one multiplication forms at most :data:`MAX_PRODUCT`
@@ -14,7 +16,7 @@ raised, which the shape pass reports at the node.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Union
 
 Monomial = tuple[str, ...]
@@ -150,6 +152,55 @@ def floordiv(a: Dim, k: int) -> Dim:
 
 # Opaque floor-division symbols, by name: what they divide, and by what.
 _FLOORS: dict[str, tuple[Sym, int]] = {}
+# Opaque minimum symbols (``min(T, 2)``, the length of ``x[:, :2]``), by name: the dim and k.
+_MINS: dict[str, tuple[Sym, int]] = {}
+
+
+def lower_bound(d: Dim, mins: Mapping[str, int]) -> int | None:
+    """The least value ``d`` can take, each symbol at least its entry of ``mins`` (a size is
+    at least 1); None when unknown (a term with a negative coefficient, as in ``T - 2``)."""
+    if isinstance(d, int):
+        return d
+    total = 0
+    for mono, coef in d.terms:
+        if not mono:
+            total += coef
+            continue
+        if coef < 0:
+            return None
+        term = coef
+        for name in mono:
+            term *= _symbol_bound(name, mins)
+        total += term
+    return total
+
+
+def _symbol_bound(name: str, mins: Mapping[str, int]) -> int:
+    """A symbol's least value: declared, derived for floor and min symbols, else 1 (a size)."""
+    if name in _FLOORS:
+        inner, k = _FLOORS[name]
+        low = lower_bound(inner, mins)
+        return max(low // k, 0) if low is not None else 0
+    if name in _MINS:
+        inner, k = _MINS[name]
+        low = lower_bound(inner, mins)
+        return min(low, k) if low is not None else 0
+    return max(mins.get(name, 1), 1)
+
+
+def minimum(d: Dim, k: int, mins: Mapping[str, int]) -> Dim:
+    """min(d, k) for a size ``d``: ``k`` when ``d`` is known to be at least ``k`` (``mins``
+    gives each symbol's least value), else the symbol ``min(d, k)``."""
+    if isinstance(d, int):
+        return min(d, k)
+    low = lower_bound(d, mins)
+    if low is not None and low >= k:
+        return k
+    name = f"min({d}, {k})"
+    if len(name) > MAX_NAME:
+        raise DimTooLarge(f"a symbolic size whose name is over {MAX_NAME} characters")
+    _MINS[name] = (d, k)
+    return Sym.symbol(name)
 
 
 def check_dim(d: Dim) -> None:
@@ -183,7 +234,7 @@ def is_concrete(d: Dim) -> bool:
 
 def fmt_dim(d: Dim) -> str:
     s = str(d)
-    return f"({s})" if isinstance(d, Sym) and (" " in s) else s
+    return f"({s})" if isinstance(d, Sym) and " " in s and s not in _MINS else s
 
 
 def fmt_shape(shape: Sequence[Dim]) -> str:
@@ -207,6 +258,9 @@ def substitute(d: Dim, sizes: dict[str, int]) -> Dim:
             elif s in _FLOORS:
                 inner, k = _FLOORS[s]
                 term = mul(term, floordiv(substitute(inner, sizes), k))
+            elif s in _MINS:
+                inner, k = _MINS[s]
+                term = mul(term, minimum(substitute(inner, sizes), k, {}))
             else:
                 term = mul(term, Sym.symbol(s))
         out = add(out, term)

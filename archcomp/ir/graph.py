@@ -105,7 +105,7 @@ class Graph:
     name: str
     description: str | None
     params: dict[str, Any]
-    dims: dict[str, int]
+    dims: dict[str, int]  # example sizes of symbols, for summaries
     inputs: dict[str, InputInfo]
     nodes: dict[str, Node]
     outputs: dict[str, Ref]
@@ -124,6 +124,8 @@ class Graph:
     written_order: dict[str, int] = field(default_factory=dict)
     # inputs and nodes read by absent nodes ('when' false, 'repeat: 0'), for the unused checks
     read_by_absent: set[str] = field(default_factory=set)
+    # least values of symbols, declared in ``dims`` (``T: {min: 2}``); a size is at least 1
+    dim_min: dict[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """One screen at most: name, node count, inputs, outputs (``repr`` of a 3-node graph

@@ -81,6 +81,7 @@ class ShapeCtx:
     args: Any
     inputs: Mapping[str, TensorType | list[TensorType] | None]
     inferred: dict[str, Any] = field(default_factory=dict)
+    mins: Mapping[str, int] = field(default_factory=dict)  # symbols' declared least values
 
     @property
     def x(self) -> TensorType:

@@ -7,12 +7,12 @@ No op is registered here: :mod:`archcomp.ops.shape` declares ``index`` with thes
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import EllipsisType
 from typing import Union
 
 from archcomp.ir import TensorType
-from archcomp.ir.dims import INT64_MAX, Dim, Sym, add, floordiv, fmt_shape, sub
+from archcomp.ir.dims import INT64_MAX, Dim, add, floordiv, fmt_shape, minimum, sub
 from archcomp.ir.opdef import ShapeError
 
 IndexItem = Union[int, slice, EllipsisType, None]
@@ -80,31 +80,32 @@ def parse_index(at: str | int | Sequence[int | str | None]) -> tuple[IndexItem, 
     return tuple(items)
 
 
-def _slice_len(s: slice, d: Dim, axis: int) -> Dim:
+def _slice_len(s: slice, d: Dim, axis: int, mins: Mapping[str, int]) -> Dim:
     step = s.step or 1
     if isinstance(d, int):
         n = len(range(*s.indices(d)))
         if n == 0:
             raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} (size {d}) is empty", arg="at")
         return n
-    # symbolic: exact when the length does not depend on the dim's size (x[:, 1:], x[:, :-1]);
-    # otherwise (x[:, :16] is min(S, 16) long) the length is a new symbol named after the slice
+    # symbolic: exact when the length does not depend on the dim's size (x[:, 1:], x[:, :-1]),
+    # or when the dim's least value (``mins``) decides it (x[:, :2] of T >= 2 is 2 long);
+    # otherwise x[:, :16] is min(T, 16) long
     if s.start is not None and s.stop is not None and s.start < 0 <= s.stop:
         raise ShapeError(
             f"slice {_fmt_slice(s)} of dim {axis} needs a concrete size, found symbolic '{d}'",
             arg="at",
             hint="count both bounds from the same end",
         )
-    from_front = s.start is None or s.start >= 0
-    to_back = s.stop is None or s.stop < 0
     same_end = s.start is not None and s.stop is not None and (s.start < 0) == (s.stop < 0)
     if same_end and s.stop <= s.start:
         raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} is empty", arg="at")
-    if not (from_front and to_back):
-        return Sym.symbol(f"{d}[{_fmt_slice(s)}]")
     start: Dim = 0 if s.start is None else s.start
-    stop: Dim = d if s.stop is None else add(d, s.stop)
-    length = sub(stop, start)
+    if s.stop is not None and s.stop >= 0:  # x[a:b]: min(d, b) - a
+        length = sub(minimum(d, s.stop, mins), start)
+    elif s.start is not None and s.start < 0:  # x[-a:] or x[-a:-b]: min(d, a) - b
+        length = sub(minimum(d, -s.start, mins), -(s.stop or 0))
+    else:  # x[a:] or x[a:-b]: d - b - a
+        length = sub(add(d, s.stop or 0), start)
     if isinstance(length, int) and length <= 0:
         raise ShapeError(f"slice {_fmt_slice(s)} of dim {axis} is empty", arg="at")
     return length if step == 1 else floordiv(add(length, step - 1), step)
@@ -117,10 +118,14 @@ def _fmt_slice(s: slice) -> str:
     return f"{f(s.start)}:{f(s.stop)}" + (f":{s.step}" if s.step is not None else "")
 
 
-def indexed_shape(x: TensorType, at: str | int | Sequence[int | str | None]) -> tuple[Dim, ...]:
+def indexed_shape(
+    x: TensorType,
+    at: str | int | Sequence[int | str | None],
+    mins: Mapping[str, int] | None = None,
+) -> tuple[Dim, ...]:
     """The shape of ``x[at]``: each int drops a dim, each slice keeps one (sized by
-    :func:`_slice_len`), each ``None`` adds a dim of size 1; ``...`` stands for the dims the
-    index leaves out."""
+    :func:`_slice_len`; ``mins`` are the symbols' least values), each ``None`` adds a dim of
+    size 1; ``...`` stands for the dims the index leaves out."""
     items = list(parse_index(at))
     used = sum(1 for i in items if i is not None and i is not ...)
     if used > x.rank:
@@ -141,7 +146,7 @@ def indexed_shape(x: TensorType, at: str | int | Sequence[int | str | None]) -> 
             continue
         d = x.shape[axis]
         if isinstance(item, slice):
-            out.append(_slice_len(item, d, axis))
+            out.append(_slice_len(item, d, axis, mins or {}))
         elif isinstance(item, int) and isinstance(d, int) and not -d <= item < d:
             raise ShapeError(
                 f"index {item} is out of range for dim {axis} (size {d})",

@@ -337,8 +337,9 @@ class IndexArgs(OpArgs):
     """Basic indexing, Python style: ``"[:, -1, :]"``, ``"[..., 0]"``, ``"[:, 1:5:2]"`` (ints,
     slices ``a:b:c``, ``...``, ``None`` for a new dim of size 1; quote it in YAML), the same as a
     list: ``[":", -1, ":"]``, or one int. A slice of a symbolic dim keeps an exact size where
-    the size does not depend on the dim (``1:`` gives ``S - 1``); otherwise (``:16`` is
-    ``min(S, 16)``) its size is a new symbol, ``S[:16]``.
+    the size does not depend on the dim (``1:`` gives ``S - 1``) or the dim's least size decides
+    it (``:2`` of ``S`` declared ``dims: {S: {min: 2}}`` gives 2); otherwise its size is the
+    symbol ``min(S, 16)`` (for ``:16``).
     """
 
     at: str | int | list[int | str | None] = Field(
@@ -348,7 +349,7 @@ class IndexArgs(OpArgs):
 
 
 def _index_shape(ctx: ShapeCtx) -> TensorType:
-    return TensorType(indexed_shape(ctx.x, ctx.args.at), ctx.x.dtype)
+    return TensorType(indexed_shape(ctx.x, ctx.args.at, ctx.mins), ctx.x.dtype)
 
 
 def _index_lower(c: LowerCtx) -> Any:

@@ -87,7 +87,7 @@ def _run_rule(
 ) -> dict[str, TensorType]:
     """Run the op's shape rule: the result types by name; the inferred args are stored on
     ``node.args``. Raises :class:`ShapeError`."""
-    ctx = ShapeCtx(node.args, types)
+    ctx = ShapeCtx(node.args, types, mins=g.dim_min)
     try:
         result = node.op.shape(ctx)
         outs = result if isinstance(result, dict) else {node.op.results[0]: result}

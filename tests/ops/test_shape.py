@@ -27,7 +27,7 @@ from lowering import (
 )
 from numerics import assert_same
 
-from archcomp import load_graph
+from archcomp import SpecError, load_graph
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Sym, add, floordiv, mul
 from archcomp.ops import get_op
@@ -205,12 +205,76 @@ def test_index_shapes() -> None:
     # symbolic dims: bounds assumed inside the dim
     assert out(x, "op: index, at: '[:, 1:]'") == (B, add(S, -1), 512)
     assert out(x, "op: index, at: '[:, :-1]'") == (B, add(S, -1), 512)
-    assert out(x, "op: index, at: '[:, -3:]'") == (B, Sym.symbol("S[-3:]"), 512)  # min(S, 3)
-    assert out(x, "op: index, at: '[:, :16]'") == (B, Sym.symbol("S[:16]"), 512)  # min(S, 16)
-    assert out(x, "op: index, at: '[:, :4]'") == (B, Sym.symbol("S[:4]"), 512)
+    # a length the dim's size decides is min(S, k): S is at least 1 and no more is known
+    assert out(x, "op: index, at: '[:, -3:]'") == (B, Sym.symbol("min(S, 3)"), 512)
+    assert out(x, "op: index, at: '[:, :16]'") == (B, Sym.symbol("min(S, 16)"), 512)
+    assert out(x, "op: index, at: '[:, :4]'") == (B, Sym.symbol("min(S, 4)"), 512)
+    assert out(x, "op: index, at: '[:, 1:4]'") == (B, add(Sym.symbol("min(S, 4)"), -1), 512)
+    assert out(x, "op: index, at: '[:, :1]'") == (B, 1, 512)  # every size is at least 1
+    assert out(x, "op: index, at: '[:, -1:]'") == (B, 1, 512)
     assert out(x, "op: index, at: '[:, ::2]'") == (B, floordiv(add(S, 1), 2), 512)
     assert out(x, "op: index, at: '[:, 1:-1]'") == (B, add(S, -2), 512)
-    assert out(x, "op: index, at: '[:, -5:-2]'") == (B, Sym.symbol("S[-5:-2]"), 512)
+    assert out(x, "op: index, at: '[:, -5:-2]'") == (B, add(Sym.symbol("min(S, 5)"), -2), 512)
+
+
+def _index_of(dims: str, at: str) -> tuple[object, ...]:
+    """The shape of ``x[at]`` for x of [B, T] under ``dims``."""
+    text = f"""
+archcomp: 1
+name: m
+dims: {dims}
+inputs: {{x: [B, T]}}
+nodes: [{{id: n, op: index, at: "{at}"}}]
+outputs: n
+"""
+    return next(iter(load_graph(text).nodes["n"].outputs.values())).shape
+
+
+@pytest.mark.parametrize(
+    ("at", "least", "shape"),
+    [
+        ("[:, :2]", 2, (B, 2)),  # T >= 2: x[:, :2] has 2 rows
+        ("[:, :2]", 1, (B, Sym.symbol("min(T, 2)"))),  # T may be 1
+        ("[:, -3:]", 3, (B, 3)),
+        ("[:, 1:5]", 8, (B, 4)),
+        ("[:, 1:5]", 4, (B, add(Sym.symbol("min(T, 5)"), -1))),
+        ("[:, -4:-1]", 4, (B, 3)),
+        ("[:, :6:2]", 6, (B, 3)),
+    ],
+)
+def test_index_uses_the_declared_least_size(at: str, least: int, shape: tuple[object, ...]) -> None:
+    """``dims: {T: {min: k}}`` decides min(T, n) for n <= k; a planted off-by-one in the bound
+    (``low > k``) fails the cases where n == k."""
+    assert _index_of(f"{{B: 1, T: {{size: 16, min: {least}}}}}", at) == shape
+
+
+def test_concat_of_a_split_sequence_is_the_sequence() -> None:
+    """x[:, :2] and x[:, 2:] of T >= 2 joined again are T long (not T + T[:2] - 2)."""
+    text = """
+archcomp: 1
+name: m
+dims: {B: 1, T: {min: 2}}
+inputs: {x: [B, T, 4]}
+nodes:
+  - {id: head, op: index, at: "[:, :2]"}
+  - {id: tail, op: index, in: x, at: "[:, 2:]"}
+  - {id: both, op: concat, in: [head, tail], dim: 1}
+outputs: both
+"""
+    assert next(iter(load_graph(text).nodes["both"].outputs.values())).shape == (B, T, 4)
+
+
+def test_example_size_below_its_least_value() -> None:
+    text = """
+archcomp: 1
+name: m
+dims: {T: {size: 1, min: 2}}
+inputs: {x: [B, T]}
+nodes: [{id: n, op: index, at: "[:, :2]"}]
+outputs: n
+"""
+    with pytest.raises(SpecError, match="dim 'T' has example size 1, below its least value 2"):
+        load_graph(text)
 
 
 def test_index_range_errors() -> None:
