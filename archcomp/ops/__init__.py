@@ -20,6 +20,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     reduce,
     relative_bias,
     resample,
+    scan,
     shape,
 )
 from archcomp.ops.registry import REGISTRY, OpArgs, OpDef, Port, ShapeError, Style, all_ops, get_op
