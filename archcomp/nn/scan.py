@@ -72,7 +72,7 @@ class SelectiveScan(nn.Module):
     [B, N, L]; owns
     ``A_log`` (D, N) and ``D`` (D,), named as in Mamba's checkpoints.
 
-    Computes in float32 (as the reference does) and returns x's dtype. ``algorithm``:
+    Computes in float32 at least (as the reference does) and returns x's dtype. ``algorithm``:
     ``sequential`` (the reference loop), ``chunked``, or ``auto`` (the loop up to
     ``SEQUENTIAL_UP_TO`` positions, the chunked scan beyond).
     """
@@ -114,14 +114,15 @@ class SelectiveScan(nn.Module):
         z: Tensor | None = None,
         delta_bias: Tensor | None = None,
     ) -> Tensor:
-        u, dt = x.float(), delta.float()  # (B, D, L)
+        work = torch.promote_types(x.dtype, torch.float32)  # float32 at least
+        u, dt = x.to(work), delta.to(work)  # (B, D, L)
         if delta_bias is not None:
-            dt = dt + delta_bias.float()[:, None]  # (B, D, L) + (D, 1)
+            dt = dt + delta_bias.to(work)[:, None]  # (B, D, L) + (D, 1)
         if self.delta_softplus:
             dt = F.softplus(dt)
-        A = -torch.exp(self.A_log.float())  # (D, N)
+        A = -torch.exp(self.A_log.to(work))  # (D, N)
         decay = torch.exp(dt[..., None] * A[:, None])  # (B, D, L, N)
-        drive = (dt * u)[..., None] * b.float().transpose(1, 2)[:, None]  # (B, D, L, N)
+        drive = (dt * u)[..., None] * b.to(work).transpose(1, 2)[:, None]  # (B, D, L, N)
         length = decay.shape[2]
         if self.algorithm == "sequential" or (
             self.algorithm == "auto" and length <= SEQUENTIAL_UP_TO
@@ -129,10 +130,10 @@ class SelectiveScan(nn.Module):
             h = sequential_scan(decay, drive)
         else:
             h = chunked_scan(decay, drive, self.chunk_size)  # (B, D, L, N)
-        y = torch.einsum("bdln,bnl->bdl", h, c.float())  # (B, D, L)
-        y = y + u * self.D.float()[:, None]
+        y = torch.einsum("bdln,bnl->bdl", h, c.to(work))  # (B, D, L)
+        y = y + u * self.D.to(work)[:, None]
         if z is not None:
-            y = y * F.silu(z.float())
+            y = y * F.silu(z.to(work))
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:

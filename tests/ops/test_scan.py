@@ -30,6 +30,7 @@ from archcomp import load_graph
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Sym, mul
 from archcomp.nn.scan import SelectiveScan, chunked_scan, sequential_scan
+from archcomp.ops.scan import SelectiveScanArgs
 
 B, L = Sym.symbol("B"), Sym.symbol("L")
 
@@ -53,6 +54,7 @@ def test_selective_scan_shapes_params_and_macs() -> None:
         )
     )
     n = g.nodes["n"]
+    assert isinstance(n.args, SelectiveScanArgs)
     assert (n.args.num_features, n.args.d_state) == (6, 4)
     assert n.op.param_shapes(n.args) == {"A_log": (6, 4), "D": (6,)}
     assert n.outputs["out"] == TensorType((B, 6, L))
@@ -155,29 +157,32 @@ def _scan_module(gm: Any) -> SelectiveScan:
     m = gm.get_submodule(gm.node_meta["n"]["module"])
     assert isinstance(m, SelectiveScan)
     with torch.no_grad():  # decays spread over (0, 1): A_log drawn, not Mamba's 1..N
-        m.A_log.copy_(torch.randn(6, 4) * 0.7)
+        m.A_log.copy_(torch.randn(6, 4, dtype=m.A_log.dtype) * 0.7)
         m.D.normal_()
     return m
 
 
-def _against_reference(algorithm: str, length: int, decay: Any = None) -> float:
+def _against_reference(
+    algorithm: str, length: int, decay: Any = None, dtype: torch.dtype = torch.float32
+) -> float:
     """The compiled op against :func:`reference_scan`: outputs and the gradients of every
     input and parameter; returns the largest relative error, after asserting the rule."""
-    _, gm = compile_spec(SCAN_SPEC.replace("ALGORITHM", algorithm))
+    g = load_graph(SCAN_SPEC.replace("ALGORITHM", algorithm))
+    gm = compile_for_test(g, dtype=dtype)
     m = _scan_module(gm)
-    xs = tuple(t.requires_grad_() for t in _scan_inputs(length))
+    xs = tuple(t.to(dtype).requires_grad_() for t in _scan_inputs(length))
     u, delta, b, c, z, bias = xs
     extra = {"decay": decay} if decay else {}
     wrt = (*xs, m.A_log, m.D)
     with RoundingChains() as chains:
         y = run(gm, *xs)["y"]
         want = reference_scan(u, delta, m.A_log, b, c, m.D, z, bias, **extra)
-        tol = chains.tolerance(torch.float32, y, want)
-        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+        tol = chains.tolerance(dtype, y, want)
+        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
         got = torch.autograd.grad((y * w).sum(), wrt)
         ref = torch.autograd.grad((want * w).sum(), wrt)
     errors = [numerics.assert_close(y, want, tol, msg="output")]
-    grad_tol = chains.tolerance(torch.float32)
+    grad_tol = chains.tolerance(dtype)
     scale = numerics.rms(torch.cat([r.flatten() for r in ref]))
     for name, a, e in zip(
         ("u", "delta", "B", "C", "z", "delta_bias", "A_log", "D"), got, ref, strict=True
@@ -192,6 +197,12 @@ def _against_reference(algorithm: str, length: int, decay: Any = None) -> float:
 )
 def test_selective_scan_equals_the_reference_loop(algorithm: str, length: int) -> None:
     _against_reference(algorithm, length)
+
+
+@pytest.mark.parametrize("algorithm", ["sequential", "chunked"])
+def test_a_float64_build_scans_in_float64(algorithm: str) -> None:
+    """float64's tolerance (1e-15) fails a scan that rounds to float32 inside."""
+    _against_reference(algorithm, 9, dtype=torch.float64)
 
 
 def test_the_reference_comparison_catches_a_wrong_discretisation() -> None:
@@ -243,6 +254,7 @@ def test_init_build_dtypes_and_meta() -> None:
     )
     g, gm = compile_spec(text)
     m = gm.get_submodule(gm.node_meta["n"]["module"])
+    assert isinstance(m, SelectiveScan)
     assert torch.equal(-torch.exp(m.A_log), -torch.arange(1.0, 5.0).expand(6, 4))  # S4D-real
     assert torch.equal(m.D, torch.ones(6))
     x, b = torch.randn(2, 6, 5), torch.randn(2, 4, 5)
