@@ -22,12 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# auto: the loop up to this length, the chunked scan beyond (benchmarks/bench_scan.py)
-SEQUENTIAL_UP_TO = 8
+# auto: the loop up to this length, the chunked scan beyond where autograd records or off the
+# CPU. Measured on CPU (256 channels, 16 states; benchmarks/bench_scan.py): with backward the
+# loop wins at 16 positions and ties at 64, and at 256 the chunked scan takes a quarter of its
+# time (and of transformers' loop); forward alone, the CPU loop is as fast or faster (the
+# chunked scan streams its log2(chunk) levels through memory). On a GPU the loop is one launch
+# per step and position.
+SEQUENTIAL_UP_TO = 32
 
 
 def sequential_scan(a: Tensor, b: Tensor) -> Tensor:
     """``h_t = a_t * h_{t-1} + b_t`` along dim 2 from h = 0, one step per position."""
+    if a.shape[2] == 0:
+        return b  # no positions, no states
     h = torch.zeros_like(b[:, :, 0])  # (B, D, N)
     states = []
     for t in range(a.shape[2]):
@@ -53,6 +60,7 @@ def _inclusive_scan(a: Tensor, b: Tensor, dim: int) -> tuple[Tensor, Tensor]:
 def chunked_scan(a: Tensor, b: Tensor, chunk_size: int) -> Tensor:
     """:func:`sequential_scan`'s result by a parallel scan inside chunks and over chunks."""
     batch, d, length, n = a.shape
+    chunk_size = max(1, min(chunk_size, length))  # no padding beyond the input
     chunks = -(-length // chunk_size)
     pad = chunks * chunk_size - length
     if pad:  # (1, 0) pairs leave the state as it is
@@ -69,12 +77,11 @@ def chunked_scan(a: Tensor, b: Tensor, chunk_size: int) -> Tensor:
 
 class SelectiveScan(nn.Module):
     """Mamba's S6 scan over x [B, D, L] with delta [B, D, L], b and c (the paper's B and C)
-    [B, N, L]; owns
-    ``A_log`` (D, N) and ``D`` (D,), named as in Mamba's checkpoints.
+    [B, N, L]; owns ``A_log`` (D, N) and ``D`` (D,), named as in Mamba's checkpoints.
 
     Computes in float32 at least (as the reference does) and returns x's dtype. ``algorithm``:
-    ``sequential`` (the reference loop), ``chunked``, or ``auto`` (the loop up to
-    ``SEQUENTIAL_UP_TO`` positions, the chunked scan beyond).
+    ``sequential`` (the reference loop), ``chunked``, or ``auto`` (the chunked scan beyond
+    ``SEQUENTIAL_UP_TO`` positions where autograd records or off the CPU, else the loop).
     """
 
     def __init__(
@@ -123,18 +130,21 @@ class SelectiveScan(nn.Module):
         A = -torch.exp(self.A_log.to(work))  # (D, N)
         decay = torch.exp(dt[..., None] * A[:, None])  # (B, D, L, N)
         drive = (dt * u)[..., None] * b.to(work).transpose(1, 2)[:, None]  # (B, D, L, N)
-        length = decay.shape[2]
-        if self.algorithm == "sequential" or (
-            self.algorithm == "auto" and length <= SEQUENTIAL_UP_TO
-        ):
-            h = sequential_scan(decay, drive)
-        else:
+        if self._chunked(decay):
             h = chunked_scan(decay, drive, self.chunk_size)  # (B, D, L, N)
+        else:
+            h = sequential_scan(decay, drive)
         y = torch.einsum("bdln,bnl->bdl", h, c.to(work))  # (B, D, L)
         y = y + u * self.D.to(work)[:, None]
         if z is not None:
             y = y * F.silu(z.to(work))
         return y.to(x.dtype)
+
+    def _chunked(self, decay: Tensor) -> bool:
+        if self.algorithm != "auto":
+            return self.algorithm == "chunked"
+        backward = torch.is_grad_enabled() and decay.requires_grad
+        return decay.shape[2] > SEQUENTIAL_UP_TO and (backward or decay.device.type != "cpu")
 
     def extra_repr(self) -> str:
         return (

@@ -31,7 +31,8 @@ class SelectiveScanArgs(OpArgs):
     names. ``num_features`` (D) and ``d_state`` (N) are inferred from x and B. ``algorithm``:
     ``sequential``, the reference loop of one step per position; ``chunked``, a parallel scan
     inside chunks of ``chunk_size`` positions and over the chunks (log steps, equal up to
-    rounding); ``auto``, the loop for short inputs and the chunked scan otherwise.
+    rounding); ``auto``, the chunked scan for inputs over 32 positions where autograd records
+    or off the CPU, else the loop (the faster of the two on CPU, benchmarks/bench_scan.py).
     """
 
     delta_softplus: bool = Field(default=False, description="softplus on delta (+ delta_bias)")

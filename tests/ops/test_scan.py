@@ -193,7 +193,7 @@ def _against_reference(
 
 @pytest.mark.parametrize(
     ("algorithm", "length"),
-    [("sequential", 9), ("chunked", 9), ("chunked", 16), ("auto", 3), ("auto", 21)],
+    [("sequential", 9), ("chunked", 9), ("chunked", 16), ("auto", 3), ("auto", 40)],
 )
 def test_selective_scan_equals_the_reference_loop(algorithm: str, length: int) -> None:
     _against_reference(algorithm, length)
@@ -210,7 +210,7 @@ def test_the_reference_comparison_catches_a_wrong_discretisation() -> None:
         _against_reference("chunked", 9, decay=euler)
 
 
-@pytest.mark.parametrize("length", [1, 2, 5, 8, 31, 64])
+@pytest.mark.parametrize("length", [0, 1, 2, 5, 8, 31, 64])
 @pytest.mark.parametrize("chunk_size", [1, 4, 32])
 def test_chunked_scan_equals_the_loop_at_every_length(length: int, chunk_size: int) -> None:
     g = torch.Generator().manual_seed(length)
@@ -323,3 +323,26 @@ def test_mamba_mixer_block_equals_transformers(bias: bool) -> None:
     scale = numerics.rms(torch.cat([g.flatten() for g in expected]))
     for name, a, e in zip(["x", *names], got, expected, strict=True):
         numerics.assert_close(a, e, chains.tolerance(torch.float32), floor=scale, msg=name)
+
+
+def test_auto_picks_the_chunked_scan_for_long_inputs_under_autograd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import archcomp.nn.scan as scan_module
+
+    calls: list[str] = []
+    for name in ("sequential_scan", "chunked_scan"):
+        real = getattr(scan_module, name)
+        monkeypatch.setattr(
+            scan_module, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a)
+        )
+    m = SelectiveScan(6, 4)
+    for length, grad, want in [
+        (32, True, "sequential_scan"),
+        (33, True, "chunked_scan"),
+        (33, False, "sequential_scan"),
+    ]:
+        x, b = torch.randn(1, 6, length), torch.randn(1, 4, length)
+        with torch.set_grad_enabled(grad):
+            m(x, x, b, b)
+        assert calls.pop() == want, (length, grad)
