@@ -8,9 +8,12 @@ layers of conv, scan (one step per position in transformers' loop) and projectio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numerics
 import pytest
 import torch
+from equivalence import check_compile_export_emit
 from numerics import RoundingChains
 from torch import nn
 
@@ -93,3 +96,9 @@ def test_mamba_spec_equals_transformers_mamba_for_causal_lm(algorithm: str) -> N
     scale = numerics.rms(torch.cat([e.flatten() for e in expected]))
     for name, a, e in zip(theirs, grads, expected, strict=True):
         numerics.assert_close(a, e, chains.tolerance(torch.float32), floor=scale, msg=name)
+
+
+def test_mamba_compiles_exports_and_emits_standalone_python(tmp_path: Path) -> None:
+    model = archcomp.build("mamba", params={**SMALL, "N": 1}, seed=0)
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(3))
+    check_compile_export_emit(model, (ids,), tmp_path)
