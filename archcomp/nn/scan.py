@@ -2,16 +2,16 @@
 step size and input/output maps depend on the input.
 
     dt  = softplus(delta + delta_bias)        (when delta_softplus)
-    A   = -exp(A_log)                         (D, N), so every decay exp(dt * A) is in (0, 1]
+    A   = -exp(A_log)                         (D, N): a decay exp(dt * A) is in (0, 1] for dt >= 0
     h_t = exp(dt_t A) * h_{t-1} + (dt_t * u_t) B_t        h_0 = 0, per channel d: (N,)
     y_t = C_t . h_t + D * u_t,   y_t * silu(z_t) when a gate z is given
 
 Two ways to run the recurrence, equal up to rounding: the reference loop of the paper's
-``selective_scan_ref`` (and transformers' ``MambaMixer.slow_forward``), one step per position,
+``selective_scan_ref`` (and of transformers' ``mamba_selective_scan``), one step per position,
 and a chunked parallel scan: a Hillis-Steele scan inside chunks of ``chunk_size`` positions (all
 chunks at once), the same scan over the chunks' end states, and one broadcast multiply-add
 that carries each chunk's incoming state in. It multiplies decays and adds, never divides or
-takes a log, so it is as safe as the loop; it runs log2 steps instead of L.
+takes a log, so it is as safe as the loop; it runs log2(chunk) + log2(chunks) steps, not L.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def chunked_scan(a: Tensor, b: Tensor, chunk_size: int) -> Tensor:
     if pad:  # (1, 0) pairs leave the state as it is
         a = F.pad(a, (0, 0, 0, pad), value=1.0)
         b = F.pad(b, (0, 0, 0, pad))
-    a = a.view(batch, d, chunks, chunk_size, n)  # (B, D, chunks, T, N)
-    b = b.view(batch, d, chunks, chunk_size, n)
+    a = a.reshape(batch, d, chunks, chunk_size, n)  # (B, D, chunks, T, N)
+    b = b.reshape(batch, d, chunks, chunk_size, n)
     a, b = _inclusive_scan(a, b, dim=3)  # each chunk from h = 0
     _, ends = _inclusive_scan(a[:, :, :, -1], b[:, :, :, -1], dim=2)  # (B, D, chunks, N)
     carry = F.pad(ends[:, :, :-1], (0, 0, 1, 0))  # the state entering each chunk
