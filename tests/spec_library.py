@@ -65,6 +65,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
             "window": 4,
         },
     ),
+    "mamba": (
+        129_135_360,
+        {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},
+    ),
     "vit_b16": (
         86_567_656,
         {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},

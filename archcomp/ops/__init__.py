@@ -25,6 +25,7 @@ from archcomp.ops import (  # noqa: F401  (each module registers its ops)
     reduce,
     relative_bias,
     resample,
+    scan,
     select,
     shape,
 )
