@@ -91,10 +91,11 @@ def olmo2() -> Reference:
     return decoder_layer("Olmo2")
 
 
-def gemma2(sliding: bool) -> Reference:
-    """A sliding layer (window 4) or a global one (Gemma 2 alternates them)."""
+def gemma2(sliding: bool, layer: bool = False) -> Reference:
+    """A sliding layer (window 4) or a global one (Gemma 2 alternates them): its attention
+    (Gemma2Attention) or the whole Gemma2DecoderLayer."""
     from transformers.masking_utils import causal_mask_function, sliding_window_causal_mask_function
-    from transformers.models.gemma2.modeling_gemma2 import Gemma2Attention, Gemma2RotaryEmbedding
+    from transformers.models.gemma2 import modeling_gemma2 as gemma
 
     config = hf_config(
         "Gemma2",
@@ -104,20 +105,26 @@ def gemma2(sliding: bool) -> Reference:
         attn_logit_softcapping=2.0,
         sliding_window=4,
         layer_types=["sliding_attention" if sliding else "full_attention"],
+        hidden_activation="gelu_pytorch_tanh",
     )
-    attn = Gemma2Attention(config, layer_idx=0)
-    rotary = Gemma2RotaryEmbedding(config)
+    module: nn.Module
+    if layer:
+        module = gemma.Gemma2DecoderLayer(config, layer_idx=0)
+    else:
+        module = gemma.Gemma2Attention(config, layer_idx=0)
+    rotary = gemma.Gemma2RotaryEmbedding(config)
     rule = sliding_window_causal_mask_function(4) if sliding else causal_mask_function
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
         cos_sin = rotary(x, torch.arange(n)[None])
-        return attn(x, position_embeddings=cos_sin, attention_mask=additive(allowed(n, rule)))[0]
+        out = module(x, position_embeddings=cos_sin, attention_mask=additive(allowed(n, rule)))
+        return out[0] if isinstance(out, tuple) else out
 
     # 9 positions: the window of 4 hides keys from the fifth query on
-    rename = {"self_attn.": "", "out_proj": "o_proj"}
+    rename = {"out_proj": "o_proj"} if layer else {"self_attn.": "", "out_proj": "o_proj"}
     return Reference(
-        attn, forward, inputs(2, 9, 32, seed=2), rename, {"window": 4 if sliding else 0}
+        module, forward, inputs(2, 9, 32, seed=2), rename, {"window": 4 if sliding else 0}
     )
 
 
@@ -195,6 +202,8 @@ CASES: dict[str, tuple[str, Callable[[], Reference]]] = {
     "olmo2": ("olmo2_decoder_layer", olmo2),
     "gemma2": ("gemma2_sliding_attention", lambda: gemma2(sliding=True)),
     "gemma2-global": ("gemma2_sliding_attention", lambda: gemma2(sliding=False)),
+    "gemma2-layer": ("gemma2_decoder_layer", lambda: gemma2(sliding=True, layer=True)),
+    "gemma2-layer-global": ("gemma2_decoder_layer", lambda: gemma2(sliding=False, layer=True)),
     "t5-encoder": ("t5_layer_self_attention", lambda: t5(decoder=False)),
     "t5-decoder": ("t5_layer_self_attention", lambda: t5(decoder=True)),
     "swin": ("swin_shifted_window_layer", lambda: swin(shift=1)),
@@ -253,6 +262,14 @@ PLANTED = [
     ("gemma2", 'scale: "${query_pre_attn_scalar ** -0.5}", ', ""),
     # a window one key wider
     ("gemma2", 'window: "${window}"', 'window: "${window + 1}"'),
+    # Llama's gain w, not Gemma's (1 + w), after the MLP
+    ("gemma2-layer", '{id: post_feedforward_layernorm, op: rms_norm, eps: "${eps}", offset: 1}',
+     '{id: post_feedforward_layernorm, op: rms_norm, eps: "${eps}"}'),
+    # the second residual around the pre-norm's output, not h
+    ("gemma2-layer-global", "in: [res_1, post_feedforward_layernorm]",
+     "in: [pre_feedforward_layernorm, post_feedforward_layernorm]"),
+    # exact GELU, not gelu_pytorch_tanh
+    ("gemma2-layer", "approximate: tanh", "approximate: none"),
     # T5's scores are not scaled
     ("t5-encoder", "scale: 1.0, ", ""),
     # the decoder's buckets two-sided
@@ -261,9 +278,8 @@ PLANTED = [
     ("swin", "factor: -100.0", "factor: 0.0"),
     # rolled the wrong way
     ("swin", 'shifts: ["${-shift}", "${-shift}"]', 'shifts: ["${shift}", "${shift}"]'),
-    # BART's positions without the offset
-    ("bart", "{id: offset_positions, op: add, in: positions, scalar: 2}",
-     "{id: offset_positions, op: add, in: positions, scalar: 0}"),
+    # BART's positions without the offset (the same table, read from row 0)
+    ("bart", 'max_len: "${max_len}", offset: 2}', 'max_len: "${max_len + 2}", offset: 0}'),
 ]  # fmt: skip
 
 
