@@ -143,6 +143,8 @@ class SelectiveScan(nn.Module):
     def _chunked(self, decay: Tensor) -> bool:
         if self.algorithm != "auto":
             return self.algorithm == "chunked"
+        if torch.jit.is_tracing():  # sizes are tensors there: the trace keeps the loop
+            return False
         backward = torch.is_grad_enabled() and decay.requires_grad
         return decay.shape[2] > SEQUENTIAL_UP_TO and (backward or decay.device.type != "cpu")
 
