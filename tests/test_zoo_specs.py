@@ -13,6 +13,7 @@ checks, summarises and draws from the command line.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,10 +200,14 @@ def bart() -> Reference:
     return Reference(encoder, forward, (ids,))
 
 
-def deepseek_v3() -> Reference:
+YARN = {"factor": 4.0, "original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.8}
+
+
+def deepseek_v3(yarn: bool = False) -> Reference:
     """DeepseekV3ForCausalLM: one dense layer, then two MoE layers (sigmoid scores, 2 of 4
     groups, correction bias, renormalized weights times 2.5, a shared expert), latent
-    attention with interleaved RoPE; logits of 2 x 11 token ids."""
+    attention with interleaved RoPE (default, or YaRN as ``YARN`` says); logits of 2 x 11
+    token ids (2 x 40 with YaRN: past its original 16 positions)."""
     from transformers import DeepseekV3ForCausalLM
 
     config = hf_config(
@@ -229,13 +234,13 @@ def deepseek_v3() -> Reference:
         routed_scaling_factor=2.5,
         n_shared_experts=1,
         rms_norm_eps=1e-6,
-        rope_parameters=ROPE,
+        rope_parameters={**ROPE, "rope_type": "yarn", **YARN} if yarn else ROPE,
         max_position_embeddings=64,
         attention_bias=False,
         tie_word_embeddings=False,
     )
     model = DeepseekV3ForCausalLM(config)
-    ids = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(12))
+    ids = torch.randint(0, 50, (2, 40 if yarn else 11), generator=torch.Generator().manual_seed(12))
 
     def forward(input_ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=input_ids).logits
@@ -298,10 +303,10 @@ def copy_buffers(model: ArchModule, ref: Reference) -> None:
     assert not theirs, f"reference buffers left unmapped: {sorted(theirs)}"
 
 
-def compare(case: str, text: str) -> None:
-    """The spec ``text`` of ``case`` against its transformers module, by check_equivalent."""
-    _, make = CASES[case]
-    ref = make()
+def compare(case: str, text: str, make: Callable[[], Reference] | None = None) -> None:
+    """The spec ``text`` of ``case`` (or ``make``'s reference) against its transformers
+    module, by check_equivalent."""
+    ref = (make or CASES[case][1])()
     model = archcomp.build(text, params=ref.params)
     redraw(ref.module, seed=1)
     if ref.buffers:
@@ -365,6 +370,35 @@ def test_zoo_planted_bug_fails(case: str, old: str, new: str) -> None:
     assert text.count(old) == 1, old
     with pytest.raises(AssertionError, match="output"):
         compare(case, text.replace(old, new))
+
+
+def yarn_text() -> str:
+    """The DeepSeek-V3 spec with YaRN RoPE (DeepSeek-V3's rope_scaling, at small sizes) and
+    the softmax scale it implies, (d_nope + d_rope)^-1/2 * m(factor, mscale_all_dim)^2,
+    m(s, k) = 0.1 k ln(s) + 1, written out: the op leaves ``scale`` to the spec, and the
+    expression language has no log to derive it from factor."""
+    m = 0.1 * YARN["mscale_all_dim"] * math.log(YARN["factor"]) + 1
+    scale = (8 + 6) ** -0.5 * m * m
+    rope = 'max_len: "${context}"}'
+    yarn = (
+        f'max_len: "${{context}}", scaling: {{type: yarn, factor: {YARN["factor"]}, '
+        f"original_max_len: {YARN['original_max_position_embeddings']}, "
+        f"mscale: {YARN['mscale']}, mscale_all_dim: {YARN['mscale_all_dim']}}}}}"
+    )
+    text = read("deepseek_v3")
+    assert text.count(rope) == 2 and text.count("causal: true,") == 2
+    return text.replace(rope, yarn).replace("causal: true,", f"causal: true, scale: {scale!r},")
+
+
+def test_deepseek_v3_with_yarn_equals_transformers() -> None:
+    compare("", yarn_text(), lambda: deepseek_v3(yarn=True))
+
+
+def test_deepseek_v3_yarn_without_its_softmax_scale_fails() -> None:
+    """A planted bug: YaRN's tables but the default score scale."""
+    text = yarn_text()
+    with pytest.raises(AssertionError, match="output"):
+        compare("", re.sub(r" scale: [0-9.e-]+,", "", text), lambda: deepseek_v3(yarn=True))
 
 
 @pytest.mark.parametrize("spec", SPECS)
