@@ -1,4 +1,5 @@
-"""The zoo's specs (tests/specs/zoo/): attention variants of today's models written with
+"""The zoo's specs (tests/specs/zoo/): attention variants of today's models, and a small
+DeepSeek-V3 causal LM (latent attention, dense then mixture-of-experts layers), written with
 archcomp's ops only (no mask or index table as an input, no attention rebuilt from matmuls),
 each equal to the transformers module it replaces.
 
@@ -12,6 +13,7 @@ checks, summarises and draws from the command line.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ class Reference:
     inputs: tuple[torch.Tensor, ...]
     rename: dict[str, str] = field(default_factory=dict)  # spec name piece -> transformers'
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the spec's params
+    buffers: str = ""  # a name ending of the reference buffers re-drawn and copied by name
 
 
 def allowed(n: int, mask_function: Callable[..., Any]) -> torch.Tensor:
@@ -197,6 +200,60 @@ def bart() -> Reference:
     return Reference(encoder, forward, (ids,))
 
 
+YARN = {"factor": 4.0, "original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.8}
+
+
+def deepseek_v3(yarn: bool = False) -> Reference:
+    """DeepseekV3ForCausalLM: one dense layer, then two MoE layers (sigmoid scores, 2 of 4
+    groups, correction bias, renormalized weights times 2.5, a shared expert), latent
+    attention with interleaved RoPE (default, or YaRN as ``YARN`` says); logits of 2 x 11
+    token ids (2 x 40 with YaRN: past its original 16 positions)."""
+    from transformers import DeepseekV3ForCausalLM
+
+    config = hf_config(
+        "DeepseekV3",
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=3,
+        first_k_dense_replace=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=12,
+        kv_lora_rank=16,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=6,
+        v_head_dim=10,
+        rope_interleave=True,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_group=4,
+        topk_group=2,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
+        n_shared_experts=1,
+        rms_norm_eps=1e-6,
+        rope_parameters={**ROPE, "rope_type": "yarn", **YARN} if yarn else ROPE,
+        max_position_embeddings=64,
+        attention_bias=False,
+        tie_word_embeddings=False,
+    )
+    model = DeepseekV3ForCausalLM(config)
+    ids = torch.randint(0, 50, (2, 40 if yarn else 11), generator=torch.Generator().manual_seed(12))
+
+    def forward(input_ids: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=input_ids).logits
+
+    # dense_layers.i is model.layers.i, moe_layers.j is model.layers.(1 + j)
+    rename = {
+        "dense_layers.0.": "layers.0.",
+        "moe_layers.0.": "layers.1.",
+        "moe_layers.1.": "layers.2.",
+    }
+    return Reference(model, forward, (ids,), rename, buffers="e_score_correction_bias")
+
+
 CASES: dict[str, tuple[str, Callable[[], Reference]]] = {
     "qwen3": ("qwen3_decoder_layer", qwen3),
     "olmo2": ("olmo2_decoder_layer", olmo2),
@@ -210,6 +267,7 @@ CASES: dict[str, tuple[str, Callable[[], Reference]]] = {
     # no shift: every window lies in one region, the mask is all 0 (W-MSA, which has none)
     "swin-unshifted": ("swin_shifted_window_layer", lambda: swin(shift=0)),
     "bart": ("bart_encoder", bart),
+    "deepseek-v3": ("deepseek_v3", deepseek_v3),
 }
 
 
@@ -228,12 +286,31 @@ def by_name(model: ArchModule, ref: nn.Module, rename: dict[str, str]) -> dict[s
     return pairs
 
 
-def compare(case: str, text: str) -> None:
-    """The spec ``text`` of ``case`` against its transformers module, by check_equivalent."""
-    _, make = CASES[case]
-    ref = make()
+def copy_buffers(model: ArchModule, ref: Reference) -> None:
+    """The reference buffers named ``*{ref.buffers}`` re-drawn ~ N(0, 0.1) and copied into the
+    model's of the same name (by ``ref.rename``); each is taken exactly once."""
+    gen = torch.Generator().manual_seed(2)
+    theirs = {n: b for n, b in ref.module.named_buffers() if n.endswith(ref.buffers)}
+    with torch.no_grad():
+        for b in theirs.values():
+            b.copy_(0.1 * torch.randn(b.shape, generator=gen))
+        for name, b in model.named_buffers():
+            if name.endswith(ref.buffers):
+                key = name
+                for x, y in ref.rename.items():
+                    key = key.replace(x, y)
+                b.copy_(theirs.pop(key))
+    assert not theirs, f"reference buffers left unmapped: {sorted(theirs)}"
+
+
+def compare(case: str, text: str, make: Callable[[], Reference] | None = None) -> None:
+    """The spec ``text`` of ``case`` (or ``make``'s reference) against its transformers
+    module, by check_equivalent."""
+    ref = (make or CASES[case][1])()
     model = archcomp.build(text, params=ref.params)
     redraw(ref.module, seed=1)
+    if ref.buffers:
+        copy_buffers(model, ref)
     model.eval()  # dropout off on both sides
     ref.module.eval()
     check_equivalent(model, ref.forward, ref.inputs, by_name(model, ref.module, ref.rename))
@@ -280,6 +357,10 @@ PLANTED = [
     ("swin", 'shifts: ["${-shift}", "${-shift}"]', 'shifts: ["${shift}", "${shift}"]'),
     # BART's positions without the offset (the same table, read from row 0)
     ("bart", 'max_len: "${max_len}", offset: 2}', 'max_len: "${max_len + 2}", offset: 0}'),
+    # routing from the best 1 of 4 expert groups, not 2 (topk_group)
+    ("deepseek-v3", 'top_groups: "${topk_group}"', 'top_groups: "${topk_group - 1}"'),
+    # the top-k weights not renormalized (norm_topk_prob off)
+    ("deepseek-v3", 'renormalize: "${norm_topk_prob}"', "renormalize: false"),
 ]  # fmt: skip
 
 
@@ -289,6 +370,35 @@ def test_zoo_planted_bug_fails(case: str, old: str, new: str) -> None:
     assert text.count(old) == 1, old
     with pytest.raises(AssertionError, match="output"):
         compare(case, text.replace(old, new))
+
+
+def yarn_text() -> str:
+    """The DeepSeek-V3 spec with YaRN RoPE (DeepSeek-V3's rope_scaling, at small sizes) and
+    the softmax scale it implies, (d_nope + d_rope)^-1/2 * m(factor, mscale_all_dim)^2,
+    m(s, k) = 0.1 k ln(s) + 1, written out: the op leaves ``scale`` to the spec, and the
+    expression language has no log to derive it from factor."""
+    m = 0.1 * YARN["mscale_all_dim"] * math.log(YARN["factor"]) + 1
+    scale = (8 + 6) ** -0.5 * m * m
+    rope = 'max_len: "${context}"}'
+    yarn = (
+        f'max_len: "${{context}}", scaling: {{type: yarn, factor: {YARN["factor"]}, '
+        f"original_max_len: {YARN['original_max_position_embeddings']}, "
+        f"mscale: {YARN['mscale']}, mscale_all_dim: {YARN['mscale_all_dim']}}}}}"
+    )
+    text = read("deepseek_v3")
+    assert text.count(rope) == 2 and text.count("causal: true,") == 2
+    return text.replace(rope, yarn).replace("causal: true,", f"causal: true, scale: {scale!r},")
+
+
+def test_deepseek_v3_with_yarn_equals_transformers() -> None:
+    compare("", yarn_text(), lambda: deepseek_v3(yarn=True))
+
+
+def test_deepseek_v3_yarn_without_its_softmax_scale_fails() -> None:
+    """A planted bug: YaRN's tables but the default score scale."""
+    text = yarn_text()
+    with pytest.raises(AssertionError, match="output"):
+        compare("", re.sub(r" scale: [0-9.e-]+,", "", text), lambda: deepseek_v3(yarn=True))
 
 
 @pytest.mark.parametrize("spec", SPECS)
