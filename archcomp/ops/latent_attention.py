@@ -66,7 +66,8 @@ class MultiHeadLatentAttentionArgs(OpArgs):
         default=None,
         gt=0.0,
         description="score scale (default (qk_nope_head_dim + qk_rope_head_dim)^-1/2; "
-        "YaRN multiplies it by mscale^2)",
+        "with YaRN RoPE, give it as DeepSeek does: that default times mscale^2; it is not "
+        "derived from rope.scaling)",
     )
     norm_eps: float = Field(default=1e-6, gt=0.0, description="eps of the two latent RMS norms")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -123,6 +123,6 @@ SELECTIVE_SCAN = register(
         lower=_selective_scan_lower,
         doc="Mamba's selective state-space scan (S6): input-dependent delta, B, C; "
         "A = -exp(A_log), D skip, optional silu(z) gate. torch.jit.trace records the "
-        "example's length (the scan loops over positions); export and compile do not.",
+        "example's length (the scan loops over positions).",
     )
 )
