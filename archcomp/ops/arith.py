@@ -172,6 +172,8 @@ for _name, _label, _doc in (
     ("sqrt", "√", "Element-wise square root."),
     ("rsqrt", "1/√", "Element-wise reciprocal square root, 1 / sqrt(x) (RMSNorm's scale)."),
     ("exp", "exp", "Element-wise exponential, e^x."),
+    ("log", "log", "Element-wise natural logarithm, ln x (T5's log-spaced position buckets)."),
+    ("floor", "⌊x⌋", "Element-wise floor: the largest whole number <= x, still a float."),
 ):
     register(
         OpDef(
@@ -247,21 +249,6 @@ def _abs_shape(ctx: ShapeCtx) -> TensorType:
         raise ShapeError("abs does not take a bool tensor (torch refuses it)", port="x")
     return ctx.x
 
-
-for _name, _label, _doc in (
-    ("log", "log", "Element-wise natural logarithm, ln x (T5's log-spaced position buckets)."),
-    ("floor", "⌊x⌋", "Element-wise floor: the largest whole number <= x, still a float."),
-):
-    register(
-        OpDef(
-            _name,
-            NoArgs,
-            _float_same(_name),
-            Style("arith", _label, "circle"),
-            lower=_torch_fn(_name),
-            doc=_doc + " Needs a floating-point input.",
-        )
-    )
 
 register(
     OpDef(
