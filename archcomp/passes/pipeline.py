@@ -8,14 +8,13 @@ passes after it need what it establishes (shapes need an acyclic graph).
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from archcomp.base.errors import Reporter
+from archcomp.base.gcpause import paused
 from archcomp.frontend.build import SpecSource, load_source, to_graph
 from archcomp.frontend.loader import Program
 from archcomp.ir import Graph
@@ -50,7 +49,7 @@ def load_graph(
     ``source`` is a path, a YAML string (anything containing a newline or ``archcomp:``), or
     an already-parsed mapping.
     """
-    with _gc_paused():
+    with paused():
         prog = load_source(source, base_dir=base_dir)
         return check_program(prog, params or {})
 
@@ -70,15 +69,3 @@ def run_passes(g: Graph, rep: Reporter) -> None:
         if p.gate and ok is False:
             break
     rep.raise_if_failed()
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The pipeline allocates many long-lived objects; cyclic GC passes over them cost ~30%."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -13,7 +13,6 @@ the spec's ids as variable names, and each node's output shape as a comment (wri
 
 from __future__ import annotations
 
-import gc
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from archcomp.backends.torch.module import (
 from archcomp.backends.torch.readable import ArchCodeGen, indexable_lists
 from archcomp.backends.torch.readable import fmt_shape_comment as fmt_shape_comment
 from archcomp.base.errors import SpecError
+from archcomp.base.gcpause import paused
 from archcomp.ir import Graph, Node, Ref, TensorType
 from archcomp.ir.dims import Shape, to_json
 from archcomp.passes.inits import InitCall
@@ -507,13 +507,8 @@ def compile_graph(
 
     With ``params_on_meta`` only the modules that hold buffers are allocated on ``device``;
     every other parameter stays on meta, for the caller to fill (a checkpoint's tensors)."""
-    collecting = gc.isenabled()
-    gc.disable()  # thousands of small objects, none of them garbage: skip the collector
-    try:
-        with meta_init_skipped():  # modules built on meta (all, or tied and loaded ones)
-            return Compiler(
-                g, device, dtype, seed, progress, est, params_on_meta=params_on_meta, init=init
-            ).compile()
-    finally:
-        if collecting:
-            gc.enable()
+    # thousands of small objects, none of them garbage: skip the collector
+    with paused(), meta_init_skipped():  # modules built on meta (all, or tied and loaded ones)
+        return Compiler(
+            g, device, dtype, seed, progress, est, params_on_meta=params_on_meta, init=init
+        ).compile()
