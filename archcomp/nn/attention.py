@@ -183,7 +183,11 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
         self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
         self.out_proj = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
-        self.q_norm = self.k_norm = None
+        self.q_norm: Any = None  # nn.RMSNorm or nn.LayerNorm, with qk_norm
+        self.k_norm: Any = None
+        # where q and k are normalized: over the whole projection (OLMo-2) or each head (Qwen3)
+        self.norm_whole = qk_norm is not None and not qk_norm[1]
+        self.norm_heads = qk_norm is not None and qk_norm[1]
         if qk_norm is not None:
             kind, per_head, eps = qk_norm
             norm = nn.RMSNorm if kind == "rms" else nn.LayerNorm
@@ -207,15 +211,14 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         # Every branch below is on constructor arguments or on whether an argument is given.
         q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
-        whole = self.qk_norm is not None and not self.qk_norm[1]
-        if self.q_norm is not None and self.k_norm is not None and whole:
+        if self.norm_whole:
             q, k = self.q_norm(q), self.k_norm(k)  # over the whole projection (OLMo-2)
         q = self._split_heads(q, self.num_heads, self.head_dim)  # (B, h, T, d_k)
         k = self._split_heads(k, self._kv_heads, self.head_dim)  # (B, h_kv, S, d_k)
         v = self._split_heads(
             self.v_proj(value), self._kv_heads, self.v_head_dim
         )  # (B, h_kv, S, d_v)
-        if self.q_norm is not None and self.k_norm is not None and not whole:
+        if self.norm_heads:
             q, k = self.q_norm(q), self.k_norm(k)  # over each head (Qwen3)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)  # RoPE(q), RoPE(k): same shapes
