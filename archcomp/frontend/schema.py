@@ -218,7 +218,11 @@ class NodeSpec(BaseModel):
     repeat: int | Expr | None = None
     shared: bool | Expr = False
     tie: TieSpec | None = None
-    init: dict[Identifier, Union[str, dict[str, Any]]] | str | None = None
+    init: dict[Identifier, Union[str, dict[str, Any]]] | str | None = Field(
+        default=None,
+        description="the node's initializers: one for every parameter (init: zeros) or one per "
+        "parameter (init: {weight: {normal: {std: 0.02}}}); an op's own arguments have other names",
+    )
     doc: str | None = None
 
     @property

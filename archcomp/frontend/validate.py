@@ -83,6 +83,7 @@ def pydantic_diagnostics(
         else:
             key = path[-1] if path else None
             msg, hint = _invalid_value(errs, _get(raw, path))
+            hint = hint or _description(model, path)
             label = f"'{key}': " if isinstance(key, str) else ""
             out.append(doc.diag("invalid-value", label + msg, full, node=node, op=op, hint=hint))
     return out
@@ -185,22 +186,42 @@ def _constraint_message(e: Any, value: Any, wanted: list[str]) -> str:
 
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
     """Known keys of the mapping at loc (for 'did you mean'), walking the model annotations."""
+    tp = _model_at(model, loc)
+    return [f.alias or n for n, f in tp.model_fields.items()] if tp is not None else []
+
+
+def _description(model: Any, loc: tuple[Any, ...]) -> str | None:
+    """What the field at ``loc`` takes, in its schema's words (the hint of a wrong value)."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    tp = _model_at(model, loc[:-1])
+    f = _field(tp, loc[-1]) if tp is not None else None
+    return f.description if f is not None else None
+
+
+def _model_at(model: Any, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model of the mapping at ``loc``, walking the annotations; None if none."""
     tp: Any = model
     for step in loc:
         tp = _strip(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            f = next((f for n, f in tp.model_fields.items() if (f.alias or n) == step), None)
-            if f is None:
-                return []
-            tp = f.annotation
+        if _is_model(tp):
+            f = _field(tp, step)
+            tp = f.annotation if f is not None else None
         elif typing.get_origin(tp) in (list, dict):
             tp = typing.get_args(tp)[-1]
         else:
-            return []
+            return None
     tp = _strip(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [f.alias or n for n, f in tp.model_fields.items()]
-    return []
+    return tp if _is_model(tp) else None
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _field(model: type[BaseModel], key: Any) -> Any:
+    """The field a document key names (its alias or its name), or None."""
+    return next((f for n, f in model.model_fields.items() if (f.alias or n) == key), None)
 
 
 def _strip(tp: Any) -> Any:
