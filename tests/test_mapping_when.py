@@ -58,3 +58,11 @@ def test_when_schema_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as exc:
         _load(tmp_path, MAPPING.replace('when: "${not tied}"', "when: yes"))
     assert "m.yaml:6:" in str(exc.value) and "'when'" in str(exc.value)
+
+
+def test_short_rules_carry_every_field_of_a_long_rule() -> None:
+    """The short form's tuple mirrors RuleDecl: a field added to one must reach the other (a
+    'when' missing from the tuple was a crash on every short rule)."""
+    from archcomp.checkpoints.mapping import RuleDecl, _Short
+
+    assert set(_Short._fields) == set(RuleDecl.model_fields)
