@@ -154,3 +154,59 @@ torch.testing.assert_close(again.eval()(x), mine.eval()(x))
 print("ok")
 """
     assert installed.python(code).stdout.strip() == "ok"
+
+
+_FROM_PRETRAINED = """
+import json, sys, archcomp, torch
+from safetensors.torch import load_file, save_file
+for folder in json.loads(sys.argv[1]):
+    model = archcomp.from_pretrained(folder)
+    assert archcomp.__file__.startswith(sys.argv[2]), archcomp.__file__
+    with torch.no_grad():
+        y = model(**load_file(f"{folder}/inputs.safetensors"))
+    y = y if isinstance(y, dict) else {model.output_names[0]: y}
+    save_file({k: v.contiguous() for k, v in y.items()}, f"{folder}/got.safetensors")
+print("ok")
+"""
+
+
+def test_from_pretrained_of_every_shipped_family_outside_the_repository(
+    installed: Installed,
+) -> None:
+    """Each family with a shipped mapping: a random small transformers checkpoint, loaded by the
+    installed wheel with no spec and no mapping, gives transformers' outputs (the tolerance is
+    the rule's, counted on the same run in this process)."""
+    pytest.importorskip("transformers")
+    import numerics
+    import torch
+    from hf_models import FAMILIES, outputs, save, shipped
+    from safetensors.torch import load_file, save_file
+
+    import archcomp
+
+    folders, expected = [], {}
+    for name in shipped():
+        family, folder = FAMILIES[name], installed.work / "hf" / name
+        hf = save(family, folder)
+        x = family.inputs(torch.Generator().manual_seed(1))
+        save_file({k: v.contiguous() for k, v in x.items()}, folder / "inputs.safetensors")
+        ours = archcomp.from_pretrained(folder)
+        with torch.no_grad(), numerics.RoundingChains() as chains:
+            want, got = family.hf_call(hf, x), outputs(ours, x)
+        expected[name] = {
+            k: (w, chains.tolerance(torch.float32, got[k], w)) for k, w in want.items()
+        }
+        folders.append(str(folder))
+    r = installed.run(
+        str(installed.venv / "bin" / "python"),
+        "-c",
+        _FROM_PRETRAINED,
+        json.dumps(folders),
+        str(installed.venv),
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    for name, folder in zip(expected, folders, strict=True):
+        got = load_file(f"{folder}/got.safetensors")
+        assert set(got) == set(expected[name]), name
+        for key, (want, tol) in expected[name].items():
+            numerics.assert_close(got[key], want, tol, msg=f"{name}: {key}")
