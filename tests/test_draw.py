@@ -189,6 +189,18 @@ def test_unknown_expand_name_is_a_usage_error() -> None:
         _plan(TRANSFORMER, expand=("feed_forwrd",))
 
 
+def test_expand_of_a_block_drawn_open_already_names_what_opens() -> None:
+    """The encoder layer is a repeat, drawn open at every depth: --expand of it would write the
+    same figure and say nothing, so it is an error naming the blocks and ops it could open."""
+    with pytest.raises(UsageError, match="--expand encoder_layer: already drawn open") as e:
+        _plan(TRANSFORMER, expand=("encoder_layer",))
+    assert "opens here: add_norm, feed_forward, multi_head_attention" in str(e.value)
+    with pytest.raises(UsageError, match="at this --depth; nothing is drawn closed here"):
+        _plan(TRANSFORMER, depth=5, expand=("feed_forward",))
+    with pytest.raises(UsageError, match="--expand encoder_layer"):  # the other one opens
+        _plan(TRANSFORMER, expand=("encoder_layer", "feed_forward"))
+
+
 def test_shapes_and_param_counts() -> None:
     d = _plan(TRANSFORMER, shapes=True, param_counts=True)
     labels = {(e.src, e.dst): e.label for e in d.edges}

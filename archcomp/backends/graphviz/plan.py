@@ -106,6 +106,8 @@ class Planner:
         self.g = g
         self.opts = opts
         self.expand = set(opts.expand)
+        self.opened: set[str] = set()  # --expand names that opened what is otherwise closed
+        self.expandable: set[str] = set()  # blocks and figure ops drawn closed here
         self.d = Drawing(g.name, self._direction())
         self.item_of: dict[str, str] = {}  # canonical node -> box its inputs enter
         self.out_of: dict[str, str] = {}  # canonical node -> box its result leaves
@@ -155,7 +157,8 @@ class Planner:
                 + (f" (blocks: {', '.join(blocks)})" if blocks and not hint else "")
             )
 
-    def _named(self, s: Scope, node: Node) -> bool:
+    def _named(self, s: Scope, node: Node) -> set[str]:
+        """The --expand names that name scope ``s`` of ``node``."""
         c = self._canon(s.name, node.scopes)
         names = (
             {s.block, c, self._canon(_base(s), node.scopes)}
@@ -164,31 +167,52 @@ class Planner:
         )
         if s.label:
             names.add(s.label)
-        return bool(names & self.expand)
+        return names & self.expand
 
-    def _scope_open(self, node: Node, i: int, forced: set[str], nested: set[str]) -> bool:
+    def _scope_open(
+        self, node: Node, i: int, forced: dict[str, set[str]], nested: set[str]
+    ) -> bool:
         s = node.scopes[i]
         c = self._canon(s.name, node.scopes)
-        if c in forced:
-            return True
         level = sum(1 for t in node.scopes[: i + 1] if not _is_op_repeat(node, t))
         if self.opts.depth is not None:
-            return level <= self.opts.depth
-        return s.repeat is not None or c in nested
+            default = level <= self.opts.depth
+        else:
+            default = s.repeat is not None or c in nested
+        if c in forced and not default:
+            self.opened |= forced[c]
+        return default or c in forced
 
     def _op_open(self, node: Node, op: str, level: int) -> bool:
-        if op in self.expand or self._canon(node.name, node.scopes) in self.expand:
-            return True
+        names = {op, self._canon(node.name, node.scopes)} & self.expand
         if node.label and node.label in self.expand and node.op.name == op:
-            return True
-        return self.opts.depth is not None and level <= self.opts.depth
+            names.add(node.label)
+        default = self.opts.depth is not None and level <= self.opts.depth
+        if not default:
+            self.opened |= names
+            if not names:
+                self.expandable.add(op)
+        return default or bool(names)
+
+    def _check_expand_opened(self) -> None:
+        """An --expand that opened nothing (the block is drawn open already) is an error."""
+        idle = sorted(self.expand - self.opened)
+        if not idle:
+            return
+        where = " at this --depth" if self.opts.depth is not None else " (repeats always are)"
+        can = (
+            f"blocks and ops that --expand opens here: {', '.join(sorted(self.expandable))}"
+            if self.expandable
+            else "nothing is drawn closed here"
+        )
+        raise UsageError(f"--expand {idle[0]}: already drawn open{where}; {can}")
 
     # -- the plan -------------------------------------------------------------------------
 
     def plan(self) -> Drawing:
         self._check_expand_names()
         g = self.g
-        forced: set[str] = set()
+        forced: dict[str, set[str]] = defaultdict(set)  # scope -> the names that open it
         nested: set[str] = set()
         for n in g.nodes.values():
             bs = [(i, s) for i, s in enumerate(n.scopes) if not _is_op_repeat(n, s)]
@@ -196,8 +220,9 @@ class Planner:
                 if j + 1 < len(bs):
                     nested.add(self._canon(s.name, n.scopes))
             for j, (_, s) in enumerate(bs):
-                if self._named(s, n):
-                    forced.update(self._canon(t.name, n.scopes) for _, t in bs[: j + 1])
+                if names := self._named(s, n):
+                    for _, outer in bs[: j + 1]:
+                        forced[self._canon(outer.name, n.scopes)] |= names
         for name in g.inputs:
             if name not in self.hidden_inputs:
                 self._input_box(name)
@@ -205,6 +230,7 @@ class Planner:
             if self._canon(n.name, n.scopes) == n.name:
                 self._place(n, forced, nested)
         self._finish_collapsed()
+        self._check_expand_opened()
         for n in g.nodes.values():
             self._edges_into(n)
         for oname, ref in g.outputs.items():
@@ -246,7 +272,7 @@ class Planner:
             self.d.frames[fid] = Frame(fid, kind, label, parent)
         return fid
 
-    def _place(self, n: Node, forced: set[str], nested: set[str]) -> None:
+    def _place(self, n: Node, forced: dict[str, set[str]], nested: set[str]) -> None:
         frame: str | None = None
         c = n.name
         for i, s in enumerate(n.scopes):
@@ -261,6 +287,7 @@ class Planner:
                 break
             sid = self._canon(s.name, n.scopes)
             if not self._scope_open(n, i, forced, nested):
+                self.expandable.add(s.block)
                 self.collapsed_ops[sid].append(n)
                 self.collapsed_scope.setdefault(sid, s)
                 if sid not in self.d.boxes:
