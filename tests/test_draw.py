@@ -201,6 +201,23 @@ def test_expand_of_a_block_drawn_open_already_names_what_opens() -> None:
         _plan(TRANSFORMER, expand=("encoder_layer", "feed_forward"))
 
 
+def test_kernel_captions_say_the_kernel_rank() -> None:
+    """Whisper's stem: a 1-D kernel of 3 is "kernel 3", not the 2-D "3×3"."""
+    spec = """archcomp: 1
+name: k
+inputs: {x: [B, 80, 30], y: [B, 3, 8, 8]}
+nodes:
+  - {id: c1, op: conv1d, out_channels: 8, kernel_size: 3}
+  - {id: p1, op: max_pool1d, kernel_size: 2}
+  - {id: c2, op: conv2d, in: y, out_channels: 8, kernel_size: 3}
+outputs: {a: p1, b: c2}
+"""
+    boxes = _plan(spec).boxes
+    assert boxes["c1"].caption.startswith("kernel 3")
+    assert boxes["p1"].caption.startswith("kernel 2")
+    assert boxes["c2"].caption.startswith("3×3")
+
+
 def test_shapes_and_param_counts() -> None:
     d = _plan(TRANSFORMER, shapes=True, param_counts=True)
     labels = {(e.src, e.dst): e.label for e in d.edges}

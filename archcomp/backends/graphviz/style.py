@@ -132,16 +132,22 @@ def fmt_count(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
+def _spatial_rank(op: str) -> int | None:
+    """1, 2 or 3 for ops named ``..1d``/``..2d``/``..3d`` (conv1d, max_pool2d); else None."""
+    return int(op[-2]) if len(op) > 2 and op[-1] == "d" and op[-2] in "123" else None
+
+
 def arg_detail(n: Node) -> str | None:
     """A short detail line from common args: kernel size, layers."""
     a: Any = n.args
     ks = getattr(a, "kernel_size", None)
     if ks is not None:
         ks = tuple(ks) if isinstance(ks, (list, tuple)) else (ks,)
-        if len(set(ks)) == 1 and len(ks) > 1:
-            ks = (ks[0], ks[0])
-        elif len(ks) == 1:
-            ks = (ks[0], ks[0]) if n.op.style.family in ("conv", "pool") else ks
+        rank = _spatial_rank(n.op.name)
+        if len(ks) == 1 and rank == 1:
+            return f"kernel {ks[0]}"  # a 1-D kernel: "3×3" would say 2-D
+        if len(ks) == 1 and (rank or n.op.style.family in ("conv", "pool")):
+            ks = ks * (rank or 2)
         return "×".join(str(k) for k in ks)
     layers = getattr(a, "num_layers", None)
     if isinstance(layers, int) and layers > 1:
