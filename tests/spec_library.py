@@ -86,6 +86,19 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         7_298_617_344,
         {"N": 2, "d_model": 64, "h": 4, "n_kv_heads": 2, "d_ff": 128, "vocab": 50, "context": 16},
     ),
+    "phi3": (
+        3_821_079_552,
+        {
+            "N": 2,
+            "d_model": 64,
+            "h": 4,
+            "n_kv_heads": 2,
+            "d_ff": 128,
+            "vocab": 50,
+            "context": 16,
+            "window": 4,
+        },
+    ),
     "mamba": (
         129_135_360,
         {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},

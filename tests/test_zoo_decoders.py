@@ -37,6 +37,8 @@ VARIANTS = [
     ("qwen3", {"attn_implementation": "eager"}),
     ("qwen3", {"tie_word_embeddings": True}),
     ("olmo2", {"attn_implementation": "eager"}),
+    ("phi3", {"attn_implementation": "eager"}),
+    ("phi3", {"sliding_window": None}),  # no window (Phi-3.5)
     ("llama", {"tie_word_embeddings": True}),
     ("llama", {"tie_word_embeddings": True, "attn_implementation": "eager"}),
 ]
