@@ -65,6 +65,40 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
             "window": 4,
         },
     ),
+    "qwen2": (
+        7_615_616_512,
+        {"N": 2, "d_model": 64, "h": 4, "n_kv_heads": 2, "d_ff": 128, "vocab": 50, "context": 16},
+    ),
+    "qwen3": (
+        8_190_735_360,
+        {
+            "N": 2,
+            "d_model": 64,
+            "h": 4,
+            "n_kv_heads": 2,
+            "head_dim": 8,
+            "d_ff": 128,
+            "vocab": 50,
+            "context": 16,
+        },
+    ),
+    "olmo2": (
+        7_298_617_344,
+        {"N": 2, "d_model": 64, "h": 4, "n_kv_heads": 2, "d_ff": 128, "vocab": 50, "context": 16},
+    ),
+    "phi3": (
+        3_821_079_552,
+        {
+            "N": 2,
+            "d_model": 64,
+            "h": 4,
+            "n_kv_heads": 2,
+            "d_ff": 128,
+            "vocab": 50,
+            "context": 16,
+            "window": 4,
+        },
+    ),
     "mamba": (
         129_135_360,
         {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},

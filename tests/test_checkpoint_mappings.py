@@ -104,9 +104,10 @@ def test_every_shipped_mapping_loads_and_names_a_shipped_spec() -> None:
 @pytest.mark.parametrize("name", sorted(library.shipped_mappings()))
 def test_shipped_defaults_are_transformers_defaults(name: str) -> None:
     """A config.json may omit a field; the mapping's default must be what transformers uses
-    then (an expression evaluated over transformers' own defaults). A field transformers no
-    longer has is one older checkpoints carry: the mapping requires its default, or it is
-    the older name of a field another default reads it into."""
+    then (an expression evaluated over transformers' own defaults), or where transformers' is
+    null (Phi-3's sliding_window: no window) the mapping's reading of null. A field
+    transformers no longer has is one older checkpoints carry: the mapping requires its
+    default, or it is the older name of a field another default reads it into."""
     transformers = pytest.importorskip("transformers")
     from archcomp.checkpoints.config import flatten, with_defaults
     from archcomp.checkpoints.mapping import Cases
@@ -117,7 +118,9 @@ def test_shipped_defaults_are_transformers_defaults(name: str) -> None:
     filled = with_defaults(m, config)
     for field, value in m.defaults.items():
         absent = value.if_absent if isinstance(value, Cases) else value
-        if field in config:
+        if config.get(field, 0) is None:  # transformers' is null: absent must read as null
+            assert not isinstance(value, Cases) or value.if_absent == value.if_null, field
+        elif field in config:
             want = substitute(absent, {k: v for k, v in filled.items() if v is not None})
             assert config[field] == want, (field, config[field], want)
         elif field in m.config:  # an older field: the spec requires transformers' one value
