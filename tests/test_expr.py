@@ -6,7 +6,7 @@ import pytest
 
 from archcomp.frontend.expr import ExprError, evaluate, substitute
 
-P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True}
+P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True, "kinds": ["a", "b", "c"]}
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,12 @@ P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True}
         ("[h, h]", [8, 8]),
         ("dropout * 2", 0.2),
         ("'a' + 'b'", "ab"),
+        ("kinds[1]", "b"),  # Gemma: a layer's kind, kinds[index]
+        ("kinds[-1]", "c"),
+        ("kinds[h - 8] == 'a'", True),
+        ("['s', 'f'] * 2 + ['s']", ["s", "f", "s", "f", "s"]),  # Gemma 2's alternation
+        ("2 * [h]", [8, 8]),
+        ("[h] * 0", []),
     ],
 )
 def test_evaluates(src: str, value: object) -> None:
@@ -51,7 +57,16 @@ def test_evaluates(src: str, value: object) -> None:
     [
         ("d_modle * 2", "unknown name 'd_modle'"),
         ("h.__class__", "is not allowed"),
-        ("P['h']", "is not allowed"),
+        ("P['h']", "unknown name 'P'"),
+        ("kinds[0:1]", "slices are not allowed"),
+        ("kinds[3]", "index 3 is out of range for a list of 3 elements"),
+        ("kinds['a']", "a list index must be an int, found string"),
+        ("kinds[big]", "a list index must be an int, found bool"),
+        ("act[0]", "only a list has elements by index, found string"),
+        ("[1] * 2.0", "a list repeats an int number of times"),
+        ("[1] * 10001", "a list of more than 10,000 elements"),
+        ("[[1] * 5000] * 5000", "a list of more than 10,000 elements"),
+        ("kinds + 'a'", "needs numbers"),
         ("open('x')", "call 'open(...)' is not allowed"),
         ("__import__('os')", "is not allowed"),
         ("(lambda: 1)()", "is not allowed"),

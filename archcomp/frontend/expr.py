@@ -2,10 +2,11 @@
 
 Parsed with :func:`ast.parse` and evaluated by walking a small whitelist of node kinds; Python's
 ``eval`` is never called. Allowed: int/float/bool/string literals and lists, names (params
-only), ``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, and the
+only), ``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, the
 calls of :data:`FUNCTIONS` (``int``, ``float``, ``round``, ``min``, ``max``, ``abs``), each
-with Python's result for numbers and a located error for anything else. No attributes,
-subscripts or other calls.
+with Python's result for numbers and a located error for anything else, and on lists an
+element by index (``layer_types[index]``), ``+`` (joined) and ``*`` an int (repeated). No
+attributes, slices or other calls.
 
 No expression can exhaust the machine: its text is at most :data:`MAX_LEN` characters,
 integers stay within int64 and powers are bounded, and every value it makes is bounded in
@@ -118,9 +119,26 @@ def _arith(fn: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]
             if len(a) + len(b) > MAX_STRING:  # refused before it is built
                 raise ExprError(f"the value would be a string of over {MAX_STRING:,} characters")
             return a + b
+        if sym == "+" and isinstance(a, list) and isinstance(b, list):
+            return _bounded(len(a) + len(b), lambda: a + b)
+        if sym == "*" and isinstance(b, list):
+            a, b = b, a
+        if sym == "*" and isinstance(a, list):
+            n = _num(b, "'*' of a list")
+            if not isinstance(n, int):
+                raise ExprError(f"a list repeats an int number of times, found {show(n)}")
+            return _bounded(len(a) * max(n, 0), lambda: a * n)
         return fn(_num(a, f"'{sym}'"), _num(b, f"'{sym}'"))
 
     return run
+
+
+def _bounded(n: int, make: Callable[[], list[Any]]) -> list[Any]:
+    """A list of ``n`` top-level elements, refused before it is built past :data:`MAX_ITEMS`
+    (``make`` builds it; nested elements are counted after)."""
+    if n > MAX_ITEMS:
+        raise ExprError(f"the value would be a list of more than {MAX_ITEMS:,} elements")
+    return make()
 
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
@@ -182,6 +200,19 @@ class _Evaluator:
         return [self.run(e) for e in node.elts]
 
     _Tuple = _List
+
+    def _Subscript(self, node: ast.Subscript) -> Any:
+        """``xs[i]``: the element of a list at an int index (negative counts from the end)."""
+        if isinstance(node.slice, ast.Slice):
+            raise ExprError("slices are not allowed; index one element: xs[i]")
+        seq, i = self.run(node.value), self.run(node.slice)
+        if not isinstance(seq, list):
+            raise ExprError(f"only a list has elements by index, found {type_name(seq)}")
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ExprError(f"a list index must be an int, found {type_name(i)} {show(i)}")
+        if not -len(seq) <= i < len(seq):
+            raise ExprError(f"index {i} is out of range for a list of {len(seq)} elements")
+        return seq[i]
 
     def _Name(self, node: ast.Name) -> Any:
         if node.id in self.names:

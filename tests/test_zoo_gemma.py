@@ -1,0 +1,90 @@
+"""The Gemma specs beyond tests/test_checkpoints.py's per-family tests: the published
+parameter counts equal transformers' own model of the same config built on the meta device,
+local and global layers follow config.json's ``layer_types`` whatever its pattern, and a
+config the spec cannot compute is refused at its field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numerics
+import pytest
+import torch
+from hf_models import FAMILIES, outputs, save
+from numerics import RoundingChains
+from spec_library import LIBRARY
+
+import archcomp
+from archcomp.cli import main
+
+pytest.importorskip("transformers")
+
+# transformers' configs of the published sizes (the checkpoints' config.json)
+GEMMA2_9B = dict(
+    vocab_size=256000,
+    hidden_size=3584,
+    intermediate_size=14336,
+    num_hidden_layers=42,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+)
+
+
+def _meta_count(cls_name: str, config_name: str, sizes: dict[str, Any]) -> int:
+    import transformers
+
+    config = getattr(transformers, config_name)(**sizes)
+    with torch.device("meta"):
+        model = getattr(transformers, cls_name)(config)
+    return sum(p.numel() for p in model.parameters())  # a tied head is one parameter
+
+
+@pytest.mark.parametrize(
+    ("name", "cls_name", "config_name", "sizes"),
+    [("gemma2", "Gemma2ForCausalLM", "Gemma2Config", GEMMA2_9B)],
+)
+def test_published_count_equals_transformers_on_meta(
+    name: str, cls_name: str, config_name: str, sizes: dict[str, Any]
+) -> None:
+    ours = archcomp.summary(name).parameters
+    assert ours == LIBRARY[name][0]
+    assert ours == _meta_count(cls_name, config_name, sizes)
+
+
+def test_local_and_global_layers_follow_config_json(tmp_path: Path) -> None:
+    """A checkpoint whose layers are not transformers' alternation (global first, then two
+    local ones) loads as it is; the spec's default alternation would compute something else."""
+    family = FAMILIES["gemma2"]
+    kinds = ["full_attention", "sliding_attention", "sliding_attention"]
+    from hf_zoo_gemma import gemma2
+
+    torch.manual_seed(0)
+    hf = gemma2(layer_types=kinds)
+    hf.save_pretrained(tmp_path / "hf")
+    model = archcomp.from_pretrained(tmp_path / "hf")
+    assert model.spec["params"]["layer_types"] == kinds
+    x = family.inputs(torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        want, got = family.hf_call(hf, x)["logits"], outputs(model, x)["logits"]
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    archcomp.save_pretrained(model, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["layer_types"] == kinds
+
+
+def test_a_checkpoint_without_soft_caps_is_refused_at_its_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save(FAMILIES["gemma2"], tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["final_logit_softcapping"] = None  # transformers: no cap
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "x.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "config.json:1:" in err and "final_logit_softcapping = None" in err
+    assert "param 'final_softcap' must be float" in err
