@@ -65,6 +65,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
             "window": 4,
         },
     ),
+    "mixtral": (
+        46_702_792_704,
+        {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "experts": 4, "vocab": 50},
+    ),
     "mamba": (
         129_135_360,
         {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},
