@@ -76,6 +76,33 @@ MIXTRAL_PARAMS = {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "e
 MIXTRAL_PARAMS |= {"top_k": 2, "vocab": 61, "context": 16, "eps": 1e-5}
 MIXTRAL_PARAMS |= {"rope_theta": 1000000.0}
 
+
+def _mamba() -> Any:
+    from transformers import MambaConfig, MambaForCausalLM
+
+    config = MambaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        state_size=4,
+        conv_kernel=4,
+        expand=2,
+        time_step_rank=3,
+        use_mambapy=False,
+        use_associative_scan=False,  # the sequential slow path, transformers' reference
+    )
+    return redraw(MambaForCausalLM(config))
+
+
+def _mamba_cls() -> Any:
+    from transformers import MambaForCausalLM
+
+    return MambaForCausalLM
+
+
+MAMBA_PARAMS = {"vocab": 50, "d_model": 32, "N": 2, "d_state": 4, "d_conv": 4, "expand": 2}
+MAMBA_PARAMS |= {"dt_rank": 3, "eps": 1e-5}
+
 FAMILIES = {
     "mixtral": Family(
         "mixtral",
@@ -85,5 +112,14 @@ FAMILIES = {
         _ids(61),
         _logits,
         ("model.embed_tokens.weight", "embed_tokens.weight"),
+    ),
+    "mamba": Family(
+        "mamba",
+        _mamba,
+        _mamba_cls,
+        MAMBA_PARAMS,
+        _ids(50),
+        _logits,
+        ("backbone.embeddings.weight", "embeddings.weight"),
     ),
 }
