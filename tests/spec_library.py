@@ -121,6 +121,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         86_567_656,
         {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
     ),
+    "mixtral": (
+        46_702_792_704,
+        {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "experts": 4, "vocab": 50},
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 

@@ -146,7 +146,8 @@ class Rule:
 
     ``kind`` is ``copy`` (one -> one), ``split`` (one -> the alternatives), ``concat`` (the
     alternatives -> one), ``drop`` (a checkpoint tensor with no counterpart) or ``tie`` (a
-    checkpoint tensor that must equal ``tie_to``)."""
+    checkpoint tensor that must equal ``tie_to``). With ``stack`` the checkpoint keys also run
+    over every index of that placeholder, which the model keys lack."""
 
     kind: Literal["copy", "split", "concat", "drop", "tie"]
     hf: tuple[Key, ...]
@@ -156,6 +157,7 @@ class Rule:
     tie_to: Key | None = None
     reason: str | None = None
     when: bool | str | None = None  # applies when true (``${...}`` of the spec's params)
+    stack: str | None = None  # the checkpoint-side placeholder a ``stack`` transform gathers
 
 
 @dataclass(frozen=True)
@@ -338,8 +340,46 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     specs = _transforms(decl, path, doc, rep)
     if dst is None or specs is None:
         return []
-    if src.names != dst.names:
-        only = sorted(src.names ^ dst.names)
+    stacked = next((str(t.args["over"]) for t in specs if t.name == "stack"), None)
+    if not _same_placeholders(src, dst, stacked, (path, opath), doc, rep):
+        return []
+    names = [s.name for s in specs]
+    if decl.tie is None and ("split" in names or "concat" in names):
+        kind: Literal["split", "concat"] = "split" if "split" in names else "concat"
+        made = _split_or_concat(kind, src, dst, specs, (path, opath), doc, rep)
+    else:
+        made = _paired(src, dst, decl.tie is not None, specs, (path, opath), doc, rep)
+    if stacked is not None:
+        made = [replace(r, stack=stacked) for r in made]
+    return made if decl.when is None else [replace(r, when=decl.when) for r in made]
+
+
+def _same_placeholders(
+    src: patterns.Pattern,
+    dst: patterns.Pattern,
+    stacked: str | None,
+    paths: tuple[YamlPath, YamlPath],
+    doc: SourceDoc,
+    rep: Reporter,
+) -> bool:
+    """Both sides use the same placeholders, but the one a ``stack`` gathers: the checkpoint
+    key's only."""
+    path, opath = paths
+    if stacked is not None and (stacked not in src.names or stacked in dst.names):
+        rep.add(
+            doc.diag(
+                "invalid-transform",
+                f"stack over '{{{stacked}}}': the checkpoint key has that placeholder and the "
+                "model key does not",
+                path,
+                key=True,
+                hint="model.layers.{i}.experts.{e}.w2.weight: "
+                "{to: layers.{i}.experts.down_proj, transforms: [{stack: e}]}",
+            )
+        )
+        return False
+    if src.names - {stacked} != dst.names:
+        only = sorted((src.names - {stacked}) ^ dst.names)
         rep.add(
             doc.diag(
                 "invalid-pattern",
@@ -349,14 +389,8 @@ def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
                 hint="both sides of a rule use the same placeholders",
             )
         )
-        return []
-    names = [s.name for s in specs]
-    if decl.tie is None and ("split" in names or "concat" in names):
-        kind: Literal["split", "concat"] = "split" if "split" in names else "concat"
-        made = _split_or_concat(kind, src, dst, specs, (path, opath), doc, rep)
-    else:
-        made = _paired(src, dst, decl.tie is not None, specs, (path, opath), doc, rep)
-    return made if decl.when is None else [replace(r, when=decl.when) for r in made]
+        return False
+    return True
 
 
 def _one_kind(decl: RuleDecl | _Short, path: YamlPath, doc: SourceDoc, rep: Reporter) -> bool:
@@ -395,7 +429,13 @@ def _transforms(
     names = [s.name for s in specs]
     tpath: YamlPath = (*path, "transforms")
     problem: tuple[str, YamlPath] | None = None
-    if names.count("split") > 1 or names.count("concat") > 1:
+    late_stack = [j for j, n in enumerate(names) if n == "stack" and j > 0]
+    if late_stack:
+        problem = (
+            "stack is the first transform (it takes every index's tensor), and comes once",
+            (*tpath, late_stack[0]),
+        )
+    elif names.count("split") > 1 or names.count("concat") > 1:
         problem = ("a rule splits or concatenates once", tpath)
     elif "split" in names and "concat" in names:
         problem = ("a rule cannot both split and concat", tpath)
@@ -404,9 +444,9 @@ def _transforms(
             "split is the last transform (it makes several tensors)",
             (*tpath, names.index("split")),
         )
-    elif "concat" in names and names[0] != "concat":
+    elif "concat" in names and names[1 if names[0] == "stack" else 0] != "concat":
         problem = (
-            "concat is the first transform (it takes several tensors)",
+            "concat is the first transform, or the second after stack (it takes several tensors)",
             (*tpath, names.index("concat")),
         )
     if problem is not None:

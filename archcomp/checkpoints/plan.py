@@ -165,7 +165,7 @@ def _resolve(
     resolved: list[Transform] = []
     for j, spec in enumerate(rule.transforms):
         try:
-            resolved.append(spec.resolve(env, parts))
+            resolved.append(spec.resolve(env, len(rule.hf) if spec.name == "stack" else parts))
         except TransformError as exc:
             path = (*rule.path, "transforms", j, *exc.where)
             diag = mapping.diag("invalid-transform", exc.message, path, hint=exc.hint)
@@ -272,6 +272,8 @@ def _match_keys(st: _Import) -> None:
             assert rule.tie_to is not None
             st.ties.append((key, rule.tie_to.format(values), rule))
         else:
+            if rule.stack is not None:  # the key's place in the stack: index, then part
+                j += values.pop(rule.stack) * len(rule.hf)
             binding = tuple(values.items())
             if len(binding) > 1:
                 binding = tuple(sorted(binding))
@@ -283,16 +285,21 @@ def _group_steps(st: _Import) -> None:
     fills (tied, unknown to the model, or filled twice are problems)."""
     for (n, vals), parts in st.groups.items():
         rule, values = st.mapping.rules[n], dict(vals)
-        if len(parts) == len(rule.hf):  # all there: the matched keys are the formatted ones
+        if rule.stack is not None:
+            hf, missing = _stacked(rule, values, parts)
+        elif len(parts) == len(rule.hf):  # all there: the matched keys are the formatted ones
             hf = [parts[j] for j in range(len(parts))]
             missing = []
         else:
             hf = [k.format(values) for k in rule.hf]
             missing = [h for h in hf if h not in st.checkpoint]
         if missing:
+            what = f"stack over {{{rule.stack}}}" if rule.stack else "concat"
+            shown = hf if len(hf) <= 4 else [*hf[:3], "..."]
             message = (
-                f"the concat of {', '.join(repr(h) for h in hf)} lacks "
-                f"{', '.join(repr(m) for m in missing)} in {st.weights}"
+                f"the {what} of {', '.join(repr(h) for h in shown)} lacks "
+                f"{', '.join(repr(m) for m in missing[:4])}"
+                f"{' and more' if len(missing) > 4 else ''} in {st.weights}"
             )
             st.out.add(
                 "missing-part",
@@ -308,6 +315,26 @@ def _group_steps(st: _Import) -> None:
                 st.produced[name] = step  # the usual case of _claim, without the call
             else:
                 _claim(st, step, name)
+
+
+def _stacked(
+    rule: Rule, values: dict[str, int], parts: dict[int, str]
+) -> tuple[list[str], list[str]]:
+    """The checkpoint keys of a stacked rule, part after part and each part in index order
+    (0 to the highest index found), and those of them the checkpoint lacks."""
+    assert rule.stack is not None
+    width = len(rule.hf)
+    count = max(parts) // width + 1
+    hf: list[str] = []
+    missing: list[str] = []
+    for j, k in enumerate(rule.hf):
+        for e in range(count):
+            found = parts.get(e * width + j)
+            if found is None:
+                found = k.format({**values, rule.stack: e})
+                missing.append(found)
+            hf.append(found)
+    return hf, missing
 
 
 def _claim(st: _Import, step: Step, name: str) -> None:
@@ -373,6 +400,8 @@ def _unfilled(st: _Import) -> None:
             )
             continue
         rule, _, values = found[0]
+        if rule.stack is not None:  # the first index of the stack is missing, at least
+            values = {**values, rule.stack: 0}
         for k in rule.hf:
             h = k.format(values)
             if h not in st.checkpoint:
@@ -454,7 +483,7 @@ def _check_steps(st: _Import) -> None:
     """Each step's transforms resolved at the spec's params, and the shapes they make."""
     for step in st.steps:
         if step.rule.transforms:
-            count = max(len(step.hf), len(step.spec))
+            count = max(len(step.rule.hf), len(step.rule.spec))
             resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
             if resolved is None:
                 continue
@@ -559,8 +588,9 @@ def _export_step(
     spec = [k.format(values) for k in rule.spec]
     lacking = [s for s in spec if s not in model]
     if lacking:
+        first = rule.hf[0].format({rule.stack: 0, **values} if rule.stack else values)
         message = (
-            f"the rule writes '{rule.hf[0].format(values)}' from "
+            f"the rule writes '{first}' from "
             f"{', '.join(repr(s) for s in spec)}; the model lacks "
             f"{', '.join(repr(s) for s in lacking)}"
         )
@@ -571,11 +601,9 @@ def _export_step(
     if resolved is None:
         return None
     inverse = [t.inverse() for t in reversed(resolved)]
-    # An export step reads model tensors (its "hf" side) and writes checkpoint tensors.
-    step = Step(rule, values, spec, [k.format(values) for k in rule.hf], inverse)
-    step.hf_shapes = [model[s] for s in spec]
+    shapes = [model[s] for s in spec]
     try:
-        run_shapes(inverse, step.hf_shapes)
+        made = run_shapes(inverse, shapes)
     except TransformError as exc:
         message = f"'{spec[0]}': {exc.message}"
         out.add(
@@ -585,4 +613,12 @@ def _export_step(
             rule=rule,
         )
         return None
+    if rule.stack is None:
+        hf = [k.format(values) for k in rule.hf]
+    else:  # one key per index of the stack, part after part
+        count = len(made) // len(rule.hf)
+        hf = [k.format({**values, rule.stack: e}) for k in rule.hf for e in range(count)]
+    # An export step reads model tensors (its "hf" side) and writes checkpoint tensors.
+    step = Step(rule, values, spec, hf, inverse)
+    step.hf_shapes = shapes
     return step

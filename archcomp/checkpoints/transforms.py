@@ -11,6 +11,9 @@ model's (``export`` applies the inverses in reverse order):
 ``{reshape: {from: [..], to: [..]}}``           a new shape of the same elements
 ``{permute_qk: {heads: H, from: interleaved,    RoPE's rotation pairs: adjacent (Meta, GPT-J)
 to: half}}``                                    or half a head apart (transformers' Llama)
+``{stack: e}``                                  the keys of every index 0..n-1 of placeholder
+                                                ``{e}`` -> one tensor, new dim 0 of size n
+                                                (experts saved one by one); first transform
 ==============================================  ===============================================
 
 Arguments are ints or the spec's own ``${...}`` expressions over its params (``${d_model}``),
@@ -24,6 +27,7 @@ tensors (views where torch can make one: ``transpose``, ``split``, most ``reshap
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +39,7 @@ if TYPE_CHECKING:
 
 Shape = tuple[int, ...]
 LAYOUTS = ("interleaved", "half")
-NAMES = ("transpose", "split", "concat", "reshape", "permute_qk")
+NAMES = ("transpose", "split", "concat", "reshape", "permute_qk", "stack")
 MAX_DIMS = 16
 
 
@@ -223,6 +227,59 @@ class PermuteQK(Transform):
 
 
 @dataclass(frozen=True)
+class Stack(Transform):
+    """The tensors of every index of a placeholder -> one tensor per part, the index its new
+    dim 0: ``experts.{e}.w1.weight`` (F, d) for e = 0..E-1 -> (E, F, d). The input lists each
+    part's tensors in index order, part after part (w1 of every expert, then w3 of every
+    expert); the output holds one tensor per part."""
+
+    parts: int
+    name = "stack"
+
+    def shapes(self, shapes: Sequence[Shape]) -> list[Shape]:
+        n = len(shapes) // self.parts
+        out = []
+        for p in range(self.parts):
+            group = shapes[p * n : (p + 1) * n]
+            if any(tuple(s) != tuple(group[0]) for s in group):
+                raise TransformError(
+                    f"stack of {n} tensors of different shapes: "
+                    f"{sorted({str(list(s)) for s in group})}"
+                )
+            out.append((n, *group[0]))
+        return out
+
+    def apply(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        import torch
+
+        n = len(tensors) // self.parts
+        return [torch.stack(list(tensors[p * n : (p + 1) * n])) for p in range(self.parts)]
+
+    def inverse(self) -> Transform:
+        return Unstack(self.parts)
+
+
+@dataclass(frozen=True)
+class Unstack(Transform):
+    """:class:`Stack`'s inverse (written on export only): each tensor -> its dim-0 slices,
+    part after part."""
+
+    parts: int
+    name = "unstack"
+
+    def shapes(self, shapes: Sequence[Shape]) -> list[Shape]:
+        if any(not s for s in shapes):
+            raise TransformError("unstack needs a tensor with a dim to slice (a stack's dim 0)")
+        return [tuple(s[1:]) for s in shapes for _ in range(s[0])]
+
+    def apply(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [piece for t in tensors for piece in t.unbind(0)]
+
+    def inverse(self) -> Transform:
+        return Stack(self.parts)
+
+
+@dataclass(frozen=True)
 class TransformSpec:
     """A transform as written: its name and raw arguments (ints or ``${...}`` text)."""
 
@@ -231,7 +288,8 @@ class TransformSpec:
 
     def resolve(self, env: Mapping[str, Any], parts: int) -> Transform:
         """The transform with its expressions evaluated against the spec's params ``env``;
-        ``parts`` is the number of alternatives of a split or concat."""
+        ``parts`` is the number of alternatives of a split or concat (of a stack: of the
+        checkpoint key)."""
         a = self.args
         if self.name == "transpose":
             x, y = (_int(v, env, ("transpose", i)) for i, v in enumerate(a.get("dims", [0, 1])))
@@ -251,6 +309,8 @@ class TransformSpec:
                     for i, v in enumerate(sizes)
                 )
             return Split(parts, dim, sz) if self.name == "split" else Concat(parts, dim, sz)
+        if self.name == "stack":
+            return Stack(parts)
         if self.name == "reshape":
             src = tuple(
                 _int(v, env, ("reshape", "from", i), positive=True) for i, v in enumerate(a["from"])
@@ -326,6 +386,12 @@ def parse(value: Any) -> TransformSpec:
         ):
             raise TransformError(f"{name}'s sizes are a list of ints", (name, "sizes"))
         return TransformSpec(name, spec)
+    if name == "stack":
+        if not (isinstance(args, str) and _PLACEHOLDER.match(args)):
+            raise TransformError(
+                "stack takes the placeholder it stacks over: {stack: e}", (name,), _USAGE[name]
+            )
+        return TransformSpec(name, {"over": args})
     if name == "reshape":
         spec = _fields(name, args, required=("from", "to"), optional=())
         for side in ("from", "to"):
@@ -356,7 +422,9 @@ def parse(value: Any) -> TransformSpec:
 _USAGE = {
     "reshape": "{reshape: {from: [1, 1, '${d_model}'], to: ['${d_model}']}}",
     "permute_qk": "{permute_qk: {heads: '${h}', from: interleaved, to: half}}",
+    "stack": "{stack: e}, with the placeholder {e} in the checkpoint key only",
 }
+_PLACEHOLDER = re.compile(r"[a-z_][a-z0-9_]*\Z")
 
 
 def _unknown(name: str, where: tuple[str | int, ...]) -> TransformSpec:

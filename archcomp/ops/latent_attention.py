@@ -3,6 +3,7 @@ expanded from one compressed latent per token, position in a decoupled RoPE head
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import Field
@@ -65,13 +66,24 @@ class MultiHeadLatentAttentionArgs(OpArgs):
     scale: float | None = Field(
         default=None,
         gt=0.0,
-        description="score scale (default (qk_nope_head_dim + qk_rope_head_dim)^-1/2; "
-        "with YaRN RoPE, give it as DeepSeek does: that default times mscale^2; it is not "
-        "derived from rope.scaling)",
+        description="score scale (default (qk_nope_head_dim + qk_rope_head_dim)^-1/2, times "
+        "m(factor, mscale_all_dim)^2 with YaRN RoPE that gives mscale_all_dim, as DeepSeek)",
     )
     norm_eps: float = Field(default=1e-6, gt=0.0, description="eps of the two latent RMS norms")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from x")
+
+
+def latent_scale(a: MultiHeadLatentAttentionArgs) -> float | None:
+    """The score scale: ``scale`` if given; with YaRN RoPE and ``mscale_all_dim``, DeepSeek's
+    (d_nope + d_rope)^-1/2 m(factor, mscale_all_dim)^2, m(s, k) = 0.1 k ln(s) + 1 (1 for s <=
+    1; transformers' ``yarn_get_mscale``); else None, the module's default."""
+    s = a.rope.scaling
+    if a.scale is not None or s is None or s.type != "yarn" or not s.mscale_all_dim:
+        return a.scale
+    factor = s.factor or 1.0
+    m = 1.0 if factor <= 1 else 0.1 * s.mscale_all_dim * math.log(factor) + 1.0
+    return float((a.qk_nope_head_dim + a.qk_rope_head_dim) ** -0.5 * m * m)
 
 
 def multi_head_latent_attention_label(a: MultiHeadLatentAttentionArgs) -> str:
@@ -160,7 +172,7 @@ def _mla_lower(c: LowerCtx) -> Any:
         rope=rope_config(a.rope),
         causal=a.causal,
         bias=a.bias,
-        scale=a.scale,
+        scale=latent_scale(a),
         norm_eps=a.norm_eps,
         dropout=a.dropout,
         **c.factory,

@@ -1,0 +1,155 @@
+"""Checkpoints of experts: the mapping transform ``stack`` (every expert's tensor -> one
+stacked tensor, and back on export), on transformers' Mixtral in both its layouts (each
+expert on its own, as save_pretrained writes it; stacked, as transformers holds it), with
+eager attention as well as sdpa, and the errors of a stack that cannot be made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numerics
+import pytest
+import torch
+from hf_models import FAMILIES, outputs, quiet
+from hf_zoo_moe import _mixtral
+from numerics import RoundingChains
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import archcomp
+from archcomp import SpecError
+from archcomp.checkpoints.transforms import Stack, Unstack
+
+pytest.importorskip("transformers")
+
+PER_EXPERT = "model.layers.{i}.block_sparse_moe.experts.{e}.w{w}.weight"
+
+
+def _equal_logits(hf: torch.nn.Module, model: torch.nn.Module) -> None:
+    family = FAMILIES["mixtral"]
+    x = family.inputs(torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        want = family.hf_call(hf, x)["logits"]
+        got = outputs(model, x)["logits"]
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want), msg="logits")
+
+
+def _keys(folder: Path) -> set[str]:
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return set(f.keys())
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_per_expert_mixtral_checkpoint_loads_equal(attn: str, tmp_path: Path) -> None:
+    """save_pretrained stores each expert on its own (w1 gate, w3 up, w2 down): the mapping
+    stacks them into the spec's gate_up_proj and down_proj."""
+    quiet()
+    hf = _mixtral(attn)
+    hf.save_pretrained(tmp_path)
+    keys = _keys(tmp_path)
+    assert PER_EXPERT.format(i=1, e=3, w=3) in keys
+    assert not any("gate_up_proj" in k for k in keys)
+    model = archcomp.from_pretrained(tmp_path)
+    _equal_logits(hf, model)
+    stacked = hf.state_dict()["model.layers.1.mlp.experts.gate_up_proj"]
+    assert torch.equal(model.state_dict()["layers.1.mlp.experts.gate_up_proj"], stacked)
+
+
+def test_stacked_mixtral_checkpoint_loads_equal_and_exports_per_expert(tmp_path: Path) -> None:
+    """A checkpoint holding transformers' stacked tensors as they are (gate_up_proj (E, 2F,
+    d), down_proj, mlp.gate) loads to the same model; export writes the per-expert layout,
+    which transformers reads back."""
+    quiet()
+    hf = _mixtral()
+    hf.save_pretrained(tmp_path / "saved")
+    stacked = tmp_path / "stacked"
+    stacked.mkdir()
+    (stacked / "config.json").write_text((tmp_path / "saved" / "config.json").read_text())
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    save_file(state, str(stacked / "model.safetensors"))
+    assert "model.layers.0.mlp.experts.gate_up_proj" in _keys(stacked)
+    model = archcomp.from_pretrained(stacked)
+    _equal_logits(hf, model)
+    old = archcomp.from_pretrained(tmp_path / "saved")
+    for key, t in old.state_dict().items():
+        assert torch.equal(model.state_dict()[key], t), key
+    archcomp.save_pretrained(model, tmp_path / "out")
+    assert _keys(tmp_path / "out") == _keys(tmp_path / "saved")
+    back = type(hf).from_pretrained(tmp_path / "out").eval()
+    _equal_logits(back, model)
+
+
+def _drop_key(folder: Path, key: str) -> None:
+    path = folder / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k != key}  # noqa: SIM118
+    save_file(tensors, str(path))
+
+
+def test_a_missing_expert_is_named(tmp_path: Path) -> None:
+    quiet()
+    _mixtral().save_pretrained(tmp_path)
+    _drop_key(tmp_path, PER_EXPERT.format(i=0, e=1, w=3))
+    with pytest.raises(SpecError) as exc:
+        archcomp.from_pretrained(tmp_path)
+    text = str(exc.value)
+    assert (
+        "stack over {e}" in text and "lacks 'model.layers.0.block_sparse_moe.experts.1.w3" in text
+    )
+
+
+def test_too_few_experts_is_a_shape_mismatch(tmp_path: Path) -> None:
+    """The last expert missing from every kind: the stacks hold 3 experts, the spec 4."""
+    quiet()
+    _mixtral().save_pretrained(tmp_path)
+    for i in range(2):
+        for w in (1, 2, 3):
+            _drop_key(tmp_path, PER_EXPERT.format(i=i, e=3, w=w))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_local_experts"] == 4
+    with pytest.raises(
+        SpecError,
+        match=r"gives \[3, 96, 32\] after stack, concat, but model tensor .* is \[4, 96, 32\]",
+    ):
+        archcomp.from_pretrained(tmp_path)
+
+
+MAPPING = """archcomp_mapping: 1
+spec: mixtral
+checkpoint: {{model_type: mixtral, architecture: MixtralForCausalLM}}
+tensors:
+  a.{{i}}.experts.{{e}}.w.weight: {rule}
+"""
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ('{to: "l.{i}.w", transforms: [{stack: f}]}', "stack over '{f}'"),
+        ('{to: "l.{i}.{e}.w", transforms: [{stack: e}]}', "stack over '{e}'"),
+        ('{to: "l.{i}.w", transforms: [transpose, {stack: e}]}', "stack is the first"),
+        ('{to: "l.{i}.w", transforms: [stack]}', "'stack' needs arguments"),
+        ('{to: "l.{i}.w", transforms: [{stack: [e]}]}', "stack takes the placeholder"),
+    ],
+)
+def test_stack_rules_that_cannot_work_are_located(rule: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING.format(rule=rule))
+    from archcomp.checkpoints.mapping import load_mapping
+
+    with pytest.raises(SpecError, match=r"m\.yaml:5:") as exc:
+        load_mapping(path)
+    assert message in str(exc.value)
+
+
+def test_stack_and_unstack_are_inverse_views_of_parts() -> None:
+    """Two parts of three indices each: part-major order in, one stacked tensor per part."""
+    parts = [torch.full((2, 5), float(i)) for i in range(6)]
+    stacked = Stack(2).apply(parts)
+    assert [tuple(t.shape) for t in stacked] == [(3, 2, 5), (3, 2, 5)]
+    assert Stack(2).shapes([(2, 5)] * 6) == [(3, 2, 5), (3, 2, 5)]
+    assert stacked[1][0, 0, 0] == 3.0
+    back = Unstack(2).apply(stacked)
+    assert all(torch.equal(a, b) for a, b in zip(back, parts, strict=True))
+    assert Unstack(2).shapes([(3, 2, 5), (3, 2, 5)]) == [(2, 5)] * 6
