@@ -34,6 +34,20 @@ _SMALL: dict[str, tuple[str, dict[str, Any]]] = {
             "max_position_embeddings": 16,
         },
     ),
+    "t5": (
+        "T5",
+        {
+            "vocab_size": 61,
+            "d_model": 32,
+            "d_kv": 12,  # h * d_kv = 48, not d_model
+            "num_heads": 4,
+            "num_layers": 2,
+            "num_decoder_layers": 2,
+            "d_ff": 48,
+            "relative_attention_num_buckets": 8,
+            "relative_attention_max_distance": 20,
+        },
+    ),
 }
 _PARAMS: dict[str, dict[str, Any]] = {
     "bart": {
@@ -49,14 +63,46 @@ _PARAMS: dict[str, dict[str, Any]] = {
         "attention_dropout": 0.0,
         "activation_dropout": 0.0,
     },
+    "t5": {
+        "vocab": 61,
+        "d_model": 32,
+        "d_kv": 12,
+        "h": 4,
+        "N": 2,
+        "N_dec": 2,
+        "d_ff": 48,
+        "num_buckets": 8,
+        "max_distance": 20,
+        "eps": 1e-6,
+        "dropout": 0.1,
+        "feed_forward_proj": "relu",
+        "tie_word_embeddings": True,
+        "scale_decoder_outputs": True,
+    },
 }
 # the configurations a family's one mapping reads, each tested with eager and sdpa attention
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "bart": {"large": {}},
+    "t5": {
+        "v1_0": {},
+        # v1.1 as the hub stores it: gated-GELU, an LM head of its own, tie_word_embeddings false
+        "v1_1": {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
+        # v1.1 as transformers 5 builds it from scratch: the head tied, the output unscaled
+        "v1_1_tied": {"feed_forward_proj": "gated-gelu", "scale_decoder_outputs": False},
+    },
 }
-# transformers' configs of the published sizes the specs' defaults are (tests/spec_library.py)
-FLAGSHIP: dict[str, dict[str, Any]] = {
-    "bart": {},  # BartConfig's defaults are bart-large
+# transformers' configs of the published sizes, each with the spec params that give it: the
+# first is the spec's defaults (tests/spec_library.py), others variants by -p
+_V1_1 = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+FLAGSHIP: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
+    "bart": [({}, {})],  # BartConfig's defaults are bart-large
+    "t5": [
+        ({"d_model": 768, "d_ff": 3072, "num_layers": 12, "num_heads": 12}, {}),  # t5-base
+        (  # t5-v1_1-base
+            {"d_model": 768, "d_ff": 2048, "num_layers": 12, "num_heads": 12, **_V1_1},
+            {"d_ff": 2048, **_V1_1, "scale_decoder_outputs": False},
+        ),
+    ],
 }
 
 
@@ -66,9 +112,20 @@ def transformers_class(name: str, suffix: str = "ForConditionalGeneration") -> A
     return getattr(module, f"{_SMALL[name][0]}{suffix}")
 
 
+def build(name: str, **config: Any) -> Any:
+    """transformers' model of a family from a config (on the default device); T5 with
+    ``tie_word_embeddings: false`` (v1.1) gets an LM head of its own, as the hub's checkpoints
+    store it (transformers 5 builds every T5 tied and unties on loading such a checkpoint)."""
+    model = transformers_class(name)(transformers_class(name, "Config")(**config))
+    if name == "t5" and config.get("tie_word_embeddings") is False:
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))
+    return model
+
+
 def make(name: str, seed: int = 0, **kw: Any) -> Any:
     """A small random transformers model of the family, every weight re-drawn, eval mode."""
-    model = transformers_class(name)(transformers_class(name, "Config")(**_SMALL[name][1], **kw))
+    model = build(name, **_SMALL[name][1], **kw)
     redraw(model, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -105,5 +162,14 @@ FAMILIES: dict[str, Family] = {
         text_inputs,
         text_call,
         ("model.shared.weight", "shared.weight"),
+    ),
+    "t5": Family(
+        "t5",
+        lambda: make("t5"),
+        lambda: transformers_class("t5"),
+        _PARAMS["t5"],
+        text_inputs,
+        text_call,
+        ("shared.weight", "shared.weight"),
     ),
 }

@@ -73,6 +73,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         406_291_456,
         {"N": 2, "N_dec": 2, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "max_positions": 16},
     ),
+    "t5": (
+        222_903_552,
+        {"N": 2, "N_dec": 2, "d_model": 32, "d_kv": 8, "h": 4, "d_ff": 64, "vocab": 50},
+    ),
     "vit_b16": (
         86_567_656,
         {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
