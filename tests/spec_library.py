@@ -117,6 +117,14 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         129_135_360,
         {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},
     ),
+    "bart": (
+        406_291_456,
+        {"N": 2, "N_dec": 2, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "max_positions": 16},
+    ),
+    "t5": (
+        222_903_552,
+        {"N": 2, "N_dec": 2, "d_model": 32, "d_kv": 8, "h": 4, "d_ff": 64, "vocab": 50},
+    ),
     "vit_b16": (
         86_567_656,
         {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
@@ -130,7 +138,8 @@ SIZES = {"B": 3, "S": 8, "T": 6}
 
 
 def example_inputs(g: Graph, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random inputs of the graph's declared shapes: ids below every consuming embedding's size."""
+    """Random inputs of the graph's declared shapes: ids below every consuming embedding's size;
+    an integer input no embedding reads is an attention_mask (1 = real), its last position 0."""
     out: dict[str, torch.Tensor] = {}
     for name, info in g.inputs.items():
         shape = [int(substitute(d, SIZES)) for d in info.type.shape]  # type: ignore[call-overload]
@@ -140,6 +149,10 @@ def example_inputs(g: Graph, gen: torch.Generator) -> dict[str, torch.Tensor]:
                 for n in g.nodes.values()
                 if n.op.name == "embedding" and any(r.node == name for r in n.refs())
             ]
+            if not limits:
+                out[name] = torch.ones(shape, dtype=torch.int64)
+                out[name][..., -1] = 0  # pad the last position
+                continue
             out[name] = torch.randint(0, min(limits), shape, generator=gen)
         elif info.type.dtype == "bool":
             out[name] = torch.zeros(shape, dtype=torch.bool)

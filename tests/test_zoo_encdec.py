@@ -1,0 +1,79 @@
+"""The zoo's encoder-decoders (BART, T5 v1.0 and v1.1, Whisper) beyond tests/test_checkpoints.py:
+each variant a family's one mapping reads and each attention implementation transformers has
+for it (eager, sdpa) loads through ``archcomp.from_pretrained`` with no spec and no mapping and
+gives transformers' outputs and embedding gradients (rule of tests/NUMERICS.md); the specs'
+defaults have the flagship's parameter count, as transformers' model of that config on the
+meta device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numerics
+import pytest
+import torch
+from hf_models import outputs, quiet
+from hf_zoo_encdec import FAMILIES, FLAGSHIP, VARIANTS, build, make
+from numerics import RoundingChains
+from spec_library import LIBRARY, SPECS
+
+import archcomp
+
+pytest.importorskip("transformers")
+
+CASES = [
+    pytest.param(name, variant, attn, id=f"{name}-{variant}-{attn}")
+    for name, variants in VARIANTS.items()
+    for variant in variants
+    for attn in ("eager", "sdpa")
+]
+
+
+@pytest.mark.parametrize(("name", "variant", "attn"), CASES)
+def test_variant_and_attention_outputs_and_gradients(
+    name: str, variant: str, attn: str, tmp_path: Path
+) -> None:
+    quiet()
+    family = FAMILIES[name]
+    kw: dict[str, Any] = {**VARIANTS[name][variant], "attn_implementation": attn}
+    hf = make(name, **kw)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    x = family.inputs(torch.Generator().manual_seed(1))
+    with RoundingChains() as chains:
+        want = family.hf_call(hf, x)
+        got = outputs(model, x)
+        for key in want:
+            tol = chains.tolerance(torch.float32, got[key], want[key])
+            numerics.assert_close(got[key].detach(), want[key].detach(), tol, msg=key)
+        g = torch.Generator().manual_seed(2)
+        weights = {k: torch.randn(v.shape, generator=g) for k, v in want.items()}
+        sum((want[k] * weights[k]).sum() for k in want).backward()  # type: ignore[union-attr]
+        sum((got[k] * weights[k]).sum() for k in got).backward()  # type: ignore[union-attr]
+    hf_name, our_name = family.embedding
+    hf_grad = dict(hf.named_parameters())[hf_name].grad
+    our_grad = model.get_parameter(our_name).grad
+    assert hf_grad is not None and our_grad is not None
+    numerics.assert_close(our_grad, hf_grad, chains.tolerance(torch.float32), msg=our_name)
+
+
+FLAGSHIPS = [
+    pytest.param(name, i, id=f"{name}-{i}")
+    for name, sizes in FLAGSHIP.items()
+    for i in range(len(sizes))
+]
+
+
+@pytest.mark.parametrize(("name", "i"), FLAGSHIPS)
+def test_flagship_count_is_transformers_on_meta(name: str, i: int) -> None:
+    """The spec's defaults (and each -p variant) are the published model: transformers' of
+    that config, built on the meta device, has as many parameters (ties counted once)."""
+    config, params = FLAGSHIP[name][i]
+    with torch.device("meta"):
+        hf = build(name, **config)
+    count = sum(p.numel() for p in hf.parameters())
+    assert archcomp.summary(SPECS / f"{name}.yaml", params).parameters == count
+    if i == 0:
+        assert count == LIBRARY[name][0]
