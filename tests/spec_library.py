@@ -73,6 +73,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         86_567_656,
         {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},
     ),
+    "convnext_tiny": (
+        28_589_128,
+        {"image": 32, "width": 8, "n1": 1, "n2": 2, "n3": 1, "n4": 1, "classes": 10},
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 
