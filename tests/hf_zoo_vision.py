@@ -57,6 +57,41 @@ def _convnext_cls() -> Any:
     return ConvNextForImageClassification
 
 
+# -- DINOv2 -----------------------------------------------------------------------------------
+
+
+def _dinov2() -> Any:
+    from transformers import Dinov2Config, Dinov2Model
+
+    # positions for 4 x 4 patches; the spec's default input, 224 x 224, has 16 x 16 (the
+    # input size is no checkpoint's): the table is resized bicubically
+    cfg = Dinov2Config(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        mlp_ratio=2,
+        image_size=56,
+        patch_size=14,
+    )
+    return _redrawn(Dinov2Model(cfg))
+
+
+def _dinov2_cls() -> Any:
+    from transformers import Dinov2Model
+
+    return Dinov2Model
+
+
+def _dinov2_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
+    masked = torch.rand(2, 256, generator=g) < 0.3  # some patches replaced by the mask token
+    return {"pixel_values": torch.randn(2, 3, 224, 224, generator=g), "bool_masked_pos": masked}
+
+
+def _dinov2_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"])
+    return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+
+
 FAMILIES = {
     "convnext_tiny": Family(
         "convnext_tiny",
@@ -67,6 +102,15 @@ FAMILIES = {
         _logits,
         ("convnext.embeddings.patch_embeddings.weight", "embeddings.patch_embeddings.weight"),
     ),
+    "dinov2_base": Family(
+        "dinov2_base",
+        _dinov2,
+        _dinov2_cls,
+        {"N": 2, "d_model": 32, "h": 4, "mlp_ratio": 2, "image_size": 56, "patch": 14},
+        _dinov2_inputs,
+        _dinov2_call,
+        ("embeddings.position_embeddings", "position_embeddings.weight"),
+    ),
 }
 
 
@@ -74,6 +118,7 @@ FAMILIES = {
 # the spec's defaults must have its parameter count
 FLAGSHIP: dict[str, tuple[str, str, dict[str, Any]]] = {
     "convnext_tiny": ("ConvNextConfig", "ConvNextForImageClassification", {"num_labels": 1000}),
+    "dinov2_base": ("Dinov2Config", "Dinov2Model", {"image_size": 518}),
 }
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numerics
 import pytest
-from hf_models import FAMILIES  # first: it imports the zoo's groups, this one included
+import torch
+from hf_models import FAMILIES, outputs, save  # first: it imports hf_zoo_vision
 from hf_zoo_vision import FLAGSHIP, flagship_parameters
+from numerics import RoundingChains
 from spec_library import LIBRARY
 
 import archcomp
@@ -26,3 +29,25 @@ def test_defaults_have_the_published_parameter_count(name: str) -> None:
     want = flagship_parameters(name)
     assert archcomp.summary(SPECS / f"{name}.yaml").parameters == want
     assert LIBRARY[name][0] == want
+
+
+ATTENTION = [n for n in ("dinov2_base", "swin_tiny", "clip_vit_b32") if n in FAMILIES]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("name", ATTENTION)
+def test_equal_to_eager_and_sdpa_attention(name: str, attn: str, tmp_path: Path) -> None:
+    """The loaded model equals transformers' with either attention implementation."""
+    family = FAMILIES[name]
+    hf = save(family, tmp_path)
+    hf.set_attn_implementation(attn)
+    assert hf.config._attn_implementation == attn
+    model = archcomp.from_pretrained(tmp_path)
+    x = family.inputs(torch.Generator().manual_seed(4))
+    with torch.no_grad(), RoundingChains() as chains:
+        want = family.hf_call(hf, x)
+        got = outputs(model, x)
+    assert set(got) == set(want)
+    for key in want:
+        tol = chains.tolerance(torch.float32, got[key], want[key])
+        numerics.assert_close(got[key], want[key], tol, msg=key)
