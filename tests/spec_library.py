@@ -133,6 +133,14 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         46_702_792_704,
         {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "experts": 4, "vocab": 50},
     ),
+    "convnext_tiny": (
+        28_589_128,
+        {"image": 32, "width": 8, "n1": 1, "n2": 2, "n3": 1, "n4": 1, "classes": 10},
+    ),
+    "dinov2_base": (
+        86_580_480,
+        {"image": 42, "image_size": 28, "patch": 7, "d_model": 32, "h": 4, "N": 2, "mlp_ratio": 2},
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 

@@ -1,0 +1,53 @@
+"""The zoo's vision specs at their published sizes: each spec's defaults have the parameter
+count of transformers' model of the flagship config, built on the meta device (nothing
+allocated), and tests/spec_library.py's LIBRARY records that count. The equivalence and
+round-trip tests of these families are tests/test_checkpoints.py's, on tests/hf_zoo_vision.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numerics
+import pytest
+import torch
+from hf_models import FAMILIES, outputs, save  # first: it imports hf_zoo_vision
+from hf_zoo_vision import FLAGSHIP, flagship_parameters
+from numerics import RoundingChains
+from spec_library import LIBRARY
+
+import archcomp
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("name", sorted(FLAGSHIP))
+def test_defaults_have_the_published_parameter_count(name: str) -> None:
+    assert name in FAMILIES
+    want = flagship_parameters(name)
+    assert archcomp.summary(SPECS / f"{name}.yaml").parameters == want
+    assert LIBRARY[name][0] == want
+
+
+ATTENTION = [n for n in ("dinov2_base", "swin_tiny", "clip_vit_b32") if n in FAMILIES]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("name", ATTENTION)
+def test_equal_to_eager_and_sdpa_attention(name: str, attn: str, tmp_path: Path) -> None:
+    """The loaded model equals transformers' with either attention implementation."""
+    family = FAMILIES[name]
+    hf = save(family, tmp_path)
+    hf.set_attn_implementation(attn)
+    assert hf.config._attn_implementation == attn
+    model = archcomp.from_pretrained(tmp_path)
+    x = family.inputs(torch.Generator().manual_seed(4))
+    with torch.no_grad(), RoundingChains() as chains:
+        want = family.hf_call(hf, x)
+        got = outputs(model, x)
+    assert set(got) == set(want)
+    for key in want:
+        tol = chains.tolerance(torch.float32, got[key], want[key])
+        numerics.assert_close(got[key], want[key], tol, msg=key)
