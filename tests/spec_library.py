@@ -99,6 +99,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
             "window": 4,
         },
     ),
+    "gpt_neox": (
+        1_414_647_808,
+        {"N": 2, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "context": 16, "rotary_pct": 0.5},
+    ),
     "mamba": (
         129_135_360,
         {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},
