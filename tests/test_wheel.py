@@ -154,3 +154,48 @@ torch.testing.assert_close(again.eval()(x), mine.eval()(x))
 print("ok")
 """
     assert installed.python(code).stdout.strip() == "ok"
+
+
+def test_from_pretrained_of_every_family_outside_the_repository(installed: Installed) -> None:
+    """A random small checkpoint of every family with a shipped mapping (tests/hf_models.py's
+    FAMILIES) loads with no spec and no mapping in the installed wheel, and its outputs equal
+    transformers' by the rule of tests/numerics.py (the tolerance of this tree's model against
+    transformers, on the same inputs)."""
+    pytest.importorskip("transformers")
+    import numerics
+    import torch
+    from hf_models import FAMILIES, outputs, save, shipped
+    from numerics import RoundingChains
+
+    import archcomp
+
+    want: dict[str, dict[str, torch.Tensor]] = {}
+    tolerances = {}
+    for name in shipped():
+        family, folder = FAMILIES[name], installed.work / "hf" / name
+        hf = save(family, folder)
+        x = family.inputs(torch.Generator().manual_seed(1))
+        torch.save(x, folder / "inputs.pt")
+        with torch.no_grad(), RoundingChains() as chains:
+            want[name] = family.hf_call(hf, x)
+            ours = outputs(archcomp.from_pretrained(folder), x)
+            tolerances[name] = {
+                k: chains.tolerance(torch.float32, ours[k], w) for k, w in want[name].items()
+            }
+    code = """
+import torch, archcomp
+from pathlib import Path
+assert Path(archcomp.__file__).is_relative_to(Path(__import__("sys").prefix))
+for folder in sorted(Path("hf").iterdir()):
+    model = archcomp.from_pretrained(folder)
+    with torch.no_grad():
+        y = model(**torch.load(folder / "inputs.pt"))
+    torch.save(y if isinstance(y, dict) else {model.output_names[0]: y}, folder / "outputs.pt")
+print("ok")
+"""
+    assert installed.python(code).stdout.strip() == "ok"
+    for name, expected in want.items():
+        got = torch.load(installed.work / "hf" / name / "outputs.pt")
+        assert set(got) == set(expected), name
+        for k, w in expected.items():
+            numerics.assert_close(got[k], w, tolerances[name][k], msg=f"{name}: {k}")
