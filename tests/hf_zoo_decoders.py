@@ -21,6 +21,21 @@ def _rope(theta: float) -> dict[str, Any]:
     return {"rope_type": "default", "rope_theta": theta}
 
 
+_NEOX = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "vocab_size": 61,
+    "max_position_embeddings": 16,
+    "layer_norm_eps": 1e-5,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    # half of each 8-dim head rotates: 4 dims, so a wrong pairing of them shows
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5},
+}
+
+
 # per family: (transformers' prefix of Config / ForCausalLM, the small config)
 _GQA = {
     "num_hidden_layers": 2,
@@ -40,6 +55,7 @@ _SMALL: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3": ("Qwen3", {**_GQA, "head_dim": 12, "rope_parameters": _rope(1e6)}),
     "olmo2": ("Olmo2", {**_GQA, "rope_parameters": _rope(5e5)}),
     "phi3": ("Phi3", {**_GQA, "sliding_window": 4, "rope_parameters": _rope(1e4)}),
+    "gpt_neox": ("GPTNeoX", _NEOX),
     "llama": ("Llama", {**_GQA, "rope_parameters": _rope(5e5)}),  # variants only (hf_models')
 }
 _LLAMA = {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "vocab": 61, "context": 16}
@@ -48,6 +64,17 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "qwen3": {**_LLAMA, "head_dim": 12, "eps": 1e-6, "rope_theta": 1e6},  # 12 != 32 / 4
     "olmo2": {**_LLAMA, "eps": 1e-6, "rope_theta": 5e5},
     "phi3": {**_LLAMA, "eps": 1e-6, "rope_theta": 1e4, "window": 4},  # the window is below T
+    "gpt_neox": {
+        "N": 2,
+        "d_model": 32,
+        "h": 4,
+        "d_ff": 48,
+        "vocab": 61,
+        "context": 16,
+        "eps": 1e-5,
+        "rope_theta": 1e4,
+        "rotary_pct": 0.5,
+    },
 }
 # transformers' configs of the published sizes the specs' defaults are (tests/spec_library.py)
 FLAGSHIP: dict[str, dict[str, Any]] = {
@@ -88,6 +115,14 @@ FLAGSHIP: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 32,
         "sliding_window": 2047,
     },
+    "gpt_neox": {  # Pythia-1.4B
+        "vocab_size": 50304,
+        "hidden_size": 2048,
+        "num_attention_heads": 16,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "rope_parameters": _rope(1e4) | {"partial_rotary_factor": 0.25},
+    },
 }
 
 
@@ -119,6 +154,10 @@ def call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"logits": m(input_ids=x["input_ids"]).logits}
 
 
+# (transformers name, archcomp name) of the token embedding, where not Llama's
+EMBEDDING = {"gpt_neox": ("gpt_neox.embed_in.weight", "embed_in.weight")}
+
+
 def _family(name: str) -> Family:
     return Family(
         name,
@@ -127,7 +166,7 @@ def _family(name: str) -> Family:
         _PARAMS[name],
         inputs,
         call,
-        ("model.embed_tokens.weight", "embed_tokens.weight"),
+        EMBEDDING.get(name, ("model.embed_tokens.weight", "embed_tokens.weight")),
     )
 
 

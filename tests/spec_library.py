@@ -141,6 +141,10 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         86_580_480,
         {"image": 42, "image_size": 28, "patch": 7, "d_model": 32, "h": 4, "N": 2, "mlp_ratio": 2},
     ),
+    "gpt_neox": (
+        1_414_647_808,
+        {"N": 2, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "context": 16, "rotary_pct": 0.5},
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 

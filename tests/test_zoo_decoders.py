@@ -39,6 +39,8 @@ VARIANTS = [
     ("olmo2", {"attn_implementation": "eager"}),
     ("phi3", {"attn_implementation": "eager"}),
     ("phi3", {"sliding_window": None}),  # no window (Phi-3.5)
+    ("gpt_neox", {"attn_implementation": "eager"}),
+    ("gpt_neox", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}),  # Pythia's 1/4
     ("llama", {"tie_word_embeddings": True}),
     ("llama", {"tie_word_embeddings": True, "attn_implementation": "eager"}),
 ]
@@ -59,7 +61,11 @@ def _weighted_sum(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-def _forward_and_grad(hf: Any, ours: ArchModule) -> None:
+def _embedding(name: str) -> tuple[str, str]:
+    return zoo.EMBEDDING.get(name, ("model.embed_tokens.weight", "embed_tokens.weight"))
+
+
+def _forward_and_grad(name: str, hf: Any, ours: ArchModule) -> None:
     """Logits and the token embedding's gradient equal transformers'."""
     x = zoo.inputs(torch.Generator().manual_seed(1))
     with RoundingChains() as chains:
@@ -70,8 +76,9 @@ def _forward_and_grad(hf: Any, ours: ArchModule) -> None:
     numerics.assert_close(
         got["logits"], want["logits"], chains.tolerance(torch.float32, got["logits"]), msg="logits"
     )
-    hf_grad = hf.get_parameter("model.embed_tokens.weight").grad
-    our_grad = ours.get_parameter("embed_tokens.weight").grad
+    hf_name, our_name = _embedding(name)
+    hf_grad = hf.get_parameter(hf_name).grad
+    our_grad = ours.get_parameter(our_name).grad
     assert hf_grad is not None and our_grad is not None
     numerics.assert_close(our_grad, hf_grad, chains.tolerance(torch.float32), msg="grad")
 
@@ -81,13 +88,14 @@ def test_variant_loads_and_exports(name: str, kw: dict[str, Any], tmp_path: Path
     quiet()
     hf = zoo.make(name, seed=4, **kw)
     tied = bool(kw.get("tie_word_embeddings"))
-    assert (hf.lm_head.weight is hf.model.embed_tokens.weight) is tied
+    hf_name, our_name = _embedding(name)
+    assert (hf.lm_head.weight is hf.get_parameter(hf_name)) is tied
     hf.save_pretrained(tmp_path / "hf")
     model = archcomp.from_pretrained(tmp_path / "hf")
     assert model.spec["params"].get("tie_word_embeddings", False) is tied
-    assert (model.lm_head.weight is model.embed_tokens.weight) is tied
+    assert (model.lm_head.weight is model.get_parameter(our_name)) is tied
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf.parameters())
-    _forward_and_grad(hf, model)
+    _forward_and_grad(name, hf, model)
     archcomp.save_pretrained(model, tmp_path / "back")
     cls = zoo.transformers_class(name)
     again, info = cls.from_pretrained(tmp_path / "back", output_loading_info=True, **kw)
@@ -95,3 +103,28 @@ def test_variant_loads_and_exports(name: str, kw: dict[str, Any], tmp_path: Path
     x = zoo.inputs(torch.Generator().manual_seed(3))
     with torch.no_grad():
         numerics.assert_same(zoo.call(again.eval(), x)["logits"], zoo.call(hf, x)["logits"])
+
+
+def test_gpt_neox_other_checkpoint_names(tmp_path: Path) -> None:
+    """save_pretrained writes the LM head as embed_out.weight (the hub's name); a checkpoint
+    with the module's name, lm_head.weight, and the causal-mask and RoPE buffers per layer of
+    older ones (the hub's Pythia) loads the same."""
+    from safetensors.torch import load_file, save_file
+
+    quiet()
+    hf = zoo.make("gpt_neox", seed=5)
+    hf.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["lm_head.weight"] = tensors.pop("embed_out.weight")
+    for i in range(2):
+        layer = f"gpt_neox.layers.{i}.attention"
+        tensors[f"{layer}.bias"] = torch.ones(1, 1, 16, 16, dtype=torch.bool).tril()
+        tensors[f"{layer}.masked_bias"] = torch.tensor(-1e9)
+        tensors[f"{layer}.rotary_emb.inv_freq"] = torch.ones(2)
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model = archcomp.from_pretrained(tmp_path)
+    x = zoo.inputs(torch.Generator().manual_seed(1))
+    with RoundingChains() as chains:
+        want = zoo.call(hf, x)["logits"]
+        got = outputs(model, x)["logits"]
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got), msg="logits")
