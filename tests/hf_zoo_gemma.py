@@ -58,14 +58,15 @@ def gemma2(**kw: Any) -> Any:
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     cfg = Gemma2Config(
-        **_SIZES,
-        num_hidden_layers=3,  # local, global, local
-        attn_logit_softcapping=2.0,
-        final_logit_softcapping=3.0,
-        attn_implementation="eager",  # Gemma 2 has no sdpa path (sdpa cannot soft-cap)
+        **{
+            **_SIZES,
+            "num_hidden_layers": 3,  # local, global, local
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 3.0,
+            "attn_implementation": "eager",  # Gemma 2 has no sdpa path (sdpa cannot soft-cap)
+            **kw,
+        }
     )
-    for key, value in kw.items():
-        setattr(cfg, key, value)
     return redrawn(Gemma2ForCausalLM(cfg))
 
 
@@ -81,17 +82,18 @@ def gemma3_text(attn: str = "sdpa", **kw: Any) -> Any:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     cfg = Gemma3TextConfig(
-        **_SIZES,
-        num_hidden_layers=4,
-        sliding_window_pattern=3,
-        rope_parameters={
-            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
-            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000.0},
-        },
-        attn_implementation=attn,
+        **{
+            **_SIZES,
+            "num_hidden_layers": 4,
+            "sliding_window_pattern": 3,
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000.0},
+            },
+            "attn_implementation": attn,
+            **kw,
+        }
     )
-    for key, value in kw.items():
-        setattr(cfg, key, value)
     return redrawn(Gemma3ForCausalLM(cfg))
 
 

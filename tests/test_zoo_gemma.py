@@ -137,9 +137,10 @@ def test_gemma3_equals_transformers_with_either_attention(attn: str, tmp_path: P
 
 
 def test_gemma3_config_in_older_form(tmp_path: Path) -> None:
-    """A config.json without layer_types (transformers' rule: every sliding_window_pattern-th
-    layer global) and with an unscaled global RoPE (rope_type default, no factor) loads as
-    transformers reads it, and exports back to the same model."""
+    """A config.json as transformers 4.50 wrote Gemma 3 1B's: no layer_types (transformers'
+    rule: every sliding_window_pattern-th layer global), the two RoPE bases as rope_theta and
+    rope_local_base_freq and no scaling. It loads as transformers reads it, and exports back to
+    the same model."""
     from hf_zoo_gemma import gemma3_text
     from transformers import Gemma3ForCausalLM
 
@@ -148,7 +149,8 @@ def test_gemma3_config_in_older_form(tmp_path: Path) -> None:
     path = tmp_path / "hf" / "config.json"
     config = json.loads(path.read_text())
     del config["layer_types"]
-    config["rope_parameters"]["full_attention"] = {"rope_type": "default", "rope_theta": 1000.0}
+    del config["rope_parameters"]
+    config |= {"rope_theta": 1000.0, "rope_local_base_freq": 100.0, "rope_scaling": None}
     path.write_text(json.dumps(config))
     hf = Gemma3ForCausalLM.from_pretrained(tmp_path / "hf").eval()
     model = _compare_loaded(hf, tmp_path / "hf")
@@ -156,7 +158,7 @@ def test_gemma3_config_in_older_form(tmp_path: Path) -> None:
     assert params["layer_types"] == ["sliding_attention"] * 2 + ["full_attention"] * 1 + [
         "sliding_attention"
     ]
-    assert params["rope_factor"] == 1.0
+    assert (params["rope_factor"], params["rope_theta"], params["local_theta"]) == (1, 1000, 100)
     archcomp.save_pretrained(model, tmp_path / "out")
     again = Gemma3ForCausalLM.from_pretrained(tmp_path / "out").eval()
     _compare_loaded(again, tmp_path / "hf")
