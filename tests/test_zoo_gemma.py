@@ -108,7 +108,7 @@ def test_a_checkpoint_without_soft_caps_is_refused_at_its_field(
 def _compare_loaded(hf: Any, folder: Path, grads: bool = False) -> Any:
     """archcomp.from_pretrained(folder) against ``hf``: logits, and with ``grads`` the
     embedding's gradient, by the rule of tests/numerics.py; returns the archcomp model."""
-    family = FAMILIES["gemma3_text"]
+    family = FAMILIES[hf.config.model_type]
     model = archcomp.from_pretrained(folder)
     x = family.inputs(torch.Generator().manual_seed(1))
     with RoundingChains() as chains:
@@ -177,3 +177,18 @@ def test_qk_norm_offset_is_for_rms_norms(
     err = capsys.readouterr().err
     assert "m.yaml:6:15: error" in err
     assert "qk_norm's offset is the gain offset of an RMS norm" in err
+
+
+def test_gemma2_config_in_older_form(tmp_path: Path) -> None:
+    """Gemma 2's config.json as the hub has it: no layer_types (transformers alternates from a
+    local layer) and rope_theta at the top; it loads as transformers reads it."""
+    from transformers import Gemma2ForCausalLM
+
+    save(FAMILIES["gemma2"], tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["layer_types"], config["rope_parameters"]
+    config["rope_theta"] = 100.0  # not the default, so that a default in its place is seen
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    hf = Gemma2ForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    model = _compare_loaded(hf, tmp_path)
+    assert model.spec["params"]["rope_theta"] == 100.0
