@@ -58,14 +58,15 @@ def gemma2(**kw: Any) -> Any:
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     cfg = Gemma2Config(
-        **_SIZES,
-        num_hidden_layers=3,  # local, global, local
-        attn_logit_softcapping=2.0,
-        final_logit_softcapping=3.0,
-        attn_implementation="eager",  # Gemma 2 has no sdpa path (sdpa cannot soft-cap)
+        **{
+            **_SIZES,
+            "num_hidden_layers": 3,  # local, global, local
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 3.0,
+            "attn_implementation": "eager",  # Gemma 2 has no sdpa path (sdpa cannot soft-cap)
+            **kw,
+        }
     )
-    for key, value in kw.items():
-        setattr(cfg, key, value)
     return redrawn(Gemma2ForCausalLM(cfg))
 
 
@@ -73,6 +74,33 @@ def _gemma2_cls() -> Any:
     from transformers import Gemma2ForCausalLM
 
     return Gemma2ForCausalLM
+
+
+def gemma3_text(attn: str = "sdpa", **kw: Any) -> Any:
+    """A small random Gemma3ForCausalLM (sdpa attention, or ``attn``); ``kw`` overrides its
+    config. Layers local, local, global, local; the global RoPE scaled linearly."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(
+        **{
+            **_SIZES,
+            "num_hidden_layers": 4,
+            "sliding_window_pattern": 3,
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000.0},
+            },
+            "attn_implementation": attn,
+            **kw,
+        }
+    )
+    return redrawn(Gemma3ForCausalLM(cfg))
+
+
+def _gemma3_text_cls() -> Any:
+    from transformers import Gemma3ForCausalLM
+
+    return Gemma3ForCausalLM
 
 
 FAMILIES = {
@@ -87,6 +115,28 @@ FAMILIES = {
             "rope_theta": 10000.0,
             "attn_softcap": 2.0,
             "final_softcap": 3.0,
+        },
+        _ids,
+        _logits,
+        ("model.embed_tokens.weight", "embed_tokens.weight"),
+    ),
+    "gemma3_text": Family(
+        "gemma3_text",
+        gemma3_text,
+        _gemma3_text_cls,
+        {
+            **_PARAMS,
+            "N": 4,
+            "sliding_window_pattern": 3,
+            "layer_types": [
+                "sliding_attention",
+                "sliding_attention",
+                "full_attention",
+                "sliding_attention",
+            ],
+            "local_theta": 100.0,  # small bases, so that 9 positions turn far
+            "rope_theta": 1000.0,
+            "rope_factor": 8.0,
         },
         _ids,
         _logits,

@@ -113,6 +113,21 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
             "window": 4,
         },
     ),
+    "gemma3_text": (
+        3_880_263_168,
+        {
+            "N": 3,
+            "sliding_window_pattern": 2,
+            "d_model": 32,
+            "h": 4,
+            "n_kv_heads": 2,
+            "head_dim": 8,
+            "d_ff": 64,
+            "vocab": 50,
+            "context": 16,
+            "window": 4,
+        },
+    ),
     "mamba": (
         129_135_360,
         {"N": 2, "d_model": 32, "d_state": 4, "dt_rank": 4, "vocab": 50},

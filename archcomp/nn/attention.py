@@ -10,12 +10,14 @@ branches: it traces under ``torch.compile(fullgraph=True)`` and ``torch.export``
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archcomp.nn.norm import OffsetRMSNorm
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
 
 
@@ -109,7 +111,7 @@ def attend(
 
 
 Bias = bool | tuple[bool, bool, bool, bool]
-QKNorm = tuple[str, bool, float]  # ("rms" | "layer", per head, eps)
+QKNorm = tuple[str, bool, float, float]  # ("rms" | "layer", per head, eps, rms gain offset)
 
 
 class MultiHeadAttention(nn.Module):
@@ -125,9 +127,10 @@ class MultiHeadAttention(nn.Module):
     k (per head, positions 0..T-1 and 0..S-1) before the scores; its tables are the ``rotary``
     submodule's non-persistent buffers. ``head_dim`` (default E / h) and ``v_head_dim``
     (default ``head_dim``) size the heads; ``bias`` is one bool or (q, k, v, out);
-    ``qk_norm`` = (kind, per_head, eps) normalizes q and k (RMS or layer norm, over each head
-    or the whole projection) before RoPE; ``scale`` replaces 1/sqrt(head_dim); ``softcap``
-    bounds the scores by ``softcap * tanh(scores / softcap)`` (Gemma 2).
+    ``qk_norm`` = (kind, per_head, eps, offset) normalizes q and k (RMS or layer norm, over each
+    head or the whole projection; an RMS gain of offset + weight, Gemma 3) before RoPE;
+    ``scale`` replaces 1/sqrt(head_dim); ``softcap`` bounds the scores by
+    ``softcap * tanh(scores / softcap)`` (Gemma 2).
     """
 
     def __init__(
@@ -189,8 +192,10 @@ class MultiHeadAttention(nn.Module):
         self.norm_whole = qk_norm is not None and not qk_norm[1]
         self.norm_heads = qk_norm is not None and qk_norm[1]
         if qk_norm is not None:
-            kind, per_head, eps = qk_norm
-            norm = nn.RMSNorm if kind == "rms" else nn.LayerNorm
+            kind, per_head, eps, offset = qk_norm
+            norm: Any = nn.RMSNorm if kind == "rms" else nn.LayerNorm
+            if offset:  # Gemma 3: a (1 + w) gain in float32
+                norm = functools.partial(OffsetRMSNorm, offset=offset)
             q_n, k_n = (self.head_dim,) * 2 if per_head else (q_dim, k_dim)
             self.q_norm = norm(q_n, eps=eps, **factory)
             self.k_norm = norm(k_n, eps=eps, **factory)

@@ -70,6 +70,11 @@ class QKNormArgs(OpArgs):
         default=True, description="normalize each head (true) or the whole projection (false)"
     )
     eps: float = Field(default=1e-6, gt=0.0, description="added to the variance")
+    offset: float = Field(
+        default=0.0,
+        description="rms: gain offset, (offset + weight) * x_normed in float32 (Gemma 3: 1; "
+        "see rms_norm)",
+    )
 
 
 class MultiHeadAttentionArgs(OpArgs):
@@ -112,7 +117,7 @@ class MultiHeadAttentionArgs(OpArgs):
         default=None, gt=0, description="value size per head d_v (default head_dim)"
     )
     qk_norm: QKNormArgs | None = Field(
-        default=None, description="norm of q and k: {kind: rms|layer, per_head, eps}"
+        default=None, description="norm of q and k: {kind: rms|layer, per_head, eps, offset}"
     )
     scale: float | None = Field(
         default=None, gt=0.0, description="score scale (default 1/sqrt(head_dim))"
@@ -237,6 +242,12 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
             arg="window",
             hint="add causal: true, or drop window",
         )
+    if a.qk_norm is not None and a.qk_norm.offset and a.qk_norm.kind != "rms":
+        raise ShapeError(
+            "qk_norm's offset is the gain offset of an RMS norm",
+            arg="qk_norm",
+            hint="use kind: rms with offset, or drop offset",
+        )
     if a.rope is not None:
         rotary_width(a.rope, _head_dims(a.model_copy(update={"embed_dim": e}))[1], "rope", "rope")
         check_rope_lengths(a.rope, [(T, "the query"), (S, "the key")], "rope")
@@ -326,7 +337,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         rope=rope_config(a.rope) if a.rope is not None else None,
         head_dim=a.head_dim,
         v_head_dim=a.v_head_dim,
-        qk_norm=(n.kind, n.per_head, n.eps) if n is not None else None,
+        qk_norm=(n.kind, n.per_head, n.eps, n.offset) if n is not None else None,
         scale=a.scale,
         softcap=a.softcap,
         **c.factory,
@@ -422,7 +433,8 @@ MULTI_HEAD_ATTENTION = register(
         "Grouped-query heads (num_kv_heads), RoPE on q and k (rope: {theta: ...}) and a "
         "causal sliding window (window) cover Llama and Mistral; head_dim and v_head_dim, a "
         "bias per projection (bias: {q, k, v, out}), qk_norm (per head or over the whole "
-        "projection), scale and softcap cover Qwen2/3, OLMo-2, Gemma 2 and Whisper. The "
+        "projection; Gemma 3's (1 + w) gain by offset), scale and softcap cover Qwen2/3, "
+        "OLMo-2, Gemma 2 and 3, and Whisper. The "
         "optional mask (bool, True = take part, or additive) and score_bias (additive: T5's "
         "or Swin's relative position bias) broadcast to the scores [B, h, T, S]. Torch's "
         "fused SDPA on every path but softcap's (written out). MACs: the projections, one per "
