@@ -67,7 +67,8 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
     ),
     "mixtral": (
         46_702_792_704,
-        {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "experts": 4, "vocab": 50},
+        {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "experts": 4, "vocab": 50}
+        | {"context": 16},
     ),
     "deepseek_v3": (
         671_026_404_352,

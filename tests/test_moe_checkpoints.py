@@ -37,6 +37,29 @@ def _equal_logits(hf: torch.nn.Module, model: torch.nn.Module, name: str = "mixt
     numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want), msg="logits")
 
 
+def _equal_grads(hf: torch.nn.Module, model: torch.nn.Module, name: str, keys: list[str]) -> None:
+    """The gradients of the same weighted sum of both models' logits, at transformers' keys
+    ``keys`` (``model.`` dropped on archcomp's side; ``mlp.`` -> ``dense_mlp.`` where the
+    dense layer's MLP is meant): through the router's choice, the experts and attention."""
+    family = FAMILIES[name]
+    x = family.inputs(torch.Generator().manual_seed(1))
+    with RoundingChains() as chains:
+        want = family.hf_call(hf, x)["logits"]
+        got = outputs(model, x)["logits"]
+        w = torch.randn(want.shape, generator=torch.Generator().manual_seed(2))
+        (want * w).sum().backward()
+        (got * w).sum().backward()
+    theirs, ours = dict(hf.named_parameters()), dict(model.named_parameters())
+    for key in keys:
+        mine = key.removeprefix("model.").replace("0.mlp.", "0.dense_mlp.")
+        expected, actual = theirs[key].grad, ours[mine].grad
+        assert expected is not None and actual is not None, key
+        scale = numerics.rms(expected)
+        numerics.assert_close(
+            actual, expected, chains.tolerance(torch.float32), floor=scale, msg=key
+        )
+
+
 def _keys(folder: Path) -> set[str]:
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         return set(f.keys())
@@ -56,6 +79,10 @@ def test_per_expert_mixtral_checkpoint_loads_equal(attn: str, tmp_path: Path) ->
     _equal_logits(hf, model)
     stacked = hf.state_dict()["model.layers.1.mlp.experts.gate_up_proj"]
     assert torch.equal(model.state_dict()["layers.1.mlp.experts.gate_up_proj"], stacked)
+    layer = "model.layers.1."
+    keys = [f"{layer}mlp.experts.gate_up_proj", f"{layer}mlp.experts.down_proj"]
+    keys += [f"{layer}mlp.gate.weight", f"{layer}self_attn.q_proj.weight"]
+    _equal_grads(hf, model.train(), "mixtral", keys)
 
 
 def test_stacked_mixtral_checkpoint_loads_equal_and_exports_per_expert(tmp_path: Path) -> None:
@@ -183,6 +210,13 @@ def test_deepseek_v3_loads_and_exports_equal(
             got = model(ids)
         tol = chains.tolerance(torch.float32, got, want)
         numerics.assert_close(got, want, tol, msg="logits at 40 positions")
+    keys = ["model.layers.0.mlp.gate_proj.weight", "model.layers.2.mlp.experts.gate_up_proj"]
+    keys += ["model.layers.2.mlp.shared_experts.down_proj.weight", "model.layers.2.mlp.gate.weight"]
+    keys += [
+        "model.layers.1.self_attn.kv_b_proj.weight",
+        "model.layers.1.self_attn.q_a_proj.weight",
+    ]
+    _equal_grads(hf, model.train(), "deepseek_v3", keys)
     archcomp.save_pretrained(model, tmp_path / "out")
     assert _keys(tmp_path / "out") == _keys(tmp_path / "hf")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
