@@ -103,6 +103,52 @@ def _mamba_cls() -> Any:
 MAMBA_PARAMS = {"vocab": 50, "d_model": 32, "N": 2, "d_state": 4, "d_conv": 4, "expand": 2}
 MAMBA_PARAMS |= {"dt_rank": 3, "eps": 1e-5}
 
+DEEPSEEK_V3_CONFIG = dict(
+    vocab_size=50,
+    hidden_size=32,
+    intermediate_size=64,
+    moe_intermediate_size=16,
+    num_hidden_layers=3,
+    first_k_dense_replace=1,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    q_lora_rank=12,
+    kv_lora_rank=16,
+    qk_nope_head_dim=8,
+    qk_rope_head_dim=6,
+    v_head_dim=10,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    n_group=2,
+    topk_group=1,
+    n_shared_experts=1,
+    routed_scaling_factor=2.5,
+    max_position_embeddings=64,
+)
+
+
+def _deepseek_v3(attn: str = "sdpa", **kw: Any) -> Any:
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    config = DeepseekV3Config(**{**DEEPSEEK_V3_CONFIG, **kw}, attn_implementation=attn)
+    return redraw(DeepseekV3ForCausalLM(config))
+
+
+def _deepseek_v3_cls() -> Any:
+    from transformers import DeepseekV3ForCausalLM
+
+    return DeepseekV3ForCausalLM
+
+
+DEEPSEEK_V3_PARAMS = {"vocab": 50, "d_model": 32, "d_ff": 64, "moe_d_ff": 16, "N": 3}
+DEEPSEEK_V3_PARAMS |= {"first_k_dense": 1, "h": 4, "q_lora_rank": 12, "kv_lora_rank": 16}
+DEEPSEEK_V3_PARAMS |= {"qk_nope_head_dim": 8, "qk_rope_head_dim": 6, "v_head_dim": 10}
+DEEPSEEK_V3_PARAMS |= {"experts": 4, "k": 2, "n_group": 2, "topk_group": 1, "n_shared": 1}
+DEEPSEEK_V3_PARAMS |= {"routed_scaling_factor": 2.5, "norm_topk_prob": True, "context": 64}
+DEEPSEEK_V3_PARAMS |= {"interleaved": True, "rope_theta": 10000.0, "rope_factor": 1.0}
+DEEPSEEK_V3_PARAMS |= {"original_context": 64, "beta_fast": 32.0, "beta_slow": 1.0}
+DEEPSEEK_V3_PARAMS |= {"mscale": 1.0, "mscale_all_dim": 0.0, "eps": 1e-6}
+
 FAMILIES = {
     "mixtral": Family(
         "mixtral",
@@ -121,5 +167,14 @@ FAMILIES = {
         _ids(50),
         _logits,
         ("backbone.embeddings.weight", "embeddings.weight"),
+    ),
+    "deepseek_v3": Family(
+        "deepseek_v3",
+        _deepseek_v3,
+        _deepseek_v3_cls,
+        DEEPSEEK_V3_PARAMS,
+        _ids(50),
+        _logits,
+        ("model.embed_tokens.weight", "embed_tokens.weight"),
     ),
 }

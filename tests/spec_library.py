@@ -160,6 +160,29 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         1_414_647_808,
         {"N": 2, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "context": 16, "rotary_pct": 0.5},
     ),
+    "deepseek_v3": (
+        671_026_404_352,
+        {
+            "N": 2,
+            "first_k_dense": 1,
+            "d_model": 32,
+            "h": 4,
+            "q_lora_rank": 12,
+            "kv_lora_rank": 16,
+            "qk_nope_head_dim": 8,
+            "qk_rope_head_dim": 6,
+            "v_head_dim": 10,
+            "d_ff": 48,
+            "moe_d_ff": 16,
+            "experts": 4,
+            "k": 2,
+            "n_group": 2,
+            "topk_group": 1,
+            "vocab": 50,
+            "context": 64,
+            "original_context": 16,
+        },
+    ),
 }
 SIZES = {"B": 3, "S": 8, "T": 6}
 

@@ -1,7 +1,9 @@
 """Checkpoints of experts: the mapping transform ``stack`` (every expert's tensor -> one
 stacked tensor, and back on export), on transformers' Mixtral in both its layouts (each
 expert on its own, as save_pretrained writes it; stacked, as transformers holds it), with
-eager attention as well as sdpa, and the errors of a stack that cannot be made."""
+eager attention as well as sdpa, and the errors of a stack that cannot be made; DeepSeek-V3
+with eager attention and with YaRN RoPE (its softmax scale derived from rope_parameters),
+through from_pretrained and back through export."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numerics
 import pytest
 import torch
 from hf_models import FAMILIES, outputs, quiet
-from hf_zoo_moe import _mixtral
+from hf_zoo_moe import _deepseek_v3, _mixtral
 from numerics import RoundingChains
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -26,13 +28,36 @@ pytest.importorskip("transformers")
 PER_EXPERT = "model.layers.{i}.block_sparse_moe.experts.{e}.w{w}.weight"
 
 
-def _equal_logits(hf: torch.nn.Module, model: torch.nn.Module) -> None:
-    family = FAMILIES["mixtral"]
+def _equal_logits(hf: torch.nn.Module, model: torch.nn.Module, name: str = "mixtral") -> None:
+    family = FAMILIES[name]
     x = family.inputs(torch.Generator().manual_seed(1))
     with torch.no_grad(), RoundingChains() as chains:
         want = family.hf_call(hf, x)["logits"]
         got = outputs(model, x)["logits"]
     numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want), msg="logits")
+
+
+def _equal_grads(hf: torch.nn.Module, model: torch.nn.Module, name: str, keys: list[str]) -> None:
+    """The gradients of the same weighted sum of both models' logits, at transformers' keys
+    ``keys`` (``model.`` dropped on archcomp's side; ``mlp.`` -> ``dense_mlp.`` where the
+    dense layer's MLP is meant): through the router's choice, the experts and attention."""
+    family = FAMILIES[name]
+    x = family.inputs(torch.Generator().manual_seed(1))
+    with RoundingChains() as chains:
+        want = family.hf_call(hf, x)["logits"]
+        got = outputs(model, x)["logits"]
+        w = torch.randn(want.shape, generator=torch.Generator().manual_seed(2))
+        (want * w).sum().backward()
+        (got * w).sum().backward()
+    theirs, ours = dict(hf.named_parameters()), dict(model.named_parameters())
+    for key in keys:
+        mine = key.removeprefix("model.").replace("0.mlp.", "0.dense_mlp.")
+        expected, actual = theirs[key].grad, ours[mine].grad
+        assert expected is not None and actual is not None, key
+        scale = numerics.rms(expected)
+        numerics.assert_close(
+            actual, expected, chains.tolerance(torch.float32), floor=scale, msg=key
+        )
 
 
 def _keys(folder: Path) -> set[str]:
@@ -54,6 +79,10 @@ def test_per_expert_mixtral_checkpoint_loads_equal(attn: str, tmp_path: Path) ->
     _equal_logits(hf, model)
     stacked = hf.state_dict()["model.layers.1.mlp.experts.gate_up_proj"]
     assert torch.equal(model.state_dict()["layers.1.mlp.experts.gate_up_proj"], stacked)
+    layer = "model.layers.1."
+    keys = [f"{layer}mlp.experts.gate_up_proj", f"{layer}mlp.experts.down_proj"]
+    keys += [f"{layer}mlp.gate.weight", f"{layer}self_attn.q_proj.weight"]
+    _equal_grads(hf, model.train(), "mixtral", keys)
 
 
 def test_stacked_mixtral_checkpoint_loads_equal_and_exports_per_expert(tmp_path: Path) -> None:
@@ -153,3 +182,44 @@ def test_stack_and_unstack_are_inverse_views_of_parts() -> None:
     back = Unstack(2).apply(stacked)
     assert all(torch.equal(a, b) for a, b in zip(back, parts, strict=True))
     assert Unstack(2).shapes([(3, 2, 5), (3, 2, 5)]) == [(2, 5)] * 6
+
+
+YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}
+YARN |= {"original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.8}
+
+
+@pytest.mark.parametrize(
+    ("attn", "rope"), [("eager", None), ("sdpa", YARN)], ids=["eager", "sdpa-yarn"]
+)
+def test_deepseek_v3_loads_and_exports_equal(
+    attn: str, rope: dict[str, object] | None, tmp_path: Path
+) -> None:
+    """Logits of 9 positions; with YaRN past its original 16 too (40), which the tables and
+    the softmax scale (m(4, 0.8)^2 over the default) both change."""
+    quiet()
+    kw = {} if rope is None else {"rope_parameters": rope}
+    hf = _deepseek_v3(attn, **kw)
+    hf.save_pretrained(tmp_path / "hf")
+    model = archcomp.from_pretrained(tmp_path / "hf")
+    _equal_logits(hf, model, "deepseek_v3")
+    if rope is not None:
+        assert model.spec["params"]["rope_factor"] == 4.0
+        ids = torch.randint(0, 50, (2, 40), generator=torch.Generator().manual_seed(4))
+        with torch.no_grad(), RoundingChains() as chains:
+            want = hf(input_ids=ids).logits
+            got = model(ids)
+        tol = chains.tolerance(torch.float32, got, want)
+        numerics.assert_close(got, want, tol, msg="logits at 40 positions")
+    keys = ["model.layers.0.mlp.gate_proj.weight", "model.layers.2.mlp.experts.gate_up_proj"]
+    keys += ["model.layers.2.mlp.shared_experts.down_proj.weight", "model.layers.2.mlp.gate.weight"]
+    keys += [
+        "model.layers.1.self_attn.kv_b_proj.weight",
+        "model.layers.1.self_attn.q_a_proj.weight",
+    ]
+    _equal_grads(hf, model.train(), "deepseek_v3", keys)
+    archcomp.save_pretrained(model, tmp_path / "out")
+    assert _keys(tmp_path / "out") == _keys(tmp_path / "hf")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["rope_parameters"]["rope_type"] == ("default" if rope is None else "yarn")
+    back = type(hf).from_pretrained(tmp_path / "out").eval()
+    _equal_logits(back, model, "deepseek_v3")
