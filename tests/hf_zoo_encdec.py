@@ -48,6 +48,27 @@ _SMALL: dict[str, tuple[str, dict[str, Any]]] = {
             "relative_attention_max_distance": 20,
         },
     ),
+    "whisper": (
+        "Whisper",
+        {
+            "vocab_size": 61,
+            "num_mel_bins": 8,
+            "d_model": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 48,
+            "decoder_ffn_dim": 48,
+            "max_source_positions": 8,  # 16 input frames
+            "max_target_positions": 16,
+            "pad_token_id": 1,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "decoder_start_token_id": 0,
+            "begin_suppress_tokens": None,
+        },
+    ),
 }
 _PARAMS: dict[str, dict[str, Any]] = {
     "bart": {
@@ -79,6 +100,21 @@ _PARAMS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
         "scale_decoder_outputs": True,
     },
+    "whisper": {
+        "vocab": 61,
+        "n_mels": 8,
+        "d_model": 32,
+        "h": 4,
+        "N": 2,
+        "N_dec": 2,
+        "d_ff": 48,
+        "max_source_positions": 8,
+        "max_target_positions": 16,
+        "pad": 1,
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+    },
 }
 # the configurations a family's one mapping reads, each tested with eager and sdpa attention
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -90,9 +126,21 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         # v1.1 as transformers 5 builds it from scratch: the head tied, the output unscaled
         "v1_1_tied": {"feed_forward_proj": "gated-gelu", "scale_decoder_outputs": False},
     },
+    "whisper": {"large_v3": {}},
 }
 # transformers' configs of the published sizes, each with the spec params that give it: the
 # first is the spec's defaults (tests/spec_library.py), others variants by -p
+_WHISPER_LARGE = {
+    "vocab_size": 51866,
+    "num_mel_bins": 128,
+    "d_model": 1280,
+    "encoder_layers": 32,
+    "decoder_layers": 32,
+    "encoder_attention_heads": 20,
+    "decoder_attention_heads": 20,
+    "encoder_ffn_dim": 5120,
+    "decoder_ffn_dim": 5120,
+}
 _V1_1 = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
 FLAGSHIP: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
     "bart": [({}, {})],  # BartConfig's defaults are bart-large
@@ -101,6 +149,13 @@ FLAGSHIP: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
         (  # t5-v1_1-base
             {"d_model": 768, "d_ff": 2048, "num_layers": 12, "num_heads": 12, **_V1_1},
             {"d_ff": 2048, **_V1_1, "scale_decoder_outputs": False},
+        ),
+    ],
+    "whisper": [
+        (_WHISPER_LARGE, {}),  # large-v3
+        (
+            {**_WHISPER_LARGE, "vocab_size": 51865, "num_mel_bins": 80},
+            {"vocab": 51865, "n_mels": 80},
         ),
     ],
 }
@@ -145,8 +200,14 @@ def text_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
     return {
         "input_ids": torch.randint(0, 61, (2, 9), generator=g),
         "attention_mask": _padded_mask(2, 9),
-        "decoder_input_ids": torch.randint(0, 61, (2, 7), generator=g),
+        "decoder_input_ids": torch.randint(0, 61, (2, 7), generator=g),  # pad ids among them
     }
+
+
+def audio_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, 61, (2, 7), generator=g)
+    ids[1, -2:] = 1  # padding tokens: their embedding row gets no gradient
+    return {"input_features": torch.randn(2, 8, 16, generator=g), "decoder_input_ids": ids}
 
 
 def text_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -171,5 +232,14 @@ FAMILIES: dict[str, Family] = {
         text_inputs,
         text_call,
         ("shared.weight", "shared.weight"),
+    ),
+    "whisper": Family(
+        "whisper",
+        lambda: make("whisper"),
+        lambda: transformers_class("whisper"),
+        _PARAMS["whisper"],
+        audio_inputs,
+        text_call,
+        ("model.decoder.embed_tokens.weight", "decoder_embed_tokens.weight"),
     ),
 }

@@ -140,6 +140,21 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
         222_903_552,
         {"N": 2, "N_dec": 2, "d_model": 32, "d_kv": 8, "h": 4, "d_ff": 64, "vocab": 50},
     ),
+    "whisper": (
+        1_543_490_560,
+        {
+            "N": 2,
+            "N_dec": 2,
+            "d_model": 32,
+            "h": 4,
+            "d_ff": 64,
+            "vocab": 50,
+            "n_mels": 8,
+            "max_source_positions": 8,
+            "max_target_positions": 16,
+            "pad": 1,
+        },
+    ),
     "vit_b16": (
         86_567_656,
         {"image_size": 32, "patch": 8, "d_model": 32, "h": 4, "N": 2, "d_ff": 64, "classes": 10},

@@ -151,6 +151,23 @@ def test_named_initializers() -> None:
     assert _weights_equal(model, again)
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "concat"])
+def test_sinusoidal_initializer_is_the_fixed_table(spec_file, layout: str) -> None:
+    """A [positions, d] parameter filled with the sinusoids the positional op computes
+    (Whisper's encoder positions, layout concat, are stored as such a frozen table)."""
+    from archcomp.nn.positional import sinusoid_table
+
+    path = spec_file(
+        "archcomp: 1\nname: m\ninputs: {x: [6, 8]}\nnodes:\n"
+        "  - {id: pos, op: parameter, shape: [6, 8], "
+        f"trainable: false, init: {{weight: {{sinusoidal: {{layout: {layout}}}}}}}}}\n"
+        "  - {id: y, op: add, in: [x, pos]}\noutputs: y\n"
+    )
+    model = archcomp.build(path, seed=0)
+    assert torch.equal(model.pos.weight, sinusoid_table(6, 8, layout=layout))
+    assert not model.pos.weight.requires_grad
+
+
 @pytest.mark.parametrize(
     ("init", "message"),
     [
@@ -158,6 +175,8 @@ def test_named_initializers() -> None:
         ("{wieght: zeros}", "op 'linear' has no parameter 'wieght'"),
         ("{bias: xavier_uniform}", "xavier_uniform needs a parameter with at least 2 dims"),
         ("{weight: {normal: {sd: 1.0}}}", "normal has no argument 'sd'"),
+        ("{weight: {sinusoidal: {layout: spiral}}}", "layout must be interleaved or concat"),
+        ("{bias: sinusoidal}", "sinusoidal needs a parameter with at least 2 dims"),
     ],
 )
 def test_bad_init_is_a_located_spec_error(spec_file, init: str, message: str) -> None:

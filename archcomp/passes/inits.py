@@ -52,6 +52,7 @@ INITIALIZERS: dict[str, Initializer] = {
         Initializer("constant", {"value": 0.0}),
         Initializer("zeros", {}),
         Initializer("ones", {}),
+        Initializer("sinusoidal", {"layout": "interleaved"}, 2),
     )
 }
 
@@ -218,6 +219,9 @@ def _parse(spec: Any) -> tuple[InitCall | None, str | None]:
         elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             return None, f"{name}: '{k}' must be a finite number, found {v!r}"
         resolved[k] = float(v) if not isinstance(want, str) else v
+    if name == "sinusoidal" and resolved["layout"] not in ("interleaved", "concat"):
+        found = resolved["layout"]
+        return None, f"sinusoidal: layout must be interleaved or concat, found {found!r}"
     if name in ("normal", "trunc_normal") and float(resolved["std"]) < 0:
         return None, f"{name}: std must be >= 0, found {resolved['std']}"
     return InitCall(str(name), resolved), None

@@ -42,6 +42,13 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
+def _sinusoids(param: torch.Tensor, layout: str) -> torch.Tensor:
+    """The fixed position table of a [positions, d] parameter (Whisper's encoder positions)."""
+    from archcomp.nn.positional import sinusoid_table
+
+    return sinusoid_table(param.shape[0], param.shape[1], param.device, param.dtype, layout)
+
+
 def apply_init(
     param: torch.Tensor, call: InitCall, generator: torch.Generator | None = None
 ) -> None:
@@ -93,6 +100,7 @@ def apply_init(
         "constant": lambda: nn.init.constant_(param, float(k["value"])),
         "zeros": lambda: nn.init.zeros_(param),
         "ones": lambda: nn.init.ones_(param),
+        "sinusoidal": lambda: param.copy_(_sinusoids(param, str(k["layout"]))),
     }
     with torch.no_grad():
         fns[call.name]()
