@@ -1,0 +1,269 @@
+"""A static key/value cache for decoding with causal self-attention, as gpt-fast keeps one.
+
+:class:`KVCache` holds, for every causal self-attention module of a model, keys (B, h_kv, L, d_k)
+and values (B, h_kv, L, d_v) allocated once for a batch of B sequences of at most L tokens
+(grouped-query and multi-query attention store their ``num_kv_heads`` heads only), and one
+:class:`CacheState` the layers share: how many tokens the cache holds, their positions and which
+slots are left padding. While a cache is bound to a model (:meth:`KVCache.bound`), attention
+modules read and extend it and position modules (rotary, learned, sinusoidal) add the positions
+of the new tokens instead of 0..T-1; every decoder spec gets the cached path from its ops alone.
+
+Two ways to read it: ``static=False`` (eager) attends to the ``length + T`` slots written so far;
+``static=True`` (for ``torch.compile``) attends to all L slots under a mask, writes at tensor
+positions, and keeps every tensor's shape fixed, so one compiled decode step serves every token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class CacheState:
+    """What every layer of one cache shares: the tokens written (``length``), and, for the tokens
+    of the forward in progress, their positions, the slots they are written to and the masks.
+
+    ``valid`` (B, L) bool is False at a left-padding slot; ``pads`` (B, 1) counts each row's
+    left padding, so a row's first real token is at position 0 (as transformers' position ids
+    from an attention mask).
+    """
+
+    def __init__(self, batch_size: int, max_length: int, device: Any, static: bool) -> None:
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.static = static
+        self.length = 0  # tokens written so far, for every row
+        self.padded = False  # some row has left padding (masks cannot be skipped)
+        self.valid = torch.ones(batch_size, max_length, dtype=torch.bool, device=device)
+        self.pads = torch.zeros(batch_size, 1, dtype=torch.int64, device=device)  # (B, 1)
+        self.slots = torch.arange(max_length, device=device)  # (L,)
+        self.windows: set[int] = set()  # the sliding windows of the layers (0: none)
+        # set by begin() for the forward in progress
+        self.positions: Tensor = self.slots[:0]  # (T,) or (B, T): position of each new token
+        self.write: Tensor = self.slots[:0]  # (T,): the slots the new tokens go to
+        self.masks: dict[int, tuple[Tensor | None, bool]] = {}  # window -> (attn_mask, causal)
+
+    def reset(self) -> None:
+        self.length = 0
+        self.padded = False
+        self.valid.fill_(True)
+        self.pads.zero_()
+
+    def begin(self, steps: int, attention_mask: Tensor | None = None) -> None:
+        """Prepare positions, slots and masks for ``steps`` new tokens per row;
+        ``attention_mask`` (B, steps), 1 = a real token, 0 = left padding."""
+        start, end = self.length, self.length + steps
+        if end > self.max_length:
+            raise ValueError(
+                f"the cache holds {self.max_length} tokens; {start} written + {steps} new "
+                f"is {end} (make it with a larger max_length)"
+            )
+        if attention_mask is not None:
+            real = attention_mask.to(self.valid.device, torch.bool)  # (B, T)
+            self.valid[:, start:end] = real
+            if not bool(real.all()):
+                if start:
+                    raise ValueError("only the first forward of a cache may have padding (left)")
+                self.padded = True
+                self.pads.copy_((~real).sum(-1, keepdim=True))  # left pads of each row
+        self.write = self.slots[start:end]  # (T,)
+        if self.static:  # a tensor of its own: what compiled code reads has one layout
+            self.write = self.write.clone()
+        positions = self.write if not self.padded else (self.write - self.pads).clamp(min=0)
+        self.positions = positions  # (T,) or (B, T)
+        self.masks = {w: self._mask(start, end, w) for w in self.windows}
+
+    def _mask(self, start: int, end: int, window: int) -> tuple[Tensor | None, bool]:
+        """(attn_mask, is_causal) of queries start..end-1 over the keys the layer reads."""
+        keys = self.max_length if self.static else end
+        if not (self.static or self.padded or window):
+            if end - start == 1:
+                return None, False  # one new token sees every key written: no mask
+            if start == 0:
+                return None, True  # a first forward: plain causal attention
+        i = self.write[:, None]  # (T, 1): absolute slot of each query
+        j = self.slots[None, :keys]  # (1, S)
+        keep = j <= i  # (T, S)
+        if window:
+            # a row's positions are its slots less its padding: the same differences
+            keep = keep & (j > i - window)
+        keep = keep[None] & self.valid[:, None, :keys]  # (B, T, S)
+        keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
+        return keep[:, None], False  # (B, 1, T, S)
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+
+class LayerKV:
+    """One attention module's keys (B, h_kv, L, d_k) and values (B, h_kv, L, d_v)."""
+
+    def __init__(self, k: Tensor, v: Tensor, state: CacheState) -> None:
+        self.k = k
+        self.v = v
+        self.state = state
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new keys and values (B, h_kv, T, d) at the state's slots; return the keys
+        and values the queries read: the slots written so far, or all of them when static."""
+        st = self.state
+        if st.static:
+            self.k.index_copy_(2, st.write, k)
+            self.v.index_copy_(2, st.write, v)
+            return self.k, self.v  # (B, h_kv, L, d)
+        start, end = st.length, st.length + k.size(2)
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, h_kv, end, d)
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+# sequence-mixing modules the cached path does not cover (their names, for the error)
+UNSUPPORTED = {
+    "MultiHeadLatentAttention": "latent attention (its compressed latent is not cached yet)",
+    "SelectiveScan": "a state-space scan (Mamba's conv and scan state are not cached yet)",
+    "ScaledDotProductAttention": "a bare scaled_dot_product_attention op",
+    "T5RelativePositionBias": "a relative position bias",
+    "Conv1d": "a convolution along the sequence",
+    "LSTM": "a recurrent layer",
+    "GRU": "a recurrent layer",
+    "RNN": "a recurrent layer",
+    "MultiheadAttention": "torch.nn.MultiheadAttention",
+}
+
+
+class CacheUnsupported(ValueError):
+    """The model has a layer whose state the cache does not carry."""
+
+
+def cache_layers(model: nn.Module) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(attention modules, position modules) of ``model`` by qualified name; raises
+    :class:`CacheUnsupported` naming the first layer the cached path does not cover."""
+    from archcomp.nn.attention import MultiHeadAttention
+    from archcomp.nn.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+
+    attention, positions = [], []
+    for name, m in model.named_modules():
+        kind = type(m).__name__
+        if isinstance(m, MultiHeadAttention):
+            if not m.causal:
+                raise CacheUnsupported(
+                    f"{name}: attention that is not causal (an encoder or cross-attention) "
+                    "has no cached decoding yet"
+                )
+            rotary = m.rotary
+            if rotary is not None and rotary._switch:
+                raise CacheUnsupported(f"{name}: dynamic or longrope RoPE scaling is not cached")
+            attention.append((name, m))
+        elif isinstance(m, LearnedPositionalEncoding | SinusoidalPositionalEncoding):
+            positions.append((name, m))
+        elif kind in UNSUPPORTED:
+            raise CacheUnsupported(f"{name}: {UNSUPPORTED[kind]} has no cached decoding yet")
+    if not attention:
+        raise CacheUnsupported("the model has no causal self-attention to cache")
+    return attention, positions
+
+
+class KVCache:
+    """Keys and values of every causal self-attention module of one model, for ``batch_size``
+    sequences of at most ``max_length`` tokens; made by ``model.new_cache(...)``.
+
+    ``reset()`` empties it for a new batch (nothing is reallocated); ``length`` is the tokens
+    written; ``nbytes`` its memory; ``layers`` maps each attention module's name to its
+    :class:`LayerKV`. Bind it to its model while running it (``model.forward_cached`` does).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int,
+        max_length: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        static: bool = False,
+    ) -> None:
+        if batch_size < 1 or max_length < 1:
+            raise ValueError(
+                f"batch_size and max_length must be >= 1, not {batch_size} and {max_length}"
+            )
+        attention, positions = cache_layers(model)
+        first = next(iter(model.parameters()), None)
+        device = device if device is not None else (first.device if first is not None else "cpu")
+        dtype = dtype or (first.dtype if first is not None else torch.float32)
+        self.state = CacheState(batch_size, max_length, device, static)
+        self.layers: dict[str, LayerKV] = {}
+        for name, m in attention:
+            shape = (batch_size, m._kv_heads, max_length)
+            k = torch.zeros(*shape, m.head_dim, dtype=dtype, device=device)
+            v = torch.zeros(*shape, m.v_head_dim, dtype=dtype, device=device)
+            self.layers[name] = LayerKV(k, v, self.state)
+            self.state.windows.add(m.window)
+        self._attention = [m for _, m in attention]
+        self._positions = [m for _, m in positions]
+        self._model_id = id(model)
+        for m in self._attention:
+            self._check_max_length(m.rotary, max_length)
+        for m in self._positions:
+            self._check_max_length(m, max_length)
+
+    @staticmethod
+    def _check_max_length(table: Any, max_length: int) -> None:
+        if table is not None and max_length > table.max_len:
+            raise ValueError(
+                f"max_length {max_length} exceeds the model's position table ({table.max_len})"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.state.batch_size
+
+    @property
+    def max_length(self) -> int:
+        return self.state.max_length
+
+    @property
+    def length(self) -> int:
+        return self.state.length
+
+    @property
+    def static(self) -> bool:
+        return self.state.static
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers.values())
+
+    def reset(self) -> None:
+        """Empty the cache (keys and values stay allocated; stale slots are never read)."""
+        self.state.reset()
+
+    @contextmanager
+    def bound(self, model: nn.Module) -> Iterator[KVCache]:
+        """Within it, ``model``'s attention and position modules read and extend this cache."""
+        if id(model) != self._model_id:
+            raise ValueError("this cache was made for another model")
+        for m, layer in zip(self._attention, self.layers.values(), strict=True):
+            m.kv_cache = layer
+        for p in self._positions:
+            p.cache_state = self.state
+        try:
+            yield self
+        finally:
+            for m in self._attention:
+                m.kv_cache = None
+            for p in self._positions:
+                p.cache_state = None
+
+    def __repr__(self) -> str:
+        return (
+            f"KVCache(batch_size={self.batch_size}, max_length={self.max_length}, "
+            f"layers={len(self.layers)}, length={self.length}, static={self.static})"
+        )
