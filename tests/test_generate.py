@@ -154,3 +154,24 @@ def test_callback_gets_every_new_token() -> None:
     seen: list[int] = []
     out = model.generate(ids, 5, callback=lambda t: seen.append(int(t[0])))
     assert seen == out[0, 4:].tolist()
+
+
+def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate(compile=True): one graph for the one-token step, no break, no recompilation per
+    token nor for a second call. Dynamo's capture is what is counted; the eager backend keeps
+    it cheap (inductor's code generation is what the benchmark runs)."""
+    from torch._dynamo.utils import counters
+
+    from archcomp.backends.torch import generate as gen
+
+    monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny("mistral", window=3)  # sliding-window masks too
+    ids = torch.randint(0, 61, (2, 5), generator=torch.Generator().manual_seed(8))
+    want = model.generate(ids, 9)
+    assert torch.equal(model.generate(ids, 9, compile=True), want)
+    assert torch.equal(model.generate(ids, 6, compile=True), want[:, :11])
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
+    assert not counters["recompiles"]

@@ -25,6 +25,8 @@ Callback = Callable[[Tensor], Any]  # called with each step's new tokens (B,)
 # per model: its compiled one-token step and the static cache it was compiled against
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, tuple[Callable[[Tensor], Tensor], KVCache]]
 _COMPILED = weakref.WeakKeyDictionary()
+# how the one-token step is compiled: one graph, every shape static (a test may set a backend)
+COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
@@ -142,7 +144,7 @@ def _decode_step(model: nn.Module, cache: KVCache, compile: bool) -> Callable[[T
     def step(ids: Tensor) -> Tensor:
         return logits_of(model, ids)
 
-    compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    compiled = torch.compile(step, **COMPILE_OPTIONS)
     _COMPILED[model] = (compiled, cache)
     return compiled
 
