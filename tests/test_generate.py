@@ -175,3 +175,13 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"]
     assert not counters["recompiles"]
+
+
+def test_a_prefill_of_the_last_position_gives_its_logits() -> None:
+    model = tiny("gpt2")
+    ids = torch.randint(0, 61, (2, 7), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad(), RoundingChains() as chains:
+        full = model(ids)[:, -1:]
+        last = model.forward_cached(ids, model.new_cache(2, 7), last_only=True)
+    assert last.shape == (2, 1, 61)
+    numerics.assert_close(last, full, chains.tolerance(torch.float64, last, full))

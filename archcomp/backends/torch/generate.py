@@ -12,7 +12,8 @@ cache, as gpt-fast does.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -35,6 +36,35 @@ def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
     if isinstance(out, dict):
         out = out["logits"]
     return out
+
+
+def _head(model: Any) -> nn.Module | None:
+    """The linear layer that makes the logits, when the spec's logits output is one (a
+    token-wise op: its input's last position alone gives the last logits)."""
+    outputs = getattr(model, "spec", {}).get("outputs", {})
+    if not isinstance(outputs, dict) or not isinstance(model, nn.Module):
+        return None
+    node = str(outputs.get("logits", next(iter(outputs.values()), ""))).split(".")[0]
+    meta = model.node_meta.get(node) if hasattr(model, "node_meta") else None
+    if not meta or meta.get("op") != "linear" or not meta.get("module"):
+        return None
+    head = model.get_submodule(meta["module"])
+    return head if isinstance(head, nn.Linear) else None
+
+
+@contextmanager
+def last_position_only(model: nn.Module) -> Iterator[None]:
+    """Within it, the logits layer sees only the last position (a prefill needs no more: the
+    LM head of a long prompt costs as much as the rest of the step)."""
+    head = _head(model)
+    if head is None:
+        yield
+        return
+    handle = head.register_forward_pre_hook(lambda m, args: (args[0][:, -1:], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def check_decoder(model: Any) -> None:
@@ -61,16 +91,22 @@ def new_cache(
 
 
 def forward_cached(
-    model: nn.Module, input_ids: Tensor, cache: KVCache, attention_mask: Tensor | None = None
+    model: nn.Module,
+    input_ids: Tensor,
+    cache: KVCache,
+    attention_mask: Tensor | None = None,
+    *,
+    last_only: bool = False,
 ) -> Tensor:
     """Logits (B, T, V) of new tokens ``input_ids`` (B, T) after those the cache holds; the
-    cache then holds them too. ``attention_mask`` (B, T), first call only: 0 = left padding."""
+    cache then holds them too. ``attention_mask`` (B, T), first call only: 0 = left padding.
+    ``last_only``: the logits of the last position (B, 1, V), where the model allows it."""
     if input_ids.dim() != 2 or input_ids.size(0) != cache.batch_size:
         raise ValueError(
             f"input_ids must be (batch {cache.batch_size}, T), not {tuple(input_ids.shape)}"
         )
     cache.state.begin(input_ids.size(1), attention_mask)
-    with cache.bound(model):
+    with cache.bound(model), last_position_only(model) if last_only else nullcontext():
         logits = logits_of(model, input_ids)
     cache.state.advance(input_ids.size(1))
     return logits
@@ -187,7 +223,7 @@ def generate(
     out = [input_ids]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, dtype=input_ids.dtype, device=device)
-    logits = forward_cached(model, input_ids, cache, attention_mask)[:, -1]  # (B, V)
+    logits = forward_cached(model, input_ids, cache, attention_mask, last_only=True)[:, -1]
     for i in range(max_new_tokens):
         token = next_tokens(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
         token = token.masked_fill(done, pad)

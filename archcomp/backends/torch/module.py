@@ -92,12 +92,18 @@ class ArchModule(fx.GraphModule):
         return new_cache(self, batch_size, max_length, dtype=dtype, static=static)
 
     def forward_cached(
-        self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        cache: Any,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """Logits (B, T, V) of ``input_ids`` (B, T) following the tokens ``cache`` holds."""
+        """Logits (B, T, V) of ``input_ids`` (B, T) following the tokens ``cache`` holds
+        (``last_only``: of the last position, (B, 1, V))."""
         from archcomp.backends.torch.generate import forward_cached
 
-        return forward_cached(self, input_ids, cache, attention_mask)
+        return forward_cached(self, input_ids, cache, attention_mask, last_only=last_only)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
         """Prompt and new tokens (B, T + n); keywords of
