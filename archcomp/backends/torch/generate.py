@@ -41,11 +41,15 @@ def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
 def _head(model: Any) -> nn.Module | None:
     """The linear layer that makes the logits, when the spec's logits output is one (a
     token-wise op: its input's last position alone gives the last logits)."""
-    outputs = getattr(model, "spec", {}).get("outputs", {})
-    if not isinstance(outputs, dict) or not isinstance(model, nn.Module):
+    from archcomp.backends.torch.module import ArchModule
+
+    if not isinstance(model, ArchModule):
+        return None
+    outputs = model.spec.get("outputs", {})
+    if not isinstance(outputs, dict):
         return None
     node = str(outputs.get("logits", next(iter(outputs.values()), ""))).split(".")[0]
-    meta = model.node_meta.get(node) if hasattr(model, "node_meta") else None
+    meta = model.node_meta.get(node)
     if not meta or meta.get("op") != "linear" or not meta.get("module"):
         return None
     head = model.get_submodule(meta["module"])
