@@ -3,6 +3,7 @@ offline, by the ``tokenizers`` library; text on stdout, tokens per second on std
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,28 @@ def test_bad_sampling_values_are_usage_errors(
 ) -> None:
     assert main(["generate", str(checkpoint), "--prompt", "x", "--top-p", "1.5"]) == 2
     assert "--top-p must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_summary_shows_the_kv_cache_per_layer_and_in_all(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["summary", "llama", "--kv-cache", "--context", "8192", "--dtype", "bfloat16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    # Llama 3 8B: 32 layers x (k, v) x 8 KV heads x 128 dims x 2 bytes = 128 KiB a token
+    assert kv["bytes"] == 8192 * 128 * 1024 and len(kv["layers"]) == 32
+    assert kv["layers"][0]["keys"] == [1, 8, 8192, 128]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "KV cache (bfloat16, batch 1, context 8,192)" in out and "1.0 GiB" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("mamba", "Mamba"), ("bert_base", "one input"), ("mlp", "no causal self-attention")],
+)
+def test_summary_kv_cache_of_a_model_without_one_is_a_usage_error(
+    spec: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["summary", spec, "--kv-cache", "--context", "16"]) == 2
+    assert message in capsys.readouterr().err

@@ -131,7 +131,7 @@ UNSUPPORTED = {
     "SelectiveScan": "a state-space scan (Mamba's conv and scan state are not cached yet)",
     "ScaledDotProductAttention": "a bare scaled_dot_product_attention op",
     "T5RelativePositionBias": "a relative position bias",
-    "Conv1d": "a convolution along the sequence",
+    "Conv1d": "a convolution along the sequence (its state, as Mamba's, is not cached yet)",
     "LSTM": "a recurrent layer",
     "GRU": "a recurrent layer",
     "RNN": "a recurrent layer",

@@ -94,6 +94,18 @@ def new_cache(
     return KVCache(model, batch_size, max_length, dtype=dtype, static=static)
 
 
+def cache_memory(
+    model: nn.Module, batch_size: int, max_length: int, dtype: torch.dtype | None = None
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...], int]]:
+    """Per cached attention module: (name, key shape, value shape, bytes) of a cache for
+    ``batch_size`` sequences of ``max_length`` tokens; a model on meta allocates nothing."""
+    device = next(model.parameters()).device
+    cache = KVCache(model, batch_size, max_length, dtype=dtype, device=device)
+    return [
+        (name, tuple(kv.k.shape), tuple(kv.v.shape), kv.nbytes) for name, kv in cache.layers.items()
+    ]
+
+
 def forward_cached(
     model: nn.Module,
     input_ids: Tensor,
