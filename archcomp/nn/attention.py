@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archcomp.nn.kv_cache import LayerKV
+from archcomp.nn.cache_state import LayerKV
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
 
 

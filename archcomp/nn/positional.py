@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from archcomp.nn.kv_cache import CacheState
+from archcomp.nn.cache_state import CacheState
 
 CHUNK = 1 << 20  # table entries computed at a time: what the table costs beyond itself
 

@@ -41,15 +41,14 @@ def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
 def _head(model: Any) -> nn.Module | None:
     """The linear layer that makes the logits, when the spec's logits output is one (a
     token-wise op: its input's last position alone gives the last logits)."""
-    from archcomp.backends.torch.module import ArchModule
-
-    if not isinstance(model, ArchModule):
-        return None
-    outputs = model.spec.get("outputs", {})
-    if not isinstance(outputs, dict):
+    spec, node_meta = getattr(model, "spec", None), getattr(model, "node_meta", None)
+    if not isinstance(spec, dict) or not isinstance(node_meta, dict):
+        return None  # not an ArchModule
+    outputs = spec.get("outputs", {})
+    if not isinstance(outputs, dict) or not isinstance(model, nn.Module):
         return None
     node = str(outputs.get("logits", next(iter(outputs.values()), ""))).split(".")[0]
-    meta = model.node_meta.get(node)
+    meta = node_meta.get(node)
     if not meta or meta.get("op") != "linear" or not meta.get("module"):
         return None
     head = model.get_submodule(meta["module"])
