@@ -185,3 +185,48 @@ def test_a_prefill_of_the_last_position_gives_its_logits() -> None:
         last = model.forward_cached(ids, model.new_cache(2, 7), last_only=True)
     assert last.shape == (2, 1, 61)
     numerics.assert_close(last, full, chains.tolerance(torch.float64, last, full))
+
+
+SINUSOIDAL = """
+archcomp: 1
+name: tiny_sinusoidal_lm
+imports: [{library: gpt, blocks: [gpt_block]}]
+inputs:
+  ids: {shape: [B, T], dtype: int64}
+nodes:
+  - {id: embed, op: embedding, num_embeddings: 61, embedding_dim: 32}
+  - {id: pos, op: sinusoidal_positional_encoding, max_len: 32}
+  - {id: h_, op: gpt_block, repeat: 2, d_model: 32, h: 4, dropout: 0.0}
+  - {id: head, op: linear, out_features: 61}
+outputs: {logits: head}
+"""
+
+
+def test_sinusoidal_positions_take_the_cache_offsets() -> None:
+    model = archcomp.build(SINUSOIDAL, seed=0, dtype=torch.float64).eval()
+    ids = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(10))
+    with torch.no_grad(), RoundingChains() as chains:
+        full = model(ids)
+        got = stepwise(model, ids, 3, static=False)
+    numerics.assert_close(got, full, chains.tolerance(torch.float64, got, full))
+
+
+CROSS = """
+archcomp: 1
+name: masked_lm
+inputs:
+  ids: {shape: [B, T], dtype: int64}
+nodes:
+  - {id: embed, op: embedding, num_embeddings: 61, embedding_dim: 32}
+  - {id: other, op: linear, out_features: 32}
+  - {id: attn, op: multi_head_attention, num_heads: 4, causal: true,
+     in: {query: embed, key: other, value: other}}
+  - {id: head, op: linear, out_features: 61}
+outputs: {logits: head}
+"""
+
+
+def test_attention_to_other_keys_is_refused_with_its_node() -> None:
+    model = archcomp.build(CROSS, seed=0)
+    with pytest.raises(CacheUnsupported, match="^attn: attention with other keys"):
+        model.new_cache(1, 8)

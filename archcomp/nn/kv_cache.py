@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from archcomp.nn.attention import MultiHeadAttention
 from archcomp.nn.cache_state import CacheState, LayerKV
@@ -43,8 +43,43 @@ UNSUPPORTED = {
 }
 
 
+# functions in generated code that mix positions or read a padding mask
+UNSUPPORTED_CALLS = {
+    "scaled_dot_product_attention": "a bare scaled_dot_product_attention op",
+    "cumsum": "positions from a running sum (a padding mask)",
+}
+
+
 class CacheUnsupported(ValueError):
     """The model has a layer whose state the cache does not carry."""
+
+
+def _check_calls(model: nn.Module) -> None:
+    """Refuse what the generated forwards (an fx graph per class) do outside the cached path:
+    attention called with other keys than its queries, or with masks or biases, and functions
+    that mix positions."""
+    seen: set[int] = set()
+    for prefix, m in model.named_modules():
+        graph = getattr(type(m), "graph", None) if not isinstance(m, fx.GraphModule) else m.graph
+        if not isinstance(graph, fx.Graph) or id(graph) in seen:
+            continue  # a block class's forward is checked once, at its first instance
+        seen.add(id(graph))
+        for node in graph.nodes:
+            where = f"{prefix}.{node.name}" if prefix else node.name
+            name = getattr(node.target, "__name__", str(node.target))
+            if node.op == "call_function" and name in UNSUPPORTED_CALLS:
+                raise CacheUnsupported(f"{where}: {UNSUPPORTED_CALLS[name]} has no cached decoding")
+            if node.op != "call_module":
+                continue
+            target = m.get_submodule(str(node.target))
+            if not isinstance(target, MultiHeadAttention):
+                continue
+            q, *rest = list(node.args) + list(node.kwargs.values())
+            if len(rest) != 2 or any(a is not q for a in rest):
+                raise CacheUnsupported(
+                    f"{where}: attention with other keys than its queries, or with masks or "
+                    "score biases, has no cached decoding yet"
+                )
 
 
 def cache_layers(model: nn.Module) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
@@ -69,6 +104,7 @@ def cache_layers(model: nn.Module) -> tuple[list[tuple[str, Any]], list[tuple[st
             raise CacheUnsupported(f"{name}: {UNSUPPORTED[kind]} has no cached decoding yet")
     if not attention:
         raise CacheUnsupported("the model has no causal self-attention to cache")
+    _check_calls(model)
     return attention, positions
 
 
