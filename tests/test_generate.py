@@ -228,5 +228,5 @@ outputs: {logits: head}
 
 def test_attention_to_other_keys_is_refused_with_its_node() -> None:
     model = archcomp.build(CROSS, seed=0)
-    with pytest.raises(CacheUnsupported, match="^attn: attention with other keys"):
+    with pytest.raises(CacheUnsupported, match=r"^attn: attention with other keys"):
         model.new_cache(1, 8)
