@@ -226,6 +226,8 @@ def generate(
     batch, prompt = input_ids.shape
     if cache is None:
         cache = _cache_for(model, batch, prompt + max_new_tokens, compile)
+    elif compile and not cache.static:
+        raise ValueError("generate(compile=True) needs a static cache: new_cache(..., static=True)")
     else:
         cache.reset()
     eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
