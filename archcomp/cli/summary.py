@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from archcomp.base.text import visible
 from archcomp.cli.common import (
@@ -67,26 +68,89 @@ def _configure_summary(p: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="print the summary as JSON (exact numbers) on stdout"
     )
     add_depth_flag(p)
+    p.add_argument(
+        "--kv-cache",
+        action="store_true",
+        help="also the memory of a decoder's KV cache per attention layer and in all "
+        "(docs/generation.md)",
+    )
+    p.add_argument(
+        "--context",
+        type=int,
+        metavar="N",
+        help="tokens the KV cache holds per sequence (default: the spec's dims T), batch: dims B",
+    )
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from archcomp.api import summary
     from archcomp.cli.output import show
 
+    graph = load_graph_arg(args.spec, overrides(args))
+    kv = kv_cache_rows(graph, args) if args.kv_cache else None
     s = summary(
-        load_graph_arg(args.spec, overrides(args)),
+        graph,
         dtype=args.dtype,
         optimizer=args.optimizer,
         activation_checkpointing=args.activation_checkpointing,
         world_size=args.world_size,
     )
     if args.json:
-        print(json.dumps(s.to_json(args.depth), indent=2))
+        out = s.to_json(args.depth)
+        if kv is not None:
+            out["kv_cache"] = kv
+        print(json.dumps(out, indent=2))
     else:
         from archcomp.backends.torch.summary import renderable
 
         show(renderable(s, args.depth))
+        if kv is not None:
+            print(kv_cache_text(kv))
     return 0
+
+
+def kv_cache_rows(graph: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The KV cache of the spec's decoder at batch dims B and ``--context`` tokens, from a
+    build on meta (nothing allocated): per layer and in all, exact bytes."""
+    from archcomp.api import build_graph
+    from archcomp.backends.torch.devices import resolve_dtype
+    from archcomp.backends.torch.generate import cache_memory, check_decoder
+    from archcomp.base.errors import UsageError
+
+    context = args.context if args.context is not None else graph.dims.get("T", 0)
+    batch = graph.dims.get("B", 1)
+    if context < 1:
+        raise UsageError("--kv-cache needs --context N (the spec's dims have no T)")
+    model = build_graph(graph, device="meta", dtype=args.dtype)
+    try:
+        check_decoder(model)
+        rows = cache_memory(model, batch, context, resolve_dtype(args.dtype))
+    except ValueError as exc:
+        raise UsageError(f"--kv-cache: {exc}") from None
+    layers = [{"layer": n, "keys": list(k), "values": list(v), "bytes": b} for n, k, v, b in rows]
+    total = sum(r[3] for r in rows)
+    return {
+        "batch": batch,
+        "context": context,
+        "dtype": args.dtype,
+        "layers": layers,
+        "bytes": total,
+    }
+
+
+def kv_cache_text(kv: dict[str, Any]) -> str:
+    from archcomp.base.units import fmt_bytes
+
+    head = f"KV cache ({kv['dtype']}, batch {kv['batch']}, context {kv['context']:,})"
+    width = max(len(r["layer"]) for r in kv["layers"])
+    lines = [head]
+    for r in kv["layers"]:
+        shape = "(" + ", ".join(map(str, r["keys"])) + ")"
+        lines.append(f"  {r['layer']:<{width}}  k, v {shape:<24} {fmt_bytes(r['bytes']):>10}")
+    lines.append(
+        f"  {'total':<{width}}  {len(kv['layers'])} layers{'':<18} {fmt_bytes(kv['bytes']):>10}"
+    )
+    return "\n".join(lines)
 
 
 cmd_summary.configure = _configure_summary  # type: ignore[attr-defined]

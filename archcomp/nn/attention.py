@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archcomp.nn.norm import OffsetRMSNorm
+from archcomp.nn.cache_state import LayerKV
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
 
 
@@ -200,21 +201,14 @@ class MultiHeadAttention(nn.Module):
             self.q_norm = norm(q_n, eps=eps, **factory)
             self.k_norm = norm(k_n, eps=eps, **factory)
         self.rotary = RotaryEmbedding(self.head_dim, *rope, **factory) if rope else None
+        self.kv_cache: LayerKV | None = None  # set while a KVCache is bound (kv_cache.py)
 
     def _split_heads(self, x: Tensor, heads: int, size: int) -> Tensor:
         # (B, L, heads * size) -> (B, L, heads, size) -> (B, heads, L, size)
         return x.unflatten(-1, (heads, size)).transpose(1, 2)
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        key_padding_mask: Tensor | None = None,
-        mask: Tensor | None = None,
-        score_bias: Tensor | None = None,
-    ) -> Tensor:
-        # Every branch below is on constructor arguments or on whether an argument is given.
+    def _heads(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, h, T, d_k), k (B, h_kv, S, d_k), v (B, h_kv, S, d_v), normalized, not rotated."""
         q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
         if self.norm_whole:
             q, k = self.q_norm(q), self.k_norm(k)  # over the whole projection (OLMo-2)
@@ -225,17 +219,51 @@ class MultiHeadAttention(nn.Module):
         )  # (B, h_kv, S, d_v)
         if self.norm_heads:
             q, k = self.q_norm(q), self.k_norm(k)  # over each head (Qwen3)
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)  # RoPE(q), RoPE(k): same shapes
-        attn_mask, is_causal = score_mask(
-            q, k, self.causal, self.window, key_padding_mask, mask, score_bias
-        )
+        return q, k, v
+
+    def _merge(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Any, is_causal: bool) -> Tensor:
         # Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + mask) V
         drop = self.dropout if self.training else 0.0
         gqa = self._kv_heads != self.num_heads
         out = attend(q, k, v, attn_mask, is_causal, drop, self.scale, self.softcap, gqa)
         out = out.transpose(1, 2).flatten(-2)  # (B, h, T, d_v) -> (B, T, h * d_v)
         return self.out_proj(out)  # (B, T, E)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        mask: Tensor | None = None,
+        score_bias: Tensor | None = None,
+    ) -> Tensor:
+        # Every branch below is on constructor arguments, on whether an argument is given, or
+        # on whether a cache is bound.
+        if self.kv_cache is not None:
+            if key is not query or value is not query:
+                raise RuntimeError("a KV cache needs self-attention (query, key, value the same)")
+            if key_padding_mask is not None or mask is not None or score_bias is not None:
+                raise RuntimeError("a KV cache takes no extra attention masks or score biases")
+            return self._forward_cached(query, self.kv_cache)
+        q, k, v = self._heads(query, key, value)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)  # RoPE(q), RoPE(k): same shapes
+        attn_mask, is_causal = score_mask(
+            q, k, self.causal, self.window, key_padding_mask, mask, score_bias
+        )
+        return self._merge(q, k, v, attn_mask, is_causal)
+
+    def _forward_cached(self, x: Tensor, cache: LayerKV) -> Tensor:
+        """Self-attention of the new tokens x (B, T, E) to the cached ones and themselves."""
+        q, k, v = self._heads(x, x, x)
+        state = cache.state
+        if self.rotary is not None:  # at the tokens' positions, not 0..T-1
+            q = self.rotary(q, state.positions)
+            k = self.rotary(k, state.positions)
+        k, v = cache.update(k, v)  # (B, h_kv, S, d): every key the new queries may read
+        attn_mask, is_causal = state.masks[self.window]
+        return self._merge(q, k, v, attn_mask, is_causal)
 
     def extra_repr(self) -> str:
         extra = f", num_kv_heads={self._kv_heads}" if self._kv_heads != self.num_heads else ""

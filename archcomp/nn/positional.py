@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from archcomp.nn.cache_state import CacheState
+
 CHUNK = 1 << 20  # table entries computed at a time: what the table costs beyond itself
 
 
@@ -84,8 +86,11 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.layout = layout
         pe = sinusoid_table(max_len, d_model, device, dtype, layout)
         self.register_buffer("pe", pe, persistent=False)
+        self.cache_state: CacheState | None = None  # set while a KVCache is bound
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.cache_state is not None:  # decoding: the new tokens' positions
+            return x + self.pe[self.cache_state.positions]  # (B, T, d) + (T or B, T, d)
         n = x.size(-2)  # S
         check_length(n, self.max_len, f"sequence length exceeds max_len {self.max_len}")
         return x + self.pe[:n]  # (..., S, d) + (S, d)
@@ -117,6 +122,7 @@ class LearnedPositionalEncoding(nn.Module):
         self.offset = offset
         rows = max_len + offset
         self.weight = nn.Parameter(torch.empty(rows, d_model, device=device, dtype=dtype))
+        self.cache_state: CacheState | None = None  # set while a KVCache is bound
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -124,6 +130,8 @@ class LearnedPositionalEncoding(nn.Module):
             nn.init.normal_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.cache_state is not None:  # decoding: the new tokens' positions
+            return x + self.weight[self.offset + self.cache_state.positions]
         n = x.size(-2)  # S
         check_length(n, self.max_len, f"sequence length exceeds max_len {self.max_len}")
         return x + self.weight[self.offset : self.offset + n]  # (..., S, d) + (S, d)

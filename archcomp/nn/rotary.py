@@ -274,12 +274,18 @@ class RotaryEmbedding(nn.Module):
             self.cos.copy_(cos)
             self.sin.copy_(sin)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """x (..., T, d) at positions 0..T-1, or at ``positions`` (T,) or (B, T) (x: (B, h, T, d)),
+        as a KV cache gives them."""
         n = x.size(-2)  # T
-        check_length(
-            n, self.max_len, f"sequence length exceeds the rotary tables' max_len {self.max_len}"
-        )
-        cos, sin = self.cos[:n], self.sin[:n]  # (T, r/2)
+        if positions is not None:
+            cos, sin = self.cos[positions], self.sin[positions]  # (T, r/2) or (B, T, r/2)
+            if positions.dim() == 2:
+                cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)  # (B, 1, T, r/2)
+        else:
+            too_long = f"sequence length exceeds the rotary tables' max_len {self.max_len}"
+            check_length(n, self.max_len, too_long)
+            cos, sin = self.cos[:n], self.sin[:n]  # (T, r/2)
         if self._switch and n > self._switch:  # dynamic, longrope: tables for this length
             cos, sin = self._tables(n, n, x.device, self.cos.dtype)  # (T, r/2)
         if self._r == self.head_dim:  # a constant of the module, not data

@@ -81,6 +81,38 @@ class ArchModule(fx.GraphModule):
     def extra_repr(self) -> str:
         return f"spec={self.name!r}"
 
+    # Generation (a decoder: token ids in, logits out); docs/generation.md.
+    def new_cache(
+        self, batch_size: int, max_length: int, *, dtype: Any = None, static: bool = False
+    ) -> Any:
+        """A :class:`~archcomp.nn.kv_cache.KVCache` for ``batch_size`` sequences of at most
+        ``max_length`` tokens (``static``: fixed shapes, for torch.compile)."""
+        from archcomp.backends.torch.generate import new_cache
+
+        return new_cache(self, batch_size, max_length, dtype=dtype, static=static)
+
+    def forward_cached(
+        self,
+        input_ids: torch.Tensor,
+        cache: Any,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of ``input_ids`` (B, T) following the tokens ``cache`` holds
+        (``last_only``: of the last position, (B, 1, V))."""
+        from archcomp.backends.torch.generate import forward_cached
+
+        return forward_cached(self, input_ids, cache, attention_mask, last_only=last_only)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+        """Prompt and new tokens (B, T + n); keywords of
+        :func:`archcomp.backends.torch.generate.generate` (do_sample, temperature, top_k,
+        top_p, eos_token_id, pad_token_id, attention_mask, seed, callback, compile, cache)."""
+        from archcomp.backends.torch.generate import generate
+
+        return generate(self, input_ids, max_new_tokens, **kwargs)
+
 
 class CompiledBlock(nn.Module):
     """One block instance: a copy of a repeated block, or a block used once (see

@@ -1,0 +1,259 @@
+"""Text generation with a compiled decoder: a KV-cached forward, sampling and ``generate``.
+
+``model.new_cache(batch_size, max_length)`` makes a :class:`~archcomp.nn.kv_cache.KVCache`;
+``model.forward_cached(ids, cache)`` runs new tokens through the model, reading and extending
+the cache; ``model.generate(ids, max_new_tokens, ...)`` is the decoding loop on top: a prefill of
+the prompt, then one token per step, greedy or sampled (temperature, top-k, top-p in that order,
+as transformers' logits warpers). With ``compile=True`` the one-token step is a
+``torch.compile``-d function over a static cache (every shape fixed), compiled once per model and
+cache, as gpt-fast does.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from archcomp.nn.kv_cache import KVCache
+
+Callback = Callable[[Tensor], Any]  # called with each step's new tokens (B,)
+
+# per model: its compiled one-token step and the static cache it was compiled against
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, tuple[Callable[[Tensor], Tensor], KVCache]]
+_COMPILED = weakref.WeakKeyDictionary()
+# how the one-token step is compiled: one graph, every shape static (a test may set a backend)
+COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+
+
+def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
+    """The model's logits (B, T, V) for ids (B, T): its one output, or the one named logits."""
+    out = model(ids)
+    if isinstance(out, dict):
+        out = out["logits"]
+    return out
+
+
+def _head(model: Any) -> nn.Module | None:
+    """The linear layer that makes the logits, when the spec's logits output is one (a
+    token-wise op: its input's last position alone gives the last logits)."""
+    spec, node_meta = getattr(model, "spec", None), getattr(model, "node_meta", None)
+    if not isinstance(spec, dict) or not isinstance(node_meta, dict):
+        return None  # not an ArchModule
+    outputs = spec.get("outputs", {})
+    if not isinstance(outputs, dict) or not isinstance(model, nn.Module):
+        return None
+    node = str(outputs.get("logits", next(iter(outputs.values()), ""))).split(".")[0]
+    meta = node_meta.get(node)
+    if not meta or meta.get("op") != "linear" or not meta.get("module"):
+        return None
+    head = model.get_submodule(meta["module"])
+    return head if isinstance(head, nn.Linear) else None
+
+
+@contextmanager
+def last_position_only(model: nn.Module) -> Iterator[None]:
+    """Within it, the logits layer sees only the last position (a prefill needs no more: the
+    LM head of a long prompt costs as much as the rest of the step)."""
+    head = _head(model)
+    if head is None:
+        yield
+        return
+    handle = head.register_forward_pre_hook(lambda m, args: (args[0][:, -1:], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def check_decoder(model: Any) -> None:
+    """A decoder for generation: one input (token ids) and a logits output."""
+    names = getattr(model, "input_names", ())
+    outs = getattr(model, "output_names", ())
+    if len(names) != 1 or not (len(outs) == 1 or "logits" in outs):
+        raise ValueError(
+            f"generation needs a decoder with one input (token ids) and a logits output; "
+            f"{getattr(model, 'name', 'this model')} takes {list(names)} and gives {list(outs)}"
+        )
+
+
+def new_cache(
+    model: nn.Module,
+    batch_size: int,
+    max_length: int,
+    *,
+    dtype: torch.dtype | None = None,
+    static: bool = False,
+) -> KVCache:
+    check_decoder(model)
+    return KVCache(model, batch_size, max_length, dtype=dtype, static=static)
+
+
+def cache_memory(
+    model: nn.Module, batch_size: int, max_length: int, dtype: torch.dtype | None = None
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...], int]]:
+    """Per cached attention module: (name, key shape, value shape, bytes) of a cache for
+    ``batch_size`` sequences of ``max_length`` tokens; a model on meta allocates nothing."""
+    device = next(model.parameters()).device
+    cache = KVCache(model, batch_size, max_length, dtype=dtype, device=device)
+    return [
+        (name, tuple(kv.k.shape), tuple(kv.v.shape), kv.nbytes) for name, kv in cache.layers.items()
+    ]
+
+
+def forward_cached(
+    model: nn.Module,
+    input_ids: Tensor,
+    cache: KVCache,
+    attention_mask: Tensor | None = None,
+    *,
+    last_only: bool = False,
+) -> Tensor:
+    """Logits (B, T, V) of new tokens ``input_ids`` (B, T) after those the cache holds; the
+    cache then holds them too. ``attention_mask`` (B, T), first call only: 0 = left padding.
+    ``last_only``: the logits of the last position (B, 1, V), where the model allows it."""
+    if input_ids.dim() != 2 or input_ids.size(0) != cache.batch_size:
+        raise ValueError(
+            f"input_ids must be (batch {cache.batch_size}, T), not {tuple(input_ids.shape)}"
+        )
+    cache.state.begin(input_ids.size(1), attention_mask)
+    with cache.bound(model), last_position_only(model) if last_only else nullcontext():
+        logits = logits_of(model, input_ids)
+    cache.state.advance(input_ids.size(1))
+    return logits
+
+
+def warp(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
+    """Scores (B, V) after temperature, top-k and top-p (nucleus) filtering, in that order;
+    filtered tokens get -inf (transformers' warpers, keeping at least one token)."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and top_k > 0:
+        k = min(top_k, logits.size(-1))
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)  # ascending
+        cum = sorted_logits.softmax(-1).cumsum(-1)  # (B, V)
+        drop = cum <= 1 - top_p  # the low tail holding at most 1 - top_p
+        drop[..., -1:] = False  # the most likely token stays
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def next_tokens(
+    logits: Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """(B,) next token of each row from the last position's logits (B, V)."""
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = warp(logits.float(), temperature, top_k, top_p).softmax(-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _check_args(
+    input_ids: Tensor, max_new_tokens: int, temperature: float, top_p: float | None
+) -> None:
+    if input_ids.dim() != 2 or input_ids.size(1) == 0:
+        raise ValueError(f"input_ids must be (B, T) with T >= 1, not {tuple(input_ids.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, not {max_new_tokens}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (greedy: do_sample=False), not {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+
+
+def _cache_for(model: nn.Module, batch: int, length: int, compile: bool) -> KVCache:
+    """A cache for ``batch`` rows of ``length`` tokens: with compile, the model's static cache
+    when it fits (one compilation serves every call), else a new one."""
+    if compile:
+        held = _COMPILED.get(model)
+        if held is not None and held[1].batch_size == batch and held[1].max_length >= length:
+            held[1].reset()
+            return held[1]
+    return new_cache(model, batch, length, static=compile)
+
+
+def _decode_step(model: nn.Module, cache: KVCache, compile: bool) -> Callable[[Tensor], Tensor]:
+    """The one-token step (B, 1) -> logits (B, 1, V), compiled once per model and cache."""
+    if not compile:
+        return lambda ids: logits_of(model, ids)
+    held = _COMPILED.get(model)
+    if held is not None and held[1] is cache:
+        return held[0]
+
+    def step(ids: Tensor) -> Tensor:
+        return logits_of(model, ids)
+
+    compiled = torch.compile(step, **COMPILE_OPTIONS)
+    _COMPILED[model] = (compiled, cache)
+    return compiled
+
+
+@torch.inference_mode()
+def generate(
+    model: nn.Module,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+    attention_mask: Tensor | None = None,
+    seed: int | None = None,
+    callback: Callback | None = None,
+    compile: bool = False,
+    cache: KVCache | None = None,
+) -> Tensor:
+    """The prompt ``input_ids`` (B, T) followed by up to ``max_new_tokens`` new tokens per row:
+    (B, T + n). Rows of a batch are left-padded (``attention_mask`` 0 at padding). A row that
+    has produced an ``eos_token_id`` continues with ``pad_token_id`` (default: the first eos),
+    and decoding stops when every row has; ``callback`` gets each step's tokens (B,)."""
+    _check_args(input_ids, max_new_tokens, temperature, top_p)
+    batch, prompt = input_ids.shape
+    if cache is None:
+        cache = _cache_for(model, batch, prompt + max_new_tokens, compile)
+    elif compile and not cache.static:
+        raise ValueError("generate(compile=True) needs a static cache: new_cache(..., static=True)")
+    else:
+        cache.reset()
+    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    device = input_ids.device
+    generator = None
+    if do_sample and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    step = _decode_step(model, cache, compile)
+    out = [input_ids]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    eos_t = torch.tensor(eos, dtype=input_ids.dtype, device=device)
+    logits = forward_cached(model, input_ids, cache, attention_mask, last_only=True)[:, -1]
+    for i in range(max_new_tokens):
+        token = next_tokens(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
+        token = token.masked_fill(done, pad)
+        out.append(token[:, None])
+        if callback is not None:
+            callback(token)
+        if eos:
+            done = done | torch.isin(token, eos_t)
+            if bool(done.all()):
+                break
+        if i + 1 < max_new_tokens:
+            cache.state.begin(1)
+            with cache.bound(model):
+                logits = step(token[:, None])[:, -1]  # (B, V)
+            cache.state.advance(1)
+    return torch.cat(out, dim=1)

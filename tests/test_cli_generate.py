@@ -1,0 +1,119 @@
+"""``archcomp generate``: a random Llama checkpoint with a word-level tokenizer trained here,
+offline, by the ``tokenizers`` library; text on stdout, tokens per second on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hf_models import FAMILIES, save
+
+import archcomp
+from archcomp.cli import main
+
+tokenizers = pytest.importorskip("tokenizers")
+
+WORDS = "the cat sat on a mat and the dog ran to the park while a bird sang in the tree"
+
+
+def train_tokenizer(path: Path, vocab: int = 61) -> None:
+    """A word-level tokenizer of at most ``vocab`` ids, trained on a sentence, saved as
+    tokenizer.json (what a checkpoint folder ships)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab, special_tokens=["[UNK]"])
+    tok.train_from_iterator([WORDS] * 3, trainer)
+    tok.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("llama")
+    save(FAMILIES["llama"], folder)
+    train_tokenizer(folder / "tokenizer.json")
+    return folder
+
+
+def test_generate_streams_text_and_reports_speed(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["generate", str(checkpoint), "--prompt", "the cat sat", "--max-new-tokens", "6"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith("the cat sat ")
+    assert "tokens/s" in err and "prompt 3" in err
+    # the text is the model's own greedy continuation
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    model = archcomp.from_pretrained(checkpoint)
+    ids = torch.tensor([tok.encode("the cat sat").ids])
+    new = model.generate(ids, 6, eos_token_id=0)[0, 3:].tolist()
+    assert new and out == tok.decode(ids[0].tolist() + new) + "\n"
+
+
+def test_sampling_with_a_seed_prints_the_same_text_twice(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate", str(checkpoint), "--prompt", "a dog", "--max-new-tokens", "5"]
+    argv += ["--temperature", "0.9", "--top-k", "10", "--top-p", "0.95", "--seed", "3"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_a_missing_tokenizer_is_a_usage_error(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((checkpoint / name).read_bytes())
+    assert main(["generate", str(bare), "--prompt", "the cat"]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer.json: no such tokenizer file" in err and "Traceback" not in err
+
+
+def test_a_prompt_past_the_position_table_is_a_usage_error(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate", str(checkpoint), "--prompt", "the cat", "--max-new-tokens", "40"]
+    assert main(argv) == 2
+    assert "exceeds the model's position table" in capsys.readouterr().err
+
+
+def test_bad_sampling_values_are_usage_errors(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--top-p", "1.5"]) == 2
+    assert "--top-p must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_summary_shows_the_kv_cache_per_layer_and_in_all(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["summary", "llama", "--kv-cache", "--context", "8192", "--dtype", "bfloat16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    # Llama 3 8B: 32 layers x (k, v) x 8 KV heads x 128 dims x 2 bytes = 128 KiB a token
+    assert kv["bytes"] == 8192 * 128 * 1024 and len(kv["layers"]) == 32
+    assert kv["layers"][0]["keys"] == [1, 8, 8192, 128]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "KV cache (bfloat16, batch 1, context 8,192)" in out and "1.0 GiB" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("mamba", "Mamba"), ("bert_base", "one input"), ("mlp", "no causal self-attention")],
+)
+def test_summary_kv_cache_of_a_model_without_one_is_a_usage_error(
+    spec: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["summary", spec, "--kv-cache", "--context", "16"]) == 2
+    assert message in capsys.readouterr().err
