@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.ir.dims import fmt_shape
 from archcomp.ir.tensors import TensorType
@@ -115,7 +113,6 @@ class Graph:
     # What rebuilds this graph exactly: {"main": key, "files": {key: text}, "params": {...}},
     # every spec text read (by path relative to the top-level spec's folder) and the overrides
     source: dict[str, Any] | None = None
-    nx: nx.DiGraph = field(default_factory=nx.DiGraph)
     # Block instances (``encoder.layers.0``): the block's input name -> the tensor bound to it
     scope_inputs: dict[str, dict[str, Ref]] = field(default_factory=dict)
     # ... and the block's output name -> the tensor it names

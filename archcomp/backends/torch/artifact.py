@@ -42,6 +42,7 @@ from archcomp.backends.torch.devices import (
 from archcomp.backends.torch.module import tied_names
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import NotRegularFile, OutputExists, Writer, open_regular, write_atomic
+from archcomp.base.gcpause import paused
 from archcomp.base.progress import Update, ignore, showing, task
 from archcomp.base.text import visible
 
@@ -140,6 +141,7 @@ def save_artifact(
     return path
 
 
+@paused()  # an entry per tensor, all live until it returns
 def artifact_writer(
     model: nn.Module, *, progress: bool | None = None, label: str = "weights"
 ) -> Writer:
@@ -175,7 +177,7 @@ def artifact_writer(
     data = {k: t.detach() for k, t in tensors.items()}  # made contiguous one at a time
 
     def write(tmp: Path) -> None:
-        with showing(progress), task(f"writing {label}", size) as tick:
+        with paused(), showing(progress), task(f"writing {label}", size) as tick:
             _write_safetensors(tmp, data, meta, tick)
 
     return write
@@ -404,6 +406,7 @@ def embedded_metadata(path: Path, meta: Mapping[str, str]) -> tuple[str, Any, di
     return text, spec, ties
 
 
+@paused()  # the graph and the modules of its rebuild: all live until it returns
 def load_artifact(
     path: Path, device: Any = None, dtype: Any = None, *, max_memory: int | str | None = None
 ) -> Any:

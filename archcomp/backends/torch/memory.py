@@ -6,7 +6,8 @@
   per parameter (``torch.optim.SGD(momentum=...)``; plain SGD keeps none: use ``none``).
 - Activations: the bytes autograd keeps for the backward pass during one training forward
   at the spec's ``dims``. :func:`trace_activations` runs the forward on meta tensors under
-  ``torch.autograd.graph.saved_tensors_hooks`` and counts each kept storage once, at the node
+  ``torch.autograd.graph.saved_tensors_hooks`` (an op called again as before is not run
+  again: :mod:`archcomp.backends.torch.metacache`) and counts each kept storage once, at the node
   that first keeps it; parameters and buffers are not activations. Attention follows the meta
   device's kernel, torch's math path (the one the MACs count, and the one CPU training with
   attention dropout takes); fused kernels (flash, memory-efficient) keep less: they do not
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from archcomp.backends.torch.metacache import MetaResults
 from archcomp.backends.torch.module import CompiledBlock
 from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, Sym, substitute
@@ -173,7 +175,7 @@ def trace_activations(
     was_training = model.training
     model.train()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), MetaResults():
             repeats = {s.name for n in g.nodes.values() for s in n.scopes if s.repeat is not None}
             fallback = _Fallback(g, sizes, dtype, trace, seen)
             tracer = _Tracer(model, _graph_of(model), lambda n: n, current, fallback, seen, repeats)

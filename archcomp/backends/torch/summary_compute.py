@@ -31,6 +31,7 @@ from archcomp.backends.torch.memory import (
 from archcomp.backends.torch.module import get_path
 from archcomp.backends.torch.summary_fold import Level, Row, SummaryData, levels_of
 from archcomp.base.errors import UsageError
+from archcomp.base.gcpause import paused
 from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, DimTooLarge, Sym, add, to_json
 
@@ -167,6 +168,7 @@ def check_options(optimizer: str, world_size: int | None) -> None:
         raise UsageError(f"world size must be a positive int, found {world_size!r}")
 
 
+@paused()  # a node's rows, metadata and meta tensors: all live until the summary returns
 def summarize_as(
     cls: type[S],
     g: Graph,
