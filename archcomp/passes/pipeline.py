@@ -69,3 +69,20 @@ def run_passes(g: Graph, rep: Reporter) -> None:
         if p.gate and ok is False:
             break
     rep.raise_if_failed()
+
+
+def model_graph(model: object, params: Mapping[str, Any] | None = None) -> Graph | None:
+    """The checked graph of a model built by archcomp (an ``ArchModule``: it carries the spec
+    texts and overrides it was built from, else its normalized spec), ``params`` applied on
+    top; None for any other object."""
+    from archcomp.frontend.loader import load_program
+
+    source = getattr(model, "source", None)
+    if isinstance(source, Mapping) and {"main", "files"} <= source.keys():
+        with paused():
+            prog = load_program(source["main"], embedded=dict(source["files"]), label="model")
+            return check_program(prog, {**source.get("params", {}), **(params or {})})
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, Mapping) and "archcomp" in spec and not isinstance(model, Mapping):
+        return load_graph(spec, params)
+    return None

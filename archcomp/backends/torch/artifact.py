@@ -404,6 +404,14 @@ def embedded_metadata(path: Path, meta: Mapping[str, str]) -> tuple[str, Any, di
     return text, spec, ties
 
 
+def artifact_graph(path: Path) -> Any:
+    """The checked graph of the spec an artifact embeds (its SHA-256 verified); no weight is
+    read: what ``archcomp summary``, ``check`` and ``draw`` of an artifact show."""
+    _, meta = read_header(path)
+    text, spec, _ = embedded_metadata(path, meta)
+    return _embedded_graph(path, spec, text)
+
+
 def load_artifact(
     path: Path, device: Any = None, dtype: Any = None, *, max_memory: int | str | None = None
 ) -> Any:
