@@ -143,3 +143,14 @@ def test_dims_set_the_sizes_a_summary_is_computed_at(
     golden("dims_errors", "\n".join(errors) + "\n")
     with pytest.raises(archcomp.UsageError, match="dim T must be an integer >= 1"):
         archcomp.summary("gpt2", TINY_GPT2, dims={"T": 0})
+
+
+def test_rotary_tables_on_meta_are_shapes_only_and_materialise_exactly() -> None:
+    from archcomp.nn.rotary import Llama3Scaling, RotaryEmbedding
+
+    kw = {"head_dim": 16, "theta": 500000.0, "max_len": 64, "scaling": Llama3Scaling()}
+    meta = RotaryEmbedding(**kw, device="meta", dtype=torch.bfloat16)
+    assert meta.cos.shape == meta.sin.shape == (64, 8) and meta.cos.dtype == torch.bfloat16
+    real = RotaryEmbedding(**kw, dtype=torch.bfloat16)
+    meta.to_empty(device="cpu").reset_parameters()  # what archcomp.distributed.materialize does
+    assert torch.equal(meta.cos, real.cos) and torch.equal(meta.sin, real.sin)
