@@ -75,12 +75,18 @@ def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any
     return build_module(g, options, **changes)
 
 
-def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) -> Path:
-    """Write ``model``'s weights as safetensors with its spec embedded (atomically).
-    ``progress`` shows hashing and writing as :func:`build` shows allocation."""
+def save(
+    model: nn.Module, path: str | Path, *, force: bool = False, progress: bool | None = None
+) -> Path:
+    """Write ``model``'s weights as safetensors with its spec embedded (atomically). An
+    existing ``path`` is a :class:`UsageError` unless ``force`` (as ``archcomp build --force``
+    and ``save_pretrained(..., force=True)``). ``progress`` shows hashing and writing as
+    :func:`build` shows allocation."""
     from archcomp.backends.torch.artifact import save_artifact
 
-    return save_artifact(model, Path(path), progress=progress)
+    return save_artifact(
+        model, Path(path), overwrite=force, progress=progress, force_flag="force=True"
+    )
 
 
 def load(

@@ -124,19 +124,26 @@ def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def save_artifact(
-    model: nn.Module, path: Path, *, overwrite: bool = True, progress: bool | None = None
+    model: nn.Module,
+    path: Path,
+    *,
+    overwrite: bool = True,
+    progress: bool | None = None,
+    force_flag: str = "--force",
 ) -> Path:
     """Write weights + embedded spec to ``path`` atomically; return the path. Without
-    ``overwrite`` an existing ``path`` is refused, atomically (see ``write_all``). ``progress``
-    shows hashing and writing as :func:`archcomp.build` shows allocation."""
+    ``overwrite`` an existing ``path`` is refused, atomically (see ``write_all``), naming
+    ``force_flag`` as the remedy. ``progress`` shows hashing and writing as
+    :func:`archcomp.build` shows allocation."""
+    exists = f"{path} exists; pass {force_flag} to overwrite it"
     if path.exists() and not overwrite:
-        raise UsageError(f"{path} exists; pass --force to overwrite it")
+        raise UsageError(exists)
     try:
         write_atomic(
             path, artifact_writer(model, progress=progress, label=path.name), overwrite=overwrite
         )
     except OutputExists:
-        raise UsageError(f"{path} exists; pass --force to overwrite it") from None
+        raise UsageError(exists) from None
     return path
 
 
