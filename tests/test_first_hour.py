@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,70 @@ def test_rotary_tables_on_meta_are_shapes_only_and_materialise_exactly() -> None
     real = RotaryEmbedding(**kw, dtype=torch.bfloat16)
     meta.to_empty(device="cpu").reset_parameters()  # what archcomp.distributed.materialize does
     assert torch.equal(meta.cos, real.cos) and torch.equal(meta.sin, real.sin)
+
+
+def test_save_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    model = archcomp.build("mlp", seed=0)
+    path = archcomp.save(model, tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    other = archcomp.build("mlp", seed=1)
+    with pytest.raises(archcomp.UsageError) as exc:
+        archcomp.save(other, path)
+    golden("save_exists", str(exc.value).replace(str(tmp_path), "TMP") + "\n")
+    assert path.read_bytes() == before
+    archcomp.save(other, path, force=True)
+    torch.testing.assert_close(archcomp.load(path).fc1.weight, other.fc1.weight)
+
+
+def test_specs_fit_the_terminal_and_show_derived_params(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = cli(["specs"], capsys)
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 100
+    assert "positions=197" in out and "${" not in out  # vit_b16's derived param, evaluated
+    assert "ARCHITECTURES.md" not in out
+
+
+def test_emitted_python_says_what_it_imports_and_loads_ties_strictly(tmp_path: Path) -> None:
+    from archcomp.backends.torch.emit import emit_python
+
+    model = archcomp.build("gpt2", TINY_GPT2, seed=0)
+    source = emit_python(model)
+    assert "_pytree" not in source and "strict=False)  # tied" not in source
+    assert "TIED = ('lm_head.weight',)" in source
+    path = archcomp.save(model, tmp_path / "g.safetensors")
+    space: dict[str, object] = {}
+    exec(compile(source, "gpt2_emitted.py", "exec"), space)
+    ejected = space["Gpt2"]()  # type: ignore[operator]
+    from safetensors.torch import load_file
+
+    missing, unexpected = ejected.load_state_dict(load_file(path), strict=False)
+    assert not unexpected and set(missing) <= set(space["TIED"])  # type: ignore[call-overload]
+    ids = torch.randint(0, 50, (2, 5))
+    torch.testing.assert_close(ejected.eval()(ids), model.eval()(ids), rtol=0, atol=0)
+
+
+def test_an_error_caused_by_an_override_names_it(
+    elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(["check", "gpt2", "-p", "h=7"], capsys)
+    assert code == 1
+    golden("override_blamed", err.replace(str(Path(archcomp.__file__).parent), "ARCHCOMP"))
+    with pytest.raises(archcomp.SpecError, match="with the override h=7"):
+        archcomp.check("gpt2", params={"h": 7})
+
+
+def test_readme_and_spec_format_name_every_shipped_block_library() -> None:
+    from archcomp.frontend.library import block_libraries
+
+    root = Path(__file__).resolve().parent.parent
+    lists = {  # the sentence of each that names them
+        "README.md": r"block libraries in\s+`specs/blocks/` \(([^)]*)\)",
+        "docs/spec-format.md": r"`archcomp specs`\s+lists them: (.*?), the files of",
+    }
+    for doc, pattern in lists.items():
+        found = re.search(pattern, (root / doc).read_text(), re.S)
+        assert found is not None, doc
+        named = re.findall(r"`(\w+)`", found.group(1))
+        assert named == sorted(block_libraries()), f"{doc} lists {named}"
