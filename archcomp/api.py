@@ -75,12 +75,18 @@ def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any
     return build_module(g, options, **changes)
 
 
-def save(model: nn.Module, path: str | Path, *, progress: bool | None = None) -> Path:
-    """Write ``model``'s weights as safetensors with its spec embedded (atomically).
-    ``progress`` shows hashing and writing as :func:`build` shows allocation."""
+def save(
+    model: nn.Module, path: str | Path, *, force: bool = False, progress: bool | None = None
+) -> Path:
+    """Write ``model``'s weights as safetensors with its spec embedded (atomically). An
+    existing ``path`` is a :class:`UsageError` unless ``force`` (as ``archcomp build --force``
+    and ``save_pretrained(..., force=True)``). ``progress`` shows hashing and writing as
+    :func:`build` shows allocation."""
     from archcomp.backends.torch.artifact import save_artifact
 
-    return save_artifact(model, Path(path), progress=progress)
+    return save_artifact(
+        model, Path(path), overwrite=force, progress=progress, force_flag="force=True"
+    )
 
 
 def load(
@@ -105,36 +111,78 @@ def load(
     return load_artifact(Path(path), device=device, dtype=dtype, max_memory=max_memory)
 
 
+ARTIFACT_SUFFIX = ".safetensors"
+
+
+def is_artifact(source: object) -> bool:
+    """A path (``str`` or ``Path``) that names an artifact rather than a spec."""
+    if isinstance(source, Path):
+        return source.suffix == ARTIFACT_SUFFIX
+    return isinstance(source, str) and "\n" not in source and source.endswith(ARTIFACT_SUFFIX)
+
+
+def graph_of(source: object, params: Mapping[str, Any] | None = None) -> Graph:
+    """The checked graph of a spec (a shipped name, path, YAML text or mapping), a
+    :class:`Graph`, an artifact (``.safetensors``: its embedded spec, verified; no weight
+    read) or a model built by archcomp."""
+    from archcomp.base.errors import UsageError
+    from archcomp.ir import Graph
+    from archcomp.passes.pipeline import model_graph
+
+    if isinstance(source, Graph):
+        return source
+    if is_artifact(source):
+        if params:
+            raise UsageError("params apply to a spec; an artifact's params are fixed")
+        from archcomp.backends.torch.artifact import artifact_graph
+
+        return artifact_graph(Path(str(source)))
+    if isinstance(source, (str, Path, Mapping)):
+        return load_graph(source, params)
+    built = model_graph(source, params)
+    if built is None:
+        raise UsageError(
+            "expected a spec (a shipped name, path, YAML text or mapping), an artifact, a Graph "
+            f"or a model built by archcomp, not {type(source).__name__}"
+        )
+    return built
+
+
 def summary(
-    spec_or_path: SpecSource | Graph,
+    spec_or_model: SpecSource | Graph | nn.Module,
     params: Mapping[str, Any] | None = None,
     *,
     dtype: Any = None,
     optimizer: str = "adamw",
     activation_checkpointing: bool = False,
     world_size: int | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> Summary:
     """Per-node and per-block table (op, output shape, parameters, memory, activations, MACs)
     and totals, built on the meta device: nothing is allocated.
+
+    ``spec_or_model`` is a spec (a shipped name, path, YAML text or mapping), a checked
+    :class:`Graph`, an artifact (a ``.safetensors`` path) or a model built by archcomp.
 
     Memory is in ``dtype`` (default float32); the training step counts gradients, the state
     of ``optimizer`` (``adamw``, ``sgd`` with momentum, or ``none``) and the activations of
     one training forward at the spec's ``dims``; ``activation_checkpointing`` estimates them
     with every repeated block checkpointed (see :mod:`archcomp.backends.torch.memory`).
+    ``dims`` sets the sizes of the inputs' dims (``{"B": 8, "T": 512}``) over the spec's own
+    ``dims``; a dim set by neither is 1, and the summary says so.
     ``world_size``: also the per-rank memory of FSDP over that many ranks
     (:func:`archcomp.distributed.shard`; docs/scaling.md).
     In a notebook the summary shows as an HTML table; ``print`` shows the text table.
     """
     from archcomp.backends.torch.summary import summarize
-    from archcomp.ir import Graph
 
-    g = spec_or_path if isinstance(spec_or_path, Graph) else load_graph(spec_or_path, params)
     return summarize(
-        g,
+        graph_of(spec_or_model, params),
         dtype=dtype,
         optimizer=optimizer,
         checkpointing=activation_checkpointing,
         world_size=world_size,
+        dims=dims,
     )
 
 

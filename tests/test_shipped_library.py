@@ -66,7 +66,7 @@ def test_bare_name_is_without_slash_and_dot(text: str, bare: bool) -> None:
 def test_cli_commands_take_a_bare_name(elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "gpt2", "lenet5"]) == 0
     out = capsys.readouterr().out
-    assert "gpt2: ok: gpt2: " in out and "lenet5: ok: lenet5: " in out
+    assert "gpt2: ok: 125 nodes; " in out and "lenet5: ok: " in out and "gpt2: ok: gpt2" not in out
     assert main(["summary", "gpt2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["parameters"] == 124_439_808
     assert main(["build", "transformer", *SMALL_TRANSFORMER, "-o", "t.safetensors"]) == 0
@@ -101,7 +101,11 @@ def test_a_file_of_the_same_name_wins_only_as_a_path(
     assert archcomp.check(Path("gpt2")).name == "my_gpt2"  # a Path is always a file
     assert main(["check", "gpt2", "./gpt2.yaml", "./gpt2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(": ")[2] for line in lines] == ["gpt2", "my_gpt2", "my_gpt2"]
+    assert [line.split(": ")[1:3] for line in lines] == [
+        ["ok", "125 nodes; inputs ids [B, T]; outputs logits [B, T, 50257]"],  # named once
+        ["ok", "my_gpt2"],
+        ["ok", "my_gpt2"],
+    ]
 
 
 def test_an_unknown_bare_name_is_a_usage_error_listing_the_shipped_names(

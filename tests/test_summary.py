@@ -251,7 +251,7 @@ def test_summary_html_is_a_folded_table() -> None:
 
 def test_readme_shows_the_current_gpt3_summary(capsys) -> None:
     readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"`archcomp summary specs/gpt3\.yaml`.*?\n```\n(.*?)```", readme, re.S)
+    shown = re.search(r"`archcomp summary gpt3`.*?\n```\n(.*?)```", readme, re.S)
     assert shown is not None
     assert main(["summary", str(SPECS / "gpt3.yaml")]) == 0
     assert capsys.readouterr().out == shown.group(1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from doc_examples import Example, all_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -120,7 +121,7 @@ def test_the_installed_wheel_is_what_runs(installed: Installed) -> None:
 
 def test_cli_runs_shipped_specs_by_name_outside_the_repository(installed: Installed) -> None:
     r = installed.archcomp("check", "gpt2")
-    assert r.stdout.startswith("gpt2: ok: gpt2: ")
+    assert r.stdout.startswith("gpt2: ok: 125 nodes; ")
     small = ("-p", "N=1", "-p", "d_model=32", "-p", "d_ff=64", "-p", "h=2", "-p", "vocab=50")
     installed.archcomp("build", "transformer", *small, "-o", "x.safetensors")
     assert (installed.work / "x.safetensors").stat().st_size > 0
@@ -210,3 +211,35 @@ def test_from_pretrained_of_every_shipped_family_outside_the_repository(
         assert set(got) == set(expected[name]), name
         for key, (want, tol) in expected[name].items():
             numerics.assert_close(got[key], want, tol, msg=f"{name}: {key}")
+
+
+SHELL_PRELUDE = """set -euo pipefail
+pip() { test "$1" = install; }  # the wheel is installed already
+"""
+
+
+@pytest.mark.parametrize("example", all_examples(), ids=lambda e: e.id)
+def test_doc_examples_run_against_the_wheel(installed: Installed, example: Example) -> None:
+    """Every Python and shell example of README.md and docs/ runs as written, in an empty folder
+    outside the repository (tests/doc_examples.py; a block marked ``not run`` says why)."""
+    if example.not_run:
+        pytest.skip(f"not run: {example.not_run}")
+    if "draw" in example.code and not shutil.which("dot"):
+        pytest.skip("needs Graphviz's dot")
+    folder = installed.work / example.id.replace("/", "_").replace(":", "_")
+    folder.mkdir()
+    if example.language == "python":
+        args = [str(installed.venv / "bin" / "python"), "-c", example.code]
+    else:
+        args = ["bash", "-c", SHELL_PRELUDE + example.code]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{installed.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    r = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, f"{example.id}:\n{example.code}\n{r.stdout}\n{r.stderr}"
+
+
+def test_every_doc_example_runs_or_says_why_not() -> None:
+    found = all_examples()
+    assert any(e.doc.name == "README.md" and e.language == "python" for e in found)
+    ran = [e for e in found if not e.not_run]
+    assert {e.doc.name for e in ran} >= {"README.md", "compiler.md", "spec-format.md"}

@@ -51,6 +51,7 @@ class Diagnostic:
     hint: str | None = None
     source_line: str | None = None
     related: tuple[Location, ...] = ()
+    notes: tuple[str, ...] = ()  # "= note: ..." lines, e.g. the override a value came from
 
     def headline(self) -> str:
         where = f"{self.loc}: " if self.loc else ""
@@ -70,6 +71,8 @@ class Diagnostic:
             lines.append(f"  {pad} | {' ' * caret}^")
         for rel in self.related:
             lines.append(f"  = note: see also {rel}")
+        for note in self.notes:
+            lines.append(f"  = note: {_bounded(note)}")
         if self.hint:
             lines.append(f"  = hint: {_bounded(self.hint)}")
         return "\n".join(lines)

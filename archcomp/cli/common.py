@@ -105,13 +105,21 @@ def load_program_arg(spec: str) -> Program:
 
 
 def load_graph_arg(spec: str, params: dict[str, Any]) -> Graph:
-    """SPEC (a file or ``-``) checked by every pass, with ``-p`` overrides."""
+    """SPEC (a file, an artifact's embedded spec, or ``-``) checked by every pass, with ``-p``
+    overrides."""
     from archcomp.passes.pipeline import check_program, load_graph
 
+    if spec.endswith(".safetensors"):
+        from archcomp.api import graph_of
+
+        return graph_of(spec, params)
     if spec != STDIN:
         return load_graph(spec_path(spec), params)
     return check_program(load_program_arg(spec), params)
 
 
 def spec_help(what: str) -> str:
-    return f"{what}: a file, a shipped spec's name (archcomp specs lists them), or '-' for stdin"
+    return (
+        f"{what}: a file, a shipped spec's name (archcomp specs lists them), an artifact "
+        "(.safetensors: the spec it embeds), or '-' for stdin"
+    )

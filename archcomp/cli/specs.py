@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ def shipped() -> dict[str, list[dict[str, Any]]]:
     """Each shipped model spec (name, description, params) and block library (name, blocks)."""
     from archcomp.frontend.library import block_libraries, model_specs
     from archcomp.frontend.loader import load_program
+    from archcomp.frontend.params import resolve
     from archcomp.frontend.schema import ParamDecl
 
     def entry(name: str, path: Path) -> tuple[dict[str, Any], Any]:
@@ -27,10 +30,11 @@ def shipped() -> dict[str, list[dict[str, Any]]]:
     specs = []
     for name, path in model_specs().items():
         item, spec = entry(name, path)
+        values = resolve(spec.params, {}, report=lambda name, problem: None)  # ${...} evaluated
         params = {}
         for pname, value in spec.params.items():
             decl = value if isinstance(value, ParamDecl) else ParamDecl(default=value)
-            params[pname] = {"default": decl.default, "doc": decl.doc or ""}
+            params[pname] = {"default": values.get(pname, decl.default), "doc": decl.doc or ""}
         specs.append({**item, "params": params})
     libraries = []
     for name, path in block_libraries().items():
@@ -49,17 +53,25 @@ def cmd_specs(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     width = max(len(e["name"]) for group in found.values() for e in group) + 2
-    pad = " " * (width + 2)
+    columns = max(shutil.get_terminal_size((100, 24)).columns, width + 40)
     print('Specs (a bare name: archcomp check NAME, archcomp.build("NAME")):')
     for e in found["specs"]:
-        print(f"  {e['name']:{width}}{e['description']}")
         params = ", ".join(f"{n}={_value(p['default'])}" for n, p in e["params"].items())
-        print(f"{pad}params: {params or 'none'}")
+        _entry(e["name"], width, columns, e["description"], f"params: {params or 'none'}")
     print("\nBlock libraries (imports: [{library: NAME, blocks: [...]}]):")
     for e in found["libraries"]:
-        print(f"  {e['name']:{width}}{e['description']}")
-        print(f"{pad}blocks: {', '.join(e['blocks'])}")
+        _entry(e["name"], width, columns, e["description"], f"blocks: {', '.join(e['blocks'])}")
     return 0
+
+
+def _entry(name: str, width: int, columns: int, *paragraphs: str) -> None:
+    """``name`` and its paragraphs, wrapped to ``columns`` under a hanging indent."""
+    pad = " " * (width + 2)
+    first = f"  {name:{width}}"
+    for text in paragraphs:
+        for line in textwrap.wrap(text, columns, initial_indent=first, subsequent_indent=pad):
+            print(line)
+        first = pad
 
 
 cmd_specs.configure = _configure_specs  # type: ignore[attr-defined]

@@ -59,9 +59,36 @@ def _world_size(text: str) -> int:
     return n
 
 
+def parse_dims(text: str) -> dict[str, int]:
+    """``--dims B=8,T=512``: dim names and sizes."""
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        name, eq, size = item.strip().partition("=")
+        try:
+            value = int(size) if eq and len(size) <= 20 else 0
+        except ValueError:
+            value = 0
+        if not name.strip().isidentifier() or value < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=SIZE[,NAME=SIZE...] with sizes >= 1, e.g. B=8,T=512; found "
+                f"'{visible(item[:40])}'"
+            )
+        out[name.strip()] = value
+    return out
+
+
 def _configure_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help=spec_help("spec file to summarize"))
     add_params_flag(p)
+    p.add_argument(
+        "--dims",
+        type=parse_dims,
+        action="append",
+        default=[],
+        metavar="NAME=SIZE,...",
+        help="sizes of the inputs' dims the figures are computed at, e.g. --dims B=8,T=512 "
+        "(default: the spec's dims; a dim it does not set is 1)",
+    )
     p.add_argument("--dtype", default="float32", help=DTYPE_HELP + " (default: float32)")
     add_memory_flags(p)
     p.add_argument(
@@ -94,6 +121,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         activation_checkpointing=args.activation_checkpointing,
         world_size=args.world_size,
+        dims={k: v for d in args.dims for k, v in d.items()},
     )
     if args.json:
         out = s.to_json(args.depth)

@@ -10,6 +10,7 @@ shipped spec -> Program),
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ def load_source(source: SpecSource, *, base_dir: Path | None = None) -> Program:
 
 
 def _shipped_hint(path: Path) -> str | None:
-    """A missing ``gpt2.yaml`` in the working directory: point at the shipped ``gpt2``."""
+    """A missing ``gpt2.yaml`` (or ``specs/gpt2.yaml``, a clone's path followed after ``pip
+    install``): point at the shipped ``gpt2``."""
     name = path.stem
-    if path.exists() or len(path.parts) > 1 or name not in model_specs():
+    if path.exists() or path.suffix not in (".yaml", ".yml") or name not in model_specs():
         return None
     return f"'{name}' (no slash, no .yaml) names the spec that ships with archcomp"
 
@@ -143,12 +145,25 @@ def _mins(dims: Mapping[str, int | DimDecl], doc: SourceDoc, rep: Reporter) -> d
     return out
 
 
+def _is_dim(name: str, prog: Program) -> bool:
+    """``name`` is a symbol of the inputs' shapes or of the spec's ``dims``."""
+    if name in prog.spec.dims:
+        return True
+    shapes = [str(d) for i in prog.spec.inputs.values() for d in getattr(i, "shape", i)]
+    return any(name in re.findall(r"[A-Za-z_]\w*", d) for d in shapes)
+
+
 def _params(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> dict[str, Any]:
     """The model's params: the spec's defaults under ``overrides`` (a bad override raises
     :class:`UsageError`)."""
     spec, doc = prog.spec, prog.doc
     for name in overrides:
         if name not in spec.params:
+            if _is_dim(name, prog):
+                raise UsageError(
+                    f"'{name}' is a dim of the inputs, not a param: 'archcomp summary --dims "
+                    f"{name}=8' (archcomp.summary(..., dims={{'{name}': 8}})) sets its size"
+                )
             raise UsageError(unknown_override(name, spec.params))
     rep.extend(check_names(spec.params, doc, ("params",)))
 

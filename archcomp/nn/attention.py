@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archcomp.nn.norm import OffsetRMSNorm
 from archcomp.nn.cache_state import LayerKV
+from archcomp.nn.norm import OffsetRMSNorm
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
 
 

@@ -258,6 +258,10 @@ class RotaryEmbedding(nn.Module):
         self, n: int, seq_len: int | None, device: Any, dtype: Any
     ) -> tuple[Tensor, Tensor]:
         """cos and sin (n, r/2) at positions 0..n-1, for a sequence of ``seq_len``."""
+        if torch.empty(0, device=device).device.type == "meta":  # shapes only: no arithmetic
+            # (on meta each op runs its Python reference: seconds for a model's layers)
+            empty = torch.empty(n, self._r // 2, device="meta", dtype=dtype or torch.float32)
+            return empty, empty.clone()
         inv_freq = inverse_frequencies(self._r, self.theta, self.scaling, device, seq_len)
         t = torch.arange(n, device=device, dtype=torch.int64).float()  # (n,)
         angle = torch.outer(t, inv_freq)  # (n, r/2), float32

@@ -8,12 +8,14 @@ passes after it need what it establishes (shapes need an acyclic graph).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from archcomp.base.errors import Reporter
+from archcomp.base.errors import Diagnostic, Reporter, SpecError
 from archcomp.base.gcpause import paused
 from archcomp.frontend.build import SpecSource, load_source, to_graph
 from archcomp.frontend.loader import Program
@@ -55,11 +57,38 @@ def load_graph(
 
 
 def check_program(prog: Program, overrides: Mapping[str, Any]) -> Graph:
-    """The front end's graph of ``prog``, checked by every pass."""
+    """The front end's graph of ``prog``, checked by every pass. An error on a line that
+    uses an overridden param notes the override (``-p h=7``), which the spec's text does not
+    show."""
     rep = Reporter()
-    g = to_graph(prog, overrides, rep)
-    run_passes(g, rep)
+    try:
+        g = to_graph(prog, overrides, rep)
+        run_passes(g, rep)
+    except SpecError as exc:
+        if not overrides:
+            raise
+        noted = [_note_overrides(d, overrides) for d in exc.diagnostics]
+        if noted and noted == exc.diagnostics:  # no line names one: say they were applied
+            given = ", ".join(f"{k}={_shown(v)}" for k, v in overrides.items())
+            noted[0] = replace(noted[0], notes=(*noted[0].notes, f"checked with {given}"))
+        raise SpecError(noted, exc.omitted) from None
     return g
+
+
+def _note_overrides(d: Diagnostic, overrides: Mapping[str, Any]) -> Diagnostic:
+    """``d`` with a note naming each override its source line's ``${...}`` uses."""
+    used: set[str] = set()
+    for expr in re.findall(r"\$\{([^}]*)\}", d.source_line or ""):
+        used |= set(re.findall(r"[A-Za-z_]\w*", expr))
+    given = [f"{name}={_shown(value)}" for name, value in overrides.items() if name in used]
+    if not given:
+        return d
+    note = f"with the override {', '.join(given)} (-p on the command line, params= in Python)"
+    return replace(d, notes=(*d.notes, note))
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def run_passes(g: Graph, rep: Reporter) -> None:
@@ -69,3 +98,20 @@ def run_passes(g: Graph, rep: Reporter) -> None:
         if p.gate and ok is False:
             break
     rep.raise_if_failed()
+
+
+def model_graph(model: object, params: Mapping[str, Any] | None = None) -> Graph | None:
+    """The checked graph of a model built by archcomp (an ``ArchModule``: it carries the spec
+    texts and overrides it was built from, else its normalized spec), ``params`` applied on
+    top; None for any other object."""
+    from archcomp.frontend.loader import load_program
+
+    source = getattr(model, "source", None)
+    if isinstance(source, Mapping) and {"main", "files"} <= source.keys():
+        with paused():
+            prog = load_program(source["main"], embedded=dict(source["files"]), label="model")
+            return check_program(prog, {**source.get("params", {}), **(params or {})})
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, Mapping) and "archcomp" in spec and not isinstance(model, Mapping):
+        return load_graph(spec, params)
+    return None

@@ -620,7 +620,7 @@ def good_artifact(tmp: Path) -> bytes:
     import archcomp
 
     path = tmp / "good.safetensors"
-    archcomp.save(archcomp.build(ROOT / "specs" / "mlp.yaml", seed=0), path)
+    archcomp.save(archcomp.build(ROOT / "specs" / "mlp.yaml", seed=0), path, force=True)
     return path.read_bytes()
 
 

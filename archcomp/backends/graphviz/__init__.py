@@ -54,11 +54,11 @@ def graph_of(spec_or_model: Any, params: Mapping[str, Any] | None = None) -> Gra
         value = getattr(spec_or_model, attr, None)
         if isinstance(value, Graph):
             return value
-    spec = getattr(spec_or_model, "spec", None)  # a model built by archcomp.build
-    if not isinstance(spec_or_model, Mapping) and isinstance(spec, Mapping) and "archcomp" in spec:
-        from archcomp.passes.pipeline import load_graph
+    from archcomp.passes.pipeline import model_graph
 
-        return load_graph(spec, params)
+    built = model_graph(spec_or_model, params)  # a model built by archcomp.build
+    if built is not None:
+        return built
     if isinstance(spec_or_model, (str, Path, Mapping)):
         from archcomp.passes.pipeline import load_graph
 

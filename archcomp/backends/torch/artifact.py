@@ -125,19 +125,26 @@ def _canonical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def save_artifact(
-    model: nn.Module, path: Path, *, overwrite: bool = True, progress: bool | None = None
+    model: nn.Module,
+    path: Path,
+    *,
+    overwrite: bool = True,
+    progress: bool | None = None,
+    force_flag: str = "--force",
 ) -> Path:
     """Write weights + embedded spec to ``path`` atomically; return the path. Without
-    ``overwrite`` an existing ``path`` is refused, atomically (see ``write_all``). ``progress``
-    shows hashing and writing as :func:`archcomp.build` shows allocation."""
+    ``overwrite`` an existing ``path`` is refused, atomically (see ``write_all``), naming
+    ``force_flag`` as the remedy. ``progress`` shows hashing and writing as
+    :func:`archcomp.build` shows allocation."""
+    exists = f"{path} exists; pass {force_flag} to overwrite it"
     if path.exists() and not overwrite:
-        raise UsageError(f"{path} exists; pass --force to overwrite it")
+        raise UsageError(exists)
     try:
         write_atomic(
             path, artifact_writer(model, progress=progress, label=path.name), overwrite=overwrite
         )
     except OutputExists:
-        raise UsageError(f"{path} exists; pass --force to overwrite it") from None
+        raise UsageError(exists) from None
     return path
 
 
@@ -404,6 +411,14 @@ def embedded_metadata(path: Path, meta: Mapping[str, str]) -> tuple[str, Any, di
     ):
         raise ArtifactError(f"{path}: the embedded archcomp.ties is not a mapping of names")
     return text, spec, ties
+
+
+def artifact_graph(path: Path) -> Any:
+    """The checked graph of the spec an artifact embeds (its SHA-256 verified); no weight is
+    read: what ``archcomp summary``, ``check`` and ``draw`` of an artifact show."""
+    _, meta = read_header(path)
+    text, spec, _ = embedded_metadata(path, meta)
+    return _embedded_graph(path, spec, text)
 
 
 @paused()  # the graph and the modules of its rebuild: all live until it returns

@@ -15,7 +15,7 @@ from archcomp.backends.torch.devices import (
     resolve_device,
     resolve_dtype,
 )
-from archcomp.backends.torch.module import ArchModule
+from archcomp.backends.torch.module import UNPICKLE, ArchModule
 from archcomp.backends.torch.options import BuildOptions
 from archcomp.base.errors import UsageError
 from archcomp.base.progress import showing, task
@@ -59,3 +59,30 @@ def build_graph(g: Graph, options: BuildOptions | None = None, /, **changes: Any
     if o.activation_checkpointing:
         checkpoint_blocks(model)
     return model
+
+
+def unpickle(state: dict[str, Any]) -> ArchModule:
+    """The model :meth:`ArchModule.__reduce__` pickled: its spec rebuilt (no initializer
+    run) on its device and dtype, its state dict loaded strictly."""
+    from archcomp.passes.pipeline import model_graph
+
+    holder = type("Pickled", (), {"source": state["source"], "spec": state["spec"]})()
+    g = model_graph(holder)
+    if g is None:
+        raise UsageError("a pickled archcomp model without its spec cannot be rebuilt")
+    model = build_graph(
+        g,
+        device=state["device"],
+        dtype=state["dtype"],
+        seed=0,
+        init=False,
+        max_init_flops=None,
+        activation_checkpointing=state["checkpointed"],
+    )
+    if state["device"] != "meta":
+        model.load_state_dict(state["state_dict"], strict=True)
+    model.build_seed = state["build_seed"]
+    return model.train(state["training"])
+
+
+UNPICKLE[:] = [unpickle]

@@ -39,6 +39,9 @@ class ArchModule(fx.GraphModule):
             if children:
                 self._modules.clear()
                 self._modules.update(children)
+        # fx makes a class per instance (GraphModule.__new__.<locals>.GraphModuleImpl);
+        # name it for the spec, as print(model) and tracebacks show it
+        type(self).__qualname__ = type(self).__name__
         self.spec = {}
         self.source = None
         self._node_meta: dict[str, dict[str, Any]] | None = {}
@@ -112,6 +115,36 @@ class ArchModule(fx.GraphModule):
         from archcomp.backends.torch.generate import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
+
+    def __str__(self) -> str:
+        """The module tree, as any ``nn.Module`` prints (fx adds the generated forward and a
+        debugging reminder; ``print(model.code)`` shows the forward)."""
+        return nn.Module.__repr__(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (``torch.save(model)``) as the spec texts it was built from and its state
+        dict; unpickling (:func:`archcomp.backends.torch.build.unpickle`, registered in
+        :data:`UNPICKLE`) recompiles the spec and loads the state. fx would pickle the
+        generated code, and block classes, made per build, have no importable name."""
+        first = next(iter(self.parameters()), None)
+        state = {
+            "source": self.source,
+            "spec": self.spec,
+            "state_dict": self.state_dict(),
+            "device": str(first.device) if first is not None else "cpu",
+            "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
+            "training": self.training,
+            "build_seed": self.build_seed,
+            "checkpointed": any(
+                getattr(type(m), "activation_checkpointing", False) for m in self.modules()
+            ),
+        }
+        return (UNPICKLE[0], (state,))
+
+
+# The function that rebuilds a pickled ArchModule: build.py's ``unpickle``, registered when
+# build.py is imported (every ArchModule is made through it; module.py cannot import it back)
+UNPICKLE: list[Callable[[dict[str, Any]], ArchModule]] = []
 
 
 class CompiledBlock(nn.Module):

@@ -8,6 +8,7 @@ what :func:`archcomp.summary` returns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -66,10 +67,12 @@ def summarize(
     optimizer: str = "adamw",
     checkpointing: bool = False,
     world_size: int | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> Summary:
     """The summary of ``g``; ``model`` is its build on meta (compiled here when not given or
     not on meta: the activation trace must not allocate). ``world_size``: add the per-rank
-    figures of FSDP over that many ranks (:func:`archcomp.backends.torch.memory.per_rank`)."""
+    figures of FSDP over that many ranks (:func:`archcomp.backends.torch.memory.per_rank`).
+    ``dims``: the sizes of the inputs' dims (``{"B": 8}``) over the spec's ``dims``."""
     return summarize_as(
         Summary,
         g,
@@ -78,4 +81,5 @@ def summarize(
         optimizer=optimizer,
         checkpointing=checkpointing,
         world_size=world_size,
+        dims=dims,
     )

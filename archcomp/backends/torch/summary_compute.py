@@ -30,7 +30,7 @@ from archcomp.backends.torch.memory import (
 )
 from archcomp.backends.torch.module import get_path
 from archcomp.backends.torch.summary_fold import Level, Row, SummaryData, levels_of
-from archcomp.base.errors import UsageError
+from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.base.gcpause import paused
 from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, DimTooLarge, Sym, add, to_json
@@ -59,16 +59,41 @@ def node_macs(node: Node, g: Graph, sizes: Mapping[str, int] | None = None) -> D
         return node.op.macs(node.args, {k: at(t) for k, t in ins.items()}, outs)
 
 
-def example_sizes(g: Graph) -> dict[str, int]:
-    """The spec's ``dims``, and 1 for every other symbol of the graph's inputs."""
+def input_symbols(g: Graph) -> list[str]:
+    """The symbols of the graph's input shapes (``B``, ``T``), sorted."""
     symbols: set[str] = set()
     for info in g.inputs.values():
         for d in info.type.shape:
             if isinstance(d, Sym):
                 symbols |= {s for s in d.symbols if s.isidentifier()}
-    sizes = {s: g.dims.get(s, 1) for s in sorted(symbols)}
+    return sorted(symbols)
+
+
+def example_sizes(g: Graph, dims: Mapping[str, int] | None = None) -> dict[str, int]:
+    """``dims`` over the spec's ``dims``, and 1 for every other symbol of the graph's inputs
+    (:func:`unset_dims` names those). A name that is neither is a :class:`UsageError`, as is a
+    size below 1 or below the dim's declared ``min``."""
+    known = dict.fromkeys([*input_symbols(g), *g.dims])
+    for name, size in (dims or {}).items():
+        if name not in known:
+            hint = did_you_mean(name, known)
+            raise UsageError(
+                f"unknown dim '{name}'"
+                + (f" ({hint})" if hint else "")
+                + f"; the inputs' dims are {', '.join(known) or 'none'}"
+            )
+        least = max(g.dim_min.get(name, 1), 1)
+        if isinstance(size, bool) or not isinstance(size, int) or size < least:
+            raise UsageError(f"dim {name} must be an integer >= {least}, found {size!r}")
+    sizes = {s: g.dims.get(s, 1) for s in input_symbols(g)}
     sizes.update(g.dims)
+    sizes.update(dims or {})
     return sizes
+
+
+def unset_dims(g: Graph, dims: Mapping[str, int] | None = None) -> list[str]:
+    """The input symbols neither the spec's ``dims`` nor ``dims`` set: a summary takes 1."""
+    return [s for s in input_symbols(g) if s not in g.dims and s not in (dims or {})]
 
 
 @dataclass
@@ -178,15 +203,16 @@ def summarize_as(
     optimizer: str = "adamw",
     checkpointing: bool = False,
     world_size: int | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> S:
     """The summary of ``g`` as a ``cls`` (see :func:`archcomp.backends.torch.summary.summarize`)."""
     check_options(optimizer, world_size)
+    sizes = example_sizes(g, dims)
     dt = resolve_dtype(dtype)
     if model is None or any(p.device.type != "meta" for p in model.parameters()):
         from archcomp.backends.torch.build import build_graph
 
         model = build_graph(g, device="meta", dtype=dt)
-    sizes = example_sizes(g)
     acts = measure_activations(model, g, sizes, dt, checkpointing)
     nodes = node_rows(g, model, sizes, acts)
     plist = list(model.parameters())
@@ -210,6 +236,7 @@ def summarize_as(
         macs=concrete(nodes.macs, sizes),
         macs_symbolic=str(nodes.macs),
         dims=sizes,
+        unset_dims=unset_dims(g, dims),
         inputs={n: i.type.to_json() for n, i in g.inputs.items()},
         outputs={n: t.to_json() if t else None for n, t in g.output_types.items()},
         hyperparams=dict(g.params),

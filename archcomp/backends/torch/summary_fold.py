@@ -124,6 +124,7 @@ class SummaryData:
     hyperparams: dict[str, Any]  # the params the spec was built with
     node_levels: dict[str, tuple[Level, ...]] = field(default_factory=dict)
     per_rank: PerRank | None = None  # FSDP over world_size ranks, when asked for
+    unset_dims: list[str] = field(default_factory=list)  # dims set neither by spec nor caller: 1
 
     @property
     def params(self) -> int:

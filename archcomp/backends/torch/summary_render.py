@@ -57,7 +57,11 @@ def _cells(r: Row) -> tuple[str, ...]:
 
 
 def _at(s: SummaryData) -> str:
-    return ", ".join(f"{k}={v}" for k, v in s.dims.items())
+    at = ", ".join(f"{k}={v}" for k, v in s.dims.items())
+    if s.unset_dims:  # said, not silently 1
+        them = "it" if len(s.unset_dims) == 1 else "them"
+        at += f" ({', '.join(s.unset_dims)} not set, so 1; --dims or dims= sets {them})"
+    return at
 
 
 def totals(s: SummaryData) -> list[tuple[str, str, str]]:
@@ -199,6 +203,7 @@ def as_json(s: SummaryData, depth: int | None = None) -> dict[str, Any]:
         "macs_symbolic": s.macs_symbolic,
         "macs_convention": "one multiply-add = one MAC, per forward",
         "dims": s.dims,
+        "unset_dims": s.unset_dims,
         "inputs": s.inputs,
         "outputs": s.outputs,
         "depth": "all" if depth is None else depth,
