@@ -42,9 +42,6 @@ class ArchModule(fx.GraphModule):
             if children:
                 self._modules.clear()
                 self._modules.update(children)
-        # fx makes a class per instance (GraphModule.__new__.<locals>.GraphModuleImpl);
-        # name it for the spec, as print(model) and tracebacks show it
-        type(self).__qualname__ = type(self).__name__
         self.spec = {}
         self.source = None
         self._node_meta: dict[str, dict[str, Any]] | None = {}
