@@ -103,7 +103,7 @@ def test_check_names_a_spec_once(elsewhere: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize("name", ["mlp", "gpt2"])
 def test_torch_save_of_a_model_round_trips(name: str) -> None:
     params = TINY_GPT2 if name == "gpt2" else None
-    model = archcomp.build(name, params, seed=0).eval()
+    model = archcomp.build(name, params, seed=3).eval()  # unpickling builds with seed 0
     buf = io.BytesIO()
     torch.save(model, buf)
     buf.seek(0)
