@@ -6,9 +6,11 @@ rewrites them after a deliberate change)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,7 +103,7 @@ def test_check_names_a_spec_once(elsewhere: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize("name", ["mlp", "gpt2"])
 def test_torch_save_of_a_model_round_trips(name: str) -> None:
     params = TINY_GPT2 if name == "gpt2" else None
-    model = archcomp.build(name, params, seed=0).eval()
+    model = archcomp.build(name, params, seed=3).eval()  # unpickling builds with seed 0
     buf = io.BytesIO()
     torch.save(model, buf)
     buf.seek(0)
@@ -118,9 +120,17 @@ def test_torch_save_of_a_model_round_trips(name: str) -> None:
 def test_print_model_shows_the_module_tree_only() -> None:
     model = archcomp.build("gpt2", TINY_GPT2, seed=0)
     text = str(model)
-    assert text.startswith("Gpt2(\n  spec='gpt2'\n  (wte): Embedding(50, 32)")
+    assert text.startswith("Gpt2(\n  spec='gpt2'\n  nodes: wte (embedding) -> wpe (")
+    assert "h_ (2x gpt_block) ->" in text and "\n  (wte): Embedding(50, 32)" in text
+    cnn = str(archcomp.build("cnn", seed=0))  # the ops without a module are named too
+    assert all(f"{n} (" in cnn for n in ("relu1", "pool1", "flat", "relu3"))
     assert "def forward" not in text and "print_readable" not in text
-    assert type(model).__qualname__ == "Gpt2" and "<locals>" not in repr(type(model))
+    # fx's per-instance class keeps its __qualname__ (GraphModule.__new__ finds it by that)
+    assert type(model).__name__ == "Gpt2"
+    c = copy.deepcopy(model)
+    torch.testing.assert_close(
+        c.eval()(torch.tensor([[1, 2]])), model.eval()(torch.tensor([[1, 2]]))
+    )
     assert isinstance(model, archcomp.ArchModule) and "ArchModule" in archcomp.__all__
 
 
@@ -222,3 +232,19 @@ def test_readme_and_spec_format_name_every_shipped_block_library() -> None:
         assert found is not None, doc
         named = re.findall(r"`(\w+)`", found.group(1))
         assert named == sorted(block_libraries()), f"{doc} lists {named}"
+
+
+def test_notebook_summary_footer_keeps_its_indentation_and_rules() -> None:
+    page = archcomp.summary("gpt2", TINY_GPT2)._repr_html_()
+    foot = page[page.index("<tfoot>") :]
+    assert foot.count("padding-left:0.3em;border-top:1px solid #999") == 4  # the four groups
+    assert 'padding-left:1.5em;">trainable</td>' in foot  # under "parameters"
+    assert 'padding-left:1.5em;">parameters</td>' in foot  # the bytes of them, under "memory"
+    assert '<tr style="border-bottom:1px solid #999">' in page
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+def test_a_drawing_in_a_notebook_shrinks_to_the_cell() -> None:
+    diagram = archcomp.draw(archcomp.build("cnn"), shapes=True, param_counts=True)
+    svg = diagram._repr_mimebundle_()["image/svg+xml"]
+    assert '<svg style="max-width:100%;height:auto" width=' in svg and "viewBox=" in svg

@@ -244,7 +244,7 @@ def test_summary_html_is_a_folded_table() -> None:
     s = archcomp.summary(SPECS / "gpt3.yaml")
     page = s._repr_html_()
     assert page.startswith('<table class="archcomp-summary">') and page.endswith("</table>")
-    assert page.count("<tr>") == 1 + 6 + len(totals(s))  # head, rows, totals
+    assert page.count("<tr") == 1 + 6 + len(totals(s))  # head, rows, totals
     assert "96x gpt_block" in page and "h_.1" not in page
     assert len(repr(s)) < 3000  # a notebook's or REPL's repr is the table, not a dump
 

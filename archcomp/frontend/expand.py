@@ -425,7 +425,8 @@ class Expander:
                 node=qid,
                 hint=None
                 if self.rep.full
-                else did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
+                else torch_name_hint(ns.op, self.ops)
+                or did_you_mean(ns.op, [*self.ops, *self.prog.blocks])
                 or "run 'archcomp ops' for the list of ops",
             )
         )
@@ -1101,3 +1102,15 @@ def _outputs_of(outputs: Any) -> dict[str, str]:
     if isinstance(outputs, list):
         return {t.replace(".", "_"): t for t in outputs}
     return dict(outputs)
+
+
+def torch_name_hint(name: str, ops: Mapping[str, Any]) -> str | None:
+    """``nn.ReLU``, ``torch.nn.LayerNorm``, ``F.gelu``: the archcomp op of that torch name."""
+    last = name.rsplit(".", 1)[-1]
+    if last == name and not last[:1].isupper():
+        return None
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", last).lower()  # LayerNorm -> layer_norm
+    for candidate in dict.fromkeys([last.lower(), snake]):
+        if candidate in ops:
+            return f"did you mean '{candidate}'? (archcomp's op for torch's {name})"
+    return None

@@ -163,8 +163,17 @@ def _syntax_hint(problem: str, line: str | None) -> str | None:
     if _UNQUOTED_EXPR.search(line) and ("{" in line.split("${")[0] or "expected ','" in problem):
         return 'quote expressions inside {...} or [...]: out_features: "${4 * d_model}"'
     if "mapping values are not allowed" in problem:
+        key = _LEADING_KEY.match(line)
+        if key:  # 'in: x' alone on its line: a key indented deeper than those above it
+            return (
+                f"'{key.group(1)}:' is indented more than the keys above it; align it with "
+                "them (a deeper key reads as part of the value above)"
+            )
         return "quote a value that contains ': ', e.g. label: \"Act: ReLU\""
     return None
+
+
+_LEADING_KEY = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w.-]*):(?:\s|$)(?!.*:\s)")
 
 
 def decode(data: bytes, file: str) -> str:

@@ -73,13 +73,16 @@ def pydantic_diagnostics(
 ) -> list[Diagnostic]:
     """Turn pydantic errors into located diagnostics, one per offending value."""
     out: list[Diagnostic] = []
-    for path, errs in _by_value(exc, raw).items():
+    grouped = _by_value(exc, raw)
+    unknown = [p for p, es in grouped.items() if any(e["type"] == "extra_forbidden" for e in es)]
+    for path, errs in grouped.items():
         full = (*base, *path)
         kinds = {e["type"] for e in errs}
         if "extra_forbidden" in kinds:
             out.append(_unknown_key(doc, full, path, model, raw, node, op))
         elif "missing" in kinds:
-            out.append(_missing_key(doc, full, path, raw, node, op))
+            if not _misspelt(path, unknown):  # else 'kernal_size' is one error, not two
+                out.append(_missing_key(doc, full, path, raw, node, op))
         else:
             key = path[-1] if path else None
             msg, hint = _invalid_value(errs, _get(raw, path))
@@ -87,6 +90,16 @@ def pydantic_diagnostics(
             label = f"'{key}': " if isinstance(key, str) else ""
             out.append(doc.diag("invalid-value", label + msg, full, node=node, op=op, hint=hint))
     return out
+
+
+def _misspelt(missing: YamlPath, unknown: list[YamlPath]) -> bool:
+    """A missing key that an unknown key beside it misspells (its "did you mean" names it)."""
+    return any(
+        len(u) == len(missing)
+        and u[:-1] == missing[:-1]
+        and did_you_mean(str(u[-1]), [str(missing[-1])]) is not None
+        for u in unknown
+    )
 
 
 def _by_value(exc: ValidationError, raw: Any) -> dict[YamlPath, list[Any]]:

@@ -76,6 +76,20 @@ class Diagram(graphviz.Digraph):
         except graphviz.ExecutableNotFound:
             raise RenderError(NOT_INSTALLED, missing=True) from None
 
+    def _repr_mimebundle_(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """As graphviz shows it in a notebook, with the SVG scaled down to the cell's width
+        (its viewBox keeps the proportions) instead of cut off at the right."""
+        bundle: dict[str, Any] = super()._repr_mimebundle_(*args, **kwargs)
+        svg = bundle.get("image/svg+xml")
+        if isinstance(svg, str):
+            bundle["image/svg+xml"] = fit_width(svg)
+        return bundle
+
+
+def fit_width(svg: str) -> str:
+    """``svg`` whose root element shrinks to its container's width (never grows)."""
+    return svg.replace("<svg ", '<svg style="max-width:100%;height:auto" ', 1)
+
 
 def dot_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()

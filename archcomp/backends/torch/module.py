@@ -18,6 +18,9 @@ from typing import Any, ClassVar
 import torch
 from torch import fx, nn
 
+MAX_REPR_NODES = 60  # top-level nodes print(model) names; more are counted
+REPR_WIDTH = 90
+
 
 class ArchModule(fx.GraphModule):
     """A model compiled from an archcomp spec. ``print(model.code)`` shows its forward."""
@@ -39,9 +42,6 @@ class ArchModule(fx.GraphModule):
             if children:
                 self._modules.clear()
                 self._modules.update(children)
-        # fx makes a class per instance (GraphModule.__new__.<locals>.GraphModuleImpl);
-        # name it for the spec, as print(model) and tracebacks show it
-        type(self).__qualname__ = type(self).__name__
         self.spec = {}
         self.source = None
         self._node_meta: dict[str, dict[str, Any]] | None = {}
@@ -82,7 +82,31 @@ class ArchModule(fx.GraphModule):
         return res
 
     def extra_repr(self) -> str:
-        return f"spec={self.name!r}"
+        """The spec's name and its top-level nodes in order, so that ``print(model)`` also
+        shows the ops without a module (relu, pooling, flatten) between the modules."""
+        nodes = [n for n in self.spec.get("nodes", []) if isinstance(n, dict) and "id" in n]
+        if not nodes:
+            return f"spec={self.name!r}"
+        steps = [self._step(n) for n in nodes[:MAX_REPR_NODES]]
+        if len(nodes) > MAX_REPR_NODES:
+            steps.append(f"... {len(nodes) - MAX_REPR_NODES} more")
+        lines = [steps[0]]
+        for step in steps[1:]:  # wrapped between steps, never inside one
+            if len(lines[-1]) + len(step) + 4 > REPR_WIDTH:
+                lines[-1] += " ->"
+                lines.append(step)
+            else:
+                lines[-1] += f" -> {step}"
+        return f"spec={self.name!r}\nnodes: " + "\n       ".join(lines)
+
+    def _step(self, node: dict[str, Any]) -> str:
+        """``relu1 (relu)``; a repeat ``h_ (12x gpt_block)``."""
+        op, nid = node.get("op", "?"), node["id"]
+        if "repeat" in node:
+            copies = getattr(self, str(nid), None)
+            n = len(copies) if isinstance(copies, nn.ModuleList) else node["repeat"]
+            return f"{nid} ({n}x {op})"
+        return f"{nid} ({op})"
 
     # Generation (a decoder: token ids in, logits out); docs/generation.md.
     def new_cache(

@@ -231,14 +231,19 @@ def html_table(s: SummaryData, depth: int | None = 1) -> str:
             for i, c in enumerate(cells[1:], start=1)
         ]
         body.append("<tr>" + "".join(tds) + "</tr>")
-    foot = "".join(
-        f'<tr><td style="text-align:left">{e(label.strip())}</td>'
-        f'<td style="text-align:right">{e(value)}</td>'
-        f'<td style="text-align:left" colspan="5">{e(note)}</td></tr>'
-        for label, value, note in totals(s)
-    )
+    foot = []
+    for label, value, note in totals(s):
+        indent = (len(label) - len(label.lstrip())) // 2  # "  trainable" is under "parameters"
+        top = "" if indent else "border-top:1px solid #999;"  # each group ruled off
+        weight = "" if indent else "font-weight:bold;"
+        foot.append(
+            f'<tr><td style="text-align:left;padding-left:{0.3 + 1.2 * indent:.1f}em;'
+            f'{top}{weight}">{e(label.strip())}</td>'
+            f'<td style="text-align:right;{top}{weight}">{e(value)}</td>'
+            f'<td style="text-align:left;{top}" colspan="5">{e(note)}</td></tr>'
+        )
     return (
         f'<table class="archcomp-summary"><caption>{e(s.name)}</caption>'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-        f"<tfoot>{foot}</tfoot></table>"
+        f'<thead><tr style="border-bottom:1px solid #999">{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody><tfoot>{''.join(foot)}</tfoot></table>"
     )
