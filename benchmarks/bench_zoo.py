@@ -12,7 +12,8 @@ and loaded back by archcomp with no spec and no mapping, so both hold the same w
 logits are checked first). Measured alternately in one run (ABBA order, so drift and cache
 warmth hit both sides alike): forward (eval, no_grad) and forward + backward (cross-entropy,
 no optimizer step). Denormals are flushed. Prints the ratio archcomp / transformers per
-family; the goal is <= 1.00 each.
+family and the attention transformers ran (sdpa, or eager where it has no sdpa: Gemma 2);
+the goal is <= 1.00 each.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def reference(family: Family) -> Any:
     cls = family.cls()
     try:
         return cls._from_config(cfg, attn_implementation="sdpa")
-    except (ValueError, ImportError):  # no sdpa (a state-space model): its default
-        return cls._from_config(cfg)
+    except (ValueError, ImportError):  # no sdpa (Gemma 2's soft cap, a state-space model)
+        return cls._from_config(cfg, attn_implementation="eager")
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -102,8 +103,10 @@ def measure(fns: tuple[Callable[[], object], Callable[[], object]], repeat: int)
     return statistics.median(mine) / statistics.median(other)
 
 
-def bench(name: str, dev: torch.device, dtype: torch.dtype, repeat: int) -> tuple[float, float]:
-    """(forward ratio, forward + backward ratio) of one family."""
+def bench(
+    name: str, dev: torch.device, dtype: torch.dtype, repeat: int
+) -> tuple[float, float, str]:
+    """(forward ratio, forward + backward ratio, transformers' attention) of one family."""
     family = FAMILIES[name]
     torch.manual_seed(0)
     ref = reference(family)
@@ -154,7 +157,7 @@ def bench(name: str, dev: torch.device, dtype: torch.dtype, repeat: int) -> tupl
 
     fwd = measure((forward(ours, model), forward(theirs, ref)), repeat)
     both = measure((train_step(ours, model), train_step(theirs, ref)), repeat)
-    return fwd, both
+    return fwd, both, str(ref.config._attn_implementation)
 
 
 def main() -> None:
@@ -172,10 +175,10 @@ def main() -> None:
     names = args.families.split(",") if args.families else decoders()
     dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
     print(f"batch {B}, length {T}; {dev}, {args.dtype}; archcomp / transformers (goal <= 1.00)")
-    print(f"{'family':12} {'forward':>8} {'fwd + bwd':>10}")
+    print(f"{'family':12} {'forward':>8} {'fwd + bwd':>10}  transformers' attention")
     for name in names:
-        fwd, both = bench(name, dev, dtype, args.repeat)
-        print(f"{name:12} {fwd:8.2f} {both:10.2f}")
+        fwd, both, attn = bench(name, dev, dtype, args.repeat)
+        print(f"{name:12} {fwd:8.2f} {both:10.2f}  {attn}")
 
 
 if __name__ == "__main__":

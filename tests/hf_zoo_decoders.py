@@ -9,6 +9,7 @@ like by keyword), ``FLAGSHIP`` the published size each spec's defaults reproduce
 
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Any
 
@@ -21,6 +22,19 @@ def _rope(theta: float) -> dict[str, Any]:
     return {"rope_type": "default", "rope_theta": theta}
 
 
+_GQA = {  # Llama-like: grouped-query heads, RMSNorm
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 48,
+    "vocab_size": 61,
+    "max_position_embeddings": 16,
+    "rms_norm_eps": 1e-6,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "pad_token_id": 0,
+}
 _NEOX = {
     "num_hidden_layers": 2,
     "hidden_size": 32,
@@ -34,22 +48,7 @@ _NEOX = {
     # half of each 8-dim head rotates: 4 dims, so a wrong pairing of them shows
     "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5},
 }
-
-
 # per family: (transformers' prefix of Config / ForCausalLM, the small config)
-_GQA = {
-    "num_hidden_layers": 2,
-    "hidden_size": 32,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 48,
-    "vocab_size": 61,
-    "max_position_embeddings": 16,
-    "rms_norm_eps": 1e-6,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "pad_token_id": 0,
-}
 _SMALL: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2": ("Qwen2", {**_GQA, "rope_parameters": _rope(1e6)}),
     "qwen3": ("Qwen3", {**_GQA, "head_dim": 12, "rope_parameters": _rope(1e6)}),
@@ -135,7 +134,8 @@ def transformers_class(name: str, suffix: str = "ForCausalLM") -> Any:
 
 def config(name: str, **kw: Any) -> Any:
     """The family's small transformers config, with ``kw`` over it."""
-    return transformers_class(name, "Config")(**{**_SMALL[name][1], **kw})
+    # a deep copy: transformers' configs fill in the rope_parameters dict they are given
+    return transformers_class(name, "Config")(**copy.deepcopy({**_SMALL[name][1], **kw}))
 
 
 def make(name: str, seed: int = 0, **kw: Any) -> Any:
