@@ -128,6 +128,23 @@ def test_a_missing_expert_is_named(tmp_path: Path) -> None:
     )
 
 
+def test_an_expert_index_far_past_the_others_is_refused_at_once(tmp_path: Path) -> None:
+    """A hostile index (10**17) does not make the stack list 10**17 missing experts."""
+    quiet()
+    _mixtral().save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    far = PER_EXPERT.format(i=0, e=10**17, w=2)
+    tensors[far] = tensors.pop(PER_EXPERT.format(i=0, e=3, w=2))
+    save_file(tensors, str(path))
+    with pytest.raises(SpecError) as exc:
+        archcomp.from_pretrained(tmp_path)
+    text = str(exc.value)
+    assert "lacks 'model.layers.0.block_sparse_moe.experts.3.w2.weight'" in text, text
+    assert "and more" in text
+
+
 def test_too_few_experts_is_a_shape_mismatch(tmp_path: Path) -> None:
     """The last expert missing from every kind: the stacks hold 3 experts, the spec 4."""
     quiet()

@@ -294,13 +294,17 @@ def _group_steps(st: _Import) -> None:
             hf = [k.format(values) for k in rule.hf]
             missing = [h for h in hf if h not in st.checkpoint]
         if missing:
-            what = f"stack over {{{rule.stack}}}" if rule.stack else "concat"
-            shown = hf if len(hf) <= 4 else [*hf[:3], "..."]
-            message = (
-                f"the {what} of {', '.join(repr(h) for h in shown)} lacks "
-                f"{', '.join(repr(m) for m in missing[:4])}"
-                f"{' and more' if len(missing) > 4 else ''} in {st.weights}"
-            )
+            if rule.stack is not None:
+                more = " and more" if len(missing) > 1 else ""
+                message = (
+                    f"the stack over {{{rule.stack}}} of '{rule.hf[0]}' lacks "
+                    f"'{missing[0]}'{more} in {st.weights}"
+                )
+            else:
+                message = (
+                    f"the concat of {', '.join(repr(h) for h in hf)} lacks "
+                    f"{', '.join(repr(m) for m in missing)} in {st.weights}"
+                )
             st.out.add(
                 "missing-part",
                 st.diag("missing-part", message, rule),
@@ -321,20 +325,21 @@ def _stacked(
     rule: Rule, values: dict[str, int], parts: dict[int, str]
 ) -> tuple[list[str], list[str]]:
     """The checkpoint keys of a stacked rule, part after part and each part in index order
-    (0 to the highest index found), and those of them the checkpoint lacks."""
+    (0 to the highest index found), and none missing; or the keys found and the first few
+    missing (at most 5: a key with index 10**17 names no 10**17 keys)."""
     assert rule.stack is not None
     width = len(rule.hf)
     count = max(parts) // width + 1
-    hf: list[str] = []
+    if count * width == len(parts):  # every slot below the highest is there
+        return [parts[e * width + j] for j in range(width) for e in range(count)], []
     missing: list[str] = []
-    for j, k in enumerate(rule.hf):
-        for e in range(count):
-            found = parts.get(e * width + j)
-            if found is None:
-                found = k.format({**values, rule.stack: e})
-                missing.append(found)
-            hf.append(found)
-    return hf, missing
+    for slot in range(count * width):  # a gap is among the first len(parts) + 1 slots
+        if slot not in parts:
+            e, j = divmod(slot, width)
+            missing.append(rule.hf[j].format({**values, rule.stack: e}))
+            if len(missing) > 4:
+                break
+    return [parts[slot] for slot in sorted(parts)], missing
 
 
 def _claim(st: _Import, step: Step, name: str) -> None:

@@ -335,6 +335,38 @@ def test_scale_matches_a_yarn_softmax_scale() -> None:
 
 
 @pytest.mark.parametrize(
+    ("scaling", "scale", "want"),
+    [
+        (None, None, None),  # the module's default, 1/sqrt(d_nope + d_rope)
+        ({"type": "yarn", "factor": 40.0, "original_max_len": 8}, None, None),  # no mscale_all_dim
+        ({"type": "yarn", "factor": 40.0, "original_max_len": 8, "mscale_all_dim": 1.0}, None,
+         14**-0.5 * (0.1 * math.log(40.0) + 1) ** 2),  # DeepSeek-V3's
+        ({"type": "yarn", "factor": 1.0, "original_max_len": 8, "mscale_all_dim": 1.0}, None,
+         14**-0.5),  # m(1, k) = 1: the plain RoPE's scale
+        ({"type": "yarn", "factor": 40.0, "original_max_len": 8, "mscale_all_dim": 1.0}, 0.5,
+         0.5),  # given: kept
+        ({"type": "linear", "factor": 4.0}, None, None),
+    ],
+)  # fmt: skip
+def test_yarn_softmax_scale_is_derived_from_rope_scaling(
+    scaling: dict[str, Any] | None, scale: float | None, want: float | None
+) -> None:
+    """With YaRN RoPE that gives mscale_all_dim, the op's scale is transformers'
+    yarn_apply_mscale of the default one, unless ``scale`` is written."""
+    from archcomp.ops.latent_attention import MultiHeadLatentAttentionArgs, latent_scale
+
+    rope: dict[str, Any] = {"max_len": 16, "interleaved": True}
+    if scaling is not None:
+        rope["scaling"] = scaling
+    args = MultiHeadLatentAttentionArgs(
+        num_heads=2, kv_lora_rank=4, qk_nope_head_dim=8, qk_rope_head_dim=6, v_head_dim=4,
+        rope=rope, scale=scale,
+    )  # fmt: skip
+    got = latent_scale(args)
+    assert got == pytest.approx(want) if want is not None else got is None
+
+
+@pytest.mark.parametrize(
     ("old", "new"),
     [
         ("interleaved: true", "interleaved: false"),  # the other RoPE layout
