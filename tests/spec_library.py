@@ -134,17 +134,17 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
     ),
     "bart": (
         406_291_456,
-        {"N": 2, "N_dec": 2, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "max_positions": 16},
+        {"N": 1, "N_dec": 1, "d_model": 32, "h": 4, "d_ff": 64, "vocab": 50, "max_positions": 16},
     ),
     "t5": (
         222_903_552,
-        {"N": 2, "N_dec": 2, "d_model": 32, "d_kv": 8, "h": 4, "d_ff": 64, "vocab": 50},
+        {"N": 1, "N_dec": 1, "d_model": 32, "d_kv": 8, "h": 4, "d_ff": 64, "vocab": 50},
     ),
     "whisper": (
         1_543_490_560,
         {
-            "N": 2,
-            "N_dec": 2,
+            "N": 1,
+            "N_dec": 1,
             "d_model": 32,
             "h": 4,
             "d_ff": 64,

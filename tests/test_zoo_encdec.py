@@ -106,3 +106,24 @@ def test_t5_v1_1_exports_to_transformers(tied: bool, tmp_path: Path) -> None:
         want = family.hf_call(hf.eval(), x)["logits"]
         got = outputs(model, x)["logits"]
     numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want), msg="logits")
+
+
+def test_t5_older_checkpoint_with_a_cross_attention_bias_table(tmp_path: Path) -> None:
+    """Older T5 checkpoints carry decoder.block.0.layer.1.EncDecAttention.relative_attention_bias
+    (transformers ignores it on loading): the mapping drops it, the outputs are unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    quiet()
+    family = FAMILIES["t5"]
+    hf = make("t5")
+    hf.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    key = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+    tensors[key] = torch.randn(8, 4)
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model = archcomp.from_pretrained(tmp_path)
+    x = family.inputs(torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        want = family.hf_call(hf, x)["logits"]
+        got = outputs(model, x)["logits"]
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want), msg="logits")
