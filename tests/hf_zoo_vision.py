@@ -208,7 +208,8 @@ FAMILIES = {
         _CLIP,
         clip_inputs(2),
         _clip_call,
-        ("logit_scale", "logit_scale.weight"),
+        # through the causal layers, the padding and the end-of-text pooling
+        ("text_model.embeddings.token_embedding.weight", "text_model.token_embedding.weight"),
     ),
 }
 
