@@ -97,7 +97,8 @@ SIZES = {"B": 3, "S": 8, "T": 6, "N": 2}  # N: CLIP's texts, batched apart from 
 
 
 def example_inputs(g: Graph, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random inputs of the graph's declared shapes: ids below every consuming embedding's size."""
+    """Random inputs of the graph's declared shapes: ids below every consuming embedding's size;
+    an integer input no embedding reads is an attention_mask (1 = real), its last position 0."""
     out: dict[str, torch.Tensor] = {}
     for name, info in g.inputs.items():
         shape = [int(substitute(d, SIZES)) for d in info.type.shape]  # type: ignore[call-overload]
@@ -107,10 +108,11 @@ def example_inputs(g: Graph, gen: torch.Generator) -> dict[str, torch.Tensor]:
                 for n in g.nodes.values()
                 if n.op.name == "embedding" and any(r.node == name for r in n.refs())
             ]
-            if limits:
-                out[name] = torch.randint(0, min(limits), shape, generator=gen)
-            else:  # an integer mask (CLIP's attention_mask): 1 at every real position
+            if not limits:
                 out[name] = torch.ones(shape, dtype=torch.int64)
+                out[name][..., -1] = 0  # pad the last position
+                continue
+            out[name] = torch.randint(0, min(limits), shape, generator=gen)
         elif info.type.dtype == "bool":
             out[name] = torch.zeros(shape, dtype=torch.bool)
             out[name][..., -1] = True  # pad the last position
