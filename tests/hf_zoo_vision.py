@@ -92,6 +92,83 @@ def _dinov2_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
 
 
+# -- Swin -------------------------------------------------------------------------------------
+
+
+def _swin() -> Any:
+    from transformers import SwinConfig, SwinForImageClassification
+
+    # maps of 32, 16, 8, 4 patches, windows of 4 shifted by 2 (stages 1-3), the last stage one
+    # window (no shift)
+    cfg = SwinConfig(
+        image_size=64,
+        patch_size=2,
+        embed_dim=8,
+        depths=[2, 1, 2, 2],
+        num_heads=[1, 2, 2, 4],
+        window_size=4,
+        num_labels=5,
+    )
+    return _redrawn(SwinForImageClassification(cfg))
+
+
+def _swin_cls() -> Any:
+    from transformers import SwinForImageClassification
+
+    return SwinForImageClassification
+
+
+# -- CLIP -------------------------------------------------------------------------------------
+
+
+def clip_model(eos_token_id: int) -> Any:
+    def make() -> Any:
+        from transformers import CLIPConfig, CLIPModel
+
+        text = {"vocab_size": 61, "max_position_embeddings": 12, "hidden_size": 32}
+        text |= {"num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 48}
+        vision = {"image_size": 32, "patch_size": 8, "hidden_size": 24, "num_attention_heads": 2}
+        vision |= {"num_hidden_layers": 2, "intermediate_size": 40}
+        text |= {"eos_token_id": eos_token_id, "bos_token_id": 0, "pad_token_id": 1}
+        cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+        return _redrawn(CLIPModel(cfg))
+
+    return make
+
+
+def _clip_cls() -> Any:
+    from transformers import CLIPModel
+
+    return CLIPModel
+
+
+def clip_inputs(eos_token_id: int) -> Any:
+    def inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
+        """3 texts of up to 9 tokens (the second padded after 6) ending in the end-of-text id
+        (the largest id when that is 2), and 2 images."""
+        ids = torch.randint(3, 50, (3, 9), generator=g)
+        mask = torch.ones(3, 9, dtype=torch.int64)
+        eos = 60 if eos_token_id == 2 else eos_token_id
+        ids[:, 7] = eos
+        ids[1, 5] = eos
+        ids[1, 6:] = 1
+        mask[1, 6:] = 0
+        pixels = torch.randn(2, 3, 32, 32, generator=g)
+        return {"input_ids": ids, "pixel_values": pixels, "attention_mask": mask}
+
+    return inputs
+
+
+def _clip_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = m(**x)
+    names = ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds")
+    return {name: getattr(out, name) for name in names}
+
+
+_CLIP = {"vocab": 61, "context": 12, "d_text": 32, "h_text": 4, "N_text": 2, "d_ff_text": 48}
+_CLIP |= {"image": 32, "patch": 8, "d_vision": 24, "h_vision": 2, "N_vision": 2}
+_CLIP |= {"d_ff_vision": 40, "projection": 16}
+
 FAMILIES = {
     "convnext_tiny": Family(
         "convnext_tiny",
@@ -111,6 +188,29 @@ FAMILIES = {
         _dinov2_call,
         ("embeddings.position_embeddings", "position_embeddings.weight"),
     ),
+    "swin_tiny": Family(
+        "swin_tiny",
+        _swin,
+        _swin_cls,
+        {"image": 64, "patch": 2, "width": 8, "n1": 2, "n2": 1, "n3": 2, "window": 4}
+        | {"h1": 1, "h2": 2, "h3": 2, "h4": 4},
+        _pixels(64),
+        _logits,
+        (
+            "swin.encoder.layers.0.blocks.1.attention.relative_position_bias.relative_position_bias_table",
+            "stage1.blocks.1.relative_position_bias.relative_position_bias_table",
+        ),
+    ),
+    "clip_vit_b32": Family(
+        "clip_vit_b32",
+        clip_model(2),
+        _clip_cls,
+        _CLIP,
+        clip_inputs(2),
+        _clip_call,
+        # through the causal layers, the padding and the end-of-text pooling
+        ("text_model.embeddings.token_embedding.weight", "text_model.token_embedding.weight"),
+    ),
 }
 
 
@@ -119,6 +219,8 @@ FAMILIES = {
 FLAGSHIP: dict[str, tuple[str, str, dict[str, Any]]] = {
     "convnext_tiny": ("ConvNextConfig", "ConvNextForImageClassification", {"num_labels": 1000}),
     "dinov2_base": ("Dinov2Config", "Dinov2Model", {"image_size": 518}),
+    "swin_tiny": ("SwinConfig", "SwinForImageClassification", {"num_labels": 1000}),
+    "clip_vit_b32": ("CLIPConfig", "CLIPModel", {}),
 }
 
 

@@ -198,8 +198,19 @@ LIBRARY: dict[str, tuple[int, dict[str, Any]]] = {
             "original_context": 16,
         },
     ),
+    "swin_tiny": (
+        28_288_354,
+        {"image": 32, "patch": 2, "width": 8, "window": 2, "n1": 2, "n2": 1, "n3": 2, "n4": 1}
+        | {"h1": 1, "h2": 2, "h3": 2, "h4": 4, "classes": 10},
+    ),
+    "clip_vit_b32": (
+        151_277_313,
+        {"vocab": 50, "context": 8, "d_text": 32, "h_text": 4, "N_text": 2, "d_ff_text": 48}
+        | {"image": 32, "patch": 8, "d_vision": 24, "h_vision": 2, "N_vision": 2}
+        | {"d_ff_vision": 40, "projection": 16},
+    ),
 }
-SIZES = {"B": 3, "S": 8, "T": 6}
+SIZES = {"B": 3, "S": 8, "T": 6, "N": 2}  # N: CLIP's texts, batched apart from its images
 
 
 def example_inputs(g: Graph, gen: torch.Generator) -> dict[str, torch.Tensor]:

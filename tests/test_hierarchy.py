@@ -26,7 +26,7 @@ from archcomp.ir.dims import substitute
 HIERARCHY = ["gpt2", "transformer", "bert_base", "llama", "vit_b16", "resnet18"]
 # Tables recomputed at construction, documented as non-persistent buffers (archcomp/nn/):
 # sinusoidal positions, rotary cos/sin. Every other declared weight is in the state dict.
-RECOMPUTED = (".pe", ".rotary.cos", ".rotary.sin")
+RECOMPUTED = (".pe", ".rotary.cos", ".rotary.sin", ".relative_position_index", ".shift_mask.mask")
 
 
 def _block_scopes(g: Graph) -> dict[str, str]:

@@ -12,7 +12,7 @@ import numerics
 import pytest
 import torch
 from hf_models import FAMILIES, outputs, quiet, save  # first: it imports hf_zoo_vision
-from hf_zoo_vision import FLAGSHIP, flagship_parameters
+from hf_zoo_vision import FLAGSHIP, clip_inputs, clip_model, flagship_parameters
 from numerics import RoundingChains
 from spec_library import LIBRARY
 
@@ -56,16 +56,14 @@ def test_equal_to_eager_and_sdpa_attention(name: str, attn: str, tmp_path: Path)
 def test_clip_pools_at_the_first_eos_token_id(tmp_path: Path) -> None:
     """A config whose eos_token_id is not 2 pools each text at that id's first occurrence (a
     padding id larger than it does not move the pooled position, as the largest id would)."""
-    from hf_zoo_vision import _clip, _clip_inputs
-
     family = FAMILIES["clip_vit_b32"]
     quiet()
     torch.manual_seed(0)
-    hf = _clip(59)()
+    hf = clip_model(59)()
     hf.save_pretrained(tmp_path)
     model = archcomp.from_pretrained(tmp_path)
     assert model.spec["params"]["eos_token_id"] == 59
-    x = _clip_inputs(59)(torch.Generator().manual_seed(5))
+    x = clip_inputs(59)(torch.Generator().manual_seed(5))
     x["input_ids"][1, 6:] = 60  # padding ids above the end-of-text id
     with torch.no_grad(), RoundingChains() as chains:
         want = family.hf_call(hf, x)

@@ -254,3 +254,76 @@ class SwinRelativePositionBias(nn.Module):
 
     def extra_repr(self) -> str:
         return f"window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+def swin_regions(size: int, window: int, shift: int, device: Any = None) -> Tensor:
+    """(size,) region of each row (or column) of a map rolled by -shift: 0 before the last
+    window, 1 in the last window before the shift, 2 in the strip the roll brought in."""
+    pos = torch.arange(size, device=device)
+    return (pos >= size - window).long() + (pos >= size - shift).long()
+
+
+def swin_shift_mask(
+    height: int, width: int, window: int, shift: int, value: float, device: Any = None
+) -> Tensor:
+    """(nW, N, N) additive mask of the shifted windows (Liu et al., 2021), N = window^2, nW the
+    windows of a height x width map in row-major order: ``value`` between two positions of a
+    window from different regions of the rolled map, 0 within one (transformers' get_attn_mask;
+    all 0 when shift is 0)."""
+    rows = swin_regions(height, window, shift, device)  # (H,)
+    cols = swin_regions(width, window, shift, device)  # (W,)
+    region = rows[:, None] * 3 + cols[None, :]  # (H, W): 0..8
+    tiles = region.view(height // window, window, width // window, window)
+    windows = tiles.permute(0, 2, 1, 3).reshape(-1, window * window)  # (nW, N)
+    across = windows[:, None, :] != windows[:, :, None]  # (nW, N, N)
+    return torch.zeros(across.shape, device=device).masked_fill(across, value)
+
+
+class SwinShiftMask(nn.Module):
+    """The additive attention mask of Swin's shifted windows for a (B, H, W, C) map, as
+    (B nW, 1, N, N) for the attention's ``mask`` input: the windows of each image in row-major
+    order, as a window partition lists them. The (nW, N, N) mask is a non-persistent buffer
+    ``mask`` (float32), built from the sizes; forward casts it to the input's dtype."""
+
+    mask: Tensor
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        window_size: int,
+        shift: int,
+        value: float = -100.0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.height = height
+        self.width = width
+        self.window_size = window_size
+        self.shift = shift
+        self.value = value
+        n = window_size * window_size
+        windows = (height // window_size) * (width // window_size)
+        self.register_buffer("mask", torch.empty(windows, n, n, device=device), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.mask.is_meta:
+            return
+        with torch.no_grad():  # also after to_empty from the meta device
+            mask = swin_shift_mask(
+                self.height, self.width, self.window_size, self.shift, self.value, self.mask.device
+            )
+            self.mask.copy_(mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = self.mask.size(-1)  # N
+        mask = self.mask.to(x.dtype)[None, :, None]  # (1, nW, 1, N, N)
+        return mask.expand(x.size(0), -1, -1, -1, -1).reshape(-1, 1, n, n)  # (B nW, 1, N, N)
+
+    def extra_repr(self) -> str:
+        return (
+            f"height={self.height}, width={self.width}, window_size={self.window_size}, "
+            f"shift={self.shift}, value={self.value}"
+        )

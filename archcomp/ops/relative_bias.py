@@ -1,6 +1,7 @@
 """Relative position biases: learned tables read at each (query, key) pair's relative
 position, as an additive score bias [1, h, T, S] for the attention's ``score_bias`` input (T5's
-bucketed distances, Swin's offsets within a window). The tables are the op's parameters."""
+bucketed distances, Swin's offsets within a window). The tables are the op's parameters.
+Also Swin's shift mask, the additive mask its shifted windows attend with (``mask`` input)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from pydantic import Field
 
 from archcomp.ir import TensorType
-from archcomp.ir.dims import Shape, fmt_shape
+from archcomp.ir.dims import Shape, fmt_shape, mul
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import (
     LowerCtx,
@@ -145,5 +146,86 @@ SWIN_RELATIVE_POSITION_BIAS = register(
         doc="Swin's learned relative position bias [1, h, N, N] within a window of N = Wh * Ww "
         "positions, for an attention's score_bias; its table relative_position_bias_table "
         "[(2Wh-1)(2Ww-1), h] is the op's parameter, its index a non-persistent buffer.",
+    )
+)
+
+
+# -- swin_shift_mask -----------------------------------------------------------------------------
+
+
+class SwinShiftMaskArgs(OpArgs):
+    """The mask of Swin's shifted windows (SW-MSA) for a [B, H, W, C] map whose windows of
+    window_size x window_size are attended apart after rolling the map by -shift rows and
+    columns: ``value`` between two positions of a window that come from different regions of
+    the map (the strips the roll brought together), 0 within one; transformers'
+    get_attn_mask, repeated for each image. The result [B nW, 1, N, N] (N = window_size^2,
+    nW = H W / N, the windows in row-major order) feeds the attention's mask input. The map is
+    read for its sizes and dtype only. ``shift: 0`` (W-MSA, every window in one region) gives
+    an all-zero mask, so the layers of a stage can alternate the shift with one block."""
+
+    window_size: int = Field(gt=0, description="the window's side (H and W are multiples)")
+    shift: int = Field(ge=0, description="rows and columns the map is rolled by, below window_size")
+    value: float = Field(default=-100.0, description="the score added across regions")
+    height: int | None = Field(default=None, gt=0, description="inferred: the map's H")
+    width: int | None = Field(default=None, gt=0, description="inferred: the map's W")
+
+
+def _shift_mask_sizes(a: SwinShiftMaskArgs) -> tuple[int, int]:
+    """(nW, N): the windows of the map and the positions of a window."""
+    windows = ((a.height or 0) // a.window_size) * ((a.width or 0) // a.window_size)
+    return windows, a.window_size * a.window_size
+
+
+def _shift_mask_shape(ctx: ShapeCtx) -> TensorType:
+    a: SwinShiftMaskArgs = ctx.args
+    x = ctx.x
+    need_float(x, "x", "swin_shift_mask")
+    if x.rank != 4:
+        raise ShapeError(f"x must be a map [B, H, W, C], found {fmt_shape(x.shape)}", port="x")
+    if a.shift >= a.window_size:
+        raise ShapeError(
+            f"shift {a.shift} must be below window_size {a.window_size}",
+            arg="shift",
+            hint="Swin shifts by window_size // 2",
+        )
+    windows = 1
+    for axis, what, arg in ((1, "H", "height"), (2, "W", "width")):
+        d = ctx.concrete(x.shape[axis], f"the map's {what}", "x")
+        if d % a.window_size:
+            raise ShapeError(
+                f"the map's {what} ({d}) is not a multiple of window_size {a.window_size}",
+                port="x",
+                hint="pad the map to whole windows",
+            )
+        windows *= ctx.infer(arg, d) // a.window_size
+    n = a.window_size * a.window_size
+    return TensorType((mul(x.shape[0], windows), 1, n, n), x.dtype)
+
+
+def _shift_mask_buffers(a: SwinShiftMaskArgs) -> dict[str, Shape]:
+    windows, n = _shift_mask_sizes(a)
+    return {"mask": (windows, n, n)}  # non-persistent
+
+
+def _shift_mask_lower(c: LowerCtx) -> Any:
+    from archcomp.nn.positional import SwinShiftMask
+
+    a: SwinShiftMaskArgs = c.args
+    assert a.height is not None and a.width is not None
+    m = SwinShiftMask(a.height, a.width, a.window_size, a.shift, a.value, **c.factory)
+    return c.module(m)(c.x)  # (B nW, 1, N, N)
+
+
+SWIN_SHIFT_MASK = register(
+    OpDef(
+        "swin_shift_mask",
+        SwinShiftMaskArgs,
+        _shift_mask_shape,
+        Style("shape", "Shift Mask"),
+        buffers=_shift_mask_buffers,
+        lower=_shift_mask_lower,
+        doc="Swin's shifted-window attention mask [B nW, 1, N, N] for a [B, H, W, C] map: "
+        "value (-100) between positions of a window from different regions of the rolled "
+        "map, 0 within one; its (nW, N, N) table is a non-persistent buffer.",
     )
 )

@@ -1,5 +1,6 @@
 """Relative position biases (archcomp/ops/relative_bias.py): t5_relative_position_bias and
-swin_relative_position_bias. Shapes, parameters and buffers, located errors; T5's buckets and
+swin_relative_position_bias, and Swin's shift mask (swin_shift_mask, equal to transformers'
+get_attn_mask for each image). Shapes, parameters and buffers, located errors; T5's buckets and
 Swin's index against transformers' own; T5Attention (encoder and causal decoder) and Swin's
 window attention (with a shift mask on the mask input) against the spec's bias op feeding
 multi_head_attention's score_bias, forward and gradients.
@@ -26,13 +27,14 @@ from lowering import (
     where,
 )
 
-from archcomp.ir.dims import Sym
+from archcomp.ir.dims import Sym, mul
 
 B, T, S = (Sym.symbol(n) for n in "BTS")
 
 OPS = {
     "t5_relative_position_bias": ("embedding", "Relative Position Bias"),
     "swin_relative_position_bias": ("embedding", "Relative Position Bias"),
+    "swin_shift_mask": ("shape", "Shift Mask"),
 }
 
 
@@ -194,3 +196,89 @@ def test_swin_bias_builds_on_meta_and_refills_its_index() -> None:
     m.to_empty(device="cpu")
     m.reset_parameters()
     assert torch.equal(m.relative_position_index, swin_index((2, 3)))
+
+
+def _hf_shift_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """transformers' (nW, N, N) mask of a SwinLayer with that map, window and shift."""
+    from transformers.models.swin.modeling_swin import SwinLayer
+
+    config = hf_config("Swin", embed_dim=8, window_size=window)
+    layer = SwinLayer(config, dim=8, input_resolution=(h, w), num_heads=2, shift_size=shift)
+    mask = layer.get_attn_mask(h, w, dtype=torch.float32, device=torch.device("cpu"))
+    assert mask is not None
+    return mask
+
+
+def test_swin_shift_mask_shapes_and_buffer() -> None:
+    op = "op: swin_shift_mask, window_size: 3, shift: 1"
+    assert out("x: [B, 6, 9, 8]", op) == (mul(B, 6), 1, 9, 9)
+    assert out("x: [2, 6, 6, 8]", op) == (8, 1, 9, 9)
+    g, gm = compile_spec(spec("x: [B, 6, 9, 8]", f"- {{id: n, {op}}}"))  # buffers declared
+    n = g.nodes["n"]
+    assert (n.args.height, n.args.width) == (6, 9)  # inferred
+    assert n.op.buffer_shapes(n.args) == {"mask": (6, 9, 9)}
+    assert list(gm.state_dict()) == []  # rebuilt from the sizes, never saved
+
+
+def test_swin_shift_mask_errors() -> None:
+    fails(
+        "x: [B, 6, 6, 8]",
+        "op: swin_shift_mask, window_size: 3, shift: 3",
+        "shift 3 must be below window_size 3",
+        "3}",
+    )
+    fails(
+        "x: [B, 6, 7, 8]",
+        "op: swin_shift_mask, window_size: 3, shift: 1",
+        "the map's W (7) is not a multiple of window_size 3",
+        "swin_shift_mask",
+    )
+    fails(
+        "x: [B, 36, 8]",
+        "op: swin_shift_mask, window_size: 3, shift: 1",
+        "x must be a map [B, H, W, C], found [B, 36, 8]",
+        "swin_shift_mask",
+    )
+    fails(
+        "x: [B, T, 6, 8]",
+        "op: swin_shift_mask, window_size: 3, shift: 1",
+        "the map's H must be a concrete size, found symbolic 'T'",
+        "swin_shift_mask",
+    )
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "window", "shift"), [(6, 6, 3, 1), (6, 9, 3, 2), (14, 14, 7, 3), (8, 4, 4, 2)]
+)
+def test_swin_shift_mask_is_transformers(h: int, w: int, window: int, shift: int) -> None:
+    """The mask of every image is get_attn_mask's, window for window, in the input's dtype."""
+    text = spec(f"x: [B, {h}, {w}, 8]", f"- {{id: n, op: swin_shift_mask, window_size: "
+                f"{window}, shift: {shift}}}")  # fmt: skip
+    _, gm = compile_spec(text)
+    want = _hf_shift_mask(h, w, window, shift)
+    got = gm(torch.zeros(3, h, w, 8))
+    assert torch.equal(got[:, 0], want.repeat(3, 1, 1))
+    assert gm(torch.zeros(2, h, w, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    # a planted bug, the regions of the unrolled map (no shift), is caught by the same check
+    from archcomp.nn.positional import swin_shift_mask
+
+    wrong = swin_shift_mask(h, w, window, 0, -100.0)
+    assert not torch.equal(wrong, want)
+
+
+def test_swin_shift_mask_without_shift_is_zero() -> None:
+    """shift 0 (W-MSA): transformers builds no mask; every window lies in one region."""
+    _, gm = compile_spec(
+        spec("x: [B, 6, 6, 8]", "- {id: n, op: swin_shift_mask, window_size: 3, shift: 0}")
+    )
+    assert torch.equal(gm(torch.ones(2, 6, 6, 8)), torch.zeros(8, 1, 9, 9))
+
+
+def test_swin_shift_mask_builds_on_meta_and_refills() -> None:
+    from archcomp.nn.positional import SwinShiftMask
+
+    m = SwinShiftMask(6, 6, 3, 1, device="meta")
+    assert m.mask.is_meta
+    m.to_empty(device="cpu")
+    m.reset_parameters()
+    assert torch.equal(m.mask, _hf_shift_mask(6, 6, 3, 1))
