@@ -1,26 +1,21 @@
-"""archcomp: declarative neural-network architectures, checked, compiled and drawn."""
+"""archcomp: declarative neural-network architectures, checked, compiled and drawn.
 
+The public names are imported when first used (PEP 562), so that ``archcomp --help`` and
+``archcomp ops`` do not pay for the front end, and nothing here imports torch (``ArchModule``,
+the class of every built model, imports it on first use)."""
+
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary
-from archcomp.base.errors import Diagnostic, SpecError, UsageError
-from archcomp.base.version import __version__
-from archcomp.ir import Graph
-from archcomp.passes.pipeline import load_graph
-
 if TYPE_CHECKING:
+    from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary
     from archcomp.backends.torch.module import ArchModule
-
-
-def __getattr__(name: str) -> Any:
-    """``archcomp.ArchModule`` (the class of every built model), imported with torch on first
-    use so that ``import archcomp`` stays light."""
-    if name == "ArchModule":
-        from archcomp.backends.torch.module import ArchModule
-
-        return ArchModule
-    raise AttributeError(f"module 'archcomp' has no attribute {name!r}")
-
+    from archcomp.base.errors import Diagnostic, SpecError, UsageError
+    from archcomp.base.version import __version__
+    from archcomp.ir import Graph
+    from archcomp.passes.pipeline import load_graph
 
 __all__ = [
     "ArchModule",
@@ -39,6 +34,30 @@ __all__ = [
     "save_pretrained",
     "summary",
 ]
+
+_HOME = {
+    **dict.fromkeys(
+        ("build", "from_pretrained", "load", "save", "save_pretrained", "summary"), "archcomp.api"
+    ),
+    **dict.fromkeys(("Diagnostic", "SpecError", "UsageError"), "archcomp.base.errors"),
+    "Graph": "archcomp.ir",
+    "ArchModule": "archcomp.backends.torch.module",
+    "__version__": "archcomp.base.version",  # reading package metadata: a tenth of a second
+    "load_graph": "archcomp.passes.pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'archcomp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def check(spec: object, params: dict[str, object] | None = None) -> Graph:

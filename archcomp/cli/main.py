@@ -75,14 +75,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def parser() -> argparse.ArgumentParser:
-    from archcomp.base.version import __version__
-
+def parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, just those subcommands get their options
+    (each ``configure`` may import what its defaults come from: Graphviz for ``draw``)."""
     p = _Parser(
         prog="archcomp",
         description="Declarative neural-network architectures: check, build and draw YAML specs.",
     )
-    p.add_argument("--version", action="version", version=f"archcomp {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     p.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -99,8 +99,29 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
         )
-        configure(sp)
+        if only is None or name in only:
+            configure(sp)
     return p
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked (reading the
+    package metadata costs more than the rest of ``--help``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        from archcomp.base.version import __version__
+
+        print(f"archcomp {__version__}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
+def _needed(words: Sequence[str]) -> list[str] | None:
+    """The subcommands whose options parsing ``words`` needs: the one named; none for
+    ``archcomp --help`` alone; all (None) otherwise (a misspelt flag's hint lists them)."""
+    for word in words:
+        if word in COMMANDS:
+            return [word]
+    return [] if any(w in ("-h", "--help", "--version") for w in words) else None
 
 
 def _flags(p: argparse.ArgumentParser) -> list[str]:
@@ -130,12 +151,12 @@ def _unknown_command(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser()
+    words = list(sys.argv[1:] if argv is None else argv)
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (archcomp completion)
         import argcomplete
 
-        argcomplete.autocomplete(p)
-    words = list(sys.argv[1:] if argv is None else argv)
+        argcomplete.autocomplete(parser())
+    p = parser(_needed(words))
     unknown = _unknown_command(words)
     if unknown is not None:
         print_error(None, unknown)

@@ -9,95 +9,37 @@ Colour is on where the stream is a terminal, off under ``NO_COLOR``, forced by
 
 from __future__ import annotations
 
-import io
-import os
-import sys
-from typing import Any
-
-from rich.console import Console, RenderableType
-from rich.highlighter import RegexHighlighter
-from rich.theme import Theme
+from typing import TYPE_CHECKING
 
 from archcomp.base.errors import SpecError
 from archcomp.base.text import visible
 
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
 QUIET = [False]  # --quiet: no progress, no informational lines
 
 
-class DiagnosticHighlighter(RegexHighlighter):
-    """``file:1:2: error: ...``, the source line's gutter, the caret, ``= hint:``."""
-
-    base_style = "diag."
-    highlights = [  # noqa: RUF012 - rich's API is a class attribute
-        r"(?m)^(?P<loc>[^\n]*?:\d+:\d+:) ",
-        r"(?m)(?P<error>\berror:)",
-        r"(?m)(?P<warning>\bwarning:)",
-        r"(?m)^(?P<gutter> +\d* \|)",
-        r"(?m)^ +\d* \| *(?P<caret>\^[\^~]*)$",
-        r"(?m)^ += (?P<hint>hint:)",
-        r"(?m)^ += (?P<note>note:)",
-        r"(?m)^(?P<count>\d+ errors)$",
-    ]
-
-
-THEME = Theme(
-    {
-        "diag.loc": "bold",
-        "diag.error": "bold red",
-        "diag.warning": "bold yellow",
-        "diag.gutter": "blue",
-        "diag.caret": "bold red",
-        "diag.hint": "bold cyan",
-        "diag.note": "bold",
-        "diag.count": "bold red",
-    }
-)
-
-
 def stderr() -> Console:
-    """A console on the current ``sys.stderr`` (pytest's capture included)."""
-    return Console(
-        file=sys.stderr,
-        theme=THEME,
-        highlighter=DiagnosticHighlighter(),
-        soft_wrap=True,
-        emoji=False,
-        markup=False,
-    )
+    """A console on the current ``sys.stderr`` (pytest's capture included); rich, a tenth of
+    a second to import, is imported on the first message that needs it (:mod:`.console`)."""
+    from archcomp.cli.console import stderr
+
+    return stderr()
 
 
 def stdout() -> Console:
-    """A console on the current ``sys.stdout``: the terminal's width on a terminal, else
-    wide enough that tables never wrap."""
-    tty = _isatty(sys.stdout)
-    return Console(
-        file=sys.stdout,
-        width=None if tty else 10_000,
-        soft_wrap=not tty,
-        highlight=False,
-        emoji=False,
-        markup=False,
-    )
+    """A console on the current ``sys.stdout`` (see :func:`archcomp.cli.console.stdout`)."""
+    from archcomp.cli.console import stdout
+
+    return stdout()
 
 
 def show(renderable: RenderableType) -> None:
-    """A table on stdout: coloured at the terminal's width on a terminal, else plain text as
-    wide as it needs, without trailing blanks."""
-    if _isatty(sys.stdout) or os.environ.get("FORCE_COLOR"):
-        stdout().print(renderable)
-        return
-    buf = io.StringIO()
-    Console(file=buf, width=10_000, color_system=None, highlight=False, emoji=False).print(
-        renderable
-    )
-    print("\n".join(line.rstrip() for line in buf.getvalue().splitlines()))
+    """A table on stdout (see :func:`archcomp.cli.console.show`)."""
+    from archcomp.cli.console import show
 
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
+    show(renderable)
 
 
 def print_diagnostics(exc: SpecError) -> None:
