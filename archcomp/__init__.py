@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
-from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary
+from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary, view
 from archcomp.base.errors import Diagnostic, SpecError, UsageError
 from archcomp.base.version import __version__
 from archcomp.ir import Graph
@@ -38,6 +38,7 @@ __all__ = [
     "save",
     "save_pretrained",
     "summary",
+    "view",
 ]
 
 
