@@ -299,3 +299,19 @@ def _shape_at(node: Any, sizes: Mapping[str, int]) -> str:
     if len(shapes) == 1:
         return str(next(iter(shapes.values())))
     return ", ".join(f"{k} {v}" for k, v in shapes.items())
+
+
+def _notebook_view(obj: object) -> str:
+    """What a Graph or a built model shows in a notebook: its view, in an ``<iframe>``."""
+    from archcomp.backends.graphviz.view import iframe
+
+    return iframe(view(obj).html)  # type: ignore[arg-type]
+
+
+def _install_notebook_view() -> None:
+    from archcomp.base.display import set_html_view
+
+    set_html_view(_notebook_view)
+
+
+_install_notebook_view()

@@ -107,3 +107,18 @@ def test_cli_view_without_graphviz_exits_4_and_writes_nothing(tmp_path: Path, mo
     out = tmp_path / "m.html"
     assert main(["view", "mlp", "-o", str(out)]) == 4
     assert "not installed" in capsys.readouterr().err and not out.exists()
+
+
+def test_graph_and_model_html_repr_is_the_view_and_falls_back_without_graphviz(monkeypatch):
+    g = archcomp.check("mlp")
+    model = archcomp.build("mlp", seed=0)
+    for obj in (g, model):
+        shown = obj._repr_html_()
+        assert shown.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;')
+        assert 'sandbox="allow-scripts"' in shown
+    monkeypatch.setattr(render_mod, "find_dot", lambda: None)
+    assert (
+        g._repr_html_() == "<code>Graph(&#x27;mlp&#x27;: 3 nodes; inputs x [B, 10] float32; "
+        "outputs y [B, 2])</code>"
+    )
+    assert model._repr_html_() is None  # the notebook shows the text repr

@@ -84,6 +84,13 @@ class ArchModule(fx.GraphModule):
     def extra_repr(self) -> str:
         return f"spec={self.name!r}"
 
+    def _repr_html_(self) -> str | None:
+        """In a notebook: the interactive view (:func:`archcomp.view`); the text repr when it
+        cannot be drawn."""
+        from archcomp.base.display import html_view
+
+        return html_view(self)
+
     # Generation (a decoder: token ids in, logits out); docs/generation.md.
     def new_cache(
         self, batch_size: int, max_length: int, *, dtype: Any = None, static: bool = False
