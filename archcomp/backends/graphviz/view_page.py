@@ -219,12 +219,13 @@ SCRIPT = r"""
   $("home").onclick = function () { go([]); };
   $("all").onclick = function () { if (!go(["*"])) { say("every block open is too large"); } };
 
-  function matches(state, q) {
+  function matches(state, q, own) {
+    // own: the box is the node (its name or title holds q); else: q is a node it holds
     var out = [];
     Object.keys(state.boxes).forEach(function (id) {
       var b = state.boxes[id], f = D.info[b.info] || {};
-      var text = b.names.concat([f.title || ""]).join("\n").toLowerCase();
-      if (text.indexOf(q) >= 0) { out.push(id); }
+      var names = own ? [f.name || "", f.title || ""] : b.names.concat([f.title || ""]);
+      if (names.join("\n").toLowerCase().indexOf(q) >= 0) { out.push(id); }
     });
     return out;
   }
@@ -235,14 +236,13 @@ SCRIPT = r"""
     var q = text.trim().toLowerCase();
     hits = []; hitAt = -1;
     if (!q) { say(""); return; }
-    var found = matches(D.states[cur], q);
-    if (!found.length) {
-      for (var i = 0; i < D.states.length && !found.length; i++) {
-        if (matches(D.states[i], q).length) {
-          go(D.states[i].key); found = matches(D.states[cur], q);
-        }
+    var found = matches(D.states[cur], q, true);
+    for (var i = 0; i < D.states.length && !found.length; i++) {  // the figure that draws it
+      if (matches(D.states[i], q, true).length) {
+        go(D.states[i].key); found = matches(D.states[cur], q, true);
       }
     }
+    if (!found.length) { found = matches(D.states[cur], q, false); }  // the box holding it
     hits = found.map(elOf).filter(function (x) { return x; });
     hits.forEach(function (x) { x.classList.add("hit"); });
     say(hits.length ? hits.length + " found (Enter: next)" : "not found");
@@ -281,7 +281,8 @@ SCRIPT = r"""
       } else if (op === "search") { search(arg); ok = hits.length > 0; }
       else if (op === "all") { ok = go(["*"]); }
       else if (op === "home") { ok = go([]); }
-      steps.push({ step: step, ok: ok });
+      steps.push({ step: step, ok: ok, state: D.states[cur].key, details: details.textContent,
+                   boxes: Object.keys(entries("boxes")).length });
     });
     var shown = [];
     var bs2 = entries("boxes");
