@@ -93,6 +93,9 @@ def test_cli_view_and_draw_format_html(tmp_path: Path, monkeypatch, capsys) -> N
     assert data_of((tmp_path / "m.html").read_text())["name"] == "mlp"
     assert main(["draw", "mlp", "--format", "html", "-o", "-"]) == 0
     assert data_of(capsys.readouterr().out)["name"] == "mlp"
+    assert main(["build", "mlp", "-o", "m.safetensors"]) == 0  # an artifact: its spec
+    assert main(["view", "m.safetensors", "-o", "a.html"]) == 0
+    assert data_of((tmp_path / "a.html").read_text())["info"]["fc1"]["op"] == "linear"
     capsys.readouterr()
     assert main(["view", "mlp", "-o", "m.svg"]) == 2
     assert "name the file .html" in capsys.readouterr().err

@@ -91,11 +91,12 @@ def test_llama_page_opens_a_decoder_layer_in_place_and_shows_a_nodes_shape(
 ) -> None:
     seen = run_hook(
         llama_page,
-        "hover:layers.0,expand:llama_block,hover:layers.0.self_attn,search:down_proj",
+        "hover:layers.0,expand:llama_block,hover:layers.0.self_attn,search:down_proj,"
+        "close:llama_block",
         tmp_path / "profile",
     )
     assert seen["errors"] == []
-    closed, opened, hover, search = seen["steps"]
+    closed, opened, hover, search, closed_again = seen["steps"]
     assert all(s["ok"] for s in seen["steps"]), seen["steps"]
     assert closed["state"] == [] and "block llama_block" in closed["details"]
     assert opened["state"] == ["llama_block"] and opened["boxes"] > closed["boxes"] + 3
@@ -106,6 +107,9 @@ def test_llama_page_opens_a_decoder_layer_in_place_and_shows_a_nodes_shape(
     assert "shape[B, T, 4096]" in text and "[1, 8192, 4096]" in text
     assert re.search(r"specs/blocks/llama\.yaml:\d+:\d+", text)
     assert search["details"].startswith("down_proj")
+    # Closing the layer closes what was opened inside it: back to the first figure.
+    assert "llama_block" in search["state"] and closed_again["state"] == []
+    assert closed_again["boxes"] == closed["boxes"]
 
 
 def test_llama_screenshot_has_the_window_size_and_is_not_blank(

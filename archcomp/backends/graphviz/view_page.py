@@ -5,9 +5,9 @@ in by :func:`archcomp.backends.graphviz.view.view_html`. The script reads the da
 ``JSON.parse``, parses each figure with ``DOMParser`` as SVG (never as HTML) and sets every
 text with ``textContent``.
 
-Test hook: ``FILE.html#test=expand:BLOCK,hover:NODE,search:TEXT,all,home`` runs those steps
-after loading and writes what it saw (the state, the boxes drawn, the details shown, uncaught
-errors) as JSON into ``<pre id="archcomp-test">``.
+Test hook: ``FILE.html#test=expand:BLOCK,close:BLOCK,hover:NODE,search:TEXT,all,home`` runs
+those steps after loading and writes what it saw (the state, the boxes drawn, the details
+shown, uncaught errors) as JSON into ``<pre id="archcomp-test">``.
 """
 
 from __future__ import annotations
@@ -276,6 +276,13 @@ SCRIPT = r"""
           if (all[id2].names.indexOf(arg) >= 0) {
             elOf(id2).dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
             ok = true; break;
+          }
+        }
+      } else if (op === "close") {
+        var fs = entries("frames");
+        for (var fid in fs) {
+          if ((fs[fid].collapse || []).indexOf(arg) >= 0) {
+            ok = collapse(fs[fid].collapse, fs[fid].anchor); break;
           }
         }
       } else if (op === "search") { search(arg); ok = hits.length > 0; }
