@@ -101,6 +101,8 @@ def test_cli_view_and_draw_format_html(tmp_path: Path, monkeypatch, capsys) -> N
     assert "name the file .html" in capsys.readouterr().err
     assert main(["draw", "mlp", "--format", "html", "--depth", "1", "-o", "x.html"]) == 2
     assert main(["view", "mlp", "--max-states", "0"]) == 2
+    assert main(["view", "transformer", "--expand", "encoder_layer", "-o", "t.html"]) == 0
+    assert data_of((tmp_path / "t.html").read_text())["states"][0]["key"] == ["encoder_layer"]
     assert main(["view", "mlp", "--expand", "nope"]) == 2
     assert "--expand nope" in capsys.readouterr().err
 
@@ -125,3 +127,23 @@ def test_graph_and_model_html_repr_is_the_view_and_falls_back_without_graphviz(m
         "outputs y [B, 2])</code>"
     )
     assert model._repr_html_() is None  # the notebook shows the text repr
+
+
+def test_a_figure_past_the_time_limit_is_left_out_unless_it_is_the_first(monkeypatch, capsys):
+    from archcomp.backends.graphviz import view as view_mod
+
+    real = view_mod.run_dot
+    calls: list[int] = []
+
+    def slow_after_first(source: str, fmt: str, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise render_mod.RenderError("dot ran past its time limit", timed_out=True)
+        return real(source, fmt, **kw)
+
+    monkeypatch.setattr(view_mod, "run_dot", slow_after_first)
+    data = data_of(archcomp.view("transformer").html)
+    assert [s["key"] for s in data["states"]] == [[]] and len(calls) > 2
+    calls.append(1)  # now the first figure too
+    assert main(["view", "mlp", "-o", "/nonexistent/x.html"]) == 4
+    assert "time limit" in capsys.readouterr().err

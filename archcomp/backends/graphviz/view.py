@@ -23,7 +23,12 @@ from archcomp.backends.graphviz import style as st
 from archcomp.backends.graphviz.boxes import Box, DrawOptions
 from archcomp.backends.graphviz.emit import to_graphviz
 from archcomp.backends.graphviz.plan import Planner, planned
-from archcomp.backends.graphviz.render import DEFAULT_MEMORY, DEFAULT_TIMEOUT, run_dot
+from archcomp.backends.graphviz.render import (
+    DEFAULT_MEMORY,
+    DEFAULT_TIMEOUT,
+    RenderError,
+    run_dot,
+)
 from archcomp.backends.graphviz.view_page import PAGE
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import write_bytes_atomic
@@ -132,7 +137,7 @@ def _states(
             truncated = True
             break
         here = replace(opts, expand=tuple(sorted(names)))
-        state = _render(g, figures, here, info, timeout, memory)
+        state = _render(g, figures, here, info, timeout, memory, first=not out)
         if state is None:
             if not out:  # the default figure itself cannot be drawn: say why
                 planned(g, here)
@@ -159,14 +164,21 @@ def _render(
     info: dict[str, dict[str, Any]],
     timeout: float,
     memory: int,
+    first: bool = False,
 ) -> _State | None:
     """One state: its SVG, what each box and frame stands for; None when it cannot be drawn
-    (an --expand that opens nothing there, or past the size limits)."""
+    (an --expand that opens nothing there, past the size limits, or a layout that failed or
+    ran past ``timeout``)."""
     try:
         p = planned(g, opts)
     except UsageError:
         return None
-    svg = run_dot(to_graphviz(p.d, ids=True).source, "svg", timeout=timeout, memory=memory)
+    try:
+        svg = run_dot(to_graphviz(p.d, ids=True).source, "svg", timeout=timeout, memory=memory)
+    except RenderError as exc:
+        if exc.missing or first:
+            raise  # no Graphviz, or the first figure itself: the view cannot be written
+        return None  # a figure past the limits is left out, as past the size limits
     text = svg.decode()
     text = text[text.find("<svg") :]
     boxes = {f"b{i}": _box_entry(p, b, figures, info) for i, b in enumerate(p.d.boxes.values())}

@@ -216,7 +216,7 @@ SCRIPT = r"""
   $("zin").onclick = function () { zoom(1.25); };
   $("zout").onclick = function () { zoom(0.8); };
   $("fit").onclick = fit;
-  $("home").onclick = function () { go([]); };
+  $("home").onclick = function () { go(D.states[0].key); };
   $("all").onclick = function () { if (!go(["*"])) { say("every block open is too large"); } };
 
   function matches(state, q, own) {
@@ -259,7 +259,7 @@ SCRIPT = r"""
   box.addEventListener("input", function () { search(box.value); });
   box.addEventListener("keydown", function (e) { if (e.key === "Enter") { next(); } });
 
-  go([]);
+  go(D.states[0].key);
   var m = /^#test=(.*)$/.exec(location.hash);
   if (m) {
     var steps = [];
@@ -287,7 +287,7 @@ SCRIPT = r"""
         }
       } else if (op === "search") { search(arg); ok = hits.length > 0; }
       else if (op === "all") { ok = go(["*"]); }
-      else if (op === "home") { ok = go([]); }
+      else if (op === "home") { ok = go(D.states[0].key); }
       steps.push({ step: step, ok: ok, state: D.states[cur].key, details: details.textContent,
                    boxes: Object.keys(entries("boxes")).length });
     });
