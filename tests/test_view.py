@@ -56,7 +56,7 @@ def test_states_open_each_closed_block_breadth_first_within_the_bound() -> None:
     keys = [s["key"] for s in data["states"]]
     assert keys[0] == [] and keys[-1] == ["*"]  # the first figure, and every block open
     first = data["states"][0]
-    opens = {b["expand"] for b in first["boxes"].values()} - {None}
+    opens = {b["opens"] for b in first["boxes"].values()} - {None}
     assert opens == {"encoder_layer", "decoder_layer"}  # repeated layers start closed
     assert [[name] for name in sorted(opens)] == keys[1:3]  # one more open, breadth first
     small = data_of(archcomp.view(g, max_states=3).html)

@@ -221,13 +221,13 @@ def _frame_entry(p: Planner, fid: str) -> dict[str, Any]:
 def _box_entry(
     p: Planner, b: Box, figures: Mapping[str, Figures], info: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    """A box's anchor, details key, the --expand name that opens it, and the node names it
+    """A box's anchor, details key, the --expand name that opens it ("opens"), and the node names it
     stands for (what the search box finds)."""
-    entry: dict[str, Any] = {"anchor": b.id, "expand": None, "info": None, "names": []}
+    entry: dict[str, Any] = {"anchor": b.id, "opens": None, "info": None, "names": []}
     if b.kind == "block" and b.id in p.collapsed_scope:
         s = p.collapsed_scope[b.id]
         nodes = p.collapsed_ops[b.id]
-        entry["expand"] = s.block if s.block in p.expandable else None
+        entry["opens"] = s.block if s.block in p.expandable else None
         entry["names"] = [b.id, *(n.name for n in nodes)]
         key = f"block:{b.id}"
         if key not in info:
@@ -247,7 +247,7 @@ def _box_entry(
         return entry
     entry["names"] = [node.name]
     if node.op.style.figure is not None and b.id == node.name and node.op.name in p.expandable:
-        entry["expand"] = node.op.name
+        entry["opens"] = node.op.name
     if node.name not in info:
         info[node.name] = _node_info(node, figures.get(node.name))
     entry["info"] = node.name

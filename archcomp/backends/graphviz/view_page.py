@@ -71,7 +71,7 @@ SCRIPT = r"""
     var s = D.states[i];
     el.querySelectorAll("g.node").forEach(function (g) {
       var b = s.boxes[g.id];
-      if (b && b.expand !== null && s.key[0] !== "*") { g.classList.add("expandable"); }
+      if (b && b.opens !== null && s.key[0] !== "*") { g.classList.add("expandable"); }
     });
     el.querySelectorAll("g.cluster").forEach(function (g) {
       var f = s.frames[g.id];
@@ -184,7 +184,7 @@ SCRIPT = r"""
     var g = boxOf(target);
     if (g) {
       var b = entries("boxes")[g.id];
-      if (b.expand !== null && expand(b.expand, b.anchor)) { return; }
+      if (b.opens !== null && expand(b.opens, b.anchor)) { return; }
       svg.querySelectorAll("g.node.sel").forEach(function (x) { x.classList.remove("sel"); });
       g.classList.add("sel"); pinned = b.info; detail(b.info);
       return;
@@ -268,7 +268,7 @@ SCRIPT = r"""
       if (op === "expand") {
         var bs = entries("boxes");
         for (var id in bs) {
-          if (bs[id].expand === arg) { ok = expand(arg, bs[id].anchor); break; }
+          if (bs[id].opens === arg) { ok = expand(arg, bs[id].anchor); break; }
         }
       } else if (op === "hover") {
         var all = entries("boxes");
