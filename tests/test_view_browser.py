@@ -112,6 +112,13 @@ def test_llama_page_opens_a_decoder_layer_in_place_and_shows_a_nodes_shape(
     assert closed_again["boxes"] == closed["boxes"]
 
 
+def test_clicking_a_decoder_layer_opens_it_where_it_was(llama_page: Path, tmp_path: Path) -> None:
+    seen = run_hook(llama_page, "click:layers.0", tmp_path / "profile")
+    (click,) = seen["steps"]
+    assert click["ok"] and click["state"] == ["llama_block"] and seen["errors"] == []
+    assert click["extra"]["moved"] <= 2  # the opened frame is centred where the box was
+
+
 def test_llama_screenshot_has_the_window_size_and_is_not_blank(
     llama_page: Path, tmp_path: Path
 ) -> None:

@@ -5,8 +5,8 @@ in by :func:`archcomp.backends.graphviz.view.view_html`. The script reads the da
 ``JSON.parse``, parses each figure with ``DOMParser`` as SVG (never as HTML) and sets every
 text with ``textContent``.
 
-Test hook: ``FILE.html#test=expand:BLOCK,close:BLOCK,hover:NODE,search:TEXT,all,home`` runs
-those steps after loading and writes what it saw (the state, the boxes drawn, the details
+Test hook: ``FILE.html#test=expand:BLOCK,click:BOX,close:BLOCK,hover:NODE,search:TEXT,all,home``
+runs those steps after loading and writes what it saw (the state, the boxes drawn, the details
 shown, uncaught errors) as JSON into ``<pre id="archcomp-test">``.
 """
 
@@ -264,7 +264,7 @@ SCRIPT = r"""
   if (m) {
     var steps = [];
     decodeURIComponent(m[1]).split(",").forEach(function (step) {
-      var kv = step.split(":"), op = kv[0], arg = kv.slice(1).join(":"), ok = false;
+      var kv = step.split(":"), op = kv[0], arg = kv.slice(1).join(":"), ok = false, extra = {};
       if (op === "expand") {
         var bs = entries("boxes");
         for (var id in bs) {
@@ -278,6 +278,26 @@ SCRIPT = r"""
             ok = true; break;
           }
         }
+      } else if (op === "click") {  // a real click: pointer events on the box's shape
+        var cs = entries("boxes");
+        for (var cid in cs) {
+          if (cs[cid].names[0] === arg) {
+            var shape = elOf(cid).querySelector("path,polygon,ellipse") || elOf(cid);
+            var before = centre(shape), anchor = cs[cid].anchor, was = cur;
+            var at = { clientX: 0, clientY: 0, bubbles: true };
+            var r = shape.getBoundingClientRect();
+            at.clientX = r.left + r.width / 2; at.clientY = r.top + r.height / 2;
+            shape.dispatchEvent(new PointerEvent("pointerdown", at));
+            shape.dispatchEvent(new PointerEvent("pointerup", at));
+            var after = anchorEl(anchor);
+            ok = cur !== was && after !== null;
+            if (after) {
+              var q = centre(after);
+              extra = { moved: Math.round(Math.abs(q.x - before.x) + Math.abs(q.y - before.y)) };
+            }
+            break;
+          }
+        }
       } else if (op === "close") {
         var fs = entries("frames");
         for (var fid in fs) {
@@ -289,7 +309,7 @@ SCRIPT = r"""
       else if (op === "all") { ok = go(["*"]); }
       else if (op === "home") { ok = go(D.states[0].key); }
       steps.push({ step: step, ok: ok, state: D.states[cur].key, details: details.textContent,
-                   boxes: Object.keys(entries("boxes")).length });
+                   boxes: Object.keys(entries("boxes")).length, extra: extra });
     });
     var shown = [];
     var bs2 = entries("boxes");
