@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary
+    from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary, view
     from archcomp.backends.torch.module import ArchModule
     from archcomp.base.errors import Diagnostic, SpecError, UsageError
     from archcomp.base.version import __version__
@@ -33,11 +33,13 @@ __all__ = [
     "save",
     "save_pretrained",
     "summary",
+    "view",
 ]
 
 _HOME = {
     **dict.fromkeys(
-        ("build", "from_pretrained", "load", "save", "save_pretrained", "summary"), "archcomp.api"
+        ("build", "from_pretrained", "load", "save", "save_pretrained", "summary", "view"),
+        "archcomp.api",
     ),
     **dict.fromkeys(("Diagnostic", "SpecError", "UsageError"), "archcomp.base.errors"),
     "Graph": "archcomp.ir",

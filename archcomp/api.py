@@ -1,5 +1,6 @@
 """The Python API of the compiler: :func:`build`, :func:`save`, :func:`load`, :func:`summary`,
-and published weights: :func:`from_pretrained`, :func:`save_pretrained`."""
+the interactive :func:`view`, and published weights: :func:`from_pretrained`,
+:func:`save_pretrained`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from archcomp.passes.pipeline import load_graph
 if TYPE_CHECKING:
     from torch import nn
 
+    from archcomp.backends.graphviz.view import View
     from archcomp.backends.torch.module import ArchModule
     from archcomp.backends.torch.summary import Summary
     from archcomp.ir import Graph
@@ -237,3 +239,79 @@ def save_pretrained(
     if isinstance(model, (str, Path)):
         model = load(model)
     return export(model, directory, mapping=mapping, force=force)  # type: ignore[arg-type]
+
+
+def view(
+    spec_or_model: SpecSource | Graph | nn.Module,
+    params: Mapping[str, Any] | None = None,
+    *,
+    dims: Mapping[str, int] | None = None,
+    expand: tuple[str, ...] | list[str] = (),
+    direction: str = "auto",
+    dropout: bool = False,
+    max_states: int | None = None,
+    timeout: float | None = None,
+) -> View:
+    """The interactive view: one self-contained HTML page (no network) with the figure,
+    pan and zoom, blocks that open and close in place, each box's op, arguments, shapes
+    (symbolic and at ``dims``), parameters, MACs, memory and spec line, and a search box.
+    ``View.save(path)`` writes it; a notebook shows it in place. The page holds at most
+    ``max_states`` pre-rendered figures (default 24; docs/diagrams.md)."""
+    from archcomp.backends.graphviz.boxes import DrawOptions
+    from archcomp.backends.graphviz.render import DEFAULT_TIMEOUT
+    from archcomp.backends.graphviz.view import MAX_STATES, Figures, View, view_html
+    from archcomp.backends.torch.summary import summarize
+    from archcomp.base.errors import UsageError
+
+    if direction not in ("auto", "BT", "LR"):
+        raise UsageError(f"direction must be auto, BT or LR, not {direction!r}")
+    g = graph_of(spec_or_model, params)
+    s = summarize(g, dims=dims)
+    figures = {
+        r.name: Figures(
+            _shape_at(g.nodes[r.name], s.dims),
+            r.parameters,
+            r.macs,
+            r.memory_bytes,
+            r.activation_bytes,
+        )
+        for r in s.rows
+        if r.name in g.nodes
+    }
+    at = ", ".join(f"{k}={v}" for k, v in s.dims.items())
+    opts = DrawOptions(expand=tuple(expand), direction=direction, dropout=dropout)  # type: ignore[arg-type]
+    page = view_html(
+        g,
+        figures,
+        opts=opts,
+        dims=at,
+        max_states=MAX_STATES if max_states is None else max_states,
+        timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+    )
+    return View(g.name, page)
+
+
+def _shape_at(node: Any, sizes: Mapping[str, int]) -> str:
+    """A node's output shapes with its symbols at ``sizes``: ``[8, 2048, 4096]``."""
+    from archcomp.backends.torch.memory import concrete
+
+    shapes = {k: [concrete(d, sizes) for d in t.shape] for k, t in node.outputs.items()}
+    if len(shapes) == 1:
+        return str(next(iter(shapes.values())))
+    return ", ".join(f"{k} {v}" for k, v in shapes.items())
+
+
+def _notebook_view(obj: object) -> str:
+    """What a Graph or a built model shows in a notebook: its view, in an ``<iframe>``."""
+    from archcomp.backends.graphviz.view import iframe
+
+    return iframe(view(obj).html)  # type: ignore[arg-type]
+
+
+def _install_notebook_view() -> None:
+    from archcomp.base.display import set_html_view
+
+    set_html_view(_notebook_view)
+
+
+_install_notebook_view()

@@ -18,6 +18,18 @@ if ! command -v dot >/dev/null 2>&1; then
   fi
 fi
 
+# Chromium runs the interactive view's page in tests/test_view_browser.py (skipped without it).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Chromium (for the browser test of archcomp view)"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } ||
+      echo "setup: warning: could not install Chromium; tests/test_view_browser.py will skip" >&2
+  else
+    echo "setup: note: install Chromium for tests/test_view_browser.py (it skips without it)" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"

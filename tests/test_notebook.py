@@ -19,6 +19,7 @@ CELLS = [
     "archcomp.check('specs/mlp.yaml')",
     "archcomp.draw('specs/mlp.yaml')",
     "model = archcomp.build('specs/lenet5.yaml', seed=0)",
+    "model",
 ]
 
 
@@ -44,6 +45,10 @@ def test_notebook_shows_html_summary_svg_diagram_and_one_progress_line(tmp_path:
     assert "2x encoder_layer" in summary["text/html"]
     graph = outputs[2][0]["data"]["text/plain"]
     assert graph == "Graph('mlp': 3 nodes; inputs x [B, 10] float32; outputs y [B, 2])"
+    # A checked spec and a built model show the interactive view (archcomp.view) in place.
+    for shown in (outputs[2][0]["data"], outputs[5][0]["data"]):
+        assert shown["text/html"].startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;')
+        assert "archcomp-data" in shown["text/html"]
     diagram = outputs[3][0]["data"]
     assert "<svg" in diagram["image/svg+xml"]
     # Progress is one line replaced in place (update_display_data), not a stream of lines.

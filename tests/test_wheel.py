@@ -129,6 +129,9 @@ def test_cli_runs_shipped_specs_by_name_outside_the_repository(installed: Instal
     installed.archcomp("draw", "lenet5", "--format", fmt, "-o", f"lenet5.{fmt}")
     drawn = (installed.work / f"lenet5.{fmt}").read_text()
     assert ("<svg" in drawn) if fmt == "svg" else drawn.startswith("digraph lenet5")
+    if fmt == "svg":  # the interactive page, from the installed package
+        installed.archcomp("view", "lenet5", "-o", "lenet5.html")
+        assert '"name":"lenet5"' in (installed.work / "lenet5.html").read_text()
     listed = json.loads(installed.archcomp("specs", "--json").stdout)
     want = sorted(p.stem for p in (ROOT / "archcomp" / "specs").glob("*.yaml"))
     assert sorted(s["name"] for s in listed["specs"]) == want

@@ -37,8 +37,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        choices=FORMATS,
-        help="output format (default: from -o's suffix, else svg)",
+        choices=(*FORMATS, "html"),
+        help="output format (default: from -o's suffix, else svg); html: the interactive page "
+        "of archcomp view",
     )
     p.add_argument(
         "--expand",
@@ -112,16 +113,18 @@ def cmd_draw(args: argparse.Namespace) -> int:
     fmt = args.format
     to_stdout = args.output == STDIN
     suffix = Path(args.output).suffix.lstrip(".").lower() if args.output and not to_stdout else ""
-    if fmt and suffix in FORMATS and suffix != fmt:
+    if fmt and suffix in (*FORMATS, "html") and suffix != fmt:
         raise UsageError(f"--format {fmt} conflicts with -o {args.output}: name the file .{fmt}")
     if fmt is None and args.output and not to_stdout:
         suffix = Path(args.output).suffix.lstrip(".")
         fmt = suffix if suffix else None
-        if fmt is not None and fmt not in ("svg", "png", "pdf", "dot"):
+        if fmt is not None and fmt not in ("svg", "png", "pdf", "dot", "html"):
             raise UsageError(f"cannot tell the format from '{args.output}': use --format")
     fmt = fmt or "svg"
     if to_stdout and fmt in ("png", "pdf") and sys.stdout.isatty():
         raise UsageError(f"-o - would write {fmt} bytes to the terminal: redirect or pipe it")
+    if fmt == "html":
+        return _draw_html(args, to_stdout)
     opened = bool(args.expand) or bool(args.depth)
     diagram = draw(
         load_graph_arg(args.spec, overrides(args)),
@@ -159,6 +162,29 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draw_html(args: argparse.Namespace, to_stdout: bool) -> int:
+    """``--format html``: the page of ``archcomp view`` (blocks open by click, not --depth)."""
+    from archcomp.base.errors import UsageError
+    from archcomp.cli.view import write_view
+
+    flags = (("--depth", args.depth), ("--shapes", args.shapes), ("--params", args.params))
+    for flag, value in flags:
+        if value:
+            raise UsageError(
+                f"{flag} does not apply to --format html: the page opens blocks by click and "
+                "shows shapes and parameters on hover"
+            )
+    graph = load_graph_arg(args.spec, overrides(args))
+    if to_stdout:
+        from archcomp.api import view
+
+        names = [n.strip() for a in args.expand for n in a.split(",") if n.strip()]
+        sys.stdout.write(view(graph, expand=names, direction=args.direction).html)
+        return 0
+    out = Path(args.output) if args.output else Path("diagrams") / f"{graph.name}.html"
+    return write_view(graph, out, args)
+
+
 def _hint(exc: Exception, opened: bool, dot: Path | None, timeout: float) -> str:
     """What to do after a layout timeout, for a drawing with blocks opened or without."""
     if not getattr(exc, "timed_out", False):
@@ -175,4 +201,4 @@ def _hint(exc: Exception, opened: bool, dot: Path | None, timeout: float) -> str
 
 
 cmd_draw.configure = _configure  # type: ignore[attr-defined]
-command("draw", "draw a spec as a diagram (SVG, PNG, PDF or DOT) with Graphviz")(cmd_draw)
+command("draw", "draw a spec as a diagram (SVG, PNG, PDF, DOT or HTML) with Graphviz")(cmd_draw)

@@ -28,6 +28,7 @@ from archcomp.cli import (  # noqa: F401
     schema,
     specs,
     summary,
+    view,
 )
 from archcomp.cli.common import COMMANDS
 from archcomp.cli.output import QUIET, print_diagnostics, print_error
@@ -41,6 +42,7 @@ HELP_ORDER = (
     "export",
     "generate",
     "draw",
+    "view",
     "specs",
     "schema",
     "ops",
@@ -51,7 +53,7 @@ EXIT_CODES = {
     1: "an invalid spec",
     2: "a usage error",
     3: "an internal error (a bug in archcomp)",
-    4: "Graphviz missing, failing or timed out (draw)",
+    4: "Graphviz missing, failing or timed out (draw, view)",
     130: "interrupted (Ctrl-C)",
     141: "the reader of stdout went away (a closed pipe)",
 }

@@ -134,9 +134,12 @@ class Graph:
         return f"Graph({self.name!r}: {len(self.nodes)} nodes; inputs {ins}; outputs {outs})"
 
     def _repr_html_(self) -> str:
+        """In a notebook: the interactive view (:func:`archcomp.view`), else the repr."""
         import html
 
-        return f"<code>{html.escape(repr(self))}</code>"
+        from archcomp.base.display import html_view
+
+        return html_view(self) or f"<code>{html.escape(repr(self))}</code>"
 
     @cached_property
     def spec(self) -> dict[str, Any]:

@@ -12,7 +12,12 @@ from typing import Any
 
 import graphviz
 
-from archcomp.backends.graphviz.boxes import Drawing, DrawOptions
+from archcomp.backends.graphviz.boxes import (
+    DEFAULT_MAX_BOXES,
+    DEFAULT_MAX_EDGES,
+    Drawing,
+    DrawOptions,
+)
 from archcomp.backends.graphviz.emit import to_graphviz
 from archcomp.backends.graphviz.plan import plan
 from archcomp.backends.graphviz.render import (
@@ -104,8 +109,8 @@ def draw(
         param_counts=param_counts,
         direction=direction,  # type: ignore[arg-type]
         dropout=dropout,
-        **({"max_boxes": max_boxes} if max_boxes is not None else {}),
-        **({"max_edges": max_edges} if max_edges is not None else {}),
+        max_boxes=DEFAULT_MAX_BOXES if max_boxes is None else max_boxes,
+        max_edges=DEFAULT_MAX_EDGES if max_edges is None else max_edges,
     )
     return to_graphviz(plan(graph_of(spec_or_model, params), opts))
 

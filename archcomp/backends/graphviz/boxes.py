@@ -14,9 +14,12 @@ DEFAULT_MAX_EDGES = 10_000  # edge segments: each edge counts the ranks it cross
 
 @dataclass(frozen=True)
 class DrawOptions:
-    """What to draw. ``expand`` names blocks, block instances or composite ops to open."""
+    """What to draw. ``expand`` names blocks, block instances or composite ops to open;
+    ``collapse`` names blocks drawn closed that are otherwise open (repeated blocks, blocks
+    holding blocks), unless ``expand`` or ``depth`` opens them (the HTML view's first figure)."""
 
     expand: tuple[str, ...] = ()
+    collapse: tuple[str, ...] = ()
     depth: int | None = None
     shapes: bool = False
     param_counts: bool = False

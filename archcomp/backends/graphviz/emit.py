@@ -116,8 +116,19 @@ _FRAME_STYLE: dict[str, dict[str, str]] = {
 }
 
 
-def to_graphviz(d: Drawing) -> Diagram:
+def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
+    """The drawing as DOT. ``ids``: give each box the SVG id ``b<i>`` (its index in
+    ``d.boxes``) and each frame ``f<i>`` (its index in ``d.frames``), for the HTML view."""
     lr = d.direction == "LR"
+    box_ids = {b: f"b{i}" for i, b in enumerate(d.boxes)} if ids else {}
+    frame_ids = {f: f"f{i}" for i, f in enumerate(d.frames)} if ids else {}
+
+    def node_attrs(b: Box) -> dict[str, str]:
+        attrs = _box_attrs(b, lr)
+        if ids:
+            attrs["id"] = box_ids[b.id]
+        return attrs
+
     dot = Diagram(
         name=d.name,
         graph_attr={
@@ -149,13 +160,15 @@ def to_graphviz(d: Drawing) -> Diagram:
 
     def fill(g: graphviz.Digraph, fid: str | None) -> None:
         for b in members[fid]:
-            g.node(b.id, **_box_attrs(b, lr))
+            g.node(b.id, **node_attrs(b))
         for f in children[fid]:
             numbers[f.id] = len(numbers)
             with g.subgraph(name=f"cluster_{numbers[f.id]}") as sub:
                 # Clusters inherit their parent's attributes: set every one each time.
                 attrs = {**_FRAME_BASE, **_FRAME_STYLE[f.kind]}
                 attrs["label"] = html_label(f.label) if f.label and f.kind != "group" else ""
+                if ids:
+                    attrs["id"] = frame_ids[f.id]
                 sub.attr(**attrs)
                 fill(sub, f.id)
 
@@ -165,7 +178,7 @@ def to_graphviz(d: Drawing) -> Diagram:
             with dot.subgraph() as s:
                 s.attr(rank=rank)
                 for b in ends:
-                    s.node(b.id, **_box_attrs(b, lr))
+                    s.node(b.id, **node_attrs(b))
     fill(dot, None)
     for group in d.same_rank:
         with dot.subgraph() as s:

@@ -36,7 +36,7 @@ from archcomp.ir.drawing import Part
 from archcomp.ir.opdef import OpDef
 from archcomp.ops.registry import all_ops, get_op
 
-__all__ = ["Box", "DrawOptions", "Drawing", "Frame", "Planner", "plan"]
+__all__ = ["Box", "DrawOptions", "Drawing", "Frame", "Planner", "plan", "planned"]
 
 
 def _canon(name: str, scopes: Iterable[Scope], leaders: Mapping[str, Mapping[int, int]]) -> str:
@@ -177,6 +177,8 @@ class Planner:
         level = sum(1 for t in node.scopes[: i + 1] if not _is_op_repeat(node, t))
         if self.opts.depth is not None:
             default = level <= self.opts.depth
+        elif s.block in self.opts.collapse:
+            default = False
         else:
             default = s.repeat is not None or c in nested
         if c in forced and not default:
@@ -502,9 +504,16 @@ class Planner:
         return 0 if firsts is None or index is None else firsts.get(index, 0)
 
 
-def plan(g: Graph, opts: DrawOptions) -> Drawing:
-    d = Planner(g, opts).plan()
+def planned(g: Graph, opts: DrawOptions) -> Planner:
+    """Plan ``g``; the planner keeps, beside its drawing ``d``, what the HTML view reads
+    (``expandable``, ``collapsed_scope``, ``collapsed_ops``)."""
+    p = Planner(g, opts)
+    d = p.plan()
     for box in d.boxes.values():
         if box.params:
             box.note = f"{st.fmt_count(box.params)} params"
-    return d
+    return p
+
+
+def plan(g: Graph, opts: DrawOptions) -> Drawing:
+    return planned(g, opts).d

@@ -108,6 +108,13 @@ class ArchModule(fx.GraphModule):
             return f"{nid} ({n}x {op})"
         return f"{nid} ({op})"
 
+    def _repr_html_(self) -> str | None:
+        """In a notebook: the interactive view (:func:`archcomp.view`); the text repr when it
+        cannot be drawn."""
+        from archcomp.base.display import html_view
+
+        return html_view(self)
+
     # Generation (a decoder: token ids in, logits out); docs/generation.md.
     def new_cache(
         self, batch_size: int, max_length: int, *, dtype: Any = None, static: bool = False
