@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from itertools import pairwise
 from pathlib import Path
 
 import graphviz
@@ -150,9 +151,10 @@ def test_expanded_attention_is_figure_2() -> None:
     stack = [f for f in d.frames.values() if f.kind == "stack"]
     assert len(stack) == 3 and all(f.label == "h× (h = 8)" for f in stack)
     inside = sorted(b.label for b in d.boxes.values() if b.id.startswith("encoder.0.attn/"))
-    assert inside == sorted(
-        ["Linear"] * 4 + ["Concat", "MatMul", "Scale", "Mask (opt.)", "SoftMax", "MatMul"]
-    )
+    # The encoder's self-attention takes no mask: no mask box (the decoder's says causal).
+    assert inside == sorted(["Linear"] * 4 + ["Concat", "MatMul", "Scale", "SoftMax", "MatMul"])
+    masked = {b.label for b in d.boxes.values() if b.id.startswith("decoder.0.self_attn/")}
+    assert "Causal Mask" in masked and "Mask (opt.)" not in masked
     edges = {(e.src, e.dst) for e in d.edges}
     # Query, key and value each enter their own linear projection.
     assert {
@@ -163,6 +165,45 @@ def test_expanded_attention_is_figure_2() -> None:
         ("decoder.0.norm1", "decoder.0.cross_attn/linear_q"),
         ("encoder.0.attn/linear_out", "encoder.0.norm1"),
     } <= edges
+
+
+GQA = """archcomp: 1
+name: gqa
+inputs: {x: [B, T, 16]}
+nodes:
+  - {id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, causal: true,
+     rope: {theta: 10000.0}, qk_norm: {kind: rms}, softcap: 50.0}
+outputs: {y: attn}
+"""
+
+
+def test_attention_shows_its_heads_rope_qk_norm_and_soft_cap() -> None:
+    """Llama/Gemma 2 attention: head counts, RoPE, q-k norm and the cap at every depth."""
+    box = _plan(GQA).boxes["attn"]
+    assert box.label == "Soft-Capped Masked Grouped-Query Attention"
+    assert box.caption == "h = 4 query, 2 key/value heads · q-k norm · RoPE · soft-cap 50"
+    d = _plan(GQA, depth=9)
+    stack = [f.label for f in d.frames.values() if f.kind == "stack"]
+    assert stack == ["h× (h = 4 query, 2 key/value heads)"]
+    edges = {(e.src, e.dst) for e in d.edges}
+    for side, enters in (("q", "attn/attention/matmul1"), ("k", "attn/attention/matmul1")):
+        assert {
+            (f"attn/linear_{side}", f"attn/norm_{side}"),
+            (f"attn/norm_{side}", f"attn/rope_{side}"),
+            (f"attn/rope_{side}", enters),
+        } <= edges
+    chain = ["matmul1", "scale", "softcap", "mask", "softmax", "matmul2"]
+    assert d.boxes["attn/attention/mask"].label == "Causal Mask"
+    for a, b in pairwise(chain):
+        assert (f"attn/attention/{a}", f"attn/attention/{b}") in edges
+
+
+def test_a_mask_input_is_drawn_as_a_mask() -> None:
+    spec = GQA.replace("inputs: {x: [B, T, 16]}", "inputs: {x: [B, T, 16], m: [B, 1, T, T]}")
+    spec = spec.replace("causal: true,", "causal: false, in: {query: x, mask: m},")
+    d = _plan(spec, depth=9)
+    assert d.boxes["attn/attention/mask"].label == "Mask"
+    assert "attn/attention/mask" in {e.dst for e in d.edges if e.src == "input/m"}
 
 
 def test_expand_only_multi_head_attention_keeps_sdpa_a_box() -> None:

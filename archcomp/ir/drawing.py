@@ -34,6 +34,7 @@ class Figure:
     stack: tuple[str, ...] = ()  # parts drawn inside a stacked frame
     stack_count: str | None = None  # op argument holding the count (num_heads)
     stack_symbol: str = "h"
+    stack_label: str | None = None  # the stacked frame's words, instead of "h× (h = 8)"
     same_rank: tuple[tuple[str, ...], ...] = ()  # parts drawn side by side
 
 
@@ -64,6 +65,11 @@ class Style:
     - ``glyph``: drawn as this symbol in a circle with the label beside it, a word per line
       (the paper's ``∿`` for sinusoidal positional encoding).
     - ``figure``: its inside, drawn when ``--expand`` names the op.
+    - ``figure_for``: the inside for a node's arguments and the input ports it has connected
+      (Llama's attention: RoPE, q-k norm, a causal mask); ``None`` from it, or no function,
+      means ``figure``.
+    - ``caption_for``: a detail line under the box from the node's arguments
+      ("h = 32 query, 8 key/value heads · RoPE").
     """
 
     family: str
@@ -76,6 +82,14 @@ class Style:
     output_label: str | None = None
     glyph: str | None = None
     figure: Figure | None = None
+    figure_for: Callable[[Any, frozenset[str]], Figure | None] | None = None
+    caption_for: Callable[[Any], str | None] | None = None
+
+    def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
+        """The inside drawn for a node with ``args`` and these connected input ports."""
+        if self.figure_for is not None:
+            return self.figure_for(args, ports) or self.figure
+        return self.figure
 
     def words(self, args: Any) -> str:
         """The words on a box of this op with ``args``."""

@@ -32,7 +32,7 @@ from archcomp.backends.graphviz.counts import check_size, param_counts
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
 from archcomp.ir.dims import fmt_shape
-from archcomp.ir.drawing import Part
+from archcomp.ir.drawing import Figure, Part
 from archcomp.ir.opdef import OpDef
 from archcomp.ops.registry import all_ops, get_op
 
@@ -307,7 +307,7 @@ class Planner:
                 self.alias[c] = first
                 return
         level = len(_block_scopes(n)) + 1
-        if n.op.style.figure is not None and self._op_open(n, n.op.name, level):
+        if self._figure_of(n, n.op) is not None and self._op_open(n, n.op.name, level):
             self._figure(n, n.op, c, frame, level)
             return
         if family == "posenc":
@@ -324,6 +324,8 @@ class Planner:
     def _caption(self, n: Node) -> str | None:
         lines = []
         detail = st.arg_detail(n)
+        if n.op.style.caption_for is not None:
+            detail = n.op.style.caption_for(n.args) or detail
         if detail and detail not in (n.label or ""):  # "3×3 conv, 64" says it already
             lines.append(detail)
         if self.lr and n.outputs:
@@ -367,7 +369,7 @@ class Planner:
     ) -> dict[str, str]:
         """Draw a composite op's inside (node ``n``'s op, or the op of the part ``inside``
         its figure); returns its port -> box map (and 'out')."""
-        fig = op.style.figure
+        fig = self._figure_of(n, op)
         assert fig is not None
         prefix = f"{c}/{inside.id}/" if inside else f"{c}/"
         label = inside.label if inside else st.op_label(n)
@@ -382,6 +384,7 @@ class Planner:
             count = getattr(n.args, fig.stack_count or "", None)
             sym = fig.stack_symbol
             text = f"{sym}× ({sym} = {count})" if count is not None else f"{sym}×"
+            text = fig.stack_label or text
             outer = self._frame(f"stack:{prefix}", "stack", text, frame)
             stack_frame = self._frame(f"stack_inner:{prefix}", "stack_inner", None, outer)
         ports: dict[str, str] = {}
@@ -389,7 +392,8 @@ class Planner:
             where = stack_frame if p.id in fig.stack else frame
             pid = f"{prefix}{p.id}"
             inner_op = get_op(p.op) if p.op is not None else None
-            if inner_op and inner_op.style.figure and self._op_open(n, inner_op.name, level + 1):
+            opens = inner_op and self._figure_of(n, inner_op)
+            if inner_op and opens and self._op_open(n, inner_op.name, level + 1):
                 inner = self._figure(n, inner_op, c, where, level + 1, inside=p)
                 for port, box in inner.items():
                     ports[f"{p.id}:{port}"] = box
@@ -413,6 +417,12 @@ class Planner:
             self.item_of[c] = out["query"] if "query" in out else out["out"]
             self.out_of[c] = out["out"]
         return out
+
+    @staticmethod
+    def _figure_of(n: Node, op: OpDef) -> Figure | None:
+        """The inside of ``op`` drawn for node ``n`` (its arguments, its connected ports)."""
+        ports = frozenset(p for p, r in n.inputs.items() if r is not None and r != [])
+        return op.style.figure_of(n.args, ports)
 
     def _finish_collapsed(self) -> None:
         for sid, nodes in self.collapsed_ops.items():
