@@ -281,6 +281,46 @@ def test_lenet_is_a_left_to_right_pipeline_with_feature_maps() -> None:
     assert captions == ["6@28×28", "6@14×14", "16@10×10", "16@5×5", "120@1×1", "120", "84", "10"]
 
 
+def test_lenet_strip_wraps_into_rows_within_three_to_one() -> None:
+    """The strip reads left to right, cut into rows like text (at most ~3:1, not 20:1)."""
+    d = _plan(LENET)
+    assert [len(r) for r in d.rows] == [4, 4, 2]
+    flat = [b for r in d.rows for b in r]
+    assert flat[0] == "input/x" and flat[-1] == "output/logits" and len(flat) == len(d.boxes)
+    assert "rankdir=TB" in draw(LENET).source
+
+
+RESIDUAL_STAGES = """archcomp: 1
+name: stages
+inputs: {x: [B, 3, 8, 8]}
+blocks:
+  res:
+    params: {c: {default: 4}}
+    inputs: [x]
+    nodes:
+      - {id: conv, op: conv2d, out_channels: "${c}", kernel_size: 3, padding: 1}
+      - {id: add, op: add, in: [conv, x]}
+    outputs: add
+nodes:
+  - {id: stem, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+  - {id: s1, op: res, repeat: 2}
+  - {id: s2, op: res, repeat: 2}
+outputs: {y: s2}
+"""
+
+
+def test_residual_conv_stages_stack_upwards() -> None:
+    """ResNet's stages: drawn bottom to top, each stage ranked above the one feeding it (an
+    edge between them constrains the layout; not a side-by-side 'cross' edge)."""
+    d = _plan(RESIDUAL_STAGES)
+    assert d.direction == "BT" and not d.rows
+    between = [e for e in d.edges if e.src.startswith("s1.") and e.dst.startswith("s2.")]
+    assert between and all(e.kind != "cross" for e in between)
+    # The Transformer's encoder still stands beside the decoder it feeds.
+    t = _plan(TRANSFORMER)
+    assert any(e.kind == "cross" for e in t.edges if e.src.startswith("encoder."))
+
+
 def test_recurrence_is_visible(spec_file) -> None:
     p = spec_file(
         """archcomp: 1

@@ -67,3 +67,4 @@ class Drawing:
     frames: dict[str, Frame] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     same_rank: list[tuple[str, ...]] = field(default_factory=list)
+    rows: list[tuple[str, ...]] = field(default_factory=list)  # a wrapped strip, top down

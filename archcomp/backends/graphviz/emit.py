@@ -121,7 +121,7 @@ def to_graphviz(d: Drawing) -> Diagram:
     dot = Diagram(
         name=d.name,
         graph_attr={
-            "rankdir": d.direction,
+            "rankdir": "TB" if d.rows else d.direction,  # rows: each a rank, left to right
             "fontname": FONT,
             "nodesep": "0.35" if lr else "0.3",
             "ranksep": "0.45" if lr else "0.32",
@@ -163,17 +163,23 @@ def to_graphviz(d: Drawing) -> Diagram:
         ends = [b for b in d.boxes.values() if b.kind == kind]
         if ends:
             with dot.subgraph() as s:
-                s.attr(rank=rank)
+                if not d.rows:  # a wrapped strip keeps them in its first and last rows
+                    s.attr(rank=rank)
                 for b in ends:
                     s.node(b.id, **_box_attrs(b, lr))
     fill(dot, None)
-    for group in d.same_rank:
+    for group in [*d.same_rank, *d.rows]:
         with dot.subgraph() as s:
             s.attr(rank="same")
             for box_id in group:
                 s.node(box_id)
+    wraps = {(a[-1], b[0]) for a, b in zip(d.rows, d.rows[1:], strict=False)}
+    for a, b in zip(d.rows, d.rows[1:], strict=False):  # each row starts under the one before
+        dot.edge(a[0], b[0], style="invis", weight="10")
     for e in d.edges:
         attrs: dict[str, str] = {}
+        if (e.src, e.dst) in wraps:
+            attrs["constraint"] = "false"
         if e.label:
             attrs["label"] = html_label(e.label)
         if e.kind == "cross":

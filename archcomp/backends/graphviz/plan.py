@@ -131,8 +131,9 @@ class Planner:
         if self.opts.direction != "auto":
             return self.opts.direction
         fams = {n.op.style.family for n in self.g.nodes.values()}
-        if fams & {"conv", "pool"} and not fams & {"attention", "recurrent"}:
-            return "LR"
+        residual = any(n.op.style.residual_add for n in self.g.nodes.values())
+        if fams & {"conv", "pool"} and not fams & {"attention", "recurrent"} and not residual:
+            return "LR"  # a plain pipeline (LeNet); residual stages (ResNet) stack upwards
         return "BT"
 
     def _check_expand_names(self) -> None:
@@ -259,6 +260,8 @@ class Planner:
         check_size(self.d, self.opts)  # before the passes whose cost grows with edges x boxes
         rewrites.mark_residuals(self.d)
         rewrites.mark_cross(self.d)
+        if self.lr:
+            rewrites.wrap_rows(self.d)
 
     def _input_box(self, name: str) -> None:
         info = self.g.inputs[name]
