@@ -206,6 +206,32 @@ def test_a_mask_input_is_drawn_as_a_mask() -> None:
     assert "attn/attention/mask" in {e.dst for e in d.edges if e.src == "input/m"}
 
 
+MOE = """archcomp: 1
+name: moe
+inputs: {x: [B, T, 8]}
+nodes:
+  - {id: moe, op: mixture_of_experts, num_experts: 4, top_k: 2, expert_features: 8,
+     shared_features: 8}
+outputs: {y: moe.out}
+"""
+
+
+def test_mixture_of_experts_is_router_k_of_e_experts_and_shared() -> None:
+    d = _plan(MOE)
+    labels = {b.id: b.label for b in d.boxes.values()}
+    assert labels["moe/router"] == "Router" and labels["moe/select"] == "Softmax, Top-2"
+    assert labels["moe/shared"] == "Shared Expert (SwiGLU)"
+    stack = [f.label for f in d.frames.values() if f.kind == "stack"]
+    assert stack == ["E× (2 of E = 4 experts per token)"]
+    edges = {(e.src, e.dst) for e in d.edges}
+    # The token enters the router, the experts and the shared expert; the sum leaves.
+    assert {("input/x", f"moe/{p}") for p in ("router", "expert", "shared")} <= edges
+    assert ("moe/combine", "output/y") in edges
+    with pytest.raises(UsageError, match="already drawn open"):
+        _plan(MOE, expand=("mixture_of_experts",))
+    assert "moe/router" not in _plan(MOE, depth=0).boxes  # --depth still decides
+
+
 def test_expand_only_multi_head_attention_keeps_sdpa_a_box() -> None:
     d = _plan(TRANSFORMER, expand=("multi_head_attention",))
     assert d.boxes["encoder.0.attn/attention"].label == "Scaled Dot-Product Attention"

@@ -29,7 +29,7 @@ class Figure:
 
     parts: tuple[Part, ...]
     edges: tuple[tuple[str, str], ...]  # part -> part
-    ports: tuple[tuple[str, str], ...]  # (op input port, part it enters)
+    ports: tuple[tuple[str, str], ...]  # (op input port, part it enters); a port may repeat
     result: str  # the part whose output is the op's result
     stack: tuple[str, ...] = ()  # parts drawn inside a stacked frame
     stack_count: str | None = None  # op argument holding the count (num_heads)
@@ -68,6 +68,8 @@ class Style:
     - ``figure_for``: the inside for a node's arguments and the input ports it has connected
       (Llama's attention: RoPE, q-k norm, a causal mask); ``None`` from it, or no function,
       means ``figure``.
+    - ``figure_open``: the figure is drawn without ``--expand`` (a mixture of experts is its
+      router and experts, as the papers draw it); ``--depth`` still decides when given.
     - ``caption_for``: a detail line under the box from the node's arguments
       ("h = 32 query, 8 key/value heads · RoPE").
     """
@@ -84,6 +86,7 @@ class Style:
     figure: Figure | None = None
     figure_for: Callable[[Any, frozenset[str]], Figure | None] | None = None
     caption_for: Callable[[Any], str | None] | None = None
+    figure_open: bool = False
 
     def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
         """The inside drawn for a node with ``args`` and these connected input ports."""

@@ -112,6 +112,7 @@ class Planner:
         self.item_of: dict[str, str] = {}  # canonical node -> box its inputs enter
         self.out_of: dict[str, str] = {}  # canonical node -> box its result leaves
         self.port_box: dict[tuple[str, str], str] = {}  # (canonical node, port) -> box
+        self.port_more: dict[tuple[str, str], list[str]] = defaultdict(list)  # more boxes
         self.alias: dict[str, Ref] = {}  # elided node -> the ref it passes through
         self.collapsed_ops: dict[str, list[Node]] = defaultdict(list)
         self.collapsed_scope: dict[str, Scope] = {}
@@ -188,7 +189,10 @@ class Planner:
         names = {op, self._canon(node.name, node.scopes)} & self.expand
         if node.label and node.label in self.expand and node.op.name == op:
             names.add(node.label)
-        default = self.opts.depth is not None and level <= self.opts.depth
+        if self.opts.depth is not None:
+            default = level <= self.opts.depth
+        else:
+            default = get_op(op).style.figure_open
         if not default:
             self.opened |= names
             if not names:
@@ -412,7 +416,11 @@ class Planner:
             self._edge(src, dst, None, ("fig", src, dst))
         out: dict[str, str] = {"out": ports[fig.result]}
         for port, target in fig.ports:
-            out[port] = ports.get(target) or ports[target.split(":")[0]]
+            box = ports.get(target) or ports[target.split(":")[0]]
+            if port in out and not inside:  # the port enters several parts (x: router, experts)
+                self.port_more[(c, port)].append(box)
+            else:
+                out[port] = box
         if not inside:
             for port, box in out.items():
                 if port != "out":
@@ -503,11 +511,12 @@ class Planner:
                     continue  # copy k -> copy k+1 of a run: drawn once, as the frame
                 src = self._src_box(ref)
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
-                if src is None or dst is None or src == dst:
-                    continue
-                kind = self.d.boxes[dst].kind
-                key = (port, c) if kind not in ("block",) else ()
-                self._edge(src, dst, self._edge_label(ref), key)
+                for box in [dst, *self.port_more.get((c, port), ())]:
+                    if src is None or box is None or src == box:
+                        continue
+                    kind = self.d.boxes[box].kind
+                    key = (port, c, box) if kind not in ("block",) else ()
+                    self._edge(src, box, self._edge_label(ref), key)
 
     def _first(self, s: Scope, index: int | None) -> int | None:
         """The first copy of the run that copy ``index`` of ``s``'s repeat belongs to."""
