@@ -19,6 +19,7 @@ import pytest
 import archcomp
 from archcomp.backends.graphviz import DrawOptions, RenderError, draw, plan, read_stamp, save
 from archcomp.backends.graphviz import render as render_mod
+from archcomp.backends.graphviz.boxes import DEPTH_ALL
 from archcomp.base.errors import UsageError
 from archcomp.cli import main
 from archcomp.passes.pipeline import load_graph
@@ -301,16 +302,23 @@ def test_lenet_is_a_left_to_right_pipeline_with_feature_maps() -> None:
     assert d.direction == "LR"
     chain = [b for b in d.boxes.values() if b.kind == "op"]
     assert [b.label.split(" + ")[0] for b in chain] == [
-        "C1", "S2", "C3", "S4", "C5", "Flatten", "F6", "OUTPUT"
-    ]  # fmt: skip
+        "C1",
+        "S2",
+        "C3",
+        "S4",
+        "C5",
+        "F6",
+        "OUTPUT",
+    ]  # fmt: skip  (the paper has no Flatten: folded, drawn at --depth all)
     captions = [(b.caption or "").split("\n")[-1] for b in chain]
-    assert captions == ["6@28×28", "6@14×14", "16@10×10", "16@5×5", "120@1×1", "120", "84", "10"]
+    assert captions == ["6@28×28", "6@14×14", "16@10×10", "16@5×5", "120@1×1", "84", "10"]
+    assert "Flatten" in {b.label for b in _plan(LENET, depth=DEPTH_ALL).boxes.values()}
 
 
 def test_lenet_strip_wraps_into_rows_within_three_to_one() -> None:
     """The strip reads left to right, cut into rows like text (at most ~3:1, not 20:1)."""
     d = _plan(LENET)
-    assert [len(r) for r in d.rows] == [4, 4, 2]
+    assert [len(r) for r in d.rows] == [3, 3, 3]
     flat = [b for r in d.rows for b in r]
     assert flat[0] == "input/x" and flat[-1] == "output/logits" and len(flat) == len(d.boxes)
     assert "rankdir=TB" in draw(LENET).source
@@ -345,6 +353,40 @@ def test_residual_conv_stages_stack_upwards() -> None:
     # The Transformer's encoder still stands beside the decoder it feeds.
     t = _plan(TRANSFORMER)
     assert any(e.kind == "cross" for e in t.edges if e.src.startswith("encoder."))
+
+
+def test_vit_plumbing_folds_into_the_boxes_it_serves() -> None:
+    """ViT's Flatten, Transpose, Expand and [CLS] Concat are not drawn: the patch embedding,
+    the class token and the positions enter one +, as in the paper's figure."""
+    g = load_graph(ROOT / "specs" / "vit_b16.yaml", params={"N": 1, "d_model": 32, "h": 2})
+    d = plan(g, DrawOptions())
+    labels = {b.label for b in d.boxes.values()}
+    assert not labels & {"Flatten", "Transpose", "Expand", "Concat"}
+    into = {e.src for e in d.edges if e.dst == "embedded"}
+    assert into == {"conv_proj", "class_token", "pos_embedding"}
+    full = plan(g, DrawOptions(depth=DEPTH_ALL))
+    assert {"Flatten", "Transpose", "Expand", "Concat"} <= {b.label for b in full.boxes.values()}
+
+
+def test_embeddings_summed_before_a_pre_norm_are_not_add_and_norm() -> None:
+    """CLIP/BERT: tokens + positions, then the first LayerNorm: a plus and a norm (no
+    residual), while x + sublayer(x) -> norm still is one Add & Norm."""
+    spec = """archcomp: 1
+name: emb
+inputs: {ids: {shape: [B, T], dtype: int64}}
+nodes:
+  - {id: tok, op: embedding, num_embeddings: 10, embedding_dim: 8}
+  - {id: pos, op: parameter, shape: [1, T, 8]}
+  - {id: sum, op: add, in: [tok, pos]}
+  - {id: ln, op: layer_norm}
+  - {id: fc, op: linear, out_features: 8}
+  - {id: res, op: add, in: [ln, fc]}
+  - {id: ln2, op: layer_norm}
+outputs: {y: ln2}
+"""
+    d = _plan(spec.replace("[1, T, 8]", "[1, 4, 8]").replace("[B, T]", "[B, 4]"))
+    assert d.boxes["sum"].label == "+" and d.boxes["ln"].label == "Layer Norm"
+    assert d.boxes["ln2"].label == "Add & Norm" and "res" not in d.boxes
 
 
 def test_recurrence_is_visible(spec_file) -> None:

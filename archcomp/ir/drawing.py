@@ -68,6 +68,10 @@ class Style:
     - ``figure_for``: the inside for a node's arguments and the input ports it has connected
       (Llama's attention: RoPE, q-k norm, a causal mask); ``None`` from it, or no function,
       means ``figure``.
+    - ``plumbing``: the op only moves a tensor's dims (reshape, permute, flatten, expand) or
+      prepends learned tokens to it (ViT's [CLS] concat): not drawn unless ``--depth all``,
+      its edges passing through to the box it serves (a concat only when all its inputs but
+      one come from parameters).
     - ``figure_open``: the figure is drawn without ``--expand`` (a mixture of experts is its
       router and experts, as the papers draw it); ``--depth`` still decides when given.
     - ``caption_for``: a detail line under the box from the node's arguments
@@ -87,6 +91,7 @@ class Style:
     figure_for: Callable[[Any, frozenset[str]], Figure | None] | None = None
     caption_for: Callable[[Any], str | None] | None = None
     figure_open: bool = False
+    plumbing: bool = False
 
     def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
         """The inside drawn for a node with ``args`` and these connected input ports."""

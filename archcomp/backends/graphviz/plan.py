@@ -27,7 +27,7 @@ from typing import Literal
 
 from archcomp.backends.graphviz import rewrites
 from archcomp.backends.graphviz import style as st
-from archcomp.backends.graphviz.boxes import Box, Drawing, DrawOptions, Edge, Frame
+from archcomp.backends.graphviz.boxes import DEPTH_ALL, Box, Drawing, DrawOptions, Edge, Frame
 from archcomp.backends.graphviz.counts import check_size, param_counts
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
@@ -114,6 +114,7 @@ class Planner:
         self.port_box: dict[tuple[str, str], str] = {}  # (canonical node, port) -> box
         self.port_more: dict[tuple[str, str], list[str]] = defaultdict(list)  # more boxes
         self.alias: dict[str, Ref] = {}  # elided node -> the ref it passes through
+        self.side: dict[str, list[Ref]] = {}  # folded concat -> its other inputs
         self.collapsed_ops: dict[str, list[Node]] = defaultdict(list)
         self.collapsed_scope: dict[str, Scope] = {}
         self.edge_keys: set[tuple[str, ...]] = set()
@@ -308,6 +309,8 @@ class Planner:
                 label = s.label or st.humanize(s.block)
                 frame = self._frame(f"block:{sid}", kind, label, frame)
         family = n.op.style.family
+        if n.op.style.plumbing and (self.opts.depth or 0) < DEPTH_ALL and self._fold(n, c):
+            return
         if family in st.ELIDED_FAMILIES and not self.opts.dropout:
             first = n.refs()[0] if n.refs() else None
             if first is not None:
@@ -327,6 +330,30 @@ class Planner:
         box.params = self.params.get(n.name, 0)
         self.d.boxes[c] = box
         self.item_of[c] = self.out_of[c] = c
+
+    def _fold(self, n: Node, c: str) -> bool:
+        """Fold shape plumbing into the box it serves: its main input passes through (for an
+        expand, ``x``; for a concat, the one input not from a parameter, the others entering
+        the consumer beside it). False when there is no such main input."""
+        if "x" in n.inputs and isinstance(n.inputs["x"], Ref):
+            self.alias[c] = n.inputs["x"]
+            return True
+        refs = n.refs()
+        if len(refs) == 1:
+            self.alias[c] = refs[0]
+            return True
+        main = [r for r in refs if not self._from_parameters(r)]
+        if len(main) != 1:
+            return False
+        self.alias[c] = main[0]
+        self.side[c] = [r for r in refs if r is not main[0]]
+        return True
+
+    def _from_parameters(self, ref: Ref) -> bool:
+        """Whether ``ref`` is (through folded plumbing) a node without inputs (a parameter)."""
+        r = self._resolve(ref)
+        node = self.g.nodes.get(r.node)
+        return node is not None and not node.refs()
 
     def _caption(self, n: Node) -> str | None:
         lines = []
@@ -463,6 +490,23 @@ class Planner:
             ref = self.alias[c]
         return ref
 
+    def _src_boxes(self, ref: Ref) -> list[str]:
+        """The boxes an edge from ``ref`` starts at: its source, and the side inputs of the
+        plumbing folded on the way (ViT's class token)."""
+        out = [self._src_box(ref)]
+        r = ref
+        for _ in range(len(self.alias) + 1):
+            node = self.g.nodes.get(r.node)
+            if node is None:
+                break
+            c = self._canon(r.node, node.scopes)
+            if c not in self.alias:
+                break
+            for side in self.side.get(c, ()):
+                out.extend(self._src_boxes(side))
+            r = self.alias[c]
+        return [b for b in out if b is not None]
+
     def _src_box(self, ref: Ref) -> str | None:
         if ref.node in self.g.inputs:
             return None if ref.node in self.hidden_inputs else f"input/{ref.node}"
@@ -509,14 +553,14 @@ class Planner:
                     if s.repeat is not None
                 ):
                     continue  # copy k -> copy k+1 of a run: drawn once, as the frame
-                src = self._src_box(ref)
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
-                for box in [dst, *self.port_more.get((c, port), ())]:
-                    if src is None or box is None or src == box:
-                        continue
-                    kind = self.d.boxes[box].kind
-                    key = (port, c, box) if kind not in ("block",) else ()
-                    self._edge(src, box, self._edge_label(ref), key)
+                for src in self._src_boxes(ref):
+                    for box in [dst, *self.port_more.get((c, port), ())]:
+                        if box is None or src == box:
+                            continue
+                        kind = self.d.boxes[box].kind
+                        key = (port, c, box) if kind not in ("block",) else ()
+                        self._edge(src, box, self._edge_label(ref), key)
 
     def _first(self, s: Scope, index: int | None) -> int | None:
         """The first copy of the run that copy ``index`` of ``s``'s repeat belongs to."""

@@ -24,12 +24,18 @@ def edge_index(d: Drawing) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]
 
 def fuse_add_norm(d: Drawing) -> set[str]:
     """A residual add whose one consumer is a norm that fuses with it (``Style.fuses_add``),
-    fed only by it in the same frame: one Add & Norm box. Returns the ids of the dropped adds."""
+    fed only by it in the same frame: one Add & Norm box. Returns the ids of the dropped adds.
+    An add is residual when one of its inputs reaches the other (x + sublayer(x)); a sum of
+    embeddings (tokens + positions, before CLIP's or BERT's first norm) is not."""
     outs, ins = edge_index(d)
+    succ = {b: [e.dst for e in es] for b, es in outs.items()}
     drop: set[str] = set()
     for box in list(d.boxes.values()):
         add = box.style
         if add is None or not add.residual_add or box.kind != "circle" or len(outs[box.id]) != 1:
+            continue
+        srcs = {e.src for e in ins[box.id]}
+        if not any(_reaches(a, srcs - {a}, succ, box.id) for a in srcs):
             continue
         nxt = d.boxes[outs[box.id][0].dst]
         norm = nxt.style
