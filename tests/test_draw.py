@@ -389,6 +389,24 @@ outputs: {y: ln2}
     assert d.boxes["ln2"].label == "Add & Norm" and "res" not in d.boxes
 
 
+def test_mamba_mixer_expanded_is_the_papers_figure() -> None:
+    """Mamba's Figure 3: in-projection; conv, SiLU, SSM on one branch, SiLU on the other,
+    multiplied, out-projection. The splits and transposes are folded (no 'out0' labels)."""
+    params = {"N": 1, "d_model": 8, "vocab": 16, "dt_rank": 2, "d_state": 4}
+    g = load_graph(ROOT / "specs" / "mamba.yaml", params=params)
+    d = plan(g, DrawOptions(expand=("mamba_mixer",)))
+    mixer = {b.id: b for b in d.boxes.values() if ".mixer." in b.id}
+    ssm = next(b for b in mixer.values() if b.label == "SSM")
+    gate = next(b for b in mixer.values() if b.label == "SiLU" and b.kind == "part")
+    mul = next(b for b in mixer.values() if b.label == "×")
+    edges = {(e.src, e.dst) for e in d.edges}
+    assert {(ssm.id, mul.id), (gate.id, mul.id)} <= edges
+    in_proj = next(b.id for b in mixer.values() if b.id.endswith("in_proj"))
+    assert (in_proj, gate.id) in edges  # z: the in-projection's second half, gated
+    assert not {"Split", "Transpose"} & {b.label for b in mixer.values()}
+    assert not any(e.label for e in d.edges if e.dst in mixer)
+
+
 def test_recurrence_is_visible(spec_file) -> None:
     p = spec_file(
         """archcomp: 1

@@ -496,7 +496,7 @@ register(
         "split",
         SplitArgs,
         _split_shape,
-        Style("shape", "Split"),
+        Style("shape", "Split", plumbing=True),
         results=SPLIT_RESULTS,
         lower=_split_lower,
         doc="Split along a dim into out0..outN (at most 16 pieces).",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from itertools import pairwise
 
 import graphviz
 
@@ -173,9 +174,9 @@ def to_graphviz(d: Drawing) -> Diagram:
             s.attr(rank="same")
             for box_id in group:
                 s.node(box_id)
-    wraps = {(a[-1], b[0]) for a, b in zip(d.rows, d.rows[1:], strict=False)}
-    for a, b in zip(d.rows, d.rows[1:], strict=False):  # each row starts under the one before
-        dot.edge(a[0], b[0], style="invis", weight="10")
+    wraps = {(row[-1], nxt[0]) for row, nxt in pairwise(d.rows)}
+    for row, nxt in pairwise(d.rows):  # each row starts under the one before
+        dot.edge(row[0], nxt[0], style="invis", weight="10")
     for e in d.edges:
         attrs: dict[str, str] = {}
         if (e.src, e.dst) in wraps:

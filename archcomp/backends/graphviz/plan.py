@@ -193,7 +193,8 @@ class Planner:
         if self.opts.depth is not None:
             default = level <= self.opts.depth
         else:
-            default = get_op(op).style.figure_open
+            opdef = get_op(op)
+            default = opdef is not None and opdef.style.figure_open
         if not default:
             self.opened |= names
             if not names:
@@ -518,7 +519,8 @@ class Planner:
     def _edge_label(self, ref: Ref) -> str | None:
         parts = []
         node = self.g.nodes.get(ref.node)
-        if node is not None and len(node.op.results) > 1 and ref.result:
+        folded = node is not None and self._canon(ref.node, node.scopes) in self.alias
+        if node is not None and len(node.op.results) > 1 and ref.result and not folded:
             parts.append(ref.result)
         if self.opts.shapes:
             t = self.g.type_of(ref)
