@@ -176,7 +176,7 @@ def _reachable(
 # A left-to-right strip is wrapped into rows so that it is at most about ASPECT times as wide
 # as it is high; a box is about BOX_WIDE times as wide as a row is high.
 ASPECT = 3.0
-BOX_WIDE = 1.4
+BOX_WIDE = 1.6
 
 
 def wrap_rows(d: Drawing) -> None:
