@@ -233,6 +233,19 @@ def test_mixture_of_experts_is_router_k_of_e_experts_and_shared() -> None:
     assert "moe/router" not in _plan(MOE, depth=0).boxes  # --depth still decides
 
 
+def test_a_relative_bias_input_is_shown() -> None:
+    """T5/Swin: a score_bias input is in the caption and, expanded, added after Scale."""
+    spec = GQA.replace("inputs: {x: [B, T, 16]}", "inputs: {x: [B, 3, 16], b: [1, 4, 3, 3]}")
+    spec = spec.replace("causal: true,", "in: {query: x, score_bias: b},")
+    assert "relative bias" in _plan(spec).boxes["attn"].caption
+    d = _plan(spec, depth=9)
+    edges = {(e.src, e.dst) for e in d.edges}
+    assert {
+        ("input/b", "attn/attention/bias"),
+        ("attn/attention/scale", "attn/attention/bias"),
+    } <= edges
+
+
 def test_expand_only_multi_head_attention_keeps_sdpa_a_box() -> None:
     d = _plan(TRANSFORMER, expand=("multi_head_attention",))
     assert d.boxes["encoder.0.attn/attention"].label == "Scaled Dot-Product Attention"

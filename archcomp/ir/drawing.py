@@ -74,8 +74,8 @@ class Style:
       one come from parameters).
     - ``figure_open``: the figure is drawn without ``--expand`` (a mixture of experts is its
       router and experts, as the papers draw it); ``--depth`` still decides when given.
-    - ``caption_for``: a detail line under the box from the node's arguments
-      ("h = 32 query, 8 key/value heads · RoPE").
+    - ``caption_for``: a detail line under the box from the node's arguments and connected
+      input ports ("h = 32 query, 8 key/value heads · RoPE"; "relative bias" for T5).
     """
 
     family: str
@@ -89,7 +89,7 @@ class Style:
     glyph: str | None = None
     figure: Figure | None = None
     figure_for: Callable[[Any, frozenset[str]], Figure | None] | None = None
-    caption_for: Callable[[Any], str | None] | None = None
+    caption_for: Callable[[Any, frozenset[str]], str | None] | None = None
     figure_open: bool = False
     plumbing: bool = False
 

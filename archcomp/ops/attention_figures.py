@@ -113,8 +113,9 @@ def head_words(a: Any) -> str | None:
     return f"{a.num_heads} query, {kv} key/value head{'s' if kv > 1 else ''}"
 
 
-def mha_caption(a: Any) -> str | None:
-    """The detail under a collapsed attention box: head counts and what rotates or caps."""
+def mha_caption(a: Any, ports: frozenset[str]) -> str | None:
+    """The detail under a collapsed attention box: head counts, what rotates, biases or caps
+    the scores."""
     bits = []
     if words := head_words(a):
         bits.append(f"h = {words}")
@@ -122,6 +123,8 @@ def mha_caption(a: Any) -> str | None:
         bits.append("q-k norm")
     if a.rope is not None:
         bits.append("RoPE")
+    if "score_bias" in ports:
+        bits.append("relative bias")
     if a.softcap is not None:
         bits.append(f"soft-cap {a.softcap:g}")
     return " · ".join(bits) or None

@@ -360,7 +360,7 @@ class Planner:
         lines = []
         detail = st.arg_detail(n)
         if n.op.style.caption_for is not None:
-            detail = n.op.style.caption_for(n.args) or detail
+            detail = n.op.style.caption_for(n.args, self._ports(n)) or detail
         if detail and detail not in (n.label or ""):  # "3×3 conv, 64" says it already
             lines.append(detail)
         if self.lr and n.outputs:
@@ -458,10 +458,13 @@ class Planner:
         return out
 
     @staticmethod
-    def _figure_of(n: Node, op: OpDef) -> Figure | None:
+    def _ports(n: Node) -> frozenset[str]:
+        """The input ports of ``n`` that are connected."""
+        return frozenset(p for p, r in n.inputs.items() if r is not None and r != [])
+
+    def _figure_of(self, n: Node, op: OpDef) -> Figure | None:
         """The inside of ``op`` drawn for node ``n`` (its arguments, its connected ports)."""
-        ports = frozenset(p for p, r in n.inputs.items() if r is not None and r != [])
-        return op.style.figure_of(n.args, ports)
+        return op.style.figure_of(n.args, self._ports(n))
 
     def _finish_collapsed(self) -> None:
         for sid, nodes in self.collapsed_ops.items():
