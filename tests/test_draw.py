@@ -184,8 +184,16 @@ def test_attention_shows_its_heads_rope_qk_norm_and_soft_cap() -> None:
     assert box.label == "Soft-Capped Masked Grouped-Query Attention"
     assert box.caption == "h = 4 query, 2 key/value heads · q-k norm · RoPE · soft-cap 50"
     d = _plan(GQA, depth=9)
-    stack = [f.label for f in d.frames.values() if f.kind == "stack"]
-    assert stack == ["h× (h = 4 query, 2 key/value heads)"]
+    stack = {f.id: f.label for f in d.frames.values() if f.kind == "stack"}
+    assert sorted(stack.values()) == ["2× (2 key/value heads)", "h× (h = 4 query heads)"]
+    # Q's projection, norm and RoPE are per query head; K's and V's per key/value head.
+    inner = {f.id: f.parent for f in d.frames.values()}
+    assert {inner[d.boxes[f"attn/{p}_q"].frame] for p in ("linear", "norm", "rope")} == {
+        k for k, v in stack.items() if v.startswith("h×")
+    }
+    assert {inner[d.boxes[f"attn/{p}"].frame] for p in ("linear_k", "rope_k", "linear_v")} == {
+        k for k, v in stack.items() if v.startswith("2×")
+    }
     edges = {(e.src, e.dst) for e in d.edges}
     for side, enters in (("q", "attn/attention/matmul1"), ("k", "attn/attention/matmul1")):
         assert {

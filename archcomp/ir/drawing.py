@@ -35,6 +35,9 @@ class Figure:
     stack_count: str | None = None  # op argument holding the count (num_heads)
     stack_symbol: str = "h"
     stack_label: str | None = None  # the stacked frame's words, instead of "h× (h = 8)"
+    # A second stacked frame beside the first: grouped-query attention's key/value heads.
+    side_stack: tuple[str, ...] = ()
+    side_stack_label: str | None = None
     same_rank: tuple[tuple[str, ...], ...] = ()  # parts drawn side by side
 
 

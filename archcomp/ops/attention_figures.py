@@ -132,7 +132,9 @@ def mha_caption(a: Any, ports: frozenset[str]) -> str | None:
 
 def mha_figure(a: Any, ports: frozenset[str]) -> Figure:
     """Figure 2's multi-head attention, with the node's head counts in the frame's label
-    (``stack_count``), q-k norm and RoPE between the q/k projections and the attention."""
+    (``stack_count``), q-k norm and RoPE between the q/k projections and the attention.
+    Fewer key/value heads (grouped-query) get their own stacked frame: "8× (8 key/value
+    heads)" beside "h× (h = 32 query heads)"."""
     parts = list(MULTI_HEAD_FIGURE.parts)
     edges = [e for e in MULTI_HEAD_FIGURE.edges if e[0] not in ("linear_q", "linear_k")]
     stack = list(MULTI_HEAD_FIGURE.stack)
@@ -151,6 +153,7 @@ def mha_figure(a: Any, ports: frozenset[str]) -> Figure:
             edges.append((tail[f"linear_{side}"], pid))
             tail[f"linear_{side}"] = pid
     edges += [(tail["linear_q"], "attention:query"), (tail["linear_k"], "attention:key")]
+    kv = a.num_kv_heads if head_words(a) else None  # grouped-query: its own stacked frame
     return Figure(
         parts=tuple(parts),
         edges=tuple(edges),
@@ -158,6 +161,8 @@ def mha_figure(a: Any, ports: frozenset[str]) -> Figure:
         result="linear_out",
         stack=tuple(stack),
         stack_count="num_heads",
-        same_rank=MULTI_HEAD_FIGURE.same_rank,
-        stack_label=f"h× (h = {words})" if (words := head_words(a)) else None,
+        same_rank=() if kv else MULTI_HEAD_FIGURE.same_rank,
+        stack_label=f"h× (h = {a.num_heads} query heads)" if kv else None,
+        side_stack=tuple(p for p in stack if p.endswith(("_k", "_v"))) if kv else (),  # K, V
+        side_stack_label=f"{kv}× ({kv} key/value head{'s' if kv > 1 else ''})" if kv else None,
     )

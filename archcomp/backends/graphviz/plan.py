@@ -422,9 +422,14 @@ class Planner:
             text = fig.stack_label or text
             outer = self._frame(f"stack:{prefix}", "stack", text, frame)
             stack_frame = self._frame(f"stack_inner:{prefix}", "stack_inner", None, outer)
+        side_frame = frame
+        if fig.side_stack:
+            outer = self._frame(f"side_stack:{prefix}", "stack", fig.side_stack_label, frame)
+            side_frame = self._frame(f"side_inner:{prefix}", "stack_inner", None, outer)
         ports: dict[str, str] = {}
         for p in fig.parts:
             where = stack_frame if p.id in fig.stack else frame
+            where = side_frame if p.id in fig.side_stack else where
             pid = f"{prefix}{p.id}"
             inner_op = get_op(p.op) if p.op is not None else None
             opens = inner_op and self._figure_of(n, inner_op)
