@@ -236,6 +236,7 @@ def test_mixture_of_experts_is_router_k_of_e_experts_and_shared() -> None:
     # The token enters the router, the experts and the shared expert; the sum leaves.
     assert {("input/x", f"moe/{p}") for p in ("router", "expert", "shared")} <= edges
     assert ("moe/combine", "output/y") in edges
+    assert not any(e.label for e in d.edges)  # no "out": the Weighted Sum says it
     with pytest.raises(UsageError, match="already drawn open"):
         _plan(MOE, expand=("mixture_of_experts",))
     assert "moe/router" not in _plan(MOE, depth=0).boxes  # --depth still decides

@@ -115,6 +115,7 @@ class Planner:
         self.port_more: dict[tuple[str, str], list[str]] = defaultdict(list)  # more boxes
         self.alias: dict[str, Ref] = {}  # elided node -> the ref it passes through
         self.side: dict[str, list[Ref]] = {}  # folded concat -> its other inputs
+        self.figured: set[str] = set()  # nodes drawn as their op's figure
         self.collapsed_ops: dict[str, list[Node]] = defaultdict(list)
         self.collapsed_scope: dict[str, Scope] = {}
         self.edge_keys: set[tuple[str, ...]] = set()
@@ -455,6 +456,7 @@ class Planner:
             else:
                 out[port] = box
         if not inside:
+            self.figured.add(c)
             for port, box in out.items():
                 if port != "out":
                     self.port_box[(c, port)] = box
@@ -527,7 +529,8 @@ class Planner:
     def _edge_label(self, ref: Ref) -> str | None:
         parts = []
         node = self.g.nodes.get(ref.node)
-        folded = node is not None and self._canon(ref.node, node.scopes) in self.alias
+        c = self._canon(ref.node, node.scopes) if node is not None else ""
+        folded = c in self.alias or c in self.figured  # a figure's parts say which result
         if node is not None and len(node.op.results) > 1 and ref.result and not folded:
             parts.append(ref.result)
         if self.opts.shapes:
