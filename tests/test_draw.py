@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from itertools import pairwise
 from pathlib import Path
 
 import graphviz
@@ -18,6 +19,7 @@ import pytest
 import archcomp
 from archcomp.backends.graphviz import DrawOptions, RenderError, draw, plan, read_stamp, save
 from archcomp.backends.graphviz import render as render_mod
+from archcomp.backends.graphviz.boxes import DEPTH_ALL
 from archcomp.base.errors import UsageError
 from archcomp.cli import main
 from archcomp.passes.pipeline import load_graph
@@ -150,9 +152,10 @@ def test_expanded_attention_is_figure_2() -> None:
     stack = [f for f in d.frames.values() if f.kind == "stack"]
     assert len(stack) == 3 and all(f.label == "h× (h = 8)" for f in stack)
     inside = sorted(b.label for b in d.boxes.values() if b.id.startswith("encoder.0.attn/"))
-    assert inside == sorted(
-        ["Linear"] * 4 + ["Concat", "MatMul", "Scale", "Mask (opt.)", "SoftMax", "MatMul"]
-    )
+    # The encoder's self-attention takes no mask: no mask box (the decoder's says causal).
+    assert inside == sorted(["Linear"] * 4 + ["Concat", "MatMul", "Scale", "SoftMax", "MatMul"])
+    masked = {b.label for b in d.boxes.values() if b.id.startswith("decoder.0.self_attn/")}
+    assert "Causal Mask" in masked and "Mask (opt.)" not in masked
     edges = {(e.src, e.dst) for e in d.edges}
     # Query, key and value each enter their own linear projection.
     assert {
@@ -162,6 +165,93 @@ def test_expanded_attention_is_figure_2() -> None:
         ("encoder.0.norm2", "decoder.0.cross_attn/linear_k"),
         ("decoder.0.norm1", "decoder.0.cross_attn/linear_q"),
         ("encoder.0.attn/linear_out", "encoder.0.norm1"),
+    } <= edges
+
+
+GQA = """archcomp: 1
+name: gqa
+inputs: {x: [B, T, 16]}
+nodes:
+  - {id: attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, causal: true,
+     rope: {theta: 10000.0}, qk_norm: {kind: rms}, softcap: 50.0}
+outputs: {y: attn}
+"""
+
+
+def test_attention_shows_its_heads_rope_qk_norm_and_soft_cap() -> None:
+    """Llama/Gemma 2 attention: head counts, RoPE, q-k norm and the cap at every depth."""
+    box = _plan(GQA).boxes["attn"]
+    assert box.label == "Soft-Capped Masked Grouped-Query Attention"
+    assert box.caption == "h = 4 query, 2 key/value heads · q-k norm · RoPE · soft-cap 50"
+    d = _plan(GQA, depth=9)
+    stack = {f.id: f.label for f in d.frames.values() if f.kind == "stack"}
+    assert sorted(stack.values()) == ["2× (2 key/value heads)", "h× (h = 4 query heads)"]
+    # Q's projection, norm and RoPE are per query head; K's and V's per key/value head.
+    inner = {f.id: f.parent for f in d.frames.values()}
+    assert {inner[d.boxes[f"attn/{p}_q"].frame] for p in ("linear", "norm", "rope")} == {
+        k for k, v in stack.items() if v.startswith("h×")
+    }
+    assert {inner[d.boxes[f"attn/{p}"].frame] for p in ("linear_k", "rope_k", "linear_v")} == {
+        k for k, v in stack.items() if v.startswith("2×")
+    }
+    edges = {(e.src, e.dst) for e in d.edges}
+    for side, enters in (("q", "attn/attention/matmul1"), ("k", "attn/attention/matmul1")):
+        assert {
+            (f"attn/linear_{side}", f"attn/norm_{side}"),
+            (f"attn/norm_{side}", f"attn/rope_{side}"),
+            (f"attn/rope_{side}", enters),
+        } <= edges
+    chain = ["matmul1", "scale", "softcap", "mask", "softmax", "matmul2"]
+    assert d.boxes["attn/attention/mask"].label == "Causal Mask"
+    for a, b in pairwise(chain):
+        assert (f"attn/attention/{a}", f"attn/attention/{b}") in edges
+
+
+def test_a_mask_input_is_drawn_as_a_mask() -> None:
+    spec = GQA.replace("inputs: {x: [B, T, 16]}", "inputs: {x: [B, T, 16], m: [B, 1, T, T]}")
+    spec = spec.replace("causal: true,", "causal: false, in: {query: x, mask: m},")
+    d = _plan(spec, depth=9)
+    assert d.boxes["attn/attention/mask"].label == "Mask"
+    assert "attn/attention/mask" in {e.dst for e in d.edges if e.src == "input/m"}
+
+
+MOE = """archcomp: 1
+name: moe
+inputs: {x: [B, T, 8]}
+nodes:
+  - {id: moe, op: mixture_of_experts, num_experts: 4, top_k: 2, expert_features: 8,
+     shared_features: 8}
+outputs: {y: moe.out}
+"""
+
+
+def test_mixture_of_experts_is_router_k_of_e_experts_and_shared() -> None:
+    d = _plan(MOE)
+    labels = {b.id: b.label for b in d.boxes.values()}
+    assert labels["moe/router"] == "Router" and labels["moe/select"] == "Softmax, Top-2"
+    assert labels["moe/shared"] == "Shared Expert (SwiGLU)"
+    stack = [f.label for f in d.frames.values() if f.kind == "stack"]
+    assert stack == ["E× (2 of E = 4 experts per token)"]
+    edges = {(e.src, e.dst) for e in d.edges}
+    # The token enters the router, the experts and the shared expert; the sum leaves.
+    assert {("input/x", f"moe/{p}") for p in ("router", "expert", "shared")} <= edges
+    assert ("moe/combine", "output/y") in edges
+    assert not any(e.label for e in d.edges)  # no "out": the Weighted Sum says it
+    with pytest.raises(UsageError, match="already drawn open"):
+        _plan(MOE, expand=("mixture_of_experts",))
+    assert "moe/router" not in _plan(MOE, depth=0).boxes  # --depth still decides
+
+
+def test_a_relative_bias_input_is_shown() -> None:
+    """T5/Swin: a score_bias input is in the caption and, expanded, added after Scale."""
+    spec = GQA.replace("inputs: {x: [B, T, 16]}", "inputs: {x: [B, 3, 16], b: [1, 4, 3, 3]}")
+    spec = spec.replace("causal: true,", "in: {query: x, score_bias: b},")
+    assert "relative bias" in _plan(spec).boxes["attn"].caption
+    d = _plan(spec, depth=9)
+    edges = {(e.src, e.dst) for e in d.edges}
+    assert {
+        ("input/b", "attn/attention/bias"),
+        ("attn/attention/scale", "attn/attention/bias"),
     } <= edges
 
 
@@ -234,10 +324,109 @@ def test_lenet_is_a_left_to_right_pipeline_with_feature_maps() -> None:
     assert d.direction == "LR"
     chain = [b for b in d.boxes.values() if b.kind == "op"]
     assert [b.label.split(" + ")[0] for b in chain] == [
-        "C1", "S2", "C3", "S4", "C5", "Flatten", "F6", "OUTPUT"
-    ]  # fmt: skip
+        "C1",
+        "S2",
+        "C3",
+        "S4",
+        "C5",
+        "F6",
+        "OUTPUT",
+    ]  # fmt: skip  (the paper has no Flatten: folded, drawn at --depth all)
     captions = [(b.caption or "").split("\n")[-1] for b in chain]
-    assert captions == ["6@28×28", "6@14×14", "16@10×10", "16@5×5", "120@1×1", "120", "84", "10"]
+    assert captions == ["6@28×28", "6@14×14", "16@10×10", "16@5×5", "120@1×1", "84", "10"]
+    assert "Flatten" in {b.label for b in _plan(LENET, depth=DEPTH_ALL).boxes.values()}
+
+
+def test_lenet_strip_wraps_into_rows_within_three_to_one() -> None:
+    """The strip reads left to right, cut into rows like text (at most ~3:1, not 20:1)."""
+    d = _plan(LENET)
+    assert [len(r) for r in d.rows] == [3, 3, 3]
+    flat = [b for r in d.rows for b in r]
+    assert flat[0] == "input/x" and flat[-1] == "output/logits" and len(flat) == len(d.boxes)
+    assert "rankdir=TB" in draw(LENET).source
+
+
+RESIDUAL_STAGES = """archcomp: 1
+name: stages
+inputs: {x: [B, 3, 8, 8]}
+blocks:
+  res:
+    params: {c: {default: 4}}
+    inputs: [x]
+    nodes:
+      - {id: conv, op: conv2d, out_channels: "${c}", kernel_size: 3, padding: 1}
+      - {id: add, op: add, in: [conv, x]}
+    outputs: add
+nodes:
+  - {id: stem, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+  - {id: s1, op: res, repeat: 2}
+  - {id: s2, op: res, repeat: 2}
+outputs: {y: s2}
+"""
+
+
+def test_residual_conv_stages_stack_upwards() -> None:
+    """ResNet's stages: drawn bottom to top, each stage ranked above the one feeding it (an
+    edge between them constrains the layout; not a side-by-side 'cross' edge)."""
+    d = _plan(RESIDUAL_STAGES)
+    assert d.direction == "BT" and not d.rows
+    between = [e for e in d.edges if e.src.startswith("s1.") and e.dst.startswith("s2.")]
+    assert between and all(e.kind != "cross" for e in between)
+    # The Transformer's encoder still stands beside the decoder it feeds.
+    t = _plan(TRANSFORMER)
+    assert any(e.kind == "cross" for e in t.edges if e.src.startswith("encoder."))
+
+
+def test_vit_plumbing_folds_into_the_boxes_it_serves() -> None:
+    """ViT's Flatten, Transpose, Expand and [CLS] Concat are not drawn: the patch embedding,
+    the class token and the positions enter one +, as in the paper's figure."""
+    g = load_graph(ROOT / "specs" / "vit_b16.yaml", params={"N": 1, "d_model": 32, "h": 2})
+    d = plan(g, DrawOptions())
+    labels = {b.label for b in d.boxes.values()}
+    assert not labels & {"Flatten", "Transpose", "Expand", "Concat"}
+    into = {e.src for e in d.edges if e.dst == "embedded"}
+    assert into == {"conv_proj", "class_token", "pos_embedding"}
+    full = plan(g, DrawOptions(depth=DEPTH_ALL))
+    assert {"Flatten", "Transpose", "Expand", "Concat"} <= {b.label for b in full.boxes.values()}
+
+
+def test_embeddings_summed_before_a_pre_norm_are_not_add_and_norm() -> None:
+    """CLIP/BERT: tokens + positions, then the first LayerNorm: a plus and a norm (no
+    residual), while x + sublayer(x) -> norm still is one Add & Norm."""
+    spec = """archcomp: 1
+name: emb
+inputs: {ids: {shape: [B, T], dtype: int64}}
+nodes:
+  - {id: tok, op: embedding, num_embeddings: 10, embedding_dim: 8}
+  - {id: pos, op: parameter, shape: [1, T, 8]}
+  - {id: sum, op: add, in: [tok, pos]}
+  - {id: ln, op: layer_norm}
+  - {id: fc, op: linear, out_features: 8}
+  - {id: res, op: add, in: [ln, fc]}
+  - {id: ln2, op: layer_norm}
+outputs: {y: ln2}
+"""
+    d = _plan(spec.replace("[1, T, 8]", "[1, 4, 8]").replace("[B, T]", "[B, 4]"))
+    assert d.boxes["sum"].label == "+" and d.boxes["ln"].label == "Layer Norm"
+    assert d.boxes["ln2"].label == "Add & Norm" and "res" not in d.boxes
+
+
+def test_mamba_mixer_expanded_is_the_papers_figure() -> None:
+    """Mamba's Figure 3: in-projection; conv, SiLU, SSM on one branch, SiLU on the other,
+    multiplied, out-projection. The splits and transposes are folded (no 'out0' labels)."""
+    params = {"N": 1, "d_model": 8, "vocab": 16, "dt_rank": 2, "d_state": 4}
+    g = load_graph(ROOT / "specs" / "mamba.yaml", params=params)
+    d = plan(g, DrawOptions(expand=("mamba_mixer",)))
+    mixer = {b.id: b for b in d.boxes.values() if ".mixer." in b.id}
+    ssm = next(b for b in mixer.values() if b.label == "SSM")
+    gate = next(b for b in mixer.values() if b.label == "SiLU" and b.kind == "part")
+    mul = next(b for b in mixer.values() if b.label == "×")
+    edges = {(e.src, e.dst) for e in d.edges}
+    assert {(ssm.id, mul.id), (gate.id, mul.id)} <= edges
+    in_proj = next(b.id for b in mixer.values() if b.id.endswith("in_proj"))
+    assert (in_proj, gate.id) in edges  # z: the in-projection's second half, gated
+    assert not {"Split", "Transpose"} & {b.label for b in mixer.values()}
+    assert not any(e.label for e in d.edges if e.dst in mixer)
 
 
 def test_recurrence_is_visible(spec_file) -> None:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from archcomp.backends.graphviz.boxes import DEPTH_ALL
 from archcomp.cli.common import (
     STDIN,
     add_params_flag,
@@ -51,7 +52,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--depth",
-        type=depth_type(1_000_000),
+        type=depth_type(DEPTH_ALL),
         metavar="N",
         help="open nested blocks down to depth N (0: all closed; 'all': every block)",
     )

@@ -29,11 +29,15 @@ class Figure:
 
     parts: tuple[Part, ...]
     edges: tuple[tuple[str, str], ...]  # part -> part
-    ports: tuple[tuple[str, str], ...]  # (op input port, part it enters)
+    ports: tuple[tuple[str, str], ...]  # (op input port, part it enters); a port may repeat
     result: str  # the part whose output is the op's result
     stack: tuple[str, ...] = ()  # parts drawn inside a stacked frame
     stack_count: str | None = None  # op argument holding the count (num_heads)
     stack_symbol: str = "h"
+    stack_label: str | None = None  # the stacked frame's words, instead of "h× (h = 8)"
+    # A second stacked frame beside the first: grouped-query attention's key/value heads.
+    side_stack: tuple[str, ...] = ()
+    side_stack_label: str | None = None
     same_rank: tuple[tuple[str, ...], ...] = ()  # parts drawn side by side
 
 
@@ -64,6 +68,17 @@ class Style:
     - ``glyph``: drawn as this symbol in a circle with the label beside it, a word per line
       (the paper's ``∿`` for sinusoidal positional encoding).
     - ``figure``: its inside, drawn when ``--expand`` names the op.
+    - ``figure_for``: the inside for a node's arguments and the input ports it has connected
+      (Llama's attention: RoPE, q-k norm, a causal mask); ``None`` from it, or no function,
+      means ``figure``.
+    - ``plumbing``: the op only moves a tensor's dims (reshape, permute, flatten, expand) or
+      prepends learned tokens to it (ViT's [CLS] concat): not drawn unless ``--depth all``,
+      its edges passing through to the box it serves (a concat only when all its inputs but
+      one come from parameters).
+    - ``figure_open``: the figure is drawn without ``--expand`` (a mixture of experts is its
+      router and experts, as the papers draw it); ``--depth`` still decides when given.
+    - ``caption_for``: a detail line under the box from the node's arguments and connected
+      input ports ("h = 32 query, 8 key/value heads · RoPE"; "relative bias" for T5).
     """
 
     family: str
@@ -76,6 +91,16 @@ class Style:
     output_label: str | None = None
     glyph: str | None = None
     figure: Figure | None = None
+    figure_for: Callable[[Any, frozenset[str]], Figure | None] | None = None
+    caption_for: Callable[[Any, frozenset[str]], str | None] | None = None
+    figure_open: bool = False
+    plumbing: bool = False
+
+    def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
+        """The inside drawn for a node with ``args`` and these connected input ports."""
+        if self.figure_for is not None:
+            return self.figure_for(args, ports) or self.figure
+        return self.figure
 
     def words(self, args: Any) -> str:
         """The words on a box of this op with ``args``."""

@@ -9,7 +9,13 @@ from pydantic import Field
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, add, fmt_shape, mul, prod
-from archcomp.ir.drawing import Figure, Part
+from archcomp.ops.attention_figures import (
+    MULTI_HEAD_FIGURE,
+    SCALED_DOT_PRODUCT_FIGURE,
+    mha_caption,
+    mha_figure,
+    sdpa_figure,
+)
 from archcomp.ops.common import need_float
 from archcomp.ops.positional import (
     RotaryArgs,
@@ -348,63 +354,6 @@ def _mha_lower(c: LowerCtx) -> Any:
     return c.module(mha)(ins["query"], ins["key"], ins["value"], **extra)  # (B, T, E)
 
 
-# The insides drawn by --expand (the paper's Figure 2).
-SCALED_DOT_PRODUCT_FIGURE = Figure(
-    parts=(
-        Part("matmul1", "MatMul", "linear"),
-        Part("scale", "Scale", "addnorm"),
-        Part("mask", "Mask (opt.)", "embedding"),
-        Part("softmax", "SoftMax", "softmax"),
-        Part("matmul2", "MatMul", "linear"),
-    ),
-    edges=(
-        ("matmul1", "scale"),
-        ("scale", "mask"),
-        ("mask", "softmax"),
-        ("softmax", "matmul2"),
-    ),
-    ports=(
-        ("query", "matmul1"),
-        ("key", "matmul1"),
-        ("value", "matmul2"),
-        ("mask", "mask"),
-        ("score_bias", "mask"),
-    ),
-    result="matmul2",
-)
-
-MULTI_HEAD_FIGURE = Figure(
-    parts=(
-        Part("linear_v", "Linear", "linear"),
-        Part("linear_k", "Linear", "linear"),
-        Part("linear_q", "Linear", "linear"),
-        Part(
-            "attention", "Scaled Dot-Product Attention", "attention", "scaled_dot_product_attention"
-        ),
-        Part("concat", "Concat", "addnorm"),
-        Part("linear_out", "Linear", "linear"),
-    ),
-    edges=(
-        ("linear_v", "attention:value"),
-        ("linear_k", "attention:key"),
-        ("linear_q", "attention:query"),
-        ("attention", "concat"),
-        ("concat", "linear_out"),
-    ),
-    ports=(
-        ("value", "linear_v"),
-        ("key", "linear_k"),
-        ("query", "linear_q"),
-        ("key_padding_mask", "attention:mask"),
-        ("mask", "attention:mask"),
-        ("score_bias", "attention:score_bias"),
-    ),
-    result="linear_out",
-    stack=("linear_v", "linear_k", "linear_q", "attention"),
-    stack_count="num_heads",
-    same_rank=(("linear_v", "linear_k", "linear_q"),),
-)
-
 MULTI_HEAD_ATTENTION = register(
     OpDef(
         "multi_head_attention",
@@ -415,6 +364,8 @@ MULTI_HEAD_ATTENTION = register(
             "Multi-Head Attention",
             label_for=multi_head_attention_label,
             figure=MULTI_HEAD_FIGURE,
+            figure_for=mha_figure,
+            caption_for=mha_caption,
         ),
         inputs=(
             Port("query"),
@@ -549,7 +500,12 @@ SCALED_DOT_PRODUCT_ATTENTION = register(
         "scaled_dot_product_attention",
         ScaledDotProductAttentionArgs,
         _sdpa_shape,
-        Style("attention", "Scaled Dot-Product Attention", figure=SCALED_DOT_PRODUCT_FIGURE),
+        Style(
+            "attention",
+            "Scaled Dot-Product Attention",
+            figure=SCALED_DOT_PRODUCT_FIGURE,
+            figure_for=sdpa_figure,
+        ),
         inputs=(
             Port("query"),
             Port("key"),

@@ -158,7 +158,7 @@ register(
         "pad",
         PadArgs,
         _pad_shape,
-        Style("shape", "Pad"),
+        Style("shape", "Pad", plumbing=True),
         lower=_pad_lower,
         doc="Pad (or crop, with negative values) the last dims (F.pad): a constant, or the edges "
         "reflected, replicated or wrapped. Swin pads to a multiple of its window.",

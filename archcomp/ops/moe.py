@@ -9,6 +9,7 @@ from pydantic import Field
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, add, mul, prod
+from archcomp.ir.drawing import Figure, Part
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 
@@ -60,6 +61,35 @@ class MixtureOfExpertsArgs(OpArgs):
 def moe_label(a: MixtureOfExpertsArgs) -> str:
     """'Mixture of Experts (2 of 8)': the box shows how many experts a token runs."""
     return f"Mixture of Experts ({a.top_k} of {a.num_experts})"
+
+
+def moe_figure(a: MixtureOfExpertsArgs, ports: frozenset[str]) -> Figure:
+    """The papers' drawing (Switch Transformer, Mixtral, DeepSeekMoE): a router choosing k of
+    E experts, their weighted sum, and the shared expert every token runs."""
+    act = {"silu": "SwiGLU", "gelu": "GeGLU", "gelu_tanh": "GeGLU", "relu": "ReGLU"}
+    kind = act[a.activation] if a.gated else f"MLP, {a.activation.upper()}"
+    score = "Softmax" if a.scoring == "softmax" else "Sigmoid"
+    parts = [
+        Part("router", "Router", "linear"),
+        Part("select", f"{score}, Top-{a.top_k}", "softmax"),
+        Part("expert", f"Expert ({kind})", "feedforward"),
+        Part("combine", "Weighted Sum", "addnorm"),
+    ]
+    edges = [("router", "select"), ("select", "combine"), ("expert", "combine")]
+    routes = [("x", "router"), ("x", "expert")]
+    if a.shared_features:
+        parts.append(Part("shared", f"Shared Expert ({kind})", "feedforward"))
+        edges.append(("shared", "combine"))
+        routes.append(("x", "shared"))
+    return Figure(
+        parts=tuple(parts),
+        edges=tuple(edges),
+        ports=tuple(routes),
+        result="combine",
+        stack=("expert",),
+        stack_label=f"E× ({a.top_k} of E = {a.num_experts} experts per token)",
+        same_rank=(("router", "expert", "shared") if a.shared_features else ("router", "expert"),),
+    )
 
 
 def _check_routing(a: MixtureOfExpertsArgs) -> None:
@@ -193,12 +223,23 @@ def _moe_lower(c: LowerCtx) -> Any:
     return {"out": c.call(operator.getitem, res, 0), "aux_loss": c.call(operator.getitem, res, 1)}
 
 
+MOE_FIGURE = moe_figure(
+    MixtureOfExpertsArgs(num_experts=8, top_k=2, expert_features=1), frozenset()
+)
+
 MIXTURE_OF_EXPERTS = register(
     OpDef(
         "mixture_of_experts",
         MixtureOfExpertsArgs,
         _moe_shape,
-        Style("feedforward", "Mixture of Experts", label_for=moe_label),
+        Style(
+            "feedforward",
+            "Mixture of Experts",
+            label_for=moe_label,
+            figure=MOE_FIGURE,
+            figure_for=moe_figure,
+            figure_open=True,
+        ),
         results=("out", "aux_loss"),
         params=_moe_params,
         buffers=_moe_buffers,

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Dim, Shape, fmt_shape, mul, prod
+from archcomp.ir.drawing import Figure, Part
 from archcomp.ops.common import need_float
 from archcomp.ops.registry import (
     LowerCtx,
@@ -104,12 +105,35 @@ def _selective_scan_lower(c: LowerCtx) -> Any:
     return c.module(scan)(ins["x"], ins["delta"], ins["B"], ins["C"], **extra)
 
 
+def gated_scan_figure(a: Any, ports: frozenset[str]) -> Figure | None:
+    """Mamba's Figure 3: the SSM, and the gate branch SiLU(z) multiplying its output."""
+    if "z" not in ports:
+        return None
+    return Figure(
+        parts=(
+            Part("ssm", "SSM", "recurrent"),
+            Part("gate", "SiLU", "activation"),
+            Part("mul", "×", "arith"),
+        ),
+        edges=(("ssm", "mul"), ("gate", "mul")),
+        ports=(("x", "ssm"), ("delta", "ssm"), ("B", "ssm"), ("C", "ssm"), ("z", "gate")),
+        result="mul",
+        same_rank=(("ssm", "gate"),),
+    )
+
+
 SELECTIVE_SCAN = register(
     OpDef(
         "selective_scan",
         SelectiveScanArgs,
         _selective_scan_shape,
-        Style("recurrent", "Selective Scan", state="h"),
+        Style(
+            "recurrent",
+            "Selective Scan",
+            state="h",
+            figure_for=gated_scan_figure,
+            figure_open=True,
+        ),
         inputs=(
             Port("x"),
             Port("delta"),

@@ -65,7 +65,7 @@ register(
         "flatten",
         FlattenArgs,
         _flatten_shape,
-        Style("shape", "Flatten"),
+        Style("shape", "Flatten", plumbing=True),
         lower=_flatten_lower,
         doc="Flatten dims start_dim..end_dim into one (default: all but the batch dim).",
     )
@@ -167,7 +167,7 @@ register(
         "reshape",
         ReshapeArgs,
         _reshape_shape,
-        Style("shape", "Reshape"),
+        Style("shape", "Reshape", plumbing=True),
         lower=_reshape_lower,
         doc="Reshape to a new shape with the same number of elements.",
     )
@@ -247,7 +247,7 @@ register(
         "expand",
         ExpandArgs,
         _expand_shape,
-        Style("shape", "Expand"),
+        Style("shape", "Expand", plumbing=True),
         inputs=(Port("x"), Port("like", optional=True)),
         lower=_expand_lower,
         doc="Broadcast size-1 dims (a class token to the batch: shape [B, -1, -1], like: the "
@@ -284,7 +284,7 @@ register(
         "transpose",
         TransposeArgs,
         _transpose_shape,
-        Style("shape", "Transpose"),
+        Style("shape", "Transpose", plumbing=True),
         lower=_transpose_lower,
         doc="Swap dims dim0 and dim1.",
     )
@@ -324,7 +324,7 @@ register(
         "permute",
         PermuteArgs,
         _permute_shape,
-        Style("shape", "Permute"),
+        Style("shape", "Permute", plumbing=True),
         lower=_permute_lower,
         doc="Reorder dims.",
     )
@@ -416,7 +416,7 @@ register(
         "concat",
         ConcatArgs,
         _concat_shape,
-        Style("shape", "Concat"),
+        Style("shape", "Concat", plumbing=True),
         inputs=(Port("x", variadic=True),),
         lower=_concat_lower,
         doc="Concatenate inputs along a dim (default: the last).",
@@ -496,7 +496,7 @@ register(
         "split",
         SplitArgs,
         _split_shape,
-        Style("shape", "Split"),
+        Style("shape", "Split", plumbing=True),
         results=SPLIT_RESULTS,
         lower=_split_lower,
         doc="Split along a dim into out0..outN (at most 16 pieces).",

@@ -9,6 +9,7 @@ from archcomp.ir.drawing import Style
 
 Direction = Literal["auto", "BT", "LR"]
 DEFAULT_MAX_BOXES = 2500
+DEPTH_ALL = 1_000_000  # --depth all: every block open, shape plumbing drawn
 DEFAULT_MAX_EDGES = 10_000  # edge segments: each edge counts the ranks it crosses
 
 
@@ -70,3 +71,4 @@ class Drawing:
     frames: dict[str, Frame] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     same_rank: list[tuple[str, ...]] = field(default_factory=list)
+    rows: list[tuple[str, ...]] = field(default_factory=list)  # a wrapped strip, top down

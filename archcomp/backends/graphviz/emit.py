@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from itertools import pairwise
 
 import graphviz
 
@@ -132,7 +133,7 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
     dot = Diagram(
         name=d.name,
         graph_attr={
-            "rankdir": d.direction,
+            "rankdir": "TB" if d.rows else d.direction,  # rows: each a rank, left to right
             "fontname": FONT,
             "nodesep": "0.35" if lr else "0.3",
             "ranksep": "0.45" if lr else "0.32",
@@ -176,17 +177,23 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
         ends = [b for b in d.boxes.values() if b.kind == kind]
         if ends:
             with dot.subgraph() as s:
-                s.attr(rank=rank)
+                if not d.rows:  # a wrapped strip keeps them in its first and last rows
+                    s.attr(rank=rank)
                 for b in ends:
                     s.node(b.id, **node_attrs(b))
     fill(dot, None)
-    for group in d.same_rank:
+    for group in [*d.same_rank, *d.rows]:
         with dot.subgraph() as s:
             s.attr(rank="same")
             for box_id in group:
                 s.node(box_id)
+    wraps = {(row[-1], nxt[0]) for row, nxt in pairwise(d.rows)}
+    for row, nxt in pairwise(d.rows):  # each row starts under the one before
+        dot.edge(row[0], nxt[0], style="invis", weight="10")
     for e in d.edges:
         attrs: dict[str, str] = {}
+        if (e.src, e.dst) in wraps:
+            attrs["constraint"] = "false"
         if e.label:
             attrs["label"] = html_label(e.label)
         if e.kind == "cross":

@@ -27,12 +27,12 @@ from typing import Literal
 
 from archcomp.backends.graphviz import rewrites
 from archcomp.backends.graphviz import style as st
-from archcomp.backends.graphviz.boxes import Box, Drawing, DrawOptions, Edge, Frame
+from archcomp.backends.graphviz.boxes import DEPTH_ALL, Box, Drawing, DrawOptions, Edge, Frame
 from archcomp.backends.graphviz.counts import check_size, param_counts
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
 from archcomp.ir.dims import fmt_shape
-from archcomp.ir.drawing import Part
+from archcomp.ir.drawing import Figure, Part
 from archcomp.ir.opdef import OpDef
 from archcomp.ops.registry import all_ops, get_op
 
@@ -112,7 +112,10 @@ class Planner:
         self.item_of: dict[str, str] = {}  # canonical node -> box its inputs enter
         self.out_of: dict[str, str] = {}  # canonical node -> box its result leaves
         self.port_box: dict[tuple[str, str], str] = {}  # (canonical node, port) -> box
+        self.port_more: dict[tuple[str, str], list[str]] = defaultdict(list)  # more boxes
         self.alias: dict[str, Ref] = {}  # elided node -> the ref it passes through
+        self.side: dict[str, list[Ref]] = {}  # folded concat -> its other inputs
+        self.figured: set[str] = set()  # nodes drawn as their op's figure
         self.collapsed_ops: dict[str, list[Node]] = defaultdict(list)
         self.collapsed_scope: dict[str, Scope] = {}
         self.edge_keys: set[tuple[str, ...]] = set()
@@ -131,8 +134,9 @@ class Planner:
         if self.opts.direction != "auto":
             return self.opts.direction
         fams = {n.op.style.family for n in self.g.nodes.values()}
-        if fams & {"conv", "pool"} and not fams & {"attention", "recurrent"}:
-            return "LR"
+        residual = any(n.op.style.residual_add for n in self.g.nodes.values())
+        if fams & {"conv", "pool"} and not fams & {"attention", "recurrent"} and not residual:
+            return "LR"  # a plain pipeline (LeNet); residual stages (ResNet) stack upwards
         return "BT"
 
     def _check_expand_names(self) -> None:
@@ -189,7 +193,11 @@ class Planner:
         names = {op, self._canon(node.name, node.scopes)} & self.expand
         if node.label and node.label in self.expand and node.op.name == op:
             names.add(node.label)
-        default = self.opts.depth is not None and level <= self.opts.depth
+        if self.opts.depth is not None:
+            default = level <= self.opts.depth
+        else:
+            opdef = get_op(op)
+            default = opdef is not None and opdef.style.figure_open
         if not default:
             self.opened |= names
             if not names:
@@ -261,6 +269,8 @@ class Planner:
         check_size(self.d, self.opts)  # before the passes whose cost grows with edges x boxes
         rewrites.mark_residuals(self.d)
         rewrites.mark_cross(self.d)
+        if self.lr:
+            rewrites.wrap_rows(self.d)
 
     def _input_box(self, name: str) -> None:
         info = self.g.inputs[name]
@@ -303,13 +313,15 @@ class Planner:
                 label = s.label or st.humanize(s.block)
                 frame = self._frame(f"block:{sid}", kind, label, frame)
         family = n.op.style.family
+        if n.op.style.plumbing and (self.opts.depth or 0) < DEPTH_ALL and self._fold(n, c):
+            return
         if family in st.ELIDED_FAMILIES and not self.opts.dropout:
             first = n.refs()[0] if n.refs() else None
             if first is not None:
                 self.alias[c] = first
                 return
         level = len(_block_scopes(n)) + 1
-        if n.op.style.figure is not None and self._op_open(n, n.op.name, level):
+        if self._figure_of(n, n.op) is not None and self._op_open(n, n.op.name, level):
             self._figure(n, n.op, c, frame, level)
             return
         if family == "posenc":
@@ -323,9 +335,35 @@ class Planner:
         self.d.boxes[c] = box
         self.item_of[c] = self.out_of[c] = c
 
+    def _fold(self, n: Node, c: str) -> bool:
+        """Fold shape plumbing into the box it serves: its main input passes through (for an
+        expand, ``x``; for a concat, the one input not from a parameter, the others entering
+        the consumer beside it). False when there is no such main input."""
+        if "x" in n.inputs and isinstance(n.inputs["x"], Ref):
+            self.alias[c] = n.inputs["x"]
+            return True
+        refs = n.refs()
+        if len(refs) == 1:
+            self.alias[c] = refs[0]
+            return True
+        main = [r for r in refs if not self._from_parameters(r)]
+        if len(main) != 1:
+            return False
+        self.alias[c] = main[0]
+        self.side[c] = [r for r in refs if r is not main[0]]
+        return True
+
+    def _from_parameters(self, ref: Ref) -> bool:
+        """Whether ``ref`` is (through folded plumbing) a node without inputs (a parameter)."""
+        r = self._resolve(ref)
+        node = self.g.nodes.get(r.node)
+        return node is not None and not node.refs()
+
     def _caption(self, n: Node) -> str | None:
         lines = []
         detail = st.arg_detail(n)
+        if n.op.style.caption_for is not None:
+            detail = n.op.style.caption_for(n.args, self._ports(n)) or detail
         if detail and detail not in (n.label or ""):  # "3×3 conv, 64" says it already
             lines.append(detail)
         if self.lr and n.outputs:
@@ -369,7 +407,7 @@ class Planner:
     ) -> dict[str, str]:
         """Draw a composite op's inside (node ``n``'s op, or the op of the part ``inside``
         its figure); returns its port -> box map (and 'out')."""
-        fig = op.style.figure
+        fig = self._figure_of(n, op)
         assert fig is not None
         prefix = f"{c}/{inside.id}/" if inside else f"{c}/"
         label = inside.label if inside else st.op_label(n)
@@ -384,14 +422,21 @@ class Planner:
             count = getattr(n.args, fig.stack_count or "", None)
             sym = fig.stack_symbol
             text = f"{sym}× ({sym} = {count})" if count is not None else f"{sym}×"
+            text = fig.stack_label or text
             outer = self._frame(f"stack:{prefix}", "stack", text, frame)
             stack_frame = self._frame(f"stack_inner:{prefix}", "stack_inner", None, outer)
+        side_frame = frame
+        if fig.side_stack:
+            outer = self._frame(f"side_stack:{prefix}", "stack", fig.side_stack_label, frame)
+            side_frame = self._frame(f"side_inner:{prefix}", "stack_inner", None, outer)
         ports: dict[str, str] = {}
         for p in fig.parts:
             where = stack_frame if p.id in fig.stack else frame
+            where = side_frame if p.id in fig.side_stack else where
             pid = f"{prefix}{p.id}"
             inner_op = get_op(p.op) if p.op is not None else None
-            if inner_op and inner_op.style.figure and self._op_open(n, inner_op.name, level + 1):
+            opens = inner_op and self._figure_of(n, inner_op)
+            if inner_op and opens and self._op_open(n, inner_op.name, level + 1):
                 inner = self._figure(n, inner_op, c, where, level + 1, inside=p)
                 for port, box in inner.items():
                     ports[f"{p.id}:{port}"] = box
@@ -407,14 +452,28 @@ class Planner:
             self._edge(src, dst, None, ("fig", src, dst))
         out: dict[str, str] = {"out": ports[fig.result]}
         for port, target in fig.ports:
-            out[port] = ports.get(target) or ports[target.split(":")[0]]
+            box = ports.get(target) or ports[target.split(":")[0]]
+            if port in out and not inside:  # the port enters several parts (x: router, experts)
+                self.port_more[(c, port)].append(box)
+            else:
+                out[port] = box
         if not inside:
+            self.figured.add(c)
             for port, box in out.items():
                 if port != "out":
                     self.port_box[(c, port)] = box
             self.item_of[c] = out["query"] if "query" in out else out["out"]
             self.out_of[c] = out["out"]
         return out
+
+    @staticmethod
+    def _ports(n: Node) -> frozenset[str]:
+        """The input ports of ``n`` that are connected."""
+        return frozenset(p for p, r in n.inputs.items() if r is not None and r != [])
+
+    def _figure_of(self, n: Node, op: OpDef) -> Figure | None:
+        """The inside of ``op`` drawn for node ``n`` (its arguments, its connected ports)."""
+        return op.style.figure_of(n.args, self._ports(n))
 
     def _finish_collapsed(self) -> None:
         for sid, nodes in self.collapsed_ops.items():
@@ -444,6 +503,23 @@ class Planner:
             ref = self.alias[c]
         return ref
 
+    def _src_boxes(self, ref: Ref) -> list[str]:
+        """The boxes an edge from ``ref`` starts at: its source, and the side inputs of the
+        plumbing folded on the way (ViT's class token)."""
+        out = [self._src_box(ref)]
+        r = ref
+        for _ in range(len(self.alias) + 1):
+            node = self.g.nodes.get(r.node)
+            if node is None:
+                break
+            c = self._canon(r.node, node.scopes)
+            if c not in self.alias:
+                break
+            for side in self.side.get(c, ()):
+                out.extend(self._src_boxes(side))
+            r = self.alias[c]
+        return [b for b in out if b is not None]
+
     def _src_box(self, ref: Ref) -> str | None:
         if ref.node in self.g.inputs:
             return None if ref.node in self.hidden_inputs else f"input/{ref.node}"
@@ -455,7 +531,9 @@ class Planner:
     def _edge_label(self, ref: Ref) -> str | None:
         parts = []
         node = self.g.nodes.get(ref.node)
-        if node is not None and len(node.op.results) > 1 and ref.result:
+        c = self._canon(ref.node, node.scopes) if node is not None else ""
+        folded = c in self.alias or c in self.figured  # a figure's parts say which result
+        if node is not None and len(node.op.results) > 1 and ref.result and not folded:
             parts.append(ref.result)
         if self.opts.shapes:
             t = self.g.type_of(ref)
@@ -490,13 +568,14 @@ class Planner:
                     if s.repeat is not None
                 ):
                     continue  # copy k -> copy k+1 of a run: drawn once, as the frame
-                src = self._src_box(ref)
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
-                if src is None or dst is None or src == dst:
-                    continue
-                kind = self.d.boxes[dst].kind
-                key = (port, c) if kind not in ("block",) else ()
-                self._edge(src, dst, self._edge_label(ref), key)
+                for src in self._src_boxes(ref):
+                    for box in [dst, *self.port_more.get((c, port), ())]:
+                        if box is None or src == box:
+                            continue
+                        kind = self.d.boxes[box].kind
+                        key = (port, c, box) if kind not in ("block",) else ()
+                        self._edge(src, box, self._edge_label(ref), key)
 
     def _first(self, s: Scope, index: int | None) -> int | None:
         """The first copy of the run that copy ``index`` of ``s``'s repeat belongs to."""

@@ -24,12 +24,18 @@ def edge_index(d: Drawing) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]
 
 def fuse_add_norm(d: Drawing) -> set[str]:
     """A residual add whose one consumer is a norm that fuses with it (``Style.fuses_add``),
-    fed only by it in the same frame: one Add & Norm box. Returns the ids of the dropped adds."""
+    fed only by it in the same frame: one Add & Norm box. Returns the ids of the dropped adds.
+    An add is residual when one of its inputs reaches the other (x + sublayer(x)); a sum of
+    embeddings (tokens + positions, before CLIP's or BERT's first norm) is not."""
     outs, ins = edge_index(d)
+    succ = {b: [e.dst for e in es] for b, es in outs.items()}
     drop: set[str] = set()
     for box in list(d.boxes.values()):
         add = box.style
         if add is None or not add.residual_add or box.kind != "circle" or len(outs[box.id]) != 1:
+            continue
+        srcs = {e.src for e in ins[box.id]}
+        if not any(_reaches(a, srcs - {a}, succ, box.id) for a in srcs):
             continue
         nxt = d.boxes[outs[box.id][0].dst]
         norm = nxt.style
@@ -103,11 +109,17 @@ def mark_residuals(d: Drawing) -> None:
 
 
 def mark_cross(d: Drawing) -> None:
-    """An edge from one top-level frame into another (the encoder's output entering the
-    decoder's cross-attention) does not rank the frames: they stand side by side."""
+    """An edge from one top-level frame into another that is also fed from elsewhere (the
+    encoder's output entering the decoder's cross-attention) does not rank the frames: they
+    stand side by side. A frame fed only by the one before it (ResNet's stages) stacks on it."""
+    feeds: dict[str, set[str | None]] = defaultdict(set)  # frame -> where its inputs come from
     for e in d.edges:
         a, b = _root(d, e.src), _root(d, e.dst)
-        if a is not None and b is not None and a != b and e.kind == "data":
+        if b is not None and a != b:
+            feeds[b].add(a if a is not None else e.src)
+    for e in d.edges:
+        a, b = _root(d, e.src), _root(d, e.dst)
+        if a is not None and b is not None and a != b and e.kind == "data" and len(feeds[b]) > 1:
             e.kind = "cross"
 
 
@@ -159,3 +171,42 @@ def _reachable(
             mask |= bit.get(b, 0) | rb
         reach[a] = mask
     return reach, bit
+
+
+# A left-to-right strip is wrapped into rows so that it is at most about ASPECT times as wide
+# as it is high; a box is about BOX_WIDE times as wide as a row is high.
+ASPECT = 3.0
+BOX_WIDE = 1.6
+
+
+def wrap_rows(d: Drawing) -> None:
+    """LeNet's strip, wrapped like text: a chain of boxes without frames (each box with at
+    most one edge in and out) too wide for ASPECT is cut into rows of equal length, read
+    left to right and top to bottom (``Drawing.rows``)."""
+    if d.frames:
+        return
+    succ: dict[str, list[str]] = defaultdict(list)
+    indeg: dict[str, int] = defaultdict(int)
+    for e in d.edges:
+        if e.kind != "loop":
+            succ[e.src].append(e.dst)
+            indeg[e.dst] += 1
+    starts = [b for b in d.boxes if indeg[b] == 0]
+    if (
+        len(starts) != 1
+        or any(len(v) > 1 for v in succ.values())
+        or max(indeg.values(), default=0) > 1
+    ):
+        return
+    chain = [starts[0]]
+    while succ.get(chain[-1]):
+        chain.append(succ[chain[-1]][0])
+    if len(chain) != len(d.boxes):
+        return
+    rows = 1
+    while -(-len(chain) // rows) * BOX_WIDE > ASPECT * rows:
+        rows += 1
+    if rows == 1:
+        return
+    per = -(-len(chain) // rows)
+    d.rows = [tuple(chain[i : i + per]) for i in range(0, len(chain), per)]
