@@ -2,7 +2,15 @@
 
 from typing import TYPE_CHECKING, Any
 
-from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary
+from archcomp.api import (
+    build,
+    from_pretrained,
+    import_module,
+    load,
+    save,
+    save_pretrained,
+    summary,
+)
 from archcomp.base.errors import Diagnostic, SpecError, UsageError
 from archcomp.base.version import __version__
 from archcomp.ir import Graph
@@ -33,6 +41,7 @@ __all__ = [
     "check",
     "draw",
     "from_pretrained",
+    "import_module",
     "load",
     "load_graph",
     "save",

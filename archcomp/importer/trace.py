@@ -1,0 +1,323 @@
+"""One module's forward as an archcomp body (inputs, nodes, outputs), traced with torch.fx one
+level deep: every child is a leaf, and a child with children of its own becomes a block."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from archcomp.frontend.schema import reserved_id
+from archcomp.importer.calls import Ref, Unsupported, call_op, describe
+from archcomp.importer.leaves import RESULTS, leaf_op
+from archcomp.ops import all_ops
+
+Body = dict[str, Any]
+FAILED = Ref("?")  # the value of a node that could not be imported
+_NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
+
+
+class _OneLevel(fx.Tracer):
+    """Keeps every child a call_module node and records each node's source line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return True
+
+
+def source_line(node: fx.Node) -> str:
+    """``file.py:12: y = torch.fft.fft(x)``: the user's line that made the node."""
+    trace = node.meta.get("stack_trace") or ""
+    found = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
+    found = [f for f in found if "/torch/" not in f[0]] or found
+    if not found:
+        return "(source line unknown)"
+    path, line, code = found[-1]
+    return f"{path.rsplit('/', 1)[-1]}:{line}: {code.strip()}"
+
+
+@dataclass
+class Importer:
+    """Collects blocks (one per distinct body, named after the class) and every problem."""
+
+    blocks: dict[str, Body] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # body text -> block name
+    problems: list[str] = field(default_factory=list)
+
+    def block_for(self, m: nn.Module, given: list[str], where: str) -> str | None:
+        """The block name for child ``m`` called with tensors for ``given`` of its arguments."""
+        body = self.body(m, given, where)
+        if body is None:
+            return None
+        key = type(m).__name__ + json.dumps(body, sort_keys=True, default=str)
+        if key not in self.keys:
+            base = _snake(type(m).__name__)
+            name, n = base, 2
+            while name in self.blocks:
+                name, n = f"{base}_{n}", n + 1
+            self.keys[key] = name
+            self.blocks[name] = body
+        return self.keys[key]
+
+    def body(self, m: nn.Module, given: list[str], where: str) -> Body | None:
+        """Trace ``m`` one level deep; arguments not in ``given`` keep their defaults."""
+        params = inspect.signature(m.forward).parameters
+        concrete = {n: p.default for n, p in params.items() if n not in given}
+        try:
+            graph = _OneLevel().trace(m, concrete_args=concrete or None)
+        except Exception as e:  # fx's reasons are many; each becomes one line
+            self.problems.append(
+                f"{where or 'the model'} ({type(m).__name__}): torch.fx cannot trace it: {e}"
+            )
+            return None
+        return _Body(self, m, where).run(graph, given)
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    s = re.sub(r"\W", "_", s).strip("_") or "block"
+    return s if not reserved_id(s) else f"{s}_block"
+
+
+@dataclass
+class _Body:
+    imp: Importer
+    module: nn.Module
+    where: str
+    env: dict[fx.Node, Any] = field(default_factory=dict)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    first: str | None = None  # the first input: what the first node reads by default
+
+    def run(self, graph: fx.Graph, given: list[str]) -> Body | None:
+        before = len(self.imp.problems)
+        order = list(graph.nodes)
+        inputs = []
+        i = 0
+        while i < len(order):
+            node = order[i]
+            if node.op == "placeholder":
+                if node.target in given:
+                    inputs.append(str(node.target))
+                    self.first = self.first or str(node.target)
+                    self.ids.add(str(node.target))
+                    self.env[node] = Ref(str(node.target))
+            elif node.op == "output":
+                outputs = self._outputs(node.args[0])
+            elif node.op == "call_module":
+                i += self._module_call(order, i) - 1
+            elif node.op == "get_attr":
+                self._attr(node)
+            else:
+                self._call(node)
+            i += 1
+        if len(self.imp.problems) > before:
+            return None
+        return {"inputs": inputs, "nodes": self.nodes, "outputs": outputs}
+
+    def _fail(self, node: fx.Node, what: str, why: str) -> None:
+        """Record the problem; the node's value stands in so later calls are still read."""
+        self.imp.problems.append(f"{what} ({why}) at {source_line(node)}")
+        self.env[node] = FAILED
+
+    def _id(self, want: str) -> str:
+        want = re.sub(r"\W", "_", want)
+        name, n = want if not reserved_id(want) else f"{want}_op", 1
+        while name in self.ids:
+            name, n = f"{want}_{n}", n + 1
+        self.ids.add(name)
+        return name
+
+    def _emit(self, node_id: str, op: str, ins: Any, args: dict[str, Any], **keys: Any) -> None:
+        entry: dict[str, Any] = {"id": node_id, "op": op}
+        args = without_defaults(op, args)
+        prev = self.nodes[-1]["id"] if self.nodes else self.first
+        if isinstance(ins, list) and len(ins) == 1 and ins[0].name == prev and op != "concat":
+            pass  # reads the previous node: the default
+        elif isinstance(ins, list):
+            entry["in"] = (
+                ins[0].name if len(ins) == 1 and op not in ("concat",) else [r.name for r in ins]
+            )
+        else:
+            entry["in"] = {k: r.name for k, r in ins.items()}
+        self.nodes.append(entry | keys | args)
+
+    def _value(self, a: Any) -> Any:
+        return fx.node.map_arg(a, lambda n: self.env[n])
+
+    def _attr(self, node: fx.Node) -> None:
+        target = str(node.target)
+        value = _get(self.module, target)
+        if not isinstance(value, nn.Parameter) or "." in target:
+            self._fail(node, f"self.{target}", "only a module's own nn.Parameter is expressible")
+            return
+        nid = self._id(target)
+        self.nodes.append(
+            {"id": nid, "op": "parameter", "shape": list(value.shape)}
+            | ({} if value.requires_grad else {"trainable": False})
+        )
+        self.env[node] = Ref(nid)
+
+    def _call(self, node: fx.Node) -> None:
+        args, kwargs = self._value(node.args), self._value(node.kwargs)
+        if node.target is operator.getitem and isinstance(args[0], tuple):
+            self.env[node] = args[0][args[1]]
+            return
+        try:
+            made = call_op(node.target, args, kwargs)
+        except (Unsupported, KeyError, IndexError, TypeError, ValueError) as e:
+            self._fail(node, describe(node.target, node.op, args), str(e) or type(e).__name__)
+            return
+        if isinstance(made, Ref):
+            self.env[node] = made
+            return
+        op, ins, opts = made
+        nid = self._id("select" if node.target is operator.getitem else node.name)
+        self._emit(nid, op, ins, opts)
+        self.env[node] = Ref(nid)
+
+    def _module_call(self, order: list[fx.Node], i: int) -> int:
+        """Emit the child call at ``order[i]`` (a run of numbered equal children as one
+        repeated node); returns how many graph nodes it took."""
+        node = order[i]
+        target = str(node.target)
+        sub = self.module.get_submodule(target)
+        run = _run(order, i, self.module) if _NUMBERED.match(target) else 1
+        if isinstance(sub, nn.Identity):
+            self.env[node] = self._value(node.args[0])
+            return 1
+        made = self._child(node, sub, target)
+        if made is None:
+            return run
+        op, ins, opts, results = made
+        if run > 1:
+            for k in range(1, run):
+                self.env[order[i + k - 1]] = ins[0]  # stands for the copy before, while comparing
+            ops = [
+                self._child(
+                    order[i + k], self.module.get_submodule(str(order[i + k].target)), target
+                )
+                for k in range(1, run)
+            ]
+            if any(o is None or o[0] != op or o[2] != opts for o in ops):
+                run = 1
+        name = _NUMBERED.match(target).group(1) if run > 1 else target  # type: ignore[union-attr]
+        if name in self.ids and run == 1 and not any(True for _ in sub.parameters()):
+            name = self._id(node.name)  # a module without weights, called again
+            self.ids.discard(name)
+        elif name in self.ids:
+            self._fail(node, f"self.{target}", "called twice: shared weights are not imported yet")
+            return run
+        if "." in name or reserved_id(name) or name in self.ids:
+            self._fail(
+                node,
+                f"self.{target}",
+                "its path is no node id: a numbered child that is "
+                "not one of a run of equal children, or a reserved name",
+            )
+            return run
+        self.ids.add(name)
+        self._emit(name, op, ins, opts, **({"repeat": run} if run > 1 else {}))
+        last = order[i + run - 1]
+        self.env[last] = _results(name, results)
+        return run
+
+    def _child(
+        self, node: fx.Node, sub: nn.Module, target: str
+    ) -> tuple[str, Any, dict[str, Any], Any] | None:
+        args, kwargs = self._value(node.args), self._value(node.kwargs)
+        where = f"{self.where}.{target}".lstrip(".")
+        if next(sub.children(), None) is None and type(sub).__module__.startswith("torch.nn"):
+            made = leaf_op(sub)
+            if made is None or isinstance(made, str):
+                why = made or "no archcomp op for it"
+                self._fail(node, f"nn.{type(sub).__name__} self.{target}", why)
+                return None
+            if len(args) != 1 or kwargs or not isinstance(args[0], Ref):
+                self._fail(
+                    node, f"nn.{type(sub).__name__} self.{target}", "only one tensor argument"
+                )
+                return None
+            return made[0], [args[0]], made[1], RESULTS.get(made[0])
+        try:
+            bound = inspect.signature(sub.forward).bind(*args, **kwargs).arguments
+        except TypeError as e:
+            self._fail(node, f"self.{target}", str(e))
+            return None
+        tensors = {k: v for k, v in bound.items() if isinstance(v, Ref)}
+        if any(v is not None and not isinstance(v, Ref) for v in bound.values()):
+            self._fail(node, f"self.{target}", "a call with a constant argument")
+            return None
+        name = self.imp.block_for(sub, list(tensors), where)
+        if name is None:
+            return None
+        outs = self.imp.blocks[name]["outputs"]
+        results = tuple(outs) if isinstance(outs, dict) else None
+        return name, list(tensors.values()), {}, results
+
+    def _outputs(self, value: Any) -> Any:
+        v = self._value(value)
+        if isinstance(v, Ref):
+            return v.name
+        if isinstance(v, tuple | list) and all(isinstance(r, Ref) for r in v):
+            return {f"out{k}": r.name for k, r in enumerate(v)}
+        if isinstance(v, dict) and all(isinstance(r, Ref) for r in v.values()):
+            return {k: r.name for k, r in v.items()}
+        self.imp.problems.append(f"{self.where or 'the model'}: returns {v!r}, not tensors")
+        return None
+
+
+def without_defaults(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that differ from the op's defaults (a block call's are kept)."""
+    fields = all_ops()[op].args.model_fields if op in all_ops() else {}
+    return {k: v for k, v in args.items() if k not in fields or fields[k].default != v}
+
+
+def _get(m: nn.Module, target: str) -> Any:
+    obj: Any = m
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _results(name: str, results: Any) -> Any:
+    """The value a call gives: ``Ref(name)``, or its results as the module returns them."""
+    if results is None:
+        return Ref(name)
+
+    def walk(r: Any) -> Any:
+        return tuple(walk(x) for x in r) if isinstance(r, tuple) else Ref(f"{name}.{r}")
+
+    return walk(tuple(results))
+
+
+def _run(order: list[fx.Node], i: int, module: nn.Module) -> int:
+    """How many call_module nodes from ``i`` on call ``P.0``, ``P.1``, ... each on the one
+    before (other arguments shared), with no other use of the intermediate results."""
+    m = _NUMBERED.match(str(order[i].target))
+    if m is None or m.group(2) != "0":
+        return 1
+    n = 1
+    while i + n < len(order):
+        node, prev = order[i + n], order[i + n - 1]
+        if node.op != "call_module" or str(node.target) != f"{m.group(1)}.{n}":
+            break
+        if not node.args or node.args[0] is not prev or node.args[1:] != order[i].args[1:]:
+            break
+        if node.kwargs != order[i].kwargs or set(prev.users) != {node}:
+            break
+        n += 1
+    return n
+
+
+def example_shape(t: torch.Tensor) -> list[int]:
+    return list(t.shape)

@@ -1,0 +1,72 @@
+"""Import round trips: a torch.nn module -> archcomp.import_module -> check -> build -> the
+module's own state_dict loaded strictly -> outputs and gradients equal (tests/NUMERICS.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from import_models import Cnn, LstmClassifier, Mlp, Spectral, TinyLM
+from torch import nn
+
+import archcomp
+from archcomp.importer import ImportFailure
+
+
+def round_trip(ref: nn.Module, inputs: tuple[torch.Tensor, ...], **kw: Any) -> str:
+    """Import ``ref``, build the spec, load ref's state_dict strictly, compare; the spec text."""
+    torch.manual_seed(0)
+    text = archcomp.import_module(ref, inputs, **kw)
+    archcomp.check(text)
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ref.train(model.training)
+    case = Case(
+        model,
+        ref,
+        inputs,
+        lambda *xs: [ref(*xs)],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+    return text
+
+
+def test_mlp_round_trip_reads_like_a_spec() -> None:
+    text = round_trip(Mlp(), (torch.randn(4, 6),), dims={"B": 0})
+    assert "x: {shape: [B, 6]}" in text
+    assert "- {id: fc1, op: linear, out_features: 12}" in text
+    assert "- {id: fc2, op: linear, out_features: 3, bias: false}" in text
+
+
+def test_cnn_round_trip() -> None:
+    text = round_trip(Cnn(), (torch.randn(2, 3, 8, 8),), dims={"B": 0})
+    assert "op: conv2d, out_channels: 8, kernel_size: 3, padding: 1" in text
+    assert "max_pool2d" in text and "flatten" in text
+
+
+def test_lstm_classifier_round_trip() -> None:
+    text = round_trip(LstmClassifier(), (torch.randn(3, 5, 10),), dims={"B": 0, "S": 1})
+    assert "{id: lstm, op: lstm, hidden_size: 8, num_layers: 2}" in text
+    assert "in: lstm.output, at: '[:, -1, :]'" in text
+
+
+def test_transformer_stack_becomes_blocks_and_one_repeat() -> None:
+    ids = torch.randint(0, 20, (2, 5))
+    text = round_trip(TinyLM(), (ids,), dims={"B": 0, "T": 1})
+    assert "input_ids: {shape: [B, T], dtype: int64}" in text
+    assert "{id: layers, op: layer, repeat: 3}" in text
+    for block in ("layer:", "attention:", "feed_forward:"):
+        assert f"\n  {block}\n" in text
+    assert text.count("op: scaled_dot_product_attention") == 1  # one block, not three copies
+
+
+def test_unsupported_calls_are_listed_with_their_source_lines() -> None:
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(Spectral(), (torch.randn(2, 4),))
+    message = str(e.value)
+    assert "2 unsupported call(s)" in message
+    assert "torch.fft.fft" in message and "y = torch.fft.fft(x).abs()" in message
+    assert "torch.cumprod" in message and "import_models.py:" in message
