@@ -70,3 +70,26 @@ def test_unsupported_calls_are_listed_with_their_source_lines() -> None:
     assert "2 unsupported call(s)" in message
     assert "torch.fft.fft" in message and "y = torch.fft.fft(x).abs()" in message
     assert "torch.cumprod" in message and "import_models.py:" in message
+
+
+def test_numbered_children_that_differ_are_refused_by_name() -> None:
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(seq, (torch.randn(2, 4),))
+    assert "self.0 (its path is no node id" in str(e.value)
+    assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
+
+
+def test_untraceable_control_flow_is_refused_with_its_line() -> None:
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(enc, (torch.randn(2, 5, 8),))
+    assert "torch.fx cannot trace it" in str(e.value) and "transformer.py:" in str(e.value)
+
+
+def test_bad_example_inputs_are_a_usage_error() -> None:
+    with pytest.raises(archcomp.UsageError, match=r"do not fit Mlp\.forward"):
+        archcomp.import_module(Mlp(), {"y": torch.randn(2, 6)})
+    with pytest.raises(archcomp.UsageError, match="name no dim"):
+        archcomp.import_module(Mlp(), (torch.randn(2, 6),), dims={"T": ("ids", 1)})

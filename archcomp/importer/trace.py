@@ -38,7 +38,7 @@ def source_line(node: fx.Node) -> str:
     """``file.py:12: y = torch.fft.fft(x)``: the user's line that made the node."""
     trace = node.meta.get("stack_trace") or ""
     found = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
-    found = [f for f in found if "/torch/" not in f[0]] or found
+    found = [f for f in found if not _tracer_frame(f[0])] or found
     if not found:
         return "(source line unknown)"
     path, line, code = found[-1]
@@ -76,10 +76,27 @@ class Importer:
             graph = _OneLevel().trace(m, concrete_args=concrete or None)
         except Exception as e:  # fx's reasons are many; each becomes one line
             self.problems.append(
-                f"{where or 'the model'} ({type(m).__name__}): torch.fx cannot trace it: {e}"
+                f"{where or 'the model'} ({type(m).__name__}): torch.fx cannot trace it: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__} at {_raised_at(e)}"
             )
             return None
         return _Body(self, m, where).run(graph, given)
+
+
+def _tracer_frame(path: str) -> bool:
+    """A frame of torch.fx's machinery, not of a module's forward."""
+    return any(part in path for part in ("/torch/fx/", "/torch/_", "/torch/utils/"))
+
+
+def _raised_at(e: BaseException) -> str:
+    """``file.py:12: code``: the last frame outside torch.fx of where ``e`` was raised."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not _tracer_frame(f.filename)]
+    if not frames:
+        return "(source line unknown)"
+    f = frames[-1]
+    return f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}: {(f.line or '').strip()}"
 
 
 def _snake(name: str) -> str:
@@ -217,12 +234,12 @@ class _Body:
         elif name in self.ids:
             self._fail(node, f"self.{target}", "called twice: shared weights are not imported yet")
             return run
-        if "." in name or reserved_id(name) or name in self.ids:
+        if not name.isidentifier() or reserved_id(name) or name in self.ids:
             self._fail(
                 node,
                 f"self.{target}",
-                "its path is no node id: a numbered child that is "
-                "not one of a run of equal children, or a reserved name",
+                "its path is no node id: a numbered child of a Sequential or ModuleList that "
+                "is not one of a run of equal children, or a reserved name",
             )
             return run
         self.ids.add(name)
