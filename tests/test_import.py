@@ -3,6 +3,7 @@ module's own state_dict loaded strictly -> outputs and gradients equal (tests/NU
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from import_models import Cnn, LstmClassifier, Mlp, Spectral, TinyLM
 from torch import nn
 
 import archcomp
+from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
 
 
@@ -93,3 +95,41 @@ def test_bad_example_inputs_are_a_usage_error() -> None:
         archcomp.import_module(Mlp(), {"y": torch.randn(2, 6)})
     with pytest.raises(archcomp.UsageError, match="name no dim"):
         archcomp.import_module(Mlp(), (torch.randn(2, 6),), dims={"T": ("ids", 1)})
+
+
+def test_cli_imports_a_factory_and_the_spec_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lm.yaml"
+    argv = ["import", "import_models:TinyLM", "--input", "input_ids=2,5:int64"]
+    assert main([*argv, "--dims", "B=0,T=input_ids.1", "-o", str(out)]) == 0
+    assert "input_ids: {shape: [B, T], dtype: int64}" in out.read_text()
+    assert archcomp.check(str(out)).name == "tiny_lm"
+    assert main([*argv, "-o", str(out)]) == 2  # exists, no --force
+    assert "pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["import_models:Nope", "--input", "x=2,6"], "AttributeError"),
+        (["no_such_package.models:make", "--input", "x=2,6"], "No module named"),
+        (["import_models", "--input", "x=2,6"], "expected PACKAGE.MODULE:FACTORY"),
+        (["import_models:Mlp", "--input", "x=2,six"], "expected NAME=SHAPE[:DTYPE]"),
+        (["import_models:Mlp", "--input", "x=2,6:complex"], "unknown dtype"),
+        (["import_models:Mlp", "--input", "x=2,6", "--dims", "B=first"], "expected NAME=DIM"),
+        (["import_models:Mlp"], "give the example inputs"),
+        (["import_models:Spectral", "--input", "x=2,4"], "torch.fft.fft"),
+    ],
+)
+def test_cli_bad_factory_shape_or_module_exits_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_help_says_it_runs_the_named_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "--help"]) == 0
+    assert "runs the Python code you name" in " ".join(capsys.readouterr().out.split())
