@@ -118,3 +118,30 @@ class Spectral(nn.Module):
         y = torch.fft.fft(x).abs()
         z = torch.cumprod(y, dim=-1)
         return self.fc(z)
+
+
+class Assorted(nn.Module):
+    """A GRU, batch norm, pooling, scalars on either side and a concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(6, 5, batch_first=True)
+        self.conv = nn.Conv1d(5, 4, 3, stride=2, bias=False)
+        self.norm = nn.BatchNorm1d(4)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(9, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, h = self.gru(x)  # (B, S, 5), (1, B, 5)
+        y = self.norm(self.conv(out.transpose(1, 2)))  # (B, 4, L)
+        y = 1.0 - self.pool(torch.tanh(y)).flatten(1) / 2  # (B, 4)
+        return self.fc(torch.cat([y, h[0]], dim=-1))
+
+
+class Token(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.token

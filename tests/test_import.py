@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from equivalence import Case, check_case
-from import_models import Cnn, LstmClassifier, Mlp, Spectral, TinyLM
+from import_models import Assorted, Cnn, LstmClassifier, Mlp, Spectral, TinyLM, Token
 from torch import nn
 
 import archcomp
@@ -55,6 +55,11 @@ def test_lstm_classifier_round_trip() -> None:
     assert "in: lstm.output, at: '[:, -1, :]'" in text
 
 
+def test_assorted_ops_round_trip() -> None:
+    text = round_trip(Assorted().train(), (torch.randn(3, 7, 6),), dims={"B": 0})
+    assert "scalar: 1.0, scalar_first: true" in text and "op: gru" in text
+
+
 def test_transformer_stack_becomes_blocks_and_one_repeat() -> None:
     ids = torch.randint(0, 20, (2, 5))
     text = round_trip(TinyLM(), (ids,), dims={"B": 0, "T": 1})
@@ -80,6 +85,11 @@ def test_numbered_children_that_differ_are_refused_by_name() -> None:
         archcomp.import_module(seq, (torch.randn(2, 4),))
     assert "self.0 (its path is no node id" in str(e.value)
     assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
+
+
+def test_a_bare_parameter_is_refused() -> None:
+    with pytest.raises(ImportFailure, match=r"self\.token \(a bare nn\.Parameter"):
+        archcomp.import_module(Token(), (torch.randn(2, 3, 6),))
 
 
 def test_untraceable_control_flow_is_refused_with_its_line() -> None:
@@ -133,3 +143,11 @@ def test_cli_bad_factory_shape_or_module_exits_2(
 def test_cli_help_says_it_runs_the_named_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["import", "--help"]) == 0
     assert "runs the Python code you name" in " ".join(capsys.readouterr().out.split())
+
+
+def test_docs_worked_example_prints_what_the_doc_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "import.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = doc.split("prints\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/import.md", "exec"), {"__name__": "docs_import"})  # the doc's code
+    assert capsys.readouterr().out == shown + "\n"

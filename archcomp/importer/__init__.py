@@ -55,7 +55,8 @@ def import_module(
         raise ImportFailure(imp.problems)
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}
     example = _example_dims(inputs, dims or {})
-    return spec_text(name or _snake(type(module).__name__), shapes, example, imp.blocks, body)
+    spec_name = name or _snake(type(module).__name__)
+    return spec_text(spec_name, shapes, example, imp.blocks, body, type(module).__qualname__)
 
 
 def _bind(module: Any, example: Mapping[str, Any] | tuple[Any, ...]) -> dict[str, Any]:

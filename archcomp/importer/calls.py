@@ -80,8 +80,8 @@ def _arith(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Built:
         return op, [a, b], {}
     if isinstance(a, Ref) and isinstance(b, int | float) and not isinstance(b, bool):
         return op, [a], {"scalar": b}
-    if op in ("add", "mul") and isinstance(b, Ref) and isinstance(a, int | float):
-        return op, [b], {"scalar": a}
+    if isinstance(b, Ref) and isinstance(a, int | float) and not isinstance(a, bool):
+        return op, [b], {"scalar": a} | ({} if op in ("add", "mul") else {"scalar_first": True})
     raise Unsupported(f"{op} of {a!r} and {b!r}")
 
 

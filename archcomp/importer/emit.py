@@ -27,10 +27,11 @@ def spec_text(
     dims: dict[str, int],
     blocks: dict[str, dict[str, Any]],
     body: dict[str, Any],
+    source: str = "",
 ) -> str:
     """The whole spec: header, dims, inputs, blocks (innermost first), nodes and outputs."""
     lines = [
-        f"# Imported by archcomp.import_module from {name}; check it before relying on it.",
+        f"# Imported from the torch module {source or name} by archcomp.import_module.",
         "archcomp: 1",
         f"name: {name}",
     ]

@@ -153,7 +153,7 @@ LEAVES: dict[type, Callable[[Any], Op | str]] = {
     nn.Sigmoid: _plain("sigmoid"),
     nn.GELU: lambda m: ("gelu", {} if m.approximate == "none" else {"approximate": m.approximate}),
     nn.Dropout: lambda m: ("dropout", {"p": m.p}),
-    nn.Softmax: lambda m: ("softmax", {"dim": -1 if m.dim is None else m.dim}),
+    nn.Softmax: lambda m: ("softmax", {"dim": m.dim}) if m.dim is not None else "dim=None",
     nn.Flatten: lambda m: ("flatten", {"start_dim": m.start_dim, "end_dim": m.end_dim}),
     nn.AdaptiveAvgPool1d: lambda m: ("adaptive_avg_pool1d", {"output_size": _one(m.output_size)}),
     nn.AdaptiveAvgPool2d: lambda m: ("adaptive_avg_pool2d", {"output_size": _one(m.output_size)}),

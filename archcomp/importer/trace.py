@@ -172,17 +172,14 @@ class _Body:
         return fx.node.map_arg(a, lambda n: self.env[n])
 
     def _attr(self, node: fx.Node) -> None:
-        target = str(node.target)
-        value = _get(self.module, target)
-        if not isinstance(value, nn.Parameter) or "." in target:
-            self._fail(node, f"self.{target}", "only a module's own nn.Parameter is expressible")
-            return
-        nid = self._id(target)
-        self.nodes.append(
-            {"id": nid, "op": "parameter", "shape": list(value.shape)}
-            | ({} if value.requires_grad else {"trainable": False})
+        """A tensor attribute read in the forward: archcomp's ``parameter`` op names its
+        tensor ``<id>.weight``, so a bare ``nn.Parameter`` would not load by its own key."""
+        kind = (
+            "nn.Parameter"
+            if isinstance(_get(self.module, str(node.target)), nn.Parameter)
+            else "tensor"
         )
-        self.env[node] = Ref(nid)
+        self._fail(node, f"self.{node.target}", f"a bare {kind}: not imported yet")
 
     def _call(self, node: fx.Node) -> None:
         args, kwargs = self._value(node.args), self._value(node.kwargs)
