@@ -4,6 +4,8 @@ stack whose layers sit in an nn.ModuleList."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -145,3 +147,26 @@ class Token(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.token
+
+
+class Gate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.proj(x)
+        return y if mask is None else y * mask
+
+
+class Defaults(nn.Module):
+    """Optional arguments left at their defaults, at the top and in a child; ``**kwargs``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = Gate()
+
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        return self.gate(x, mask=None) + 1

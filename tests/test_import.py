@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from equivalence import Case, check_case
-from import_models import Assorted, Cnn, LstmClassifier, Mlp, Spectral, TinyLM, Token
+from import_models import Assorted, Cnn, Defaults, LstmClassifier, Mlp, Spectral, TinyLM, Token
 from torch import nn
 
 import archcomp
@@ -58,6 +58,11 @@ def test_lstm_classifier_round_trip() -> None:
 def test_assorted_ops_round_trip() -> None:
     text = round_trip(Assorted().train(), (torch.randn(3, 7, 6),), dims={"B": 0})
     assert "scalar: 1.0, scalar_first: true" in text and "op: gru" in text
+
+
+def test_arguments_left_at_their_defaults_are_constants() -> None:
+    text = round_trip(Defaults(), (torch.randn(2, 4),))
+    assert "inputs:\n  x: {shape: [2, 4]}\nblocks:\n  gate:\n    inputs: [x]\n" in text
 
 
 def test_transformer_stack_becomes_blocks_and_one_repeat() -> None:
