@@ -170,3 +170,15 @@ class Defaults(nn.Module):
         self, x: torch.Tensor, bias: torch.Tensor | None = None, **kwargs: Any
     ) -> torch.Tensor:
         return self.gate(x, mask=None) + 1
+
+
+class SequentialStack(nn.Module):
+    """Equal layers in an nn.Sequential, and equal Linears in another."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(Layer(d, 2 * d) for _ in range(2)))
+        self.head = nn.Sequential(nn.Linear(d, d), nn.Linear(d, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(x))

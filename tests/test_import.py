@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 import torch
 from equivalence import Case, check_case
-from import_models import Assorted, Cnn, Defaults, LstmClassifier, Mlp, Spectral, TinyLM, Token
+from import_models import (
+    Assorted,
+    Cnn,
+    Defaults,
+    LstmClassifier,
+    Mlp,
+    SequentialStack,
+    Spectral,
+    TinyLM,
+    Token,
+)
 from torch import nn
 
 import archcomp
@@ -82,6 +92,12 @@ def test_unsupported_calls_are_listed_with_their_source_lines() -> None:
     assert "2 unsupported call(s)" in message
     assert "torch.fft.fft" in message and "y = torch.fft.fft(x).abs()" in message
     assert "torch.cumprod" in message and "import_models.py:" in message
+
+
+def test_a_sequential_of_equal_children_is_one_repeat() -> None:
+    text = round_trip(SequentialStack(), (torch.randn(2, 5, 8),), dims={"B": 0, "T": 1})
+    assert "- {id: layers, op: layer, repeat: 2}" in text
+    assert "- {id: head, op: linear, repeat: 2, out_features: 8}" in text
 
 
 def test_numbered_children_that_differ_are_refused_by_name() -> None:

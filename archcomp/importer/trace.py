@@ -173,6 +173,10 @@ class _Body:
             entry["in"] = {k: r.name for k, r in ins.items()}
         self.nodes.append(entry | keys | args)
 
+    def _path(self, target: str) -> str:
+        """``self.stages.0.1``: a child by its path from the imported module."""
+        return f"self.{self.where}.{target}".replace("..", ".").replace("self..", "self.")
+
     def _value(self, a: Any) -> Any:
         return fx.node.map_arg(a, lambda n: self.env[n])
 
@@ -216,7 +220,12 @@ class _Body:
         if isinstance(sub, nn.Identity):
             self.env[node] = self._value(node.args[0])
             return 1
-        made = self._child(node, sub, target)
+        seq = self._sequential(node, sub, target) if run == 1 else None
+        made = seq[0] if seq else self._child(node, sub, target)
+        if seq:
+            run_of_children = seq[1]
+        for k in range(run):  # each call's value until the run is emitted: failed stands in
+            self.env[order[i + k]] = FAILED
         if made is None:
             return run
         op, ins, opts, results = made
@@ -236,21 +245,47 @@ class _Body:
             name = self._id(node.name)  # a module without weights, called again
             self.ids.discard(name)
         elif name in self.ids:
-            self._fail(node, f"self.{target}", "called twice: shared weights are not imported yet")
+            self._fail(
+                node, self._path(target), "called twice: shared weights are not imported yet"
+            )
             return run
         if not name.isidentifier() or reserved_id(name) or name in self.ids:
             self._fail(
                 node,
-                f"self.{target}",
+                self._path(target),
                 "its path is no node id: a numbered child of a Sequential or ModuleList that "
                 "is not one of a run of equal children, or a reserved name",
             )
             return run
         self.ids.add(name)
-        self._emit(name, op, ins, opts, **({"repeat": run} if run > 1 else {}))
+        copies = run_of_children if seq else run
+        self._emit(name, op, ins, opts, **({"repeat": copies} if copies > 1 else {}))
         last = order[i + run - 1]
         self.env[last] = _results(name, results)
         return run
+
+    def _sequential(
+        self, node: fx.Node, sub: nn.Module, target: str
+    ) -> tuple[tuple[str, Any, dict[str, Any], Any], int] | None:
+        """An nn.Sequential of equal children: one repeated call of their op or block (copies
+        named ``target.0``, ``target.1``, ... as in torch); None for any other module."""
+        if not isinstance(sub, nn.Sequential) or len(sub) < 2:
+            return None
+        before, blocks = len(self.imp.problems), dict(self.imp.blocks)
+        made = [self._child(node, child, f"{target}.{k}") for k, child in enumerate(sub)]
+        first = made[0]
+        if (
+            first is None
+            or first[3] is not None
+            or any(m is None or m[:1] + m[2:3] != first[:1] + first[2:3] for m in made)
+        ):
+            del self.imp.problems[before:]  # not a repeat: the block path reports what fails
+            self.imp.blocks, self.imp.keys = (
+                blocks,
+                {k: v for k, v in self.imp.keys.items() if v in blocks},
+            )
+            return None
+        return first, len(sub)
 
     def _child(
         self, node: fx.Node, sub: nn.Module, target: str
