@@ -172,3 +172,16 @@ def test_docs_worked_example_prints_what_the_doc_shows(capsys: pytest.CaptureFix
     shown = doc.split("prints\n\n```yaml\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "docs/import.md", "exec"), {"__name__": "docs_import"})  # the doc's code
     assert capsys.readouterr().out == shown + "\n"
+
+
+def test_a_child_named_like_a_function_call_keeps_its_name() -> None:
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.add(x + y)
+
+    text = round_trip(Named(), (torch.randn(2, 4), torch.randn(2, 4)))
+    assert "- {id: add, op: linear" in text and "- {id: add_1, op: add" in text

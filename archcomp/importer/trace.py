@@ -118,10 +118,13 @@ class _Body:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     first: str | None = None  # the first input: what the first node reads by default
+    children: set[str] = field(default_factory=set)  # names of the children called: not for calls
+    called: set[str] = field(default_factory=set)  # children emitted so far
 
     def run(self, graph: fx.Graph, given: list[str]) -> Body | None:
         before = len(self.imp.problems)
         order = list(graph.nodes)
+        self.children = {str(n.target).split(".")[0] for n in order if n.op == "call_module"}
         inputs = []
         i = 0
         while i < len(order):
@@ -154,7 +157,7 @@ class _Body:
     def _id(self, want: str) -> str:
         want = re.sub(r"\W", "_", want)
         name, n = want if not reserved_id(want) else f"{want}_op", 1
-        while name in self.ids:
+        while name in self.ids or name in self.children:
             name, n = f"{want}_{n}", n + 1
         self.ids.add(name)
         return name
@@ -241,23 +244,25 @@ class _Body:
             if any(o is None or o[0] != op or o[2] != opts for o in ops):
                 run = 1
         name = _NUMBERED.match(target).group(1) if run > 1 else target  # type: ignore[union-attr]
-        if name in self.ids and run == 1 and not any(True for _ in sub.parameters()):
+        if name in self.called and run == 1 and not any(True for _ in sub.parameters()):
             name = self._id(node.name)  # a module without weights, called again
             self.ids.discard(name)
-        elif name in self.ids:
+        elif name in self.called:
             self._fail(
                 node, self._path(target), "called twice: shared weights are not imported yet"
             )
             return run
         if not name.isidentifier() or reserved_id(name) or name in self.ids:
-            self._fail(
-                node,
-                self._path(target),
-                "its path is no node id: a numbered child of a Sequential or ModuleList that "
-                "is not one of a run of equal children, or a reserved name",
+            why = (
+                "its name is also an input's: a spec's node ids and inputs share one namespace"
+                if name in self.ids
+                else "its path is no node id: a numbered child of a Sequential or ModuleList "
+                "that is not one of a run of equal children, or a reserved name"
             )
+            self._fail(node, self._path(target), why)
             return run
         self.ids.add(name)
+        self.called.add(name)
         copies = run_of_children if seq else run
         self._emit(name, op, ins, opts, **({"repeat": copies} if copies > 1 else {}))
         last = order[i + run - 1]
