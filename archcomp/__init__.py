@@ -10,7 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from archcomp.api import build, from_pretrained, load, save, save_pretrained, summary, view
+    from archcomp.api import (
+        build,
+        from_pretrained,
+        import_module,
+        load,
+        save,
+        save_pretrained,
+        summary,
+        view,
+    )
     from archcomp.backends.torch.module import ArchModule
     from archcomp.base.errors import Diagnostic, SpecError, UsageError
     from archcomp.base.version import __version__
@@ -28,6 +37,7 @@ __all__ = [
     "check",
     "draw",
     "from_pretrained",
+    "import_module",
     "load",
     "load_graph",
     "save",
@@ -38,7 +48,7 @@ __all__ = [
 
 _HOME = {
     **dict.fromkeys(
-        ("build", "from_pretrained", "load", "save", "save_pretrained", "summary", "view"),
+        "build from_pretrained import_module load save save_pretrained summary view".split(),
         "archcomp.api",
     ),
     **dict.fromkeys(("Diagnostic", "SpecError", "UsageError"), "archcomp.base.errors"),

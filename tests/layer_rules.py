@@ -37,6 +37,11 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "torch.distributed: FSDP2 by repeated blocks, sharded weights",
         ("archcomp/distributed/",),
     ),
+    (
+        "importer",
+        "torch modules traced back into spec text",
+        ("archcomp/importer/",),
+    ),
     ("api", "the public Python API", ("archcomp/api.py", "archcomp/__init__.py")),
     ("cli", "the archcomp command", ("archcomp/cli/", "archcomp/__main__.py")),
 )

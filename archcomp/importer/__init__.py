@@ -1,0 +1,109 @@
+"""Import: a PyTorch module back into a readable archcomp spec (docs/import.md).
+
+:func:`import_module` traces the module with torch.fx one level at a time, so the module
+hierarchy stays: leaf modules and calls become op nodes, a child module with children of its
+own becomes a block named after its class, and a ModuleList or Sequential of equal children
+becomes one node with ``repeat``. Node ids are the module paths, so the module's own
+``state_dict`` loads into the built spec with no mapping. What cannot be expressed is one
+:class:`ImportFailure` that lists every unsupported call with the source line that made it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from archcomp.base.errors import UsageError
+
+DimsArg = Mapping[str, int | tuple[str, int]]
+
+
+class ImportFailure(UsageError):
+    """The module uses calls archcomp cannot express; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"cannot import: {len(problems)} unsupported call(s):\n{lines}")
+
+
+def import_module(
+    module: Any,
+    example_inputs: Mapping[str, Any] | tuple[Any, ...],
+    *,
+    dims: DimsArg | None = None,
+    name: str | None = None,
+) -> str:
+    """The spec of ``module`` as YAML text.
+
+    ``example_inputs``: the forward's keyword arguments (a dict) or positional ones (a tuple);
+    their shapes and dtypes become the spec's inputs. ``dims`` names symbolic dims: ``{"B": 0}``
+    makes dim 0 of every input ``B``; ``{"T": ("ids", 1)}`` names dim 1 of input ``ids`` only.
+    """
+    import torch
+
+    from archcomp.importer.emit import spec_text
+    from archcomp.importer.trace import Importer, _snake
+
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"import_module takes an nn.Module, not {type(module).__name__}")
+    inputs = _bind(module, example_inputs)
+    imp = Importer()
+    body = imp.body(module, list(inputs), "")
+    if imp.problems or body is None:
+        raise ImportFailure(imp.problems)
+    shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}
+    example = _example_dims(inputs, dims or {})
+    spec_name = name or _snake(type(module).__name__)
+    return spec_text(spec_name, shapes, example, imp.blocks, body, type(module).__qualname__)
+
+
+def _bind(module: Any, example: Mapping[str, Any] | tuple[Any, ...]) -> dict[str, Any]:
+    import torch
+
+    sig = inspect.signature(module.forward)
+    try:
+        bound = (
+            sig.bind(**example) if isinstance(example, Mapping) else sig.bind(*example)
+        ).arguments
+    except TypeError as e:
+        raise UsageError(
+            f"example_inputs do not fit {type(module).__name__}.forward: {e}"
+        ) from None
+    for k, v in bound.items():
+        if not isinstance(v, torch.Tensor):
+            raise UsageError(f"example input {k!r} is {type(v).__name__}, not a tensor")
+    return dict(bound)
+
+
+def _dim_names(inp: str, rank: int, dims: DimsArg) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for sym, at in dims.items():
+        where, i = (None, at) if isinstance(at, int) else at
+        if (where is None or where == inp) and -rank <= i < rank:
+            out[i % rank] = sym
+    return out
+
+
+def _input_decl(inp: str, t: Any, dims: DimsArg) -> dict[str, Any]:
+    names = _dim_names(inp, t.dim(), dims)
+    decl: dict[str, Any] = {"shape": [names.get(i, s) for i, s in enumerate(t.shape)]}
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype != "float32":
+        decl["dtype"] = dtype
+    return decl
+
+
+def _example_dims(inputs: dict[str, Any], dims: DimsArg) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for k, t in inputs.items():
+        for i, sym in _dim_names(k, t.dim(), dims).items():
+            sizes.setdefault(sym, int(t.shape[i]))
+    missing = [s for s in dims if s not in sizes]
+    if missing:
+        raise UsageError(f"dims {missing} name no dim of the example inputs {sorted(inputs)}")
+    return sizes
+
+
+__all__ = ["ImportFailure", "import_module"]

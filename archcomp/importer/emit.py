@@ -1,0 +1,49 @@
+"""The imported spec as YAML text that reads like a hand-written one: one flow mapping a node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+def _flow(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_flow(x)}" for k, x in v.items()) + "}"
+    text: str = yaml.safe_dump(v, default_flow_style=True, width=10**6)
+    return text.removesuffix("\n...\n").strip()
+
+
+def _body(lines: list[str], body: dict[str, Any], indent: str) -> None:
+    lines.append(f"{indent}nodes:")
+    lines += [f"{indent}  - {_flow(n)}" for n in body["nodes"]]
+    outs = body["outputs"]
+    lines.append(f"{indent}outputs: {_flow(outs)}")
+
+
+def spec_text(
+    name: str,
+    inputs: dict[str, dict[str, Any]],
+    dims: dict[str, int],
+    blocks: dict[str, dict[str, Any]],
+    body: dict[str, Any],
+    source: str = "",
+) -> str:
+    """The whole spec: header, dims, inputs, blocks (innermost first), nodes and outputs."""
+    lines = [
+        f"# Imported from the torch module {source or name} by archcomp.import_module.",
+        "archcomp: 1",
+        f"name: {name}",
+    ]
+    if dims:
+        lines.append(f"dims: {_flow(dims)}")
+    lines.append("inputs:")
+    lines += [f"  {k}: {_flow(v)}" for k, v in inputs.items()]
+    if blocks:
+        lines.append("blocks:")
+        for bname, b in blocks.items():
+            lines += [f"  {bname}:", f"    inputs: {_flow(b['inputs'])}"]
+            _body(lines, b, "    ")
+    outs = body["outputs"]
+    _body(lines, body | {"outputs": outs if isinstance(outs, dict) else {"out": outs}}, "")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,187 @@
+"""Import round trips: a torch.nn module -> archcomp.import_module -> check -> build -> the
+module's own state_dict loaded strictly -> outputs and gradients equal (tests/NUMERICS.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from import_models import (
+    Assorted,
+    Cnn,
+    Defaults,
+    LstmClassifier,
+    Mlp,
+    SequentialStack,
+    Spectral,
+    TinyLM,
+    Token,
+)
+from torch import nn
+
+import archcomp
+from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
+
+
+def round_trip(ref: nn.Module, inputs: tuple[torch.Tensor, ...], **kw: Any) -> str:
+    """Import ``ref``, build the spec, load ref's state_dict strictly, compare; the spec text."""
+    torch.manual_seed(0)
+    text = archcomp.import_module(ref, inputs, **kw)
+    archcomp.check(text)
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ref.train(model.training)
+    case = Case(
+        model,
+        ref,
+        inputs,
+        lambda *xs: [ref(*xs)],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+    return text
+
+
+def test_mlp_round_trip_reads_like_a_spec() -> None:
+    text = round_trip(Mlp(), (torch.randn(4, 6),), dims={"B": 0})
+    assert "x: {shape: [B, 6]}" in text
+    assert "- {id: fc1, op: linear, out_features: 12}" in text
+    assert "- {id: fc2, op: linear, out_features: 3, bias: false}" in text
+
+
+def test_cnn_round_trip() -> None:
+    text = round_trip(Cnn(), (torch.randn(2, 3, 8, 8),), dims={"B": 0})
+    assert "op: conv2d, out_channels: 8, kernel_size: 3, padding: 1" in text
+    assert "max_pool2d" in text and "flatten" in text
+
+
+def test_lstm_classifier_round_trip() -> None:
+    text = round_trip(LstmClassifier(), (torch.randn(3, 5, 10),), dims={"B": 0, "S": 1})
+    assert "{id: lstm, op: lstm, hidden_size: 8, num_layers: 2}" in text
+    assert "in: lstm.output, at: '[:, -1, :]'" in text
+
+
+def test_assorted_ops_round_trip() -> None:
+    text = round_trip(Assorted().train(), (torch.randn(3, 7, 6),), dims={"B": 0})
+    assert "scalar: 1.0, scalar_first: true" in text and "op: gru" in text
+
+
+def test_arguments_left_at_their_defaults_are_constants() -> None:
+    text = round_trip(Defaults(), (torch.randn(2, 4),))
+    assert "inputs:\n  x: {shape: [2, 4]}\nblocks:\n  gate:\n    inputs: [x]\n" in text
+
+
+def test_transformer_stack_becomes_blocks_and_one_repeat() -> None:
+    ids = torch.randint(0, 20, (2, 5))
+    text = round_trip(TinyLM(), (ids,), dims={"B": 0, "T": 1})
+    assert "input_ids: {shape: [B, T], dtype: int64}" in text
+    assert "{id: layers, op: layer, repeat: 3}" in text
+    for block in ("layer:", "attention:", "feed_forward:"):
+        assert f"\n  {block}\n" in text
+    assert text.count("op: scaled_dot_product_attention") == 1  # one block, not three copies
+
+
+def test_unsupported_calls_are_listed_with_their_source_lines() -> None:
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(Spectral(), (torch.randn(2, 4),))
+    message = str(e.value)
+    assert "2 unsupported call(s)" in message
+    assert "torch.fft.fft" in message and "y = torch.fft.fft(x).abs()" in message
+    assert "torch.cumprod" in message and "import_models.py:" in message
+
+
+def test_a_sequential_of_equal_children_is_one_repeat() -> None:
+    text = round_trip(SequentialStack(), (torch.randn(2, 5, 8),), dims={"B": 0, "T": 1})
+    assert "- {id: layers, op: layer, repeat: 2}" in text
+    assert "- {id: head, op: linear, repeat: 2, out_features: 8}" in text
+
+
+def test_numbered_children_that_differ_are_refused_by_name() -> None:
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(seq, (torch.randn(2, 4),))
+    assert "self.0 (its path is no node id" in str(e.value)
+    assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
+
+
+def test_a_bare_parameter_is_refused() -> None:
+    with pytest.raises(ImportFailure, match=r"self\.token \(a bare nn\.Parameter"):
+        archcomp.import_module(Token(), (torch.randn(2, 3, 6),))
+
+
+def test_untraceable_control_flow_is_refused_with_its_line() -> None:
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(enc, (torch.randn(2, 5, 8),))
+    assert "torch.fx cannot trace it" in str(e.value) and "transformer.py:" in str(e.value)
+
+
+def test_bad_example_inputs_are_a_usage_error() -> None:
+    with pytest.raises(archcomp.UsageError, match=r"do not fit Mlp\.forward"):
+        archcomp.import_module(Mlp(), {"y": torch.randn(2, 6)})
+    with pytest.raises(archcomp.UsageError, match="name no dim"):
+        archcomp.import_module(Mlp(), (torch.randn(2, 6),), dims={"T": ("ids", 1)})
+
+
+def test_cli_imports_a_factory_and_the_spec_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lm.yaml"
+    argv = ["import", "import_models:TinyLM", "--input", "input_ids=2,5:int64"]
+    assert main([*argv, "--dims", "B=0,T=input_ids.1", "-o", str(out)]) == 0
+    assert "input_ids: {shape: [B, T], dtype: int64}" in out.read_text()
+    assert archcomp.check(str(out)).name == "tiny_lm"
+    assert main([*argv, "-o", str(out)]) == 2  # exists, no --force
+    assert "pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["import_models:Nope", "--input", "x=2,6"], "AttributeError"),
+        (["no_such_package.models:make", "--input", "x=2,6"], "No module named"),
+        (["import_models", "--input", "x=2,6"], "expected PACKAGE.MODULE:FACTORY"),
+        (["import_models:Mlp", "--input", "x=2,six"], "expected NAME=SHAPE[:DTYPE]"),
+        (["import_models:Mlp", "--input", "x=2,6:complex"], "unknown dtype"),
+        (["import_models:Mlp", "--input", "x=2,6", "--dims", "B=first"], "expected NAME=DIM"),
+        (["import_models:Mlp"], "give the example inputs"),
+        (["import_models:Spectral", "--input", "x=2,4"], "torch.fft.fft"),
+    ],
+)
+def test_cli_bad_factory_shape_or_module_exits_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_help_says_it_runs_the_named_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "--help"]) == 0
+    assert "runs the Python code you name" in " ".join(capsys.readouterr().out.split())
+
+
+def test_docs_worked_example_prints_what_the_doc_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "import.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = doc.split("prints\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/import.md", "exec"), {"__name__": "docs_import"})  # the doc's code
+    assert capsys.readouterr().out == shown + "\n"
+
+
+def test_a_child_named_like_a_function_call_keeps_its_name() -> None:
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.add(x + y)
+
+    text = round_trip(Named(), (torch.randn(2, 4), torch.randn(2, 4)))
+    assert "- {id: add, op: linear" in text and "- {id: add_1, op: add" in text
