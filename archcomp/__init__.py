@@ -48,7 +48,7 @@ __all__ = [
 
 _HOME = {
     **dict.fromkeys(
-        "build from_pretrained import_module load save save_pretrained summary view".split(),
+        ["build", "from_pretrained", "import_module", "load", "save", "save_pretrained", "summary", "view"],
         "archcomp.api",
     ),
     **dict.fromkeys(("Diagnostic", "SpecError", "UsageError"), "archcomp.base.errors"),
