@@ -48,7 +48,16 @@ __all__ = [
 
 _HOME = {
     **dict.fromkeys(
-        ["build", "from_pretrained", "import_module", "load", "save", "save_pretrained", "summary", "view"],
+        [
+            "build",
+            "from_pretrained",
+            "import_module",
+            "load",
+            "save",
+            "save_pretrained",
+            "summary",
+            "view",
+        ],
         "archcomp.api",
     ),
     **dict.fromkeys(("Diagnostic", "SpecError", "UsageError"), "archcomp.base.errors"),
