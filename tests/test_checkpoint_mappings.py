@@ -126,7 +126,7 @@ def test_shipped_defaults_are_transformers_defaults(name: str) -> None:
         elif field in config:
             want = substitute(absent, {k: v for k, v in filled.items() if v is not None})
             assert config[field] == want, (field, config[field], want)
-        elif field.startswith("rope_parameters.") and filled["rope_parameters.rope_type"] == (
+        elif field.startswith("rope_parameters.") and filled.get("rope_parameters.rope_type") == (
             "default"
         ):
             continue  # a scaled RoPE's field; the spec's scaling is none at its default
