@@ -244,6 +244,10 @@ def _repeat_params(g: Graph) -> set[str]:
     )
 
 
+def _copies(g: Graph, name: str) -> int:
+    return sum(s.repeat_param == name for n in g.nodes.values() for s in n.scopes)
+
+
 # Where 0 copies do not make a model: the spec's params say min 1, and why is written here.
 ZERO_MAKES_NO_MODEL = {
     # no encoder layers and no decoder layers: the source sentence is never read
@@ -260,7 +264,9 @@ def test_shipped_specs_take_zero_for_their_repeats(path: Path) -> None:
                 load_graph(path, {name: 0})
             continue
         empty = load_graph(path, {name: 0})
-        assert not any(s.repeat_param == name for n in empty.nodes.values() for s in n.scopes)
+        # fewer copies named by it (a block's own param may share the name: BART's decoder
+        # repeats its N, which the spec sets from N_dec)
+        assert _copies(empty, name) < _copies(g, name)
         assert len(empty.nodes) < len(g.nodes)
         assert empty.output_types == g.output_types
         model = archcomp.build(path, {name: 0}, device="meta")
@@ -309,7 +315,7 @@ blocks:
 nodes:
   - {id: f, op: convs, c: "${c}", n: 2}
   - {id: g, op: convs, c: 4, repeat: 2}
-  - {id: flat, op: flatten, label: "${c}"}
+  - {id: flat, op: avg_pool2d, kernel_size: 2, label: "${c}"}
 outputs: flat
 """
     g = load_graph(text)
