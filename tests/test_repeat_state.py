@@ -87,3 +87,14 @@ def test_a_block_whose_results_all_carry_state_is_a_located_error() -> None:
     msg = str(err.value)
     assert "its results all carry state to the inputs of the same name (h)" in msg
     assert "first input 'x'" in msg and "repeat" in msg
+
+
+def test_a_stack_carrying_state_compiles_fullgraph_and_exports() -> None:
+    model = compile_for_test(load_graph(RECURRENT, {"N": 3})).eval()
+    x, h = torch.randn(2, 4), torch.randn(2, 6)
+    want = run(model, x, h)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    exported = torch.export.export(model, (x, h)).module()
+    for got in (compiled(x, h), exported(x, h)):
+        assert_same(got["y"], want["y"])
+        assert_same(got["h"], want["h"])
