@@ -17,14 +17,17 @@ see torch's allocator and RSS deltas hide freed pages, so neither is used.
 Prints the ratios op / transformers and op / dense. Goal: op / transformers <= 1.00 in time
 and memory (not 4x), and the dense workaround about E / k = 4x the op's expert compute.
 
-Measured (2-core shared CPU, load ~9, ``--threads 1 --repeat 4``, torch 2.13, transformers
-5.24): op 214 ms / 27.1 MiB, transformers 282 ms / 40.9 MiB, dense 950 ms / 101.1 MiB;
-op / transformers 0.76 time, 0.66 peak memory; op / dense 0.23 time, 0.27 peak memory
-(a second run, ``--repeat 6``: 186 / 218 / 765 ms, ratios 0.85 and 0.24; memory the same). The
-op's experts take their weights with one ``unbind`` (whose backward stacks the E gradients
-once) where transformers indexes ``gate_up_proj[e]`` per expert (a full-size gradient each).
+Measured (2-core shared CPU, heavily loaded, ``--threads 1 --repeat 4``, torch 2.13,
+transformers 5.24), with the experts as the opaque ``archcomp::grouped_experts`` operator
+(compile- and export-friendly, its own backward): three runs gave op / transformers 0.87,
+0.88, 0.91 in time (e.g. op 215 ms, transformers 238 ms, dense 843 ms) and 0.75 in peak
+memory (op 30.7 MiB, transformers 40.9 MiB, dense 101.1 MiB); op / dense 0.19-0.26 time,
+0.30 memory. (Before the operator, with autograd through a Python loop of F.linear over
+``unbind`` weights and a graph break at the routing: 0.76-0.85 time, 27.1 MiB, 0.66.)
+The custom operator's peak is a few MiB higher than that loop's, still 0.75 of
+transformers', which indexes ``gate_up_proj[e]`` per expert (a full-size gradient each).
 With 2 threads on that overloaded machine the small per-expert matmuls of both sparse sides
-slow down ~15x and the ratios are noise (op / transformers 1.01 time, 0.66 memory).
+slow down ~15x and the time ratios are noise.
 """
 
 from __future__ import annotations

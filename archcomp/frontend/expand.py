@@ -402,6 +402,20 @@ class Expander:
                 )
             )
             return
+        if copies.count is not None and None in chain_map(callee).values():
+            carried = ", ".join(p for p, r in chain_map(callee).items() if r is not None)
+            self.rep.add(
+                doc.diag(
+                    "bad-repeat",
+                    f"cannot repeat {callee.what}: its results all carry state to the inputs "
+                    f"of the same name ({carried}); none is left for its first input "
+                    f"'{callee.ports[0].name}'",
+                    (*path, "repeat"),
+                    node=qid,
+                    hint="add a result for the first input to chain through, or rename one",
+                )
+            )
+            return
         if copies.count == 0:  # an empty stack: its input passes through
             self._pass_through(qid, bound, callee, "'repeat' is 0", path, doc)
             return
@@ -699,7 +713,12 @@ class Expander:
             )
             return
         results = callee.results
-        self.out.aliases[qid] = {results[0]: first}
+        chain = chain_map(callee)
+        self.out.aliases[qid] = {chain.get(callee.ports[0].name) or results[0]: first}
+        for port, result in chain.items():  # carried state passes on by name
+            given = bound.get(port)
+            if port != callee.ports[0].name and result is not None and given is not None:
+                self.out.aliases[qid][result] = given  # type: ignore[assignment]
         self.out.first_output[qid] = results[0]
         reads = [r for v in bound.values() for r in (v if isinstance(v, list) else [v])]
         self.out.absent[qid] = Absent(why, callee.what, results, tuple(reads))
@@ -1078,18 +1097,32 @@ def _deep(value: Any, env: Mapping[str, Any]) -> Any:
     return substitute(value, env)
 
 
+def chain_map(callee: Callee) -> dict[str, str | None]:
+    """Which result of copy k each input of copy k+1 reads in a repeat: an input named like
+    a result reads that result (state carried from copy to copy); the first input, unless
+    so named, reads the first result not so carried (None: there is none left)."""
+    ports = [p.name for p in callee.ports]
+    chain: dict[str, str | None] = {p: p for p in ports if p in callee.results}
+    if ports and ports[0] not in chain:
+        rest = [r for r in callee.results if r not in chain]
+        chain[ports[0]] = rest[0] if rest else None
+    return chain
+
+
 def _chained(
     bound: dict[str, Any], callee: Callee, qid: str, k: int, origin: Origin
 ) -> dict[str, Any]:
-    """The inputs of copy ``k`` of a repeat: copy k > 0 reads copy k-1's first result on its
-    first port."""
+    """The inputs of copy ``k`` of a repeat: copy k > 0 reads copy k-1's results as
+    :func:`chain_map` says; other inputs are shared by every copy."""
     inputs = dict(bound)
-    if k > 0:
-        first_port = callee.ports[0].name if callee.ports else ""
-        prev = PendingRef(Ref(f"{qid}.{k - 1}", callee.results[0]), origin)
-        first = inputs[first_port]
+    if k == 0:
+        return inputs
+    for port, result in chain_map(callee).items():
+        assert result is not None  # reported before the copies are made
+        prev = PendingRef(Ref(f"{qid}.{k - 1}", result), origin)
+        given = inputs[port]
         # A list's first entry is the stack's input; the rest is shared by every copy.
-        inputs[first_port] = [prev, *first[1:]] if isinstance(first, list) else prev
+        inputs[port] = [prev, *given[1:]] if isinstance(given, list) else prev
     return inputs
 
 

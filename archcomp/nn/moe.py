@@ -11,24 +11,13 @@ weights are one stacked tensor each, as transformers' Mixtral stores them: ``gat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _gelu_tanh(t: Tensor) -> Tensor:
-    return F.gelu(t, approximate="tanh")
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "silu": F.silu,
-    "gelu": F.gelu,
-    "gelu_tanh": _gelu_tanh,
-    "relu": F.relu,
-}
+from archcomp.nn.grouped_experts import ACTIVATIONS, grouped_experts
 
 
 def _uniform_(w: Tensor, fan_in: int) -> None:
@@ -110,7 +99,8 @@ class TopKRouter(nn.Module):
         grouped = choice.view(n, self.num_groups, per_group)  # (N, G, E/G)
         group_scores = grouped.topk(min(2, per_group), dim=-1).values.sum(-1)  # (N, G)
         best = group_scores.topk(self.top_groups, dim=-1, sorted=False).indices  # (N, g)
-        keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, best, True)
+        chosen = torch.ones_like(best, dtype=torch.bool)  # jit.trace cannot scatter a scalar
+        keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter(1, best, chosen)
         return grouped.masked_fill(~keep[..., None], -math.inf).view(n, self.num_experts)
 
     def extra_repr(self) -> str:
@@ -157,20 +147,10 @@ class GroupedExperts(nn.Module):
         _uniform_(self.gate_up_proj if self.gated else self.up_proj, self.hidden_size)
         _uniform_(self.down_proj, self.expert_features)
 
-    def forward(self, x: Tensor, counts: list[int]) -> Tensor:
-        """x (M, d), rows sorted by expert, ``counts[e]`` rows for expert e -> (M, d)."""
-        ups = (self.gate_up_proj if self.gated else self.up_proj).unbind(0)  # E x (2F|F, d)
-        downs = self.down_proj.unbind(0)  # E x (d, F); unbind's backward stacks the grads once
-        outs = []
-        for e, rows in enumerate(x.split(counts)):  # (n_e, d); an expert without tokens: (0, d)
-            h = F.linear(rows, ups[e])  # (n_e, 2F) or (n_e, F)
-            if self.gated:
-                gate, up = h.chunk(2, dim=-1)  # (n_e, F) each
-                h = self.act(gate) * up
-            else:
-                h = self.act(h)
-            outs.append(F.linear(h, downs[e]))  # (n_e, d)
-        return torch.cat(outs)  # (M, d)
+    def forward(self, x: Tensor, counts: Tensor) -> Tensor:
+        """x (M, d), rows sorted by expert, ``counts[e]`` (E,) rows for expert e -> (M, d)."""
+        up = self.gate_up_proj if self.gated else self.up_proj  # (E, 2F|F, d)
+        return grouped_experts(x, counts, up, self.down_proj, self.gated, self.activation)
 
     def extra_repr(self) -> str:
         return (
@@ -272,11 +252,12 @@ class MixtureOfExperts(nn.Module):
         weights, experts, probs = self.gate(tokens)  # (N, k), (N, k), (N, E)
         flat = experts.flatten()  # (N k,): slot i of token t at t * k + i
         order = flat.argsort(stable=True)  # (N k,) slots grouped by expert
-        counts = torch.bincount(flat, minlength=self.num_experts)  # (E,)
+        counts = torch.zeros(self.num_experts, dtype=flat.dtype, device=flat.device)
+        counts = counts.index_add(0, flat, torch.ones_like(flat))  # (E,): static shape
         token_of = order // self.top_k  # (N k,) the token of each sorted slot
-        # the tokens per expert are data: torch.compile breaks the graph here, and
-        # torch.export (and a meta forward) cannot run it
-        y = self.experts(tokens[token_of], counts.tolist())  # (N k, d), by expert
+        # the tokens per expert are data: only the opaque grouped_experts op splits by them,
+        # so torch.compile(fullgraph=True) and torch.export trace the whole forward
+        y = self.experts(tokens[token_of], counts)  # (N k, d), by expert
         y = y * weights.flatten()[order, None]  # (N k, d)
         out = torch.zeros_like(tokens).index_add_(0, token_of, y)  # (N, d)
         if self.shared_experts is not None:

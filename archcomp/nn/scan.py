@@ -91,10 +91,12 @@ class SelectiveScan(nn.Module):
         delta_softplus: bool = False,
         algorithm: str = "auto",
         chunk_size: int = 32,
+        recompute: bool = False,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
+        self.recompute = recompute
         self.num_features = num_features
         self.d_state = d_state
         self.delta_softplus = delta_softplus
@@ -128,17 +130,48 @@ class SelectiveScan(nn.Module):
         if self.delta_softplus:
             dt = F.softplus(dt)
         A = -torch.exp(self.A_log.to(work))  # (D, N)
-        decay = torch.exp(dt[..., None] * A[:, None])  # (B, D, L, N)
-        drive = (dt * u)[..., None] * b.to(work).transpose(1, 2)[:, None]  # (B, D, L, N)
-        if self._chunked(decay):
-            h = chunked_scan(decay, drive, self.chunk_size)  # (B, D, L, N)
+        if self.recompute and torch.is_grad_enabled():
+            y = self._recomputed(u, dt, A, b.to(work), c.to(work))  # (B, D, L)
         else:
-            h = sequential_scan(decay, drive)
-        y = torch.einsum("bdln,bnl->bdl", h, c.to(work))  # (B, D, L)
+            y = self._states_out(u, dt, A, b.to(work), c.to(work), None)[0]
         y = y + u * self.D.to(work)[:, None]
         if z is not None:
             y = y * F.silu(z.to(work))
         return y.to(x.dtype)
+
+    def _states_out(
+        self, u: Tensor, dt: Tensor, rate: Tensor, b: Tensor, c: Tensor, h0: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """u, dt (B, D, T), the rate A (D, N), b, c (B, N, T), the entering state h0
+        (B, D, N) or None (zeros) -> (C . h (B, D, T), the last state (B, D, N))."""
+        decay = torch.exp(dt[..., None] * rate[:, None])  # (B, D, T, N)
+        drive = (dt * u)[..., None] * b.transpose(1, 2)[:, None]  # (B, D, T, N)
+        if h0 is not None:  # h_0 = a_0 h0 + b_0: the scans start from zeros
+            drive = torch.cat(
+                [drive[:, :, :1] + decay[:, :, :1] * h0[:, :, None], drive[:, :, 1:]], 2
+            )
+        if self._chunked(decay):
+            h = chunked_scan(decay, drive, self.chunk_size)  # (B, D, T, N)
+        else:
+            h = sequential_scan(decay, drive)
+        # the last state copied: a view would keep the chunk's (B, D, T, N) states alive
+        return torch.einsum("bdln,bnl->bdl", h, c), h[:, :, -1].clone()
+
+    def _recomputed(self, u: Tensor, dt: Tensor, rate: Tensor, b: Tensor, c: Tensor) -> Tensor:
+        """C . h chunk by chunk of ``chunk_size`` positions, each under activation
+        checkpointing: autograd keeps the (B, D, L) inputs and each chunk's entering state
+        (B, D, N), not the (B, D, L, N) states; backward recomputes one chunk's at a time."""
+        from torch.utils.checkpoint import checkpoint
+
+        ys, h = [], None
+        for start in range(0, u.shape[2], self.chunk_size):
+            part = slice(start, start + self.chunk_size)
+            y, h = checkpoint(
+                self._states_out, u[..., part], dt[..., part], rate, b[..., part], c[..., part], h,
+                use_reentrant=False,
+            )  # fmt: skip
+            ys.append(y)
+        return torch.cat(ys, dim=2) if ys else u * 0  # (B, D, L)
 
     def _chunked(self, decay: Tensor) -> bool:
         if self.algorithm != "auto":
@@ -151,5 +184,6 @@ class SelectiveScan(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, d_state={self.d_state}, delta_softplus={self.delta_softplus}, "
-            f"algorithm={self.algorithm!r}, chunk_size={self.chunk_size}"
+            f"algorithm={self.algorithm!r}, chunk_size={self.chunk_size}, "
+            f"recompute={self.recompute}"
         )

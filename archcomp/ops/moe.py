@@ -175,24 +175,25 @@ def _moe_macs(a: MixtureOfExpertsArgs, ins: Any, outs: dict[str, TensorType]) ->
 
 
 def _moe_activations(a: MixtureOfExpertsArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
-    """What autograd keeps in a training forward (the meta forward cannot run the routing:
-    how many tokens each expert gets is data). Per token: the router's input and
-    probabilities (d + E), their sum with sigmoid scores (1), the renormalization's sum (1),
-    the top-k weights and their sorted copy (2k), three int64 index vectors of k entries
-    (the choice, the sort, the token of each slot: 6k, counted as float32 elements). Per
-    (token, chosen expert): the gathered input, the expert's output and its weighted copy
-    (3d), the projections and activation (4F gated, 2F not). The shared expert on every
-    token likewise (4F or 2F), its sigmoid gate and the gated product (1 + d); and the E
-    expert fractions of the loss once. Exact in float32 (tests/ops/test_moe.py)."""
+    """What autograd keeps in a training forward; the summary's meta forward measures the
+    same (the grouped experts have a fake kernel), this rule is its fallback. Per token: the
+    router's input and probabilities (d + E), their sum with sigmoid scores (1), the
+    renormalization's sum (1), the top-k weights and their sorted copy (2k), three int64
+    index vectors of k entries (the choice, the sort, the token of each slot: 6k, counted as
+    float32 elements). Per (token, chosen expert): the gathered input, the experts' output
+    and its weighted copy (3d), the first projection (2F gated, F not). The shared expert on
+    every token (4F gated, 2F not), its sigmoid gate and the gated product (1 + d); and once
+    the E expert fractions of the loss and the E int64 counts (3E). Exact in float32
+    (tests/ops/test_moe.py)."""
     n = prod(ins["x"].shape[:-1])
     d, e, k = a.in_features or 0, a.num_experts, a.top_k
-    per_f = 4 if a.gated else 2
     per_token = d + e + (1 if a.renormalize else 0) + (1 if a.scoring == "sigmoid" else 0)
     per_token += 2 * k + 6 * k
-    per_token += k * (3 * d + per_f * a.expert_features) + per_f * a.shared_features
+    routed_f, shared_f = (2, 4) if a.gated else (1, 2)
+    per_token += k * (3 * d + routed_f * a.expert_features) + shared_f * a.shared_features
     if a.shared_gate:
         per_token += 1 + d
-    return add(mul(n, per_token), e)
+    return add(mul(n, per_token), 3 * e)
 
 
 def _moe_lower(c: LowerCtx) -> Any:
@@ -257,8 +258,9 @@ MIXTURE_OF_EXPERTS = register(
         "gate.weight, experts.gate_up_proj (E, 2F, d) (up_proj (E, F, d) ungated), "
         "experts.down_proj (E, d, F), shared_experts.{gate,up,down}_proj.weight, "
         "shared_expert_gate.weight; buffer gate.e_score_correction_bias. MACs: the router and "
-        "the top_k experts each token runs (not all E). The tokens per expert are data: "
-        "torch.compile breaks the graph at the routing, torch.export cannot trace it, and the "
-        "summary's activations come from the op's rule.",
+        "the top_k experts each token runs (not all E). The tokens per expert are data, seen "
+        "only inside one opaque operator (torch.ops.archcomp.grouped_experts, with a fake "
+        "kernel and its own backward): torch.compile(fullgraph=True), torch.export and the "
+        "summary's meta forward trace the whole op.",
     )
 )

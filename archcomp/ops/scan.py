@@ -34,6 +34,9 @@ class SelectiveScanArgs(OpArgs):
     inside chunks of ``chunk_size`` positions and over the chunks (log steps, equal up to
     rounding); ``auto``, the chunked scan for inputs over 32 positions where autograd records
     or off the CPU, else the loop (the faster of the two on CPU, benchmarks/bench_scan.py).
+    ``recompute``: under autograd, run chunk by chunk under activation checkpointing, keeping
+    the (B, D, L) inputs and one (B, D, N) state per chunk instead of the (B, D, L, N) states
+    (docs/scaling.md).
     """
 
     delta_softplus: bool = Field(default=False, description="softplus on delta (+ delta_bias)")
@@ -41,6 +44,11 @@ class SelectiveScanArgs(OpArgs):
         default="auto", description="the reference loop, the chunked parallel scan, or by length"
     )
     chunk_size: int = Field(default=32, gt=0, le=4096, description="positions per chunk")
+    recompute: bool = Field(
+        default=False,
+        description="train keeping each chunk's entering state only; backward recomputes "
+        "one chunk's states at a time (activation memory O(B D L), not O(B D L N))",
+    )
     num_features: int | None = Field(default=None, gt=0, description="inferred from x's dim 1")
     d_state: int | None = Field(default=None, gt=0, description="inferred from B's dim 1")
 
@@ -98,6 +106,7 @@ def _selective_scan_lower(c: LowerCtx) -> Any:
         delta_softplus=a.delta_softplus,
         algorithm=a.algorithm,
         chunk_size=a.chunk_size,
+        recompute=a.recompute,
         **c.factory,
     )
     ins = c.inputs
@@ -146,7 +155,8 @@ SELECTIVE_SCAN = register(
         macs=_selective_scan_macs,
         lower=_selective_scan_lower,
         doc="Mamba's selective state-space scan (S6): input-dependent delta, B, C; "
-        "A = -exp(A_log), D skip, optional silu(z) gate. torch.jit.trace records the "
-        "example's length (the scan loops over positions).",
+        "A = -exp(A_log), D skip, optional silu(z) gate. recompute: true bounds training "
+        "activations to O(B D L) by checkpointing chunk by chunk. torch.jit.trace records "
+        "the example's length (the scan loops over positions).",
     )
 )

@@ -3,7 +3,8 @@ declared parameters, MACs and the activation rule; forward and gradients against
 transformers' MixtralSparseMoeBlock, DeepseekV3MoE and Qwen2MoeSparseMoeBlock, a small
 Mixtral model (attention and MoE decoder layers) against MixtralForCausalLM, and the
 Switch/Mixtral load-balancing loss; planted bugs (wrong k, missing renormalization, wrong
-routing group) fail; each expert runs only on its own tokens; torch.compile.
+routing group) fail; each expert runs only on its own tokens; torch.compile(fullgraph=True)
+and torch.export.
 
 One file per op family (tests/ops/test_<family>.py mirrors archcomp/ops/<family>.py).
 """
@@ -278,7 +279,7 @@ def test_aux_loss_is_mixtrals_load_balancing_loss() -> None:
     w = dict(model.named_parameters())["moe.gate.weight"]
     logits = x.reshape(-1, 16) @ w.T  # (N, E)
     want = load_balancing_loss_func((logits,), 8, 2)
-    torch.testing.assert_close(got, want)
+    assert_same(got, want)
     # it trains the router: gradients reach the gate's weight
     (gw,) = torch.autograd.grad(got, [w])
     assert gw.abs().sum() > 0
@@ -293,15 +294,15 @@ def test_each_expert_runs_only_on_its_tokens() -> None:
         load_graph(moe_spec("num_experts: 8, top_k: 2, expert_features: 32", "[2, 12, 16]"))
     )
     rows: list[int] = []
-    real = torch.nn.functional.linear
+    real = torch.mm
 
-    def counting(x: torch.Tensor, w: torch.Tensor, b: Any = None) -> torch.Tensor:
-        if w.shape == (64, 16):  # an expert's gate_up projection
+    def counting(x: torch.Tensor, w: torch.Tensor, **kw: Any) -> torch.Tensor:
+        if w.shape == (16, 64):  # an expert's gate_up projection, transposed
             rows.append(x.shape[0])
-        return real(x, w, b)
+        return real(x, w, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.nn.functional, "linear", counting)
+        mp.setattr(torch, "mm", counting)
         run(model, torch.randn(2, 12, 16))
     assert len(rows) == 8 and sum(rows) == 2 * 12 * 2
 
@@ -314,11 +315,12 @@ def test_each_expert_runs_only_on_its_tokens() -> None:
         DEEPSEEK + ", shared_gate: true",
     ],
 )
-def test_activation_rule_is_what_autograd_keeps(args: str) -> None:
-    """The rule the summary uses (the meta forward cannot route) equals the bytes autograd
-    keeps in a real float32 forward."""
+def test_activations_traced_and_by_rule_are_what_autograd_keeps(args: str) -> None:
+    """The summary's meta forward runs the routing (the grouped experts' fake kernel) and
+    counts the bytes autograd keeps in a real float32 forward; the op's rule, its fallback,
+    gives the same."""
     text = moe_spec(args, "[4, 8, 16]")
-    _, model = compile_spec(text)
+    g, model = compile_spec(text)
     skip = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     kept: dict[int, int] = {}
 
@@ -333,7 +335,11 @@ def test_activation_rule_is_what_autograd_keeps(args: str) -> None:
     s = archcomp.summary(text)
     row = next(r for r in s.rows if r.name == "moe")
     assert row.activation_bytes == sum(kept.values())
-    assert row.activation_source == "rule"
+    assert row.activation_source == "trace"
+    node = g.nodes["moe"]
+    x = next(iter(g.inputs.values())).type
+    assert node.op.activations is not None
+    assert node.op.activations(node.args, {"x": x}, node.outputs) * 4 == sum(kept.values())
     assert row.op == "mixture_of_experts (2 of 8 experts)"
 
 
@@ -360,17 +366,64 @@ def test_emitted_source_runs_the_same_routing(tmp_path: Any) -> None:
     assert_same(got["aux"], want["aux"])
 
 
-def test_torch_compile_runs_with_a_graph_break() -> None:
-    """The tokens per expert are data: torch.compile breaks the graph at the routing (no
-    fullgraph) and gives the eager result."""
-    model = compile_for_test(
-        load_graph(moe_spec("num_experts: 4, top_k: 2, expert_features: 8", "[2, 6, 16]"))
-    )
+@pytest.mark.parametrize("args", ["num_experts: 4, top_k: 2, expert_features: 8", DEEPSEEK])
+def test_compiles_fullgraph_and_exports_with_the_same_result_and_gradients(args: str) -> None:
+    """The tokens per expert are data only inside the grouped-experts operator: the whole
+    forward is one torch.compile graph and one torch.export program, both equal to eager
+    (forward, and gradients through the compiled module)."""
+    model = compile_for_test(load_graph(moe_spec(args, "[2, 6, 16]")))
     x = torch.randn(2, 6, 16)
-    with torch.no_grad():
-        want = run(model, x)["y"]
-        compiled = torch.compile(model, backend="eager")
-        torch.testing.assert_close(compiled(x)["y"], want, rtol=0, atol=0)
+    want = run(model, x)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    exported = torch.export.export(model, (x,)).module()
+    assert "grouped_experts" in str(torch.export.export(model, (x,)).graph)
+    for got in (run(compiled, x), exported(x)):
+        assert_same(got["y"], want["y"])
+        assert_same(got["aux"], want["aux"])
+    grads = []
+    for m in (model, compiled):
+        xi = x.clone().requires_grad_()
+        out = run(m, xi)
+        (out["y"].square().sum() + out["aux"]).backward()
+        grads.append([xi.grad, *(p.grad for p in model.parameters())])
+        model.zero_grad(set_to_none=True)
+    for a, b in zip(*grads, strict=True):
+        assert_same(a, b)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh", "relu"])
+def test_grouped_experts_op_equals_a_per_expert_loop(gated: bool, activation: str) -> None:
+    """The operator (with an expert given no rows) against autograd through a plain loop:
+    output and the gradients of the rows and both stacked weights; torch.library.opcheck
+    checks its fake kernel and autograd registration."""
+    from archcomp.nn.grouped_experts import ACTIVATIONS, grouped_experts
+
+    gen = torch.Generator().manual_seed(3)
+    counts = torch.tensor([3, 0, 5, 2])
+    f = 6
+    x = torch.randn(10, 8, generator=gen, requires_grad=True)
+    up = torch.randn(4, 2 * f if gated else f, 8, generator=gen, requires_grad=True)
+    down = torch.randn(4, 8, f, generator=gen, requires_grad=True)
+    act = ACTIVATIONS[activation]
+    outs = []
+    for e, rows in enumerate(x.split(counts.tolist())):
+        h = rows @ up[e].T
+        a = act(h[:, :f]) * h[:, f:] if gated else act(h)
+        outs.append(a @ down[e].T)
+    want = torch.cat(outs)
+    got = grouped_experts(x, counts, up, down, gated, activation)
+    assert_same(got, want)
+    gy = torch.randn(want.shape, generator=gen)
+    for a, b in zip(
+        torch.autograd.grad(got, (x, up, down), gy),
+        torch.autograd.grad(want, (x, up, down), gy),
+        strict=True,
+    ):
+        assert_same(a, b)
+    torch.library.opcheck(
+        torch.ops.archcomp.grouped_experts.default, (x, counts, up, down, gated, activation)
+    )
 
 
 # -- a Mixtral model: attention and MoE decoder layers -------------------------------------------

@@ -163,11 +163,18 @@ def _scan_module(gm: Any) -> SelectiveScan:
 
 
 def _against_reference(
-    algorithm: str, length: int, decay: Any = None, dtype: torch.dtype = torch.float32
+    algorithm: str,
+    length: int,
+    decay: Any = None,
+    dtype: torch.dtype = torch.float32,
+    recompute: bool = False,
 ) -> float:
     """The compiled op against :func:`reference_scan`: outputs and the gradients of every
     input and parameter; returns the largest relative error, after asserting the rule."""
-    g = load_graph(SCAN_SPEC.replace("ALGORITHM", algorithm))
+    text = SCAN_SPEC.replace("ALGORITHM", algorithm)
+    if recompute:
+        text = text.replace("chunk_size: 4}", "chunk_size: 4, recompute: true}")
+    g = load_graph(text)
     gm = compile_for_test(g, dtype=dtype)
     m = _scan_module(gm)
     xs = tuple(t.to(dtype).requires_grad_() for t in _scan_inputs(length))
@@ -197,6 +204,44 @@ def _against_reference(
 )
 def test_selective_scan_equals_the_reference_loop(algorithm: str, length: int) -> None:
     _against_reference(algorithm, length)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "length"), [("sequential", 9), ("chunked", 9), ("chunked", 16), ("auto", 40)]
+)
+def test_recompute_equals_the_reference_loop(algorithm: str, length: int) -> None:
+    """recompute: true, chunk by chunk under activation checkpointing (the last chunk
+    partial at 9), the state carried between chunks: outputs and every gradient."""
+    _against_reference(algorithm, length, recompute=True)
+
+
+def test_recompute_keeps_no_per_state_tensor() -> None:
+    """Under autograd the plain op keeps (B, D, L, N) tensors; with recompute what is kept
+    is O(B D L): nothing of L * N elements per channel, and under a quarter of the bytes."""
+    kept = []
+    for recompute in (False, True):
+        text = SCAN_SPEC.replace("ALGORITHM", "chunked")
+        if recompute:
+            text = text.replace("chunk_size: 4}", "chunk_size: 4, recompute: true}")
+        gm = compile_for_test(load_graph(text))
+        sizes: dict[int, int] = {}
+        skip = {p.untyped_storage().data_ptr() for p in gm.parameters()}
+
+        def pack(
+            t: torch.Tensor, sizes: dict[int, int] = sizes, skip: set[int] = skip
+        ) -> torch.Tensor:
+            if t.untyped_storage().data_ptr() not in skip:
+                sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        xs = tuple(t.requires_grad_() for t in _scan_inputs(64))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run(gm, *xs)
+        kept.append(sizes)
+    states = 2 * 6 * 64 * 4 * 4  # one (B, D, L, N) float32 tensor
+    assert max(kept[0].values()) >= states
+    assert max(kept[1].values()) < states
+    assert sum(kept[1].values()) < sum(kept[0].values()) / 4
 
 
 @pytest.mark.parametrize("algorithm", ["sequential", "chunked"])
