@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 import archcomp
 from archcomp.checkpoints import library, patterns, transforms
@@ -413,3 +414,17 @@ def test_a_missing_tensor_is_reported_at_the_first_rule_that_reads_it(tmp_path: 
         if d.code == "missing-tensor" and d.loc is not None
     }
     assert missing == {"a.7.w": 5, "b.3": 7}
+
+
+def test_inputs_paragraph_names_every_input_transformers_names_otherwise() -> None:
+    """docs/checkpoints.md tells a user what to call each mapped model with: every input of a
+    shipped mapping's spec that is not transformers' own name is named there."""
+    text = (ROOT / "docs" / "checkpoints.md").read_text()
+    inputs = text[text.index("**Inputs.**") : text.index("## The shipped mappings")]
+    own = {"input_ids", "attention_mask", "decoder_input_ids", "token_type_ids"}
+    own |= {"pixel_values", "input_features"}
+    for path in library.shipped_mappings().values():
+        spec = load_mapping(path).spec
+        declared = yaml.safe_load((ROOT / "archcomp" / "specs" / f"{spec}.yaml").read_text())
+        for name in set(declared["inputs"]) - own:
+            assert f"`{name}`" in inputs, f"{spec}: input {name} not in the Inputs paragraph"
