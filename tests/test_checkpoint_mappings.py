@@ -20,6 +20,7 @@ import torch
 import yaml
 
 import archcomp
+from archcomp.base.errors import UsageError
 from archcomp.checkpoints import library, patterns, transforms
 from archcomp.checkpoints.mapping import load_mapping
 from archcomp.cli import main
@@ -428,3 +429,21 @@ def test_inputs_paragraph_names_every_input_transformers_names_otherwise() -> No
         declared = yaml.safe_load((ROOT / "archcomp" / "specs" / f"{spec}.yaml").read_text())
         for name in set(declared["inputs"]) - own:
             assert f"`{name}`" in inputs, f"{spec}: input {name} not in the Inputs paragraph"
+
+
+@pytest.mark.parametrize(
+    ("model_type", "related"),
+    [("gpt_neo", None), ("gemma3", "'gemma3_text'"), ("llama4", None), ("qwen2_moe", "'qwen2'")],
+)
+def test_an_unshipped_model_type_is_not_guessed_as_another(model_type: str, related: str) -> None:
+    """A model_type is no typo: GPT-Neo is not GPT-NeoX, Gemma 3 (multimodal) not Gemma 2, so
+    no 'did you mean'; a shipped variant of the same family is named as another type."""
+    with pytest.raises(UsageError) as info:
+        library.by_model_type(model_type, lambda m: None)
+    msg = str(info.value)
+    assert f"no shipped mapping reads model_type '{model_type}'" in msg
+    assert "did you mean" not in msg
+    if related:
+        assert f"(a related model_type ships: {related}, for its own checkpoints)" in msg
+    else:
+        assert "related" not in msg
