@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 import archcomp
+from archcomp.base.errors import UsageError
 from archcomp.checkpoints import library, patterns, transforms
 from archcomp.checkpoints.mapping import load_mapping
 from archcomp.cli import main
@@ -126,9 +128,9 @@ def test_shipped_defaults_are_transformers_defaults(name: str) -> None:
         elif field in config:
             want = substitute(absent, {k: v for k, v in filled.items() if v is not None})
             assert config[field] == want, (field, config[field], want)
-        elif field.startswith("rope_parameters.") and filled.get("rope_parameters.rope_type") == (
-            "default"
-        ):
+        elif field.startswith("rope_parameters.") and (
+            filled.get(f"{field.rsplit('.', 1)[0]}.rope_type") == "default"
+        ):  # the rope_type of the field's own object (Gemma 3's per layer type)
             continue  # a scaled RoPE's field; the spec's scaling is none at its default
         elif field in m.config:  # an older field: the spec requires transformers' one value
             assert (filled[field],) == m.config[field].values, field
@@ -413,3 +415,35 @@ def test_a_missing_tensor_is_reported_at_the_first_rule_that_reads_it(tmp_path: 
         if d.code == "missing-tensor" and d.loc is not None
     }
     assert missing == {"a.7.w": 5, "b.3": 7}
+
+
+def test_inputs_paragraph_names_every_input_transformers_names_otherwise() -> None:
+    """docs/checkpoints.md tells a user what to call each mapped model with: every input of a
+    shipped mapping's spec that is not transformers' own name is named there."""
+    text = (ROOT / "docs" / "checkpoints.md").read_text()
+    inputs = text[text.index("**Inputs.**") : text.index("## The shipped mappings")]
+    own = {"input_ids", "attention_mask", "decoder_input_ids", "token_type_ids"}
+    own |= {"pixel_values", "input_features"}
+    for path in library.shipped_mappings().values():
+        spec = load_mapping(path).spec
+        declared = yaml.safe_load((ROOT / "archcomp" / "specs" / f"{spec}.yaml").read_text())
+        for name in set(declared["inputs"]) - own:
+            assert f"`{name}`" in inputs, f"{spec}: input {name} not in the Inputs paragraph"
+
+
+@pytest.mark.parametrize(
+    ("model_type", "related"),
+    [("gpt_neo", None), ("gemma3", "'gemma3_text'"), ("llama4", None), ("qwen2_moe", "'qwen2'")],
+)
+def test_an_unshipped_model_type_is_not_guessed_as_another(model_type: str, related: str) -> None:
+    """A model_type is no typo: GPT-Neo is not GPT-NeoX, Gemma 3 (multimodal) not Gemma 2, so
+    no 'did you mean'; a shipped variant of the same family is named as another type."""
+    with pytest.raises(UsageError) as info:
+        library.by_model_type(model_type, lambda m: None)
+    msg = str(info.value)
+    assert f"no shipped mapping reads model_type '{model_type}'" in msg
+    assert "did you mean" not in msg
+    if related:
+        assert f"(a related model_type ships: {related}, for its own checkpoints)" in msg
+    else:
+        assert "related" not in msg

@@ -274,3 +274,16 @@ def test_each_exit_status_happens(tmp_path: Path, monkeypatch, capsys) -> None:
         cwd=ROOT,
     )
     assert code.stdout.strip() == "141"
+
+
+def test_a_flag_of_other_commands_names_them(capsys) -> None:
+    """draw has no --force: the hint names the commands that have it, not '--force' itself."""
+    assert main(["draw", str(MLP), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "--force is an option of build, convert, export, import, not of draw" in err, err
+    assert main(["--force"]) == 2
+    assert "--force is an option of build, convert, export, import, given after the command" in (
+        capsys.readouterr().err
+    )
+    assert main(["draw", str(MLP), "--fromat", "svg"]) == 2  # misspelt: among draw's own flags
+    assert "did you mean '--format'?" in capsys.readouterr().err

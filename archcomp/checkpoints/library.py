@@ -113,10 +113,17 @@ def by_model_type(model_type: Any, config_fits: Callable[[Mapping], str | None])
     found = [m for m in mappings if m.model_type == model_type]
     if not found:
         known = sorted({m.model_type for m in mappings})
-        hint = did_you_mean(model_type[:200], known)
+        # not "did you mean": a model_type is no typo, and the nearest name is often another
+        # architecture (gpt_neo: gpt_neox; gemma3: gemma2); name a shipped variant of it only
+        related = [
+            k for k in known if k.startswith(model_type + "_") or model_type.startswith(k + "_")
+        ]
+        hint = (
+            f"a related model_type ships: {', '.join(map(repr, related))}, for its own checkpoints"
+        )
         raise UsageError(
             f"no shipped mapping reads model_type '{visible(model_type[:200])}'"
-            + (f" ({hint})" if hint else "")
+            + (f" ({hint})" if related else "")
             + f"; shipped: {', '.join(known)}. Write one (docs/checkpoints.md) and pass --mapping"
         )
     if len(found) == 1:

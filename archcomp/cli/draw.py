@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from archcomp.backends.graphviz.boxes import DEPTH_ALL
 from archcomp.cli.common import (
     STDIN,
     add_params_flag,
@@ -26,7 +25,7 @@ EXIT_RENDER = 4
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    from archcomp.backends.graphviz.boxes import DEFAULT_MAX_BOXES, DEFAULT_MAX_EDGES
+    from archcomp.backends.graphviz.boxes import DEFAULT_MAX_BOXES, DEFAULT_MAX_EDGES, DEPTH_ALL
     from archcomp.backends.graphviz.render import DEFAULT_MEMORY, DEFAULT_TIMEOUT, FORMATS
 
     p.add_argument("spec", metavar="SPEC", help=spec_help("the spec file to draw"))

@@ -65,6 +65,8 @@ GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
 class _Parser(argparse.ArgumentParser):
     """argparse with "did you mean" for misspelt options, in archcomp's error style."""
 
+    words: Sequence[str] = ()  # the command line being parsed (set by main)
+
     def error(self, message: str) -> NoReturn:
         import re
 
@@ -72,14 +74,36 @@ class _Parser(argparse.ArgumentParser):
         m = re.match(r"unrecognized arguments: (\S+)", message)
         hint = ""
         if m and m.group(1).startswith("-"):
-            flags = _flags(self)
-            guess = did_you_mean(m.group(1).split("=")[0], flags)
-            hint = f"; {guess}" if guess else ""
+            hint = _flag_hint(self, m.group(1).split("=")[0])
         print_error(self.prog.removeprefix("archcomp").strip() or None, message + hint)
         sys.exit(2)
 
 
-def parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
+def _flag_hint(p: argparse.ArgumentParser, flag: str) -> str:
+    """'; did you mean ...' among the flags of the command being run, or, for a flag of other
+    commands only (draw --force), which commands take it."""
+    subs = _subcommands(p)
+    command = next((w for w in getattr(p, "words", ()) if w in subs), None)
+    own = subs[command] if command else p
+    flags = [s for a in own._actions for s in a.option_strings]
+    every = _subcommands(parser())  # all configured: main's parser has only the one it runs
+    owners = [name for name, sp in every.items() if flag in _flags(sp)]
+    if flag not in flags and owners:
+        where = f"not of {command}" if command else "given after the command"
+        return f"; {flag} is an option of {', '.join(sorted(owners))}, {where}"
+    guess = did_you_mean(flag, flags)
+    return f"; {guess}" if guess else ""
+
+
+def _subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parsers of ``p``'s subcommands by name."""
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
+def parser(only: Sequence[str] | None = None) -> _Parser:
     """The command line's parser; with ``only``, just those subcommands get their options
     (each ``configure`` may import what its defaults come from: Graphviz for ``draw``)."""
     p = _Parser(
@@ -165,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown is not None:
         print_error(None, unknown)
         return 2
+    p.words = words
     try:
         args = p.parse_args(words)
     except SystemExit as exc:
