@@ -377,6 +377,57 @@ def test_residual_conv_stages_stack_upwards() -> None:
     assert any(e.kind == "cross" for e in t.edges if e.src.startswith("encoder."))
 
 
+THREE_STAGES = """archcomp: 1
+name: stages
+inputs: {x: [B, 3, 8, 8]}
+blocks:
+  res:
+    params: {odd: {default: 0}}
+    inputs: [x]
+    nodes:
+      - {id: conv, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+      - {id: shifted, op: relu, when: "${odd == 1}"}
+      - {id: add, op: add, in: [x, shifted]}
+    outputs: add
+nodes:
+  - {id: stem, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+  - {id: s1, op: res, repeat: 2, odd: "${index % 2}"}
+  - {id: s2, op: res, repeat: 4, odd: "${index % 2}"}
+  - {id: s3, op: res, repeat: 2, odd: "${index % 2}"}
+  - {id: head, op: relu}
+outputs: {y: head}
+"""
+
+
+def test_three_or_more_stages_stand_side_by_side() -> None:
+    """ResNet's, ConvNeXt's and Swin's stages: a column each, left to right, their feet on
+    one rank; an edge from one column's top enters the next through a joint at its foot,
+    without ranking it (not one 1:13 stack)."""
+    d = _plan(THREE_STAGES)
+    assert d.columns[0] == "stem" and d.columns[1:] == ["joint/1", "joint/2"]
+    breaks = [e for e in d.edges if not e.ranks]
+    assert [(e.src, e.dst) for e in breaks] == [("s1.1.add", "joint/1"), ("s2.1.add", "joint/2")]
+    assert {e.dst for e in d.edges if e.src == "joint/1"} == {"s2.0.conv", "s2.0.add"}
+    assert d.boxes["head"].frame is None  # the head on the last column
+    src = draw(THREE_STAGES).source
+    assert '"s1.1.add" -> "joint/1" [arrowhead=none constraint=false]' in src
+    assert 'stem -> "joint/1" [style=invis]' in src
+    # Two stages still stack, one on the other.
+    assert not _plan(RESIDUAL_STAGES).columns
+
+
+def test_alternating_copies_are_drawn_once_per_period() -> None:
+    """Swin's layers alternate (shifted windows every second one): a stage of 4 is drawn as
+    its two kinds, "copies 0, 2" and "copies 1, 3", not 4 unrolled copies."""
+    d = _plan(THREE_STAGES)
+    runs = [f.label for f in d.frames.values() if f.id.startswith("run:s2")]
+    assert runs == ["copies 0, 2 (2×)", "copies 1, 3 (2×)"]
+    assert not any(b.startswith(("s2.2.", "s2.3.")) for b in d.boxes)
+    inside = [(e.src, e.dst) for e in d.edges if e.src[:3] == e.dst[:3] == "s2."]
+    assert ("s2.1.add", "s2.0.conv") not in inside  # copy 1 -> copy 2 is the frame, not an edge
+    assert ("s2.0.add", "s2.1.conv") in inside
+
+
 def test_vit_plumbing_folds_into_the_boxes_it_serves() -> None:
     """ViT's Flatten, Transpose, Expand and [CLS] Concat are not drawn: the patch embedding,
     the class token and the positions enter one +, as in the paper's figure."""
@@ -618,6 +669,18 @@ def test_checked_in_diagrams_are_up_to_date(spec: Path) -> None:
             f"{path.relative_to(ROOT)} is out of date with {spec.relative_to(ROOT)}: "
             "run scripts/diagrams.sh"
         )
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+@pytest.mark.parametrize("spec", _model_specs(), ids=lambda p: p.stem)
+def test_checked_in_diagrams_are_at_most_about_three_to_one(spec: Path) -> None:
+    """No shipped figure is a strip or a tower: ResNet-50 was 1:13, Swin-T 1:12.5."""
+    w, h = _png_size(ROOT / "diagrams" / f"{spec.stem}.png")
+    assert max(w / h, h / w) <= 3.2, f"diagrams/{spec.stem}.png is {w} x {h}"
 
 
 def test_model_specs_found() -> None:

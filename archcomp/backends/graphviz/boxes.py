@@ -61,6 +61,7 @@ class Edge:
     dst: str
     label: str | None = None
     kind: str = "data"  # data | residual | cross | loop
+    ranks: bool = True  # False: the edge does not rank its ends (from one column to the next)
 
 
 @dataclass
@@ -72,3 +73,4 @@ class Drawing:
     edges: list[Edge] = field(default_factory=list)
     same_rank: list[tuple[str, ...]] = field(default_factory=list)
     rows: list[tuple[str, ...]] = field(default_factory=list)  # a wrapped strip, top down
+    columns: list[str] = field(default_factory=list)  # the first box of each stage column

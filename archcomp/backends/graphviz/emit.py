@@ -45,6 +45,8 @@ def _box_attrs(b: Box, lr: bool) -> dict[str, str]:
     label = html_label(b.label, b.caption, b.note)
     if b.kind in ("input", "output"):
         return {"label": label, "shape": "plaintext", "style": "", "fontsize": "13"}
+    if b.kind == "joint":  # where an edge from the column before enters a stage column
+        return {"label": "", "shape": "point", "width": "0.01", "height": "0.01"}
     if b.kind in ("circle", "wave"):
         attrs = {
             "label": html_label(b.label),
@@ -187,6 +189,13 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
             s.attr(rank="same")
             for box_id in group:
                 s.node(box_id)
+    if d.columns:  # stages side by side: their first boxes on one rank, left to right
+        with dot.subgraph() as s:
+            s.attr(rank="same")
+            for box_id in d.columns:
+                s.node(box_id)
+        for left, right in pairwise(d.columns):
+            dot.edge(left, right, style="invis")
     wraps = {(row[-1], nxt[0]) for row, nxt in pairwise(d.rows)}
     for row, nxt in pairwise(d.rows):  # each row starts under the one before
         dot.edge(row[0], nxt[0], style="invis", weight="10")
@@ -194,6 +203,8 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
         attrs: dict[str, str] = {}
         if (e.src, e.dst) in wraps:
             attrs["constraint"] = "false"
+        if not e.ranks:  # from the top of one column to the joint at the foot of the next
+            attrs.update({"constraint": "false", "arrowhead": "none"})
         if e.label:
             attrs["label"] = html_label(e.label)
         if e.kind == "cross":

@@ -53,8 +53,11 @@ def _canon(name: str, scopes: Iterable[Scope], leaders: Mapping[str, Mapping[int
 
 def copy_runs(g: Graph) -> dict[str, dict[int, int]]:
     """Repeats whose copies differ in their nodes (``when: ${index == 0}``): repeat -> copy
-    index -> the first copy of its run of consecutive copies with the same nodes. Each run is
-    drawn once; a repeat whose copies are all alike is not listed (copy 0 stands for all)."""
+    index -> the first copy of its run. A run is a stretch of consecutive copies with the
+    same nodes (ResNet: copy 0, copies 1–3) or, where that gives fewer runs, every p-th copy
+    of copies that repeat with period p (Swin's alternating shifted windows: copies 0, 2, 4
+    and 1, 3, 5). Each run is drawn once; a repeat whose copies are all alike is not listed
+    (copy 0 stands for all)."""
     nodes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     for n in g.nodes.values():
         for s in n.scopes:
@@ -62,23 +65,43 @@ def copy_runs(g: Graph) -> dict[str, dict[int, int]]:
                 nodes[_base(s)][s.index].append(n.name[len(s.name) :])
     out: dict[str, dict[int, int]] = {}
     for base, copies in nodes.items():
-        firsts: dict[int, int] = {}
-        last: list[str] | None = None
-        for k in sorted(copies):
-            if copies[k] != last:
-                first, last = k, copies[k]
-            firsts[k] = first
+        firsts = min(_stretches(copies), _periodic(copies), key=lambda f: len(set(f.values())))
         if len(set(firsts.values())) > 1:
             out[base] = firsts
     return out
 
 
+def _stretches(copies: Mapping[int, list[str]]) -> dict[int, int]:
+    """Copy -> the first copy of its stretch of consecutive alike copies."""
+    firsts: dict[int, int] = {}
+    last: list[str] | None = None
+    first = 0
+    for k in sorted(copies):
+        if copies[k] != last:
+            first, last = k, copies[k]
+        firsts[k] = first
+    return firsts
+
+
+def _periodic(copies: Mapping[int, list[str]]) -> dict[int, int]:
+    """Copy -> copy k mod p, for the smallest period p of the copies' nodes (p = the number
+    of copies when they do not repeat)."""
+    ks = sorted(copies)
+    for p in range(1, len(ks) + 1):
+        if all(copies[k] == copies.get(k - p, copies[k]) for k in ks):
+            return {k: k % p for k in ks}
+    return {k: k for k in ks}
+
+
 def run_label(firsts: Mapping[int, int], first: int) -> str:
-    """``copy 0``, ``copies 1–3 (3×)``: which copies a run's frame stands for."""
+    """``copy 0``, ``copies 1–3 (3×)``, ``copies 0, 2, 4 (3×)``: which copies a run's frame
+    stands for."""
     members = [k for k, v in firsts.items() if v == first]
     if len(members) == 1:
         return f"copy {first}"
-    return f"copies {first}–{members[-1]} ({len(members)}×)"
+    if members == list(range(first, members[-1] + 1)):
+        return f"copies {first}–{members[-1]} ({len(members)}×)"
+    return f"copies {', '.join(map(str, members))} ({len(members)}×)"
 
 
 def _base(s: Scope) -> str:
@@ -271,6 +294,8 @@ class Planner:
         rewrites.mark_cross(self.d)
         if self.lr:
             rewrites.wrap_rows(self.d)
+        else:
+            rewrites.stage_columns(self.d)
 
     def _input_box(self, name: str) -> None:
         info = self.g.inputs[name]
@@ -563,11 +588,11 @@ class Planner:
                 src_node = self.g.nodes.get(ref.node)
                 if src_node is not None and any(
                     copies.get(_base(s), s.index) != s.index
-                    and self._first(s, copies[_base(s)]) == self._first(s, s.index)
+                    and _after(self._first(s, s.index), self._first(s, copies[_base(s)]))
                     for s in src_node.scopes
                     if s.repeat is not None
                 ):
-                    continue  # copy k -> copy k+1 of a run: drawn once, as the frame
+                    continue  # copy k -> copy k+1 of a run (or back to an earlier run): the frame
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
                 for src in self._src_boxes(ref):
                     for box in [dst, *self.port_more.get((c, port), ())]:
@@ -581,6 +606,13 @@ class Planner:
         """The first copy of the run that copy ``index`` of ``s``'s repeat belongs to."""
         firsts = self.runs.get(_base(s))
         return 0 if firsts is None or index is None else firsts.get(index, 0)
+
+
+def _after(src: int | None, dst: int | None) -> bool:
+    """Whether an edge from a copy drawn as run ``src`` into one drawn as run ``dst`` would
+    not go forward: copies of one run, or a period's last copy feeding the next period's
+    first (Swin's copy 1 -> copy 2, drawn as copy 1 -> copy 0)."""
+    return (src or 0) >= (dst or 0)
 
 
 def planned(g: Graph, opts: DrawOptions) -> Planner:

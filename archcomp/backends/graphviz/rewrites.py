@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from archcomp.backends.graphviz.boxes import Drawing, Edge
+from archcomp.backends.graphviz.boxes import Box, Drawing, Edge
 
 ADD_NORM = "Add & Norm"
 
@@ -124,7 +124,10 @@ def mark_cross(d: Drawing) -> None:
 
 
 def _root(d: Drawing, box: str) -> str | None:
-    f = d.boxes[box].frame
+    return _frame_root(d, d.boxes[box].frame)
+
+
+def _frame_root(d: Drawing, f: str | None) -> str | None:
     while f is not None and d.frames[f].parent is not None:
         f = d.frames[f].parent
     return f
@@ -210,3 +213,67 @@ def wrap_rows(d: Drawing) -> None:
         return
     per = -(-len(chain) // rows)
     d.rows = [tuple(chain[i : i + per]) for i in range(0, len(chain), per)]
+
+
+def stage_columns(d: Drawing) -> None:
+    """Stages side by side, as the papers lay them out (Swin's Figure 3, ResNet's Table 1):
+    a chain of at least three stages (top-level frames that are or hold a repeat: ResNet's,
+    ConvNeXt's, Swin's), stacked bottom to top, would be many times as high as wide; instead
+    each stage is a column, read left to right, whose foot is on the rank of the first
+    stage's. A box between two stages (ConvNeXt's downsampling) starts the column of the
+    stage it feeds, the stem stands under the first column and the head on the last. The
+    edge from one column's top runs to a joint at the next one's foot (``kind="joint"``)
+    without ranking it (``Edge.ranks``); ``Drawing.columns`` lists the feet, left to right."""
+    repeats = {f.id for f in d.frames.values() if f.kind == "repeat"}
+    stages = [
+        f.id
+        for f in d.frames.values()
+        if f.parent is None and any(_frame_root(d, r) == f.id for r in repeats)
+    ]
+    if len(stages) < 3 or d.direction != "BT" or d.rows:
+        return
+    column = _columns(d, stages)
+    if column is None:
+        return
+    n = len(stages)
+    feeds = [{e.src for e in d.edges if column[e.src] < k == column[e.dst]} for k in range(1, n)]
+    entry = [e.src for e in d.edges if _root(d, e.dst) == stages[0] != _root(d, e.src)]
+    if not entry or any(len(f) != 1 for f in feeds):
+        return  # a stage fed from two places: no single column break
+    d.columns = [entry[0]]
+    for k, (src,) in enumerate(feeds, start=1):
+        joint = Box(f"joint/{k}", "", "joint", kind="joint")
+        d.boxes[joint.id] = joint
+        d.columns.append(joint.id)
+        label = None
+        for e in d.edges:
+            if e.src == src and column[e.dst] == k:
+                e.src, label = joint.id, label or e.label
+                e.label = None
+        d.edges.append(Edge(src, joint.id, label, ranks=False))
+
+
+def _columns(d: Drawing, stages: list[str]) -> dict[str, int] | None:
+    """Box -> its column: its stage's, or for a box outside the stages the number of stages
+    before it (the head: the last). None where the stages are not a chain."""
+    succ: dict[str, list[str]] = defaultdict(list)
+    for e in d.edges:
+        if e.kind != "loop":
+            succ[e.src].append(e.dst)
+    reach, bit = _reachable(list(d.boxes), succ)
+    if any(r is None for r in reach.values()):
+        return None  # a cycle: no order of stages
+    after = [0] * len(stages)  # per stage, the boxes reachable from it
+    column: dict[str, int] = {}
+    for b in d.boxes:
+        root = _root(d, b)
+        if root in stages:
+            k = stages.index(root)
+            column[b] = k
+            after[k] |= reach[b] or 0
+    for b in d.boxes:
+        if b not in column:
+            column[b] = min(sum(1 for m in after if m & bit[b]), len(stages) - 1)
+    if any(column[a] > column[b] for a in d.boxes for b in succ.get(a, ())):
+        return None
+    return column
