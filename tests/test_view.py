@@ -80,8 +80,28 @@ def test_details_give_op_args_shapes_figures_and_spec_line() -> None:
     assert fc1["shape"] == "[B, 5]" and fc1["shape_at"] == "[8, 5]"
     assert fc1["params"].startswith("55 ") and fc1["macs"].startswith("400 ")
     assert fc1["memory"] == "220 B"
-    assert re.fullmatch(r".*specs/mlp\.yaml:7:\d+", fc1["source"])
+    assert fc1["source"] == "specs/mlp.yaml:7"  # the package's spec, not an absolute path
     assert data["dims"] == "B=8"
+
+
+def test_sources_are_relative_to_the_spec_folder(tmp_path: Path) -> None:
+    """A user's spec and the block file it imports are shown relative to its folder: the
+    page does not carry the reader's home directory layout."""
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "b.yaml").write_text(
+        "archcomp: 1\nblocks:\n  twice:\n    inputs: [x]\n    nodes:\n"
+        "      - {id: act, op: relu}\n    outputs: act\n"
+    )
+    (tmp_path / "model.yaml").write_text(
+        "archcomp: 1\nname: m\nimports: [{path: blocks/b.yaml, blocks: [twice]}]\n"
+        "inputs: {x: [B, 4]}\nnodes:\n  - {id: fc, op: linear, out_features: 4}\n"
+        "  - {id: t, op: twice}\noutputs: {y: t}\n"
+    )
+    page = archcomp.view(tmp_path / "model.yaml", expand=["twice"]).html
+    info = data_of(page)["info"]
+    assert info["fc"]["source"] == "model.yaml:6"
+    assert info["t.act"]["source"] == "blocks/b.yaml:6"
+    assert str(tmp_path) not in page
 
 
 def test_cli_view_and_draw_format_html(tmp_path: Path, monkeypatch, capsys) -> None:

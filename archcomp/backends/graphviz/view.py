@@ -32,9 +32,12 @@ from archcomp.backends.graphviz.render import (
 from archcomp.backends.graphviz.view_page import PAGE
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import write_bytes_atomic
+from archcomp.base.text import visible
 from archcomp.base.units import fmt_bytes
+from archcomp.frontend.library import SPECS_DIR
 from archcomp.ir import Graph, Node
 from archcomp.ir.dims import fmt_shape
+from archcomp.ir.graph import Origin
 
 MAX_STATES = 24
 ALL = "*"  # the key of the state at depth all (no block or op is named "*")
@@ -231,7 +234,7 @@ def _box_entry(
         entry["names"] = [b.id, *(n.name for n in nodes)]
         key = f"block:{b.id}"
         if key not in info:
-            info[key] = _block_info(b, s.block, nodes, figures)
+            info[key] = _block_info(b, s.block, nodes, figures, _top(p.g))
         entry["info"] = key
         return entry
     if b.kind in ("input", "output"):
@@ -249,13 +252,35 @@ def _box_entry(
     if node.op.style.figure is not None and b.id == node.name and node.op.name in p.expandable:
         entry["opens"] = node.op.name
     if node.name not in info:
-        info[node.name] = _node_info(node, figures.get(node.name))
+        info[node.name] = _node_info(node, figures.get(node.name), _top(p.g))
     entry["info"] = node.name
     return entry
 
 
-def _where(node: Node) -> str:
-    return str(node.origin.doc.loc(node.origin.path))
+def _where(origin: Origin, top: Path | None) -> str:
+    """``specs/blocks/llama.yaml:12``: where a thing was written, the file shown relative to
+    the package (a shipped spec) or to the folder of the spec drawn (``top``), never as an
+    absolute path that would show the reader's home directory layout."""
+    loc = origin.doc.loc(origin.path)
+    return f"{visible(shown_file(origin.doc.path, origin.doc.file, top))}:{loc.line}"
+
+
+def shown_file(path: Path | None, name: str, top: Path | None) -> str:
+    """A spec file's name for a page: under the package's specs, ``specs/...``; under the
+    drawn spec's folder ``top``, relative to it; otherwise only its file name."""
+    if path is None:
+        return name if not Path(name).is_absolute() else Path(name).name
+    path = path.resolve()
+    for base, prefix in ((SPECS_DIR.resolve(), "specs/"), (top, "")):
+        if base is not None and path.is_relative_to(base):
+            return prefix + path.relative_to(base).as_posix()
+    return path.name
+
+
+def _top(g: Graph) -> Path | None:
+    """The folder of the spec drawn (None for one read from text)."""
+    path = g.root.doc.path
+    return path.resolve().parent if path is not None else None
 
 
 def _copies(node: Node) -> str | None:
@@ -294,7 +319,7 @@ def _figure_fields(f: Figures | None) -> dict[str, Any]:
     return out
 
 
-def _node_info(node: Node, f: Figures | None) -> dict[str, Any]:
+def _node_info(node: Node, f: Figures | None, top: Path | None) -> dict[str, Any]:
     return {
         "title": node.label or node.local_id,
         "name": node.name,
@@ -302,13 +327,13 @@ def _node_info(node: Node, f: Figures | None) -> dict[str, Any]:
         "args": _args(node),
         "shape": _shape(node),
         **_figure_fields(f),
-        "source": _where(node),
+        "source": _where(node.origin, top),
         "copies": _copies(node),
     }
 
 
 def _block_info(
-    b: Box, block: str, nodes: list[Node], figures: Mapping[str, Figures]
+    b: Box, block: str, nodes: list[Node], figures: Mapping[str, Figures], top: Path | None
 ) -> dict[str, Any]:
     found = [figures[n.name] for n in nodes if n.name in figures]
     total = (
@@ -329,7 +354,7 @@ def _block_info(
         "args": {},
         "shape": _shape(nodes[-1]) if nodes else "",
         **_figure_fields(total),
-        "source": _where(nodes[0]) if nodes else "",
+        "source": _where(nodes[0].origin, top) if nodes else "",
         "copies": _copies(nodes[0]) if nodes else None,
     }
 
@@ -343,7 +368,7 @@ def _io_info(g: Graph, b: Box, name: str) -> dict[str, Any]:
             "op": "input",
             "args": {"dtype": inp.type.dtype},
             "shape": fmt_shape(inp.type.shape),
-            "source": str(inp.origin.doc.loc(inp.origin.path)),
+            "source": _where(inp.origin, _top(g)),
         }
     t = g.output_types.get(name)
     return {
