@@ -73,6 +73,31 @@ def test_states_open_each_closed_block_breadth_first_within_the_bound() -> None:
     assert ["add_norm", "decoder_layer"] in keys  # opened inside an opened layer
 
 
+REPEATED = (
+    "archcomp: 1\nname: rep\ninputs: {x: [B, 4]}\nblocks:\n  lin:\n    inputs: [x]\n"
+    "    nodes:\n      - {id: fc, op: linear, out_features: 4}\n      - {id: act, op: relu}\n"
+    "    outputs: act\nnodes:\n  - {id: layers, op: lin, repeat: 3}\noutputs: {y: layers}\n"
+)
+
+
+def test_a_repeats_frame_opens_to_its_copies() -> None:
+    """The "N×" frame around a closed repeated block offers its copies: a state drawing each
+    copy as its own box, in order, whose frame folds them back; its boxes open nothing."""
+    data = data_of(archcomp.view(REPEATED).html)
+    keys = [s["key"] for s in data["states"]]
+    assert keys == [[], ["lin"], ["copies:layers"], ["*"]]  # blocks first, copies after
+    first, _, copies, _ = data["states"]
+    frame = next(iter(first["frames"].values()))
+    assert frame == {"anchor": "layers", "collapse": None, "copies": "copies:layers"}
+    (back,) = copies["frames"].values()
+    assert back["collapse"] == ["copies:layers"]
+    drawn = {b["anchor"]: b for b in copies["boxes"].values() if b["anchor"].startswith("layers")}
+    assert sorted(drawn) == ["layers.0", "layers.1", "layers.2"]
+    assert all(b["opens"] is None for b in drawn.values())
+    assert data["info"]["copy:layers.2"]["copies"] == "layers: copy 2 of 3"
+    assert "copy 2" in copies["svg"]
+
+
 def test_details_give_op_args_shapes_figures_and_spec_line() -> None:
     data = data_of(archcomp.view("mlp", dims={"B": 8}).html)
     fc1 = data["info"]["fc1"]

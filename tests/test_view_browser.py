@@ -105,7 +105,7 @@ def test_llama_page_opens_a_decoder_layer_in_place_and_shows_a_nodes_shape(
     text = hover["details"]
     assert "multi_head_attention" in text and "num_kv_heads8" in text
     assert "shape[B, T, 4096]" in text and "[1, 8192, 4096]" in text
-    assert re.search(r"specs/blocks/llama\.yaml:\d+:\d+", text)
+    assert re.search(r"sourcespecs/blocks/llama\.yaml:\d+", text)  # not an absolute path
     assert search["details"].startswith("down_proj")
     # Closing the layer closes what was opened inside it: back to the first figure.
     assert "llama_block" in search["state"] and closed_again["state"] == []
@@ -117,6 +117,19 @@ def test_clicking_a_decoder_layer_opens_it_where_it_was(llama_page: Path, tmp_pa
     (click,) = seen["steps"]
     assert click["ok"] and click["state"] == ["llama_block"] and seen["errors"] == []
     assert click["extra"]["moved"] <= 2  # the opened frame is centred where the box was
+
+
+def test_a_repeats_frame_opens_to_its_copies_and_folds_back(
+    llama_page: Path, tmp_path: Path
+) -> None:
+    """Clicking the "N×" frame around the closed decoder layer shows all 32 layers, each a
+    box with its own details; clicking the frame again folds them back into copy 0."""
+    seen = run_hook(llama_page, "frame:layers,hover:layers.5,frame:layers", tmp_path / "p")
+    unrolled, hover, folded = seen["steps"]
+    assert all(s["ok"] for s in seen["steps"]) and seen["errors"] == [], seen["steps"]
+    assert unrolled["state"] == ["copies:layers"] and unrolled["boxes"] >= 32
+    assert "copy 5 of 32" in hover["details"] and "click to open" not in hover["details"]
+    assert folded["state"] == [] and folded["boxes"] == unrolled["boxes"] - 31
 
 
 def test_llama_screenshot_has_the_window_size_and_is_not_blank(

@@ -17,10 +17,13 @@ DEFAULT_MAX_EDGES = 10_000  # edge segments: each edge counts the ranks it cross
 class DrawOptions:
     """What to draw. ``expand`` names blocks, block instances or composite ops to open;
     ``collapse`` names blocks drawn closed that are otherwise open (repeated blocks, blocks
-    holding blocks), unless ``expand`` or ``depth`` opens them (the HTML view's first figure)."""
+    holding blocks), unless ``expand`` or ``depth`` opens them (the HTML view's first figure);
+    ``copies`` names repeats drawn with all their copies, each in order (the view's opened
+    "N×" frame), instead of copy 0 standing for all."""
 
     expand: tuple[str, ...] = ()
     collapse: tuple[str, ...] = ()
+    copies: tuple[str, ...] = ()  # repeats (instance names: "layers") drawn with every copy
     depth: int | None = None
     shapes: bool = False
     param_counts: bool = False

@@ -51,13 +51,13 @@ def _canon(name: str, scopes: Iterable[Scope], leaders: Mapping[str, Mapping[int
     return ".".join(parts)
 
 
-def copy_runs(g: Graph) -> dict[str, dict[int, int]]:
+def copy_runs(g: Graph, every: Iterable[str] = ()) -> dict[str, dict[int, int]]:
     """Repeats whose copies differ in their nodes (``when: ${index == 0}``): repeat -> copy
     index -> the first copy of its run. A run is a stretch of consecutive copies with the
     same nodes (ResNet: copy 0, copies 1–3) or, where that gives fewer runs, every p-th copy
     of copies that repeat with period p (Swin's alternating shifted windows: copies 0, 2, 4
     and 1, 3, 5). Each run is drawn once; a repeat whose copies are all alike is not listed
-    (copy 0 stands for all)."""
+    (copy 0 stands for all). A repeat named in ``every`` has each copy as its own run."""
     nodes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     for n in g.nodes.values():
         for s in n.scopes:
@@ -65,6 +65,9 @@ def copy_runs(g: Graph) -> dict[str, dict[int, int]]:
                 nodes[_base(s)][s.index].append(n.name[len(s.name) :])
     out: dict[str, dict[int, int]] = {}
     for base, copies in nodes.items():
+        if base in every:
+            out[base] = {k: k for k in copies}
+            continue
         firsts = min(_stretches(copies), _periodic(copies), key=lambda f: len(set(f.values())))
         if len(set(firsts.values())) > 1:
             out[base] = firsts
@@ -146,7 +149,7 @@ class Planner:
         self.hidden_inputs = {n for n, i in g.inputs.items() if i.type.dtype == "bool"}
         self.lr = self.d.direction == "LR"
         self.params = param_counts(g) if opts.param_counts else {}
-        self.runs = copy_runs(g)
+        self.runs = copy_runs(g, opts.copies)
 
     def _canon(self, name: str, scopes: Iterable[Scope]) -> str:
         return _canon(name, scopes, self.runs)
@@ -317,8 +320,13 @@ class Planner:
                 base = self._canon(_base(s), n.scopes)
                 frame = self._frame(f"repeat:{base}", "repeat", repeat_label(s), frame)
                 firsts = self.runs.get(_base(s))
-                if firsts is not None and s.index is not None:  # copies differ: one per run
-                    run = firsts[s.index]
+                boxed = (  # every copy drawn, each one box: no "copy k" frame around it
+                    _base(s) in self.opts.copies
+                    and not _is_op_repeat(n, s)
+                    and not self._scope_open(n, i, forced, nested)
+                )
+                if firsts is not None and s.index is not None and not boxed:
+                    run = firsts[s.index]  # copies differ (or all are drawn): one per run
                     frame = self._frame(f"run:{base}.{run}", "block", run_label(firsts, run), frame)
             if _is_op_repeat(n, s):
                 break
@@ -331,6 +339,8 @@ class Planner:
                     self.d.boxes[sid] = Box(sid, "", "block", kind="block", frame=frame)
                 self.item_of[c] = self.out_of[c] = sid
                 self.d.boxes[sid].params += self.params.get(n.name, 0)
+                if s.repeat is not None and _base(s) in self.opts.copies:
+                    self.d.boxes[sid].caption = f"copy {s.index}"
                 return
             if s.repeat is None:
                 explicit = sid in forced or self.opts.depth is not None

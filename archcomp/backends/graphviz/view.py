@@ -41,6 +41,7 @@ from archcomp.ir.graph import Origin
 
 MAX_STATES = 24
 ALL = "*"  # the key of the state at depth all (no block or op is named "*")
+COPIES = "copies:"  # a key's "copies:layers": the repeat "layers" drawn with every copy
 DEPTH_ALL = 1_000_000
 
 
@@ -139,14 +140,21 @@ def _states(
         if len(out) >= room:
             truncated = True
             break
-        here = replace(opts, expand=tuple(sorted(names)))
+        here = replace(
+            opts,
+            expand=tuple(sorted(n for n in names if not n.startswith(COPIES))),
+            copies=tuple(sorted(n[len(COPIES) :] for n in names if n.startswith(COPIES))),
+        )
         state = _render(g, figures, here, info, timeout, memory, first=not out)
         if state is None:
             if not out:  # the default figure itself cannot be drawn: say why
                 planned(g, here)
             continue
         out.append(state)
-        for name in sorted(state.expandable - names):
+        if here.copies:
+            continue  # every copy drawn: a figure to look at, not to open further
+        # blocks and ops first, then the repeats unrolled (the least needed)
+        for name in sorted(state.expandable - names, key=lambda n: (n.startswith(COPIES), n)):
             nxt = names | {name}
             if nxt not in seen:
                 seen.add(nxt)
@@ -186,7 +194,9 @@ def _render(
     text = text[text.find("<svg") :]
     boxes = {f"b{i}": _box_entry(p, b, figures, info) for i, b in enumerate(p.d.boxes.values())}
     frames = {f"f{i}": _frame_entry(p, fid) for i, fid in enumerate(p.d.frames)}
-    return _State(sorted(opts.expand), text, boxes, frames, set(p.expandable))
+    offered = {f["copies"] for f in frames.values() if f.get("copies")}
+    key = sorted([*opts.expand, *(COPIES + c for c in opts.copies)])
+    return _State(key, text, boxes, frames, set(p.expandable) | offered)
 
 
 def _scope_of(p: Planner, sid: str) -> Any:
@@ -214,11 +224,24 @@ def _frame_entry(p: Planner, fid: str) -> dict[str, Any]:
             if sc.repeat is not None and p._canon(sc.name.rsplit(".", 1)[0], n.scopes) == rest
         }
         entry["collapse"] = sorted(blocks & p.expand) or None
+        if rest in p.opts.copies:  # every copy drawn: a click folds them back into copy 0
+            entry["collapse"] = [COPIES + rest]
+        elif entry["collapse"] is None and p.opts.depth is None and _copy_count(p, rest) > 1:
+            entry["copies"] = COPIES + rest  # a click shows every copy
     elif kind == "figure" and rest.count("/") == 1:
         node = p.g.nodes.get(rest.rstrip("/"))
         if node is not None:
             entry["collapse"] = sorted({node.op.name, node.name} & p.expand) or None
     return entry
+
+
+def _copy_count(p: Planner, base: str) -> int:
+    """How many copies the repeat ``base`` (a canonical instance name) has."""
+    for n in p.g.nodes.values():
+        for sc in n.scopes:
+            if sc.repeat is not None and sc.name.rsplit(".", 1)[0] == base:
+                return sc.repeat
+    return 0
 
 
 def _box_entry(
@@ -230,11 +253,12 @@ def _box_entry(
     if b.kind == "block" and b.id in p.collapsed_scope:
         s = p.collapsed_scope[b.id]
         nodes = p.collapsed_ops[b.id]
-        entry["opens"] = s.block if s.block in p.expandable else None
+        copy = s.repeat is not None and s.name.rsplit(".", 1)[0] in p.opts.copies
+        entry["opens"] = s.block if s.block in p.expandable and not copy else None
         entry["names"] = [b.id, *(n.name for n in nodes)]
-        key = f"block:{b.id}"
+        key = f"{'copy' if copy else 'block'}:{b.id}"
         if key not in info:
-            info[key] = _block_info(b, s.block, nodes, figures, _top(p.g))
+            info[key] = _block_info(b, s.block, nodes, figures, _top(p.g), not copy)
         entry["info"] = key
         return entry
     if b.kind in ("input", "output"):
@@ -287,7 +311,7 @@ def _copies(node: Node) -> str | None:
     reps = [s for s in node.scopes if s.repeat is not None]
     if not reps:
         return None
-    return "; ".join(f"{s.name.rsplit('.', 1)[0]}: copy 0 of {s.repeat}" for s in reps)
+    return "; ".join(f"{s.name.rsplit('.', 1)[0]}: copy {s.index} of {s.repeat}" for s in reps)
 
 
 def _shape(node: Node) -> str:
@@ -333,7 +357,12 @@ def _node_info(node: Node, f: Figures | None, top: Path | None) -> dict[str, Any
 
 
 def _block_info(
-    b: Box, block: str, nodes: list[Node], figures: Mapping[str, Figures], top: Path | None
+    b: Box,
+    block: str,
+    nodes: list[Node],
+    figures: Mapping[str, Figures],
+    top: Path | None,
+    opens: bool = True,
 ) -> dict[str, Any]:
     found = [figures[n.name] for n in nodes if n.name in figures]
     total = (
@@ -350,7 +379,7 @@ def _block_info(
     return {
         "title": b.label,
         "name": b.id,
-        "op": f"block {block} ({len(nodes)} nodes; click to open)",
+        "op": f"block {block} ({len(nodes)} nodes{'; click to open' if opens else ''})",
         "args": {},
         "shape": _shape(nodes[-1]) if nodes else "",
         **_figure_fields(total),

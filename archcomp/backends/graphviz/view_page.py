@@ -5,7 +5,8 @@ in by :func:`archcomp.backends.graphviz.view.view_html`. The script reads the da
 ``JSON.parse``, parses each figure with ``DOMParser`` as SVG (never as HTML) and sets every
 text with ``textContent``.
 
-Test hook: ``FILE.html#test=expand:BLOCK,click:BOX,close:BLOCK,hover:NODE,search:TEXT,all,home``
+Test hook:
+``FILE.html#test=expand:BLOCK,click:BOX,frame:REPEAT,close:BLOCK,hover:NODE,search:TEXT,all,home``
 runs those steps after loading and writes what it saw (the state, the boxes drawn, the details
 shown, uncaught errors) as JSON into ``<pre id="archcomp-test">``.
 """
@@ -35,6 +36,8 @@ g.node.hit>path,g.node.hit>polygon,g.node.hit>ellipse{stroke:#d62728;stroke-widt
 g.node.sel>path,g.node.sel>polygon,g.node.sel>ellipse{stroke:#1f77b4;stroke-width:3}
 g.cluster.closable>path,g.cluster.closable>polygon{pointer-events:all;cursor:zoom-out}
 g.cluster.closable>text{cursor:zoom-out}
+g.cluster.unfolds>path,g.cluster.unfolds>polygon{pointer-events:all;cursor:zoom-in}
+g.cluster.unfolds>text{cursor:zoom-in}
 #archcomp-test{display:none}
 """
 
@@ -76,6 +79,7 @@ SCRIPT = r"""
     el.querySelectorAll("g.cluster").forEach(function (g) {
       var f = s.frames[g.id];
       if (f && f.collapse) { g.classList.add("closable"); }
+      else if (f && f.copies) { g.classList.add("unfolds"); }
     });
     say(s.key[0] === "*" ? "every block open" :
         s.key.length ? "open: " + s.key.join(", ") : "");
@@ -192,6 +196,7 @@ SCRIPT = r"""
     var c = target && target.closest ? target.closest("g.cluster") : null;
     var f = c ? entries("frames")[c.id] : null;
     if (f && f.collapse) { collapse(f.collapse, f.anchor); }
+    else if (f && f.copies) { expand(f.copies, f.anchor); }
   }
   var down = null;
   stage.addEventListener("pointerdown", function (e) {
@@ -305,6 +310,18 @@ SCRIPT = r"""
             ok = collapse(fs[fid].collapse, fs[fid].anchor); break;
           }
         }
+      } else if (op === "frame") {  // a real click on a frame's background: its copies
+        var ff = entries("frames");
+        for (var fid2 in ff) {
+          if (ff[fid2].anchor === arg) {
+            var edge = elOf(fid2).querySelector("path,polygon");
+            var fr = edge.getBoundingClientRect(), was2 = cur;
+            var pt = { clientX: fr.left + 6, clientY: fr.top + fr.height / 2, bubbles: true };
+            edge.dispatchEvent(new PointerEvent("pointerdown", pt));
+            edge.dispatchEvent(new PointerEvent("pointerup", pt));
+            ok = cur !== was2; break;
+          }
+        }
       } else if (op === "search") { search(arg); ok = hits.length > 0; }
       else if (op === "all") { ok = go(["*"]); }
       else if (op === "home") { ok = go(D.states[0].key); }
@@ -345,7 +362,8 @@ PAGE = f"""<!DOCTYPE html>
 <div id="stage"><div id="canvas"></div></div>
 <div id="panel">
 <p class="hint">Hover or click a box for its details. Click a box drawn with a thick border to
-open it in place; click inside an open block's frame (not on a box) to close it. Drag to pan,
+open it in place; click inside an open block's frame (not on a box) to close it, inside a
+closed repeat's "N&#215;" frame to show every copy (and again to fold them). Drag to pan,
 wheel or +/&#8722; to zoom.</p>
 <div id="details"></div>
 </div>
