@@ -226,7 +226,7 @@ def _frame_entry(p: Planner, fid: str) -> dict[str, Any]:
         entry["collapse"] = sorted(blocks & p.expand) or None
         if rest in p.opts.copies:  # every copy drawn: a click folds them back into copy 0
             entry["collapse"] = [COPIES + rest]
-        elif entry["collapse"] is None and p.opts.depth is None and _copy_count(p, rest) > 1:
+        elif entry["collapse"] is None and p.opts.depth is None and _folded(p, rest):
             entry["copies"] = COPIES + rest  # a click shows every copy
     elif kind == "figure" and rest.count("/") == 1:
         node = p.g.nodes.get(rest.rstrip("/"))
@@ -235,13 +235,15 @@ def _frame_entry(p: Planner, fid: str) -> dict[str, Any]:
     return entry
 
 
-def _copy_count(p: Planner, base: str) -> int:
-    """How many copies the repeat ``base`` (a canonical instance name) has."""
+def _folded(p: Planner, base: str) -> bool:
+    """Whether the repeat ``base`` (a canonical instance name) is drawn with fewer copies
+    than it has (copy 0 standing for all, or one copy per run)."""
+    drawn = len(set(p.runs.get(base, {0: 0}).values()))
     for n in p.g.nodes.values():
         for sc in n.scopes:
             if sc.repeat is not None and sc.name.rsplit(".", 1)[0] == base:
-                return sc.repeat
-    return 0
+                return sc.repeat > drawn
+    return False
 
 
 def _box_entry(
