@@ -107,5 +107,9 @@ class LayerKV:
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, h_kv, end, d)
 
     @property
+    def tensors(self) -> dict[str, Tensor]:
+        return {"k": self.k, "v": self.v}
+
+    @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes

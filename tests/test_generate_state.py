@@ -1,0 +1,130 @@
+"""Cached decoding of layers whose state is not keys and values of every token: Mamba's causal
+convolution and selective scan (docs/generation.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numerics
+import pytest
+import torch
+from numerics import RoundingChains
+
+import archcomp
+from archcomp.nn.kv_cache import CacheUnsupported, ConvState, ScanState
+
+MAMBA = {"vocab": 50, "d_model": 32, "N": 2, "d_state": 4, "d_conv": 4, "expand": 2}
+MAMBA |= {"dt_rank": 3}
+
+
+def mamba() -> Any:
+    return archcomp.build("mamba", params=MAMBA, seed=0, dtype=torch.float64).eval()
+
+
+def stepwise(model: Any, ids: torch.Tensor, prefill: int, **kw: Any) -> torch.Tensor:
+    """Logits of ids (B, T): the first ``prefill`` tokens at once, then one at a time."""
+    cache = model.new_cache(ids.size(0), ids.size(1), **kw)
+    parts = [model.forward_cached(ids[:, :prefill], cache)]
+    for t in range(prefill, ids.size(1)):
+        parts.append(model.forward_cached(ids[:, t : t + 1], cache))
+    return torch.cat(parts, dim=1)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+def test_mamba_steps_carry_conv_and_scan_state(static: bool) -> None:
+    model = mamba()
+    ids = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        full = model(ids)
+        got = stepwise(model, ids, 4, static=static)
+    numerics.assert_close(got, full, chains.tolerance(torch.float64, got, full))
+
+
+def test_a_mamba_step_runs_the_new_token_only() -> None:
+    """O(1) per token: the scan and the convolution of a step see one position, and the
+    cache's memory does not grow with its length."""
+    model = mamba()
+    ids = torch.randint(0, 50, (1, 9), generator=torch.Generator().manual_seed(2))
+    lengths: list[int] = []
+    ssm = model.get_submodule("layers.0.mixer.ssm")
+    handle = ssm.register_forward_pre_hook(lambda m, args: lengths.append(args[0].size(2)))
+    try:
+        with torch.no_grad():
+            stepwise(model, ids, 5)
+    finally:
+        handle.remove()
+    assert lengths == [5, 1, 1, 1, 1]
+    cache = model.new_cache(3, 1000)
+    assert cache.nbytes == model.new_cache(3, 2).nbytes
+    conv, scan = cache.layers["layers.0.mixer.conv1d"], cache.layers["layers.0.mixer.ssm"]
+    assert isinstance(conv, ConvState) and conv.window.shape == (3, 64, 3)  # d_conv - 1 inputs
+    assert isinstance(scan, ScanState) and scan.h.shape == (3, 64, 4)  # (B, D, d_state)
+
+
+def test_a_mamba_cache_reset_forgets_its_state() -> None:
+    model = mamba()
+    ids = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(3))
+    cache = model.new_cache(1, 12)
+    with torch.no_grad():
+        first = model.forward_cached(ids, cache)
+        cache.reset()
+        again = model.forward_cached(ids, cache)
+    assert torch.equal(first, again)
+
+
+def test_left_padded_mamba_rows_decode_as_they_do_alone() -> None:
+    """Padding is tuned out of the convolution and the scan (transformers' Mamba does so)."""
+    model = mamba()
+    g = torch.Generator().manual_seed(4)
+    short = torch.randint(1, 50, (1, 3), generator=g)
+    long = torch.randint(1, 50, (1, 6), generator=g)
+    batch = torch.cat([torch.cat([torch.full((1, 3), 7), short], 1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :3] = 0
+    cache = model.new_cache(2, 10)
+    with torch.no_grad(), RoundingChains() as chains:
+        together = model.forward_cached(batch, cache, mask)[0, 3:]
+        alone = model(short)[0]
+    numerics.assert_close(together, alone, chains.tolerance(torch.float64, together, alone))
+    out = model.generate(batch, 6, attention_mask=mask)
+    assert torch.equal(out[0, 3:], model.generate(short, 6)[0])
+    assert torch.equal(out[1], model.generate(long, 6)[0])
+
+
+def test_mamba_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._dynamo.utils import counters
+
+    from archcomp.backends.torch import generate as gen
+
+    monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    model = mamba()
+    ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(5))
+    want = model.generate(ids, 9)
+    assert torch.equal(model.generate(ids, 9, compile=True), want)
+    assert torch.equal(model.generate(ids, 6, compile=True), want[:, :11])
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
+    assert not counters["recompiles"]
+
+
+CONV = """
+archcomp: 1
+name: conv_lm
+inputs:
+  ids: {shape: [B, T], dtype: int64}
+nodes:
+  - {id: embed, op: embedding, num_embeddings: 61, embedding_dim: 8}
+  - {id: first, op: transpose, dim0: 1, dim1: 2}
+  - {id: conv, op: conv1d, out_channels: 8, kernel_size: 3, padding: 1}
+  - {id: last, op: transpose, dim0: 1, dim1: 2}
+  - {id: head, op: linear, out_features: 61}
+outputs: {logits: head}
+"""
+
+
+def test_a_convolution_that_is_not_causal_is_refused_with_its_name() -> None:
+    model = archcomp.build(CONV, seed=0)
+    with pytest.raises(CacheUnsupported, match=r"^conv: a convolution along the sequence"):
+        model.new_cache(1, 8)
