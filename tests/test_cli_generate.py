@@ -125,6 +125,17 @@ def test_summary_shows_mamba_conv_and_scan_state(capsys: pytest.CaptureFixture[s
     assert re.search(r"layers\.0\.mixer\.ssm +ssm \(1, 1536, 16\) +96\.0 KiB", out)
 
 
+def test_summary_shows_the_latent_of_latent_attention(capsys: pytest.CaptureFixture[str]) -> None:
+    """DeepSeek-V3 caches 512 + 64 numbers a token and layer, not 128 heads x (192 + 128)."""
+    argv = ["summary", "deepseek_v3", "--kv-cache", "--context", "4096", "--dtype", "bfloat16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    assert kv["layers"][0]["tensors"] == {"latent": [1, 4096, 512], "rope_key": [1, 4096, 64]}
+    assert kv["bytes"] == 61 * 4096 * (512 + 64) * 2 and "keys" not in kv["layers"][0]
+    assert main(argv) == 0
+    assert "latent (1, 4096, 512), rope_key (1, 4096, 64)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [("bert_base", "one input"), ("mlp", "no causal self-attention")],

@@ -1,5 +1,6 @@
-"""Cached decoding of layers whose state is not keys and values of every token: Mamba's causal
-convolution and selective scan (docs/generation.md)."""
+"""Cached decoding of layers whose state is not every head's keys and values of every token:
+Mamba's causal convolution and selective scan, latent attention's compressed latent
+(docs/generation.md)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,28 @@ import torch
 from numerics import RoundingChains
 
 import archcomp
-from archcomp.nn.kv_cache import CacheUnsupported, ConvState, ScanState
+from archcomp.nn.kv_cache import CacheUnsupported, ConvState, LatentKV, ScanState
 
 MAMBA = {"vocab": 50, "d_model": 32, "N": 2, "d_state": 4, "d_conv": 4, "expand": 2}
 MAMBA |= {"dt_rank": 3}
 
 
+# DeepSeek-V3 with 4 heads of 8 + 6 query/key dims and 10 value dims, a latent of 16
+DEEPSEEK = {"vocab": 50, "d_model": 32, "d_ff": 64, "moe_d_ff": 16, "N": 2, "first_k_dense": 1}
+DEEPSEEK |= {"h": 4, "q_lora_rank": 12, "kv_lora_rank": 16, "qk_nope_head_dim": 8}
+DEEPSEEK |= {"qk_rope_head_dim": 6, "v_head_dim": 10, "experts": 4, "k": 2, "n_group": 2}
+DEEPSEEK |= {"topk_group": 1, "n_shared": 1, "context": 32}
+
+
 def mamba() -> Any:
     return archcomp.build("mamba", params=MAMBA, seed=0, dtype=torch.float64).eval()
+
+
+def deepseek() -> Any:
+    return archcomp.build("deepseek_v3", params=DEEPSEEK, seed=0, dtype=torch.float64).eval()
+
+
+BUILD = {"mamba": mamba, "deepseek_v3": deepseek}
 
 
 def stepwise(model: Any, ids: torch.Tensor, prefill: int, **kw: Any) -> torch.Tensor:
@@ -91,7 +106,41 @@ def test_left_padded_mamba_rows_decode_as_they_do_alone() -> None:
     assert torch.equal(out[1], model.generate(long, 6)[0])
 
 
-def test_mamba_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+def test_latent_attention_steps_equal_the_full_forward(static: bool) -> None:
+    model = deepseek()
+    ids = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad(), RoundingChains() as chains:
+        full = model(ids)
+        got = stepwise(model, ids, 4, static=static)
+    numerics.assert_close(got, full, chains.tolerance(torch.float64, got, full))
+
+
+def test_latent_attention_caches_its_compressed_latent() -> None:
+    """Per token and layer kv_lora_rank + qk_rope_head_dim numbers (16 + 6), not every head's
+    keys and values (4 x (14 + 10))."""
+    cache = deepseek().new_cache(3, 20)
+    entry = cache.layers["layers.0.self_attn"]
+    assert isinstance(entry, LatentKV)
+    assert entry.latent.shape == (3, 20, 16) and entry.rope_key.shape == (3, 20, 6)
+    assert cache.nbytes == 2 * 3 * 20 * (16 + 6) * 8  # layers x B x L x numbers x bytes
+
+
+def test_left_padded_latent_attention_rows_decode_as_they_do_alone() -> None:
+    model = deepseek()
+    g = torch.Generator().manual_seed(7)
+    short = torch.randint(1, 50, (1, 3), generator=g)
+    long = torch.randint(1, 50, (1, 6), generator=g)
+    batch = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :3] = 0
+    out = model.generate(batch, 6, attention_mask=mask)
+    assert torch.equal(out[0, 3:], model.generate(short, 6)[0])
+    assert torch.equal(out[1], model.generate(long, 6)[0])
+
+
+@pytest.mark.parametrize("name", ["mamba", "deepseek_v3"])
+def test_compiled_decode_is_compiled_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from torch._dynamo.utils import counters
 
     from archcomp.backends.torch import generate as gen
@@ -99,7 +148,7 @@ def test_mamba_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
     torch._dynamo.reset()
     counters.clear()
-    model = mamba()
+    model = BUILD[name]()
     ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(5))
     want = model.generate(ids, 9)
     assert torch.equal(model.generate(ids, 9, compile=True), want)

@@ -187,12 +187,13 @@ def kv_cache_text(kv: dict[str, Any]) -> str:
 
     head = f"KV cache ({kv['dtype']}, batch {kv['batch']}, context {kv['context']:,})"
     width = max(len(r["layer"]) for r in kv["layers"])
+    shapes = [_kv_shapes(r["tensors"]) for r in kv["layers"]]
+    col = max(30, *map(len, shapes))
     lines = [head]
-    for r in kv["layers"]:
-        shapes = _kv_shapes(r["tensors"])
-        lines.append(f"  {r['layer']:<{width}}  {shapes:<30} {fmt_bytes(r['bytes']):>10}")
+    for r, shape in zip(kv["layers"], shapes, strict=True):
+        lines.append(f"  {r['layer']:<{width}}  {shape:<{col}} {fmt_bytes(r['bytes']):>10}")
     count = f"{len(kv['layers'])} modules"
-    lines.append(f"  {'total':<{width}}  {count:<30} {fmt_bytes(kv['bytes']):>10}")
+    lines.append(f"  {'total':<{width}}  {count:<{col}} {fmt_bytes(kv['bytes']):>10}")
     return "\n".join(lines)
 
 

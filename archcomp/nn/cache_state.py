@@ -1,5 +1,6 @@
-"""What a KV cache's layers share while it runs (:class:`CacheState`) and one attention module's
-keys and values (:class:`LayerKV`); :mod:`archcomp.nn.kv_cache` makes and binds them."""
+"""What a KV cache's layers share while it runs (:class:`CacheState`), one attention module's
+keys and values (:class:`LayerKV`) and one latent attention module's compressed latent
+(:class:`LatentKV`); :mod:`archcomp.nn.kv_cache` makes and binds them."""
 
 from __future__ import annotations
 
@@ -113,3 +114,35 @@ class LayerKV:
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+
+class LatentKV:
+    """One latent attention module's compressed cache (DeepSeek's MLA): the normalized latent
+    c^KV (B, L, kv_lora_rank) and the rotated shared key k^R (B, L, qk_rope_head_dim) of each
+    token, from which every head's keys and values follow."""
+
+    def __init__(self, latent: Tensor, rope_key: Tensor, state: CacheState) -> None:
+        self.latent = latent
+        self.rope_key = rope_key
+        self.state = state
+
+    def update(self, latent: Tensor, rope_key: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new tokens' latent (B, T, r) and rotated key (B, T, d_rope) at the state's
+        slots; return those the queries read: the slots written so far, or all when static."""
+        st = self.state
+        if st.static:
+            self.latent.index_copy_(1, st.write, latent)
+            self.rope_key.index_copy_(1, st.write, rope_key)
+            return self.latent, self.rope_key  # (B, L, r), (B, L, d_rope)
+        start, end = st.length, st.length + latent.size(1)
+        self.latent[:, start:end] = latent
+        self.rope_key[:, start:end] = rope_key
+        return self.latent[:, :end], self.rope_key[:, :end]  # (B, end, r), (B, end, d_rope)
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        return {"latent": self.latent, "rope_key": self.rope_key}
+
+    @property
+    def nbytes(self) -> int:
+        return self.latent.nbytes + self.rope_key.nbytes

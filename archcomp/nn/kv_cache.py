@@ -26,7 +26,8 @@ import torch
 from torch import fx, nn
 
 from archcomp.nn.attention import MultiHeadAttention
-from archcomp.nn.cache_state import CacheState, LayerKV
+from archcomp.nn.cache_state import CacheState, LatentKV, LayerKV
+from archcomp.nn.latent_attention import MultiHeadLatentAttention
 from archcomp.nn.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 from archcomp.nn.scan import SelectiveScan
 from archcomp.nn.scan_cache import ConvState, ScanState, causal_convs
@@ -37,18 +38,18 @@ __all__ = [
     "CacheUnsupported",
     "ConvState",
     "KVCache",
+    "LatentKV",
     "LayerKV",
     "ScanState",
     "cache_layers",
 ]
 
 # what a cache keeps for one module
-Entry = LayerKV | ConvState | ScanState
+Entry = LayerKV | LatentKV | ConvState | ScanState
 
 
 # sequence-mixing modules the cached path does not cover (their names, for the error)
 UNSUPPORTED = {
-    "MultiHeadLatentAttention": "latent attention (its compressed latent is not cached yet)",
     "ScaledDotProductAttention": "a bare scaled_dot_product_attention op",
     "T5RelativePositionBias": "a relative position bias",
     "Conv1d": "a convolution along the sequence other than a causal one (Mamba's)",
@@ -88,6 +89,9 @@ def _check_calls(model: nn.Module) -> None:
             if node.op != "call_module":
                 continue
             target = m.get_submodule(str(node.target))
+            masked = len(node.args) + len(node.kwargs) != 1
+            if isinstance(target, MultiHeadLatentAttention) and masked:
+                raise CacheUnsupported(f"{where}: latent attention with a mask is not cached")
             if not isinstance(target, MultiHeadAttention):
                 continue
             q, *rest = list(node.args) + list(node.kwargs.values())
@@ -103,6 +107,7 @@ class CacheLayers:
     """The modules of a model a cache serves, each as (qualified name, module)."""
 
     attention: list[tuple[str, Any]] = field(default_factory=list)  # causal self-attention
+    latent: list[tuple[str, Any]] = field(default_factory=list)  # causal latent attention
     positions: list[tuple[str, Any]] = field(default_factory=list)  # learned or sinusoidal
     convs: list[tuple[str, Any]] = field(default_factory=list)  # causal convolutions (Mamba)
     scans: list[tuple[str, Any]] = field(default_factory=list)  # selective scans (Mamba)
@@ -115,7 +120,7 @@ def cache_layers(model: nn.Module) -> CacheLayers:
     causal = causal_convs(model)
     for name, m in model.named_modules():
         kind = type(m).__name__
-        if isinstance(m, MultiHeadAttention):
+        if isinstance(m, MultiHeadAttention | MultiHeadLatentAttention):
             if not m.causal:
                 raise CacheUnsupported(
                     f"{name}: attention that is not causal (an encoder or cross-attention) "
@@ -124,7 +129,8 @@ def cache_layers(model: nn.Module) -> CacheLayers:
             rotary = m.rotary
             if rotary is not None and rotary._switch:
                 raise CacheUnsupported(f"{name}: dynamic or longrope RoPE scaling is not cached")
-            found.attention.append((name, m))
+            kind_of = found.latent if isinstance(m, MultiHeadLatentAttention) else found.attention
+            kind_of.append((name, m))
         elif isinstance(m, LearnedPositionalEncoding | SinusoidalPositionalEncoding):
             found.positions.append((name, m))
         elif isinstance(m, SelectiveScan):
@@ -133,7 +139,7 @@ def cache_layers(model: nn.Module) -> CacheLayers:
             found.convs.append((name, m))
         elif kind in UNSUPPORTED:
             raise CacheUnsupported(f"{name}: {UNSUPPORTED[kind]} has no cached decoding yet")
-    if not (found.attention or found.scans):
+    if not (found.attention or found.latent or found.scans):
         raise CacheUnsupported(
             "the model has no causal self-attention (nor a state-space layer) to cache"
         )
@@ -152,7 +158,7 @@ def _attached(module: nn.Module, entry: Entry) -> Iterator[None]:
         finally:
             handle.remove()
         return
-    attr = "kv_cache" if isinstance(entry, LayerKV) else "scan_state"
+    attr = "scan_state" if isinstance(entry, ScanState) else "kv_cache"
     setattr(module, attr, entry)
     try:
         yield
@@ -199,15 +205,23 @@ class KVCache:
             v = torch.zeros(*shape, m.v_head_dim, dtype=dtype, device=device)
             self.layers[name] = LayerKV(k, v, self.state)
             self.state.windows.add(m.window)
+        for name, m in found.latent:
+            latent = torch.zeros(batch_size, max_length, m.kv_lora_rank, dtype=dtype, device=device)
+            rope_key = torch.zeros(
+                batch_size, max_length, m.qk_rope_head_dim, dtype=dtype, device=device
+            )
+            self.layers[name] = LatentKV(latent, rope_key, self.state)
+            self.state.windows.add(0)
         for name, m in found.convs:
             self.layers[name] = ConvState(m, self.state, dtype, device)
         for name, m in found.scans:
             self.layers[name] = ScanState(m, self.state, dtype, device)
         self.layers = dict(sorted(self.layers.items(), key=lambda e: order[e[0]]))  # model order
-        self._modules = {name: m for name, m in found.attention + found.convs + found.scans}
+        stateful = found.attention + found.latent + found.convs + found.scans
+        self._modules = {name: m for name, m in stateful}
         self._positions = [m for _, m in found.positions]
         self._model_id = id(model)
-        for _, m in found.attention:
+        for _, m in found.attention + found.latent:
             self._check_max_length(m.rotary, max_length)
         for m in self._positions:
             self._check_max_length(m, max_length)
@@ -244,7 +258,7 @@ class KVCache:
         convolution windows and scan states are zeroed)."""
         self.state.reset()
         for entry in self.layers.values():
-            if not isinstance(entry, LayerKV):
+            if isinstance(entry, ConvState | ScanState):
                 entry.reset()
 
     @contextmanager
