@@ -125,6 +125,22 @@ def test_summary_shows_mamba_conv_and_scan_state(capsys: pytest.CaptureFixture[s
     assert re.search(r"layers\.0\.mixer\.ssm +ssm \(1, 1536, 16\) +96\.0 KiB", out)
 
 
+def test_summary_shows_sliding_window_layers_keeping_their_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Mistral 7B (window 4096) at 32,768 tokens: 32 rings of 4096 positions, an eighth of the
+    whole length's keys and values; Gemma 2's global layers keep the whole context."""
+    argv = ["summary", "mistral", "--kv-cache", "--context", "32768", "--dtype", "bfloat16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    assert kv["layers"][0]["keys"] == [1, 8, 4096, 128]
+    assert kv["bytes"] == 32 * 2 * 8 * 4096 * 128 * 2
+    argv = ["summary", "gemma2", "--kv-cache", "--context", "8192", "--json"]
+    assert main(argv) == 0
+    layers = json.loads(capsys.readouterr().out)["kv_cache"]["layers"]
+    assert [row["keys"][2] for row in layers[:2]] == [4096, 8192]  # local, global
+
+
 def test_summary_shows_the_latent_of_latent_attention(capsys: pytest.CaptureFixture[str]) -> None:
     """DeepSeek-V3 caches 512 + 64 numbers a token and layer, not 128 heads x (192 + 128)."""
     argv = ["summary", "deepseek_v3", "--kv-cache", "--context", "4096", "--dtype", "bfloat16"]

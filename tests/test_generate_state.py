@@ -1,6 +1,6 @@
 """Cached decoding of layers whose state is not every head's keys and values of every token:
-Mamba's causal convolution and selective scan, latent attention's compressed latent
-(docs/generation.md)."""
+Mamba's causal convolution and selective scan, latent attention's compressed latent, and
+sliding-window layers keeping only their window (docs/generation.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ from typing import Any
 import numerics
 import pytest
 import torch
+from hf_models import FAMILIES
 from numerics import RoundingChains
 
 import archcomp
-from archcomp.nn.kv_cache import CacheUnsupported, ConvState, LatentKV, ScanState
+from archcomp.nn.kv_cache import (
+    CacheUnsupported,
+    ConvState,
+    LatentKV,
+    LayerKV,
+    ScanState,
+    WindowKV,
+)
 
 MAMBA = {"vocab": 50, "d_model": 32, "N": 2, "d_state": 4, "d_conv": 4, "expand": 2}
 MAMBA |= {"dt_rank": 3}
@@ -156,6 +164,64 @@ def test_compiled_decode_is_compiled_once(name: str, monkeypatch: pytest.MonkeyP
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"]
     assert not counters["recompiles"]
+
+
+def mistral(window: int) -> Any:
+    params = {"N": 2, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "vocab": 61}
+    params |= {"context": 32, "window": window}
+    return archcomp.build("mistral", params=params, seed=0, dtype=torch.float64).eval()
+
+
+def test_sliding_window_layers_keep_only_their_window() -> None:
+    """Gemma 2 (window 4): local layers a ring of 4 positions, global layers the whole length;
+    a window as long as the cache keeps the whole length."""
+    model = archcomp.build(
+        "gemma2", params=FAMILIES["gemma2"].params, seed=0, dtype=torch.float64
+    ).eval()
+    cache = model.new_cache(2, 16)
+    local, full = cache.layers["layers.0.self_attn"], cache.layers["layers.1.self_attn"]
+    assert isinstance(local, WindowKV) and local.k.shape == (2, 2, 4, 12)  # (B, h_kv, window, d)
+    assert type(full) is LayerKV and full.k.shape == (2, 2, 16, 12)
+    # (k, v) x B x h_kv x d x 8 bytes x (two local layers of 4 positions, one global of 16)
+    assert cache.nbytes == 2 * 2 * 2 * 12 * 8 * (2 * 4 + 16)
+    assert type(mistral(8).new_cache(1, 8).layers["layers.0.self_attn"]) is LayerKV
+
+
+@pytest.mark.parametrize("prefill", [2, 7])
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+def test_ring_layers_steps_equal_the_full_forward(prefill: int, static: bool) -> None:
+    """Prompts shorter and longer than the window (4), decoded past twice its length."""
+    model = mistral(4)
+    ids = torch.randint(0, 61, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad(), RoundingChains() as chains:
+        full = model(ids)
+        got = stepwise(model, ids, prefill, static=static)
+    numerics.assert_close(got, full, chains.tolerance(torch.float64, got, full))
+
+
+def test_gemma2_local_and_global_layers_decode_through_rings() -> None:
+    """In float32: Gemma 2's softcapped attention takes its softmax in float32, whose sum the
+    ring's slot order (not the positions' order) rounds otherwise than the whole sequence."""
+    model = archcomp.build("gemma2", params=FAMILIES["gemma2"].params, seed=0).eval()
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad(), RoundingChains() as chains:
+        full = model(ids)
+        got = stepwise(model, ids, 7)
+    numerics.assert_close(got, full, chains.tolerance(torch.float32, got, full))
+
+
+def test_left_padded_rows_decode_as_they_do_alone_through_a_ring() -> None:
+    model = mistral(3)
+    g = torch.Generator().manual_seed(9)
+    short = torch.randint(1, 61, (1, 4), generator=g)
+    long = torch.randint(1, 61, (1, 7), generator=g)
+    batch = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :3] = 0
+    out = model.generate(batch, 6, attention_mask=mask)
+    assert isinstance(model.new_cache(2, 13).layers["layers.0.self_attn"], WindowKV)
+    assert torch.equal(out[0, 3:], model.generate(short, 6)[0])
+    assert torch.equal(out[1], model.generate(long, 6)[0])
 
 
 CONV = """

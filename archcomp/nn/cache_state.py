@@ -29,10 +29,12 @@ class CacheState:
         self.pads = torch.zeros(batch_size, 1, dtype=torch.int64, device=device)  # (B, 1)
         self.slots = torch.arange(max_length, device=device)  # (L,)
         self.windows: set[int] = set()  # the sliding windows of the layers (0: none)
+        self.rings: set[int] = set()  # the windows of the layers that keep only their window
         # set by begin() for the forward in progress
         self.positions: Tensor = self.slots[:0]  # (T,) or (B, T): position of each new token
         self.write: Tensor = self.slots[:0]  # (T,): the slots the new tokens go to
         self.masks: dict[int, tuple[Tensor | None, bool]] = {}  # window -> (attn_mask, causal)
+        self.ring_masks: dict[int, Tensor] = {}  # window -> attn_mask of a ring layer
 
     def reset(self) -> None:
         self.length = 0
@@ -63,6 +65,7 @@ class CacheState:
         positions = self.write if not self.padded else (self.write - self.pads).clamp(min=0)
         self.positions = positions  # (T,) or (B, T)
         self.masks = {w: self._mask(start, end, w) for w in self.windows}
+        self.ring_masks = {w: self._ring_mask(start, w) for w in self.rings}
 
     def _mask(self, start: int, end: int, window: int) -> tuple[Tensor | None, bool]:
         """(attn_mask, is_causal) of queries start..end-1 over the keys the layer reads."""
@@ -81,6 +84,19 @@ class CacheState:
         keep = keep[None] & self.valid[:, None, :keys]  # (B, T, S)
         keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
         return keep[:, None], False  # (B, 1, T, S)
+
+    def _ring_mask(self, start: int, window: int) -> Tensor:
+        """(B, 1, T, window + T) bool: the new queries over a ring layer's keys, its ``window``
+        slots as they were before this forward (slot r holds the last position p < start
+        with p % window == r, none when p < 0) and then the T new tokens."""
+        r = self.slots[:window]  # (w,)
+        held = (start - 1) - (start - 1 - r) % window  # (w,): < 0 for a slot never written
+        j = torch.cat([held, self.write])[None, :]  # (1, w + T): position of each key
+        i = self.write[:, None]  # (T, 1)
+        keep = (j >= 0) & (j <= i) & (j > i - window)  # (T, w + T)
+        keep = keep[None] & self.valid[:, j[0].clamp(min=0)][:, None, :]  # (B, T, w + T)
+        keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
+        return keep[:, None]  # (B, 1, T, w + T)
 
     def advance(self, steps: int) -> None:
         self.length += steps
@@ -107,6 +123,10 @@ class LayerKV:
         self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, h_kv, end, d)
 
+    def mask(self, window: int) -> tuple[Tensor | None, bool]:
+        """(attn_mask, is_causal) of the new queries over the keys :meth:`update` returns."""
+        return self.state.masks[window]
+
     @property
     def tensors(self) -> dict[str, Tensor]:
         return {"k": self.k, "v": self.v}
@@ -114,6 +134,30 @@ class LayerKV:
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+
+class WindowKV(LayerKV):
+    """A sliding-window attention module's keys (B, h_kv, window, d_k) and values
+    (B, h_kv, window, d_v): a ring buffer of the last ``window`` tokens (position p at slot
+    p % window), all a query of a window layer reads from before it."""
+
+    def __init__(self, k: Tensor, v: Tensor, state: CacheState, window: int) -> None:
+        super().__init__(k, v, state)
+        self.window = window
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The ring as it was, then the new keys and values (B, h_kv, window + T, d), what the
+        queries read; the last ``window`` new ones then overwrite their slots."""
+        st, steps = self.state, k.size(2)
+        keys, values = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        keep = min(steps, self.window)  # a new token older than the window is never read again
+        slots = st.write[steps - keep :] % self.window  # (keep,): distinct
+        self.k.index_copy_(2, slots, k[:, :, steps - keep :])
+        self.v.index_copy_(2, slots, v[:, :, steps - keep :])
+        return keys, values
+
+    def mask(self, window: int) -> tuple[Tensor | None, bool]:
+        return self.state.ring_masks[window], False
 
 
 class LatentKV:

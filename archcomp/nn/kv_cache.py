@@ -26,7 +26,7 @@ import torch
 from torch import fx, nn
 
 from archcomp.nn.attention import MultiHeadAttention
-from archcomp.nn.cache_state import CacheState, LatentKV, LayerKV
+from archcomp.nn.cache_state import CacheState, LatentKV, LayerKV, WindowKV
 from archcomp.nn.latent_attention import MultiHeadLatentAttention
 from archcomp.nn.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 from archcomp.nn.scan import SelectiveScan
@@ -41,6 +41,7 @@ __all__ = [
     "LatentKV",
     "LayerKV",
     "ScanState",
+    "WindowKV",
     "cache_layers",
 ]
 
@@ -200,11 +201,16 @@ class KVCache:
         self.layers: dict[str, Entry] = {}
         order = {name: i for i, (name, _) in enumerate(model.named_modules())}
         for name, m in found.attention:
-            shape = (batch_size, m._kv_heads, max_length)
+            ring = 0 < m.window < max_length  # a ring buffer of the window is smaller
+            shape = (batch_size, m._kv_heads, m.window if ring else max_length)
             k = torch.zeros(*shape, m.head_dim, dtype=dtype, device=device)
             v = torch.zeros(*shape, m.v_head_dim, dtype=dtype, device=device)
-            self.layers[name] = LayerKV(k, v, self.state)
-            self.state.windows.add(m.window)
+            if ring:
+                self.layers[name] = WindowKV(k, v, self.state, m.window)
+                self.state.rings.add(m.window)
+            else:
+                self.layers[name] = LayerKV(k, v, self.state)
+                self.state.windows.add(m.window)
         for name, m in found.latent:
             latent = torch.zeros(batch_size, max_length, m.kv_lora_rank, dtype=dtype, device=device)
             rope_key = torch.zeros(
