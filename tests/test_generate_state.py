@@ -116,11 +116,15 @@ def test_left_padded_mamba_rows_decode_as_they_do_alone() -> None:
 
 @pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
 def test_latent_attention_steps_equal_the_full_forward(static: bool) -> None:
+    """A prompt (keys and values expanded), a chunk of 3 and single tokens (absorbed)."""
     model = deepseek()
     ids = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(6))
+    cache = model.new_cache(2, 11, static=static)
     with torch.no_grad(), RoundingChains() as chains:
         full = model(ids)
-        got = stepwise(model, ids, 4, static=static)
+        parts = [model.forward_cached(ids[:, :4], cache), model.forward_cached(ids[:, 4:7], cache)]
+        parts += [model.forward_cached(ids[:, t : t + 1], cache) for t in range(7, 11)]
+        got = torch.cat(parts, dim=1)
     numerics.assert_close(got, full, chains.tolerance(torch.float64, got, full))
 
 

@@ -31,6 +31,7 @@ class CacheState:
         self.windows: set[int] = set()  # the sliding windows of the layers (0: none)
         self.rings: set[int] = set()  # the windows of the layers that keep only their window
         # set by begin() for the forward in progress
+        self.first = True  # nothing cached before it (a constant of every later step)
         self.positions: Tensor = self.slots[:0]  # (T,) or (B, T): position of each new token
         self.write: Tensor = self.slots[:0]  # (T,): the slots the new tokens go to
         self.masks: dict[int, tuple[Tensor | None, bool]] = {}  # window -> (attn_mask, causal)
@@ -59,6 +60,7 @@ class CacheState:
                     raise ValueError("only the first forward of a cache may have padding (left)")
                 self.padded = True
                 self.pads.copy_((~real).sum(-1, keepdim=True))  # left pads of each row
+        self.first = start == 0  # nothing cached before these tokens
         self.write = self.slots[start:end]  # (T,)
         if self.static:  # a tensor of its own: what compiled code reads has one layout
             self.write = self.write.clone()
