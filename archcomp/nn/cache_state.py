@@ -67,7 +67,7 @@ class CacheState:
         positions = self.write if not self.padded else (self.write - self.pads).clamp(min=0)
         self.positions = positions  # (T,) or (B, T)
         self.masks = {w: self._mask(start, end, w) for w in self.windows}
-        self.ring_masks = {w: self._ring_mask(start, w) for w in self.rings}
+        self.ring_masks = {w: self._ring_mask(start, end, w) for w in self.rings}
 
     def _mask(self, start: int, end: int, window: int) -> tuple[Tensor | None, bool]:
         """(attn_mask, is_causal) of queries start..end-1 over the keys the layer reads."""
@@ -87,13 +87,17 @@ class CacheState:
         keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
         return keep[:, None], False  # (B, 1, T, S)
 
-    def _ring_mask(self, start: int, window: int) -> Tensor:
+    def _ring_mask(self, start: int, end: int, window: int) -> Tensor:
         """(B, 1, T, window + T) bool: the new queries over a ring layer's keys, its ``window``
         slots as they were before this forward (slot r holds the last position p < start
-        with p % window == r, none when p < 0) and then the T new tokens."""
+        with p % window == r, none when p < 0) and then the T new tokens; for one new token
+        (B, 1, 1, window), over the slots once it is written (:meth:`WindowKV.update`)."""
         r = self.slots[:window]  # (w,)
-        held = (start - 1) - (start - 1 - r) % window  # (w,): < 0 for a slot never written
-        j = torch.cat([held, self.write])[None, :]  # (1, w + T): position of each key
+        if end - start == 1:  # slot r holds the last position p <= start with p % w == r
+            j = (start - (start - r) % window)[None, :]  # (1, w): < 0 for a slot never written
+        else:
+            held = (start - 1) - (start - 1 - r) % window  # (w,)
+            j = torch.cat([held, self.write])[None, :]  # (1, w + T): position of each key
         i = self.write[:, None]  # (T, 1)
         keep = (j >= 0) & (j <= i) & (j > i - window)  # (T, w + T)
         keep = keep[None] & self.valid[:, j[0].clamp(min=0)][:, None, :]  # (B, T, w + T)
@@ -149,8 +153,14 @@ class WindowKV(LayerKV):
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """The ring as it was, then the new keys and values (B, h_kv, window + T, d), what the
-        queries read; the last ``window`` new ones then overwrite their slots."""
+        queries read; the last ``window`` new ones then overwrite their slots. One new token is
+        written first and the ring alone (B, h_kv, window, d) read: no copy per step."""
         st, steps = self.state, k.size(2)
+        if steps == 1:  # the position it overwrites is outside its window: write, then read
+            slot = st.write % self.window  # (1,)
+            self.k.index_copy_(2, slot, k)
+            self.v.index_copy_(2, slot, v)
+            return self.k, self.v  # (B, h_kv, window, d)
         keys, values = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
         keep = min(steps, self.window)  # a new token older than the window is never read again
         slots = st.write[steps - keep :] % self.window  # (keep,): distinct
