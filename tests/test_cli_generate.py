@@ -4,6 +4,7 @@ offline, by the ``tokenizers`` library; text on stdout, tokens per second on std
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -108,9 +109,52 @@ def test_summary_shows_the_kv_cache_per_layer_and_in_all(
     assert "KV cache (bfloat16, batch 1, context 8,192)" in out and "1.0 GiB" in out
 
 
+def test_summary_shows_mamba_conv_and_scan_state(capsys: pytest.CaptureFixture[str]) -> None:
+    """Mamba-130m keeps per layer 3 inputs of 1536 channels and a (1536, 16) float32 state,
+    whatever the context."""
+    argv = ["summary", "mamba", "--kv-cache", "--context", "100000", "--json"]
+    assert main(argv) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    assert kv["layers"][0] == {
+        "layer": "layers.0.mixer.conv1d", "tensors": {"conv": [1, 1536, 3]}, "bytes": 1536 * 3 * 4
+    }  # fmt: skip
+    assert kv["layers"][1]["tensors"] == {"ssm": [1, 1536, 16]}
+    assert kv["bytes"] == 24 * 1536 * (3 + 16) * 4 and len(kv["layers"]) == 48
+    assert main(argv[:-1]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"layers\.0\.mixer\.ssm +ssm \(1, 1536, 16\) +96\.0 KiB", out)
+
+
+def test_summary_shows_sliding_window_layers_keeping_their_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Mistral 7B (window 4096) at 32,768 tokens: 32 rings of 4096 positions, an eighth of the
+    whole length's keys and values; Gemma 2's global layers keep the whole context."""
+    argv = ["summary", "mistral", "--kv-cache", "--context", "32768", "--dtype", "bfloat16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    assert kv["layers"][0]["keys"] == [1, 8, 4096, 128]
+    assert kv["bytes"] == 32 * 2 * 8 * 4096 * 128 * 2
+    argv = ["summary", "gemma2", "--kv-cache", "--context", "8192", "--json"]
+    assert main(argv) == 0
+    layers = json.loads(capsys.readouterr().out)["kv_cache"]["layers"]
+    assert [row["keys"][2] for row in layers[:2]] == [4096, 8192]  # local, global
+
+
+def test_summary_shows_the_latent_of_latent_attention(capsys: pytest.CaptureFixture[str]) -> None:
+    """DeepSeek-V3 caches 512 + 64 numbers a token and layer, not 128 heads x (192 + 128)."""
+    argv = ["summary", "deepseek_v3", "--kv-cache", "--context", "4096", "--dtype", "bfloat16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    assert kv["layers"][0]["tensors"] == {"latent": [1, 4096, 512], "rope_key": [1, 4096, 64]}
+    assert kv["bytes"] == 61 * 4096 * (512 + 64) * 2 and "keys" not in kv["layers"][0]
+    assert main(argv) == 0
+    assert "latent (1, 4096, 512), rope_key (1, 4096, 64)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("mamba", "Mamba"), ("bert_base", "one input"), ("mlp", "no causal self-attention")],
+    [("bert_base", "one input"), ("mlp", "no causal self-attention")],
 )
 def test_summary_kv_cache_of_a_model_without_one_is_a_usage_error(
     spec: str, message: str, capsys: pytest.CaptureFixture[str]

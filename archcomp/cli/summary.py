@@ -155,8 +155,8 @@ def kv_cache_rows(graph: Any, args: argparse.Namespace) -> dict[str, Any]:
         rows = cache_memory(model, batch, context, resolve_dtype(args.dtype))
     except ValueError as exc:
         raise UsageError(f"--kv-cache: {exc}") from None
-    layers = [{"layer": n, "keys": list(k), "values": list(v), "bytes": b} for n, k, v, b in rows]
-    total = sum(r[3] for r in rows)
+    layers = [_kv_row(name, tensors, size) for name, tensors, size in rows]
+    total = sum(r[2] for r in rows)
     return {
         "batch": batch,
         "context": context,
@@ -166,18 +166,34 @@ def kv_cache_rows(graph: Any, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _kv_row(name: str, tensors: dict[str, tuple[int, ...]], size: int) -> dict[str, Any]:
+    """One cached module: its tensors' shapes by name (attention's also as keys, values)."""
+    row: dict[str, Any] = {"layer": name, "tensors": {t: list(s) for t, s in tensors.items()}}
+    if "k" in tensors and "v" in tensors:
+        row |= {"keys": list(tensors["k"]), "values": list(tensors["v"])}
+    return row | {"bytes": size}
+
+
+def _kv_shapes(tensors: dict[str, list[int]]) -> str:
+    """``k, v (1, 8, 8192, 128)`` when keys and values have one shape, else each named."""
+    shapes = ["(" + ", ".join(map(str, s)) + ")" for s in tensors.values()]
+    if len(set(shapes)) == 1:
+        return f"{', '.join(tensors)} {shapes[0]}"
+    return ", ".join(f"{t} {s}" for t, s in zip(tensors, shapes, strict=True))
+
+
 def kv_cache_text(kv: dict[str, Any]) -> str:
     from archcomp.base.units import fmt_bytes
 
     head = f"KV cache ({kv['dtype']}, batch {kv['batch']}, context {kv['context']:,})"
     width = max(len(r["layer"]) for r in kv["layers"])
+    shapes = [_kv_shapes(r["tensors"]) for r in kv["layers"]]
+    col = max(30, *map(len, shapes))
     lines = [head]
-    for r in kv["layers"]:
-        shape = "(" + ", ".join(map(str, r["keys"])) + ")"
-        lines.append(f"  {r['layer']:<{width}}  k, v {shape:<24} {fmt_bytes(r['bytes']):>10}")
-    lines.append(
-        f"  {'total':<{width}}  {len(kv['layers'])} layers{'':<18} {fmt_bytes(kv['bytes']):>10}"
-    )
+    for r, shape in zip(kv["layers"], shapes, strict=True):
+        lines.append(f"  {r['layer']:<{width}}  {shape:<{col}} {fmt_bytes(r['bytes']):>10}")
+    count = f"{len(kv['layers'])} modules"
+    lines.append(f"  {'total':<{width}}  {count:<{col}} {fmt_bytes(kv['bytes']):>10}")
     return "\n".join(lines)
 
 

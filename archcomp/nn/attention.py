@@ -262,7 +262,7 @@ class MultiHeadAttention(nn.Module):
             q = self.rotary(q, state.positions)
             k = self.rotary(k, state.positions)
         k, v = cache.update(k, v)  # (B, h_kv, S, d): every key the new queries may read
-        attn_mask, is_causal = state.masks[self.window]
+        attn_mask, is_causal = cache.mask(self.window)
         return self._merge(q, k, v, attn_mask, is_causal)
 
     def extra_repr(self) -> str:

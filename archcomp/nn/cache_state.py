@@ -1,5 +1,6 @@
-"""What a KV cache's layers share while it runs (:class:`CacheState`) and one attention module's
-keys and values (:class:`LayerKV`); :mod:`archcomp.nn.kv_cache` makes and binds them."""
+"""What a KV cache's layers share while it runs (:class:`CacheState`), one attention module's
+keys and values (:class:`LayerKV`) and one latent attention module's compressed latent
+(:class:`LatentKV`); :mod:`archcomp.nn.kv_cache` makes and binds them."""
 
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ class CacheState:
         self.pads = torch.zeros(batch_size, 1, dtype=torch.int64, device=device)  # (B, 1)
         self.slots = torch.arange(max_length, device=device)  # (L,)
         self.windows: set[int] = set()  # the sliding windows of the layers (0: none)
+        self.rings: set[int] = set()  # the windows of the layers that keep only their window
         # set by begin() for the forward in progress
+        self.first = True  # nothing cached before it (a constant of every later step)
         self.positions: Tensor = self.slots[:0]  # (T,) or (B, T): position of each new token
         self.write: Tensor = self.slots[:0]  # (T,): the slots the new tokens go to
         self.masks: dict[int, tuple[Tensor | None, bool]] = {}  # window -> (attn_mask, causal)
+        self.ring_masks: dict[int, Tensor] = {}  # window -> attn_mask of a ring layer
 
     def reset(self) -> None:
         self.length = 0
@@ -56,12 +60,14 @@ class CacheState:
                     raise ValueError("only the first forward of a cache may have padding (left)")
                 self.padded = True
                 self.pads.copy_((~real).sum(-1, keepdim=True))  # left pads of each row
+        self.first = start == 0  # nothing cached before these tokens
         self.write = self.slots[start:end]  # (T,)
         if self.static:  # a tensor of its own: what compiled code reads has one layout
             self.write = self.write.clone()
         positions = self.write if not self.padded else (self.write - self.pads).clamp(min=0)
         self.positions = positions  # (T,) or (B, T)
         self.masks = {w: self._mask(start, end, w) for w in self.windows}
+        self.ring_masks = {w: self._ring_mask(start, end, w) for w in self.rings}
 
     def _mask(self, start: int, end: int, window: int) -> tuple[Tensor | None, bool]:
         """(attn_mask, is_causal) of queries start..end-1 over the keys the layer reads."""
@@ -80,6 +86,23 @@ class CacheState:
         keep = keep[None] & self.valid[:, None, :keys]  # (B, T, S)
         keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
         return keep[:, None], False  # (B, 1, T, S)
+
+    def _ring_mask(self, start: int, end: int, window: int) -> Tensor:
+        """(B, 1, T, window + T) bool: the new queries over a ring layer's keys, its ``window``
+        slots as they were before this forward (slot r holds the last position p < start
+        with p % window == r, none when p < 0) and then the T new tokens; for one new token
+        (B, 1, 1, window), over the slots once it is written (:meth:`WindowKV.update`)."""
+        r = self.slots[:window]  # (w,)
+        if end - start == 1:  # slot r holds the last position p <= start with p % w == r
+            j = (start - (start - r) % window)[None, :]  # (1, w): < 0 for a slot never written
+        else:
+            held = (start - 1) - (start - 1 - r) % window  # (w,)
+            j = torch.cat([held, self.write])[None, :]  # (1, w + T): position of each key
+        i = self.write[:, None]  # (T, 1)
+        keep = (j >= 0) & (j <= i) & (j > i - window)  # (T, w + T)
+        keep = keep[None] & self.valid[:, j[0].clamp(min=0)][:, None, :]  # (B, T, w + T)
+        keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
+        return keep[:, None]  # (B, 1, T, w + T)
 
     def advance(self, steps: int) -> None:
         self.length += steps
@@ -106,6 +129,76 @@ class LayerKV:
         self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, h_kv, end, d)
 
+    def mask(self, window: int) -> tuple[Tensor | None, bool]:
+        """(attn_mask, is_causal) of the new queries over the keys :meth:`update` returns."""
+        return self.state.masks[window]
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        return {"k": self.k, "v": self.v}
+
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+
+class WindowKV(LayerKV):
+    """A sliding-window attention module's keys (B, h_kv, window, d_k) and values
+    (B, h_kv, window, d_v): a ring buffer of the last ``window`` tokens (position p at slot
+    p % window), all a query of a window layer reads from before it."""
+
+    def __init__(self, k: Tensor, v: Tensor, state: CacheState, window: int) -> None:
+        super().__init__(k, v, state)
+        self.window = window
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The ring as it was, then the new keys and values (B, h_kv, window + T, d), what the
+        queries read; the last ``window`` new ones then overwrite their slots. One new token is
+        written first and the ring alone (B, h_kv, window, d) read: no copy per step."""
+        st, steps = self.state, k.size(2)
+        if steps == 1:  # the position it overwrites is outside its window: write, then read
+            slot = st.write % self.window  # (1,)
+            self.k.index_copy_(2, slot, k)
+            self.v.index_copy_(2, slot, v)
+            return self.k, self.v  # (B, h_kv, window, d)
+        keys, values = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        keep = min(steps, self.window)  # a new token older than the window is never read again
+        slots = st.write[steps - keep :] % self.window  # (keep,): distinct
+        self.k.index_copy_(2, slots, k[:, :, steps - keep :])
+        self.v.index_copy_(2, slots, v[:, :, steps - keep :])
+        return keys, values
+
+    def mask(self, window: int) -> tuple[Tensor | None, bool]:
+        return self.state.ring_masks[window], False
+
+
+class LatentKV:
+    """One latent attention module's compressed cache (DeepSeek's MLA): the normalized latent
+    c^KV (B, L, kv_lora_rank) and the rotated shared key k^R (B, L, qk_rope_head_dim) of each
+    token, from which every head's keys and values follow."""
+
+    def __init__(self, latent: Tensor, rope_key: Tensor, state: CacheState) -> None:
+        self.latent = latent
+        self.rope_key = rope_key
+        self.state = state
+
+    def update(self, latent: Tensor, rope_key: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new tokens' latent (B, T, r) and rotated key (B, T, d_rope) at the state's
+        slots; return those the queries read: the slots written so far, or all when static."""
+        st = self.state
+        if st.static:
+            self.latent.index_copy_(1, st.write, latent)
+            self.rope_key.index_copy_(1, st.write, rope_key)
+            return self.latent, self.rope_key  # (B, L, r), (B, L, d_rope)
+        start, end = st.length, st.length + latent.size(1)
+        self.latent[:, start:end] = latent
+        self.rope_key[:, start:end] = rope_key
+        return self.latent[:, :end], self.rope_key[:, :end]  # (B, end, r), (B, end, d_rope)
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        return {"latent": self.latent, "rope_key": self.rope_key}
+
+    @property
+    def nbytes(self) -> int:
+        return self.latent.nbytes + self.rope_key.nbytes

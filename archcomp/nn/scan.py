@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archcomp.nn.scan_cache import ScanState
+
 # auto: the loop up to this length, the chunked scan beyond where autograd records or off the
 # CPU. Measured on CPU (256 channels, 16 states; benchmarks/bench_scan.py): with backward the
 # loop wins at 16 positions and ties at 64, and at 256 the chunked scan takes a quarter of its
@@ -102,6 +104,7 @@ class SelectiveScan(nn.Module):
         self.delta_softplus = delta_softplus
         self.algorithm = algorithm
         self.chunk_size = chunk_size
+        self.scan_state: ScanState | None = None  # set while a KVCache is bound (kv_cache.py)
         self.A_log = nn.Parameter(torch.empty(num_features, d_state, device=device, dtype=dtype))
         self.D = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
         self.reset_parameters()
@@ -130,7 +133,11 @@ class SelectiveScan(nn.Module):
         if self.delta_softplus:
             dt = F.softplus(dt)
         A = -torch.exp(self.A_log.to(work))  # (D, N)
-        if self.recompute and torch.is_grad_enabled():
+        if self.scan_state is not None:  # decoding: from the kept state, which moves on
+            u = self.scan_state.mask(u)
+            y, last = self._states_out(u, dt, A, b.to(work), c.to(work), self.scan_state.h)
+            self.scan_state.h.copy_(last)
+        elif self.recompute and torch.is_grad_enabled():
             y = self._recomputed(u, dt, A, b.to(work), c.to(work))  # (B, D, L)
         else:
             y = self._states_out(u, dt, A, b.to(work), c.to(work), None)[0]

@@ -95,13 +95,15 @@ def new_cache(
 
 def cache_memory(
     model: nn.Module, batch_size: int, max_length: int, dtype: torch.dtype | None = None
-) -> list[tuple[str, tuple[int, ...], tuple[int, ...], int]]:
-    """Per cached attention module: (name, key shape, value shape, bytes) of a cache for
-    ``batch_size`` sequences of ``max_length`` tokens; a model on meta allocates nothing."""
+) -> list[tuple[str, dict[str, tuple[int, ...]], int]]:
+    """Per cached module: (name, shape of each tensor it keeps by name, bytes) of a cache for
+    ``batch_size`` sequences of ``max_length`` tokens: ``k``, ``v`` of attention, ``conv`` and
+    ``ssm`` of a Mamba layer. A model on meta allocates nothing."""
     device = next(model.parameters()).device
     cache = KVCache(model, batch_size, max_length, dtype=dtype, device=device)
     return [
-        (name, tuple(kv.k.shape), tuple(kv.v.shape), kv.nbytes) for name, kv in cache.layers.items()
+        (name, {t: tuple(x.shape) for t, x in entry.tensors.items()}, entry.nbytes)
+        for name, entry in cache.layers.items()
     ]
 
 
