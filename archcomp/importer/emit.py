@@ -31,7 +31,9 @@ def spec_text(
 ) -> str:
     """The whole spec: header, dims, inputs, blocks (innermost first), nodes and outputs."""
     lines = [
-        f"# Imported from the torch module {source or name} by archcomp.import_module.",
+        f"# Imported from {source} by archcomp import --hf."
+        if source.startswith("transformers'")
+        else f"# Imported from the torch module {source or name} by archcomp.import_module.",
         "archcomp: 1",
         f"name: {name}",
     ]

@@ -1,0 +1,154 @@
+"""Modules of an exported graph recognised as one archcomp op each: torch.nn leaves, a
+transformers RMSNorm (its decomposed pow/mean/rsqrt/mul), an activation module, and an attention
+module (q/k/v/o projections, the head split, RoPE, GQA's repeat_kv and
+``F.scaled_dot_product_attention``) as ``multi_head_attention`` with its options.
+
+:func:`recognise` gives ``(op, args)``, a reason string when the module is of a recognised kind
+but computes something the op cannot, or None for a module that becomes a block.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import fx, nn
+
+from archcomp.importer.exported import Flat
+from archcomp.importer.leaves import leaf_op
+
+Op = tuple[str, dict[str, Any]]
+_RMS_OPS = {"aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.add.Scalar"}
+_RMS_OPS |= {"aten.rsqrt.default", "aten.mul.Tensor", "aten.type_as.default"}
+_ACTS = {
+    "aten.silu.default": "silu",
+    "aten.relu.default": "relu",
+    "aten.gelu.default": "gelu",
+    "aten.tanh.default": "tanh",
+    "aten.sigmoid.default": "sigmoid",
+}
+# What the attention's own level may compute besides its projections: the head split and merge,
+# RoPE's rotate-half (mul, slice, neg, cat, add), repeat_kv (unsqueeze, expand, reshape) and SDPA.
+_ATTN_OPS = {
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten.transpose.int",
+    "aten.unsqueeze.default",
+    "aten.expand.default",
+    "aten.slice.Tensor",
+    "aten.neg.default",
+    "aten.cat.default",
+    "aten.mul.Tensor",
+    "aten.add.Tensor",
+    "aten.scaled_dot_product_attention.default",
+}
+_SDPA = "aten.scaled_dot_product_attention.default"
+_PROJ = ("q_proj", "k_proj", "v_proj")
+
+
+def recognise(flat: Flat, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
+    """The op of the module that ran ``group`` (its calls, its children's included)."""
+    kids = dict(module.named_children())
+    if not kids and type(module).__module__.startswith("torch.nn"):
+        made = leaf_op(module)
+        return made if made is not None else "no archcomp op for it"
+    if type(module).__name__.endswith("RMSNorm") and not kids:
+        return _rms_norm(flat, module, group)
+    if not kids and not any(True for _ in module.parameters()) and len(group) == 1:
+        act = _ACTS.get(str(group[0].target))
+        if act is not None:
+            approx = group[0].kwargs.get("approximate", "none")
+            return act, ({"approximate": approx} if approx != "none" else {})
+    if all(k in kids for k in _PROJ) and ("o_proj" in kids or "out_proj" in kids):
+        return _attention(flat, module, group)
+    return None
+
+
+def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
+    names = {n for n, _ in m.named_parameters()}
+    eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+    other = sorted({str(n.target) for n in group} - _RMS_OPS)
+    if names != {"weight"} or not isinstance(eps, float) or other:
+        return f"an RMSNorm computing {', '.join(other) or 'other weights'}"
+    args: dict[str, Any] = {"eps": eps}
+    weight = [w for w, key in flat.weights.items() if key.endswith(".weight")]
+    for n in group:  # Gemma's (1 + weight) gain: the weight itself takes an add
+        if str(n.target).startswith("aten.add") and any(a in weight for a in n.args):
+            args["offset"] = 1.0
+    return "rms_norm", args
+
+
+def _attention(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
+    sdpa = [n for n in group if str(n.target) == _SDPA]
+    own = {str(n.target) for n in group if str(n.target) != "aten.linear.default"}
+    kids = set(dict(m.named_children()))
+    if len(sdpa) != 1:
+        return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
+    extra = sorted((own - _ATTN_OPS) | (kids - {*_PROJ, "o_proj", "out_proj"}))
+    if extra:
+        return f"attention that also computes {', '.join(extra)}"
+    mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
+    if mask is not None and flat.get(mask) not in flat.context:
+        return "an attention mask computed from the input"
+    cfg = getattr(m, "config", None)
+    q, k, v = (getattr(m, p) for p in _PROJ)
+    out = getattr(m, "o_proj", None) or m.out_proj
+    h = int(getattr(cfg, "num_attention_heads", 0) or q.out_features // m.head_dim)
+    kv = int(getattr(cfg, "num_key_value_heads", None) or h)
+    d = int(getattr(m, "head_dim", q.out_features // h))
+    opts: dict[str, Any] = {"num_heads": h}
+    if kv != h:
+        opts["num_kv_heads"] = kv
+    if d * h != q.in_features:
+        opts["head_dim"] = d
+    biases = [p.bias is not None for p in (q, k, v, out)]
+    opts["bias"] = (
+        biases[0]
+        if len(set(biases)) == 1
+        else dict(zip(("q", "k", "v", "out"), biases, strict=True))
+    )
+    causal = bool(getattr(m, "is_causal", False))
+    if causal:
+        opts["causal"] = True
+        window = (
+            m.sliding_window
+            if hasattr(m, "sliding_window")
+            else getattr(cfg, "sliding_window", None)
+        )
+        if window:
+            opts["window"] = int(window)
+    elif mask is not None:
+        return "a mask that is not causal"
+    if "aten.neg.default" in own and "aten.cat.default" in own:
+        rope = _rope(flat.model, cfg, d)
+        if isinstance(rope, str):
+            return rope
+        opts["rope"] = rope
+    scale = getattr(m, "scaling", None)
+    if isinstance(scale, float) and not math.isclose(scale, d**-0.5, rel_tol=1e-9):
+        opts["scale"] = scale
+    drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
+    if drop:
+        opts["dropout"] = drop
+    if hasattr(m, "o_proj"):
+        opts["out_name"] = "o_proj"
+    return "multi_head_attention", opts
+
+
+def _rope(model: nn.Module, cfg: Any, head_dim: int) -> dict[str, Any] | str:
+    """RoPE's options from the model's rotary module and config (plain RoPE only)."""
+    rot = next((r for r in model.modules() if type(r).__name__.endswith("RotaryEmbedding")), None)
+    if rot is None:
+        return "rotary application without a RotaryEmbedding module"
+    rcfg = getattr(rot, "config", cfg)
+    params = getattr(rcfg, "rope_parameters", None) or {}
+    kind = getattr(rot, "rope_type", params.get("rope_type", "default"))
+    if kind != "default" or getattr(rot, "attention_scaling", 1.0) != 1.0:
+        return f"RoPE of rope_type {kind!r} (only plain RoPE, 'default')"
+    theta = params.get("rope_theta", getattr(rcfg, "rope_theta", 10000.0))
+    rope: dict[str, Any] = {"theta": float(theta)}
+    factor = params.get("partial_rotary_factor", getattr(rcfg, "partial_rotary_factor", 1.0))
+    if factor not in (None, 1.0):
+        rope["rotary_dim"] = int(head_dim * factor)
+    rope["max_len"] = int(getattr(rcfg, "max_position_embeddings", 4096))
+    return rope
