@@ -46,7 +46,8 @@ def load_meta_model(folder: Path) -> Any:
         config = transformers.AutoConfig.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=False
         )
-        config._attn_implementation = "sdpa"
+        if getattr(cls, "_supports_sdpa", False):
+            config._attn_implementation = "sdpa"  # one F.scaled_dot_product_attention a layer
         with torch.device("meta"):
             model = cls(config)
     except Exception as e:  # transformers' own refusal of the config, in one line

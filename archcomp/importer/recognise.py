@@ -46,8 +46,8 @@ _SDPA = "aten.scaled_dot_product_attention.default"
 _PROJ = ("q_proj", "k_proj", "v_proj")
 
 
-def recognise(flat: Flat, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
-    """The op of the module that ran ``group`` (its calls, its children's included)."""
+def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
+    """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)
@@ -60,7 +60,7 @@ def recognise(flat: Flat, module: nn.Module, group: list[fx.Node]) -> Op | str |
             approx = group[0].kwargs.get("approximate", "none")
             return act, ({"approximate": approx} if approx != "none" else {})
     if all(k in kids for k in _PROJ) and ("o_proj" in kids or "out_proj" in kids):
-        return _attention(flat, module, group)
+        return _attention(flat, path, module, group)
     return None
 
 
@@ -78,10 +78,15 @@ def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
     return "rms_norm", args
 
 
-def _attention(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
-    sdpa = [n for n in group if str(n.target) == _SDPA]
-    own = {str(n.target) for n in group if str(n.target) != "aten.linear.default"}
+def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | str:
+    level = [n for n in group if flat.scope[n][-1] == path]  # its own forward's calls
+    sdpa = [n for n in level if str(n.target) == _SDPA]
+    own = {str(n.target) for n in level}
     kids = set(dict(m.named_children()))
+    qk_norm = _qk_norm(flat, path, m, group)
+    if isinstance(qk_norm, str):
+        return qk_norm
+    kids -= {"q_norm", "k_norm"} if qk_norm else set()
     if len(sdpa) != 1:
         return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
     extra = sorted((own - _ATTN_OPS) | (kids - {*_PROJ, "o_proj", "out_proj"}))
@@ -127,12 +132,39 @@ def _attention(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
     scale = getattr(m, "scaling", None)
     if isinstance(scale, float) and not math.isclose(scale, d**-0.5, rel_tol=1e-9):
         opts["scale"] = scale
+    if qk_norm:
+        opts["qk_norm"] = qk_norm
     drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop
     if hasattr(m, "o_proj"):
         opts["out_name"] = "o_proj"
     return "multi_head_attention", opts
+
+
+def _qk_norm(
+    flat: Flat, path: str, m: nn.Module, group: list[fx.Node]
+) -> dict[str, Any] | str | None:
+    """Qwen3's per-head or OLMo-2's whole-projection RMSNorm of q and k (``q_norm``, ``k_norm``)."""
+    qn, kn = getattr(m, "q_norm", None), getattr(m, "k_norm", None)
+    if qn is None and kn is None:
+        return None
+    if not (isinstance(qn, nn.Module) and isinstance(kn, nn.Module)):
+        return "only one of q_norm and k_norm"
+    made = [
+        _rms_norm(flat, n, [c for c in group if f"{path}.{k}" in flat.scope[c]])
+        for k, n in (("q_norm", qn), ("k_norm", kn))
+    ]
+    if any(isinstance(x, str) for x in made) or made[0] != made[1]:
+        return f"q_norm and k_norm that are not one RMSNorm kind ({made[0]})"
+    args = made[0][1]  # type: ignore[index]
+    width = qn.weight.shape[0]  # type: ignore[union-attr,index]
+    out: dict[str, Any] = {"kind": "rms", "eps": args["eps"]}
+    if width != m.head_dim:
+        out["per_head"] = False
+    if args.get("offset"):
+        out["offset"] = args["offset"]
+    return out
 
 
 def _rope(model: nn.Module, cfg: Any, head_dim: int) -> dict[str, Any] | str:

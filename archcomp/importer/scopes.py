@@ -169,7 +169,7 @@ class _Scope:
             return self._own(group[0], calls)
         m = flat.model.get_submodule(child)
         rel = self._rel(child)
-        made = recognise(flat, m, group)
+        made = recognise(flat, child, m, group)
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
