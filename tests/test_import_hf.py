@@ -1,0 +1,171 @@
+"""`archcomp import --hf`: a transformers checkpoint folder -> a spec, built from config.json on
+the meta device and traced with torch.export; its weights then load by their own keys with
+`archcomp convert --spec`. Models from small random configs, every weight re-drawn
+(tests/lowering.py), saved with save_pretrained; outputs and gradients to tests/NUMERICS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
+
+import archcomp
+from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
+from archcomp.importer.hf import import_hf
+
+transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = dict(
+    num_hidden_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=48,
+    vocab_size=61,
+    max_position_embeddings=16,
+    rms_norm_eps=1e-6,
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
+)
+
+
+def saved(tmp_path: Path, family: str, **config: Any) -> tuple[Any, Path]:
+    """A re-drawn transformers ``<family>ForCausalLM`` and the folder it is saved in."""
+    quiet()
+    cfg = getattr(transformers, f"{family}Config")(**{**SMALL, **config})
+    model = getattr(transformers, f"{family}ForCausalLM")(cfg)
+    redraw(model, 3)
+    folder = tmp_path / family.lower()
+    model.save_pretrained(folder)
+    return model.eval(), folder
+
+
+def logits_equal(model: Any, ref: Any) -> None:
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(input_ids=ids), ref(input_ids=ids).logits
+    got = got["logits"] if isinstance(got, dict) else got
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def test_llama_round_trip_from_the_cli(tmp_path: Path) -> None:
+    ref, folder = saved(
+        tmp_path, "Llama", rope_parameters={"rope_type": "default", "rope_theta": 5e5}
+    )
+    spec, art = tmp_path / "llama.yaml", tmp_path / "llama.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert "- {id: layers, op: llama_decoder_layer, repeat: 2}" in text
+    assert (
+        "- {id: self_attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, bias: false, "
+        "causal: true, rope: {theta: 500000.0, max_len: 16}, out_name: o_proj}"
+    ) in text
+    assert "view" not in text and "transpose" not in text  # the head split is the attention's
+    logits_equal(archcomp.load(art), ref)
+    # gradients, on the built spec with transformers' own state_dict (no mapping)
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ref.train(model.training)
+    ids = (torch.arange(18).view(2, 9) * 7) % SMALL["vocab_size"]
+    case = Case(
+        model,
+        ref,
+        (ids,),
+        lambda x: [ref(input_ids=x).logits],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+
+
+def test_imported_llama_is_within_twice_the_shipped_spec() -> None:
+    shipped = sum(
+        len((ROOT / "archcomp" / "specs" / p).read_text().splitlines())
+        for p in ("llama.yaml", "blocks/llama.yaml")
+    )
+    text = _imported_llama()
+    assert len(text.splitlines()) <= 2 * shipped
+
+
+def _imported_llama() -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = transformers.LlamaConfig(**SMALL)
+        cfg.architectures = ["LlamaForCausalLM"]
+        cfg.save_pretrained(d)  # config.json only: import --hf reads no weight
+        return import_hf(d)
+
+
+@pytest.mark.parametrize(
+    ("family", "config", "shows"),
+    [
+        ("Mistral", {"sliding_window": 4}, "window: 4"),
+        ("Qwen2", {}, "bias: {q: true, k: true, v: true, out: false}"),
+        ("Qwen3", {"head_dim": 12}, "head_dim: 12"),
+        ("Olmo2", {}, "qk_norm: {kind: rms, eps: 1.0e-06, per_head: false}"),
+    ],
+)
+def test_decoder_families_round_trip(
+    tmp_path: Path, family: str, config: dict[str, Any], shows: str
+) -> None:
+    ref, folder = saved(tmp_path, family, **config)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(import_hf(folder))
+    assert shows in spec.read_text()
+    logits_equal(archcomp.from_pretrained(folder, spec), ref)
+
+
+def test_a_tied_lm_head_is_refused_by_name(tmp_path: Path) -> None:
+    _, folder = saved(tmp_path, "Llama", tie_word_embeddings=True)
+    with pytest.raises(
+        ImportFailure,
+        match=r"Linear self\.lm_head \(its weight is "
+        r"model\.embed_tokens\.weight: a tie into a block",
+    ):
+        import_hf(folder)
+
+
+def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:
+    quiet()
+    cfg = transformers.GPTNeoXConfig(
+        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+        vocab_size=11, max_position_embeddings=8,
+    )  # fmt: skip
+    transformers.GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path)
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path)
+    message = str(e.value)
+    assert "gpt_neox.layers.0.attention: aten.chunk.default (no archcomp op for it)" in message
+    assert "modeling_gpt_neox.py:" in message and "qkv.chunk(3, dim=-1)" in message
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: None, "no config.json"),
+        (lambda d: (d / "config.json").write_text("{"), "not readable JSON"),
+        (lambda d: (d / "config.json").write_text('{"architectures": ["os.system"]}'), "no transformers model class"),
+        (lambda d: (d / "config.json").write_text("{}"), "no 'architectures'"),
+    ],
+)  # fmt: skip
+def test_cli_bad_folder_exits_2(
+    tmp_path: Path, setup: Any, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(tmp_path)
+    assert main(["import", "--hf", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_hf_takes_no_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "mod:make", "--hf", str(tmp_path)]) == 2
+    assert "give no FACTORY" in capsys.readouterr().err
