@@ -148,15 +148,19 @@ def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) ->
     assert "modeling_gpt_neox.py:" in message and "qkv.chunk(3, dim=-1)" in message
 
 
+def _config(text: str | None) -> Any:
+    return lambda d: None if text is None else (d / "config.json").write_text(text)
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        (lambda d: None, "no config.json"),
-        (lambda d: (d / "config.json").write_text("{"), "not readable JSON"),
-        (lambda d: (d / "config.json").write_text('{"architectures": ["os.system"]}'), "no transformers model class"),
-        (lambda d: (d / "config.json").write_text("{}"), "no 'architectures'"),
+        (_config(None), "no config.json"),
+        (_config("{"), "not readable JSON"),
+        (_config('{"architectures": ["os.system"]}'), "no transformers model class"),
+        (_config("{}"), "no 'architectures'"),
     ],
-)  # fmt: skip
+)
 def test_cli_bad_folder_exits_2(
     tmp_path: Path, setup: Any, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -169,3 +173,12 @@ def test_cli_bad_folder_exits_2(
 def test_cli_hf_takes_no_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["import", "mod:make", "--hf", str(tmp_path)]) == 2
     assert "give no FACTORY" in capsys.readouterr().err
+
+
+def test_docs_hf_example_shows_what_import_writes(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "import.md").read_text().split("## Transformers checkpoints", 1)[1]
+    code = doc.split('python -c "\n', 1)[1].split('"\n', 1)[0]
+    shown = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    quiet()
+    exec(code.replace("'tiny-llama'", repr(str(tmp_path / "tiny-llama"))), {})  # the doc's code
+    assert import_hf(tmp_path / "tiny-llama") == shown
