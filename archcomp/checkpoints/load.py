@@ -69,15 +69,25 @@ def resolve(
     ``params``, values of those the checkpoint does not fix)."""
     ck = open_checkpoint(Path(checkpoint))
     given = dict(params or {})
-    identity = _identity(ck, spec, given) if mapping is None and spec is not None else None
     if mapping is not None:
-        chosen = load_mapping(Path(mapping))
-    elif identity is not None:
-        chosen = identity
-    else:
+        return _resolved(ck, load_mapping(Path(mapping)), spec, given)
+    try:
         chosen = library.by_model_type(
             ck.config.get("model_type"), lambda m: _misfit(ck, m, spec, given)
         )
+        return _resolved(ck, chosen, spec, given)
+    except (SpecError, UsageError):
+        # no shipped mapping reads it into this spec: a spec whose tensors are the checkpoint's
+        # own keys (from `archcomp import --hf`) loads each by its name
+        identity = _identity(ck, spec, given) if spec is not None else None
+        if identity is None:
+            raise
+        return _resolved(ck, identity, spec, given)
+
+
+def _resolved(
+    ck: Checkpoint, chosen: Mapping, spec: SpecSource | None, given: dict[str, Any]
+) -> Source:
     rep = Reporter()
     rep.extend(_check_identity(ck, chosen))
     g = None
@@ -99,7 +109,7 @@ def resolve(
 def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> Mapping | None:
     """A mapping that reads every tensor by its own name, when the spec's model has a tensor
     of every checkpoint key (a spec from ``archcomp import --hf``, whose node ids are the
-    module paths); None for any other spec (the shipped mapping renames)."""
+    module paths); None for any other spec. Tried only where no shipped mapping fits."""
     import yaml
 
     from archcomp.backends.torch.build import build_graph
