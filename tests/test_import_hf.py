@@ -64,13 +64,19 @@ def test_llama_round_trip_from_the_cli(tmp_path: Path) -> None:
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
     assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     text = spec.read_text()
-    assert "- {id: layers, op: llama_decoder_layer, repeat: 2}" in text
+    assert '- {id: layers, op: llama_decoder_layer, repeat: "${num_hidden_layers}",' in text
     assert (
-        "- {id: self_attn, op: multi_head_attention, num_heads: 4, num_kv_heads: 2, bias: false, "
-        "causal: true, rope: {theta: 500000.0, max_len: 16}, out_name: o_proj}"
+        '- {id: self_attn, op: multi_head_attention, num_heads: "${num_attention_heads}",\n'
+        '         num_kv_heads: "${num_key_value_heads}", bias: false, causal: true,\n'
+        '         rope: {theta: "${rope_theta}", max_len: "${max_position_embeddings}"}, '
+        "out_name: o_proj}"
     ) in text
+    assert "rope_theta: 500000.0" in text.split("dims:")[0]  # the params, from the config
+    assert "  llama_decoder_layer:  # (B, T, hidden_size) -> (B, T, hidden_size)\n" in text
     assert "view" not in text and "transpose" not in text  # the head split is the attention's
     logits_equal(archcomp.load(art), ref)
+    shallow = archcomp.build(text, params={"num_hidden_layers": 1}, device="meta")
+    assert "model.layers.1.mlp.up_proj.weight" not in shallow.state_dict()
     # gradients, on the built spec with transformers' own state_dict (no mapping)
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
@@ -108,10 +114,10 @@ def _imported_llama() -> str:
 @pytest.mark.parametrize(
     ("family", "config", "shows"),
     [
-        ("Mistral", {"sliding_window": 4}, "window: 4"),
+        ("Mistral", {"sliding_window": 4}, 'window: "${sliding_window}"'),
         ("Qwen2", {}, "bias: {q: true, k: true, v: true, out: false}"),
-        ("Qwen3", {"head_dim": 12}, "head_dim: 12"),
-        ("Olmo2", {}, "qk_norm: {kind: rms, eps: 1.0e-06, per_head: false}"),
+        ("Qwen3", {"head_dim": 12}, 'head_dim: "${head_dim}"'),
+        ("Olmo2", {}, 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", per_head: false}'),
     ],
 )
 def test_decoder_families_round_trip(

@@ -14,6 +14,7 @@ from typing import Any
 from archcomp.base.errors import UsageError
 from archcomp.importer import ImportFailure
 
+_WIDTHS = ("vocab_size", "hidden_size", "intermediate_size", "head_dim")
 B, T = 2, 5  # example sizes of the traced input_ids; both become symbols of the spec
 
 
@@ -61,6 +62,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
 
     from archcomp.importer.emit import spec_text
     from archcomp.importer.exported import Flat, export_model
+    from archcomp.importer.params import config_values, name_params
     from archcomp.importer.scopes import Walker
 
     folder = Path(folder)
@@ -68,11 +70,15 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     ids = torch.zeros(B, T, dtype=torch.long, device="meta")
     ep = export_model(model, {"input_ids": ids, "use_cache": False})
     flat = Flat.read(ep, model)
-    w = Walker(flat)
+    values = config_values(model.config)
+    widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
+    sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}
+    w = Walker(flat, ((B, "B"), (T, "T")), sizes)
     given = [n for n, arg in flat.inputs.items() if arg == "input_ids"]
     body = w.body("", given, ["input_ids"])
     if w.problems or body is None:
         raise ImportFailure(w.problems)
+    params = name_params(w.blocks, body, values)
     outs = body["outputs"]
     keys = _output_names(ep)
     if isinstance(outs, str):
@@ -80,7 +86,8 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     model_type = getattr(model.config, "model_type", None) or "model"
     inputs = {"input_ids": {"shape": ["B", "T"], "dtype": "int64"}}
     source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"
-    return spec_text(name or _ident(model_type), inputs, {"B": B, "T": T}, w.blocks, body, source)
+    dims = {"B": B, "T": T}
+    return spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
 
 
 def _output_names(ep: Any) -> list[str]:

@@ -70,6 +70,8 @@ class Walker:
     """Walks an exported graph's module paths; collects blocks and every problem."""
 
     flat: Flat
+    dims: tuple[tuple[int, str], ...] = ()  # leading sizes of the traced input, by name
+    sizes: dict[int, str] = field(default_factory=dict)  # a size -> the param it is
     blocks: dict[str, Body] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -80,7 +82,25 @@ class Walker:
         items = _Scope(self, path).items()
         if len(self.problems) > before:
             return None
-        return _emit(self, items, given, names, _outs(self.flat, path, items))
+        outs = _outs(self.flat, path, items)
+        body = _emit(self, items, given, names, outs)
+        body["shapes"] = f"{self.shapes(given)} -> {self.shapes(outs)}"
+        return body
+
+    def shapes(self, nodes: list[fx.Node]) -> str:
+        """``(B, T, hidden_size)``: the shapes of ``nodes``, sizes named where known."""
+        out = []
+        for n in nodes:
+            v = n.meta.get("val")
+            shape = list(getattr(v, "shape", ()))
+            dims = [
+                self.dims[i][1]
+                if i < len(self.dims) and s == self.dims[i][0]
+                else self.sizes.get(int(s), str(s))
+                for i, s in enumerate(shape)
+            ]
+            out.append(f"({', '.join(dims)})")
+        return ", ".join(out)
 
     def block(self, path: str, m: nn.Module, given: list[fx.Node]) -> str | None:
         names = [
