@@ -121,13 +121,14 @@ def _full_slice(n: fx.Node) -> bool:
     """``x[:, 0:]``: aten.slice from 0 to past the end with step 1 (HF's logits_to_keep=0)."""
     if str(n.target) != "aten.slice.Tensor":
         return False
-    args = list(n.args) + [None] * (5 - len(n.args))
-    _, dim, start, end, step = args[:5]
+    args: list[Any] = [*n.args, None, None, None, None][:5]
+    _, dim, start, end, step = args
     x = _val(n.args[0])
     if not isinstance(x, torch.Tensor):
         return False
-    size = x.shape[dim if dim is not None else 0]
-    return start in (0, None) and (end is None or end >= size) and step in (1, None)
+    size = int(x.shape[dim if isinstance(dim, int) else 0])
+    whole = end is None or (isinstance(end, int) and end >= size)
+    return bool(start in (0, None) and whole and step in (1, None))
 
 
 def _eval_dropout(n: fx.Node, t: str) -> bool:

@@ -96,17 +96,19 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if mask is not None and flat.get(mask) not in flat.context:
         return "an attention mask computed from the input"
     cfg = getattr(m, "config", None)
-    q, k, v = (getattr(m, p) for p in _PROJ)
-    out = getattr(m, "o_proj", None) or m.out_proj
-    h = int(getattr(cfg, "num_attention_heads", 0) or q.out_features // m.head_dim)
+    q, k, v = (m.get_submodule(p) for p in _PROJ)
+    out: Any = m.get_submodule("o_proj" if hasattr(m, "o_proj") else "out_proj")
+    h = getattr(cfg, "num_attention_heads", None)
+    if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
+        return "attention without a config's num_attention_heads or nn.Linear projections"
     kv = int(getattr(cfg, "num_key_value_heads", None) or h)
-    d = int(getattr(m, "head_dim", q.out_features // h))
+    d = int(getattr(m, "head_dim", 0) or q.out_features // h)  # type: ignore[operator]
     opts: dict[str, Any] = {"num_heads": h}
     if kv != h:
         opts["num_kv_heads"] = kv
-    if d * h != q.in_features:
+    if d * h != q.in_features:  # type: ignore[operator]
         opts["head_dim"] = d
-    biases = [p.bias is not None for p in (q, k, v, out)]
+    biases = [getattr(p, "bias", None) is not None for p in (q, k, v, out)]
     opts["bias"] = (
         biases[0]
         if len(set(biases)) == 1
@@ -115,7 +117,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     causal = bool(getattr(m, "is_causal", False))
     if causal:
         opts["causal"] = True
-        window = (
+        window: Any = (
             m.sliding_window
             if hasattr(m, "sliding_window")
             else getattr(cfg, "sliding_window", None)
@@ -151,7 +153,7 @@ def _qk_norm(
         return None
     if not (isinstance(qn, nn.Module) and isinstance(kn, nn.Module)):
         return "only one of q_norm and k_norm"
-    made = [
+    made: list[Any] = [
         _rms_norm(flat, n, [c for c in group if f"{path}.{k}" in flat.scope[c]])
         for k, n in (("q_norm", qn), ("k_norm", kn))
     ]

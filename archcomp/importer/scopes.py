@@ -230,8 +230,8 @@ class _Scope:
             self.w.fail(n, f"{where}{n.target}", "no archcomp op for it")
             return None
         named = {a.name: a for a in flat.args_of(n)}
-        args = fx.node.map_arg(n.args, lambda a: Ref(flat.get(a).name))
-        kwargs = fx.node.map_arg(n.kwargs, lambda a: Ref(flat.get(a).name))
+        args: Any = fx.node.map_arg(n.args, lambda a: Ref(flat.get(a).name))  # type: ignore[arg-type,return-value]
+        kwargs: Any = fx.node.map_arg(n.kwargs, lambda a: Ref(flat.get(a).name))  # type: ignore[arg-type,return-value]
         try:
             made = call_op(fn, args, kwargs)
         except (Unsupported, KeyError, IndexError, TypeError, ValueError) as e:
