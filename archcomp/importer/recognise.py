@@ -96,24 +96,10 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if mask is not None and flat.get(mask) not in flat.context:
         return "an attention mask computed from the input"
     cfg = getattr(m, "config", None)
-    q, k, v = (m.get_submodule(p) for p in _PROJ)
-    out: Any = m.get_submodule("o_proj" if hasattr(m, "o_proj") else "out_proj")
-    h = getattr(cfg, "num_attention_heads", None)
-    if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
-        return "attention without a config's num_attention_heads or nn.Linear projections"
-    kv = int(getattr(cfg, "num_key_value_heads", None) or h)
-    d = int(getattr(m, "head_dim", 0) or q.out_features // h)  # type: ignore[operator]
-    opts: dict[str, Any] = {"num_heads": h}
-    if kv != h:
-        opts["num_kv_heads"] = kv
-    if d * h != q.in_features:  # type: ignore[operator]
-        opts["head_dim"] = d
-    biases = [getattr(p, "bias", None) is not None for p in (q, k, v, out)]
-    opts["bias"] = (
-        biases[0]
-        if len(set(biases)) == 1
-        else dict(zip(("q", "k", "v", "out"), biases, strict=True))
-    )
+    opts = _heads(m, cfg)
+    if isinstance(opts, str):
+        return opts
+    d = opts.pop("_d")
     causal = bool(getattr(m, "is_causal", False))
     if causal:
         opts["causal"] = True
@@ -142,6 +128,30 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if hasattr(m, "o_proj"):
         opts["out_name"] = "o_proj"
     return "multi_head_attention", opts
+
+
+def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
+    """Head counts, head size and biases from the projections and the config (``_d``: the
+    head size, also when it is the default)."""
+    q, k, v = (m.get_submodule(p) for p in _PROJ)
+    out: Any = m.get_submodule("o_proj" if hasattr(m, "o_proj") else "out_proj")
+    h = getattr(cfg, "num_attention_heads", None)
+    if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
+        return "attention without a config's num_attention_heads or nn.Linear projections"
+    kv = int(getattr(cfg, "num_key_value_heads", None) or h)
+    d = int(getattr(m, "head_dim", 0) or q.out_features // h)  # type: ignore[operator]
+    opts: dict[str, Any] = {"num_heads": h, "_d": d}
+    if kv != h:
+        opts["num_kv_heads"] = kv
+    if d * h != q.in_features:  # type: ignore[operator]
+        opts["head_dim"] = d
+    biases = [getattr(p, "bias", None) is not None for p in (q, k, v, out)]
+    opts["bias"] = (
+        biases[0]
+        if len(set(biases)) == 1
+        else dict(zip(("q", "k", "v", "out"), biases, strict=True))
+    )
+    return opts
 
 
 def _qk_norm(
