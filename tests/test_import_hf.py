@@ -130,14 +130,15 @@ def test_decoder_families_round_trip(
     logits_equal(archcomp.from_pretrained(folder, spec), ref)
 
 
-def test_a_tied_lm_head_is_refused_by_name(tmp_path: Path) -> None:
-    _, folder = saved(tmp_path, "Llama", tie_word_embeddings=True)
-    with pytest.raises(
-        ImportFailure,
-        match=r"Linear self\.lm_head \(its weight is "
-        r"model\.embed_tokens\.weight: a tie into a block",
-    ):
-        import_hf(folder)
+def test_a_tied_lm_head_ties_into_the_model_block(tmp_path: Path) -> None:
+    ref, folder = saved(tmp_path, "Llama", tie_word_embeddings=True)
+    spec, art = tmp_path / "spec.yaml", tmp_path / "tied.safetensors"
+    spec.write_text(import_hf(folder))
+    assert "tie: {weight: model.embed_tokens.weight}" in spec.read_text()
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    model = archcomp.load(art)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    logits_equal(model, ref)
 
 
 def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:

@@ -203,12 +203,12 @@ class _Scope:
         item = Item(rel, op, ins, opts, outs, calls)
         tie = _tie(flat.model, child, m)
         if tie:
-            rel = tie[len(self.path) + 1 :] if self.path and tie.startswith(self.path) else tie
-            if "." in rel.removesuffix(".weight"):
-                why = f"its weight is {tie}: a tie into a block is not expressible yet"
+            inside = not self.path or tie.startswith(self.path + ".")
+            if not inside:
+                why = f"its weight is {tie}, outside {self.path}: a tie names a node within"
                 self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
                 return None
-            item.extra["tie"] = {"weight": rel}
+            item.extra["tie"] = {"weight": tie[len(self.path) + 1 :] if self.path else tie}
         return item
 
     def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | None:
