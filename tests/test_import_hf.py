@@ -141,6 +141,19 @@ def test_a_tied_lm_head_ties_into_the_model_block(tmp_path: Path) -> None:
     logits_equal(model, ref)
 
 
+def test_one_layer_is_a_repeat_of_one(tmp_path: Path) -> None:
+    ref, folder = saved(tmp_path, "Llama", num_hidden_layers=1)
+    text = import_hf(folder)
+    assert '- {id: layers, op: llama_decoder_layer, repeat: "${num_hidden_layers}",' in text
+    logits_equal(archcomp.from_pretrained(folder, text), ref)
+
+
+def test_layers_that_differ_are_refused_by_path(tmp_path: Path) -> None:
+    _, folder = saved(tmp_path, "SmolLM3", num_hidden_layers=4)  # layer 3 has no RoPE
+    with pytest.raises(ImportFailure, match=r"self\.model\.layers\.3 \(its path is no node id"):
+        import_hf(folder)
+
+
 def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:
     quiet()
     cfg = transformers.GPTNeoXConfig(

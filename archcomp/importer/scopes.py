@@ -162,7 +162,7 @@ class _Scope:
             else:
                 groups.append((c, [n]))
         items = [self._item(c, g) for c, g in groups]
-        return _repeats([i for i in items if i is not None], flat)
+        return _repeats([i for i in items if i is not None], self.w, self.path)
 
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
@@ -260,10 +260,10 @@ def _tie(model: nn.Module, path: str, m: nn.Module) -> str | None:
     return None
 
 
-def _repeats(items: list[Item], flat: Flat) -> list[Item]:
-    """Runs of ``P.0``, ``P.1``, ... each on the one before with the same op: one repeat."""
-    out: list[Item] = []
-    i = 0
+def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
+    """Runs of ``P.0``, ``P.1``, ... each on the one before with the same op: one repeat (of
+    one copy too: its parameters are ``P.0.*``). Any other dotted path is no node id."""
+    flat, out, i = w.flat, [], 0
     while i < len(items):
         m = _NUMBERED.match(items[i].id)
         n = 1
@@ -280,16 +280,17 @@ def _repeats(items: list[Item], flat: Flat) -> list[Item]:
                     break
                 n += 1
         first, last = items[i], items[i + n - 1]
-        if n > 1 or m is not None:
-            first = Item(
-                m.group(1) if m else first.id,
-                first.op,
-                first.ins,
-                first.opts,
-                last.outs,
-                set().union(*(x.calls for x in items[i : i + n])),
-                {"repeat": n} if n > 1 else {},
+        if "." in first.id and (m is None or m.group(2) != "0"):
+            where = f"{path}.{first.id}" if path else first.id
+            why = (
+                "its path is no node id: a numbered child that differs from the ones before it "
+                "(each copy of a repeat computes the same), or a module called past its parent"
             )
+            w.fail(min(first.calls, key=flat.order.index), f"self.{where}", why)
+        elif m is not None:
+            calls = set().union(*(x.calls for x in items[i : i + n]))
+            extra = {"repeat": n}
+            first = Item(m.group(1), first.op, first.ins, first.opts, last.outs, calls, extra)
         out.append(first)
         i += n
     return out
