@@ -112,7 +112,10 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
             opts["window"] = int(window)
     elif mask is not None:
         return "a mask that is not causal"
-    if "aten.neg.default" in own and "aten.cat.default" in own:
+    rotated = _rotate_half(flat, level)
+    if isinstance(rotated, str):
+        return rotated
+    if rotated:
         rope = _rope(flat.model, cfg, d)
         if isinstance(rope, str):
             return rope
@@ -177,6 +180,22 @@ def _qk_norm(
     if args.get("offset"):
         out["offset"] = args["offset"]
     return out
+
+
+def _rotate_half(flat: Flat, level: list[fx.Node]) -> bool | str:
+    """Whether the attention applies RoPE as rotate-half does to q and k, ``x * cos +
+    cat(-x2, x1) * sin``: four muls by a table, two adds of their products, negs and cats;
+    a reason where its muls and adds are anything else (a scale of q would be lost)."""
+    muls = [n for n in level if str(n.target) == "aten.mul.Tensor"]
+    adds = [n for n in level if str(n.target) == "aten.add.Tensor"]
+    if not muls and not adds:
+        return False
+    tables = all(any(a in flat.context for a in flat.args_of(n)) for n in muls)
+    sums = all(all(a in muls for a in flat.args_of(n)) for n in adds)
+    negs = any(str(n.target) == "aten.neg.default" for n in level)
+    if not (tables and sums and negs and len(muls) == 4 and len(adds) == 2):
+        return "attention whose muls and adds are not RoPE's rotate-half of q and k"
+    return True
 
 
 def _rope(model: nn.Module, cfg: Any, head_dim: int) -> dict[str, Any] | str:

@@ -76,13 +76,16 @@ class Walker:
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def body(self, path: str, given: list[fx.Node], names: list[str]) -> Body | None:
-        """The body of the module at ``path`` whose inputs are ``given`` (named ``names``)."""
+    def body(
+        self, path: str, given: list[fx.Node], names: list[str], outs: list[fx.Node] | None = None
+    ) -> Body | None:
+        """The body of the module at ``path`` whose inputs are ``given`` (named ``names``) and
+        whose outputs are ``outs``, in the caller's order (default: the values read outside)."""
         before = len(self.problems)
         items = _Scope(self, path).items()
         if len(self.problems) > before:
             return None
-        outs = _outs(self.flat, path, items)
+        outs = outs if outs is not None else _outs(self.flat, path, items)
         body = _emit(self, items, given, names, outs)
         body["shapes"] = f"{self.shapes(given)} -> {self.shapes(outs)}"
         return body
@@ -102,12 +105,14 @@ class Walker:
             out.append(f"({', '.join(dims)})")
         return ", ".join(out)
 
-    def block(self, path: str, m: nn.Module, given: list[fx.Node]) -> str | None:
+    def block(
+        self, path: str, m: nn.Module, given: list[fx.Node], outs: list[fx.Node]
+    ) -> str | None:
         names = [
             self.flat.inputs.get(g) or ("x" if i == 0 else f"x_{i + 1}")
             for i, g in enumerate(given)
         ]
-        body = self.body(path, given, names)
+        body = self.body(path, given, names, outs)
         if body is None:
             return None
         key = type(m).__name__ + json.dumps(body, sort_keys=True, default=str)
@@ -194,10 +199,14 @@ class _Scope:
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
         if made is None:
-            name = self.w.block(child, m, ins)
+            name = self.w.block(child, m, ins, outs)
             if name is None:
                 return None
             op, opts = name, {}
+        elif len(outs) != 1 or len(ins) != 1:
+            why = f"a {made[0]} of {len(ins)} inputs and {len(outs)} results read outside it"
+            self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+            return None
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
         item = Item(rel, op, ins, opts, outs, calls)
