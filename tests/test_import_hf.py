@@ -118,6 +118,8 @@ def _imported_llama() -> str:
         ("Qwen2", {}, "bias: {q: true, k: true, v: true, out: false}"),
         ("Qwen3", {"head_dim": 12}, 'head_dim: "${head_dim}"'),
         ("Olmo2", {}, 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", per_head: false}'),
+        ("StableLm", {}, "rotary_dim: 2,"),  # a quarter of each 8-dim head rotates; LayerNorm
+        ("Granite", {"embedding_multiplier": 3.0}, "op: mul, scalar: 3.0"),
     ],
 )
 def test_decoder_families_round_trip(
