@@ -156,6 +156,20 @@ def test_layers_that_differ_are_refused_by_path(tmp_path: Path) -> None:
         import_hf(folder)
 
 
+def test_a_changed_rotary_application_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """q scaled on top of RoPE: one more mul in the attention, refused, not dropped."""
+    from transformers.models.llama import modeling_llama as ml
+
+    plain = ml.apply_rotary_pos_emb
+    monkeypatch.setattr(ml, "apply_rotary_pos_emb", lambda q, k, cos, sin: (
+        plain(q, k, cos, sin)[0] * 2.0, plain(q, k, cos, sin)[1]))  # fmt: skip
+    _, folder = saved(tmp_path, "Llama")
+    with pytest.raises(ImportFailure, match="not RoPE's rotate-half of q and k"):
+        import_hf(folder)
+
+
 def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:
     quiet()
     cfg = transformers.GPTNeoXConfig(
