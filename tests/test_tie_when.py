@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,47 @@ def test_rule_when_that_is_not_a_bool(tmp_path: Path) -> None:
     line = bad.splitlines().index(next(x for x in bad.splitlines() if "${vocab}" in x)) + 1
     assert f"llama.hf.yaml:{line}:" in str(exc.value)
     assert "a rule's 'when' must be a bool, found 61" in str(exc.value)
+
+
+NESTED = """
+archcomp: 1
+name: nested_tie
+inputs: {ids: {shape: [B, T], dtype: int64}}
+blocks:
+  body:
+    inputs: [ids]
+    nodes:
+      - {id: embed, op: embedding, num_embeddings: 11, embedding_dim: 8}
+      - {id: layers, op: linear_stack, repeat: 2}
+    outputs: layers
+  linear_stack:
+    inputs: [x]
+    nodes:
+      - {id: fc, op: linear, out_features: 8}
+    outputs: fc
+nodes:
+  - {id: model, op: body}
+  - {id: head, op: linear, out_features: 11, bias: false, tie: {weight: TARGET}}
+outputs: {logits: head}
+"""
+
+
+def test_a_tie_names_a_parameter_inside_a_block_call() -> None:
+    """``model.embed.weight``: the embedding inside the call ``model`` (an imported LM head)."""
+    model = archcomp.build(NESTED.replace("TARGET", "model.embed.weight"))
+    assert model.head.weight is model.model.embed.weight
+    assert "head.weight" not in dict(model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("model.embedd.weight", "'model' has no node 'embedd' before this one"),
+        ("model.embed.bias", "node 'model.embed' (embedding) has no parameter 'bias'"),
+        ("model.layers.0.fc.weight", "cannot tie weight [11, 8] to model.layers.0.fc.weight"),
+        ("modle.embed.weight", "tie target 'modle' is not a node here"),
+    ],
+)
+def test_a_bad_tie_into_a_block_is_located(target: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        archcomp.check(NESTED.replace("TARGET", target))

@@ -34,7 +34,7 @@ from archcomp.checkpoints.config import (
     with_defaults,
 )
 from archcomp.checkpoints.files import Checkpoint, open_checkpoint, torch_dtype
-from archcomp.checkpoints.mapping import Mapping, load_mapping
+from archcomp.checkpoints.mapping import Mapping, load_mapping, parse_mapping
 from archcomp.checkpoints.patterns import KeyIndex
 from archcomp.checkpoints.plan import Plan, plan_import
 from archcomp.frontend.build import SpecSource
@@ -70,11 +70,24 @@ def resolve(
     ck = open_checkpoint(Path(checkpoint))
     given = dict(params or {})
     if mapping is not None:
-        chosen = load_mapping(Path(mapping))
-    else:
+        return _resolved(ck, load_mapping(Path(mapping)), spec, given)
+    try:
         chosen = library.by_model_type(
             ck.config.get("model_type"), lambda m: _misfit(ck, m, spec, given)
         )
+        return _resolved(ck, chosen, spec, given)
+    except (SpecError, UsageError):
+        # no shipped mapping reads it into this spec: a spec whose tensors are the checkpoint's
+        # own keys (from `archcomp import --hf`) loads each by its name
+        identity = _identity(ck, spec, given) if spec is not None else None
+        if identity is None:
+            raise
+        return _resolved(ck, identity, spec, given)
+
+
+def _resolved(
+    ck: Checkpoint, chosen: Mapping, spec: SpecSource | None, given: dict[str, Any]
+) -> Source:
     rep = Reporter()
     rep.extend(_check_identity(ck, chosen))
     g = None
@@ -91,6 +104,37 @@ def resolve(
     rep.raise_if_failed()
     assert g is not None
     return Source(ck, chosen, g, _logical_keys(ck, chosen))
+
+
+def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> Mapping | None:
+    """A mapping that reads every tensor by its own name, when the spec's model has a tensor
+    of every checkpoint key (a spec from ``archcomp import --hf``, whose node ids are the
+    module paths); None for any other spec. Tried only where no shipped mapping fits."""
+    import yaml
+
+    from archcomp.backends.torch.build import build_graph
+    from archcomp.frontend.source import load_yaml
+
+    try:
+        keys = set(build_graph(load_graph(spec, given), device="meta").state_dict())
+    except (SpecError, UsageError):
+        return None
+    names = list(ck.tensors)
+    if not names or any(n not in keys for n in names):
+        return None
+    arch = ck.config.get("architectures")
+    decl = {
+        "archcomp_mapping": 1,
+        "description": "each tensor by its own name",
+        "spec": "the given spec",
+        "checkpoint": {
+            "model_type": str(ck.config.get("model_type") or "unknown"),
+            "architecture": str(arch[0] if isinstance(arch, list) and arch else "unknown"),
+        },
+        "tensors": {n: n for n in names},
+    }
+    raw, doc = load_yaml(yaml.safe_dump(decl, sort_keys=False), "(identity mapping)")
+    return parse_mapping(raw, doc)
 
 
 def _misfit(

@@ -25,12 +25,20 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "Trace a PyTorch module and write it as a spec. WARNING: this imports and runs the "
         "Python code you name (PACKAGE.MODULE and its FACTORY, with the current directory on "
         "the import path), as python would; run it only on code you trust. Nothing of a "
-        "spec is ever run."
+        "spec is ever run. With --hf, the transformers class a checkpoint folder's "
+        "config.json names is built on the meta device (no weight is read) and imported."
     )
     p.add_argument(
         "factory",
+        nargs="?",
         metavar="PACKAGE.MODULE:FACTORY",
         help="a callable with no arguments that returns the nn.Module (a class or a function)",
+    )
+    p.add_argument(
+        "--hf",
+        metavar="CHECKPOINT_FOLDER",
+        help="import the transformers model of this folder's config.json instead (needs "
+        "transformers; weights then load with archcomp convert FOLDER --spec SPEC)",
     )
     p.add_argument(
         "--input",
@@ -59,10 +67,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output and args.output != "-" else None
     if out is not None and out.exists() and not args.force:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
-    inputs = _inputs(args.input)
-    dims = _dims(args.dims)
-    module = _factory(args.factory)
-    text = import_module(module, inputs, dims=dims, name=args.name)
+    if args.hf is not None:
+        from archcomp.importer.hf import import_hf
+
+        if args.factory is not None or args.input or args.dims:
+            raise UsageError("--hf imports a checkpoint folder: give no FACTORY, --input or --dims")
+        text = import_hf(args.hf, name=args.name)
+    else:
+        if args.factory is None:
+            raise UsageError("give PACKAGE.MODULE:FACTORY, or --hf CHECKPOINT_FOLDER")
+        module = _factory(args.factory)
+        text = import_module(module, _inputs(args.input), dims=_dims(args.dims), name=args.name)
     if out is None:
         sys.stdout.write(text)
     else:
@@ -72,7 +87,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 cmd_import.configure = _configure  # type: ignore[attr-defined]
-command("import", "a PyTorch module (your own code, run) back into a spec")(cmd_import)
+command("import", "a PyTorch module (your own code, run) or a transformers folder into a spec")(
+    cmd_import
+)
 
 
 def _inputs(specs: list[str]) -> dict[str, Any]:

@@ -810,7 +810,22 @@ class Expander:
                     )
                 )
                 return None
-            tie[pname] = (local[tnode], tparam or pname)
+            qual = local[tnode]
+            if "." in tparam:  # a parameter inside the block call tnode: its node, expanded
+                inner, _, tparam = tparam.rpartition(".")
+                qual = f"{qual}.{inner}"
+                if qual not in self.out.nodes:
+                    self.rep.add(
+                        doc.diag(
+                            "undefined-reference",
+                            f"tie target '{target}': '{tnode}' has no node '{inner}' before "
+                            "this one (a tie into a block call names a node of it)",
+                            (*path, "tie", pname),
+                            node=name,
+                        )
+                    )
+                    return None
+            tie[pname] = (qual, tparam or pname)
         # targets are checked whatever the condition, as an absent node's inputs are
         present = self._condition(ns.tie.when, env, doc, (*path, "tie", "when"), name)
         return None if present is None else tie if present else {}

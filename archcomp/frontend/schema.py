@@ -24,6 +24,14 @@ RefText = Annotated[
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", max_length=130
     ),
 ]
+# A tie's target: ``node.param``, or a parameter inside a block call (``model.embed_tokens.weight``)
+TiePath = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,8}$",
+        max_length=300,
+    ),
+]
 Scalar = Union[bool, int, float, str]
 DType = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "bool"]
 ParamType = Literal["int", "float", "bool", "str", "list"]
@@ -197,7 +205,7 @@ class TieSpec(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
     when: bool | Expr | None = None
-    __pydantic_extra__: dict[str, RefText] = Field(init=False)
+    __pydantic_extra__: dict[str, TiePath] = Field(init=False)
 
     @property
     def targets(self) -> dict[str, str]:

@@ -8,15 +8,32 @@ import yaml
 
 
 def _flow(v: Any) -> str:
+    if isinstance(v, str) and v.startswith("${"):
+        return f'"{v}"'  # an expression: quoted, as flow mappings need
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_flow(x)}" for k, x in v.items()) + "}"
     text: str = yaml.safe_dump(v, default_flow_style=True, width=10**6)
     return text.removesuffix("\n...\n").strip()
 
 
+def _wrapped(prefix: str, mapping: dict[str, Any], width: int = 100) -> list[str]:
+    """``prefix{k: v, ...}`` on lines of at most ``width`` where the entries allow, each
+    continuation under the first entry (as the shipped specs wrap a long node)."""
+    items = [f"{k}: {_flow(x)}" for k, x in mapping.items()]
+    out, cur = [], prefix + "{" + items[0]
+    for item in items[1:]:
+        if len(cur) + len(item) + 3 <= width:
+            cur += ", " + item
+        else:
+            out.append(cur + ",")
+            cur = " " * (len(prefix) + 1) + item
+    return [*out, cur + "}"]
+
+
 def _body(lines: list[str], body: dict[str, Any], indent: str) -> None:
     lines.append(f"{indent}nodes:")
-    lines += [f"{indent}  - {_flow(n)}" for n in body["nodes"]]
+    for n in body["nodes"]:
+        lines += _wrapped(f"{indent}  - ", n)
     outs = body["outputs"]
     lines.append(f"{indent}outputs: {_flow(outs)}")
 
@@ -28,13 +45,18 @@ def spec_text(
     blocks: dict[str, dict[str, Any]],
     body: dict[str, Any],
     source: str = "",
+    params: dict[str, Any] | None = None,
 ) -> str:
     """The whole spec: header, dims, inputs, blocks (innermost first), nodes and outputs."""
     lines = [
-        f"# Imported from the torch module {source or name} by archcomp.import_module.",
+        f"# Imported from {source} by archcomp import --hf."
+        if source.startswith("transformers'")
+        else f"# Imported from the torch module {source or name} by archcomp.import_module.",
         "archcomp: 1",
         f"name: {name}",
     ]
+    if params:
+        lines += _wrapped("params: ", params)
     if dims:
         lines.append(f"dims: {_flow(dims)}")
     lines.append("inputs:")
@@ -42,7 +64,10 @@ def spec_text(
     if blocks:
         lines.append("blocks:")
         for bname, b in blocks.items():
-            lines += [f"  {bname}:", f"    inputs: {_flow(b['inputs'])}"]
+            lines.append(f"  {bname}:" + (f"  # {b['shapes']}" if b.get("shapes") else ""))
+            if b.get("params"):
+                lines += _wrapped("    params: ", b["params"])
+            lines.append(f"    inputs: {_flow(b['inputs'])}")
             _body(lines, b, "    ")
     outs = body["outputs"]
     _body(lines, body | {"outputs": outs if isinstance(outs, dict) else {"out": outs}}, "")

@@ -4,8 +4,9 @@ head per group of query heads, 1 = multi-query), rotary position embeddings on q
 al., 2021) and sliding-window causal attention (Mistral, Jiang et al., 2023).
 
 Batch-first throughout. The projections are four ``nn.Linear`` submodules, so a state dict reads
-``attn.q_proj.weight`` ... ``attn.out_proj.bias``. The forward has no data-dependent Python
-branches: it traces under ``torch.compile(fullgraph=True)`` and ``torch.export``.
+``attn.q_proj.weight`` ... ``attn.out_proj.bias`` (``o_proj`` with ``out_name``). The forward
+has no data-dependent Python branches: it traces under ``torch.compile(fullgraph=True)`` and
+``torch.export``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class MultiHeadAttention(nn.Module):
         qk_norm: QKNorm | None = None,
         scale: float | None = None,
         softcap: float | None = None,
+        out_name: str = "out_proj",
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -186,7 +188,9 @@ class MultiHeadAttention(nn.Module):
         self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
         self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
         self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
-        self.out_proj = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
+        self.out_name = out_name  # transformers' Llama family: o_proj
+        out = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
+        setattr(self, out_name, out)
         self.q_norm: Any = None  # nn.RMSNorm or nn.LayerNorm, with qk_norm
         self.k_norm: Any = None
         # where q and k are normalized: over the whole projection (OLMo-2) or each head (Qwen3)
@@ -227,7 +231,7 @@ class MultiHeadAttention(nn.Module):
         gqa = self._kv_heads != self.num_heads
         out = attend(q, k, v, attn_mask, is_causal, drop, self.scale, self.softcap, gqa)
         out = out.transpose(1, 2).flatten(-2)  # (B, h, T, d_v) -> (B, T, h * d_v)
-        return self.out_proj(out)  # (B, T, E)
+        return getattr(self, self.out_name)(out)  # (B, T, E)
 
     def forward(
         self,

@@ -131,6 +131,11 @@ class MultiHeadAttentionArgs(OpArgs):
     softcap: float | None = Field(
         default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
     )
+    out_name: Literal["out_proj", "o_proj"] = Field(
+        default="out_proj",
+        description="the output projection's name: out_proj (torch) or o_proj (transformers' "
+        "Llama family, whose weights then load by their own keys)",
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
@@ -281,7 +286,7 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
         ("q_proj", h * d_k, e, bq),
         ("k_proj", kv_heads * d_k, kdim, bk),
         ("v_proj", kv_heads * d_v, vdim, bv),
-        ("out_proj", e, h * d_v, bo),
+        (a.out_name, e, h * d_v, bo),
     ):
         p[f"{name}.weight"] = (out, fan_in)
         if biased:
@@ -346,6 +351,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         qk_norm=(n.kind, n.per_head, n.eps, n.offset) if n is not None else None,
         scale=a.scale,
         softcap=a.softcap,
+        out_name=a.out_name,
         **c.factory,
     )
     ins = c.inputs

@@ -1,0 +1,103 @@
+"""``archcomp import --hf``: a transformers checkpoint folder's model as a spec.
+
+The class config.json names (``architectures``) is built from the config on the meta device (no
+weight is read), traced with ``torch.export`` (transformers' models do not trace with plain
+torch.fx) on meta ``input_ids``, and its module hierarchy read back (:mod:`.scopes`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from archcomp.base.errors import UsageError
+from archcomp.importer import ImportFailure
+
+_WIDTHS = ("vocab_size", "hidden_size", "intermediate_size", "head_dim")
+B, T = 2, 5  # example sizes of the traced input_ids; both become symbols of the spec
+
+
+def load_meta_model(folder: Path) -> Any:
+    """The transformers model config.json describes, on meta, in eval mode, with SDPA."""
+    try:
+        import transformers
+    except ImportError:
+        raise UsageError(
+            "--hf needs transformers: pip install 'archcomp[hf]' (or transformers)"
+        ) from None
+    import torch
+
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise UsageError(f"{folder}: no config.json (a transformers checkpoint folder has one)")
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{cfg_file}: not readable JSON: {e}") from None
+    archs = raw.get("architectures") if isinstance(raw, dict) else None
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        raise UsageError(f"{cfg_file}: no 'architectures' naming the transformers class")
+    cls = getattr(transformers, archs[0], None) if archs[0].isidentifier() else None
+    if not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
+        raise UsageError(
+            f"{cfg_file}: architectures[0] {archs[0]!r} is no transformers model class"
+        )
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
+        if getattr(cls, "_supports_sdpa", False):
+            config._attn_implementation = "sdpa"  # one F.scaled_dot_product_attention a layer
+        with torch.device("meta"):
+            model = cls(config)
+    except Exception as e:  # transformers' own refusal of the config, in one line
+        raise UsageError(f"{cfg_file}: transformers cannot build {archs[0]}: {e}") from None
+    return model.eval()
+
+
+def import_hf(folder: str | Path, *, name: str | None = None) -> str:
+    """The spec of the transformers model in ``folder`` (its config.json) as YAML text."""
+    import torch
+
+    from archcomp.importer.emit import spec_text
+    from archcomp.importer.exported import Flat, export_model
+    from archcomp.importer.params import config_values, name_params
+    from archcomp.importer.scopes import Walker
+
+    folder = Path(folder)
+    model = load_meta_model(folder)
+    ids = torch.zeros(B, T, dtype=torch.long, device="meta")
+    ep = export_model(model, {"input_ids": ids, "use_cache": False})
+    flat = Flat.read(ep, model)
+    values = config_values(model.config)
+    widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
+    sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}
+    w = Walker(flat, ((B, "B"), (T, "T")), sizes)
+    given = [n for n, arg in flat.inputs.items() if arg == "input_ids"]
+    body = w.body("", given, ["input_ids"])
+    if w.problems or body is None:
+        raise ImportFailure(w.problems)
+    params = name_params(w.blocks, body, values)
+    outs = body["outputs"]
+    keys = _output_names(ep)
+    if isinstance(outs, str):
+        body["outputs"] = {keys[0] if keys else "out": outs}
+    model_type = getattr(model.config, "model_type", None) or "model"
+    inputs = {"input_ids": {"shape": ["B", "T"], "dtype": "int64"}}
+    source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"
+    dims = {"B": B, "T": T}
+    return spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
+
+
+def _output_names(ep: Any) -> list[str]:
+    """``['logits']``: the fields of the model's output that are tensors."""
+    spec = ep.call_spec.out_spec
+    ctx = getattr(spec, "context", None)
+    return [str(k) for k in ctx] if isinstance(ctx, list) else []
+
+
+def _ident(text: str) -> str:
+    from archcomp.importer.trace import _snake
+
+    return _snake(text)

@@ -1,0 +1,99 @@
+"""Sizes of an imported transformers model as params named after its config (``hidden_size``,
+``num_hidden_layers``, ...): a literal becomes ``${field}`` where it sits in an argument that
+field sizes and equals the field's value, so the spec computes what it did. Each block that
+uses a param (itself or through the blocks it calls) declares it, and each call passes it on,
+since a block sees only its own params."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Body = dict[str, Any]
+# (op, argument path) -> the config fields that may size it, first match wins
+SLOTS: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {
+    ("embedding", ("num_embeddings",)): ("vocab_size",),
+    ("embedding", ("embedding_dim",)): ("hidden_size",),
+    ("linear", ("out_features",)): ("intermediate_size", "hidden_size", "vocab_size"),
+    ("multi_head_attention", ("num_heads",)): ("num_attention_heads",),
+    ("multi_head_attention", ("num_kv_heads",)): ("num_key_value_heads",),
+    ("multi_head_attention", ("head_dim",)): ("head_dim",),
+    ("multi_head_attention", ("window",)): ("sliding_window",),
+    ("multi_head_attention", ("rope", "theta")): ("rope_theta",),
+    ("multi_head_attention", ("rope", "max_len")): ("max_position_embeddings",),
+    ("multi_head_attention", ("qk_norm", "eps")): ("rms_norm_eps",),
+    ("rms_norm", ("eps",)): ("rms_norm_eps",),
+}
+ORDER = (  # the order params are declared and passed in
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rope_theta",
+    "rms_norm_eps",
+    "sliding_window",
+)
+RMS_EPS = 1e-6  # rms_norm's default: written out where the config names it
+
+
+def config_values(config: Any) -> dict[str, Any]:
+    """The config's fields that size a spec (``rope_theta`` from ``rope_parameters``)."""
+    out = {f: getattr(config, f, None) for f in ORDER}
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        out["rope_theta"] = rope["rope_theta"]
+    return {k: v for k, v in out.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def name_params(blocks: dict[str, Body], body: Body, values: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite ``blocks`` and ``body`` in place; the spec's params (those it uses)."""
+    used: dict[str, set[str]] = {}
+    for name, b in blocks.items():  # innermost first: a block's callees are named before it
+        used[name] = _body(b, values, used)
+        if used[name]:
+            b["params"] = {p: values[p] for p in ORDER if p in used[name]}
+    top = _body(body, values, used)
+    return {p: values[p] for p in values if p in top}
+
+
+def _body(b: Body, values: dict[str, Any], used: dict[str, set[str]]) -> set[str]:
+    mine: set[str] = set()
+    for i, node in enumerate(b["nodes"]):
+        op = node["op"]
+        if op == "rms_norm" and "eps" not in node and values.get("rms_norm_eps") == RMS_EPS:
+            node["eps"] = RMS_EPS
+        for (slot_op, path), fields in SLOTS.items():
+            if slot_op == op:
+                mine |= _name(node, path, fields, values)
+        if "repeat" in node and node["repeat"] == values.get("num_hidden_layers"):
+            node["repeat"] = "${num_hidden_layers}"
+            mine.add("num_hidden_layers")
+        if used.get(op):
+            b["nodes"][i] = node | {p: f"${{{p}}}" for p in ORDER if p in used[op]}
+            mine |= used[op]
+    return mine
+
+
+def _name(
+    node: dict[str, Any], path: tuple[str, ...], fields: tuple[str, ...], values: dict[str, Any]
+) -> set[str]:
+    holder: Any = node
+    for key in path[:-1]:
+        holder = holder.get(key) if isinstance(holder, dict) else None
+    last = path[-1]
+    if not isinstance(holder, dict) or last not in holder:
+        return set()
+    for f in fields:
+        v = holder[last]
+        if (
+            f in values
+            and not isinstance(v, bool)
+            and isinstance(v, int | float)
+            and v == values[f]
+        ):
+            holder[last] = f"${{{f}}}"
+            return {f}
+    return set()

@@ -1,0 +1,217 @@
+"""Modules of an exported graph recognised as one archcomp op each: torch.nn leaves, a
+transformers RMSNorm (its decomposed pow/mean/rsqrt/mul), an activation module, and an attention
+module (q/k/v/o projections, the head split, RoPE, GQA's repeat_kv and
+``F.scaled_dot_product_attention``) as ``multi_head_attention`` with its options.
+
+:func:`recognise` gives ``(op, args)``, a reason string when the module is of a recognised kind
+but computes something the op cannot, or None for a module that becomes a block.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import fx, nn
+
+from archcomp.importer.exported import Flat
+from archcomp.importer.leaves import leaf_op
+
+Op = tuple[str, dict[str, Any]]
+_RMS_OPS = {"aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.add.Scalar"}
+_RMS_OPS |= {"aten.rsqrt.default", "aten.mul.Tensor", "aten.type_as.default"}
+_ACTS = {
+    "aten.silu.default": "silu",
+    "aten.relu.default": "relu",
+    "aten.gelu.default": "gelu",
+    "aten.tanh.default": "tanh",
+    "aten.sigmoid.default": "sigmoid",
+}
+# What the attention's own level may compute besides its projections: the head split and merge,
+# RoPE's rotate-half (mul, slice, neg, cat, add), repeat_kv (unsqueeze, expand, reshape) and SDPA.
+_ATTN_OPS = {
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten.transpose.int",
+    "aten.unsqueeze.default",
+    "aten.expand.default",
+    "aten.slice.Tensor",
+    "aten.neg.default",
+    "aten.cat.default",
+    "aten.mul.Tensor",
+    "aten.add.Tensor",
+    "aten.scaled_dot_product_attention.default",
+}
+_SDPA = "aten.scaled_dot_product_attention.default"
+_PROJ = ("q_proj", "k_proj", "v_proj")
+
+
+def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
+    """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
+    kids = dict(module.named_children())
+    if not kids and type(module).__module__.startswith("torch.nn"):
+        made = leaf_op(module)
+        return made if made is not None else "no archcomp op for it"
+    if type(module).__name__.endswith("RMSNorm") and not kids:
+        return _rms_norm(flat, module, group)
+    if not kids and not any(True for _ in module.parameters()) and len(group) == 1:
+        act = _ACTS.get(str(group[0].target))
+        if act is not None:
+            approx = group[0].kwargs.get("approximate", "none")
+            return act, ({"approximate": approx} if approx != "none" else {})
+    if all(k in kids for k in _PROJ) and ("o_proj" in kids or "out_proj" in kids):
+        return _attention(flat, path, module, group)
+    return None
+
+
+def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
+    names = {n for n, _ in m.named_parameters()}
+    eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+    other = sorted({str(n.target) for n in group} - _RMS_OPS)
+    if names != {"weight"} or not isinstance(eps, float) or other:
+        return f"an RMSNorm computing {', '.join(other) or 'other weights'}"
+    args: dict[str, Any] = {"eps": eps}
+    weight = [w for w, key in flat.weights.items() if key.endswith(".weight")]
+    for n in group:  # Gemma's (1 + weight) gain: the weight itself takes an add
+        if str(n.target).startswith("aten.add") and any(a in weight for a in n.args):
+            args["offset"] = 1.0
+    return "rms_norm", args
+
+
+def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | str:
+    level = [n for n in group if flat.scope[n][-1] == path]  # its own forward's calls
+    sdpa = [n for n in level if str(n.target) == _SDPA]
+    own = {str(n.target) for n in level}
+    kids = set(dict(m.named_children()))
+    qk_norm = _qk_norm(flat, path, m, group)
+    if isinstance(qk_norm, str):
+        return qk_norm
+    kids -= {"q_norm", "k_norm"} if qk_norm else set()
+    if len(sdpa) != 1:
+        return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
+    extra = sorted((own - _ATTN_OPS) | (kids - {*_PROJ, "o_proj", "out_proj"}))
+    if extra:
+        return f"attention that also computes {', '.join(extra)}"
+    mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
+    if mask is not None and flat.get(mask) not in flat.context:
+        return "an attention mask computed from the input"
+    cfg = getattr(m, "config", None)
+    opts = _heads(m, cfg)
+    if isinstance(opts, str):
+        return opts
+    d = opts.pop("_d")
+    causal = bool(getattr(m, "is_causal", False))
+    if causal:
+        opts["causal"] = True
+        window: Any = (
+            m.sliding_window
+            if hasattr(m, "sliding_window")
+            else getattr(cfg, "sliding_window", None)
+        )
+        if window:
+            opts["window"] = int(window)
+    elif mask is not None:
+        return "a mask that is not causal"
+    rotated = _rotate_half(flat, level)
+    if isinstance(rotated, str):
+        return rotated
+    if rotated:
+        rope = _rope(flat.model, cfg, d)
+        if isinstance(rope, str):
+            return rope
+        opts["rope"] = rope
+    scale = getattr(m, "scaling", None)
+    if isinstance(scale, float) and not math.isclose(scale, d**-0.5, rel_tol=1e-9):
+        opts["scale"] = scale
+    if qk_norm:
+        opts["qk_norm"] = qk_norm
+    drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
+    if drop:
+        opts["dropout"] = drop
+    if hasattr(m, "o_proj"):
+        opts["out_name"] = "o_proj"
+    return "multi_head_attention", opts
+
+
+def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
+    """Head counts, head size and biases from the projections and the config (``_d``: the
+    head size, also when it is the default)."""
+    q, k, v = (m.get_submodule(p) for p in _PROJ)
+    out: Any = m.get_submodule("o_proj" if hasattr(m, "o_proj") else "out_proj")
+    h = getattr(cfg, "num_attention_heads", None)
+    if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
+        return "attention without a config's num_attention_heads or nn.Linear projections"
+    kv = int(getattr(cfg, "num_key_value_heads", None) or h)
+    d = int(getattr(m, "head_dim", 0) or q.out_features // h)  # type: ignore[operator]
+    opts: dict[str, Any] = {"num_heads": h, "_d": d}
+    if kv != h:
+        opts["num_kv_heads"] = kv
+    if d * h != q.in_features:  # type: ignore[operator]
+        opts["head_dim"] = d
+    biases = [getattr(p, "bias", None) is not None for p in (q, k, v, out)]
+    opts["bias"] = (
+        biases[0]
+        if len(set(biases)) == 1
+        else dict(zip(("q", "k", "v", "out"), biases, strict=True))
+    )
+    return opts
+
+
+def _qk_norm(
+    flat: Flat, path: str, m: nn.Module, group: list[fx.Node]
+) -> dict[str, Any] | str | None:
+    """Qwen3's per-head or OLMo-2's whole-projection RMSNorm of q and k (``q_norm``, ``k_norm``)."""
+    qn, kn = getattr(m, "q_norm", None), getattr(m, "k_norm", None)
+    if qn is None and kn is None:
+        return None
+    if not (isinstance(qn, nn.Module) and isinstance(kn, nn.Module)):
+        return "only one of q_norm and k_norm"
+    made: list[Any] = [
+        _rms_norm(flat, n, [c for c in group if f"{path}.{k}" in flat.scope[c]])
+        for k, n in (("q_norm", qn), ("k_norm", kn))
+    ]
+    if any(isinstance(x, str) for x in made) or made[0] != made[1]:
+        return f"q_norm and k_norm that are not one RMSNorm kind ({made[0]})"
+    args = made[0][1]  # type: ignore[index]
+    width = qn.weight.shape[0]  # type: ignore[union-attr,index]
+    out: dict[str, Any] = {"kind": "rms", "eps": args["eps"]}
+    if width != m.head_dim:
+        out["per_head"] = False
+    if args.get("offset"):
+        out["offset"] = args["offset"]
+    return out
+
+
+def _rotate_half(flat: Flat, level: list[fx.Node]) -> bool | str:
+    """Whether the attention applies RoPE as rotate-half does to q and k, ``x * cos +
+    cat(-x2, x1) * sin``: four muls by a table, two adds of their products, negs and cats;
+    a reason where its muls and adds are anything else (a scale of q would be lost)."""
+    muls = [n for n in level if str(n.target) == "aten.mul.Tensor"]
+    adds = [n for n in level if str(n.target) == "aten.add.Tensor"]
+    if not muls and not adds:
+        return False
+    tables = all(any(a in flat.context for a in flat.args_of(n)) for n in muls)
+    sums = all(all(a in muls for a in flat.args_of(n)) for n in adds)
+    negs = any(str(n.target) == "aten.neg.default" for n in level)
+    if not (tables and sums and negs and len(muls) == 4 and len(adds) == 2):
+        return "attention whose muls and adds are not RoPE's rotate-half of q and k"
+    return True
+
+
+def _rope(model: nn.Module, cfg: Any, head_dim: int) -> dict[str, Any] | str:
+    """RoPE's options from the model's rotary module and config (plain RoPE only)."""
+    rot = next((r for r in model.modules() if type(r).__name__.endswith("RotaryEmbedding")), None)
+    if rot is None:
+        return "rotary application without a RotaryEmbedding module"
+    rcfg = getattr(rot, "config", cfg)
+    params = getattr(rcfg, "rope_parameters", None) or {}
+    kind = getattr(rot, "rope_type", params.get("rope_type", "default"))
+    if kind != "default" or getattr(rot, "attention_scaling", 1.0) != 1.0:
+        return f"RoPE of rope_type {kind!r} (only plain RoPE, 'default')"
+    theta = params.get("rope_theta", getattr(rcfg, "rope_theta", 10000.0))
+    rope: dict[str, Any] = {"theta": float(theta)}
+    factor = params.get("partial_rotary_factor", getattr(rcfg, "partial_rotary_factor", 1.0))
+    if factor not in (None, 1.0):
+        rope["rotary_dim"] = int(head_dim * factor)
+    rope["max_len"] = int(getattr(rcfg, "max_position_embeddings", 4096))
+    return rope

@@ -1,0 +1,345 @@
+"""One module path of an exported graph as an archcomp body, its children one level down.
+
+The calls that ran in a module are grouped by the child they ran in: a child the recogniser
+knows is one op node, any other child a block of its own (named after its class, equal bodies
+shared), and the module's own calls op nodes. ``P.0``, ``P.1``, ... in a row, each on the one
+before with the same op, become one node with ``repeat``. Context (masks, positions, RoPE
+tables) emits nothing: only a recognised op may read it.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from archcomp.frontend.schema import reserved_id
+from archcomp.importer.calls import Ref, Unsupported, call_op
+from archcomp.importer.exported import Flat
+from archcomp.importer.recognise import recognise
+from archcomp.importer.trace import _snake, without_defaults
+
+ATEN: dict[str, Any] = {
+    "aten.add.Tensor": operator.add,
+    "aten.sub.Tensor": operator.sub,
+    "aten.mul.Tensor": operator.mul,
+    "aten.div.Tensor": operator.truediv,
+    "aten.silu.default": F.silu,
+    "aten.relu.default": F.relu,
+    "aten.gelu.default": F.gelu,
+    "aten.tanh.default": torch.tanh,
+    "aten.sigmoid.default": torch.sigmoid,
+    "aten.exp.default": torch.exp,
+    "aten.rsqrt.default": torch.rsqrt,
+    "aten.sqrt.default": torch.sqrt,
+    "aten.neg.default": torch.neg,
+    "aten.log.default": torch.log,
+    "aten.abs.default": torch.abs,
+    "aten.transpose.int": torch.transpose,
+    "aten.permute.default": torch.permute,
+    "aten.view.default": torch.reshape,
+    "aten.reshape.default": torch.reshape,
+    "aten.cat.default": torch.cat,
+    "aten.softmax.int": F.softmax,
+}
+_NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
+Body = dict[str, Any]
+
+
+@dataclass
+class Item:
+    """One node of a body before names are final: what it reads and which values it gives."""
+
+    id: str
+    op: str
+    ins: list[fx.Node] | dict[str, fx.Node]
+    opts: dict[str, Any]
+    outs: list[fx.Node]
+    calls: set[fx.Node]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Walker:
+    """Walks an exported graph's module paths; collects blocks and every problem."""
+
+    flat: Flat
+    dims: tuple[tuple[int, str], ...] = ()  # leading sizes of the traced input, by name
+    sizes: dict[int, str] = field(default_factory=dict)  # a size -> the param it is
+    blocks: dict[str, Body] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def body(
+        self, path: str, given: list[fx.Node], names: list[str], outs: list[fx.Node] | None = None
+    ) -> Body | None:
+        """The body of the module at ``path`` whose inputs are ``given`` (named ``names``) and
+        whose outputs are ``outs``, in the caller's order (default: the values read outside)."""
+        before = len(self.problems)
+        items = _Scope(self, path).items()
+        if len(self.problems) > before:
+            return None
+        outs = outs if outs is not None else _outs(self.flat, path, items)
+        body = _emit(self, items, given, names, outs)
+        body["shapes"] = f"{self.shapes(given)} -> {self.shapes(outs)}"
+        return body
+
+    def shapes(self, nodes: list[fx.Node]) -> str:
+        """``(B, T, hidden_size)``: the shapes of ``nodes``, sizes named where known."""
+        out = []
+        for n in nodes:
+            v = n.meta.get("val")
+            shape = list(getattr(v, "shape", ()))
+            dims = [
+                self.dims[i][1]
+                if i < len(self.dims) and s == self.dims[i][0]
+                else self.sizes.get(int(s), str(s))
+                for i, s in enumerate(shape)
+            ]
+            out.append(f"({', '.join(dims)})")
+        return ", ".join(out)
+
+    def block(
+        self, path: str, m: nn.Module, given: list[fx.Node], outs: list[fx.Node]
+    ) -> str | None:
+        names = [
+            self.flat.inputs.get(g) or ("x" if i == 0 else f"x_{i + 1}")
+            for i, g in enumerate(given)
+        ]
+        body = self.body(path, given, names, outs)
+        if body is None:
+            return None
+        key = type(m).__name__ + json.dumps(body, sort_keys=True, default=str)
+        if key not in self.keys:
+            base, n = _snake(type(m).__name__), 2
+            name = base
+            while name in self.blocks:
+                name, n = f"{base}_{n}", n + 1
+            self.keys[key], self.blocks[name] = name, body
+        return self.keys[key]
+
+    def fail(self, n: fx.Node, what: str, why: str) -> None:
+        self.problems.append(f"{what} ({why}) at {self.flat.source(n)}")
+
+
+def _outs(flat: Flat, path: str, items: list[Item]) -> list[fx.Node]:
+    """The values of the body that are read outside ``path`` (or are the model's outputs)."""
+    inside = set().union(*(i.calls for i in items)) if items else set()
+    outs = []
+    for it in items:
+        for o in it.outs:
+            used = any(u not in inside for u in flat.users.get(o, [])) or o in flat.outputs
+            if used and o not in outs:
+                outs.append(o)
+    return outs
+
+
+@dataclass
+class _Scope:
+    w: Walker
+    path: str
+
+    def _child(self, n: fx.Node) -> str | None:
+        s = self.w.flat.scope.get(n, ())
+        if not self.path:
+            return s[0] if s else None
+        i = s.index(self.path)
+        return s[i + 1] if i + 1 < len(s) else None
+
+    def items(self) -> list[Item]:
+        flat = self.w.flat
+        members = [
+            n
+            for n in flat.order
+            if n not in flat.context and (not self.path or self.path in flat.scope[n])
+        ]
+        groups: list[tuple[str | None, list[fx.Node]]] = []
+        for n in members:
+            c = self._child(n)
+            if c is not None and groups and groups[-1][0] == c:
+                groups[-1][1].append(n)
+            else:
+                groups.append((c, [n]))
+        items = [self._item(c, g) for c, g in groups]
+        return _repeats([i for i in items if i is not None], self.w, self.path)
+
+    def _rel(self, child: str) -> str:
+        return child[len(self.path) + 1 :] if self.path else child
+
+    def _item(self, child: str | None, group: list[fx.Node]) -> Item | None:
+        flat = self.w.flat
+        calls = set(group)
+        ins: list[fx.Node] = []
+        for n in group:
+            for a in flat.args_of(n):
+                if (
+                    a not in calls
+                    and a not in flat.context
+                    and a not in flat.weights
+                    and a not in ins
+                ):
+                    ins.append(a)
+        outs = [
+            n
+            for n in group
+            if any(u not in calls for u in flat.users.get(n, [])) or n in flat.outputs
+        ]
+        if child is None:
+            return self._own(group[0], calls)
+        m = flat.model.get_submodule(child)
+        rel = self._rel(child)
+        made = recognise(flat, child, m, group)
+        if isinstance(made, str):
+            self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
+            return None
+        if made is None:
+            name = self.w.block(child, m, ins, outs)
+            if name is None:
+                return None
+            op, opts = name, {}
+        elif len(outs) != 1 or len(ins) != 1:
+            why = f"a {made[0]} of {len(ins)} inputs and {len(outs)} results read outside it"
+            self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+            return None
+        else:
+            op, opts = made[0], without_defaults(made[0], made[1])
+        item = Item(rel, op, ins, opts, outs, calls)
+        tie = _tie(flat.model, child, m)
+        if tie:
+            inside = not self.path or tie.startswith(self.path + ".")
+            if not inside:
+                why = f"its weight is {tie}, outside {self.path}: a tie names a node within"
+                self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+                return None
+            item.extra["tie"] = {"weight": tie[len(self.path) + 1 :] if self.path else tie}
+        return item
+
+    def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | None:
+        flat = self.w.flat
+        where = f"{self.path}: " if self.path else ""
+        fn = ATEN.get(str(n.target))
+        for a in flat.args_of(n):
+            if a in flat.weights:
+                self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")
+                return None
+            if a in flat.context:
+                self.w.fail(
+                    n,
+                    f"{where}{n.target}",
+                    "reads a mask, position or RoPE table no recognised op takes",
+                )
+                return None
+        if fn is None:
+            self.w.fail(n, f"{where}{n.target}", "no archcomp op for it")
+            return None
+        named = {a.name: a for a in flat.args_of(n)}
+        args: Any = fx.node.map_arg(n.args, lambda a: Ref(flat.get(a).name))  # type: ignore[arg-type,return-value]
+        kwargs: Any = fx.node.map_arg(n.kwargs, lambda a: Ref(flat.get(a).name))  # type: ignore[arg-type,return-value]
+        try:
+            made = call_op(fn, args, kwargs)
+        except (Unsupported, KeyError, IndexError, TypeError, ValueError) as e:
+            self.w.fail(n, f"{where}{n.target}", str(e) or type(e).__name__)
+            return None
+        if isinstance(made, Ref):
+            flat.canon[n] = named[made.name]
+            return None
+        op, ins, opts = made
+        back = (
+            [named[r.name] for r in ins]
+            if isinstance(ins, list)
+            else {k: named[r.name] for k, r in ins.items()}
+        )
+        return Item(op, op, back, without_defaults(op, opts), [n], calls)  # ids: add, add_1, ...
+
+
+def _tie(model: nn.Module, path: str, m: nn.Module) -> str | None:
+    """The key of an earlier module's weight that ``m``'s weight is (a tied LM head)."""
+    w = getattr(m, "weight", None)
+    if not isinstance(w, nn.Parameter):
+        return None
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p is w:
+            return None if name == f"{path}.weight" else name
+    return None
+
+
+def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
+    """Runs of ``P.0``, ``P.1``, ... each on the one before with the same op: one repeat (of
+    one copy too: its parameters are ``P.0.*``). Any other dotted path is no node id."""
+    flat, out, i = w.flat, [], 0
+    while i < len(items):
+        m = _NUMBERED.match(items[i].id)
+        n = 1
+        if m is not None and m.group(2) == "0":
+            while i + n < len(items):
+                prev, cur = items[i + n - 1], items[i + n]
+                if (
+                    cur.id != f"{m.group(1)}.{n}"
+                    or (cur.op, cur.opts) != (prev.op, prev.opts)
+                    or cur.ins != prev.outs[:1]
+                    or len(prev.outs) != 1
+                    or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
+                ):
+                    break
+                n += 1
+        first, last = items[i], items[i + n - 1]
+        if "." in first.id and (m is None or m.group(2) != "0"):
+            where = f"{path}.{first.id}" if path else first.id
+            why = (
+                "its path is no node id: a numbered child that differs from the ones before it "
+                "(each copy of a repeat computes the same), or a module called past its parent"
+            )
+            w.fail(min(first.calls, key=flat.order.index), f"self.{where}", why)
+        elif m is not None:
+            calls = set().union(*(x.calls for x in items[i : i + n]))
+            extra = {"repeat": n}
+            first = Item(m.group(1), first.op, first.ins, first.opts, last.outs, calls, extra)
+        out.append(first)
+        i += n
+    return out
+
+
+def _emit(
+    w: Walker, items: list[Item], given: list[fx.Node], names: list[str], outs: list[fx.Node]
+) -> Body:
+    name: dict[fx.Node, str] = dict(zip(given, names, strict=True))
+    ids = set(names)
+    nodes: list[dict[str, Any]] = []
+    prev = names[0] if names else None
+    for it in items:
+        nid = re.sub(r"\W", "_", it.id)
+        base, k = nid if not reserved_id(nid) else f"{nid}_op", 1
+        nid = base
+        while nid in ids:
+            nid, k = f"{base}_{k}", k + 1
+        ids.add(nid)
+        entry: dict[str, Any] = {"id": nid, "op": it.op}
+        if isinstance(it.ins, dict):
+            entry["in"] = {k2: name.get(v, "?") for k2, v in it.ins.items()}
+        else:
+            refs = [name.get(v, "?") for v in it.ins]
+            if not (len(refs) == 1 and refs[0] == prev and it.op != "concat"):
+                entry["in"] = refs[0] if len(refs) == 1 and it.op != "concat" else refs
+        nodes.append(entry | it.extra | it.opts)
+        if len(it.outs) == 1:
+            name[it.outs[0]] = nid
+            prev = nid
+        else:
+            for j, o in enumerate(it.outs):
+                name[o] = f"{nid}.out{j}"
+            prev = None
+    for n in (*given, *outs):
+        if n not in name:
+            w.problems.append(f"a value of the graph ({n.name}) that no node gives")
+    result: Any = (
+        name.get(outs[0], "?")
+        if len(outs) == 1
+        else {f"out{j}": name.get(o, "?") for j, o in enumerate(outs)}
+    )
+    return {"inputs": names, "nodes": nodes, "outputs": result}

@@ -1,0 +1,220 @@
+"""`archcomp import --hf`: a transformers checkpoint folder -> a spec, built from config.json on
+the meta device and traced with torch.export; its weights then load by their own keys with
+`archcomp convert --spec`. Models from small random configs, every weight re-drawn
+(tests/lowering.py), saved with save_pretrained; outputs and gradients to tests/NUMERICS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
+
+import archcomp
+from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
+from archcomp.importer.hf import import_hf
+
+transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = dict(
+    num_hidden_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=48,
+    vocab_size=61,
+    max_position_embeddings=16,
+    rms_norm_eps=1e-6,
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
+)
+
+
+def saved(tmp_path: Path, family: str, **config: Any) -> tuple[Any, Path]:
+    """A re-drawn transformers ``<family>ForCausalLM`` and the folder it is saved in."""
+    quiet()
+    cfg = getattr(transformers, f"{family}Config")(**{**SMALL, **config})
+    model = getattr(transformers, f"{family}ForCausalLM")(cfg)
+    redraw(model, 3)
+    folder = tmp_path / family.lower()
+    model.save_pretrained(folder)
+    return model.eval(), folder
+
+
+def logits_equal(model: Any, ref: Any) -> None:
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(input_ids=ids), ref(input_ids=ids).logits
+    got = got["logits"] if isinstance(got, dict) else got
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def test_llama_round_trip_from_the_cli(tmp_path: Path) -> None:
+    ref, folder = saved(
+        tmp_path, "Llama", rope_parameters={"rope_type": "default", "rope_theta": 5e5}
+    )
+    spec, art = tmp_path / "llama.yaml", tmp_path / "llama.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert '- {id: layers, op: llama_decoder_layer, repeat: "${num_hidden_layers}",' in text
+    assert (
+        '- {id: self_attn, op: multi_head_attention, num_heads: "${num_attention_heads}",\n'
+        '         num_kv_heads: "${num_key_value_heads}", bias: false, causal: true,\n'
+        '         rope: {theta: "${rope_theta}", max_len: "${max_position_embeddings}"}, '
+        "out_name: o_proj}"
+    ) in text
+    assert "rope_theta: 500000.0" in text.split("dims:")[0]  # the params, from the config
+    assert "  llama_decoder_layer:  # (B, T, hidden_size) -> (B, T, hidden_size)\n" in text
+    assert "view" not in text and "transpose" not in text  # the head split is the attention's
+    logits_equal(archcomp.load(art), ref)
+    shallow = archcomp.build(text, params={"num_hidden_layers": 1}, device="meta")
+    assert "model.layers.1.mlp.up_proj.weight" not in shallow.state_dict()
+    # gradients, on the built spec with transformers' own state_dict (no mapping)
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ref.train(model.training)
+    ids = (torch.arange(18).view(2, 9) * 7) % SMALL["vocab_size"]
+    case = Case(
+        model,
+        ref,
+        (ids,),
+        lambda x: [ref(input_ids=x).logits],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+
+
+def test_imported_llama_is_within_twice_the_shipped_spec() -> None:
+    shipped = sum(
+        len((ROOT / "archcomp" / "specs" / p).read_text().splitlines())
+        for p in ("llama.yaml", "blocks/llama.yaml")
+    )
+    text = _imported_llama()
+    assert len(text.splitlines()) <= 2 * shipped
+
+
+def _imported_llama() -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = transformers.LlamaConfig(**SMALL)
+        cfg.architectures = ["LlamaForCausalLM"]
+        cfg.save_pretrained(d)  # config.json only: import --hf reads no weight
+        return import_hf(d)
+
+
+@pytest.mark.parametrize(
+    ("family", "config", "shows"),
+    [
+        ("Mistral", {"sliding_window": 4}, 'window: "${sliding_window}"'),
+        ("Qwen2", {}, "bias: {q: true, k: true, v: true, out: false}"),
+        ("Qwen3", {"head_dim": 12}, 'head_dim: "${head_dim}"'),
+        ("Olmo2", {}, 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", per_head: false}'),
+        ("StableLm", {}, "rotary_dim: 2,"),  # a quarter of each 8-dim head rotates; LayerNorm
+        ("Granite", {"embedding_multiplier": 3.0}, "op: mul, scalar: 3.0"),
+    ],
+)
+def test_decoder_families_round_trip(
+    tmp_path: Path, family: str, config: dict[str, Any], shows: str
+) -> None:
+    ref, folder = saved(tmp_path, family, **config)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(import_hf(folder))
+    assert shows in spec.read_text()
+    logits_equal(archcomp.from_pretrained(folder, spec), ref)
+
+
+def test_a_tied_lm_head_ties_into_the_model_block(tmp_path: Path) -> None:
+    ref, folder = saved(tmp_path, "Llama", tie_word_embeddings=True)
+    spec, art = tmp_path / "spec.yaml", tmp_path / "tied.safetensors"
+    spec.write_text(import_hf(folder))
+    assert "tie: {weight: model.embed_tokens.weight}" in spec.read_text()
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    model = archcomp.load(art)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    logits_equal(model, ref)
+
+
+def test_one_layer_is_a_repeat_of_one(tmp_path: Path) -> None:
+    ref, folder = saved(tmp_path, "Llama", num_hidden_layers=1)
+    text = import_hf(folder)
+    assert '- {id: layers, op: llama_decoder_layer, repeat: "${num_hidden_layers}",' in text
+    logits_equal(archcomp.from_pretrained(folder, text), ref)
+
+
+def test_layers_that_differ_are_refused_by_path(tmp_path: Path) -> None:
+    _, folder = saved(tmp_path, "SmolLM3", num_hidden_layers=4)  # layer 3 has no RoPE
+    with pytest.raises(ImportFailure, match=r"self\.model\.layers\.3 \(its path is no node id"):
+        import_hf(folder)
+
+
+def test_a_changed_rotary_application_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """q scaled on top of RoPE: one more mul in the attention, refused, not dropped."""
+    from transformers.models.llama import modeling_llama as ml
+
+    plain = ml.apply_rotary_pos_emb
+    monkeypatch.setattr(ml, "apply_rotary_pos_emb", lambda q, k, cos, sin: (
+        plain(q, k, cos, sin)[0] * 2.0, plain(q, k, cos, sin)[1]))  # fmt: skip
+    _, folder = saved(tmp_path, "Llama")
+    with pytest.raises(ImportFailure, match="not RoPE's rotate-half of q and k"):
+        import_hf(folder)
+
+
+def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:
+    quiet()
+    cfg = transformers.GPTNeoXConfig(
+        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+        vocab_size=11, max_position_embeddings=8,
+    )  # fmt: skip
+    transformers.GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path)
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path)
+    message = str(e.value)
+    assert "gpt_neox.layers.0.attention: aten.chunk.default (no archcomp op for it)" in message
+    assert "modeling_gpt_neox.py:" in message and "qkv.chunk(3, dim=-1)" in message
+
+
+def _config(text: str | None) -> Any:
+    return lambda d: None if text is None else (d / "config.json").write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (_config(None), "no config.json"),
+        (_config("{"), "not readable JSON"),
+        (_config('{"architectures": ["os.system"]}'), "no transformers model class"),
+        (_config("{}"), "no 'architectures'"),
+    ],
+)
+def test_cli_bad_folder_exits_2(
+    tmp_path: Path, setup: Any, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(tmp_path)
+    assert main(["import", "--hf", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_hf_takes_no_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "mod:make", "--hf", str(tmp_path)]) == 2
+    assert "give no FACTORY" in capsys.readouterr().err
+
+
+def test_docs_hf_example_shows_what_import_writes(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "import.md").read_text().split("## Transformers checkpoints", 1)[1]
+    code = doc.split('python -c "\n', 1)[1].split('"\n', 1)[0]
+    shown = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    quiet()
+    exec(code.replace("'tiny-llama'", repr(str(tmp_path / "tiny-llama"))), {})  # the doc's code
+    assert import_hf(tmp_path / "tiny-llama") == shown
