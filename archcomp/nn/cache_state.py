@@ -3,6 +3,7 @@ keys and values (:class:`LayerKV`); :mod:`archcomp.nn.kv_cache` makes and binds 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -109,3 +110,41 @@ class LayerKV:
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+
+class CrossKV:
+    """One cross-attention module's keys (B, h_kv, S, d_k) and values (B, h_kv, S, d_v) of the
+    encoder's output: projected once per prompt (the first forward after a reset), then read
+    by every later step."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+        self.filled = False  # False after a reset: the next forward projects the memory
+
+    def read(self, project: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """The stored keys and values; on the first forward of a prompt, ``project()``'s,
+        stored in place when the shapes allow (a compiled step keeps reading the same
+        tensors)."""
+        if not self.filled:
+            k, v = project()
+            if (
+                self.k is None
+                or self.v is None
+                or self.k.shape != k.shape
+                or self.v.shape != v.shape
+            ):
+                self.k, self.v = k.clone(), v.clone()
+            else:
+                self.k.copy_(k)
+                self.v.copy_(v)
+            self.filled = True
+        assert self.k is not None and self.v is not None
+        return self.k, self.v
+
+    def reset(self) -> None:
+        self.filled = False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.k, self.v) if t is not None)
