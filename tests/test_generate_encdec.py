@@ -46,10 +46,11 @@ def _pair(name: str, variant: str, folder: Path) -> tuple[Any, Any]:
     return hf.double().eval(), archcomp.from_pretrained(folder, dtype=torch.float64)
 
 
-def _hf_greedy(hf: Any, x: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-    """transformers' greedy ``generate``, nothing forced or suppressed. Whisper's own generate
-    (language, task and timestamp tokens, long-form audio) is bypassed: GenerationMixin's, which
-    T5 and BART use too, starts from the decoder_start_token_id as ours does."""
+def _hf_greedy(hf: Any, x: dict[str, torch.Tensor], n: int) -> Any:
+    """transformers' greedy ``generate`` with each step's logits, nothing forced or
+    suppressed. Whisper's own generate (language, task and timestamp tokens, long-form audio)
+    is bypassed: GenerationMixin's, which T5 and BART use too, starts from the
+    decoder_start_token_id as ours does."""
     from transformers import GenerationMixin
 
     c = hf.config
@@ -64,9 +65,21 @@ def _hf_greedy(hf: Any, x: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         "forced_eos_token_id": None,
         "suppress_tokens": None,
         "begin_suppress_tokens": None,
+        "output_logits": True,
+        "return_dict_in_generate": True,
     }
     with torch.no_grad():
         return GenerationMixin.generate(hf, **x, **kw)
+
+
+def _stepped(model: Any, x: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """Our logits (B, n, V) of each step that produced ids[:, 1:] (the start token first, then
+    one token at a time through the cache), as transformers' ``output_logits``."""
+    cache = model.new_cache(ids.size(0), ids.size(1))
+    with torch.no_grad():
+        steps = [model.forward_cached(ids[:, :1], cache, encoder_inputs=x)]
+        steps += [model.forward_cached(ids[:, t : t + 1], cache) for t in range(1, ids.size(1) - 1)]
+    return torch.cat(steps, dim=1)
 
 
 def _built(name: str, **params: Any) -> Any:
@@ -80,15 +93,22 @@ def _built(name: str, **params: Any) -> Any:
 
 @pytest.mark.parametrize(("name", "variant"), CASES)
 def test_greedy_tokens_equal_transformers_generate(name: str, variant: str, tmp_path: Path) -> None:
+    """Tokens equal, and so is every step's logits (random small models soon repeat one
+    token: the logits are what shows each cached step right)."""
     hf, model = _pair(name, variant, tmp_path)
     assert model.decoder_start_token_id == hf.config.decoder_start_token_id  # from config.json
     x = _source(name, 3)
-    want = _hf_greedy(hf, x, 10)
     c = hf.config
-    got = model.generate(
-        **x, max_new_tokens=10, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id
-    )
+    with RoundingChains() as chains:
+        out = _hf_greedy(hf, x, 10)
+        got = model.generate(
+            **x, max_new_tokens=10, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id
+        )
+        logits, want_logits = _stepped(model, x, out.sequences), torch.stack(out.logits, 1)
+    want = out.sequences
     assert torch.equal(got, want), f"archcomp {got.tolist()} != transformers {want.tolist()}"
+    logits = logits.float()  # transformers keeps each step's logits in float32
+    numerics.assert_close(logits, want_logits, chains.tolerance(torch.float32, logits, want_logits))
     # a padded source decodes as it does alone (the second row's source is padded)
     if "attention_mask" in x:
         real = int(x["attention_mask"][1].sum())
