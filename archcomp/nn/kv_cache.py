@@ -7,6 +7,10 @@ and values (B, h_kv, L, d_v) allocated once for a batch of B sequences of at mos
 slots are left padding. While a cache is bound to a model (:meth:`KVCache.bound`), attention
 modules read and extend it and position modules (rotary, learned, sinusoidal) add the positions
 of the new tokens instead of 0..T-1; every decoder spec gets the cached path from its ops alone.
+An encoder-decoder's cache covers its decoder part (``scope``, the modules the decoder's forward
+calls): causal self-attention as above (T5's causal relative bias at the cache's positions), and
+each cross-attention a :class:`CrossKV` of the encoder output's keys and values, projected by
+the first forward after a reset; ``encoder_outputs`` keeps what the encoder part gave.
 
 Two ways to read it: ``static=False`` (eager) attends to the ``length + T`` slots written so far;
 ``static=True`` (for ``torch.compile``) attends to all L slots under a mask, writes at tensor
