@@ -292,14 +292,16 @@ class MultiHeadAttention(nn.Module):
             raise RuntimeError("cached cross-attention with q/k norms or RoPE is not implemented")
         q = self._split_heads(self.q_proj(query), self.num_heads, self.head_dim)  # (B, h, T, d_k)
 
-        def project() -> tuple[Tensor, Tensor]:
+        def project() -> tuple[Tensor, Tensor, Tensor | None]:
             k = self._split_heads(self.k_proj(key), self._kv_heads, self.head_dim)
             v = self._split_heads(self.v_proj(value), self._kv_heads, self.v_head_dim)
-            return k, v  # (B, h_kv, S, d_k), (B, h_kv, S, d_v)
+            keep, _ = score_mask(q, k, False, 0, key_padding_mask, mask)
+            if keep is not None and keep.dim() == 4 and keep.size(-2) != 1:
+                raise RuntimeError("cached cross-attention needs one mask for every query")
+            return k, v, keep  # (B, h_kv, S, d_k), (B, h_kv, S, d_v), (.., 1, S)
 
-        k, v = cache.read(project)
-        attn_mask, is_causal = score_mask(q, k, False, 0, key_padding_mask, mask)
-        return self._merge(q, k, v, attn_mask, is_causal)
+        k, v, attn_mask = cache.read(project)
+        return self._merge(q, k, v, attn_mask, False)
 
     def extra_repr(self) -> str:
         extra = f", num_kv_heads={self._kv_heads}" if self._kv_heads != self.num_heads else ""
