@@ -17,6 +17,7 @@ from hf_zoo_encdec import _PARAMS, FAMILIES, VARIANTS, make
 from numerics import RoundingChains
 
 import archcomp
+from archcomp.nn.kv_cache import CacheUnsupported
 
 pytest.importorskip("transformers")
 
@@ -204,3 +205,35 @@ def test_bad_calls_are_refused_with_what_is_wrong() -> None:
         model.generate(**x, max_new_tokens=4)
     start = torch.full((2, 1), 0)
     assert model.generate(**x, max_new_tokens=4, decoder_input_ids=start).shape == (2, 5)
+
+
+BIDIRECTIONAL_DECODER = """
+archcomp: 1
+name: bidirectional_decoder
+inputs:
+  src: {shape: [B, S], dtype: int64}
+  decoder_input_ids: {shape: [B, T], dtype: int64}
+nodes:
+  - {id: enc, op: embedding, in: src, num_embeddings: 61, embedding_dim: 32}
+  - {id: dec, op: embedding, in: decoder_input_ids, num_embeddings: 61, embedding_dim: 32}
+  - {id: self_attn, op: multi_head_attention, num_heads: 4, causal: true, in: dec}
+  - {id: cross, op: multi_head_attention, num_heads: 4,
+     in: {query: self_attn, key: enc, value: enc}}
+  - {id: mixer, op: multi_head_attention, num_heads: 4, in: cross}
+  - {id: head, op: linear, out_features: 61}
+outputs: {logits: head}
+"""
+
+
+def test_a_decoder_attention_neither_causal_nor_cross_is_refused_with_its_node() -> None:
+    """In an encoder-decoder's decoder part, attention that is not causal is cached as
+    cross-attention only when it reads other keys than its queries; ``mixer`` attends over the
+    decoder's own tokens both ways, which no cache can extend."""
+    model = archcomp.build(BIDIRECTIONAL_DECODER, seed=0)
+    with pytest.raises(CacheUnsupported, match=r"^mixer: a decoder's attention that is not causal"):
+        model.new_cache(1, 8)
+    cut = BIDIRECTIONAL_DECODER.replace("in: cross}", "in: cross, when: false}")
+    model = archcomp.build(cut, seed=0).eval()  # without it: a causal layer and a cross layer
+    src = torch.randint(0, 61, (2, 5), generator=torch.Generator().manual_seed(11))
+    out = model.generate(src=src, max_new_tokens=4, decoder_start_token_id=3)
+    assert out.shape == (2, 5) and (out[:, 0] == 3).all()
