@@ -6,6 +6,7 @@ cache's positions); cached steps equal the whole forward, and greedy tokens equa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,27 @@ def test_a_decoder_attention_neither_causal_nor_cross_is_refused_with_its_node()
     src = torch.randint(0, 61, (2, 5), generator=torch.Generator().manual_seed(11))
     out = model.generate(src=src, max_new_tokens=4, decoder_start_token_id=3)
     assert out.shape == (2, 5) and (out[:, 0] == 3).all()
+
+
+def test_the_summary_counts_cross_attention_keys_at_the_source_dims(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from archcomp.cli import main
+
+    argv = ["summary", "t5", "-p", "N=1", "-p", "N_dec=1", "--kv-cache", "--context", "16"]
+    assert main([*argv, "--json"]) == 0
+    kv = json.loads(capsys.readouterr().out)["kv_cache"]
+    shapes = {"self": [1, 12, 16, 64], "cross": [1, 12, 128, 64]}  # source S = 128 (dims)
+    assert kv["layers"] == [
+        {
+            "layer": name,
+            "keys": shapes[kind],
+            "values": shapes[kind],
+            "bytes": 2 * 12 * 64 * 4 * shapes[kind][2],
+        }
+        for name, kind in [
+            ("decoder.block.0.layer_0.SelfAttention", "self"),
+            ("decoder.block.0.layer_1.EncDecAttention (cross)", "cross"),
+        ]
+    ]
+    assert kv["bytes"] == 2 * 12 * 64 * 4 * (16 + 128)

@@ -112,6 +112,11 @@ class LayerKV:
         return self.k.nbytes + self.v.nbytes
 
 
+def _hides_none(mask: Tensor) -> bool:
+    """A bool mask that keeps every key (a mask on meta, with no values, is kept)."""
+    return not mask.is_meta and bool(mask.all())
+
+
 class CrossKV:
     """One cross-attention module's keys (B, h_kv, S, d_k) and values (B, h_kv, S, d_v) of the
     encoder's output, and its mask over them (None: every key visible): made once per prompt
@@ -131,7 +136,7 @@ class CrossKV:
         tensors). A mask that hides no key is dropped (the fused kernels' fast path)."""
         if not self.filled:
             k, v, mask = project()
-            if mask is not None and mask.dtype == torch.bool and bool(mask.all()):
+            if mask is not None and mask.dtype == torch.bool and _hides_none(mask):
                 mask = None
             old_k, old_v = self.k, self.v
             fits = old_k is not None and old_v is not None

@@ -119,15 +119,27 @@ def new_cache(
 
 
 def cache_memory(
-    model: nn.Module, batch_size: int, max_length: int, dtype: torch.dtype | None = None
+    model: nn.Module,
+    batch_size: int,
+    max_length: int,
+    dtype: torch.dtype | None = None,
+    encoder_inputs: dict[str, Tensor] | None = None,
 ) -> list[tuple[str, tuple[int, ...], tuple[int, ...], int]]:
     """Per cached attention module: (name, key shape, value shape, bytes) of a cache for
-    ``batch_size`` sequences of ``max_length`` tokens; a model on meta allocates nothing."""
+    ``batch_size`` sequences of ``max_length`` tokens; a model on meta allocates nothing. An
+    encoder-decoder's cross-attention rows too (named ``... (cross)``) when ``encoder_inputs``
+    give the source: a one-token step is run (on meta: shapes only) to size them."""
     device = next(model.parameters()).device
     cache = KVCache(model, batch_size, max_length, dtype=dtype, device=device, scope=_scope(model))
-    return [
-        (name, tuple(kv.k.shape), tuple(kv.v.shape), kv.nbytes) for name, kv in cache.layers.items()
-    ]
+    rows = [(name, kv.k.shape, kv.v.shape, kv.nbytes) for name, kv in cache.layers.items()]
+    if encoder_inputs is not None and is_encoder_decoder(model):
+        start = torch.zeros(batch_size, 1, dtype=torch.int64, device=device)
+        with torch.no_grad():
+            forward_cached(model, start, cache, encoder_inputs=encoder_inputs)
+        for name, cross in cache.cross.items():
+            assert cross.k is not None and cross.v is not None
+            rows.append((f"{name} (cross)", cross.k.shape, cross.v.shape, cross.nbytes))
+    return [(name, tuple(k), tuple(v), nbytes) for name, k, v, nbytes in rows]
 
 
 def forward_cached(
