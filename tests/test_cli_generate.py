@@ -161,3 +161,32 @@ def test_summary_kv_cache_of_a_model_without_one_is_a_usage_error(
 ) -> None:
     assert main(["summary", spec, "--kv-cache", "--context", "16"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_encoder_decoder_writes_its_output_for_the_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """T5 (and BART) read the prompt as the source and write the decoder's text, from
+    config.json's decoder_start_token_id; Whisper, whose source is audio, is refused."""
+    from hf_zoo_encdec import make
+    from tokenizers import Tokenizer
+
+    hf = make("t5")
+    hf.config.decoder_start_token_id = 0  # as the hub's T5 configs have it
+    hf.save_pretrained(tmp_path)
+    train_tokenizer(tmp_path / "tokenizer.json")
+    code = main(["generate", str(tmp_path), "--prompt", "the cat sat", "--max-new-tokens", "5"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "tokens/s" in err
+    tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    model = archcomp.from_pretrained(tmp_path)
+    src = torch.tensor([tok.encode("the cat sat").ids])
+    new = model.generate(input_ids=src, max_new_tokens=5, eos_token_id=1)[0, 1:].tolist()
+    assert out == tok.decode(new) + "\n"
+    whisper = tmp_path / "whisper"
+    make("whisper").save_pretrained(whisper)
+    train_tokenizer(whisper / "tokenizer.json")
+    assert main(["generate", str(whisper), "--prompt", "the cat"]) == 2
+    err = capsys.readouterr().err
+    assert "needs an encoder of token ids" in err and "Traceback" not in err

@@ -15,6 +15,8 @@ is read or any file written:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
@@ -358,7 +360,19 @@ def from_pretrained(
     state = model.state_dict(keep_vars=True)
     _check_dtypes(src, plan, state, cast)
     _fill(model, src, plan, state, aliases, dev, target)
+    model.decoder_start_token_id = decoder_start(ck)
     return model.eval()
+
+
+def decoder_start(ck: Checkpoint) -> int | None:
+    """An encoder-decoder's first decoder token: generation_config.json's, else config.json's
+    ``decoder_start_token_id`` (what generate starts the decoder from)."""
+    value = ck.config.get("decoder_start_token_id")
+    extra = ck.folder / "generation_config.json"
+    if extra.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # unreadable: config's
+            value = json.loads(extra.read_text()).get("decoder_start_token_id", value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _state_shapes(

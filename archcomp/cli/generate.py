@@ -1,4 +1,5 @@
-"""``archcomp generate``: text from a decoder checkpoint or artifact, streamed to stdout."""
+"""``archcomp generate``: text from a decoder checkpoint or artifact, streamed to stdout; an
+encoder-decoder of text (T5, BART) reads the prompt as its source and writes its output."""
 
 from __future__ import annotations
 
@@ -135,6 +136,22 @@ class _Stream:
             self.text = text
 
 
+def _source_of(model: Any, args: argparse.Namespace) -> bool:
+    """Whether the prompt is an encoder-decoder's source (T5, BART: the output is the decoder's
+    text, not a continuation); refuses an encoder of other inputs than token ids (Whisper)."""
+    from archcomp.backends.torch.seq2seq import is_encoder_decoder, split
+
+    if not is_encoder_decoder(model):
+        return False
+    inputs = split(model).encoder_inputs
+    if inputs[:1] != ("input_ids",) or not set(inputs) <= {"input_ids", "attention_mask"}:
+        raise UsageError(
+            f"{args.model}: generate from text needs an encoder of token ids; "
+            f"{model.name}'s takes {list(inputs)} (use model.generate in Python)"
+        )
+    return True
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -142,14 +159,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     _check(args)
     model, folder = _model(args)
+    seq2seq = _source_of(model, args)
     tokenizer = _tokenizer(args, folder)
     ids = tokenizer.encode(args.prompt).ids
     if not ids:
         raise UsageError("--prompt is empty after tokenization")
     input_ids = torch.tensor([ids], dtype=torch.int64, device=next(model.parameters()).device)
     sample = any(v is not None for v in (args.temperature, args.top_k, args.top_p))
-    stream = _Stream(tokenizer, ids)
-    sys.stdout.write(args.prompt)
+    stream = _Stream(tokenizer, [] if seq2seq else ids)  # a source is not repeated
+    if not seq2seq:
+        sys.stdout.write(args.prompt)
     start = time.perf_counter()
     try:
         out = model.generate(
@@ -171,7 +190,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"{args.model}: the tokenizer's ids exceed the model's vocabulary"
         ) from None
     seconds = time.perf_counter() - start
-    new = out.size(1) - input_ids.size(1)
+    new = out.size(1) - (1 if seq2seq else input_ids.size(1))  # a decoder's start token: 1
     stream.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()

@@ -143,6 +143,8 @@ def kv_cache_rows(graph: Any, args: argparse.Namespace) -> dict[str, Any]:
     from archcomp.api import build_graph
     from archcomp.backends.torch.devices import resolve_dtype
     from archcomp.backends.torch.generate import cache_memory, check_decoder
+    from archcomp.backends.torch.memory import example_inputs
+    from archcomp.backends.torch.seq2seq import DECODER_INPUT
     from archcomp.base.errors import UsageError
 
     context = args.context if args.context is not None else graph.dims.get("T", 0)
@@ -150,9 +152,12 @@ def kv_cache_rows(graph: Any, args: argparse.Namespace) -> dict[str, Any]:
     if context < 1:
         raise UsageError("--kv-cache needs --context N (the spec's dims have no T)")
     model = build_graph(graph, device="meta", dtype=args.dtype)
+    dtype = resolve_dtype(args.dtype)
+    sources = dict(zip(graph.inputs, example_inputs(graph, graph.dims, dtype), strict=True))
+    sources.pop(DECODER_INPUT, None)  # an encoder-decoder's source at the spec's dims
     try:
         check_decoder(model)
-        rows = cache_memory(model, batch, context, resolve_dtype(args.dtype))
+        rows = cache_memory(model, batch, context, dtype, encoder_inputs=sources)
     except ValueError as exc:
         raise UsageError(f"--kv-cache: {exc}") from None
     layers = [_kv_row(name, tensors, size) for name, tensors, size in rows]

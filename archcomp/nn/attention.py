@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archcomp.nn.cache_state import LayerKV
+from archcomp.nn.cache_state import CrossKV, LayerKV
 from archcomp.nn.norm import OffsetRMSNorm
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
 
@@ -205,7 +205,7 @@ class MultiHeadAttention(nn.Module):
             self.q_norm = norm(q_n, eps=eps, **factory)
             self.k_norm = norm(k_n, eps=eps, **factory)
         self.rotary = RotaryEmbedding(self.head_dim, *rope, **factory) if rope else None
-        self.kv_cache: LayerKV | None = None  # set while a KVCache is bound (kv_cache.py)
+        self.kv_cache: LayerKV | CrossKV | None = None  # set while a KVCache is bound (kv_cache.py)
 
     def _split_heads(self, x: Tensor, heads: int, size: int) -> Tensor:
         # (B, L, heads * size) -> (B, L, heads, size) -> (B, heads, L, size)
@@ -244,12 +244,16 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         # Every branch below is on constructor arguments, on whether an argument is given, or
         # on whether a cache is bound.
+        if isinstance(self.kv_cache, CrossKV):  # keys and values of the encoder's output
+            if score_bias is not None:
+                raise RuntimeError("cached cross-attention takes no score bias")
+            return self._forward_cross(query, key, value, key_padding_mask, mask, self.kv_cache)
         if self.kv_cache is not None:
             if key is not query or value is not query:
                 raise RuntimeError("a KV cache needs self-attention (query, key, value the same)")
-            if key_padding_mask is not None or mask is not None or score_bias is not None:
-                raise RuntimeError("a KV cache takes no extra attention masks or score biases")
-            return self._forward_cached(query, self.kv_cache)
+            if key_padding_mask is not None or mask is not None:
+                raise RuntimeError("a KV cache takes no extra attention masks")
+            return self._forward_cached(query, self.kv_cache, score_bias)
         q, k, v = self._heads(query, key, value)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)  # RoPE(q), RoPE(k): same shapes
@@ -258,8 +262,10 @@ class MultiHeadAttention(nn.Module):
         )
         return self._merge(q, k, v, attn_mask, is_causal)
 
-    def _forward_cached(self, x: Tensor, cache: LayerKV) -> Tensor:
-        """Self-attention of the new tokens x (B, T, E) to the cached ones and themselves."""
+    def _forward_cached(self, x: Tensor, cache: LayerKV, score_bias: Tensor | None) -> Tensor:
+        """Self-attention of the new tokens x (B, T, E) to the cached ones and themselves;
+        ``score_bias`` (1 or B, h, T, S) covers the keys the cache gives (T5's relative bias
+        at the cache's positions)."""
         q, k, v = self._heads(x, x, x)
         state = cache.state
         if self.rotary is not None:  # at the tokens' positions, not 0..T-1
@@ -267,7 +273,39 @@ class MultiHeadAttention(nn.Module):
             k = self.rotary(k, state.positions)
         k, v = cache.update(k, v)  # (B, h_kv, S, d): every key the new queries may read
         attn_mask, is_causal = cache.mask(self.window)
+        if score_bias is not None:
+            if is_causal:  # a first forward: spell the causal pattern out
+                attn_mask = causal_mask(q.size(-2), k.size(-2), 0, q.device)  # (T, S)
+            if attn_mask is not None:
+                score_bias = score_bias.masked_fill(~attn_mask, float("-inf"))
+            attn_mask, is_causal = score_bias, False
         return self._merge(q, k, v, attn_mask, is_causal)
+
+    def _forward_cross(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None,
+        mask: Tensor | None,
+        cache: CrossKV,
+    ) -> Tensor:
+        """Attention of the new tokens (B, T, E) to the encoder's output, whose keys and values
+        the cache projects once per prompt."""
+        if self.qk_norm is not None or self.rotary is not None:
+            raise RuntimeError("cached cross-attention with q/k norms or RoPE is not implemented")
+        q = self._split_heads(self.q_proj(query), self.num_heads, self.head_dim)  # (B, h, T, d_k)
+
+        def project() -> tuple[Tensor, Tensor, Tensor | None]:
+            k = self._split_heads(self.k_proj(key), self._kv_heads, self.head_dim)
+            v = self._split_heads(self.v_proj(value), self._kv_heads, self.v_head_dim)
+            keep, _ = score_mask(q, k, False, 0, key_padding_mask, mask)
+            if keep is not None and keep.dim() == 4 and keep.size(-2) != 1:
+                raise RuntimeError("cached cross-attention needs one mask for every query")
+            return k, v, keep  # (B, h_kv, S, d_k), (B, h_kv, S, d_v), (.., 1, S)
+
+        k, v, attn_mask = cache.read(project)
+        return self._merge(q, k, v, attn_mask, False)
 
     def extra_repr(self) -> str:
         extra = f", num_kv_heads={self._kv_heads}" if self._kv_heads != self.num_heads else ""

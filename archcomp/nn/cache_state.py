@@ -4,6 +4,7 @@ keys and values (:class:`LayerKV`) and one latent attention module's compressed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -202,3 +203,52 @@ class LatentKV:
     @property
     def nbytes(self) -> int:
         return self.latent.nbytes + self.rope_key.nbytes
+
+
+def _hides_none(mask: Tensor) -> bool:
+    """A bool mask that keeps every key (a mask on meta, with no values, is kept)."""
+    return not mask.is_meta and bool(mask.all())
+
+
+class CrossKV:
+    """One cross-attention module's keys (B, h_kv, S, d_k) and values (B, h_kv, S, d_v) of the
+    encoder's output, and its mask over them (None: every key visible): made once per prompt
+    (the first forward after a reset), then read by every later step."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+        self.mask: Tensor | None = None  # broadcasting to (B, h, T, S); None: no padding
+        self.filled = False  # False after a reset: the next forward projects the memory
+
+    def read(
+        self, project: Callable[[], tuple[Tensor, Tensor, Tensor | None]]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The stored keys, values and mask; on the first forward of a prompt, ``project()``'s,
+        stored in place when the shapes allow (a compiled step keeps reading the same
+        tensors). A mask that hides no key is dropped (the fused kernels' fast path)."""
+        if not self.filled:
+            k, v, mask = project()
+            if mask is not None and mask.dtype == torch.bool and _hides_none(mask):
+                mask = None
+            old_k, old_v = self.k, self.v
+            fits = old_k is not None and old_v is not None
+            if fits and old_k.shape == k.shape and old_v.shape == v.shape:  # type: ignore[union-attr]
+                k, v = old_k.copy_(k), old_v.copy_(v)  # type: ignore[union-attr]
+            self.k, self.v = (k, v) if k is old_k else (k.clone(), v.clone())
+            self.mask = mask
+            self.filled = True
+        assert self.k is not None and self.v is not None
+        return self.k, self.v, self.mask
+
+    def reset(self) -> None:
+        self.filled = False
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """Its keys and values by name, once a prompt made them."""
+        return {} if self.k is None or self.v is None else {"k": self.k, "v": self.v}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.k, self.v) if t is not None)

@@ -185,10 +185,16 @@ class T5RelativePositionBias(nn.Module):
         self.relative_attention_bias = nn.Embedding(
             num_buckets, num_heads, device=device, dtype=dtype
         )
+        self.cache_state: CacheState | None = None  # set while a KVCache is bound
 
     def forward(self, query: Tensor, key: Tensor) -> Tensor:
-        i = torch.arange(query.size(1), device=query.device)[:, None]  # (T, 1)
-        j = torch.arange(key.size(1), device=query.device)[None, :]  # (1, S)
+        state = self.cache_state
+        if state is not None:  # decoding: the new tokens' slots against the keys the cache gives
+            keys = state.max_length if state.static else state.length + query.size(1)
+            i, j = state.write[:, None], state.slots[None, :keys]  # (T, 1), (1, S)
+        else:
+            i = torch.arange(query.size(1), device=query.device)[:, None]  # (T, 1)
+            j = torch.arange(key.size(1), device=query.device)[None, :]  # (1, S)
         buckets = t5_buckets(j - i, self.bidirectional, self.num_buckets, self.max_distance)
         bias = self.relative_attention_bias(buckets)  # (T, S, h)
         return bias.permute(2, 0, 1).unsqueeze(0)  # (1, h, T, S)

@@ -82,6 +82,7 @@ def unpickle(state: dict[str, Any]) -> ArchModule:
     if state["device"] != "meta":
         model.load_state_dict(state["state_dict"], strict=True)
     model.build_seed = state["build_seed"]
+    model.decoder_start_token_id = state.get("decoder_start_token_id")
     return model.train(state["training"])
 
 

@@ -11,6 +11,7 @@ cache, as gpt-fast does.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,6 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from archcomp.backends.torch.seq2seq import (
+    decode,
+    encode,
+    encoder_inputs,
+    is_encoder_decoder,
+    split,
+)
 from archcomp.nn.kv_cache import KVCache
 
 Callback = Callable[[Tensor], Any]  # called with each step's new tokens (B,)
@@ -71,14 +79,31 @@ def last_position_only(model: nn.Module) -> Iterator[None]:
 
 
 def check_decoder(model: Any) -> None:
-    """A decoder for generation: one input (token ids) and a logits output."""
+    """A decoder for generation: one input (token ids) and a logits output; or an
+    encoder-decoder whose target tokens are ``decoder_input_ids``."""
     names = getattr(model, "input_names", ())
     outs = getattr(model, "output_names", ())
-    if len(names) != 1 or not (len(outs) == 1 or "logits" in outs):
+    if (len(names) != 1 and not is_encoder_decoder(model)) or not (
+        len(outs) == 1 or "logits" in outs
+    ):
         raise ValueError(
-            f"generation needs a decoder with one input (token ids) and a logits output; "
-            f"{getattr(model, 'name', 'this model')} takes {list(names)} and gives {list(outs)}"
+            f"generation needs a decoder with one input (token ids) or an encoder-decoder with "
+            f"decoder_input_ids, and a logits output; {getattr(model, 'name', 'this model')} "
+            f"takes {list(names)} and gives {list(outs)}"
         )
+
+
+def _scope(model: Any) -> tuple[str, ...] | None:
+    """What a cache binds: an encoder-decoder's decoder part; everything of a decoder."""
+    return split(model).scope if is_encoder_decoder(model) else None
+
+
+def _logits(model: Any, ids: Tensor, cache: KVCache) -> Tensor:
+    """Logits (B, T, V) of new tokens ``ids`` with ``cache`` bound: a decoder's forward, or
+    an encoder-decoder's decoder part on the encoder outputs the cache keeps."""
+    if cache.encoder_outputs is not None:
+        return decode(model, ids, cache.encoder_outputs)
+    return logits_of(model, ids)
 
 
 def new_cache(
@@ -90,20 +115,32 @@ def new_cache(
     static: bool = False,
 ) -> KVCache:
     check_decoder(model)
-    return KVCache(model, batch_size, max_length, dtype=dtype, static=static)
+    return KVCache(model, batch_size, max_length, dtype=dtype, static=static, scope=_scope(model))
 
 
 def cache_memory(
-    model: nn.Module, batch_size: int, max_length: int, dtype: torch.dtype | None = None
+    model: nn.Module,
+    batch_size: int,
+    max_length: int,
+    dtype: torch.dtype | None = None,
+    encoder_inputs: dict[str, Tensor] | None = None,
 ) -> list[tuple[str, dict[str, tuple[int, ...]], int]]:
     """Per cached module: (name, shape of each tensor it keeps by name, bytes) of a cache for
     ``batch_size`` sequences of ``max_length`` tokens: ``k``, ``v`` of attention, ``conv`` and
-    ``ssm`` of a Mamba layer. A model on meta allocates nothing."""
+    ``ssm`` of a Mamba layer. A model on meta allocates nothing. An encoder-decoder's
+    cross-attention rows too (named ``... (cross)``) when ``encoder_inputs`` give the source: a
+    one-token step is run (on meta: shapes only) to size them."""
     device = next(model.parameters()).device
-    cache = KVCache(model, batch_size, max_length, dtype=dtype, device=device)
+    cache = KVCache(model, batch_size, max_length, dtype=dtype, device=device, scope=_scope(model))
+    entries: list[tuple[str, Any]] = list(cache.layers.items())
+    if encoder_inputs is not None and is_encoder_decoder(model):
+        start = torch.zeros(batch_size, 1, dtype=torch.int64, device=device)
+        with torch.no_grad():
+            forward_cached(model, start, cache, encoder_inputs=encoder_inputs)
+        entries += [(f"{name} (cross)", cross) for name, cross in cache.cross.items()]
     return [
         (name, {t: tuple(x.shape) for t, x in entry.tensors.items()}, entry.nbytes)
-        for name, entry in cache.layers.items()
+        for name, entry in entries
     ]
 
 
@@ -114,19 +151,49 @@ def forward_cached(
     attention_mask: Tensor | None = None,
     *,
     last_only: bool = False,
+    encoder_inputs: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Logits (B, T, V) of new tokens ``input_ids`` (B, T) after those the cache holds; the
     cache then holds them too. ``attention_mask`` (B, T), first call only: 0 = left padding.
-    ``last_only``: the logits of the last position (B, 1, V), where the model allows it."""
+    ``last_only``: the logits of the last position (B, 1, V), where the model allows it.
+    An encoder-decoder: ``input_ids`` are the decoder's tokens; ``encoder_inputs`` (first call
+    only, by the spec's input names) run the encoder once, whose outputs the cache keeps."""
     if input_ids.dim() != 2 or input_ids.size(0) != cache.batch_size:
         raise ValueError(
             f"input_ids must be (batch {cache.batch_size}, T), not {tuple(input_ids.shape)}"
         )
+    if is_encoder_decoder(model):
+        _encode_into(model, cache, encoder_inputs, attention_mask)
+    elif encoder_inputs is not None:
+        raise ValueError("encoder_inputs are for an encoder-decoder; this model is a decoder")
     cache.state.begin(input_ids.size(1), attention_mask)
     with cache.bound(model), last_position_only(model) if last_only else nullcontext():
-        logits = logits_of(model, input_ids)
+        logits = _logits(model, input_ids, cache)
     cache.state.advance(input_ids.size(1))
     return logits
+
+
+def _encode_into(
+    model: Any, cache: KVCache, inputs: dict[str, Tensor] | None, mask: Tensor | None
+) -> None:
+    """Run the encoder on ``inputs`` once per prompt (the cache's first forward) and keep its
+    outputs in the cache."""
+    if mask is not None:
+        raise ValueError(
+            "an encoder-decoder's decoder tokens take no attention_mask (no decoder padding); "
+            "the source's padding goes in encoder_inputs"
+        )
+    if inputs is None:
+        if cache.encoder_outputs is None:
+            raise ValueError("the first forward_cached of an encoder-decoder needs encoder_inputs")
+        return
+    if cache.length:
+        raise ValueError("encoder_inputs go with the first forward_cached after a reset only")
+    inputs = encoder_inputs(model, dict(inputs))
+    batch = {tuple(t.shape)[:1] for t in inputs.values()}
+    if batch != {(cache.batch_size,)}:
+        raise ValueError(f"encoder inputs must have batch {cache.batch_size}, not {batch}")
+    cache.encoder_outputs = encode(model, inputs)
 
 
 def warp(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
@@ -189,24 +256,59 @@ def _cache_for(model: nn.Module, batch: int, length: int, compile: bool) -> KVCa
 def _decode_step(model: nn.Module, cache: KVCache, compile: bool) -> Callable[[Tensor], Tensor]:
     """The one-token step (B, 1) -> logits (B, 1, V), compiled once per model and cache."""
     if not compile:
-        return lambda ids: logits_of(model, ids)
+        return lambda ids: _logits(model, ids, cache)
     held = _COMPILED.get(model)
     if held is not None and held[1] is cache:
         return held[0]
 
     def step(ids: Tensor) -> Tensor:
-        return logits_of(model, ids)
+        return _logits(model, ids, cache)
 
     compiled = torch.compile(step, **COMPILE_OPTIONS)
     _COMPILED[model] = (compiled, cache)
     return compiled
 
 
+def _prompt(
+    model: Any,
+    input_ids: Tensor | None,
+    attention_mask: Tensor | None,
+    decoder_input_ids: Tensor | None,
+    decoder_start_token_id: int | None,
+    encoder_kw: dict[str, Tensor],
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor] | None]:
+    """(the decoder's prompt, its padding mask, the encoder's inputs or None): a decoder's
+    prompt is ``input_ids``; an encoder-decoder's ``decoder_input_ids``, by default one
+    ``decoder_start_token_id`` per row (the model's, from its config.json)."""
+    if not is_encoder_decoder(model):
+        extra = {"decoder_input_ids": decoder_input_ids, **encoder_kw}
+        extra["decoder_start_token_id"] = decoder_start_token_id  # type: ignore[assignment]
+        unexpected = [k for k, v in extra.items() if v is not None]
+        if unexpected:
+            raise TypeError(f"a decoder's generate takes input_ids, not {unexpected}")
+        if input_ids is None:
+            raise TypeError("generate() needs input_ids")
+        return input_ids, attention_mask, None
+    source = {"input_ids": input_ids, "attention_mask": attention_mask, **encoder_kw}
+    enc = encoder_inputs(model, source)
+    if decoder_input_ids is not None:
+        return decoder_input_ids, None, enc
+    start = decoder_start_token_id
+    start = start if start is not None else getattr(model, "decoder_start_token_id", None)
+    if start is None:
+        raise ValueError(
+            "an encoder-decoder's generate needs decoder_start_token_id (from_pretrained reads "
+            "config.json's) or decoder_input_ids"
+        )
+    first = next(iter(enc.values()))
+    return torch.full((first.size(0), 1), start, dtype=torch.int64, device=first.device), None, enc
+
+
 @torch.inference_mode()
 def generate(
     model: nn.Module,
-    input_ids: Tensor,
-    max_new_tokens: int,
+    input_ids: Tensor | None = None,
+    max_new_tokens: int | None = None,
     *,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -219,33 +321,69 @@ def generate(
     callback: Callback | None = None,
     compile: bool = False,
     cache: KVCache | None = None,
+    decoder_input_ids: Tensor | None = None,
+    decoder_start_token_id: int | None = None,
+    **encoder_inputs: Tensor,
 ) -> Tensor:
     """The prompt ``input_ids`` (B, T) followed by up to ``max_new_tokens`` new tokens per row:
     (B, T + n). Rows of a batch are left-padded (``attention_mask`` 0 at padding). A row that
     has produced an ``eos_token_id`` continues with ``pad_token_id`` (default: the first eos),
-    and decoding stops when every row has; ``callback`` gets each step's tokens (B,)."""
-    _check_args(input_ids, max_new_tokens, temperature, top_p)
-    batch, prompt = input_ids.shape
+    and decoding stops when every row has; ``callback`` gets each step's tokens (B,).
+
+    An encoder-decoder: ``input_ids`` and ``attention_mask`` (or ``input_features``, any of the
+    spec's encoder inputs by name) are the source, encoded once; the result is the decoder's
+    prompt (``decoder_input_ids``, default: ``decoder_start_token_id``) and its new tokens."""
+    if max_new_tokens is None:
+        raise TypeError("generate() needs max_new_tokens")
+    prompt, mask, enc = _prompt(
+        model, input_ids, attention_mask, decoder_input_ids, decoder_start_token_id, encoder_inputs
+    )
+    _check_args(prompt, max_new_tokens, temperature, top_p)
+    batch, length = prompt.shape
     if cache is None:
-        cache = _cache_for(model, batch, prompt + max_new_tokens, compile)
+        cache = _cache_for(model, batch, length + max_new_tokens, compile)
     elif compile and not cache.static:
         raise ValueError("generate(compile=True) needs a static cache: new_cache(..., static=True)")
     else:
         cache.reset()
     eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-    device = input_ids.device
     generator = None
     if do_sample and seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = torch.Generator(device=prompt.device).manual_seed(seed)
     step = _decode_step(model, cache, compile)
-    out = [input_ids]
+    logits = forward_cached(model, prompt, cache, mask, last_only=True, encoder_inputs=enc)
+    pick = functools.partial(
+        next_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+    )
+    new = _loop(logits[:, -1], step, cache, model, max_new_tokens, pick, eos, pad, callback)
+    return torch.cat([prompt, *new], dim=1)
+
+
+def _loop(
+    logits: Tensor,
+    step: Callable[[Tensor], Tensor],
+    cache: KVCache,
+    model: nn.Module,
+    max_new_tokens: int,
+    pick: Callable[[Tensor], Tensor],
+    eos: list[int],
+    pad: int,
+    callback: Callback | None,
+) -> list[Tensor]:
+    """The new tokens, (B, 1) each, from the prefill's last logits (B, V) on: pick one per
+    row, feed it back through ``step`` with the cache bound, until eos or the limit."""
+    batch, device = logits.size(0), logits.device
+    out = []
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    eos_t = torch.tensor(eos, dtype=input_ids.dtype, device=device)
-    logits = forward_cached(model, input_ids, cache, attention_mask, last_only=True)[:, -1]
+    eos_t = torch.tensor(eos, dtype=torch.int64, device=device)
     for i in range(max_new_tokens):
-        token = next_tokens(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
-        token = token.masked_fill(done, pad)
+        token = pick(logits).masked_fill(done, pad)  # (B,)
         out.append(token[:, None])
         if callback is not None:
             callback(token)
@@ -258,4 +396,4 @@ def generate(
             with cache.bound(model):
                 logits = step(token[:, None])[:, -1]  # (B, V)
             cache.state.advance(1)
-    return torch.cat(out, dim=1)
+    return out

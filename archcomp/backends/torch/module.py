@@ -30,6 +30,8 @@ class ArchModule(fx.GraphModule):
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     build_seed: int | None  # the seed it was built with (what shard() initialises from)
+    # an encoder-decoder's first decoder token (config.json's, set by from_pretrained)
+    decoder_start_token_id: int | None
 
     def __init__(
         self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
@@ -49,6 +51,7 @@ class ArchModule(fx.GraphModule):
         self.input_names = ()
         self.output_names = ()
         self.build_seed = None
+        self.decoder_start_token_id = None
 
     @property
     def node_meta(self) -> dict[str, dict[str, Any]]:
@@ -79,6 +82,7 @@ class ArchModule(fx.GraphModule):
         res.input_names = self.input_names
         res.output_names = self.output_names
         res.build_seed = self.build_seed
+        res.decoder_start_token_id = self.decoder_start_token_id
         return res
 
     def extra_repr(self) -> str:
@@ -132,17 +136,33 @@ class ArchModule(fx.GraphModule):
         attention_mask: torch.Tensor | None = None,
         *,
         last_only: bool = False,
+        encoder_inputs: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) of ``input_ids`` (B, T) following the tokens ``cache`` holds
-        (``last_only``: of the last position, (B, 1, V))."""
+        (``last_only``: of the last position, (B, 1, V)); an encoder-decoder's decoder tokens,
+        the first call with ``encoder_inputs`` (by input name), encoded once."""
         from archcomp.backends.torch.generate import forward_cached
 
-        return forward_cached(self, input_ids, cache, attention_mask, last_only=last_only)
+        return forward_cached(
+            self,
+            input_ids,
+            cache,
+            attention_mask,
+            last_only=last_only,
+            encoder_inputs=encoder_inputs,
+        )
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        max_new_tokens: int | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         """Prompt and new tokens (B, T + n); keywords of
         :func:`archcomp.backends.torch.generate.generate` (do_sample, temperature, top_k,
-        top_p, eos_token_id, pad_token_id, attention_mask, seed, callback, compile, cache)."""
+        top_p, eos_token_id, pad_token_id, attention_mask, seed, callback, compile, cache;
+        an encoder-decoder's encoder inputs by name, decoder_input_ids,
+        decoder_start_token_id)."""
         from archcomp.backends.torch.generate import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
@@ -166,6 +186,7 @@ class ArchModule(fx.GraphModule):
             "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
             "training": self.training,
             "build_seed": self.build_seed,
+            "decoder_start_token_id": self.decoder_start_token_id,
             "checkpointed": any(
                 getattr(type(m), "activation_checkpointing", False) for m in self.modules()
             ),
