@@ -227,8 +227,8 @@ class Expander:
         body, n, p = frame.body, len(frame.body.path), origin.path
         before, after = [*frame.bindings, *frame.local], []
         where = "defined here"
-        if origin.doc is body.doc and p[:n] == body.path and len(p) > n and isinstance(p[n], int):
-            at = p[n]
+        at = p[n] if origin.doc is body.doc and p[:n] == body.path and len(p) > n else None
+        if isinstance(at, int):  # in a node of this body
             earlier = {ns.id for ns in body.nodes[:at]}
             ids = [k for k in frame.local if k != body.nodes[at].id]
             before = [*frame.bindings, *(k for k in ids if k in earlier)]
