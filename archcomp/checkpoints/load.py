@@ -275,6 +275,7 @@ def from_pretrained(
     mapping: str | Path | None = None,
     max_memory: int | str | None = None,
     params: MappingABC[str, Any] | None = None,
+    return_dict: bool = True,
 ) -> ArchModule:
     """See :func:`archcomp.from_pretrained`. ``max_memory`` bounds the model's bytes on every
     device (``convert --max-memory``), before any tensor is read."""
@@ -314,6 +315,10 @@ def from_pretrained(
     state = model.state_dict(keep_vars=True)
     _check_dtypes(src, plan, state, cast)
     _fill(model, src, plan, state, aliases, dev, target)
+    if return_dict:
+        from archcomp.backends.torch.outputs import return_outputs
+
+        return_outputs(model)
     return model.eval()
 
 

@@ -30,6 +30,7 @@ class ArchModule(fx.GraphModule):
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     build_seed: int | None  # the seed it was built with (what shard() initialises from)
+    return_dict: bool  # whether forward returns a ModelOutput (from_pretrained's models do)
 
     def __init__(
         self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
@@ -49,6 +50,7 @@ class ArchModule(fx.GraphModule):
         self.input_names = ()
         self.output_names = ()
         self.build_seed = None
+        self.return_dict = False
 
     @property
     def node_meta(self) -> dict[str, dict[str, Any]]:
@@ -79,6 +81,7 @@ class ArchModule(fx.GraphModule):
         res.input_names = self.input_names
         res.output_names = self.output_names
         res.build_seed = self.build_seed
+        res.return_dict = self.return_dict  # the graph copied holds its model_output call
         return res
 
     def extra_repr(self) -> str:
@@ -166,6 +169,7 @@ class ArchModule(fx.GraphModule):
             "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
             "training": self.training,
             "build_seed": self.build_seed,
+            "return_dict": self.return_dict,
             "checkpointed": any(
                 getattr(type(m), "activation_checkpointing", False) for m in self.modules()
             ),
