@@ -165,7 +165,7 @@ class Rule:
         per rule rather than once per binding."""
         found = self.__dict__.get("_templates")
         if found is None:  # a cache in the instance, as Key's
-            found = self.__dict__["_templates"] = tuple(str(k) for k in self.spec)
+            found = self.__dict__["_templates"] = tuple([str(k) for k in self.spec])
         return found
 
 

@@ -296,15 +296,28 @@ class KeyIndex(Generic[T]):
 
     def add(self, key: Key, payload: T) -> None:
         skeleton, runs, names = key.shape
-        literal = tuple([i for i, r in enumerate(runs) if r is not None])
-        layouts = self._skeletons.setdefault(skeleton, [])
-        layout = next((lay for lay in layouts if lay.literal == literal), None)
-        if layout is None:
+        literal = tuple([i for i, r in enumerate(runs) if r is not None]) if runs else ()
+        layouts = self._skeletons.get(skeleton)
+        if layouts is None:
+            layouts = self._skeletons[skeleton] = []
+        for layout in layouts:
+            if layout.literal == literal:
+                break
+        else:
             holes = tuple([i for i, r in enumerate(runs) if r is None])
             layout = _Layout(literal, holes, {})
             layouts.append(layout)
-        known = [r or "" for r in runs]  # the literal runs are at layout.literal's places
-        layout.table.setdefault(layout.key(known), []).append((key, payload, names))
+        if not literal:
+            at: object = ()
+        elif len(literal) == 1:
+            at = runs[literal[0]]  # as _Layout.key reads a name's runs
+        else:
+            at = tuple([runs[i] for i in literal])
+        found = layout.table.get(at)
+        if found is None:
+            layout.table[at] = [(key, payload, names)]
+        else:
+            found.append((key, payload, names))
         self._sizes[skeleton] = self._sizes.get(skeleton, 0) + 1
 
     def sole(self, key: Key) -> bool:
