@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         view,
     )
     from archcomp.backends.torch.module import ArchModule
+    from archcomp.backends.torch.outputs import ModelOutput
     from archcomp.base.errors import Diagnostic, SpecError, UsageError
     from archcomp.base.version import __version__
     from archcomp.ir import Graph
@@ -30,6 +31,7 @@ __all__ = [
     "ArchModule",
     "Diagnostic",
     "Graph",
+    "ModelOutput",
     "SpecError",
     "UsageError",
     "__version__",
@@ -63,6 +65,7 @@ _HOME = {
     **dict.fromkeys(("Diagnostic", "SpecError", "UsageError"), "archcomp.base.errors"),
     "Graph": "archcomp.ir",
     "ArchModule": "archcomp.backends.torch.module",
+    "ModelOutput": "archcomp.backends.torch.outputs",
     "__version__": "archcomp.base.version",  # reading package metadata: a tenth of a second
     "load_graph": "archcomp.passes.pipeline",
 }

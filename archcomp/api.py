@@ -197,6 +197,7 @@ def from_pretrained(
     mapping: str | Path | None = None,
     max_memory: int | str | None = None,
     params: dict[str, Any] | None = None,
+    return_dict: bool = True,
 ) -> ArchModule:
     """The compiled spec with a published checkpoint's weights, in eval mode; no file written.
 
@@ -213,11 +214,23 @@ def from_pretrained(
     the device's free memory is refused (a :class:`UsageError`) before any tensor is read.
     ``params`` sets spec params the checkpoint does not fix (a convolutional net's image size);
     one the mapping reads from config.json is a :class:`UsageError`.
+
+    The model returns a :class:`ModelOutput`, as transformers' models do: ``out.logits``,
+    ``out["logits"]``, ``out[0]``, under the spec's output names (``logits_per_image`` for
+    CLIP, ``last_hidden_state`` for Dinov2); ``return_dict=False``: the tensor (or a dict of
+    tensors, for several outputs), as :func:`build`'s model returns.
     """
     from archcomp.checkpoints.load import from_pretrained as load
 
     return load(
-        checkpoint, spec, device, dtype, mapping=mapping, max_memory=max_memory, params=params
+        checkpoint,
+        spec,
+        device,
+        dtype,
+        mapping=mapping,
+        max_memory=max_memory,
+        params=params,
+        return_dict=return_dict,
     )
 
 

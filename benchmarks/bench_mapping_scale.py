@@ -8,16 +8,23 @@ checkpoint of one key per rule; and planning N keys none of which a rule uses (t
 path: "did you mean" is computed only for the diagnostics shown). CPU time
 (``time.process_time``), so a busy machine shows about the same figures.
 
-Measured on a shared 2-core machine (Python 3.11, PyYAML 6.0.4 with libyaml), CPU seconds::
+Measured on a shared 2-core machine (Python 3.11, PyYAML 6.0.4 with libyaml), loaded by
+other jobs (load average 2 to 9), CPU seconds, two runs::
 
         keys    rules |  header    plan | mapping    plan | renamed
-     200,000  100,000 |    0.65    1.90 |    1.32    1.62 |    1.81
-     400,000  200,000 |    1.41    3.95 |    2.82    3.27 |    3.55
+     200,000  100,000 |    0.62    1.15 |    1.01    1.11 |    1.39
+     400,000  200,000 |    1.26    2.23 |    2.12    2.26 |    2.66
+     200,000  100,000 |    0.95    1.23 |    1.11    1.36 |    1.50
+     400,000  200,000 |    1.28    2.22 |    2.55    2.86 |    3.20
 
-Before the speed work of issue 21 the 200,000-key row read 1.28, 2.68, 2.44, 3.12, 2.51 (and
-2.59, 5.68, 4.94, 6.47, 5.10 at twice the size). What is left is per-key Python work of a
-few microseconds in each stage (a regex split of the name, a dict lookup or two, the step's
-objects) and the garbage collector's first pass over the objects a stage keeps.
+The code before this round, run in the same session, read 0.73, 1.95, 1.46, 1.96, 1.81 at
+200,000 keys (1.41, 4.23, 3.74, 3.54, 3.79 at twice the size); before the first speed work of
+issue 21, 1.28, 2.68, 2.44, 3.12, 2.51. What is left is per-key Python work of a few
+microseconds in each stage: a regex split of the name and a dict lookup or two
+(``KeyIndex.bindings``), the step's objects and its model key's format, one lookup of the
+model key (its shape, until a step fills it); the mapping's column is half YAML events. The
+garbage collector is paused in each stage and its objects handed to the oldest generation
+untraversed (``archcomp.base.gcpause``).
 """
 
 from __future__ import annotations

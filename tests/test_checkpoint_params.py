@@ -24,7 +24,7 @@ def test_from_pretrained_sets_a_free_param(tmp_path: Path) -> None:
     assert model.spec["params"]["image"] == 64
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(model(x), hf(pixel_values=x).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(model(x).logits, hf(pixel_values=x).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_a_param_the_checkpoint_fixes_is_refused(tmp_path: Path) -> None:

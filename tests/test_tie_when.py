@@ -109,7 +109,7 @@ def test_llama_tie_from_pretrained(tied: bool, tmp_path: Path) -> None:
     assert ours == theirs  # lm_head.weight in both state dicts, tied or not
     ids = torch.randint(0, 61, (2, 7), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(model(ids), hf(ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, rtol=1e-5, atol=1e-5)
     archcomp.save_pretrained(model, tmp_path / "back")
     with safe_open(str(tmp_path / "back" / "model.safetensors"), "pt") as f:
         assert set(f.keys()) == saved

@@ -167,8 +167,7 @@ for folder in json.loads(sys.argv[1]):
     model = archcomp.from_pretrained(folder)
     assert archcomp.__file__.startswith(sys.argv[2]), archcomp.__file__
     with torch.no_grad():
-        y = model(**load_file(f"{folder}/inputs.safetensors"))
-    y = y if isinstance(y, dict) else {model.output_names[0]: y}
+        y = model(**load_file(f"{folder}/inputs.safetensors"))  # the outputs by name
     save_file({k: v.contiguous() for k, v in y.items()}, f"{folder}/got.safetensors")
 print("ok")
 """

@@ -15,9 +15,11 @@ names, messages and source lines are shown as escapes (see :mod:`archcomp.base.t
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+from itertools import compress
 
 from archcomp.base.text import clip, visible
 
@@ -171,26 +173,46 @@ class Reporter:
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None.
 
-    Linear in the number of candidates: only names whose length allows difflib's ratio of
+    Linear in the number of candidates, each looked at in C (``map``, ``compress``, a sort by
+    ``len``), not by a Python line per name: only names whose length allows difflib's ratio of
     0.6 (between 3/7 and 7/3 of the word's) are compared, at most :data:`MAX_CANDIDATES` of
-    them, nearest in length first; difflib orders matches by score and then by name, so the
-    candidates' order does not matter."""
+    them, nearest in length first (ties by name); difflib orders matches by score and then by
+    name, so the candidates' order does not matter."""
+    names = candidates if isinstance(candidates, list) else list(candidates)
     lowered = word.lower()
     n = len(word)
-    cands: list[str] = []
-    folded: str | None = None
-    for c in candidates:
-        if 7 * len(c) >= 3 * n and 3 * len(c) <= 7 * n:
-            cands.append(c)
-        if c.lower() == lowered and (folded is None or c > folded):
-            folded = c
+    same = list(compress(names, map(lowered.__eq__, map(str.lower, names))))
+    folded = max(same) if same else None
+    fits = range(-(-3 * n // 7), 7 * n // 3 + 1).__contains__  # 7 * len >= 3n, 3 * len <= 7n
+    cands = list(compress(names, map(fits, map(len, names))))
     if len(cands) > MAX_CANDIDATES:
-        cands.sort(key=lambda c: (abs(len(c) - n), c))
-        del cands[MAX_CANDIDATES:]
+        cands = _nearest_in_length(cands, n)
     close = get_close_matches(word, cands, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
     return f"did you mean '{folded}'?" if folded is not None else None
+
+
+def _nearest_in_length(names: list[str], n: int) -> list[str]:
+    """The :data:`MAX_CANDIDATES` names nearest in length to ``n``, ties by name: whole
+    lengths taken outwards from ``n`` (a sort by ``len``, in C), the last one in name order."""
+    names.sort(key=len)
+    lengths = list(map(len, names))
+    rings: dict[int, list[int]] = {}  # distance from n -> the lengths at that distance
+    for length in set(lengths):
+        rings.setdefault(abs(length - n), []).append(length)
+    out: list[str] = []
+    for d in sorted(rings):
+        ring = [
+            name
+            for length in rings[d]
+            for name in names[bisect_left(lengths, length) : bisect_right(lengths, length)]
+        ]
+        if len(out) + len(ring) >= MAX_CANDIDATES:
+            ring.sort()
+            return out + ring[: MAX_CANDIDATES - len(out)]
+        out += ring
+    return out
 
 
 def listing(names: Sequence[str], limit: int = 10) -> str:

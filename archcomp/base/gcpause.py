@@ -6,6 +6,14 @@ traverses them again at each of its generations' thresholds, which here doubles 
 the stage and helps nothing: none of them is garbage yet. :func:`paused` turns it off for
 the stage and back on (if it was on) afterwards; the memory a stage holds is bounded by its
 input, which is itself bounded (header and file size limits).
+
+Turned back on, the collector would still traverse every object the stage made, at its first
+young collection (they are all young, and the allocation count is far past the threshold).
+So the outermost pause hands them to the oldest generation on the way out
+(``gc.freeze()`` then ``gc.unfreeze()``: two list splices, no traversal), where the survivors
+of young collections would have gone anyway; cyclic garbage among them is freed at the next
+full collection. When objects are frozen already (a program that froze them before
+``fork``), that is left alone and the collector is simply turned back on.
 """
 
 from __future__ import annotations
@@ -24,4 +32,7 @@ def paused() -> Iterator[None]:
         yield
     finally:
         if was:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()  # every tracked object out of the young generations...
+                gc.unfreeze()  # ...into the oldest one, untraversed
             gc.enable()

@@ -321,6 +321,7 @@ def from_pretrained(
     mapping: str | Path | None = None,
     max_memory: int | str | None = None,
     params: MappingABC[str, Any] | None = None,
+    return_dict: bool = True,
 ) -> ArchModule:
     """See :func:`archcomp.from_pretrained`. ``max_memory`` bounds the model's bytes on every
     device (``convert --max-memory``), before any tensor is read."""
@@ -361,6 +362,10 @@ def from_pretrained(
     _check_dtypes(src, plan, state, cast)
     _fill(model, src, plan, state, aliases, dev, target)
     model.decoder_start_token_id = decoder_start(ck)
+    if return_dict:
+        from archcomp.backends.torch.outputs import return_outputs
+
+        return_outputs(model)
     return model.eval()
 
 

@@ -159,6 +159,15 @@ class Rule:
     when: bool | str | None = None  # applies when true (``${...}`` of the spec's params)
     stack: str | None = None  # the checkpoint-side placeholder a ``stack`` transform gathers
 
+    @property
+    def spec_templates(self) -> tuple[str, ...]:
+        """The model keys as ``str.format_map`` templates (``h_.{i}.ln_1.weight``), made once
+        per rule rather than once per binding."""
+        found = self.__dict__.get("_templates")
+        if found is None:  # a cache in the instance, as Key's
+            found = self.__dict__["_templates"] = tuple([str(k) for k in self.spec])
+        return found
+
 
 @dataclass(frozen=True)
 class Requirement:
@@ -272,21 +281,30 @@ def _expand_rules(decl: MappingFile, doc: SourceDoc, rep: Reporter) -> list[Rule
     rules: list[Rule] = []
     seen: dict[str, YamlPath] = {}
     for key, value in decl.tensors.items():
+        plain = _plain_copy(key, value)
+        if plain is not None:  # most rules: one key, whose text is ``key``
+            prev = seen.setdefault(key, plain.path)
+            if prev is not plain.path:
+                rep.add(_duplicate(doc, key, plain.path, prev))
+            rules.append(plain)
+            continue
         for rule in _rules(key, value, doc, rep):
             for k in rule.hf:
                 prev = seen.setdefault(str(k), rule.path)  # str(k): cached
                 if prev != rule.path:
-                    rep.add(
-                        doc.diag(
-                            "duplicate-rule",
-                            f"checkpoint key '{k}' has two rules",
-                            rule.path,
-                            key=True,
-                            related=(doc.loc(prev, key=True),),
-                        )
-                    )
+                    rep.add(_duplicate(doc, str(k), rule.path, prev))
             rules.append(rule)
     return rules
+
+
+def _duplicate(doc: SourceDoc, key: str, path: YamlPath, prev: YamlPath) -> Diagnostic:
+    return doc.diag(
+        "duplicate-rule",
+        f"checkpoint key '{key}' has two rules",
+        path,
+        key=True,
+        related=(doc.loc(prev, key=True),),
+    )
 
 
 def _pattern(text: str, doc: SourceDoc, path: YamlPath, key: bool, rep: Reporter) -> Any:
@@ -308,16 +326,30 @@ def _plain_copy(key: str, value: Any) -> Rule | None:
     if not isinstance(value, str) or value == "drop":
         return None
     src, dst = patterns.plain_key(key), patterns.plain_key(value)
-    if src is None or dst is None or set(src.names) != set(dst.names):
+    if src is None or dst is None:
         return None
-    return Rule("copy", (src,), (dst,), (), ("tensors", key))
+    if src.names != dst.names and set(src.names) != set(dst.names):
+        return None
+    # Rule("copy", (src,), (dst,), (), ("tensors", key)), without the frozen dataclass's
+    # __init__ (an object.__setattr__ per field) for the 100,000 rules a mapping may hold
+    rule = object.__new__(Rule)
+    rule.__dict__.update(_PLAIN_COPY, hf=(src,), spec=(dst,), path=("tensors", key))
+    return rule
+
+
+_PLAIN_COPY = {
+    "kind": "copy",
+    "transforms": (),
+    "tie_to": None,
+    "reason": None,
+    "when": None,
+    "stack": None,
+}
 
 
 def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
-    """The rules one ``tensors:`` entry stands for (one per pairing of its alternatives)."""
-    plain = _plain_copy(key, value)
-    if plain is not None:
-        return [plain]
+    """The rules one ``tensors:`` entry stands for (one per pairing of its alternatives), for
+    an entry :func:`_plain_copy` does not read."""
     path: YamlPath = ("tensors", key)
     src = _pattern(key, doc, path, True, rep)
     decl: RuleDecl | _Short = value

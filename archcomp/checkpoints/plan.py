@@ -30,7 +30,7 @@ MAX_SHOWN = 10  # diagnostics of one kind shown before "and N more"
 _INDEX = re.compile(r"(?<=\.)[0-9]+(?=\.|$)")
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """One rule applied at one binding of its placeholders."""
 
@@ -86,6 +86,17 @@ class _Capped:
             self.diags.append(make() if callable(make) else make)
             self.more.append(0)
 
+    def repeat(self, kind: str, rule: Rule | None = None, key: str = "") -> bool:
+        """Whether this problem repeats one already shown (for ``rule``, or ``key`` with its
+        indices generalized), counted on it: the cheap test before making a diagnostic's
+        maker, for a stage that may find one problem per key."""
+        group: object = rule.path if rule is not None else _INDEX.sub("{i}", key) if key else None
+        at = self.groups.get((kind, group)) if group is not None else None
+        if at is None:
+            return False
+        self.more[at] += 1
+        return True
+
     def raise_if_failed(self) -> None:
         rep = Reporter()
         for d, more in zip(self.diags, self.more, strict=True):
@@ -106,7 +117,7 @@ class RuleIndex:
         self._rules = rules
         self._sides: dict[str, KeyIndex[tuple[int, int, Rule]]] = {}
 
-    def _side(self, side: str) -> KeyIndex[tuple[int, int, Rule]]:
+    def side(self, side: str) -> KeyIndex[tuple[int, int, Rule]]:
         """The index of one side, built when first asked (a plan with every tensor filled
         never looks a model key up)."""
         index = self._sides.get(side)
@@ -121,18 +132,18 @@ class RuleIndex:
     def find(self, side: str, key: str) -> list[tuple[int, Rule, int, dict[str, int]]]:
         """(the rule's position, rule, which of its keys, placeholder values) for every rule
         ``key`` matches on ``side`` ("hf" or "spec"), in the mapping's order."""
-        found = self._side(side).find(key)
+        found = self.side(side).find(key)
         if len(found) > 1:  # one rule, nearly always
             found.sort(key=lambda f: f[1][:2])
         return [(n, rule, j, values) for _, (n, j, rule), values in found]
 
     def sole(self, side: str, key: Key) -> bool:
         """Whether every name formatted from ``key`` (a key of a rule) matches that rule only."""
-        return self._side(side).sole(key)
+        return self.side(side).sole(key)
 
     def match(self, side: str, key: str) -> list[tuple[Rule, int, dict[str, int]]]:
         """(rule, which of its keys, placeholder values) for every rule ``key`` matches."""
-        found = self._side(side).find(key)
+        found = self.side(side).find(key)
         if len(found) > 1:
             found.sort(key=lambda f: f[1][:2])
         return [(rule, j, values) for _, (_, j, rule), values in found]
@@ -197,12 +208,12 @@ class _Import:
     weights: str
     index: RuleIndex
     out: _Capped = field(default_factory=_Capped)
-    groups: dict[Binding, dict[int, str]] = field(default_factory=dict)
+    groups: dict[Binding, str | dict[int, str]] = field(default_factory=dict)
     unused: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     ties: list[tuple[str, str, Rule]] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
-    produced: dict[str, Step] = field(default_factory=dict)
+    filled: dict[str, Step | Shape] = field(default_factory=dict)  # model key: step or shape
     strays: list[tuple[str, Step]] = field(default_factory=list)  # model keys the model lacks
     wanted: dict[str, str] = field(default_factory=dict)  # lacking checkpoint key -> model key
 
@@ -246,79 +257,117 @@ def plan_import(
 
 
 def _match_keys(st: _Import) -> None:
-    """Each checkpoint key to its one rule: a drop, a tie, or part of a rule binding."""
+    """Each checkpoint key to its one rule: a drop, a tie, or part of a rule binding (the
+    key itself for a rule of one checkpoint key, else its parts by position)."""
+    find = st.index.side("hf").bindings
+    groups, unused = st.groups, st.unused
     for key in st.checkpoint:
-        found = st.index.find("hf", key)
+        found = find(key)
         if not found:
-            st.unused.append(key)
+            unused.append(key)
             continue
-        if len(found) > 1 and len({n for n, _, _, _ in found}) > 1:
-            a, b = found[0][1], found[1][1]
-            st.out.add(
-                "ambiguous-rule",
-                st.diag(
-                    "ambiguous-rule",
-                    f"checkpoint tensor '{key}' matches two rules",
-                    a,
-                    related=(st.mapping.doc.loc(b.path, key=True),),
-                ),
-                "ambiguous matches",
-            )
-            continue
-        n, rule, j, values = found[0]
-        if rule.kind == "drop":
+        if len(found) > 1:  # one rule, nearly always
+            found.sort(key=lambda f: f[1][:2])
+            if len({f[1][0] for f in found}) > 1:
+                _ambiguous(st, key, found[0][1][2], found[1][1][2])
+                continue
+        _, (n, j, rule), binding = found[0]
+        kind = rule.kind
+        if kind == "drop":
             st.dropped.append(key)
-        elif rule.kind == "tie":
+        elif kind == "tie":
             assert rule.tie_to is not None
-            st.ties.append((key, rule.tie_to.format(values), rule))
+            st.ties.append((key, rule.tie_to.format(dict(binding)), rule))
+        elif rule.stack is None and len(rule.hf) == 1:
+            groups[(n, binding)] = key
         else:
             if rule.stack is not None:  # the key's place in the stack: index, then part
+                values = dict(binding)
                 j += values.pop(rule.stack) * len(rule.hf)
-            binding = tuple(values.items())
-            if len(binding) > 1:
-                binding = tuple(sorted(binding))
-            st.groups.setdefault((n, binding), {})[j] = key
+                binding = tuple(sorted(values.items()))
+            parts = groups.get((n, binding))
+            if isinstance(parts, dict):
+                parts[j] = key
+            else:
+                groups[(n, binding)] = {j: key}
+
+
+def _ambiguous(st: _Import, key: str, a: Rule, b: Rule) -> None:
+    st.out.add(
+        "ambiguous-rule",
+        st.diag(
+            "ambiguous-rule",
+            f"checkpoint tensor '{key}' matches two rules",
+            a,
+            related=(st.mapping.doc.loc(b.path, key=True),),
+        ),
+        "ambiguous matches",
+    )
 
 
 def _group_steps(st: _Import) -> None:
     """One step per rule binding whose checkpoint keys are all there; the model keys each
-    fills (tied, unknown to the model, or filled twice are problems)."""
+    fills (tied, unknown to the model, or filled twice are problems). A copy of one tensor
+    to a model tensor of its shape is checked here, where both shapes are at hand."""
+    rules, aliases, steps, checkpoint = st.mapping.rules, st.aliases, st.steps, st.checkpoint
+    filled = st.filled = dict(st.model)  # a model key's shape until a step fills it
     for (n, vals), parts in st.groups.items():
-        rule, values = st.mapping.rules[n], dict(vals)
-        if rule.stack is not None:
-            hf, missing = _stacked(rule, values, parts)
-        elif len(parts) == len(rule.hf):  # all there: the matched keys are the formatted ones
-            hf = [parts[j] for j in range(len(parts))]
-            missing = []
+        rule, values = rules[n], dict(vals)
+        if isinstance(parts, str):  # a rule of one checkpoint key
+            hf = [parts]
         else:
-            hf = [k.format(values) for k in rule.hf]
-            missing = [h for h in hf if h not in st.checkpoint]
-        if missing:
-            if rule.stack is not None:
-                more = " and more" if len(missing) > 1 else ""
-                message = (
-                    f"the stack over {{{rule.stack}}} of '{rule.hf[0]}' lacks "
-                    f"'{missing[0]}'{more} in {st.weights}"
-                )
-            else:
-                message = (
-                    f"the concat of {', '.join(repr(h) for h in hf)} lacks "
-                    f"{', '.join(repr(m) for m in missing)} in {st.weights}"
-                )
-            st.out.add(
-                "missing-part",
-                st.diag("missing-part", message, rule),
-                "incomplete concats",
-                rule=rule,
-            )
-            continue
-        step = Step(rule, values, hf, [k.format(values) for k in rule.spec], [])
-        st.steps.append(step)
-        for name in step.spec:
-            if name in st.model and name not in st.produced and name not in st.aliases:
-                st.produced[name] = step  # the usual case of _claim, without the call
-            else:
+            hf, missing = _parts(st, rule, values, parts)
+            if missing:
+                _missing_part(st, rule, hf, missing)
+                continue
+        templates = rule.spec_templates
+        if len(templates) == 1:  # a comprehension is a call: not for one key
+            spec = [templates[0].format_map(values)]
+        else:
+            spec = [t.format_map(values) for t in templates]
+        step = Step(rule, values, hf, spec, [])
+        steps.append(step)
+        for name in spec:
+            shape = filled.get(name)
+            if shape is None or isinstance(shape, Step) or name in aliases:
                 _claim(st, step, name)
+                continue
+            filled[name] = step  # the usual case of _claim, without the call
+            single = len(spec) == 1 and len(hf) == 1 and not rule.transforms
+            if single and shape == checkpoint[hf[0]]:  # a copy to the same shape: checked
+                step.hf_shapes = [shape]
+
+
+def _parts(
+    st: _Import, rule: Rule, values: dict[str, int], parts: dict[int, str]
+) -> tuple[list[str], list[str]]:
+    """The checkpoint keys of a binding of a rule of several keys, and those missing."""
+    if rule.stack is not None:
+        return _stacked(rule, values, parts)
+    if len(parts) == len(rule.hf):  # all there: the matched keys are the formatted ones
+        return [parts[j] for j in range(len(parts))], []
+    hf = [k.format(values) for k in rule.hf]
+    return hf, [h for h in hf if h not in st.checkpoint]
+
+
+def _missing_part(st: _Import, rule: Rule, hf: list[str], missing: list[str]) -> None:
+    if rule.stack is not None:
+        more = " and more" if len(missing) > 1 else ""
+        message = (
+            f"the stack over {{{rule.stack}}} of '{rule.hf[0]}' lacks "
+            f"'{missing[0]}'{more} in {st.weights}"
+        )
+    else:
+        message = (
+            f"the concat of {', '.join(repr(h) for h in hf)} lacks "
+            f"{', '.join(repr(m) for m in missing)} in {st.weights}"
+        )
+    st.out.add(
+        "missing-part",
+        st.diag("missing-part", message, rule),
+        "incomplete concats",
+        rule=rule,
+    )
 
 
 def _stacked(
@@ -363,8 +412,9 @@ def _claim(st: _Import, step: Step, name: str) -> None:
         )
     elif name not in st.model:
         st.strays.append((name, step))
-    elif name in st.produced:
-        other = st.produced[name]
+    elif isinstance(st.filled.get(name), Step):
+        other = st.filled[name]
+        assert isinstance(other, Step)
         message = f"model tensor '{name}' is filled twice: from '{other.hf[0]}' and from '{first}'"
         related = (st.mapping.doc.loc(other.rule.path, key=True),)
         st.out.add(
@@ -374,14 +424,16 @@ def _claim(st: _Import, step: Step, name: str) -> None:
             rule=rule,
         )
     else:
-        st.produced[name] = step
+        st.filled[name] = step
 
 
 def _unfilled(st: _Import) -> None:
     """Model tensors no step fills: a rule maps to a name the model lacks, no rule names
     them, or the checkpoint lacks the tensor their rule reads."""
-    unfilled = [k for k in st.model if k not in st.produced]
+    unfilled = [k for k, s in st.filled.items() if not isinstance(s, Step)]  # model's order
     sole: dict[str, Rule | None] = {}
+    sole_keys: dict[int, bool] = {}  # id of a rule's checkpoint key -> RuleIndex.sole of it
+    find_spec = st.index.side("spec").bindings if unfilled else None
     for name, step in st.strays:
         message = (
             f"checkpoint tensor '{step.hf[0]}' maps to '{name}', which the model does not have"
@@ -398,23 +450,34 @@ def _unfilled(st: _Import) -> None:
             rule=step.rule,
         )
     for name in unfilled:
-        found = [f for f in st.index.match("spec", name) if f[0].kind != "tie"]
-        if not found:
-            st.out.add(
-                "unfilled", _unfilled_diag(st, name), "model tensors no rule fills", key=name
-            )
+        assert find_spec is not None
+        found = find_spec(name)
+        if len(found) > 1:
+            found.sort(key=lambda f: f[1][:2])
+        chosen = next((f for f in found if f[1][2].kind != "tie"), None)
+        if chosen is None:
+            if not st.out.repeat("unfilled", key=name):
+                st.out.add(
+                    "unfilled", _unfilled_diag(st, name), "model tensors no rule fills", key=name
+                )
             continue
-        rule, _, values = found[0]
+        _, (_, _, rule), binding = chosen
+        values = dict(binding)
         if rule.stack is not None:  # the first index of the stack is missing, at least
-            values = {**values, rule.stack: 0}
+            values[rule.stack] = 0
         for k in rule.hf:
             h = k.format(values)
             if h not in st.checkpoint:
                 st.wanted[h] = name
-                sole[h] = rule if st.index.sole("hf", k) else None
+                alone = sole_keys.get(id(k))
+                if alone is None:
+                    alone = sole_keys[id(k)] = st.index.sole("hf", k)
+                sole[h] = rule if alone else None
     for h, name in st.wanted.items():
         known = sole[h]  # the rule h matches first: its own if no other can match it
         rule = known if known is not None else st.index.match("hf", h)[0][0]
+        if st.out.repeat("missing-tensor", rule):
+            continue
         message = f"model tensor '{name}' needs checkpoint tensor '{h}', which {st.weights} lacks"
         st.out.add(
             "missing-tensor",
@@ -441,6 +504,8 @@ def _unfilled_diag(st: _Import, name: str) -> Callable[[], Diagnostic]:
 def _report_unused(st: _Import) -> None:
     """Checkpoint tensors no rule uses, each with the likeliest reason."""
     for key in st.unused:
+        if st.out.repeat("unused-tensor", key=key):
+            continue
 
         def hint(key: str = key) -> str:
             found = did_you_mean(key, st.wanted) or _long_index_hint(key)
@@ -486,15 +551,25 @@ def _check_ties(st: _Import) -> None:
 
 def _check_steps(st: _Import) -> None:
     """Each step's transforms resolved at the spec's params, and the shapes they make."""
+    checkpoint, model = st.checkpoint, st.model
     for step in st.steps:
+        if step.hf_shapes:  # checked already (_group_steps)
+            continue
+        hf, spec = step.hf, step.spec
+        if len(hf) == 1 and len(spec) == 1 and not step.rule.transforms:  # most steps
+            shape = step.hf_shapes = [checkpoint[hf[0]]]
+            if shape[0] == model.get(spec[0]):
+                continue
+            _check_shapes(st.mapping, step, shape, [model.get(spec[0])], st.out)
+            continue
         if step.rule.transforms:
             count = max(len(step.rule.hf), len(step.rule.spec))
             resolved = _resolve(st.mapping, step.rule, st.env, count, st.out)
             if resolved is None:
                 continue
             step.transforms = resolved
-        step.hf_shapes = [st.checkpoint[h] for h in step.hf]
-        want = [st.model.get(s) for s in step.spec]
+        step.hf_shapes = [checkpoint[h] for h in hf]
+        want = [model.get(s) for s in spec]
         if not step.transforms and step.hf_shapes == want:  # a copy to the same shape
             continue
         _check_shapes(st.mapping, step, step.hf_shapes, want, st.out)

@@ -77,6 +77,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         mapping=args.mapping,
         max_memory=args.max_memory,
         params=overrides(args),
+        return_dict=False,  # never called: written as an artifact
     )
     if out is None:
         out = Path("build") / f"{model.name}.safetensors"

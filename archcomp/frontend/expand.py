@@ -212,16 +212,30 @@ class Expander:
             return bindings[name]
         hint = None
         if not self.rep.full:  # past the shown errors a hint is never printed
-            known = [*bindings, *local]
-            hint = did_you_mean(name, known) or (
-                f"defined here: {listing(known)}" if known else None
-            )
+            hint = self._reference_hint(frame, name, origin)
         self.rep.add(
             origin.doc.diag(
                 "undefined-reference", f"undefined reference '{name}'", origin.path, hint=hint
             )
         )
         return None
+
+    def _reference_hint(self, frame: Frame, name: str, origin: Origin) -> str | None:
+        """'did you mean' among the names a reference from ``origin`` reads: a node's input
+        reads the body's inputs and the nodes before it (a later node, which it may also
+        read, only if no earlier name is close; never itself); the outputs read any name."""
+        body, n, p = frame.body, len(frame.body.path), origin.path
+        before, after = [*frame.bindings, *frame.local], []
+        where = "defined here"
+        at = p[n] if origin.doc is body.doc and p[:n] == body.path and len(p) > n else None
+        if isinstance(at, int):  # in a node of this body
+            earlier = {ns.id for ns in body.nodes[:at]}
+            ids = [k for k in frame.local if k != body.nodes[at].id]
+            before = [*frame.bindings, *(k for k in ids if k in earlier)]
+            after = [k for k in ids if k not in earlier]
+            where = f"defined before node '{body.nodes[at].id}'"
+        close = did_you_mean(name, before) or did_you_mean(name, after)
+        return close or (f"{where}: {listing(before)}" if before else None)
 
     # -- a node's inputs --------------------------------------------------------------------
 

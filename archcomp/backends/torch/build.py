@@ -83,6 +83,10 @@ def unpickle(state: dict[str, Any]) -> ArchModule:
         model.load_state_dict(state["state_dict"], strict=True)
     model.build_seed = state["build_seed"]
     model.decoder_start_token_id = state.get("decoder_start_token_id")
+    if state.get("return_dict"):  # absent from a model pickled before there was one
+        from archcomp.backends.torch.outputs import return_outputs
+
+        return_outputs(model)
     return model.train(state["training"])
 
 

@@ -39,10 +39,11 @@ COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
-    """The model's logits (B, T, V) for ids (B, T): its one output, or the one named logits."""
+    """The model's logits (B, T, V) for ids (B, T): its one output, or the one named logits
+    (a dict of outputs, or from_pretrained's ModelOutput)."""
     out = model(ids)
     if isinstance(out, dict):
-        out = out["logits"]
+        out = out["logits"] if "logits" in out or len(out) != 1 else next(iter(out.values()))
     return out
 
 

@@ -32,6 +32,7 @@ class ArchModule(fx.GraphModule):
     build_seed: int | None  # the seed it was built with (what shard() initialises from)
     # an encoder-decoder's first decoder token (config.json's, set by from_pretrained)
     decoder_start_token_id: int | None
+    return_dict: bool  # whether forward returns a ModelOutput (from_pretrained's models do)
 
     def __init__(
         self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
@@ -52,6 +53,7 @@ class ArchModule(fx.GraphModule):
         self.output_names = ()
         self.build_seed = None
         self.decoder_start_token_id = None
+        self.return_dict = False
 
     @property
     def node_meta(self) -> dict[str, dict[str, Any]]:
@@ -83,6 +85,7 @@ class ArchModule(fx.GraphModule):
         res.output_names = self.output_names
         res.build_seed = self.build_seed
         res.decoder_start_token_id = self.decoder_start_token_id
+        res.return_dict = self.return_dict  # the graph copied holds its model_output call
         return res
 
     def extra_repr(self) -> str:
@@ -187,6 +190,7 @@ class ArchModule(fx.GraphModule):
             "training": self.training,
             "build_seed": self.build_seed,
             "decoder_start_token_id": self.decoder_start_token_id,
+            "return_dict": self.return_dict,
             "checkpointed": any(
                 getattr(type(m), "activation_checkpointing", False) for m in self.modules()
             ),

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import io
-from typing import Any
+from typing import Any, Literal
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -136,14 +137,8 @@ def renderable(
     hidden = 0
     if max_rows is not None and len(rows) > max_rows:
         hidden, rows = len(rows) - max_rows, rows[:max_rows]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
-    for i, name in enumerate(COLUMNS):
-        table.add_column(name, justify="right" if i >= 3 else "left", no_wrap=i != 1)
-    for r in rows:
-        style = "bold" if r.kind != "node" and not r.folded else None
-        table.add_row(*_cells(r), style=style)
-    if hidden:
-        table.add_row(Text(f"… {hidden:,} more rows", style="dim"), *[""] * (len(COLUMNS) - 1))
+    table = _RowTable(rows)
+    table.hidden = hidden
     grid = Table.grid(padding=(0, 2))
     grid.add_column()
     grid.add_column(justify="right")
@@ -155,6 +150,78 @@ def renderable(
         note = f"blocks deeper than depth {depth} are folded; --depth all lists every node"
         parts.append(Text(note, style="dim"))
     return Group(*parts)
+
+
+class _RowTable:
+    """The table of rows, laid out for the width it is drawn at. The shape and number columns
+    are always whole. Where the table is wider than that: one space fewer between columns,
+    and the node and op columns share what is left, every longer name wrapped at the
+    column's edge (a node's continuation indented under it), none cut short."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.cells = [_cells(r) for r in rows]
+        self.hidden = 0  # rows left out (counted on a last line)
+
+    def _width(self, i: int) -> int:
+        return max([len(COLUMNS[i]), *(len(c[i]) for c in self.cells)])
+
+    def table(self, narrow: bool = False, node: int | None = None, op: int | None = None) -> Table:
+        """The table; ``node`` and ``op``: those columns' widths, each cell wrapped to them."""
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            show_edge=False,
+            header_style="bold",
+            collapse_padding=narrow,
+        )
+        table.add_column(COLUMNS[0], no_wrap=True, width=node)
+        table.add_column(COLUMNS[1], overflow="fold", width=op)
+        for i in range(2, len(COLUMNS)):
+            justify: Literal["left", "right"] = "right" if i >= 3 else "left"
+            table.add_column(COLUMNS[i], justify=justify, no_wrap=True, min_width=self._width(i))
+        for r, row in zip(self.rows, self.cells, strict=True):
+            style = "bold" if r.kind != "node" and not r.folded else None
+            name = row[0] if node is None else _hang(row[0], node)
+            table.add_row(name, *row[1:], style=style)
+        if self.hidden:
+            more = Text(f"… {self.hidden:,} more rows", style="dim", overflow="fold")
+            table.add_row(more, *[""] * (len(COLUMNS) - 1))
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table()
+        unclamped = options.update_width(1_000_000)
+        natural = Measurement.get(console, unclamped, table).maximum
+        if natural <= options.max_width:
+            yield table
+            return
+        narrow = self.table(narrow=True)
+        node, op = self._width(0), self._width(1)
+        others = Measurement.get(console, unclamped, narrow).maximum - node - op
+        spare = options.max_width - others  # for the node and op columns
+        if node + op > spare:  # the op column gets at least half, the node column the rest
+            op = max(min(op, spare // 2), spare - node, 1)
+            node = max(spare - op, 1)
+        yield self.table(narrow=True, node=node, op=op)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.table())
+
+
+def _hang(name: str, width: int) -> str:
+    """``name`` (indented by its depth) in lines of ``width``, each continuation indented two
+    more than the name, so the tree stays readable."""
+    if len(name) <= width:
+        return name
+    indent = len(name) - len(name.lstrip(" "))
+    hang = min(indent + 2, max(width - 1, 0))
+    lines, rest = [name[:width]], name[width:]
+    step = max(width - hang, 1)
+    while rest:
+        lines.append(" " * hang + rest[:step])
+        rest = rest[step:]
+    return "\n".join(lines)
 
 
 def text(s: SummaryData, depth: int | None = 1, width: int | None = None) -> str:
