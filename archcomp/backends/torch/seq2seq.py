@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import Tensor, fx, nn
 
+from archcomp.backends.torch.outputs import model_output
+
 DECODER_INPUT = "decoder_input_ids"
 
 
@@ -44,14 +46,22 @@ def is_encoder_decoder(model: Any) -> bool:
 def _logits_node(graph: fx.Graph) -> Any:
     """What the forward returns as logits: its one output, or the one named logits."""
     out = next(n for n in graph.nodes if n.op == "output").args[0]
+    if isinstance(out, fx.Node) and out.target is model_output:  # from_pretrained's ModelOutput
+        names, *values = out.args
+        out = dict(zip(names, values, strict=True))
     return out.get("logits") if isinstance(out, dict) else out
+
+
+def _is_end(node: fx.Node) -> bool:
+    """The forward's output, or from_pretrained's ModelOutput made just before it: no part's."""
+    return node.op == "output" or node.target is model_output
 
 
 def _decoder_nodes(graph: fx.Graph, start: fx.Node) -> set[fx.Node]:
     """The nodes that depend on ``start`` (itself included)."""
     tainted = {start}
     for node in graph.nodes:
-        if node.op != "output" and any(a in tainted for a in node.all_input_nodes):
+        if not _is_end(node) and any(a in tainted for a in node.all_input_nodes):
             tainted.add(node)
     return tainted
 
@@ -69,18 +79,18 @@ def split(model: fx.GraphModule) -> Seq2Seq:
         raise ValueError("generation needs a logits output computed from decoder_input_ids")
     # what reads no input (parameters, buffers): recomputed by the decoder part where it reads it
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    free = {n for n in graph.nodes if n.op != "placeholder"} - set().union(
+    free = {n for n in graph.nodes if n.op != "placeholder" and not _is_end(n)} - set().union(
         *(_decoder_nodes(graph, n) for n in placeholders)
     )
     memory = [
         n
         for n in graph.nodes
-        if n not in decoder and n not in free and n.op != "output"
+        if n not in decoder and n not in free and not _is_end(n)
         if any(u in decoder for u in n.users)
     ]
     enc_graph, env = fx.Graph(), dict[fx.Node, fx.Node]()
     for node in graph.nodes:
-        if node not in decoder and node.op != "output":
+        if node not in decoder and not _is_end(node):
             env[node] = enc_graph.node_copy(node, lambda n: env[n])
     enc_graph.output(tuple(env[n] for n in memory))
     dec_graph, denv = fx.Graph(), dict[fx.Node, fx.Node]()
@@ -88,7 +98,7 @@ def split(model: fx.GraphModule) -> Seq2Seq:
     for node in memory:
         denv[node] = dec_graph.placeholder(node.name)
     for node in graph.nodes:
-        if (node in decoder or node in free) and node is not start and node.op != "output":
+        if (node in decoder or node in free) and node is not start and not _is_end(node):
             denv[node] = dec_graph.node_copy(node, lambda n: denv[n])
     dec_graph.output(denv[logits])
     inputs = tuple(n.target for n in enc_graph.nodes if n.op == "placeholder")
