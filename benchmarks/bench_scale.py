@@ -14,7 +14,7 @@ process, the best of a few runs):
 - ``shapes``: shape inference
 - ``lower``: module construction and fx graph building (``build_graph`` less ``codegen``)
 - ``codegen``: the forwards' Python source generated and compiled
-- ``summary``: the table ``archcomp build`` prints (activations traced on meta)
+- ``summary``: the table ``archcomp build`` prints (the build's activations traced on meta)
 - ``artifact``: hashing and writing the safetensors file
 
 ``check`` is parse to shapes; ``build`` is every stage (what ``archcomp build`` does).
@@ -185,7 +185,7 @@ def run_once(text: str, out: Path) -> tuple[dict[str, float], int]:
         with clock.stage("lower"):
             model = build_graph(g, seed=0)
         with clock.stage("summary"):
-            summarize(g)
+            summarize(g, model)  # as archcomp build: its model, weights on meta
         with clock.stage("artifact"):
             save_artifact(model, out)
     return clock.spent, len(g.nodes)

@@ -96,8 +96,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         from archcomp.backends.torch.summary import renderable
         from archcomp.cli.output import show
 
-        table = summarize(
+        table = summarize(  # the build's own modules, its weights stood in for on meta
             g,
+            model,
             dtype=args.dtype,
             optimizer=args.optimizer,
             checkpointing=args.activation_checkpointing,

@@ -71,6 +71,12 @@ class ActivationTrace:
     # nodes that could not run on meta: "rule" (their op's activation rule) or "output"
     # (no rule: their outputs' size, an unknown)
     estimated: dict[str, str] = field(default_factory=dict)
+    kept: int = 0  # the sum of per_node so far (what a copy adds is read off it: no re-summing)
+
+    def count(self, name: str, nbytes: int) -> None:
+        """Add ``nbytes`` to node ``name``."""
+        self.per_node[name] = self.per_node.get(name, 0) + nbytes
+        self.kept += nbytes
 
     @property
     def total(self) -> int:
@@ -127,7 +133,7 @@ class _Fallback:
         else:
             outs = [meta_tensor(t, self.sizes, self.dtype) for t in node.outputs.values()]
             nbytes, how = sum(t.numel() * t.element_size() for t in outs), "output"
-        self.trace.per_node[name] = nbytes
+        self.trace.count(name, nbytes - self.trace.per_node.get(name, 0))
         self.trace.estimated[name] = how
 
     def stand_in(self, n: fx.Node, name: str, error: Exception) -> torch.Tensor | None:
@@ -168,8 +174,7 @@ def trace_activations(
         key = t.untyped_storage()._cdata
         if key not in skip and key not in seen:
             seen.add(key)
-            name = current[0]
-            trace.per_node[name] = trace.per_node.get(name, 0) + t.untyped_storage().nbytes()
+            trace.count(current[0], t.untyped_storage().nbytes())
         return t
 
     was_training = model.training
@@ -244,7 +249,7 @@ class _Tracer(fx.Interpreter):
         ins = sum(
             a.untyped_storage().nbytes() for a in args if isinstance(a, torch.Tensor)
         )  # what a checkpoint of this copy keeps
-        before = self.trace.total
+        before = self.trace.kept
 
         def rename(name: str, outer: Callable[[str], str] = self.rename) -> str:
             raw = n.meta["archcomp_node"] + name[len(template) :]
@@ -262,7 +267,7 @@ class _Tracer(fx.Interpreter):
             self.inside or record,
         ).run(*args, **kwargs)
         if record:
-            self.trace.copies[copy] = (ins, self.trace.total - before)
+            self.trace.copies[copy] = (ins, self.trace.kept - before)
         return out
 
 
