@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,11 +31,12 @@ def _twin(t: torch.Tensor) -> torch.Tensor:
 def on_meta(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with its parameters and buffers on meta while the block runs."""
     twins: dict[int, torch.Tensor] = {}
-    saved: list[tuple[dict[str, torch.Tensor | None], str, torch.Tensor]] = []
+    saved: list[tuple[dict[str, Any], str, torch.Tensor]] = []
     rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
     try:
         for m in model.modules():
-            for table in (m._parameters, m._buffers):
+            tables: tuple[dict[str, Any], ...] = (m._parameters, m._buffers)
+            for table in tables:
                 for name, t in table.items():
                     if t is None or t.is_meta:
                         continue
