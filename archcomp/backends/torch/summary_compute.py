@@ -154,9 +154,11 @@ class NodeRows:
 def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activations) -> NodeRows:
     """A row per node, in graph order."""
     out = NodeRows()
-    meta: Mapping[str, Any] = getattr(model, "node_meta", {})
+    paths: Mapping[str, str | None] = getattr(model, "node_modules", None) or {
+        name: m.get("module") for name, m in getattr(model, "node_meta", {}).items()
+    }  # node_meta computes every node's metadata: only the module paths are needed here
     for node in g.nodes.values():
-        path = meta.get(node.name, {}).get("module")
+        path = paths.get(node.name)
         params = pbytes = bbytes = 0
         tied: list[str] = []
         if path is not None:
