@@ -14,10 +14,15 @@ process, the best of a few runs):
 - ``shapes``: shape inference
 - ``lower``: module construction and fx graph building (``build_graph`` less ``codegen``)
 - ``codegen``: the forwards' Python source generated and compiled
-- ``summary``: the table ``archcomp build`` prints (activations traced on meta)
+- ``summary``: the table ``archcomp build`` prints (the build's activations traced on meta)
 - ``artifact``: hashing and writing the safetensors file
 
 ``check`` is parse to shapes; ``build`` is every stage (what ``archcomp build`` does).
+
+A shared machine's load changes CPU seconds too (caches, frequency), so each table ends with
+``/ref``: the largest size's stage times divided by a fixed reference measured in the same
+run, the CPU seconds of constructing a hand-written ``nn.Sequential`` of 20,000 layers
+(``nn.Linear(4, 4)`` and ``nn.ReLU()`` alternating): ratios compare across machines and loads.
 """
 
 from __future__ import annotations
@@ -185,10 +190,22 @@ def run_once(text: str, out: Path) -> tuple[dict[str, float], int]:
         with clock.stage("lower"):
             model = build_graph(g, seed=0)
         with clock.stage("summary"):
-            summarize(g)
+            summarize(g, model)  # as archcomp build: its model, weights on meta
         with clock.stage("artifact"):
             save_artifact(model, out)
     return clock.spent, len(g.nodes)
+
+
+def reference(runs: int) -> float:
+    """CPU seconds (the best of ``runs``) of a 20,000-layer nn.Sequential of Linear and ReLU."""
+    best = 1e9
+    for _ in range(runs):
+        gc.collect()
+        start = time.process_time()
+        layers = [torch.nn.Linear(4, 4) if i % 2 == 0 else torch.nn.ReLU() for i in range(20_000)]
+        torch.nn.Sequential(*layers)
+        best = min(best, time.process_time() - start)
+    return best
 
 
 def main() -> None:
@@ -199,11 +216,13 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_once(chain(50), Path(tmp) / "warm.safetensors")  # imports, op registry
+        ref = reference(args.runs)
+        print(f"reference: a 20,000-layer nn.Sequential takes {ref:.3f} CPU seconds to construct")
         for shape in args.shape.split(","):
-            _table(shape, args.sizes, args.runs, Path(tmp) / "m.safetensors")
+            _table(shape, args.sizes, args.runs, Path(tmp) / "m.safetensors", ref)
 
 
-def _table(shape: str, sizes: list[int], runs: int, out: Path) -> None:
+def _table(shape: str, sizes: list[int], runs: int, out: Path, ref: float) -> None:
     print(f"\n{shape}: CPU seconds per 1,000 nodes (the best of {runs} runs)")
     print(f"{'nodes':>7} " + " ".join(f"{s:>8}" for s in (*STAGES, "check", "build")))
     totals: dict[int, dict[str, float]] = {}
@@ -218,9 +237,11 @@ def _table(shape: str, sizes: list[int], runs: int, out: Path) -> None:
         best["build"] = sum(best[s] for s in STAGES)
         totals[nodes] = best
         print(f"{nodes:>7} " + " ".join(f"{v * 1000 / nodes:>8.3f}" for v in best.values()))
+    hi = max(totals)
+    print(f"{'seconds':>7} " + " ".join(f"{v:>8.3f}" for v in totals[hi].values()))
+    print(f"{'/ref':>7} " + " ".join(f"{v / ref:>8.2f}" for v in totals[hi].values()))
     if len(totals) > 1:
-        lo, hi = min(totals), max(totals)
-        print(f"{'seconds':>7} " + " ".join(f"{v:>8.3f}" for v in totals[hi].values()))
+        lo = min(totals)
         label = f"x{hi / lo:.0f}"
         print(
             f"{label:>7} "

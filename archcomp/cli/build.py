@@ -63,6 +63,15 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from archcomp.base.gcpause import paused
+
+    # the graph, the model, its summary: hundreds of thousands of objects for a large spec,
+    # all alive until the command returns; the collector would walk them again and again
+    with paused():
+        return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
     from archcomp.api import build_graph
     from archcomp.backends.torch.artifact import artifact_writer
     from archcomp.backends.torch.options import BuildOptions
@@ -96,8 +105,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         from archcomp.backends.torch.summary import renderable
         from archcomp.cli.output import show
 
-        table = summarize(
+        table = summarize(  # the build's own modules, its weights stood in for on meta
             g,
+            model,
             dtype=args.dtype,
             optimizer=args.optimizer,
             checkpointing=args.activation_checkpointing,

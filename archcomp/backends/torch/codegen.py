@@ -180,6 +180,7 @@ class Compiler:
         model.input_names = names
         model.output_names = tuple(g.outputs)
         model.set_node_meta(self._node_meta)  # computed on first access
+        model.node_modules = dict(self.paths)
         if real and not self.params_on_meta:
             _check_placed(model, self.device)
         return model

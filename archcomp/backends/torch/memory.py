@@ -71,6 +71,12 @@ class ActivationTrace:
     # nodes that could not run on meta: "rule" (their op's activation rule) or "output"
     # (no rule: their outputs' size, an unknown)
     estimated: dict[str, str] = field(default_factory=dict)
+    kept: int = 0  # the sum of per_node so far (what a copy adds is read off it: no re-summing)
+
+    def count(self, name: str, nbytes: int) -> None:
+        """Add ``nbytes`` to node ``name``."""
+        self.per_node[name] = self.per_node.get(name, 0) + nbytes
+        self.kept += nbytes
 
     @property
     def total(self) -> int:
@@ -127,7 +133,7 @@ class _Fallback:
         else:
             outs = [meta_tensor(t, self.sizes, self.dtype) for t in node.outputs.values()]
             nbytes, how = sum(t.numel() * t.element_size() for t in outs), "output"
-        self.trace.per_node[name] = nbytes
+        self.trace.count(name, nbytes - self.trace.per_node.get(name, 0))
         self.trace.estimated[name] = how
 
     def stand_in(self, n: fx.Node, name: str, error: Exception) -> torch.Tensor | None:
@@ -168,8 +174,7 @@ def trace_activations(
         key = t.untyped_storage()._cdata
         if key not in skip and key not in seen:
             seen.add(key)
-            name = current[0]
-            trace.per_node[name] = trace.per_node.get(name, 0) + t.untyped_storage().nbytes()
+            trace.count(current[0], t.untyped_storage().nbytes())
         return t
 
     was_training = model.training
@@ -210,13 +215,40 @@ class _Tracer(fx.Interpreter):
         seen: set[int],
         repeats: set[str],
         inside: bool = False,
+        last_uses: dict[int, dict[fx.Node, list[fx.Node]]] | None = None,
     ) -> None:
-        super().__init__(module, garbage_collect_values=True, graph=graph)
+        # fx.Interpreter's state, set here: its __init__ lists every submodule of the module
+        # (for a block copy, a walk of its whole subtree: quadratic in the nesting) and finds
+        # each value's last use, which is the same for every copy of a block class
+        self.module, self.graph, self.env = module, graph, {}
+        self.garbage_collect_values, self.extra_traceback = True, False
+        self.last_uses = {} if last_uses is None else last_uses  # id(graph) -> user -> values
+        uses = self.last_uses.get(id(graph))
+        if uses is None:
+            uses = self.last_uses[id(graph)] = _last_uses(graph)
+        self.user_to_last_uses = uses
         self.rename, self.current, self.seen = rename, current, seen
         self.fallback, self.trace = fallback, fallback.trace
         self.repeats = repeats  # the scopes that are copies of a repeat
         self.inside = inside  # within a recorded copy
         self.errors: dict[str, Exception] = {}  # failed node -> why
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """fx.Interpreter.run without its progress bar (made and updated even when disabled)
+        and its per-node context: the graph's nodes in order, each value dropped after its
+        last use."""
+        self.env = {}
+        self.args_iter = iter(self.graph.process_inputs(*args))
+        for node in self.graph.nodes:
+            try:
+                self.env[node] = self.run_node(node)
+            except KeyError as exc:  # as fx.Interpreter.run: a lookup that failed inside
+                raise RuntimeError(*exc.args) from exc
+            for dead in self.user_to_last_uses.get(node, ()):
+                del self.env[dead]
+            if node.op == "output":
+                return self.graph.process_outputs(self.env[node])
+        return None
 
     def run_node(self, n: fx.Node) -> Any:
         raw = n.meta.get("archcomp_node")
@@ -228,7 +260,8 @@ class _Tracer(fx.Interpreter):
         if n.op == "call_module" and isinstance(self.fetch_attr(str(n.target)), CompiledBlock):
             return self._copy(n)
         try:
-            return super().run_node(n)
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            return getattr(self, n.op)(n.target, args, kwargs)
         except META_ERRORS as exc:
             if name is None or name not in self.fallback.g.nodes:
                 raise
@@ -244,7 +277,7 @@ class _Tracer(fx.Interpreter):
         ins = sum(
             a.untyped_storage().nbytes() for a in args if isinstance(a, torch.Tensor)
         )  # what a checkpoint of this copy keeps
-        before = self.trace.total
+        before = self.trace.kept
 
         def rename(name: str, outer: Callable[[str], str] = self.rename) -> str:
             raw = n.meta["archcomp_node"] + name[len(template) :]
@@ -260,10 +293,23 @@ class _Tracer(fx.Interpreter):
             self.seen,
             self.repeats,
             self.inside or record,
+            self.last_uses,
         ).run(*args, **kwargs)
         if record:
-            self.trace.copies[copy] = (ins, self.trace.total - before)
+            self.trace.copies[copy] = (ins, self.trace.kept - before)
         return out
+
+
+def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
+    """User -> the values it is the last to read (as fx.Interpreter finds them)."""
+    seen: set[fx.Node] = set()
+    uses: dict[fx.Node, list[fx.Node]] = {}
+    for node in reversed(graph.nodes):
+        for n in node._input_nodes:
+            if n not in seen:
+                seen.add(n)
+                uses.setdefault(node, []).append(n)
+    return uses
 
 
 @dataclass(frozen=True)

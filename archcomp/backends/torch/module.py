@@ -49,6 +49,7 @@ class ArchModule(fx.GraphModule):
         self.source = None
         self._node_meta: dict[str, dict[str, Any]] | None = {}
         self._node_meta_fn: Callable[[], dict[str, dict[str, Any]]] | None = None
+        self.node_modules: dict[str, str] = {}  # node -> its module's path (node_meta's "module")
         self.input_names = ()
         self.output_names = ()
         self.build_seed = None
@@ -81,6 +82,7 @@ class ArchModule(fx.GraphModule):
         res.source = copy.deepcopy(self.source, memo)
         res._node_meta = copy.deepcopy(self.node_meta, memo)
         res._node_meta_fn = None
+        res.node_modules = dict(self.node_modules)
         res.input_names = self.input_names
         res.output_names = self.output_names
         res.build_seed = self.build_seed

@@ -6,6 +6,7 @@ spellings rewritten by pattern (``x[:, -1]`` for ``x[(slice(None, None, None), -
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -17,7 +18,15 @@ from archcomp.ir.dims import Dim, Shape
 
 def fmt_shape_comment(shape: Shape) -> str:
     """``(B, S, 512)``: nanoGPT's shape-comment style."""
+    return _shape_comment(shape) if isinstance(shape, tuple) else _fmt_shape(shape)
 
+
+@functools.lru_cache(maxsize=4096)  # a model has few distinct shapes, written once per node
+def _shape_comment(shape: Shape) -> str:
+    return _fmt_shape(shape)
+
+
+def _fmt_shape(shape: Shape) -> str:
     def one(d: Dim) -> str:
         s = str(d)
         return f"({s})" if not isinstance(d, int) and " " in s else s

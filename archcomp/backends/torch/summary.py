@@ -69,8 +69,10 @@ def summarize(
     world_size: int | None = None,
     dims: Mapping[str, int] | None = None,
 ) -> Summary:
-    """The summary of ``g``; ``model`` is its build on meta (compiled here when not given or
-    not on meta: the activation trace must not allocate). ``world_size``: add the per-rank
+    """The summary of ``g``; ``model`` is its build in ``dtype`` on any device (compiled here on
+    meta when not given or in another dtype; a build on a real device is traced with its
+    weights stood in for by meta tensors, :mod:`archcomp.backends.torch.metatwin`: the
+    activation trace allocates nothing). ``world_size``: add the per-rank
     figures of FSDP over that many ranks (:func:`archcomp.backends.torch.memory.per_rank`).
     ``dims``: the sizes of the inputs' dims (``{"B": 8}``) over the spec's ``dims``."""
     return summarize_as(

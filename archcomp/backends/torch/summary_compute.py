@@ -28,6 +28,7 @@ from archcomp.backends.torch.memory import (
     per_rank,
     trace_activations,
 )
+from archcomp.backends.torch.metatwin import on_meta
 from archcomp.backends.torch.module import get_path
 from archcomp.backends.torch.summary_fold import Level, Row, SummaryData, levels_of
 from archcomp.base.errors import UsageError, did_you_mean
@@ -153,9 +154,11 @@ class NodeRows:
 def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activations) -> NodeRows:
     """A row per node, in graph order."""
     out = NodeRows()
-    meta: Mapping[str, Any] = getattr(model, "node_meta", {})
+    paths: Mapping[str, str | None] = getattr(model, "node_modules", None) or {
+        name: m.get("module") for name, m in getattr(model, "node_meta", {}).items()
+    }  # node_meta computes every node's metadata: only the module paths are needed here
     for node in g.nodes.values():
-        path = meta.get(node.name, {}).get("module")
+        path = paths.get(node.name)
         params = pbytes = bbytes = 0
         tied: list[str] = []
         if path is not None:
@@ -209,10 +212,25 @@ def summarize_as(
     check_options(optimizer, world_size)
     sizes = example_sizes(g, dims)
     dt = resolve_dtype(dtype)
-    if model is None or any(p.device.type != "meta" for p in model.parameters()):
+    if model is None or any(p.dtype != dt for p in model.parameters() if p.is_floating_point()):
         from archcomp.backends.torch.build import build_graph
 
         model = build_graph(g, device="meta", dtype=dt)
+    with on_meta(model):  # a build on a real device: its weights stood in for, nothing allocated
+        return _summary(cls, g, model, sizes, dt, optimizer, checkpointing, world_size, dims)
+
+
+def _summary(
+    cls: type[S],
+    g: Graph,
+    model: nn.Module,
+    sizes: dict[str, int],
+    dt: torch.dtype,
+    optimizer: str,
+    checkpointing: bool,
+    world_size: int | None,
+    dims: Mapping[str, int] | None,
+) -> S:
     acts = measure_activations(model, g, sizes, dt, checkpointing)
     nodes = node_rows(g, model, sizes, acts)
     plist = list(model.parameters())
