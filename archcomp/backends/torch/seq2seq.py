@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, fx, nn
 
@@ -48,7 +48,7 @@ def _logits_node(graph: fx.Graph) -> Any:
     out = next(n for n in graph.nodes if n.op == "output").args[0]
     if isinstance(out, fx.Node) and out.target is model_output:  # from_pretrained's ModelOutput
         names, *values = out.args
-        out = dict(zip(names, values, strict=True))
+        out = dict(zip(cast(tuple[str, ...], names), values, strict=True))
     return out.get("logits") if isinstance(out, dict) else out
 
 
