@@ -44,3 +44,50 @@ def test_help_imports_nothing_heavy_and_not_the_front_end() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[-2] == "0 []", out.stdout
+
+
+def _modules_after(argv: list[str], names: tuple[str, ...]) -> set[str]:
+    """Which of ``names`` a run of ``archcomp ARGV`` (its output discarded) imported."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from archcomp.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    rc = main({argv!r})\n"
+        f"print(json.dumps([rc, sorted(m for m in {names!r} if m in sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    rc, mods = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0
+    return set(mods)
+
+
+def test_summary_does_not_import_torchs_compiler() -> None:
+    """The activation trace runs torch's Python meta kernels, which would import
+    torch._dynamo (about 0.8 s of CPU) through torch._disable_dynamo: nocompile.py holds it
+    off. MetaResults' own dispatch is not wrapped in it either."""
+    assert _modules_after(["summary", str(SPEC)], ("torch", "torch._dynamo")) == {"torch"}
+
+
+def test_without_compiler_imports_leaves_torchs_cache_as_it_found_it() -> None:
+    """Inside, torch's dynamo-disabled meta kernels run without importing torch._dynamo;
+    afterwards none of them keeps the stand-in cache (a later torch.compile gets the real
+    disable), and a kernel then imports torch._dynamo as torch does."""
+    code = (
+        "import sys, torch\n"
+        "from archcomp.backends.torch import nocompile as n\n"
+        "fns = n.disabled_functions(n._wrapper_code())\n"
+        "x = torch.zeros(2, 3, device='meta')\n"
+        "with n.without_compiler_imports():\n"
+        "    inside = sum(getattr(f, n.CACHE, None) is f for f in fns)\n"
+        "    torch.relu(x * 2.0).mean()\n"
+        "    during = 'torch._dynamo' in sys.modules\n"
+        "left = sum(hasattr(f, n.CACHE) for f in fns)\n"
+        "torch.relu(x * 2.0).mean()\n"
+        "print(len(fns), inside, during, left, 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    found, inside, during, left, after = out.stdout.split()
+    assert int(found) > 50 and int(inside) == int(found)
+    assert (during, left, after) == ("False", "0", "True")
