@@ -91,3 +91,25 @@ def test_without_compiler_imports_leaves_torchs_cache_as_it_found_it() -> None:
     found, inside, during, left, after = out.stdout.split()
     assert int(found) > 50 and int(inside) == int(found)
     assert (during, left, after) == ("False", "0", "True")
+
+
+def test_op_argument_models_are_built_when_first_used() -> None:
+    """Importing the op library builds no op's argument validator (pydantic's defer_build):
+    ``check gpt2`` builds only those of the ops gpt2 uses."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from archcomp.ops.registry import REGISTRY\n"
+        "import archcomp.ops\n"
+        "def built():\n"
+        "    return {op.args for op in REGISTRY.values() if op.args.__pydantic_complete__}\n"
+        "before = built()\n"
+        "from archcomp.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    rc = main(['check', 'gpt2'])\n"
+        "print(rc, len(REGISTRY), len(before), len(built()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rc, ops, before, after = map(int, out.stdout.split())
+    assert rc == 0 and ops > 50
+    assert before <= 1  # mixture_of_experts draws its figure from an instance at import
+    assert 1 < after < 15
