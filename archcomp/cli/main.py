@@ -199,10 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     quiet = bool(getattr(args, "quiet", False))
-    from archcomp.base import progress
+    from archcomp.base import gcpause, progress
 
     QUIET[0] = quiet
     progress.set_default(False if quiet else None)
+    gcpause.freeze_imports()  # a short process: torch's objects frozen once imported
     try:
         return COMMANDS[args.command][0](args)
     except SpecError as exc:
@@ -240,3 +241,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         QUIET[0] = False
         progress.set_default(None)
+        gcpause.freeze_imports(False)
