@@ -9,10 +9,11 @@ does what the function does, so a meta trace pays for an import it does not use.
 
 :func:`without_compiler_imports` caches each such wrapped function as its own disabled form
 while a meta trace runs, and removes that cache afterwards, so that a later ``torch.compile``
-gets the real one. Where ``torch._dynamo`` is imported already, or torch's internals are not
+gets the real one (a ``torch.compile`` running in another thread meanwhile would trace into
+them). Where ``torch._dynamo`` is imported already, or torch's internals are not
 as expected (another torch version), it does nothing: the kernels then import what they
 import, and only start-up is slower. (They still import sympy and
-``torch.fx.experimental.symbolic_shapes``, about 0.5 s of CPU, directly: that is not avoided.)
+``torch.fx.experimental.symbolic_shapes``, about 0.4 s of CPU, directly: that is not avoided.)
 """
 
 from __future__ import annotations
