@@ -210,10 +210,12 @@ def _run(argv: Sequence[str] | None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     quiet = bool(getattr(args, "quiet", False))
-    from archcomp.base import progress
+    from archcomp.base import gcpause, progress
 
     QUIET[0] = quiet
     progress.set_default(False if quiet else None)
+    # the process's own command line, a short process: torch's objects frozen once imported
+    gcpause.freeze_imports(argv is None)
     try:
         return COMMANDS[args.command][0](args)
     except SpecError as exc:
@@ -251,3 +253,4 @@ def _run(argv: Sequence[str] | None) -> int:
     finally:
         QUIET[0] = False
         progress.set_default(None)
+        gcpause.freeze_imports(False)

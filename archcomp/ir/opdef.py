@@ -23,9 +23,13 @@ RESERVED_ARG_NAMES = frozenset((*NODE_KEYS, "in_"))
 
 
 class OpArgs(BaseModel):
-    """Base of every op's argument model: strict types, no unknown keys, finite floats."""
+    """Base of every op's argument model: strict types, no unknown keys, finite floats.
+    Each model's validator is built when it first validates (``defer_build``), not when the op
+    library is imported: a spec uses a few of the library's ops."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(
+        strict=True, extra="forbid", allow_inf_nan=False, frozen=True, defer_build=True
+    )
 
 
 def arg_names(args: type[BaseModel]) -> set[str]:

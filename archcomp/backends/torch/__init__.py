@@ -6,3 +6,8 @@ forwards, :mod:`~.blocks` for block instances as classes, :mod:`~.readable` for 
 on load), :mod:`~.emit` (standalone Python source), :mod:`~.summary` (the per-node table),
 :mod:`~.devices`.
 """
+
+from archcomp.base.gcpause import importing
+
+with importing():  # the command line's start-up: see archcomp.base.gcpause
+    import torch  # noqa: F401

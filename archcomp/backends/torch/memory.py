@@ -40,6 +40,7 @@ from torch import fx, nn
 
 from archcomp.backends.torch.metacache import MetaResults
 from archcomp.backends.torch.module import CompiledBlock
+from archcomp.backends.torch.nocompile import without_compiler_imports
 from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, Sym, substitute
 
@@ -180,7 +181,8 @@ def trace_activations(
     was_training = model.training
     model.train()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), MetaResults():
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        with hooks, MetaResults(), without_compiler_imports():
             repeats = {s.name for n in g.nodes.values() for s in n.scopes if s.repeat is not None}
             fallback = _Fallback(g, sizes, dtype, trace, seen)
             tracer = _Tracer(model, _graph_of(model), lambda n: n, current, fallback, seen, repeats)

@@ -74,6 +74,13 @@ class MetaResults(TorchDispatchMode):
     """Within it, an op on meta tensors called as before gets fresh outputs of the layout it
     gave then, without running again (see the module docstring)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless this says
+        # no; the wrapper imports torch._dynamo (about 2 s) on the first call. Nothing here
+        # runs under torch.compile, so there is nothing to disable.
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.known: dict[Any, Callable[[], Any]] = {}
