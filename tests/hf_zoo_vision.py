@@ -101,15 +101,20 @@ def _dinov2_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _swin() -> Any:
-    from transformers import SwinConfig, SwinForImageClassification
-
     # maps of 32, 16, 8, 4 patches, windows of 4 shifted by 2 (stages 1-3), the last stage one
     # window (no shift)
+    return swin_model(64, [2, 1, 2, 2])
+
+
+def swin_model(image_size: int, depths: list[int]) -> Any:
+    """A small random Swin: 2 x 2 patches, windows of 4, widths 8-64."""
+    from transformers import SwinConfig, SwinForImageClassification
+
     cfg = SwinConfig(
-        image_size=64,
+        image_size=image_size,
         patch_size=2,
         embed_dim=8,
-        depths=[2, 1, 2, 2],
+        depths=depths,
         num_heads=[1, 2, 2, 4],
         window_size=4,
         num_labels=5,
