@@ -323,12 +323,12 @@ def test_permute_qk_loads_rotate_half_weights_into_an_interleaved_spec(tmp_path:
     key/value heads), computes transformers' outputs, and exports back to them exactly."""
     family = FAMILIES["llama"]
     hf = save(family, tmp_path / "hf")
-    rope = 'rope: {theta: "${rope_theta}", max_len: "${context}"}'
+    rope = 'rope: {theta: "${rope_theta}", max_len: "${context}",'
     block = (ROOT / "specs" / "blocks" / "llama.yaml").read_text()
     assert rope in block
     (tmp_path / "blocks").mkdir()
     (tmp_path / "blocks" / "llama.yaml").write_text(
-        block.replace(rope, rope[:-1] + ", interleaved: true}")
+        block.replace(rope, rope + " interleaved: true,")
     )
     shutil.copy(ROOT / "specs" / "llama.yaml", tmp_path / "llama.yaml")
     plain = (
