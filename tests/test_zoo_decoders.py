@@ -229,3 +229,30 @@ def test_llama_hub_config_with_the_older_rope_scaling_loads(tmp_path: Path) -> N
     (tmp_path / "config.json").write_text(json.dumps(config))
     params = archcomp.from_pretrained(tmp_path).spec["params"]
     assert (params["rope_type"], params["rope_factor"]) == ("linear", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("rope_type", "fields"),
+    [
+        ("default", set()),
+        ("linear", {"factor"}),
+        (
+            "llama3",
+            {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+        ),
+    ],
+)
+def test_llama_export_writes_only_its_rope_types_fields(
+    rope_type: str, fields: set[str], tmp_path: Path
+) -> None:
+    """config.json's rope_parameters carry the fields transformers reads for the type, no
+    other (transformers warns of unrecognized keys), and read back to the same params."""
+    import json
+
+    params = {"N": 1, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "vocab": 61}
+    model = archcomp.build("llama", {**params, "context": 16, "rope_type": rope_type})
+    archcomp.save_pretrained(model, tmp_path)
+    rope = json.loads((tmp_path / "config.json").read_text())["rope_parameters"]
+    assert set(rope) == {"rope_type", "rope_theta"} | fields
+    assert rope["rope_type"] == rope_type
+    assert archcomp.from_pretrained(tmp_path).spec["params"] == model.spec["params"]
