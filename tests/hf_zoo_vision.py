@@ -83,12 +83,17 @@ def _dinov2_cls() -> Any:
 
 
 def _dinov2_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
-    masked = torch.rand(2, 256, generator=g) < 0.3  # some patches replaced by the mask token
-    return {"pixel_values": torch.randn(2, 3, 224, 224, generator=g), "bool_masked_pos": masked}
+    return {"pixel_values": torch.randn(2, 3, 224, 224, generator=g)}
+
+
+def dinov2_masked_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Images and bool_masked_pos, some patches replaced by the mask token (-p masking=true)."""
+    masked = torch.rand(2, 256, generator=g) < 0.3
+    return {**_dinov2_inputs(g), "bool_masked_pos": masked}
 
 
 def _dinov2_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"])
+    out = m(**x)  # bool_masked_pos where given, as transformers' optional argument
     return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
 
 
@@ -96,15 +101,20 @@ def _dinov2_call(m: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _swin() -> Any:
-    from transformers import SwinConfig, SwinForImageClassification
-
     # maps of 32, 16, 8, 4 patches, windows of 4 shifted by 2 (stages 1-3), the last stage one
     # window (no shift)
+    return swin_model(64, [2, 1, 2, 2])
+
+
+def swin_model(image_size: int, depths: list[int]) -> Any:
+    """A small random Swin: 2 x 2 patches, windows of 4, widths 8-64."""
+    from transformers import SwinConfig, SwinForImageClassification
+
     cfg = SwinConfig(
-        image_size=64,
+        image_size=image_size,
         patch_size=2,
         embed_dim=8,
-        depths=[2, 1, 2, 2],
+        depths=depths,
         num_heads=[1, 2, 2, 4],
         window_size=4,
         num_labels=5,

@@ -323,12 +323,12 @@ def test_permute_qk_loads_rotate_half_weights_into_an_interleaved_spec(tmp_path:
     key/value heads), computes transformers' outputs, and exports back to them exactly."""
     family = FAMILIES["llama"]
     hf = save(family, tmp_path / "hf")
-    rope = 'rope: {theta: "${rope_theta}", max_len: "${context}"}'
+    rope = 'rope: {theta: "${rope_theta}", max_len: "${context}",'
     block = (ROOT / "specs" / "blocks" / "llama.yaml").read_text()
     assert rope in block
     (tmp_path / "blocks").mkdir()
     (tmp_path / "blocks" / "llama.yaml").write_text(
-        block.replace(rope, rope[:-1] + ", interleaved: true}")
+        block.replace(rope, rope + " interleaved: true,")
     )
     shutil.copy(ROOT / "specs" / "llama.yaml", tmp_path / "llama.yaml")
     plain = (
@@ -384,25 +384,20 @@ def test_resnet_mappings_are_chosen_by_the_config_and_free_params_export(
         assert torch.equal(back.state_dict()[key], t), key
 
 
-def test_a_llama_3_2_checkpoint_is_refused_for_its_scaled_rope(tmp_path: Path, capsys) -> None:
-    """Llama 3.2 1B/3B tie the head and, like 3.1, scale RoPE (rope_type llama3), which the
-    llama spec does not: convert refuses at the config line, as docs/checkpoints.md says."""
+def test_a_llama_with_a_rope_scaling_the_spec_lacks_is_refused(tmp_path: Path, capsys) -> None:
+    """The llama spec scales RoPE as Llama 3.1 and 3.2 (llama3) and by linear interpolation;
+    dynamic (which changes the frequencies only past max_position_embeddings, where the spec's
+    tables end), yarn and longrope are refused at the config line, as docs/checkpoints.md
+    says."""
     pytest.importorskip("transformers")
     save(FAMILIES["llama"], tmp_path / "ckpt")
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    config["tie_word_embeddings"] = True
-    config["rope_parameters"] = {
-        "rope_type": "llama3",
-        "rope_theta": 500000.0,
-        "factor": 32.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-    }
+    config["rope_parameters"] = {"rope_type": "dynamic", "rope_theta": 5e5, "factor": 2.0}
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config, indent=2))
     assert main(["convert", str(tmp_path / "ckpt"), "-o", str(tmp_path / "x.safetensors")]) == 1
     err = capsys.readouterr().err
-    assert 'rope_parameters.rope_type is "llama3"; the spec fixes it to "default"' in err, err
+    assert "rope_parameters.rope_type = 'dynamic' (the spec's param 'rope_type')" in err, err
+    assert "choose one of 'default', 'llama3', 'linear'" in err, err
     assert not (tmp_path / "x.safetensors").exists()
     doc = (Path(__file__).resolve().parent.parent / "docs" / "checkpoints.md").read_text()
-    assert "Llama 3.1 and 3.2" in doc
+    assert "`dynamic`, `yarn` and `longrope` refused" in doc

@@ -46,6 +46,8 @@ P = {"d_model": 512, "h": 8, "dropout": 0.1, "act": "gelu", "big": True, "kinds"
         ("['s', 'f'] * 2 + ['s']", ["s", "f", "s", "f", "s"]),  # Gemma 2's alternation
         ("2 * [h]", [8, 8]),
         ("[h] * 0", []),
+        ("null if big else h", None),  # an op argument left out
+        ("null == null", True),
     ],
 )
 def test_evaluates(src: str, value: object) -> None:
@@ -93,6 +95,10 @@ def test_evaluates(src: str, value: object) -> None:
         ("max([1, 2])", "max() needs numbers, found list"),
         ("int(x=1)", "int() takes no keyword arguments"),
         ("len([1])", "call 'len(...)' is not allowed"),
+        ("null < 1", "cannot compare null with int"),
+        ("null + 1", "needs numbers, found null"),
+        ("kinds.a", "'kinds.a' is not allowed"),  # a param has no fields
+        ("rope_scaling.factor", "'rope_scaling.factor' is not allowed"),
     ],
 )
 def test_refuses(src: str, message: str) -> None:
@@ -125,3 +131,20 @@ def test_substitute_whole_and_interpolated() -> None:
     assert substitute("${big}", P) is True
     assert substitute("plain", P) == "plain"
     assert substitute(3, P) == 3
+
+
+def test_dotted_names_are_a_configs_nested_fields() -> None:
+    """A mapping's names are config.json's fields flattened (``rope_scaling.factor``): a dotted
+    name reads one of those, and is no attribute access (a planted getattr fails the last)."""
+    config = {"rope_scaling.factor": 8.0, "rope_scaling.rope_type": "llama3", "h": 8}
+    assert evaluate("rope_scaling.factor * 2", config) == 16.0
+    assert evaluate("rope_scaling.rope_type == 'llama3'", config) is True
+    with pytest.raises(ExprError, match="is not allowed"):
+        evaluate("rope_scaling.rope_type.upper", config)
+    with pytest.raises(ExprError, match="is not allowed"):
+        evaluate("h.real", config)
+
+
+def test_null_interpolates_as_null() -> None:
+    assert substitute("x${null}", P) == "xnull"
+    assert substitute("${null}", P) is None

@@ -32,8 +32,31 @@ from archcomp.backends.torch.module import ArchModule
 
 pytest.importorskip("transformers")
 
+# Llama 3.1's rope_parameters, at a small original context and with a band other than its
+# (1, 4), so that a field read wrong shows: the 8-dim heads' wavelengths 2 pi theta^(2i/8) are
+# 6.3 (below 512 / 4: kept), 167 (between: interpolated), 4440 and 118,000 (above 512 / 2:
+# divided by factor)
+LLAMA3 = {
+    "rope_type": "llama3",
+    "rope_theta": 5e5,
+    "factor": 8.0,
+    "low_freq_factor": 2.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 512,
+}
 VARIANTS = [
     ("qwen2", {"attn_implementation": "eager", "tie_word_embeddings": True}),
+    # the sliding window of the layers from max_window_layers on (4 keys of the 9 tokens)
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
+    (
+        "qwen2",
+        {
+            "use_sliding_window": True,
+            "sliding_window": 3,
+            "max_window_layers": 0,
+            "attn_implementation": "eager",
+        },
+    ),
     ("qwen3", {"attn_implementation": "eager", "tie_word_embeddings": True}),
     ("olmo2", {"attn_implementation": "eager"}),
     ("phi3", {"attn_implementation": "eager"}),
@@ -41,6 +64,19 @@ VARIANTS = [
     ("gpt_neox", {"attn_implementation": "eager"}),
     ("gpt_neox", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}),  # Pythia's 1/4
     ("llama", {"tie_word_embeddings": True}),
+    # Llama 3.1's scaled RoPE (untied, as 8B) and 3.2's (tied, as 1B and 3B), eager and sdpa;
+    # the head's 4 frequencies fall one in each band: kept, interpolated, divided by factor
+    ("llama", {"rope_parameters": LLAMA3, "max_position_embeddings": 1024}),
+    (
+        "llama",
+        {
+            "rope_parameters": {**LLAMA3, "factor": 32.0},
+            "max_position_embeddings": 1024,
+            "tie_word_embeddings": True,
+            "attn_implementation": "eager",
+        },
+    ),
+    ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 5e5, "factor": 4.0}}),
 ]
 
 
@@ -127,3 +163,96 @@ def test_gpt_neox_other_checkpoint_names(tmp_path: Path) -> None:
         want = zoo.call(hf, x)["logits"]
         got = outputs(model, x)["logits"]
     numerics.assert_close(got, want, chains.tolerance(torch.float32, got), msg="logits")
+
+
+def test_llama_3_1_and_3_2_counts_equal_transformers_on_meta() -> None:
+    """llama.yaml's -p examples: Llama 3.1 8B (the published 8,030,261,248) and Llama 3.2 1B
+    (1,235,814,400, the head tied) count as transformers' models of their configs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    rope = {**LLAMA3, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192}
+    sizes = {"vocab_size": 128256, "num_key_value_heads": 8, "max_position_embeddings": 131072}
+    cases = [  # (the spec's params beyond rope_type and context, transformers' config, count)
+        (
+            {},
+            {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32},
+            8_030_261_248,
+        ),
+        (
+            {
+                "rope_factor": 32,
+                "d_model": 2048,
+                "N": 16,
+                "d_ff": 8192,
+                "tie_word_embeddings": True,
+            },
+            {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16},
+            1_235_814_400,
+        ),
+    ]
+    for params, cfg, count in cases:
+        tied = bool(params.get("tie_word_embeddings"))
+        config = LlamaConfig(
+            **sizes,
+            **cfg,
+            num_attention_heads=32,
+            tie_word_embeddings=tied,
+            rope_parameters={**rope, "factor": float(params.get("rope_factor", 8.0))},
+        )
+        with torch.device("meta"):
+            hf = LlamaForCausalLM(config)
+        ours = {"rope_type": "llama3", "context": 131072, **params}
+        assert archcomp.summary("llama", ours).parameters == count
+        assert sum(p.numel() for p in hf.parameters()) == count
+
+
+def test_llama_hub_config_with_the_older_rope_scaling_loads(tmp_path: Path) -> None:
+    """The hub's config.json of Llama 3.1 and 3.2 has the older rope_scaling beside a top-level
+    rope_theta (transformers 5 reads it into rope_parameters): the same model loads, and an
+    older one's 'type' for 'rope_type' (Llama 2 fine-tunes' linear scaling) too."""
+    import json
+
+    quiet()
+    hf = zoo.make("llama", seed=6, rope_parameters=LLAMA3, max_position_embeddings=1024)
+    hf.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    scaling = config.pop("rope_parameters")
+    config["rope_theta"] = scaling.pop("rope_theta")
+    config["rope_scaling"] = scaling
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = archcomp.from_pretrained(tmp_path)
+    params = model.spec["params"]
+    assert (params["rope_type"], params["rope_theta"]) == ("llama3", 5e5)
+    assert params["rope_original_context"] == 512
+    _forward_and_grad("llama", hf, model)
+    config["rope_scaling"] = {"type": "linear", "factor": 2.0}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    params = archcomp.from_pretrained(tmp_path).spec["params"]
+    assert (params["rope_type"], params["rope_factor"]) == ("linear", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("rope_type", "fields"),
+    [
+        ("default", set()),
+        ("linear", {"factor"}),
+        (
+            "llama3",
+            {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+        ),
+    ],
+)
+def test_llama_export_writes_only_its_rope_types_fields(
+    rope_type: str, fields: set[str], tmp_path: Path
+) -> None:
+    """config.json's rope_parameters carry the fields transformers reads for the type, no
+    other (transformers warns of unrecognized keys), and read back to the same params."""
+    import json
+
+    params = {"N": 1, "d_model": 32, "h": 4, "n_kv_heads": 2, "d_ff": 48, "vocab": 61}
+    model = archcomp.build("llama", {**params, "context": 16, "rope_type": rope_type})
+    archcomp.save_pretrained(model, tmp_path)
+    rope = json.loads((tmp_path / "config.json").read_text())["rope_parameters"]
+    assert set(rope) == {"rope_type", "rope_theta"} | fields
+    assert rope["rope_type"] == rope_type
+    assert archcomp.from_pretrained(tmp_path).spec["params"] == model.spec["params"]

@@ -38,7 +38,7 @@ from archcomp.checkpoints.config import (
 from archcomp.checkpoints.files import CONFIG, WEIGHTS, write_safetensors
 from archcomp.checkpoints.mapping import Mapping, load_mapping
 from archcomp.checkpoints.plan import Step, plan_export, run_shapes
-from archcomp.frontend.expr import ExprError
+from archcomp.frontend.expr import ExprError, is_expression
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +64,8 @@ def hf_config(mapping: Mapping, env: MappingABC[str, Any], dtype: str) -> dict[s
             config[name] = evaluate(value, env)
         except ExprError as exc:
             raise UsageError(f"{mapping.file}: export field '{name}': {exc.message}") from None
+        if config[name] is None and is_expression(value):  # left out (a field not read)
+            del config[name]
     config["architectures"] = [mapping.architecture]
     config["model_type"] = mapping.model_type
     config["dtype"] = dtype

@@ -79,13 +79,18 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
         if not getattr(spec, key):
             rep.add(doc.diag("missing-key", f"missing required key '{key}'", (), key=True))
     env = _params(prog, overrides, rep)
-    inputs = _inputs(spec.inputs, env, doc, rep)
+    absent_inputs = _absent_inputs(spec.inputs, env, doc, rep)
+    inputs = _inputs(
+        {k: v for k, v in spec.inputs.items() if k not in absent_inputs}, env, doc, rep
+    )
     mins = _mins(spec.dims, doc, rep)
     rep.raise_if_failed()
 
     ex = Expander(prog, rep)
-    bindings = {n: PendingRef(Ref(n), i.origin) for n, i in inputs.items()}
-    frame = Frame(Body(spec.nodes, doc, ("nodes",), list(inputs)), env, bindings)
+    ex.out.absent_inputs = absent_inputs
+    # an absent input is still a name: a present node that reads it is an error at the read
+    bindings = {n: PendingRef(Ref(n), o) for n, o in {**absent_inputs, **_origins(inputs)}.items()}
+    frame = Frame(Body(spec.nodes, doc, ("nodes",), list(bindings)), env, bindings)
     ex.body(frame)
     pending_outputs, output_origins = _model_outputs(ex, frame, prog)
     outputs: dict[str, Ref] = {}
@@ -193,6 +198,45 @@ def _model_outputs(
             pending[oname] = r
             origins[oname] = Origin(doc, p)
     return pending, origins
+
+
+def _declared(origin: Origin) -> Any:
+    """The location of an input's declaration (its name)."""
+    return origin.doc.loc(origin.path, key=True)
+
+
+def _origins(inputs: Mapping[str, InputInfo]) -> dict[str, Origin]:
+    return {n: i.origin for n, i in inputs.items()}
+
+
+def _absent_inputs(
+    decls: Mapping[str, Any], env: Mapping[str, Any], doc: SourceDoc, rep: Reporter
+) -> dict[str, Origin]:
+    """The inputs whose ``when`` is false (where each is declared); a ``when`` that fails or
+    is not a bool is reported (and the input taken as present)."""
+    out: dict[str, Origin] = {}
+    for name, value in decls.items():
+        when = value.when if isinstance(value, InputDecl) else None
+        if when is None:
+            continue
+        path = ("inputs", name, "when")
+        try:
+            present = substitute(when, env)
+        except ExprError as exc:
+            rep.add(doc.diag("bad-expression", exc.message, path, hint=exc.hint))
+            continue
+        if not isinstance(present, bool):
+            rep.add(
+                doc.diag(
+                    "invalid-value",
+                    f"'when' must be a bool, found {show(present)}",
+                    path,
+                    hint="write a comparison or a bool param: when: ${masking}",
+                )
+            )
+        elif not present:
+            out[name] = Origin(doc, ("inputs", name))
+    return out
 
 
 def _inputs(
@@ -365,6 +409,17 @@ def _resolve(
         r = pr.ref
         if r.node in inputs and r.result is None:
             return r
+        if r.node in ex.absent_inputs:
+            rep.add(
+                pr.origin.doc.diag(
+                    "bad-reference",
+                    f"'{r}' is an absent input ('when' is false)",
+                    pr.origin.path,
+                    hint="make this reader absent under the same condition",
+                    related=(_declared(ex.absent_inputs[r.node]),),
+                )
+            )
+            return None
         node = ex.nodes.get(r.node)
         if node is not None:
             res = r.result or node.op.results[0]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Reporter, did_you_mean, listing
-from archcomp.frontend.expr import ExprError, as_text, show, substitute
+from archcomp.frontend.expr import ExprError, as_text, is_expression, show, substitute
 from archcomp.frontend.loader import BlockDef, Program
 from archcomp.frontend.params import ParamProblem, check_names, resolve
 from archcomp.frontend.schema import NodeSpec, reserved_id
@@ -115,6 +115,8 @@ class Expanded:
     # Nodes and block calls that are not there ('when' false, 'repeat: 0'): they pass on
     # their first input, aliased in ``aliases``.
     absent: dict[str, Absent] = field(default_factory=dict)
+    # The model's inputs whose 'when' is false: name -> where it is declared.
+    absent_inputs: dict[str, Origin] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,10 @@ class Expander:
                     )
                 )
                 return None
-            return bindings[name]
+            bound = bindings[name]
+            if bound.ref.node in self.out.absent_inputs:  # an error where it is read
+                return PendingRef(bound.ref, origin)
+            return bound
         hint = None
         if not self.rep.full:  # past the shown errors a hint is never printed
             hint = self._reference_hint(frame, name, origin)
@@ -694,7 +699,7 @@ class Expander:
             self.rep.add(
                 doc.diag(
                     "invalid-value",
-                    f"'when' must be a bool, found {value!r}",
+                    f"'when' must be a bool, found {'null' if value is None else repr(value)}",
                     at,
                     node=qid,
                     hint="write a comparison or a bool param: when: ${stride != 1}",
@@ -870,7 +875,8 @@ class Expander:
         for key, raw in ns.op_args.items():
             v = self._eval(raw, env, doc, (*path, key), name, op.name)
             ok = ok and v is not _FAILED
-            values[key] = v
+            if not _left_out(raw, v):
+                values[key] = _given(raw, v)
         if not ok:
             return None
         try:
@@ -1116,6 +1122,19 @@ def _text(label: Any) -> str | None:
     if label is None or label is _FAILED:
         return None
     return label if isinstance(label, str) else as_text(label)
+
+
+def _left_out(raw: Any, value: Any) -> bool:
+    """Whether an argument's ``${...}`` gave null: it is not given (the op's default)."""
+    return value is None and is_expression(raw)
+
+
+def _given(raw: Any, value: Any) -> Any:
+    """An argument's evaluated ``value`` without the fields of its mappings that ``${...}``
+    made null (``raw``: as written)."""
+    if isinstance(value, dict) and isinstance(raw, dict):
+        return {k: _given(raw[k], v) for k, v in value.items() if not _left_out(raw[k], v)}
+    return value
 
 
 def _deep(value: Any, env: Mapping[str, Any]) -> Any:

@@ -1,12 +1,13 @@
 """Restricted expressions over params: ``${4 * d_model}``, ``${d_model // h}``.
 
 Parsed with :func:`ast.parse` and evaluated by walking a small whitelist of node kinds; Python's
-``eval`` is never called. Allowed: int/float/bool/string literals and lists, names (params
-only), ``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, the
+``eval`` is never called. Allowed: int/float/bool/string literals, ``null`` and lists, names
+(params, or a mapping's config fields, nested ones dotted: ``rope_scaling.factor``),
+``+ - * / // % **``, comparisons, ``and``/``or``/``not``, ``a if c else b``, the
 calls of :data:`FUNCTIONS` (``int``, ``float``, ``round``, ``min``, ``max``, ``abs``), each
 with Python's result for numbers and a located error for anything else, and on lists an
 element by index (``layer_types[index]``), ``+`` (joined) and ``*`` an int (repeated). No
-attributes, slices or other calls.
+other attributes, slices or other calls. ``null`` is an op argument left out (its default).
 
 No expression can exhaust the machine: its text is at most :data:`MAX_LEN` characters,
 integers stay within int64 and powers are bounded, and every value it makes is bounded in
@@ -27,7 +28,7 @@ import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-Value = int | float | bool | str | list[Any]
+Value = int | float | bool | str | list[Any] | None
 
 MAX_LEN = 500
 MAX_STRING = 10_000  # characters of a string value
@@ -36,7 +37,7 @@ INT_LIMIT = 2**63 - 1
 _EXPR = re.compile(r"\$\{(.*?)\}", re.S)
 _WHOLE = re.compile(r"\s*\$\{(.*)\}\s*\Z", re.S)
 FUNCTIONS = ("int", "float", "round", "min", "max", "abs")
-CONSTANTS = {"true": True, "false": False, "True": True, "False": False}
+CONSTANTS = {"true": True, "false": False, "True": True, "False": False, "null": None}
 
 
 class ExprError(Exception):
@@ -50,7 +51,7 @@ class ExprError(Exception):
 
 def _num(v: Any, what: str) -> int | float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ExprError(f"{what} needs numbers, found {type_name(v)} {show(v)}")
+        raise ExprError(f"{what} needs numbers, found {found(v)}")
     return v
 
 
@@ -165,14 +166,19 @@ _SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxstring, _SHOW.maxother = 3, 8, 60, 60
 
 
 def show(v: Any) -> str:
-    """A value as a message quotes it: its repr, shortened (``[1, 2, ...]``, ``'aa...aa'``)."""
-    return _SHOW.repr(v)
+    """A value as a message quotes it: its repr, shortened (``[1, 2, ...]``, ``'aa...aa'``),
+    and ``null`` for None."""
+    return "null" if v is None else _SHOW.repr(v)
+
+
+def found(v: Any) -> str:
+    """A value as a message says it was found: ``int 3``, ``string 'a'``, ``null``."""
+    return show(v) if v is None else f"{type_name(v)} {show(v)}"
 
 
 def type_name(v: Any) -> str:
-    return {bool: "bool", int: "int", float: "float", str: "string", list: "list"}.get(
-        type(v), type(v).__name__
-    )
+    names = {bool: "bool", int: "int", float: "float", str: "string", list: "list"}
+    return "null" if v is None else names.get(type(v), type(v).__name__)
 
 
 class _Evaluator:
@@ -209,7 +215,7 @@ class _Evaluator:
         if not isinstance(seq, list):
             raise ExprError(f"only a list has elements by index, found {type_name(seq)}")
         if isinstance(i, bool) or not isinstance(i, int):
-            raise ExprError(f"a list index must be an int, found {type_name(i)} {show(i)}")
+            raise ExprError(f"a list index must be an int, found {found(i)}")
         if not -len(seq) <= i < len(seq):
             raise ExprError(f"index {i} is out of range for a list of {len(seq)} elements")
         return seq[i]
@@ -224,6 +230,17 @@ class _Evaluator:
         raise ExprError(
             f"unknown name '{node.id}' (names in expressions are params)",
             hint=did_you_mean(node.id, self.names),
+        )
+
+    def _Attribute(self, node: ast.Attribute) -> Any:
+        """``a.b.c``: a field nested in an object where the names are a config's, flattened
+        (a mapping's ``${rope_scaling.factor}``); attribute access everywhere else."""
+        dotted = _dotted(node)
+        if dotted is not None and dotted in self.names:
+            return self.names[dotted]
+        raise ExprError(
+            f"'{_describe(node)}' is not allowed in an expression",
+            hint=f"allowed: arithmetic, comparisons, and/or/not, 'a if c else b', {_CALLS}",
         )
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Any:
@@ -305,9 +322,19 @@ _CALL_FNS: dict[str, Callable[[list[int | float]], int | float]] = {
 }
 
 
+def _dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` as the text ``"a.b.c"``; None for anything but names and attributes."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
 def _truth(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise ExprError(f"expected a bool condition, found {type_name(v)} {show(v)}")
+        raise ExprError(f"expected a bool condition, found {found(v)}")
     return v
 
 
@@ -368,4 +395,6 @@ def as_text(v: Any) -> str:
     """A value as interpolated into a string: ``true``/``false`` for bools, else ``str``."""
     if isinstance(v, bool):
         return "true" if v else "false"
+    if v is None:
+        return "null"
     return str(v)  # a bounded value: a list prints in time linear in MAX_ITEMS

@@ -7,7 +7,7 @@ from typing import Any
 
 from archcomp.base.documents import SourceDoc, YamlPath
 from archcomp.base.errors import Diagnostic, did_you_mean, listing
-from archcomp.frontend.expr import ExprError, check_size, show, substitute, type_name
+from archcomp.frontend.expr import ExprError, check_size, found, show, substitute
 from archcomp.frontend.schema import RESERVED, ParamDecl, ParamValue
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -137,7 +137,8 @@ def _checked(
     )
     if ptype == "?" or not fits(value, ptype):
         raise ParamProblem(
-            f"param '{name}' must be {ptype}, found {type_name(value)} {show(value)}",
+            f"param '{name}' must be {'a bool, number, string or list' if ptype == '?' else ptype}"
+            f", found {found(value)}",
             override=is_override,
         )
     check_size(value)  # a default or an override, evaluated or not

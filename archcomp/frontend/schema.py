@@ -122,6 +122,7 @@ EXPRESSION_NAMES = frozenset(
         "True",
         "False",
         "None",
+        "null",
         "index",
     }
 )
@@ -187,11 +188,14 @@ class DimDecl(_Strict):
 
 
 class InputDecl(_Strict):
-    """A model input: ``src: {shape: [B, S], dtype: int64}`` (short form: just the shape)."""
+    """A model input: ``src: {shape: [B, S], dtype: int64}`` (short form: just the shape);
+    ``when: ${expr}`` false makes it absent: no argument of the forward, read by no present
+    node."""
 
     shape: list[int | str] = Field(max_length=16)
     dtype: DType = "float32"
     doc: str | None = None
+    when: bool | Expr | None = None
 
 
 InputValue = Union[InputDecl, list[int | str]]

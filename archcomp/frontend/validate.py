@@ -171,7 +171,8 @@ def _invalid_value(errs: list[Any], value: Any) -> tuple[str, str | None]:
             wanted.append(word)
     if wanted and all(e["type"] in _TYPE_WORDS for e in errs):
         want = " or ".join(dict.fromkeys(wanted))
-        msg = f"expected {want}, found {type_name(value)} {_show(value)}"
+        said = "null" if value is None else f"{type_name(value)} {_show(value)}"
+        msg = f"expected {want}, found {said}"
         return msg, _type_hint(value, wanted)
     e = next((e for e in errs if e["type"] not in _TYPE_WORDS), errs[0])
     return _constraint_message(e, value, wanted), None

@@ -128,6 +128,8 @@ class RopeScalingArgs(OpArgs):
     """Frequency scaling for long contexts, as transformers' ``rope_parameters`` (its
     ``rope_type`` is ``type``, its ``original_max_position_embeddings`` ``original_max_len``):
 
+    - ``default``: the plain frequencies, as no ``scaling`` (a spec that picks the type by a
+      param: ``type: "${rope_type}"``, the other fields ``null`` where it reads none);
     - ``llama3`` (Llama 3.1): wavelengths above ``original_max_len / low_freq_factor`` slowed by
       ``factor``, those below ``original_max_len / high_freq_factor`` kept, the band between
       interpolated (defaults: factor 8, original_max_len 8192);
@@ -141,7 +143,7 @@ class RopeScalingArgs(OpArgs):
       than ``original_max_len``; ``factor`` defaults to max_len / original_max_len.
     """
 
-    type: Literal["llama3", "linear", "dynamic", "yarn", "longrope"] = Field(
+    type: Literal["default", "llama3", "linear", "dynamic", "yarn", "longrope"] = Field(
         description="the scaling rule (transformers' rope_type)"
     )
     factor: float | None = Field(
@@ -176,6 +178,7 @@ class RopeScalingArgs(OpArgs):
 
 # the arguments each scaling type reads, and those it needs
 SCALING_ARGS: dict[str, tuple[set[str], set[str]]] = {
+    "default": (set(), set()),
     "llama3": ({"factor", "original_max_len", "low_freq_factor", "high_freq_factor"}, set()),
     "linear": ({"factor"}, {"factor"}),
     "dynamic": ({"factor", "original_max_len"}, {"factor", "original_max_len"}),
@@ -211,8 +214,8 @@ class RotaryArgs(OpArgs):
     )
     scaling: RopeScalingArgs | None = Field(
         default=None,
-        description="frequency scaling for long contexts: {type: llama3 | linear | dynamic | "
-        "yarn | longrope, ...} (see rotary_embedding)",
+        description="frequency scaling for long contexts: {type: default | llama3 | linear | "
+        "dynamic | yarn | longrope, ...} (see rotary_embedding)",
     )
 
 
@@ -303,7 +306,7 @@ def _scaling(rope: RotaryArgs) -> Any:
     from archcomp.nn import rotary
 
     s = rope.scaling
-    if s is None:
+    if s is None or s.type == "default":
         return None
     old = s.original_max_len or 8192
     if s.type == "llama3":

@@ -130,13 +130,18 @@ def _report_unreachable(
                 )
 
 
+# ops that hold a tensor of the model's state and read nothing: kept when only absent nodes
+# read them (DINOv2's mask token without the bool_masked_pos input), as transformers keeps them
+LEARNED_OPS = frozenset({"parameter", "buffer"})
+
+
 def _report_unused(
     g: Graph, live: set[str], rep: Reporter, seen_origins: set[tuple[str, tuple[object, ...]]]
 ) -> None:
     """Report the nodes and inputs no output depends on (``live``: those some output does)."""
     for name, node in g.nodes.items():
-        if name in live:
-            continue
+        if name in live or (name in g.read_by_absent and node.op.name in LEARNED_OPS):
+            continue  # a learned tensor read only by absent nodes stays, as a weight
         key = (node.origin.doc.file, node.origin.path)
         if key in seen_origins:
             continue

@@ -111,6 +111,30 @@ def test_rotary_shape_buffers_and_errors() -> None:
     assert errors_of(text) == ["missing required argument 'type'"]
 
 
+def test_scaling_chosen_by_a_param_leaves_out_the_fields_its_type_does_not_read() -> None:
+    """``type: default`` is no scaling; a ``${...}`` that gives null leaves a field out (the
+    llama block's rope_type), while a null written as such is still a value given."""
+    node = (
+        "- {{id: n, op: rotary_embedding, max_len: 8, scaling: {{type: {t}, "
+        "factor: \"${{null if '{t}' == 'default' else 2.0}}\", "
+        "low_freq_factor: \"${{1.5 if '{t}' == 'llama3' else null}}\"}}}}"
+    )
+    got = {
+        t: compile_for_test(load_graph(spec("x: [B, 4, T, 16]", node.format(t=t)))).n.scaling
+        for t in ("default", "linear", "llama3")
+    }
+    assert got["default"] is None
+    assert (got["linear"].type, got["linear"].factor) == ("linear", 2.0)
+    assert (got["llama3"].factor, got["llama3"].low_freq_factor) == (2.0, 1.5)
+    text = spec(
+        "x: [B, 4, T, 16]",
+        "- {id: n, op: rotary_embedding, scaling: {type: linear, factor: 2, beta_fast: null}}",
+    )
+    assert errors_of(text) == ["'beta_fast': expected a float, found null"]
+    text = spec("x: [B, 4, T, 16]", "- {id: n, op: rotary_embedding, scaling: {type: default}}")
+    assert compile_for_test(load_graph(text)).n.scaling is None
+
+
 @pytest.mark.parametrize(
     ("args", "rope_parameters"),
     [
@@ -575,7 +599,8 @@ def test_rope_scaling_errors() -> None:
     )
     text = spec(x, "- {id: n, op: rotary_embedding, scaling: {type: ntk, factor: 2}}")
     assert errors_of(text) == [
-        "'type': expected 'llama3', 'linear', 'dynamic', 'yarn' or 'longrope', found string 'ntk'"
+        "'type': expected 'default', 'llama3', 'linear', 'dynamic', 'yarn' or 'longrope', found "
+        "string 'ntk'"
     ]
 
 

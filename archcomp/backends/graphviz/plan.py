@@ -35,6 +35,7 @@ from archcomp.ir.dims import fmt_shape
 from archcomp.ir.drawing import Figure, Part
 from archcomp.ir.opdef import OpDef
 from archcomp.ops.registry import all_ops, get_op
+from archcomp.passes.structure import LEARNED_OPS
 
 __all__ = ["Box", "DrawOptions", "Drawing", "Frame", "Planner", "plan", "planned"]
 
@@ -147,6 +148,7 @@ class Planner:
         self.edge_keys: set[tuple[str, ...]] = set()
         self.labelled: set[tuple[str, str, str]] = set()
         self.hidden_inputs = {n for n, i in g.inputs.items() if i.type.dtype == "bool"}
+        self.unread = _unread_weights(g)  # not drawn: no edge would reach them
         self.lr = self.d.direction == "LR"
         self.params = param_counts(g) if opts.param_counts else {}
         self.runs = copy_runs(g, opts.copies)
@@ -263,12 +265,13 @@ class Planner:
             if name not in self.hidden_inputs:
                 self._input_box(name)
         for n in g.nodes.values():
-            if self._canon(n.name, n.scopes) == n.name:
+            if self._canon(n.name, n.scopes) == n.name and n.name not in self.unread:
                 self._place(n, forced, nested)
         self._finish_collapsed()
         self._check_expand_opened()
         for n in g.nodes.values():
-            self._edges_into(n)
+            if n.name not in self.unread:
+                self._edges_into(n)
         for oname, ref in g.outputs.items():
             src = self._src_box(ref)
             if src is None:
@@ -638,3 +641,17 @@ def planned(g: Graph, opts: DrawOptions) -> Planner:
 
 def plan(g: Graph, opts: DrawOptions) -> Drawing:
     return planned(g, opts).d
+
+
+def _unread_weights(g: Graph) -> set[str]:
+    """Parameters and buffers that only absent nodes read (DINOv2's mask token without
+    bool_masked_pos): weights of the model, no part of its computation."""
+    read = {r.node for r in g.outputs.values()}
+    for n in g.nodes.values():
+        for v in n.inputs.values():
+            read.update(r.node for r in (v if isinstance(v, list) else [v]))
+    return {
+        name
+        for name in g.read_by_absent - read
+        if name in g.nodes and g.nodes[name].op.name in LEARNED_OPS
+    }
