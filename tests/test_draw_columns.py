@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from archcomp.backends.graphviz import DrawOptions, draw, plan
+from archcomp.frontend.build import load_source
 from archcomp.passes.pipeline import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 needs_dot = pytest.mark.skipif(not shutil.which("dot"), reason="Graphviz's dot is not installed")
-STAGED = ["swin_tiny", "resnet18", "resnet50", "convnext_tiny"]
 
 
 def _points(pos: str) -> list[tuple[float, float]]:
@@ -55,12 +55,29 @@ def frame_crossings(source: str) -> list[tuple[str, str, str]]:
     return bad
 
 
+# Known: Mixtral's residual around its mixture of experts grazes that frame's corners.
+GRAZES = {"mixtral": "the residual around the MoE figure grazes its frame's corners"}
+
+
+def _shipped() -> list[object]:
+    """Every model spec that ships (block libraries have no nodes); known grazes xfail."""
+    specs = [p for p in sorted(SPECS.glob("*.yaml")) if load_source(p).spec.nodes]
+    return [
+        pytest.param(p, marks=pytest.mark.xfail(reason=GRAZES[p.stem], strict=True))
+        if p.stem in GRAZES
+        else p
+        for p in specs
+    ]
+
+
 @needs_dot
-@pytest.mark.parametrize("name", STAGED)
-def test_no_edge_crosses_a_frame_it_is_not_in(name: str) -> None:
-    """The link from one column's top to the next column's foot runs down the gutter between
-    them, not inside the next column's frame (issue 28)."""
-    assert frame_crossings(draw(SPECS / f"{name}.yaml").source) == []
+@pytest.mark.parametrize("spec", _shipped(), ids=lambda p: p.stem)
+def test_no_edge_crosses_a_frame_it_is_not_in(spec: Path) -> None:
+    """No shipped figure has an edge inside a frame that holds neither of its ends: in the
+    stage columns (ResNet, ConvNeXt, Swin) the link from one column's top to the next
+    column's foot runs down the gutter between them, not inside the next column's frame
+    (issue 28)."""
+    assert frame_crossings(draw(spec).source) == []
 
 
 def test_the_link_between_columns_is_outside_every_frame() -> None:
