@@ -401,17 +401,18 @@ outputs: {y: head}
 
 def test_three_or_more_stages_stand_side_by_side() -> None:
     """ResNet's, ConvNeXt's and Swin's stages: a column each, left to right, their feet on
-    one rank; an edge from one column's top enters the next through a joint at its foot,
-    without ranking it (not one 1:13 stack)."""
+    one rank; the link from one column's top runs down the gutter beside it to a joint at
+    the next one's foot (not one 1:13 stack). tests/test_draw_columns.py checks the layout."""
     d = _plan(THREE_STAGES)
-    assert d.columns[0] == "stem" and d.columns[1:] == ["joint/1", "joint/2"]
-    breaks = [e for e in d.edges if not e.ranks]
-    assert [(e.src, e.dst) for e in breaks] == [("s1.1.add", "joint/1"), ("s2.1.add", "joint/2")]
-    assert {e.dst for e in d.edges if e.src == "joint/1"} == {"s2.0.conv", "s2.0.add"}
+    assert d.columns == ["stem", "gutter/foot/1", "joint/1", "gutter/foot/2", "joint/2"]
+    links = [(e.src, e.dst) for e in d.edges if e.kind == "link" and e.src.startswith("s")]
+    assert ("s1.1.add", "gutter/top/1") in links and ("s2.1.add", "gutter/top/2") in links
+    assert ("s1.1.add", "gutter/top/1") in d.same_rank  # the gutter's top beside the top box
+    assert {e.dst for e in d.edges if e.src == "fork/joint/1"} == {"s2.0.conv", "s2.0.add"}
     assert d.boxes["head"].frame is None  # the head on the last column
     src = draw(THREE_STAGES).source
-    assert '"s1.1.add" -> "joint/1" [arrowhead=none constraint=false]' in src
-    assert 'stem -> "joint/1" [style=invis]' in src
+    assert '"gutter/foot/1" -> "gutter/top/1" [arrowhead=none]' in src
+    assert 'stem -> "gutter/foot/1" [style=invis]' in src
     # Two stages still stack, one on the other.
     assert not _plan(RESIDUAL_STAGES).columns
 
@@ -423,7 +424,10 @@ def test_alternating_copies_are_drawn_once_per_period() -> None:
     runs = [f.label for f in d.frames.values() if f.id.startswith("run:s2")]
     assert runs == ["copies 0, 2 (2×)", "copies 1, 3 (2×)"]
     assert not any(b.startswith(("s2.2.", "s2.3.")) for b in d.boxes)
-    inside = [(e.src, e.dst) for e in d.edges if e.src[:3] == e.dst[:3] == "s2."]
+    # Edges, a fork (copy 0's sum entering copy 1's frame once) followed through to its ends.
+    fork = {e.dst: e.src for e in d.edges if e.dst.startswith("fork/")}
+    edges = [(fork.get(e.src, e.src), e.dst) for e in d.edges]
+    inside = [(a, b) for a, b in edges if a[:3] == b[:3] == "s2."]
     assert ("s2.1.add", "s2.0.conv") not in inside  # copy 1 -> copy 2 is the frame, not an edge
     assert ("s2.0.add", "s2.1.conv") in inside
 

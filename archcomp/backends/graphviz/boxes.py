@@ -56,6 +56,7 @@ class Frame:
     kind: str  # repeat | block | group | figure | stack | stack_inner
     label: str | None
     parent: str | None
+    count: int | None = None  # a repeat frame's number of copies
 
 
 @dataclass
@@ -63,8 +64,7 @@ class Edge:
     src: str
     dst: str
     label: str | None = None
-    kind: str = "data"  # data | residual | cross | loop
-    ranks: bool = True  # False: the edge does not rank its ends (from one column to the next)
+    kind: str = "data"  # data | residual | cross | loop | link (on to a point: no arrowhead)
 
 
 @dataclass
@@ -76,4 +76,5 @@ class Drawing:
     edges: list[Edge] = field(default_factory=list)
     same_rank: list[tuple[str, ...]] = field(default_factory=list)
     rows: list[tuple[str, ...]] = field(default_factory=list)  # a wrapped strip, top down
-    columns: list[str] = field(default_factory=list)  # the first box of each stage column
+    # stage columns: their feet's rank, left to right (first entry, then gutter foot, joint)
+    columns: list[str] = field(default_factory=list)

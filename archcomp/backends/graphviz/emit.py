@@ -189,13 +189,15 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
             s.attr(rank="same")
             for box_id in group:
                 s.node(box_id)
-    if d.columns:  # stages side by side: their first boxes on one rank, left to right
+    links = {(e.src, e.dst) for e in d.edges if e.kind == "link"}
+    if d.columns:  # stages side by side: their feet on one rank, left to right
         with dot.subgraph() as s:
             s.attr(rank="same")
             for box_id in d.columns:
                 s.node(box_id)
         for left, right in pairwise(d.columns):
-            dot.edge(left, right, style="invis")
+            if (left, right) not in links:  # a gutter's foot -> its joint is drawn
+                dot.edge(left, right, style="invis")
     wraps = {(row[-1], nxt[0]) for row, nxt in pairwise(d.rows)}
     for row, nxt in pairwise(d.rows):  # each row starts under the one before
         dot.edge(row[0], nxt[0], style="invis", weight="10")
@@ -203,8 +205,8 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
         attrs: dict[str, str] = {}
         if (e.src, e.dst) in wraps:
             attrs["constraint"] = "false"
-        if not e.ranks:  # from the top of one column to the joint at the foot of the next
-            attrs.update({"constraint": "false", "arrowhead": "none"})
+        if e.kind == "link":  # a piece of a line that goes on from a point: no arrowhead
+            attrs["arrowhead"] = "none"
         if e.label:
             attrs["label"] = html_label(e.label)
         if e.kind == "cross":

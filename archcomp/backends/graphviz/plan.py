@@ -322,6 +322,7 @@ class Planner:
             if s.repeat is not None:
                 base = self._canon(_base(s), n.scopes)
                 frame = self._frame(f"repeat:{base}", "repeat", repeat_label(s), frame)
+                self.d.frames[frame].count = s.repeat
                 firsts = self.runs.get(_base(s))
                 boxed = (  # every copy drawn, each one box: no "copy k" frame around it
                     _base(s) in self.opts.copies

@@ -221,9 +221,17 @@ def stage_columns(d: Drawing) -> None:
     ConvNeXt's, Swin's), stacked bottom to top, would be many times as high as wide; instead
     each stage is a column, read left to right, whose foot is on the rank of the first
     stage's. A box between two stages (ConvNeXt's downsampling) starts the column of the
-    stage it feeds, the stem stands under the first column and the head on the last. The
-    edge from one column's top runs to a joint at the next one's foot (``kind="joint"``)
-    without ranking it (``Edge.ranks``); ``Drawing.columns`` lists the feet, left to right."""
+    stage it feeds, the stem stands under the first column and the head on the last.
+
+    The link from one column's top to the next one's foot runs outside every frame: from the
+    top box to a point beside it (``gutter/k/top``, on its rank), down the gutter between the
+    two columns to a point on the feet's rank (``gutter/k/foot``), across to a joint under
+    the next column (``joint/k``) and up into it. Its pieces are ``kind="link"`` edges;
+    ``Drawing.columns`` lists, left to right, the feet's rank: the first column's entry, then
+    each gutter's foot and joint; ``Drawing.same_rank`` pins each gutter's top beside its
+    column's top box. Then a box outside a repeat frame feeding several boxes in it (the
+    residual and the sub-layer) enters it once, at a fork inside (:func:`fork_into_frames`).
+    Each stage's repeat frame reads "×2", as Swin's Figure 3 and ResNet's Table 1 write it."""
     repeats = {f.id for f in d.frames.values() if f.kind == "repeat"}
     stages = [
         f.id
@@ -240,17 +248,63 @@ def stage_columns(d: Drawing) -> None:
     entry = [e.src for e in d.edges if _root(d, e.dst) == stages[0] != _root(d, e.src)]
     if not entry or any(len(f) != 1 for f in feeds):
         return  # a stage fed from two places: no single column break
+    for f in d.frames.values():  # the papers' stage counts: "×2" (Swin's Figure 3)
+        if f.kind == "repeat" and f.count is not None and f.label:
+            f.label = f"×{f.count}" + (" (shared)" if f.label.endswith(" (shared)") else "")
     d.columns = [entry[0]]
     for k, (src,) in enumerate(feeds, start=1):
-        joint = Box(f"joint/{k}", "", "joint", kind="joint")
-        d.boxes[joint.id] = joint
-        d.columns.append(joint.id)
+        top, foot, joint = (Box(f"{p}/{k}", "", "joint", kind="joint") for p in _LINK)
+        for b in (top, foot, joint):
+            d.boxes[b.id] = b
+        d.columns += [foot.id, joint.id]
+        d.same_rank.append((src, top.id))
         label = None
         for e in d.edges:
             if e.src == src and column[e.dst] == k:
                 e.src, label = joint.id, label or e.label
                 e.label = None
-        d.edges.append(Edge(src, joint.id, label, ranks=False))
+        d.edges += [
+            Edge(src, top.id, kind="link"),
+            Edge(foot.id, top.id, label, kind="link"),
+            Edge(foot.id, joint.id, kind="link"),
+        ]
+    fork_into_frames(d)
+
+
+_LINK = ("gutter/top", "gutter/foot", "joint")
+
+
+def fork_into_frames(d: Drawing) -> None:
+    """A box outside a repeat frame that feeds several boxes inside it (the stage's input:
+    its first sub-layer and the residual around it) enters the frame once: one edge to a
+    fork (``fork/<box>``) in the innermost frame holding those boxes, which feeds them, so
+    no residual arrow runs along the outside of the frame into it."""
+    outs, _ = edge_index(d)
+    for src, edges in list(outs.items()):
+        inside = [e for e in edges if e.kind in ("data", "residual")]
+        frames = [_ancestors(d, d.boxes[e.dst].frame) for e in inside]
+        if len(inside) < 2 or any(not f for f in frames):
+            continue
+        common = [f for f in frames[0] if all(f in fs for fs in frames[1:])]
+        if not common or common[0] in _ancestors(d, d.boxes[src].frame):
+            continue
+        if not any(d.frames[f].kind == "repeat" for f in common):
+            continue
+        fork = Box(f"fork/{src}", "", "joint", kind="joint", frame=common[0])
+        d.boxes[fork.id] = fork
+        label = next((e.label for e in inside if e.label), None)
+        for e in inside:
+            e.src, e.label = fork.id, None
+        d.edges.append(Edge(src, fork.id, label, kind="link"))
+
+
+def _ancestors(d: Drawing, f: str | None) -> list[str]:
+    """``f`` and the frames around it, innermost first."""
+    out: list[str] = []
+    while f is not None:
+        out.append(f)
+        f = d.frames[f].parent
+    return out
 
 
 def _columns(d: Drawing, stages: list[str]) -> dict[str, int] | None:
