@@ -120,6 +120,7 @@ def _imported_llama() -> str:
         ("Olmo2", {}, 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", per_head: false}'),
         ("StableLm", {}, "rotary_dim: 2,"),  # a quarter of each 8-dim head rotates; LayerNorm
         ("Granite", {"embedding_multiplier": 3.0}, "op: mul, scalar: 3.0"),
+        ("Phi3", {}, "out_name: o_proj,\n         qkv_name: qkv_proj}"),  # sliced; gate_up chunked
     ],
 )
 def test_decoder_families_round_trip(
@@ -170,6 +171,21 @@ def test_a_changed_rotary_application_is_refused(
         import_hf(folder)
 
 
+def test_fused_qkv_rows_feeding_other_ports_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phi-3 with q and k swapped after the slices: the qkv rows no longer feed SDPA's q and k
+    as qkv_name lays them out, so the attention is refused, not imported as Phi-3's."""
+    from transformers.models.phi3 import modeling_phi3 as mp
+
+    plain = mp.apply_rotary_pos_emb
+    monkeypatch.setattr(mp, "apply_rotary_pos_emb", lambda q, k, cos, sin: plain(
+        q, k, cos, sin)[::-1])  # fmt: skip
+    _, folder = saved(tmp_path, "Phi3", num_key_value_heads=4)
+    with pytest.raises(ImportFailure, match="qkv_proj whose rows from 0 do not feed SDPA's q"):
+        import_hf(folder)
+
+
 def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:
     quiet()
     cfg = transformers.GPTNeoXConfig(
@@ -180,8 +196,8 @@ def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) ->
     with pytest.raises(ImportFailure) as e:
         import_hf(tmp_path)
     message = str(e.value)
-    assert "gpt_neox.layers.0.attention: aten.chunk.default (no archcomp op for it)" in message
-    assert "modeling_gpt_neox.py:" in message and "qkv.chunk(3, dim=-1)" in message
+    assert "gpt_neox.layers.0.attention: aten.slice.Tensor (no archcomp op for it)" in message
+    assert "modeling_gpt_neox.py:" in message and "= apply_rotary_pos_emb(query_states" in message
 
 
 def _config(text: str | None) -> Any:
