@@ -45,6 +45,11 @@ _ATTN_OPS = {
 _SDPA = "aten.scaled_dot_product_attention.default"
 _PROJ = ("q_proj", "k_proj", "v_proj")
 _FUSED = "qkv_proj"  # Phi-3's one (q; k; v) projection, sliced
+_PER_HEAD = "query_key_value"  # GPT-NeoX's, q_i, k_i, v_i head by head: viewed, then chunked
+_OUTS = ("o_proj", "out_proj", "dense")
+_VIEW = "aten.view.default"
+_THREE = ((3, -1), (3, 3))  # chunk(3, dim=-1) of a 4-d view
+_CHUNK_OPS = {"aten.chunk.default", "<built-in function getitem>"}
 _SLICE = "aten.slice.Tensor"
 
 
@@ -61,8 +66,8 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
         if act is not None:
             approx = group[0].kwargs.get("approximate", "none")
             return act, ({"approximate": approx} if approx != "none" else {})
-    split = all(k in kids for k in _PROJ) or _FUSED in kids
-    if split and ("o_proj" in kids or "out_proj" in kids):
+    split = all(k in kids for k in _PROJ) or _FUSED in kids or _PER_HEAD in kids
+    if split and any(o in kids for o in _OUTS):
         return _attention(flat, path, module, group)
     return None
 
@@ -92,10 +97,15 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     kids -= {"q_norm", "k_norm"} if qk_norm else set()
     if len(sdpa) != 1:
         return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
-    extra = sorted((own - _ATTN_OPS) | (kids - {*_PROJ, _FUSED, "o_proj", "out_proj"}))
+    allowed = _ATTN_OPS | (_CHUNK_OPS if _PER_HEAD in kids else set())
+    extra = sorted((own - allowed) | (kids - {*_PROJ, _FUSED, _PER_HEAD, *_OUTS}))
     if extra:
         return f"attention that also computes {', '.join(extra)}"
-    fused = _fused_slices(flat, path, m, level, sdpa[0]) if _FUSED in kids else None
+    fused: Any = None
+    if _FUSED in kids:
+        fused = _fused_slices(flat, path, m, level, sdpa[0])
+    elif _PER_HEAD in kids:
+        fused = _per_head_chunks(flat, path, m, level, sdpa[0])
     if isinstance(fused, str):
         return fused
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
@@ -134,25 +144,29 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop
-    if hasattr(m, "o_proj"):
-        opts["out_name"] = "o_proj"
+    out = next(o for o in _OUTS if hasattr(m, o))
+    if out != "out_proj":
+        opts["out_name"] = out
     if fused:
         if not isinstance(opts["bias"], bool):
-            return "a fused qkv_proj with a bias unlike o_proj's (qkv_name takes one bias)"
-        opts["qkv_name"] = _FUSED
+            return f"a fused qkv projection with a bias unlike {out}'s (qkv_name takes one bias)"
+        opts["qkv_name"] = _FUSED if _FUSED in kids else _PER_HEAD
+        if _PER_HEAD in kids:
+            opts["qkv_layout"] = "per_head"
     return "multi_head_attention", opts
 
 
 def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
     """Head counts, head size and biases from the projections and the config (``_d``: the
     head size, also when it is the default)."""
-    out: Any = m.get_submodule("o_proj" if hasattr(m, "o_proj") else "out_proj")
-    names = (_FUSED,) * 3 if hasattr(m, _FUSED) else _PROJ
+    out: Any = m.get_submodule(next(o for o in _OUTS if hasattr(m, o)))
+    fused = next((f for f in (_FUSED, _PER_HEAD) if hasattr(m, f)), None)
+    names = (fused,) * 3 if fused else _PROJ
     q, k, v = (m.get_submodule(p) for p in names)
     h = getattr(cfg, "num_attention_heads", None)
     if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
         return "attention without a config's num_attention_heads or nn.Linear projections"
-    kv = int(getattr(cfg, "num_key_value_heads", None) or h)
+    kv = h if fused == _PER_HEAD else int(getattr(cfg, "num_key_value_heads", None) or h)
     d = int(getattr(m, "head_dim", 0) or out.in_features // h)
     opts: dict[str, Any] = {"num_heads": h, "_d": d}
     if kv != h:
@@ -189,6 +203,36 @@ def _fused_slices(
         cut = cuts[got.index((lo, hi))]
         if not _reaches(flat, cut, sdpa.args[port], set(cuts), set(level)):
             return f"a fused qkv_proj whose rows from {lo} do not feed SDPA's {'qkv'[port]}"
+    return True
+
+
+def _per_head_chunks(
+    flat: Flat, path: str, m: nn.Module, level: list[fx.Node], sdpa: fx.Node
+) -> bool | str:
+    """Whether ``query_key_value``'s output is viewed as (B, T, h, 3 d), then chunked in three
+    on its last dim (after a transpose of T and h at most), piece i reaching SDPA's port i."""
+    h = getattr(getattr(m, "config", None), "num_attention_heads", 0)
+    outs = [n for n in flat.order if flat.scope.get(n, ())[-1:] == (f"{path}.{_PER_HEAD}",)]
+    made = outs[-1] if outs else None  # (B, T, 3 h d)
+    views = [
+        n for n in level if str(n.target) == "aten.view.default" and flat.get(n.args[0]) is made
+    ]
+    chunks = [n for n in level if str(n.target) == "aten.chunk.default"]
+    width = getattr(made, "meta", {}).get("val")
+    if len(views) != 1 or len(chunks) != 1 or width is None:
+        return "a fused query_key_value not viewed per head and chunked once"
+    shape = list(views[0].args[1])  # type: ignore[arg-type]
+    c = chunks[0]
+    if shape[-2] not in (h, -1) or shape[-1] * h != width.shape[-1] or c.args[1:] not in _THREE:
+        return "a fused query_key_value not viewed as (B, T, h, 3 d) and chunked in three"
+    if not _reaches(flat, views[0], c.args[0], {views[0]}, set(level)):
+        return "a fused query_key_value whose chunks are not of its per-head view"
+    pieces = {u.args[1]: u for u in c.users}
+    for port in range(3):
+        if port not in pieces or not _reaches(
+            flat, pieces[port], sdpa.args[port], set(pieces.values()), set(level)
+        ):
+            return f"a fused query_key_value whose chunk {port} does not feed SDPA's {'qkv'[port]}"
     return True
 
 

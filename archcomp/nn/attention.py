@@ -134,7 +134,8 @@ class MultiHeadAttention(nn.Module):
     ``scale`` replaces 1/sqrt(head_dim); ``softcap`` bounds the scores by
     ``softcap * tanh(scores / softcap)`` (Gemma 2). ``qkv_name`` replaces q_proj, k_proj and
     v_proj by one projection of that name whose rows are q, then k, then v (Phi-3's
-    ``qkv_proj``), for self-attention.
+    ``qkv_proj``) or, with ``qkv_layout="per_head"``, q_i, k_i, v_i head by head (GPT-NeoX's
+    ``query_key_value``), for self-attention.
     """
 
     def __init__(
@@ -159,6 +160,7 @@ class MultiHeadAttention(nn.Module):
         softcap: float | None = None,
         out_name: str = "out_proj",
         qkv_name: str | None = None,
+        qkv_layout: str = "stacked",
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -190,6 +192,7 @@ class MultiHeadAttention(nn.Module):
         v_dim = kv_heads * self.v_head_dim
         self.qkv_name = qkv_name  # one fused (q; k; v) projection of that name (Phi-3)
         self._widths = (q_dim, k_dim, v_dim)
+        self.qkv_per_head = qkv_layout == "per_head"  # rows q_i, k_i, v_i head by head (GPT-NeoX)
         if qkv_name is not None:
             fused = nn.Linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
             setattr(self, qkv_name, fused)
@@ -226,7 +229,11 @@ class MultiHeadAttention(nn.Module):
             if key is not query or value is not query:
                 raise RuntimeError("a fused qkv projection takes self-attention only")
             qkv = getattr(self, self.qkv_name)(query)  # (B, T, (h + 2 h_kv) * d)
-            q, k, value = qkv.split(self._widths, -1)
+            if self.qkv_per_head:  # (B, T, h, 3 d) -> 3 x (B, T, h, d) -> 3 x (B, T, h d)
+                parts = qkv.unflatten(-1, (self.num_heads, -1)).chunk(3, -1)
+                q, k, value = (p.flatten(-2) for p in parts)
+            else:
+                q, k, value = qkv.split(self._widths, -1)
         else:
             q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
             value = self.v_proj(value)  # (B, S, h_kv * d_v)

@@ -131,16 +131,21 @@ class MultiHeadAttentionArgs(OpArgs):
     softcap: float | None = Field(
         default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
     )
-    out_name: Literal["out_proj", "o_proj"] = Field(
+    out_name: Literal["out_proj", "o_proj", "dense"] = Field(
         default="out_proj",
-        description="the output projection's name: out_proj (torch) or o_proj (transformers' "
-        "Llama family, whose weights then load by their own keys)",
+        description="the output projection's name: out_proj (torch), o_proj (transformers' "
+        "Llama family, whose weights then load by their own keys) or dense (GPT-NeoX)",
     )
     qkv_name: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="one fused projection of this name in place of q_proj, k_proj and v_proj: "
         "rows q, then k, then v (Phi-3's qkv_proj); self-attention, bias one bool",
+    )
+    qkv_layout: Literal["stacked", "per_head"] = Field(
+        default="stacked",
+        description="the rows of qkv_name: all of q, then k, then v (stacked), or head by head "
+        "q_i, k_i, v_i (per_head: GPT-NeoX's query_key_value; no num_kv_heads)",
     )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
@@ -244,6 +249,14 @@ def _check_fused(ctx: ShapeCtx, a: MultiHeadAttentionArgs, e: int) -> None:
             "qkv_name fuses the projections of one input: self-attention only",
             arg="qkv_name",
             hint="give only query, or drop qkv_name",
+        )
+    per_head = a.qkv_layout == "per_head"
+    if per_head and (a.num_kv_heads not in (None, a.num_heads) or a.v_head_dim is not None):
+        raise ShapeError(
+            "qkv_layout per_head holds q, k and v of each head: one key/value head per query "
+            "head, v the size of q",
+            arg="qkv_layout",
+            hint="drop num_kv_heads and v_head_dim, or use qkv_layout: stacked",
         )
     if not isinstance(a.bias, bool):
         raise ShapeError(
@@ -381,6 +394,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         softcap=a.softcap,
         out_name=a.out_name,
         qkv_name=a.qkv_name,
+        qkv_layout=a.qkv_layout,
         **c.factory,
     )
     ins = c.inputs

@@ -1085,3 +1085,8 @@ def test_mha_fused_qkv_errors() -> None:
     )
     one_bias = "a fused qkv projection has one bias for q, k and v"
     fails("x: [B, 12, 32]", f"{node}, bias: {{out: false}}", one_bias, "{out")
+    per_head = (
+        "qkv_layout per_head holds q, k and v of each head: one key/value head per query head, "
+        "v the size of q"
+    )
+    fails("x: [B, 12, 32]", f"{node}, num_kv_heads: 2, qkv_layout: per_head", per_head, "per_h")
