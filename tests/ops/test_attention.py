@@ -1074,6 +1074,28 @@ def test_mha_fused_qkv_is_the_three_projections_stacked() -> None:
     numerics.assert_close(g1, g2, chains.tolerance(torch.float32, g1, g2))
 
 
+def test_mha_per_head_qkv_is_each_heads_rows() -> None:
+    """qkv_layout per_head (GPT-NeoX's query_key_value): rows q_i, k_i, v_i for head i, the
+    same output and gradients as q_proj, k_proj, v_proj holding each head's rows."""
+    args = "num_heads: 4, causal: true, rope: {max_len: 16, rotary_dim: 2}, out_name: dense"
+    _, fused = compile_spec(mha_text(f"{args}, qkv_name: query_key_value, qkv_layout: per_head"))
+    _, plain = compile_spec(mha_text(args))
+    redraw(fused, 6)
+    w = fused.attn.query_key_value.weight.view(4, 3, 8, 32)  # (h, q|k|v, d, E)
+    b = fused.attn.query_key_value.bias.view(4, 3, 8)
+    state = {f"attn.{p}_proj.{t}": x[:, i].reshape(32, -1).squeeze(-1) for i, p in enumerate("qkv")
+             for t, x in (("weight", w), ("bias", b))}  # fmt: skip
+    state |= {k: v for k, v in fused.state_dict().items() if "dense" in k}
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    with RoundingChains() as chains:
+        got, want = run(fused, x, pad)["y"], run(plain, x, pad)["y"]
+        (g1,), (g2,) = (torch.autograd.grad(y.sum(), [x]) for y in (got, want))
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    numerics.assert_close(g1, g2, chains.tolerance(torch.float32, g1, g2))
+
+
 def test_mha_fused_qkv_errors() -> None:
     node = "op: multi_head_attention, num_heads: 4, qkv_name: qkv_proj"
     one_input = "qkv_name fuses the projections of one input: self-attention only"
