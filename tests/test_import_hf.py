@@ -120,6 +120,7 @@ def _imported_llama() -> str:
         ("Olmo2", {}, 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", per_head: false}'),
         ("StableLm", {}, "rotary_dim: 2,"),  # a quarter of each 8-dim head rotates; LayerNorm
         ("Granite", {"embedding_multiplier": 3.0}, "op: mul, scalar: 3.0"),
+        ("Phi3", {}, "out_name: o_proj,\n         qkv_name: qkv_proj}"),  # sliced; gate_up chunked
     ],
 )
 def test_decoder_families_round_trip(
@@ -130,6 +131,19 @@ def test_decoder_families_round_trip(
     spec.write_text(import_hf(folder))
     assert shows in spec.read_text()
     logits_equal(archcomp.from_pretrained(folder, spec), ref)
+
+
+def test_gpt_neox_round_trip(tmp_path: Path) -> None:
+    """query_key_value viewed per head and chunked (qkv_layout: per_head), a quarter of each
+    head rotated, the parallel residual as two adds. transformers saves lm_head as
+    embed_out.weight (its legacy key), so the module's own state_dict loads, strictly."""
+    ref, folder = saved(tmp_path, "GPTNeoX")
+    text = import_hf(folder)
+    assert "out_name: dense, qkv_name: query_key_value, qkv_layout: per_head}" in text
+    assert "num_kv_heads" not in text and "rotary_dim: 2," in text
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    logits_equal(model, ref)
 
 
 def test_a_tied_lm_head_ties_into_the_model_block(tmp_path: Path) -> None:
@@ -170,18 +184,30 @@ def test_a_changed_rotary_application_is_refused(
         import_hf(folder)
 
 
+def test_fused_qkv_rows_feeding_other_ports_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phi-3 with q and k swapped after the slices: the qkv rows no longer feed SDPA's q and k
+    as qkv_name lays them out, so the attention is refused, not imported as Phi-3's."""
+    from transformers.models.phi3 import modeling_phi3 as mp
+
+    plain = mp.apply_rotary_pos_emb
+    monkeypatch.setattr(mp, "apply_rotary_pos_emb", lambda q, k, cos, sin: plain(
+        q, k, cos, sin)[::-1])  # fmt: skip
+    _, folder = saved(tmp_path, "Phi3", num_key_value_heads=4)
+    with pytest.raises(ImportFailure, match="qkv_proj whose rows from 0 do not feed SDPA's q"):
+        import_hf(folder)
+
+
 def test_unsupported_calls_are_listed_with_their_source_lines(tmp_path: Path) -> None:
     quiet()
-    cfg = transformers.GPTNeoXConfig(
-        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-        vocab_size=11, max_position_embeddings=8,
-    )  # fmt: skip
-    transformers.GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=11, n_positions=8)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
     with pytest.raises(ImportFailure) as e:
         import_hf(tmp_path)
     message = str(e.value)
-    assert "gpt_neox.layers.0.attention: aten.chunk.default (no archcomp op for it)" in message
-    assert "modeling_gpt_neox.py:" in message and "qkv.chunk(3, dim=-1)" in message
+    assert "transformer.h.0.attn.c_attn: aten.addmm.default (reads the tensor " in message
+    assert "pytorch_utils.py:" in message and "x = torch.addmm(self.bias," in message
 
 
 def _config(text: str | None) -> Any:

@@ -44,6 +44,13 @@ _ATTN_OPS = {
 }
 _SDPA = "aten.scaled_dot_product_attention.default"
 _PROJ = ("q_proj", "k_proj", "v_proj")
+_FUSED = "qkv_proj"  # Phi-3's one (q; k; v) projection, sliced
+_PER_HEAD = "query_key_value"  # GPT-NeoX's, q_i, k_i, v_i head by head: viewed, then chunked
+_OUTS = ("o_proj", "out_proj", "dense")
+_VIEW = "aten.view.default"
+_THREE = ((3, -1), (3, 3))  # chunk(3, dim=-1) of a 4-d view
+_CHUNK_OPS = {"aten.chunk.default", "<built-in function getitem>"}
+_SLICE = "aten.slice.Tensor"
 
 
 def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
@@ -59,7 +66,8 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
         if act is not None:
             approx = group[0].kwargs.get("approximate", "none")
             return act, ({"approximate": approx} if approx != "none" else {})
-    if all(k in kids for k in _PROJ) and ("o_proj" in kids or "out_proj" in kids):
+    split = all(k in kids for k in _PROJ) or _FUSED in kids or _PER_HEAD in kids
+    if split and any(o in kids for o in _OUTS):
         return _attention(flat, path, module, group)
     return None
 
@@ -89,9 +97,17 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     kids -= {"q_norm", "k_norm"} if qk_norm else set()
     if len(sdpa) != 1:
         return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
-    extra = sorted((own - _ATTN_OPS) | (kids - {*_PROJ, "o_proj", "out_proj"}))
+    allowed = _ATTN_OPS | (_CHUNK_OPS if _PER_HEAD in kids else set())
+    extra = sorted((own - allowed) | (kids - {*_PROJ, _FUSED, _PER_HEAD, *_OUTS}))
     if extra:
         return f"attention that also computes {', '.join(extra)}"
+    fused: Any = None
+    if _FUSED in kids:
+        fused = _fused_slices(flat, path, m, level, sdpa[0])
+    elif _PER_HEAD in kids:
+        fused = _per_head_chunks(flat, path, m, level, sdpa[0])
+    if isinstance(fused, str):
+        return fused
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
     if mask is not None and flat.get(mask) not in flat.context:
         return "an attention mask computed from the input"
@@ -128,21 +144,30 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop
-    if hasattr(m, "o_proj"):
-        opts["out_name"] = "o_proj"
+    out = next(o for o in _OUTS if hasattr(m, o))
+    if out != "out_proj":
+        opts["out_name"] = out
+    if fused:
+        if not isinstance(opts["bias"], bool):
+            return f"a fused qkv projection with a bias unlike {out}'s (qkv_name takes one bias)"
+        opts["qkv_name"] = _FUSED if _FUSED in kids else _PER_HEAD
+        if _PER_HEAD in kids:
+            opts["qkv_layout"] = "per_head"
     return "multi_head_attention", opts
 
 
 def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
     """Head counts, head size and biases from the projections and the config (``_d``: the
     head size, also when it is the default)."""
-    q, k, v = (m.get_submodule(p) for p in _PROJ)
-    out: Any = m.get_submodule("o_proj" if hasattr(m, "o_proj") else "out_proj")
+    out: Any = m.get_submodule(next(o for o in _OUTS if hasattr(m, o)))
+    fused = next((f for f in (_FUSED, _PER_HEAD) if hasattr(m, f)), None)
+    names = (fused,) * 3 if fused else _PROJ
+    q, k, v = (m.get_submodule(p) for p in names)
     h = getattr(cfg, "num_attention_heads", None)
     if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
         return "attention without a config's num_attention_heads or nn.Linear projections"
-    kv = int(getattr(cfg, "num_key_value_heads", None) or h)
-    d = int(getattr(m, "head_dim", 0) or q.out_features // h)  # type: ignore[operator]
+    kv = h if fused == _PER_HEAD else int(getattr(cfg, "num_key_value_heads", None) or h)
+    d = int(getattr(m, "head_dim", 0) or out.in_features // h)
     opts: dict[str, Any] = {"num_heads": h, "_d": d}
     if kv != h:
         opts["num_kv_heads"] = kv
@@ -155,6 +180,78 @@ def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
         else dict(zip(("q", "k", "v", "out"), biases, strict=True))
     )
     return opts
+
+
+def _fused_slices(
+    flat: Flat, path: str, m: nn.Module, level: list[fx.Node], sdpa: fx.Node
+) -> bool | str:
+    """Whether ``qkv_proj``'s output is sliced, on its last dim, into q, k and v in that order
+    (rows ``[0, h d)``, ``[h d, (h + h_kv) d)``, the rest) and each reaches SDPA's own port."""
+    cfg = getattr(m, "config", None)
+    h, d = getattr(cfg, "num_attention_heads", 0), getattr(m, "head_dim", 0)
+    kv = getattr(cfg, "num_key_value_heads", None) or h
+    outs = [n for n in flat.order if flat.scope.get(n, ())[-1:] == (f"{path}.{_FUSED}",)]
+    made = outs[-1] if outs else None  # (B, T, (h + 2 h_kv) d)
+    cuts = [n for n in level if str(n.target) == _SLICE and flat.get(n.args[0]) is made]
+    width = (h + 2 * kv) * d
+    want = [(0, h * d), (h * d, (h + kv) * d), ((h + kv) * d, width)]
+    bounds: list[Any] = [(*n.args[1:], 0, None, None)[:3] for n in cuts]  # (dim, start, end)
+    got = [(b[1] or 0, min(b[2] or width, width)) for b in bounds if b[0] in (-1, 2)]
+    if sorted(got) != want or len(cuts) != 3:
+        return "a fused qkv_proj not sliced into q, k and v (rows q, then k, then v)"
+    for port, (lo, hi) in enumerate(want):
+        cut = cuts[got.index((lo, hi))]
+        if not _reaches(flat, cut, sdpa.args[port], set(cuts), set(level)):
+            return f"a fused qkv_proj whose rows from {lo} do not feed SDPA's {'qkv'[port]}"
+    return True
+
+
+def _per_head_chunks(
+    flat: Flat, path: str, m: nn.Module, level: list[fx.Node], sdpa: fx.Node
+) -> bool | str:
+    """Whether ``query_key_value``'s output is viewed as (B, T, h, 3 d), then chunked in three
+    on its last dim (after a transpose of T and h at most), piece i reaching SDPA's port i."""
+    h = getattr(getattr(m, "config", None), "num_attention_heads", 0)
+    outs = [n for n in flat.order if flat.scope.get(n, ())[-1:] == (f"{path}.{_PER_HEAD}",)]
+    made = outs[-1] if outs else None  # (B, T, 3 h d)
+    views = [
+        n for n in level if str(n.target) == "aten.view.default" and flat.get(n.args[0]) is made
+    ]
+    chunks = [n for n in level if str(n.target) == "aten.chunk.default"]
+    width = getattr(made, "meta", {}).get("val")
+    if len(views) != 1 or len(chunks) != 1 or width is None:
+        return "a fused query_key_value not viewed per head and chunked once"
+    shape = list(views[0].args[1])  # type: ignore[arg-type]
+    c = chunks[0]
+    if shape[-2] not in (h, -1) or shape[-1] * h != width.shape[-1] or c.args[1:] not in _THREE:
+        return "a fused query_key_value not viewed as (B, T, h, 3 d) and chunked in three"
+    if not _reaches(flat, views[0], c.args[0], {views[0]}, set(level)):
+        return "a fused query_key_value whose chunks are not of its per-head view"
+    pieces = {u.args[1]: u for u in c.users}
+    for port in range(3):
+        if port not in pieces or not _reaches(
+            flat, pieces[port], sdpa.args[port], set(pieces.values()), set(level)
+        ):
+            return f"a fused query_key_value whose chunk {port} does not feed SDPA's {'qkv'[port]}"
+    return True
+
+
+def _reaches(flat: Flat, cut: fx.Node, n: Any, cuts: set[fx.Node], inside: set[fx.Node]) -> bool:
+    """Whether the value ``n`` comes from ``cut`` and no other slice of the projection (walking
+    back through the attention's own calls only)."""
+    seen, todo, found = set(), [flat.get(n)], False
+    while todo:
+        x = todo.pop()
+        if not isinstance(x, fx.Node) or x in seen or x not in inside:
+            continue
+        seen.add(x)
+        if x in cuts:
+            if x is not cut:
+                return False
+            found = True
+            continue
+        todo.extend(flat.args_of(x))
+    return found
 
 
 def _qk_norm(

@@ -48,6 +48,7 @@ ATEN: dict[str, Any] = {
     "aten.cat.default": torch.cat,
     "aten.softmax.int": F.softmax,
 }
+_CHUNK = "aten.chunk.default"
 _NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
 Body = dict[str, Any]
 
@@ -220,9 +221,20 @@ class _Scope:
             item.extra["tie"] = {"weight": tie[len(self.path) + 1 :] if self.path else tie}
         return item
 
+    def _chunk(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
+        made = _chunk_item(self.w.flat, n, calls)
+        if isinstance(made, str):
+            self.w.fail(n, f"{where}{n.target}", made)
+            return None
+        return made
+
     def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | None:
         flat = self.w.flat
         where = f"{self.path}: " if self.path else ""
+        if str(n.target) == _CHUNK:
+            return self._chunk(n, calls, where)
+        if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
+            return None  # a piece of a chunk: the split node's result outJ
         fn = ATEN.get(str(n.target))
         for a in flat.args_of(n):
             if a in flat.weights:
@@ -256,6 +268,21 @@ class _Scope:
             else {k: named[r.name] for k, r in ins.items()}
         )
         return Item(op, op, back, without_defaults(op, opts), [n], calls)  # ids: add, add_1, ...
+
+
+def _chunk_item(flat: Flat, n: fx.Node, calls: set[fx.Node]) -> Item | str:
+    """``x.chunk(c, dim)`` read piece by piece (``gate, up = x.chunk(2, -1)``) as ``split``."""
+    x, chunks, dim = (*n.args, 0)[:3]
+    pieces: dict[Any, fx.Node] = {u.args[1]: u for u in n.users if u.target is operator.getitem}
+    if (
+        not isinstance(x, fx.Node)
+        or not isinstance(chunks, int)
+        or sorted(pieces) != list(range(chunks))
+    ):
+        return "a chunk whose pieces are not each read by index"
+    outs = [pieces[i] for i in range(chunks)]
+    opts = without_defaults("split", {"chunks": chunks, "dim": dim})
+    return Item("split", "split", [flat.get(x)], opts, outs, calls | set(outs))
 
 
 def _tie(model: nn.Module, path: str, m: nn.Module) -> str | None:

@@ -132,7 +132,10 @@ class MultiHeadAttention(nn.Module):
     ``qk_norm`` = (kind, per_head, eps, offset) normalizes q and k (RMS or layer norm, over each
     head or the whole projection; an RMS gain of offset + weight, Gemma 3) before RoPE;
     ``scale`` replaces 1/sqrt(head_dim); ``softcap`` bounds the scores by
-    ``softcap * tanh(scores / softcap)`` (Gemma 2).
+    ``softcap * tanh(scores / softcap)`` (Gemma 2). ``qkv_name`` replaces q_proj, k_proj and
+    v_proj by one projection of that name whose rows are q, then k, then v (Phi-3's
+    ``qkv_proj``) or, with ``qkv_layout="per_head"``, q_i, k_i, v_i head by head (GPT-NeoX's
+    ``query_key_value``), for self-attention.
     """
 
     def __init__(
@@ -156,6 +159,8 @@ class MultiHeadAttention(nn.Module):
         scale: float | None = None,
         softcap: float | None = None,
         out_name: str = "out_proj",
+        qkv_name: str | None = None,
+        qkv_layout: str = "stacked",
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -185,9 +190,16 @@ class MultiHeadAttention(nn.Module):
         bq, bk, bv, bo = bias if isinstance(bias, tuple) else (bias,) * 4
         q_dim, k_dim = num_heads * self.head_dim, kv_heads * self.head_dim
         v_dim = kv_heads * self.v_head_dim
-        self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
-        self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
-        self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
+        self.qkv_name = qkv_name  # one fused (q; k; v) projection of that name (Phi-3)
+        self._widths = (q_dim, k_dim, v_dim)
+        self.qkv_per_head = qkv_layout == "per_head"  # rows q_i, k_i, v_i head by head (GPT-NeoX)
+        if qkv_name is not None:
+            fused = nn.Linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
+            setattr(self, qkv_name, fused)
+        else:
+            self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
+            self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
+            self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
         self.out_name = out_name  # transformers' Llama family: o_proj
         out = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
         setattr(self, out_name, out)
@@ -213,14 +225,23 @@ class MultiHeadAttention(nn.Module):
 
     def _heads(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q (B, h, T, d_k), k (B, h_kv, S, d_k), v (B, h_kv, S, d_v), normalized, not rotated."""
-        q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
+        if self.qkv_name is not None:
+            if key is not query or value is not query:
+                raise RuntimeError("a fused qkv projection takes self-attention only")
+            qkv = getattr(self, self.qkv_name)(query)  # (B, T, (h + 2 h_kv) * d)
+            if self.qkv_per_head:  # (B, T, h, 3 d) -> 3 x (B, T, h, d) -> 3 x (B, T, h d)
+                parts = qkv.unflatten(-1, (self.num_heads, -1)).chunk(3, -1)
+                q, k, value = (p.flatten(-2) for p in parts)
+            else:
+                q, k, value = qkv.split(self._widths, -1)
+        else:
+            q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
+            value = self.v_proj(value)  # (B, S, h_kv * d_v)
         if self.norm_whole:
             q, k = self.q_norm(q), self.k_norm(k)  # over the whole projection (OLMo-2)
         q = self._split_heads(q, self.num_heads, self.head_dim)  # (B, h, T, d_k)
         k = self._split_heads(k, self._kv_heads, self.head_dim)  # (B, h_kv, S, d_k)
-        v = self._split_heads(
-            self.v_proj(value), self._kv_heads, self.v_head_dim
-        )  # (B, h_kv, S, d_v)
+        v = self._split_heads(value, self._kv_heads, self.v_head_dim)  # (B, h_kv, S, d_v)
         if self.norm_heads:
             q, k = self.q_norm(q), self.k_norm(k)  # over each head (Qwen3)
         return q, k, v
@@ -292,8 +313,10 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """Attention of the new tokens (B, T, E) to the encoder's output, whose keys and values
         the cache projects once per prompt."""
-        if self.qk_norm is not None or self.rotary is not None:
-            raise RuntimeError("cached cross-attention with q/k norms or RoPE is not implemented")
+        if self.qk_norm is not None or self.rotary is not None or self.qkv_name is not None:
+            raise RuntimeError(
+                "cached cross-attention with q/k norms, RoPE or a fused qkv is not implemented"
+            )
         q = self._split_heads(self.q_proj(query), self.num_heads, self.head_dim)  # (B, h, T, d_k)
 
         def project() -> tuple[Tensor, Tensor, Tensor | None]:

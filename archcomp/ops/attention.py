@@ -131,10 +131,21 @@ class MultiHeadAttentionArgs(OpArgs):
     softcap: float | None = Field(
         default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
     )
-    out_name: Literal["out_proj", "o_proj"] = Field(
+    out_name: Literal["out_proj", "o_proj", "dense"] = Field(
         default="out_proj",
-        description="the output projection's name: out_proj (torch) or o_proj (transformers' "
-        "Llama family, whose weights then load by their own keys)",
+        description="the output projection's name: out_proj (torch), o_proj (transformers' "
+        "Llama family, whose weights then load by their own keys) or dense (GPT-NeoX)",
+    )
+    qkv_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="one fused projection of this name in place of q_proj, k_proj and v_proj: "
+        "rows q, then k, then v (Phi-3's qkv_proj); self-attention, bias one bool",
+    )
+    qkv_layout: Literal["stacked", "per_head"] = Field(
+        default="stacked",
+        description="the rows of qkv_name: all of q, then k, then v (stacked), or head by head "
+        "q_i, k_i, v_i (per_head: GPT-NeoX's query_key_value; no num_kv_heads)",
     )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
@@ -229,6 +240,32 @@ def _check_key_padding_mask(ctx: ShapeCtx, batch: Dim, keys: Dim) -> None:
         )
 
 
+def _check_fused(ctx: ShapeCtx, a: MultiHeadAttentionArgs, e: int) -> None:
+    """A fused q/k/v projection reads one input: key and value must be the query's shape."""
+    q, k = ctx.get("query"), ctx.get("key")
+    assert q is not None and k is not None
+    if a.kdim not in (None, e) or a.vdim not in (None, e) or k.shape != q.shape:
+        raise ShapeError(
+            "qkv_name fuses the projections of one input: self-attention only",
+            arg="qkv_name",
+            hint="give only query, or drop qkv_name",
+        )
+    per_head = a.qkv_layout == "per_head"
+    if per_head and (a.num_kv_heads not in (None, a.num_heads) or a.v_head_dim is not None):
+        raise ShapeError(
+            "qkv_layout per_head holds q, k and v of each head: one key/value head per query "
+            "head, v the size of q",
+            arg="qkv_layout",
+            hint="drop num_kv_heads and v_head_dim, or use qkv_layout: stacked",
+        )
+    if not isinstance(a.bias, bool):
+        raise ShapeError(
+            "a fused qkv projection has one bias for q, k and v",
+            arg="bias",
+            hint="bias: true or false, or drop qkv_name",
+        )
+
+
 def _mha_shape(ctx: ShapeCtx) -> TensorType:
     a: MultiHeadAttentionArgs = ctx.args
     B, T, E, S, dtype = _mha_inputs(ctx)
@@ -262,6 +299,8 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     if a.rope is not None:
         rotary_width(a.rope, _head_dims(a.model_copy(update={"embed_dim": e}))[1], "rope", "rope")
         check_rope_lengths(a.rope, [(T, "the query"), (S, "the key")], "rope")
+    if a.qkv_name is not None:
+        _check_fused(ctx, a, e)
     _check_key_padding_mask(ctx, B, S)
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
@@ -282,12 +321,14 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     bias = _bias_arg(a)
     bq, bk, bv, bo = bias if isinstance(bias, tuple) else (bias,) * 4
     p: dict[str, Shape] = {}
-    for name, out, fan_in, biased in (
+    projections = [
         ("q_proj", h * d_k, e, bq),
         ("k_proj", kv_heads * d_k, kdim, bk),
         ("v_proj", kv_heads * d_v, vdim, bv),
-        (a.out_name, e, h * d_v, bo),
-    ):
+    ]
+    if a.qkv_name is not None:  # one (q; k; v) projection
+        projections = [(a.qkv_name, (h + kv_heads) * d_k + kv_heads * d_v, e, bq)]
+    for name, out, fan_in, biased in (*projections, (a.out_name, e, h * d_v, bo)):
         p[f"{name}.weight"] = (out, fan_in)
         if biased:
             p[f"{name}.bias"] = (out,)
@@ -352,6 +393,8 @@ def _mha_lower(c: LowerCtx) -> Any:
         scale=a.scale,
         softcap=a.softcap,
         out_name=a.out_name,
+        qkv_name=a.qkv_name,
+        qkv_layout=a.qkv_layout,
         **c.factory,
     )
     ins = c.inputs

@@ -1049,3 +1049,66 @@ def test_mha_new_options_compile_fullgraph_export_and_emit(tmp_path: Any) -> Non
     n = 6
     keep = (torch.rand(2, 1, n, n) > 0.3) | torch.eye(n, dtype=torch.bool)
     check_compile_export_emit(gm, (torch.randn(2, n, 32), keep, torch.randn(4, n, n)), tmp_path)
+
+
+def test_mha_fused_qkv_is_the_three_projections_stacked() -> None:
+    """qkv_name: one projection whose rows are q, then k, then v (Phi-3's qkv_proj) gives the
+    output of q_proj, k_proj and v_proj holding those rows, forward and gradients (to rounding:
+    one matmul in place of three)."""
+    args = "num_heads: 4, num_kv_heads: 2, causal: true, rope: {max_len: 16}"
+    _, fused = compile_spec(mha_text(f"{args}, qkv_name: qkv_proj"))
+    _, plain = compile_spec(mha_text(args))
+    redraw(fused, 5)
+    w, b = fused.attn.qkv_proj.weight, fused.attn.qkv_proj.bias  # (32 + 2 * 16, 32)
+    assert tuple(w.shape) == (64, 32)
+    state = {f"attn.{p}_proj.{t}": x for t, whole in (("weight", w), ("bias", b))
+             for p, x in zip("qkv", whole.split((32, 16, 16)), strict=True)}  # fmt: skip
+    state |= {k: v for k, v in fused.state_dict().items() if "out_proj" in k}
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    with RoundingChains() as chains:
+        got, want = run(fused, x, pad)["y"], run(plain, x, pad)["y"]
+        (g1,), (g2,) = (torch.autograd.grad(y.sum(), [x]) for y in (got, want))
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    numerics.assert_close(g1, g2, chains.tolerance(torch.float32, g1, g2))
+
+
+def test_mha_per_head_qkv_is_each_heads_rows() -> None:
+    """qkv_layout per_head (GPT-NeoX's query_key_value): rows q_i, k_i, v_i for head i, the
+    same output and gradients as q_proj, k_proj, v_proj holding each head's rows."""
+    args = "num_heads: 4, causal: true, rope: {max_len: 16, rotary_dim: 2}, out_name: dense"
+    _, fused = compile_spec(mha_text(f"{args}, qkv_name: query_key_value, qkv_layout: per_head"))
+    _, plain = compile_spec(mha_text(args))
+    redraw(fused, 6)
+    w = fused.attn.query_key_value.weight.view(4, 3, 8, 32)  # (h, q|k|v, d, E)
+    b = fused.attn.query_key_value.bias.view(4, 3, 8)
+    state = {f"attn.{p}_proj.{t}": x[:, i].reshape(32, -1).squeeze(-1) for i, p in enumerate("qkv")
+             for t, x in (("weight", w), ("bias", b))}  # fmt: skip
+    state |= {k: v for k, v in fused.state_dict().items() if "dense" in k}
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    with RoundingChains() as chains:
+        got, want = run(fused, x, pad)["y"], run(plain, x, pad)["y"]
+        (g1,), (g2,) = (torch.autograd.grad(y.sum(), [x]) for y in (got, want))
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    numerics.assert_close(g1, g2, chains.tolerance(torch.float32, g1, g2))
+
+
+def test_mha_fused_qkv_errors() -> None:
+    node = "op: multi_head_attention, num_heads: 4, qkv_name: qkv_proj"
+    one_input = "qkv_name fuses the projections of one input: self-attention only"
+    fails(
+        "x: [B, 12, 32]\n  m: [B, 7, 32]",
+        f"{node}, in: {{query: x, key: m}}",
+        one_input,
+        "qkv_proj,",
+    )
+    one_bias = "a fused qkv projection has one bias for q, k and v"
+    fails("x: [B, 12, 32]", f"{node}, bias: {{out: false}}", one_bias, "{out")
+    per_head = (
+        "qkv_layout per_head holds q, k and v of each head: one key/value head per query head, "
+        "v the size of q"
+    )
+    fails("x: [B, 12, 32]", f"{node}, num_kv_heads: 2, qkv_layout: per_head", per_head, "per_h")
