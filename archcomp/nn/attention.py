@@ -12,6 +12,7 @@ has no data-dependent Python branches: it traces under ``torch.compile(fullgraph
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import torch
@@ -115,13 +116,14 @@ def _softcapped(
     read in place (no copy per query head); ``scale / softcap`` is folded into the product
     (one GEMM with alpha, no pass over the scores), and the tanh and mask are applied in place
     where autograd allows it (the product and the scalar multiply keep no output)."""
-    b, h, t, d = q.shape
-    h_kv, s, dv = k.size(-3), k.size(-2), v.size(-1)
+    t, d = q.shape[-2:]
+    s, dv = k.size(-2), v.size(-1)
+    n = math.prod(k.shape[:-2])  # B h_kv: one K/V head per row block
     alpha = (scale if scale is not None else d**-0.5) / softcap
-    rows = q.reshape(b * h_kv, h // h_kv * t, d)  # (B h_kv, g T, d): a group's heads stacked
-    keys = k.reshape(b * h_kv, s, d).transpose(-2, -1)  # (B h_kv, d, S)
-    scores = torch.baddbmm(rows.new_empty(()).expand(1, 1, s), rows, keys, beta=0.0, alpha=alpha)
-    scores = scores.view(b, h, t, s).tanh_() * softcap  # (B, h, T, S), in (-softcap, softcap)
+    rows = q.reshape(n, -1, d)  # (B h_kv, g T, d): the g query heads of a K/V head stacked
+    keys = k.reshape(n, s, d).transpose(-2, -1)  # (B h_kv, d, S)
+    scores = torch.baddbmm(rows.new_zeros(()).expand(1, 1, s), rows, keys, beta=0.0, alpha=alpha)
+    scores = scores.view(*q.shape[:-1], s).tanh_() * softcap  # (B, h, T, S), |s| < softcap
     if is_causal:
         attn_mask = causal_mask(t, s, 0, q.device)  # (T, S)
     if attn_mask is not None and attn_mask.dtype == torch.bool:
@@ -129,9 +131,9 @@ def _softcapped(
     elif attn_mask is not None:
         scores = scores + attn_mask
     weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)  # (B, h, T, S)
-    weights = F.dropout(weights, dropout).view(b * h_kv, -1, s)  # (B h_kv, g T, S)
-    out = torch.bmm(weights, v.reshape(b * h_kv, s, dv))  # (B h_kv, g T, dv)
-    return out.view(b, h, t, dv)  # (B, h, T, dv)
+    weights = F.dropout(weights, dropout).view(n, -1, s)  # (B h_kv, g T, S)
+    out = torch.bmm(weights, v.reshape(n, s, dv))  # (B h_kv, g T, dv)
+    return out.view(*q.shape[:-1], dv)  # (B, h, T, dv)
 
 
 Bias = bool | tuple[bool, bool, bool, bool]
