@@ -12,6 +12,7 @@ has no data-dependent Python branches: it traces under ``torch.compile(fullgraph
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import torch
@@ -96,20 +97,43 @@ def attend(
             scale=scale,
             enable_gqa=gqa,
         )  # (B, h, T, dv)
-    if gqa:
-        groups = q.size(-3) // k.size(-3)
-        k = k.repeat_interleave(groups, dim=-3)  # (B, h, S, d): head i reads K/V head i // groups
-        v = v.repeat_interleave(groups, dim=-3)  # (B, h, S, dv)
-    scores = q @ k.transpose(-2, -1) * (scale if scale is not None else q.size(-1) ** -0.5)
-    scores = torch.tanh(scores / softcap) * softcap  # (B, h, T, S), in (-softcap, softcap)
+    return _softcapped(q, k, v, attn_mask, is_causal, dropout, scale, softcap)
+
+
+def _softcapped(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    dropout: float,
+    scale: float | None,
+    softcap: float,
+) -> Tensor:
+    """``attend`` with ``softcap * tanh(scores / softcap)`` before the mask, written out.
+
+    Each group of query heads sharing a K/V head is stacked along the rows, so K and V are
+    read in place (no copy per query head); ``scale / softcap`` is folded into the product
+    (one GEMM with alpha, no pass over the scores), and the tanh and mask are applied in place
+    where autograd allows it (the product and the scalar multiply keep no output)."""
+    t, d = q.shape[-2:]
+    s, dv = k.size(-2), v.size(-1)
+    n = math.prod(k.shape[:-2])  # B h_kv: one K/V head per row block
+    alpha = (scale if scale is not None else d**-0.5) / softcap
+    rows = q.reshape(n, -1, d)  # (B h_kv, g T, d): the g query heads of a K/V head stacked
+    keys = k.reshape(n, s, d).transpose(-2, -1)  # (B h_kv, d, S)
+    scores = torch.baddbmm(rows.new_zeros(()).expand(1, 1, s), rows, keys, beta=0.0, alpha=alpha)
+    scores = scores.view(*q.shape[:-1], s).tanh_() * softcap  # (B, h, T, S), |s| < softcap
     if is_causal:
-        attn_mask = causal_mask(q.size(-2), k.size(-2), 0, q.device)
+        attn_mask = causal_mask(t, s, 0, q.device)  # (T, S)
     if attn_mask is not None and attn_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
+        scores = scores.masked_fill_(~attn_mask, float("-inf"))
     elif attn_mask is not None:
         scores = scores + attn_mask
     weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)  # (B, h, T, S)
-    return F.dropout(weights, dropout) @ v  # (B, h, T, dv)
+    weights = F.dropout(weights, dropout).view(n, -1, s)  # (B h_kv, g T, S)
+    out = torch.bmm(weights, v.reshape(n, s, dv))  # (B h_kv, g T, dv)
+    return out.view(*q.shape[:-1], dv)  # (B, h, T, dv)
 
 
 Bias = bool | tuple[bool, bool, bool, bool]

@@ -81,11 +81,13 @@ def _backward(
     rows = zip(gy.split(sizes), x.split(sizes), h.split(sizes), gx.split(sizes), strict=True)
     for e, (g_e, x_e, h_e, gx_e) in enumerate(rows):  # (n_e, d), (n_e, d), (n_e, 2F|F), (n_e, d)
         ga_e = g_e @ down[e]  # (n_e, F): gradient of the down projection's input
-        torch.mm(g_e.T, _hidden(h_e, gated, act), out=gdown[e])  # (d, F)
-        if gated:
+        if gated:  # the activation once, for the down projection's input and the up's grad
             gate, up_e = h_e.chunk(2, dim=-1)  # (n_e, F) each
-            gh_e = torch.cat([_act_backward(ga_e * up_e, gate, activation), ga_e * act(gate)], -1)
+            a_e = act(gate)  # (n_e, F)
+            torch.mm(g_e.T, a_e * up_e, out=gdown[e])  # (d, F)
+            gh_e = torch.cat([_act_backward(ga_e * up_e, gate, activation), ga_e * a_e], -1)
         else:
+            torch.mm(g_e.T, act(h_e), out=gdown[e])  # (d, F)
             gh_e = _act_backward(ga_e, h_e, activation)  # (n_e, F)
         torch.mm(gh_e.T, x_e, out=gup[e])  # (2F|F, d)
         torch.mm(gh_e, up[e], out=gx_e)  # (n_e, d)

@@ -1112,3 +1112,46 @@ def test_mha_fused_qkv_errors() -> None:
         "v the size of q"
     )
     fails("x: [B, 12, 32]", f"{node}, num_kv_heads: 2, qkv_layout: per_head", per_head, "per_h")
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "kv_shape"),
+    [((5, 8), (7, 8)), ((6, 5, 8), (2, 7, 8)), ((2, 3, 4, 5, 8), (2, 3, 2, 7, 8))],
+    ids=["no-heads", "grouped", "grouped-5d"],
+)
+@pytest.mark.parametrize("mask", ["causal", "bool", "additive"])
+def test_softcapped_attend_matches_written_out_forward_and_backward(
+    q_shape: tuple[int, ...], kv_shape: tuple[int, ...], mask: str
+) -> None:
+    """The soft-capped path (query heads stacked on their K/V head, scale in the GEMM, tanh
+    and mask in place) against softcap * tanh(s / softcap) with K/V repeated per head."""
+    from archcomp.nn.attention import attend
+
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(q_shape, generator=gen, requires_grad=True)
+    k = torch.randn(kv_shape, generator=gen, requires_grad=True)
+    v = torch.randn(kv_shape, generator=gen, requires_grad=True)
+    T, S = q_shape[-2], kv_shape[-2]
+    keep = torch.rand(T, S, generator=gen) > 0.3
+    keep[:, 0] = True  # every query sees a key
+    attn_mask = {"causal": None, "bool": keep, "additive": torch.randn(T, S, generator=gen)}[mask]
+    gqa, cap, scale = len(q_shape) > 2 and q_shape[-3] != kv_shape[-3], 1.5, 0.3
+    with RoundingChains() as chains:
+        got = attend(q, k, v, attn_mask, mask == "causal", 0.0, scale, cap, gqa)
+        groups = q_shape[-3] // kv_shape[-3] if gqa else 1
+        kk, vv = (t.repeat_interleave(groups, -3) if gqa else t for t in (k, v))
+        scores = torch.tanh(q @ kk.transpose(-2, -1) * scale / cap) * cap
+        if mask == "causal":
+            scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool).triu(1), -math.inf)
+        elif mask == "bool":
+            scores = scores.masked_fill(~keep, -math.inf)
+        else:
+            scores = scores + attn_mask
+        want = scores.softmax(-1) @ vv
+        forward = chains.tolerance(torch.float32, got, want)
+        grad = torch.randn(got.shape, generator=gen)
+        mine = torch.autograd.grad(got, (q, k, v), grad)
+        theirs = torch.autograd.grad(want, (q, k, v), grad)
+    numerics.assert_close(got, want, forward)
+    for a, b in zip(mine, theirs, strict=True):
+        numerics.assert_close(a, b, chains.tolerance(torch.float32))
