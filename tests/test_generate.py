@@ -178,14 +178,16 @@ def test_callback_gets_every_new_token() -> None:
 
 
 def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """generate(compile=True): one graph for the one-token step, no break, no recompilation per
-    token nor for a second call. Dynamo's capture is what is counted; the eager backend keeps
+    """generate(compile=True): one graph for the one-token step and one for the prefill (its
+    prompt length symbolic), no break, no recompilation per token, for a second call nor for
+    another prompt length. Dynamo's capture is what is counted; the eager backend keeps
     it cheap (inductor's code generation is what the benchmark runs)."""
     from torch._dynamo.utils import counters
 
     from archcomp.backends.torch import generate as gen
 
     monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
+    monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
     torch._dynamo.reset()
     counters.clear()
     model = tiny("mistral", window=3)  # sliding-window masks too
@@ -193,7 +195,9 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     want = model.generate(ids, 9)
     assert torch.equal(model.generate(ids, 9, compile=True), want)
     assert torch.equal(model.generate(ids, 6, compile=True), want[:, :11])
-    assert counters["stats"]["unique_graphs"] == 1
+    longer = torch.cat([ids, ids[:, :2]], 1)  # another prompt length: the same prefill graph
+    assert torch.equal(model.generate(longer, 4, compile=True), model.generate(longer, 4))
+    assert counters["stats"]["unique_graphs"] == 2  # the one-token step and the prefill
     assert not counters["graph_break"]
     assert not counters["recompiles"]
 
