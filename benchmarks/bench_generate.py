@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_generate.py [--repeat 4] [--rounds 2] [--threads N]
     .venv/bin/python benchmarks/bench_generate.py --compile      # also both sides compiled
+    .venv/bin/python benchmarks/bench_generate.py --compile --skip-eager   # compiled only
     .venv/bin/python benchmarks/bench_generate.py --device cuda --dtype bfloat16 --compile
 
 A random Llama (4 layers, d_model 256, 8 query / 2 key-value heads, SwiGLU 768, vocabulary
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     ap.add_argument("--compile", action="store_true", help="also time both sides compiled")
+    ap.add_argument("--skip-eager", action="store_true", help="with --compile: compiled only")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,7 +126,7 @@ def main() -> None:
         f"{SIZES['n_kv_heads']} heads, vocab {SIZES['vocab']}; batch 1, greedy; {device}, "
         f"{args.dtype}, {torch.get_num_threads()} threads"
     )
-    modes = [False, True] if args.compile else [False]
+    modes = ([] if args.skip_eager else [False]) + ([True] if args.compile else [])
     g = torch.Generator().manual_seed(1)
     for rnd in range(args.rounds):
         for compiled in modes:

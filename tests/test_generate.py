@@ -177,15 +177,41 @@ def test_callback_gets_every_new_token() -> None:
     assert seen == out[0, 4:].tolist()
 
 
+def test_compiled_prefill_and_steps_equal_the_full_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled prefill's last logits and each compiled step's equal the whole sequence's
+    forward (a wrong position or mask in the graph shows here, where greedy tokens of a tiny
+    model may not change)."""
+    from archcomp.backends.torch import generate as gen
+
+    monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
+    monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
+    torch._dynamo.reset()
+    model = tiny("mistral", window=3)
+    ids = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(3))
+    cache = model.new_cache(2, 9, static=True)
+    compiled = gen._compiled(model, cache)
+    with torch.no_grad(), RoundingChains() as chains:  # the eager path's rounding chains
+        full = model(ids)[:, 3:]  # (B, 6, V)
+        eager = stepwise(model, ids, 4, static=True)[:, 3:]
+    with torch.no_grad():  # compiled code runs outside the counting mode
+        got = [gen._prefill(model, ids[:, :4], cache, None, None, compiled)]
+        step = gen._stepper(model, cache, compiled)
+        with cache.bound(model):
+            got += [step(ids[:, t : t + 1]) for t in range(4, 9)]
+    numerics.assert_close(torch.stack(got, 1), full, chains.tolerance(torch.float64, eager, full))
+
+
 def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """generate(compile=True): one graph for the one-token step, no break, no recompilation per
-    token nor for a second call. Dynamo's capture is what is counted; the eager backend keeps
+    """generate(compile=True): one graph for the one-token step and one for the prefill (its
+    prompt length symbolic), no break, no recompilation per token, for a second call nor for
+    another prompt length. Dynamo's capture is what is counted; the eager backend keeps
     it cheap (inductor's code generation is what the benchmark runs)."""
     from torch._dynamo.utils import counters
 
     from archcomp.backends.torch import generate as gen
 
     monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
+    monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
     torch._dynamo.reset()
     counters.clear()
     model = tiny("mistral", window=3)  # sliding-window masks too
@@ -193,7 +219,9 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     want = model.generate(ids, 9)
     assert torch.equal(model.generate(ids, 9, compile=True), want)
     assert torch.equal(model.generate(ids, 6, compile=True), want[:, :11])
-    assert counters["stats"]["unique_graphs"] == 1
+    longer = torch.cat([ids, ids[:, :2]], 1)  # another prompt length: the same prefill graph
+    assert torch.equal(model.generate(longer, 4, compile=True), model.generate(longer, 4))
+    assert counters["stats"]["unique_graphs"] == 2  # the one-token step and the prefill
     assert not counters["graph_break"]
     assert not counters["recompiles"]
 

@@ -176,6 +176,7 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     from archcomp.backends.torch import generate as gen
 
     monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
+    monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
     torch._dynamo.reset()
     counters.clear()
     model = _built("t5", feed_forward_proj="gated-gelu", tie_word_embeddings=False)

@@ -47,12 +47,8 @@ class CacheState:
     def begin(self, steps: int, attention_mask: Tensor | None = None) -> None:
         """Prepare positions, slots and masks for ``steps`` new tokens per row;
         ``attention_mask`` (B, steps), 1 = a real token, 0 = left padding."""
+        self.check_room(steps)
         start, end = self.length, self.length + steps
-        if end > self.max_length:
-            raise ValueError(
-                f"the cache holds {self.max_length} tokens; {start} written + {steps} new "
-                f"is {end} (make it with a larger max_length)"
-            )
         if attention_mask is not None:
             real = attention_mask.to(self.valid.device, torch.bool)  # (B, T)
             self.valid[:, start:end] = real
@@ -69,6 +65,24 @@ class CacheState:
         self.positions = positions  # (T,) or (B, T)
         self.masks = {w: self._mask(start, end, w) for w in self.windows}
         self.ring_masks = {w: self._ring_mask(start, end, w) for w in self.rings}
+
+    def check_room(self, steps: int) -> None:
+        """Raise when ``steps`` more tokens do not fit."""
+        if self.length + steps > self.max_length:
+            raise ValueError(
+                f"the cache holds {self.max_length} tokens; {self.length} written + {steps} new "
+                f"is {self.length + steps} (make it with a larger max_length)"
+            )
+
+    def begin_step(self, position: Tensor) -> None:
+        """:meth:`begin` of one token at ``position`` (1,) int64 in a static cache, from tensors
+        alone: what a compiled one-token step calls inside its graph, so that nothing in it
+        changes from one token to the next but tensor values (the caller advances)."""
+        self.first = False
+        self.write = position  # (1,)
+        self.positions = position if not self.padded else (position - self.pads).clamp(min=0)
+        self.masks = {w: self._mask(1, 2, w) for w in self.windows}  # static: slots decide
+        self.ring_masks = {w: self._ring_step_mask(position, w) for w in self.rings}
 
     def _mask(self, start: int, end: int, window: int) -> tuple[Tensor | None, bool]:
         """(attn_mask, is_causal) of queries start..end-1 over the keys the layer reads."""
@@ -104,6 +118,16 @@ class CacheState:
         keep = keep[None] & self.valid[:, j[0].clamp(min=0)][:, None, :]  # (B, T, w + T)
         keep = keep | (j == i)  # a padding query sees itself: no row without a key (no NaN)
         return keep[:, None]  # (B, 1, T, w + T)
+
+    def _ring_step_mask(self, position: Tensor, window: int) -> Tensor:
+        """:meth:`_ring_mask` of one token at tensor ``position`` (1,): (B, 1, 1, window)."""
+        r = self.slots[:window]  # (w,)
+        j = (position - (position - r) % window)[None, :]  # (1, w): < 0 for a slot never written
+        i = position[:, None]  # (1, 1)
+        keep = (j >= 0) & (j <= i) & (j > i - window)  # (1, w)
+        keep = keep[None] & self.valid[:, j[0].clamp(min=0)][:, None, :]  # (B, 1, w)
+        keep = keep | (j == i)
+        return keep[:, None]  # (B, 1, 1, w)
 
     def advance(self, steps: int) -> None:
         self.length += steps

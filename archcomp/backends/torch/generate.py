@@ -15,6 +15,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,15 +28,27 @@ from archcomp.backends.torch.seq2seq import (
     is_encoder_decoder,
     split,
 )
-from archcomp.nn.kv_cache import KVCache
+from archcomp.nn.kv_cache import KVCache, ScanState
 
 Callback = Callable[[Tensor], Any]  # called with each step's new tokens (B,)
 
-# per model: its compiled one-token step and the static cache it was compiled against
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, tuple[Callable[[Tensor], Tensor], KVCache]]
-_COMPILED = weakref.WeakKeyDictionary()
+
+@dataclass
+class Compiled:
+    """A model's compiled functions and the static cache they were compiled against."""
+
+    cache: KVCache
+    step: Callable[[Tensor, Tensor], Tensor]  # (token (B, 1), position (1,)) -> logits (B, V)
+    prefill: Callable[[Tensor], Tensor]  # prompt (B, T) -> its last logits (B, V)
+
+
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, Compiled] = weakref.WeakKeyDictionary()
 # how the one-token step is compiled: one graph, every shape static (a test may set a backend)
 COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+# the prefill: one graph whose prompt length is symbolic, as gpt-fast compiles its prefill
+# (dynamic=True): one compilation serves every prompt length, where static shapes would
+# recompile per length (or pad each prompt to a bucket and compute the padding)
+PREFILL_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": True}
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
@@ -248,26 +261,55 @@ def _cache_for(model: nn.Module, batch: int, length: int, compile: bool) -> KVCa
     when it fits (one compilation serves every call), else a new one."""
     if compile:
         held = _COMPILED.get(model)
-        if held is not None and held[1].batch_size == batch and held[1].max_length >= length:
-            held[1].reset()
-            return held[1]
+        if held is not None and held.cache.batch_size == batch and held.cache.max_length >= length:
+            held.cache.reset()
+            return held.cache
     return new_cache(model, batch, length, static=compile)
 
 
-def _decode_step(model: nn.Module, cache: KVCache, compile: bool) -> Callable[[Tensor], Tensor]:
-    """The one-token step (B, 1) -> logits (B, 1, V), compiled once per model and cache."""
-    if not compile:
-        return lambda ids: _logits(model, ids, cache)
+def _compiled(model: nn.Module, cache: KVCache) -> Compiled:
+    """The one-token step and the prefill over ``cache``, compiled once per model and cache.
+    The step sets the cache's positions and masks from a position tensor inside its graph and
+    returns the last logits: no Python work per token but the call."""
     held = _COMPILED.get(model)
-    if held is not None and held[1] is cache:
-        return held[0]
+    if held is not None and held.cache is cache:
+        return held
 
-    def step(ids: Tensor) -> Tensor:
-        return _logits(model, ids, cache)
+    def step(ids: Tensor, position: Tensor) -> Tensor:
+        cache.state.begin_step(position)
+        return _logits(model, ids, cache)[:, -1]  # (B, V)
 
-    compiled = torch.compile(step, **COMPILE_OPTIONS)
-    _COMPILED[model] = (compiled, cache)
-    return compiled
+    def prefill(ids: Tensor) -> Tensor:
+        cache.state.begin(ids.size(1))  # positions and masks of the symbolic length
+        return _logits(model, ids, cache)[:, -1]  # (B, V)
+
+    held = Compiled(
+        cache, torch.compile(step, **COMPILE_OPTIONS), torch.compile(prefill, **PREFILL_OPTIONS)
+    )
+    _COMPILED[model] = held
+    return held
+
+
+def _prefill(
+    model: nn.Module,
+    prompt: Tensor,
+    cache: KVCache,
+    mask: Tensor | None,
+    enc: dict[str, Tensor] | None,
+    compiled: Compiled | None,
+) -> Tensor:
+    """The prompt's last logits (B, V), the cache then holding it: compiled for a decoder's
+    prompt of two tokens or more. Eager: an encoder-decoder's (its encoder runs once) and a
+    model with Mamba layers (their scan is a loop over the prompt: a graph per length)."""
+    scans = any(isinstance(e, ScanState) for e in cache.layers.values())
+    if compiled is None or enc is not None or scans or prompt.size(1) < 2:
+        return forward_cached(model, prompt, cache, mask, last_only=True, encoder_inputs=enc)[:, -1]
+    if mask is not None:  # the rows' padding, read by the graph's begin
+        cache.state.begin(prompt.size(1), mask)
+    with cache.bound(model), last_position_only(model):
+        logits = compiled.prefill(prompt)
+    cache.state.advance(prompt.size(1))
+    return logits
 
 
 def _prompt(
@@ -352,8 +394,8 @@ def generate(
     generator = None
     if do_sample and seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(seed)
-    step = _decode_step(model, cache, compile)
-    logits = forward_cached(model, prompt, cache, mask, last_only=True, encoder_inputs=enc)
+    compiled = _compiled(model, cache) if compile else None
+    logits = _prefill(model, prompt, cache, mask, enc, compiled)
     pick = functools.partial(
         next_tokens,
         do_sample=do_sample,
@@ -362,39 +404,67 @@ def generate(
         top_p=top_p,
         generator=generator,
     )
-    new = _loop(logits[:, -1], step, cache, model, max_new_tokens, pick, eos, pad, callback)
-    return torch.cat([prompt, *new], dim=1)
+    out = torch.empty(batch, length + max_new_tokens, dtype=prompt.dtype, device=prompt.device)
+    out[:, :length] = prompt
+    with cache.bound(model):  # once for every step
+        n = _loop(logits, _stepper(model, cache, compiled), out, length, pick, eos, pad, callback)
+    return out[:, : length + n]
+
+
+def _stepper(
+    model: nn.Module, cache: KVCache, compiled: Compiled | None
+) -> Callable[[Tensor], Tensor]:
+    """The one-token step, token (B, 1) -> last logits (B, V), with the cache bound: the
+    compiled step at a position tensor kept on the device, or the eager forward."""
+    if compiled is None:
+
+        def eager(ids: Tensor) -> Tensor:
+            cache.state.begin(1)
+            logits = _logits(model, ids, cache)[:, -1]
+            cache.state.advance(1)
+            return logits
+
+        return eager
+    position = torch.tensor([cache.length], device=cache.state.slots.device)  # (1,)
+
+    def step(ids: Tensor) -> Tensor:
+        cache.state.check_room(1)  # the graph sets positions and masks
+        logits = compiled.step(ids, position)
+        cache.state.advance(1)
+        position.add_(1)
+        return logits
+
+    return step
 
 
 def _loop(
     logits: Tensor,
     step: Callable[[Tensor], Tensor],
-    cache: KVCache,
-    model: nn.Module,
-    max_new_tokens: int,
+    out: Tensor,
+    start: int,
     pick: Callable[[Tensor], Tensor],
     eos: list[int],
     pad: int,
     callback: Callback | None,
-) -> list[Tensor]:
-    """The new tokens, (B, 1) each, from the prefill's last logits (B, V) on: pick one per
-    row, feed it back through ``step`` with the cache bound, until eos or the limit."""
+) -> int:
+    """Write the new tokens into ``out`` (B, start + n) from column ``start`` on, from the
+    prefill's last logits (B, V): pick one per row, feed it back through ``step``, until eos or
+    the end of ``out``; return how many were written."""
     batch, device = logits.size(0), logits.device
-    out = []
+    total = out.size(1) - start
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, dtype=torch.int64, device=device)
-    for i in range(max_new_tokens):
-        token = pick(logits).masked_fill(done, pad)  # (B,)
-        out.append(token[:, None])
+    for i in range(total):
+        token = pick(logits)  # (B,)
+        if eos:
+            token = token.masked_fill(done, pad)
+        out[:, start + i] = token
         if callback is not None:
             callback(token)
         if eos:
             done = done | torch.isin(token, eos_t)
             if bool(done.all()):
-                break
-        if i + 1 < max_new_tokens:
-            cache.state.begin(1)
-            with cache.bound(model):
-                logits = step(token[:, None])[:, -1]  # (B, V)
-            cache.state.advance(1)
-    return out
+                return i + 1
+        if i + 1 < total:
+            logits = step(token[:, None])  # (B, V)
+    return total
