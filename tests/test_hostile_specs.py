@@ -32,16 +32,26 @@ from hostile_support.corpus import (
     spec_jobs,
 )
 from hostile_support.scenarios import SCENARIOS, scenario_jobs
+from hostile_support.selection import selected_params
 
 UPDATE = os.environ.get("ARCHCOMP_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Job, dict[str, Any]]]:
+def ran(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Job, dict[str, Any]]]:
+    """The selected tests' cases, run once in the canary process: the whole corpus when the
+    whole module runs (or test_every_case_was_measured does), one case when ``-k`` picks one."""
     tmp = tmp_path_factory.mktemp("hostile")
-    jobs = [j for case in CASES for j in spec_jobs(case, tmp)] + generated_jobs(tmp)
-    jobs += scenario_jobs(tmp)
-    results = run_jobs(jobs, tmp)
+    by_case, by_name = selected_params(request, "case"), selected_params(request, "name")
+    every = "test_every_case_was_measured" in by_case
+    cases = CASES if every else by_case["test_hostile_spec"]
+    generated = None if every else by_name["test_generated_hostile_input"]
+    scenarios = None if every else by_name["test_hostile_scenario"]
+    jobs = [j for case in cases for j in spec_jobs(case, tmp)] + generated_jobs(tmp, generated)
+    jobs += scenario_jobs(tmp, scenarios)
+    results = run_jobs(jobs, tmp) if jobs else []
     return {j.id: (j, r) for j, r in zip(jobs, results, strict=True)}
 
 

@@ -13,7 +13,7 @@ import shlex
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,12 +220,14 @@ GENERATED: dict[str, tuple[Callable[[], bytes], tuple[str, ...]]] = {
 }
 
 
-def generated_jobs(tmp: Path) -> list[Job]:
-    """Write the generated cases into tmp and run each through check, build and draw."""
+def generated_jobs(tmp: Path, names: Iterable[str] | None = None) -> list[Job]:
+    """Write the generated cases (all, or those named) into tmp and run each through check,
+    build and draw."""
     folder = tmp / "generated"
     folder.mkdir(parents=True, exist_ok=True)
     jobs: list[Job] = []
-    for name, (make, contains) in GENERATED.items():
+    for name in GENERATED if names is None else names:
+        make, contains = GENERATED[name]
         path = folder / f"{name}.yaml"
         path.write_bytes(make())
         out = tmp / "out" / f"generated__{name}"
