@@ -2,7 +2,7 @@
 several files or a command line of tests/hostile_support/checkpoint_attacks.py) through
 ``archcomp convert`` (or ``export``) in the canary process: each ends in its specific clean
 error, with no traceback, nothing unpickled or executed, no output file, the checkpoint
-untouched, within 20 s of CPU and 4 GiB.
+untouched, within 60 s of CPU and 4 GiB.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ through the real CLI (check, build and draw, or its designated command) or ``arc
 the canary runner, each case in its own forked child, and must end in a clean, located error
 (or, for a legal input, work): the exact expected stderr, the expected exit status, no
 traceback, no shell/import/eval/network/unpickling (see tests/hostile_support/canary.py), no
-output file left behind or overwritten, and within its bounds: at most 20 s of CPU and 4 GiB
+output file left behind or overwritten, and within its bounds: at most 60 s of CPU and 4 GiB
 of memory, measured per case (``wait4``; a case that hangs is killed).
 
 Regenerate the expected sections with
