@@ -128,7 +128,7 @@ def test_example_trains_with_torchrun(strategy: str) -> None:
     cmd += ["--master_addr=127.0.0.1", f"--master_port={free_port()}", str(example)]
     cmd += ["--strategy", strategy, "--steps", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{strategy} on 2 x cpu" in proc.stdout
     losses = [

@@ -5,7 +5,7 @@ through the real CLI (check, build and draw, or its designated command) or ``arc
 the canary runner, each case in its own forked child, and must end in a clean, located error
 (or, for a legal input, work): the exact expected stderr, the expected exit status, no
 traceback, no shell/import/eval/network/unpickling (see tests/hostile_support/canary.py), no
-output file left behind or overwritten, and within its bounds: at most 20 s of CPU and 4 GiB
+output file left behind or overwritten, and within its bounds: at most 60 s of CPU and 4 GiB
 of memory, measured per case (``wait4``; a case that hangs is killed).
 
 Regenerate the expected sections with
@@ -32,16 +32,26 @@ from hostile_support.corpus import (
     spec_jobs,
 )
 from hostile_support.scenarios import SCENARIOS, scenario_jobs
+from hostile_support.selection import selected_params
 
 UPDATE = os.environ.get("ARCHCOMP_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Job, dict[str, Any]]]:
+def ran(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Job, dict[str, Any]]]:
+    """The selected tests' cases, run once in the canary process: the whole corpus when the
+    whole module runs (or test_every_case_was_measured does), one case when ``-k`` picks one."""
     tmp = tmp_path_factory.mktemp("hostile")
-    jobs = [j for case in CASES for j in spec_jobs(case, tmp)] + generated_jobs(tmp)
-    jobs += scenario_jobs(tmp)
-    results = run_jobs(jobs, tmp)
+    by_case, by_name = selected_params(request, "case"), selected_params(request, "name")
+    every = "test_every_case_was_measured" in by_case
+    cases = CASES if every else by_case["test_hostile_spec"]
+    generated = None if every else by_name["test_generated_hostile_input"]
+    scenarios = None if every else by_name["test_hostile_scenario"]
+    jobs = [j for case in cases for j in spec_jobs(case, tmp)] + generated_jobs(tmp, generated)
+    jobs += scenario_jobs(tmp, scenarios)
+    results = run_jobs(jobs, tmp) if jobs else []
     return {j.id: (j, r) for j, r in zip(jobs, results, strict=True)}
 
 

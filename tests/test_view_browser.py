@@ -52,11 +52,11 @@ def chromium(url: str, profile: Path, *flags: str) -> tuple[str, str]:
         url,
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=45)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except OSError as exc:
         pytest.skip(f"Chromium cannot run here: {exc}")
     except subprocess.TimeoutExpired:  # the page hangs, e.g. on an injected alert()
-        pytest.fail(f"Chromium ran past 45 s on {url}")
+        pytest.fail(f"Chromium ran past 120 s on {url}")
     if proc.returncode != 0 and not proc.stdout:
         pytest.skip(f"Chromium cannot run here: {proc.stderr.strip()[-300:]}")
     return proc.stdout, proc.stderr

@@ -75,7 +75,7 @@ def test_build_killed_while_writing(previous: tuple[Path, Path, bytes]) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a guard: a build reaches its write in seconds
         while time.monotonic() < deadline and proc.poll() is None:
             if _writing_into(proc.pid, out.parent):  # the output is being written
                 time.sleep(rng.uniform(0, 0.05))

@@ -2,7 +2,7 @@
 of issue 21 (paths out of the folder, quadratic matching, internal errors, unbounded output,
 half-written outputs, echoed text, inconsistent commands). Each is made at test time (sparse
 files, FIFOs, symlinks) and run through the real CLI in the canary runner, which holds it to
-20 s of CPU and 4 GiB (:mod:`hostile_support.corpus`).
+60 s of CPU and 4 GiB (:mod:`hostile_support.corpus`).
 
 Used by tests/test_checkpoints_hostile.py (through :func:`attack_jobs`).
 """

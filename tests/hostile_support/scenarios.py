@@ -8,7 +8,7 @@ every job runs in the canary runner under the same per-case bounds as the spec c
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from hostile_support.corpus import Job
@@ -409,10 +409,11 @@ def outputs_all_or_none(folder: Path) -> list[Job]:
     ]
 
 
-def scenario_jobs(tmp: Path) -> list[Job]:
-    """Every scenario's jobs, each scenario in its own folder under ``tmp``."""
+def scenario_jobs(tmp: Path, names: Iterable[str] | None = None) -> list[Job]:
+    """Every scenario's jobs (or those named), each scenario in its own folder under ``tmp``."""
     jobs: list[Job] = []
-    for name, make in SCENARIOS.items():
+    for name in SCENARIOS if names is None else names:
+        make = SCENARIOS[name]
         folder = tmp / "scenarios" / name
         folder.mkdir(parents=True, exist_ok=True)
         jobs.extend(make(folder))
