@@ -77,18 +77,23 @@ def parse_dims(text: str) -> dict[str, int]:
     return out
 
 
-def _configure_summary(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help=spec_help("spec file to summarize"))
-    add_params_flag(p)
+def add_dims_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--dims B=8,T=512``: the sizes of the inputs' dims ``what`` (summary, view)."""
     p.add_argument(
         "--dims",
         type=parse_dims,
         action="append",
         default=[],
         metavar="NAME=SIZE,...",
-        help="sizes of the inputs' dims the figures are computed at, e.g. --dims B=8,T=512 "
+        help=f"sizes of the inputs' dims {what}, e.g. --dims B=8,T=512 "
         "(default: the spec's dims; a dim it does not set is 1)",
     )
+
+
+def _configure_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help=spec_help("spec file to summarize"))
+    add_params_flag(p)
+    add_dims_flag(p, "the figures are computed at")
     p.add_argument("--dtype", default="float32", help=DTYPE_HELP + " (default: float32)")
     add_memory_flags(p)
     p.add_argument(

@@ -12,7 +12,7 @@ from typing import Any
 
 from archcomp.cli.common import add_params_flag, command, load_graph_arg, overrides, spec_help
 from archcomp.cli.output import info, print_error
-from archcomp.cli.summary import parse_dims
+from archcomp.cli.summary import add_dims_flag
 
 EXIT_RENDER = 4
 
@@ -26,15 +26,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "-o", "--output", metavar="FILE", help="the page to write (default: diagrams/<name>.html)"
     )
     add_params_flag(p)
-    p.add_argument(
-        "--dims",
-        type=parse_dims,
-        action="append",
-        default=[],
-        metavar="NAME=SIZE,...",
-        help="sizes of the inputs' dims the shapes, MACs and memory are shown at, e.g. "
-        "--dims B=8,T=512 (default: the spec's dims; a dim it does not set is 1)",
-    )
+    add_dims_flag(p, "the shapes, MACs and memory are shown at")
     p.add_argument(
         "--expand",
         action="append",
