@@ -55,19 +55,9 @@ def frame_crossings(source: str) -> list[tuple[str, str, str]]:
     return bad
 
 
-# Known: Mixtral's residual around its mixture of experts grazes that frame's corners.
-GRAZES = {"mixtral": "the residual around the MoE figure grazes its frame's corners"}
-
-
-def _shipped() -> list[object]:
-    """Every model spec that ships (block libraries have no nodes); known grazes xfail."""
-    specs = [p for p in sorted(SPECS.glob("*.yaml")) if load_source(p).spec.nodes]
-    return [
-        pytest.param(p, marks=pytest.mark.xfail(reason=GRAZES[p.stem], strict=True))
-        if p.stem in GRAZES
-        else p
-        for p in specs
-    ]
+def _shipped() -> list[Path]:
+    """Every model spec that ships (block libraries have no nodes)."""
+    return [p for p in sorted(SPECS.glob("*.yaml")) if load_source(p).spec.nodes]
 
 
 @needs_dot

@@ -65,6 +65,7 @@ class Edge:
     dst: str
     label: str | None = None
     kind: str = "data"  # data | residual | cross | loop | link (on to a point: no arrowhead)
+    side: bool = False  # leaves and enters its boxes from the side (a residual around a frame)
 
 
 @dataclass

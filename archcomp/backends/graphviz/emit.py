@@ -209,6 +209,8 @@ def to_graphviz(d: Drawing, *, ids: bool = False) -> Diagram:
             attrs["arrowhead"] = "none"
         if e.label:
             attrs["label"] = html_label(e.label)
+        if e.side:  # beside the frame it bypasses, into the sum's side
+            attrs.update({"tailport": "e", "headport": "e"})
         if e.kind == "cross":
             attrs["constraint"] = "false"
         if e.kind == "loop":

@@ -301,6 +301,7 @@ class Planner:
         if self.lr:
             rewrites.wrap_rows(self.d)
         else:
+            rewrites.side_residuals(self.d)
             rewrites.stage_columns(self.d)
 
     def _input_box(self, name: str) -> None:

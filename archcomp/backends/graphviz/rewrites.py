@@ -108,6 +108,28 @@ def mark_residuals(d: Drawing) -> None:
                 e.kind = "residual"
 
 
+def side_residuals(d: Drawing) -> None:
+    """A residual around a sub-layer drawn as a frame (Mixtral's mixture of experts) leaves
+    its source and enters its sum from the side, as the Transformer paper draws residuals:
+    it runs up beside the frame instead of curving in over its corner."""
+    ins: dict[str, list[Edge]] = defaultdict(list)
+    for e in d.edges:
+        ins[e.dst].append(e)
+    for e in d.edges:
+        if e.kind != "residual":
+            continue
+        home = d.boxes[e.dst].frame
+        if d.boxes[e.src].frame != home:
+            continue
+        inner = [
+            _ancestors(d, d.boxes[o.src].frame)
+            for o in ins[e.dst]
+            if o.kind != "residual" and d.boxes[o.src].frame != home
+        ]
+        if any(home in fs[1:] or (home is None and fs) for fs in inner):
+            e.side = True
+
+
 def mark_cross(d: Drawing) -> None:
     """An edge from one top-level frame into another that is also fed from elsewhere (the
     encoder's output entering the decoder's cross-attention) does not rank the frames: they
