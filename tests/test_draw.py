@@ -20,6 +20,7 @@ import archcomp
 from archcomp.backends.graphviz import DrawOptions, RenderError, draw, plan, read_stamp, save
 from archcomp.backends.graphviz import render as render_mod
 from archcomp.backends.graphviz.boxes import DEPTH_ALL
+from archcomp.backends.graphviz.counts import param_counts
 from archcomp.base.errors import UsageError
 from archcomp.cli import main
 from archcomp.passes.pipeline import load_graph
@@ -443,6 +444,52 @@ def test_vit_plumbing_folds_into_the_boxes_it_serves() -> None:
     assert into == {"conv_proj", "class_token", "pos_embedding"}
     full = plan(g, DrawOptions(depth=DEPTH_ALL))
     assert {"Flatten", "Transpose", "Expand", "Concat"} <= {b.label for b in full.boxes.values()}
+
+
+SMALL_SWIN = {"image": 56, "width": 8, "h1": 1, "h2": 1, "h3": 1, "h4": 1, "classes": 4}
+SWIN_PLUMBING = {"Window Partition", "Window Reverse", "Shift Mask", "Relative Position Bias"}
+
+
+def test_swin_window_plumbing_folds_into_w_msa_and_sw_msa() -> None:
+    """Swin's Figure 3b: LN, W-MSA (SW-MSA), +, LN, MLP, +. The window partition and reverse
+    (blocks of only plumbing), the cyclic shifts (``roll``), the shift mask and the relative
+    position bias (``Style.absorbed``) are folded into the attention box they serve, the
+    bias table's parameters counted in its; ``--depth all`` draws them, and ``--expand
+    window_partition`` opens that block to its reshapes."""
+    g = load_graph(ROOT / "specs" / "swin_tiny.yaml", params=SMALL_SWIN)
+    d = plan(g, DrawOptions(param_counts=True))
+    labels = {b.label for b in d.boxes.values()}
+    assert {"W-MSA", "SW-MSA"} <= labels
+    assert not labels & SWIN_PLUMBING and not any("shift" in x for x in labels)
+    edges = {(e.src, e.dst) for e in d.edges}
+    layer = "stage1.blocks.1"  # shifted windows
+    assert d.boxes[f"{layer}.attention"].label == "SW-MSA"
+    assert (f"{layer}.layernorm_before", f"{layer}.attention") in edges
+    assert (f"{layer}.attention", f"{layer}.res_1") in edges
+    weights = param_counts(g)
+    attention = weights[f"{layer}.attention"] + weights[f"{layer}.relative_position_bias"]
+    assert d.boxes[f"{layer}.attention"].params == attention
+    every = plan(g, DrawOptions(depth=DEPTH_ALL))
+    full = {b.label for b in every.boxes.values()} | {f.label for f in every.frames.values()}
+    assert SWIN_PLUMBING | {"cyclic shift -3", "cyclic shift +3", "Permute"} <= full
+    opened = plan(g, DrawOptions(expand=("window_partition",)))
+    frame = next(f.id for f in opened.frames.values() if f.label == "Window Partition")
+    inside = [b.label for b in opened.boxes.values() if b.frame == frame]
+    assert inside == ["Reshape", "Permute", "Reshape"]
+    with pytest.raises(UsageError, match="window_partition, window_reverse"):
+        plan(g, DrawOptions(expand=("swin_stage",)))
+
+
+def test_a_residual_around_a_frame_runs_beside_it() -> None:
+    """Mixtral's residual around its mixture-of-experts figure leaves its + and enters the
+    next from the side (beside the frame, not over its corner); the residual around the
+    attention box, a single box, is drawn as before."""
+    small = {"N": 1, "d_model": 64, "d_ff": 32, "vocab": 16}
+    g = load_graph(ROOT / "specs" / "mixtral.yaml", params=small)
+    d = plan(g, DrawOptions())
+    side = {(e.src, e.dst) for e in d.edges if e.side}
+    assert side == {("layers.0.res_1", "layers.0.res_2")}
+    assert '"layers.0.res_1" -> "layers.0.res_2" [headport=e tailport=e]' in draw(g).source
 
 
 def test_embeddings_summed_before_a_pre_norm_are_not_add_and_norm() -> None:

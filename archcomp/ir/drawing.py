@@ -71,10 +71,16 @@ class Style:
     - ``figure_for``: the inside for a node's arguments and the input ports it has connected
       (Llama's attention: RoPE, q-k norm, a causal mask); ``None`` from it, or no function,
       means ``figure``.
-    - ``plumbing``: the op only moves a tensor's dims (reshape, permute, flatten, expand) or
-      prepends learned tokens to it (ViT's [CLS] concat): not drawn unless ``--depth all``,
+    - ``plumbing``: the op only moves a tensor's dims (reshape, permute, flatten, expand),
+      rolls it (Swin's cyclic shift) or prepends learned tokens to it (ViT's [CLS] concat):
+      not drawn unless ``--depth all``,
       its edges passing through to the box it serves (a concat only when all its inputs but
       one come from parameters).
+    - ``absorbed``: the op computes, from its arguments (and its inputs' sizes), a tensor for
+      the box it feeds (Swin's shift mask and window relative position bias, which the
+      attention's caption names): no box of its own and no edges, its parameters counted in
+      that box's; drawn with ``--depth all``. A block of only ``plumbing`` ops (Swin's window
+      partition and reverse) is folded like its ops, unless ``--expand`` names it.
     - ``figure_open``: the figure is drawn without ``--expand`` (a mixture of experts is its
       router and experts, as the papers draw it); ``--depth`` still decides when given.
     - ``caption_for``: a detail line under the box from the node's arguments and connected
@@ -95,6 +101,7 @@ class Style:
     caption_for: Callable[[Any, frozenset[str]], str | None] | None = None
     figure_open: bool = False
     plumbing: bool = False
+    absorbed: bool = False
 
     def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
         """The inside drawn for a node with ``args`` and these connected input ports."""

@@ -66,7 +66,7 @@ register(
         "roll",
         RollArgs,
         _roll_shape,
-        Style("shape", "Roll"),
+        Style("shape", "Roll", plumbing=True),
         lower=_roll_lower,
         doc="Cyclic shift along dims (torch.roll): Swin's shifted windows and their way back.",
     )

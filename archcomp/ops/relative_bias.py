@@ -138,7 +138,7 @@ SWIN_RELATIVE_POSITION_BIAS = register(
         "swin_relative_position_bias",
         SwinRelativeArgs,
         _swin_shape,
-        Style("embedding", "Relative Position Bias"),
+        Style("embedding", "Relative Position Bias", absorbed=True),
         inputs=(),
         params=_swin_params,
         buffers=_swin_buffers,
@@ -221,7 +221,7 @@ SWIN_SHIFT_MASK = register(
         "swin_shift_mask",
         SwinShiftMaskArgs,
         _shift_mask_shape,
-        Style("shape", "Shift Mask"),
+        Style("shape", "Shift Mask", absorbed=True),
         buffers=_shift_mask_buffers,
         lower=_shift_mask_lower,
         doc="Swin's shifted-window attention mask [B nW, 1, N, N] for a [B, H, W, C] map: "

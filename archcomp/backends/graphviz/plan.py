@@ -152,9 +152,24 @@ class Planner:
         self.lr = self.d.direction == "LR"
         self.params = param_counts(g) if opts.param_counts else {}
         self.runs = copy_runs(g, opts.copies)
+        self.fold_plumbing = (opts.depth or 0) < DEPTH_ALL
+        self.plumbing_blocks = self._plumbing_blocks() if self.fold_plumbing else set()
+        self.folded: set[str] = set()  # plumbing blocks folded here (--expand opens them)
+        self.absorbed: set[str] = set()  # nodes drawn as part of the box they feed
 
     def _canon(self, name: str, scopes: Iterable[Scope]) -> str:
         return _canon(name, scopes, self.runs)
+
+    def _plumbing_blocks(self) -> set[str]:
+        """The drawn block instances (not repeats) that hold only shape plumbing (Swin's
+        window partition and reverse): folded into the box they serve, as their ops are."""
+        every: dict[str, bool] = {}
+        for n in self.g.nodes.values():
+            for s in _block_scopes(n):
+                if s.repeat is None:
+                    sid = self._canon(s.name, n.scopes)
+                    every[sid] = every.get(sid, True) and n.op.style.plumbing
+        return {sid for sid, only in every.items() if only}
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -239,8 +254,8 @@ class Planner:
             return
         where = " at this --depth" if self.opts.depth is not None else " (repeats always are)"
         can = (
-            f"blocks and ops that --expand opens here: {', '.join(sorted(self.expandable))}"
-            if self.expandable
+            f"blocks and ops that --expand opens here: {', '.join(sorted(openable))}"
+            if (openable := self.expandable | self.folded)
             else "nothing is drawn closed here"
         )
         raise UsageError(f"--expand {idle[0]}: already drawn open{where}; {can}")
@@ -319,6 +334,7 @@ class Planner:
     def _place(self, n: Node, forced: dict[str, set[str]], nested: set[str]) -> None:
         frame: str | None = None
         c = n.name
+        fold = self.fold_plumbing
         for i, s in enumerate(n.scopes):
             if s.repeat is not None:
                 base = self._canon(_base(s), n.scopes)
@@ -336,6 +352,10 @@ class Planner:
             if _is_op_repeat(n, s):
                 break
             sid = self._canon(s.name, n.scopes)
+            if sid in self.plumbing_blocks and sid not in forced:
+                self.folded.add(s.block)
+                break  # a block of only plumbing: folded as its ops are, below
+            fold = fold and sid not in self.plumbing_blocks  # --expand opened it: drawn
             if not self._scope_open(n, i, forced, nested):
                 self.expandable.add(s.block)
                 self.collapsed_ops[sid].append(n)
@@ -353,7 +373,10 @@ class Planner:
                 label = s.label or st.humanize(s.block)
                 frame = self._frame(f"block:{sid}", kind, label, frame)
         family = n.op.style.family
-        if n.op.style.plumbing and (self.opts.depth or 0) < DEPTH_ALL and self._fold(n, c):
+        if n.op.style.plumbing and fold and self._fold(n, c):
+            return
+        if n.op.style.absorbed and self.fold_plumbing:
+            self.absorbed.add(c)  # part of the box it feeds: no box, no edges
             return
         if family in st.ELIDED_FAMILIES and not self.opts.dropout:
             first = n.refs()[0] if n.refs() else None
@@ -566,6 +589,8 @@ class Planner:
         r = self._resolve(ref)
         if r.node in self.g.inputs:
             return None if r.node in self.hidden_inputs else f"input/{r.node}"
+        if r.node in self.absorbed:
+            return None
         return self.out_of.get(r.node)
 
     def _edge_label(self, ref: Ref) -> str | None:
@@ -595,7 +620,7 @@ class Planner:
 
     def _edges_into(self, n: Node) -> None:
         c = self._canon(n.name, n.scopes)
-        if c in self.alias:
+        if c in self.alias or c in self.absorbed:
             return
         copies = {_base(s): s.index for s in n.scopes if s.repeat is not None}
         for port, refs in n.inputs.items():
@@ -609,6 +634,9 @@ class Planner:
                 ):
                     continue  # copy k -> copy k+1 of a run (or back to an earlier run): the frame
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
+                held = self._resolve(ref).node
+                if held in self.absorbed and n.name == c and dst is not None:
+                    self.d.boxes[dst].params += self.params.get(held, 0)  # its table, here
                 for src in self._src_boxes(ref):
                     for box in [dst, *self.port_more.get((c, port), ())]:
                         if box is None or src == box:
