@@ -96,8 +96,11 @@ def test_transformer_figure_1_structure() -> None:
     cross = [e for e in d.edges if e.src == "encoder.0.norm2" and e.dst == "decoder.0.cross_attn"]
     assert len(cross) == 2 and all(e.kind == "cross" for e in cross)
     # Residual connections bypass the sub-layer into its Add & Norm.
+    # The embedding enters the "N×" frame once and forks inside it (the paper's one line).
     residual = {(e.src, e.dst) for e in d.edges if e.kind == "residual"}
-    assert ("src_pos", "encoder.0.norm1") in residual
+    assert [e.dst for e in d.edges if e.src == "src_pos"] == ["fork/src_pos"]
+    assert d.frames[d.boxes["fork/src_pos"].frame].kind == "repeat"
+    assert ("fork/src_pos", "encoder.0.norm1") in residual
     assert ("encoder.0.norm1", "encoder.0.norm2") in residual
     assert ("decoder.0.norm2", "decoder.0.norm3") in residual
     # Positional encoding: a circled sine wave joined by a circled plus to the embedding.
@@ -160,9 +163,9 @@ def test_expanded_attention_is_figure_2() -> None:
     edges = {(e.src, e.dst) for e in d.edges}
     # Query, key and value each enter their own linear projection.
     assert {
-        ("src_pos", "encoder.0.attn/linear_q"),
-        ("src_pos", "encoder.0.attn/linear_k"),
-        ("src_pos", "encoder.0.attn/linear_v"),
+        ("fork/src_pos", "encoder.0.attn/linear_q"),
+        ("fork/src_pos", "encoder.0.attn/linear_k"),
+        ("fork/src_pos", "encoder.0.attn/linear_v"),
         ("encoder.0.norm2", "decoder.0.cross_attn/linear_k"),
         ("decoder.0.norm1", "decoder.0.cross_attn/linear_q"),
         ("encoder.0.attn/linear_out", "encoder.0.norm1"),
@@ -371,7 +374,7 @@ def test_residual_conv_stages_stack_upwards() -> None:
     edge between them constrains the layout; not a side-by-side 'cross' edge)."""
     d = _plan(RESIDUAL_STAGES)
     assert d.direction == "BT" and not d.rows
-    between = [e for e in d.edges if e.src.startswith("s1.") and e.dst.startswith("s2.")]
+    between = [e for e in d.edges if e.src.startswith("s1.") and e.dst.startswith("fork/s1.")]
     assert between and all(e.kind != "cross" for e in between)
     # The Transformer's encoder still stands beside the decoder it feeds.
     t = _plan(TRANSFORMER)
@@ -460,6 +463,7 @@ def test_swin_window_plumbing_folds_into_w_msa_and_sw_msa() -> None:
     d = plan(g, DrawOptions(param_counts=True))
     labels = {b.label for b in d.boxes.values()}
     assert {"W-MSA", "SW-MSA"} <= labels
+    assert d.boxes["input/pixel_values"].label == "Images"  # Figure 3a's word
     assert not labels & SWIN_PLUMBING and not any("shift" in x for x in labels)
     edges = {(e.src, e.dst) for e in d.edges}
     layer = "stage1.blocks.1"  # shifted windows

@@ -318,6 +318,7 @@ class Planner:
         else:
             rewrites.side_residuals(self.d)
             rewrites.stage_columns(self.d)
+            rewrites.fork_into_frames(self.d)  # stage columns or not: into a repeat once
 
     def _input_box(self, name: str) -> None:
         info = self.g.inputs[name]

@@ -251,8 +251,8 @@ def stage_columns(d: Drawing) -> None:
     the next column (``joint/k``) and up into it. Its pieces are ``kind="link"`` edges;
     ``Drawing.columns`` lists, left to right, the feet's rank: the first column's entry, then
     each gutter's foot and joint; ``Drawing.same_rank`` pins each gutter's top beside its
-    column's top box. Then a box outside a repeat frame feeding several boxes in it (the
-    residual and the sub-layer) enters it once, at a fork inside (:func:`fork_into_frames`).
+    column's top box. (The planner then runs :func:`fork_into_frames`: a box outside a
+    repeat frame feeding several boxes in it enters it once, at a fork inside.)
     Each stage's repeat frame reads "×2", as Swin's Figure 3 and ResNet's Table 1 write it."""
     repeats = {f.id for f in d.frames.values() if f.kind == "repeat"}
     stages = [
@@ -290,17 +290,17 @@ def stage_columns(d: Drawing) -> None:
             Edge(foot.id, top.id, label, kind="link"),
             Edge(foot.id, joint.id, kind="link"),
         ]
-    fork_into_frames(d)
 
 
 _LINK = ("gutter/top", "gutter/foot", "joint")
 
 
 def fork_into_frames(d: Drawing) -> None:
-    """A box outside a repeat frame that feeds several boxes inside it (the stage's input:
-    its first sub-layer and the residual around it) enters the frame once: one edge to a
-    fork (``fork/<box>``) in the innermost frame holding those boxes, which feeds them, so
-    no residual arrow runs along the outside of the frame into it."""
+    """A box outside a repeat frame that feeds several boxes inside it (the stage's input,
+    the embedding under a Transformer's "N×" frame: its first sub-layer and the residual
+    around it) enters the frame once, as the Transformer paper's Figure 1 draws it: one edge
+    to a fork (``fork/<box>``) in the innermost frame holding those boxes, which feeds them,
+    so no residual arrow runs along the outside of the frame (or over its label) into it."""
     outs, _ = edge_index(d)
     for src, edges in list(outs.items()):
         inside = [e for e in edges if e.kind in ("data", "residual")]
@@ -308,10 +308,11 @@ def fork_into_frames(d: Drawing) -> None:
         if len(inside) < 2 or any(not f for f in frames):
             continue
         common = [f for f in frames[0] if all(f in fs for fs in frames[1:])]
-        if not common or common[0] in _ancestors(d, d.boxes[src].frame):
+        around = _ancestors(d, d.boxes[src].frame)
+        if not common or common[0] in around:
             continue
-        if not any(d.frames[f].kind == "repeat" for f in common):
-            continue
+        if not any(d.frames[f].kind == "repeat" and f not in around for f in common):
+            continue  # not into a repeat from outside it (a norm feeding a figure beside it)
         fork = Box(f"fork/{src}", "", "joint", kind="joint", frame=common[0])
         d.boxes[fork.id] = fork
         label = next((e.label for e in inside if e.label), None)

@@ -82,17 +82,22 @@ def is_add_norm(styles: Iterable[Style]) -> bool:
     )
 
 
-# Graph inputs: the paper's words for the conventional names of a Transformer's two inputs.
+# Graph inputs: the papers' words for the conventional names of a model's inputs.
 INPUT_WORDS: dict[str, str] = {
     "src": "Inputs",
     "source": "Inputs",
     "inputs": "Inputs",
     "input_ids": "Inputs",
     "tokens": "Inputs",
+    "ids": "Inputs",
+    "images": "Images",  # the vision papers' word (Swin's Figure 3, ViT's, ResNet's "image")
+    "pixel_values": "Images",
     "tgt": "Outputs (shifted right)",
     "target": "Outputs (shifted right)",
     "tgt_in": "Outputs (shifted right)",
     "shifted_outputs": "Outputs (shifted right)",
+    "decoder_input_ids": "Outputs (shifted right)",
+    "input_features": "Log-Mel Spectrogram",  # Whisper's Figure 1
 }
 
 
