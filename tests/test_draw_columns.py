@@ -103,3 +103,13 @@ def test_stage_frames_read_times_count_as_the_papers() -> None:
     assert "depth×" not in swin
     assert "label=<×3>" in draw(SPECS / "convnext_tiny.yaml").source
     assert "label=<N× (N = 6)>" in draw(SPECS / "transformer.yaml").source
+
+
+@needs_dot
+@pytest.mark.parametrize("name", ["llama", "qwen3", "transformer"])
+def test_expanded_attention_crosses_no_frame(name: str) -> None:
+    """Figure 2 inside a layer (``--expand multi_head_attention``): grouped-query attention's
+    key/value projections stand on the rank of the query projection, so the value's edge
+    does not loop through the query heads' frame (Llama's did)."""
+    d = draw(SPECS / f"{name}.yaml", expand=["multi_head_attention"])
+    assert frame_crossings(d.source) == []

@@ -161,7 +161,7 @@ def mha_figure(a: Any, ports: frozenset[str]) -> Figure:
         result="linear_out",
         stack=tuple(stack),
         stack_count="num_heads",
-        same_rank=() if kv else MULTI_HEAD_FIGURE.same_rank,
+        same_rank=MULTI_HEAD_FIGURE.same_rank,
         stack_label=f"h× (h = {a.num_heads} query heads)" if kv else None,
         side_stack=tuple(p for p in stack if p.endswith(("_k", "_v"))) if kv else (),  # K, V
         side_stack_label=f"{kv}× ({kv} key/value head{'s' if kv > 1 else ''})" if kv else None,
