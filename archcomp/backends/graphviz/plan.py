@@ -637,7 +637,7 @@ class Planner:
                 dst = self.port_box.get((c, port)) or self.item_of.get(c)
                 held = self._resolve(ref).node
                 if held in self.absorbed and n.name == c and dst is not None:
-                    self.d.boxes[dst].params += self.params.get(held, 0)  # its table, here
+                    self.d.boxes[dst].params += self.params.pop(held, 0)  # its table, once
                 for src in self._src_boxes(ref):
                     for box in [dst, *self.port_more.get((c, port), ())]:
                         if box is None or src == box:
