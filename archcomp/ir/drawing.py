@@ -76,6 +76,9 @@ class Style:
       not drawn unless ``--depth all``,
       its edges passing through to the box it serves (a concat only when all its inputs but
       one come from parameters).
+    - ``plumbing_for``: whether the op is plumbing for a node's arguments (an ``index`` that
+      only slices, a crop such as Mamba's causal conv's, is; one that picks a position, as
+      ViT's [CLS], is not); ``None``: ``plumbing`` decides.
     - ``absorbed``: the op computes, from its arguments (and its inputs' sizes), a tensor for
       the box it feeds (Swin's shift mask and window relative position bias, which the
       attention's caption names): no box of its own and no edges, its parameters counted in
@@ -102,12 +105,18 @@ class Style:
     figure_open: bool = False
     plumbing: bool = False
     absorbed: bool = False
+    plumbing_for: Callable[[Any], bool] | None = None
 
     def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
         """The inside drawn for a node with ``args`` and these connected input ports."""
         if self.figure_for is not None:
             return self.figure_for(args, ports) or self.figure
         return self.figure
+
+    def is_plumbing(self, args: Any) -> bool:
+        """Whether a node of this op with ``args`` is shape plumbing (folded unless
+        ``--depth all``)."""
+        return self.plumbing_for(args) if self.plumbing_for is not None else self.plumbing
 
     def words(self, args: Any) -> str:
         """The words on a box of this op with ``args``."""

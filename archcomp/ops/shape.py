@@ -352,6 +352,12 @@ def _index_shape(ctx: ShapeCtx) -> TensorType:
     return TensorType(indexed_shape(ctx.x, ctx.args.at, ctx.mins), ctx.x.dtype)
 
 
+def _only_slices(a: IndexArgs) -> bool:
+    """Drawn as plumbing: an index of slices only (a crop: Mamba's causal conv output cut to
+    its length), not one that picks a position (ViT's [CLS]) or adds a dim (a mask's)."""
+    return all(isinstance(i, slice) or i is ... for i in parse_index(a.at))
+
+
 def _index_lower(c: LowerCtx) -> Any:
     key = short_key(c.args.at)
     if isinstance(key, tuple) and not key:  # the index selects all of x
@@ -364,7 +370,7 @@ register(
         "index",
         IndexArgs,
         _index_shape,
-        Style("shape", "Index"),
+        Style("shape", "Index", plumbing_for=_only_slices),
         lower=_index_lower,
         doc="Basic indexing and slicing (x[:, -1], x[..., 0], x[:, 1:5]).",
     )

@@ -168,7 +168,7 @@ class Planner:
             for s in _block_scopes(n):
                 if s.repeat is None:
                     sid = self._canon(s.name, n.scopes)
-                    every[sid] = every.get(sid, True) and n.op.style.plumbing
+                    every[sid] = every.get(sid, True) and n.op.style.is_plumbing(n.args)
         return {sid for sid, only in every.items() if only}
 
     # -- decisions ------------------------------------------------------------------------
@@ -374,7 +374,7 @@ class Planner:
                 label = s.label or st.humanize(s.block)
                 frame = self._frame(f"block:{sid}", kind, label, frame)
         family = n.op.style.family
-        if n.op.style.plumbing and fold and self._fold(n, c):
+        if n.op.style.is_plumbing(n.args) and fold and self._fold(n, c):
             return
         if n.op.style.absorbed and self.fold_plumbing:
             self.absorbed.add(c)  # part of the box it feeds: no box, no edges
