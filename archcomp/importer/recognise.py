@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
+from archcomp.importer.mha import torch_mha
 
 Op = tuple[str, dict[str, Any]]
 _RMS_OPS = {"aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.add.Scalar"}
@@ -55,6 +56,8 @@ _SLICE = "aten.slice.Tensor"
 
 def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
     """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return torch_mha(flat, module, group)
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)

@@ -109,8 +109,9 @@ class Walker:
     def block(
         self, path: str, m: nn.Module, given: list[fx.Node], outs: list[fx.Node]
     ) -> str | None:
+        copy = re.search(r"\.\d+$", path) is not None  # of a repeat: names as every copy's
         names = [
-            self.flat.inputs.get(g) or ("x" if i == 0 else f"x_{i + 1}")
+            (None if copy else self.flat.inputs.get(g)) or ("x" if i == 0 else f"x_{i + 1}")
             for i, g in enumerate(given)
         ]
         body = self.body(path, given, names, outs)
@@ -199,18 +200,19 @@ class _Scope:
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
+        ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
         if made is None:
             name = self.w.block(child, m, ins, outs)
             if name is None:
                 return None
             op, opts = name, {}
-        elif len(outs) != 1 or len(ins) != 1:
+        elif len(outs) != 1 or (len(ins) != 1 and ports is None):
             why = f"a {made[0]} of {len(ins)} inputs and {len(outs)} results read outside it"
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
             return None
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
-        item = Item(rel, op, ins, opts, outs, calls)
+        item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
         tie = _tie(flat.model, child, m)
         if tie:
             inside = not self.path or tie.startswith(self.path + ".")
@@ -309,7 +311,7 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                 if (
                     cur.id != f"{m.group(1)}.{n}"
                     or (cur.op, cur.opts) != (prev.op, prev.opts)
-                    or cur.ins != prev.outs[:1]
+                    or not _chained(cur, prev, first=items[i])
                     or len(prev.outs) != 1
                     or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
                 ):
@@ -330,6 +332,13 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
         out.append(first)
         i += n
     return out
+
+
+def _chained(cur: Item, prev: Item, first: Item) -> bool:
+    """Whether ``cur`` reads ``prev``'s result first and the run's first copy's other inputs
+    (a decoder layer's encoder output) after it."""
+    ins, head = list(cur.ins) if isinstance(cur.ins, list) else [], list(first.ins)
+    return ins[:1] == prev.outs[:1] and ins[1:] == head[1:]
 
 
 def _emit(

@@ -147,6 +147,13 @@ class MultiHeadAttentionArgs(OpArgs):
         description="the rows of qkv_name: all of q, then k, then v (stacked), or head by head "
         "q_i, k_i, v_i (per_head: GPT-NeoX's query_key_value; no num_kv_heads)",
     )
+    in_proj: bool = Field(
+        default=False,
+        description="torch.nn.MultiheadAttention's packed projection in place of q_proj, k_proj "
+        "and v_proj: parameters in_proj_weight [q; k; v rows, E] and in_proj_bias, the q rows "
+        "applied to query, the k rows to key, the v rows to value (cross-attention too), so "
+        "its state_dict loads as is; kdim = vdim = embed_dim",
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
@@ -266,6 +273,25 @@ def _check_fused(ctx: ShapeCtx, a: MultiHeadAttentionArgs, e: int) -> None:
         )
 
 
+def _check_packed(ctx: ShapeCtx, a: MultiHeadAttentionArgs, e: int) -> None:
+    """torch's packed in_proj_weight: every row reads embed_dim features, one bias for all."""
+    k, v = ctx.get("key"), ctx.get("value")
+    assert k is not None and v is not None
+    if a.qkv_name is not None or k.shape[2] != e or v.shape[2] != e:
+        raise ShapeError(
+            "in_proj packs q, k and v rows of embed_dim inputs each: key and value must have "
+            f"the query's width {e}, and no qkv_name",
+            arg="in_proj",
+            hint="drop in_proj (q_proj, k_proj, v_proj take other widths)",
+        )
+    if not isinstance(a.bias, bool):
+        raise ShapeError(
+            "in_proj has one bias, in_proj_bias, for q, k and v",
+            arg="bias",
+            hint="bias: true or false, or drop in_proj",
+        )
+
+
 def _mha_shape(ctx: ShapeCtx) -> TensorType:
     a: MultiHeadAttentionArgs = ctx.args
     B, T, E, S, dtype = _mha_inputs(ctx)
@@ -301,6 +327,8 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
         check_rope_lengths(a.rope, [(T, "the query"), (S, "the key")], "rope")
     if a.qkv_name is not None:
         _check_fused(ctx, a, e)
+    if a.in_proj:
+        _check_packed(ctx, a, e)
     _check_key_padding_mask(ctx, B, S)
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
@@ -328,6 +356,11 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     ]
     if a.qkv_name is not None:  # one (q; k; v) projection
         projections = [(a.qkv_name, (h + kv_heads) * d_k + kv_heads * d_v, e, bq)]
+    if a.in_proj:  # torch's packed parameters: in_proj_weight, in_proj_bias
+        projections = []
+        p["in_proj_weight"] = ((h + kv_heads) * d_k + kv_heads * d_v, e)
+        if bq:
+            p["in_proj_bias"] = ((h + kv_heads) * d_k + kv_heads * d_v,)
     for name, out, fan_in, biased in (*projections, (a.out_name, e, h * d_v, bo)):
         p[f"{name}.weight"] = (out, fan_in)
         if biased:
@@ -395,6 +428,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         out_name=a.out_name,
         qkv_name=a.qkv_name,
         qkv_layout=a.qkv_layout,
+        in_proj=a.in_proj,
         **c.factory,
     )
     ins = c.inputs

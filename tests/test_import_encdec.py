@@ -1,0 +1,143 @@
+"""Import round trips of encoder-decoders: torch.nn.Transformer and nn.MultiheadAttention
+(recognised as multi_head_attention with torch's packed in_proj, not rebuilt from matmuls), then
+transformers' encoder-decoders from the command line. Each: import -> check -> build -> the
+original state_dict loaded strictly -> outputs and gradients equal (tests/NUMERICS.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from torch import nn
+
+import archcomp
+from archcomp.base.errors import SpecError
+from archcomp.importer import ImportFailure
+
+
+def round_trip(
+    ref: nn.Module, example: dict[str, torch.Tensor], run: dict[str, Any], **kw: Any
+) -> str:
+    """Import ``ref`` on ``example``, build, load ref's state_dict strictly, then compare
+    outputs and every gradient on the inputs ``run`` (other sizes where dims are symbols)."""
+    torch.manual_seed(0)
+    text = archcomp.import_module(ref, example, **kw)
+    archcomp.check(text)
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ref.eval()  # dropout off on both sides
+    names = list(run)
+    case = Case(
+        model,
+        ref,
+        tuple(run.values()),
+        lambda *xs: [_first(ref(**dict(zip(names, xs, strict=True))))],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+    return text
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_torch_transformer_round_trip() -> None:
+    torch.manual_seed(1)
+    ref = nn.Transformer(
+        d_model=16,
+        nhead=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=24,
+        batch_first=True,
+    )
+    example = {"src": torch.randn(2, 5, 16), "tgt": torch.randn(2, 3, 16)}
+    dims = {"B": 0, "S": ("src", 1), "T": ("tgt", 1)}
+    text = round_trip(
+        ref, example, {"src": torch.randn(3, 7, 16), "tgt": torch.randn(3, 4, 16)}, dims=dims
+    )
+    assert "  src: {shape: [B, S, 16]}\n  tgt: {shape: [B, T, 16]}\n" in text
+    assert (
+        "- {id: self_attn, op: multi_head_attention, num_heads: 4, in_proj: true, dropout: 0.1}"
+        in text
+    )
+    assert (
+        "- {id: multihead_attn, op: multi_head_attention, in: {query: norm1, key: x_2, "
+        "value: x_2},\n         num_heads: 4, in_proj: true, dropout: 0.1}"
+    ) in text
+    assert "- {id: layers, op: transformer_encoder_layer, repeat: 2}" in text
+    assert "- {id: layers, op: transformer_decoder_layer, in: [tgt, x_2], repeat: 2}" in text
+    assert "- {id: decoder, op: transformer_decoder, in: [tgt, encoder]}" in text
+    for plumbing in ("view", "transpose", "reshape", "matmul", "softmax"):
+        assert plumbing not in text  # the head split and scores are the attention's
+
+
+class SelfAndCross(nn.Module):
+    """A norm, self-attention (need_weights left on, its weights unread), a residual, then
+    cross-attention to ``mem`` with need_weights=False."""
+
+    def __init__(self, bias: bool = True, batch_first: bool = True) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(16)
+        self.attn = nn.MultiheadAttention(16, 4, bias=bias, batch_first=batch_first)
+        self.cross = nn.MultiheadAttention(16, 2, bias=bias, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        a, _ = self.attn(h, h, h)
+        return self.cross(x + a, mem, mem, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_multihead_attention_self_and_cross(bias: bool) -> None:
+    torch.manual_seed(2)
+    ref = SelfAndCross(bias)
+    example = {"x": torch.randn(2, 5, 16), "mem": torch.randn(2, 3, 16)}
+    run = {"x": torch.randn(3, 5, 16), "mem": torch.randn(3, 3, 16)}
+    text = round_trip(ref, example, run, dims={"B": 0})
+    off = ", bias: false" if not bias else ""
+    assert f"- {{id: attn, op: multi_head_attention, num_heads: 4, in_proj: true{off}}}" in text
+    assert "- {id: cross, op: multi_head_attention, in: {query: add, key: mem, value: mem}" in text
+
+
+def test_sequence_first_attention_is_refused_with_its_line() -> None:
+    ref = SelfAndCross(batch_first=False)
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(ref, (torch.randn(5, 2, 16), torch.randn(3, 2, 16)))
+    assert len(e.value.problems) == 2
+    for name in ("self.attn", "self.cross"):
+        assert any(
+            f"MultiheadAttention {name} (batch_first=False: archcomp's attention is batch-first"
+            in p
+            and "F.multi_head_attention_forward(" in p
+            for p in e.value.problems
+        )
+
+
+def test_in_proj_takes_keys_of_the_query_width() -> None:
+    spec = """
+archcomp: 1
+name: t
+inputs:
+  x: {shape: [2, 5, 16]}
+  m: {shape: [2, 3, 8]}
+nodes:
+  - {id: attn, op: multi_head_attention, in: {query: x, key: m, value: m}, num_heads: 4,
+     in_proj: true}
+outputs: {out: attn}
+"""
+    with pytest.raises(SpecError, match="in_proj packs q, k and v rows"):
+        archcomp.check(spec)
+
+
+def test_transformer_encoder_round_trip() -> None:
+    torch.manual_seed(3)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=True)
+    ref = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    text = round_trip(
+        ref, {"src": torch.randn(2, 5, 8)}, {"src": torch.randn(3, 6, 8)}, dims={"B": 0, "T": 1}
+    )
+    assert "- {id: layers, op: transformer_encoder_layer, repeat: 2}" in text
