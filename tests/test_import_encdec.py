@@ -5,16 +5,23 @@ original state_dict loaded strictly -> outputs and gradients equal (tests/NUMERI
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
 from torch import nn
 
 import archcomp
 from archcomp.base.errors import SpecError
+from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
+
+transformers = pytest.importorskip("transformers")
 
 
 def round_trip(
@@ -141,3 +148,80 @@ def test_transformer_encoder_round_trip() -> None:
         ref, {"src": torch.randn(2, 5, 8)}, {"src": torch.randn(3, 6, 8)}, dims={"B": 0, "T": 1}
     )
     assert "- {id: layers, op: transformer_encoder_layer, repeat: 2}" in text
+
+
+# -- transformers' encoder-decoders, from the command line ----------------------------------------
+
+
+def hf_saved(tmp_path: Path, cls: str, config: Any) -> tuple[Any, Path]:
+    """A transformers model of ``config`` with every weight re-drawn, saved in a folder."""
+    quiet()
+    model = getattr(transformers, cls)(config)
+    redraw(model, 5)
+    folder = tmp_path / cls.lower()
+    model.save_pretrained(folder)
+    return model.eval(), folder
+
+
+def cli_round_trip(tmp_path: Path, folder: Path) -> tuple[str, Any]:
+    """``archcomp import --hf`` then ``archcomp convert --spec``: the spec and the model."""
+    spec, art = tmp_path / "spec.yaml", tmp_path / "weights.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    return spec.read_text(), archcomp.load(art).eval()
+
+
+def grads_equal(text: str, ref: Any, inputs: dict[str, torch.Tensor], frozen: set[str]) -> None:
+    """Outputs and gradients of the built spec, with ref's own state_dict loaded strictly."""
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    names = list(inputs)
+
+    def forward(*xs: torch.Tensor) -> list[torch.Tensor]:
+        out = ref(**dict(zip(names, xs, strict=True)), use_cache=False)
+        return [out.logits, out.encoder_last_hidden_state]
+
+    grads = {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()}
+    case = Case(model, ref, tuple(inputs.values()), forward, grads)
+    for n in frozen:  # frozen in transformers (the spec trains it): no gradient to compare
+        del case.grads[n]
+    check_case(case)
+
+
+def test_whisper_round_trip_from_the_cli(tmp_path: Path) -> None:
+    config = transformers.WhisperConfig(
+        vocab_size=61,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        num_mel_bins=8,
+        max_source_positions=6,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+        decoder_start_token_id=0,
+    )
+    ref, folder = hf_saved(tmp_path, "WhisperForConditionalGeneration", config)
+    text, model = cli_round_trip(tmp_path, folder)
+    assert "  input_features: {shape: [B, 8, 12]}\n  decoder_input_ids:" in text
+    assert (
+        "- {id: conv2, op: conv1d, out_channels: 16, kernel_size: 3, stride: 2, padding: 1}" in text
+    )
+    assert "- {id: embed_positions, op: learned_positional_encoding, max_len: 16}" in text
+    assert "in: {query: encoder_attn_layer_norm, key: x_2, value: x_2}" in text
+    assert "outputs: {logits: proj_out, encoder_last_hidden_state: model.out0}" in text
+    gen = torch.Generator().manual_seed(4)
+    inputs = {
+        "input_features": torch.randn(3, 8, 12, generator=gen),
+        "decoder_input_ids": torch.randint(0, 61, (3, 7), generator=gen),
+    }
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs, use_cache=False)
+    tol = chains.tolerance(torch.float32, got["logits"], want.logits)
+    assert_close(got["logits"], want.logits, tol)
+    grads_equal(text, ref, inputs, {"model.encoder.embed_positions.weight"})

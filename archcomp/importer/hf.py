@@ -57,6 +57,8 @@ def load_meta_model(folder: Path) -> Any:
 
 def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     """The spec of the transformers model in ``folder`` (its config.json) as YAML text."""
+    from torch import fx
+
     from archcomp.importer import hf_inputs
     from archcomp.importer.emit import spec_text
     from archcomp.importer.exported import Flat, export_model
@@ -78,7 +80,8 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
         (n for n in flat.inputs if flat.inputs[n] in names),
         key=lambda n: names.index(flat.inputs[n]),
     )
-    body = w.body("", given, [flat.inputs[g] for g in given])
+    results = [o for o in flat.outputs if isinstance(o, fx.Node)]  # in the output's order
+    body = w.body("", given, [flat.inputs[g] for g in given], results)
     if w.problems or body is None:
         raise ImportFailure(w.problems)
     params = name_params(w.blocks, body, values)
@@ -86,6 +89,8 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     keys = _output_names(ep)
     if isinstance(outs, str):
         body["outputs"] = {keys[0] if keys else "out": outs}
+    elif len(keys) == len(outs):  # logits, encoder_last_hidden_state
+        body["outputs"] = dict(zip(keys, outs.values(), strict=True))
     model_type = getattr(model.config, "model_type", None) or "model"
     inputs = hf_inputs.declared(examples)
     source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from archcomp.importer import recognise_encdec as encdec
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
 from archcomp.importer.mha import torch_mha
@@ -58,6 +59,9 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
     """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
     if isinstance(module, nn.MultiheadAttention):
         return torch_mha(flat, module, group)
+    pos = encdec.positions(flat, module, group)  # an embedding of positions, added to x
+    if pos is not None:
+        return pos
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)
@@ -71,7 +75,11 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
             return act, ({"approximate": approx} if approx != "none" else {})
     split = all(k in kids for k in _PROJ) or _FUSED in kids or _PER_HEAD in kids
     if split and any(o in kids for o in _OUTS):
-        return _attention(flat, path, module, group)
+        made = _attention(flat, path, module, group)
+        ports = encdec.attention_ports(flat, path, group)  # cross-attention
+        if ports is not None and not isinstance(made, str):
+            made[1]["_ports"] = ports
+        return made
     return None
 
 
@@ -91,6 +99,7 @@ def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
 
 def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | str:
     level = [n for n in group if flat.scope[n][-1] == path]  # its own forward's calls
+    level, q_scale = encdec.q_scaling(flat, path, level)  # Whisper, BART: q_proj(x) * scaling
     sdpa = [n for n in level if str(n.target) == _SDPA]
     own = {str(n.target) for n in level}
     kids = set(dict(m.named_children()))
@@ -140,6 +149,8 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
             return rope
         opts["rope"] = rope
     scale = getattr(m, "scaling", None)
+    if q_scale is not None:  # the scale the scores get: q's factor times SDPA's own
+        scale = q_scale * encdec.sdpa_scale(sdpa[0], d)
     if isinstance(scale, float) and not math.isclose(scale, d**-0.5, rel_tol=1e-9):
         opts["scale"] = scale
     if qk_norm:
@@ -166,7 +177,7 @@ def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
     fused = next((f for f in (_FUSED, _PER_HEAD) if hasattr(m, f)), None)
     names = (fused,) * 3 if fused else _PROJ
     q, k, v = (m.get_submodule(p) for p in names)
-    h = getattr(cfg, "num_attention_heads", None)
+    h = getattr(m, "num_heads", None) or getattr(cfg, "num_attention_heads", None)
     if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
         return "attention without a config's num_attention_heads or nn.Linear projections"
     kv = h if fused == _PER_HEAD else int(getattr(cfg, "num_key_value_heads", None) or h)

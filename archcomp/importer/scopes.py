@@ -23,6 +23,7 @@ from archcomp.frontend.schema import reserved_id
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise import recognise
+from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.trace import _snake, without_defaults
 
 ATEN: dict[str, Any] = {
@@ -76,6 +77,19 @@ class Walker:
     blocks: dict[str, Body] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    absorbed: set[fx.Node] = field(default_factory=set)  # adds a recognised op took over
+    _live: set[fx.Node] | None = None
+
+    def live(self) -> set[fx.Node]:
+        """The calls an output depends on (the others compute what nothing reads)."""
+        if self._live is None:
+            self._live, todo = set(), [o for o in self.flat.outputs if isinstance(o, fx.Node)]
+            while todo:
+                n = todo.pop()
+                if n not in self._live:
+                    self._live.add(n)
+                    todo.extend(self.flat.args_of(n))
+        return self._live
 
     def body(
         self, path: str, given: list[fx.Node], names: list[str], outs: list[fx.Node] | None = None
@@ -159,7 +173,9 @@ class _Scope:
         members = [
             n
             for n in flat.order
-            if n not in flat.context and (not self.path or self.path in flat.scope[n])
+            if n not in flat.context
+            and (not self.path or self.path in flat.scope[n])
+            and n in self.w.live()  # not a dead call (BART's x[:, :, -1] read for a shape)
         ]
         groups: list[tuple[str | None, list[fx.Node]]] = []
         for n in members:
@@ -187,10 +203,12 @@ class _Scope:
                     and a not in ins
                 ):
                     ins.append(a)
+        live = self.w.live()
         outs = [
             n
             for n in group
-            if any(u not in calls for u in flat.users.get(n, [])) or n in flat.outputs
+            if any(u not in calls and u in live for u in flat.users.get(n, []))
+            or n in flat.outputs
         ]
         if child is None:
             return self._own(group[0], calls)
@@ -201,6 +219,15 @@ class _Scope:
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
         ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
+        if isinstance(made, tuple) and made[1].pop("_absorb", False):  # positions, added to x
+            got = absorbed_add(flat, outs[0]) if len(outs) == 1 and not ins else None
+            if got is None:
+                why = f"a {made[0]} whose result is not added to one input"
+                self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+                return None
+            ins, outs = [got[0]], [got[1]]
+            calls.add(got[1])
+            self.w.absorbed.add(got[1])
         if made is None:
             name = self.w.block(child, m, ins, outs)
             if name is None:
@@ -233,6 +260,8 @@ class _Scope:
     def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | None:
         flat = self.w.flat
         where = f"{self.path}: " if self.path else ""
+        if n in self.w.absorbed:
+            return None
         if str(n.target) == _CHUNK:
             return self._chunk(n, calls, where)
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
