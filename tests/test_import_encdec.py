@@ -20,6 +20,7 @@ import archcomp
 from archcomp.base.errors import SpecError
 from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
+from archcomp.importer.hf import import_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -225,3 +226,34 @@ def test_whisper_round_trip_from_the_cli(tmp_path: Path) -> None:
     tol = chains.tolerance(torch.float32, got["logits"], want.logits)
     assert_close(got["logits"], want.logits, tol)
     grads_equal(text, ref, inputs, {"model.encoder.embed_positions.weight"})
+
+
+def test_bart_refusal_lists_what_the_spec_language_lacks(tmp_path: Path) -> None:
+    """BART's embeddings, positions (offset 2), masks and cross-attention are recognised; what
+    is left is its op set's to-do list: the embedding shared across blocks by model.shared (a
+    module never called) and the bare final_logits_bias buffer, each with its line."""
+    config = transformers.BartConfig(
+        vocab_size=61,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        max_position_embeddings=32,
+        architectures=["BartForConditionalGeneration"],
+    )
+    config.save_pretrained(tmp_path / "bart")
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path / "bart")
+    assert [p.split(" at ")[0] for p in e.value.problems] == [
+        "BartScaledWordEmbedding self.model.encoder.embed_tokens (its weight is "
+        "model.shared.weight, outside model.encoder: a tie names a node within)",
+        "BartScaledWordEmbedding self.model.decoder.embed_tokens (its weight is "
+        "model.shared.weight, outside model.decoder: a tie names a node within)",
+        "aten.add.Tensor (reads the tensor final_logits_bias directly)",
+    ]
+    last = e.value.problems[-1]
+    assert "modeling_bart.py:" in last
+    assert last.endswith(": lm_logits = lm_logits + self.final_logits_bias.to(lm_logits.device)")

@@ -62,6 +62,9 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
     pos = encdec.positions(flat, module, group)  # an embedding of positions, added to x
     if pos is not None:
         return pos
+    emb = encdec.scaled_embedding(module, group)  # BART's embed_tokens
+    if emb is not None:
+        return emb
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)
@@ -138,7 +141,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         )
         if window:
             opts["window"] = int(window)
-    elif mask is not None:
+    elif mask is not None and not encdec.keeps_all(flat, mask):  # BART's encoder: all True
         return "a mask that is not causal"
     rotated = _rotate_half(flat, level)
     if isinstance(rotated, str):

@@ -96,6 +96,34 @@ def positions(
     }
 
 
+def scaled_embedding(m: nn.Module, group: list[fx.Node]) -> tuple[str, dict[str, Any]] | str | None:
+    """BART's ``*ScaledWordEmbedding``: an embedding times ``embed_scale`` (1, or
+    sqrt(embedding_dim): the embedding op's ``scale``); None for any other module."""
+    if not (isinstance(m, nn.Embedding) and type(m).__name__.endswith("ScaledWordEmbedding")):
+        return None
+    from archcomp.importer.leaves import LEAVES
+
+    made = LEAVES[nn.Embedding](m)
+    scale = getattr(m, "embed_scale", None)
+    ops = {str(n.target) for n in group}
+    if isinstance(made, str) or not isinstance(scale, float) or ops - {_MUL, *_LOOKUPS}:
+        return made if isinstance(made, str) else "a scaled embedding computing more than a scale"
+    if close(scale, math.sqrt(m.embedding_dim)):
+        made[1]["scale"] = True
+    elif scale != 1.0:
+        return f"an embedding scale of {scale} (the embedding op's scale is sqrt(embedding_dim))"
+    return made
+
+
+def keeps_all(flat: Flat, mask: Any) -> bool:
+    """Whether a mask computed from no input hides nothing on the example's sizes: all True
+    (bool) or all zero (additive)."""
+    v = evaluate(flat, mask)
+    if not isinstance(v, torch.Tensor):
+        return False
+    return bool(v.all()) if v.dtype == torch.bool else bool((v == 0).all())
+
+
 def absorbed_add(flat: Flat, out: fx.Node) -> tuple[fx.Node, fx.Node] | None:
     """``(x, add)`` where ``out``'s one use is ``x + out`` (or ``out + x``)."""
     users = flat.users.get(out, [])
@@ -146,7 +174,9 @@ __all__ = [
     "absorbed_add",
     "attention_ports",
     "evaluate",
+    "keeps_all",
     "positions",
     "q_scaling",
+    "scaled_embedding",
     "sdpa_scale",
 ]

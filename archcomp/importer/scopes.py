@@ -207,8 +207,7 @@ class _Scope:
         outs = [
             n
             for n in group
-            if any(u not in calls and u in live for u in flat.users.get(n, []))
-            or n in flat.outputs
+            if any(u not in calls and u in live for u in flat.users.get(n, [])) or n in flat.outputs
         ]
         if child is None:
             return self._own(group[0], calls)
