@@ -5,6 +5,7 @@ original state_dict loaded strictly -> outputs and gradients equal (tests/NUMERI
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,18 +112,49 @@ def test_multihead_attention_self_and_cross(bias: bool) -> None:
     assert "- {id: cross, op: multi_head_attention, in: {query: add, key: mem, value: mem}" in text
 
 
-def test_sequence_first_attention_is_refused_with_its_line() -> None:
-    ref = SelfAndCross(batch_first=False)
+def test_sequence_first_attention_round_trip() -> None:
+    torch.manual_seed(4)
+    ref = SelfAndCross(batch_first=False)  # torch's default: (T, B, E)
+    example = {"x": torch.randn(5, 2, 16), "mem": torch.randn(3, 2, 16)}
+    run = {"x": torch.randn(5, 3, 16), "mem": torch.randn(3, 3, 16)}
+    text = round_trip(ref, example, run, dims={"B": 1})
+    assert (
+        "- {id: attn, op: multi_head_attention, num_heads: 4, in_proj: true, batch_first: false}"
+        in text
+    )
+
+
+def test_default_torch_transformer_round_trip() -> None:
+    torch.manual_seed(5)
+    with warnings.catch_warnings():  # torch's advice to use batch_first for speed
+        warnings.simplefilter("ignore", UserWarning)
+        ref = nn.Transformer(16, 4, 1, 1, 24)  # batch_first=False: (S, B, E) and (T, B, E)
+    example = {"src": torch.randn(5, 2, 16), "tgt": torch.randn(3, 2, 16)}
+    text = round_trip(
+        ref, example, {"src": torch.randn(6, 3, 16), "tgt": torch.randn(4, 3, 16)}, dims={"B": 1}
+    )
+    assert "in_proj: true, batch_first: false, dropout: 0.1}" in text
+
+
+class Masked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+
+
+def test_a_masked_attention_is_refused_with_its_line() -> None:
     with pytest.raises(ImportFailure) as e:
-        archcomp.import_module(ref, (torch.randn(5, 2, 16), torch.randn(3, 2, 16)))
-    assert len(e.value.problems) == 2
-    for name in ("self.attn", "self.cross"):
-        assert any(
-            f"MultiheadAttention {name} (batch_first=False: archcomp's attention is batch-first"
-            in p
-            and "F.multi_head_attention_forward(" in p
-            for p in e.value.problems
+        archcomp.import_module(
+            Masked(), (torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool))
         )
+    (problem,) = e.value.problems
+    assert problem.startswith(
+        "MultiheadAttention self.attn (an attn_mask or key_padding_mask: not imported yet"
+    )
+    assert "activation.py:" in problem
 
 
 def test_in_proj_takes_keys_of_the_query_width() -> None:

@@ -55,7 +55,9 @@ def import_module(
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}
     example = _example_dims(inputs, dims or {})
     blocks = imp.blocks
-    if any("torch.fx cannot trace it" in p for p in imp.problems):  # nn.Transformer: export
+    untraced = any("torch.fx cannot trace it" in p for p in imp.problems)  # nn.Transformer
+    mha = any(isinstance(m, torch.nn.MultiheadAttention) for m in module.modules())
+    if imp.problems and (untraced or mha):  # torch.export's graph instead
         from archcomp.importer.by_export import exported_body
 
         made = exported_body(module, inputs, _leading(inputs, dims or {}), imp.problems)

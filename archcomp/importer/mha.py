@@ -25,11 +25,6 @@ def torch_mha(
 ) -> tuple[str, dict[str, Any]] | str:
     """``("multi_head_attention", opts)`` (``opts["_ports"]``: query, key and value where they
     are not one input), or why the module cannot be that op."""
-    if not m.batch_first:
-        return (
-            "batch_first=False: archcomp's attention is batch-first (build the module with "
-            "batch_first=True)"
-        )
     if not m._qkv_same_embed_dim:
         return "kdim or vdim unlike embed_dim (separate q/k/v_proj_weight): not imported yet"
     if m.bias_k is not None or m.add_zero_attn:
@@ -42,6 +37,8 @@ def torch_mha(
     if isinstance(ports, str):
         return ports
     opts: dict[str, Any] = {"num_heads": m.num_heads, "in_proj": True}
+    if not m.batch_first:
+        opts["batch_first"] = False  # (T, B, E), torch's default
     if m.in_proj_bias is None:
         opts["bias"] = False
     sdpa = [n for n in group if str(n.target) == _SDPA]

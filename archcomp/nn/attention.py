@@ -186,6 +186,7 @@ class MultiHeadAttention(nn.Module):
         qkv_name: str | None = None,
         qkv_layout: str = "stacked",
         in_proj: bool = False,
+        batch_first: bool = True,
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -218,6 +219,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv_name = qkv_name  # one fused (q; k; v) projection of that name (Phi-3)
         self._widths = (q_dim, k_dim, v_dim)
         self.qkv_per_head = qkv_layout == "per_head"  # rows q_i, k_i, v_i head by head (GPT-NeoX)
+        self.batch_first = batch_first  # false: (T, B, E) in and out
         self.in_proj = in_proj  # torch's packed in_proj_weight, in_proj_bias (any q, k, v)
         if qkv_name is not None:
             fused = nn.Linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
@@ -295,6 +297,25 @@ class MultiHeadAttention(nn.Module):
         return getattr(self, self.out_name)(out)  # (B, T, E)
 
     def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        mask: Tensor | None = None,
+        score_bias: Tensor | None = None,
+    ) -> Tensor:
+        if self.batch_first:
+            return self._forward(query, key, value, key_padding_mask, mask, score_bias)
+        if self.kv_cache is not None:
+            raise RuntimeError("a KV cache needs batch-first attention")
+        q = query.transpose(0, 1)  # (T, B, E) -> (B, T, E), as torch's batch_first=False
+        k = q if key is query else key.transpose(0, 1)  # (B, S, kdim)
+        v = k if value is key else q if value is query else value.transpose(0, 1)
+        out = self._forward(q, k, v, key_padding_mask, mask, score_bias)  # (B, T, E)
+        return out.transpose(0, 1)  # (T, B, E)
+
+    def _forward(
         self,
         query: Tensor,
         key: Tensor,

@@ -154,6 +154,11 @@ class MultiHeadAttentionArgs(OpArgs):
         "applied to query, the k rows to key, the v rows to value (cross-attention too), so "
         "its state_dict loads as is; kdim = vdim = embed_dim",
     )
+    batch_first: bool = Field(
+        default=True,
+        description="false: query [T, B, E], key and value [S, B, ...] and the result "
+        "[T, B, E], sequence first (torch.nn.MultiheadAttention's default)",
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
@@ -203,10 +208,19 @@ def _head_dims(a: MultiHeadAttentionArgs) -> tuple[int, int, int]:
     return kv_heads, d_k, a.v_head_dim if a.v_head_dim is not None else d_k
 
 
+def _batch_first(t: TensorType, first: bool) -> TensorType:
+    """``t`` with its batch dim first (sequence-first inputs swap their first two)."""
+    if first or t.rank < 2:
+        return t
+    return TensorType((t.shape[1], t.shape[0], *t.shape[2:]), t.dtype)
+
+
 def _mha_inputs(ctx: ShapeCtx) -> tuple[Dim, Dim, Dim, Dim, str]:
     """B, T, E, S and the dtype of query, key, value, with their ranks and sizes checked."""
     q, k, v = ctx.get("query"), ctx.get("key"), ctx.get("value")
     assert q is not None and k is not None and v is not None
+    first = ctx.args.batch_first
+    q, k, v = (_batch_first(t, first) for t in (q, k, v))
     dtype = _same_dtype(ctx, ("query", "key", "value"), "multi_head_attention")
     for port, t, dims in (
         ("query", q, "B, T, E"),
@@ -214,8 +228,9 @@ def _mha_inputs(ctx: ShapeCtx) -> tuple[Dim, Dim, Dim, Dim, str]:
         ("value", v, "B, S, vdim"),
     ):
         if t.rank != 3:
+            order = "batch first" if first else "sequence first, dims given batch first"
             raise ShapeError(
-                f"{port} must be [{dims}] (batch first), found {fmt_shape(t.shape)}",
+                f"{port} must be [{dims}] ({order}), found {fmt_shape(t.shape)}",
                 port=port,
                 hint="multi_head_attention takes batched, batch-first inputs",
             )
@@ -333,7 +348,7 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
         check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
-    return TensorType((B, T, E), dtype)
+    return TensorType((B, T, E) if a.batch_first else (T, B, E), dtype)
 
 
 def _bias_arg(a: MultiHeadAttentionArgs) -> bool | tuple[bool, bool, bool, bool]:
@@ -387,7 +402,7 @@ def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) 
     """The four projections, the q/k norms (one per element), then Q K^T and (weights) V:
     every query head scores all S keys on every path (a window or mask hides scores, it does
     not skip them; the soft-capped path computes the same two matmuls, its tanh is no MAC)."""
-    q, k = ins["query"], ins["key"]
+    q, k = (_batch_first(ins[p], a.batch_first) for p in ("query", "key"))
     B, T, E = q.shape
     S = k.shape[1]
     kdim, vdim = k.shape[2], ins["value"].shape[2]
@@ -429,6 +444,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         qkv_name=a.qkv_name,
         qkv_layout=a.qkv_layout,
         in_proj=a.in_proj,
+        batch_first=a.batch_first,
         **c.factory,
     )
     ins = c.inputs
