@@ -137,23 +137,36 @@ def test_default_torch_transformer_round_trip() -> None:
 
 
 class Masked(nn.Module):
-    def __init__(self) -> None:
+    """Self-attention with a key_padding_mask, optionally an attn_mask too."""
+
+    def __init__(self, batch_first: bool = True) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        return self.attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+    def forward(
+        self, x: torch.Tensor, pad: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.attn(x, x, x, key_padding_mask=pad, attn_mask=mask, need_weights=False)[0]
 
 
-def test_a_masked_attention_is_refused_with_its_line() -> None:
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_key_padding_mask_is_the_attention_port(batch_first: bool) -> None:
+    torch.manual_seed(6)
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[0, 3:] = True  # the first sequence's last two keys are padding
+    x = torch.randn(2, 5, 8) if batch_first else torch.randn(5, 2, 8)
+    example = {"x": x, "pad": pad}
+    text = round_trip(Masked(batch_first), example, example)
+    assert "in: {query: x, key: x, value: x, key_padding_mask: pad}" in text
+
+
+def test_an_attn_mask_is_refused_with_its_line() -> None:
+    x, pad = torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool)
+    mask = torch.zeros(5, 5, dtype=torch.bool)
     with pytest.raises(ImportFailure) as e:
-        archcomp.import_module(
-            Masked(), (torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool))
-        )
+        archcomp.import_module(Masked(), (x, pad, mask))
     (problem,) = e.value.problems
-    assert problem.startswith(
-        "MultiheadAttention self.attn (an attn_mask or key_padding_mask: not imported yet"
-    )
+    assert problem.startswith("MultiheadAttention self.attn (an attn_mask")
     assert "activation.py:" in problem
 
 

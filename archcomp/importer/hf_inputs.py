@@ -42,6 +42,13 @@ def examples(model: Any) -> list[Example]:
         out.append(Example("pixel_values", ("B", int(vision.num_channels), side, side), "float32"))
     if seq2seq:
         out.append(Example("decoder_input_ids", ("B", "T"), "int64"))
+    if not out:
+        from archcomp.base.errors import UsageError
+
+        raise UsageError(
+            f"{type(model).__name__}.forward takes none of input_ids, input_features and "
+            "pixel_values: no example input to trace it on"
+        )
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from archcomp.importer.exported import Flat
@@ -33,6 +34,7 @@ def torch_mha(
         return "in_proj and out_proj biases that differ"
     inside = set(group)
     ins = [a for n in group for a in flat.args_of(n) if a not in inside and a not in flat.weights]
+    ins = list(dict.fromkeys(ins))  # each once, in first use
     ports = _ports(flat, group, ins)
     if isinstance(ports, str):
         return ports
@@ -66,9 +68,32 @@ def _ports(flat: Flat, group: list[fx.Node], ins: list[fx.Node]) -> dict[str, fx
     got = dict(zip(("query", "key", "value"), names[len(proj)], strict=True))
     by_port = dict(zip(("query", "key", "value")[: len(proj)], sources, strict=True))
     ports = {p: by_port[got[p]] for p in got}
-    if any(a not in ports.values() for a in ins) or _masked(group):
-        return "an attn_mask or key_padding_mask: not imported yet (give none)"
+    extras = [a for a in ins if a not in ports.values()]
+    pads = [a for a in extras if _padding(flat, a, group)]
+    context = any(a in flat.context for n in group for a in flat.args_of(n))
+    if len(pads) == 1 and len(extras) == 1 and not context:
+        return ports | {"key_padding_mask": pads[0]}  # type: ignore[return-value]
+    if extras or _masked(group):
+        return "an attn_mask (or a key_padding_mask with one): not imported yet"
     return ports  # type: ignore[return-value]
+
+
+def _padding(flat: Flat, mask: fx.Node, group: list[fx.Node]) -> bool:
+    """Whether ``mask`` is a bool key_padding_mask (B, S): torch views it as (B, 1, 1, S)."""
+    val = mask.meta.get("val")
+    if not isinstance(val, torch.Tensor) or val.dtype is not torch.bool or val.ndim != 2:
+        return False
+    inside, todo, seen = set(group), [mask], set()
+    while todo:
+        n = todo.pop()
+        for u in flat.users.get(n, []):
+            if u in inside and u not in seen:
+                seen.add(u)
+                shape = u.args[1] if str(u.target) == "aten.view.default" else None
+                if isinstance(shape, list | tuple) and len(shape) == 4:
+                    return list(shape[1:3]) == [1, 1] and shape[3] == val.shape[1]
+                todo.append(u)
+    return False
 
 
 def _source(flat: Flat, n: Any, inside: set[fx.Node]) -> fx.Node | None:
