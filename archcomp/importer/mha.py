@@ -91,7 +91,7 @@ def _padding(flat: Flat, mask: fx.Node, group: list[fx.Node]) -> bool:
                 seen.add(u)
                 shape = u.args[1] if str(u.target) == "aten.view.default" else None
                 if isinstance(shape, list | tuple) and len(shape) == 4:
-                    return list(shape[1:3]) == [1, 1] and shape[3] == val.shape[1]
+                    return bool(list(shape[1:3]) == [1, 1] and shape[3] == val.shape[1])
                 todo.append(u)
     return False
 
