@@ -302,3 +302,21 @@ def test_bart_refusal_lists_what_the_spec_language_lacks(tmp_path: Path) -> None
     last = e.value.problems[-1]
     assert "modeling_bart.py:" in last
     assert last.endswith(": lm_logits = lm_logits + self.final_logits_bias.to(lm_logits.device)")
+
+
+def test_t5_layer_norm_is_an_rms_norm(tmp_path: Path) -> None:
+    """T5's refusal no longer lists its T5LayerNorm's pow, mean and mul: it is an rms_norm."""
+    config = transformers.T5Config(
+        vocab_size=61,
+        d_model=16,
+        d_kv=4,
+        d_ff=24,
+        num_layers=1,
+        num_heads=4,
+        architectures=["T5ForConditionalGeneration"],
+    )
+    config.save_pretrained(tmp_path / "t5")
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path / "t5")
+    assert not any("layer_norm" in p or "aten.pow" in p for p in e.value.problems)
+    assert "Embedding self.encoder.embed_tokens (its weight is shared.weight" in e.value.problems[0]

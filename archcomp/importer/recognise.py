@@ -69,7 +69,7 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)
         return made if made is not None else "no archcomp op for it"
-    if type(module).__name__.endswith("RMSNorm") and not kids:
+    if encdec.rms_class(module) and not kids:  # LlamaRMSNorm, T5LayerNorm
         return _rms_norm(flat, module, group)
     if not kids and not any(True for _ in module.parameters()) and len(group) == 1:
         act = _ACTS.get(str(group[0].target))

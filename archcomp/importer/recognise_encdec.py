@@ -115,6 +115,13 @@ def scaled_embedding(m: nn.Module, group: list[fx.Node]) -> tuple[str, dict[str,
     return made
 
 
+def rms_class(m: nn.Module) -> bool:
+    """A transformers RMS norm by its class: ``*RMSNorm``, or T5's ``T5LayerNorm`` (an RMS
+    norm without mean or bias, whatever its name says)."""
+    name = type(m).__name__
+    return name.endswith("RMSNorm") or name == "T5LayerNorm"
+
+
 def keeps_all(flat: Flat, mask: Any) -> bool:
     """Whether a mask computed from no input hides nothing on the example's sizes: all True
     (bool) or all zero (additive)."""
@@ -177,6 +184,7 @@ __all__ = [
     "keeps_all",
     "positions",
     "q_scaling",
+    "rms_class",
     "scaled_embedding",
     "sdpa_scale",
 ]
