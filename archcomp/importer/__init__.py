@@ -51,12 +51,22 @@ def import_module(
     inputs = _bind(module, example_inputs)
     imp = Importer()
     body = imp.body(module, list(inputs), "")
-    if imp.problems or body is None:
-        raise ImportFailure(imp.problems)
+    spec_name = name or _snake(type(module).__name__)
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}
     example = _example_dims(inputs, dims or {})
-    spec_name = name or _snake(type(module).__name__)
-    return spec_text(spec_name, shapes, example, imp.blocks, body, type(module).__qualname__)
+    blocks = imp.blocks
+    untraced = any("torch.fx cannot trace it" in p for p in imp.problems)  # nn.Transformer
+    mha = any(isinstance(m, torch.nn.MultiheadAttention) for m in module.modules())
+    if imp.problems and (untraced or mha):  # torch.export's graph instead
+        from archcomp.importer.by_export import exported_body
+
+        made = exported_body(module, inputs, _leading(inputs, dims or {}), imp.problems)
+        if isinstance(made, list):
+            raise ImportFailure(made)
+        blocks, body = made
+    elif imp.problems or body is None:
+        raise ImportFailure(imp.problems)
+    return spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__)
 
 
 def _bind(module: Any, example: Mapping[str, Any] | tuple[Any, ...]) -> dict[str, Any]:
@@ -93,6 +103,16 @@ def _input_decl(inp: str, t: Any, dims: DimsArg) -> dict[str, Any]:
     if dtype != "float32":
         decl["dtype"] = dtype
     return decl
+
+
+def _leading(inputs: dict[str, Any], dims: DimsArg) -> tuple[tuple[int, str], ...]:
+    """The first input's leading named dims as (size, name), for shape comments."""
+    name, t = next(iter(inputs.items()))
+    names = _dim_names(name, t.dim(), dims)
+    out: list[tuple[int, str]] = []
+    while len(out) in names:
+        out.append((int(t.shape[len(out)]), names[len(out)]))
+    return tuple(out)
 
 
 def _example_dims(inputs: dict[str, Any], dims: DimsArg) -> dict[str, int]:

@@ -15,7 +15,6 @@ from archcomp.base.errors import UsageError
 from archcomp.importer import ImportFailure
 
 _WIDTHS = ("vocab_size", "hidden_size", "intermediate_size", "head_dim")
-B, T = 2, 5  # example sizes of the traced input_ids; both become symbols of the spec
 
 
 def load_meta_model(folder: Path) -> Any:
@@ -58,8 +57,9 @@ def load_meta_model(folder: Path) -> Any:
 
 def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     """The spec of the transformers model in ``folder`` (its config.json) as YAML text."""
-    import torch
+    from torch import fx
 
+    from archcomp.importer import hf_inputs
     from archcomp.importer.emit import spec_text
     from archcomp.importer.exported import Flat, export_model
     from archcomp.importer.params import config_values, name_params
@@ -67,15 +67,21 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
 
     folder = Path(folder)
     model = load_meta_model(folder)
-    ids = torch.zeros(B, T, dtype=torch.long, device="meta")
-    ep = export_model(model, {"input_ids": ids, "use_cache": False})
+    examples = hf_inputs.examples(model)
+    dims = hf_inputs.dims_of(examples)
+    ep = export_model(model, hf_inputs.tensors(examples) | {"use_cache": False})
     flat = Flat.read(ep, model)
     values = config_values(model.config)
     widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
     sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}
-    w = Walker(flat, ((B, "B"), (T, "T")), sizes)
-    given = [n for n, arg in flat.inputs.items() if arg == "input_ids"]
-    body = w.body("", given, ["input_ids"])
+    w = Walker(flat, hf_inputs.leading(examples), sizes)
+    names = [e.name for e in examples]
+    given = sorted(
+        (n for n in flat.inputs if flat.inputs[n] in names),
+        key=lambda n: names.index(flat.inputs[n]),
+    )
+    results = [o for o in flat.outputs if isinstance(o, fx.Node)]  # in the output's order
+    body = w.body("", given, [flat.inputs[g] for g in given], results)
     if w.problems or body is None:
         raise ImportFailure(w.problems)
     params = name_params(w.blocks, body, values)
@@ -83,10 +89,11 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     keys = _output_names(ep)
     if isinstance(outs, str):
         body["outputs"] = {keys[0] if keys else "out": outs}
+    elif len(keys) == len(outs):  # logits, encoder_last_hidden_state
+        body["outputs"] = dict(zip(keys, outs.values(), strict=True))
     model_type = getattr(model.config, "model_type", None) or "model"
-    inputs = {"input_ids": {"shape": ["B", "T"], "dtype": "int64"}}
+    inputs = hf_inputs.declared(examples)
     source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"
-    dims = {"B": B, "T": T}
     return spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from torch import fx, nn
 
+from archcomp.importer import recognise_encdec as encdec
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
+from archcomp.importer.mha import torch_mha
 
 Op = tuple[str, dict[str, Any]]
 _RMS_OPS = {"aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.add.Scalar"}
@@ -55,11 +57,19 @@ _SLICE = "aten.slice.Tensor"
 
 def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
     """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return torch_mha(flat, module, group)
+    pos = encdec.positions(flat, module, group)  # an embedding of positions, added to x
+    if pos is not None:
+        return pos
+    emb = encdec.scaled_embedding(module, group)  # BART's embed_tokens
+    if emb is not None:
+        return emb
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)
         return made if made is not None else "no archcomp op for it"
-    if type(module).__name__.endswith("RMSNorm") and not kids:
+    if encdec.rms_class(module) and not kids:  # LlamaRMSNorm, T5LayerNorm
         return _rms_norm(flat, module, group)
     if not kids and not any(True for _ in module.parameters()) and len(group) == 1:
         act = _ACTS.get(str(group[0].target))
@@ -68,7 +78,11 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
             return act, ({"approximate": approx} if approx != "none" else {})
     split = all(k in kids for k in _PROJ) or _FUSED in kids or _PER_HEAD in kids
     if split and any(o in kids for o in _OUTS):
-        return _attention(flat, path, module, group)
+        made = _attention(flat, path, module, group)
+        ports = encdec.attention_ports(flat, path, group)  # cross-attention
+        if ports is not None and not isinstance(made, str):
+            made[1]["_ports"] = ports
+        return made
     return None
 
 
@@ -88,6 +102,7 @@ def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
 
 def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | str:
     level = [n for n in group if flat.scope[n][-1] == path]  # its own forward's calls
+    level, q_scale = encdec.q_scaling(flat, path, level)  # Whisper, BART: q_proj(x) * scaling
     sdpa = [n for n in level if str(n.target) == _SDPA]
     own = {str(n.target) for n in level}
     kids = set(dict(m.named_children()))
@@ -126,7 +141,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         )
         if window:
             opts["window"] = int(window)
-    elif mask is not None:
+    elif mask is not None and not encdec.keeps_all(flat, mask):  # BART's encoder: all True
         return "a mask that is not causal"
     rotated = _rotate_half(flat, level)
     if isinstance(rotated, str):
@@ -137,6 +152,8 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
             return rope
         opts["rope"] = rope
     scale = getattr(m, "scaling", None)
+    if q_scale is not None:  # the scale the scores get: q's factor times SDPA's own
+        scale = q_scale * encdec.sdpa_scale(sdpa[0], d)
     if isinstance(scale, float) and not math.isclose(scale, d**-0.5, rel_tol=1e-9):
         opts["scale"] = scale
     if qk_norm:
@@ -163,7 +180,7 @@ def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:
     fused = next((f for f in (_FUSED, _PER_HEAD) if hasattr(m, f)), None)
     names = (fused,) * 3 if fused else _PROJ
     q, k, v = (m.get_submodule(p) for p in names)
-    h = getattr(cfg, "num_attention_heads", None)
+    h = getattr(m, "num_heads", None) or getattr(cfg, "num_attention_heads", None)
     if not isinstance(h, int) or not all(isinstance(p, nn.Linear) for p in (q, k, v, out)):
         return "attention without a config's num_attention_heads or nn.Linear projections"
     kv = h if fused == _PER_HEAD else int(getattr(cfg, "num_key_value_heads", None) or h)

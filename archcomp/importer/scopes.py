@@ -23,6 +23,7 @@ from archcomp.frontend.schema import reserved_id
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise import recognise
+from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.trace import _snake, without_defaults
 
 ATEN: dict[str, Any] = {
@@ -76,6 +77,19 @@ class Walker:
     blocks: dict[str, Body] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    absorbed: set[fx.Node] = field(default_factory=set)  # adds a recognised op took over
+    _live: set[fx.Node] | None = None
+
+    def live(self) -> set[fx.Node]:
+        """The calls an output depends on (the others compute what nothing reads)."""
+        if self._live is None:
+            self._live, todo = set(), [o for o in self.flat.outputs if isinstance(o, fx.Node)]
+            while todo:
+                n = todo.pop()
+                if n not in self._live:
+                    self._live.add(n)
+                    todo.extend(self.flat.args_of(n))
+        return self._live
 
     def body(
         self, path: str, given: list[fx.Node], names: list[str], outs: list[fx.Node] | None = None
@@ -109,8 +123,9 @@ class Walker:
     def block(
         self, path: str, m: nn.Module, given: list[fx.Node], outs: list[fx.Node]
     ) -> str | None:
+        copy = re.search(r"\.\d+$", path) is not None  # of a repeat: names as every copy's
         names = [
-            self.flat.inputs.get(g) or ("x" if i == 0 else f"x_{i + 1}")
+            (None if copy else self.flat.inputs.get(g)) or ("x" if i == 0 else f"x_{i + 1}")
             for i, g in enumerate(given)
         ]
         body = self.body(path, given, names, outs)
@@ -158,7 +173,9 @@ class _Scope:
         members = [
             n
             for n in flat.order
-            if n not in flat.context and (not self.path or self.path in flat.scope[n])
+            if n not in flat.context
+            and (not self.path or self.path in flat.scope[n])
+            and n in self.w.live()  # not a dead call (BART's x[:, :, -1] read for a shape)
         ]
         groups: list[tuple[str | None, list[fx.Node]]] = []
         for n in members:
@@ -186,10 +203,11 @@ class _Scope:
                     and a not in ins
                 ):
                     ins.append(a)
+        live = self.w.live()
         outs = [
             n
             for n in group
-            if any(u not in calls for u in flat.users.get(n, [])) or n in flat.outputs
+            if any(u not in calls and u in live for u in flat.users.get(n, [])) or n in flat.outputs
         ]
         if child is None:
             return self._own(group[0], calls)
@@ -199,18 +217,28 @@ class _Scope:
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
+        ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
+        if isinstance(made, tuple) and made[1].pop("_absorb", False):  # positions, added to x
+            got = absorbed_add(flat, outs[0]) if len(outs) == 1 and not ins else None
+            if got is None:
+                why = f"a {made[0]} whose result is not added to one input"
+                self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+                return None
+            ins, outs = [got[0]], [got[1]]
+            calls.add(got[1])
+            self.w.absorbed.add(got[1])
         if made is None:
             name = self.w.block(child, m, ins, outs)
             if name is None:
                 return None
             op, opts = name, {}
-        elif len(outs) != 1 or len(ins) != 1:
+        elif len(outs) != 1 or (len(ins) != 1 and ports is None):
             why = f"a {made[0]} of {len(ins)} inputs and {len(outs)} results read outside it"
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
             return None
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
-        item = Item(rel, op, ins, opts, outs, calls)
+        item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
         tie = _tie(flat.model, child, m)
         if tie:
             inside = not self.path or tie.startswith(self.path + ".")
@@ -231,6 +259,8 @@ class _Scope:
     def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | None:
         flat = self.w.flat
         where = f"{self.path}: " if self.path else ""
+        if n in self.w.absorbed:
+            return None
         if str(n.target) == _CHUNK:
             return self._chunk(n, calls, where)
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
@@ -309,7 +339,7 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                 if (
                     cur.id != f"{m.group(1)}.{n}"
                     or (cur.op, cur.opts) != (prev.op, prev.opts)
-                    or cur.ins != prev.outs[:1]
+                    or not _chained(cur, prev, first=items[i])
                     or len(prev.outs) != 1
                     or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
                 ):
@@ -330,6 +360,13 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
         out.append(first)
         i += n
     return out
+
+
+def _chained(cur: Item, prev: Item, first: Item) -> bool:
+    """Whether ``cur`` reads ``prev``'s result first and the run's first copy's other inputs
+    (a decoder layer's encoder output) after it."""
+    ins, head = list(cur.ins) if isinstance(cur.ins, list) else [], list(first.ins)
+    return ins[:1] == prev.outs[:1] and ins[1:] == head[1:]
 
 
 def _emit(

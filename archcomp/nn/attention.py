@@ -185,6 +185,8 @@ class MultiHeadAttention(nn.Module):
         out_name: str = "out_proj",
         qkv_name: str | None = None,
         qkv_layout: str = "stacked",
+        in_proj: bool = False,
+        batch_first: bool = True,
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -217,9 +219,16 @@ class MultiHeadAttention(nn.Module):
         self.qkv_name = qkv_name  # one fused (q; k; v) projection of that name (Phi-3)
         self._widths = (q_dim, k_dim, v_dim)
         self.qkv_per_head = qkv_layout == "per_head"  # rows q_i, k_i, v_i head by head (GPT-NeoX)
+        self.batch_first = batch_first  # false: (T, B, E) in and out
+        self.in_proj = in_proj  # torch's packed in_proj_weight, in_proj_bias (any q, k, v)
         if qkv_name is not None:
             fused = nn.Linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
             setattr(self, qkv_name, fused)
+        elif in_proj:  # as torch.nn.MultiheadAttention: xavier-uniform rows, zero bias
+            rows = q_dim + k_dim + v_dim
+            self.in_proj_weight = nn.Parameter(torch.empty(rows, embed_dim, **factory))
+            self.in_proj_bias = nn.Parameter(torch.zeros(rows, **factory)) if bq else None
+            nn.init.xavier_uniform_(self.in_proj_weight)
         else:
             self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
             self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
@@ -258,6 +267,15 @@ class MultiHeadAttention(nn.Module):
                 q, k, value = (p.flatten(-2) for p in parts)
             else:
                 q, k, value = qkv.split(self._widths, -1)
+        elif self.in_proj:  # rows q, k, v of one packed weight, each on its own input
+            wq, wk, wv = self.in_proj_weight.split(self._widths)
+            bq, bk, bv = (
+                self.in_proj_bias.split(self._widths)
+                if self.in_proj_bias is not None
+                else (None, None, None)
+            )
+            q, k = F.linear(query, wq, bq), F.linear(key, wk, bk)  # (B, T, h d_k), (B, S, ..)
+            value = F.linear(value, wv, bv)  # (B, S, h_kv * d_v)
         else:
             q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
             value = self.v_proj(value)  # (B, S, h_kv * d_v)
@@ -279,6 +297,25 @@ class MultiHeadAttention(nn.Module):
         return getattr(self, self.out_name)(out)  # (B, T, E)
 
     def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        mask: Tensor | None = None,
+        score_bias: Tensor | None = None,
+    ) -> Tensor:
+        if self.batch_first:
+            return self._forward(query, key, value, key_padding_mask, mask, score_bias)
+        if self.kv_cache is not None:
+            raise RuntimeError("a KV cache needs batch-first attention")
+        q = query.transpose(0, 1)  # (T, B, E) -> (B, T, E), as torch's batch_first=False
+        k = q if key is query else key.transpose(0, 1)  # (B, S, kdim)
+        v = k if value is key else q if value is query else value.transpose(0, 1)
+        out = self._forward(q, k, v, key_padding_mask, mask, score_bias)  # (B, T, E)
+        return out.transpose(0, 1)  # (T, B, E)
+
+    def _forward(
         self,
         query: Tensor,
         key: Tensor,
@@ -337,7 +374,8 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """Attention of the new tokens (B, T, E) to the encoder's output, whose keys and values
         the cache projects once per prompt."""
-        if self.qk_norm is not None or self.rotary is not None or self.qkv_name is not None:
+        fused = self.qkv_name is not None or self.in_proj
+        if self.qk_norm is not None or self.rotary is not None or fused:
             raise RuntimeError(
                 "cached cross-attention with q/k norms, RoPE or a fused qkv is not implemented"
             )

@@ -147,6 +147,18 @@ class MultiHeadAttentionArgs(OpArgs):
         description="the rows of qkv_name: all of q, then k, then v (stacked), or head by head "
         "q_i, k_i, v_i (per_head: GPT-NeoX's query_key_value; no num_kv_heads)",
     )
+    in_proj: bool = Field(
+        default=False,
+        description="torch.nn.MultiheadAttention's packed projection in place of q_proj, k_proj "
+        "and v_proj: parameters in_proj_weight [q; k; v rows, E] and in_proj_bias, the q rows "
+        "applied to query, the k rows to key, the v rows to value (cross-attention too), so "
+        "its state_dict loads as is; kdim = vdim = embed_dim",
+    )
+    batch_first: bool = Field(
+        default=True,
+        description="false: query [T, B, E], key and value [S, B, ...] and the result "
+        "[T, B, E], sequence first (torch.nn.MultiheadAttention's default)",
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
@@ -196,10 +208,19 @@ def _head_dims(a: MultiHeadAttentionArgs) -> tuple[int, int, int]:
     return kv_heads, d_k, a.v_head_dim if a.v_head_dim is not None else d_k
 
 
+def _batch_first(t: TensorType, first: bool) -> TensorType:
+    """``t`` with its batch dim first (sequence-first inputs swap their first two)."""
+    if first or t.rank < 2:
+        return t
+    return TensorType((t.shape[1], t.shape[0], *t.shape[2:]), t.dtype)
+
+
 def _mha_inputs(ctx: ShapeCtx) -> tuple[Dim, Dim, Dim, Dim, str]:
     """B, T, E, S and the dtype of query, key, value, with their ranks and sizes checked."""
     q, k, v = ctx.get("query"), ctx.get("key"), ctx.get("value")
     assert q is not None and k is not None and v is not None
+    first = ctx.args.batch_first
+    q, k, v = (_batch_first(t, first) for t in (q, k, v))
     dtype = _same_dtype(ctx, ("query", "key", "value"), "multi_head_attention")
     for port, t, dims in (
         ("query", q, "B, T, E"),
@@ -207,8 +228,9 @@ def _mha_inputs(ctx: ShapeCtx) -> tuple[Dim, Dim, Dim, Dim, str]:
         ("value", v, "B, S, vdim"),
     ):
         if t.rank != 3:
+            order = "batch first" if first else "sequence first, dims given batch first"
             raise ShapeError(
-                f"{port} must be [{dims}] (batch first), found {fmt_shape(t.shape)}",
+                f"{port} must be [{dims}] ({order}), found {fmt_shape(t.shape)}",
                 port=port,
                 hint="multi_head_attention takes batched, batch-first inputs",
             )
@@ -266,6 +288,25 @@ def _check_fused(ctx: ShapeCtx, a: MultiHeadAttentionArgs, e: int) -> None:
         )
 
 
+def _check_packed(ctx: ShapeCtx, a: MultiHeadAttentionArgs, e: int) -> None:
+    """torch's packed in_proj_weight: every row reads embed_dim features, one bias for all."""
+    k, v = ctx.get("key"), ctx.get("value")
+    assert k is not None and v is not None
+    if a.qkv_name is not None or k.shape[2] != e or v.shape[2] != e:
+        raise ShapeError(
+            "in_proj packs q, k and v rows of embed_dim inputs each: key and value must have "
+            f"the query's width {e}, and no qkv_name",
+            arg="in_proj",
+            hint="drop in_proj (q_proj, k_proj, v_proj take other widths)",
+        )
+    if not isinstance(a.bias, bool):
+        raise ShapeError(
+            "in_proj has one bias, in_proj_bias, for q, k and v",
+            arg="bias",
+            hint="bias: true or false, or drop in_proj",
+        )
+
+
 def _mha_shape(ctx: ShapeCtx) -> TensorType:
     a: MultiHeadAttentionArgs = ctx.args
     B, T, E, S, dtype = _mha_inputs(ctx)
@@ -301,11 +342,13 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
         check_rope_lengths(a.rope, [(T, "the query"), (S, "the key")], "rope")
     if a.qkv_name is not None:
         _check_fused(ctx, a, e)
+    if a.in_proj:
+        _check_packed(ctx, a, e)
     _check_key_padding_mask(ctx, B, S)
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
         check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
-    return TensorType((B, T, E), dtype)
+    return TensorType((B, T, E) if a.batch_first else (T, B, E), dtype)
 
 
 def _bias_arg(a: MultiHeadAttentionArgs) -> bool | tuple[bool, bool, bool, bool]:
@@ -328,6 +371,11 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     ]
     if a.qkv_name is not None:  # one (q; k; v) projection
         projections = [(a.qkv_name, (h + kv_heads) * d_k + kv_heads * d_v, e, bq)]
+    if a.in_proj:  # torch's packed parameters: in_proj_weight, in_proj_bias
+        projections = []
+        p["in_proj_weight"] = ((h + kv_heads) * d_k + kv_heads * d_v, e)
+        if bq:
+            p["in_proj_bias"] = ((h + kv_heads) * d_k + kv_heads * d_v,)
     for name, out, fan_in, biased in (*projections, (a.out_name, e, h * d_v, bo)):
         p[f"{name}.weight"] = (out, fan_in)
         if biased:
@@ -354,7 +402,7 @@ def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) 
     """The four projections, the q/k norms (one per element), then Q K^T and (weights) V:
     every query head scores all S keys on every path (a window or mask hides scores, it does
     not skip them; the soft-capped path computes the same two matmuls, its tanh is no MAC)."""
-    q, k = ins["query"], ins["key"]
+    q, k = (_batch_first(ins[p], a.batch_first) for p in ("query", "key"))
     B, T, E = q.shape
     S = k.shape[1]
     kdim, vdim = k.shape[2], ins["value"].shape[2]
@@ -395,6 +443,8 @@ def _mha_lower(c: LowerCtx) -> Any:
         out_name=a.out_name,
         qkv_name=a.qkv_name,
         qkv_layout=a.qkv_layout,
+        in_proj=a.in_proj,
+        batch_first=a.batch_first,
         **c.factory,
     )
     ins = c.inputs

@@ -1,0 +1,87 @@
+"""The example inputs ``import --hf`` traces a transformers model on, from its forward's arguments
+and its config: ``input_ids`` for a decoder; ``input_ids`` and ``decoder_input_ids`` for an
+encoder-decoder (T5, BART); ``input_features`` (Whisper: the mel frames its encoder takes) and
+``pixel_values`` (CLIP: one image of the vision config's size). Each input's shape is written in
+symbols (``B``, ``S``, ``T``) where the size is free, and literally where the config fixes it."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+B, T, S = 2, 5, 7  # example sizes: batch, (target) length, source length (all symbols)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One traced input: its name, shape (symbols or ints), example sizes and dtype."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    dtype: str
+
+    def sizes(self, dims: dict[str, int]) -> list[int]:
+        return [dims[s] if isinstance(s, str) else s for s in self.shape]
+
+
+def examples(model: Any) -> list[Example]:
+    """The inputs of ``model``'s forward to trace it on, in its argument order."""
+    args = inspect.signature(type(model).forward).parameters
+    cfg = model.config
+    seq2seq = "decoder_input_ids" in args
+    out: list[Example] = []
+    if "input_features" in args:  # Whisper: (B, mel bins, 2 * max_source_positions frames)
+        frames = 2 * int(cfg.max_source_positions)
+        out.append(Example("input_features", ("B", int(cfg.num_mel_bins), frames), "float32"))
+    elif "input_ids" in args:
+        out.append(Example("input_ids", ("B", "S" if seq2seq else "T"), "int64"))
+    if "pixel_values" in args:  # CLIP: one image of the vision tower's size
+        vision = getattr(cfg, "vision_config", cfg)
+        side = int(vision.image_size)
+        out.append(Example("pixel_values", ("B", int(vision.num_channels), side, side), "float32"))
+    if seq2seq:
+        out.append(Example("decoder_input_ids", ("B", "T"), "int64"))
+    if not out:
+        from archcomp.base.errors import UsageError
+
+        raise UsageError(
+            f"{type(model).__name__}.forward takes none of input_ids, input_features and "
+            "pixel_values: no example input to trace it on"
+        )
+    return out
+
+
+def dims_of(inputs: list[Example]) -> dict[str, int]:
+    """The example size of each symbol the inputs use."""
+    used = {s for e in inputs for s in e.shape if isinstance(s, str)}
+    return {k: v for k, v in (("B", B), ("S", S), ("T", T)) if k in used}
+
+
+def leading(inputs: list[Example]) -> tuple[tuple[int, str], ...]:
+    """The first input's leading symbols as (size, name): the blocks' shape comments name them."""
+    dims, out = dims_of(inputs), []
+    for s in inputs[0].shape:
+        if not isinstance(s, str):
+            break
+        out.append((dims[s], s))
+    return tuple(out)
+
+
+def tensors(inputs: list[Example], device: Any = "meta") -> dict[str, Any]:
+    """The example tensors (zeros, on ``device``)."""
+    import torch
+
+    dims = dims_of(inputs)
+    return {
+        e.name: torch.zeros(e.sizes(dims), dtype=getattr(torch, e.dtype), device=device)
+        for e in inputs
+    }
+
+
+def declared(inputs: list[Example]) -> dict[str, dict[str, Any]]:
+    """The spec's ``inputs:`` entries."""
+    return {
+        e.name: {"shape": list(e.shape)} | ({"dtype": e.dtype} if e.dtype != "float32" else {})
+        for e in inputs
+    }

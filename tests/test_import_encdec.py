@@ -1,0 +1,322 @@
+"""Import round trips of encoder-decoders: torch.nn.Transformer and nn.MultiheadAttention
+(recognised as multi_head_attention with torch's packed in_proj, not rebuilt from matmuls), then
+transformers' encoder-decoders from the command line. Each: import -> check -> build -> the
+original state_dict loaded strictly -> outputs and gradients equal (tests/NUMERICS.md)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
+from torch import nn
+
+import archcomp
+from archcomp.base.errors import SpecError
+from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
+from archcomp.importer.hf import import_hf
+
+transformers = pytest.importorskip("transformers")
+
+
+def round_trip(
+    ref: nn.Module, example: dict[str, torch.Tensor], run: dict[str, Any], **kw: Any
+) -> str:
+    """Import ``ref`` on ``example``, build, load ref's state_dict strictly, then compare
+    outputs and every gradient on the inputs ``run`` (other sizes where dims are symbols)."""
+    torch.manual_seed(0)
+    text = archcomp.import_module(ref, example, **kw)
+    archcomp.check(text)
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ref.eval()  # dropout off on both sides
+    names = list(run)
+    case = Case(
+        model,
+        ref,
+        tuple(run.values()),
+        lambda *xs: [_first(ref(**dict(zip(names, xs, strict=True))))],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+    return text
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_torch_transformer_round_trip() -> None:
+    torch.manual_seed(1)
+    ref = nn.Transformer(
+        d_model=16,
+        nhead=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=24,
+        batch_first=True,
+    )
+    example = {"src": torch.randn(2, 5, 16), "tgt": torch.randn(2, 3, 16)}
+    dims = {"B": 0, "S": ("src", 1), "T": ("tgt", 1)}
+    text = round_trip(
+        ref, example, {"src": torch.randn(3, 7, 16), "tgt": torch.randn(3, 4, 16)}, dims=dims
+    )
+    assert "  src: {shape: [B, S, 16]}\n  tgt: {shape: [B, T, 16]}\n" in text
+    assert (
+        "- {id: self_attn, op: multi_head_attention, num_heads: 4, in_proj: true, dropout: 0.1}"
+        in text
+    )
+    assert (
+        "- {id: multihead_attn, op: multi_head_attention, in: {query: norm1, key: x_2, "
+        "value: x_2},\n         num_heads: 4, in_proj: true, dropout: 0.1}"
+    ) in text
+    assert "- {id: layers, op: transformer_encoder_layer, repeat: 2}" in text
+    assert "- {id: layers, op: transformer_decoder_layer, in: [tgt, x_2], repeat: 2}" in text
+    assert "- {id: decoder, op: transformer_decoder, in: [tgt, encoder]}" in text
+    for plumbing in ("view", "transpose", "reshape", "matmul", "softmax"):
+        assert plumbing not in text  # the head split and scores are the attention's
+
+
+class SelfAndCross(nn.Module):
+    """A norm, self-attention (need_weights left on, its weights unread), a residual, then
+    cross-attention to ``mem`` with need_weights=False."""
+
+    def __init__(self, bias: bool = True, batch_first: bool = True) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(16)
+        self.attn = nn.MultiheadAttention(16, 4, bias=bias, batch_first=batch_first)
+        self.cross = nn.MultiheadAttention(16, 2, bias=bias, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        a, _ = self.attn(h, h, h)
+        return self.cross(x + a, mem, mem, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_multihead_attention_self_and_cross(bias: bool) -> None:
+    torch.manual_seed(2)
+    ref = SelfAndCross(bias)
+    example = {"x": torch.randn(2, 5, 16), "mem": torch.randn(2, 3, 16)}
+    run = {"x": torch.randn(3, 5, 16), "mem": torch.randn(3, 3, 16)}
+    text = round_trip(ref, example, run, dims={"B": 0})
+    off = ", bias: false" if not bias else ""
+    assert f"- {{id: attn, op: multi_head_attention, num_heads: 4, in_proj: true{off}}}" in text
+    assert "- {id: cross, op: multi_head_attention, in: {query: add, key: mem, value: mem}" in text
+
+
+def test_sequence_first_attention_round_trip() -> None:
+    torch.manual_seed(4)
+    ref = SelfAndCross(batch_first=False)  # torch's default: (T, B, E)
+    example = {"x": torch.randn(5, 2, 16), "mem": torch.randn(3, 2, 16)}
+    run = {"x": torch.randn(5, 3, 16), "mem": torch.randn(3, 3, 16)}
+    text = round_trip(ref, example, run, dims={"B": 1})
+    assert (
+        "- {id: attn, op: multi_head_attention, num_heads: 4, in_proj: true, batch_first: false}"
+        in text
+    )
+
+
+def test_default_torch_transformer_round_trip() -> None:
+    torch.manual_seed(5)
+    with warnings.catch_warnings():  # torch's advice to use batch_first for speed
+        warnings.simplefilter("ignore", UserWarning)
+        ref = nn.Transformer(16, 4, 1, 1, 24)  # batch_first=False: (S, B, E) and (T, B, E)
+    example = {"src": torch.randn(5, 2, 16), "tgt": torch.randn(3, 2, 16)}
+    text = round_trip(
+        ref, example, {"src": torch.randn(6, 3, 16), "tgt": torch.randn(4, 3, 16)}, dims={"B": 1}
+    )
+    assert "in_proj: true, batch_first: false, dropout: 0.1}" in text
+
+
+class Masked(nn.Module):
+    """Self-attention with a key_padding_mask, optionally an attn_mask too."""
+
+    def __init__(self, batch_first: bool = True) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+
+    def forward(
+        self, x: torch.Tensor, pad: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.attn(x, x, x, key_padding_mask=pad, attn_mask=mask, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_key_padding_mask_is_the_attention_port(batch_first: bool) -> None:
+    torch.manual_seed(6)
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[0, 3:] = True  # the first sequence's last two keys are padding
+    x = torch.randn(2, 5, 8) if batch_first else torch.randn(5, 2, 8)
+    example = {"x": x, "pad": pad}
+    text = round_trip(Masked(batch_first), example, example)
+    assert "in: {query: x, key: x, value: x, key_padding_mask: pad}" in text
+
+
+def test_an_attn_mask_is_refused_with_its_line() -> None:
+    x, pad = torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool)
+    mask = torch.zeros(5, 5, dtype=torch.bool)
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(Masked(), (x, pad, mask))
+    (problem,) = e.value.problems
+    assert problem.startswith("MultiheadAttention self.attn (an attn_mask")
+    assert "activation.py:" in problem
+
+
+def test_in_proj_takes_keys_of_the_query_width() -> None:
+    spec = """
+archcomp: 1
+name: t
+inputs:
+  x: {shape: [2, 5, 16]}
+  m: {shape: [2, 3, 8]}
+nodes:
+  - {id: attn, op: multi_head_attention, in: {query: x, key: m, value: m}, num_heads: 4,
+     in_proj: true}
+outputs: {out: attn}
+"""
+    with pytest.raises(SpecError, match="in_proj packs q, k and v rows"):
+        archcomp.check(spec)
+
+
+def test_transformer_encoder_round_trip() -> None:
+    torch.manual_seed(3)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=True)
+    ref = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    text = round_trip(
+        ref, {"src": torch.randn(2, 5, 8)}, {"src": torch.randn(3, 6, 8)}, dims={"B": 0, "T": 1}
+    )
+    assert "- {id: layers, op: transformer_encoder_layer, repeat: 2}" in text
+
+
+# -- transformers' encoder-decoders, from the command line ----------------------------------------
+
+
+def hf_saved(tmp_path: Path, cls: str, config: Any) -> tuple[Any, Path]:
+    """A transformers model of ``config`` with every weight re-drawn, saved in a folder."""
+    quiet()
+    model = getattr(transformers, cls)(config)
+    redraw(model, 5)
+    folder = tmp_path / cls.lower()
+    model.save_pretrained(folder)
+    return model.eval(), folder
+
+
+def cli_round_trip(tmp_path: Path, folder: Path) -> tuple[str, Any]:
+    """``archcomp import --hf`` then ``archcomp convert --spec``: the spec and the model."""
+    spec, art = tmp_path / "spec.yaml", tmp_path / "weights.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    return spec.read_text(), archcomp.load(art).eval()
+
+
+def grads_equal(text: str, ref: Any, inputs: dict[str, torch.Tensor], frozen: set[str]) -> None:
+    """Outputs and gradients of the built spec, with ref's own state_dict loaded strictly."""
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    names = list(inputs)
+
+    def forward(*xs: torch.Tensor) -> list[torch.Tensor]:
+        out = ref(**dict(zip(names, xs, strict=True)), use_cache=False)
+        return [out.logits, out.encoder_last_hidden_state]
+
+    grads = {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()}
+    case = Case(model, ref, tuple(inputs.values()), forward, grads)
+    for n in frozen:  # frozen in transformers (the spec trains it): no gradient to compare
+        del case.grads[n]
+    check_case(case)
+
+
+def test_whisper_round_trip_from_the_cli(tmp_path: Path) -> None:
+    config = transformers.WhisperConfig(
+        vocab_size=61,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        num_mel_bins=8,
+        max_source_positions=6,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+        decoder_start_token_id=0,
+    )
+    ref, folder = hf_saved(tmp_path, "WhisperForConditionalGeneration", config)
+    text, model = cli_round_trip(tmp_path, folder)
+    assert "  input_features: {shape: [B, 8, 12]}\n  decoder_input_ids:" in text
+    assert (
+        "- {id: conv2, op: conv1d, out_channels: 16, kernel_size: 3, stride: 2, padding: 1}" in text
+    )
+    assert "- {id: embed_positions, op: learned_positional_encoding, max_len: 16}" in text
+    assert "in: {query: encoder_attn_layer_norm, key: x_2, value: x_2}" in text
+    assert "outputs: {logits: proj_out, encoder_last_hidden_state: model.out0}" in text
+    gen = torch.Generator().manual_seed(4)
+    inputs = {
+        "input_features": torch.randn(3, 8, 12, generator=gen),
+        "decoder_input_ids": torch.randint(0, 61, (3, 7), generator=gen),
+    }
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs, use_cache=False)
+    tol = chains.tolerance(torch.float32, got["logits"], want.logits)
+    assert_close(got["logits"], want.logits, tol)
+    grads_equal(text, ref, inputs, {"model.encoder.embed_positions.weight"})
+
+
+def test_bart_refusal_lists_what_the_spec_language_lacks(tmp_path: Path) -> None:
+    """BART's embeddings, positions (offset 2), masks and cross-attention are recognised; what
+    is left is its op set's to-do list: the embedding shared across blocks by model.shared (a
+    module never called) and the bare final_logits_bias buffer, each with its line."""
+    config = transformers.BartConfig(
+        vocab_size=61,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        max_position_embeddings=32,
+        architectures=["BartForConditionalGeneration"],
+    )
+    config.save_pretrained(tmp_path / "bart")
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path / "bart")
+    assert [p.split(" at ")[0] for p in e.value.problems] == [
+        "BartScaledWordEmbedding self.model.encoder.embed_tokens (its weight is "
+        "model.shared.weight, outside model.encoder: a tie names a node within)",
+        "BartScaledWordEmbedding self.model.decoder.embed_tokens (its weight is "
+        "model.shared.weight, outside model.decoder: a tie names a node within)",
+        "aten.add.Tensor (reads the tensor final_logits_bias directly)",
+    ]
+    last = e.value.problems[-1]
+    assert "modeling_bart.py:" in last
+    assert last.endswith(": lm_logits = lm_logits + self.final_logits_bias.to(lm_logits.device)")
+
+
+def test_t5_layer_norm_is_an_rms_norm(tmp_path: Path) -> None:
+    """T5's refusal no longer lists its T5LayerNorm's pow, mean and mul: it is an rms_norm."""
+    config = transformers.T5Config(
+        vocab_size=61,
+        d_model=16,
+        d_kv=4,
+        d_ff=24,
+        num_layers=1,
+        num_heads=4,
+        architectures=["T5ForConditionalGeneration"],
+    )
+    config.save_pretrained(tmp_path / "t5")
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path / "t5")
+    assert not any("layer_norm" in p or "aten.pow" in p for p in e.value.problems)
+    assert "Embedding self.encoder.embed_tokens (its weight is shared.weight" in e.value.problems[0]
