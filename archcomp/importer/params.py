@@ -22,6 +22,7 @@ SLOTS: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {
     ("multi_head_attention", ("rope", "max_len")): ("max_position_embeddings",),
     ("multi_head_attention", ("qk_norm", "eps")): ("rms_norm_eps",),
     ("rms_norm", ("eps",)): ("rms_norm_eps",),
+    ("learned_positional_encoding", ("max_len",)): ("max_position_embeddings",),
 }
 ORDER = (  # the order params are declared and passed in
     "vocab_size",

@@ -55,6 +55,11 @@ _SLICE = "aten.slice.Tensor"
 
 def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
     """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
+    from archcomp.importer.recognise_decoders import recognise_family  # it imports this module
+
+    family = recognise_family(flat, path, module, group)
+    if family is not None:
+        return family
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)

@@ -23,6 +23,7 @@ from archcomp.frontend.schema import reserved_id
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise import recognise
+from archcomp.importer.recognise_decoders import fold_positions, position_table
 from archcomp.importer.trace import _snake, without_defaults
 
 ATEN: dict[str, Any] = {
@@ -168,7 +169,8 @@ class _Scope:
             else:
                 groups.append((c, [n]))
         items = [self._item(c, g) for c, g in groups]
-        return _repeats([i for i in items if i is not None], self.w, self.path)
+        kept = fold_positions([i for i in items if i is not None], self.w)
+        return _repeats(kept, self.w, self.path)
 
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
@@ -204,6 +206,8 @@ class _Scope:
             if name is None:
                 return None
             op, opts = name, {}
+        elif not ins and made[0] == "embedding" and (pos := position_table(flat, m, group)):
+            op, opts = "learned_positional_encoding", pos  # fold_positions joins its add
         elif len(outs) != 1 or len(ins) != 1:
             why = f"a {made[0]} of {len(ins)} inputs and {len(outs)} results read outside it"
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)

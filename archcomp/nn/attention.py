@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from archcomp.nn.cache_state import CrossKV, LayerKV
 from archcomp.nn.norm import OffsetRMSNorm
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
+from archcomp.nn.transposed_linear import TransposedLinear
 
 
 def causal_mask(q_len: int, k_len: int, window: int, device: Any) -> Tensor:
@@ -185,6 +186,7 @@ class MultiHeadAttention(nn.Module):
         out_name: str = "out_proj",
         qkv_name: str | None = None,
         qkv_layout: str = "stacked",
+        transposed: bool = False,
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -217,15 +219,16 @@ class MultiHeadAttention(nn.Module):
         self.qkv_name = qkv_name  # one fused (q; k; v) projection of that name (Phi-3)
         self._widths = (q_dim, k_dim, v_dim)
         self.qkv_per_head = qkv_layout == "per_head"  # rows q_i, k_i, v_i head by head (GPT-NeoX)
+        linear: Any = TransposedLinear if transposed else nn.Linear  # GPT-2's Conv1D: (in, out)
         if qkv_name is not None:
-            fused = nn.Linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
+            fused = linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
             setattr(self, qkv_name, fused)
         else:
-            self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
-            self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
-            self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
+            self.q_proj = linear(embed_dim, q_dim, bias=bq, **factory)
+            self.k_proj = linear(self.kdim, k_dim, bias=bk, **factory)
+            self.v_proj = linear(self.vdim, v_dim, bias=bv, **factory)
         self.out_name = out_name  # transformers' Llama family: o_proj
-        out = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
+        out = linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
         setattr(self, out_name, out)
         self.q_norm: Any = None  # nn.RMSNorm or nn.LayerNorm, with qk_norm
         self.k_norm: Any = None

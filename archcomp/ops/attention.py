@@ -131,10 +131,15 @@ class MultiHeadAttentionArgs(OpArgs):
     softcap: float | None = Field(
         default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
     )
-    out_name: Literal["out_proj", "o_proj", "dense"] = Field(
+    out_name: Literal["out_proj", "o_proj", "dense", "c_proj"] = Field(
         default="out_proj",
         description="the output projection's name: out_proj (torch), o_proj (transformers' "
-        "Llama family, whose weights then load by their own keys) or dense (GPT-NeoX)",
+        "Llama family, whose weights then load by their own keys), dense (GPT-NeoX) or c_proj "
+        "(GPT-2)",
+    )
+    transposed: bool = Field(
+        default=False,
+        description="projection weights stored (in, out), as GPT-2's Conv1D (see linear)",
     )
     qkv_name: str | None = Field(
         default=None,
@@ -329,7 +334,7 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     if a.qkv_name is not None:  # one (q; k; v) projection
         projections = [(a.qkv_name, (h + kv_heads) * d_k + kv_heads * d_v, e, bq)]
     for name, out, fan_in, biased in (*projections, (a.out_name, e, h * d_v, bo)):
-        p[f"{name}.weight"] = (out, fan_in)
+        p[f"{name}.weight"] = (fan_in, out) if a.transposed else (out, fan_in)
         if biased:
             p[f"{name}.bias"] = (out,)
     if a.qk_norm is not None:
@@ -395,6 +400,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         out_name=a.out_name,
         qkv_name=a.qkv_name,
         qkv_layout=a.qkv_layout,
+        transposed=a.transposed,
         **c.factory,
     )
     ins = c.inputs

@@ -1,0 +1,94 @@
+"""`archcomp import --hf` of the decoder and encoder families beyond Llama's (GPT-2, ...): each
+from a small random config with every weight re-drawn (tests/lowering.py), saved with
+save_pretrained, imported, built, and compared with transformers to tests/NUMERICS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
+
+import archcomp
+from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
+from archcomp.importer.hf import import_hf
+
+transformers = pytest.importorskip("transformers")
+VOCAB = 61
+
+
+def saved(tmp_path: Path, config: str, model: str, **fields: Any) -> tuple[Any, Path]:
+    """A re-drawn transformers ``model`` of ``config(**fields)`` and the folder it is saved in."""
+    quiet()
+    ref = getattr(transformers, model)(getattr(transformers, config)(**fields))
+    redraw(ref, 3)
+    folder = tmp_path / model.lower()
+    ref.save_pretrained(folder)
+    return ref.eval(), folder
+
+
+def ids(t: int = 9) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (2, t), generator=torch.Generator().manual_seed(1))
+
+
+def logits_equal(model: Any, ref: Any, **inputs: torch.Tensor) -> None:
+    inputs = inputs or {"input_ids": ids()}
+    model.eval()  # dropout off, as in ref
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs).logits
+    got = got["logits"] if isinstance(got, dict) else got
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def gradients_equal(text: str, ref: Any) -> None:
+    """The built spec with transformers' own state_dict (strictly, no mapping): logits and
+    every parameter's gradient equal."""
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    model.eval()
+    ref.eval()
+    case = Case(
+        model,
+        ref,
+        (ids(),),
+        lambda x: [ref(input_ids=x).logits],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+
+
+GPT2 = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=16)
+
+
+def test_gpt2_round_trip_from_the_cli(tmp_path: Path) -> None:
+    """Conv1D as linear/attention with transposed weights, NewGELU as tanh GELU, wpe looked up
+    at arange(T) inside the forward as learned_positional_encoding, the tied head."""
+    ref, folder = saved(tmp_path, "GPT2Config", "GPT2LMHeadModel", **GPT2)
+    spec, art = tmp_path / "gpt2.yaml", tmp_path / "gpt2.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert (
+        '- {id: attn, op: multi_head_attention, num_heads: "${num_attention_heads}", causal: '
+        "true,\n         dropout: 0.1, out_name: c_proj, qkv_name: c_attn, transposed: true}"
+    ) in text
+    wpe = '- {id: wpe, op: learned_positional_encoding, max_len: "${max_position_embeddings}"}'
+    assert wpe in text
+    assert "{id: act, op: gelu, approximate: tanh}" in text
+    assert "reshape" not in text  # GPT-2's view(-1, T) of its input is no node
+    logits_equal(archcomp.load(art), ref)
+    gradients_equal(text, ref)
+
+
+def test_gpt2_layer_scaled_scores_are_refused(tmp_path: Path) -> None:
+    _, folder = saved(
+        tmp_path, "GPT2Config", "GPT2LMHeadModel", scale_attn_by_inverse_layer_idx=True, **GPT2
+    )
+    with pytest.raises(ImportFailure, match="scale_attn_by_inverse_layer_idx"):
+        import_hf(folder)
