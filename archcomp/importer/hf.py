@@ -67,15 +67,16 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
 
     folder = Path(folder)
     model = load_meta_model(folder)
-    ids = torch.zeros(B, T, dtype=torch.long, device="meta")
-    ep = export_model(model, {"input_ids": ids, "use_cache": False})
+    args = _id_inputs(model)  # input_ids, and BERT's token_type_ids
+    ids = {a: torch.zeros(B, T, dtype=torch.long, device="meta") for a in args}
+    ep = export_model(model, ids | {"use_cache": False})
     flat = Flat.read(ep, model)
     values = config_values(model.config)
     widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
     sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}
     w = Walker(flat, ((B, "B"), (T, "T")), sizes)
-    given = [n for n, arg in flat.inputs.items() if arg == "input_ids"]
-    body = w.body("", given, ["input_ids"])
+    given = [n for a in args for n, arg in flat.inputs.items() if arg == a]
+    body = w.body("", given, args)
     if w.problems or body is None:
         raise ImportFailure(w.problems)
     params = name_params(w.blocks, body, values)
@@ -83,11 +84,24 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     keys = _output_names(ep)
     if isinstance(outs, str):
         body["outputs"] = {keys[0] if keys else "out": outs}
+    elif isinstance(outs, dict) and len(keys) == len(outs):  # BERT's two heads, by their names
+        body["outputs"] = dict(zip(keys, outs.values(), strict=True))
     model_type = getattr(model.config, "model_type", None) or "model"
-    inputs = {"input_ids": {"shape": ["B", "T"], "dtype": "int64"}}
+    inputs = {a: {"shape": ["B", "T"], "dtype": "int64"} for a in args}
     source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"
     dims = {"B": B, "T": T}
     return spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
+
+
+def _id_inputs(model: Any) -> list[str]:
+    """The forward's (B, T) id inputs the spec takes: ``input_ids``, and ``token_type_ids``
+    where the model has a ``token_type_embeddings`` table (BERT's segments; transformers'
+    default, zeros, is a buffer; GPT-2 takes the argument but has no table: not given)."""
+    import inspect
+
+    names = inspect.signature(model.forward).parameters
+    table = any(p.endswith("token_type_embeddings") for p, _ in model.named_modules())
+    return ["input_ids", *(["token_type_ids"] if table and "token_type_ids" in names else [])]
 
 
 def _output_names(ep: Any) -> list[str]:

@@ -29,6 +29,14 @@ _GPT2_ATTN_OPS = {
     str(operator.getitem),
     _SDPA,
 }
+_ATTN_SPLIT_OPS = {
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten.transpose.int",
+    "aten.permute.default",
+    _SDPA,
+}
+_BROADCAST = ("aten.expand.default", "aten.unsqueeze.default")
 _GPT2_KIDS = {"c_attn", "c_proj", "attn_dropout", "resid_dropout"}
 # how position ids reach the table: arange(T) (+ 0), unsqueezed, expanded, sliced from 0
 _POSITION_PATH = {
@@ -55,7 +63,79 @@ def recognise_family(
     kids = set(dict(module.named_children()))
     if {"c_attn", "c_proj"} <= kids:
         return _gpt2_attention(flat, path, module, group, kids)
+    if {"query", "key", "value"} <= kids and not kids & {"dense", "o_proj", "out_proj", "o"}:
+        return _bert_self_attention(flat, path, module, group, kids)
     return None
+
+
+def _sdpa_of(flat: Flat, path: str, group: list[fx.Node], allowed: set[str]) -> Any:
+    """The attention's own calls and its one SDPA call; a reason where it computes more."""
+    level = [n for n in group if flat.scope[n][-1] == path]
+    extra = sorted({str(n.target) for n in level} - allowed)
+    if extra:
+        return f"attention that also computes {', '.join(extra)}"
+    sdpa = [n for n in level if str(n.target) == _SDPA]
+    if len(sdpa) != 1:
+        return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
+    mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
+    if mask is not None and not _all_true(flat, mask):
+        return "an attention mask that hides keys (only an unmasked attention is imported)"
+    return level, sdpa[0]
+
+
+def _all_true(flat: Flat, mask: Any) -> bool:
+    """Whether ``mask`` is transformers' bidirectional mask of no padding: ``positions >= 0``
+    (0..T-1, from no input), unsqueezed and expanded: every key takes part."""
+    n = flat.get(mask)
+    while isinstance(n, fx.Node) and str(n.target) in (
+        "aten.expand.default",
+        "aten.unsqueeze.default",
+    ):
+        n = flat.get(n.args[0])
+    if not isinstance(n, fx.Node) or str(n.target) != "aten.ge.Scalar" or n.args[1] != 0:
+        return False
+    return n in flat.context and _positions(flat, n.args[0])
+
+
+def _bert_self_attention(
+    flat: Flat, path: str, m: nn.Module, group: list[fx.Node], kids: set[str]
+) -> Op | str:
+    """BERT's self-attention: ``query``, ``key`` and ``value`` projections, heads split, one
+    unmasked bidirectional SDPA, heads merged; its output projection is the next module's
+    (``output.dense``), so the op has ``out_proj: false``."""
+    more = sorted(kids - {"query", "key", "value", "dropout"})
+    if more:
+        return f"attention that also computes {', '.join(more)}"
+    if getattr(m, "is_causal", False) or getattr(m, "is_decoder", False):
+        return "a causal (decoder) BERT attention"
+    found = _sdpa_of(flat, path, group, _ATTN_SPLIT_OPS)
+    if isinstance(found, str):
+        return found
+    _, sdpa = found
+    projs: list[Any] = [m.get_submodule(k) for k in ("query", "key", "value")]
+    if not all(isinstance(p, nn.Linear) for p in projs):
+        return "attention whose query, key and value are not nn.Linear"
+    cfg = getattr(m, "config", None)
+    h = int(getattr(cfg, "num_attention_heads", 0) or getattr(m, "num_attention_heads", 0))
+    d = int(getattr(m, "attention_head_size", 0) or projs[0].out_features // h)
+    opts: dict[str, Any] = {"num_heads": h}
+    biases = [p.bias is not None for p in projs]
+    if not all(biases):
+        opts["bias"] = dict(zip(("q", "k", "v", "out"), (*biases, False), strict=True))
+    if h * d != projs[0].in_features:
+        opts["head_dim"] = d
+    scale = sdpa.kwargs.get("scale")
+    if isinstance(scale, float) and abs(scale - d**-0.5) > 1e-12 * scale:
+        opts["scale"] = scale
+    drop = float(getattr(getattr(m, "dropout", None), "p", 0.0) or 0.0)
+    if drop:
+        opts["dropout"] = drop
+    return "multi_head_attention", opts | {
+        "q_name": "query",
+        "k_name": "key",
+        "v_name": "value",
+        "out_proj": False,
+    }
 
 
 def _gpt2_attention(
@@ -154,3 +234,15 @@ def fold_positions(items: list[Any], w: Any) -> list[Any]:
         out.remove(pos)
         out[out.index(add)] = pos
     return out
+
+
+def own_call(flat: Flat, n: fx.Node) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
+    """A module's own aten call these families add: ``x[:, 0]`` (``aten.select.int``, BERT's
+    pooler) as ``index``. None for any other call."""
+    if str(n.target) == "aten.select.int":
+        x, dim, i = n.args[:3]
+        rank = getattr(getattr(x, "meta", {}).get("val"), "ndim", 0)
+        if isinstance(x, fx.Node) and isinstance(dim, int) and isinstance(i, int):
+            at = ", ".join([":"] * (dim % rank) + [str(i)]) if rank else str(i)
+            return "index", [flat.get(x)], {"at": f"[{at}]"}
+    return None

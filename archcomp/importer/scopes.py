@@ -23,7 +23,7 @@ from archcomp.frontend.schema import reserved_id
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise import recognise
-from archcomp.importer.recognise_decoders import fold_positions, position_table
+from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.trace import _snake, without_defaults
 
 ATEN: dict[str, Any] = {
@@ -197,6 +197,12 @@ class _Scope:
             return self._own(group[0], calls)
         m = flat.model.get_submodule(child)
         rel = self._rel(child)
+        if reserved_id(rel) and any(True for _ in m.parameters()):
+            why = (
+                f"{rel!r} is reserved in specs (a node id may not be it), so its keys cannot match"
+            )
+            self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+            return None
         made = recognise(flat, child, m, group)
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
@@ -240,6 +246,9 @@ class _Scope:
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
             return None  # a piece of a chunk: the split node's result outJ
         fn = ATEN.get(str(n.target))
+        family = own_call(flat, n)
+        if family is not None:
+            return Item("select" if family[0] == "index" else family[0], *family, [n], calls)
         for a in flat.args_of(n):
             if a in flat.weights:
                 self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")

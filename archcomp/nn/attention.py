@@ -187,6 +187,7 @@ class MultiHeadAttention(nn.Module):
         qkv_name: str | None = None,
         qkv_layout: str = "stacked",
         transposed: bool = False,
+        names: tuple[str | None, ...] = ("q_proj", "k_proj", "v_proj"),
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -223,13 +224,22 @@ class MultiHeadAttention(nn.Module):
         if qkv_name is not None:
             fused = linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
             setattr(self, qkv_name, fused)
-        else:
-            self.q_proj = linear(embed_dim, q_dim, bias=bq, **factory)
-            self.k_proj = linear(self.kdim, k_dim, bias=bk, **factory)
-            self.v_proj = linear(self.vdim, v_dim, bias=bv, **factory)
+        # the projections' names (BERT: query, key, value); a fourth None: no output projection
+        self._names: tuple[str, str, str] = names[:3]  # type: ignore[assignment]
+        self.out_proj_used = len(names) < 4 or names[3] is not None
+        if qkv_name is None:
+            for name, fan_in, width, biased in zip(
+                self._names,
+                (embed_dim, self.kdim, self.vdim),
+                (q_dim, k_dim, v_dim),
+                (bq, bk, bv),
+                strict=True,
+            ):
+                setattr(self, name, linear(fan_in, width, bias=biased, **factory))
         self.out_name = out_name  # transformers' Llama family: o_proj
-        out = linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
-        setattr(self, out_name, out)
+        if self.out_proj_used:
+            out = linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
+            setattr(self, out_name, out)
         self.q_norm: Any = None  # nn.RMSNorm or nn.LayerNorm, with qk_norm
         self.k_norm: Any = None
         # where q and k are normalized: over the whole projection (OLMo-2) or each head (Qwen3)
@@ -262,8 +272,8 @@ class MultiHeadAttention(nn.Module):
             else:
                 q, k, value = qkv.split(self._widths, -1)
         else:
-            q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
-            value = self.v_proj(value)  # (B, S, h_kv * d_v)
+            q, k = self._proj(0, query), self._proj(1, key)  # (B, T, h d_k), (B, S, h_kv d_k)
+            value = self._proj(2, value)  # (B, S, h_kv * d_v)
         if self.norm_whole:
             q, k = self.q_norm(q), self.k_norm(k)  # over the whole projection (OLMo-2)
         q = self._split_heads(q, self.num_heads, self.head_dim)  # (B, h, T, d_k)
@@ -279,7 +289,13 @@ class MultiHeadAttention(nn.Module):
         gqa = self._kv_heads != self.num_heads
         out = attend(q, k, v, attn_mask, is_causal, drop, self.scale, self.softcap, gqa)
         out = out.transpose(1, 2).flatten(-2)  # (B, h, T, d_v) -> (B, T, h * d_v)
+        if not self.out_proj_used:
+            return out  # (B, T, h * d_v): BERT's output projection is the next module's
         return getattr(self, self.out_name)(out)  # (B, T, E)
+
+    def _proj(self, i: int, x: Tensor) -> Tensor:
+        """Projection i (q, k, v) of x, by its name."""
+        return getattr(self, self._names[i])(x)
 
     def forward(
         self,
@@ -344,11 +360,11 @@ class MultiHeadAttention(nn.Module):
             raise RuntimeError(
                 "cached cross-attention with q/k norms, RoPE or a fused qkv is not implemented"
             )
-        q = self._split_heads(self.q_proj(query), self.num_heads, self.head_dim)  # (B, h, T, d_k)
+        q = self._split_heads(self._proj(0, query), self.num_heads, self.head_dim)  # (B,h,T,d_k)
 
         def project() -> tuple[Tensor, Tensor, Tensor | None]:
-            k = self._split_heads(self.k_proj(key), self._kv_heads, self.head_dim)
-            v = self._split_heads(self.v_proj(value), self._kv_heads, self.v_head_dim)
+            k = self._split_heads(self._proj(1, key), self._kv_heads, self.head_dim)
+            v = self._split_heads(self._proj(2, value), self._kv_heads, self.v_head_dim)
             keep, _ = score_mask(q, k, False, 0, key_padding_mask, mask)
             if keep is not None and keep.dim() == 4 and keep.size(-2) != 1:
                 raise RuntimeError("cached cross-attention needs one mask for every query")

@@ -141,6 +141,26 @@ class MultiHeadAttentionArgs(OpArgs):
         default=False,
         description="projection weights stored (in, out), as GPT-2's Conv1D (see linear)",
     )
+    q_name: str = Field(
+        default="q_proj",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the query projection's name (BERT: query)",
+    )
+    k_name: str = Field(
+        default="k_proj",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the key projection's name (BERT: key)",
+    )
+    v_name: str = Field(
+        default="v_proj",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the value projection's name (BERT: value)",
+    )
+    out_proj: bool = Field(
+        default=True,
+        description="false: no output projection, the result is the merged heads "
+        "(B, T, h d_v) (BERT's sits in the module after the attention)",
+    )
     qkv_name: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -310,6 +330,10 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
         check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
+    if not a.out_proj:
+        return TensorType(
+            (B, T, a.num_heads * _head_dims(a.model_copy(update={"embed_dim": e}))[2]), dtype
+        )
     return TensorType((B, T, E), dtype)
 
 
@@ -327,13 +351,15 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     bq, bk, bv, bo = bias if isinstance(bias, tuple) else (bias,) * 4
     p: dict[str, Shape] = {}
     projections = [
-        ("q_proj", h * d_k, e, bq),
-        ("k_proj", kv_heads * d_k, kdim, bk),
-        ("v_proj", kv_heads * d_v, vdim, bv),
+        (a.q_name, h * d_k, e, bq),
+        (a.k_name, kv_heads * d_k, kdim, bk),
+        (a.v_name, kv_heads * d_v, vdim, bv),
     ]
     if a.qkv_name is not None:  # one (q; k; v) projection
         projections = [(a.qkv_name, (h + kv_heads) * d_k + kv_heads * d_v, e, bq)]
-    for name, out, fan_in, biased in (*projections, (a.out_name, e, h * d_v, bo)):
+    if a.out_proj:
+        projections.append((a.out_name, e, h * d_v, bo))
+    for name, out, fan_in, biased in projections:
         p[f"{name}.weight"] = (fan_in, out) if a.transposed else (out, fan_in)
         if biased:
             p[f"{name}.bias"] = (out,)
@@ -370,7 +396,8 @@ def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) 
         mul(rows_q, mul(E, h * d_k)),
         mul(rows_kv, add(mul(kdim, kv_heads * d_k), mul(vdim, kv_heads * d_v))),
     )
-    proj = add(proj, mul(rows_q, mul(h * d_v, E)))  # W^Q, W^K, W^V, then W^O
+    if a.out_proj:
+        proj = add(proj, mul(rows_q, mul(h * d_v, E)))  # W^Q, W^K, W^V, then W^O
     if a.qk_norm is not None:
         proj = add(proj, add(mul(rows_q, h * d_k), mul(rows_kv, kv_heads * d_k)))
     return add(proj, mul(prod((B, T, S)), h * (d_k + d_v)))
@@ -401,6 +428,9 @@ def _mha_lower(c: LowerCtx) -> Any:
         qkv_name=a.qkv_name,
         qkv_layout=a.qkv_layout,
         transposed=a.transposed,
+        names=(a.q_name, a.k_name, a.v_name)
+        if a.out_proj
+        else (a.q_name, a.k_name, a.v_name, None),
         **c.factory,
     )
     ins = c.inputs
