@@ -143,3 +143,38 @@ outputs: {out: attn}
     with torch.no_grad(), RoundingChains() as chains:
         got = model(x)
     assert_close(got, want.detach(), chains.tolerance(torch.float32, got, want))
+
+
+LLAMA_LIKE = dict(
+    hidden_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    intermediate_size=48,
+    vocab_size=VOCAB,
+    max_position_embeddings=16,
+    rms_norm_eps=1e-6,
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
+)
+
+
+def test_gemma2_round_trip(tmp_path: Path) -> None:
+    """Scaled embedding, (1 + w) RMSNorms around both sublayers, the eager attention's scale and
+    soft cap, the logits' soft cap, and sliding/global layers as one block whose window is a
+    param, repeated with ``window: "${[4, 0][index % 2]}"``."""
+    ref, folder = saved(
+        tmp_path, "Gemma2Config", "Gemma2ForCausalLM", num_hidden_layers=4, sliding_window=4,
+        **LLAMA_LIKE,
+    )  # fmt: skip
+    spec, art = tmp_path / "gemma2.yaml", tmp_path / "gemma2.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert 'window: "${[4, 0][index % 2]}"' in text and "gemma2_decoder_layer_2" not in text
+    assert 'window: "${window}"' in text and "softcap: 50.0" in text and "scale: true" in text
+    assert text.count("offset: 1.0") == 5  # four per layer and the final norm
+    assert "{id: tanh, op: tanh}" in text  # the logits' cap: div, tanh, mul
+    logits_equal(archcomp.load(art), ref)
+    gradients_equal(text, ref)

@@ -54,8 +54,8 @@ def name_params(blocks: dict[str, Body], body: Body, values: dict[str, Any]) -> 
     used: dict[str, set[str]] = {}
     for name, b in blocks.items():  # innermost first: a block's callees are named before it
         used[name] = _body(b, values, used)
-        if used[name]:
-            b["params"] = {p: values[p] for p in ORDER if p in used[name]}
+        if used[name]:  # after any a merged block has (alternating.py)
+            b["params"] = {p: values[p] for p in ORDER if p in used[name]} | b.get("params", {})
     top = _body(body, values, used)
     return {p: values[p] for p in values if p in top}
 

@@ -86,7 +86,7 @@ def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
     args: dict[str, Any] = {"eps": eps}
     weight = [w for w, key in flat.weights.items() if key.endswith(".weight")]
     for n in group:  # Gemma's (1 + weight) gain: the weight itself takes an add
-        if str(n.target).startswith("aten.add") and any(a in weight for a in n.args):
+        if str(n.target).startswith("aten.add") and any(flat.get(a) in weight for a in n.args):
             args["offset"] = 1.0
     return "rms_norm", args
 

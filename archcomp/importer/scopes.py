@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archcomp.frontend.schema import reserved_id
+from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise import recognise
@@ -170,7 +171,7 @@ class _Scope:
                 groups.append((c, [n]))
         items = [self._item(c, g) for c, g in groups]
         kept = fold_positions([i for i in items if i is not None], self.w)
-        return _repeats(kept, self.w, self.path)
+        return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
