@@ -178,3 +178,52 @@ def test_gemma2_round_trip(tmp_path: Path) -> None:
     assert "{id: tanh, op: tanh}" in text  # the logits' cap: div, tanh, mul
     logits_equal(archcomp.load(art), ref)
     gradients_equal(text, ref)
+
+
+def test_gemma3_text_round_trip(tmp_path: Path) -> None:
+    """Per-head (1 + w) q/k norms, and sliding and full layers that differ in window, RoPE base
+    and RoPE scaling (linear on the full layers): one block, its per-copy values indexed."""
+    rope = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+    }
+    ref, folder = saved(
+        tmp_path, "Gemma3TextConfig", "Gemma3ForCausalLM", num_hidden_layers=4, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * 2, rope_parameters=rope,
+        **LLAMA_LIKE,
+    )  # fmt: skip
+    text = import_hf(folder)
+    assert 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", offset: 1.0}' in text
+    assert 'scaling: {type: linear, factor: "${rope_scaling_factor}"}' in text
+    assert 'rope_scaling_factor: "${[1.0, 8.0][index % 2]}"' in text
+    assert 'self_attn_rope_theta: "${[10000.0, 1000000.0][index % 2]}"' in text
+    logits_equal(archcomp.from_pretrained(folder, text), ref)
+    gradients_equal(text, ref)
+
+
+@pytest.mark.parametrize(
+    ("rope", "shows"),
+    [
+        (
+            {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+             "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+            "scaling: {type: llama3, factor: 8.0, original_max_len: 8, low_freq_factor: 1.0,",
+        ),
+        ({"rope_type": "linear", "factor": 4.0}, "scaling: {type: linear, factor: 4.0}"),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+            "scaling: {type: yarn, factor: 4.0, original_max_len: 8",
+        ),
+    ],
+)  # fmt: skip
+def test_scaled_rope_round_trip(tmp_path: Path, rope: dict[str, Any], shows: str) -> None:
+    """Llama with rope_parameters of rope_type llama3, linear or yarn: rope.scaling."""
+    fields = {**LLAMA_LIKE, "num_hidden_layers": 1, "max_position_embeddings": 32}
+    fields.pop("head_dim")
+    ref, folder = saved(
+        tmp_path, "LlamaConfig", "LlamaForCausalLM", rope_parameters={"rope_theta": 5e5, **rope},
+        **fields,
+    )  # fmt: skip
+    text = import_hf(folder)
+    assert shows in text
+    logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))

@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
+from archcomp.importer.rope import rope_options
 
 Op = tuple[str, dict[str, Any]]
 _RMS_OPS = {"aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.add.Scalar"}
@@ -137,7 +138,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if isinstance(rotated, str):
         return rotated
     if rotated:
-        rope = _rope(flat.model, cfg, d)
+        rope = rope_options(flat.model, cfg, d, m)  # scaled RoPE, per layer type (rope.py)
         if isinstance(rope, str):
             return rope
         opts["rope"] = rope

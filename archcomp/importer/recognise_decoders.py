@@ -16,6 +16,7 @@ from typing import Any
 from torch import fx, nn
 
 from archcomp.importer.exported import Flat
+from archcomp.importer.rope import rope_options
 
 Op = tuple[str, dict[str, Any]]
 _SDPA = "aten.scaled_dot_product_attention.default"
@@ -342,7 +343,7 @@ def _eager_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) 
     if isinstance(rotated, str):
         return rotated
     if rotated:
-        rope = r._rope(flat.model, cfg, d)
+        rope = rope_options(flat.model, cfg, d, m)
         if isinstance(rope, str):
             return rope
         opts["rope"] = rope
