@@ -227,3 +227,24 @@ def test_scaled_rope_round_trip(tmp_path: Path, rope: dict[str, Any], shows: str
     text = import_hf(folder)
     assert shows in text
     logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))
+
+
+def test_mixtral_round_trip(tmp_path: Path) -> None:
+    """The sparse MoE block (router, top-2 of 4 SwiGLU experts, renormalised) as one
+    mixture_of_experts whose tensors are transformers' own (gate.weight,
+    experts.gate_up_proj, experts.down_proj), loaded strictly from transformers' state_dict:
+    logits and gradients equal. (save_pretrained writes the experts in the legacy per-expert
+    layout, block_sparse_moe.experts.i.w1, so the folder itself loads with the shipped mapping,
+    not by its own keys.)"""
+    ref, folder = saved(
+        tmp_path, "MixtralConfig", "MixtralForCausalLM", num_hidden_layers=2,
+        num_local_experts=4, num_experts_per_tok=2, **{**LLAMA_LIKE, "head_dim": None},
+    )  # fmt: skip
+    spec = tmp_path / "mixtral.yaml"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    text = spec.read_text()
+    assert (
+        '- {id: mlp, op: mixture_of_experts, num_experts: "${num_local_experts}",\n'
+        '         top_k: "${num_experts_per_tok}", expert_features: "${intermediate_size}"}'
+    ) in text
+    gradients_equal(text, ref)

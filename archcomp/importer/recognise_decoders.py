@@ -16,6 +16,7 @@ from typing import Any
 from torch import fx, nn
 
 from archcomp.importer.exported import Flat
+from archcomp.importer.moe import is_moe, moe_op
 from archcomp.importer.rope import rope_options
 
 Op = tuple[str, dict[str, Any]]
@@ -63,6 +64,8 @@ def recognise_family(
         return f"a GELU computing {', '.join(other)}" if other else tanh
     if kind.endswith("ScaledWordEmbedding") and isinstance(module, nn.Embedding):
         return _scaled_embedding(module)
+    if is_moe(module):
+        return moe_op(flat, path, module, group)
     kids = set(dict(module.named_children()))
     if {"q_proj", "k_proj", "v_proj", "o_proj"} <= kids and _eager(flat, path, group):
         return _eager_attention(flat, path, module, group)
