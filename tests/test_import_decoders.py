@@ -248,3 +248,16 @@ def test_mixtral_round_trip(tmp_path: Path) -> None:
         '         top_k: "${num_experts_per_tok}", expert_features: "${intermediate_size}"}'
     ) in text
     gradients_equal(text, ref)
+
+
+def test_gpt_neox_folder_converts_by_its_own_keys(tmp_path: Path) -> None:
+    """save_pretrained writes GPT-NeoX's lm_head.weight as embed_out.weight (its legacy key);
+    convert --spec reads it by transformers' own rename of it, the rest by name."""
+    fields = {**LLAMA_LIKE, "num_hidden_layers": 2}
+    for k in ("num_key_value_heads", "head_dim", "rms_norm_eps"):
+        fields.pop(k)
+    ref, folder = saved(tmp_path, "GPTNeoXConfig", "GPTNeoXForCausalLM", **fields)
+    spec, art = tmp_path / "neox.yaml", tmp_path / "neox.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    logits_equal(archcomp.load(art), ref)
