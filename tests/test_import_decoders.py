@@ -261,3 +261,20 @@ def test_gpt_neox_folder_converts_by_its_own_keys(tmp_path: Path) -> None:
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
     assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     logits_equal(archcomp.load(art), ref)
+
+
+def test_deepseek_v3_is_refused_with_each_call_listed(tmp_path: Path) -> None:
+    """DeepSeek-V3's latent attention (its q/kv splits, interleaved RoPE, expand_kv) is no
+    recognised op: each call is listed with its source line, nothing approximated."""
+    _, folder = saved(
+        tmp_path, "DeepseekV3Config", "DeepseekV3ForCausalLM", num_hidden_layers=1,
+        first_k_dense_replace=0, n_routed_experts=8, num_experts_per_tok=2, n_group=2,
+        topk_group=1, moe_intermediate_size=16, kv_lora_rank=16, q_lora_rank=24,
+        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
+        **{**LLAMA_LIKE, "num_key_value_heads": 4, "head_dim": None},
+    )  # fmt: skip
+    with pytest.raises(ImportFailure) as e:
+        import_hf(folder)
+    first = e.value.problems[0]
+    assert first.startswith("model.layers.0.self_attn: aten.split_with_sizes.default (no ")
+    assert "modeling_deepseek_v3.py:" in first and "torch.split(q_states," in first
