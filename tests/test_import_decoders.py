@@ -176,6 +176,8 @@ def test_gemma2_round_trip(tmp_path: Path) -> None:
     assert 'window: "${window}"' in text and "softcap: 50.0" in text and "scale: true" in text
     assert text.count("offset: 1.0") == 5  # four per layer and the final norm
     assert "{id: tanh, op: tanh}" in text  # the logits' cap: div, tanh, mul
+    deeper = archcomp.build(text, params={"num_hidden_layers": 6}, device="meta")
+    assert [deeper.model.layers[i].self_attn.window for i in (4, 5)] == [4, 0]
     logits_equal(archcomp.load(art), ref)
     gradients_equal(text, ref)
 
