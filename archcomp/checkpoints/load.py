@@ -36,6 +36,7 @@ from archcomp.checkpoints.config import (
     with_defaults,
 )
 from archcomp.checkpoints.files import Checkpoint, open_checkpoint, torch_dtype
+from archcomp.checkpoints.hf_renames import hf_renames, renamed
 from archcomp.checkpoints.mapping import Mapping, load_mapping, parse_mapping
 from archcomp.checkpoints.patterns import KeyIndex
 from archcomp.checkpoints.plan import Plan, plan_import
@@ -111,7 +112,8 @@ def _resolved(
 def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> Mapping | None:
     """A mapping that reads every tensor by its own name, when the spec's model has a tensor
     of every checkpoint key (a spec from ``archcomp import --hf``, whose node ids are the
-    module paths); None for any other spec. Tried only where no shipped mapping fits."""
+    module paths; a key transformers renames on loading, GPT-NeoX's legacy ``embed_out``, by
+    its new name); None for any other spec. Tried only where no shipped mapping fits."""
     import yaml
 
     from archcomp.backends.torch.build import build_graph
@@ -122,9 +124,13 @@ def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> 
     except (SpecError, UsageError):
         return None
     names = list(ck.tensors)
-    if not names or any(n not in keys for n in names):
-        return None
     arch = ck.config.get("architectures")
+    first = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
+    model_type = ck.config.get("model_type")
+    renames = hf_renames(first, model_type if isinstance(model_type, str) else None)
+    tensors = renamed(names, keys, renames)  # each by its own name, or transformers' rename
+    if not names or len(tensors) != len(names):
+        return None
     decl = {
         "archcomp_mapping": 1,
         "description": "each tensor by its own name",
@@ -133,7 +139,7 @@ def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> 
             "model_type": str(ck.config.get("model_type") or "unknown"),
             "architecture": str(arch[0] if isinstance(arch, list) and arch else "unknown"),
         },
-        "tensors": {n: n for n in names},
+        "tensors": tensors,
     }
     raw, doc = load_yaml(yaml.safe_dump(decl, sort_keys=False), "(identity mapping)")
     return parse_mapping(raw, doc)

@@ -89,7 +89,8 @@ class Flat:
         t = str(n.target)
         if t in _NO_VALUE:
             return
-        if t in _PASS or self._same_cast(n, t) or _full_slice(n) or _eval_dropout(n, t):
+        passes = _full_slice(n) or _eval_dropout(n, t) or _same_view(n)
+        if t in _PASS or self._same_cast(n, t) or passes:
             self.canon[n] = n.args[0]  # type: ignore[assignment]
             return
         stack = n.meta.get("nn_module_stack") or {}
@@ -129,6 +130,15 @@ def _full_slice(n: fx.Node) -> bool:
     size = int(x.shape[dim if isinstance(dim, int) else 0])
     whole = end is None or (isinstance(end, int) and end >= size)
     return bool(start in (0, None) and whole and step in (1, None))
+
+
+def _same_view(n: fx.Node) -> bool:
+    """``ids.view(-1, T)`` of a (B, T) tensor: a view to the shape it has (GPT-2's flattening of
+    its input and unflattening of its output)."""
+    if str(n.target) not in ("aten.view.default", "aten.reshape.default"):
+        return False
+    a, v = _val(n.args[0]), _val(n)
+    return isinstance(a, torch.Tensor) and isinstance(v, torch.Tensor) and a.shape == v.shape
 
 
 def _eval_dropout(n: fx.Node, t: str) -> bool:

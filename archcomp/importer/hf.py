@@ -89,7 +89,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     keys = _output_names(ep)
     if isinstance(outs, str):
         body["outputs"] = {keys[0] if keys else "out": outs}
-    elif len(keys) == len(outs):  # logits, encoder_last_hidden_state
+    elif isinstance(outs, dict) and len(keys) == len(outs):  # logits, BERT's two heads
         body["outputs"] = dict(zip(keys, outs.values(), strict=True))
     model_type = getattr(model.config, "model_type", None) or "model"
     inputs = hf_inputs.declared(examples)

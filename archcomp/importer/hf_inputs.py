@@ -36,6 +36,8 @@ def examples(model: Any) -> list[Example]:
         out.append(Example("input_features", ("B", int(cfg.num_mel_bins), frames), "float32"))
     elif "input_ids" in args:
         out.append(Example("input_ids", ("B", "S" if seq2seq else "T"), "int64"))
+        if "token_type_ids" in args and _has_segments(model):  # BERT's segments
+            out.append(Example("token_type_ids", ("B", "T"), "int64"))
     if "pixel_values" in args:  # CLIP: one image of the vision tower's size
         vision = getattr(cfg, "vision_config", cfg)
         side = int(vision.image_size)
@@ -50,6 +52,12 @@ def examples(model: Any) -> list[Example]:
             "pixel_values: no example input to trace it on"
         )
     return out
+
+
+def _has_segments(model: Any) -> bool:
+    """A ``token_type_embeddings`` table (BERT; transformers' default ids, zeros, are a buffer;
+    GPT-2 takes the argument but has no table: not given)."""
+    return any(p.endswith("token_type_embeddings") for p, _ in model.named_modules())
 
 
 def dims_of(inputs: list[Example]) -> dict[str, int]:

@@ -22,6 +22,10 @@ SLOTS: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {
     ("multi_head_attention", ("rope", "max_len")): ("max_position_embeddings",),
     ("multi_head_attention", ("qk_norm", "eps")): ("rms_norm_eps",),
     ("rms_norm", ("eps",)): ("rms_norm_eps",),
+    ("learned_positional_encoding", ("max_len",)): ("max_position_embeddings",),
+    ("mixture_of_experts", ("num_experts",)): ("num_local_experts", "n_routed_experts"),
+    ("mixture_of_experts", ("top_k",)): ("num_experts_per_tok",),
+    ("mixture_of_experts", ("expert_features",)): ("intermediate_size", "moe_intermediate_size"),
 }
 ORDER = (  # the order params are declared and passed in
     "vocab_size",
@@ -35,6 +39,10 @@ ORDER = (  # the order params are declared and passed in
     "rope_theta",
     "rms_norm_eps",
     "sliding_window",
+    "num_local_experts",
+    "n_routed_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
 )
 RMS_EPS = 1e-6  # rms_norm's default: written out where the config names it
 
@@ -53,8 +61,8 @@ def name_params(blocks: dict[str, Body], body: Body, values: dict[str, Any]) -> 
     used: dict[str, set[str]] = {}
     for name, b in blocks.items():  # innermost first: a block's callees are named before it
         used[name] = _body(b, values, used)
-        if used[name]:
-            b["params"] = {p: values[p] for p in ORDER if p in used[name]}
+        if used[name]:  # after any a merged block has (alternating.py)
+            b["params"] = {p: values[p] for p in ORDER if p in used[name]} | b.get("params", {})
     top = _body(body, values, used)
     return {p: values[p] for p in values if p in top}
 

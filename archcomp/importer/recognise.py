@@ -18,6 +18,7 @@ from archcomp.importer import recognise_encdec as encdec
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
 from archcomp.importer.mha import torch_mha
+from archcomp.importer.rope import rope_options
 
 Op = tuple[str, dict[str, Any]]
 _RMS_OPS = {"aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.add.Scalar"}
@@ -57,14 +58,19 @@ _SLICE = "aten.slice.Tensor"
 
 def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
     """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
+    from archcomp.importer.recognise_decoders import position_table, recognise_family
+
     if isinstance(module, nn.MultiheadAttention):
         return torch_mha(flat, module, group)
     pos = encdec.positions(flat, module, group)  # an embedding of positions, added to x
-    if pos is not None:
-        return pos
+    if isinstance(pos, tuple) or (pos is not None and not position_table(flat, module, group)):
+        return pos  # else BERT's position_ids buffer: read by the scope (position_table)
     emb = encdec.scaled_embedding(module, group)  # BART's embed_tokens
-    if emb is not None:
+    if isinstance(emb, tuple):
         return emb
+    family = recognise_family(flat, path, module, group)  # Gemma's scaled embedding, ...
+    if family is not None or emb is not None:
+        return family if family is not None else emb
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)
@@ -95,7 +101,7 @@ def _rms_norm(flat: Flat, m: nn.Module, group: list[fx.Node]) -> Op | str:
     args: dict[str, Any] = {"eps": eps}
     weight = [w for w, key in flat.weights.items() if key.endswith(".weight")]
     for n in group:  # Gemma's (1 + weight) gain: the weight itself takes an add
-        if str(n.target).startswith("aten.add") and any(a in weight for a in n.args):
+        if str(n.target).startswith("aten.add") and any(flat.get(a) in weight for a in n.args):
             args["offset"] = 1.0
     return "rms_norm", args
 
@@ -147,7 +153,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if isinstance(rotated, str):
         return rotated
     if rotated:
-        rope = _rope(flat.model, cfg, d)
+        rope = rope_options(flat.model, cfg, d, m)  # scaled RoPE, per layer type (rope.py)
         if isinstance(rope, str):
             return rope
         opts["rope"] = rope

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archcomp.frontend.schema import reserved_id
+from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise import recognise
+from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.trace import _snake, without_defaults
 
@@ -185,7 +187,8 @@ class _Scope:
             else:
                 groups.append((c, [n]))
         items = [self._item(c, g) for c, g in groups]
-        return _repeats([i for i in items if i is not None], self.w, self.path)
+        kept = fold_positions([i for i in items if i is not None], self.w)
+        return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
@@ -213,6 +216,12 @@ class _Scope:
             return self._own(group[0], calls)
         m = flat.model.get_submodule(child)
         rel = self._rel(child)
+        if reserved_id(rel) and any(True for _ in m.parameters()):
+            why = (
+                f"{rel!r} is reserved in specs (a node id may not be it), so its keys cannot match"
+            )
+            self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
+            return None
         made = recognise(flat, child, m, group)
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
@@ -232,6 +241,8 @@ class _Scope:
             if name is None:
                 return None
             op, opts = name, {}
+        elif not ins and made[0] == "embedding" and (pos := position_table(flat, m, group)):
+            op, opts = "learned_positional_encoding", pos  # fold_positions joins its add
         elif len(outs) != 1 or (len(ins) != 1 and ports is None):
             why = f"a {made[0]} of {len(ins)} inputs and {len(outs)} results read outside it"
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
@@ -266,6 +277,9 @@ class _Scope:
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
             return None  # a piece of a chunk: the split node's result outJ
         fn = ATEN.get(str(n.target))
+        family = own_call(flat, n)
+        if family is not None:
+            return Item("select" if family[0] == "index" else family[0], *family, [n], calls)
         for a in flat.args_of(n):
             if a in flat.weights:
                 self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")

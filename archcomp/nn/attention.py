@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from archcomp.nn.cache_state import CrossKV, LayerKV
 from archcomp.nn.norm import OffsetRMSNorm
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
+from archcomp.nn.transposed_linear import TransposedLinear
 
 
 def causal_mask(q_len: int, k_len: int, window: int, device: Any) -> Tensor:
@@ -187,6 +188,8 @@ class MultiHeadAttention(nn.Module):
         qkv_layout: str = "stacked",
         in_proj: bool = False,
         batch_first: bool = True,
+        transposed: bool = False,
+        names: tuple[str | None, ...] = ("q_proj", "k_proj", "v_proj"),
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -221,21 +224,31 @@ class MultiHeadAttention(nn.Module):
         self.qkv_per_head = qkv_layout == "per_head"  # rows q_i, k_i, v_i head by head (GPT-NeoX)
         self.batch_first = batch_first  # false: (T, B, E) in and out
         self.in_proj = in_proj  # torch's packed in_proj_weight, in_proj_bias (any q, k, v)
+        linear: Any = TransposedLinear if transposed else nn.Linear  # GPT-2's Conv1D: (in, out)
         if qkv_name is not None:
-            fused = nn.Linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
+            fused = linear(embed_dim, q_dim + k_dim + v_dim, bias=bq, **factory)
             setattr(self, qkv_name, fused)
-        elif in_proj:  # as torch.nn.MultiheadAttention: xavier-uniform rows, zero bias
+        # the projections' names (BERT: query, key, value); a fourth None: no output projection
+        self._names: tuple[str, str, str] = names[:3]  # type: ignore[assignment]
+        self.out_proj_used = len(names) < 4 or names[3] is not None
+        if in_proj and qkv_name is None:  # as torch.nn.MultiheadAttention: xavier rows, zero bias
             rows = q_dim + k_dim + v_dim
             self.in_proj_weight = nn.Parameter(torch.empty(rows, embed_dim, **factory))
             self.in_proj_bias = nn.Parameter(torch.zeros(rows, **factory)) if bq else None
             nn.init.xavier_uniform_(self.in_proj_weight)
-        else:
-            self.q_proj = nn.Linear(embed_dim, q_dim, bias=bq, **factory)
-            self.k_proj = nn.Linear(self.kdim, k_dim, bias=bk, **factory)
-            self.v_proj = nn.Linear(self.vdim, v_dim, bias=bv, **factory)
+        elif qkv_name is None:
+            for name, fan_in, width, biased in zip(
+                self._names,
+                (embed_dim, self.kdim, self.vdim),
+                (q_dim, k_dim, v_dim),
+                (bq, bk, bv),
+                strict=True,
+            ):
+                setattr(self, name, linear(fan_in, width, bias=biased, **factory))
         self.out_name = out_name  # transformers' Llama family: o_proj
-        out = nn.Linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
-        setattr(self, out_name, out)
+        if self.out_proj_used:
+            out = linear(num_heads * self.v_head_dim, embed_dim, bias=bo, **factory)
+            setattr(self, out_name, out)
         self.q_norm: Any = None  # nn.RMSNorm or nn.LayerNorm, with qk_norm
         self.k_norm: Any = None
         # where q and k are normalized: over the whole projection (OLMo-2) or each head (Qwen3)
@@ -277,8 +290,8 @@ class MultiHeadAttention(nn.Module):
             q, k = F.linear(query, wq, bq), F.linear(key, wk, bk)  # (B, T, h d_k), (B, S, ..)
             value = F.linear(value, wv, bv)  # (B, S, h_kv * d_v)
         else:
-            q, k = self.q_proj(query), self.k_proj(key)  # (B, T, h * d_k), (B, S, h_kv * d_k)
-            value = self.v_proj(value)  # (B, S, h_kv * d_v)
+            q, k = self._proj(0, query), self._proj(1, key)  # (B, T, h d_k), (B, S, h_kv d_k)
+            value = self._proj(2, value)  # (B, S, h_kv * d_v)
         if self.norm_whole:
             q, k = self.q_norm(q), self.k_norm(k)  # over the whole projection (OLMo-2)
         q = self._split_heads(q, self.num_heads, self.head_dim)  # (B, h, T, d_k)
@@ -294,7 +307,13 @@ class MultiHeadAttention(nn.Module):
         gqa = self._kv_heads != self.num_heads
         out = attend(q, k, v, attn_mask, is_causal, drop, self.scale, self.softcap, gqa)
         out = out.transpose(1, 2).flatten(-2)  # (B, h, T, d_v) -> (B, T, h * d_v)
+        if not self.out_proj_used:
+            return out  # (B, T, h * d_v): BERT's output projection is the next module's
         return getattr(self, self.out_name)(out)  # (B, T, E)
+
+    def _proj(self, i: int, x: Tensor) -> Tensor:
+        """Projection i (q, k, v) of x, by its name."""
+        return getattr(self, self._names[i])(x)
 
     def forward(
         self,
@@ -379,11 +398,11 @@ class MultiHeadAttention(nn.Module):
             raise RuntimeError(
                 "cached cross-attention with q/k norms, RoPE or a fused qkv is not implemented"
             )
-        q = self._split_heads(self.q_proj(query), self.num_heads, self.head_dim)  # (B, h, T, d_k)
+        q = self._split_heads(self._proj(0, query), self.num_heads, self.head_dim)  # (B,h,T,d_k)
 
         def project() -> tuple[Tensor, Tensor, Tensor | None]:
-            k = self._split_heads(self.k_proj(key), self._kv_heads, self.head_dim)
-            v = self._split_heads(self.v_proj(value), self._kv_heads, self.v_head_dim)
+            k = self._split_heads(self._proj(1, key), self._kv_heads, self.head_dim)
+            v = self._split_heads(self._proj(2, value), self._kv_heads, self.v_head_dim)
             keep, _ = score_mask(q, k, False, 0, key_padding_mask, mask)
             if keep is not None and keep.dim() == 4 and keep.size(-2) != 1:
                 raise RuntimeError("cached cross-attention needs one mask for every query")

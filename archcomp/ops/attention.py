@@ -131,10 +131,35 @@ class MultiHeadAttentionArgs(OpArgs):
     softcap: float | None = Field(
         default=None, gt=0.0, description="soft cap of the scores: softcap * tanh(s / softcap)"
     )
-    out_name: Literal["out_proj", "o_proj", "dense"] = Field(
+    out_name: Literal["out_proj", "o_proj", "dense", "c_proj"] = Field(
         default="out_proj",
         description="the output projection's name: out_proj (torch), o_proj (transformers' "
-        "Llama family, whose weights then load by their own keys) or dense (GPT-NeoX)",
+        "Llama family, whose weights then load by their own keys), dense (GPT-NeoX) or c_proj "
+        "(GPT-2)",
+    )
+    transposed: bool = Field(
+        default=False,
+        description="projection weights stored (in, out), as GPT-2's Conv1D (see linear)",
+    )
+    q_name: str = Field(
+        default="q_proj",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the query projection's name (BERT: query)",
+    )
+    k_name: str = Field(
+        default="k_proj",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the key projection's name (BERT: key)",
+    )
+    v_name: str = Field(
+        default="v_proj",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the value projection's name (BERT: value)",
+    )
+    out_proj: bool = Field(
+        default=True,
+        description="false: no output projection, the result is the merged heads "
+        "(B, T, h d_v) (BERT's sits in the module after the attention)",
     )
     qkv_name: str | None = Field(
         default=None,
@@ -348,6 +373,8 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
         check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
+    if not a.out_proj:  # (B, T, h * d_v): the output projection is the next module's
+        E = a.num_heads * _head_dims(a.model_copy(update={"embed_dim": e}))[2]
     return TensorType((B, T, E) if a.batch_first else (T, B, E), dtype)
 
 
@@ -365,9 +392,9 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
     bq, bk, bv, bo = bias if isinstance(bias, tuple) else (bias,) * 4
     p: dict[str, Shape] = {}
     projections = [
-        ("q_proj", h * d_k, e, bq),
-        ("k_proj", kv_heads * d_k, kdim, bk),
-        ("v_proj", kv_heads * d_v, vdim, bv),
+        (a.q_name, h * d_k, e, bq),
+        (a.k_name, kv_heads * d_k, kdim, bk),
+        (a.v_name, kv_heads * d_v, vdim, bv),
     ]
     if a.qkv_name is not None:  # one (q; k; v) projection
         projections = [(a.qkv_name, (h + kv_heads) * d_k + kv_heads * d_v, e, bq)]
@@ -376,8 +403,10 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
         p["in_proj_weight"] = ((h + kv_heads) * d_k + kv_heads * d_v, e)
         if bq:
             p["in_proj_bias"] = ((h + kv_heads) * d_k + kv_heads * d_v,)
-    for name, out, fan_in, biased in (*projections, (a.out_name, e, h * d_v, bo)):
-        p[f"{name}.weight"] = (out, fan_in)
+    if a.out_proj:
+        projections.append((a.out_name, e, h * d_v, bo))
+    for name, out, fan_in, biased in projections:
+        p[f"{name}.weight"] = (fan_in, out) if a.transposed else (out, fan_in)
         if biased:
             p[f"{name}.bias"] = (out,)
     if a.qk_norm is not None:
@@ -413,7 +442,8 @@ def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) 
         mul(rows_q, mul(E, h * d_k)),
         mul(rows_kv, add(mul(kdim, kv_heads * d_k), mul(vdim, kv_heads * d_v))),
     )
-    proj = add(proj, mul(rows_q, mul(h * d_v, E)))  # W^Q, W^K, W^V, then W^O
+    if a.out_proj:
+        proj = add(proj, mul(rows_q, mul(h * d_v, E)))  # W^Q, W^K, W^V, then W^O
     if a.qk_norm is not None:
         proj = add(proj, add(mul(rows_q, h * d_k), mul(rows_kv, kv_heads * d_k)))
     return add(proj, mul(prod((B, T, S)), h * (d_k + d_v)))
@@ -445,6 +475,10 @@ def _mha_lower(c: LowerCtx) -> Any:
         qkv_layout=a.qkv_layout,
         in_proj=a.in_proj,
         batch_first=a.batch_first,
+        transposed=a.transposed,
+        names=(a.q_name, a.k_name, a.v_name)
+        if a.out_proj
+        else (a.q_name, a.k_name, a.v_name, None),
         **c.factory,
     )
     ins = c.inputs

@@ -19,6 +19,11 @@ class LinearArgs(OpArgs):
     out_features: int = Field(gt=0)
     bias: bool = True
     in_features: int | None = Field(default=None, gt=0)
+    transposed: bool = Field(
+        default=False,
+        description="weight stored (in_features, out_features), y = x W + b: GPT-2's Conv1D, "
+        "whose checkpoint tensors then load unchanged",
+    )
 
 
 def _linear_shape(ctx: ShapeCtx) -> TensorType:
@@ -32,6 +37,8 @@ def _linear_shape(ctx: ShapeCtx) -> TensorType:
 
 def _linear_params(a: LinearArgs) -> dict[str, Shape]:
     p: dict[str, Shape] = {"weight": (a.out_features, a.in_features or 0)}
+    if a.transposed:
+        p["weight"] = (a.in_features or 0, a.out_features)
     if a.bias:
         p["bias"] = (a.out_features,)
     return p
@@ -40,8 +47,11 @@ def _linear_params(a: LinearArgs) -> dict[str, Shape]:
 def _linear_lower(c: LowerCtx) -> Any:
     from torch import nn
 
+    from archcomp.nn.transposed_linear import TransposedLinear
+
     a = c.args
-    return c.module(nn.Linear(a.in_features, a.out_features, bias=a.bias, **c.factory))(c.x)
+    kind: Any = TransposedLinear if a.transposed else nn.Linear
+    return c.module(kind(a.in_features, a.out_features, bias=a.bias, **c.factory))(c.x)
 
 
 LINEAR = register(

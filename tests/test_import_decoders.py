@@ -1,0 +1,282 @@
+"""`archcomp import --hf` of the decoder and encoder families beyond Llama's (GPT-2, ...): each
+from a small random config with every weight re-drawn (tests/lowering.py), saved with
+save_pretrained, imported, built, and compared with transformers to tests/NUMERICS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
+
+import archcomp
+from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
+from archcomp.importer.hf import import_hf
+
+transformers = pytest.importorskip("transformers")
+VOCAB = 61
+
+
+def saved(tmp_path: Path, config: str, model: str, **fields: Any) -> tuple[Any, Path]:
+    """A re-drawn transformers ``model`` of ``config(**fields)`` and the folder it is saved in."""
+    quiet()
+    ref = getattr(transformers, model)(getattr(transformers, config)(**fields))
+    redraw(ref, 3)
+    folder = tmp_path / model.lower()
+    ref.save_pretrained(folder)
+    return ref.eval(), folder
+
+
+def ids(t: int = 9) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (2, t), generator=torch.Generator().manual_seed(1))
+
+
+def logits_equal(model: Any, ref: Any, **inputs: torch.Tensor) -> None:
+    inputs = inputs or {"input_ids": ids()}
+    model.eval()  # dropout off, as in ref
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs).logits
+    got = got["logits"] if isinstance(got, dict) else got
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def gradients_equal(text: str, ref: Any) -> None:
+    """The built spec with transformers' own state_dict (strictly, no mapping): logits and
+    every parameter's gradient equal."""
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    model.eval()
+    ref.eval()
+    case = Case(
+        model,
+        ref,
+        (ids(),),
+        lambda x: [ref(input_ids=x).logits],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+
+
+GPT2 = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=16)
+
+
+def test_gpt2_round_trip_from_the_cli(tmp_path: Path) -> None:
+    """Conv1D as linear/attention with transposed weights, NewGELU as tanh GELU, wpe looked up
+    at arange(T) inside the forward as learned_positional_encoding, the tied head."""
+    ref, folder = saved(tmp_path, "GPT2Config", "GPT2LMHeadModel", **GPT2)
+    spec, art = tmp_path / "gpt2.yaml", tmp_path / "gpt2.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert (
+        '- {id: attn, op: multi_head_attention, num_heads: "${num_attention_heads}", causal: '
+        "true,\n         dropout: 0.1, out_name: c_proj, qkv_name: c_attn, transposed: true}"
+    ) in text
+    wpe = '- {id: wpe, op: learned_positional_encoding, max_len: "${max_position_embeddings}"}'
+    assert wpe in text
+    assert "{id: act, op: gelu, approximate: tanh}" in text
+    assert "reshape" not in text  # GPT-2's view(-1, T) of its input is no node
+    logits_equal(archcomp.load(art), ref)
+    gradients_equal(text, ref)
+
+
+def test_gpt2_layer_scaled_scores_are_refused(tmp_path: Path) -> None:
+    _, folder = saved(
+        tmp_path, "GPT2Config", "GPT2LMHeadModel", scale_attn_by_inverse_layer_idx=True, **GPT2
+    )
+    with pytest.raises(ImportFailure, match="scale_attn_by_inverse_layer_idx"):
+        import_hf(folder)
+
+
+BERT = dict(
+    num_hidden_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    intermediate_size=48,
+    vocab_size=VOCAB,
+    max_position_embeddings=16,
+)
+
+
+def test_bert_is_refused_only_for_its_attention_self(tmp_path: Path) -> None:
+    """BertForPreTraining: token_type_ids become an input, the position_ids buffer a
+    learned_positional_encoding, the pooler's x[:, 0] an index and the no-padding mask none of
+    the attention's; what is left is the path ``attention.self``, which no spec id may be."""
+    _, folder = saved(
+        tmp_path, "BertConfig", "BertForPreTraining", tie_word_embeddings=False, **BERT
+    )
+    with pytest.raises(ImportFailure) as e:
+        import_hf(folder)
+    problems = e.value.problems
+    assert len(problems) == 2, problems
+    for i, p in enumerate(problems):
+        assert p.startswith(f"BertSelfAttention self.bert.encoder.layer.{i}.attention.self ")
+        assert "'self' is reserved in specs" in p
+
+
+def test_attention_without_output_projection_by_its_projection_names() -> None:
+    """multi_head_attention with q_name/k_name/v_name and out_proj: false (BERT's layout):
+    the merged heads of F.scaled_dot_product_attention, by hand with the same weights."""
+    text = """
+archcomp: 1
+name: t
+inputs: {x: {shape: [2, 5, 8]}}
+nodes:
+  - {id: attn, op: multi_head_attention, num_heads: 2, q_name: query, k_name: key,
+     v_name: value, out_proj: false}
+outputs: {out: attn}
+"""
+    model = archcomp.build(text).eval()
+    assert sorted(model.state_dict()) == [
+        f"attn.{p}.{w}" for p in ("key", "query", "value") for w in ("bias", "weight")
+    ]
+    x = torch.randn(2, 5, 8)
+    a = model.attn
+    q, k, v = (getattr(a, p)(x).view(2, 5, 2, 4).transpose(1, 2) for p in ("query", "key", "value"))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+    with torch.no_grad(), RoundingChains() as chains:
+        got = model(x)
+    assert_close(got, want.detach(), chains.tolerance(torch.float32, got, want))
+
+
+LLAMA_LIKE = dict(
+    hidden_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    intermediate_size=48,
+    vocab_size=VOCAB,
+    max_position_embeddings=16,
+    rms_norm_eps=1e-6,
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
+)
+
+
+def test_gemma2_round_trip(tmp_path: Path) -> None:
+    """Scaled embedding, (1 + w) RMSNorms around both sublayers, the eager attention's scale and
+    soft cap, the logits' soft cap, and sliding/global layers as one block whose window is a
+    param, repeated with ``window: "${[4, 0][index % 2]}"``."""
+    ref, folder = saved(
+        tmp_path, "Gemma2Config", "Gemma2ForCausalLM", num_hidden_layers=4, sliding_window=4,
+        **LLAMA_LIKE,
+    )  # fmt: skip
+    spec, art = tmp_path / "gemma2.yaml", tmp_path / "gemma2.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert 'window: "${[4, 0][index % 2]}"' in text and "gemma2_decoder_layer_2" not in text
+    assert 'window: "${window}"' in text and "softcap: 50.0" in text and "scale: true" in text
+    assert text.count("offset: 1.0") == 5  # four per layer and the final norm
+    assert "{id: tanh, op: tanh}" in text  # the logits' cap: div, tanh, mul
+    deeper = archcomp.build(text, params={"num_hidden_layers": 6}, device="meta")
+    assert [deeper.model.layers[i].self_attn.window for i in (4, 5)] == [4, 0]
+    logits_equal(archcomp.load(art), ref)
+    gradients_equal(text, ref)
+
+
+def test_gemma3_text_round_trip(tmp_path: Path) -> None:
+    """Per-head (1 + w) q/k norms, and sliding and full layers that differ in window, RoPE base
+    and RoPE scaling (linear on the full layers): one block, its per-copy values indexed."""
+    rope = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+    }
+    ref, folder = saved(
+        tmp_path, "Gemma3TextConfig", "Gemma3ForCausalLM", num_hidden_layers=4, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * 2, rope_parameters=rope,
+        **LLAMA_LIKE,
+    )  # fmt: skip
+    text = import_hf(folder)
+    assert 'qk_norm: {kind: rms, eps: "${rms_norm_eps}", offset: 1.0}' in text
+    assert 'scaling: {type: linear, factor: "${rope_scaling_factor}"}' in text
+    assert 'rope_scaling_factor: "${[1.0, 8.0][index % 2]}"' in text
+    assert 'self_attn_rope_theta: "${[10000.0, 1000000.0][index % 2]}"' in text
+    logits_equal(archcomp.from_pretrained(folder, text), ref)
+    gradients_equal(text, ref)
+
+
+@pytest.mark.parametrize(
+    ("rope", "shows"),
+    [
+        (
+            {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+             "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+            "scaling: {type: llama3, factor: 8.0, original_max_len: 8, low_freq_factor: 1.0,",
+        ),
+        ({"rope_type": "linear", "factor": 4.0}, "scaling: {type: linear, factor: 4.0}"),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+            "scaling: {type: yarn, factor: 4.0, original_max_len: 8",
+        ),
+    ],
+)  # fmt: skip
+def test_scaled_rope_round_trip(tmp_path: Path, rope: dict[str, Any], shows: str) -> None:
+    """Llama with rope_parameters of rope_type llama3, linear or yarn: rope.scaling."""
+    fields = {**LLAMA_LIKE, "num_hidden_layers": 1, "max_position_embeddings": 32}
+    fields.pop("head_dim")
+    ref, folder = saved(
+        tmp_path, "LlamaConfig", "LlamaForCausalLM", rope_parameters={"rope_theta": 5e5, **rope},
+        **fields,
+    )  # fmt: skip
+    text = import_hf(folder)
+    assert shows in text
+    logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))
+
+
+def test_mixtral_round_trip(tmp_path: Path) -> None:
+    """The sparse MoE block (router, top-2 of 4 SwiGLU experts, renormalised) as one
+    mixture_of_experts whose tensors are transformers' own (gate.weight,
+    experts.gate_up_proj, experts.down_proj), loaded strictly from transformers' state_dict:
+    logits and gradients equal. (save_pretrained writes the experts in the legacy per-expert
+    layout, block_sparse_moe.experts.i.w1, so the folder itself loads with the shipped mapping,
+    not by its own keys.)"""
+    ref, folder = saved(
+        tmp_path, "MixtralConfig", "MixtralForCausalLM", num_hidden_layers=2,
+        num_local_experts=4, num_experts_per_tok=2, **{**LLAMA_LIKE, "head_dim": None},
+    )  # fmt: skip
+    spec = tmp_path / "mixtral.yaml"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    text = spec.read_text()
+    assert (
+        '- {id: mlp, op: mixture_of_experts, num_experts: "${num_local_experts}",\n'
+        '         top_k: "${num_experts_per_tok}", expert_features: "${intermediate_size}"}'
+    ) in text
+    gradients_equal(text, ref)
+
+
+def test_gpt_neox_folder_converts_by_its_own_keys(tmp_path: Path) -> None:
+    """save_pretrained writes GPT-NeoX's lm_head.weight as embed_out.weight (its legacy key);
+    convert --spec reads it by transformers' own rename of it, the rest by name."""
+    fields = {**LLAMA_LIKE, "num_hidden_layers": 2}
+    for k in ("num_key_value_heads", "head_dim", "rms_norm_eps"):
+        fields.pop(k)
+    ref, folder = saved(tmp_path, "GPTNeoXConfig", "GPTNeoXForCausalLM", **fields)
+    spec, art = tmp_path / "neox.yaml", tmp_path / "neox.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    logits_equal(archcomp.load(art), ref)
+
+
+def test_deepseek_v3_is_refused_with_each_call_listed(tmp_path: Path) -> None:
+    """DeepSeek-V3's latent attention (its q/kv splits, interleaved RoPE, expand_kv) is no
+    recognised op: each call is listed with its source line, nothing approximated."""
+    _, folder = saved(
+        tmp_path, "DeepseekV3Config", "DeepseekV3ForCausalLM", num_hidden_layers=1,
+        first_k_dense_replace=0, n_routed_experts=8, num_experts_per_tok=2, n_group=2,
+        topk_group=1, moe_intermediate_size=16, kv_lora_rank=16, q_lora_rank=24,
+        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
+        **{**LLAMA_LIKE, "num_key_value_heads": 4, "head_dim": None},
+    )  # fmt: skip
+    with pytest.raises(ImportFailure) as e:
+        import_hf(folder)
+    first = e.value.problems[0]
+    assert first.startswith("model.layers.0.self_attn: aten.split_with_sizes.default (no ")
+    assert "modeling_deepseek_v3.py:" in first and "torch.split(q_states," in first
