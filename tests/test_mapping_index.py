@@ -141,6 +141,8 @@ tensors:
   e.{i}.w: {tie: "a.{i}.w"}
   f.{i}.qkv: {to: "p.{i}.{q,k,v}", transforms: [{split: 0}]}
   g.{i}.w: {to: "m.{i}.g", transforms: [transpose]}
+  h.{i}.{u,v}: {to: "q.{i}", transforms: [concat]}
+  s.{i}.{e}.w: {to: "r.{i}", transforms: [{stack: e}]}
 """
 
 
@@ -155,6 +157,7 @@ def _bulk_cases(rng: random.Random) -> list[Case]:
     model = {f"m.{i}.w": (2,) for i in range(6)} | {f"m.{i}.b": (1,) for i in range(6)}
     model |= {"n.0.w": (3,), "n.1.w": (3,), "o.1.2.w": (1,), "m.0.g": (3, 2)}
     model |= {"p.0.q": (2,), "p.0.k": (2,), "p.0.v": (2,)}
+    lacking = {"q.3": (4,), "r.1": (2, 2), "o.3.4.w": (1,), "p.4.k": (2,), "zz.9": (1,)}
     no_g = {k: v for k, v in ck.items() if k != "g.0.w"}
     cases: list[Case] = [
         (ck, model, {}),
@@ -168,6 +171,8 @@ def _bulk_cases(rng: random.Random) -> list[Case]:
         ({**ck, "e.1.w": (2,), "d.1.w": (1,)}, model, {}),  # a tie to a bulk copy's key
         ({"g.2.w": (2, 3), **ck}, {**model, "m.2.g": (3, 2)}, {}),
         ({k.replace("a.", "x."): v for k, v in ck.items()}, model, {}),  # nothing filled
+        (ck, {**model, **lacking}, {}),  # keys each rule lacks, and a name no rule has
+        ({**ck, "h.3.u": (2,), "s.1.0.w": (2,)}, {**model, **lacking}, {}),
         # with g.{i}.w -> m.{i}.w, a key that a bulk copy fills is filled by a transpose too:
         # before and after the bulk copy's key
         ({"g.0.w": (2, 3), **no_g}, model, {}),
@@ -203,7 +208,8 @@ def test_bulk_copies_plan_as_key_by_key(tmp_path: Path, monkeypatch: pytest.Monk
     for m in (mapping, contested):
         bulk = [planned(m, case) for case in cases]
         with monkeypatch.context() as p:
-            p.setattr(plan, "_bulk_copies", lambda st, keys, unused: list(range(len(keys))))
+            none = lambda self, names, every=False: ([], [*range(len(names))])  # noqa: E731
+            p.setattr(KeyIndex, "columns", none)
             by_key = [planned(m, case) for case in cases]
         assert bulk == by_key
         if m is mapping:
@@ -211,3 +217,12 @@ def test_bulk_copies_plan_as_key_by_key(tmp_path: Path, monkeypatch: pytest.Monk
         else:
             assert "filled twice: from 'g.0.w' and from 'a.0.w'" in str(bulk[-3])
             assert "filled twice: from 'a.0.w' and from 'g.0.w'" in str(bulk[-1])
+
+
+def test_keys_generalized_in_bulk_as_one_by_one() -> None:
+    from archcomp.checkpoints.plan import _INDEX, _generalized
+
+    keys = ["h.0.w", "h.12.w.3", "h0.w", "1.x", "h.07", "a..5", "b.5.", "", "x.1\n2.y"]
+    assert _generalized(keys) == [_INDEX.sub("{i}", k) for k in keys]
+    assert _generalized(keys[:-1]) == [_INDEX.sub("{i}", k) for k in keys[:-1]]
+    assert _generalized([]) == []

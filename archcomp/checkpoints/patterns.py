@@ -365,10 +365,13 @@ class KeyIndex(Generic[T]):
                     out.append((key, payload, binding))
         return out
 
-    def columns(self, names: Sequence[str]) -> tuple[list[Column[T]], list[int]]:
+    def columns(
+        self, names: Sequence[str], every: bool = False
+    ) -> tuple[list[Column[T]], list[int]]:
         """The names that can match only one pattern each, read in bulk, and the positions
         of the others whose skeleton a pattern has (:meth:`bindings` tells which they match;
-        a name of no pattern's skeleton matches none). A :class:`Column` holds names of one
+        a name of no pattern's skeleton matches none, and is among the others only if
+        ``every``). A :class:`Column` holds names of one
         skeleton that has one layout, a :attr:`_Layout.simple` one, whose one placeholder
         run is a valid index in each (a name whose literal runs no pattern has matches none).
         """
@@ -379,7 +382,7 @@ class KeyIndex(Generic[T]):
         known = self._skeletons
         columns: list[Column[T]] = []
         rest: list[int] = []
-        for skeleton, at in _by_skeleton(known, joined).items():
+        for skeleton, at in _by_skeleton(known, joined, rest if every else None).items():
             layouts = known[skeleton]
             layout = layouts[0]
             if len(layouts) != 1 or not layout.simple:
@@ -442,9 +445,11 @@ class Column(Generic[T]):
         return [f[0] if f else None for f in map(table.get, self.keys)]
 
 
-def _by_skeleton(known: dict[str, list[_Layout[T]]], joined: str) -> dict[str, list[int]]:
+def _by_skeleton(
+    known: dict[str, list[_Layout[T]]], joined: str, others: list[int] | None = None
+) -> dict[str, list[int]]:
     """The positions of the names (``joined`` by newlines, none holding '#' or a newline) of
-    each skeleton in ``known``."""
+    each skeleton in ``known``; those of the other names appended to ``others``, if given."""
     groups: dict[str, list[int]] = {}
     for i, skeleton in enumerate(_DIGITS.sub("#", joined).split("\n")):
         if skeleton in known:
@@ -453,6 +458,8 @@ def _by_skeleton(known: dict[str, list[_Layout[T]]], joined: str) -> dict[str, l
                 groups[skeleton] = [i]
             else:
                 at.append(i)
+        elif others is not None:
+            others.append(i)
     return groups
 
 

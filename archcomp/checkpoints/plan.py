@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field, fields, replace
+from itertools import compress
 from typing import Any
 
 from archcomp.base import gcpause
@@ -29,6 +30,7 @@ from archcomp.checkpoints.transforms import Transform, TransformError
 Shape = tuple[int, ...]
 MAX_SHOWN = 10  # diagnostics of one kind shown before "and N more"
 _INDEX = re.compile(r"(?<=\.)[0-9]+(?=\.|$)")
+_INDEX_LINES = re.compile(_INDEX.pattern, re.MULTILINE)  # _INDEX in keys one a line
 
 
 @dataclass(slots=True)
@@ -579,16 +581,73 @@ def _unfilled(st: _Import) -> None:
 def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
     """Fill ``st.wanted`` (each checkpoint key that the rule of an unfilled model tensor reads
     and the checkpoint lacks -> that model tensor) and report the model tensors no rule names.
-    Returns, for each wanted key, its rule when no other rule can match it, else None."""
-    sole: dict[str, Rule | None] = {}
-    known: dict[int, tuple[list[tuple[str, bool]], str | None]] = {}  # id(rule) -> its keys
-    checkpoint, wanted, index = st.checkpoint, st.wanted, st.index
-    for name, found in zip(unfilled, index.side("spec").bindings_many(unfilled), strict=True):
+    Returns, for each wanted key, its rule when no other rule can match it, else None.
+
+    The names only one rule can match, of one placeholder, are read in bulk (their keys
+    formatted by ``map``); the others one by one. Both give (position, key, rule) records,
+    put in the order of ``unfilled`` (a name's keys in its rule's order) before use."""
+    columns, general = st.index.side("spec").columns(unfilled, every=True)
+    formats: dict[int, list[tuple[str, bool]] | None] = {}  # a rule's keys' formats
+    at: list[int] = []
+    fmts: list[str] = []
+    texts: list[str] = []
+    rules: list[Rule | None] = []
+    for column in columns:
+        for i, entry, text in zip(column.at, column.entries(), column.texts, strict=True):
+            rule = entry[1][2] if entry is not None else None
+            f = formats.get(id(rule), "") if rule is not None else None
+            if f == "":
+                assert rule is not None
+                f = formats[id(rule)] = _key_formats(st, rule)
+            if f is None:
+                general.append(i)
+                continue
+            for fmt, alone in f:
+                at.append(i)
+                fmts.append(fmt)
+                texts.append(text)
+                rules.append(rule if alone else None)
+    keys = list(map(str.format, fmts, texts))
+    if general:
+        general.sort()
+        _wanted_one_by_one(st, unfilled, general, (at, keys, rules))
+    order = sorted(range(len(at)), key=at.__getitem__)  # stable: a name's keys in order
+    keys = [keys[j] for j in order]
+    lacking = [h not in st.checkpoint for h in keys]
+    names = compress(map(unfilled.__getitem__, map(at.__getitem__, order)), lacking)
+    st.wanted.update(zip(compress(keys, lacking), names, strict=True))
+    sole = compress(map(rules.__getitem__, order), lacking)
+    return dict(zip(compress(keys, lacking), sole, strict=True))
+
+
+def _key_formats(st: _Import, rule: Rule) -> list[tuple[str, bool]] | None:
+    """The checkpoint keys of a rule of one placeholder, not stacked, as formats with "{}"
+    where the placeholder is, each with whether no other rule can match it; else None."""
+    if rule.kind == "tie" or rule.stack is not None:
+        return None
+    out = []
+    for k in rule.hf:
+        if len(k.parts) != 3:
+            return None
+        out.append((k.parts[0] + "{}" + k.parts[2], st.index.sole("hf", k)))
+    return out
+
+
+def _wanted_one_by_one(
+    st: _Import,
+    unfilled: list[str],
+    general: list[int],
+    records: tuple[list[int], list[str], list[Rule | None]],
+) -> None:
+    """:func:`_wanted` for the names at ``general`` (in order): each name's rule (the first
+    not a tie), its keys appended to ``records``, or a diagnostic if it has none."""
+    at, keys, rules = records
+    names = [unfilled[i] for i in general]
+    found_all = st.index.side("spec").bindings_many(names)
+    for i, name, found in zip(general, names, found_all, strict=True):
         if len(found) > 1:
             found.sort(key=lambda f: f[1][:2])
-        chosen = found[0] if found and found[0][1][2].kind != "tie" else None
-        if chosen is None and len(found) > 1:
-            chosen = next((f for f in found if f[1][2].kind != "tie"), None)
+        chosen = next((f for f in found if f[1][2].kind != "tie"), None)
         if chosen is None:
             if not st.out.repeat("unfilled", key=name):
                 st.out.add(
@@ -596,21 +655,13 @@ def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
                 )
             continue
         rule = chosen[1][2]
-        keys = known.get(id(rule))
-        if keys is None:  # each key's template, and whether no other rule can match it
-            keys = known[id(rule)] = (
-                [(str(k), index.sole("hf", k)) for k in rule.hf],
-                rule.stack,
-            )
         values = dict(chosen[2])
-        if keys[1] is not None:  # the first index of the stack is missing, at least
-            values[keys[1]] = 0
-        for template, alone in keys[0]:
-            h = template.format_map(values)
-            if h not in checkpoint:
-                wanted[h] = name
-                sole[h] = rule if alone else None
-    return sole
+        if rule.stack is not None:  # the first index of the stack is missing, at least
+            values[rule.stack] = 0
+        for k in rule.hf:
+            at.append(i)
+            keys.append(k.format(values))
+            rules.append(rule if st.index.sole("hf", k) else None)
 
 
 def _unfilled_diag(st: _Import, name: str) -> Callable[[], Diagnostic]:
@@ -624,8 +675,11 @@ def _unfilled_diag(st: _Import, name: str) -> Callable[[], Diagnostic]:
 
 def _report_unused(st: _Import) -> None:
     """Checkpoint tensors no rule uses, each with the likeliest reason."""
-    for key in st.unused:
-        if st.out.repeat("unused-tensor", key=key):
+    shown, more = st.out.groups, st.out.more
+    for key, group in zip(st.unused, _generalized(st.unused), strict=True):
+        at = shown.get(("unused-tensor", group))  # st.out.repeat, without the call
+        if at is not None:
+            more[at] += 1
             continue
 
         def hint(key: str = key) -> str:
@@ -643,6 +697,15 @@ def _report_unused(st: _Import) -> None:
             return Diagnostic("unused-tensor", message, hint=hint())
 
         st.out.add("unused-tensor", make, "checkpoint tensors no rule uses", key=key)
+
+
+def _generalized(keys: list[str]) -> list[str]:
+    """Each key with its indices as ``{i}`` (how :class:`_Capped` groups a problem by key),
+    by one substitution over all of them (one a line) when no key holds a newline."""
+    joined = "\n".join(keys)
+    if joined.count("\n") != len(keys) - 1:
+        return [_INDEX.sub("{i}", k) for k in keys]
+    return _INDEX_LINES.sub("{i}", joined).split("\n") if keys else []
 
 
 def _check_ties(st: _Import) -> None:
