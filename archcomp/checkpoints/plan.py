@@ -595,10 +595,11 @@ def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
     for column in columns:
         for i, entry, text in zip(column.at, column.entries(), column.texts, strict=True):
             rule = entry[1][2] if entry is not None else None
-            f = formats.get(id(rule), "") if rule is not None else None
-            if f == "":
-                assert rule is not None
-                f = formats[id(rule)] = _key_formats(st, rule)
+            f = None
+            if rule is not None:
+                f = formats.get(id(rule))
+                if f is None and id(rule) not in formats:
+                    f = formats[id(rule)] = _key_formats(st, rule)
             if f is None:
                 general.append(i)
                 continue
