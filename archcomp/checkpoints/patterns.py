@@ -175,7 +175,9 @@ def plain_key(text: str) -> Key | None:
     # Key(tuple(parts)) without the frozen dataclass's __init__ (one object.__setattr__ per
     # field: a fifth of reading a 100,000-rule mapping), and str(key), known already
     key = object.__new__(Key)
-    key.__dict__.update(parts=tuple(parts), _text=text)
+    fields = key.__dict__
+    fields["parts"] = tuple(parts)
+    fields["_text"] = text
     return key
 
 
