@@ -334,7 +334,22 @@ def _bulk_copies(st: _Import, keys: list[str], unused: bytearray) -> list[int]:
     holes: list[str] = []
     texts: list[str] = []
     for column in columns:
-        for i, entry, text in zip(column.at, column.entries(), column.texts, strict=True):
+        entries = column.entries()
+        if column.keys is None:  # one pattern for every name of the column: no loop
+            _, (n, _, rule), names = entries[0]
+            f = formats[n] = _copy_format(rule)
+            if f is None:
+                general.extend(column.at)
+                continue
+            assert names is not None
+            count = len(column.at)
+            at += column.at
+            made += [rule] * count
+            fmts += [f] * count
+            holes += [names[0]] * count
+            texts += column.texts
+            continue
+        for i, entry, text in zip(column.at, entries, column.texts, strict=True):
             if entry is None:  # its literal runs are no pattern's: no rule uses it
                 continue
             _, (n, _, rule), names = entry
@@ -593,7 +608,23 @@ def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
     texts: list[str] = []
     rules: list[Rule | None] = []
     for column in columns:
-        for i, entry, text in zip(column.at, column.entries(), column.texts, strict=True):
+        entries = column.entries()
+        if column.keys is None:  # one pattern for every name of the column: no loop
+            rule = entries[0][1][2]
+            if id(rule) not in formats:
+                formats[id(rule)] = _key_formats(st, rule)
+            f = formats[id(rule)]
+            if f is None:
+                general += column.at
+                continue
+            count = len(column.at)
+            for fmt, alone in f:  # a name's keys in order once sorted (stable)
+                at += column.at
+                fmts += [fmt] * count
+                texts += column.texts
+                rules += [rule if alone else None] * count
+            continue
+        for i, entry, text in zip(column.at, entries, column.texts, strict=True):
             rule = entry[1][2] if entry is not None else None
             f = None
             if rule is not None:
