@@ -336,7 +336,9 @@ def _bulk_copies(st: _Import, keys: list[str], unused: bytearray) -> list[int]:
     for column in columns:
         entries = column.entries()
         if column.keys is None:  # one pattern for every name of the column: no loop
-            _, (n, _, rule), names = entries[0]
+            entry = entries[0]
+            assert entry is not None  # the layout holds a pattern, and has no literal run
+            _, (n, _, rule), names = entry
             f = formats[n] = _copy_format(rule)
             if f is None:
                 general.extend(column.at)
@@ -610,10 +612,12 @@ def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
     for column in columns:
         entries = column.entries()
         if column.keys is None:  # one pattern for every name of the column: no loop
-            rule = entries[0][1][2]
-            if id(rule) not in formats:
-                formats[id(rule)] = _key_formats(st, rule)
-            f = formats[id(rule)]
+            first = entries[0]
+            assert first is not None  # the layout holds a pattern, and has no literal run
+            one = first[1][2]
+            if id(one) not in formats:
+                formats[id(one)] = _key_formats(st, one)
+            f = formats[id(one)]
             if f is None:
                 general += column.at
                 continue
@@ -622,7 +626,7 @@ def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
                 at += column.at
                 fmts += [fmt] * count
                 texts += column.texts
-                rules += [rule if alone else None] * count
+                rules += [one if alone else None] * count
             continue
         for i, entry, text in zip(column.at, entries, column.texts, strict=True):
             rule = entry[1][2] if entry is not None else None
