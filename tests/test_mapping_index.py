@@ -121,8 +121,9 @@ def test_key_index_in_bulk_agrees_with_one_name_at_a_time() -> None:
     more = [*PATTERNS, "layers.7.{i}.{j}.w", "layers.{i}.7.w", "k1{i}", "k{i}"]
     keys = [parse(p).plain for p in more]
     index = KeyIndex.of((k, n) for n, k in enumerate(keys) if k is not None)
-    names = _names(random.Random(1))
+    names = [n for n in _names(random.Random(1)) if "#" not in n]  # '#': one at a time
     names += ["k10", "k1", "k01", "layers.7.3.4.w", "layers.3.7.w", "nothing", "emb"]
+    names += ["layers.7.8.w", "layers.7.9.w", "layers.7.8.w"]  # a pattern of literal runs only
     assert index.bindings_many(names) == [index.bindings(n) for n in names]
     odd = [*names[:50], "layers.1\n2.w", "layers.#.w"]  # a newline or '#': one at a time
     assert index.bindings_many(odd) == [index.bindings(n) for n in odd]

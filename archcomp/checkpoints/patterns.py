@@ -484,11 +484,13 @@ def _layout_bindings(
     else:
         keys = zip(*[runs[j::width] for j in literal], strict=True)
     holes: Iterable[Sequence[str]]
-    if len(places) == 1:
+    if not places:  # every run literal
+        holes = itertools.repeat(())
+    elif len(places) == 1:
         holes = zip(runs[places[0] :: width], strict=True)
     else:
         holes = zip(*[runs[j::width] for j in places], strict=True)
-    for i, k, hole in zip(at, keys, holes, strict=False):  # keys may be repeat(())
+    for i, k, hole in zip(at, keys, holes, strict=False):  # keys, holes may be repeat(())
         found = table.get(k)
         if not found:
             continue
