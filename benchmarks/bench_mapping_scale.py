@@ -9,22 +9,25 @@ path: "did you mean" is computed only for the diagnostics shown). CPU time
 (``time.process_time``), so a busy machine shows about the same figures.
 
 Measured on a shared 2-core machine (Python 3.11, PyYAML 6.0.4 with libyaml), loaded by
-other jobs (load average 2 to 9), CPU seconds, two runs::
+other jobs (load average 7 to 8), CPU seconds, two runs::
 
         keys    rules |  header    plan | mapping    plan | renamed
-     200,000  100,000 |    0.62    1.15 |    1.01    1.11 |    1.39
-     400,000  200,000 |    1.26    2.23 |    2.12    2.26 |    2.66
-     200,000  100,000 |    0.95    1.23 |    1.11    1.36 |    1.50
-     400,000  200,000 |    1.28    2.22 |    2.55    2.86 |    3.20
+     200,000  100,000 |    0.69    0.85 |    0.96    0.96 |    1.09
+     400,000  200,000 |    1.38    1.58 |    1.90    1.87 |    2.01
+     200,000  100,000 |    0.66    0.85 |    1.24    1.15 |    1.01
+     400,000  200,000 |    1.69    1.85 |    2.17    2.10 |    2.03
 
-The code before this round, run in the same session, read 0.73, 1.95, 1.46, 1.96, 1.81 at
-200,000 keys (1.41, 4.23, 3.74, 3.54, 3.79 at twice the size); before the first speed work of
-issue 21, 1.28, 2.68, 2.44, 3.12, 2.51. What is left is per-key Python work of a few
-microseconds in each stage: a regex split of the name and a dict lookup or two
-(``KeyIndex.bindings``), the step's objects and its model key's format, one lookup of the
-model key (its shape, until a step fills it); the mapping's column is half YAML events. The
-garbage collector is paused in each stage and its objects handed to the oldest generation
-untraversed (``archcomp.base.gcpause``).
+The code before this round, run in the same session, read 0.72, 1.18, 1.04, 1.37, 1.84 at
+200,000 keys (0.63, 1.08, 1.08, 1.18, 1.57 in a second run); before the first speed work of
+issue 21, 1.28, 2.68, 2.44, 3.12, 2.51. The keys that only one plain copy can match are
+planned in bulk: their skeletons and digit runs from one regex pass over all the names
+(``KeyIndex.columns``), the steps' fields by one ``map`` each; the missing tensors of the
+"renamed" column likewise. What is left is a dict lookup or two per key, the step objects
+themselves, building the index of 100,000 rules (a few microseconds a rule), and in the
+mapping's column the YAML events (half of it: libyaml's events and the reader's marks, one
+key and value position per rule) and a rule's two keys. The garbage collector is paused in
+each stage and its objects handed to the oldest generation untraversed
+(``archcomp.base.gcpause``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import random
 import re
 from difflib import get_close_matches
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,115 @@ def test_a_pause_leaves_what_it_made_to_the_oldest_generation() -> None:
         assert gc.get_freeze_count() == frozen and gc.isenabled() and more
     finally:
         gc.unfreeze()
+
+
+def test_key_index_in_bulk_agrees_with_one_name_at_a_time() -> None:
+    more = [*PATTERNS, "layers.7.{i}.{j}.w", "layers.{i}.7.w", "k1{i}", "k{i}"]
+    keys = [parse(p).plain for p in more]
+    index = KeyIndex.of((k, n) for n, k in enumerate(keys) if k is not None)
+    names = [n for n in _names(random.Random(1)) if "#" not in n]  # '#': one at a time
+    names += ["k10", "k1", "k01", "layers.7.3.4.w", "layers.3.7.w", "nothing", "emb"]
+    names += ["layers.7.8.w", "layers.7.9.w", "layers.7.8.w"]  # a pattern of literal runs only
+    assert index.bindings_many(names) == [index.bindings(n) for n in names]
+    odd = [*names[:50], "layers.1\n2.w", "layers.#.w"]  # a newline or '#': one at a time
+    assert index.bindings_many(odd) == [index.bindings(n) for n in odd]
+
+
+BULK_MAPPING = """archcomp_mapping: 1
+spec: gpt2
+checkpoint: {model_type: x, architecture: X}
+tensors:
+  a.{i}.w: m.{i}.w
+  a.{i}.b: m.{i}.b
+  b7.{i}.w: n.{i}.w
+  b8.{i}.w: n.{i}.w
+  c.{i}.{j}.w: o.{i}.{j}.w
+  d.{i}.w: drop
+  e.{i}.w: {tie: "a.{i}.w"}
+  f.{i}.qkv: {to: "p.{i}.{q,k,v}", transforms: [{split: 0}]}
+  g.{i}.w: {to: "m.{i}.g", transforms: [transpose]}
+  h.{i}.{u,v}: {to: "q.{i}", transforms: [concat]}
+  s.{i}.{e}.w: {to: "r.{i}", transforms: [{stack: e}]}
+"""
+
+
+Case = tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]], dict[str, str]]
+
+
+def _bulk_cases(rng: random.Random) -> list[Case]:
+    """Checkpoints, models and ties: the happy path, and each problem beside bulk copies."""
+    ck = {f"a.{i}.w": (2,) for i in range(6)} | {f"a.{i}.b": (1,) for i in range(6)}
+    ck |= {"b7.0.w": (3,), "b8.1.w": (3,), "c.1.2.w": (1,), "d.0.w": (1,), "e.0.w": (2,)}
+    ck |= {"f.0.qkv": (6,), "g.0.w": (2, 3)}
+    model = {f"m.{i}.w": (2,) for i in range(6)} | {f"m.{i}.b": (1,) for i in range(6)}
+    model |= {"n.0.w": (3,), "n.1.w": (3,), "o.1.2.w": (1,), "m.0.g": (3, 2)}
+    model |= {"p.0.q": (2,), "p.0.k": (2,), "p.0.v": (2,)}
+    lacking = {"q.3": (4,), "r.1": (2, 2), "o.3.4.w": (1,), "p.4.k": (2,), "zz.9": (1,)}
+    no_g = {k: v for k, v in ck.items() if k != "g.0.w"}
+    cases: list[Case] = [
+        (ck, model, {}),
+        ({**ck, "a.07.w": (2,), "zz.1.w": (1,), "a.3": (1,)}, model, {}),  # unused keys
+        (ck, {k: v for k, v in model.items() if k != "m.3.w"}, {}),  # a stray
+        ({**ck, "a.09.w": (2,)}, {**model, "m.09.w": (2,)}, {}),  # 09 is no index
+        ({**ck, "a.5.w": (9,)}, model, {}),  # a shape mismatch, found after bulk
+        (ck, model, {"m.4.b": "m.4.w"}),  # a bulk copy fills a tied name
+        (ck, model, {"p.0.k": "p.0.q"}),  # a split fills a tied name
+        ({**ck, "b7.1.w": (3,)}, model, {}),  # two bulk copies fill n.1.w
+        ({**ck, "e.1.w": (2,), "d.1.w": (1,)}, model, {}),  # a tie to a bulk copy's key
+        ({"g.2.w": (2, 3), **ck}, {**model, "m.2.g": (3, 2)}, {}),
+        ({k.replace("a.", "x."): v for k, v in ck.items()}, model, {}),  # nothing filled
+        (ck, {**model, **lacking}, {}),  # keys each rule lacks, and a name no rule has
+        ({**ck, "h.3.u": (2,), "s.1.0.w": (2,)}, {**model, **lacking}, {}),
+        # with g.{i}.w -> m.{i}.w, a key that a bulk copy fills is filled by a transpose too:
+        # before and after the bulk copy's key
+        ({"g.0.w": (2, 3), **no_g}, model, {}),
+        ({**no_g, "g.0.w": (2, 3)}, model, {}),
+    ]
+    out = []
+    for c, m, ties in cases:
+        items = list(c.items())
+        rng.shuffle(items)
+        out.append((dict(items), m, ties))
+        out.append((c, m, ties))
+    return out
+
+
+def test_bulk_copies_plan_as_key_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain copies planned in bulk give the same steps, in the same order, and the same
+    diagnostics as key by key, among other rules and beside each problem."""
+    import archcomp.checkpoints.plan as plan
+
+    path = tmp_path / "m.yaml"
+    path.write_text(BULK_MAPPING)
+    mapping = load_mapping(path)
+    path.write_text(BULK_MAPPING.replace("m.{i}.g", "m.{i}.w"))
+    contested = load_mapping(path)
+
+    def planned(m: Any, case: Case) -> object:
+        try:
+            return plan_import(m, {}, case[0], case[1], case[2], "model.safetensors")
+        except SpecError as exc:
+            return str(exc)
+
+    cases = _bulk_cases(random.Random(2))
+    for m in (mapping, contested):
+        bulk = [planned(m, case) for case in cases]
+        with monkeypatch.context() as p:
+            none = lambda self, names, every=False: ([], [*range(len(names))])  # noqa: E731
+            p.setattr(KeyIndex, "columns", none)
+            by_key = [planned(m, case) for case in cases]
+        assert bulk == by_key
+        if m is mapping:
+            assert isinstance(bulk[0], plan.Plan) and len(bulk[0].steps) == 17
+        else:
+            assert "filled twice: from 'g.0.w' and from 'a.0.w'" in str(bulk[-3])
+            assert "filled twice: from 'a.0.w' and from 'g.0.w'" in str(bulk[-1])
+
+
+def test_keys_generalized_in_bulk_as_one_by_one() -> None:
+    from archcomp.checkpoints.plan import _INDEX, _generalized
+
+    keys = ["h.0.w", "h.12.w.3", "h0.w", "1.x", "h.07", "a..5", "b.5.", "", "x.1\n2.y"]
+    assert _generalized(keys) == [_INDEX.sub("{i}", k) for k in keys]
+    assert _generalized(keys[:-1]) == [_INDEX.sub("{i}", k) for k in keys[:-1]]
+    assert _generalized([]) == []

@@ -208,3 +208,34 @@ def test_a_fifo_is_refused_on_the_open_file_without_blocking(tmp_path: Path) -> 
     with pytest.raises(UsageError) as exc:  # the file itself is wrong: no position in it
         read_spec_file(fifo)  # a check-then-open would block here forever
     assert str(exc.value) == f"spec file '{fifo}' is not a regular file (a FIFO)"
+
+
+def test_inline_words_read_as_event_by_event() -> None:
+    """The reader's inline path (plain words as keys and values) gives the values, marks and
+    errors that taking each event through ``_EventReader.event`` gives."""
+    from archcomp.base.documents import SourceDoc
+    from archcomp.frontend.source import _EventReader
+
+    texts = [
+        "a: b\nc: {d: e, f: [g, h]}\nk: yes\nn: null\nt: true\nx: 1\ny: .5\nz: 'q'\n",
+        "a:\n  b: c\n  d: !!str e\n  f: &x g\n",
+        "a: b\na: c\n",
+        "m: {<<: b}\n",
+        "- a\n- b: c\n  d: e\n",
+        "a: b\n" * 3 + "c: d\n",
+    ]
+    for text in texts:
+        got: list[object] = []
+        for inline in (True, False):
+            reader = _EventReader(SourceDoc("f", None, text.splitlines()))
+            try:
+                events = yaml.parse(text, Loader=yaml.SafeLoader)
+                if inline:
+                    reader.read(events)
+                else:
+                    for event in events:
+                        reader.event(event)
+                got.append((reader.root, reader.doc.key_marks, reader.doc.value_marks))
+            except SpecError as exc:
+                got.append(str(exc))
+        assert got[0] == got[1], text

@@ -328,7 +328,8 @@ def _plain_copy(key: str, value: Any) -> Rule | None:
     src, dst = patterns.plain_key(key), patterns.plain_key(value)
     if src is None or dst is None:
         return None
-    if src.names != dst.names and set(src.names) != set(dst.names):
+    names, other = src.parts[1::2], dst.parts[1::2]  # Key.names, without the call
+    if names != other and set(names) != set(other):
         return None
     # Rule("copy", (src,), (dst,), (), ("tensors", key)), without the frozen dataclass's
     # __init__ (an object.__setattr__ per field) for the 100,000 rules a mapping may hold

@@ -30,6 +30,7 @@ MAX_INDEX_DIGITS = 18  # a placeholder's value is below 10**18 (int64), never a 
 _INDEX = rf"(0|[1-9][0-9]{{0,{MAX_INDEX_DIGITS - 1}}})"
 _DIGITS = re.compile(r"([0-9]+)")
 _RUNS = re.compile("([0-9\x00]+)")  # digits, and placeholders written as NUL
+_NOT_INDEX = re.compile(rf"(?m)^(0[0-9]|[0-9]{{{MAX_INDEX_DIGITS + 1}}})")  # in runs, a line each
 MAX_ALTERNATIVES = 64
 T = TypeVar("T")
 
@@ -174,7 +175,9 @@ def plain_key(text: str) -> Key | None:
     # Key(tuple(parts)) without the frozen dataclass's __init__ (one object.__setattr__ per
     # field: a fifth of reading a 100,000-rule mapping), and str(key), known already
     key = object.__new__(Key)
-    key.__dict__.update(parts=tuple(parts), _text=text)
+    fields = key.__dict__
+    fields["parts"] = tuple(parts)
+    fields["_text"] = text
     return key
 
 
@@ -270,6 +273,7 @@ class _Layout(Generic[T]):
     literal: tuple[int, ...]  # positions of the literal runs
     holes: tuple[int, ...]  # positions of the others (placeholders)
     table: dict[object, list[Entry[T]]]  # literal runs (one: the run itself) -> patterns
+    simple: bool = True  # one hole, holding one placeholder; one pattern per table entry
 
     def key(self, runs: Sequence[str]) -> object:
         """The table's key for a name's digit runs (a str for one literal run, else a tuple)."""
@@ -318,6 +322,8 @@ class KeyIndex(Generic[T]):
             layout.table[at] = [(key, payload, names)]
         else:
             found.append((key, payload, names))
+        if found is not None or names is None or len(names) != 1 or len(layout.holes) != 1:
+            layout.simple = False
         self._sizes[skeleton] = self._sizes.get(skeleton, 0) + 1
 
     def sole(self, key: Key) -> bool:
@@ -360,6 +366,145 @@ class KeyIndex(Generic[T]):
                 if binding is not None:
                     out.append((key, payload, binding))
         return out
+
+    def columns(
+        self, names: Sequence[str], every: bool = False
+    ) -> tuple[list[Column[T]], list[int]]:
+        """The names that can match only one pattern each, read in bulk, and the positions
+        of the others whose skeleton a pattern has (:meth:`bindings` tells which they match;
+        a name of no pattern's skeleton matches none, and is among the others only if
+        ``every``). A :class:`Column` holds names of one
+        skeleton that has one layout, a :attr:`_Layout.simple` one, whose one placeholder
+        run is a valid index in each (a name whose literal runs no pattern has matches none).
+        """
+        count = len(names)
+        joined = "\n".join(names)
+        if "#" in joined or joined.count("\n") != count - 1:  # a name with '#' or a newline
+            return [], list(range(count))
+        known = self._skeletons
+        columns: list[Column[T]] = []
+        rest: list[int] = []
+        for skeleton, at in _by_skeleton(known, joined, rest if every else None).items():
+            layouts = known[skeleton]
+            layout = layouts[0]
+            if len(layouts) != 1 or not layout.simple:
+                rest.extend(at)
+                continue
+            width = skeleton.count("#")
+            runs = _DIGITS.findall("\n".join([names[i] for i in at]))  # width per name
+            texts = runs[layout.holes[0] :: width]
+            if _NOT_INDEX.search("\n".join(texts)):  # a leading zero, or too many digits
+                rest.extend(at)
+                continue
+            literal = layout.literal
+            keys: list[object] | None = None
+            if len(literal) == 1:
+                keys = runs[literal[0] :: width]
+            elif literal:
+                keys = list(zip(*[runs[j::width] for j in literal], strict=True))
+            columns.append(Column(layout, at, keys, texts))
+        rest.sort()
+        return columns, rest
+
+    def bindings_many(self, names: Sequence[str]) -> list[list[tuple[Key, T, Binding]]]:
+        """:meth:`bindings` of each of ``names``, in bulk: every name's skeleton from one regex
+        substitution over all of them, and the digit runs of the names of one skeleton from
+        one ``findall``, read as columns (a run's position in the skeleton). The Python left
+        per name is a dict lookup or two; the result is the same, name for name."""
+        count = len(names)
+        joined = "\n".join(names)
+        if "#" in joined or joined.count("\n") != count - 1:  # a name with '#' or a newline
+            return [self.bindings(name) for name in names]
+        out: list[list[tuple[Key, T, Binding]]] = [[] for _ in range(count)]
+        known = self._skeletons
+        for skeleton, at in _by_skeleton(known, joined).items():
+            width = skeleton.count("#")
+            if width == 0:  # a name without digits is its skeleton
+                for i in at:
+                    out[i] = self.bindings(names[i])
+                continue
+            runs = _DIGITS.findall("\n".join([names[i] for i in at]))  # width per name
+            for layout in known[skeleton]:
+                _layout_bindings(layout, names, at, runs, width, out)
+        return out
+
+
+@dataclass
+class Column(Generic[T]):
+    """Names of one skeleton and layout (see :meth:`KeyIndex.columns`), with their runs."""
+
+    layout: _Layout[T]
+    at: list[int]  # the names' positions
+    keys: list[object] | None  # each name's table key (None: the layout has no literal run)
+    texts: list[str]  # each name's placeholder run, a valid index
+
+    def entries(self) -> list[Entry[T] | None]:
+        """The one pattern each name matches, or None."""
+        table = self.layout.table
+        if self.keys is None:
+            found = table.get(())
+            return [found[0] if found else None] * len(self.at)
+        return [f[0] if f else None for f in map(table.get, self.keys)]
+
+
+def _by_skeleton(
+    known: dict[str, list[_Layout[T]]], joined: str, others: list[int] | None = None
+) -> dict[str, list[int]]:
+    """The positions of the names (``joined`` by newlines, none holding '#' or a newline) of
+    each skeleton in ``known``; those of the other names appended to ``others``, if given."""
+    groups: dict[str, list[int]] = {}
+    for i, skeleton in enumerate(_DIGITS.sub("#", joined).split("\n")):
+        if skeleton in known:
+            at = groups.get(skeleton)
+            if at is None:
+                groups[skeleton] = [i]
+            else:
+                at.append(i)
+        elif others is not None:
+            others.append(i)
+    return groups
+
+
+def _layout_bindings(
+    layout: _Layout[T],
+    names: Sequence[str],
+    at: list[int],
+    runs: list[str],
+    width: int,
+    out: list[list[tuple[Key, T, Binding]]],
+) -> None:
+    """:meth:`KeyIndex.bindings_many` for the names at positions ``at`` (one skeleton, whose
+    digit runs are ``runs``, ``width`` per name) and one layout of that skeleton."""
+    literal, places, table = layout.literal, layout.holes, layout.table
+    keys: Iterable[object]
+    if not literal:
+        keys = itertools.repeat(())
+    elif len(literal) == 1:
+        keys = runs[literal[0] :: width]
+    else:
+        keys = zip(*[runs[j::width] for j in literal], strict=True)
+    holes: Iterable[Sequence[str]]
+    if not places:  # every run literal
+        holes = itertools.repeat(())
+    elif len(places) == 1:
+        holes = zip(runs[places[0] :: width], strict=True)
+    else:
+        holes = zip(*[runs[j::width] for j in places], strict=True)
+    for i, k, hole in zip(at, keys, holes, strict=False):  # keys, holes may be repeat(())
+        found = table.get(k)
+        if not found:
+            continue
+        for key, payload, names_ in found:
+            binding: Binding | None
+            if names_ is None or len(names_) != 1:
+                binding = _binding(key, names[i], names_, hole)
+            else:  # one placeholder, the usual rule
+                text = hole[0]
+                if len(text) > MAX_INDEX_DIGITS or (text[0] == "0" and len(text) > 1):
+                    continue  # a leading zero, or too many digits: no index
+                binding = ((names_[0], int(text)),)
+            if binding is not None:
+                out[i].append((key, payload, binding))
 
 
 def _binding(

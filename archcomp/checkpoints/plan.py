@@ -13,10 +13,12 @@ the other side, and the rule's line in the mapping.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from itertools import compress
 from typing import Any
 
 from archcomp.base import gcpause
@@ -28,6 +30,7 @@ from archcomp.checkpoints.transforms import Transform, TransformError
 Shape = tuple[int, ...]
 MAX_SHOWN = 10  # diagnostics of one kind shown before "and N more"
 _INDEX = re.compile(r"(?<=\.)[0-9]+(?=\.|$)")
+_INDEX_LINES = re.compile(_INDEX.pattern, re.MULTILINE)  # _INDEX in keys one a line
 
 
 @dataclass(slots=True)
@@ -216,6 +219,10 @@ class _Import:
     filled: dict[str, Step | Shape] = field(default_factory=dict)  # model key: step or shape
     strays: list[tuple[str, Step]] = field(default_factory=list)  # model keys the model lacks
     wanted: dict[str, str] = field(default_factory=dict)  # lacking checkpoint key -> model key
+    fast: bool = True  # plain copies planned in bulk (_bulk_copies)
+    first: dict[Binding, int] = field(default_factory=dict)  # a group's first key's position
+    slots: list[Step | None] = field(default_factory=list)  # steps at their first key's place
+    bulk: dict[str, Step] = field(default_factory=dict)  # model key -> bulk step filling it
 
     def diag(
         self, code: str, message: str, rule: Rule, hint: Hint = None, **kw: Any
@@ -246,8 +253,13 @@ def plan_import(
     check the ties, then each step's transforms and shapes. Linear in keys + rules."""
     with gcpause.paused():  # O(keys) objects, all live until the plan returns
         st = _Import(mapping, env, checkpoint, model, aliases, weights, RuleIndex(mapping.rules))
-        _match_keys(st)
-        _group_steps(st)
+        try:
+            _match_keys(st)
+            _group_steps(st)
+        except _Contested:  # a model key both a bulk copy and another step fill: key by key
+            st = replace(st, fast=False, **_fresh())
+            _match_keys(st)
+            _group_steps(st)
         _unfilled(st)
         _report_unused(st)
         _check_ties(st)
@@ -256,16 +268,29 @@ def plan_import(
     return Plan(st.steps, st.ties, st.dropped)
 
 
+class _Contested(Exception):
+    """A model key that a bulk copy fills is filled by another step too: the plan is made
+    again key by key, so that the diagnostic names the two in the checkpoint's order."""
+
+
+def _fresh() -> dict[str, Any]:
+    """The fields of an :class:`_Import` that its stages fill, empty."""
+    return {f.name: f.default_factory() for f in fields(_Import) if callable(f.default_factory)}
+
+
 def _match_keys(st: _Import) -> None:
     """Each checkpoint key to its one rule: a drop, a tie, or part of a rule binding (the
     key itself for a rule of one checkpoint key, else its parts by position)."""
-    find = st.index.side("hf").bindings
-    groups, unused = st.groups, st.unused
-    for key in st.checkpoint:
-        found = find(key)
+    keys = list(st.checkpoint)
+    unused = bytearray(b"\x01") * len(keys)  # 1: no rule uses the key at that position
+    general: Sequence[int] = _bulk_copies(st, keys, unused) if st.fast else range(len(keys))
+    names = keys if len(general) == len(keys) else [keys[i] for i in general]
+    groups, first = st.groups, st.first
+    found_all = st.index.side("hf").bindings_many(names)
+    for i, key, found in zip(general, names, found_all, strict=True):
         if not found:
-            unused.append(key)
             continue
+        unused[i] = 0
         if len(found) > 1:  # one rule, nearly always
             found.sort(key=lambda f: f[1][:2])
             if len({f[1][0] for f in found}) > 1:
@@ -280,6 +305,7 @@ def _match_keys(st: _Import) -> None:
             st.ties.append((key, rule.tie_to.format(dict(binding)), rule))
         elif rule.stack is None and len(rule.hf) == 1:
             groups[(n, binding)] = key
+            first[(n, binding)] = i
         else:
             if rule.stack is not None:  # the key's place in the stack: index, then part
                 values = dict(binding)
@@ -290,6 +316,94 @@ def _match_keys(st: _Import) -> None:
                 parts[j] = key
             else:
                 groups[(n, binding)] = {j: key}
+                first[(n, binding)] = i
+    st.unused = list(itertools.compress(keys, unused))
+
+
+def _bulk_copies(st: _Import, keys: list[str], unused: bytearray) -> list[int]:
+    """The steps of the keys that only a plain copy can match (one checkpoint key to one
+    model key, one placeholder, no transforms: most keys), made in bulk (one ``map`` per
+    field, no Python line per step); returns the positions of the other keys, in order.
+    Every bulk step's model key exists, is not tied, and is filled by no other bulk step;
+    otherwise no step is made in bulk (the stages report each problem key by key)."""
+    columns, general = st.index.side("hf").columns(keys)
+    formats: dict[int, str | None] = {}  # a rule's model key with "{}" for its placeholder
+    at: list[int] = []
+    made: list[Rule] = []
+    fmts: list[str] = []
+    holes: list[str] = []
+    texts: list[str] = []
+    for column in columns:
+        entries = column.entries()
+        if column.keys is None:  # one pattern for every name of the column: no loop
+            entry = entries[0]
+            assert entry is not None  # the layout holds a pattern, and has no literal run
+            _, (n, _, rule), names = entry
+            f = formats[n] = _copy_format(rule)
+            if f is None:
+                general.extend(column.at)
+                continue
+            assert names is not None
+            count = len(column.at)
+            at += column.at
+            made += [rule] * count
+            fmts += [f] * count
+            holes += [names[0]] * count
+            texts += column.texts
+            continue
+        for i, entry, text in zip(column.at, entries, column.texts, strict=True):
+            if entry is None:  # its literal runs are no pattern's: no rule uses it
+                continue
+            _, (n, _, rule), names = entry
+            f = formats.get(n, "")
+            if f == "":
+                f = formats[n] = _copy_format(rule)
+            if f is None:
+                general.append(i)
+                continue
+            at.append(i)
+            made.append(rule)
+            fmts.append(f)
+            assert names is not None
+            holes.append(names[0])
+            texts.append(text)
+    if not at:
+        return sorted(general)
+    hf = list(map(keys.__getitem__, at))
+    spec = list(map(str.format, fmts, texts))
+    want = list(map(st.model.get, spec))
+    if None in want or len(set(spec)) != len(spec) or any(map(st.aliases.__contains__, spec)):
+        return list(range(len(keys)))  # a stray, a key filled twice, a tie: key by key
+    have = list(map(st.checkpoint.__getitem__, hf))
+    shapes = [[h] if h == w else [] for h, w in zip(have, want, strict=True)]  # [] checked later
+    values = list(map(dict, zip(zip(holes, map(int, texts), strict=True))))
+    steps = list(
+        map(
+            Step,
+            made,
+            values,
+            map(list, zip(hf)),
+            map(list, zip(spec)),
+            map(list, itertools.repeat((), len(at))),
+            shapes,
+        )
+    )
+    st.bulk = dict(zip(spec, steps, strict=True))
+    slots = st.slots = [None] * len(keys)
+    for i, step in zip(at, steps, strict=True):
+        slots[i] = step
+        unused[i] = 0
+    return sorted(general)
+
+
+def _copy_format(rule: Rule) -> str | None:
+    """A plain copy's model key with "{}" where its one placeholder is, else None."""
+    if rule.kind != "copy" or rule.transforms or rule.stack is not None or len(rule.spec) != 1:
+        return None
+    parts = rule.spec[0].parts
+    if len(rule.hf) != 1 or len(parts) != 3:
+        return None
+    return parts[0] + "{}" + parts[2]  # literal text holds no braces (patterns._TEXT)
 
 
 def _ambiguous(st: _Import, key: str, a: Rule, b: Rule) -> None:
@@ -311,7 +425,10 @@ def _group_steps(st: _Import) -> None:
     to a model tensor of its shape is checked here, where both shapes are at hand."""
     rules, aliases, steps, checkpoint = st.mapping.rules, st.aliases, st.steps, st.checkpoint
     filled = st.filled = dict(st.model)  # a model key's shape until a step fills it
-    for (n, vals), parts in st.groups.items():
+    filled.update(st.bulk)
+    slots, first = st.slots, st.first
+    for group, parts in st.groups.items():
+        n, vals = group
         rule, values = rules[n], dict(vals)
         if isinstance(parts, str):  # a rule of one checkpoint key
             hf = [parts]
@@ -326,16 +443,23 @@ def _group_steps(st: _Import) -> None:
         else:
             spec = [t.format_map(values) for t in templates]
         step = Step(rule, values, hf, spec, [])
-        steps.append(step)
+        if slots:
+            slots[first[group]] = step
+        else:
+            steps.append(step)
         for name in spec:
             shape = filled.get(name)
             if shape is None or isinstance(shape, Step) or name in aliases:
+                if name in st.bulk:
+                    raise _Contested
                 _claim(st, step, name)
                 continue
             filled[name] = step  # the usual case of _claim, without the call
             single = len(spec) == 1 and len(hf) == 1 and not rule.transforms
             if single and shape == checkpoint[hf[0]]:  # a copy to the same shape: checked
                 step.hf_shapes = [shape]
+    if slots:  # bulk steps and the others, in the order of their first checkpoint key
+        st.steps = [s for s in slots if s is not None]
 
 
 def _parts(
@@ -431,9 +555,6 @@ def _unfilled(st: _Import) -> None:
     """Model tensors no step fills: a rule maps to a name the model lacks, no rule names
     them, or the checkpoint lacks the tensor their rule reads."""
     unfilled = [k for k, s in st.filled.items() if not isinstance(s, Step)]  # model's order
-    sole: dict[str, Rule | None] = {}
-    sole_keys: dict[int, bool] = {}  # id of a rule's checkpoint key -> RuleIndex.sole of it
-    find_spec = st.index.side("spec").bindings if unfilled else None
     for name, step in st.strays:
         message = (
             f"checkpoint tensor '{step.hf[0]}' maps to '{name}', which the model does not have"
@@ -449,34 +570,16 @@ def _unfilled(st: _Import) -> None:
             "keys the model does not have",
             rule=step.rule,
         )
-    for name in unfilled:
-        assert find_spec is not None
-        found = find_spec(name)
-        if len(found) > 1:
-            found.sort(key=lambda f: f[1][:2])
-        chosen = next((f for f in found if f[1][2].kind != "tie"), None)
-        if chosen is None:
-            if not st.out.repeat("unfilled", key=name):
-                st.out.add(
-                    "unfilled", _unfilled_diag(st, name), "model tensors no rule fills", key=name
-                )
-            continue
-        _, (_, _, rule), binding = chosen
-        values = dict(binding)
-        if rule.stack is not None:  # the first index of the stack is missing, at least
-            values[rule.stack] = 0
-        for k in rule.hf:
-            h = k.format(values)
-            if h not in st.checkpoint:
-                st.wanted[h] = name
-                alone = sole_keys.get(id(k))
-                if alone is None:
-                    alone = sole_keys[id(k)] = st.index.sole("hf", k)
-                sole[h] = rule if alone else None
+    if not unfilled:
+        return
+    sole = _wanted(st, unfilled)
+    shown, more = st.out.groups, st.out.more
     for h, name in st.wanted.items():
         known = sole[h]  # the rule h matches first: its own if no other can match it
         rule = known if known is not None else st.index.match("hf", h)[0][0]
-        if st.out.repeat("missing-tensor", rule):
+        at = shown.get(("missing-tensor", rule.path))  # st.out.repeat, without the call
+        if at is not None:
+            more[at] += 1
             continue
         message = f"model tensor '{name}' needs checkpoint tensor '{h}', which {st.weights} lacks"
         st.out.add(
@@ -492,6 +595,111 @@ def _unfilled(st: _Import) -> None:
         )
 
 
+def _wanted(st: _Import, unfilled: list[str]) -> dict[str, Rule | None]:
+    """Fill ``st.wanted`` (each checkpoint key that the rule of an unfilled model tensor reads
+    and the checkpoint lacks -> that model tensor) and report the model tensors no rule names.
+    Returns, for each wanted key, its rule when no other rule can match it, else None.
+
+    The names only one rule can match, of one placeholder, are read in bulk (their keys
+    formatted by ``map``); the others one by one. Both give (position, key, rule) records,
+    put in the order of ``unfilled`` (a name's keys in its rule's order) before use."""
+    columns, general = st.index.side("spec").columns(unfilled, every=True)
+    formats: dict[int, list[tuple[str, bool]] | None] = {}  # a rule's keys' formats
+    at: list[int] = []
+    fmts: list[str] = []
+    texts: list[str] = []
+    rules: list[Rule | None] = []
+    for column in columns:
+        entries = column.entries()
+        if column.keys is None:  # one pattern for every name of the column: no loop
+            first = entries[0]
+            assert first is not None  # the layout holds a pattern, and has no literal run
+            one = first[1][2]
+            if id(one) not in formats:
+                formats[id(one)] = _key_formats(st, one)
+            f = formats[id(one)]
+            if f is None:
+                general += column.at
+                continue
+            count = len(column.at)
+            for fmt, alone in f:  # a name's keys in order once sorted (stable)
+                at += column.at
+                fmts += [fmt] * count
+                texts += column.texts
+                rules += [one if alone else None] * count
+            continue
+        for i, entry, text in zip(column.at, entries, column.texts, strict=True):
+            rule = entry[1][2] if entry is not None else None
+            f = None
+            if rule is not None:
+                f = formats.get(id(rule))
+                if f is None and id(rule) not in formats:
+                    f = formats[id(rule)] = _key_formats(st, rule)
+            if f is None:
+                general.append(i)
+                continue
+            for fmt, alone in f:
+                at.append(i)
+                fmts.append(fmt)
+                texts.append(text)
+                rules.append(rule if alone else None)
+    keys = list(map(str.format, fmts, texts))
+    if general:
+        general.sort()
+        _wanted_one_by_one(st, unfilled, general, (at, keys, rules))
+    order = sorted(range(len(at)), key=at.__getitem__)  # stable: a name's keys in order
+    keys = [keys[j] for j in order]
+    lacking = [h not in st.checkpoint for h in keys]
+    names = compress(map(unfilled.__getitem__, map(at.__getitem__, order)), lacking)
+    st.wanted.update(zip(compress(keys, lacking), names, strict=True))
+    sole = compress(map(rules.__getitem__, order), lacking)
+    return dict(zip(compress(keys, lacking), sole, strict=True))
+
+
+def _key_formats(st: _Import, rule: Rule) -> list[tuple[str, bool]] | None:
+    """The checkpoint keys of a rule of one placeholder, not stacked, as formats with "{}"
+    where the placeholder is, each with whether no other rule can match it; else None."""
+    if rule.kind == "tie" or rule.stack is not None:
+        return None
+    out = []
+    for k in rule.hf:
+        if len(k.parts) != 3:
+            return None
+        out.append((k.parts[0] + "{}" + k.parts[2], st.index.sole("hf", k)))
+    return out
+
+
+def _wanted_one_by_one(
+    st: _Import,
+    unfilled: list[str],
+    general: list[int],
+    records: tuple[list[int], list[str], list[Rule | None]],
+) -> None:
+    """:func:`_wanted` for the names at ``general`` (in order): each name's rule (the first
+    not a tie), its keys appended to ``records``, or a diagnostic if it has none."""
+    at, keys, rules = records
+    names = [unfilled[i] for i in general]
+    found_all = st.index.side("spec").bindings_many(names)
+    for i, name, found in zip(general, names, found_all, strict=True):
+        if len(found) > 1:
+            found.sort(key=lambda f: f[1][:2])
+        chosen = next((f for f in found if f[1][2].kind != "tie"), None)
+        if chosen is None:
+            if not st.out.repeat("unfilled", key=name):
+                st.out.add(
+                    "unfilled", _unfilled_diag(st, name), "model tensors no rule fills", key=name
+                )
+            continue
+        rule = chosen[1][2]
+        values = dict(chosen[2])
+        if rule.stack is not None:  # the first index of the stack is missing, at least
+            values[rule.stack] = 0
+        for k in rule.hf:
+            at.append(i)
+            keys.append(k.format(values))
+            rules.append(rule if st.index.sole("hf", k) else None)
+
+
 def _unfilled_diag(st: _Import, name: str) -> Callable[[], Diagnostic]:
     def make() -> Diagnostic:
         hint = did_you_mean(name, [n for n, _ in st.strays]) or _unused_hint(name, st.unused)
@@ -503,8 +711,11 @@ def _unfilled_diag(st: _Import, name: str) -> Callable[[], Diagnostic]:
 
 def _report_unused(st: _Import) -> None:
     """Checkpoint tensors no rule uses, each with the likeliest reason."""
-    for key in st.unused:
-        if st.out.repeat("unused-tensor", key=key):
+    shown, more = st.out.groups, st.out.more
+    for key, group in zip(st.unused, _generalized(st.unused), strict=True):
+        at = shown.get(("unused-tensor", group))  # st.out.repeat, without the call
+        if at is not None:
+            more[at] += 1
             continue
 
         def hint(key: str = key) -> str:
@@ -522,6 +733,15 @@ def _report_unused(st: _Import) -> None:
             return Diagnostic("unused-tensor", message, hint=hint())
 
         st.out.add("unused-tensor", make, "checkpoint tensors no rule uses", key=key)
+
+
+def _generalized(keys: list[str]) -> list[str]:
+    """Each key with its indices as ``{i}`` (how :class:`_Capped` groups a problem by key),
+    by one substitution over all of them (one a line) when no key holds a newline."""
+    joined = "\n".join(keys)
+    if joined.count("\n") != len(keys) - 1:
+        return [_INDEX.sub("{i}", k) for k in keys]
+    return _INDEX_LINES.sub("{i}", joined).split("\n") if keys else []
 
 
 def _check_ties(st: _Import) -> None:

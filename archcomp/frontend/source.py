@@ -18,6 +18,7 @@ has no limit of its own, so archcomp's check sees the nesting and reports it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ _NINFS = {"-.inf", "-.Inf", "-.INF"}
 _NANS = {".nan", ".NaN", ".NAN"}
 _CORE = "tag:yaml.org,2002:"
 _NUMBER_START = frozenset("+-.0123456789")  # the first characters of ints, floats, .inf, .nan
+_WORDS = frozenset(_NULLS | _TRUE | _FALSE)  # the plain scalars that are not strings, but numbers
 
 
 def _fail(doc: SourceDoc, code: str, message: str, mark: Any, hint: str | None = None) -> SpecError:
@@ -238,8 +240,7 @@ def _read_events(text: str, file: str, path: Path | None, parser: Any) -> tuple[
     """Read ``text``'s YAML events with ``parser`` into plain values and their positions."""
     reader = _EventReader(SourceDoc(file, path, text.splitlines()))
     try:
-        for event in yaml.parse(text, Loader=parser):
-            reader.event(event)
+        reader.read(yaml.parse(text, Loader=parser))
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, reader.doc, parser) from None
     except yaml.YAMLError as exc:
@@ -302,6 +303,42 @@ class _EventReader:
         self.have_root = False
         self.docs = 0  # documents begun
         self.count = 0  # events read
+
+    def read(self, events: Iterable[Any]) -> None:
+        """Take every event of the stream: :meth:`event`, with the usual one (a plain word,
+        no tag or anchor, as a mapping's key or value) taken inline, without its calls."""
+        stack, doc, scalar = self.stack, self.doc, yaml.ScalarEvent
+        key_marks, value_marks = doc.key_marks, doc.value_marks
+        for event in events:
+            if type(event) is scalar and stack and self.count < MAX_EVENTS:
+                text = event.value
+                top = stack[-1]
+                if (
+                    event.anchor is None
+                    and event.tag is None
+                    and not event.style
+                    and event.implicit[0]
+                    and text
+                    and text[0] not in _NUMBER_START
+                    and text not in _WORDS
+                    and type(top.container) is dict
+                ):
+                    mark = event.start_mark
+                    pos = (mark.line + 1, mark.column + 1)
+                    key = top.key
+                    if key is not _NO_KEY:  # a value: _attach
+                        top.container[key] = text
+                        value_marks.setdefault((*top.path, key), pos)
+                        top.key = _NO_KEY
+                        self.count += 1
+                        continue
+                    if text != "<<" and text not in top.keys:  # a new key: _key
+                        top.keys[text] = pos
+                        top.key = text
+                        key_marks[(*top.path, text)] = pos
+                        self.count += 1
+                        continue
+            self.event(event)
 
     def event(self, event: Any) -> None:
         """Take one event of the stream."""
