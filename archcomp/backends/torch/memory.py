@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from archcomp.backends.torch.memory_replay import Kept, Replays
 from archcomp.backends.torch.metacache import MetaResults
 from archcomp.backends.torch.module import CompiledBlock
 from archcomp.backends.torch.nocompile import without_compiler_imports
@@ -170,12 +171,10 @@ def trace_activations(
     skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     seen: set[int] = set()
     current = [""]
+    kept = Kept(trace.count, skip, seen, current)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        key = t.untyped_storage()._cdata
-        if key not in skip and key not in seen:
-            seen.add(key)
-            trace.count(current[0], t.untyped_storage().nbytes())
+        kept.keep(t.untyped_storage()._cdata, t.untyped_storage().nbytes(), t)
         return t
 
     was_training = model.training
@@ -185,7 +184,10 @@ def trace_activations(
         with hooks, MetaResults(), without_compiler_imports():
             repeats = {s.name for n in g.nodes.values() for s in n.scopes if s.repeat is not None}
             fallback = _Fallback(g, sizes, dtype, trace, seen)
-            tracer = _Tracer(model, _graph_of(model), lambda n: n, current, fallback, seen, repeats)
+            replays = Replays(kept, trace.estimated)
+            tracer = _Tracer(
+                model, _graph_of(model), lambda n: n, current, fallback, replays, repeats
+            )
             keep = tracer.run(*example_inputs(g, sizes, dtype))
         del keep
     finally:
@@ -205,7 +207,8 @@ class _Tracer(fx.Interpreter):
     a block instance runs its class's graph with the instance's names. The outermost copies of
     repeated blocks are what checkpointing would wrap: their inputs and activations are
     recorded in ``trace.copies``. A node that cannot run on meta tensors is estimated by
-    ``fallback`` and its remaining fx nodes are stood in for."""
+    ``fallback`` and its remaining fx nodes are stood in for. A copy called as an earlier copy
+    of its class was is replayed from it (:mod:`archcomp.backends.torch.memory_replay`)."""
 
     def __init__(
         self,
@@ -214,7 +217,7 @@ class _Tracer(fx.Interpreter):
         rename: Callable[[str], str],
         current: list[str],
         fallback: _Fallback,
-        seen: set[int],
+        replays: Replays,
         repeats: set[str],
         inside: bool = False,
         last_uses: dict[int, dict[fx.Node, list[fx.Node]]] | None = None,
@@ -229,7 +232,7 @@ class _Tracer(fx.Interpreter):
         if uses is None:
             uses = self.last_uses[id(graph)] = _last_uses(graph)
         self.user_to_last_uses = uses
-        self.rename, self.current, self.seen = rename, current, seen
+        self.rename, self.current, self.replays = rename, current, replays
         self.fallback, self.trace = fallback, fallback.trace
         self.repeats = repeats  # the scopes that are copies of a repeat
         self.inside = inside  # within a recorded copy
@@ -286,17 +289,21 @@ class _Tracer(fx.Interpreter):
             return outer(raw)
 
         record = not self.inside and copy in self.repeats
-        out = _Tracer(
+        inner = _Tracer(
             block,
             type(block).graph,
             rename,
             self.current,
             self.fallback,
-            self.seen,
+            self.replays,
             self.repeats,
             self.inside or record,
             self.last_uses,
-        ).run(*args, **kwargs)
+        )
+        if kwargs:  # a copy's call passes its inputs by position: not seen, traced as it is
+            out = inner.run(*args, **kwargs)
+        else:
+            out = self.replays.run(block, copy, tuple(args), lambda: inner.run(*args))
         if record:
             self.trace.copies[copy] = (ins, self.trace.kept - before)
         return out

@@ -56,6 +56,7 @@ class ArchModule(fx.GraphModule):
     return_dict: bool  # whether forward returns a ModelOutput (from_pretrained's models do)
 
     forward = _PendingForward()  # the generated forward, made on first use (shadowed then)
+    _archcomp_instance: ClassVar[weakref.ref[ArchModule] | None] = None  # its class's module
 
     def __init__(
         self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
