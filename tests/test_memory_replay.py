@@ -1,5 +1,6 @@
-"""The activation trace replays a block copy from an earlier copy of its class: the same
-figures, node by node, as tracing every copy, and the bytes a real CPU forward keeps."""
+"""The activation trace replays a block copy from an earlier copy of its class, and a call
+from an earlier call like it: the same figures, node by node, as tracing every call, and the
+bytes a real CPU forward keeps."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from archcomp.backends.torch.memory import ActivationTrace, trace_activations
 from archcomp.passes.pipeline import load_graph
 
 GPT2 = {"vocab": 64, "context": 16, "d_model": 32, "h": 4, "N": 3, "dropout": 0.0}
+CHAIN = """
+archcomp: 1
+name: chain
+inputs: {x: [B, 4]}
+nodes:
+  - {id: a, op: linear, out_features: 4}
+  - {id: b, op: relu}
+  - {id: c, op: linear, out_features: 4}
+  - {id: d, op: relu}
+  - {id: e, op: add, in: [a, d]}
+  - {id: f, op: linear, out_features: 4, bias: false}
+outputs: f
+"""
 NESTED = """
 archcomp: 1
 name: nested
@@ -45,7 +59,7 @@ def _trace(
 
 
 def _every_copy_traced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory_replay.Replays, "run", lambda self, b, c, a, trace: trace())
+    monkeypatch.setattr(memory_replay.Replays, "run", lambda self, k, n, a, trace: trace())
 
 
 def _same(a: ActivationTrace, b: ActivationTrace) -> None:
@@ -56,14 +70,17 @@ def _same(a: ActivationTrace, b: ActivationTrace) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "params", "sizes"),
-    [("gpt2", GPT2, {"B": 2, "T": 16}), (NESTED, None, {"B": 3})],
+    [("gpt2", GPT2, {"B": 2, "T": 16}), (NESTED, None, {"B": 3}), (CHAIN, None, {"B": 3})],
 )
 def test_replayed_copies_count_as_traced_ones(
     spec: Any, params: Any, sizes: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = archcomp.build(spec, params, device="meta")
+    replays = []
+    real = memory_replay.replay
+    monkeypatch.setattr(memory_replay, "replay", lambda *a: replays.append(a[1]) or real(*a))
     replayed = _trace(model, spec, params, sizes)
-    assert sum(replayed.per_node.values()) > 0
+    assert sum(replayed.per_node.values()) > 0 and replays  # some calls were replayed
     _every_copy_traced(monkeypatch)
     _same(replayed, _trace(model, spec, params, sizes))
 

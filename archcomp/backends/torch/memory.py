@@ -46,6 +46,7 @@ from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, Sym, substitute
 
 OPTIMIZERS = ("adamw", "sgd", "none")
+_CALLS = ("call_module", "call_function", "call_method")  # what may be replayed
 STEP_BYTES = 4  # AdamW's per-tensor step counter: a float32 scalar
 # what a lowering that cannot run on meta tensors raises (NotImplementedError is a RuntimeError)
 META_ERRORS = (RuntimeError, TypeError, ValueError)
@@ -266,7 +267,13 @@ class _Tracer(fx.Interpreter):
             return self._copy(n)
         try:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
-            return getattr(self, n.op)(n.target, args, kwargs)
+            run = getattr(self, n.op)
+            if name is None or n.op not in _CALLS:
+                return run(n.target, args, kwargs)
+            target = self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target
+            return self.replays.call(
+                name, n.op, target, args, kwargs, lambda: run(n.target, args, kwargs)
+            )
         except META_ERRORS as exc:
             if name is None or name not in self.fallback.g.nodes:
                 raise
@@ -303,7 +310,7 @@ class _Tracer(fx.Interpreter):
         if kwargs:  # a copy's call passes its inputs by position: not seen, traced as it is
             out = inner.run(*args, **kwargs)
         else:
-            out = self.replays.run(block, copy, tuple(args), lambda: inner.run(*args))
+            out = self.replays.copy(block, copy, tuple(args), lambda: inner.run(*args))
         if record:
             self.trace.copies[copy] = (ins, self.trace.kept - before)
         return out

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _has_any_global_hook
 
 from archcomp.backends.torch.metacache import Layout, layouts, make_tensor
 
@@ -70,30 +71,81 @@ class CopyPlan:
     last: str  # the node suffix running when the copy returned
 
 
+def _tensor_key(a: torch.Tensor, storages: dict[int, int]) -> Any:
+    st = a.untyped_storage()
+    return (
+        tuple(a.shape),
+        a.stride(),
+        a.dtype,
+        a.device,
+        a.storage_offset(),
+        st.nbytes(),
+        a.requires_grad,
+        a.is_leaf,
+        a._is_view(),
+        storages.setdefault(st._cdata, len(storages)),  # inputs sharing a storage
+    )
+
+
 def copy_key(block: nn.Module, args: tuple[Any, ...]) -> Any | None:
     """Everything about a copy's call an op could see; None if an input is not a tensor."""
-    parts = []
     storages: dict[int, int] = {}
+    parts = []
     for a in args:
         if not isinstance(a, torch.Tensor) or a.layout != torch.strided:
             return None
-        st = a.untyped_storage()
-        parts.append(
-            (
-                tuple(a.shape),
-                a.stride(),
-                a.dtype,
-                a.device,
-                a.storage_offset(),
-                st.nbytes(),
-                a.requires_grad,
-                a.is_leaf,
-                a._is_view(),
-                storages.setdefault(st._cdata, len(storages)),  # inputs sharing a storage
-            )
-        )
+        parts.append(_tensor_key(a, storages))
     grads = tuple(p.requires_grad for p in block.parameters())
     return (type(block), block.training, tuple(parts), grads)
+
+
+class _Unkeyable(Exception):
+    """A value a key cannot hold: not hashable, or a module with hooks or submodules."""
+
+
+_MODULE_STATE = frozenset(vars(nn.Module()))  # what every module holds: tables and hooks
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def node_key(op: str, target: Any, args: Any, kwargs: Any) -> tuple[Any, list[torch.Tensor]]:
+    """The key of one fx call (its target and everything about its arguments an op could
+    see) and its tensor arguments in order; a call_module's target is the module: a leaf
+    without hooks, keyed by its type, attributes and weights' layouts. Raises _Unkeyable."""
+    tensors: list[torch.Tensor] = []
+    storages: dict[int, int] = {}
+
+    def key(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            if a.layout != torch.strided:
+                raise _Unkeyable
+            tensors.append(a)
+            return _tensor_key(a, storages)
+        if isinstance(a, (list, tuple)):
+            return (type(a), tuple(key(x) for x in a))
+        if isinstance(a, dict):
+            return (dict, tuple((k, key(v)) for k, v in a.items()))
+        try:
+            hash(a)
+        except TypeError:
+            raise _Unkeyable from None
+        return (type(a), a)
+
+    if op == "call_module":
+        target = _module_key(target, key)
+    head = (op, target)
+    return (head, key(args), key(kwargs)), tensors
+
+
+def _module_key(m: nn.Module, key: Callable[[Any], Any]) -> Any:
+    """A leaf module as what its forward can read: its type, attributes and weights."""
+    if m._modules or any(getattr(m, h) for h in _HOOKS) or _has_any_global_hook():
+        raise _Unkeyable  # a hook may count or change what it sees
+    parts = tuple((k, key(v)) for k, v in vars(m).items() if k not in _MODULE_STATE)
+    weights = [
+        None if t is None else (tuple(t.shape), t.stride(), t.dtype, t.requires_grad)
+        for t in [*m._parameters.values(), *m._buffers.values()]
+    ]
+    return (type(m), m.training, parts, tuple(m._parameters), tuple(m._buffers), tuple(weights))
 
 
 def make_plan(
@@ -139,9 +191,10 @@ def _inside(name: str, copy: str) -> bool:
 def replay(plan: CopyPlan, copy: str, args: tuple[Any, ...], kept: Kept) -> Any:
     """Count what ``plan`` keeps for the copy ``copy`` called on ``args``; its outputs."""
     outs = []
-    for layout, grad in zip(plan.outs, plan.grads, strict=True):
-        fresh = make_tensor(layout)
-        outs.append(fresh.requires_grad_().clone() if grad else fresh)  # not a leaf: an op's
+    with torch._C._DisableTorchDispatch():  # below the trace's dispatch mode: no key to make
+        for layout, grad in zip(plan.outs, plan.grads, strict=True):
+            fresh = make_tensor(layout)
+            outs.append(fresh.requires_grad_().clone() if grad else fresh)  # not a leaf: an op's
     made: dict[int, int] = {}
     for suffix, where, i, nbytes in plan.saves:
         t = None if where == "new" else args[i] if where == "arg" else outs[i]
@@ -154,22 +207,39 @@ def replay(plan: CopyPlan, copy: str, args: tuple[Any, ...], kept: Kept) -> Any:
 
 @dataclass
 class Replays:
-    """The plans of the block classes traced so far, by :func:`copy_key`."""
+    """The plans of the block copies and calls traced so far, by their keys."""
 
     kept: Kept
     estimated: dict[str, str]  # the trace's estimated nodes: a copy with one is not replayed
     plans: dict[Any, CopyPlan | None] = field(default_factory=dict)
 
-    def run(
+    def copy(
         self, block: nn.Module, copy: str, args: tuple[Any, ...], trace: Callable[[], Any]
     ) -> Any:
         """The outputs of the copy ``copy`` of ``block`` on ``args``: replayed, or traced
         (``trace()``) and recorded for the next copy like it."""
         key = copy_key(block, args)
-        plan = self.plans.get(key) if key is not None else None
+        if key is None:
+            return trace()
+        return self.run(key, copy, args, trace)
+
+    def call(
+        self, name: str, op: str, target: Any, args: Any, kwargs: Any, trace: Callable[[], Any]
+    ) -> Any:
+        """The outputs of one fx call (``op`` on ``target``) of node ``name``, as :meth:`copy`."""
+        try:
+            key, tensors = node_key(op, target, args, kwargs)
+        except _Unkeyable:
+            return trace()
+        return self.run(key, name, tuple(tensors), trace)
+
+    def run(
+        self, key: Any, name: str, args: tuple[torch.Tensor, ...], trace: Callable[[], Any]
+    ) -> Any:
+        plan = self.plans.get(key)
         if plan is not None:
-            return replay(plan, copy, args, self.kept)
-        if key is None or key in self.plans:  # not replayable: traced as it is
+            return replay(plan, name, args, self.kept)
+        if key in self.plans:  # not replayable: traced as it is
             return trace()
         recording: list[Saved] = []
         self.kept.recordings.append(recording)
@@ -180,6 +250,6 @@ class Replays:
             self.kept.recordings.pop()
         ok = len(self.estimated) == estimated
         last = self.kept.current[0]
-        plan = make_plan(recording, copy, args, out, last, self.kept.skip) if ok else None
+        plan = make_plan(recording, name, args, out, last, self.kept.skip) if ok else None
         self.plans[key] = plan
         return out
