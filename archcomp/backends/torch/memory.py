@@ -40,7 +40,7 @@ from torch import fx, nn
 
 from archcomp.backends.torch.memory_replay import Kept, Replays
 from archcomp.backends.torch.metacache import MetaResults
-from archcomp.backends.torch.module import CompiledBlock
+from archcomp.backends.torch.module import CompiledBlock, all_modules, all_tensors
 from archcomp.backends.torch.nocompile import without_compiler_imports
 from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, Sym, substitute
@@ -52,7 +52,7 @@ STEP_BYTES = 4  # AdamW's per-tensor step counter: a float32 scalar
 META_ERRORS = (RuntimeError, TypeError, ValueError)
 
 
-def optimizer_bytes(optimizer: str, params: list[nn.Parameter]) -> int:
+def optimizer_bytes(optimizer: str, params: list[torch.Tensor]) -> int:
     """Bytes of optimizer state for the trainable ``params`` after one step."""
     trainable = [p for p in params if p.requires_grad]
     size = sum(p.numel() * p.element_size() for p in trainable)
@@ -169,7 +169,8 @@ def trace_activations(
 ) -> ActivationTrace:
     """One training forward of a meta ``model`` at ``sizes``, counting what autograd keeps."""
     trace = ActivationTrace({name: 0 for name in g.nodes})
-    skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    weights = [*all_tensors(model, "_parameters"), *all_tensors(model, "_buffers")]
+    skip = {t.untyped_storage()._cdata for t in weights}
     seen: set[int] = set()
     current = [""]
     kept = Kept(trace.count, skip, seen, current)
@@ -179,7 +180,9 @@ def trace_activations(
         return t
 
     was_training = model.training
-    model.train()
+    switch = not all(m.training for m in all_modules(model))  # train() walks every module
+    if switch:
+        model.train()
     try:
         hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
         with hooks, MetaResults(), without_compiler_imports():
@@ -192,7 +195,8 @@ def trace_activations(
             keep = tracer.run(*example_inputs(g, sizes, dtype))
         del keep
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
     trace.per_node.pop("", None)
     return trace
 

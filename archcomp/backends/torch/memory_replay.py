@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.modules.module import _has_any_global_hook
 
 from archcomp.backends.torch.metacache import Layout, layouts, make_tensor
+from archcomp.backends.torch.module import all_tensors
 
 Saved = tuple[str, int, int]  # (node, storage key, bytes): one tensor autograd kept
 _FRESH = itertools.count(-1, -1)  # keys of a replayed copy's own storages: never a real one's
@@ -95,7 +96,7 @@ def copy_key(block: nn.Module, args: tuple[Any, ...]) -> Any | None:
         if not isinstance(a, torch.Tensor) or a.layout != torch.strided:
             return None
         parts.append(_tensor_key(a, storages))
-    grads = tuple(p.requires_grad for p in block.parameters())
+    grads = tuple(p.requires_grad for p in all_tensors(block, "_parameters"))
     return (type(block), block.training, tuple(parts), grads)
 
 

@@ -297,6 +297,35 @@ def tied_names(model: nn.Module) -> dict[str, str]:
     return aliases
 
 
+def all_modules(root: nn.Module) -> list[nn.Module]:
+    """``root.modules()``, in its order, by a loop: torch's walk resumes a generator per
+    level for every module, quadratic in the nesting of blocks 16 deep."""
+    out: list[nn.Module] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        stack.extend(reversed([c for c in m._modules.values() if c is not None]))
+    return out
+
+
+def all_tensors(root: nn.Module, table: str) -> list[torch.Tensor]:
+    """``root.parameters()`` (``table="_parameters"``) or ``root.buffers()`` (``"_buffers"``):
+    each tensor once, in torch's order."""
+    out: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for m in all_modules(root):
+        for t in getattr(m, table).values():
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+    return out
+
+
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Parameters counted once each (tied weights once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
