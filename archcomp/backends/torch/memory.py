@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,17 +268,19 @@ class _Tracer(fx.Interpreter):
             self.current[0] = name
         if name in self.errors:  # the rest of a node that could not run
             return self.fallback.stand_in(n, name, self.errors[name])
-        if n.op == "call_module" and isinstance(self.fetch_attr(str(n.target)), CompiledBlock):
-            return self._copy(n)
+        target: Any = self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target
+        if isinstance(target, CompiledBlock):
+            return self._copy(n, target)
         try:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
-            run = getattr(self, n.op)
+            run: Callable[[], Any]
+            if n.op == "call_module":  # fx.Interpreter.call_module, its module fetched once
+                run = functools.partial(target, *args, **kwargs)
+            else:
+                run = functools.partial(getattr(self, n.op), n.target, args, kwargs)
             if name is None or n.op not in _CALLS:
-                return run(n.target, args, kwargs)
-            target = self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target
-            return self.replays.call(
-                name, n.op, target, args, kwargs, lambda: run(n.target, args, kwargs)
-            )
+                return run()
+            return self.replays.call(name, n.op, target, args, kwargs, run)
         except META_ERRORS as exc:
             if name is None or name not in self.fallback.g.nodes:
                 raise
@@ -285,8 +288,7 @@ class _Tracer(fx.Interpreter):
             self.fallback.estimate(name)
             return self.fallback.stand_in(n, name, exc)
 
-    def _copy(self, n: fx.Node) -> Any:
-        block = self.fetch_attr(str(n.target))
+    def _copy(self, n: fx.Node, block: CompiledBlock) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         copy = self.current[0]
         template = type(block).template_scope
