@@ -473,15 +473,28 @@ def _resolve(
 def normalized_spec(prog: Program, env: Mapping[str, Any]) -> dict[str, Any]:
     """The spec as one self-contained mapping: imported blocks inlined, each param set to its
     value (expressions elsewhere stay as written and re-evaluate to the same values)."""
-    raw = copy.deepcopy(prog.raw)
+    raw = _copy_plain(prog.raw)
     raw.pop("imports", None)
     raw["params"] = {k: env[k] for k in prog.spec.params if k in env}
     blocks = dict(raw.get("blocks") or {})
     for name, b in prog.blocks.items():
-        blocks.setdefault(name, copy.deepcopy(b.raw))
+        blocks.setdefault(name, _copy_plain(b.raw))
     if blocks:
         raw["blocks"] = blocks
     return raw
+
+
+def _copy_plain(value: Any) -> Any:
+    """A deep copy of what YAML gives (mappings, lists, scalars), a few times faster than
+    ``copy.deepcopy`` on a 20,000-node spec; anything else is deep-copied."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy_plain(v) for v in value]
+    if value is None or kind in (str, int, float, bool):
+        return value
+    return copy.deepcopy(value)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -17,7 +17,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import fx, nn
@@ -29,6 +29,7 @@ from archcomp.backends.torch.init import SeededRNG, init_module, meta_init_skipp
 from archcomp.backends.torch.module import (
     ArchModule,
     CompiledBlock,
+    all_tensors,
     class_name,
     get_path,
     set_param,
@@ -196,10 +197,11 @@ class Compiler:
 
     def _node(self, node: Node, rng: SeededRNG) -> None:
         rng.reseed(node.name)
-        self._lower(node, node.meta.get("init", {}))  # planned by passes/inits.py
+        weights = _Weights(node.op.param_shapes(node.args), node.op.buffer_shapes(node.args))
+        self._lower(node, node.meta.get("init", {}), weights)  # planned by passes/inits.py
         if self.progress is not None and self.device.type != "meta":
             assert self.est is not None
-            self.done += _node_bytes(node, self.est)
+            self.done += _node_bytes(node, self.est, weights)
             self.progress(min(self.done, self.est.total_bytes), self.est.total_bytes)
 
     def _level(self, nodes: Iterable[Node], level: Level, rng: SeededRNG) -> None:
@@ -287,7 +289,7 @@ class Compiler:
                 value.meta["archcomp_comment"] = fmt_shape_comment(t.shape)
             parent.values[self._key(r)] = value
 
-    def _lower(self, node: Node, plan: Mapping[str, InitCall]) -> None:
+    def _lower(self, node: Node, plan: Mapping[str, InitCall], weights: _Weights) -> None:
         if node.op.lower is None:
             raise SpecError(
                 [
@@ -310,7 +312,7 @@ class Compiler:
             else:
                 inputs[port] = self._value(refs)
                 in_types[port] = self.graph.type_of(refs)
-        ctx = Lowering(self, node, inputs, in_types, self._factory(node))
+        ctx = Lowering(self, node, inputs, in_types, self._factory(node, weights))
         result = node.op.lower(ctx)
         results = result if isinstance(result, dict) else {node.op.results[0]: result}
         if frame.fx_graph is not None:
@@ -320,11 +322,10 @@ class Compiler:
         if plan and self.init and node.shared_with is None and ctx.module_path is not None:
             init_module(get_path(self.root, ctx.module_path), plan, self.seed, node.name)
 
-    def _factory(self, node: Node) -> dict[str, Any]:
+    def _factory(self, node: Node, weights: _Weights) -> dict[str, Any]:
         device = self.device
-        params = node.op.param_shapes(node.args)
+        params, buffers = weights
         fully_tied = bool(params) and all(p in node.tie for p in params)
-        buffers = node.op.buffer_shapes(node.args)
         if node.shared_with is not None or (fully_tied and not buffers):
             device = torch.device("meta")  # built only to be discarded or tied: no allocation
         elif self.params_on_meta and not buffers:
@@ -458,15 +459,22 @@ def _place(root: nn.Module, path: str, m: nn.Module) -> None:
     parent.add_module(parts[-1], m)
 
 
-def _node_bytes(node: Node, est: Estimate) -> int:
+class _Weights(NamedTuple):
+    """A node's parameter and buffer shapes (its op's, computed once)."""
+
+    params: dict[str, Shape]
+    buffers: dict[str, Shape]
+
+
+def _node_bytes(node: Node, est: Estimate, weights: _Weights) -> int:
     if node.shared_with is not None or est.params + est.buffers == 0:
         return 0
     size = est.total_bytes // max(est.params + est.buffers, 1)
     n = 0
-    for pname, shape in node.op.param_shapes(node.args).items():
+    for pname, shape in weights.params.items():
         if pname not in node.tie:
             n += _numel(shape)
-    for shape in node.op.buffer_shapes(node.args).values():
+    for shape in weights.buffers.values():
         n += _numel(shape)
     return n * size
 
@@ -485,6 +493,9 @@ def _docstring(g: Graph) -> str:
 
 
 def _check_placed(model: nn.Module, device: torch.device) -> None:
+    tensors = [*all_tensors(model, "_parameters"), *all_tensors(model, "_buffers")]
+    if all(t.device.type == device.type for t in tensors):
+        return
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.device.type != device.type:
             raise RuntimeError(

@@ -28,10 +28,15 @@ if TYPE_CHECKING:
 
 def derive_seed(seed: int, *parts: str) -> int:
     """A 63-bit seed from a user seed and names (stable across runs and platforms)."""
-    h = hashlib.sha256(str(seed).encode())
+    h = _seed_hash(seed).copy()
     for p in parts:
         h.update(b"\0" + p.encode())
     return int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1)
+
+
+@functools.lru_cache(maxsize=16)  # a build derives a seed per node from one user seed
+def _seed_hash(seed: int) -> Any:
+    return hashlib.sha256(str(seed).encode())
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:

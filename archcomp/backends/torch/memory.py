@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,19 +39,21 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from archcomp.backends.torch.memory_replay import Kept, Replays
 from archcomp.backends.torch.metacache import MetaResults
-from archcomp.backends.torch.module import CompiledBlock
+from archcomp.backends.torch.module import CompiledBlock, all_modules, all_tensors
 from archcomp.backends.torch.nocompile import without_compiler_imports
 from archcomp.ir import Graph, Node, TensorType
 from archcomp.ir.dims import Dim, Sym, substitute
 
 OPTIMIZERS = ("adamw", "sgd", "none")
+_CALLS = ("call_module", "call_function", "call_method")  # what may be replayed
 STEP_BYTES = 4  # AdamW's per-tensor step counter: a float32 scalar
 # what a lowering that cannot run on meta tensors raises (NotImplementedError is a RuntimeError)
 META_ERRORS = (RuntimeError, TypeError, ValueError)
 
 
-def optimizer_bytes(optimizer: str, params: list[nn.Parameter]) -> int:
+def optimizer_bytes(optimizer: str, params: list[torch.Tensor]) -> int:
     """Bytes of optimizer state for the trainable ``params`` after one step."""
     trainable = [p for p in params if p.requires_grad]
     size = sum(p.numel() * p.element_size() for p in trainable)
@@ -167,29 +170,34 @@ def trace_activations(
 ) -> ActivationTrace:
     """One training forward of a meta ``model`` at ``sizes``, counting what autograd keeps."""
     trace = ActivationTrace({name: 0 for name in g.nodes})
-    skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    weights = [*all_tensors(model, "_parameters"), *all_tensors(model, "_buffers")]
+    skip = {t.untyped_storage()._cdata for t in weights}
     seen: set[int] = set()
     current = [""]
+    kept = Kept(trace.count, skip, seen, current)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        key = t.untyped_storage()._cdata
-        if key not in skip and key not in seen:
-            seen.add(key)
-            trace.count(current[0], t.untyped_storage().nbytes())
+        kept.keep(t.untyped_storage()._cdata, t.untyped_storage().nbytes(), t)
         return t
 
     was_training = model.training
-    model.train()
+    switch = not all(m.training for m in all_modules(model))  # train() walks every module
+    if switch:
+        model.train()
     try:
         hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
         with hooks, MetaResults(), without_compiler_imports():
             repeats = {s.name for n in g.nodes.values() for s in n.scopes if s.repeat is not None}
             fallback = _Fallback(g, sizes, dtype, trace, seen)
-            tracer = _Tracer(model, _graph_of(model), lambda n: n, current, fallback, seen, repeats)
+            replays = Replays(kept, trace.estimated)
+            tracer = _Tracer(
+                model, _graph_of(model), lambda n: n, current, fallback, replays, repeats
+            )
             keep = tracer.run(*example_inputs(g, sizes, dtype))
         del keep
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
     trace.per_node.pop("", None)
     return trace
 
@@ -205,7 +213,8 @@ class _Tracer(fx.Interpreter):
     a block instance runs its class's graph with the instance's names. The outermost copies of
     repeated blocks are what checkpointing would wrap: their inputs and activations are
     recorded in ``trace.copies``. A node that cannot run on meta tensors is estimated by
-    ``fallback`` and its remaining fx nodes are stood in for."""
+    ``fallback`` and its remaining fx nodes are stood in for. A copy called as an earlier copy
+    of its class was is replayed from it (:mod:`archcomp.backends.torch.memory_replay`)."""
 
     def __init__(
         self,
@@ -214,7 +223,7 @@ class _Tracer(fx.Interpreter):
         rename: Callable[[str], str],
         current: list[str],
         fallback: _Fallback,
-        seen: set[int],
+        replays: Replays,
         repeats: set[str],
         inside: bool = False,
         last_uses: dict[int, dict[fx.Node, list[fx.Node]]] | None = None,
@@ -229,7 +238,7 @@ class _Tracer(fx.Interpreter):
         if uses is None:
             uses = self.last_uses[id(graph)] = _last_uses(graph)
         self.user_to_last_uses = uses
-        self.rename, self.current, self.seen = rename, current, seen
+        self.rename, self.current, self.replays = rename, current, replays
         self.fallback, self.trace = fallback, fallback.trace
         self.repeats = repeats  # the scopes that are copies of a repeat
         self.inside = inside  # within a recorded copy
@@ -259,11 +268,19 @@ class _Tracer(fx.Interpreter):
             self.current[0] = name
         if name in self.errors:  # the rest of a node that could not run
             return self.fallback.stand_in(n, name, self.errors[name])
-        if n.op == "call_module" and isinstance(self.fetch_attr(str(n.target)), CompiledBlock):
-            return self._copy(n)
+        target: Any = self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target
+        if isinstance(target, CompiledBlock):
+            return self._copy(n, target)
         try:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
-            return getattr(self, n.op)(n.target, args, kwargs)
+            run: Callable[[], Any]
+            if n.op == "call_module":  # fx.Interpreter.call_module, its module fetched once
+                run = functools.partial(target, *args, **kwargs)
+            else:
+                run = functools.partial(getattr(self, n.op), n.target, args, kwargs)
+            if name is None or n.op not in _CALLS:
+                return run()
+            return self.replays.call(name, n.op, target, args, kwargs, run)
         except META_ERRORS as exc:
             if name is None or name not in self.fallback.g.nodes:
                 raise
@@ -271,8 +288,7 @@ class _Tracer(fx.Interpreter):
             self.fallback.estimate(name)
             return self.fallback.stand_in(n, name, exc)
 
-    def _copy(self, n: fx.Node) -> Any:
-        block = self.fetch_attr(str(n.target))
+    def _copy(self, n: fx.Node, block: CompiledBlock) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         copy = self.current[0]
         template = type(block).template_scope
@@ -286,17 +302,21 @@ class _Tracer(fx.Interpreter):
             return outer(raw)
 
         record = not self.inside and copy in self.repeats
-        out = _Tracer(
+        inner = _Tracer(
             block,
             type(block).graph,
             rename,
             self.current,
             self.fallback,
-            self.seen,
+            self.replays,
             self.repeats,
             self.inside or record,
             self.last_uses,
-        ).run(*args, **kwargs)
+        )
+        if kwargs:  # a copy's call passes its inputs by position: not seen, traced as it is
+            out = inner.run(*args, **kwargs)
+        else:
+            out = self.replays.copy(block, copy, tuple(args), lambda: inner.run(*args))
         if record:
             self.trace.copies[copy] = (ins, self.trace.kept - before)
         return out

@@ -47,11 +47,11 @@ def _fresh(func: Any) -> bool:
     return not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
 
 
-def _layouts(out: Any) -> list[Layout] | None:
+def layouts(out: Any) -> list[Layout] | None:
     """The layouts to remake ``out`` from, or None when an empty tensor would differ."""
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     storages: set[int] = set()
-    layouts: list[Layout] = []
+    made: list[Layout] = []
     for t in outs:
         if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
             return None
@@ -59,13 +59,13 @@ def _layouts(out: Any) -> list[Layout] | None:
             return None
         storages.add(t.untyped_storage()._cdata)
         layout = (tuple(t.shape), t.stride(), t.dtype, t.device)
-        if _make(layout).untyped_storage().nbytes() != t.untyped_storage().nbytes():
+        if make_tensor(layout).untyped_storage().nbytes() != t.untyped_storage().nbytes():
             return None
-        layouts.append(layout)
-    return layouts
+        made.append(layout)
+    return made
 
 
-def _make(layout: Layout) -> torch.Tensor:
+def make_tensor(layout: Layout) -> torch.Tensor:
     shape, stride, dtype, device = layout
     return torch.empty_strided(shape, stride, dtype=dtype, device=device)
 
@@ -95,11 +95,11 @@ class MetaResults(TorchDispatchMode):
         if remake is not None:
             return remake()
         out = func(*args, **kwargs)
-        layouts = _layouts(out) if _fresh(func) else None
-        if layouts is not None and all(lay[3].type == "meta" for lay in layouts):
+        made = layouts(out) if _fresh(func) else None
+        if made is not None and all(lay[3].type == "meta" for lay in made):
             if isinstance(out, torch.Tensor):
-                self.known[key] = lambda: _make(layouts[0])
+                self.known[key] = lambda: make_tensor(made[0])
             elif type(out) in (tuple, list):
                 kind = type(out)
-                self.known[key] = lambda: kind(_make(lay) for lay in layouts)
+                self.known[key] = lambda: kind(make_tensor(lay) for lay in made)
         return out

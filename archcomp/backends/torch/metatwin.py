@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from archcomp.backends.torch.module import all_modules
+
 
 def _twin(t: torch.Tensor) -> torch.Tensor:
     meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
@@ -32,9 +34,10 @@ def on_meta(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with its parameters and buffers on meta while the block runs."""
     twins: dict[int, torch.Tensor] = {}
     saved: list[tuple[dict[str, Any], str, torch.Tensor]] = []
-    rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    modules = all_modules(model)
+    rnns = [m for m in modules if isinstance(m, nn.RNNBase)]
     try:
-        for m in model.modules():
+        for m in modules:
             tables: tuple[dict[str, Any], ...] = (m._parameters, m._buffers)
             for table in tables:
                 for name, t in table.items():

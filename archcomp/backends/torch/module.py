@@ -12,14 +12,35 @@ from __future__ import annotations
 import copy
 import keyword
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import fx, nn
+from torch.fx.graph import PythonCode
 
 MAX_REPR_NODES = 60  # top-level nodes print(model) names; more are counted
 REPR_WIDTH = 90
+
+
+class _PendingForward:
+    """``ArchModule.forward`` until its code is generated: reading it generates the code,
+    which fx's recompile installs on the module's own class (shadowing this), and returns it."""
+
+    def __get__(self, obj: ArchModule | None, objtype: type | None = None) -> Any:
+        if obj is None:  # read on the module's own class (fx's symbolic_trace does)
+            ref = objtype.__dict__.get("_archcomp_instance") if objtype is not None else None
+            obj = ref() if ref is not None else None
+            if obj is None:
+                return self
+            obj.make_code()
+            return objtype.__dict__.get("forward", self)  # type: ignore[union-attr]
+        obj.make_code()
+        made = type(obj).forward
+        if made is self:
+            raise RuntimeError("the generated forward of this module is missing")
+        return made.__get__(obj, type(obj))
 
 
 class ArchModule(fx.GraphModule):
@@ -34,17 +55,26 @@ class ArchModule(fx.GraphModule):
     decoder_start_token_id: int | None
     return_dict: bool  # whether forward returns a ModelOutput (from_pretrained's models do)
 
+    forward = _PendingForward()  # the generated forward, made on first use (shadowed then)
+    _archcomp_instance: ClassVar[weakref.ref[ArchModule] | None] = None  # its class's module
+
     def __init__(
         self, root: nn.Module | dict[str, Any], graph: fx.Graph, class_name: str = "ArchModule"
     ) -> None:
-        super().__init__(root, graph, class_name)
-        if isinstance(root, nn.Module) and not isinstance(root, fx.GraphModule):
-            # GraphModule copies submodules with plain nn.Module parents; keep the real
-            # containers (ModuleList for repeats) and their order.
-            children = dict(root.named_children())
-            if children:
-                self._modules.clear()
-                self._modules.update(children)
+        self.__dict__["_in_init"] = True  # recompile() only marks the code pending
+        try:
+            if isinstance(root, nn.Module) and not isinstance(root, fx.GraphModule):
+                # GraphModule would copy each called submodule under plain nn.Module parents
+                # (a walk per node); take the root's children whole instead: the real
+                # containers (ModuleList for repeats) in their order.
+                super().__init__(root, fx.Graph(), class_name)
+                self._modules.update(root.named_children())
+                self.graph = graph
+            else:
+                super().__init__(root, graph, class_name)
+        finally:
+            del self.__dict__["_in_init"]
+        type(self)._archcomp_instance = weakref.ref(self)  # fx makes a class per module
         self.spec = {}
         self.source = None
         self._node_meta: dict[str, dict[str, Any]] | None = {}
@@ -55,6 +85,29 @@ class ArchModule(fx.GraphModule):
         self.build_seed = None
         self.decoder_start_token_id = None
         self.return_dict = False
+
+    def recompile(self) -> PythonCode:
+        """Generate the forward from ``graph`` now (fx's recompile). While the module is
+        constructed it only marks the code pending: the source and its ``compile()`` are made
+        when ``forward`` or ``code`` is first read (a call, ``torch.compile``, ``torch.export``,
+        ``print(model.code)``), so a build that only summarizes or saves never pays for them."""
+        if self.__dict__.get("_in_init"):
+            self.__dict__["_code_pending"] = True
+            return None  # type: ignore[return-value]  # GraphModule.__init__ ignores it
+        code = super().recompile()
+        self.__dict__["_code_pending"] = False
+        return code
+
+    def make_code(self) -> None:
+        """Generate the pending forward (nothing if it is made already)."""
+        if self.__dict__.get("_code_pending"):
+            self.recompile()
+
+    @property
+    def code(self) -> str:
+        """The generated forward's source."""
+        self.make_code()
+        return str(super().code)
 
     @property
     def node_meta(self) -> dict[str, dict[str, Any]]:
@@ -242,6 +295,35 @@ def tied_names(model: nn.Module) -> dict[str, str]:
         else:
             first[key] = name
     return aliases
+
+
+def all_modules(root: nn.Module) -> list[nn.Module]:
+    """``root.modules()``, in its order, by a loop: torch's walk resumes a generator per
+    level for every module, quadratic in the nesting of blocks 16 deep."""
+    out: list[nn.Module] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        stack.extend(reversed([c for c in m._modules.values() if c is not None]))
+    return out
+
+
+def all_tensors(root: nn.Module, table: str) -> list[torch.Tensor]:
+    """``root.parameters()`` (``table="_parameters"``) or ``root.buffers()`` (``"_buffers"``):
+    each tensor once, in torch's order."""
+    out: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for m in all_modules(root):
+        for t in getattr(m, table).values():
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+    return out
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -29,7 +29,7 @@ from archcomp.backends.torch.memory import (
     trace_activations,
 )
 from archcomp.backends.torch.metatwin import on_meta
-from archcomp.backends.torch.module import get_path
+from archcomp.backends.torch.module import all_tensors, get_path
 from archcomp.backends.torch.summary_fold import Level, Row, SummaryData, levels_of
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.base.gcpause import paused
@@ -157,6 +157,7 @@ def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activa
     paths: Mapping[str, str | None] = getattr(model, "node_modules", None) or {
         name: m.get("module") for name, m in getattr(model, "node_meta", {}).items()
     }  # node_meta computes every node's metadata: only the module paths are needed here
+    scopes: dict[int, tuple[Level, ...]] = {}  # each scope's levels, made once
     for node in g.nodes.values():
         path = paths.get(node.name)
         params = pbytes = bbytes = 0
@@ -183,7 +184,7 @@ def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activa
             activation_source=acts.estimated.get(node.name, "trace"),
         )
         out.rows.append(row)
-        out.levels[node.name] = levels_of(node)
+        out.levels[node.name] = levels_of(node, scopes)
     return out
 
 
@@ -212,7 +213,9 @@ def summarize_as(
     check_options(optimizer, world_size)
     sizes = example_sizes(g, dims)
     dt = resolve_dtype(dtype)
-    if model is None or any(p.dtype != dt for p in model.parameters() if p.is_floating_point()):
+    if model is None or any(
+        p.dtype != dt for p in all_tensors(model, "_parameters") if p.is_floating_point()
+    ):
         from archcomp.backends.torch.build import build_graph
 
         model = build_graph(g, device="meta", dtype=dt)
@@ -233,7 +236,8 @@ def _summary(
 ) -> S:
     acts = measure_activations(model, g, sizes, dt, checkpointing)
     nodes = node_rows(g, model, sizes, acts)
-    plist = list(model.parameters())
+    plist = all_tensors(model, "_parameters")
+    buffers = all_tensors(model, "_buffers")
     trainable = [p for p in plist if p.requires_grad]
     return cls(
         name=g.name,
@@ -242,10 +246,10 @@ def _summary(
         trainable_parameters=sum(p.numel() for p in trainable),
         tied_parameters=nodes.tied_elements,
         ties=nodes.ties,
-        buffers=sum(b.numel() for b in model.buffers()),
+        buffers=sum(b.numel() for b in buffers),
         dtype=dtype_name(dt),
         param_bytes=sum(p.numel() * p.element_size() for p in plist),
-        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in buffers),
         grad_bytes=sum(p.numel() * p.element_size() for p in trainable),
         optimizer=optimizer,
         optimizer_bytes=optimizer_bytes(optimizer, plist),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from archcomp.backends.torch.memory import PerRank
-from archcomp.ir import Node
+from archcomp.ir import Node, Scope
 
 # How a row's activations were found: measured by the meta forward ("trace"), or, for an op
 # that cannot run on meta tensors, by its op's activation rule ("rule") or its outputs' size
@@ -82,18 +82,26 @@ class Level:
     count: int = 1
 
 
-def levels_of(node: Node) -> tuple[Level, ...]:
-    """The enclosing levels of a node: each block instance, a repeat around its copies."""
+def levels_of(node: Node, known: dict[int, tuple[Level, ...]] | None = None) -> tuple[Level, ...]:
+    """The enclosing levels of a node: each block instance, a repeat around its copies.
+    ``known``: each scope's levels, made once for all the nodes inside it."""
+    known = {} if known is None else known
     out: list[Level] = []
     for s in node.scopes:
-        if s.repeat is not None and s.index is not None:
-            out.append(Level(s.name.rsplit(".", 1)[0], s.block, "repeat", s.repeat))
-            if s.name == node.name:  # a repeated op: the copy is the node itself
-                continue
-            out.append(Level(s.name, s.block, "copy"))
-        else:
-            out.append(Level(s.name, s.block, "block"))
+        levels = known.get(id(s))
+        if levels is None:
+            levels = known[id(s)] = _scope_levels(s)
+        if s.name == node.name and s.repeat is not None and s.index is not None:
+            levels = levels[:1]  # a repeated op: the copy is the node itself
+        out.extend(levels)
     return tuple(out)
+
+
+def _scope_levels(s: Scope) -> tuple[Level, ...]:
+    if s.repeat is not None and s.index is not None:
+        repeat = Level(s.name.rsplit(".", 1)[0], s.block, "repeat", s.repeat)
+        return (repeat, Level(s.name, s.block, "copy"))
+    return (Level(s.name, s.block, "block"),)
 
 
 @dataclass(repr=False)
