@@ -4,11 +4,10 @@ module's own state_dict loaded strictly -> outputs and gradients equal (tests/NU
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from equivalence import Case, check_case
+from import_checks import round_trip
 from import_models import (
     Assorted,
     Cnn,
@@ -25,25 +24,6 @@ from torch import nn
 import archcomp
 from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
-
-
-def round_trip(ref: nn.Module, inputs: tuple[torch.Tensor, ...], **kw: Any) -> str:
-    """Import ``ref``, build the spec, load ref's state_dict strictly, compare; the spec text."""
-    torch.manual_seed(0)
-    text = archcomp.import_module(ref, inputs, **kw)
-    archcomp.check(text)
-    model = archcomp.build(text)
-    model.load_state_dict(ref.state_dict(), strict=True)
-    ref.train(model.training)
-    case = Case(
-        model,
-        ref,
-        inputs,
-        lambda *xs: [ref(*xs)],
-        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
-    )
-    check_case(case)
-    return text
 
 
 def test_mlp_round_trip_reads_like_a_spec() -> None:

@@ -12,8 +12,7 @@ import pytest
 import torch
 from equivalence import Case, check_case
 from hf_models import quiet
-from lowering import redraw
-from numerics import RoundingChains, assert_close
+from import_checks import SMALL, logits_equal, saved
 
 import archcomp
 from archcomp.cli.main import main
@@ -22,38 +21,6 @@ from archcomp.importer.hf import import_hf
 
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = dict(
-    num_hidden_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=48,
-    vocab_size=61,
-    max_position_embeddings=16,
-    rms_norm_eps=1e-6,
-    bos_token_id=0,
-    eos_token_id=0,
-    pad_token_id=0,
-)
-
-
-def saved(tmp_path: Path, family: str, **config: Any) -> tuple[Any, Path]:
-    """A re-drawn transformers ``<family>ForCausalLM`` and the folder it is saved in."""
-    quiet()
-    cfg = getattr(transformers, f"{family}Config")(**{**SMALL, **config})
-    model = getattr(transformers, f"{family}ForCausalLM")(cfg)
-    redraw(model, 3)
-    folder = tmp_path / family.lower()
-    model.save_pretrained(folder)
-    return model.eval(), folder
-
-
-def logits_equal(model: Any, ref: Any) -> None:
-    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad(), RoundingChains() as chains:
-        got, want = model(input_ids=ids), ref(input_ids=ids).logits
-    got = got["logits"] if isinstance(got, dict) else got
-    assert_close(got, want, chains.tolerance(torch.float32, got, want))
 
 
 def test_llama_round_trip_from_the_cli(tmp_path: Path) -> None:

@@ -43,13 +43,15 @@ def import_module(
     """
     import torch
 
+    from archcomp.importer.built import built_ops, built_ties
     from archcomp.importer.emit import spec_text
     from archcomp.importer.trace import Importer, _snake
+    from archcomp.importer.unify import used
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"import_module takes an nn.Module, not {type(module).__name__}")
     inputs = _bind(module, example_inputs)
-    imp = Importer()
+    imp = Importer(built=built_ops(module), ties=built_ties(module))
     body = imp.body(module, list(inputs), "")
     spec_name = name or _snake(type(module).__name__)
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}
@@ -66,6 +68,8 @@ def import_module(
         blocks, body = made
     elif imp.problems or body is None:
         raise ImportFailure(imp.problems)
+    else:
+        blocks = used(imp.blocks, body)
     return spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from archcomp.importer.functions import more_call
+
 
 @dataclass(frozen=True)
 class Ref:
@@ -173,6 +175,9 @@ def call_op(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Built
         return "reshape", [_ref(args[0], "the input")], {"shape": _ints(shape, "shape")}
     if target in ("contiguous",):
         return _ref(args[0], "the input")
+    more = more_call(target, args, kwargs)
+    if more is not None:
+        return more[0], [_ref(r, "an input") for r in more[1]], more[2]
     raise Unsupported("no archcomp op for it")
 
 

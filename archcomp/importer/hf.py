@@ -64,6 +64,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     from archcomp.importer.exported import Flat, export_model
     from archcomp.importer.params import config_values, name_params
     from archcomp.importer.scopes import Walker
+    from archcomp.importer.unify import used
 
     folder = Path(folder)
     model = load_meta_model(folder)
@@ -84,6 +85,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     body = w.body("", given, [flat.inputs[g] for g in given], results)
     if w.problems or body is None:
         raise ImportFailure(w.problems)
+    w.blocks = used(w.blocks, body)  # a run's copies merged into one leave theirs behind
     params = name_params(w.blocks, body, values)
     outs = body["outputs"]
     keys = _output_names(ep)

@@ -10,6 +10,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from archcomp.base.errors import UsageError
+
 B, T, S = 2, 5, 7  # example sizes: batch, (target) length, source length (all symbols)
 
 
@@ -38,20 +40,31 @@ def examples(model: Any) -> list[Example]:
         out.append(Example("input_ids", ("B", "S" if seq2seq else "T"), "int64"))
         if "token_type_ids" in args and _has_segments(model):  # BERT's segments
             out.append(Example("token_type_ids", ("B", "T"), "int64"))
-    if "pixel_values" in args:  # CLIP: one image of the vision tower's size
+    if "pixel_values" in args:  # vision models, CLIP: one image of the vision tower's size
         vision = getattr(cfg, "vision_config", cfg)
-        side = int(vision.image_size)
-        out.append(Example("pixel_values", ("B", int(vision.num_channels), side, side), "float32"))
+        chans = getattr(vision, "num_channels", 3)
+        if not isinstance(chans, int):
+            raise UsageError(f"{type(vision).__name__}: no int num_channels for pixel_values")
+        out.append(Example("pixel_values", ("B", chans, *_image_size(vision)), "float32"))
     if seq2seq:
         out.append(Example("decoder_input_ids", ("B", "T"), "int64"))
     if not out:
-        from archcomp.base.errors import UsageError
-
         raise UsageError(
             f"{type(model).__name__}.forward takes none of input_ids, input_features and "
             "pixel_values: no example input to trace it on"
         )
     return out
+
+
+def _image_size(cfg: Any) -> list[int]:
+    size = getattr(cfg, "image_size", None)
+    if isinstance(size, int):
+        return [size, size]
+    if isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(s, int) for s in size):
+        return list(size)
+    if size is None:  # ResNet and ConvNeXt configs size no image: any does, 224 as trained
+        return [224, 224]
+    raise UsageError(f"{type(cfg).__name__}: image_size {size!r} is not an int or [H, W]")
 
 
 def _has_segments(model: Any) -> bool:

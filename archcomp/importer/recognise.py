@@ -17,7 +17,6 @@ from torch import fx, nn
 from archcomp.importer import recognise_encdec as encdec
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
-from archcomp.importer.mha import torch_mha
 from archcomp.importer.rope import rope_options
 
 Op = tuple[str, dict[str, Any]]
@@ -58,19 +57,6 @@ _SLICE = "aten.slice.Tensor"
 
 def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) -> Op | str | None:
     """The op of the module at ``path`` that ran ``group`` (its calls, its children's too)."""
-    from archcomp.importer.recognise_decoders import position_table, recognise_family
-
-    if isinstance(module, nn.MultiheadAttention):
-        return torch_mha(flat, module, group)
-    pos = encdec.positions(flat, module, group)  # an embedding of positions, added to x
-    if isinstance(pos, tuple) or (pos is not None and not position_table(flat, module, group)):
-        return pos  # else BERT's position_ids buffer: read by the scope (position_table)
-    emb = encdec.scaled_embedding(module, group)  # BART's embed_tokens
-    if isinstance(emb, tuple):
-        return emb
-    family = recognise_family(flat, path, module, group)  # Gemma's scaled embedding, ...
-    if family is not None or emb is not None:
-        return family if family is not None else emb
     kids = dict(module.named_children())
     if not kids and type(module).__module__.startswith("torch.nn"):
         made = leaf_op(module)

@@ -22,11 +22,12 @@ from torch import fx, nn
 from archcomp.frontend.schema import reserved_id
 from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
+from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import Flat
-from archcomp.importer.recognise import recognise
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.trace import _snake, without_defaults
+from archcomp.importer.unify import unify, unify_ops
 
 ATEN: dict[str, Any] = {
     "aten.add.Tensor": operator.add,
@@ -50,6 +51,13 @@ ATEN: dict[str, Any] = {
     "aten.reshape.default": torch.reshape,
     "aten.cat.default": torch.cat,
     "aten.softmax.int": F.softmax,
+    "aten.add_.Tensor": operator.add,  # in place (``h += residual``): read after it, refused
+    "aten.mul_.Tensor": operator.mul,
+    "aten.flatten.using_ints": torch.flatten,
+    "aten.mean.dim": torch.mean,
+    "aten.select.int": torch.select,
+    "aten.max_pool2d.default": F.max_pool2d,
+    "aten.adaptive_avg_pool2d.default": F.adaptive_avg_pool2d,
 }
 _CHUNK = "aten.chunk.default"
 _NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
@@ -142,6 +150,26 @@ class Walker:
             self.keys[key], self.blocks[name] = name, body
         return self.keys[key]
 
+    def merged(self, run: list[Item]) -> tuple[str, dict[str, Any]] | None:
+        """One op, or one block reading ``index``, for a run of copies that differ
+        (:mod:`archcomp.importer.unify`); None where they cannot be one."""
+        if not all(x.op in self.blocks for x in run):
+            args = unify_ops([(x.op, x.opts) for x in run])
+            return None if args is None else (run[0].op, args)
+        bodies = [self.blocks[x.op] for x in run]
+        body = unify(bodies)
+        if body is None:
+            return None
+        body["shapes"] = bodies[0].get("shapes")
+        key = "unified:" + json.dumps(body, sort_keys=True, default=str)
+        if key not in self.keys:
+            base = re.sub(r"_?\d+$", "", run[0].op) or run[0].op
+            name, n = base, 2
+            while name in self.blocks:
+                name, n = f"{base}_{n}", n + 1
+            self.keys[key], self.blocks[name] = name, body
+        return self.keys[key], {}
+
     def fail(self, n: fx.Node, what: str, why: str) -> None:
         self.problems.append(f"{what} ({why}) at {self.flat.source(n)}")
 
@@ -186,9 +214,26 @@ class _Scope:
                 groups[-1][1].append(n)
             else:
                 groups.append((c, [n]))
-        items = [self._item(c, g) for c, g in groups]
-        kept = fold_positions([i for i in items if i is not None], self.w)
+        items: list[Item] = []
+        for c, g in groups:
+            seq = self._sequential(c) if c is not None else None
+            one = self._item(c, g) if seq is None else None
+            items += seq if seq is not None else [one] if one is not None else []
+        kept = fold_positions(items, self.w)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
+
+    def _sequential(self, child: str) -> list[Item] | None:
+        """An nn.Sequential's children as items of this level (``layers.0``, ``layers.1``, ...,
+        a repeat where they are equal), as a ModuleList's are: its parameters are
+        ``layers.0.*``, which a block of its own would have no node id for."""
+        m = self.w.flat.model.get_submodule(child)
+        if type(m) is not nn.Sequential:
+            return None
+        inner = _Scope(self.w, child).items()
+        rel = self._rel(child)
+        for it in inner:
+            it.id = f"{rel}.{it.id}"
+        return inner
 
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
@@ -222,7 +267,7 @@ class _Scope:
             )
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
             return None
-        made = recognise(flat, child, m, group)
+        made = recognise_any(flat, child, m, group)
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
@@ -294,6 +339,9 @@ class _Scope:
         if fn is None:
             self.w.fail(n, f"{where}{n.target}", "no archcomp op for it")
             return None
+        if str(n.target).endswith("_.Tensor") and _read_after(flat, n):
+            self.w.fail(n, f"{where}{n.target}", "in place, on a tensor read after it")
+            return None
         named = {a.name: a for a in flat.args_of(n)}
         args: Any = fx.node.map_arg(n.args, lambda a: Ref(flat.get(a).name))  # type: ignore[arg-type,return-value]
         kwargs: Any = fx.node.map_arg(n.kwargs, lambda a: Ref(flat.get(a).name))  # type: ignore[arg-type,return-value]
@@ -312,6 +360,13 @@ class _Scope:
             else {k: named[r.name] for k, r in ins.items()}
         )
         return Item(op, op, back, without_defaults(op, opts), [n], calls)  # ids: add, add_1, ...
+
+
+def _read_after(flat: Flat, n: fx.Node) -> bool:
+    """Whether the tensor an in-place call writes is read by a later call than ``n``."""
+    x = flat.get(n.args[0])
+    at = flat.order.index(n)
+    return any(u is not n and flat.order.index(u) > at for u in flat.users.get(x, []))
 
 
 def _chunk_item(flat: Flat, n: fx.Node, calls: set[fx.Node]) -> Item | str:
@@ -352,13 +407,23 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                 prev, cur = items[i + n - 1], items[i + n]
                 if (
                     cur.id != f"{m.group(1)}.{n}"
-                    or (cur.op, cur.opts) != (prev.op, prev.opts)
                     or not _chained(cur, prev, first=items[i])
                     or len(prev.outs) != 1
                     or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
                 ):
                     break
                 n += 1
+        op, opts = items[i].op, items[i].opts
+        if any((x.op, x.opts) != (op, opts) for x in items[i : i + n]):
+            merged = w.merged(items[i : i + n])  # copies that differ through index
+            if merged is None:  # the run of equal copies only; the next one is refused
+                n = next(
+                    k
+                    for k in range(1, n + 1)
+                    if k == n or items[i + k].op != op or items[i + k].opts != opts
+                )
+            else:
+                op, opts = merged
         first, last = items[i], items[i + n - 1]
         if "." in first.id and (m is None or m.group(2) != "0"):
             where = f"{path}.{first.id}" if path else first.id
@@ -370,7 +435,7 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
         elif m is not None:
             calls = set().union(*(x.calls for x in items[i : i + n]))
             extra = {"repeat": n}
-            first = Item(m.group(1), first.op, first.ins, first.opts, last.outs, calls, extra)
+            first = Item(m.group(1), op, first.ins, opts, last.outs, calls, extra)
         out.append(first)
         i += n
     return out

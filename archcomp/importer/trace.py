@@ -14,8 +14,11 @@ import torch
 from torch import fx, nn
 
 from archcomp.frontend.schema import reserved_id
+from archcomp.importer.built import built_call, built_results, relative_tie
 from archcomp.importer.calls import Ref, Unsupported, call_op, describe
+from archcomp.importer.functions import pieces
 from archcomp.importer.leaves import RESULTS, leaf_op
+from archcomp.importer.unify import unify, unify_ops
 from archcomp.ops import all_ops
 
 Body = dict[str, Any]
@@ -52,6 +55,8 @@ class Importer:
     blocks: dict[str, Body] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # body text -> block name
     problems: list[str] = field(default_factory=list)
+    built: dict[str, Any] = field(default_factory=dict)  # path -> op of a built model (.built)
+    ties: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> a built node's tie
 
     def block_for(self, m: nn.Module, given: list[str], where: str) -> str | None:
         """The block name for child ``m`` called with tensors for ``given`` of its arguments."""
@@ -67,6 +72,26 @@ class Importer:
             self.keys[key] = name
             self.blocks[name] = body
         return self.keys[key]
+
+    def merged(self, made: list[Any]) -> tuple[str, dict[str, Any]] | None:
+        """One op, or one block reading ``index``, for copies ``(op, ins, args, results)``
+        that differ (:mod:`archcomp.importer.unify`); None where they cannot be one."""
+        if any(m is None or m[3] is not None for m in made):
+            return None
+        if not all(m[0] in self.blocks for m in made):
+            args = unify_ops([(m[0], m[2]) for m in made])
+            return None if args is None else (made[0][0], args)
+        body = unify([self.blocks[m[0]] for m in made])
+        if body is None:
+            return None
+        key = "unified:" + json.dumps(body, sort_keys=True, default=str)
+        if key not in self.keys:
+            base = re.sub(r"_?\d+$", "", made[0][0]) or made[0][0]
+            name, n = base, 2
+            while name in self.blocks:
+                name, n = f"{base}_{n}", n + 1
+            self.keys[key], self.blocks[name] = name, body
+        return self.keys[key], {}
 
     def body(self, m: nn.Module, given: list[str], where: str) -> Body | None:
         """Trace ``m`` one level deep; arguments not in ``given`` keep their defaults."""
@@ -168,6 +193,8 @@ class _Body:
         prev = self.nodes[-1]["id"] if self.nodes else self.first
         if isinstance(ins, list) and len(ins) == 1 and ins[0].name == prev and op != "concat":
             pass  # reads the previous node: the default
+        elif isinstance(ins, list | dict) and not ins:
+            pass  # an op of no input (a parameter)
         elif isinstance(ins, list):
             entry["in"] = (
                 ins[0].name if len(ins) == 1 and op not in ("concat",) else [r.name for r in ins]
@@ -211,7 +238,8 @@ class _Body:
         op, ins, opts = made
         nid = self._id("select" if node.target is operator.getitem else node.name)
         self._emit(nid, op, ins, opts)
-        self.env[node] = Ref(nid)
+        n = pieces(op, opts)
+        self.env[node] = tuple(Ref(f"{nid}.out{j}") for j in range(n)) if n else Ref(nid)
 
     def _module_call(self, order: list[fx.Node], i: int) -> int:
         """Emit the child call at ``order[i]`` (a run of numbered equal children as one
@@ -237,13 +265,20 @@ class _Body:
                 self.env[order[i + k - 1]] = ins[0]  # stands for the copy before, while comparing
             ops = [
                 self._child(
-                    order[i + k], self.module.get_submodule(str(order[i + k].target)), target
+                    order[i + k],
+                    self.module.get_submodule(str(order[i + k].target)),
+                    str(order[i + k].target),  # its own path: a built op's node is by path
                 )
                 for k in range(1, run)
             ]
             if any(o is None or o[0] != op or o[2] != opts for o in ops):
-                run = 1
-        name = _NUMBERED.match(target).group(1) if run > 1 else target  # type: ignore[union-attr]
+                merged = self.imp.merged([made, *ops])  # copies that differ through index
+                if merged is None:
+                    run = 1
+                else:
+                    op, opts = merged
+        lone = run == 1 and _lone_copy(self.module, target)  # a ModuleList of one: repeat 1
+        name = _NUMBERED.match(target).group(1) if run > 1 or lone else target  # type: ignore[union-attr]
         if name in self.called and run == 1 and not any(True for _ in sub.parameters()):
             name = self._id(node.name)  # a module without weights, called again
             self.ids.discard(name)
@@ -264,7 +299,15 @@ class _Body:
         self.ids.add(name)
         self.called.add(name)
         copies = run_of_children if seq else run
-        self._emit(name, op, ins, opts, **({"repeat": copies} if copies > 1 else {}))
+        keys: dict[str, Any] = {"repeat": copies} if copies > 1 or lone else {}
+        tie = self.imp.ties.get(f"{self.where}.{target}".lstrip("."))
+        if tie and run == 1:
+            rel = relative_tie(tie, self.where)
+            if rel is None:
+                self._fail(node, self._path(target), f"tied to {tie}, outside this block")
+                return run
+            keys["tie"] = rel
+        self._emit(name, op, ins, opts, **keys)
         last = order[i + run - 1]
         self.env[last] = _results(name, results)
         return run
@@ -280,10 +323,13 @@ class _Body:
         made = [self._child(node, child, f"{target}.{k}") for k, child in enumerate(sub)]
         first = made[0]
         if (
-            first is None
-            or first[3] is not None
-            or any(m is None or m[:1] + m[2:3] != first[:1] + first[2:3] for m in made)
+            first is not None
+            and first[3] is None
+            and any(m is None or m[:1] + m[2:3] != first[:1] + first[2:3] for m in made)
         ):
+            merged = self.imp.merged(made)  # children that differ through index
+            first = None if merged is None else (merged[0], first[1], merged[1], None)
+        if first is None or first[3] is not None:
             del self.imp.problems[before:]  # not a repeat: the block path reports what fails
             self.imp.blocks, self.imp.keys = (
                 blocks,
@@ -297,6 +343,8 @@ class _Body:
     ) -> tuple[str, Any, dict[str, Any], Any] | None:
         args, kwargs = self._value(node.args), self._value(node.kwargs)
         where = f"{self.where}.{target}".lstrip(".")
+        if where in self.imp.built:
+            return self._built(node, self.imp.built[where], args, kwargs, target)
         if next(sub.children(), None) is None and type(sub).__module__.startswith("torch.nn"):
             made = leaf_op(sub)
             if made is None or isinstance(made, str):
@@ -324,6 +372,16 @@ class _Body:
         outs = self.imp.blocks[name]["outputs"]
         results = tuple(outs) if isinstance(outs, dict) else None
         return name, list(tensors.values()), {}, results
+
+    def _built(
+        self, node: fx.Node, made: Any, args: Any, kwargs: Any, target: str
+    ) -> tuple[str, Any, dict[str, Any], Any] | None:
+        """An op module of a model archcomp built: the op and arguments of its node."""
+        ins = built_call(made, args, kwargs)
+        if isinstance(ins, str):
+            self._fail(node, f"self.{target}", ins)
+            return None
+        return made[0], ins, made[1], built_results(made[0])
 
     def _outputs(self, value: Any) -> Any:
         v = self._value(value)
@@ -359,6 +417,15 @@ def _results(name: str, results: Any) -> Any:
         return tuple(walk(x) for x in r) if isinstance(r, tuple) else Ref(f"{name}.{r}")
 
     return walk(tuple(results))
+
+
+def _lone_copy(module: nn.Module, target: str) -> bool:
+    """Whether ``target`` is ``P.0`` of a ModuleList or Sequential ``P`` of one child."""
+    m = _NUMBERED.match(target)
+    if m is None or m.group(2) != "0":
+        return False
+    parent = module.get_submodule(m.group(1))
+    return isinstance(parent, nn.ModuleList | nn.Sequential) and len(parent) == 1
 
 
 def _run(order: list[fx.Node], i: int, module: nn.Module) -> int:

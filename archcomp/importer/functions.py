@@ -1,0 +1,111 @@
+"""Calls beyond calls.py's table, as archcomp ops: pooling functions (``F.max_pool2d``,
+``torch.avg_pool1d``, ``F.adaptive_avg_pool2d``, ...), ``torch.mean`` over dims,
+``torch.select`` (aten's ``x[:, 0]``) as an ``index``, ``torch.roll``, comparisons
+(``mask != 0``) and ``chunk``/``split`` as ``split``; arguments equal to the op's defaults
+are left out."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+_MAX = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+COMPARE: dict[Any, str] = {
+    operator.eq: "eq",
+    operator.ne: "ne",
+    operator.lt: "lt",
+    operator.le: "le",
+    operator.gt: "gt",
+    operator.ge: "ge",
+}
+COMPARE |= {getattr(torch, op): op for op in set(COMPARE.values())}
+COMPARE |= {op: op for op in set(COMPARE.values())}  # the tensor methods
+POOLS: dict[Any, tuple[str, tuple[str, ...]]] = {}
+for _n in (1, 2):
+    for _kind, _names in (("max", _MAX), ("avg", _AVG)):
+        for _space in (torch, F):
+            _fn = getattr(_space, f"{_kind}_pool{_n}d", None)
+            if _fn is not None:
+                POOLS[_fn] = (f"{_kind}_pool{_n}d", _names)
+    for _kind in ("avg", "max"):
+        POOLS[getattr(F, f"adaptive_{_kind}_pool{_n}d")] = (
+            f"adaptive_{_kind}_pool{_n}d",
+            ("output_size", "return_indices"),
+        )
+
+
+def _one_or_list(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple | list) else v
+
+
+def _one(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return v[0] if len(set(v)) == 1 else list(v)
+    return v
+
+
+def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``(op, [input], args)`` of a call of this module's table; None for any other call;
+    raises ValueError for what the ops do not take (indices, a divisor override)."""
+    if target in (torch.mean, "mean") and (len(args) > 1 or "dim" in kwargs):
+        bound = dict(zip(("dim", "keepdim"), args[1:], strict=False)) | kwargs
+        if set(bound) - {"dim", "keepdim"}:
+            raise ValueError(f"mean with {sorted(set(bound) - {'dim', 'keepdim'})}")
+        dim = bound["dim"]
+        opts = {"dim": list(dim) if isinstance(dim, tuple | list) else dim}
+        return "mean", [args[0]], opts | ({"keepdim": True} if bound.get("keepdim") else {})
+    if target in (torch.select, "select"):
+        dim, i = (*args[1:], *kwargs.values())[:2]
+        if not isinstance(dim, int) or not isinstance(i, int) or dim < 0:
+            raise ValueError(f"select of dim {dim!r} at {i!r} (only a literal dim from the front)")
+        return "index", [args[0]], {"at": "[" + ":, " * dim + f"{i}]"}
+    if target in COMPARE and not kwargs and len(args) == 2:
+        return _compare(COMPARE[target], *args)
+    if target in (torch.roll, "roll"):
+        shifts, dims = (*args[1:], *kwargs.values(), None)[:2]
+        if dims is None:
+            raise ValueError("roll without dims (of the flattened tensor)")
+        one = {"shifts": _one_or_list(shifts), "dims": _one_or_list(dims)}
+        return "roll", [args[0]], one
+    if target in (torch.chunk, "chunk", torch.split, "split"):
+        return _split(target, args, kwargs)
+    if target not in POOLS:
+        return None
+    op, names = POOLS[target]
+    bound = dict(zip(names, args[1:], strict=False)) | kwargs
+    if bound.pop("return_indices", False) or bound.pop("divisor_override", None) is not None:
+        raise ValueError(f"{op} with return_indices or divisor_override")
+    opts = {k: _one(v) for k, v in bound.items() if v is not None}
+    if "stride" in opts and opts["stride"] in ([], opts.get("kernel_size")):
+        del opts["stride"]
+    return op, [args[0]], opts
+
+
+def _split(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.chunk(n, dim)`` and ``x.split(sizes, dim)`` as ``split`` (pieces ``out0``, ...)."""
+    how, dim = (*args[1:], *kwargs.values(), 0)[:2]
+    if target in (torch.chunk, "chunk") and isinstance(how, int):
+        return "split", [args[0]], {"chunks": how, "dim": dim}
+    if isinstance(how, list | tuple) and all(isinstance(v, int) for v in how):
+        return "split", [args[0]], {"sizes": list(how), "dim": dim}
+    raise ValueError(f"a split into {how!r} (only a chunk count or a list of literal sizes)")
+
+
+def pieces(op: str, opts: dict[str, Any]) -> int:
+    """How many results a ``split`` gives; 0 for any other op."""
+    if op != "split":
+        return 0
+    return int(opts["chunks"]) if "chunks" in opts else len(opts["sizes"])
+
+
+def _compare(op: str, a: Any, b: Any) -> Any:
+    """``x != 0`` as ``{op: ne, scalar: 0}``; two tensors as the op of both (calls.py checks
+    that each input is a tensor of the graph)."""
+    number = isinstance(b, int | float) and not isinstance(b, bool)
+    if not isinstance(a, int | float | bool):
+        return (op, [a], {"scalar": b}) if number else (op, [a, b], {})
+    raise ValueError(f"{op} of {a!r} and {b!r} (a tensor with a tensor or a number after it)")
