@@ -168,9 +168,11 @@ def test_sampling_with_a_seed_is_reproducible() -> None:
     assert not torch.equal(a, model.generate(**x, **{**kw, "seed": 4}))
 
 
-def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """generate(compile=True) of an encoder-decoder: one graph for the one-token step (the
-    cross-attention's stored keys read, not recomputed), no break, no recompilation."""
+@pytest.mark.parametrize("name", ["t5", "whisper"])
+def test_compiled_decode_is_compiled_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate(compile=True) of an encoder-decoder: one graph for the encoder (the prefill's
+    bulk) and one for the one-token step (the cross-attention's stored keys read, not
+    recomputed), no break, no recompilation for another prompt."""
     from torch._dynamo.utils import counters
 
     from archcomp.backends.torch import generate as gen
@@ -179,16 +181,17 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
     torch._dynamo.reset()
     counters.clear()
-    model = _built("t5", feed_forward_proj="gated-gelu", tie_word_embeddings=False)
-    x = _source("t5", 8)
+    extra = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+    model = _built(name, **(extra if name == "t5" else {}))
+    x = _source(name, 8)
     want = model.generate(**x, max_new_tokens=7)
     assert torch.equal(model.generate(**x, max_new_tokens=7, compile=True), want)
-    other = _source("t5", 9)  # another prompt of the same shapes: the same graph
+    other = _source(name, 9)  # another prompt of the same shapes: the same graphs
     assert torch.equal(
         model.generate(**other, max_new_tokens=5, compile=True),
         model.generate(**other, max_new_tokens=5),
     )
-    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["unique_graphs"] == 2  # the encoder and the one-token step
     assert not counters["graph_break"]
     assert not counters["recompiles"]
 

@@ -40,6 +40,7 @@ class Compiled:
     cache: KVCache
     step: Callable[[Tensor, Tensor], Tensor]  # (token (B, 1), position (1,)) -> logits (B, V)
     prefill: Callable[[Tensor], Tensor]  # prompt (B, T) -> its last logits (B, V)
+    encode: Callable[..., tuple[Tensor, ...]]  # an encoder-decoder's encoder inputs -> outputs
 
 
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, Compiled] = weakref.WeakKeyDictionary()
@@ -49,6 +50,9 @@ COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 # (dynamic=True): one compilation serves every prompt length, where static shapes would
 # recompile per length (or pad each prompt to a bucket and compute the padding)
 PREFILL_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": True}
+# a model with Mamba layers: its prefill's scan loops over the prompt (chunks of it), so its
+# graph has static shapes, one per prompt length (every later token runs the one step graph)
+SCAN_PREFILL_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
@@ -298,9 +302,10 @@ def _cache_for(model: nn.Module, batch: int, length: int, compile: bool) -> KVCa
 
 
 def _compiled(model: nn.Module, cache: KVCache) -> Compiled:
-    """The one-token step and the prefill over ``cache``, compiled once per model and cache.
-    The step sets the cache's positions and masks from a position tensor inside its graph and
-    returns the last logits: no Python work per token but the call."""
+    """The one-token step, the prefill and an encoder-decoder's encoder over ``cache``, compiled
+    once per model and cache. The step sets the cache's positions and masks from a position
+    tensor inside its graph and returns the last logits: no Python work per token but the
+    call."""
     held = _COMPILED.get(model)
     if held is not None and held.cache is cache:
         return held
@@ -313,8 +318,18 @@ def _compiled(model: nn.Module, cache: KVCache) -> Compiled:
         cache.state.begin(ids.size(1))  # positions and masks of the symbolic length
         return _logits(model, ids, cache)[:, -1]  # (B, V)
 
+    parts: Any = model  # an encoder-decoder's GraphModule
+    names = split(parts).encoder_inputs if is_encoder_decoder(model) else ()
+
+    def encoder(*inputs: Tensor) -> tuple[Tensor, ...]:
+        return encode(parts, dict(zip(names, inputs, strict=True)))
+
+    scans = any(isinstance(e, ScanState) for e in cache.layers.values())
     held = Compiled(
-        cache, torch.compile(step, **COMPILE_OPTIONS), torch.compile(prefill, **PREFILL_OPTIONS)
+        cache,
+        torch.compile(step, **COMPILE_OPTIONS),
+        torch.compile(prefill, **(SCAN_PREFILL_OPTIONS if scans else PREFILL_OPTIONS)),
+        torch.compile(encoder, **PREFILL_OPTIONS),  # the source's length symbolic
     )
     _COMPILED[model] = held
     return held
@@ -329,10 +344,13 @@ def _prefill(
     compiled: Compiled | None,
 ) -> Tensor:
     """The prompt's last logits (B, V), the cache then holding it: compiled for a decoder's
-    prompt of two tokens or more. Eager: an encoder-decoder's (its encoder runs once) and a
-    model with Mamba layers (their scan is a loop over the prompt: a graph per length)."""
-    scans = any(isinstance(e, ScanState) for e in cache.layers.values())
-    if compiled is None or enc is not None or scans or prompt.size(1) < 2:
+    prompt of two tokens or more (a model with Mamba layers: a graph per prompt length). An
+    encoder-decoder's encoder is compiled, its decoder prompt (a token or a few) runs eager:
+    its first forward projects the cross-attention's keys and values once."""
+    if compiled is not None and enc is not None:
+        cache.encoder_outputs = tuple(compiled.encode(*enc.values()))  # in the spec's order
+        enc = None  # the cache holds the encoder's outputs
+    if compiled is None or is_encoder_decoder(model) or prompt.size(1) < 2:
         return forward_cached(model, prompt, cache, mask, last_only=True, encoder_inputs=enc)[:, -1]
     if mask is not None:  # the rows' padding, read by the graph's begin
         cache.state.begin(prompt.size(1), mask)
