@@ -212,6 +212,46 @@ def test_bad_calls_are_refused_with_what_is_wrong() -> None:
     assert model.generate(**x, max_new_tokens=4, decoder_input_ids=start).shape == (2, 5)
 
 
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_left_padded_decoder_prompts_decode_as_they_do_alone(name: str, tmp_path: Path) -> None:
+    """decoder_input_ids of different lengths, left-padded (decoder_attention_mask 0 there):
+    each row decodes as it does alone. T5 (relative positions) equals transformers' generate
+    given the same decoder_attention_mask; BART's learned positions start at a row's first
+    real token here, where transformers starts them at the padding (its padded row differs
+    from the row alone), so the row alone is the reference."""
+    hf, model = _pair(name, "v1_0" if name == "t5" else "large", tmp_path)
+    x = _source(name, 5)
+    start, g = hf.config.decoder_start_token_id, torch.Generator().manual_seed(6)
+    ids = torch.randint(3, hf.config.vocab_size, (2, 4), generator=g)
+    ids[:, 0] = start
+    ids[1, :2] = hf.config.pad_token_id  # the second row: 2 tokens, left-padded
+    ids[1, 2] = start
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    got = model.generate(**x, max_new_tokens=6, decoder_input_ids=ids, decoder_attention_mask=mask)
+    assert got.shape == (2, 10)
+    for row, first in ((0, 0), (1, 2)):
+        one = {k: v[row : row + 1] for k, v in x.items()}
+        alone = model.generate(
+            **one, max_new_tokens=6, decoder_input_ids=ids[row : row + 1, first:]
+        )
+        assert torch.equal(got[row, first:], alone[0]), f"row {row}: {got[row]} != {alone[0]}"
+    if name == "t5":
+        from transformers import GenerationMixin
+
+        kw = {"max_new_tokens": 6, "do_sample": False, "decoder_start_token_id": start}
+        kw |= {"min_new_tokens": 6, "pad_token_id": 0}  # no eos: every row runs 6 tokens
+        with torch.no_grad():
+            want = GenerationMixin.generate(
+                hf, **x, decoder_input_ids=ids, decoder_attention_mask=mask, **kw
+            )
+        assert torch.equal(got, want), f"archcomp {got.tolist()} != transformers {want.tolist()}"
+    with pytest.raises(ValueError, match="must have decoder_input_ids' shape"):
+        model.generate(
+            **x, max_new_tokens=2, decoder_input_ids=ids, decoder_attention_mask=mask[:, 1:]
+        )
+
+
 BIDIRECTIONAL_DECODER = """
 archcomp: 1
 name: bidirectional_decoder

@@ -204,14 +204,15 @@ def forward_cached(
     """Logits (B, T, V) of new tokens ``input_ids`` (B, T) after those the cache holds; the
     cache then holds them too. ``attention_mask`` (B, T), first call only: 0 = left padding.
     ``last_only``: the logits of the last position (B, 1, V), where the model allows it.
-    An encoder-decoder: ``input_ids`` are the decoder's tokens; ``encoder_inputs`` (first call
-    only, by the spec's input names) run the encoder once, whose outputs the cache keeps."""
+    An encoder-decoder: ``input_ids`` (and their ``attention_mask``) are the decoder's tokens;
+    ``encoder_inputs`` (first call only, by the spec's input names) run the encoder once, whose
+    outputs the cache keeps."""
     if input_ids.dim() != 2 or input_ids.size(0) != cache.batch_size:
         raise ValueError(
             f"input_ids must be (batch {cache.batch_size}, T), not {tuple(input_ids.shape)}"
         )
     if is_encoder_decoder(model):
-        _encode_into(model, cache, encoder_inputs, attention_mask)
+        _encode_into(model, cache, encoder_inputs)
     elif encoder_inputs is not None:
         raise ValueError("encoder_inputs are for an encoder-decoder; this model is a decoder")
     cache.state.begin(input_ids.size(1), attention_mask)
@@ -221,16 +222,9 @@ def forward_cached(
     return logits
 
 
-def _encode_into(
-    model: Any, cache: KVCache, inputs: dict[str, Tensor] | None, mask: Tensor | None
-) -> None:
+def _encode_into(model: Any, cache: KVCache, inputs: dict[str, Tensor] | None) -> None:
     """Run the encoder on ``inputs`` once per prompt (the cache's first forward) and keep its
     outputs in the cache."""
-    if mask is not None:
-        raise ValueError(
-            "an encoder-decoder's decoder tokens take no attention_mask (no decoder padding); "
-            "the source's padding goes in encoder_inputs"
-        )
     if inputs is None:
         if cache.encoder_outputs is None:
             raise ValueError("the first forward_cached of an encoder-decoder needs encoder_inputs")
@@ -367,12 +361,14 @@ def _prompt(
     decoder_input_ids: Tensor | None,
     decoder_start_token_id: int | None,
     encoder_kw: dict[str, Tensor],
+    decoder_attention_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor] | None]:
     """(the decoder's prompt, its padding mask, the encoder's inputs or None): a decoder's
     prompt is ``input_ids``; an encoder-decoder's ``decoder_input_ids``, by default one
     ``decoder_start_token_id`` per row (the model's, from its config.json)."""
     if not is_encoder_decoder(model):
         extra = {"decoder_input_ids": decoder_input_ids, **encoder_kw}
+        extra["decoder_attention_mask"] = decoder_attention_mask
         extra["decoder_start_token_id"] = decoder_start_token_id  # type: ignore[assignment]
         unexpected = [k for k, v in extra.items() if v is not None]
         if unexpected:
@@ -383,7 +379,16 @@ def _prompt(
     source = {"input_ids": input_ids, "attention_mask": attention_mask, **encoder_kw}
     enc = encoder_inputs(model, source)
     if decoder_input_ids is not None:
-        return decoder_input_ids, None, enc
+        if decoder_attention_mask is not None and (
+            decoder_attention_mask.shape != decoder_input_ids.shape
+        ):
+            raise ValueError(
+                f"decoder_attention_mask {tuple(decoder_attention_mask.shape)} must have "
+                f"decoder_input_ids' shape {tuple(decoder_input_ids.shape)}"
+            )
+        return decoder_input_ids, decoder_attention_mask, enc
+    if decoder_attention_mask is not None:
+        raise ValueError("decoder_attention_mask goes with decoder_input_ids")
     start = decoder_start_token_id
     start = start if start is not None else getattr(model, "decoder_start_token_id", None)
     if start is None:
@@ -414,6 +419,7 @@ def generate(
     cache: KVCache | None = None,
     decoder_input_ids: Tensor | None = None,
     decoder_start_token_id: int | None = None,
+    decoder_attention_mask: Tensor | None = None,
     **encoder_inputs: Tensor,
 ) -> Tensor:
     """The prompt ``input_ids`` (B, T) followed by up to ``max_new_tokens`` new tokens per row:
@@ -423,11 +429,18 @@ def generate(
 
     An encoder-decoder: ``input_ids`` and ``attention_mask`` (or ``input_features``, any of the
     spec's encoder inputs by name) are the source, encoded once; the result is the decoder's
-    prompt (``decoder_input_ids``, default: ``decoder_start_token_id``) and its new tokens."""
+    prompt (``decoder_input_ids``, default: ``decoder_start_token_id``; rows of different
+    lengths left-padded, ``decoder_attention_mask`` 0 there) and its new tokens."""
     if max_new_tokens is None:
         raise TypeError("generate() needs max_new_tokens")
     prompt, mask, enc = _prompt(
-        model, input_ids, attention_mask, decoder_input_ids, decoder_start_token_id, encoder_inputs
+        model,
+        input_ids,
+        attention_mask,
+        decoder_input_ids,
+        decoder_start_token_id,
+        encoder_inputs,
+        decoder_attention_mask,
     )
     _check_args(prompt, max_new_tokens, temperature, top_p)
     batch, length = prompt.shape

@@ -167,7 +167,7 @@ class ArchModule(fx.GraphModule):
         :func:`archcomp.backends.torch.generate.generate` (do_sample, temperature, top_k,
         top_p, eos_token_id, pad_token_id, attention_mask, seed, callback, compile, cache;
         an encoder-decoder's encoder inputs by name, decoder_input_ids,
-        decoder_start_token_id)."""
+        decoder_attention_mask, decoder_start_token_id)."""
         from archcomp.backends.torch.generate import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
