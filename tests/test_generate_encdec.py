@@ -7,6 +7,7 @@ cache's positions); cached steps equal the whole forward, and greedy tokens equa
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,60 @@ def test_left_padded_decoder_prompts_decode_as_they_do_alone(name: str, tmp_path
         model.generate(
             **x, max_new_tokens=2, decoder_input_ids=ids, decoder_attention_mask=mask[:, 1:]
         )
+
+
+def _whisper_with_rules(folder: Path, rules: dict[str, Any]) -> tuple[Any, Any]:
+    """(transformers' Whisper, archcomp's from its checkpoint) with ``rules`` in the
+    generation_config.json, both float64."""
+    quiet()
+    hf = make("whisper")
+    hf.generation_config.decoder_start_token_id = hf.config.decoder_start_token_id
+    for key, value in rules.items():
+        setattr(hf.generation_config, key, value)
+    hf.save_pretrained(folder)
+    return hf.double(), archcomp.from_pretrained(folder, dtype=torch.float64)
+
+
+def test_whisper_rules_from_generation_config_equal_transformers(tmp_path: Path) -> None:
+    """forced_decoder_ids (the decoder prompt after the start), suppress_tokens (never) and
+    begin_suppress_tokens (not first) from generation_config.json: the new tokens equal
+    transformers' Whisper generate (which returns the new tokens alone); the rules are chosen
+    to ban what the model picks without them, so each one changes the output."""
+    x = _source("whisper", 3)
+    forced = [[1, 7], [2, 9]]
+    hf, model = _whisper_with_rules(tmp_path / "free", {"forced_decoder_ids": forced})
+    eos = hf.config.eos_token_id
+    free = model.generate(**x, max_new_tokens=6, eos_token_id=eos)
+    assert free[:, :3].tolist() == [[0, 7, 9]] * 2  # the start, then the forced ids
+    first = int(free[0, 3])  # what begin_suppress_tokens bans; suppress_tokens the next best
+    later = int(model.generate(**x, max_new_tokens=1, suppress_tokens=[first])[0, 3])
+    rules = {"forced_decoder_ids": forced, "suppress_tokens": [later, 5]}
+    rules["begin_suppress_tokens"] = [first, 11]
+    hf, model = _whisper_with_rules(tmp_path / "rules", rules)
+    assert model.generation_rules == rules
+    assert pickle.loads(pickle.dumps(model)).generation_rules == rules
+    got = model.generate(**x, max_new_tokens=6, eos_token_id=eos)
+    with torch.no_grad():
+        want = hf.generate(**x, max_new_tokens=6)
+    assert torch.equal(got[:, 3:], want), f"archcomp {got.tolist()} != transformers {want}"
+    assert not torch.equal(got, free)
+    assert (got[:, 3:] != later).all() and (got[:, 3] != first).all()
+    assert (got[:, 4:] == first).any()  # banned first only (and the model would pick it)
+    off = {"suppress_tokens": [], "begin_suppress_tokens": [], "forced_decoder_ids": []}
+    assert model.generate(**x, max_new_tokens=6, eos_token_id=eos, **off).size(1) == 7
+
+
+def test_bad_whisper_rules_are_refused_with_the_file_and_key(tmp_path: Path) -> None:
+    from archcomp.checkpoints.files import CheckpointFileError
+
+    _, model = _whisper_with_rules(tmp_path / "open", {"forced_decoder_ids": [[1, None], [2, 9]]})
+    with pytest.raises(ValueError, match="leaves the language open"):
+        model.generate(**_source("whisper", 3), max_new_tokens=2)
+    _whisper_with_rules(tmp_path / "bad", {})
+    config = tmp_path / "bad" / "generation_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "suppress_tokens": ["a"]}))
+    with pytest.raises(CheckpointFileError, match=r"generation_config\.json: suppress_tokens must"):
+        archcomp.from_pretrained(tmp_path / "bad")
 
 
 BIDIRECTIONAL_DECODER = """

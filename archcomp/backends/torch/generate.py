@@ -362,10 +362,13 @@ def _prompt(
     decoder_start_token_id: int | None,
     encoder_kw: dict[str, Tensor],
     decoder_attention_mask: Tensor | None = None,
+    forced: list[list[Any]] | None = None,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor] | None]:
     """(the decoder's prompt, its padding mask, the encoder's inputs or None): a decoder's
     prompt is ``input_ids``; an encoder-decoder's ``decoder_input_ids``, by default one
-    ``decoder_start_token_id`` per row (the model's, from its config.json)."""
+    ``decoder_start_token_id`` per row (the model's, from its config.json), then the
+    ``forced`` decoder ids."""
+    forced = forced or []
     if not is_encoder_decoder(model):
         extra = {"decoder_input_ids": decoder_input_ids, **encoder_kw}
         extra["decoder_attention_mask"] = decoder_attention_mask
@@ -397,7 +400,27 @@ def _prompt(
             "config.json's) or decoder_input_ids"
         )
     first = next(iter(enc.values()))
-    return torch.full((first.size(0), 1), start, dtype=torch.int64, device=first.device), None, enc
+    tokens = [start, *forced_ids(forced)]
+    prompt = torch.tensor(tokens, dtype=torch.int64, device=first.device)
+    return prompt.expand(first.size(0), -1), None, enc
+
+
+def forced_ids(forced: list[list[Any]]) -> list[int]:
+    """The decoder prompt's tokens after the start from ``forced_decoder_ids`` [[1, id],
+    [2, id], ...] (Whisper's language, task and no-timestamps tokens, as transformers'
+    Whisper generate puts them in its prompt)."""
+    for i, (index, token) in enumerate(forced, start=1):
+        if index != i:
+            raise ValueError(
+                f"forced_decoder_ids must force positions 1, 2, ... in order, not {forced}"
+            )
+        if token is None:
+            raise ValueError(
+                "forced_decoder_ids leaves the language open (null): transformers' Whisper "
+                "detects it, archcomp does not; pass decoder_input_ids (the start, language and "
+                "task tokens) or forced_decoder_ids with the language's id"
+            )
+    return [int(token) for _, token in forced]
 
 
 @torch.inference_mode()
@@ -420,6 +443,9 @@ def generate(
     decoder_input_ids: Tensor | None = None,
     decoder_start_token_id: int | None = None,
     decoder_attention_mask: Tensor | None = None,
+    forced_decoder_ids: list[list[Any]] | None = None,
+    suppress_tokens: list[int] | None = None,
+    begin_suppress_tokens: list[int] | None = None,
     **encoder_inputs: Tensor,
 ) -> Tensor:
     """The prompt ``input_ids`` (B, T) followed by up to ``max_new_tokens`` new tokens per row:
@@ -441,6 +467,7 @@ def generate(
         decoder_start_token_id,
         encoder_inputs,
         decoder_attention_mask,
+        _rule(model, "forced_decoder_ids", forced_decoder_ids),
     )
     _check_args(prompt, max_new_tokens, temperature, top_p)
     batch, length = prompt.shape
@@ -455,7 +482,7 @@ def generate(
     generator = None
     if do_sample and seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(seed)
-    pick = functools.partial(
+    choose = functools.partial(
         next_tokens,
         do_sample=do_sample,
         temperature=temperature,
@@ -463,6 +490,15 @@ def generate(
         top_p=top_p,
         generator=generator,
     )
+    banned = _ids(_rule(model, "suppress_tokens", suppress_tokens), prompt.device)
+    banned_first = _ids(_rule(model, "begin_suppress_tokens", begin_suppress_tokens), prompt.device)
+
+    def pick(logits: Tensor, i: int) -> Tensor:
+        for ids in (banned, banned_first if i == 0 else None):
+            if ids is not None:  # transformers' (begin_)suppress_tokens: never these (first)
+                logits = logits.index_fill(-1, ids, float("-inf"))
+        return choose(logits)
+
     out = torch.empty(batch, length + max_new_tokens, dtype=prompt.dtype, device=prompt.device)
     out[:, :length] = prompt
     with column_major_head(model):
@@ -472,6 +508,21 @@ def generate(
             step = _stepper(model, cache, compiled)
             n = _loop(logits, step, out, length, pick, eos, pad, callback)
     return out[:, : length + n]
+
+
+def _rule(model: nn.Module, name: str, given: Any) -> Any:
+    """A generation rule: the keyword's value, else the model's (from_pretrained reads
+    generation_config.json's); an empty list turns the model's off."""
+    if given is not None:
+        return given
+    return getattr(model, "generation_rules", {}).get(name)
+
+
+def _ids(tokens: list[int] | None, device: torch.device) -> Tensor | None:
+    """Token ids as an index tensor, None when there are none."""
+    if not tokens:
+        return None
+    return torch.tensor([int(t) for t in tokens], dtype=torch.int64, device=device)
 
 
 def _stepper(
@@ -505,20 +556,21 @@ def _loop(
     step: Callable[[Tensor], Tensor],
     out: Tensor,
     start: int,
-    pick: Callable[[Tensor], Tensor],
+    pick: Callable[[Tensor, int], Tensor],
     eos: list[int],
     pad: int,
     callback: Callback | None,
 ) -> int:
     """Write the new tokens into ``out`` (B, start + n) from column ``start`` on, from the
-    prefill's last logits (B, V): pick one per row, feed it back through ``step``, until eos or
-    the end of ``out``; return how many were written."""
+    prefill's last logits (B, V): pick one per row (given the logits and the new token's
+    index), feed it back through ``step``, until eos or the end of ``out``; return how many
+    were written."""
     batch, device = logits.size(0), logits.device
     total = out.size(1) - start
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, dtype=torch.int64, device=device)
     for i in range(total):
-        token = pick(logits)  # (B,)
+        token = pick(logits, i)  # (B,)
         if eos:
             token = token.masked_fill(done, pad)
         out[:, start + i] = token
