@@ -111,8 +111,8 @@ def attend(
 def _one_query_per_group(q: Tensor, attn_mask: Tensor | None) -> bool:
     """q (..., h, 1, d) with a mask the same for every head (none, or (..., 1, 1, S)): its
     heads may be stacked as rows of their K/V head's group."""
-    if q.dim() < 3 or q.size(-2) != 1:
-        return False
+    if torch.jit.is_tracing() or q.dim() < 3 or q.size(-2) != 1:
+        return False  # (a trace's sizes are tensors: the general path)
     return attn_mask is None or attn_mask.dim() < 3 or attn_mask.size(-3) == 1
 
 
