@@ -177,6 +177,33 @@ def test_callback_gets_every_new_token() -> None:
     assert seen == out[0, 4:].tolist()
 
 
+def test_a_large_head_is_read_column_major_while_generating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The logits layer's weight is column-major during generate (the same tokens), and the
+    model's own tensor is back after it, also when a step raises."""
+    from archcomp.backends.torch import generate as gen
+
+    model = tiny("llama")
+    head = model.get_submodule("lm_head")
+    before = head.weight.data_ptr()
+    ids = torch.randint(0, 61, (2, 5), generator=torch.Generator().manual_seed(9))
+    want = model.generate(ids, 6)
+    monkeypatch.setattr(gen, "COLUMN_MAJOR_HEAD", 0)
+    strides: list[tuple[int, ...]] = []
+    got = model.generate(ids, 6, callback=lambda t: strides.append(head.weight.stride()))
+    assert torch.equal(got, want)
+    assert set(strides) == {(1, 61)}  # (V, d) read as the transpose of a contiguous (d, V)
+    assert head.weight.data_ptr() == before and head.weight.is_contiguous()
+
+    def fail(tokens: torch.Tensor) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.generate(ids, 6, callback=fail)
+    assert head.weight.data_ptr() == before
+
+
 def test_compiled_prefill_and_steps_equal_the_full_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled prefill's last logits and each compiled step's equal the whole sequence's
     forward (a wrong position or mask in the graph shows here, where greedy tokens of a tiny
@@ -212,6 +239,7 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setitem(gen.COMPILE_OPTIONS, "backend", "eager")
     monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
+    monkeypatch.setattr(gen, "COLUMN_MAJOR_HEAD", 0)  # the head column-major, as a real one
     torch._dynamo.reset()
     counters.clear()
     model = tiny("mistral", window=3)  # sliding-window masks too

@@ -7,6 +7,7 @@ cache's positions); cached steps equal the whole forward, and greedy tokens equa
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +169,11 @@ def test_sampling_with_a_seed_is_reproducible() -> None:
     assert not torch.equal(a, model.generate(**x, **{**kw, "seed": 4}))
 
 
-def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """generate(compile=True) of an encoder-decoder: one graph for the one-token step (the
-    cross-attention's stored keys read, not recomputed), no break, no recompilation."""
+@pytest.mark.parametrize("name", ["t5", "whisper"])
+def test_compiled_decode_is_compiled_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate(compile=True) of an encoder-decoder: one graph for the encoder (the prefill's
+    bulk) and one for the one-token step (the cross-attention's stored keys read, not
+    recomputed), no break, no recompilation for another prompt."""
     from torch._dynamo.utils import counters
 
     from archcomp.backends.torch import generate as gen
@@ -179,16 +182,17 @@ def test_compiled_decode_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(gen.PREFILL_OPTIONS, "backend", "eager")
     torch._dynamo.reset()
     counters.clear()
-    model = _built("t5", feed_forward_proj="gated-gelu", tie_word_embeddings=False)
-    x = _source("t5", 8)
+    extra = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+    model = _built(name, **(extra if name == "t5" else {}))
+    x = _source(name, 8)
     want = model.generate(**x, max_new_tokens=7)
     assert torch.equal(model.generate(**x, max_new_tokens=7, compile=True), want)
-    other = _source("t5", 9)  # another prompt of the same shapes: the same graph
+    other = _source(name, 9)  # another prompt of the same shapes: the same graphs
     assert torch.equal(
         model.generate(**other, max_new_tokens=5, compile=True),
         model.generate(**other, max_new_tokens=5),
     )
-    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["unique_graphs"] == 2  # the encoder and the one-token step
     assert not counters["graph_break"]
     assert not counters["recompiles"]
 
@@ -207,6 +211,100 @@ def test_bad_calls_are_refused_with_what_is_wrong() -> None:
         model.generate(**x, max_new_tokens=4)
     start = torch.full((2, 1), 0)
     assert model.generate(**x, max_new_tokens=4, decoder_input_ids=start).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_left_padded_decoder_prompts_decode_as_they_do_alone(name: str, tmp_path: Path) -> None:
+    """decoder_input_ids of different lengths, left-padded (decoder_attention_mask 0 there):
+    each row decodes as it does alone. T5 (relative positions) equals transformers' generate
+    given the same decoder_attention_mask; BART's learned positions start at a row's first
+    real token here, where transformers starts them at the padding (its padded row differs
+    from the row alone), so the row alone is the reference."""
+    hf, model = _pair(name, "v1_0" if name == "t5" else "large", tmp_path)
+    x = _source(name, 5)
+    start, g = hf.config.decoder_start_token_id, torch.Generator().manual_seed(6)
+    ids = torch.randint(3, hf.config.vocab_size, (2, 4), generator=g)
+    ids[:, 0] = start
+    ids[1, :2] = hf.config.pad_token_id  # the second row: 2 tokens, left-padded
+    ids[1, 2] = start
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    got = model.generate(**x, max_new_tokens=6, decoder_input_ids=ids, decoder_attention_mask=mask)
+    assert got.shape == (2, 10)
+    for row, first in ((0, 0), (1, 2)):
+        one = {k: v[row : row + 1] for k, v in x.items()}
+        alone = model.generate(
+            **one, max_new_tokens=6, decoder_input_ids=ids[row : row + 1, first:]
+        )
+        assert torch.equal(got[row, first:], alone[0]), f"row {row}: {got[row]} != {alone[0]}"
+    if name == "t5":
+        from transformers import GenerationMixin
+
+        kw = {"max_new_tokens": 6, "do_sample": False, "decoder_start_token_id": start}
+        kw |= {"min_new_tokens": 6, "pad_token_id": 0}  # no eos: every row runs 6 tokens
+        with torch.no_grad():
+            want = GenerationMixin.generate(
+                hf, **x, decoder_input_ids=ids, decoder_attention_mask=mask, **kw
+            )
+        assert torch.equal(got, want), f"archcomp {got.tolist()} != transformers {want.tolist()}"
+    with pytest.raises(ValueError, match="must have decoder_input_ids' shape"):
+        model.generate(
+            **x, max_new_tokens=2, decoder_input_ids=ids, decoder_attention_mask=mask[:, 1:]
+        )
+
+
+def _whisper_with_rules(folder: Path, rules: dict[str, Any]) -> tuple[Any, Any]:
+    """(transformers' Whisper, archcomp's from its checkpoint) with ``rules`` in the
+    generation_config.json, both float64."""
+    quiet()
+    hf = make("whisper")
+    hf.generation_config.decoder_start_token_id = hf.config.decoder_start_token_id
+    for key, value in rules.items():
+        setattr(hf.generation_config, key, value)
+    hf.save_pretrained(folder)
+    return hf.double(), archcomp.from_pretrained(folder, dtype=torch.float64)
+
+
+def test_whisper_rules_from_generation_config_equal_transformers(tmp_path: Path) -> None:
+    """forced_decoder_ids (the decoder prompt after the start), suppress_tokens (never) and
+    begin_suppress_tokens (not first) from generation_config.json: the new tokens equal
+    transformers' Whisper generate (which returns the new tokens alone); the rules are chosen
+    to ban what the model picks without them, so each one changes the output."""
+    x = _source("whisper", 3)
+    forced = [[1, 7], [2, 9]]
+    hf, model = _whisper_with_rules(tmp_path / "free", {"forced_decoder_ids": forced})
+    eos = hf.config.eos_token_id
+    free = model.generate(**x, max_new_tokens=6, eos_token_id=eos)
+    assert free[:, :3].tolist() == [[0, 7, 9]] * 2  # the start, then the forced ids
+    first = int(free[0, 3])  # what begin_suppress_tokens bans; suppress_tokens the next best
+    later = int(model.generate(**x, max_new_tokens=1, suppress_tokens=[first])[0, 3])
+    rules = {"forced_decoder_ids": forced, "suppress_tokens": [later, 5]}
+    rules["begin_suppress_tokens"] = [first, 11]
+    hf, model = _whisper_with_rules(tmp_path / "rules", rules)
+    assert model.generation_rules == rules
+    assert pickle.loads(pickle.dumps(model)).generation_rules == rules
+    got = model.generate(**x, max_new_tokens=6, eos_token_id=eos)
+    with torch.no_grad():
+        want = hf.generate(**x, max_new_tokens=6)
+    assert torch.equal(got[:, 3:], want), f"archcomp {got.tolist()} != transformers {want}"
+    assert not torch.equal(got, free)
+    assert (got[:, 3:] != later).all() and (got[:, 3] != first).all()
+    assert (got[:, 4:] == first).any()  # banned first only (and the model would pick it)
+    off = {"suppress_tokens": [], "begin_suppress_tokens": [], "forced_decoder_ids": []}
+    assert model.generate(**x, max_new_tokens=6, eos_token_id=eos, **off).size(1) == 7
+
+
+def test_bad_whisper_rules_are_refused_with_the_file_and_key(tmp_path: Path) -> None:
+    from archcomp.checkpoints.files import CheckpointFileError
+
+    _, model = _whisper_with_rules(tmp_path / "open", {"forced_decoder_ids": [[1, None], [2, 9]]})
+    with pytest.raises(ValueError, match="leaves the language open"):
+        model.generate(**_source("whisper", 3), max_new_tokens=2)
+    _whisper_with_rules(tmp_path / "bad", {})
+    config = tmp_path / "bad" / "generation_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "suppress_tokens": ["a"]}))
+    with pytest.raises(CheckpointFileError, match=r"generation_config\.json: suppress_tokens must"):
+        archcomp.from_pretrained(tmp_path / "bad")
 
 
 BIDIRECTIONAL_DECODER = """

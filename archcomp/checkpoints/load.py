@@ -35,7 +35,12 @@ from archcomp.checkpoints.config import (
     spec_params,
     with_defaults,
 )
-from archcomp.checkpoints.files import Checkpoint, open_checkpoint, torch_dtype
+from archcomp.checkpoints.files import (
+    Checkpoint,
+    CheckpointFileError,
+    open_checkpoint,
+    torch_dtype,
+)
 from archcomp.checkpoints.hf_renames import hf_renames, renamed
 from archcomp.checkpoints.mapping import Mapping, load_mapping, parse_mapping
 from archcomp.checkpoints.patterns import KeyIndex
@@ -368,6 +373,7 @@ def from_pretrained(
     _check_dtypes(src, plan, state, cast)
     _fill(model, src, plan, state, aliases, dev, target)
     model.decoder_start_token_id = decoder_start(ck)
+    model.generation_rules = generation_rules(ck.folder / "generation_config.json")
     if return_dict:
         from archcomp.backends.torch.outputs import return_outputs
 
@@ -384,6 +390,43 @@ def decoder_start(ck: Checkpoint) -> int | None:
         with contextlib.suppress(OSError, ValueError, AttributeError):  # unreadable: config's
             value = json.loads(extra.read_text()).get("decoder_start_token_id", value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# generation_config.json's token rules that generate applies (transformers' names)
+RULES = ("forced_decoder_ids", "suppress_tokens", "begin_suppress_tokens")
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+    )
+
+
+def generation_rules(path: Path) -> dict[str, Any]:
+    """generation_config.json's ``forced_decoder_ids`` ([[index, id], ...]), ``suppress_tokens``
+    and ``begin_suppress_tokens`` (lists of ids) where present and not null (Whisper's
+    checkpoints have them); none without the file or from an unreadable one (as
+    :func:`decoder_start`). A value of another form is refused, naming the file and key."""
+    config: Any = {}
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            config = json.loads(path.read_text())
+    if not isinstance(config, dict):
+        return {}
+    rules = {k: config[k] for k in RULES if config.get(k) is not None}
+    for key, value in rules.items():
+        pairs = key == "forced_decoder_ids"
+        ok = (  # a forced id may be null (Whisper's language, which transformers detects)
+            isinstance(value, list)
+            and all(isinstance(p, list) and len(p) == 2 and _token_ids(p[:1]) for p in value)
+            and all(p[1] is None or _token_ids(p[1:]) for p in value)
+            if pairs
+            else _token_ids(value)
+        )
+        if not ok:
+            form = "[[index, token id], ...]" if pairs else "a list of token ids"
+            raise CheckpointFileError(f"{path}: {key} must be {form}, not {value!r}")
+    return rules
 
 
 def _state_shapes(

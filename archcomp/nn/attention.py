@@ -87,6 +87,14 @@ def attend(
     K/V heads serve their group of query heads. Torch's fused SDPA unless ``softcap``; with it
     (Gemma 2) ``softcap * tanh(scores / softcap)`` before the mask, written out, the softmax
     in float32. ``gqa``: K/V have fewer heads than Q (dim -3)."""
+    if softcap is None and gqa and not is_causal and _one_query_per_group(q, attn_mask):
+        # one query per head (a decode step): each K/V head's group of query heads as rows of
+        # one query matrix, K/V read once without expanding them (the fused kernel is faster)
+        rows = q.reshape(*q.shape[:-3], k.size(-3), -1, q.size(-1))  # (B, h_kv, g, d)
+        out = F.scaled_dot_product_attention(
+            rows, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale
+        )  # (B, h_kv, g, dv)
+        return out.reshape(*q.shape[:-1], v.size(-1))  # (B, h, 1, dv)
     if softcap is None:
         return F.scaled_dot_product_attention(
             q,
@@ -99,6 +107,14 @@ def attend(
             enable_gqa=gqa,
         )  # (B, h, T, dv)
     return _softcapped(q, k, v, attn_mask, is_causal, dropout, scale, softcap)
+
+
+def _one_query_per_group(q: Tensor, attn_mask: Tensor | None) -> bool:
+    """q (..., h, 1, d) with a mask the same for every head (none, or (..., 1, 1, S)): its
+    heads may be stacked as rows of their K/V head's group."""
+    if torch.jit.is_tracing() or q.dim() < 3 or q.size(-2) != 1:
+        return False  # (a trace's sizes are tensors: the general path)
+    return attn_mask is None or attn_mask.dim() < 3 or attn_mask.size(-3) == 1
 
 
 def _softcapped(
@@ -369,9 +385,10 @@ class MultiHeadAttention(nn.Module):
         at the cache's positions)."""
         q, k, v = self._heads(x, x, x)
         state = cache.state
-        if self.rotary is not None:  # at the tokens' positions, not 0..T-1
-            q = self.rotary(q, state.positions)
-            k = self.rotary(k, state.positions)
+        if self.rotary is not None:  # at the tokens' positions, not 0..T-1: one table lookup
+            at = state.span if state.span is not None else state.positions  # a slice: a view
+            cos, sin = self.rotary.tables_at(at, q.size(-2), q.device)
+            q, k = self.rotary.rotated(q, cos, sin), self.rotary.rotated(k, cos, sin)
         k, v = cache.update(k, v)  # (B, h_kv, S, d): every key the new queries may read
         attn_mask, is_causal = cache.mask(self.window)
         if score_bias is not None:

@@ -34,6 +34,7 @@ class CacheState:
         # set by begin() for the forward in progress
         self.first = True  # nothing cached before it (a constant of every later step)
         self.positions: Tensor = self.slots[:0]  # (T,) or (B, T): position of each new token
+        self.span: slice | None = None  # the positions as a slice, when consecutive (eager)
         self.write: Tensor = self.slots[:0]  # (T,): the slots the new tokens go to
         self.masks: dict[int, tuple[Tensor | None, bool]] = {}  # window -> (attn_mask, causal)
         self.ring_masks: dict[int, Tensor] = {}  # window -> attn_mask of a ring layer
@@ -63,6 +64,7 @@ class CacheState:
             self.write = self.write.clone()
         positions = self.write if not self.padded else (self.write - self.pads).clamp(min=0)
         self.positions = positions  # (T,) or (B, T)
+        self.span = None if self.static or self.padded else slice(start, end)
         self.masks = {w: self._mask(start, end, w) for w in self.windows}
         self.ring_masks = {w: self._ring_mask(start, end, w) for w in self.rings}
 
@@ -81,6 +83,7 @@ class CacheState:
         self.first = False
         self.write = position  # (1,)
         self.positions = position if not self.padded else (position - self.pads).clamp(min=0)
+        self.span = None
         self.masks = {w: self._mask(1, 2, w) for w in self.windows}  # static: slots decide
         self.ring_masks = {w: self._ring_step_mask(position, w) for w in self.rings}
 

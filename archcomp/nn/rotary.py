@@ -278,20 +278,28 @@ class RotaryEmbedding(nn.Module):
             self.cos.copy_(cos)
             self.sin.copy_(sin)
 
-    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | slice | None = None) -> Tensor:
         """x (..., T, d) at positions 0..T-1, or at ``positions`` (T,) or (B, T) (x: (B, h, T, d)),
-        as a KV cache gives them."""
+        or a ``slice`` of consecutive ones, as a KV cache gives them."""
         n = x.size(-2)  # T
-        if positions is not None:
-            cos, sin = self.cos[positions], self.sin[positions]  # (T, r/2) or (B, T, r/2)
-            if positions.dim() == 2:
-                cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)  # (B, 1, T, r/2)
-        else:
+        if positions is None:
             too_long = f"sequence length exceeds the rotary tables' max_len {self.max_len}"
             check_length(n, self.max_len, too_long)
-            cos, sin = self.cos[:n], self.sin[:n]  # (T, r/2)
+            positions = slice(0, n)
+        return self.rotated(x, *self.tables_at(positions, n, x.device))
+
+    def tables_at(self, positions: Tensor | slice, n: int, device: Any) -> tuple[Tensor, Tensor]:
+        """cos and sin (T, r/2) or (B, 1, T, r/2) at ``positions`` (a slice: a view of the
+        tables, no gather) for a sequence of ``n`` tokens; q and k of one forward share them."""
         if self._switch and n > self._switch:  # dynamic, longrope: tables for this length
-            cos, sin = self._tables(n, n, x.device, self.cos.dtype)  # (T, r/2)
+            return self._tables(n, n, device, self.cos.dtype)  # (T, r/2)
+        cos, sin = self.cos[positions], self.sin[positions]  # (T, r/2) or (B, T, r/2)
+        if isinstance(positions, Tensor) and positions.dim() == 2:
+            cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)  # (B, 1, T, r/2)
+        return cos, sin
+
+    def rotated(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """x (..., T, d) rotated by the angles of :meth:`tables_at`."""
         if self._r == self.head_dim:  # a constant of the module, not data
             return rotate(x, cos, sin, self.interleaved)  # (..., T, d)
         # partial rotation: the first r dims rotate, the rest pass through

@@ -83,7 +83,8 @@ class SelectiveScan(nn.Module):
 
     Computes in float32 at least (as the reference does) and returns x's dtype. ``algorithm``:
     ``sequential`` (the reference loop), ``chunked``, or ``auto`` (the chunked scan beyond
-    ``SEQUENTIAL_UP_TO`` positions where autograd records or off the CPU, else the loop).
+    ``SEQUENTIAL_UP_TO`` positions where autograd records, off the CPU or under
+    ``torch.compile``, else the loop).
     """
 
     def __init__(
@@ -186,7 +187,9 @@ class SelectiveScan(nn.Module):
         if torch.jit.is_tracing():  # sizes are tensors there: the trace keeps the loop
             return False
         backward = torch.is_grad_enabled() and decay.requires_grad
-        return decay.shape[2] > SEQUENTIAL_UP_TO and (backward or decay.device.type != "cpu")
+        # compiled: the loop would unroll to a graph node per position
+        log_depth = backward or decay.device.type != "cpu" or torch.compiler.is_compiling()
+        return decay.shape[2] > SEQUENTIAL_UP_TO and log_depth
 
     def extra_repr(self) -> str:
         return (

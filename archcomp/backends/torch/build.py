@@ -83,6 +83,7 @@ def unpickle(state: dict[str, Any]) -> ArchModule:
         model.load_state_dict(state["state_dict"], strict=True)
     model.build_seed = state["build_seed"]
     model.decoder_start_token_id = state.get("decoder_start_token_id")
+    model.generation_rules = dict(state.get("generation_rules") or {})
     if state.get("return_dict"):  # absent from a model pickled before there was one
         from archcomp.backends.torch.outputs import return_outputs
 

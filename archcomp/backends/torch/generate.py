@@ -40,6 +40,7 @@ class Compiled:
     cache: KVCache
     step: Callable[[Tensor, Tensor], Tensor]  # (token (B, 1), position (1,)) -> logits (B, V)
     prefill: Callable[[Tensor], Tensor]  # prompt (B, T) -> its last logits (B, V)
+    encode: Callable[..., tuple[Tensor, ...]]  # an encoder-decoder's encoder inputs -> outputs
 
 
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, Compiled] = weakref.WeakKeyDictionary()
@@ -49,6 +50,9 @@ COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 # (dynamic=True): one compilation serves every prompt length, where static shapes would
 # recompile per length (or pad each prompt to a bucket and compute the padding)
 PREFILL_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": True}
+# a model with Mamba layers: its prefill's scan loops over the prompt (chunks of it), so its
+# graph has static shapes, one per prompt length (every later token runs the one step graph)
+SCAN_PREFILL_OPTIONS: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
@@ -90,6 +94,36 @@ def last_position_only(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+# a logits layer at least this large (weights) is read column-major while generating on a CPU
+COLUMN_MAJOR_HEAD = 1 << 20
+
+
+@contextmanager
+def column_major_head(model: nn.Module) -> Iterator[None]:
+    """Within it, a CPU model's logits layer holds its weight (V, d) column-major (the
+    transpose of a contiguous (d, V)): the same values and shape, but a one-token step's
+    matrix-vector product reads it about twice as fast (the vocabulary's head is most of a
+    small model's per-token work). The original tensor is put back after; a model whose head
+    is small, or not a plain contiguous matrix, or on another device, is left as it is."""
+    head = _head(model)
+    weight = head.weight if head is not None else None
+    if (
+        weight is None
+        or weight.device.type != "cpu"
+        or weight.numel() < COLUMN_MAJOR_HEAD
+        or not weight.is_contiguous()
+    ):
+        yield
+        return
+    original = weight.data
+    with torch.inference_mode(False):  # a normal tensor, usable by autograd later
+        weight.data = original.t().contiguous().t()  # (V, d), strides (1, V)
+    try:
+        yield
+    finally:
+        weight.data = original
 
 
 def check_decoder(model: Any) -> None:
@@ -170,14 +204,15 @@ def forward_cached(
     """Logits (B, T, V) of new tokens ``input_ids`` (B, T) after those the cache holds; the
     cache then holds them too. ``attention_mask`` (B, T), first call only: 0 = left padding.
     ``last_only``: the logits of the last position (B, 1, V), where the model allows it.
-    An encoder-decoder: ``input_ids`` are the decoder's tokens; ``encoder_inputs`` (first call
-    only, by the spec's input names) run the encoder once, whose outputs the cache keeps."""
+    An encoder-decoder: ``input_ids`` (and their ``attention_mask``) are the decoder's tokens;
+    ``encoder_inputs`` (first call only, by the spec's input names) run the encoder once, whose
+    outputs the cache keeps."""
     if input_ids.dim() != 2 or input_ids.size(0) != cache.batch_size:
         raise ValueError(
             f"input_ids must be (batch {cache.batch_size}, T), not {tuple(input_ids.shape)}"
         )
     if is_encoder_decoder(model):
-        _encode_into(model, cache, encoder_inputs, attention_mask)
+        _encode_into(model, cache, encoder_inputs)
     elif encoder_inputs is not None:
         raise ValueError("encoder_inputs are for an encoder-decoder; this model is a decoder")
     cache.state.begin(input_ids.size(1), attention_mask)
@@ -187,16 +222,9 @@ def forward_cached(
     return logits
 
 
-def _encode_into(
-    model: Any, cache: KVCache, inputs: dict[str, Tensor] | None, mask: Tensor | None
-) -> None:
+def _encode_into(model: Any, cache: KVCache, inputs: dict[str, Tensor] | None) -> None:
     """Run the encoder on ``inputs`` once per prompt (the cache's first forward) and keep its
     outputs in the cache."""
-    if mask is not None:
-        raise ValueError(
-            "an encoder-decoder's decoder tokens take no attention_mask (no decoder padding); "
-            "the source's padding goes in encoder_inputs"
-        )
     if inputs is None:
         if cache.encoder_outputs is None:
             raise ValueError("the first forward_cached of an encoder-decoder needs encoder_inputs")
@@ -268,9 +296,10 @@ def _cache_for(model: nn.Module, batch: int, length: int, compile: bool) -> KVCa
 
 
 def _compiled(model: nn.Module, cache: KVCache) -> Compiled:
-    """The one-token step and the prefill over ``cache``, compiled once per model and cache.
-    The step sets the cache's positions and masks from a position tensor inside its graph and
-    returns the last logits: no Python work per token but the call."""
+    """The one-token step, the prefill and an encoder-decoder's encoder over ``cache``, compiled
+    once per model and cache. The step sets the cache's positions and masks from a position
+    tensor inside its graph and returns the last logits: no Python work per token but the
+    call."""
     held = _COMPILED.get(model)
     if held is not None and held.cache is cache:
         return held
@@ -283,8 +312,18 @@ def _compiled(model: nn.Module, cache: KVCache) -> Compiled:
         cache.state.begin(ids.size(1))  # positions and masks of the symbolic length
         return _logits(model, ids, cache)[:, -1]  # (B, V)
 
+    parts: Any = model  # an encoder-decoder's GraphModule
+    names = split(parts).encoder_inputs if is_encoder_decoder(model) else ()
+
+    def encoder(*inputs: Tensor) -> tuple[Tensor, ...]:
+        return encode(parts, dict(zip(names, inputs, strict=True)))
+
+    scans = any(isinstance(e, ScanState) for e in cache.layers.values())
     held = Compiled(
-        cache, torch.compile(step, **COMPILE_OPTIONS), torch.compile(prefill, **PREFILL_OPTIONS)
+        cache,
+        torch.compile(step, **COMPILE_OPTIONS),
+        torch.compile(prefill, **(SCAN_PREFILL_OPTIONS if scans else PREFILL_OPTIONS)),
+        torch.compile(encoder, **PREFILL_OPTIONS),  # the source's length symbolic
     )
     _COMPILED[model] = held
     return held
@@ -299,10 +338,13 @@ def _prefill(
     compiled: Compiled | None,
 ) -> Tensor:
     """The prompt's last logits (B, V), the cache then holding it: compiled for a decoder's
-    prompt of two tokens or more. Eager: an encoder-decoder's (its encoder runs once) and a
-    model with Mamba layers (their scan is a loop over the prompt: a graph per length)."""
-    scans = any(isinstance(e, ScanState) for e in cache.layers.values())
-    if compiled is None or enc is not None or scans or prompt.size(1) < 2:
+    prompt of two tokens or more (a model with Mamba layers: a graph per prompt length). An
+    encoder-decoder's encoder is compiled, its decoder prompt (a token or a few) runs eager:
+    its first forward projects the cross-attention's keys and values once."""
+    if compiled is not None and enc is not None:
+        cache.encoder_outputs = tuple(compiled.encode(*enc.values()))  # in the spec's order
+        enc = None  # the cache holds the encoder's outputs
+    if compiled is None or is_encoder_decoder(model) or prompt.size(1) < 2:
         return forward_cached(model, prompt, cache, mask, last_only=True, encoder_inputs=enc)[:, -1]
     if mask is not None:  # the rows' padding, read by the graph's begin
         cache.state.begin(prompt.size(1), mask)
@@ -319,12 +361,17 @@ def _prompt(
     decoder_input_ids: Tensor | None,
     decoder_start_token_id: int | None,
     encoder_kw: dict[str, Tensor],
+    decoder_attention_mask: Tensor | None = None,
+    forced: list[list[Any]] | None = None,
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor] | None]:
     """(the decoder's prompt, its padding mask, the encoder's inputs or None): a decoder's
     prompt is ``input_ids``; an encoder-decoder's ``decoder_input_ids``, by default one
-    ``decoder_start_token_id`` per row (the model's, from its config.json)."""
+    ``decoder_start_token_id`` per row (the model's, from its config.json), then the
+    ``forced`` decoder ids."""
+    forced = forced or []
     if not is_encoder_decoder(model):
         extra = {"decoder_input_ids": decoder_input_ids, **encoder_kw}
+        extra["decoder_attention_mask"] = decoder_attention_mask
         extra["decoder_start_token_id"] = decoder_start_token_id  # type: ignore[assignment]
         unexpected = [k for k, v in extra.items() if v is not None]
         if unexpected:
@@ -335,7 +382,16 @@ def _prompt(
     source = {"input_ids": input_ids, "attention_mask": attention_mask, **encoder_kw}
     enc = encoder_inputs(model, source)
     if decoder_input_ids is not None:
-        return decoder_input_ids, None, enc
+        if decoder_attention_mask is not None and (
+            decoder_attention_mask.shape != decoder_input_ids.shape
+        ):
+            raise ValueError(
+                f"decoder_attention_mask {tuple(decoder_attention_mask.shape)} must have "
+                f"decoder_input_ids' shape {tuple(decoder_input_ids.shape)}"
+            )
+        return decoder_input_ids, decoder_attention_mask, enc
+    if decoder_attention_mask is not None:
+        raise ValueError("decoder_attention_mask goes with decoder_input_ids")
     start = decoder_start_token_id
     start = start if start is not None else getattr(model, "decoder_start_token_id", None)
     if start is None:
@@ -344,7 +400,27 @@ def _prompt(
             "config.json's) or decoder_input_ids"
         )
     first = next(iter(enc.values()))
-    return torch.full((first.size(0), 1), start, dtype=torch.int64, device=first.device), None, enc
+    tokens = [start, *forced_ids(forced)]
+    prompt = torch.tensor(tokens, dtype=torch.int64, device=first.device)
+    return prompt.expand(first.size(0), -1), None, enc
+
+
+def forced_ids(forced: list[list[Any]]) -> list[int]:
+    """The decoder prompt's tokens after the start from ``forced_decoder_ids`` [[1, id],
+    [2, id], ...] (Whisper's language, task and no-timestamps tokens, as transformers'
+    Whisper generate puts them in its prompt)."""
+    for i, (index, token) in enumerate(forced, start=1):
+        if index != i:
+            raise ValueError(
+                f"forced_decoder_ids must force positions 1, 2, ... in order, not {forced}"
+            )
+        if token is None:
+            raise ValueError(
+                "forced_decoder_ids leaves the language open (null): transformers' Whisper "
+                "detects it, archcomp does not; pass decoder_input_ids (the start, language and "
+                "task tokens) or forced_decoder_ids with the language's id"
+            )
+    return [int(token) for _, token in forced]
 
 
 @torch.inference_mode()
@@ -366,6 +442,10 @@ def generate(
     cache: KVCache | None = None,
     decoder_input_ids: Tensor | None = None,
     decoder_start_token_id: int | None = None,
+    decoder_attention_mask: Tensor | None = None,
+    forced_decoder_ids: list[list[Any]] | None = None,
+    suppress_tokens: list[int] | None = None,
+    begin_suppress_tokens: list[int] | None = None,
     **encoder_inputs: Tensor,
 ) -> Tensor:
     """The prompt ``input_ids`` (B, T) followed by up to ``max_new_tokens`` new tokens per row:
@@ -375,11 +455,19 @@ def generate(
 
     An encoder-decoder: ``input_ids`` and ``attention_mask`` (or ``input_features``, any of the
     spec's encoder inputs by name) are the source, encoded once; the result is the decoder's
-    prompt (``decoder_input_ids``, default: ``decoder_start_token_id``) and its new tokens."""
+    prompt (``decoder_input_ids``, default: ``decoder_start_token_id``; rows of different
+    lengths left-padded, ``decoder_attention_mask`` 0 there) and its new tokens."""
     if max_new_tokens is None:
         raise TypeError("generate() needs max_new_tokens")
     prompt, mask, enc = _prompt(
-        model, input_ids, attention_mask, decoder_input_ids, decoder_start_token_id, encoder_inputs
+        model,
+        input_ids,
+        attention_mask,
+        decoder_input_ids,
+        decoder_start_token_id,
+        encoder_inputs,
+        decoder_attention_mask,
+        _rule(model, "forced_decoder_ids", forced_decoder_ids),
     )
     _check_args(prompt, max_new_tokens, temperature, top_p)
     batch, length = prompt.shape
@@ -394,9 +482,7 @@ def generate(
     generator = None
     if do_sample and seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(seed)
-    compiled = _compiled(model, cache) if compile else None
-    logits = _prefill(model, prompt, cache, mask, enc, compiled)
-    pick = functools.partial(
+    choose = functools.partial(
         next_tokens,
         do_sample=do_sample,
         temperature=temperature,
@@ -404,11 +490,39 @@ def generate(
         top_p=top_p,
         generator=generator,
     )
+    banned = _ids(_rule(model, "suppress_tokens", suppress_tokens), prompt.device)
+    banned_first = _ids(_rule(model, "begin_suppress_tokens", begin_suppress_tokens), prompt.device)
+
+    def pick(logits: Tensor, i: int) -> Tensor:
+        for ids in (banned, banned_first if i == 0 else None):
+            if ids is not None:  # transformers' (begin_)suppress_tokens: never these (first)
+                logits = logits.index_fill(-1, ids, float("-inf"))
+        return choose(logits)
+
     out = torch.empty(batch, length + max_new_tokens, dtype=prompt.dtype, device=prompt.device)
     out[:, :length] = prompt
-    with cache.bound(model):  # once for every step
-        n = _loop(logits, _stepper(model, cache, compiled), out, length, pick, eos, pad, callback)
+    with column_major_head(model):
+        compiled = _compiled(model, cache) if compile else None
+        logits = _prefill(model, prompt, cache, mask, enc, compiled)
+        with cache.bound(model):  # once for every step
+            step = _stepper(model, cache, compiled)
+            n = _loop(logits, step, out, length, pick, eos, pad, callback)
     return out[:, : length + n]
+
+
+def _rule(model: nn.Module, name: str, given: Any) -> Any:
+    """A generation rule: the keyword's value, else the model's (from_pretrained reads
+    generation_config.json's); an empty list turns the model's off."""
+    if given is not None:
+        return given
+    return getattr(model, "generation_rules", {}).get(name)
+
+
+def _ids(tokens: list[int] | None, device: torch.device) -> Tensor | None:
+    """Token ids as an index tensor, None when there are none."""
+    if not tokens:
+        return None
+    return torch.tensor([int(t) for t in tokens], dtype=torch.int64, device=device)
 
 
 def _stepper(
@@ -442,20 +556,21 @@ def _loop(
     step: Callable[[Tensor], Tensor],
     out: Tensor,
     start: int,
-    pick: Callable[[Tensor], Tensor],
+    pick: Callable[[Tensor, int], Tensor],
     eos: list[int],
     pad: int,
     callback: Callback | None,
 ) -> int:
     """Write the new tokens into ``out`` (B, start + n) from column ``start`` on, from the
-    prefill's last logits (B, V): pick one per row, feed it back through ``step``, until eos or
-    the end of ``out``; return how many were written."""
+    prefill's last logits (B, V): pick one per row (given the logits and the new token's
+    index), feed it back through ``step``, until eos or the end of ``out``; return how many
+    were written."""
     batch, device = logits.size(0), logits.device
     total = out.size(1) - start
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, dtype=torch.int64, device=device)
     for i in range(total):
-        token = pick(logits)  # (B,)
+        token = pick(logits, i)  # (B,)
         if eos:
             token = token.masked_fill(done, pad)
         out[:, start + i] = token

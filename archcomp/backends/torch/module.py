@@ -53,6 +53,8 @@ class ArchModule(fx.GraphModule):
     build_seed: int | None  # the seed it was built with (what shard() initialises from)
     # an encoder-decoder's first decoder token (config.json's, set by from_pretrained)
     decoder_start_token_id: int | None
+    # generation_config.json's forced_decoder_ids, suppress_tokens, begin_suppress_tokens
+    generation_rules: dict[str, Any]
     return_dict: bool  # whether forward returns a ModelOutput (from_pretrained's models do)
 
     forward = _PendingForward()  # the generated forward, made on first use (shadowed then)
@@ -84,6 +86,7 @@ class ArchModule(fx.GraphModule):
         self.output_names = ()
         self.build_seed = None
         self.decoder_start_token_id = None
+        self.generation_rules = {}
         self.return_dict = False
 
     def recompile(self) -> PythonCode:
@@ -140,6 +143,7 @@ class ArchModule(fx.GraphModule):
         res.output_names = self.output_names
         res.build_seed = self.build_seed
         res.decoder_start_token_id = self.decoder_start_token_id
+        res.generation_rules = copy.deepcopy(self.generation_rules, memo)
         res.return_dict = self.return_dict  # the graph copied holds its model_output call
         return res
 
@@ -220,7 +224,8 @@ class ArchModule(fx.GraphModule):
         :func:`archcomp.backends.torch.generate.generate` (do_sample, temperature, top_k,
         top_p, eos_token_id, pad_token_id, attention_mask, seed, callback, compile, cache;
         an encoder-decoder's encoder inputs by name, decoder_input_ids,
-        decoder_start_token_id)."""
+        decoder_attention_mask, decoder_start_token_id; forced_decoder_ids, suppress_tokens,
+        begin_suppress_tokens, by default the model's generation_rules)."""
         from archcomp.backends.torch.generate import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
@@ -245,6 +250,7 @@ class ArchModule(fx.GraphModule):
             "training": self.training,
             "build_seed": self.build_seed,
             "decoder_start_token_id": self.decoder_start_token_id,
+            "generation_rules": self.generation_rules,
             "return_dict": self.return_dict,
             "checkpointed": any(
                 getattr(type(m), "activation_checkpointing", False) for m in self.modules()
