@@ -4,7 +4,7 @@ tests take tests/hf_zoo_decoders.py's FAMILIES with sdpa attention and untied he
 - each spec's parameter count at its defaults (the published size) equals transformers' model
   of the same config built on the meta device, ties counted once, and tests/spec_library.py's;
 - the variants a family's checkpoints come in: eager attention, the tied LM head of the
-  small sizes (Llama 3.2 1B/3B, Qwen2.5 0.5B-3B, Qwen3 0.6B-4B), Qwen2's sliding
+  small sizes (Llama 3.2 1B/3B, Qwen2.5 0.5B-3B, Qwen3 0.6B-4B), Qwen2's and Qwen3's sliding
   windows, Phi-3 without a window and with the 128K models' LongRoPE,
   GPT-NeoX rotating Pythia's quarter of each head; each loaded by from_pretrained
   with no spec and no mapping (outputs and the embedding's gradient equal transformers'), and
@@ -72,6 +72,17 @@ VARIANTS = [
         },
     ),
     ("qwen3", {"attn_implementation": "eager", "tie_word_embeddings": True}),
+    # Qwen3's sliding window, as Qwen2's: the second layer's 4 keys, both layers' 3 (eager)
+    ("qwen3", {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
+    (
+        "qwen3",
+        {
+            "use_sliding_window": True,
+            "sliding_window": 3,
+            "max_window_layers": 0,
+            "attn_implementation": "eager",
+        },
+    ),
     ("olmo2", {"attn_implementation": "eager"}),
     ("phi3", {"attn_implementation": "eager"}),
     ("phi3", {"sliding_window": None}),  # no window (Phi-3.5)
