@@ -205,6 +205,31 @@ def test_phi3_longrope_short_sequences_and_the_hub_config(tmp_path: Path) -> Non
         archcomp.from_pretrained(tmp_path)
 
 
+def test_phi3_longrope_generate_equals_transformers(tmp_path: Path) -> None:
+    """Greedy generate past LongRoPE's original context (8): transformers' Phi-3 runs the
+    whole sequence again at the step that passes it (every key with the long factors), then
+    steps on with the long ones; archcomp's generate the same, with its KV cache. Prompts of 5
+    and 8 tokens (the switch mid-way, at the first step), 10 (long from the prefill) and a
+    left-padded batch; compile=True, which cannot run the sequence again, is refused."""
+    quiet()
+    hf = zoo.make("phi3", seed=7, **PHI3_128K)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    for length, new in ((5, 8), (8, 6), (10, 5)):
+        ids = torch.randint(1, 61, (2, length), generator=torch.Generator().manual_seed(length))
+        want = hf.generate(
+            ids, max_new_tokens=new, do_sample=False, pad_token_id=0, eos_token_id=None
+        )
+        assert torch.equal(model.generate(ids, new), want), length
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    mask[0, :2] = 0
+    ids = torch.randint(1, 61, (2, 6), generator=torch.Generator().manual_seed(3)) * mask
+    want = hf.generate(ids, attention_mask=mask, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, 7, attention_mask=mask), want)
+    with pytest.raises(ValueError, match="LongRoPE"):
+        model.generate(ids, 7, compile=True)
+
+
 def test_gpt_neox_other_checkpoint_names(tmp_path: Path) -> None:
     """save_pretrained writes the LM head as embed_out.weight (the hub's name); a checkpoint
     with the module's name, lm_head.weight, and the causal-mask and RoPE buffers per layer of

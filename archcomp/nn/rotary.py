@@ -216,14 +216,18 @@ class RotaryEmbedding(nn.Module):
 
     Buffers ``cos`` and ``sin`` (max_len, rotary_dim / 2), non-persistent. The forward has no
     data-dependent Python branches: it traces under ``torch.compile(fullgraph=True)`` and
-    ``torch.export``. With ``dynamic`` or ``longrope`` scaling a sequence longer than the
-    scaling's ``original_max_len`` gets tables computed for its length T in the forward, as
-    transformers computes them for a forward without a cache (a branch on T: compiled code
-    guards on which side of ``original_max_len`` T lies).
+    ``torch.export``. With ``dynamic`` scaling a sequence longer than the scaling's
+    ``original_max_len`` gets tables computed for its length T in the forward, as transformers
+    computes them for a forward without a cache (a branch on T: compiled code guards on which
+    side of ``original_max_len`` T lies); so does ``longrope``, whose long factors' frequencies
+    are a buffer (``long_inv_freq``, rotary_dim / 2): ``positions`` of which one passes
+    ``original_max_len`` (a KV cache's step) are rotated by them, as transformers'
+    ``max(position_ids) + 1`` decides.
     """
 
     cos: Tensor
     sin: Tensor
+    long_inv_freq: Tensor  # longrope only
 
     def __init__(
         self,
@@ -250,9 +254,13 @@ class RotaryEmbedding(nn.Module):
         # dynamic and longrope: sequences longer than this get their own tables
         s = self.scaling
         self._switch = s.original_max_len if isinstance(s, DynamicScaling | LongRopeScaling) else 0
+        self._long = isinstance(s, LongRopeScaling)  # the long factors' frequencies kept
+        self._scale = attention_scaling(self.scaling)
         cos, sin = self._tables(max_len, None, device, dtype)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
+        if self._long:
+            self.register_buffer("long_inv_freq", self._long_freqs(device), persistent=False)
 
     def _tables(
         self, n: int, seq_len: int | None, device: Any, dtype: Any
@@ -271,12 +279,20 @@ class RotaryEmbedding(nn.Module):
             cos, sin = cos * scale, sin * scale
         return (cos.to(dtype), sin.to(dtype)) if dtype is not None else (cos, sin)
 
+    def _long_freqs(self, device: Any) -> Tensor:
+        """LongRoPE's frequencies past the original length (r/2,), float32."""
+        if torch.empty(0, device=device).device.type == "meta":  # shapes only (as _tables)
+            return torch.empty(self._r // 2, device="meta")
+        return inverse_frequencies(self._r, self.theta, self.scaling, device, self._switch + 1)
+
     def reset_parameters(self) -> None:
         """Recompute the tables in place (after ``to_empty`` from the meta device)."""
         cos, sin = self._tables(self.max_len, None, self.cos.device, None)
         with torch.no_grad():
             self.cos.copy_(cos)
             self.sin.copy_(sin)
+            if self._long:
+                self.long_inv_freq.copy_(self._long_freqs(self.cos.device))
 
     def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
         """x (..., T, d) at positions 0..T-1, or at ``positions`` (T,) or (B, T) (x: (B, h, T, d)),
@@ -284,14 +300,20 @@ class RotaryEmbedding(nn.Module):
         n = x.size(-2)  # T
         if positions is not None:
             cos, sin = self.cos[positions], self.sin[positions]  # (T, r/2) or (B, T, r/2)
+            if self._long:  # every position takes the long factors once one passes the switch
+                past = positions.max() + 1 > self._switch  # (), as transformers' seq_len
+                angle = positions.unsqueeze(-1).float() * self.long_inv_freq  # (..., T, r/2)
+                long = angle.cos() * self._scale, angle.sin() * self._scale
+                cos = torch.where(past, long[0].to(cos.dtype), cos)
+                sin = torch.where(past, long[1].to(sin.dtype), sin)
             if positions.dim() == 2:
                 cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)  # (B, 1, T, r/2)
         else:
             too_long = f"sequence length exceeds the rotary tables' max_len {self.max_len}"
             check_length(n, self.max_len, too_long)
             cos, sin = self.cos[:n], self.sin[:n]  # (T, r/2)
-        if self._switch and n > self._switch:  # dynamic, longrope: tables for this length
-            cos, sin = self._tables(n, n, x.device, self.cos.dtype)  # (T, r/2)
+            if self._switch and n > self._switch:  # dynamic, longrope: tables for this T
+                cos, sin = self._tables(n, n, x.device, self.cos.dtype)  # (T, r/2)
         if self._r == self.head_dim:  # a constant of the module, not data
             return rotate(x, cos, sin, self.interleaved)  # (..., T, d)
         # partial rotation: the first r dims rotate, the rest pass through
