@@ -147,7 +147,7 @@ DEEPSEEK_V3_PARAMS |= {"experts": 4, "k": 2, "n_group": 2, "topk_group": 1, "n_s
 DEEPSEEK_V3_PARAMS |= {"routed_scaling_factor": 2.5, "norm_topk_prob": True, "context": 64}
 DEEPSEEK_V3_PARAMS |= {"interleaved": True, "rope_theta": 10000.0, "rope_factor": 1.0}
 DEEPSEEK_V3_PARAMS |= {"original_context": 64, "beta_fast": 32.0, "beta_slow": 1.0}
-DEEPSEEK_V3_PARAMS |= {"mscale": 1.0, "mscale_all_dim": 0.0, "eps": 1e-6}
+DEEPSEEK_V3_PARAMS |= {"mscale": 0.0, "mscale_all_dim": 0.0, "eps": 1e-6}
 
 FAMILIES = {
     "mixtral": Family(

@@ -205,8 +205,14 @@ YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}
 YARN |= {"original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.8}
 
 
+# without mscale (transformers' None): cos and sin times m(4, 1), whatever mscale_all_dim
+YARN_NO_MSCALE = {k: v for k, v in YARN.items() if k != "mscale"}
+
+
 @pytest.mark.parametrize(
-    ("attn", "rope"), [("eager", None), ("sdpa", YARN)], ids=["eager", "sdpa-yarn"]
+    ("attn", "rope"),
+    [("eager", None), ("sdpa", YARN), ("sdpa", YARN_NO_MSCALE)],
+    ids=["eager", "sdpa-yarn", "sdpa-yarn-no-mscale"],
 )
 def test_deepseek_v3_loads_and_exports_equal(
     attn: str, rope: dict[str, object] | None, tmp_path: Path
@@ -221,12 +227,7 @@ def test_deepseek_v3_loads_and_exports_equal(
     _equal_logits(hf, model, "deepseek_v3")
     if rope is not None:
         assert model.spec["params"]["rope_factor"] == 4.0
-        ids = torch.randint(0, 50, (2, 40), generator=torch.Generator().manual_seed(4))
-        with torch.no_grad(), RoundingChains() as chains:
-            want = hf(input_ids=ids).logits
-            got = model(ids).logits
-        tol = chains.tolerance(torch.float32, got, want)
-        numerics.assert_close(got, want, tol, msg="logits at 40 positions")
+        _logits_at_40(hf, model)
     keys = ["model.layers.0.mlp.gate_proj.weight", "model.layers.2.mlp.experts.gate_up_proj"]
     keys += ["model.layers.2.mlp.shared_experts.down_proj.weight", "model.layers.2.mlp.gate.weight"]
     keys += [
@@ -240,3 +241,41 @@ def test_deepseek_v3_loads_and_exports_equal(
     assert config["rope_parameters"]["rope_type"] == ("default" if rope is None else "yarn")
     back = type(hf).from_pretrained(tmp_path / "out").eval()
     _equal_logits(back, model, "deepseek_v3")
+
+
+def _logits_at_40(hf: torch.nn.Module, model: torch.nn.Module) -> None:
+    ids = torch.randint(0, 50, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), RoundingChains() as chains:
+        want = hf(input_ids=ids).logits
+        got = model(ids).logits
+    tol = chains.tolerance(torch.float32, got, want)
+    numerics.assert_close(got, want, tol, msg="logits at 40 positions")
+
+
+def test_deepseek_v3_hub_config_with_the_older_rope_scaling(tmp_path: Path) -> None:
+    """DeepSeek-V3's config.json on the hub writes YaRN as the older rope_scaling (type yarn,
+    factor 40 of 4096, mscale and mscale_all_dim 1.0) beside a top-level rope_theta: it loads
+    with no spec or mapping and equals transformers (which reads it as rope_parameters), at
+    40 positions (past the original 16) and in its gradients; an attention_factor, which the
+    spec does not carry, is refused."""
+    quiet()
+    rope = {**YARN, "mscale_all_dim": 1.0}
+    hf = _deepseek_v3("sdpa", rope_parameters=dict(rope))
+    hf.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["rope_theta"] = config.pop("rope_parameters")["rope_theta"]
+    config["rope_scaling"] = {k: v for k, v in rope.items() if k not in ("rope_type", "rope_theta")}
+    config["rope_scaling"] |= {"type": "yarn", "beta_fast": 32, "beta_slow": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert type(hf).from_pretrained(tmp_path).config.rope_parameters["factor"] == 4.0
+    model = archcomp.from_pretrained(tmp_path)
+    params = model.spec["params"]
+    assert (params["rope_factor"], params["original_context"]) == (4.0, 16)
+    assert (params["mscale"], params["mscale_all_dim"]) == (1.0, 1.0)
+    _logits_at_40(hf, model)
+    keys = ["model.layers.1.self_attn.kv_a_proj_with_mqa.weight", "model.embed_tokens.weight"]
+    _equal_grads(hf, model.train(), "deepseek_v3", keys)
+    config["rope_scaling"]["attention_factor"] = 1.5
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SpecError, match="attention_factor"):
+        archcomp.from_pretrained(tmp_path)

@@ -4,7 +4,8 @@ tests take tests/hf_zoo_decoders.py's FAMILIES with sdpa attention and untied he
 - each spec's parameter count at its defaults (the published size) equals transformers' model
   of the same config built on the meta device, ties counted once, and tests/spec_library.py's;
 - the variants a family's checkpoints come in: eager attention, the tied LM head of the
-  small sizes (Llama 3.2 1B/3B, Qwen2.5 0.5B-3B, Qwen3 0.6B-4B), Phi-3 without a window,
+  small sizes (Llama 3.2 1B/3B, Qwen2.5 0.5B-3B, Qwen3 0.6B-4B), Qwen2's and Qwen3's sliding
+  windows, Phi-3 without a window and with the 128K models' LongRoPE,
   GPT-NeoX rotating Pythia's quarter of each head; each loaded by from_pretrained
   with no spec and no mapping (outputs and the embedding's gradient equal transformers'), and
   exported back into transformers' from_pretrained (no missing or unexpected key, the same
@@ -44,6 +45,19 @@ LLAMA3 = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 512,
 }
+# Phi-3-mini-128k's LongRoPE at a small scale: original context 8 of 32 (factor 4, cos and sin
+# times sqrt(1 + ln 4 / ln 8)), a divisor per frequency, short and long apart in every entry
+LONGROPE = {
+    "rope_type": "longrope",
+    "rope_theta": 1e4,
+    "short_factor": [1.0, 1.3, 2.0, 3.5],
+    "long_factor": [1.2, 2.5, 4.0, 9.0],
+}
+PHI3_128K = {
+    "rope_parameters": LONGROPE,
+    "max_position_embeddings": 32,
+    "original_max_position_embeddings": 8,
+}
 VARIANTS = [
     ("qwen2", {"attn_implementation": "eager", "tie_word_embeddings": True}),
     # the sliding window of the layers from max_window_layers on (4 keys of the 9 tokens)
@@ -58,9 +72,23 @@ VARIANTS = [
         },
     ),
     ("qwen3", {"attn_implementation": "eager", "tie_word_embeddings": True}),
+    # Qwen3's sliding window, as Qwen2's: the second layer's 4 keys, both layers' 3 (eager)
+    ("qwen3", {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
+    (
+        "qwen3",
+        {
+            "use_sliding_window": True,
+            "sliding_window": 3,
+            "max_window_layers": 0,
+            "attn_implementation": "eager",
+        },
+    ),
     ("olmo2", {"attn_implementation": "eager"}),
     ("phi3", {"attn_implementation": "eager"}),
     ("phi3", {"sliding_window": None}),  # no window (Phi-3.5)
+    # LongRoPE: the 9 tokens are past the original 8, so every position takes long_factor
+    ("phi3", PHI3_128K),
+    ("phi3", {**PHI3_128K, "sliding_window": None, "attn_implementation": "eager"}),
     ("gpt_neox", {"attn_implementation": "eager"}),
     ("gpt_neox", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}),  # Pythia's 1/4
     ("llama", {"tie_word_embeddings": True}),
@@ -99,9 +127,12 @@ def _embedding(name: str) -> tuple[str, str]:
     return zoo.EMBEDDING.get(name, ("model.embed_tokens.weight", "embed_tokens.weight"))
 
 
-def _forward_and_grad(name: str, hf: Any, ours: ArchModule) -> None:
-    """Logits and the token embedding's gradient equal transformers'."""
-    x = zoo.inputs(torch.Generator().manual_seed(1))
+def _forward_and_grad(
+    name: str, hf: Any, ours: ArchModule, x: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Logits and the token embedding's gradient equal transformers' (on ``x``, default
+    tests/hf_zoo_decoders.py's inputs)."""
+    x = x if x is not None else zoo.inputs(torch.Generator().manual_seed(1))
     with RoundingChains() as chains:
         want = zoo.call(hf, x)
         got = outputs(ours, {ours.input_names[0]: x["input_ids"]})  # llama's is 'ids'
@@ -138,6 +169,65 @@ def test_variant_loads_and_exports(name: str, kw: dict[str, Any], tmp_path: Path
     x = zoo.inputs(torch.Generator().manual_seed(3))
     with torch.no_grad():
         numerics.assert_same(zoo.call(again.eval(), x)["logits"], zoo.call(hf, x)["logits"])
+
+
+def test_phi3_longrope_short_sequences_and_the_hub_config(tmp_path: Path) -> None:
+    """LongRoPE (Phi-3-mini-128k): sequences up to original_max_position_embeddings use
+    short_factor (8 and 5 tokens of 8), and the hub's config.json (the older rope_scaling, type
+    su or longrope, beside a top-level rope_theta) loads the same model; past the original
+    context (VARIANTS: 9 tokens) the long factors."""
+    import json
+
+    quiet()
+    hf = zoo.make("phi3", seed=7, **PHI3_128K)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    params = model.spec["params"]
+    assert (params["rope_type"], params["original_context"]) == ("longrope", 8)
+    assert params["long_factor"] == LONGROPE["long_factor"]
+    for t in (8, 5):
+        x = {"input_ids": torch.randint(1, 61, (2, t), generator=torch.Generator().manual_seed(t))}
+        hf.zero_grad()
+        model.zero_grad()
+        _forward_and_grad("phi3", hf, model, x)
+    config = json.loads((tmp_path / "config.json").read_text())
+    scaling = config.pop("rope_parameters")
+    config["rope_theta"] = scaling.pop("rope_theta")
+    for key in ("rope_type", "original_max_position_embeddings", "partial_rotary_factor"):
+        del scaling[key]  # the hub's: short_factor, long_factor, type
+    for kind in ("su", "longrope"):
+        config["rope_scaling"] = {**scaling, "type": kind}
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        assert archcomp.from_pretrained(tmp_path).spec["params"] == params
+    config["rope_scaling"]["attention_factor"] = 2.0  # transformers would use it: refused
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(archcomp.SpecError, match="attention_factor"):
+        archcomp.from_pretrained(tmp_path)
+
+
+def test_phi3_longrope_generate_equals_transformers(tmp_path: Path) -> None:
+    """Greedy generate past LongRoPE's original context (8): transformers' Phi-3 runs the
+    whole sequence again at the step that passes it (every key with the long factors), then
+    steps on with the long ones; archcomp's generate the same, with its KV cache. Prompts of 5
+    and 8 tokens (the switch mid-way, at the first step), 10 (long from the prefill) and a
+    left-padded batch; compile=True, which cannot run the sequence again, is refused."""
+    quiet()
+    hf = zoo.make("phi3", seed=7, **PHI3_128K)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    for length, new in ((5, 8), (8, 6), (10, 5)):
+        ids = torch.randint(1, 61, (2, length), generator=torch.Generator().manual_seed(length))
+        want = hf.generate(
+            ids, max_new_tokens=new, do_sample=False, pad_token_id=0, eos_token_id=None
+        )
+        assert torch.equal(model.generate(ids, new), want), length
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    mask[0, :2] = 0
+    ids = torch.randint(1, 61, (2, 6), generator=torch.Generator().manual_seed(3)) * mask
+    want = hf.generate(ids, attention_mask=mask, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, 7, attention_mask=mask), want)
+    with pytest.raises(ValueError, match="LongRoPE"):
+        model.generate(ids, 7, compile=True)
 
 
 def test_gpt_neox_other_checkpoint_names(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ def hf_config(mapping: Mapping, env: MappingABC[str, Any], dtype: str) -> dict[s
             config[name] = allowed(req, env)[0]
         except ConfigProblem as exc:
             raise UsageError(f"{mapping.file}: config field '{name}': {exc.message}") from None
+        if config[name] is None and is_expression(req.values[0]):  # not this model's field
+            del config[name]
     for name, value in mapping.export.items():
         try:
             config[name] = evaluate(value, env)

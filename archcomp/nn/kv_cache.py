@@ -204,8 +204,8 @@ def _check_module(name: str, m: Any, cross: bool) -> None:
     if not m.causal and (m.qk_norm is not None or m.rotary is not None):
         raise CacheUnsupported(f"{name}: cross-attention with q/k norms or RoPE is not cached")
     rotary = m.rotary
-    if rotary is not None and rotary._switch:
-        raise CacheUnsupported(f"{name}: dynamic or longrope RoPE scaling is not cached")
+    if rotary is not None and rotary._switch and not rotary._long:
+        raise CacheUnsupported(f"{name}: dynamic RoPE scaling is not cached")
 
 
 @contextmanager

@@ -216,14 +216,18 @@ class RotaryEmbedding(nn.Module):
 
     Buffers ``cos`` and ``sin`` (max_len, rotary_dim / 2), non-persistent. The forward has no
     data-dependent Python branches: it traces under ``torch.compile(fullgraph=True)`` and
-    ``torch.export``. With ``dynamic`` or ``longrope`` scaling a sequence longer than the
-    scaling's ``original_max_len`` gets tables computed for its length T in the forward, as
-    transformers computes them for a forward without a cache (a branch on T: compiled code
-    guards on which side of ``original_max_len`` T lies).
+    ``torch.export``. With ``dynamic`` scaling a sequence longer than the scaling's
+    ``original_max_len`` gets tables computed for its length T in the forward, as transformers
+    computes them for a forward without a cache (a branch on T: compiled code guards on which
+    side of ``original_max_len`` T lies); so does ``longrope``, whose long factors' frequencies
+    are a buffer (``long_inv_freq``, rotary_dim / 2): ``positions`` of which one passes
+    ``original_max_len`` (a KV cache's step) are rotated by them, as transformers'
+    ``max(position_ids) + 1`` decides.
     """
 
     cos: Tensor
     sin: Tensor
+    long_inv_freq: Tensor  # longrope only
 
     def __init__(
         self,
@@ -250,9 +254,13 @@ class RotaryEmbedding(nn.Module):
         # dynamic and longrope: sequences longer than this get their own tables
         s = self.scaling
         self._switch = s.original_max_len if isinstance(s, DynamicScaling | LongRopeScaling) else 0
+        self._long = isinstance(s, LongRopeScaling)  # the long factors' frequencies kept
+        self._scale = attention_scaling(self.scaling)
         cos, sin = self._tables(max_len, None, device, dtype)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
+        if self._long:
+            self.register_buffer("long_inv_freq", self._long_freqs(device), persistent=False)
 
     def _tables(
         self, n: int, seq_len: int | None, device: Any, dtype: Any
@@ -271,12 +279,20 @@ class RotaryEmbedding(nn.Module):
             cos, sin = cos * scale, sin * scale
         return (cos.to(dtype), sin.to(dtype)) if dtype is not None else (cos, sin)
 
+    def _long_freqs(self, device: Any) -> Tensor:
+        """LongRoPE's frequencies past the original length (r/2,), float32."""
+        if torch.empty(0, device=device).device.type == "meta":  # shapes only (as _tables)
+            return torch.empty(self._r // 2, device="meta")
+        return inverse_frequencies(self._r, self.theta, self.scaling, device, self._switch + 1)
+
     def reset_parameters(self) -> None:
         """Recompute the tables in place (after ``to_empty`` from the meta device)."""
         cos, sin = self._tables(self.max_len, None, self.cos.device, None)
         with torch.no_grad():
             self.cos.copy_(cos)
             self.sin.copy_(sin)
+            if self._long:
+                self.long_inv_freq.copy_(self._long_freqs(self.cos.device))
 
     def forward(self, x: Tensor, positions: Tensor | slice | None = None) -> Tensor:
         """x (..., T, d) at positions 0..T-1, or at ``positions`` (T,) or (B, T) (x: (B, h, T, d)),
@@ -285,16 +301,28 @@ class RotaryEmbedding(nn.Module):
         if positions is None:
             too_long = f"sequence length exceeds the rotary tables' max_len {self.max_len}"
             check_length(n, self.max_len, too_long)
+            if self._switch and n > self._switch:  # dynamic, longrope: tables for this T
+                return self.rotated(x, *self._tables(n, n, x.device, self.cos.dtype))
             positions = slice(0, n)
         return self.rotated(x, *self.tables_at(positions, n, x.device))
 
     def tables_at(self, positions: Tensor | slice, n: int, device: Any) -> tuple[Tensor, Tensor]:
         """cos and sin (T, r/2) or (B, 1, T, r/2) at ``positions`` (a slice: a view of the
         tables, no gather) for a sequence of ``n`` tokens; q and k of one forward share them."""
-        if self._switch and n > self._switch:  # dynamic, longrope: tables for this length
+        if self._switch and not self._long and n > self._switch:  # dynamic: tables for this T
             return self._tables(n, n, device, self.cos.dtype)  # (T, r/2)
+        if isinstance(positions, slice):
+            if not (self._long and positions.stop > self._switch):
+                return self.cos[positions], self.sin[positions]  # (T, r/2), a view
+            positions = torch.arange(positions.start or 0, positions.stop, device=device)
         cos, sin = self.cos[positions], self.sin[positions]  # (T, r/2) or (B, T, r/2)
-        if isinstance(positions, Tensor) and positions.dim() == 2:
+        if self._long:  # every position takes the long factors once one passes the switch
+            past = positions.max() + 1 > self._switch  # (), as transformers' seq_len
+            angle = positions.unsqueeze(-1).float() * self.long_inv_freq  # (..., T, r/2)
+            long = angle.cos() * self._scale, angle.sin() * self._scale
+            cos = torch.where(past, long[0].to(cos.dtype), cos)
+            sin = torch.where(past, long[1].to(sin.dtype), sin)
+        if positions.dim() == 2:
             cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)  # (B, 1, T, r/2)
         return cos, sin
 

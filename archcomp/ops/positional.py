@@ -291,7 +291,13 @@ def check_rope_lengths(rope: RotaryArgs, lengths: Iterable[tuple[Dim, str]], arg
 
 def rope_buffers(rope: RotaryArgs, head_dim: int, prefix: str = "") -> dict[str, Shape]:
     half = (head_dim if rope.rotary_dim is None else rope.rotary_dim) // 2
-    return {f"{prefix}cos": (rope.max_len, half), f"{prefix}sin": (rope.max_len, half)}
+    out: dict[str, Shape] = {
+        f"{prefix}cos": (rope.max_len, half),
+        f"{prefix}sin": (rope.max_len, half),
+    }
+    if rope.scaling is not None and rope.scaling.type == "longrope":
+        out[f"{prefix}long_inv_freq"] = (half,)  # the long factors' frequencies
+    return out
 
 
 def rope_config(rope: RotaryArgs) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from archcomp.backends.torch.handoff import take
 from archcomp.backends.torch.module import CompiledBlock, tied_names
 
 
@@ -59,7 +60,8 @@ class _Checkpointed:
 
     def forward(self, *args: Any) -> Any:
         inner = super().forward  # type: ignore[misc]
-        return checkpoint(inner, *args, use_reentrant=False)
+        # the recompute needs the inputs again: a handed-over list is emptied by the first run
+        return checkpoint(inner, *take(args), use_reentrant=False)
 
 
 _SUBCLASSES: dict[type, type] = {}

@@ -171,7 +171,9 @@ class Compiler:
         out = self._outputs()
         self.fx_graph.output(out)
         names = tuple(g.inputs)
-        codegen = ArchCodeGen(names, _docstring(g), indexable_lists(self.root))
+        codegen = ArchCodeGen(
+            names, _docstring(g), indexable_lists(self.root), block_paths(self.root)
+        )
         self.fx_graph.set_codegen(codegen)
         _drop_unused_selections(self.fx_graph)
         self.fx_graph.lint()
@@ -424,7 +426,9 @@ def _finish_class(
         for name, r in zip(copy.export_names, copy.exports, strict=True)
     )
     lists = indexable_lists(block)
-    graph.set_codegen(ArchCodeGen(tuple(copy.params), f"{ins} -> {outs_doc}", lists))
+    doc = f"{ins} -> {outs_doc}"
+    blocks = block_paths(block)
+    graph.set_codegen(ArchCodeGen(tuple(copy.params), doc, lists, blocks, block=True))
     _drop_unused_selections(graph)
     graph.lint()
     code = graph.python_code(root_module="self")
@@ -432,6 +436,15 @@ def _finish_class(
     cls.graph = graph
     cls.code = code.src
     cls.template_scope = copy.scope.name  # the names in ``graph``'s node meta are this copy's
+
+
+def block_paths(root: nn.Module) -> frozenset[str]:
+    """Dotted paths of the block instances under ``root`` (not itself)."""
+    return frozenset(
+        name
+        for name, m in root.named_modules(remove_duplicate=False)
+        if name and isinstance(m, CompiledBlock)
+    )
 
 
 def _type_doc(t: TensorType | None, dtype: bool = True) -> str:

@@ -482,6 +482,13 @@ def generate(
     generator = None
     if do_sample and seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(seed)
+    switch = _longrope_switch(model)  # LongRoPE: passed by a step (cache length == switch)
+    switch = switch if length <= switch <= length + max_new_tokens - 2 else 0
+    if switch and compile:
+        raise ValueError(
+            "generate(compile=True) of a model with LongRoPE (Phi-3 128K): the step that "
+            "passes its original context runs the whole sequence again; use compile=False"
+        )
     choose = functools.partial(
         next_tokens,
         do_sample=do_sample,
@@ -506,6 +513,8 @@ def generate(
         logits = _prefill(model, prompt, cache, mask, enc, compiled)
         with cache.bound(model):  # once for every step
             step = _stepper(model, cache, compiled)
+            if switch:
+                step = _restarting(step, model, cache, out, mask, switch)
             n = _loop(logits, step, out, length, pick, eos, pad, callback)
     return out[:, : length + n]
 
@@ -523,6 +532,46 @@ def _ids(tokens: list[int] | None, device: torch.device) -> Tensor | None:
     if not tokens:
         return None
     return torch.tensor([int(t) for t in tokens], dtype=torch.int64, device=device)
+
+
+def _longrope_switch(model: nn.Module) -> int:
+    """The original context of the model's LongRoPE (0: none)."""
+    from archcomp.nn.rotary import RotaryEmbedding
+
+    for m in model.modules():
+        if isinstance(m, RotaryEmbedding) and m._long:
+            return m._switch
+    return 0
+
+
+def _restarting(
+    step: Callable[[Tensor], Tensor],
+    model: nn.Module,
+    cache: KVCache,
+    out: Tensor,
+    mask: Tensor | None,
+    switch: int,
+) -> Callable[[Tensor], Tensor]:
+    """LongRoPE (Phi-3's 128K models): the step that makes the sequence longer than the
+    original context ``switch`` runs the whole sequence again from an empty cache, as
+    transformers' Phi-3 generate does, so that every key takes the long factors; the
+    steps after it take them at their positions (the rotary tables' switch)."""
+
+    def run(ids: Tensor) -> Tensor:
+        n = cache.length
+        if n != switch:
+            return step(ids)
+        cache.reset()
+        full = out[:, : n + 1]  # (B, switch + 1): the new token written by the loop
+        if mask is not None:
+            mask_ = torch.cat([mask, mask.new_ones(mask.size(0), n + 1 - mask.size(1))], 1)
+        cache.state.begin(n + 1, mask if mask is None else mask_)
+        with last_position_only(model):  # the cache is bound by the loop's caller
+            logits = _logits(model, full, cache)[:, -1]
+        cache.state.advance(n + 1)
+        return logits
+
+    return run
 
 
 def _stepper(

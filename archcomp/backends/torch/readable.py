@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from archcomp.backends.torch.handoff import hand_over, prologue
 from archcomp.backends.torch.literals import comment, docstring
 from archcomp.ir.dims import Dim, Shape
 
@@ -39,12 +40,19 @@ class ArchCodeGen(fx.graph.CodeGen):
     """fx code generation with the spec's input names, a docstring, and shape comments."""
 
     def __init__(
-        self, input_names: tuple[str, ...], doc: str, lists: frozenset[str] = frozenset()
+        self,
+        input_names: tuple[str, ...],
+        doc: str,
+        lists: frozenset[str] = frozenset(),
+        blocks: frozenset[str] = frozenset(),
+        block: bool = False,
     ) -> None:
         super().__init__()
         self.input_names = input_names
         self.doc = doc
         self.lists = lists  # ModuleLists (dotted paths) that ``self.h_[0]`` may index
+        self.blocks = blocks  # block instances (dotted paths): handed their dying inputs
+        self.block = block  # a block's forward: takes handed-over inputs
 
     def gen_fn_def(
         self, free_vars: list[str], maybe_return_annotation: str, *, expanded_def: bool = False
@@ -59,16 +67,28 @@ class ArchCodeGen(fx.graph.CodeGen):
         for spec_name, fx_name in zip(params, fx_names, strict=False):
             if spec_name != fx_name:
                 lines.append(f"    {fx_name} = {spec_name}")
+        if self.block:
+            lines.extend(prologue(fx_names))
         return "\n".join(lines)
 
     def _gen_python_code(self, nodes: Any, root_module: str, namespace: Any, **kw: Any) -> Any:
         node_list = list(nodes)
         previous = self._body_transformer
 
+        # a block's own inputs were handed to it; the model's are its caller's
+        keep = (
+            frozenset()
+            if self.block
+            else frozenset(n.name for n in node_list if n.op == "placeholder")
+        )
+
         def annotate(body: list[str]) -> list[str]:
             if previous is not None:
                 body = previous(body)
-            return _shape_comments([_readable(chunk, self.lists) for chunk in body], node_list)
+            body = [_readable(chunk, self.lists) for chunk in body]
+            if self.blocks:
+                body = hand_over(body, lambda e: _dotted(e) in self.blocks, keep)
+            return _shape_comments(body, node_list)
 
         self._body_transformer = annotate
         try:
