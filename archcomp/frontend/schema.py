@@ -277,6 +277,19 @@ class ImportSpec(_Strict):
     blocks: list[Identifier] | None = None
 
 
+class FigureDecl(_Strict):
+    """How ``archcomp draw`` ends the figure, not what the model computes:
+    ``figure: {outputs: {logits: probabilities}}`` draws the output ``logits`` as the
+    Transformer paper does, through a Softmax box into "Output Probabilities" (the model
+    still returns the logits)."""
+
+    outputs: dict[Identifier, Literal["probabilities"]] = Field(
+        default={},
+        description="output name -> how the figure draws it after the output "
+        "(probabilities: Softmax, Output Probabilities)",
+    )
+
+
 class Spec(_Strict):
     """A spec file: a model (``inputs``, ``nodes``, ``outputs``) and/or a library of blocks."""
 
@@ -294,6 +307,7 @@ class Spec(_Strict):
     blocks: dict[Identifier, BlockSpec] = {}
     nodes: list[NodeSpec] = []
     outputs: OutputsValue | None = None
+    figure: FigureDecl | None = None
 
     def __repr__(self) -> str:  # pydantic's would print every node's every field
         ins = ", ".join(self.inputs)

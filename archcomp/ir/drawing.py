@@ -121,3 +121,20 @@ class Style:
     def words(self, args: Any) -> str:
         """The words on a box of this op with ``args``."""
         return (self.label_for(args) if self.label_for else None) or self.label
+
+
+@dataclass(frozen=True)
+class OutputFigure:
+    """What a figure draws after a graph output the spec declares in ``figure: {outputs:
+    ...}``: these boxes, in order, then the output under ``label`` (the model computes none
+    of it)."""
+
+    parts: tuple[Part, ...]
+    label: str
+
+
+# The spec's ``figure: {outputs: {NAME: KEY}}`` keys (docs/spec-format.md, "figure").
+OUTPUT_FIGURES: dict[str, OutputFigure] = {
+    # The Transformer's Figure 1: Linear -> Softmax -> Output Probabilities.
+    "probabilities": OutputFigure((Part("softmax", "Softmax", "softmax"),), "Output Probabilities"),
+}

@@ -32,7 +32,7 @@ from archcomp.backends.graphviz.counts import check_size, param_counts
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
 from archcomp.ir.dims import fmt_shape
-from archcomp.ir.drawing import Figure, Part
+from archcomp.ir.drawing import OUTPUT_FIGURES, Figure, Part
 from archcomp.ir.opdef import OpDef
 from archcomp.ops.registry import all_ops, get_op
 from archcomp.passes.structure import LEARNED_OPS
@@ -288,18 +288,31 @@ class Planner:
             if n.name not in self.unread:
                 self._edges_into(n)
         for oname, ref in g.outputs.items():
-            src = self._src_box(ref)
-            if src is None:
-                continue
-            producer = g.nodes.get(self._resolve(ref).node)
-            box = Box(f"output/{oname}", st.output_label(oname, producer), "io", kind="output")
-            if self.lr:
-                t = g.type_of(ref)
-                box.caption = st.feature_maps(t.shape) if t else None
-            self.d.boxes[box.id] = box
-            self._edge(src, box.id, self._edge_label(ref), ("out", oname))
+            self._output_box(oname, ref)
         self._rewrite()
         return self.d
+
+    def _output_box(self, oname: str, ref: Ref) -> None:
+        """The box of graph output ``oname``, after the boxes the spec's ``figure:`` declares
+        for it (the Transformer's Softmax before "Output Probabilities")."""
+        g = self.g
+        src = self._src_box(ref)
+        if src is None:
+            return
+        producer = g.nodes.get(self._resolve(ref).node)
+        label, label_edge = st.output_label(oname, producer), self._edge_label(ref)
+        after = OUTPUT_FIGURES.get(g.output_figures.get(oname, ""))
+        for part in after.parts if after else ():
+            pid = f"output/{oname}/{part.id}"
+            self.d.boxes[pid] = Box(pid, part.label, part.family)
+            self._edge(src, pid, label_edge, ("out", oname, part.id))
+            src, label_edge = pid, None
+        box = Box(f"output/{oname}", after.label if after else label, "io", kind="output")
+        if self.lr:
+            t = g.type_of(ref)
+            box.caption = st.feature_maps(t.shape) if t else None
+        self.d.boxes[box.id] = box
+        self._edge(src, box.id, label_edge, ("out", oname))
 
     def _rewrite(self) -> None:
         """The paper's rewrites (:mod:`~archcomp.backends.graphviz.rewrites`)."""

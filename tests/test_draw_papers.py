@@ -1,0 +1,72 @@
+"""Figures that end as the papers draw them: the Transformer's Softmax and "Output
+Probabilities" (a spec's ``figure:`` declaration, drawing only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import archcomp
+from archcomp.backends.graphviz import DrawOptions, plan
+from archcomp.base.errors import SpecError
+from archcomp.passes.pipeline import load_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAD = """
+archcomp: 1
+name: head
+inputs: {x: [B, 4]}
+nodes:
+  - {id: generator, op: linear, out_features: 3}
+outputs: {logits: generator}
+"""
+
+
+def _chain(d: object, start: str) -> list[str]:
+    """The labels along the one edge out of each box from ``start`` to an output."""
+    out = {e.src: e.dst for e in d.edges}  # type: ignore[attr-defined]
+    labels, box = [], start
+    while box in out:
+        box = out[box]
+        labels.append(d.boxes[box].label)  # type: ignore[attr-defined]
+    return labels
+
+
+def test_a_declared_output_figure_ends_with_softmax_and_output_probabilities() -> None:
+    """``figure: {outputs: {logits: probabilities}}``: Linear -> Softmax -> Output
+    Probabilities in the figure; the model still returns the logits (no softmax)."""
+    spec = HEAD + "figure: {outputs: {logits: probabilities}}\n"
+    d = plan(load_graph(spec), DrawOptions())
+    assert _chain(d, "generator") == ["Softmax", "Output Probabilities"]
+    assert _chain(plan(load_graph(HEAD), DrawOptions()), "generator") == ["logits"]
+    model = archcomp.build(spec)
+    x = torch.randn(2, 4)
+    assert torch.equal(
+        model(x), torch.nn.functional.linear(x, model.generator.weight, model.generator.bias)
+    )
+
+
+def test_the_transformer_ends_as_figure_1() -> None:
+    g = load_graph(
+        ROOT / "specs" / "transformer.yaml",
+        params={"N": 1, "d_model": 16, "d_ff": 16, "h": 2, "vocab": 8},
+    )
+    assert _chain(plan(g, DrawOptions()), "generator") == ["Softmax", "Output Probabilities"]
+    assert list(g.outputs) == ["logits"]
+
+
+@pytest.mark.parametrize(
+    ("figure", "message"),
+    [
+        ("{outputs: {probs: probabilities}}", "'probs' is not an output of the model"),
+        ("{outputs: {logits: histogram}}", "probabilities"),
+        ("{colour: red}", "colour"),
+    ],
+)
+def test_a_bad_figure_declaration_is_a_located_error(figure: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as err:
+        load_graph(HEAD + f"figure: {figure}\n")
+    assert ":8:" in str(err.value)  # the line of figure:
