@@ -1,5 +1,6 @@
-"""Figures that end as the papers draw them: the Transformer's Softmax and "Output
-Probabilities" (a spec's ``figure:`` declaration, drawing only)."""
+"""Figures that end and pool as the papers draw them: the Transformer's Softmax and "Output
+Probabilities" (a spec's ``figure:`` declaration, drawing only), CLIP's normalised embeddings
+and [EOS] features as one box each."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 import archcomp
 from archcomp.backends.graphviz import DrawOptions, plan
+from archcomp.backends.graphviz.boxes import DEPTH_ALL
 from archcomp.base.errors import SpecError
 from archcomp.passes.pipeline import load_graph
 
@@ -70,3 +72,32 @@ def test_a_bad_figure_declaration_is_a_located_error(figure: str, message: str) 
     with pytest.raises(SpecError, match=message) as err:
         load_graph(HEAD + f"figure: {figure}\n")
     assert ":8:" in str(err.value)  # the line of figure:
+
+
+SMALL_CLIP = {
+    "N_text": 1,
+    "N_vision": 1,
+    "d_text": 16,
+    "d_vision": 16,
+    "h_text": 2,
+    "h_vision": 2,
+    "d_ff_text": 16,
+    "d_ff_vision": 16,
+    "projection": 8,
+    "vocab": 64,
+    "context": 8,
+    "image": 32,
+    "patch": 16,
+}
+
+
+def test_clip_reads_as_its_figure() -> None:
+    """The L2 norm and the [EOS] pooling are one box each (blocks of ops), no Pow, Sum,
+    Gather or Index boxes; ``--depth all`` draws them."""
+    g = load_graph(ROOT / "specs" / "clip_vit_b32.yaml", params=SMALL_CLIP)
+    labels = [b.label for b in plan(g, DrawOptions()).boxes.values()]
+    assert labels.count("L2 Normalize") == 2 and "[EOS] Features" in labels
+    assert not {"Pow", "Sum", "Gather", "Index"} & set(labels)
+    assert _chain(plan(g, DrawOptions()), "text_projection")[0] == "L2 Normalize"
+    every = {b.label for b in plan(g, DrawOptions(depth=DEPTH_ALL)).boxes.values()}
+    assert {"Pow", "Sum", "Gather"} <= every
