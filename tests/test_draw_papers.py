@@ -1,6 +1,6 @@
 """Figures that end and pool as the papers draw them: the Transformer's Softmax and "Output
 Probabilities" (a spec's ``figure:`` declaration, drawing only), CLIP's normalised embeddings
-and [EOS] features as one box each."""
+and [EOS] features as one box each, ViT's MLP Head reading token 0."""
 
 from __future__ import annotations
 
@@ -101,3 +101,17 @@ def test_clip_reads_as_its_figure() -> None:
     assert _chain(plan(g, DrawOptions()), "text_projection")[0] == "L2 Normalize"
     every = {b.label for b in plan(g, DrawOptions(depth=DEPTH_ALL)).boxes.values()}
     assert {"Pow", "Sum", "Gather"} <= every
+
+
+def test_vit_head_reads_token_0_and_a_last_time_step_stays() -> None:
+    """ViT: LayerNorm -> Classifier Head, no [CLS] pick box (``--depth all`` draws it); the
+    LSTM classifier's Last Time Step, and a [CLS] pick that feeds no head, stay drawn."""
+    g = load_graph(ROOT / "specs" / "vit_b16.yaml", params={"N": 1, "d_model": 32, "h": 2})
+    d = plan(g, DrawOptions())
+    assert "[CLS]" not in {b.label for b in d.boxes.values()}
+    assert ("ln", "head") in {(e.src, e.dst) for e in d.edges}
+    assert "[CLS]" in {b.label for b in plan(g, DrawOptions(depth=DEPTH_ALL)).boxes.values()}
+    lstm = plan(load_graph(ROOT / "specs" / "lstm_classifier.yaml"), DrawOptions())
+    assert "Last Time Step" in {b.label for b in lstm.boxes.values()}
+    clip = plan(load_graph(ROOT / "specs" / "clip_vit_b32.yaml", params=SMALL_CLIP), DrawOptions())
+    assert "[CLS]" in {b.label for b in clip.boxes.values()}  # read by a norm, not a head

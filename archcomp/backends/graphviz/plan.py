@@ -389,6 +389,8 @@ class Planner:
         family = n.op.style.family
         if n.op.style.is_plumbing(n.args) and fold and self._fold(n, c):
             return
+        if fold and self._head_pick(n) and self._fold(n, c):
+            return  # ViT's MLP Head reads token 0 itself
         if n.op.style.absorbed and self.fold_plumbing:
             self.absorbed.add(c)  # part of the box it feeds: no box, no edges
             return
@@ -411,6 +413,20 @@ class Planner:
         box.params = self.params.get(n.name, 0)
         self.d.boxes[c] = box
         self.item_of[c] = self.out_of[c] = c
+
+    def _head_pick(self, n: Node) -> bool:
+        """A [CLS] pick (``Style.head_pick_for``) whose one reader is a linear head giving a
+        graph output."""
+        pick = n.op.style.head_pick_for
+        if pick is None or not pick(n.args):
+            return False
+        readers = [m for m in self.g.nodes.values() if any(r.node == n.name for r in m.refs())]
+        outputs = {self._resolve(r).node for r in self.g.outputs.values()}
+        return (
+            len(readers) == 1
+            and readers[0].op.style.family == "linear"
+            and readers[0].name in outputs
+        )
 
     def _fold(self, n: Node, c: str) -> bool:
         """Fold shape plumbing into the box it serves: its main input passes through (for an
