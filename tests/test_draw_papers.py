@@ -115,3 +115,25 @@ def test_vit_head_reads_token_0_and_a_last_time_step_stays() -> None:
     assert "Last Time Step" in {b.label for b in lstm.boxes.values()}
     clip = plan(load_graph(ROOT / "specs" / "clip_vit_b32.yaml", params=SMALL_CLIP), DrawOptions())
     assert "[CLS]" in {b.label for b in clip.boxes.values()}  # read by a norm, not a head
+
+
+def test_mamba_draws_its_mixer_open_as_figure_3(tmp_path: Path) -> None:
+    """``figure: {open: true}`` on the mamba_mixer block: the default figure shows its
+    projections, causal conv, SiLU, SSM gated by SiLU(z) and output Linear, not one "Mamba
+    Mixer" box; ``--depth 1`` still closes it, and without the declaration it is one box."""
+    small = {"N": 1, "d_model": 8, "vocab": 16, "dt_rank": 2, "d_state": 2}
+    g = load_graph(ROOT / "specs" / "mamba.yaml", params=small)
+    labels = [b.label for b in plan(g, DrawOptions()).boxes.values()]
+    assert "Mamba Mixer" not in labels
+    assert {"SSM", "Conv", "SiLU", "×"} <= set(labels) and labels.count("Linear") >= 4
+    assert "SSM" not in {b.label for b in plan(g, DrawOptions(depth=1)).boxes.values()}
+    blocks = (ROOT / "specs" / "blocks" / "mamba.yaml").read_text()
+    (tmp_path / "blocks.yaml").write_text(
+        blocks.replace("figure: {open: true}", "figure: {open: false}")
+    )
+    model = (ROOT / "specs" / "mamba.yaml").read_text()
+    imports = "imports: [{library: mamba, blocks: [mamba_block]}]"
+    (tmp_path / "m.yaml").write_text(model.replace(imports, "imports: [blocks.yaml]"))
+    plain = load_graph(tmp_path / "m.yaml", params=small)
+    closed = [b.label for b in plan(plain, DrawOptions()).boxes.values()]
+    assert "Mamba Mixer" in closed and "SSM" not in closed

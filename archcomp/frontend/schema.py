@@ -249,6 +249,13 @@ OutputsValue = Union[
 ]
 
 
+class BlockFigureDecl(_Strict):
+    """How ``archcomp draw`` draws a block: ``figure: {open: true}`` draws it open by default
+    (Mamba's mixer, as its paper's Figure 3), where a block of only ops would be one box."""
+
+    open: bool = Field(default=False, description="drawn open without --expand")
+
+
 class BlockSpec(_Strict):
     """A reusable sub-graph, used as a node whose ``op`` is the block's name."""
 
@@ -258,6 +265,7 @@ class BlockSpec(_Strict):
     inputs: list[Identifier] = Field(min_length=1, max_length=32)
     nodes: list[NodeSpec] = Field(min_length=1)
     outputs: OutputsValue
+    figure: BlockFigureDecl | None = None
 
 
 class ImportSpec(_Strict):

@@ -52,6 +52,7 @@ class Scope:
     repeat_param: str | None = None  # param the count came from ("N"), if any
     index: int | None = None
     shared: bool = False
+    drawn_open: bool = False  # the block's ``figure: {open: true}``: drawn open by default
 
 
 @dataclass

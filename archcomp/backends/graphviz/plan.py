@@ -227,7 +227,7 @@ class Planner:
         elif s.block in self.opts.collapse:
             default = False
         else:
-            default = s.repeat is not None or c in nested
+            default = s.repeat is not None or c in nested or s.drawn_open
         if c in forced and not default:
             self.opened |= forced[c]
         return default or c in forced
@@ -252,7 +252,11 @@ class Planner:
         idle = sorted(self.expand - self.opened)
         if not idle:
             return
-        where = " at this --depth" if self.opts.depth is not None else " (repeats always are)"
+        where = (
+            " at this --depth"
+            if self.opts.depth is not None
+            else " (repeats, blocks of blocks and blocks declaring figure: {open: true} are)"
+        )
         can = (
             f"blocks and ops that --expand opens here: {', '.join(sorted(openable))}"
             if (openable := self.expandable | self.folded)
