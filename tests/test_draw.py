@@ -522,7 +522,7 @@ def test_mamba_mixer_expanded_is_the_papers_figure() -> None:
     multiplied, out-projection. The splits and transposes are folded (no 'out0' labels)."""
     params = {"N": 1, "d_model": 8, "vocab": 16, "dt_rank": 2, "d_state": 4}
     g = load_graph(ROOT / "specs" / "mamba.yaml", params=params)
-    d = plan(g, DrawOptions(expand=("mamba_mixer",)))
+    d = plan(g, DrawOptions())  # drawn open: the block declares figure: {open: true}
     mixer = {b.id: b for b in d.boxes.values() if ".mixer." in b.id}
     ssm = next(b for b in mixer.values() if b.label == "SSM")
     gate = next(b for b in mixer.values() if b.label == "SiLU" and b.kind == "part")

@@ -114,6 +114,7 @@ def to_graph(prog: Program, overrides: Mapping[str, Any], rep: Reporter) -> Grap
         Origin(doc, ()),
     )
     g.dim_min = mins
+    g.output_figures = _output_figures(prog, outputs, rep)
     g.scope_inputs = _scope_refs(ex.out.block_inputs, ex.out, inputs)
     g.scope_outputs = _scope_refs(
         {k: ex.out.aliases[k] for k in ex.out.block_inputs if k in ex.out.aliases}, ex.out, inputs
@@ -198,6 +199,27 @@ def _model_outputs(
             pending[oname] = r
             origins[oname] = Origin(doc, p)
     return pending, origins
+
+
+def _output_figures(prog: Program, outputs: Mapping[str, Ref], rep: Reporter) -> dict[str, str]:
+    """``figure: {outputs: {logits: probabilities}}``: how the figure draws each output named
+    there after it; a name that is no output is an error at it."""
+    decl = prog.spec.figure
+    if decl is None:
+        return {}
+    for name in decl.outputs:
+        if name not in _outputs_of(prog.spec.outputs):
+            rep.add(
+                prog.doc.diag(
+                    "bad-reference",
+                    f"figure: '{name}' is not an output of the model",
+                    ("figure", "outputs", name),
+                    key=True,
+                    hint=f"outputs: {listing(list(_outputs_of(prog.spec.outputs)))}",
+                )
+            )
+    rep.raise_if_failed()
+    return {k: v for k, v in decl.outputs.items() if k in outputs}
 
 
 def _declared(origin: Origin) -> Any:

@@ -906,7 +906,11 @@ class Expander:
         )
         scopes = site.scopes
         if not repeated:
-            scopes = (*scopes, Scope(name, block.name, site.label or block_label))
+            drawn_open = block.spec.figure is not None and block.spec.figure.open
+            scopes = (
+                *scopes,
+                Scope(name, block.name, site.label or block_label, drawn_open=drawn_open),
+            )
         elif site.label is None:
             scopes = (*scopes[:-1], replace(scopes[-1], label=block_label))
         inner_bindings = dict(

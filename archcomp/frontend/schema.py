@@ -249,6 +249,13 @@ OutputsValue = Union[
 ]
 
 
+class BlockFigureDecl(_Strict):
+    """How ``archcomp draw`` draws a block: ``figure: {open: true}`` draws it open by default
+    (Mamba's mixer, as its paper's Figure 3), where a block of only ops would be one box."""
+
+    open: bool = Field(default=False, description="drawn open without --expand")
+
+
 class BlockSpec(_Strict):
     """A reusable sub-graph, used as a node whose ``op`` is the block's name."""
 
@@ -258,6 +265,7 @@ class BlockSpec(_Strict):
     inputs: list[Identifier] = Field(min_length=1, max_length=32)
     nodes: list[NodeSpec] = Field(min_length=1)
     outputs: OutputsValue
+    figure: BlockFigureDecl | None = None
 
 
 class ImportSpec(_Strict):
@@ -277,6 +285,19 @@ class ImportSpec(_Strict):
     blocks: list[Identifier] | None = None
 
 
+class FigureDecl(_Strict):
+    """How ``archcomp draw`` ends the figure, not what the model computes:
+    ``figure: {outputs: {logits: probabilities}}`` draws the output ``logits`` as the
+    Transformer paper does, through a Softmax box into "Output Probabilities" (the model
+    still returns the logits)."""
+
+    outputs: dict[Identifier, Literal["probabilities"]] = Field(
+        default={},
+        description="output name -> how the figure draws it after the output "
+        "(probabilities: Softmax, Output Probabilities)",
+    )
+
+
 class Spec(_Strict):
     """A spec file: a model (``inputs``, ``nodes``, ``outputs``) and/or a library of blocks."""
 
@@ -294,6 +315,7 @@ class Spec(_Strict):
     blocks: dict[Identifier, BlockSpec] = {}
     nodes: list[NodeSpec] = []
     outputs: OutputsValue | None = None
+    figure: FigureDecl | None = None
 
     def __repr__(self) -> str:  # pydantic's would print every node's every field
         ins = ", ".join(self.inputs)

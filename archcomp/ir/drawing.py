@@ -84,6 +84,10 @@ class Style:
       attention's caption names): no box of its own and no edges, its parameters counted in
       that box's; drawn with ``--depth all``. A block of only ``plumbing`` ops (Swin's window
       partition and reverse) is folded like its ops, unless ``--expand`` names it.
+    - ``head_pick_for``: whether a node of the op with these arguments picks a sequence's
+      first token, its [CLS] (``x[:, 0]``): folded unless ``--depth all`` where its one reader
+      is a linear head giving a graph output, so the head reads token 0 as ViT's MLP Head
+      does (a last time step's pick, an RNN's, stays drawn); ``None``: never.
     - ``figure_open``: the figure is drawn without ``--expand`` (a mixture of experts is its
       router and experts, as the papers draw it); ``--depth`` still decides when given.
     - ``caption_for``: a detail line under the box from the node's arguments and connected
@@ -106,6 +110,7 @@ class Style:
     plumbing: bool = False
     absorbed: bool = False
     plumbing_for: Callable[[Any], bool] | None = None
+    head_pick_for: Callable[[Any], bool] | None = None
 
     def figure_of(self, args: Any, ports: frozenset[str]) -> Figure | None:
         """The inside drawn for a node with ``args`` and these connected input ports."""
@@ -121,3 +126,20 @@ class Style:
     def words(self, args: Any) -> str:
         """The words on a box of this op with ``args``."""
         return (self.label_for(args) if self.label_for else None) or self.label
+
+
+@dataclass(frozen=True)
+class OutputFigure:
+    """What a figure draws after a graph output the spec declares in ``figure: {outputs:
+    ...}``: these boxes, in order, then the output under ``label`` (the model computes none
+    of it)."""
+
+    parts: tuple[Part, ...]
+    label: str
+
+
+# The spec's ``figure: {outputs: {NAME: KEY}}`` keys (docs/spec-format.md, "figure").
+OUTPUT_FIGURES: dict[str, OutputFigure] = {
+    # The Transformer's Figure 1: Linear -> Softmax -> Output Probabilities.
+    "probabilities": OutputFigure((Part("softmax", "Softmax", "softmax"),), "Output Probabilities"),
+}

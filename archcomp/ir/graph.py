@@ -52,6 +52,7 @@ class Scope:
     repeat_param: str | None = None  # param the count came from ("N"), if any
     index: int | None = None
     shared: bool = False
+    drawn_open: bool = False  # the block's ``figure: {open: true}``: drawn open by default
 
 
 @dataclass
@@ -123,6 +124,9 @@ class Graph:
     read_by_absent: set[str] = field(default_factory=set)
     # least values of symbols, declared in ``dims`` (``T: {min: 2}``); a size is at least 1
     dim_min: dict[str, int] = field(default_factory=dict)
+    # output name -> how the figure draws it after the output (``figure: {outputs: ...}``:
+    # "probabilities"); drawing only, the model returns the output as computed
+    output_figures: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """One screen at most: name, node count, inputs, outputs (``repr`` of a 3-node graph

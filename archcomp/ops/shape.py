@@ -358,6 +358,12 @@ def _only_slices(a: IndexArgs) -> bool:
     return all(isinstance(i, slice) or i is ... for i in parse_index(a.at))
 
 
+def _picks_first_token(a: IndexArgs) -> bool:
+    """``x[:, 0]``: a sequence's first token (ViT's, BERT's [CLS]), folded into a head."""
+    items = parse_index(a.at)
+    return len(items) == 2 and items[0] == slice(None) and items[1] == 0
+
+
 def _index_lower(c: LowerCtx) -> Any:
     key = short_key(c.args.at)
     if isinstance(key, tuple) and not key:  # the index selects all of x
@@ -370,7 +376,7 @@ register(
         "index",
         IndexArgs,
         _index_shape,
-        Style("shape", "Index", plumbing_for=_only_slices),
+        Style("shape", "Index", plumbing_for=_only_slices, head_pick_for=_picks_first_token),
         lower=_index_lower,
         doc="Basic indexing and slicing (x[:, -1], x[..., 0], x[:, 1:5]).",
     )

@@ -32,7 +32,7 @@ from archcomp.backends.graphviz.counts import check_size, param_counts
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.ir import Graph, Node, Ref, Scope
 from archcomp.ir.dims import fmt_shape
-from archcomp.ir.drawing import Figure, Part
+from archcomp.ir.drawing import OUTPUT_FIGURES, Figure, Part
 from archcomp.ir.opdef import OpDef
 from archcomp.ops.registry import all_ops, get_op
 from archcomp.passes.structure import LEARNED_OPS
@@ -227,7 +227,7 @@ class Planner:
         elif s.block in self.opts.collapse:
             default = False
         else:
-            default = s.repeat is not None or c in nested
+            default = s.repeat is not None or c in nested or s.drawn_open
         if c in forced and not default:
             self.opened |= forced[c]
         return default or c in forced
@@ -252,7 +252,11 @@ class Planner:
         idle = sorted(self.expand - self.opened)
         if not idle:
             return
-        where = " at this --depth" if self.opts.depth is not None else " (repeats always are)"
+        where = (
+            " at this --depth"
+            if self.opts.depth is not None
+            else " (repeats, blocks of blocks and blocks declaring figure: {open: true} are)"
+        )
         can = (
             f"blocks and ops that --expand opens here: {', '.join(sorted(openable))}"
             if (openable := self.expandable | self.folded)
@@ -288,18 +292,31 @@ class Planner:
             if n.name not in self.unread:
                 self._edges_into(n)
         for oname, ref in g.outputs.items():
-            src = self._src_box(ref)
-            if src is None:
-                continue
-            producer = g.nodes.get(self._resolve(ref).node)
-            box = Box(f"output/{oname}", st.output_label(oname, producer), "io", kind="output")
-            if self.lr:
-                t = g.type_of(ref)
-                box.caption = st.feature_maps(t.shape) if t else None
-            self.d.boxes[box.id] = box
-            self._edge(src, box.id, self._edge_label(ref), ("out", oname))
+            self._output_box(oname, ref)
         self._rewrite()
         return self.d
+
+    def _output_box(self, oname: str, ref: Ref) -> None:
+        """The box of graph output ``oname``, after the boxes the spec's ``figure:`` declares
+        for it (the Transformer's Softmax before "Output Probabilities")."""
+        g = self.g
+        src = self._src_box(ref)
+        if src is None:
+            return
+        producer = g.nodes.get(self._resolve(ref).node)
+        label, label_edge = st.output_label(oname, producer), self._edge_label(ref)
+        after = OUTPUT_FIGURES.get(g.output_figures.get(oname, ""))
+        for part in after.parts if after else ():
+            pid = f"output/{oname}/{part.id}"
+            self.d.boxes[pid] = Box(pid, part.label, part.family)
+            self._edge(src, pid, label_edge, ("out", oname, part.id))
+            src, label_edge = pid, None
+        box = Box(f"output/{oname}", after.label if after else label, "io", kind="output")
+        if self.lr:
+            t = g.type_of(ref)
+            box.caption = st.feature_maps(t.shape) if t else None
+        self.d.boxes[box.id] = box
+        self._edge(src, box.id, label_edge, ("out", oname))
 
     def _rewrite(self) -> None:
         """The paper's rewrites (:mod:`~archcomp.backends.graphviz.rewrites`)."""
@@ -376,6 +393,8 @@ class Planner:
         family = n.op.style.family
         if n.op.style.is_plumbing(n.args) and fold and self._fold(n, c):
             return
+        if fold and self._head_pick(n) and self._fold(n, c):
+            return  # ViT's MLP Head reads token 0 itself
         if n.op.style.absorbed and self.fold_plumbing:
             self.absorbed.add(c)  # part of the box it feeds: no box, no edges
             return
@@ -398,6 +417,20 @@ class Planner:
         box.params = self.params.get(n.name, 0)
         self.d.boxes[c] = box
         self.item_of[c] = self.out_of[c] = c
+
+    def _head_pick(self, n: Node) -> bool:
+        """A [CLS] pick (``Style.head_pick_for``) whose one reader is a linear head giving a
+        graph output."""
+        pick = n.op.style.head_pick_for
+        if pick is None or not pick(n.args):
+            return False
+        readers = [m for m in self.g.nodes.values() if any(r.node == n.name for r in m.refs())]
+        outputs = {self._resolve(r).node for r in self.g.outputs.values()}
+        return (
+            len(readers) == 1
+            and readers[0].op.style.family == "linear"
+            and readers[0].name in outputs
+        )
 
     def _fold(self, n: Node, c: str) -> bool:
         """Fold shape plumbing into the box it serves: its main input passes through (for an
