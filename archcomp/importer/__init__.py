@@ -51,7 +51,8 @@ def import_module(
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"import_module takes an nn.Module, not {type(module).__name__}")
     inputs = _bind(module, example_inputs)
-    imp = Importer(built=built_ops(module), ties=built_ties(module))
+    built = isinstance(getattr(module, "node_meta", None), dict)  # made by archcomp.build
+    imp = Importer(built=built_ops(module), ties=built_ties(module), handoff=built)
     body = imp.body(module, list(inputs), "")
     spec_name = name or _snake(type(module).__name__)
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}

@@ -57,6 +57,7 @@ class Importer:
     problems: list[str] = field(default_factory=list)
     built: dict[str, Any] = field(default_factory=dict)  # path -> op of a built model (.built)
     ties: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> a built node's tie
+    handoff: bool = False  # a built model: its forwards hand values to blocks in lists of one
 
     def block_for(self, m: nn.Module, given: list[str], where: str) -> str | None:
         """The block name for child ``m`` called with tensors for ``given`` of its arguments."""
@@ -109,7 +110,19 @@ class Importer:
                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__} at {_raised_at(e)}"
             )
             return None
+        if self.handoff:  # archcomp/backends/torch/handoff.py
+            _unhand(graph)
         return _Body(self, m, where).run(graph, given)
+
+
+def _unhand(graph: fx.Graph) -> None:
+    """Each block call's ``[x]`` argument read as ``x``."""
+    for node in graph.nodes:
+        if node.op == "call_module":
+            one = [
+                isinstance(a, list) and len(a) == 1 and isinstance(a[0], fx.Node) for a in node.args
+            ]
+            node.args = tuple(a[0] if o else a for a, o in zip(node.args, one, strict=True))
 
 
 def _tracer_frame(path: str) -> bool:
