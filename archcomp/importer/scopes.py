@@ -113,7 +113,7 @@ class Walker:
         whose outputs are ``outs``, in the caller's order (default: the values read outside)."""
         before = len(self.problems)
         items = _Scope(self, path).items()
-        if not path:  # a tie whose owner no body holds
+        if not path and len(self.problems) == before:  # a tie whose owner no body holds
             for key in self.lifted:
                 n, what = self.lifted_at[key]
                 self.fail(n, what, f"its weight is {self.lifted[key]}, which no node holds")
