@@ -61,7 +61,7 @@ def test_a_tie_on_a_block_call_shares_one_parameter() -> None:
 @pytest.mark.parametrize(
     ("tie", "message"),
     [
-        ("embed_token.weight", "tie 'embed_token.weight': the block call has no node 'embed_token'"),
+        ("embed_token.weight", "'embed_token.weight': the block call has no node 'embed_token'"),
         ("weight", "a tie on a block call names a node of it: 'weight' names none"),
     ],
 )
@@ -107,9 +107,9 @@ def test_bart_model_round_trip_from_the_cli(tmp_path: Path) -> None:
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
     assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     text = spec.read_text()
-    assert "- {id: shared, op: parameter, shape: [61, 16]}" in text
-    assert "- {id: encoder, op: bart_encoder, in: input_ids, tie: {embed_tokens.weight: shared.weight}" in text
-    assert "tie: {embed_tokens.weight: shared.weight}" in text.split("id: decoder,")[1]
+    assert '- {id: shared, op: parameter, shape: ["${vocab_size}", "${hidden_size}"]}' in text
+    for call in ("encoder", "decoder"):  # each call ties its embed_tokens to shared
+        assert "tie: {embed_tokens.weight: shared.weight}" in text.split(f"id: {call},")[1][:99]
     gen = torch.Generator().manual_seed(4)
     inputs = {
         "input_ids": torch.randint(0, 61, (3, 9), generator=gen),

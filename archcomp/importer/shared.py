@@ -36,9 +36,9 @@ def uncalled_owners(flat: Flat, path: str) -> list[tuple[str, tuple[int, ...]]]:
     for key, shape in tie_owners(flat.model).items():
         module, _, param = key.rpartition(".")
         rel = module[len(prefix) :]
-        if param == "weight" and module.startswith(prefix) and "." not in rel and rel:
-            if module not in called:
-                found.append((rel, shape))
+        child = param == "weight" and module.startswith(prefix) and rel and "." not in rel
+        if child and module not in called:
+            found.append((rel, shape))
     return found
 
 
