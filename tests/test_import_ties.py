@@ -14,6 +14,7 @@ from equivalence import Case, check_case
 from hf_models import quiet
 from lowering import redraw
 from numerics import RoundingChains, Tolerance, assert_close
+from torch import nn
 
 import archcomp
 from archcomp.base.errors import SpecError
@@ -131,3 +132,48 @@ def test_bart_model_round_trip_from_the_cli(tmp_path: Path) -> None:
 
     grads = {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in built.named_parameters()}
     check_case(Case(built, ref, tuple(inputs.values()), forward, grads))
+
+
+class _LmHead(nn.Module):
+    """BartForConditionalGeneration without its final_logits_bias (a bare buffer, refused)."""
+
+    def __init__(self, bart: nn.Module) -> None:
+        super().__init__()
+        self.model, self.lm_head = bart.model, bart.lm_head
+
+    def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, decoder_input_ids=decoder_input_ids)
+        return self.lm_head(out[0])  # (B, T, vocab_size)
+
+
+def test_an_lm_head_ties_into_the_shared_parameter_of_a_call() -> None:
+    """BART's LM head, tied to model.shared, ties into the model call's parameter node: one
+    Parameter for the four keys; logits and every gradient equal."""
+    quiet()
+    config = transformers.BartConfig(
+        vocab_size=61,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        max_position_embeddings=32,
+        use_cache=False,
+    )
+    bart = transformers.BartForConditionalGeneration(config)
+    redraw(bart, 6)
+    ref = _LmHead(bart).eval()
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 61, (2, 7), generator=gen)
+    dec = torch.randint(0, 61, (2, 5), generator=gen)
+    dims = {"B": 0, "S": ("input_ids", 1), "T": ("decoder_input_ids", 1)}
+    text = archcomp.import_module(ref, {"input_ids": ids, "decoder_input_ids": dec}, dims=dims)
+    assert "- {id: lm_head, op: linear, tie: {weight: model.shared.weight}" in text
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
+    run = (torch.randint(0, 61, (3, 9), generator=gen), torch.randint(0, 61, (3, 4), generator=gen))
+    grads = {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()}
+    check_case(Case(model, ref, run, lambda *xs: [ref(*xs)], grads))
