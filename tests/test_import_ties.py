@@ -177,3 +177,49 @@ def test_an_lm_head_ties_into_the_shared_parameter_of_a_call() -> None:
     run = (torch.randint(0, 61, (3, 9), generator=gen), torch.randint(0, 61, (3, 4), generator=gen))
     grads = {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()}
     check_case(Case(model, ref, run, lambda *xs: [ref(*xs)], grads))
+
+
+class _Inner(nn.Module):
+    def __init__(self, shared: nn.Embedding) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 4)
+        self.emb.weight = shared.weight
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.lin(h) + self.emb(ids)  # (B, T, 4)
+
+
+class _Outer(nn.Module):
+    """A never-called ``shared`` embedding that each copy of a ModuleList reads as its own
+    ``emb``; the MultiheadAttention makes import trace it with torch.export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Embedding(11, 4)
+        self.layers = nn.ModuleList([_Inner(self.shared) for _ in range(2)])
+        self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+
+    def forward(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            h = layer(h, ids)
+        return self.attn(h, h, h, need_weights=False)[0]
+
+
+def test_a_tie_into_every_copy_of_a_repeat() -> None:
+    """The repeat keeps its copies' tie (each copy's emb is shared.weight): one Parameter,
+    outputs and every gradient equal."""
+    torch.manual_seed(3)
+    ref = _Outer().eval()
+    gen = torch.Generator().manual_seed(3)
+    example = (torch.randn(2, 3, 4, generator=gen), torch.randint(0, 11, (2, 3), generator=gen))
+    text = archcomp.import_module(ref, example)
+    assert (
+        "- {id: layers, op: inner, in: [h, ids], repeat: 2, tie: {emb.weight: shared.weight}}"
+        in text
+    )
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
+    grads = {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()}
+    check_case(Case(model, ref, example, lambda *xs: [ref(*xs)], grads))

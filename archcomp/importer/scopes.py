@@ -448,7 +448,13 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
             w.fail(min(first.calls, key=flat.order.index), f"self.{where}", why)
         elif m is not None:
             calls = set().union(*(x.calls for x in items[i : i + n]))
-            extra = {"repeat": n}
+            extra: dict[str, Any] = {"repeat": n}
+            ties = [x.extra.get("tie") for x in items[i : i + n]]
+            if ties[0] and all(t == ties[0] for t in ties):  # every copy's, into the copy
+                extra["tie"] = ties[0]
+            elif any(ties):
+                why = "copies of a repeat whose weights are tied differently"
+                w.fail(min(first.calls, key=flat.order.index), f"self.{first.id}", why)
             first = Item(m.group(1), op, first.ins, opts, last.outs, calls, extra)
         out.append(first)
         i += n
