@@ -138,6 +138,8 @@ class Expander:
         self.too_many = False
         # init defaults of the block calls being expanded, outermost first
         self.init_stack: list[tuple[dict[str, Any], Origin]] = []
+        # ties a block call gives the nodes inside it: qualified node -> param -> target
+        self.call_ties: dict[str, dict[str, tuple[str, str]]] = {}
         self._index_users: dict[str, bool] = {}  # block -> whether it mentions ${index}
 
     # -- bodies ---------------------------------------------------------------------------
@@ -525,7 +527,10 @@ class Expander:
                 self._clone(made, site, block, inputs)
             elif block is not None:
                 mark = _Mark.of(self.out) if clonable and k == 0 else None
+                if not self._tie_into(site, frame):
+                    return
                 self.block_call(site, block, inputs, frame.stack, repeated)
+                self._tied_inside(site)
                 if mark is not None and not self.rep.failed:
                     made = self._made(mark, site.name, inputs)
             else:
@@ -769,6 +774,7 @@ class Expander:
         tie = self._ties(ns, env, doc, path, name, local)
         if tie is None:
             return
+        tie = {**self.call_ties.pop(name, {}), **tie}  # a block call's tie into this node
         init = self._init(ns, env, doc, path, name)
         if init is None:
             return
@@ -848,6 +854,44 @@ class Expander:
         # targets are checked whatever the condition, as an absent node's inputs are
         present = self._condition(ns.tie.when, env, doc, (*path, "tie", "when"), name)
         return None if present is None else tie if present else {}
+
+    def _tie_into(self, site: Site, frame: Frame) -> bool:
+        """A block call's ``tie: {embed_tokens.weight: shared.weight}``: the parameter of a node
+        inside the call tied to one the caller sees; False if invalid (reported)."""
+        ns, doc, path = site.ns, site.origin.doc, site.origin.path
+        tie = self._ties(ns, site.env, doc, path, site.name, frame.local)
+        if tie is None:
+            return False
+        for pname, target in tie.items():
+            inner, _, param = pname.rpartition(".")
+            if not inner:
+                self.rep.add(
+                    doc.diag(
+                        "bad-tie",
+                        f"a tie on a block call names a node of it: '{pname}' names none",
+                        (*path, "tie", pname),
+                        node=site.name,
+                        hint="tie: {embed_tokens.weight: shared.weight}",
+                    )
+                )
+                return False
+            self.call_ties.setdefault(f"{site.name}.{inner}", {})[param] = target
+        return True
+
+    def _tied_inside(self, site: Site) -> None:
+        """Report the ties of a block call whose node the call did not make."""
+        prefix = site.name + "."
+        for qual in [q for q in self.call_ties if q.startswith(prefix)]:
+            for param in self.call_ties.pop(qual):
+                inner = qual[len(prefix) :]
+                self.rep.add(
+                    site.origin.doc.diag(
+                        "undefined-reference",
+                        f"tie '{inner}.{param}': the block call has no node '{inner}'",
+                        (*site.origin.path, "tie", f"{inner}.{param}"),
+                        node=site.name,
+                    )
+                )
 
     def _init(
         self, ns: NodeSpec, env: Mapping[str, Any], doc: SourceDoc, path: YamlPath, name: str

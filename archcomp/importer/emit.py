@@ -12,6 +12,8 @@ def _flow(v: Any) -> str:
         return f'"{v}"'  # an expression: quoted, as flow mappings need
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_flow(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list) and any(isinstance(x, str) and x.startswith("${") for x in v):
+        return "[" + ", ".join(_flow(x) for x in v) + "]"
     text: str = yaml.safe_dump(v, default_flow_style=True, width=10**6)
     return text.removesuffix("\n...\n").strip()
 

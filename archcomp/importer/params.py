@@ -10,7 +10,7 @@ from typing import Any
 
 Body = dict[str, Any]
 # (op, argument path) -> the config fields that may size it, first match wins
-SLOTS: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {
+SLOTS: dict[tuple[str, tuple[str | int, ...]], tuple[str, ...]] = {
     ("embedding", ("num_embeddings",)): ("vocab_size",),
     ("embedding", ("embedding_dim",)): ("hidden_size",),
     ("linear", ("out_features",)): ("intermediate_size", "hidden_size", "vocab_size"),
@@ -23,6 +23,8 @@ SLOTS: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {
     ("multi_head_attention", ("qk_norm", "eps")): ("rms_norm_eps",),
     ("rms_norm", ("eps",)): ("rms_norm_eps",),
     ("learned_positional_encoding", ("max_len",)): ("max_position_embeddings",),
+    ("parameter", ("shape", 0)): ("vocab_size",),  # a shared embedding no forward calls
+    ("parameter", ("shape", 1)): ("hidden_size",),
     ("mixture_of_experts", ("num_experts",)): ("num_local_experts", "n_routed_experts"),
     ("mixture_of_experts", ("top_k",)): ("num_experts_per_tok",),
     ("mixture_of_experts", ("expert_features",)): ("intermediate_size", "moe_intermediate_size"),
@@ -86,13 +88,17 @@ def _body(b: Body, values: dict[str, Any], used: dict[str, set[str]]) -> set[str
 
 
 def _name(
-    node: dict[str, Any], path: tuple[str, ...], fields: tuple[str, ...], values: dict[str, Any]
+    node: dict[str, Any],
+    path: tuple[str | int, ...],
+    fields: tuple[str, ...],
+    values: dict[str, Any],
 ) -> set[str]:
     holder: Any = node
     for key in path[:-1]:
         holder = holder.get(key) if isinstance(holder, dict) else None
     last = path[-1]
-    if not isinstance(holder, dict) or last not in holder:
+    listed = isinstance(holder, list) and isinstance(last, int) and last < len(holder)
+    if not listed and (not isinstance(holder, dict) or last not in holder):
         return set()
     for f in fields:
         v = holder[last]

@@ -26,6 +26,7 @@ from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import Flat
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
+from archcomp.importer.shared import lifted_ties, uncalled_owners
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -88,6 +89,10 @@ class Walker:
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     absorbed: set[fx.Node] = field(default_factory=set)  # adds a recognised op took over
+    # a tied weight's key -> its owner's, where the owner is outside the tied node's block
+    # (archcomp/importer/shared.py), and the call and text a refusal of it names
+    lifted: dict[str, str] = field(default_factory=dict)
+    lifted_at: dict[str, tuple[fx.Node, str]] = field(default_factory=dict)
     _live: set[fx.Node] | None = None
 
     def live(self) -> set[fx.Node]:
@@ -108,6 +113,10 @@ class Walker:
         whose outputs are ``outs``, in the caller's order (default: the values read outside)."""
         before = len(self.problems)
         items = _Scope(self, path).items()
+        if not path and len(self.problems) == before:  # a tie whose owner no body holds
+            for key in self.lifted:
+                n, what = self.lifted_at[key]
+                self.fail(n, what, f"its weight is {self.lifted[key]}, which no node holds")
         if len(self.problems) > before:
             return None
         outs = outs if outs is not None else _outs(self.flat, path, items)
@@ -214,7 +223,10 @@ class _Scope:
                 groups[-1][1].append(n)
             else:
                 groups.append((c, [n]))
-        items: list[Item] = []
+        items = [  # owners of shared weights that no forward calls (model.shared)
+            Item(rel, "parameter", [], {"shape": list(shape)}, [], set())
+            for rel, shape in uncalled_owners(flat, self.path)
+        ]
         for c, g in groups:
             seq = self._sequential(c) if c is not None else None
             one = self._item(c, g) if seq is None else None
@@ -281,11 +293,13 @@ class _Scope:
             ins, outs = [got[0]], [got[1]]
             calls.add(got[1])
             self.w.absorbed.add(got[1])
+        tied: dict[str, str] = {}
         if made is None:
             name = self.w.block(child, m, ins, outs)
             if name is None:
                 return None
             op, opts = name, {}
+            tied = lifted_ties(self.w.lifted, self.path, child)
         elif not ins and made[0] == "embedding" and (pos := position_table(flat, m, group)):
             op, opts = "learned_positional_encoding", pos  # fold_positions joins its add
         elif len(outs) != 1 or (len(ins) != 1 and ports is None):
@@ -295,13 +309,13 @@ class _Scope:
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
         item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
+        if made is None and tied:  # ties of nodes inside this call to weights seen here
+            item.extra["tie"] = tied
         tie = _tie(flat.model, child, m)
-        if tie:
-            inside = not self.path or tie.startswith(self.path + ".")
-            if not inside:
-                why = f"its weight is {tie}, outside {self.path}: a tie names a node within"
-                self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
-                return None
+        if tie and self.path and not tie.startswith(self.path + "."):
+            self.w.lifted[f"{child}.weight"] = tie  # tied by a call further up
+            self.w.lifted_at[f"{child}.weight"] = (group[0], f"{type(m).__name__} self.{child}")
+        elif tie:
             item.extra["tie"] = {"weight": tie[len(self.path) + 1 :] if self.path else tie}
         return item
 
@@ -434,7 +448,13 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
             w.fail(min(first.calls, key=flat.order.index), f"self.{where}", why)
         elif m is not None:
             calls = set().union(*(x.calls for x in items[i : i + n]))
-            extra = {"repeat": n}
+            extra: dict[str, Any] = {"repeat": n}
+            ties = [x.extra.get("tie") for x in items[i : i + n]]
+            if ties[0] and all(t == ties[0] for t in ties):  # every copy's, into the copy
+                extra["tie"] = ties[0]
+            elif any(ties):
+                why = "copies of a repeat whose weights are tied differently"
+                w.fail(min(first.calls, key=flat.order.index), f"self.{first.id}", why)
             first = Item(m.group(1), op, first.ins, opts, last.outs, calls, extra)
         out.append(first)
         i += n
@@ -467,7 +487,7 @@ def _emit(
             entry["in"] = {k2: name.get(v, "?") for k2, v in it.ins.items()}
         else:
             refs = [name.get(v, "?") for v in it.ins]
-            if not (len(refs) == 1 and refs[0] == prev and it.op != "concat"):
+            if refs and not (len(refs) == 1 and refs[0] == prev and it.op != "concat"):
                 entry["in"] = refs[0] if len(refs) == 1 and it.op != "concat" else refs
         nodes.append(entry | it.extra | it.opts)
         if len(it.outs) == 1:

@@ -139,9 +139,10 @@ def _report_unused(
     g: Graph, live: set[str], rep: Reporter, seen_origins: set[tuple[str, tuple[object, ...]]]
 ) -> None:
     """Report the nodes and inputs no output depends on (``live``: those some output does)."""
+    tied = {t for node in g.nodes.values() if node.name in live for t, _ in node.tie.values()}
     for name, node in g.nodes.items():
-        if name in live or (name in g.read_by_absent and node.op.name in LEARNED_OPS):
-            continue  # a learned tensor read only by absent nodes stays, as a weight
+        if name in live or (name in g.read_by_absent | tied and node.op.name in LEARNED_OPS):
+            continue  # a learned tensor read only by absent nodes, or a live node's tie, stays
         key = (node.origin.doc.file, node.origin.path)
         if key in seen_origins:
             continue
