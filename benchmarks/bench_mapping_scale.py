@@ -9,24 +9,28 @@ path: "did you mean" is computed only for the diagnostics shown). CPU time
 (``time.process_time``), so a busy machine shows about the same figures.
 
 Measured on a shared 2-core machine (Python 3.11, PyYAML 6.0.4 with libyaml), loaded by
-other jobs (load average 7 to 8), CPU seconds, two runs::
+other jobs (load average 4 to 6), CPU seconds, two runs::
 
         keys    rules |  header    plan | mapping    plan | renamed
-     200,000  100,000 |    0.69    0.85 |    0.96    0.96 |    1.09
-     400,000  200,000 |    1.38    1.58 |    1.90    1.87 |    2.01
-     200,000  100,000 |    0.66    0.85 |    1.24    1.15 |    1.01
-     400,000  200,000 |    1.69    1.85 |    2.17    2.10 |    2.03
+     200,000  100,000 |    0.52    0.65 |    0.65    0.70 |    0.79
+     400,000  200,000 |    1.19    1.38 |    1.32    1.48 |    1.91
+     200,000  100,000 |    0.58    0.71 |    0.66    0.75 |    0.91
+     400,000  200,000 |    1.35    1.55 |    1.46    1.60 |    1.74
 
-The code before this round, run in the same session, read 0.72, 1.18, 1.04, 1.37, 1.84 at
-200,000 keys (0.63, 1.08, 1.08, 1.18, 1.57 in a second run); before the first speed work of
-issue 21, 1.28, 2.68, 2.44, 3.12, 2.51. The keys that only one plain copy can match are
-planned in bulk: their skeletons and digit runs from one regex pass over all the names
-(``KeyIndex.columns``), the steps' fields by one ``map`` each; the missing tensors of the
-"renamed" column likewise. What is left is a dict lookup or two per key, the step objects
-themselves, building the index of 100,000 rules (a few microseconds a rule), and in the
-mapping's column the YAML events (half of it: libyaml's events and the reader's marks, one
-key and value position per rule) and a rule's two keys. The garbage collector is paused in
-each stage and its objects handed to the oldest generation untraversed
+The code before this round, run back to back with it, read 0.56, 0.69, 0.85, 0.83, 0.80 at
+200,000 keys (0.58, 0.71, 0.88, 0.86, 0.92 in a second run): the mapping's column is what
+changed. The YAML reader keeps the marks of each mapping's or sequence's entries by key (the
+document's ``Marks``), not a path tuple and a position tuple per entry, and takes the
+parser's events from its ``get_event`` with no generator between; the plain rules' keys are
+checked and split by one ``map`` each (``patterns.plain_keys``). Earlier rounds planned the
+keys that only one plain copy can match in bulk: their skeletons and digit runs from one
+regex pass over all the names (``KeyIndex.columns``), the steps' fields by one ``map`` each;
+the missing tensors of the "renamed" column likewise. What is left is a dict lookup or two
+per key, the step objects themselves, building the index of 100,000 rules (a few
+microseconds a rule: a key's shape and its table entry), the header's ``json.loads`` (about
+half of its column) and per-entry checks, and in the mapping's column libyaml's events
+(about a quarter) and each rule's two keys and rule object. The garbage collector is paused
+in each stage and its objects handed to the oldest generation untraversed
 (``archcomp.base.gcpause``).
 """
 

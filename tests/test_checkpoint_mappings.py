@@ -227,7 +227,7 @@ def test_the_fast_read_of_a_pattern_agrees_with_the_character_loop(text: str) ->
 def test_plain_rules_are_the_rules_the_general_path_makes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rules read by the short cut (_plain_copy) equal those of the general path."""
+    """Rules read by the short cut (_plain_copies) equal those of the general path."""
     import archcomp.checkpoints.mapping as mapping
 
     path = tmp_path / "m.yaml"
@@ -237,7 +237,7 @@ def test_plain_rules_are_the_rules_the_general_path_makes(
         "  h.{i}.{q,k}: {to: 'm.{i}.{q,k}'}\n  n.{i}: {tie: 'a.{i}.w'}\n"
     )
     fast = load_mapping(path).rules
-    monkeypatch.setattr(mapping, "_plain_copy", lambda key, value: None)
+    monkeypatch.setattr(mapping, "_plain_copies", lambda tensors: [None] * len(tensors))
     assert fast == load_mapping(path).rules
     assert [r.kind for r in fast] == ["copy", "copy", "copy", "drop", "copy", "copy", "tie"]
 

@@ -16,8 +16,8 @@ import pytest
 
 from archcomp.base import gcpause
 from archcomp.base.errors import MAX_CANDIDATES, SpecError, did_you_mean
-from archcomp.checkpoints.mapping import Rule, _plain_copy, load_mapping
-from archcomp.checkpoints.patterns import KeyIndex, parse, plain_key
+from archcomp.checkpoints.mapping import Rule, _plain_copies, load_mapping
+from archcomp.checkpoints.patterns import KeyIndex, parse, plain_key, plain_keys
 from archcomp.checkpoints.plan import plan_import
 
 PATTERNS = [
@@ -66,7 +66,8 @@ def test_a_checkpoint_key_with_a_hash_is_unused_not_a_crash(tmp_path: Path) -> N
 
 
 def test_a_plain_rule_is_the_rule_the_constructor_makes() -> None:
-    rule = _plain_copy("a.{i}.b{j}", "c.{j}.d{i}")
+    rule = _plain_copies({"a.{i}.b{j}": "c.{j}.d{i}"})[0]
+    assert rule is not None
     src, dst = plain_key("a.{i}.b{j}"), plain_key("c.{j}.d{i}")
     want = Rule("copy", (src,), (dst,), (), ("tensors", "a.{i}.b{j}"))
     assert rule == want and hash(rule) == hash(want)
@@ -227,3 +228,11 @@ def test_keys_generalized_in_bulk_as_one_by_one() -> None:
     assert _generalized(keys) == [_INDEX.sub("{i}", k) for k in keys]
     assert _generalized(keys[:-1]) == [_INDEX.sub("{i}", k) for k in keys[:-1]]
     assert _generalized([]) == []
+
+
+def test_plain_keys_in_bulk_are_plain_key_of_each() -> None:
+    texts = ["a.{i}.b{j}", "a.{i}.{i}", "x{q,k}", "", "w", "a.{I}", "a.{i}\n.b", "é.{i}", "drop"]
+    got = plain_keys(texts)
+    assert got == [plain_key(t) for t in texts]
+    assert [k is None for k in got] == [False, True, True, True, False, True, True, True, False]
+    assert [str(k) for k in got if k is not None] == ["a.{i}.b{j}", "w", "drop"]

@@ -239,3 +239,23 @@ def test_inline_words_read_as_event_by_event() -> None:
             except SpecError as exc:
                 got.append(str(exc))
         assert got[0] == got[1], text
+
+
+def test_marks_are_a_mapping_of_every_position() -> None:
+    """The reader keeps its marks by container (no tuple per entry); the document's marks
+    still read, iterate and compare as a dict of path -> (line, column)."""
+    _, doc = load("a: 1\nb:\n  - x\n  - {c: 2}\n")
+    assert dict(doc.value_marks) == {
+        (): (1, 1),
+        ("a",): (1, 4),
+        ("b",): (3, 3),
+        ("b", 0): (3, 5),
+        ("b", 1): (4, 5),
+        ("b", 1, "c"): (4, 9),
+    }
+    assert dict(doc.key_marks) == {("a",): (1, 1), ("b",): (2, 1), ("b", 1, "c"): (4, 6)}
+    assert ("b", 2) not in doc.value_marks and ("b", "x") not in doc.value_marks
+    assert ("b", True) not in doc.value_marks  # True == 1, but no index
+    assert doc.loc(("b", 1, "c"), key=True).col == 6
+    doc.value_marks[("z",)] = (9, 9)
+    assert doc.value_marks[("z",)] == (9, 9) and len(doc.value_marks) == 7

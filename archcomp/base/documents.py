@@ -6,6 +6,7 @@ reports an error at a spec position holds one (the IR keeps it in each node's ``
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,58 @@ from archcomp.base.errors import Diagnostic, Location
 YamlPath = tuple[str | int, ...]
 
 
+class Marks(MutableMapping[YamlPath, tuple[int, int]]):
+    """Positions by path: a dict of ``path -> (line, column)`` (1-based), most of it kept as
+    the YAML reader made it: for each mapping or sequence's path, its entries' marks (objects
+    with 0-based ``line`` and ``column``) by key or index. A 100,000-rule mapping then costs
+    no path tuple or position tuple per entry; a position is made when one is asked for."""
+
+    def __init__(self, own: dict[YamlPath, tuple[int, int]] | None = None) -> None:
+        self.own: dict[YamlPath, tuple[int, int]] = dict(own or {})
+        self.levels: dict[YamlPath, dict[Any, Any] | list[Any]] = {}
+
+    def _mark(self, path: YamlPath) -> Any:
+        if not path:
+            return None
+        level = self.levels.get(path[:-1])
+        if level is None:
+            return None
+        last = path[-1]
+        if type(level) is list:
+            ok = type(last) is int and 0 <= last < len(level)  # not a bool
+            return level[last] if ok else None  # type: ignore[index]
+        return level.get(last)  # type: ignore[union-attr]
+
+    def __getitem__(self, path: YamlPath) -> tuple[int, int]:
+        found = self.own.get(path)
+        if found is not None:
+            return found
+        mark = self._mark(path)
+        if mark is None:
+            raise KeyError(path)
+        return (mark.line + 1, mark.column + 1)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.own or (type(path) is tuple and self._mark(path) is not None)
+
+    def __setitem__(self, path: YamlPath, pos: tuple[int, int]) -> None:
+        self.own[path] = pos
+
+    def __delitem__(self, path: YamlPath) -> None:
+        del self.own[path]  # the reader's marks are not deleted
+
+    def __iter__(self) -> Iterator[YamlPath]:
+        yield from self.own
+        for parent, level in self.levels.items():
+            keys = range(len(level)) if type(level) is list else level
+            for k in keys:
+                if (*parent, k) not in self.own:
+                    yield (*parent, k)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class SourceDoc:
     """A loaded spec file: its text and the positions of every key and value."""
@@ -22,8 +75,8 @@ class SourceDoc:
     file: str
     path: Path | None
     lines: list[str]
-    value_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    value_marks: Marks = field(default_factory=Marks)
+    key_marks: Marks = field(default_factory=Marks)
 
     def __repr__(self) -> str:  # the text and marks would be thousands of characters
         return f"SourceDoc({self.file!r}, {len(self.lines)} lines)"

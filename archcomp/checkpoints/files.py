@@ -41,7 +41,7 @@ from archcomp.backends.torch.artifact import (
     _is_pickle,
 )
 from archcomp.base import gcpause
-from archcomp.base.documents import SourceDoc
+from archcomp.base.documents import Marks, SourceDoc
 from archcomp.base.errors import UsageError
 from archcomp.base.fileio import TooLarge, open_regular, read_regular
 from archcomp.base.paths import OutsideFolder, confined
@@ -123,7 +123,8 @@ def open_checkpoint(path: Path) -> Checkpoint:
     config = _parse_json(text, config_path)
     if not isinstance(config, dict):
         raise CheckpointFileError(f"{config_path} is not a JSON object")
-    doc = SourceDoc(str(config_path), config_path, text.splitlines(), key_marks=_top_keys(text))
+    marks = Marks(_top_keys(text))
+    doc = SourceDoc(str(config_path), config_path, text.splitlines(), key_marks=marks)
     doc.value_marks.update({k: v for k, v in doc.key_marks.items()})
     single, index = member(path, WEIGHTS), member(path, INDEX)
     if single.is_file():

@@ -278,15 +278,17 @@ def _check_params(decl: MappingFile, doc: SourceDoc, rep: Reporter) -> None:
 
 def _expand_rules(decl: MappingFile, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     """Every ``tensors:`` entry's rules; a checkpoint key with two rules is an error."""
+    plain = _plain_copies(decl.tensors)
+    if not any(r is None for r in plain):  # all plain copies: their keys are distinct
+        return plain  # type: ignore[return-value]
     rules: list[Rule] = []
     seen: dict[str, YamlPath] = {}
-    for key, value in decl.tensors.items():
-        plain = _plain_copy(key, value)
-        if plain is not None:  # most rules: one key, whose text is ``key``
-            prev = seen.setdefault(key, plain.path)
-            if prev is not plain.path:
-                rep.add(_duplicate(doc, key, plain.path, prev))
-            rules.append(plain)
+    for (key, value), copy in zip(decl.tensors.items(), plain, strict=True):
+        if copy is not None:  # most rules: one key, whose text is ``key``
+            prev = seen.setdefault(key, copy.path)
+            if prev is not copy.path:
+                rep.add(_duplicate(doc, key, copy.path, prev))
+            rules.append(copy)
             continue
         for rule in _rules(key, value, doc, rep):
             for k in rule.hf:
@@ -320,22 +322,29 @@ def _pattern(text: str, doc: SourceDoc, path: YamlPath, key: bool, rep: Reporter
         return None
 
 
-def _plain_copy(key: str, value: Any) -> Rule | None:
-    """The rule of ``KEY: MODEL_KEY`` with no alternatives and the same placeholders on both
-    sides (most rules), or None: anything else, a mistake included, takes :func:`_rules`."""
-    if not isinstance(value, str) or value == "drop":
-        return None
-    src, dst = patterns.plain_key(key), patterns.plain_key(value)
-    if src is None or dst is None:
-        return None
-    names, other = src.parts[1::2], dst.parts[1::2]  # Key.names, without the call
-    if names != other and set(names) != set(other):
-        return None
-    # Rule("copy", (src,), (dst,), (), ("tensors", key)), without the frozen dataclass's
-    # __init__ (an object.__setattr__ per field) for the 100,000 rules a mapping may hold
-    rule = object.__new__(Rule)
-    rule.__dict__.update(_PLAIN_COPY, hf=(src,), spec=(dst,), path=("tensors", key))
-    return rule
+def _plain_copies(tensors: dict[str, Any]) -> list[Rule | None]:
+    """For each entry, the rule of ``KEY: MODEL_KEY`` with no alternatives and the same
+    placeholders on both sides (most rules), or None: anything else, a mistake included,
+    takes :func:`_rules`. Both sides' keys are made in bulk (:func:`patterns.plain_keys`)."""
+    keys = list(tensors)
+    values = [v if type(v) is str and v != "drop" else "" for v in tensors.values()]
+    new, out = object.__new__, list[Rule | None]()
+    append = out.append
+    srcs, dsts = patterns.plain_keys(keys), patterns.plain_keys(values)
+    for key, src, dst in zip(keys, srcs, dsts, strict=True):
+        if src is None or dst is None:
+            append(None)
+            continue
+        names, other = src.parts[1::2], dst.parts[1::2]  # Key.names, without the call
+        if names != other and set(names) != set(other):
+            append(None)
+            continue
+        # Rule("copy", (src,), (dst,), (), ("tensors", key)), without the frozen dataclass's
+        # __init__ (an object.__setattr__ per field) for the 100,000 rules a mapping may hold
+        rule = new(Rule)
+        rule.__dict__.update(_PLAIN_COPY, hf=(src,), spec=(dst,), path=("tensors", key))
+        append(rule)
+    return out
 
 
 _PLAIN_COPY = {
@@ -350,7 +359,7 @@ _PLAIN_COPY = {
 
 def _rules(key: str, value: Any, doc: SourceDoc, rep: Reporter) -> list[Rule]:
     """The rules one ``tensors:`` entry stands for (one per pairing of its alternatives), for
-    an entry :func:`_plain_copy` does not read."""
+    an entry :func:`_plain_copies` does not read."""
     path: YamlPath = ("tensors", key)
     src = _pattern(key, doc, path, True, rep)
     decl: RuleDecl | _Short = value

@@ -181,6 +181,24 @@ def plain_key(text: str) -> Key | None:
     return key
 
 
+def plain_keys(texts: Sequence[str]) -> list[Key | None]:
+    """:func:`plain_key` of each text, its regex match and split done by one ``map`` each
+    (the keys of a 100,000-rule mapping)."""
+    new, out = object.__new__, list[Key | None]()
+    append = out.append
+    oks, splits = map(_PLAIN.match, texts), map(_PLACEHOLDER.split, texts)
+    for text, ok, parts in zip(texts, oks, splits, strict=True):
+        if ok is None or (len(parts) > 3 and len(set(parts[1::2])) != len(parts) // 2):
+            append(None)
+            continue
+        key = new(Key)  # as in plain_key
+        fields = key.__dict__
+        fields["parts"] = tuple(parts)
+        fields["_text"] = text
+        append(key)
+    return out
+
+
 def parse(text: str) -> Pattern:
     """Read a pattern; a :class:`PatternError` for unbalanced braces, empty or odd parts."""
     key = plain_key(text)

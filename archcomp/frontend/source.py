@@ -239,8 +239,11 @@ def load_yaml(text: str, file: str, path: Path | None = None) -> tuple[Any, Sour
 def _read_events(text: str, file: str, path: Path | None, parser: Any) -> tuple[Any, SourceDoc]:
     """Read ``text``'s YAML events with ``parser`` into plain values and their positions."""
     reader = _EventReader(SourceDoc(file, path, text.splitlines()))
+    loader = parser(text)
     try:
-        reader.read(yaml.parse(text, Loader=parser))
+        # the parser's events straight from its get_event (no generator between: yaml.parse
+        # costs a fifth of reading a 100,000-rule mapping); None after the stream's end
+        reader.read(iter(loader.get_event, None))
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, reader.doc, parser) from None
     except yaml.YAMLError as exc:
@@ -249,6 +252,8 @@ def _read_events(text: str, file: str, path: Path | None, parser: Any) -> tuple[
         ) from None
     except RecursionError:
         raise _fail(reader.doc, "spec-too-deep", "spec nests too deeply", None) from None
+    finally:
+        loader.dispose()
     if not reader.have_root or reader.root is None:
         raise SpecError(
             [
@@ -284,12 +289,15 @@ def _syntax_error(exc: yaml.MarkedYAMLError, doc: SourceDoc, parser: Any) -> Spe
 
 @dataclass
 class _Level:
-    """A mapping or sequence being read, and where it is."""
+    """A mapping or sequence being read, and where it is. ``keys`` and ``values`` are the
+    YAML library's marks (0-based line and column) of its keys and values, by key (a list by
+    index for a sequence); the document's :class:`~archcomp.base.documents.Marks` hold them."""
 
     container: dict[str, Any] | list[Any]
     path: YamlPath
     key: Any  # a mapping's key waiting for its value, or _NO_KEY
-    keys: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (line, column)
+    keys: dict[str, Any] = field(default_factory=dict)  # key -> mark
+    values: dict[str, Any] | list[Any] = field(default_factory=dict)  # key or index -> mark
 
 
 class _EventReader:
@@ -307,8 +315,7 @@ class _EventReader:
     def read(self, events: Iterable[Any]) -> None:
         """Take every event of the stream: :meth:`event`, with the usual one (a plain word,
         no tag or anchor, as a mapping's key or value) taken inline, without its calls."""
-        stack, doc, scalar = self.stack, self.doc, yaml.ScalarEvent
-        key_marks, value_marks = doc.key_marks, doc.value_marks
+        stack, scalar = self.stack, yaml.ScalarEvent
         for event in events:
             if type(event) is scalar and stack and self.count < MAX_EVENTS:
                 text = event.value
@@ -323,19 +330,16 @@ class _EventReader:
                     and text not in _WORDS
                     and type(top.container) is dict
                 ):
-                    mark = event.start_mark
-                    pos = (mark.line + 1, mark.column + 1)
                     key = top.key
                     if key is not _NO_KEY:  # a value: _attach
                         top.container[key] = text
-                        value_marks.setdefault((*top.path, key), pos)
+                        top.values[key] = event.start_mark  # type: ignore[call-overload]
                         top.key = _NO_KEY
                         self.count += 1
                         continue
                     if text != "<<" and text not in top.keys:  # a new key: _key
-                        top.keys[text] = pos
+                        top.keys[text] = event.start_mark
                         top.key = text
-                        key_marks[(*top.path, text)] = pos
                         self.count += 1
                         continue
             self.event(event)
@@ -395,30 +399,31 @@ class _EventReader:
             cont = top.container
             parent_path = (*top.path, len(cont) if isinstance(cont, list) else top.key)
         self._attach(new, event.start_mark, False)
-        stack.append(_Level(new, parent_path, _NO_KEY))
+        level = _Level(new, parent_path, _NO_KEY, {}, [] if type(new) is list else {})
+        stack.append(level)
+        if is_map:
+            doc.key_marks.levels[parent_path] = level.keys
+        doc.value_marks.levels[parent_path] = level.values
 
     def _attach(self, value: Any, mark: Any, is_key_candidate: bool) -> None:
         """Put ``value`` where the stream is: the root, a sequence's next entry, a mapping's
         next key, or the value of the key before it."""
-        doc = self.doc
-        pos = (mark.line + 1, mark.column + 1)
         if not self.stack:
             self.root, self.have_root = value, True
-            doc.value_marks[()] = pos
+            self.doc.value_marks[()] = (mark.line + 1, mark.column + 1)
             return
         top = self.stack[-1]
         container = top.container
         if isinstance(container, list):
-            p = (*top.path, len(container))
             container.append(value)
-            doc.value_marks.setdefault(p, pos)
+            top.values.append(mark)  # type: ignore[union-attr]
             return
         if top.key is _NO_KEY:
             self._key(top, value, mark, is_key_candidate)
             return
         key = top.key
         container[key] = value
-        doc.value_marks.setdefault((*top.path, key), pos)
+        top.values[key] = mark  # type: ignore[call-overload]
         top.key = _NO_KEY
 
     def _key(self, top: _Level, value: Any, mark: Any, is_key_candidate: bool) -> None:
@@ -437,7 +442,7 @@ class _EventReader:
         if value == "<<":
             raise _fail(doc, "yaml-merge-key", "merge keys ('<<') are not supported", mark)
         if value in top.keys:
-            first = top.keys[value]
+            first = (top.keys[value].line + 1, top.keys[value].column + 1)
             raise SpecError(
                 [
                     doc.error_at(
@@ -450,9 +455,8 @@ class _EventReader:
                     )
                 ]
             )
-        top.keys[value] = pos
+        top.keys[value] = mark
         top.key = value
-        doc.key_marks[(*top.path, value)] = pos
 
 
 def _scalar(event: Any, doc: SourceDoc) -> Any:
