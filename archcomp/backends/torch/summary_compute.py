@@ -133,7 +133,7 @@ class NodeRows:
         """Parameters, their bytes and buffer bytes a node owns, and what it ties to."""
         params = pbytes = bbytes = 0
         tied: list[str] = []
-        for pname, p in mod.named_parameters():
+        for pname, p in _named_parameters(mod):
             if id(p) not in self.owner:
                 self.owner[id(p)] = f"{path}.{pname}"
                 params += p.numel()
@@ -143,12 +143,25 @@ class NodeRows:
                 self.ties[f"{node.name}.{pname}"] = self.owner[id(p)]
                 self.tied_elements += p.numel()
         if node.shared_with is None:
-            bbytes = sum(b.numel() * b.element_size() for b in mod.buffers())
+            bbytes = sum(b.numel() * b.element_size() for b in all_tensors(mod, "_buffers"))
         else:
             tied.append(f"shares {node.shared_with}")
-            self.tied_elements += sum(p.numel() for p in mod.parameters())
+            self.tied_elements += sum(p.numel() for p in all_tensors(mod, "_parameters"))
             self.ties[node.name] = node.shared_with
         return params, pbytes, bbytes, tied
+
+
+def _named_parameters(mod: nn.Module) -> Any:
+    """``mod.named_parameters()``; a leaf module's read from its table (most nodes')."""
+    if mod._modules:
+        return mod.named_parameters()
+    seen: set[int] = set()
+    out = []
+    for name, p in mod._parameters.items():
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
 
 
 def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activations) -> NodeRows:
