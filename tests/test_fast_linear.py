@@ -50,3 +50,32 @@ def test_torch_path_when_a_registration_hook_is_set() -> None:
 def test_meta_device_is_torch_s() -> None:
     m = new_linear(4, 2, False, torch.device("meta"), None)
     assert m.weight.is_meta and m.bias is None and m.in_features == 4
+
+
+def test_a_replaced_initializer_is_called() -> None:
+    """A user's wrapper of torch's initializer (functools.wraps and all) still runs."""
+    import functools
+
+    from torch.nn import init
+
+    from archcomp.backends.torch.init import meta_init_skipped
+
+    calls: list[tuple[int, ...]] = []
+    original = init.kaiming_uniform_
+
+    @functools.wraps(original)
+    def logged(t: torch.Tensor, *a: object, **k: object) -> torch.Tensor:
+        calls.append(tuple(t.shape))
+        return original(t, *a, **k)  # type: ignore[arg-type]
+
+    init.kaiming_uniform_ = logged
+    try:
+        new_linear(3, 2, True, CPU, None)
+    finally:
+        init.kaiming_uniform_ = original
+    assert calls == [(2, 3)]
+    with meta_init_skipped():  # archcomp's own pass-through: the fast path, same weights
+        torch.manual_seed(5)
+        fast = new_linear(3, 2, True, CPU, None)
+    torch.manual_seed(5)
+    _same(nn.Linear(3, 2, device=CPU), fast)

@@ -32,7 +32,10 @@ _SQRT3 = math.sqrt(3.0)
 
 def _same_init(fn: Any, original: Any) -> bool:
     """``fn`` is ``original``, or archcomp's meta pass-through of it (same off meta)."""
-    return fn is original or getattr(fn, "__wrapped__", None) is original
+    if fn is original:
+        return True
+    ours = getattr(fn, "__archcomp_meta_passthrough__", False)  # not any functools.wraps
+    return bool(ours) and getattr(fn, "__wrapped__", None) is original
 
 
 def _torch_path(device: torch.device) -> bool:
