@@ -22,6 +22,7 @@ from archcomp.ir.dims import (
     prod,
     sub,
     substitute,
+    total,
 )
 
 B, H, W = Sym.symbol("B"), Sym.symbol("H"), Sym.symbol("W")
@@ -112,3 +113,24 @@ def test_minimum_decided_by_the_least_value() -> None:
     assert str(low) == "min(H, 2)" and fmt_dim(low) == "min(H, 2)"
     assert substitute(add(H, sub(low, 2)), {"H": 1}) == 0
     assert substitute(add(H, sub(low, 2)), {"H": 9}) == 9
+
+
+def test_total_is_add_one_by_one() -> None:
+    """total() (the summary's MAC sum) normalises once what add() gives term by term."""
+    import random
+
+    rng = random.Random(1)
+    for _ in range(200):
+        dims: list[Dim] = [
+            rng.randint(-3, 5)
+            if rng.random() < 0.3
+            else mul(rng.choice((B, H, W)), mul(rng.choice((B, H, W)), rng.randint(-2, 4)))
+            for _ in range(rng.randint(0, 8))
+        ]
+        one_by_one: Dim = 0
+        for d in dims:
+            one_by_one = add(one_by_one, d)
+        got = total(dims)
+        assert got == one_by_one and type(got) is type(one_by_one)
+        assert str(got) == str(one_by_one)
+    assert total([0, add(B, 1), sub(1, B)]) == 2 and total([]) == 0

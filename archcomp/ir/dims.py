@@ -16,7 +16,7 @@ raised, which the shape pass reports at the node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Union
 
 Monomial = tuple[str, ...]
@@ -104,6 +104,18 @@ def add(a: Dim, b: Dim) -> Dim:
     t = _poly(a)
     for m, c in _poly(b).items():
         t[m] = t.get(m, 0) + c
+    return _norm(t)
+
+
+def total(dims: Iterable[Dim]) -> Dim:
+    """The sum of ``dims``, as ``add`` one by one gives it, the polynomial normalised once."""
+    t: dict[Monomial, int] = {}
+    for d in dims:
+        if isinstance(d, int):
+            t[()] = t.get((), 0) + d
+        else:
+            for m, c in d.terms:
+                t[m] = t.get(m, 0) + c
     return _norm(t)
 
 

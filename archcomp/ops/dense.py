@@ -45,13 +45,14 @@ def _linear_params(a: LinearArgs) -> dict[str, Shape]:
 
 
 def _linear_lower(c: LowerCtx) -> Any:
-    from torch import nn
-
+    from archcomp.nn.fast_linear import new_linear
     from archcomp.nn.transposed_linear import TransposedLinear
 
     a = c.args
-    kind: Any = TransposedLinear if a.transposed else nn.Linear
-    return c.module(kind(a.in_features, a.out_features, bias=a.bias, **c.factory))(c.x)
+    f = c.factory
+    if a.transposed:
+        return c.module(TransposedLinear(a.in_features, a.out_features, bias=a.bias, **f))(c.x)
+    return c.module(new_linear(a.in_features, a.out_features, a.bias, f["device"], f["dtype"]))(c.x)
 
 
 LINEAR = register(

@@ -88,6 +88,14 @@ def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def flat_bytes(t: torch.Tensor) -> memoryview:
+    """``t``'s bytes in row-major order: its own memory when it is a contiguous CPU tensor."""
+    t = t.detach()
+    if t.device.type != "cpu" or not t.is_contiguous():
+        t = t.to("cpu").contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy().data
+
+
 class _WeightsHash:
     """SHA-256 over tensors given in name order: name, dtype, shape, bytes (read in place)."""
 
@@ -96,13 +104,13 @@ class _WeightsHash:
         self.tick = tick
         self.done = 0
 
-    def add(self, name: str, t: torch.Tensor) -> None:
-        t = t.detach().to("cpu").contiguous()
+    def add(self, name: str, t: torch.Tensor, raw: memoryview | None = None) -> None:
+        """Hash ``t``; ``raw``, when given, is its bytes (``flat_bytes(t)``)."""
         h = self.h
         h.update(name.encode() + b"\0" + DTYPE_CODES.get(t.dtype, str(t.dtype)).encode())
         h.update(b"\0" + ",".join(str(s) for s in t.shape).encode() + b"\0")
         if t.numel():  # the tensor's own memory, no copy (a model's views stay lean)
-            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+            h.update(flat_bytes(t) if raw is None else raw)
             self.done += t.numel() * t.element_size()
             self.tick(self.done)
 
@@ -110,10 +118,16 @@ class _WeightsHash:
         return self.h.hexdigest()
 
 
-def _weights_hash(tensors: Iterable[tuple[str, torch.Tensor]], tick: Update = ignore) -> str:
+def _weights_hash(
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    tick: Update = ignore,
+    raws: Mapping[str, memoryview] | None = None,
+) -> str:
+    """The weights' digest; ``raws`` holds the bytes of some of them, read once."""
     h = _WeightsHash(tick)
+    raws = raws or {}
     for name, t in sorted(tensors, key=lambda kv: kv[0]):
-        h.add(name, t)
+        h.add(name, t, raws.get(name))
     return h.hexdigest()
 
 
@@ -169,8 +183,13 @@ def artifact_writer(
     except (TypeError, ValueError) as exc:  # an override from the API that JSON cannot hold
         raise UsageError(f"the model's params cannot be stored in an artifact: {exc}") from None
     size = sum(t.numel() * t.element_size() for t in tensors.values())
+    raws = {  # read in place for the hash and the file alike: no copy, made once
+        k: flat_bytes(t)
+        for k, t in tensors.items()
+        if t.device.type == "cpu" and t.numel() and t.is_contiguous()
+    }
     with showing(progress), task("hashing weights", size) as tick:
-        digest = _weights_hash(tensors.items(), tick)
+        digest = _weights_hash(tensors.items(), tick, raws)
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     meta = {
         "format": "pt",
@@ -185,7 +204,7 @@ def artifact_writer(
 
     def write(tmp: Path) -> None:
         with paused(), showing(progress), task(f"writing {label}", size) as tick:
-            _write_safetensors(tmp, data, meta, tick)
+            _write_safetensors(tmp, data, meta, tick, raws)
 
     return write
 
@@ -211,7 +230,11 @@ def safetensors_header(
 
 
 def _write_safetensors(
-    path: Path, data: Mapping[str, torch.Tensor], meta: dict[str, str], tick: Update = ignore
+    path: Path,
+    data: Mapping[str, torch.Tensor],
+    meta: dict[str, str],
+    tick: Update = ignore,
+    raws: Mapping[str, memoryview] | None = None,
 ) -> None:
     """The safetensors format, streamed into ``path`` opened in place: safetensors' own
     ``save_file`` writes a temporary file of its own and renames it (which defeats
@@ -225,13 +248,15 @@ def _write_safetensors(
             f.write(save({k: t.contiguous() for k, t in data.items()}, metadata=meta))
         return
     head = safetensors_header(data, sorted(data), meta)
+    raws = raws or {}
     done = 0
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(head)) + head)
         for name in sorted(data):
             t = data[name]
             if t.numel():
-                f.write(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                raw = raws.get(name)
+                f.write(flat_bytes(t) if raw is None else raw)
                 done += t.numel() * t.element_size()
                 tick(done)
 

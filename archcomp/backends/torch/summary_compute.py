@@ -34,7 +34,7 @@ from archcomp.backends.torch.summary_fold import Level, Row, SummaryData, levels
 from archcomp.base.errors import UsageError, did_you_mean
 from archcomp.base.gcpause import paused
 from archcomp.ir import Graph, Node, TensorType
-from archcomp.ir.dims import Dim, DimTooLarge, Sym, add, to_json
+from archcomp.ir.dims import Dim, DimTooLarge, Sym, to_json, total
 
 S = TypeVar("S", bound=SummaryData)
 
@@ -133,7 +133,7 @@ class NodeRows:
         """Parameters, their bytes and buffer bytes a node owns, and what it ties to."""
         params = pbytes = bbytes = 0
         tied: list[str] = []
-        for pname, p in mod.named_parameters():
+        for pname, p in _named_parameters(mod):
             if id(p) not in self.owner:
                 self.owner[id(p)] = f"{path}.{pname}"
                 params += p.numel()
@@ -143,12 +143,25 @@ class NodeRows:
                 self.ties[f"{node.name}.{pname}"] = self.owner[id(p)]
                 self.tied_elements += p.numel()
         if node.shared_with is None:
-            bbytes = sum(b.numel() * b.element_size() for b in mod.buffers())
+            bbytes = sum(b.numel() * b.element_size() for b in all_tensors(mod, "_buffers"))
         else:
             tied.append(f"shares {node.shared_with}")
-            self.tied_elements += sum(p.numel() for p in mod.parameters())
+            self.tied_elements += sum(p.numel() for p in all_tensors(mod, "_parameters"))
             self.ties[node.name] = node.shared_with
         return params, pbytes, bbytes, tied
+
+
+def _named_parameters(mod: nn.Module) -> Any:
+    """``mod.named_parameters()``; a leaf module's read from its table (most nodes')."""
+    if mod._modules:
+        return mod.named_parameters()
+    seen: set[int] = set()
+    out = []
+    for name, p in mod._parameters.items():
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
 
 
 def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activations) -> NodeRows:
@@ -158,6 +171,8 @@ def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activa
         name: m.get("module") for name, m in getattr(model, "node_meta", {}).items()
     }  # node_meta computes every node's metadata: only the module paths are needed here
     scopes: dict[int, tuple[Level, ...]] = {}  # each scope's levels, made once
+    shown: dict[Dim, tuple[int, str]] = {}  # a MAC count's value and text, made once
+    every: list[Dim] = []
     for node in g.nodes.values():
         path = paths.get(node.name)
         params = pbytes = bbytes = 0
@@ -165,7 +180,10 @@ def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activa
         if path is not None:
             params, pbytes, bbytes, tied = out.weights(node, get_path(model, path), path)
         macs = node_macs(node, g, sizes)
-        out.macs = add(out.macs, macs)
+        every.append(macs)
+        at = shown.get(macs)
+        if at is None:
+            at = shown[macs] = (concrete(macs, sizes), str(macs))
         first: TensorType | None = next(iter(node.outputs.values()), None)
         note = node.op.note(node.args) if node.op.note else None
         row = Row(
@@ -177,14 +195,15 @@ def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activa
             pbytes,
             bbytes,
             acts.per_node.get(node.name, 0) if acts.per_node is not None else None,
-            concrete(macs, sizes),
-            str(macs),
+            at[0],
+            at[1],
             len(node.scopes),
             tied=tuple(tied),
             activation_source=acts.estimated.get(node.name, "trace"),
         )
         out.rows.append(row)
         out.levels[node.name] = levels_of(node, scopes)
+    out.macs = total(every)
     return out
 
 
