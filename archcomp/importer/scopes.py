@@ -24,6 +24,7 @@ from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import Flat
+from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.trace import _snake, without_defaults
@@ -88,6 +89,7 @@ class Walker:
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     absorbed: set[fx.Node] = field(default_factory=set)  # adds a recognised op took over
+    tensors: set[fx.Node] = field(default_factory=set)  # bare parameters given a node already
     _live: set[fx.Node] | None = None
 
     def live(self) -> set[fx.Node]:
@@ -216,11 +218,35 @@ class _Scope:
                 groups.append((c, [n]))
         items: list[Item] = []
         for c, g in groups:
+            if c is None:
+                items += self._tensors(g[0])
             seq = self._sequential(c) if c is not None else None
             one = self._item(c, g) if seq is None else None
             items += seq if seq is not None else [one] if one is not None else []
         kept = fold_positions(items, self.w)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
+
+    def _tensors(self, n: fx.Node) -> list[Item]:
+        """A ``parameter`` node (``key: self``) for each bare parameter of this module that the
+        own call ``n`` is the first to read (:mod:`archcomp.importer.parameters`)."""
+        out = []
+        for a in self.w.flat.args_of(n):
+            own = own_tensor(self.w.flat, self.path, a) if a not in self.w.tensors else None
+            if own is not None:
+                self.w.tensors.add(a)
+                out.append(Item(own.name, "parameter", [], own.opts(), [a], set()))
+        return out
+
+    def _expand(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
+        flat = self.w.flat
+        made = expand_to_batch(flat, n, self.w.dims[0] if self.w.dims else None)
+        if isinstance(made, str):
+            self.w.fail(n, f"{where}{n.target}", made)
+            return None
+        like, opts = made
+        x = flat.get(n.args[0])
+        ins: Any = {"x": x, "like": like} if like is not None else [x]
+        return Item("expand", "expand", ins, opts, [n], calls)
 
     def _sequential(self, child: str) -> list[Item] | None:
         """An nn.Sequential's children as items of this level (``layers.0``, ``layers.1``, ...,
@@ -326,7 +352,7 @@ class _Scope:
         if family is not None:
             return Item("select" if family[0] == "index" else family[0], *family, [n], calls)
         for a in flat.args_of(n):
-            if a in flat.weights:
+            if a in flat.weights and a not in self.w.tensors:
                 self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")
                 return None
             if a in flat.context:
@@ -336,6 +362,8 @@ class _Scope:
                     "reads a mask, position or RoPE table no recognised op takes",
                 )
                 return None
+        if str(n.target) == "aten.expand.default":
+            return self._expand(n, calls, where)
         if fn is None:
             self.w.fail(n, f"{where}{n.target}", "no archcomp op for it")
             return None
@@ -467,7 +495,7 @@ def _emit(
             entry["in"] = {k2: name.get(v, "?") for k2, v in it.ins.items()}
         else:
             refs = [name.get(v, "?") for v in it.ins]
-            if not (len(refs) == 1 and refs[0] == prev and it.op != "concat"):
+            if refs and not (len(refs) == 1 and refs[0] == prev and it.op != "concat"):
                 entry["in"] = refs[0] if len(refs) == 1 and it.op != "concat" else refs
         nodes.append(entry | it.extra | it.opts)
         if len(it.outs) == 1:

@@ -129,24 +129,30 @@ class NodeRows:
     macs: Dim = 0
     owner: dict[int, str] = field(default_factory=dict)  # id(parameter) -> its first name
 
-    def weights(self, node: Node, mod: nn.Module, path: str) -> tuple[int, int, int, list[str]]:
-        """Parameters, their bytes and buffer bytes a node owns, and what it ties to."""
+    def weights(
+        self, node: Node, mod: nn.Module | nn.Parameter, path: str
+    ) -> tuple[int, int, int, list[str]]:
+        """Parameters, their bytes and buffer bytes a node owns, and what it ties to (``mod``
+        the node's own Parameter where it is keyed by its id: ``parameter`` with ``key: self``)."""
         params = pbytes = bbytes = 0
         tied: list[str] = []
-        for pname, p in mod.named_parameters():
+        named: list[tuple[str, Any]] = (
+            [("", mod)] if isinstance(mod, nn.Parameter) else list(mod.named_parameters())
+        )
+        for pname, p in named:
             if id(p) not in self.owner:
-                self.owner[id(p)] = f"{path}.{pname}"
+                self.owner[id(p)] = f"{path}.{pname}" if pname else path
                 params += p.numel()
                 pbytes += p.numel() * p.element_size()
             elif node.shared_with is None or pname in node.tie:
                 tied.append(f"{pname} = {self.owner[id(p)]}")
                 self.ties[f"{node.name}.{pname}"] = self.owner[id(p)]
                 self.tied_elements += p.numel()
-        if node.shared_with is None:
+        if node.shared_with is None and isinstance(mod, nn.Module):
             bbytes = sum(b.numel() * b.element_size() for b in mod.buffers())
-        else:
+        elif node.shared_with is not None:
             tied.append(f"shares {node.shared_with}")
-            self.tied_elements += sum(p.numel() for p in mod.parameters())
+            self.tied_elements += sum(p.numel() for _, p in named)
             self.ties[node.name] = node.shared_with
         return params, pbytes, bbytes, tied
 

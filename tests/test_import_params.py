@@ -1,0 +1,136 @@
+"""Bare ``nn.Parameter``s read in a forward (archcomp/importer/parameters.py): each a
+``parameter`` node with ``key: self``, keyed by its own name, so the module's state_dict loads
+strictly. ViT round-trips from the command line (`import --hf`, then `convert --spec`), logits
+and every gradient equal to transformers'; small random configs, every weight re-drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from hf_models import quiet
+from lowering import redraw
+from numerics import RoundingChains, assert_close
+
+import archcomp
+from archcomp.cli.main import main
+
+transformers = pytest.importorskip("transformers")
+
+VIT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    image_size=16,
+    patch_size=4,
+    num_labels=5,
+)
+
+
+def _saved(tmp_path: Path, config: str, arch: str, **kw: Any) -> tuple[Any, Path]:
+    quiet()
+    cfg = getattr(transformers, config)(**kw)
+    cfg.architectures = [arch]
+    model = getattr(transformers, arch)(cfg)
+    redraw(model, 3)  # every weight re-drawn: a cls_token of zeros would hide a missed add
+    folder = tmp_path / arch.lower()
+    model.save_pretrained(folder)
+    return model.eval(), folder
+
+
+def _equal(model: Any, ref: Any, pixels: torch.Tensor, fields: list[str], unread: Any = ()) -> None:
+    """Outputs and every gradient, with ref's own state_dict loaded strictly (but for the
+    ``unread`` keys: parameters no forward reads, which no node holds)."""
+    state = {k: v for k, v in ref.state_dict().items() if k not in unread}
+    assert len(state) == len(ref.state_dict()) - len(unread)
+    model.load_state_dict(state, strict=True)
+    assert list(model.output_names) == fields
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(pixel_values=pixels), ref(pixel_values=pixels)
+    for field in fields:
+        g, w = (got[field] if isinstance(got, dict) else got), getattr(want, field)
+        assert_close(g, w, chains.tolerance(torch.float32, g, w))
+    ref.train(model.training)
+    case = Case(
+        model,
+        ref,
+        (pixels,),
+        lambda x: [getattr(ref(pixel_values=x), f) for f in fields],
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+
+
+def test_vit_round_trip_from_the_cli(tmp_path: Path) -> None:
+    """ViT's ``cls_token`` and ``position_embeddings``: parameter nodes keyed by their names,
+    the class token expanded to the batch by ``expand``."""
+    ref, folder = _saved(tmp_path, "ViTConfig", "ViTForImageClassification", **VIT)
+    spec = tmp_path / "vit.yaml"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    text = spec.read_text()
+    assert "- {id: cls_token, op: parameter, shape: [1, 1, 32], key: self}" in text
+    assert "op: expand, in: {x: cls_token, like: patch_embeddings}, shape: [B, -1, -1]}" in text
+    assert "- {id: position_embeddings, op: parameter, shape: [1, 17, 32], key: self}" in text
+    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # B=3, not 2
+    _equal(archcomp.build(text), ref, pixels, ["logits"])
+
+
+def test_a_bare_parameter_of_a_module_of_ones_own(tmp_path: Path) -> None:
+    """A module's own parameters read by ``*`` (a gain, DINOv2's ``lambda1`` pattern) and by
+    ``+``, through torch.fx: keyed by their names; a frozen one keeps ``trainable: false``."""
+    from import_checks import round_trip
+
+    class Scale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lambda1 = torch.nn.Parameter(torch.randn(8))
+            self.bias = torch.nn.Parameter(torch.randn(8))
+            self.fc = torch.nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * self.lambda1 + self.bias
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer_scale = Scale()
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer_scale(x))
+
+    net = Net()
+    text = round_trip(net, (torch.randn(2, 8),))
+    assert "- {id: lambda1, op: parameter, shape: [8], key: self}" in text
+    assert "- {id: bias, op: parameter, shape: [8], key: self}" in text
+    net.layer_scale.bias.requires_grad_(False)
+    frozen = archcomp.import_module(net, (torch.randn(2, 8),))
+    assert "- {id: bias, op: parameter, shape: [8], key: self, trainable: false}" in frozen
+    model = archcomp.build(frozen)
+    model.load_state_dict(net.state_dict(), strict=True)
+    assert not model.get_parameter("layer_scale.bias").requires_grad
+    x = torch.randn(3, 8)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x), net(x)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def test_dinov2_round_trip(tmp_path: Path) -> None:
+    """DINOv2's class token, position table and each layer's ``layer_scale1.lambda1`` (a
+    ``Dinov2LayerScale`` block of a parameter node and a ``mul``): last_hidden_state and
+    pooler_output equal, every gradient too, transformers' state_dict loaded strictly."""
+    from archcomp.importer.hf import import_hf
+
+    extra = dict(image_size=16, patch_size=4, mlp_ratio=2, layerscale_value=0.5)
+    small = {k: v for k, v in VIT.items() if k not in ("patch_size", "num_labels", "image_size")}
+    ref, folder = _saved(tmp_path, "Dinov2Config", "Dinov2Model", **small, **extra)
+    text = import_hf(folder)
+    assert "- {id: lambda1, op: parameter, shape: [32], key: self}" in text
+    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    # mask_token is read only with bool_masked_pos (masked image modelling): not traced
+    fields = ["last_hidden_state", "pooler_output"]
+    _equal(archcomp.build(text), ref, pixels, fields, ["embeddings.mask_token"])
