@@ -69,13 +69,19 @@ def test_vit_round_trip_from_the_cli(tmp_path: Path) -> None:
     """ViT's ``cls_token`` and ``position_embeddings``: parameter nodes keyed by their names,
     the class token expanded to the batch by ``expand``."""
     ref, folder = _saved(tmp_path, "ViTConfig", "ViTForImageClassification", **VIT)
-    spec = tmp_path / "vit.yaml"
+    spec, art = tmp_path / "vit.yaml", tmp_path / "vit.safetensors"
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    # the folder's keys are ViT's legacy ones (encoder.layer.0.attention.attention.query):
+    # transformers' scoped renames of its ViTModel, chained, give the module's
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     text = spec.read_text()
     assert "- {id: cls_token, op: parameter, shape: [1, 1, 32], key: self}" in text
     assert "op: expand, in: {x: cls_token, like: patch_embeddings}, shape: [B, -1, -1]}" in text
     assert "- {id: position_embeddings, op: parameter, shape: [1, 17, 32], key: self}" in text
     pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # B=3, not 2
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = archcomp.load(art)(pixel_values=pixels), ref(pixel_values=pixels).logits
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
     _equal(archcomp.build(text), ref, pixels, ["logits"])
 
 
