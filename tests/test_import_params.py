@@ -182,3 +182,34 @@ outputs: {y: a}
     assert not emitted.p.requires_grad
     x = torch.randn(3, 4, 8)
     assert torch.equal(emitted(x), archcomp.load(art)(x))
+
+
+def test_a_built_key_self_parameter_imports_back_to_itself() -> None:
+    """The fixed point: a built model's ``key: self`` parameters (a gain of its own, in a block
+    and at the top) import back as such nodes; the same keys, values and outputs."""
+    text = """archcomp: 1
+name: m
+inputs:
+  x: {shape: [2, 5, 8]}
+blocks:
+  scale:
+    inputs: [x]
+    nodes:
+      - {id: lambda1, op: parameter, shape: [8], key: self}
+      - {id: mul, op: mul, in: [x, lambda1]}
+    outputs: mul
+nodes:
+  - {id: layer_scale, op: scale}
+  - {id: bias, op: parameter, shape: [8], key: self}
+  - {id: add, op: add, in: [layer_scale, bias]}
+outputs: {y: add}
+"""
+    built = archcomp.build(text, seed=0)
+    x = torch.randn(2, 5, 8)
+    again = archcomp.import_module(built, (x,))
+    assert "- {id: lambda1, op: parameter, shape: [8], key: self}" in again
+    assert "- {id: bias, op: parameter, shape: [8], key: self}" in again
+    model = archcomp.build(again)
+    model.load_state_dict(built.state_dict(), strict=True)
+    assert list(model.state_dict()) == ["bias", "layer_scale.lambda1"]
+    assert torch.equal(model(x), built(x))
