@@ -126,16 +126,16 @@ def test_a_bare_parameter_of_a_module_of_ones_own(tmp_path: Path) -> None:
 
 
 def test_dinov2_round_trip(tmp_path: Path) -> None:
-    """DINOv2's class token, position table and each layer's ``layer_scale1.lambda1`` (a
-    ``Dinov2LayerScale`` block of a parameter node and a ``mul``): last_hidden_state and
-    pooler_output equal, every gradient too, transformers' state_dict loaded strictly."""
+    """DINOv2's class token, position table and each layer's ``Dinov2LayerScale`` (a
+    ``layer_scale`` whose gain is ``lambda1``): last_hidden_state and pooler_output equal,
+    every gradient too, transformers' state_dict loaded strictly."""
     from archcomp.importer.hf import import_hf
 
     extra = dict(image_size=16, patch_size=4, mlp_ratio=2, layerscale_value=0.5)
     small = {k: v for k, v in VIT.items() if k not in ("patch_size", "num_labels", "image_size")}
     ref, folder = _saved(tmp_path, "Dinov2Config", "Dinov2Model", **small, **extra)
     text = import_hf(folder)
-    assert "- {id: lambda1, op: parameter, shape: [32], key: self}" in text
+    assert "- {id: layer_scale1, op: layer_scale, gain_name: lambda1}" in text
     pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     # mask_token is read only with bool_masked_pos (masked image modelling): not traced
     fields = ["last_hidden_state", "pooler_output"]

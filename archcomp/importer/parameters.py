@@ -7,7 +7,9 @@ exported graph reads such a tensor as a placeholder whose state_dict key is the 
 the attribute's name. Each becomes ``{id: <name>, op: parameter, shape: [...], key: self}``
 (its key is the node id itself, so the module's ``state_dict`` still loads by its own names),
 placed before the first call that reads it; ``aten.expand`` of a tensor to the batch becomes
-``expand`` with ``shape: [B, -1, ...]`` and ``like`` the other operand of what reads it.
+``expand`` with ``shape: [B, -1, ...]`` and ``like`` the other operand of what reads it. A
+module whose whole forward is ``x * self.<gain>`` (DINOv2's ``Dinov2LayerScale``) is one
+``layer_scale`` with ``gain_name: <gain>``.
 """
 
 from __future__ import annotations
@@ -91,3 +93,24 @@ def expand_to_batch(
             if other is not n and lead and int(lead[0]) == batch[0]:
                 return other, {"shape": shape}
     return "an expand to the batch size with no batched operand beside it"
+
+
+_GAIN_TAKEN = {"num_features", "dim", "init_value", "gain_name", "gain", "training"}
+
+
+def layer_scale_of(flat: Flat, module: nn.Module, group: list[fx.Node]) -> tuple[str, dict] | None:
+    """``layer_scale`` (``gain_name`` its parameter's name) for a module without children whose
+    one call multiplies its input by its one 1-D parameter along the last dim; else None."""
+    params = dict(module.named_parameters())
+    if any(True for _ in module.children()) or len(params) != 1 or len(group) != 1:
+        return None
+    (name, p), n = next(iter(params.items())), group[0]
+    if str(n.target) != "aten.mul.Tensor" or p.dim() != 1 or name in _GAIN_TAKEN:
+        return None
+    args = flat.args_of(n)
+    gains = [a for a in args if a in flat.weights and flat.weights[a].endswith(f".{name}")]
+    xs = [a for a in args if a not in gains]
+    shape = list(getattr(xs[0].meta.get("val"), "shape", ())) if len(xs) == 1 else []
+    if len(gains) != 1 or not shape or int(shape[-1]) != p.shape[0]:
+        return None
+    return "layer_scale", ({} if name == "gamma" else {"gain_name": name})
