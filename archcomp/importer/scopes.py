@@ -218,9 +218,8 @@ class _Scope:
                 groups.append((c, [n]))
         items: list[Item] = []
         for c, g in groups:
-            if c is None:
-                items += self._tensors(g[0])
             seq = self._sequential(c) if c is not None else None
+            items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
             items += seq if seq is not None else [one] if one is not None else []
         kept = fold_positions(items, self.w)

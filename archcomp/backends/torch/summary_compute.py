@@ -129,32 +129,43 @@ class NodeRows:
     macs: Dim = 0
     owner: dict[int, str] = field(default_factory=dict)  # id(parameter) -> its first name
 
-    def weights(
-        self, node: Node, mod: nn.Module | nn.Parameter, path: str
-    ) -> tuple[int, int, int, list[str]]:
-        """Parameters, their bytes and buffer bytes a node owns, and what it ties to (``mod``
-        the node's own Parameter where it is keyed by its id: ``parameter`` with ``key: self``)."""
+    def weights(self, node: Node, mod: nn.Module, path: str) -> tuple[int, int, int, list[str]]:
+        """Parameters, their bytes and buffer bytes a node owns, and what it ties to."""
+        if isinstance(mod, nn.Parameter):  # the node's own tensor, keyed by its id (key: self)
+            return self.own_tensor(node, mod, path)
         params = pbytes = bbytes = 0
         tied: list[str] = []
-        named: list[tuple[str, Any]] = (
-            [("", mod)] if isinstance(mod, nn.Parameter) else list(mod.named_parameters())
-        )
-        for pname, p in named:
+        for pname, p in mod.named_parameters():
             if id(p) not in self.owner:
-                self.owner[id(p)] = f"{path}.{pname}" if pname else path
+                self.owner[id(p)] = f"{path}.{pname}"
                 params += p.numel()
                 pbytes += p.numel() * p.element_size()
             elif node.shared_with is None or pname in node.tie:
                 tied.append(f"{pname} = {self.owner[id(p)]}")
                 self.ties[f"{node.name}.{pname}"] = self.owner[id(p)]
                 self.tied_elements += p.numel()
-        if node.shared_with is None and isinstance(mod, nn.Module):
+        if node.shared_with is None:
             bbytes = sum(b.numel() * b.element_size() for b in mod.buffers())
-        elif node.shared_with is not None:
+        else:
             tied.append(f"shares {node.shared_with}")
-            self.tied_elements += sum(p.numel() for _, p in named)
+            self.tied_elements += sum(p.numel() for p in mod.parameters())
             self.ties[node.name] = node.shared_with
         return params, pbytes, bbytes, tied
+
+
+    def own_tensor(
+        self, node: Node, p: nn.Parameter, path: str
+    ) -> tuple[int, int, int, list[str]]:
+        """:meth:`weights` of a ``parameter`` node with ``key: self``: its Parameter at
+        ``path`` itself, no module around it."""
+        if id(p) not in self.owner:
+            self.owner[id(p)] = path
+            return p.numel(), p.numel() * p.element_size(), 0, []
+        self.tied_elements += p.numel()
+        if node.shared_with is None:
+            return 0, 0, 0, []
+        self.ties[node.name] = node.shared_with
+        return 0, 0, 0, [f"shares {node.shared_with}"]
 
 
 def node_rows(g: Graph, model: nn.Module, sizes: Mapping[str, int], acts: Activations) -> NodeRows:
