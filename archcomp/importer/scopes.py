@@ -87,9 +87,9 @@ class Walker:
     sizes: dict[int, str] = field(default_factory=dict)  # a size -> the param it is
     blocks: dict[str, Body] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    tensors: set[fx.Node] = field(default_factory=set)  # bare parameters given a node already
     problems: list[str] = field(default_factory=list)
     absorbed: set[fx.Node] = field(default_factory=set)  # adds a recognised op took over
-    tensors: set[fx.Node] = field(default_factory=set)  # bare parameters given a node already
     _live: set[fx.Node] | None = None
 
     def live(self) -> set[fx.Node]:
