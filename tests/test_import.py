@@ -88,9 +88,16 @@ def test_numbered_children_that_differ_are_refused_by_name() -> None:
     assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
 
 
-def test_a_bare_parameter_is_refused() -> None:
-    with pytest.raises(ImportFailure, match=r"self\.token \(a bare nn\.Parameter"):
-        archcomp.import_module(Token(), (torch.randn(2, 3, 6),))
+def test_a_bare_parameter_is_a_parameter_node_and_a_bare_buffer_is_refused() -> None:
+    """``x + self.token``: a ``parameter`` keyed by its own name (tests/test_import_params.py);
+    a buffer read so has no such node yet."""
+    text = round_trip(Token(), (torch.randn(2, 3, 6),))
+    assert "- {id: token, op: parameter, shape: [1, 1, 6], key: self}" in text
+    buffered = Token()
+    del buffered.token
+    buffered.register_buffer("token", torch.zeros(1, 1, 6))
+    with pytest.raises(ImportFailure, match=r"self\.token \(a bare tensor"):
+        archcomp.import_module(buffered, (torch.randn(2, 3, 6),))
 
 
 class DataDependent(nn.Module):

@@ -8,6 +8,8 @@ checkpoint); conversions that reshape or merge tensors are not renames and are l
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -29,13 +31,51 @@ def hf_renames(architecture: str | None, model_type: str | None) -> list[tuple[s
     return out
 
 
-def renamed(names: list[str], keys: set[str], renames: list[tuple[str, str]]) -> dict[str, str]:
-    """Checkpoint key -> model key, for each name the model has (by its own name or by one
-    rename); names it has neither way are left out."""
+def hf_renamer(folder: Path, architecture: str | None) -> Callable[[str], str] | None:
+    """transformers' own renaming of a saved key on loading, every ``WeightRenaming`` of the
+    model and of its sub-models (scoped to their paths, chained: ViT's ``ViTModel`` at
+    ``vit.`` renames ``encoder.layer.`` and ``attention.attention.query``); the class built
+    from the folder's config.json on the meta device, no weight read. None without
+    transformers, or where the class cannot be built."""
+    try:
+        import torch
+        import transformers
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:
+        return None
+    cls = getattr(transformers, architecture or "", None)
+    if cls is None or not hasattr(cls, "config_class"):
+        return None
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(folder))
+        with torch.device("meta"):
+            model = cls(config)
+        renames = [t for t in get_model_conversion_mapping(model) if type(t) is WeightRenaming]
+    except Exception:  # any failure of transformers: no renames, as before
+        return None
+    if not renames:
+        return None
+    return lambda key: str(rename_source_key(key, renames, [])[0])
+
+
+def renamed(
+    names: list[str],
+    keys: set[str],
+    renames: list[tuple[str, str]],
+    renamer: Callable[[str], str] | None = None,
+) -> dict[str, str]:
+    """Checkpoint key -> model key, for each name the model has (by its own name, by one
+    rename, or by transformers' chained ``renamer``); names it has none of these ways are left
+    out."""
     out: dict[str, str] = {}
     for n in names:
         if n in keys:
             out[n] = n
+            continue
+        new = renamer(n) if renamer is not None else n
+        if new != n and new in keys:
+            out[n] = new
             continue
         for src, tgt in renames:
             new = re.sub(src, tgt, n)

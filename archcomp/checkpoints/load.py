@@ -41,7 +41,7 @@ from archcomp.checkpoints.files import (
     open_checkpoint,
     torch_dtype,
 )
-from archcomp.checkpoints.hf_renames import hf_renames, renamed
+from archcomp.checkpoints.hf_renames import hf_renamer, hf_renames, renamed
 from archcomp.checkpoints.mapping import Mapping, load_mapping, parse_mapping
 from archcomp.checkpoints.patterns import KeyIndex
 from archcomp.checkpoints.plan import Plan, plan_import
@@ -134,6 +134,8 @@ def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> 
     model_type = ck.config.get("model_type")
     renames = hf_renames(first, model_type if isinstance(model_type, str) else None)
     tensors = renamed(names, keys, renames)  # each by its own name, or transformers' rename
+    if names and len(tensors) != len(names):  # sub-models' scoped renames, chained (ViT)
+        tensors = renamed(names, keys, renames, hf_renamer(ck.folder, first))
     if not names or len(tensors) != len(names):
         return None
     decl = {

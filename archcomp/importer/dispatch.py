@@ -1,7 +1,8 @@
 """Which recogniser reads a module: torch's ``nn.MultiheadAttention``, the encoder-decoder
 families' positions and scaled embeddings (recognise_encdec.py), the decoder families
 (recognise_decoders.py: GPT-2, BERT, Gemma, MoE), then the Llama family's and torch.nn's
-(recognise.py). Each family's recogniser is tried where another refuses its module."""
+(recognise.py); a module that only scales by its one gain is a ``layer_scale``
+(parameters.py). Each family's recogniser is tried where another refuses its module."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import fx, nn
 from archcomp.importer import recognise_encdec as encdec
 from archcomp.importer.exported import Flat
 from archcomp.importer.mha import torch_mha
+from archcomp.importer.parameters import layer_scale_of
 from archcomp.importer.recognise import Op, recognise
 from archcomp.importer.recognise_decoders import position_table, recognise_family
 
@@ -27,6 +29,9 @@ def recognise_any(
     emb = encdec.scaled_embedding(module, group)  # BART's embed_tokens
     if isinstance(emb, tuple):
         return emb
+    gain = layer_scale_of(flat, module, group)  # DINOv2's Dinov2LayerScale
+    if gain is not None:
+        return gain
     family = recognise_family(flat, path, module, group)  # Gemma's scaled embedding, ...
     if family is not None or emb is not None:
         return family if family is not None else emb

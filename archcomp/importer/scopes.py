@@ -24,6 +24,7 @@ from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import Flat
+from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, uncalled_owners
@@ -87,6 +88,7 @@ class Walker:
     sizes: dict[int, str] = field(default_factory=dict)  # a size -> the param it is
     blocks: dict[str, Body] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    tensors: set[fx.Node] = field(default_factory=set)  # bare parameters given a node already
     problems: list[str] = field(default_factory=list)
     absorbed: set[fx.Node] = field(default_factory=set)  # adds a recognised op took over
     # a tied weight's key -> its owner's, where the owner is outside the tied node's block
@@ -229,10 +231,33 @@ class _Scope:
         ]
         for c, g in groups:
             seq = self._sequential(c) if c is not None else None
+            items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
             items += seq if seq is not None else [one] if one is not None else []
         kept = fold_positions(items, self.w)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
+
+    def _tensors(self, n: fx.Node) -> list[Item]:
+        """A ``parameter`` node (``key: self``) for each bare parameter of this module that the
+        own call ``n`` is the first to read (:mod:`archcomp.importer.parameters`)."""
+        out = []
+        for a in self.w.flat.args_of(n):
+            own = own_tensor(self.w.flat, self.path, a) if a not in self.w.tensors else None
+            if own is not None:
+                self.w.tensors.add(a)
+                out.append(Item(own.name, "parameter", [], own.opts(), [a], set()))
+        return out
+
+    def _expand(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
+        flat = self.w.flat
+        made = expand_to_batch(flat, n, self.w.dims[0] if self.w.dims else None)
+        if isinstance(made, str):
+            self.w.fail(n, f"{where}{n.target}", made)
+            return None
+        like, opts = made
+        x = flat.get(n.args[0])
+        ins: Any = {"x": x, "like": like} if like is not None else [x]
+        return Item("expand", "expand", ins, opts, [n], calls)
 
     def _sequential(self, child: str) -> list[Item] | None:
         """An nn.Sequential's children as items of this level (``layers.0``, ``layers.1``, ...,
@@ -340,7 +365,7 @@ class _Scope:
         if family is not None:
             return Item("select" if family[0] == "index" else family[0], *family, [n], calls)
         for a in flat.args_of(n):
-            if a in flat.weights:
+            if a in flat.weights and a not in self.w.tensors:
                 self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")
                 return None
             if a in flat.context:
@@ -350,6 +375,8 @@ class _Scope:
                     "reads a mask, position or RoPE table no recognised op takes",
                 )
                 return None
+        if str(n.target) == "aten.expand.default":
+            return self._expand(n, calls, where)
         if fn is None:
             self.w.fail(n, f"{where}{n.target}", "no archcomp op for it")
             return None

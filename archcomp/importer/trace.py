@@ -18,6 +18,7 @@ from archcomp.importer.built import built_call, built_results, relative_tie
 from archcomp.importer.calls import Ref, Unsupported, call_op, describe
 from archcomp.importer.functions import pieces
 from archcomp.importer.leaves import RESULTS, leaf_op
+from archcomp.importer.parameters import OwnTensor
 from archcomp.importer.unify import unify, unify_ops
 from archcomp.ops import all_ops
 
@@ -158,6 +159,7 @@ class _Body:
     first: str | None = None  # the first input: what the first node reads by default
     children: set[str] = field(default_factory=set)  # names of the children called: not for calls
     called: set[str] = field(default_factory=set)  # children emitted so far
+    tensors: dict[str, Ref] = field(default_factory=dict)  # bare parameters emitted so far
 
     def run(self, graph: fx.Graph, given: list[str]) -> Body | None:
         before = len(self.imp.problems)
@@ -224,14 +226,25 @@ class _Body:
         return fx.node.map_arg(a, lambda n: self.env[n])
 
     def _attr(self, node: fx.Node) -> None:
-        """A tensor attribute read in the forward: archcomp's ``parameter`` op names its
-        tensor ``<id>.weight``, so a bare ``nn.Parameter`` would not load by its own key."""
-        kind = (
-            "nn.Parameter"
-            if isinstance(_get(self.module, str(node.target)), nn.Parameter)
-            else "tensor"
-        )
-        self._fail(node, f"self.{node.target}", f"a bare {kind}: not imported yet")
+        """A tensor attribute read in the forward: the module's own ``nn.Parameter`` is a
+        ``parameter`` node keyed by its name (``key: self``,
+        :mod:`archcomp.importer.parameters`); a buffer or a child's tensor is refused."""
+        target = str(node.target)
+        if target in self.tensors:
+            self.env[node] = self.tensors[target]
+            return
+        p = _get(self.module, target)
+        if not isinstance(p, nn.Parameter):
+            self._fail(node, f"self.{target}", "a bare tensor: not imported yet")
+            return
+        own = OwnTensor(target, [int(s) for s in p.shape], p.requires_grad)
+        if not target.isidentifier() or reserved_id(target) or target in self.ids:
+            why = "a parameter of a child, or a name no node id may be"
+            self._fail(node, f"self.{target}", f"a bare nn.Parameter: {why}")
+            return
+        self.ids.add(target)
+        self._emit(target, "parameter", [], own.opts())
+        self.env[node] = self.tensors[target] = Ref(target)
 
     def _call(self, node: fx.Node) -> None:
         if getattr(node.target, "__name__", "") == "_assert_is_none":

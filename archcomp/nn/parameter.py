@@ -42,6 +42,18 @@ class LearnedTensor(nn.Module):
         return f"shape={self.shape}" + ("" if self.trainable else ", trainable=False")
 
 
+def learned_tensor(
+    shape: tuple[int, ...], trainable: bool = True, device: Any = None, dtype: Any = None
+) -> nn.Parameter:
+    """A bare Parameter of ``shape``, N(0, 1) as :class:`LearnedTensor`'s weight: the tensor of
+    a ``parameter`` node keyed by its node id (``key: self``), held by the node's parent."""
+    weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype), trainable)
+    if not weight.is_meta:  # no values to draw
+        with torch.no_grad():
+            nn.init.normal_(weight)
+    return weight
+
+
 class FixedTensor(nn.Module):
     """Returns its buffer ``value`` of the declared ``shape``, every entry ``init_value``;
     takes no input. ``persistent`` puts it in the state dict (saved and loaded with the
@@ -81,8 +93,9 @@ class LayerScale(nn.Module):
     """``x * gamma``, a learned gain per channel along ``dim`` (CaiT's LayerScale; ConvNeXt's
     ``layer_scale_parameter`` channels-last, DINOv2's ``lambda1``).
 
-    ``gamma`` has ``num_features`` entries, initialised to ``init_value`` (small: the residual
-    branch starts near zero).
+    The gain has ``num_features`` entries, initialised to ``init_value`` (small: the residual
+    branch starts near zero); it is the parameter ``gain_name`` (``gamma``; DINOv2's
+    ``lambda1``).
     """
 
     def __init__(
@@ -90,6 +103,7 @@ class LayerScale(nn.Module):
         num_features: int,
         dim: int = -1,
         init_value: float = 1e-6,
+        gain_name: str = "gamma",
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -97,19 +111,27 @@ class LayerScale(nn.Module):
         self.num_features = num_features
         self.dim = dim
         self.init_value = init_value
-        self.gamma = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
+        self.gain_name = gain_name
+        gain = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
+        self.register_parameter(gain_name, gain)
         self.reset_parameters()
 
+    @property
+    def gain(self) -> Tensor:
+        return self._parameters[self.gain_name]  # type: ignore[return-value]
+
     def reset_parameters(self) -> None:
-        if not self.gamma.is_meta:  # no values to fill
-            nn.init.constant_(self.gamma, self.init_value)
+        if not self.gain.is_meta:  # no values to fill
+            nn.init.constant_(self.gain, self.init_value)
 
     def forward(self, x: Tensor) -> Tensor:
+        gain = self.gain
         if self.dim in (-1, x.dim() - 1):
-            return x * self.gamma  # (..., C) * (C,)
+            return x * gain  # (..., C) * (C,)
         shape = [1] * x.dim()
         shape[self.dim] = self.num_features
-        return x * self.gamma.view(shape)  # (..., C, ...) * (1, .., C, 1, ..)
+        return x * gain.view(shape)  # (..., C, ...) * (1, .., C, 1, ..)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, dim={self.dim}, init_value={self.init_value}"
+        name = "" if self.gain_name == "gamma" else f", gain_name={self.gain_name}"
+        return f"{self.num_features}, dim={self.dim}, init_value={self.init_value}{name}"

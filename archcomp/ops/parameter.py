@@ -5,14 +5,14 @@ learned gain per channel)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from archcomp.ir import TensorType
 from archcomp.ir.dims import Shape, prod
 from archcomp.ops.common import need_float, norm_axis
-from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, Style, register
+from archcomp.ops.registry import LowerCtx, OpArgs, OpDef, ShapeCtx, ShapeError, Style, register
 
 Size = Annotated[int, Field(gt=0)]
 
@@ -22,11 +22,17 @@ class ParameterArgs(OpArgs):
     [1, 1, d], learned queries [n, d], a layer-scale gain [d], CLIP's ``logit_scale`` []. Its
     initializer is the node's ``init`` (default N(0, 1), as an embedding). ``trainable: false``
     freezes it (``requires_grad`` false): still a parameter of the state dict, counted as
-    non-trainable. It takes no input; broadcast it to the batch with ``expand``."""
+    non-trainable. It takes no input; broadcast it to the batch with ``expand``. ``key: self``
+    keys the tensor by the node id itself (``cls_token``, not ``cls_token.weight``): a bare
+    ``nn.Parameter`` of a module, as ViT's ``cls_token``, loads by its own name."""
 
     shape: list[Size] = Field(max_length=8, description="sizes (positive ints); [] for a scalar")
     trainable: bool = Field(
         default=True, description="false: frozen (requires_grad false), still in the state dict"
+    )
+    key: Literal["weight", "self"] = Field(
+        default="weight",
+        description="the state_dict key: <id>.weight, or self: the node id itself",
     )
 
 
@@ -35,13 +41,15 @@ def _parameter_shape(ctx: ShapeCtx) -> TensorType:
 
 
 def _parameter_params(a: ParameterArgs) -> dict[str, Shape]:
-    return {"weight": tuple(a.shape)}
+    return {"weight" if a.key == "weight" else "": tuple(a.shape)}  # "": keyed by the node id
 
 
 def _parameter_lower(c: LowerCtx) -> Any:
-    from archcomp.nn.parameter import LearnedTensor
+    from archcomp.nn.parameter import LearnedTensor, learned_tensor
 
     a: ParameterArgs = c.args
+    if a.key == "self":
+        return c.tensor(learned_tensor(tuple(a.shape), a.trainable, **c.factory))
     return c.module(LearnedTensor(tuple(a.shape), a.trainable, **c.factory))()
 
 
@@ -56,7 +64,7 @@ PARAMETER = register(
         lower=_parameter_lower,
         doc="A free learned tensor of a declared shape (class token, learned queries, "
         "layer-scale; [] a scalar); no input. Its weight is initialised by the node's init "
-        "(default N(0, 1)); trainable: false freezes it.",
+        "(default N(0, 1)); trainable: false freezes it; key: self keys it by the node id.",
     )
 )
 
@@ -98,7 +106,8 @@ BUFFER = register(
 
 class LayerScaleArgs(OpArgs):
     """``x * gamma`` with a learned ``gamma`` per channel along ``dim``; ``num_features`` (the
-    channel count) is inferred."""
+    channel count) is inferred. ``gain_name`` names the gain in the state dict (DINOv2's
+    ``lambda1``: ``<id>.lambda1``)."""
 
     dim: int = Field(default=-1, description="the channel axis (-1: channels last)")
     init_value: float = Field(
@@ -107,9 +116,24 @@ class LayerScaleArgs(OpArgs):
     num_features: int | None = Field(
         default=None, gt=0, description="inferred: the size of the channel axis"
     )
+    gain_name: str = Field(
+        default="gamma",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the gain's name in the state dict: <id>.<gain_name>",
+    )
+
+
+# LayerScale's own attributes: no gain may take their name
+_TAKEN_NAMES = frozenset(("num_features", "dim", "init_value", "gain_name", "gain", "training"))
 
 
 def _layer_scale_shape(ctx: ShapeCtx) -> TensorType:
+    if ctx.args.gain_name in _TAKEN_NAMES:
+        raise ShapeError(
+            f"gain_name '{ctx.args.gain_name}' is the name of an attribute of the module",
+            arg="gain_name",
+            hint="name the gain as the checkpoint does (gamma, lambda1, ...)",
+        )
     x = ctx.x
     need_float(x, what="layer_scale")
     axis = norm_axis(ctx.args.dim, x.rank)
@@ -121,7 +145,8 @@ def _layer_scale_lower(c: LowerCtx) -> Any:
     from archcomp.nn.parameter import LayerScale
 
     a = c.args
-    return c.module(LayerScale(a.num_features, a.dim, a.init_value, **c.factory))(c.x)
+    gain = LayerScale(a.num_features, a.dim, a.init_value, a.gain_name, **c.factory)
+    return c.module(gain)(c.x)
 
 
 LAYER_SCALE = register(
@@ -130,10 +155,10 @@ LAYER_SCALE = register(
         LayerScaleArgs,
         _layer_scale_shape,
         Style("arith", "Layer Scale"),
-        params=lambda a: {"gamma": (a.num_features or 0,)},
+        params=lambda a: {a.gain_name: (a.num_features or 0,)},
         macs=lambda a, ins, outs: prod(outs["out"].shape),
         lower=_layer_scale_lower,
         doc="Per-channel learned gain x * gamma (CaiT's LayerScale; ConvNeXt, DINOv2), gamma "
-        "initialised to init_value.",
+        "initialised to init_value; gain_name renames gamma (DINOv2's lambda1).",
     )
 )

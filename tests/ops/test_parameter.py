@@ -8,6 +8,7 @@ Lowerings run through the real compiler (tests/lowering.py), as users run them.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 
 import numerics
@@ -99,6 +100,115 @@ def test_parameter_errors() -> None:
         spec("x: [B, 4]", "- {id: p, op: parameter, shape: [0]}\n- {id: n, op: add, in: [x, p]}")
     )
     assert len(messages) == 1 and "greater than 0" in messages[0]
+
+
+# -- tensors keyed by the node id (key: self) and named gains (gain_name) ----------------------
+
+VIT_OWN_KEYS = spec(
+    "x: [B, 4, 8]",
+    """
+    - {id: cls_token, op: parameter, shape: [1, 1, 8], key: self, init: zeros}
+    - {id: cls_b, op: expand, in: {x: cls_token, like: x}, shape: [B, -1, -1]}
+    - {id: tokens, op: concat, in: [cls_b, x], dim: 1}
+    - {id: position_embeddings, op: parameter, shape: [1, 5, 8], key: self}
+    - {id: n, op: add, in: [tokens, position_embeddings]}
+    """,
+)
+
+
+def test_parameter_keyed_by_its_node_id_loads_a_bare_parameter() -> None:
+    """ViT's embeddings: bare nn.Parameters ``cls_token`` and ``position_embeddings``, keyed by
+    the node ids; values and gradients equal a hand-written module's, weights loaded strictly."""
+
+    class Embeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls_token = torch.nn.Parameter(torch.randn(1, 1, 8))
+            self.position_embeddings = torch.nn.Parameter(torch.randn(1, 5, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 8)
+            return torch.cat([cls, x], 1) + self.position_embeddings  # (B, 5, 8)
+
+    g, gm = compile_spec(VIT_OWN_KEYS)
+    assert g.nodes["cls_token"].op.param_shapes(g.nodes["cls_token"].args) == {"": (1, 1, 8)}
+    assert list(gm.state_dict()) == ["cls_token", "position_embeddings"]
+    assert torch.equal(gm.cls_token, torch.zeros(1, 1, 8))  # init: zeros reaches it
+    torch.manual_seed(0)
+    ref = Embeddings()
+    gm.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(3, 4, 8)
+    with RoundingChains() as chains:
+        y, want = run(gm, x)["y"], ref(x)
+        proj = torch.randn_like(want)
+        (y * proj).sum().backward()
+        (want * proj).sum().backward()
+    numerics.assert_close(y, want, chains.tolerance(torch.float32, y, want))
+    for name in ("cls_token", "position_embeddings"):
+        got, ref_grad = gm.get_parameter(name).grad, ref.get_parameter(name).grad
+        numerics.assert_close(got, ref_grad, chains.tolerance(torch.float32))
+    summary = archcomp.summary(VIT_OWN_KEYS)
+    assert summary.parameters == 48  # 8 + 40, counted once each
+    assert [r.parameters for r in summary.rows if r.op == "parameter"] == [8, 40]
+
+
+def test_parameter_key_self_in_a_block_and_default_key_unchanged() -> None:
+    body = """
+    dims: {B: 2}
+    inputs:
+      x: {shape: [B, 8]}
+    blocks:
+      scale:
+        inputs: [x]
+        nodes:
+          - {id: gain, op: parameter, shape: [8], key: self}
+          - {id: g, op: mul, in: [x, gain]}
+          - {id: ls, op: layer_scale, gain_name: lambda1, init_value: 0.5}
+        outputs: ls
+    nodes:
+      - {id: layers, op: scale, repeat: 2}
+      - {id: w, op: parameter, shape: [8]}
+      - {id: n, op: add, in: [layers, w]}
+    outputs: {y: n}
+    """
+    model = archcomp.build("archcomp: 1\nname: m\n" + textwrap.dedent(body), seed=0)
+    assert list(model.state_dict()) == [
+        "layers.0.gain", "layers.0.ls.lambda1", "layers.1.gain", "layers.1.ls.lambda1",
+        "w.weight",
+    ]  # fmt: skip
+    assert_same(model.layers[1].ls.lambda1.detach(), torch.full((8,), 0.5))
+    x = torch.randn(2, 8)
+    want = x
+    for i in range(2):
+        want = want * model.get_parameter(f"layers.{i}.gain") * 0.5
+    assert_close(model(x), want + model.w.weight)
+
+
+def test_layer_scale_gain_name_keys_the_gain() -> None:
+    torch.manual_seed(0)
+    node = "- {id: n, op: layer_scale, gain_name: lambda1, init_value: 0.1}"
+    g, gm = compile_spec(spec("x: [2, 3, 5]", node))
+    assert g.nodes["n"].op.param_shapes(g.nodes["n"].args) == {"lambda1": (5,)}
+    assert list(gm.state_dict()) == ["n.lambda1"]
+    with torch.no_grad():
+        gm.n.lambda1.uniform_(0.5, 1.5)
+    gamma = gm.n.lambda1.detach().clone().requires_grad_()
+    x = torch.randn(2, 3, 5, requires_grad=True)
+    with RoundingChains() as chains:
+        y = run(gm, x)["y"]
+        want = layer_scale_reference(x, gamma, -1)
+        proj = torch.randn_like(want)
+        got = torch.autograd.grad((y * proj).sum(), (x, gm.n.lambda1))
+        wgrads = torch.autograd.grad((want * proj).sum(), (x, gamma))
+    numerics.assert_close(y, want, chains.tolerance(torch.float32, y, want))
+    for a, b in zip(got, wgrads, strict=True):
+        numerics.assert_close(a, b, chains.tolerance(torch.float32))
+    fails(
+        "x: [B, T, 8]",
+        "op: layer_scale, gain_name: dim",
+        "gain_name 'dim' is the name of an attribute of the module",
+        "dim}",
+    )
 
 
 # -- layer_scale -----------------------------------------------------------------------------

@@ -45,6 +45,12 @@ from archcomp.passes.inits import InitCall
 Progress = Callable[[int, int], None]  # (bytes allocated so far, bytes in all)
 
 
+def weight_key(path: str, pname: str) -> str:
+    """The state_dict key of a node's weight ``pname`` at module ``path`` (``""``: the node's
+    own tensor, keyed by the path itself: ``parameter`` with ``key: self``)."""
+    return f"{path}.{pname}" if pname else path
+
+
 def _drop_unused_selections(graph: fx.Graph) -> None:
     """Remove selections nobody reads (an LSTM's h_n and c_n when only its output is used)."""
     for node in reversed(list(graph.nodes)):
@@ -91,6 +97,14 @@ class Lowering:
             return self._emit("call_module", target, args, kwargs)
 
         return call
+
+    def tensor(self, t: nn.Parameter) -> fx.Node:
+        path = self.compiler.register_tensor(self.node, t)
+        self.module_path = path
+        prefix = self.frame.prefix
+        if not path.startswith(prefix):
+            raise RuntimeError(f"{self.node.name} reads {path}, outside its block {prefix}")
+        return self._emit("get_attr", path[len(prefix) :], (), {})
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> fx.Node:
         return self._emit("call_function", fn, args, kwargs)
@@ -152,6 +166,21 @@ class Compiler:
         if node.name in self.paths:
             raise RuntimeError(f"lowering of op '{node.op.name}' registered two modules")
         _place(self.root, node.name, m)
+        self.paths[node.name] = node.name
+        return node.name
+
+    def register_tensor(self, node: Node, t: nn.Parameter) -> str:
+        """A node's Parameter placed at its own name (``parameter`` with ``key: self``)."""
+        if node.shared_with is not None:
+            return self.register_module(node, nn.Module())  # the shared node's path
+        if node.name in self.paths:
+            raise RuntimeError(f"lowering of op '{node.op.name}' registered two tensors")
+        owner, _, name = node.name.rpartition(".")
+        holder = nn.Module()
+        _place(self.root, f"{owner}.{name}" if owner else name, holder)  # its parents made
+        parent = get_path(self.root, owner) if owner else self.root
+        del parent._modules[name]
+        parent.register_parameter(name, t)
         self.paths[node.name] = node.name
         return node.name
 
@@ -369,7 +398,8 @@ class Compiler:
                 continue
             for pname, (tnode, tparam) in node.tie.items():
                 target = self.paths.get(tnode, tnode)
-                set_param(self.root, f"{own}.{pname}", get_path(self.root, f"{target}.{tparam}"))
+                source = get_path(self.root, weight_key(target, tparam))
+                set_param(self.root, weight_key(own, pname), source)
 
     def _outputs(self) -> Any:
         outs = {name: self._value(ref) for name, ref in self.graph.outputs.items()}

@@ -90,6 +90,11 @@ class _Emitter:
 
     def children(self, expr: str, mod: nn.Module, depth: int) -> list[str]:
         lines: list[str] = []
+        for name, p in mod._parameters.items():  # a node keyed by its id (key: self)
+            if p is not None:
+                shape = ", ".join(str(d) for d in p.shape)
+                grad = "" if p.requires_grad else ", requires_grad=False"
+                lines.append(f"{expr}.{name} = nn.Parameter(torch.empty(({shape},)){grad})")
         for name, child in mod._modules.items():
             if child is None:
                 continue

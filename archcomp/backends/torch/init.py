@@ -117,8 +117,14 @@ def init_module(
     seed: int | None,
     node_name: str,
 ) -> None:
-    """Apply a node's resolved initializers to its module's parameters."""
-    params = dict(module.named_parameters(remove_duplicate=False))
+    """Apply a node's resolved initializers to its module's parameters (``module`` may be the
+    node's own Parameter, whose name is ``""``)."""
+    import torch
+
+    if isinstance(module, torch.nn.Parameter):
+        params: dict[str, Any] = {"": module}
+    else:
+        params = dict(module.named_parameters(remove_duplicate=False))
     for pname, call in plan.items():
         p = params.get(pname)
         if p is None or p.device.type == "meta":  # no values to draw (nor a generator there)

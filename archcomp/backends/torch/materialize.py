@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import torch
 
-from archcomp.backends.torch.codegen import Compiler
+from archcomp.backends.torch.codegen import Compiler, weight_key
 from archcomp.ir import Graph
 
 
@@ -28,7 +28,7 @@ def node_tensors(
     c = Compiler(g, device, dtype, seed)
     wanted = [g.nodes[n] for n in names]
     root = c.lower_only(wanted)
-    skip = {f"{c.paths[n.name]}.{p}" for n in wanted if n.name in c.paths for p in n.tie}
+    skip = {weight_key(c.paths[n.name], p) for n in wanted if n.name in c.paths for p in n.tie}
     out: dict[str, torch.Tensor] = {}
     for name, t in [
         *root.named_parameters(remove_duplicate=False),

@@ -71,6 +71,7 @@ class ArchModule(fx.GraphModule):
                 # containers (ModuleList for repeats) in their order.
                 super().__init__(root, fx.Graph(), class_name)
                 self._modules.update(root.named_children())
+                self._parameters.update(root._parameters)  # top-level nodes keyed by their id
                 self.graph = graph
             else:
                 super().__init__(root, graph, class_name)

@@ -129,8 +129,22 @@ class NodeRows:
     macs: Dim = 0
     owner: dict[int, str] = field(default_factory=dict)  # id(parameter) -> its first name
 
+    def own_tensor(self, node: Node, p: nn.Parameter, path: str) -> tuple[int, int, int, list[str]]:
+        """:meth:`weights` of a ``parameter`` node with ``key: self``: its Parameter at
+        ``path`` itself, no module around it."""
+        if id(p) not in self.owner:
+            self.owner[id(p)] = path
+            return p.numel(), p.numel() * p.element_size(), 0, []
+        self.tied_elements += p.numel()
+        if node.shared_with is None:
+            return 0, 0, 0, []
+        self.ties[node.name] = node.shared_with
+        return 0, 0, 0, [f"shares {node.shared_with}"]
+
     def weights(self, node: Node, mod: nn.Module, path: str) -> tuple[int, int, int, list[str]]:
         """Parameters, their bytes and buffer bytes a node owns, and what it ties to."""
+        if isinstance(mod, nn.Parameter):  # the node's own tensor, keyed by its id (key: self)
+            return self.own_tensor(node, mod, path)
         params = pbytes = bbytes = 0
         tied: list[str] = []
         for pname, p in _named_parameters(mod):
