@@ -302,22 +302,3 @@ def _rotate_half(flat: Flat, level: list[fx.Node]) -> bool | str:
     if not (tables and sums and negs and len(muls) == 4 and len(adds) == 2):
         return "attention whose muls and adds are not RoPE's rotate-half of q and k"
     return True
-
-
-def _rope(model: nn.Module, cfg: Any, head_dim: int) -> dict[str, Any] | str:
-    """RoPE's options from the model's rotary module and config (plain RoPE only)."""
-    rot = next((r for r in model.modules() if type(r).__name__.endswith("RotaryEmbedding")), None)
-    if rot is None:
-        return "rotary application without a RotaryEmbedding module"
-    rcfg = getattr(rot, "config", cfg)
-    params = getattr(rcfg, "rope_parameters", None) or {}
-    kind = getattr(rot, "rope_type", params.get("rope_type", "default"))
-    if kind != "default" or getattr(rot, "attention_scaling", 1.0) != 1.0:
-        return f"RoPE of rope_type {kind!r} (only plain RoPE, 'default')"
-    theta = params.get("rope_theta", getattr(rcfg, "rope_theta", 10000.0))
-    rope: dict[str, Any] = {"theta": float(theta)}
-    factor = params.get("partial_rotary_factor", getattr(rcfg, "partial_rotary_factor", 1.0))
-    if factor not in (None, 1.0):
-        rope["rotary_dim"] = int(head_dim * factor)
-    rope["max_len"] = int(getattr(rcfg, "max_position_embeddings", 4096))
-    return rope
