@@ -249,6 +249,21 @@ def test_phi3_longrope_generate_equals_transformers(kw: dict[str, Any], tmp_path
         model.generate(ids, 7, compile=True)
 
 
+def test_phi3_partial_rotary_generate_equals_transformers(tmp_path: Path) -> None:
+    """Greedy generate with RoPE on the first 3/4 of each head and the plain frequencies (the
+    KV cache's keys rotated at their own positions, the last quarter not), a left-padded batch
+    too, equals transformers' generate."""
+    quiet()
+    hf = zoo.make("phi3", seed=10, rope_parameters=PARTIAL, tie_word_embeddings=True)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    mask[0, :2] = 0
+    ids = torch.randint(1, 61, (2, 6), generator=torch.Generator().manual_seed(3)) * mask
+    want = hf.generate(ids, attention_mask=mask, max_new_tokens=9, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, 9, attention_mask=mask), want)
+
+
 @pytest.mark.parametrize("factor", [16.0, 0.5])
 def test_phi3_longrope_with_its_factor_given(factor: float, tmp_path: Path) -> None:
     """A LongRoPE config that gives its factor: transformers takes it over context / original
@@ -291,6 +306,35 @@ def test_phi3_longrope_with_its_factor_given(factor: float, tmp_path: Path) -> N
     config["rope_scaling"]["type"] = "longrope"
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     assert archcomp.from_pretrained(tmp_path / "hf").spec["params"] == params
+
+
+def test_phi4_mini_hub_config_loads(tmp_path: Path) -> None:
+    """Phi-4-mini's config.json on the hub: partial_rotary_factor at the top, beside rope_theta
+    and the older rope_scaling (type longrope, the two lists), the head tied, and fields
+    transformers' Phi-3 does not read (attention_bias, mlp_bias, lm_head_bias, full_attn_mod,
+    interpolate_factor): it loads as the model transformers saved, equal to transformers'
+    model of that config.json in logits and the embedding's gradient."""
+    import json
+
+    quiet()
+    hf = zoo.make("phi3", seed=9, **PHI4_MINI)
+    hf.save_pretrained(tmp_path)
+    params = archcomp.from_pretrained(tmp_path).spec["params"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    scaling = config.pop("rope_parameters")
+    config["rope_theta"] = scaling.pop("rope_theta")
+    config["partial_rotary_factor"] = scaling.pop("partial_rotary_factor")
+    config["rope_scaling"] = {k: scaling[k] for k in ("short_factor", "long_factor")}
+    config["rope_scaling"]["type"] = "longrope"
+    config |= {"attention_bias": False, "mlp_bias": False, "lm_head_bias": False}
+    config |= {"full_attn_mod": 1, "interpolate_factor": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = archcomp.from_pretrained(tmp_path)
+    assert model.spec["params"] == params
+    assert (params["partial_rotary_factor"], params["tie_word_embeddings"]) == (0.75, True)
+    again = type(hf).from_pretrained(tmp_path).eval()
+    assert again.config.rope_parameters["partial_rotary_factor"] == 0.75
+    _forward_and_grad("phi3", again, model)
 
 
 def test_phi4_mini_count_equals_transformers_on_meta() -> None:
