@@ -207,18 +207,25 @@ YARN |= {"original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim"
 
 # without mscale (transformers' None): cos and sin times m(4, 1), whatever mscale_all_dim
 YARN_NO_MSCALE = {k: v for k, v in YARN.items() if k != "mscale"}
+# YaRN's ramp over the 3 frequencies of the 6-dim RoPE head from dim 1 to 3 (beta_fast 0.1,
+# beta_slow 0.001 rotations at 16 positions), not 0 to 1 (32 and 1), and a factor of 8
+YARN_RAMP = {**YARN, "factor": 8.0, "beta_fast": 0.1, "beta_slow": 0.001}
 
 
 @pytest.mark.parametrize(
     ("attn", "rope"),
-    [("eager", None), ("sdpa", YARN), ("sdpa", YARN_NO_MSCALE)],
-    ids=["eager", "sdpa-yarn", "sdpa-yarn-no-mscale"],
+    [("eager", None), ("sdpa", YARN), ("sdpa", YARN_NO_MSCALE), ("sdpa", YARN_RAMP)],
+    ids=["eager", "sdpa-yarn", "sdpa-yarn-no-mscale", "sdpa-yarn-ramp"],
 )
 def test_deepseek_v3_loads_and_exports_equal(
     attn: str, rope: dict[str, object] | None, tmp_path: Path
 ) -> None:
     """Logits of 9 positions; with YaRN past its original 16 too (40), which the tables and
-    the softmax scale (m(4, 0.8)^2 over the default) both change."""
+    the softmax scale (m(factor, 0.8)^2 over the default) both change. Export writes
+    rope_parameters back as transformers saved them (YaRN's factor, original context, ramp,
+    mscale and mscale_all_dim; no mscale where none was given; none of them for the default
+    RoPE), and transformers' model of the exported folder equals the original at 40
+    positions too."""
     quiet()
     kw = {} if rope is None else {"rope_parameters": rope}
     hf = _deepseek_v3(attn, **kw)
@@ -226,7 +233,7 @@ def test_deepseek_v3_loads_and_exports_equal(
     model = archcomp.from_pretrained(tmp_path / "hf")
     _equal_logits(hf, model, "deepseek_v3")
     if rope is not None:
-        assert model.spec["params"]["rope_factor"] == 4.0
+        assert model.spec["params"]["rope_factor"] == rope["factor"]
         _logits_at_40(hf, model)
     keys = ["model.layers.0.mlp.gate_proj.weight", "model.layers.2.mlp.experts.gate_up_proj"]
     keys += ["model.layers.2.mlp.shared_experts.down_proj.weight", "model.layers.2.mlp.gate.weight"]
@@ -238,9 +245,23 @@ def test_deepseek_v3_loads_and_exports_equal(
     archcomp.save_pretrained(model, tmp_path / "out")
     assert _keys(tmp_path / "out") == _keys(tmp_path / "hf")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["rope_parameters"] == saved["rope_parameters"]
     assert config["rope_parameters"]["rope_type"] == ("default" if rope is None else "yarn")
     back = type(hf).from_pretrained(tmp_path / "out").eval()
     _equal_logits(back, model, "deepseek_v3")
+    if rope is not None:
+        _logits_at_40(back, model)
+    for key in ("beta_fast", "beta_slow"):  # each of the ramp's ends changes the logits
+        if rope is not None and key in rope:
+            other = _deepseek_v3(attn, rope_parameters={k: v for k, v in rope.items() if k != key})
+            _logits_differ(other, model)
+
+
+def _logits_differ(hf: torch.nn.Module, model: torch.nn.Module) -> None:
+    ids = torch.randint(0, 50, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert (hf(input_ids=ids).logits - model(ids).logits).abs().max() > 1e-3
 
 
 def _logits_at_40(hf: torch.nn.Module, model: torch.nn.Module) -> None:
@@ -279,3 +300,40 @@ def test_deepseek_v3_hub_config_with_the_older_rope_scaling(tmp_path: Path) -> N
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(SpecError, match="attention_factor"):
         archcomp.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_factor": 4.0, "original_context": 16, "mscale": 1.0, "mscale_all_dim": 1.0},
+        {"rope_factor": 8.0, "original_context": 16, "beta_fast": 0.1, "beta_slow": 0.001},
+        {"rope_factor": 1.0, "original_context": 16, "mscale": 1.0},  # read by no RoPE
+    ],
+    ids=["yarn", "yarn-ramp-no-mscale", "default"],
+)
+def test_deepseek_v3_built_from_the_spec_exports_its_rope(
+    rope: dict[str, float], tmp_path: Path
+) -> None:
+    """A model built from the spec (no config.json behind it) exports its RoPE: YaRN's fields
+    in rope_parameters, those at the value an absent one reads as left out (beta_fast 32,
+    beta_slow 1, mscale 0), the default RoPE's as its params; transformers' model of the
+    folder equals it at 40 positions, past the original 16."""
+    from hf_zoo_moe import DEEPSEEK_V3_PARAMS
+
+    quiet()
+    params = {**DEEPSEEK_V3_PARAMS, **rope}
+    model = archcomp.build("deepseek_v3", params=params, seed=3).eval()
+    archcomp.save_pretrained(model, tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())["rope_parameters"]
+    yarn = rope["rope_factor"] != 1
+    assert written["rope_type"] == ("yarn" if yarn else "default")
+    assert ("factor" in written, "beta_fast" in written) == (yarn, "beta_fast" in rope)
+    assert ("mscale" in written) == ("mscale" in rope)
+    loaded = archcomp.from_pretrained(tmp_path)
+    assert loaded.spec["params"] == params
+    ids = torch.randint(0, 50, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        numerics.assert_same(loaded(ids).logits, model(ids))  # built models return tensors
+    from transformers import DeepseekV3ForCausalLM
+
+    _logits_at_40(DeepseekV3ForCausalLM.from_pretrained(tmp_path).eval(), loaded)

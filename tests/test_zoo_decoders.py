@@ -5,7 +5,8 @@ tests take tests/hf_zoo_decoders.py's FAMILIES with sdpa attention and untied he
   of the same config built on the meta device, ties counted once, and tests/spec_library.py's;
 - the variants a family's checkpoints come in: eager attention, the tied LM head of the
   small sizes (Llama 3.2 1B/3B, Qwen2.5 0.5B-3B, Qwen3 0.6B-4B), Qwen2's and Qwen3's sliding
-  windows, Phi-3 without a window and with the 128K models' LongRoPE,
+  windows, Phi-3 without a window and with the 128K models' LongRoPE, Phi-4-mini (a
+  partial rotary factor, LongRoPE, the tied head),
   GPT-NeoX rotating Pythia's quarter of each head; each loaded by from_pretrained
   with no spec and no mapping (outputs and the embedding's gradient equal transformers'), and
   exported back into transformers' from_pretrained (no missing or unexpected key, the same
@@ -58,6 +59,19 @@ PHI3_128K = {
     "max_position_embeddings": 32,
     "original_max_position_embeddings": 8,
 }
+# Phi-4-mini at a small scale: the first 3/4 of each 8-dim head rotate (6 dims, 3 pairs, so a
+# wrong pairing or a rotated tail shows), LongRoPE over those pairs, the LM head tied
+PARTIAL = {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.75}
+PHI4_MINI = {
+    **PHI3_128K,
+    "rope_parameters": {
+        **LONGROPE,
+        "partial_rotary_factor": 0.75,
+        "short_factor": [1.0, 1.7, 3.0],
+        "long_factor": [1.4, 2.5, 6.0],
+    },
+    "tie_word_embeddings": True,
+}
 VARIANTS = [
     ("qwen2", {"attn_implementation": "eager", "tie_word_embeddings": True}),
     # the sliding window of the layers from max_window_layers on (4 keys of the 9 tokens)
@@ -89,6 +103,9 @@ VARIANTS = [
     # LongRoPE: the 9 tokens are past the original 8, so every position takes long_factor
     ("phi3", PHI3_128K),
     ("phi3", {**PHI3_128K, "sliding_window": None, "attn_implementation": "eager"}),
+    # Phi-4-mini: RoPE on the first 3/4 of each head, with LongRoPE and the head tied; eager
+    ("phi3", PHI4_MINI),
+    ("phi3", {"rope_parameters": PARTIAL, "attn_implementation": "eager"}),
     ("gpt_neox", {"attn_implementation": "eager"}),
     ("gpt_neox", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}),  # Pythia's 1/4
     ("llama", {"tie_word_embeddings": True}),
@@ -195,7 +212,7 @@ def test_phi3_longrope_short_sequences_and_the_hub_config(tmp_path: Path) -> Non
     config["rope_theta"] = scaling.pop("rope_theta")
     for key in ("rope_type", "original_max_position_embeddings", "partial_rotary_factor"):
         del scaling[key]  # the hub's: short_factor, long_factor, type
-    for kind in ("su", "longrope"):
+    for kind in ("su", "yarn", "longrope"):  # Phi3Config reads su and yarn as longrope
         config["rope_scaling"] = {**scaling, "type": kind}
         (tmp_path / "config.json").write_text(json.dumps(config))
         assert archcomp.from_pretrained(tmp_path).spec["params"] == params
@@ -205,14 +222,16 @@ def test_phi3_longrope_short_sequences_and_the_hub_config(tmp_path: Path) -> Non
         archcomp.from_pretrained(tmp_path)
 
 
-def test_phi3_longrope_generate_equals_transformers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kw", [PHI3_128K, PHI4_MINI], ids=["phi3-128k", "phi4-mini"])
+def test_phi3_longrope_generate_equals_transformers(kw: dict[str, Any], tmp_path: Path) -> None:
     """Greedy generate past LongRoPE's original context (8): transformers' Phi-3 runs the
     whole sequence again at the step that passes it (every key with the long factors), then
     steps on with the long ones; archcomp's generate the same, with its KV cache. Prompts of 5
     and 8 tokens (the switch mid-way, at the first step), 10 (long from the prefill) and a
-    left-padded batch; compile=True, which cannot run the sequence again, is refused."""
+    left-padded batch; compile=True, which cannot run the sequence again, is refused. Phi-4-mini
+    too: the cached keys rotated on their first 3/4 only, the head tied."""
     quiet()
-    hf = zoo.make("phi3", seed=7, **PHI3_128K)
+    hf = zoo.make("phi3", seed=7, **kw)
     hf.save_pretrained(tmp_path)
     model = archcomp.from_pretrained(tmp_path)
     for length, new in ((5, 8), (8, 6), (10, 5)):
@@ -228,6 +247,117 @@ def test_phi3_longrope_generate_equals_transformers(tmp_path: Path) -> None:
     assert torch.equal(model.generate(ids, 7, attention_mask=mask), want)
     with pytest.raises(ValueError, match="LongRoPE"):
         model.generate(ids, 7, compile=True)
+
+
+def test_phi3_partial_rotary_generate_equals_transformers(tmp_path: Path) -> None:
+    """Greedy generate with RoPE on the first 3/4 of each head and the plain frequencies (the
+    KV cache's keys rotated at their own positions, the last quarter not), a left-padded batch
+    too, equals transformers' generate."""
+    quiet()
+    hf = zoo.make("phi3", seed=10, rope_parameters=PARTIAL, tie_word_embeddings=True)
+    hf.save_pretrained(tmp_path)
+    model = archcomp.from_pretrained(tmp_path)
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    mask[0, :2] = 0
+    ids = torch.randint(1, 61, (2, 6), generator=torch.Generator().manual_seed(3)) * mask
+    want = hf.generate(ids, attention_mask=mask, max_new_tokens=9, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, 9, attention_mask=mask), want)
+
+
+@pytest.mark.parametrize("factor", [16.0, 0.5])
+def test_phi3_longrope_with_its_factor_given(factor: float, tmp_path: Path) -> None:
+    """A LongRoPE config that gives its factor: transformers takes it over context / original
+    context for the factor on cos and sin (16: sqrt(1 + ln 16 / ln 8), not sqrt(1 + ln 4 /
+    ln 8); 0.5, at most 1: no factor at all), the frequencies unchanged. It loads as such
+    (rope_factor), equals transformers past the original context and within it, and export
+    writes it back: the same rope_parameters, the same model in transformers. The logits differ
+    from those of the factor derived, so a factor read wrong would show. The hub's older
+    rope_scaling with the factor loads the same."""
+    import json
+
+    quiet()
+    rope = {**PHI3_128K, "rope_parameters": {**LONGROPE, "factor": factor}}
+    hf = zoo.make("phi3", seed=8, **rope)
+    hf.save_pretrained(tmp_path / "hf")
+    model = archcomp.from_pretrained(tmp_path / "hf")
+    params = model.spec["params"]
+    assert (params["rope_type"], params["rope_factor"]) == ("longrope", factor)
+    for t in (9, 5):
+        x = {"input_ids": torch.randint(1, 61, (2, t), generator=torch.Generator().manual_seed(t))}
+        hf.zero_grad()
+        model.zero_grad()
+        _forward_and_grad("phi3", hf, model, x)
+    x = zoo.inputs(torch.Generator().manual_seed(3))
+    derived = zoo.make("phi3", seed=8, **PHI3_128K)  # the same weights, the factor 4 derived
+    with torch.no_grad():
+        want = zoo.call(hf, x)["logits"]
+        assert (want - zoo.call(derived, x)["logits"]).abs().max() > 1e-2
+    archcomp.save_pretrained(model, tmp_path / "back")
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())["rope_parameters"]
+    written = json.loads((tmp_path / "back" / "config.json").read_text())["rope_parameters"]
+    assert written == saved and written["factor"] == factor
+    again = type(hf).from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        numerics.assert_same(zoo.call(again, x)["logits"], want)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    scaling = config.pop("rope_parameters")
+    config["rope_theta"] = scaling.pop("rope_theta")
+    config["rope_scaling"] = {k: scaling[k] for k in ("short_factor", "long_factor", "factor")}
+    config["rope_scaling"]["type"] = "longrope"
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    assert archcomp.from_pretrained(tmp_path / "hf").spec["params"] == params
+
+
+def test_phi4_mini_hub_config_loads(tmp_path: Path) -> None:
+    """Phi-4-mini's config.json on the hub: partial_rotary_factor at the top, beside rope_theta
+    and the older rope_scaling (type longrope, the two lists), the head tied, and fields
+    transformers' Phi-3 does not read (attention_bias, mlp_bias, lm_head_bias, full_attn_mod,
+    interpolate_factor): it loads as the model transformers saved, equal to transformers'
+    model of that config.json in logits and the embedding's gradient."""
+    import json
+
+    quiet()
+    hf = zoo.make("phi3", seed=9, **PHI4_MINI)
+    hf.save_pretrained(tmp_path)
+    params = archcomp.from_pretrained(tmp_path).spec["params"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    scaling = config.pop("rope_parameters")
+    config["rope_theta"] = scaling.pop("rope_theta")
+    config["partial_rotary_factor"] = scaling.pop("partial_rotary_factor")
+    config["rope_scaling"] = {k: scaling[k] for k in ("short_factor", "long_factor")}
+    config["rope_scaling"]["type"] = "longrope"
+    config |= {"attention_bias": False, "mlp_bias": False, "lm_head_bias": False}
+    config |= {"full_attn_mod": 1, "interpolate_factor": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = archcomp.from_pretrained(tmp_path)
+    assert model.spec["params"] == params
+    assert (params["partial_rotary_factor"], params["tie_word_embeddings"]) == (0.75, True)
+    again = type(hf).from_pretrained(tmp_path).eval()
+    assert again.config.rope_parameters["partial_rotary_factor"] == 0.75
+    _forward_and_grad("phi3", again, model)
+
+
+def test_phi4_mini_count_equals_transformers_on_meta() -> None:
+    """phi3.yaml's Phi-4-mini example: 3,836,021,760 parameters (the head tied), as
+    transformers' Phi3ForCausalLM of its config."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    config = Phi3Config(
+        vocab_size=200064,
+        hidden_size=3072,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        num_hidden_layers=32,
+        tie_word_embeddings=True,
+        partial_rotary_factor=0.75,
+    )
+    with torch.device("meta"):
+        hf = Phi3ForCausalLM(config)
+    params = {"vocab": 200064, "h": 24, "n_kv_heads": 8, "partial_rotary_factor": 0.75}
+    params |= {"tie_word_embeddings": True, "context": 131072, "window": 262144}
+    assert archcomp.summary("phi3", params).parameters == 3_836_021_760
+    assert sum(p.numel() for p in hf.parameters()) == 3_836_021_760
 
 
 def test_gpt_neox_other_checkpoint_names(tmp_path: Path) -> None:
