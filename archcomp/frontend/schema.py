@@ -151,8 +151,10 @@ FORWARD_GLOBALS = frozenset(
 
 def reserved_id(name: str) -> bool:
     """Node ids become submodule attributes: names starting with '_' are nn.Module internals
-    (``_modules``, ``_parameters``, ``__class__``, ...) and are reserved as well."""
-    return name in RESERVED or name.startswith("_")
+    (``_modules``, ``_parameters``, ``__class__``, ...) and are reserved as well. ``self`` is
+    not: an attribute may be called so (transformers' ``attention.self``), and the code
+    generator names no local after it (archcomp.backends.torch.codegen)."""
+    return (name in RESERVED and name != "self") or name.startswith("_")
 
 
 class _Strict(BaseModel):
