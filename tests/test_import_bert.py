@@ -1,5 +1,6 @@
-"""`archcomp import --hf` of BERT: its attention at ``attention.self`` (a node id now), its tied
-MLM decoder (the weight the word embeddings', the bias the head's own bare ``bias``), from
+"""`archcomp import --hf` of BERT: its attention at ``attention.self`` (a node id now), its
+padding ``attention_mask`` (the attention's ``key_padding_mask``), its tied MLM decoder (the
+weight the word embeddings', the bias the head's own bare ``bias``), from
 small random configs with every weight re-drawn, saved with save_pretrained, imported and
 converted from the command line, and compared with transformers to tests/NUMERICS.md."""
 
@@ -41,23 +42,32 @@ def saved(tmp_path: Path, model: str, **fields: Any) -> tuple[Any, Path]:
     return ref.eval(), folder
 
 
-def inputs(t: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids and token_type_ids (two segments), as the spec's inputs are ordered."""
+def inputs(t: int = 9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, token_type_ids (two segments) and a padding attention_mask (the first
+    sequence padded after 6 tokens, the second after 3), as the spec's inputs are ordered."""
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, VOCAB, (2, t), generator=g)
-    return ids, (torch.arange(t) >= t // 2).long().expand(2, t)
+    mask = torch.ones(2, t, dtype=torch.int64)
+    mask[0, 6:] = 0
+    mask[1, 3:] = 0
+    return ids, (torch.arange(t) >= t // 2).long().expand(2, t), mask
+
+
+def call(model: Any, x: tuple[torch.Tensor, ...]) -> Any:
+    return model(input_ids=x[0], token_type_ids=x[1], attention_mask=x[2])
 
 
 def outputs_equal(model: Any, ref: Any, names: list[str]) -> None:
-    ids, segments = inputs()
+    x = inputs()
     model.eval()
     with torch.no_grad(), RoundingChains() as chains:
-        got = model(input_ids=ids, token_type_ids=segments)
-        want = ref(input_ids=ids, token_type_ids=segments)
+        got, want = call(model, x), call(ref, x)
+        unpadded = ref(input_ids=x[0], token_type_ids=x[1])
     got = got if isinstance(got, dict) else {names[0]: got}
     assert list(got) == names
     for name in names:
         assert_close(got[name], want[name], chains.tolerance(torch.float32, got[name], want[name]))
+    assert not torch.allclose(want[names[0]], unpadded[names[0]])  # the padding tells
 
 
 def gradients_equal(text: str, ref: Any, names: list[str]) -> None:
@@ -70,7 +80,7 @@ def gradients_equal(text: str, ref: Any, names: list[str]) -> None:
         model,
         ref,
         inputs(),
-        lambda i, s: [ref(input_ids=i, token_type_ids=s)[n] for n in names],
+        lambda *x: [call(ref, x)[n] for n in names],
         {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
     )
     check_case(case)
@@ -91,10 +101,13 @@ def test_bert_round_trip_from_the_cli(tmp_path: Path, model: str, names: list[st
     assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     text = spec.read_text()
     assert (
-        '- {id: self, op: multi_head_attention, num_heads: "${num_attention_heads}", '
-        "dropout: 0.1,\n         q_name: query, k_name: key, v_name: value, out_proj: false}"
-    ) in text
+        "- {id: self, op: multi_head_attention, in: {query: x, key_padding_mask: x_2},\n"
+        '         num_heads: "${num_attention_heads}", dropout: 0.1, q_name: query, k_name: key,\n'
+        "         v_name: value, out_proj: false}"
+    ) in text  # at transformers' path; the padding mask every layer's attention takes
     assert "token_type_ids: {shape: [B, T], dtype: int64}" in text
+    assert "attention_mask: {shape: [B, T], dtype: int64}" in text
+    assert "- {id: padding_mask, op: eq, in: attention_mask, scalar: 0}" in text
     if model != "BertModel":  # the MLM decoder: the embeddings' weight, the head's own bias
         assert '- {id: bias, op: parameter, shape: ["${vocab_size}"], key: self}' in text
         assert "{id: decoder, op: linear, tie: {bias: bias}" in text

@@ -131,7 +131,7 @@ class Walker:
         """``(B, T, hidden_size)``: the shapes of ``nodes``, sizes named where known."""
         out = []
         for n in nodes:
-            v = n.meta.get("val")
+            v = self.flat.padding.get(n, n).meta.get("val")  # a padding mask: its input's
             shape = list(getattr(v, "shape", ()))
             dims = [
                 self.dims[i][1]
@@ -356,6 +356,13 @@ class _Scope:
                 item.extra.setdefault("tie", {})[pname] = rel_tie
         return item
 
+    def _padding(self, end: fx.Node) -> Item:
+        """``{id: padding_mask, op: eq, in: attention_mask, scalar: 0}``: True at the keys the
+        mask hides, as key_padding_mask takes them (archcomp/importer/padding.py)."""
+        flat = self.w.flat
+        calls = {c for c, e in flat.padded.items() if e is end}
+        return Item("padding_mask", "eq", [flat.padding[end]], {"scalar": 0}, [end], calls)
+
     def _chunk(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
         made = _chunk_item(self.w.flat, n, calls)
         if isinstance(made, str):
@@ -368,6 +375,8 @@ class _Scope:
         where = f"{self.path}: " if self.path else ""
         if n in self.w.absorbed:
             return None
+        if n in flat.padded:  # a padding mask's calls: one node, at the chain's end
+            return self._padding(n) if flat.padded[n] is n else None
         if str(n.target) == _CHUNK:
             return self._chunk(n, calls, where)
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
