@@ -18,6 +18,7 @@ from numerics import RoundingChains, assert_close
 
 import archcomp
 from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
 from archcomp.importer.hf import import_hf
 
 transformers = pytest.importorskip("transformers")
@@ -150,3 +151,17 @@ def test_an_untied_head_leaves_its_unread_bias_without_a_node(tmp_path: Path) ->
     missing, unexpected = model.load_state_dict(ref.state_dict(), strict=False)
     assert (missing, unexpected) == ([], ["cls.predictions.bias"])
     outputs_equal(model, ref, ["prediction_logits", "seq_relationship_logits"])
+
+
+def test_a_causal_mask_is_no_padding_mask(tmp_path: Path) -> None:
+    """A decoder BERT's mask is the padding and-ed with a causal mask (which does not hold
+    everywhere): no padding mask, refused by its calls, each with its line."""
+    _, folder = saved(tmp_path, "BertModel", is_decoder=True, **BERT)
+    with pytest.raises(ImportFailure) as e:
+        import_hf(folder)
+    problems = e.value.problems
+    assert any(p.startswith("aten.__and__.Tensor (reads a mask") for p in problems), problems
+    for i in range(2):
+        line = f"BertSelfAttention self.encoder.layer.{i}.attention.self (a causal (decoder)"
+        assert any(p.startswith(line) for p in problems), problems
+    assert all(" at " in p for p in problems)
