@@ -130,3 +130,18 @@ outputs: {y: fc}
         archcomp.SpecError, match="'self' is a reserved name and cannot be an input"
     ):
         archcomp.build(text)
+
+
+def test_import_module_keeps_a_child_called_self() -> None:
+    """torch.fx's import of the hand-written module: its ``self`` children are nodes ``self``,
+    so its own state_dict loads strictly and the outputs are equal."""
+    net = Selfish().eval()
+    text = archcomp.import_module(net, (torch.randn(2, 5, 8),), dims={"B": 0})
+    assert "  - {id: self, op: linear, out_features: 8}" in text
+    assert "      - {id: self, op: linear, out_features: 8}" in text  # in the block
+    model = archcomp.build(text).eval()
+    model.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(2))
+    got, want = model(x), net(x)
+    for g, w in zip(got.values(), want, strict=True):
+        torch.testing.assert_close(g, w)
