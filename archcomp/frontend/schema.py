@@ -126,7 +126,8 @@ EXPRESSION_NAMES = frozenset(
         "index",
     }
 )
-# 'self' is the forward's first argument, so no input (or node) may take it.
+# 'self' is the forward's first argument, so no input (or param) may take it; a node id may
+# (reserved_id): ids are attribute paths, and the code generator names no local 'self'.
 RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES | {"self"}
 # Globals the generated forward may use (torch.fx's own and the builtins it emits): inputs are
 # the forward's parameters, so an input of one of these names would shadow it in the body.
