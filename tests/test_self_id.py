@@ -4,6 +4,9 @@ argument and names the node's local ``self_1``; the node's module and keys stay 
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from equivalence import Case, check_case
@@ -94,6 +97,9 @@ def test_the_forward_names_no_local_self() -> None:
         assert "\n    self = " not in code and "\n        self = " not in code
     ns: dict[str, object] = {}
     exec(compile(emit_python(model), "<emitted>", "exec"), ns)  # it runs as written
+    x = torch.randn(2, 5, 8)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):  # re-generated
+        torch.testing.assert_close(other(x)["out"], model(x)["out"])
 
 
 @pytest.mark.parametrize(
