@@ -94,32 +94,6 @@ def test_gpt2_layer_scaled_scores_are_refused(tmp_path: Path) -> None:
         import_hf(folder)
 
 
-BERT = dict(
-    num_hidden_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    intermediate_size=48,
-    vocab_size=VOCAB,
-    max_position_embeddings=16,
-)
-
-
-def test_bert_is_refused_only_for_its_attention_self(tmp_path: Path) -> None:
-    """BertForPreTraining: token_type_ids become an input, the position_ids buffer a
-    learned_positional_encoding, the pooler's x[:, 0] an index and the no-padding mask none of
-    the attention's; what is left is the path ``attention.self``, which no spec id may be."""
-    _, folder = saved(
-        tmp_path, "BertConfig", "BertForPreTraining", tie_word_embeddings=False, **BERT
-    )
-    with pytest.raises(ImportFailure) as e:
-        import_hf(folder)
-    problems = e.value.problems
-    assert len(problems) == 2, problems
-    for i, p in enumerate(problems):
-        assert p.startswith(f"BertSelfAttention self.bert.encoder.layer.{i}.attention.self ")
-        assert "'self' is reserved in specs" in p
-
-
 def test_attention_without_output_projection_by_its_projection_names() -> None:
     """multi_head_attention with q_name/k_name/v_name and out_proj: false (BERT's layout):
     the merged heads of F.scaled_dot_product_attention, by hand with the same weights."""

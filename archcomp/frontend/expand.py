@@ -850,10 +850,17 @@ class Expander:
                         )
                     )
                     return None
-            tie[pname] = (qual, tparam or pname)
+            # a bare node id names that node's parameter of the same name, or its own tensor
+            # where it is keyed by its id (``parameter`` with ``key: self``: BERT's bias)
+            tie[pname] = (qual, tparam or ("" if self._keyed_by_id(qual) else pname))
         # targets are checked whatever the condition, as an absent node's inputs are
         present = self._condition(ns.tie.when, env, doc, (*path, "tie", "when"), name)
         return None if present is None else tie if present else {}
+
+    def _keyed_by_id(self, qual: str) -> bool:
+        """Node ``qual`` is made and has one tensor, keyed by its id (``key: self``)."""
+        node = self.out.nodes.get(qual)
+        return node is not None and list(node.op.param_shapes(node.args)) == [""]
 
     def _tie_into(self, site: Site, frame: Frame) -> bool:
         """A block call's ``tie: {embed_tokens.weight: shared.weight}``: the parameter of a node

@@ -126,7 +126,8 @@ EXPRESSION_NAMES = frozenset(
         "index",
     }
 )
-# 'self' is the forward's first argument, so no input (or node) may take it.
+# 'self' is the forward's first argument, so no input (or param) may take it; a node id may
+# (reserved_id): ids are attribute paths, and the code generator names no local 'self'.
 RESERVED = frozenset(keyword.kwlist) | MODULE_ATTRIBUTES | EXPRESSION_NAMES | {"self"}
 # Globals the generated forward may use (torch.fx's own and the builtins it emits): inputs are
 # the forward's parameters, so an input of one of these names would shadow it in the body.
@@ -151,8 +152,10 @@ FORWARD_GLOBALS = frozenset(
 
 def reserved_id(name: str) -> bool:
     """Node ids become submodule attributes: names starting with '_' are nn.Module internals
-    (``_modules``, ``_parameters``, ``__class__``, ...) and are reserved as well."""
-    return name in RESERVED or name.startswith("_")
+    (``_modules``, ``_parameters``, ``__class__``, ...) and are reserved as well. ``self`` is
+    not: an attribute may be called so (transformers' ``attention.self``), and the code
+    generator names no local after it (archcomp.backends.torch.codegen)."""
+    return (name in RESERVED and name != "self") or name.startswith("_")
 
 
 class _Strict(BaseModel):

@@ -53,6 +53,10 @@ class Flat:
     context: set[fx.Node] = field(default_factory=set)
     users: dict[fx.Node, list[fx.Node]] = field(default_factory=dict)  # canonical uses
     outputs: list[Any] = field(default_factory=list)
+    # padding masks of an input (archcomp/importer/padding.py): a chain's end -> the input,
+    # and each call of a chain -> its end
+    padding: dict[fx.Node, fx.Node] = field(default_factory=dict)
+    padded: dict[fx.Node, fx.Node] = field(default_factory=dict)
 
     @classmethod
     def read(cls, ep: Any, model: nn.Module) -> Flat:

@@ -62,6 +62,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     from archcomp.importer import hf_inputs
     from archcomp.importer.emit import spec_text
     from archcomp.importer.exported import Flat, export_model
+    from archcomp.importer.padding import padding_masks
     from archcomp.importer.params import config_values, name_params
     from archcomp.importer.scopes import Walker
     from archcomp.importer.unify import used
@@ -72,6 +73,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     dims = hf_inputs.dims_of(examples)
     ep = export_model(model, hf_inputs.tensors(examples) | {"use_cache": False})
     flat = Flat.read(ep, model)
+    flat.padding, flat.padded = padding_masks(flat)  # BERT's attention_mask
     values = config_values(model.config)
     widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
     sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}

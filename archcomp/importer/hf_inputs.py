@@ -40,6 +40,8 @@ def examples(model: Any) -> list[Example]:
         out.append(Example("input_ids", ("B", "S" if seq2seq else "T"), "int64"))
         if "token_type_ids" in args and _has_segments(model):  # BERT's segments
             out.append(Example("token_type_ids", ("B", "T"), "int64"))
+            if "attention_mask" in args:  # and its padding (ones: every key takes part)
+                out.append(Example("attention_mask", ("B", "T"), "int64"))
     if "pixel_values" in args:  # vision models, CLIP: one image of the vision tower's size
         vision = getattr(cfg, "vision_config", cfg)
         chans = getattr(vision, "num_channels", 3)

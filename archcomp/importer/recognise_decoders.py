@@ -86,7 +86,7 @@ def _sdpa_of(flat: Flat, path: str, group: list[fx.Node], allowed: set[str]) -> 
     if len(sdpa) != 1:
         return "attention without exactly one F.scaled_dot_product_attention (use 'sdpa')"
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
-    if mask is not None and not _all_true(flat, mask):
+    if mask is not None and not _all_true(flat, mask) and flat.get(mask) not in flat.padding:
         return "an attention mask that hides keys (only an unmasked attention is imported)"
     return level, sdpa[0]
 
@@ -138,6 +138,12 @@ def _bert_self_attention(
     drop = float(getattr(getattr(m, "dropout", None), "p", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop
+    mask = flat.get(sdpa.args[3] if len(sdpa.args) > 3 else sdpa.kwargs.get("attn_mask"))
+    if mask in flat.padding:  # the keys an attention_mask hides (archcomp/importer/padding.py)
+        query = [n for n in group if flat.scope[n][-1] == f"{path}.query"]
+        if len(query) != 1:
+            return "a padded attention whose query is not one call"
+        opts["_ports"] = {"query": flat.get(query[0].args[0]), "key_padding_mask": mask}
     return "multi_head_attention", opts | {
         "q_name": "query",
         "k_name": "key",

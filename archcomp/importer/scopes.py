@@ -27,7 +27,7 @@ from archcomp.importer.exported import Flat
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
-from archcomp.importer.shared import lifted_ties, uncalled_owners
+from archcomp.importer.shared import lifted_ties, own_owners, uncalled_owners
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -118,7 +118,8 @@ class Walker:
         if not path and len(self.problems) == before:  # a tie whose owner no body holds
             for key in self.lifted:
                 n, what = self.lifted_at[key]
-                self.fail(n, what, f"its weight is {self.lifted[key]}, which no node holds")
+                pname = key.rpartition(".")[2]
+                self.fail(n, what, f"its {pname} is {self.lifted[key]}, which no node holds")
         if len(self.problems) > before:
             return None
         outs = outs if outs is not None else _outs(self.flat, path, items)
@@ -130,7 +131,7 @@ class Walker:
         """``(B, T, hidden_size)``: the shapes of ``nodes``, sizes named where known."""
         out = []
         for n in nodes:
-            v = n.meta.get("val")
+            v = self.flat.padding.get(n, n).meta.get("val")  # a padding mask: its input's
             shape = list(getattr(v, "shape", ()))
             dims = [
                 self.dims[i][1]
@@ -229,6 +230,13 @@ class _Scope:
             Item(rel, "parameter", [], {"shape": list(shape)}, [], set())
             for rel, shape in uncalled_owners(flat, self.path)
         ]
+        for name, shape in own_owners(flat, self.path):  # a bare one (BERT's predictions.bias)
+            key = f"{self.path}.{name}" if self.path else name
+            read = [a for a, k in flat.weights.items() if k == key and a not in flat.context]
+            self.w.tensors.update(read)  # its own calls read this node (parameters.py)
+            items.append(
+                Item(name, "parameter", [], {"shape": list(shape), "key": "self"}, read, set())
+            )
         for c, g in groups:
             seq = self._sequential(c) if c is not None else None
             items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
@@ -336,13 +344,24 @@ class _Scope:
         item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
         if made is None and tied:  # ties of nodes inside this call to weights seen here
             item.extra["tie"] = tied
-        tie = _tie(flat.model, child, m)
-        if tie and self.path and not tie.startswith(self.path + "."):
-            self.w.lifted[f"{child}.weight"] = tie  # tied by a call further up
-            self.w.lifted_at[f"{child}.weight"] = (group[0], f"{type(m).__name__} self.{child}")
-        elif tie:
-            item.extra["tie"] = {"weight": tie[len(self.path) + 1 :] if self.path else tie}
+        for pname, tie in _ties(flat.model, child, m).items():
+            if self.path and not tie.startswith(self.path + "."):
+                self.w.lifted[f"{child}.{pname}"] = tie  # tied by a call further up
+                self.w.lifted_at[f"{child}.{pname}"] = (
+                    group[0],
+                    f"{type(m).__name__} self.{child}",
+                )
+            else:
+                rel_tie = tie[len(self.path) + 1 :] if self.path else tie
+                item.extra.setdefault("tie", {})[pname] = rel_tie
         return item
+
+    def _padding(self, end: fx.Node) -> Item:
+        """``{id: padding_mask, op: eq, in: attention_mask, scalar: 0}``: True at the keys the
+        mask hides, as key_padding_mask takes them (archcomp/importer/padding.py)."""
+        flat = self.w.flat
+        calls = {c for c, e in flat.padded.items() if e is end}
+        return Item("padding_mask", "eq", [flat.padding[end]], {"scalar": 0}, [end], calls)
 
     def _chunk(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
         made = _chunk_item(self.w.flat, n, calls)
@@ -356,6 +375,8 @@ class _Scope:
         where = f"{self.path}: " if self.path else ""
         if n in self.w.absorbed:
             return None
+        if n in flat.padded:  # a padding mask's calls: one node, at the chain's end
+            return self._padding(n) if flat.padded[n] is n else None
         if str(n.target) == _CHUNK:
             return self._chunk(n, calls, where)
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
@@ -425,15 +446,17 @@ def _chunk_item(flat: Flat, n: fx.Node, calls: set[fx.Node]) -> Item | str:
     return Item("split", "split", [flat.get(x)], opts, outs, calls | set(outs))
 
 
-def _tie(model: nn.Module, path: str, m: nn.Module) -> str | None:
-    """The key of an earlier module's weight that ``m``'s weight is (a tied LM head)."""
-    w = getattr(m, "weight", None)
-    if not isinstance(w, nn.Parameter):
-        return None
+def _ties(model: nn.Module, path: str, m: nn.Module) -> dict[str, str]:
+    """Each parameter of ``m`` itself that is an earlier one -> that one's key (a tied LM
+    head's weight, BERT's decoder bias)."""
+    first: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        if p is w:
-            return None if name == f"{path}.weight" else name
-    return None
+        first.setdefault(id(p), name)
+    return {
+        pname: first[id(p)]
+        for pname, p in m.named_parameters(recurse=False)
+        if first.get(id(p), f"{path}.{pname}") != f"{path}.{pname}"
+    }
 
 
 def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:

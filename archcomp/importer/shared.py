@@ -5,7 +5,10 @@ whose weight is ``model.shared.weight``).
 The tie goes up to the first body that sees both: the call of the block holding the tied node
 gets ``tie: {embed_tokens.weight: shared.weight}`` (a tie into the call, as an ``init`` of a
 call reaches its nodes). An owner no forward calls (``model.shared``) is a ``parameter`` node of
-its parent's body: the same key (``shared.weight``), kept by the ties that read it.
+its parent's body: the same key (``shared.weight``), kept by the ties that read it. A bare
+parameter that a child's parameter is (BERT's ``cls.predictions.bias``, its ``decoder.bias``) is
+a ``parameter`` node keyed by itself (``key: self``) and the child's tie reads it:
+``{id: decoder, op: linear, tie: {bias: bias}}``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ def uncalled_owners(flat: Flat, path: str) -> list[tuple[str, tuple[int, ...]]]:
         if child and module not in called:
             found.append((rel, shape))
     return found
+
+
+def own_owners(flat: Flat, path: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of each bare parameter of the module at ``path`` that another parameter
+    is (BERT's ``cls.predictions.bias``, which ``cls.predictions.decoder.bias`` is): a
+    ``parameter`` node of ``path``'s body keyed by itself."""
+    prefix = f"{path}." if path else ""
+    module = flat.model.get_submodule(path)
+    own = {n for n, p in module.named_parameters(recurse=False)}
+    return [
+        (key[len(prefix) :], shape)
+        for key, shape in tie_owners(flat.model).items()
+        if key.startswith(prefix) and key[len(prefix) :] in own
+    ]
 
 
 def lifted_ties(lifted: dict[str, str], path: str, child: str) -> dict[str, str]:

@@ -147,7 +147,8 @@ class _NodeInits:
             self.diags.append(
                 doc.diag(
                     "bad-init",
-                    f"{tied[0]} is tied to {tnode}.{tparam}; it has that node's values",
+                    f"{tied[0]} is tied to {tnode}{tparam and '.' + tparam}; it has that "
+                    "node's values",
                     path,
                     key=True,
                     node=node.name,

@@ -49,7 +49,8 @@ def check_ties(g: Graph, rep: Reporter) -> None:
                     doc.diag(
                         "bad-tie",
                         f"cannot tie {pname} {fmt_shape(own[pname])} to "
-                        f"{tnode}.{tparam} {fmt_shape(theirs[tparam])}: shapes differ",
+                        f"{tnode}{tparam and '.' + tparam} {fmt_shape(theirs[tparam])}: "
+                        "shapes differ",
                         path,
                         node=node.name,
                         op=node.op.name,

@@ -51,6 +51,16 @@ def weight_key(path: str, pname: str) -> str:
     return f"{path}.{pname}" if pname else path
 
 
+def forward_graph() -> fx.Graph:
+    """An empty fx graph for a generated forward. ``self``, the forward's first argument, is
+    taken in its namespace before any node is named, so a node of id ``self`` (transformers'
+    ``attention.self``) gets the local ``self_1`` and never shadows the module: node ids are
+    attribute paths (``self.self``), never the locals that hold their values."""
+    graph = fx.Graph()
+    graph._graph_namespace.create_name("self", None)
+    return graph
+
+
 def _drop_unused_selections(graph: fx.Graph) -> None:
     """Remove selections nobody reads (an LSTM's h_n and c_n when only its output is used)."""
     for node in reversed(list(graph.nodes)):
@@ -147,7 +157,7 @@ class Compiler:
     est: Estimate | None = None
     params_on_meta: bool = False  # weights come later (a checkpoint): only buffers allocated
     init: bool = True  # apply the spec's initializers (not when weights will be loaded)
-    fx_graph: fx.Graph = field(default_factory=fx.Graph)
+    fx_graph: fx.Graph = field(default_factory=forward_graph)
     root: nn.Module = field(default_factory=nn.Module)
     paths: dict[str, str] = field(default_factory=dict)  # node -> its module path
     values: dict[tuple[str, str | None], Any] = field(default_factory=dict)
@@ -274,7 +284,7 @@ class Compiler:
         block = cls()
         _place(self.root, copy.scope.name, block)
         first = copy is copy.cls.template
-        frame = _Frame(fx.Graph() if first else None, prefix=copy.prefix)
+        frame = _Frame(forward_graph() if first else None, prefix=copy.prefix)
         if first:
             assert frame.fx_graph is not None
             for pname, r in zip(copy.params, copy.ext, strict=True):
@@ -425,7 +435,7 @@ class Compiler:
                 "params": {
                     k: [to_json(d) for d in s] for k, s in node.op.param_shapes(node.args).items()
                 },
-                "tie": {k: f"{n}.{p}" for k, (n, p) in node.tie.items()},
+                "tie": {k: weight_key(n, p) for k, (n, p) in node.tie.items()},
                 "shared_with": node.shared_with,
                 "module": self.paths.get(node.name),
                 "scopes": [s.name for s in node.scopes],

@@ -1,0 +1,133 @@
+"""A padding ``attention_mask`` input (BERT's): transformers' bidirectional mask of it, as the
+attention's ``key_padding_mask``.
+
+transformers turns the (B, T) mask of ones and zeros into the SDPA mask (B, 1, T, T) that lets
+query q see key k where ``attention_mask[b, k]`` is nonzero: ``attention_mask.to(bool)`` indexed
+at ``[arange(B)[:, None, None, None], arange(T)[None, None, None, :]]``, ``&`` a mask of no
+input that holds everywhere (``positions >= 0``), expanded to (B, 1, T, T). That chain is one
+node, ``{id: padding_mask, op: eq, in: attention_mask, scalar: 0}`` (True marks a key to ignore,
+as ``key_padding_mask`` takes it), and each attention that reads the chain's end takes it as
+``in: {query: .., key_padding_mask: padding_mask}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+# ``flat`` below is an archcomp.importer.exported.Flat (exported.py imports the importers)
+Flat = Any
+
+_SDPA = "aten.scaled_dot_product_attention.default"
+_SHAPING = {"aten.expand.default", "aten.unsqueeze.default"}
+_AND = {"aten.__and__.Tensor", "aten.bitwise_and.Tensor", "aten.logical_and.default"}
+_CASTS = {"aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten._to_copy.default"}
+# what the everywhere-true part may compute: ones, positions >= 0, casts and reshapes of them
+_TRUE_OPS = {
+    "aten.new_ones.default",
+    "aten.ones.default",
+    "aten.ge.Scalar",
+    "aten.arange.default",
+    "aten.arange.start",
+    "aten.add.Tensor",
+    *_AND,
+    *_CASTS,
+    *_SHAPING,
+}
+
+
+def padding_masks(flat: Flat) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, fx.Node]]:
+    """Every SDPA mask that is transformers' padding mask of one (B, T) input: each chain's end
+    -> that input, and each call of a chain -> its end."""
+    ends: dict[fx.Node, fx.Node] = {}
+    calls: dict[fx.Node, fx.Node] = {}
+    for n in flat.order:
+        if str(n.target) != _SDPA:
+            continue
+        mask = n.args[3] if len(n.args) > 3 else n.kwargs.get("attn_mask")
+        end = flat.get(mask)
+        if not isinstance(end, fx.Node) or end in ends:
+            continue
+        chain = _chain(flat, end)
+        if chain is not None:
+            ends[end] = chain[0]
+            calls.update((c, end) for c in chain[1])
+    return ends, calls
+
+
+def _chain(flat: Flat, end: fx.Node) -> tuple[fx.Node, set[fx.Node]] | None:
+    """(the input, the calls from it to ``end``) where ``end`` is ``input.bool()[b, k] & true``
+    reshaped; None otherwise."""
+    calls: set[fx.Node] = set()
+    n = end
+    while str(n.target) in _SHAPING:
+        calls.add(n)
+        n = flat.get(n.args[0])
+    index: fx.Node | None = None
+    while index is None:
+        t = str(n.target)
+        if t == "aten.index.Tensor":
+            index = n
+        elif t in _AND and len(n.args) == 2:
+            a, b = (flat.get(x) for x in n.args)
+            calls.add(n)
+            if a in flat.context and _everywhere(flat, a):
+                n = b
+            elif b in flat.context and _everywhere(flat, b):
+                n = a
+            else:
+                return None
+        else:
+            return None
+    calls.add(index)
+    return _indexed_input(flat, index, calls)
+
+
+def _indexed_input(
+    flat: Flat, index: fx.Node, calls: set[fx.Node]
+) -> tuple[fx.Node, set[fx.Node]] | None:
+    """``x.bool()[arange(B)[:, None, None, None], arange(T)[None, None, None, :]]`` of an input
+    ``x`` (B, T): the input and the calls."""
+    src, idx = index.args[0], index.args[1]
+    if not isinstance(idx, list | tuple) or len(idx) != 2:
+        return None
+    if not all(flat.get(i) in flat.context for i in idx):
+        return None
+    cast = flat.get(src)
+    if not isinstance(cast, fx.Node) or str(cast.target) not in _CASTS:
+        return None
+    x = flat.get(cast.args[0])
+    val, out = _val(x), _val(index)
+    if x not in flat.inputs or val is None or out is None or val.ndim != 2:
+        return None
+    if list(out.shape) != [val.shape[0], 1, 1, val.shape[1]] or _val(cast).dtype != torch.bool:
+        return None
+    if val.dtype.is_floating_point:
+        return None  # a float mask of additive scores is another thing
+    return x, calls | {cast}
+
+
+def _everywhere(flat: Flat, n: fx.Node) -> bool:
+    """A mask of no input whose calls are ones, ``positions >= 0`` and reshapes (true
+    everywhere: transformers' condition that every key takes part)."""
+    todo, seen = [n], set()
+    while todo:
+        x = todo.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        t = str(x.target)
+        if t not in _TRUE_OPS or (t == "aten.ge.Scalar" and x.args[1] != 0):
+            return False
+        args = flat.args_of(x)
+        if any(a.op == "placeholder" for a in args):
+            return False
+        todo.extend(args)
+    return True
+
+
+def _val(n: Any) -> Any:
+    v = n.meta.get("val") if isinstance(n, fx.Node) else None
+    return v if isinstance(v, torch.Tensor) else None

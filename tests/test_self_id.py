@@ -1,0 +1,153 @@
+"""``self`` as a node id: transformers keeps BERT's attention at ``attention.self``, so a spec
+must be able to name a node so. The code generator keeps ``self`` for the forward's first
+argument and names the node's local ``self_1``; the node's module and keys stay ``self``."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from equivalence import Case, check_case
+from torch import nn
+
+import archcomp
+from archcomp.backends.torch.emit import emit_python
+
+SPEC = """
+archcomp: 1
+name: selfish
+inputs: {x: {shape: [B, 5, 8]}}
+dims: {B: 2}
+blocks:
+  attention:
+    inputs: [x]
+    nodes:
+      - {id: self, op: linear, out_features: 8}
+      - {id: act, op: relu}
+      - {id: output, op: linear, out_features: 8}
+      - {id: add, op: add, in: [x, output]}
+    outputs: add
+nodes:
+  - {id: self, op: linear, out_features: 8}
+  - {id: attention, op: attention}
+  - {id: layers, op: attention, repeat: 2}
+  - {id: head, op: linear, in: [self], out_features: 8}
+  - {id: out, op: add, in: [layers, head]}
+outputs: {out: out, first: self}
+"""
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.self = nn.Linear(8, 8)
+        self.output = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.output(torch.relu(self.self(x)))
+
+
+class Selfish(nn.Module):
+    """The spec by hand: a child called ``self`` at the top and in each block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.self = nn.Linear(8, 8)
+        self.attention = Attention()
+        self.layers = nn.ModuleList(Attention() for _ in range(2))
+        self.head = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        s = self.self(x)
+        h = self.attention(s)
+        for layer in self.layers:
+            h = layer(h)
+        return [h + self.head(s), s]
+
+
+def test_self_is_a_node_id_with_its_own_keys() -> None:
+    model = archcomp.build(SPEC, seed=0)
+    ref = Selfish()
+    keys = list(model.state_dict())
+    assert keys == list(ref.state_dict())
+    assert "attention.self.weight" in keys and "layers.1.self.bias" in keys
+    assert keys[0] == "self.weight"
+    assert isinstance(model.get_submodule("layers.0.self"), nn.Linear)
+    ref.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(0))
+    case = Case(
+        model,
+        ref,
+        (x,),
+        lambda x: ref(x),
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
+
+
+def test_the_forward_names_no_local_self() -> None:
+    """``self`` stays the module in every generated forward, the model's, each block class's
+    and the emitted source's: the node's value is the local ``self_1``."""
+    model = archcomp.build(SPEC, seed=0)
+    block = model.get_submodule("attention")
+    for code in (model.code, block.code, emit_python(model)):
+        assert "self_1 = self.self(x)" in code
+        assert "\n    self = " not in code and "\n        self = " not in code
+    ns: dict[str, object] = {}
+    exec(compile(emit_python(model), "<emitted>", "exec"), ns)  # it runs as written
+    x = torch.randn(2, 5, 8)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):  # re-generated
+        torch.testing.assert_close(other(x)["out"], model(x)["out"])
+
+
+@pytest.mark.parametrize(
+    ("nid", "why"),
+    [
+        ("forward", "'forward' is a reserved name"),
+        ("_x", "ids starting with '_'"),
+        ("class", "'class' is a reserved name"),
+    ],
+)
+def test_other_reserved_ids_are_still_refused_where_written(nid: str, why: str) -> None:
+    text = f"""archcomp: 1
+name: t
+inputs: {{x: {{shape: [2, 8]}}}}
+nodes:
+  - {{id: {nid}, op: linear, out_features: 4}}
+outputs: {{y: {nid}}}
+"""
+    with pytest.raises(archcomp.SpecError) as e:
+        archcomp.build(text)
+    assert why in str(e.value)
+    assert "<string>:5:" in str(e.value)  # the id's line
+
+
+def test_self_is_still_no_input() -> None:
+    text = """archcomp: 1
+name: t
+inputs: {self: {shape: [2, 8]}}
+nodes:
+  - {id: fc, op: linear, in: self, out_features: 4}
+outputs: {y: fc}
+"""
+    with pytest.raises(
+        archcomp.SpecError, match="'self' is a reserved name and cannot be an input"
+    ):
+        archcomp.build(text)
+
+
+def test_import_module_keeps_a_child_called_self() -> None:
+    """torch.fx's import of the hand-written module: its ``self`` children are nodes ``self``,
+    so its own state_dict loads strictly and the outputs are equal."""
+    net = Selfish().eval()
+    text = archcomp.import_module(net, (torch.randn(2, 5, 8),), dims={"B": 0})
+    assert "  - {id: self, op: linear, out_features: 8}" in text
+    assert "      - {id: self, op: linear, out_features: 8}" in text  # in the block
+    model = archcomp.build(text).eval()
+    model.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(2))
+    got, want = model(x), net(x)
+    for g, w in zip(got.values(), want, strict=True):
+        torch.testing.assert_close(g, w)
