@@ -88,16 +88,37 @@ def test_numbered_children_that_differ_are_refused_by_name() -> None:
     assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
 
 
-def test_a_bare_parameter_is_a_parameter_node_and_a_bare_buffer_is_refused() -> None:
+class Biased(nn.Module):
+    """A linear layer plus a buffer of its own (BART's ``lm_logits + self.final_logits_bias``)."""
+
+    def __init__(self, bias: torch.Tensor, persistent: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.register_buffer("final_logits_bias", bias, persistent=persistent)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + self.final_logits_bias
+
+
+def test_a_bare_parameter_or_buffer_is_a_node_keyed_by_its_name() -> None:
     """``x + self.token``: a ``parameter`` keyed by its own name (tests/test_import_params.py);
-    a buffer read so has no such node yet."""
+    a buffer read so is a ``buffer`` keyed by its name (loaded from the state dict, or, outside
+    it, filled with its one value); an integer buffer is refused by name."""
     text = round_trip(Token(), (torch.randn(2, 3, 6),))
     assert "- {id: token, op: parameter, shape: [1, 1, 6], key: self}" in text
-    buffered = Token()
-    del buffered.token
-    buffered.register_buffer("token", torch.zeros(1, 1, 6))
-    with pytest.raises(ImportFailure, match=r"self\.token \(a bare tensor"):
-        archcomp.import_module(buffered, (torch.randn(2, 3, 6),))
+    text = round_trip(Biased(torch.randn(1, 6)), (torch.randn(2, 3, 6),))
+    assert "- {id: final_logits_bias, op: buffer, shape: [1, 6], key: self}" in text
+    text = round_trip(Biased(torch.full((6,), 0.5), False), (torch.randn(2, 3, 6),))
+    assert (
+        "- {id: final_logits_bias, op: buffer, shape: [6], key: self, init_value: 0.5, "
+        "persistent: false}" in text
+    )
+    for bias, why in (
+        (torch.ones(6, dtype=torch.int64), "a buffer of int64"),
+        (torch.arange(6.0), "a buffer outside the state dict whose values are not one"),
+    ):
+        with pytest.raises(ImportFailure, match=rf"self\.final_logits_bias \({why}"):
+            archcomp.import_module(Biased(bias, False), (torch.randn(2, 3, 6),))
 
 
 class DataDependent(nn.Module):

@@ -238,14 +238,19 @@ class _Scope:
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _tensors(self, n: fx.Node) -> list[Item]:
-        """A ``parameter`` node (``key: self``) for each bare parameter of this module that the
-        own call ``n`` is the first to read (:mod:`archcomp.importer.parameters`)."""
+        """A ``parameter`` (or ``buffer``) node, ``key: self``, for each bare parameter (or
+        buffer) of this module that the own call ``n`` is the first to read
+        (:mod:`archcomp.importer.parameters`); a buffer none may be is refused here."""
         out = []
         for a in self.w.flat.args_of(n):
             own = own_tensor(self.w.flat, self.path, a) if a not in self.w.tensors else None
-            if own is not None:
+            if isinstance(own, str):
+                where = f"{self.path}: " if self.path else ""
+                self.w.fail(n, f"{where}{n.target}", f"reads {self.w.flat.weights[a]}: {own}")
+                self.w.tensors.add(a)  # refused once
+            elif own is not None:
                 self.w.tensors.add(a)
-                out.append(Item(own.name, "parameter", [], own.opts(), [a], set()))
+                out.append(Item(own.name, own.op, [], own.opts(), [a], set()))
         return out
 
     def _expand(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
@@ -368,7 +373,7 @@ class _Scope:
             if a in flat.weights and a not in self.w.tensors:
                 self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")
                 return None
-            if a in flat.context:
+            if a in flat.context and a not in self.w.tensors:
                 self.w.fail(
                     n,
                     f"{where}{n.target}",
