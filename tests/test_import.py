@@ -108,6 +108,8 @@ def test_a_bare_parameter_or_buffer_is_a_node_keyed_by_its_name() -> None:
     assert "- {id: token, op: parameter, shape: [1, 1, 6], key: self}" in text
     text = round_trip(Biased(torch.randn(1, 6)), (torch.randn(2, 3, 6),))
     assert "- {id: final_logits_bias, op: buffer, shape: [1, 6], key: self}" in text
+    again = archcomp.import_module(archcomp.build(text), (torch.randn(2, 3, 6),))
+    assert again.splitlines()[1:] == text.splitlines()[1:]  # a fixed point (up to the header)
     text = round_trip(Biased(torch.full((6,), 0.5), False), (torch.randn(2, 3, 6),))
     assert (
         "- {id: final_logits_bias, op: buffer, shape: [6], key: self, init_value: 0.5, "
@@ -119,6 +121,37 @@ def test_a_bare_parameter_or_buffer_is_a_node_keyed_by_its_name() -> None:
     ):
         with pytest.raises(ImportFailure, match=rf"self\.final_logits_bias \({why}"):
             archcomp.import_module(Biased(bias, False), (torch.randn(2, 3, 6),))
+
+
+class ClipHead(nn.Module):
+    """CLIP's head as one writes it by hand: the features at each text's largest id (argmax,
+    expand, gather), L2-normalised with ``** 2``, ``sum`` and ``** 0.5``, and ``a @ b.t()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 4, bias=False)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        at = torch.argmax(ids, -1, keepdim=True)[:, :, None].expand(-1, -1, 6)  # (N, 1, 6)
+        pooled = self.proj(torch.gather(x, 1, at)[:, 0])  # (N, 4)
+        norm = torch.sum(pooled**2, -1, keepdim=True) ** 0.5
+        return (pooled / norm) @ img.t()  # (N, B)
+
+
+def test_clip_head_calls_round_trip() -> None:
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 50, (3, 5), generator=gen)
+    example = (torch.randn(3, 5, 6, generator=gen), ids, torch.randn(2, 4, generator=gen))
+    text = round_trip(ClipHead(), example)
+    for node in (
+        "{id: argmax, op: argmax, in: ids, dim: -1, keepdim: true}",
+        "op: expand, shape: [-1, -1, 6]}",
+        "op: gather, in: [x, expand], dim: 1}",
+        "{id: pow_1, op: pow, exponent: 2}",
+        "op: transpose, in: img, dim0: 0, dim1: 1}",
+        "op: matmul, in: [truediv, t]}",
+    ):
+        assert node in text, node
 
 
 class DataDependent(nn.Module):

@@ -2,8 +2,8 @@
 ``torch.avg_pool1d``, ``F.adaptive_avg_pool2d``, ...), ``torch.mean`` over dims,
 ``torch.select`` (aten's ``x[:, 0]``) as an ``index``, ``torch.roll``, comparisons
 (``mask != 0``), ``chunk``/``split`` as ``split``, and CLIP's ``torch.pow`` (a constant
-exponent), ``torch.sum`` over dims, ``torch.matmul``, ``Tensor.t`` and ``argmax``; arguments
-equal to the op's defaults are left out."""
+exponent), ``torch.sum`` over dims, ``torch.matmul``, ``Tensor.t``, ``argmax``, ``gather`` and
+``expand`` to literal sizes; arguments equal to the op's defaults are left out."""
 
 from __future__ import annotations
 
@@ -90,10 +90,11 @@ def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
 
 
 def _reduce(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``torch.pow(x, c)``, ``torch.sum(x, dims, keepdim)``, ``torch.argmax(x, dim, keepdim)``,
-    ``torch.matmul(a, b)`` and ``x.t()`` (CLIP's L2 norm, its EOS position and its logits) as
+    """``torch.pow(x, c)`` (``x ** c``), ``torch.sum(x, dims, keepdim)``, ``torch.argmax(x, dim,
+    keepdim)``, ``torch.matmul(a, b)`` (``a @ b``), ``x.t()``, ``torch.gather(x, dim, index)``
+    and ``x.expand(sizes)`` to literal sizes (CLIP's L2 norm, its EOS pooling and its logits) as
     ops; None for any other call."""
-    if target in (torch.pow, "pow"):
+    if target in (torch.pow, operator.pow, "pow"):
         c = (*args[1:], *kwargs.values())[0]
         if isinstance(c, bool) or not isinstance(c, int | float):
             raise ValueError(f"pow to {c!r} (only a constant exponent)")
@@ -106,10 +107,17 @@ def _reduce(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         dim = bound["dim"]
         dim = (dim[0] if len(dim) == 1 else list(dim)) if isinstance(dim, list | tuple) else dim
         return op, [args[0]], {"dim": dim} | ({"keepdim": True} if bound.get("keepdim") else {})
-    if target in (torch.matmul, "matmul") and not kwargs and len(args) == 2:
+    if target in (torch.matmul, operator.matmul, "matmul") and not kwargs and len(args) == 2:
         return "matmul", [args[0], args[1]], {}
     if target in (torch.t, "t"):
         return "transpose", [args[0]], {"dim0": 0, "dim1": 1}
+    if target in (torch.gather, "gather") and not kwargs and len(args) == 3:
+        return "gather", [args[0], args[2]], {"dim": args[1]}  # (x, dim, index)
+    if target == "expand" and not kwargs:
+        sizes = args[1] if len(args) == 2 and isinstance(args[1], list | tuple) else args[1:]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+            raise ValueError(f"an expand to {list(sizes)!r} (sizes read from a tensor)")
+        return "expand", [args[0]], {"shape": list(sizes)}
     return None
 
 
