@@ -87,7 +87,9 @@ def own_buffer(module: nn.Module, name: str) -> OwnTensor | str | None:
     persistent = name not in module._non_persistent_buffers_set
     fill = 0.0
     if not persistent:
-        first = b.flatten()[0] if b.numel() and not b.is_meta else None
+        if b.is_meta:  # import --hf builds on the meta device
+            return "a buffer outside the state dict, whose values the meta device does not hold"
+        first = b.flatten()[0] if b.numel() else None
         if first is None or not bool((b == first).all()):
             return "a buffer outside the state dict whose values are not one constant"
         fill = float(first)

@@ -244,7 +244,8 @@ class _Body:
             return
         if not target.isidentifier() or reserved_id(target) or target in self.ids:
             why = "a parameter of a child, or a name no node id may be"
-            self._fail(node, f"self.{target}", f"a bare nn.Parameter: {why}")
+            kind = "nn.Parameter" if own.op == "parameter" else "buffer"
+            self._fail(node, f"self.{target}", f"a bare {kind}: {why}")
             return
         self.ids.add(target)
         self._emit(target, own.op, [], own.opts())
