@@ -111,6 +111,9 @@ def check_state(g: Graph, gm: ArchModule) -> None:
         if path is not None and path in dict(gm.named_parameters()):  # keyed by its node id
             assert node.op.param_shapes(node.args) == {"": tuple(gm.get_parameter(path).shape)}
             continue
+        if path is not None and path in dict(gm.named_buffers()):  # a buffer keyed by its id
+            assert node.op.buffer_shapes(node.args) == {"": tuple(gm.get_buffer(path).shape)}
+            continue
         m = gm.get_submodule(path) if path is not None else None
         params = {k: tuple(p.shape) for k, p in m.named_parameters()} if m else {}
         buffers = {k: tuple(b.shape) for k, b in m.named_buffers()} if m else {}

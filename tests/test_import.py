@@ -88,16 +88,70 @@ def test_numbered_children_that_differ_are_refused_by_name() -> None:
     assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
 
 
-def test_a_bare_parameter_is_a_parameter_node_and_a_bare_buffer_is_refused() -> None:
+class Biased(nn.Module):
+    """A linear layer plus a buffer of its own (BART's ``lm_logits + self.final_logits_bias``)."""
+
+    def __init__(self, bias: torch.Tensor, persistent: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.register_buffer("final_logits_bias", bias, persistent=persistent)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + self.final_logits_bias
+
+
+def test_a_bare_parameter_or_buffer_is_a_node_keyed_by_its_name() -> None:
     """``x + self.token``: a ``parameter`` keyed by its own name (tests/test_import_params.py);
-    a buffer read so has no such node yet."""
+    a buffer read so is a ``buffer`` keyed by its name (loaded from the state dict, or, outside
+    it, filled with its one value); an integer buffer is refused by name."""
     text = round_trip(Token(), (torch.randn(2, 3, 6),))
     assert "- {id: token, op: parameter, shape: [1, 1, 6], key: self}" in text
-    buffered = Token()
-    del buffered.token
-    buffered.register_buffer("token", torch.zeros(1, 1, 6))
-    with pytest.raises(ImportFailure, match=r"self\.token \(a bare tensor"):
-        archcomp.import_module(buffered, (torch.randn(2, 3, 6),))
+    text = round_trip(Biased(torch.randn(1, 6)), (torch.randn(2, 3, 6),))
+    assert "- {id: final_logits_bias, op: buffer, shape: [1, 6], key: self}" in text
+    again = archcomp.import_module(archcomp.build(text), (torch.randn(2, 3, 6),))
+    assert again.splitlines()[1:] == text.splitlines()[1:]  # a fixed point (up to the header)
+    text = round_trip(Biased(torch.full((6,), 0.5), False), (torch.randn(2, 3, 6),))
+    assert (
+        "- {id: final_logits_bias, op: buffer, shape: [6], key: self, init_value: 0.5, "
+        "persistent: false}" in text
+    )
+    for bias, why in (
+        (torch.ones(6, dtype=torch.int64), "a buffer of int64"),
+        (torch.arange(6.0), "a buffer outside the state dict whose values are not one"),
+    ):
+        with pytest.raises(ImportFailure, match=rf"self\.final_logits_bias \({why}"):
+            archcomp.import_module(Biased(bias, False), (torch.randn(2, 3, 6),))
+
+
+class ClipHead(nn.Module):
+    """CLIP's head as one writes it by hand: the features at each text's largest id (argmax,
+    expand, gather), L2-normalised with ``** 2``, ``sum`` and ``** 0.5``, and ``a @ b.t()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 4, bias=False)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        at = torch.argmax(ids, -1, keepdim=True)[:, :, None].expand(-1, -1, 6)  # (N, 1, 6)
+        pooled = self.proj(torch.gather(x, 1, at)[:, 0])  # (N, 4)
+        norm = torch.sum(pooled**2, -1, keepdim=True) ** 0.5
+        return (pooled / norm) @ img.t()  # (N, B)
+
+
+def test_clip_head_calls_round_trip() -> None:
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 50, (3, 5), generator=gen)
+    example = (torch.randn(3, 5, 6, generator=gen), ids, torch.randn(2, 4, generator=gen))
+    text = round_trip(ClipHead(), example)
+    for node in (
+        "{id: argmax, op: argmax, in: ids, dim: -1, keepdim: true}",
+        "op: expand, shape: [-1, -1, 6]}",
+        "op: gather, in: [x, expand], dim: 1}",
+        "{id: pow_1, op: pow, exponent: 2}",
+        "op: transpose, in: img, dim0: 0, dim1: 1}",
+        "op: matmul, in: [truediv, t]}",
+    ):
+        assert node in text, node
 
 
 class DataDependent(nn.Module):

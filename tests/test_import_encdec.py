@@ -14,7 +14,7 @@ import torch
 from equivalence import Case, check_case
 from hf_models import quiet
 from lowering import redraw
-from numerics import RoundingChains, assert_close
+from numerics import RoundingChains, assert_close, assert_same
 from torch import nn
 
 import archcomp
@@ -273,31 +273,45 @@ def test_whisper_round_trip_from_the_cli(tmp_path: Path) -> None:
     grads_equal(text, ref, inputs, {"model.encoder.embed_positions.weight"})
 
 
-def test_bart_refusal_lists_what_the_spec_language_lacks(tmp_path: Path) -> None:
-    """BART's embeddings (shared across blocks by model.shared: tests/test_import_ties.py),
-    positions (offset 2), masks and cross-attention are recognised; what is left is its op
-    set's to-do list: the bare final_logits_bias buffer, with its line."""
+def test_bart_round_trip_from_the_cli(tmp_path: Path) -> None:
+    """BartForConditionalGeneration: its shared embedding and tied LM head
+    (tests/test_import_ties.py), positions (offset 2), masks, cross-attention, and its
+    ``final_logits_bias``, a buffer of its own: a ``buffer`` node keyed by its name, loaded
+    from the saved folder (re-drawn, not zero); logits and every gradient equal."""
     config = transformers.BartConfig(
         vocab_size=61,
         d_model=16,
-        encoder_layers=1,
+        encoder_layers=2,
         decoder_layers=1,
         encoder_attention_heads=4,
         decoder_attention_heads=4,
         encoder_ffn_dim=24,
         decoder_ffn_dim=24,
         max_position_embeddings=32,
-        architectures=["BartForConditionalGeneration"],
     )
-    config.save_pretrained(tmp_path / "bart")
-    with pytest.raises(ImportFailure) as e:
-        import_hf(tmp_path / "bart")
-    assert [p.split(" at ")[0] for p in e.value.problems] == [
-        "aten.add.Tensor (reads the tensor final_logits_bias directly)",
-    ]
-    last = e.value.problems[-1]
-    assert "modeling_bart.py:" in last
-    assert last.endswith(": lm_logits = lm_logits + self.final_logits_bias.to(lm_logits.device)")
+    quiet()
+    ref = transformers.BartForConditionalGeneration(config)
+    redraw(ref, 5)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # a buffer: redraw leaves it at transformers' zeros
+        ref.final_logits_bias.copy_(torch.randn(ref.final_logits_bias.shape, generator=gen))
+    folder = tmp_path / "bart"
+    ref.save_pretrained(folder)
+    ref.eval()
+    text, model = cli_round_trip(tmp_path, folder)
+    assert '- {id: final_logits_bias, op: buffer, shape: [1, "${vocab_size}"], key: self}' in text
+    assert "- {id: lm_head, op: linear, in: model.out1, tie: {weight: model.shared.weight}," in text
+    assert "- {id: add, op: add, in: [lm_head, final_logits_bias]}" in text
+    assert_same(model.final_logits_bias, ref.final_logits_bias)
+    inputs = {
+        "input_ids": torch.randint(0, 61, (3, 9), generator=gen),
+        "decoder_input_ids": torch.randint(0, 61, (3, 6), generator=gen),
+    }
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs, use_cache=False)
+    tol = chains.tolerance(torch.float32, got["logits"], want.logits)
+    assert_close(got["logits"], want.logits, tol)
+    grads_equal(text, ref, inputs, set())
 
 
 def test_t5_layer_norm_is_an_rms_norm(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def test_bart_model_round_trip_from_the_cli(tmp_path: Path) -> None:
 
 
 class _LmHead(nn.Module):
-    """BartForConditionalGeneration without its final_logits_bias (a bare buffer, refused)."""
+    """BartForConditionalGeneration's model and tied LM head, without its final_logits_bias."""
 
     def __init__(self, bart: nn.Module) -> None:
         super().__init__()

@@ -33,8 +33,8 @@ def built_ops(module: nn.Module) -> dict[str, Op]:
         path, op = info.get("module"), info.get("op")
         if not isinstance(path, str) or op not in all_ops() or info.get("shared_with"):
             continue
-        if path in dict(module.named_parameters()):
-            continue  # a parameter keyed by its node id (key: self): read as a bare parameter
+        if path in dict(module.named_parameters()) or path in dict(module.named_buffers()):
+            continue  # a tensor keyed by its node id (key: self): read as a bare tensor
         if type(module.get_submodule(path)) in LEAVES:
             continue  # a torch.nn leaf: what it computes, not the node's op (a scaled
             # embedding's scale is a mul of its own in the built forward)

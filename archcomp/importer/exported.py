@@ -23,7 +23,7 @@ _PASS = {
     "aten.detach.default",
     "aten.lift_fresh_copy.default",
 }
-_CASTS = {"aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten._to_copy.default"}
+CASTS = {"aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten._to_copy.default"}
 _NO_VALUE = {"aten._assert_tensor_metadata.default", "aten._assert_scalar.default"}
 BIG = 1 << 62  # a slice's end past any size: torch writes sys.maxsize
 
@@ -110,7 +110,7 @@ class Flat:
     def _same_cast(n: fx.Node, t: str) -> bool:
         a, v = _val(n.args[0]) if n.args else None, _val(n)
         return (
-            t in _CASTS
+            t in CASTS
             and isinstance(a, torch.Tensor)
             and isinstance(v, torch.Tensor)
             and a.dtype == v.dtype

@@ -1,8 +1,9 @@
 """Calls beyond calls.py's table, as archcomp ops: pooling functions (``F.max_pool2d``,
 ``torch.avg_pool1d``, ``F.adaptive_avg_pool2d``, ...), ``torch.mean`` over dims,
 ``torch.select`` (aten's ``x[:, 0]``) as an ``index``, ``torch.roll``, comparisons
-(``mask != 0``) and ``chunk``/``split`` as ``split``; arguments equal to the op's defaults
-are left out."""
+(``mask != 0``), ``chunk``/``split`` as ``split``, and CLIP's ``torch.pow`` (a constant
+exponent), ``torch.sum`` over dims, ``torch.matmul``, ``Tensor.t``, ``argmax``, ``gather`` and
+``expand`` to literal sizes; arguments equal to the op's defaults are left out."""
 
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
         return "roll", [args[0]], one
     if target in (torch.chunk, "chunk", torch.split, "split"):
         return _split(target, args, kwargs)
+    reduced = _reduce(target, args, kwargs)
+    if reduced is not None:
+        return reduced
     if target not in POOLS:
         return None
     op, names = POOLS[target]
@@ -83,6 +87,38 @@ def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
     if "stride" in opts and opts["stride"] in ([], opts.get("kernel_size")):
         del opts["stride"]
     return op, [args[0]], opts
+
+
+def _reduce(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.pow(x, c)`` (``x ** c``), ``torch.sum(x, dims, keepdim)``, ``torch.argmax(x, dim,
+    keepdim)``, ``torch.matmul(a, b)`` (``a @ b``), ``x.t()``, ``torch.gather(x, dim, index)``
+    and ``x.expand(sizes)`` to literal sizes (CLIP's L2 norm, its EOS pooling and its logits) as
+    ops; None for any other call."""
+    if target in (torch.pow, operator.pow, "pow"):
+        c = (*args[1:], *kwargs.values())[0]
+        if isinstance(c, bool) or not isinstance(c, int | float):
+            raise ValueError(f"pow to {c!r} (only a constant exponent)")
+        return "pow", [args[0]], {"exponent": c}
+    if target in (torch.sum, "sum", torch.argmax, "argmax"):
+        bound = dict(zip(("dim", "keepdim"), args[1:], strict=False)) | kwargs
+        if set(bound) - {"dim", "keepdim"} or bound.get("dim") is None:
+            raise ValueError(f"{target} without a dim, or with {sorted(bound)}")
+        op = "sum" if target in (torch.sum, "sum") else "argmax"
+        dim = bound["dim"]
+        dim = (dim[0] if len(dim) == 1 else list(dim)) if isinstance(dim, list | tuple) else dim
+        return op, [args[0]], {"dim": dim} | ({"keepdim": True} if bound.get("keepdim") else {})
+    if target in (torch.matmul, operator.matmul, "matmul") and not kwargs and len(args) == 2:
+        return "matmul", [args[0], args[1]], {}
+    if target in (torch.t, "t"):
+        return "transpose", [args[0]], {"dim0": 0, "dim1": 1}
+    if target in (torch.gather, "gather") and not kwargs and len(args) == 3:
+        return "gather", [args[0], args[2]], {"dim": args[1]}  # (x, dim, index)
+    if target == "expand" and not kwargs:
+        sizes = args[1] if len(args) == 2 and isinstance(args[1], list | tuple) else args[1:]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+            raise ValueError(f"an expand to {list(sizes)!r} (sizes read from a tensor)")
+        return "expand", [args[0]], {"shape": list(sizes)}
+    return None
 
 
 def _split(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

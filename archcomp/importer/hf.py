@@ -77,7 +77,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     values = config_values(model.config)
     widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
     sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}
-    w = Walker(flat, hf_inputs.leading(examples), sizes)
+    w = Walker(flat, hf_inputs.leading(examples), sizes, batches=hf_inputs.batches(examples))
     names = [e.name for e in examples]
     given = sorted(
         (n for n in flat.inputs if flat.inputs[n] in names),
@@ -102,10 +102,26 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
 
 
 def _output_names(ep: Any) -> list[str]:
-    """``['logits']``: the fields of the model's output that are tensors."""
-    spec = ep.call_spec.out_spec
-    ctx = getattr(spec, "context", None)
-    return [str(k) for k in ctx] if isinstance(ctx, list) else []
+    """``['logits']``: the fields of the model's output that are tensors; a nested output's
+    fields joined to its own name (CLIP's ``text_model_output_pooler_output``)."""
+    return _leaves(ep.call_spec.out_spec, "")
+
+
+def _leaves(spec: Any, prefix: str) -> list[str]:
+    ctx, kids = getattr(spec, "context", None), _kids(spec)
+    if not isinstance(ctx, list) or len(ctx) != len(kids):
+        return [prefix] if prefix else []
+    out: list[str] = []
+    for key, kid in zip(ctx, kids, strict=True):
+        name = f"{prefix}_{key}" if prefix else str(key)
+        out += _leaves(kid, name) if _kids(kid) else [name]
+    return out
+
+
+def _kids(spec: Any) -> list[Any]:
+    """A pytree spec's children (``children()`` in newer torch, ``children_specs`` before)."""
+    get = getattr(spec, "children", None)
+    return list(get() if callable(get) else getattr(spec, "children_specs", None) or [])
 
 
 def _ident(text: str) -> str:

@@ -2,7 +2,8 @@
 and its config: ``input_ids`` for a decoder; ``input_ids`` and ``decoder_input_ids`` for an
 encoder-decoder (T5, BART); ``input_features`` (Whisper: the mel frames its encoder takes) and
 ``pixel_values`` (CLIP: one image of the vision config's size). Each input's shape is written in
-symbols (``B``, ``S``, ``T``) where the size is free, and literally where the config fixes it."""
+symbols (``B``, ``S``, ``T``) where the size is free, and literally where the config fixes it;
+a model of texts and images (CLIP) batches them apart: ``N`` texts, ``B`` images."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from archcomp.base.errors import UsageError
 
-B, T, S = 2, 5, 7  # example sizes: batch, (target) length, source length (all symbols)
+B, T, S, N = 2, 5, 7, 3  # example sizes: batch, (target) length, source length, texts beside images
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,13 @@ def examples(model: Any) -> list[Example]:
     args = inspect.signature(type(model).forward).parameters
     cfg = model.config
     seq2seq = "decoder_input_ids" in args
+    texts = "N" if "pixel_values" in args and "input_ids" in args else "B"  # CLIP: apart
     out: list[Example] = []
     if "input_features" in args:  # Whisper: (B, mel bins, 2 * max_source_positions frames)
         frames = 2 * int(cfg.max_source_positions)
         out.append(Example("input_features", ("B", int(cfg.num_mel_bins), frames), "float32"))
     elif "input_ids" in args:
-        out.append(Example("input_ids", ("B", "S" if seq2seq else "T"), "int64"))
+        out.append(Example("input_ids", (texts, "S" if seq2seq else "T"), "int64"))
         if "token_type_ids" in args and _has_segments(model):  # BERT's segments
             out.append(Example("token_type_ids", ("B", "T"), "int64"))
             if "attention_mask" in args:  # and its padding (ones: every key takes part)
@@ -78,7 +80,7 @@ def _has_segments(model: Any) -> bool:
 def dims_of(inputs: list[Example]) -> dict[str, int]:
     """The example size of each symbol the inputs use."""
     used = {s for e in inputs for s in e.shape if isinstance(s, str)}
-    return {k: v for k, v in (("B", B), ("S", S), ("T", T)) if k in used}
+    return {k: v for k, v in (("B", B), ("N", N), ("S", S), ("T", T)) if k in used}
 
 
 def leading(inputs: list[Example]) -> tuple[tuple[int, str], ...]:
@@ -89,6 +91,13 @@ def leading(inputs: list[Example]) -> tuple[tuple[int, str], ...]:
             break
         out.append((dims[s], s))
     return tuple(out)
+
+
+def batches(inputs: list[Example]) -> dict[int, str]:
+    """Each input's leading symbol by its example size (CLIP's ``N`` texts and ``B`` images):
+    what a class token is expanded to, read back as a symbol."""
+    dims = dims_of(inputs)
+    return {dims[e.shape[0]]: e.shape[0] for e in inputs if e.shape and isinstance(e.shape[0], str)}
 
 
 def tensors(inputs: list[Example], device: Any = "meta") -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""Bare ``nn.Parameter``s a module reads in its own forward, as ``parameter`` nodes keyed by
-their own name.
+"""Bare ``nn.Parameter``s (and buffers) a module reads in its own forward, as ``parameter`` (and
+``buffer``) nodes keyed by their own name.
 
 ViT's ``self.cls_token.expand(B, -1, -1)`` and ``embeddings + self.position_embeddings``,
 DINOv2's ``hidden_state * self.lambda1``, ConvNeXt's ``self.layer_scale_parameter * x``: the
 exported graph reads such a tensor as a placeholder whose state_dict key is the module's path and
 the attribute's name. Each becomes ``{id: <name>, op: parameter, shape: [...], key: self}``
 (its key is the node id itself, so the module's ``state_dict`` still loads by its own names),
-placed before the first call that reads it; ``aten.expand`` of a tensor to the batch becomes
-``expand`` with ``shape: [B, -1, ...]`` and ``like`` the other operand of what reads it. A
+placed before the first call that reads it; a buffer of its own (BART's ``final_logits_bias``)
+likewise ``{id: final_logits_bias, op: buffer, shape: [...], key: self}``. ``aten.expand`` of a
+tensor to the batch becomes ``expand`` with ``shape: [B, -1, ...]`` and ``like`` the other
+operand of what reads it. A
 module whose whole forward is ``x * self.<gain>`` (DINOv2's ``Dinov2LayerScale``) is one
 ``layer_scale`` with ``gain_name: <gain>``.
 """
@@ -31,29 +33,39 @@ _IDENT = r"^[A-Za-z_]\w*$"
 
 @dataclass(frozen=True)
 class OwnTensor:
-    """A bare parameter of the module at a path: its node id, shape and whether it trains."""
+    """A bare parameter (or buffer) of the module at a path: its node id, shape, whether it
+    trains, and for a buffer whether it is saved and the one value it is filled with."""
 
     name: str
     shape: list[int]
     trainable: bool
+    op: str = "parameter"
+    persistent: bool = True
+    fill: float = 0.0
 
     def opts(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"shape": self.shape, "key": "self"}
+        if self.op == "buffer":
+            fill = {"init_value": self.fill} if self.fill else {}
+            return opts | fill | ({} if self.persistent else {"persistent": False})
         return opts if self.trainable else opts | {"trainable": False}
 
 
-def own_tensor(flat: Flat, path: str, a: fx.Node) -> OwnTensor | None:
-    """``a`` as a bare parameter of the module at ``path`` (its key ``<path>.<name>``), or None
-    (a buffer, a child's weight, a name no node id may be)."""
+def own_tensor(flat: Flat, path: str, a: fx.Node) -> OwnTensor | str | None:
+    """``a`` as a bare parameter or buffer of the module at ``path`` (its key
+    ``<path>.<name>``), why such a buffer is not one, or None (a child's weight, a name no node
+    id may be)."""
     import re
 
     key = flat.weights.get(a)
-    if key is None or a in flat.context:
+    if key is None:
         return None
     prefix = f"{path}." if path else ""
     name = key[len(prefix) :] if key.startswith(prefix) else ""
     if not re.match(_IDENT, name) or reserved_id(name):
         return None
+    if a in flat.context:  # a buffer (exported graphs hold buffers as context)
+        return own_buffer(flat.model.get_submodule(path) if path else flat.model, name)
     try:
         p = flat.model.get_parameter(key)
     except AttributeError:
@@ -61,6 +73,27 @@ def own_tensor(flat: Flat, path: str, a: fx.Node) -> OwnTensor | None:
     if not isinstance(p, nn.Parameter):
         return None
     return OwnTensor(name, [int(s) for s in p.shape], p.requires_grad)
+
+
+def own_buffer(module: nn.Module, name: str) -> OwnTensor | str | None:
+    """The buffer ``name`` of ``module`` itself as a ``buffer`` node (``key: self``): a
+    persistent float one (its values load from the state dict), or one outside the state dict
+    whose entries are all one value (``init_value``); else why not (None: no such buffer)."""
+    b = module._buffers.get(name)
+    if b is None:
+        return None
+    if not b.is_floating_point():
+        return f"a buffer of {str(b.dtype).removeprefix('torch.')} (the buffer op holds floats)"
+    persistent = name not in module._non_persistent_buffers_set
+    fill = 0.0
+    if not persistent:
+        if b.is_meta:  # import --hf builds on the meta device
+            return "a buffer outside the state dict, whose values the meta device does not hold"
+        first = b.flatten()[0] if b.numel() else None
+        if first is None or not bool((b == first).all()):
+            return "a buffer outside the state dict whose values are not one constant"
+        fill = float(first)
+    return OwnTensor(name, [int(s) for s in b.shape], False, "buffer", persistent, fill)
 
 
 def expand_to_batch(

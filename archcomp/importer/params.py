@@ -25,6 +25,7 @@ SLOTS: dict[tuple[str, tuple[str | int, ...]], tuple[str, ...]] = {
     ("learned_positional_encoding", ("max_len",)): ("max_position_embeddings",),
     ("parameter", ("shape", 0)): ("vocab_size",),  # a shared embedding no forward calls
     ("parameter", ("shape", 1)): ("hidden_size",),
+    ("buffer", ("shape", 1)): ("vocab_size",),  # BART's final_logits_bias [1, vocab_size]
     ("mixture_of_experts", ("num_experts",)): ("num_local_experts", "n_routed_experts"),
     ("mixture_of_experts", ("top_k",)): ("num_experts_per_tok",),
     ("mixture_of_experts", ("expert_features",)): ("intermediate_size", "moe_intermediate_size"),

@@ -124,6 +124,9 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         return opts
     d = opts.pop("_d")
     causal = bool(getattr(m, "is_causal", False))
+    windowed = hasattr(m, "sliding_window") or getattr(cfg, "sliding_window", None)
+    if not causal and mask is not None and not windowed and encdec.causal_mask(flat, mask):
+        causal = True  # CLIP's text tower: a causal mask given to a non-causal attention
     if causal:
         opts["causal"] = True
         window: Any = (

@@ -1,7 +1,8 @@
 """Modules of the decoder families beyond Llama's, recognised as one archcomp op each.
 
 GPT-2: its ``Conv1D`` (a weight stored (in, out)) as ``linear`` with ``transposed``, its
-``NewGELUActivation`` (tanh GELU written out) as ``gelu``, and its attention (one ``c_attn``
+``NewGELUActivation`` (tanh GELU written out) as ``gelu``, CLIP's ``QuickGELUActivation`` as
+``quick_gelu``, and its attention (one ``c_attn``
 split in three, SDPA, ``c_proj``) as ``multi_head_attention`` with ``qkv_name: c_attn,
 out_name: c_proj, transposed: true``. An ``nn.Embedding`` looked up at the positions 0..T-1
 (GPT-2's ``wpe``, BERT's ``position_embeddings``) and added to a value is
@@ -23,6 +24,7 @@ Op = tuple[str, dict[str, Any]]
 _SDPA = "aten.scaled_dot_product_attention.default"
 _GELU_TANH_OPS = {"aten.mul.Tensor", "aten.pow.Tensor_Scalar", "aten.add.Tensor"}
 _GELU_TANH_OPS |= {"aten.tanh.default"}
+_QUICK_GELU_OPS = ["aten.mul.Tensor", "aten.sigmoid.default", "aten.mul.Tensor"]
 _GPT2_ATTN_OPS = {
     "aten.view.default",
     "aten.reshape.default",
@@ -62,6 +64,9 @@ def recognise_family(
         other = sorted({str(n.target) for n in group} - _GELU_TANH_OPS)
         tanh: Op = ("gelu", {"approximate": "tanh"})
         return f"a GELU computing {', '.join(other)}" if other else tanh
+    if kind == "QuickGELUActivation":  # CLIP's x * sigmoid(1.702 x)
+        quick = _quick_gelu(group)
+        return ("quick_gelu", {}) if quick else "a quick GELU computing other calls"
     if kind.endswith("ScaledWordEmbedding") and isinstance(module, nn.Embedding):
         return scaled_embedding(module)
     if is_moe(module):
@@ -74,6 +79,19 @@ def recognise_family(
     if {"query", "key", "value"} <= kids and not kids & {"dense", "o_proj", "out_proj", "o"}:
         return _bert_self_attention(flat, path, module, group, kids)
     return None
+
+
+def _quick_gelu(group: list[fx.Node]) -> bool:
+    """Whether ``group`` is ``x * sigmoid(1.702 * x)``: a mul by the constant, a sigmoid of
+    it, and a mul of the input by that."""
+    if [str(n.target) for n in group] != _QUICK_GELU_OPS:
+        return False
+    scaled, sig, out = group
+    x = next((a for a in scaled.args if isinstance(a, fx.Node)), None)
+    consts = [a for a in scaled.args if isinstance(a, float)]
+    return (
+        consts == [1.702] and sig.args[0] is scaled and set(out.args) == {x, sig} and x is not None
+    )
 
 
 def _sdpa_of(flat: Flat, path: str, group: list[fx.Node], allowed: set[str]) -> Any:

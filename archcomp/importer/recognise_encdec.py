@@ -131,6 +131,22 @@ def keeps_all(flat: Flat, mask: Any) -> bool:
     return bool(v.all()) if v.dtype == torch.bool else bool((v == 0).all())
 
 
+def causal_mask(flat: Flat, mask: Any) -> bool:
+    """Whether a mask computed from no input is the causal one on the example's sizes (CLIP's
+    text tower: ``create_causal_mask`` given to an attention whose ``is_causal`` is False):
+    keys up to the query's position kept (True, or 0 added), every later one hidden (False, or
+    a large negative added), over square scores of more than one position."""
+    v = evaluate(flat, mask)
+    if not isinstance(v, torch.Tensor) or v.dim() < 2 or v.shape[-1] != v.shape[-2]:
+        return False
+    if v.shape[-1] < 2:
+        return False
+    keep = torch.ones(v.shape[-2:], dtype=torch.bool).tril()
+    if v.dtype == torch.bool:
+        return bool((v == keep).all())
+    return bool((v[..., keep] == 0).all() and (v[..., ~keep] <= -1e4).all())
+
+
 def absorbed_add(flat: Flat, out: fx.Node) -> tuple[fx.Node, fx.Node] | None:
     """``(x, add)`` where ``out``'s one use is ``x + out`` (or ``out + x``)."""
     users = flat.users.get(out, [])
@@ -180,6 +196,7 @@ def evaluate(flat: Flat, n: fx.Node, memo: dict[fx.Node, Any] | None = None) -> 
 __all__ = [
     "absorbed_add",
     "attention_ports",
+    "causal_mask",
     "evaluate",
     "keeps_all",
     "positions",

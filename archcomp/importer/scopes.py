@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archcomp.frontend.schema import reserved_id
+from archcomp.importer import pooling
 from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.dispatch import recognise_any
-from archcomp.importer.exported import Flat
+from archcomp.importer.exported import CASTS, Flat
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
@@ -60,6 +61,12 @@ ATEN: dict[str, Any] = {
     "aten.select.int": torch.select,
     "aten.max_pool2d.default": F.max_pool2d,
     "aten.adaptive_avg_pool2d.default": F.adaptive_avg_pool2d,
+    "aten.pow.Tensor_Scalar": torch.pow,  # CLIP's L2 norm
+    "aten.sum.dim_IntList": torch.sum,
+    "aten.matmul.default": torch.matmul,  # CLIP's logits
+    "aten.t.default": torch.t,
+    "aten.argmax.default": torch.argmax,  # CLIP's EOS position
+    "aten.eq.Scalar": operator.eq,
 }
 _CHUNK = "aten.chunk.default"
 _NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
@@ -96,6 +103,8 @@ class Walker:
     lifted: dict[str, str] = field(default_factory=dict)
     lifted_at: dict[str, tuple[fx.Node, str]] = field(default_factory=dict)
     _live: set[fx.Node] | None = None
+    # every input's leading size -> its symbol (CLIP's N texts, B images), beside ``dims``
+    batches: dict[int, str] = field(default_factory=dict)
 
     def live(self) -> set[fx.Node]:
         """The calls an output depends on (the others compute what nothing reads)."""
@@ -136,6 +145,8 @@ class Walker:
             dims = [
                 self.dims[i][1]
                 if i < len(self.dims) and s == self.dims[i][0]
+                else self.batches[int(s)]
+                if i == 0 and int(s) in self.batches
                 else self.sizes.get(int(s), str(s))
                 for i, s in enumerate(shape)
             ]
@@ -241,24 +252,32 @@ class _Scope:
             seq = self._sequential(c) if c is not None else None
             items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
-            items += seq if seq is not None else [one] if one is not None else []
+            items += seq if seq is not None else [one] if isinstance(one, Item) else one or []
         kept = fold_positions(items, self.w)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _tensors(self, n: fx.Node) -> list[Item]:
-        """A ``parameter`` node (``key: self``) for each bare parameter of this module that the
-        own call ``n`` is the first to read (:mod:`archcomp.importer.parameters`)."""
+        """A ``parameter`` (or ``buffer``) node, ``key: self``, for each bare parameter (or
+        buffer) of this module that the own call ``n`` is the first to read
+        (:mod:`archcomp.importer.parameters`); a buffer none may be is refused here."""
         out = []
         for a in self.w.flat.args_of(n):
             own = own_tensor(self.w.flat, self.path, a) if a not in self.w.tensors else None
-            if own is not None:
+            if isinstance(own, str):
+                where = f"{self.path}: " if self.path else ""
+                self.w.fail(n, f"{where}{n.target}", f"reads {self.w.flat.weights[a]}: {own}")
+                self.w.tensors.add(a)  # refused once
+            elif own is not None:
                 self.w.tensors.add(a)
-                out.append(Item(own.name, "parameter", [], own.opts(), [a], set()))
+                out.append(Item(own.name, own.op, [], own.opts(), [a], set()))
         return out
 
     def _expand(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
         flat = self.w.flat
-        made = expand_to_batch(flat, n, self.w.dims[0] if self.w.dims else None)
+        sizes = n.args[1] if isinstance(n.args[1], list | tuple) else ()
+        lead = sizes[0] if sizes and isinstance(sizes[0], int) else None
+        batch = (lead, self.w.batches[lead]) if lead in self.w.batches else None
+        made = expand_to_batch(flat, n, batch or (self.w.dims[0] if self.w.dims else None))
         if isinstance(made, str):
             self.w.fail(n, f"{where}{n.target}", made)
             return None
@@ -283,7 +302,7 @@ class _Scope:
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
 
-    def _item(self, child: str | None, group: list[fx.Node]) -> Item | None:
+    def _item(self, child: str | None, group: list[fx.Node]) -> Item | list[Item] | None:
         flat = self.w.flat
         calls = set(group)
         ins: list[fx.Node] = []
@@ -363,6 +382,16 @@ class _Scope:
         calls = {c for c, e in flat.padded.items() if e is end}
         return Item("padding_mask", "eq", [flat.padding[end]], {"scalar": 0}, [end], calls)
 
+    def _cast(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
+        """A cast to an integer or bool dtype (CLIP's ``input_ids.to(torch.int)``) as ``cast``;
+        to a float dtype it would fix the build's dtype: refused."""
+        v = n.meta.get("val")
+        dtype = str(getattr(v, "dtype", "")).removeprefix("torch.")
+        if dtype not in ("int64", "int32", "bool"):
+            self.w.fail(n, f"{where}{n.target}", f"a cast to {dtype or 'an unknown dtype'}")
+            return None
+        return Item("cast", "cast", [self.w.flat.get(n.args[0])], {"dtype": dtype}, [n], calls)
+
     def _chunk(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
         made = _chunk_item(self.w.flat, n, calls)
         if isinstance(made, str):
@@ -370,13 +399,19 @@ class _Scope:
             return None
         return made
 
-    def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | None:
+    def _own(self, n: fx.Node, calls: set[fx.Node]) -> Item | list[Item] | None:
         flat = self.w.flat
         where = f"{self.path}: " if self.path else ""
         if n in self.w.absorbed:
             return None
         if n in flat.padded:  # a padding mask's calls: one node, at the chain's end
             return self._padding(n) if flat.padded[n] is n else None
+        if str(n.target) == pooling.INDEX:  # CLIP's x[arange(N), eos positions]
+            steps = pooling.rows_at(flat, n)
+            if isinstance(steps, str):
+                self.w.fail(n, f"{where}{n.target}", steps)
+                return None
+            return [Item(i, op, ins, o, [out], calls) for i, op, ins, o, out in steps]
         if str(n.target) == _CHUNK:
             return self._chunk(n, calls, where)
         if n.target is operator.getitem and str(getattr(n.args[0], "target", "")) == _CHUNK:
@@ -389,7 +424,7 @@ class _Scope:
             if a in flat.weights and a not in self.w.tensors:
                 self.w.fail(n, f"{where}{n.target}", f"reads the tensor {flat.weights[a]} directly")
                 return None
-            if a in flat.context:
+            if a in flat.context and a not in self.w.tensors:
                 self.w.fail(
                     n,
                     f"{where}{n.target}",
@@ -398,6 +433,8 @@ class _Scope:
                 return None
         if str(n.target) == "aten.expand.default":
             return self._expand(n, calls, where)
+        if str(n.target) in CASTS:
+            return self._cast(n, calls, where)
         if fn is None:
             self.w.fail(n, f"{where}{n.target}", "no archcomp op for it")
             return None

@@ -18,7 +18,7 @@ from archcomp.importer.built import built_call, built_results, relative_tie
 from archcomp.importer.calls import Ref, Unsupported, call_op, describe
 from archcomp.importer.functions import pieces
 from archcomp.importer.leaves import RESULTS, leaf_op
-from archcomp.importer.parameters import OwnTensor
+from archcomp.importer.parameters import OwnTensor, own_buffer
 from archcomp.importer.unify import unify, unify_ops
 from archcomp.ops import all_ops
 
@@ -226,24 +226,29 @@ class _Body:
         return fx.node.map_arg(a, lambda n: self.env[n])
 
     def _attr(self, node: fx.Node) -> None:
-        """A tensor attribute read in the forward: the module's own ``nn.Parameter`` is a
-        ``parameter`` node keyed by its name (``key: self``,
-        :mod:`archcomp.importer.parameters`); a buffer or a child's tensor is refused."""
+        """A tensor attribute read in the forward: the module's own ``nn.Parameter`` (or
+        buffer) is a ``parameter`` (or ``buffer``) node keyed by its name (``key: self``,
+        :mod:`archcomp.importer.parameters`); a child's tensor is refused."""
         target = str(node.target)
         if target in self.tensors:
             self.env[node] = self.tensors[target]
             return
         p = _get(self.module, target)
-        if not isinstance(p, nn.Parameter):
-            self._fail(node, f"self.{target}", "a bare tensor: not imported yet")
+        own: OwnTensor | str | None = None
+        if isinstance(p, nn.Parameter):
+            own = OwnTensor(target, [int(s) for s in p.shape], p.requires_grad)
+        elif "." not in target:
+            own = own_buffer(self.module, target)
+        if not isinstance(own, OwnTensor):
+            self._fail(node, f"self.{target}", own or "a tensor not its own parameter or buffer")
             return
-        own = OwnTensor(target, [int(s) for s in p.shape], p.requires_grad)
         if not target.isidentifier() or reserved_id(target) or target in self.ids:
             why = "a parameter of a child, or a name no node id may be"
-            self._fail(node, f"self.{target}", f"a bare nn.Parameter: {why}")
+            kind = "nn.Parameter" if own.op == "parameter" else "buffer"
+            self._fail(node, f"self.{target}", f"a bare {kind}: {why}")
             return
         self.ids.add(target)
-        self._emit(target, "parameter", [], own.opts())
+        self._emit(target, own.op, [], own.opts())
         self.env[node] = self.tensors[target] = Ref(target)
 
     def _call(self, node: fx.Node) -> None:

@@ -152,9 +152,10 @@ class LowerCtx(Protocol):
     def module(self, m: Any) -> Callable[..., Any]:
         """Register ``m`` as this node's submodule; calling the result emits call_module."""
 
-    def tensor(self, t: Any) -> Any:
-        """Register the Parameter ``t`` at this node's qualified name itself (its state_dict
-        key is the node id, held by the node's parent) and emit get_attr of it."""
+    def tensor(self, t: Any, persistent: bool = True) -> Any:
+        """Register the Parameter ``t`` (or, a plain tensor, the buffer ``t``, in the state dict
+        when ``persistent``) at this node's qualified name itself (its state_dict key is the node
+        id, held by the node's parent) and emit get_attr of it."""
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Emit a call_function node."""

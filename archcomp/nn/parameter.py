@@ -54,6 +54,18 @@ def learned_tensor(
     return weight
 
 
+def fixed_tensor(
+    shape: tuple[int, ...], init_value: float = 0.0, device: Any = None, dtype: Any = None
+) -> Tensor:
+    """A bare tensor of ``shape``, every entry ``init_value``, as :class:`FixedTensor`'s
+    buffer: the tensor of a ``buffer`` node keyed by its node id (``key: self``), held by the
+    node's parent as a buffer."""
+    value = torch.empty(shape, device=device, dtype=dtype)
+    if not value.is_meta:  # no values to fill
+        value.fill_(init_value)
+    return value
+
+
 class FixedTensor(nn.Module):
     """Returns its buffer ``value`` of the declared ``shape``, every entry ``init_value``;
     takes no input. ``persistent`` puts it in the state dict (saved and loaded with the

@@ -73,19 +73,28 @@ class BufferArgs(OpArgs):
     """A fixed tensor of the given ``shape`` (``[]``: a scalar), every entry ``init_value``: a
     buffer of the state, not a parameter (DeepSeek-V3's ``e_score_correction_bias``, which is
     updated outside the gradient). ``persistent`` buffers are saved with the weights and loaded
-    from checkpoints; others are rebuilt at construction. It takes no input."""
+    from checkpoints; others are rebuilt at construction. It takes no input. ``key: self`` keys
+    the tensor by the node id itself (``final_logits_bias``, not ``final_logits_bias.value``): a
+    module's own buffer, as BART's ``final_logits_bias``, loads by its own name."""
 
     shape: list[Size] = Field(max_length=8, description="sizes (positive ints); [] for a scalar")
     init_value: float = Field(default=0.0, description="the value of every entry")
     persistent: bool = Field(
         default=True, description="in the state dict (saved, loaded); false: rebuilt"
     )
+    key: Literal["value", "self"] = Field(
+        default="value",
+        description="the state_dict key: <id>.value, or self: the node id itself",
+    )
 
 
 def _buffer_lower(c: LowerCtx) -> Any:
-    from archcomp.nn.parameter import FixedTensor
+    from archcomp.nn.parameter import FixedTensor, fixed_tensor
 
     a: BufferArgs = c.args
+    if a.key == "self":
+        t = fixed_tensor(tuple(a.shape), a.init_value, **c.factory)
+        return c.tensor(t, persistent=a.persistent)
     return c.module(FixedTensor(tuple(a.shape), a.init_value, a.persistent, **c.factory))()
 
 
@@ -96,10 +105,11 @@ BUFFER = register(
         _parameter_shape,
         Style("embedding", "Buffer"),
         inputs=(),
-        buffers=lambda a: {"value": tuple(a.shape)},
+        buffers=lambda a: {"value" if a.key == "value" else "": tuple(a.shape)},  # "": the id
         lower=_buffer_lower,
         doc="A fixed tensor of a declared shape, every entry init_value; a buffer (saved with "
-        "the weights when persistent), not a parameter; no input.",
+        "the weights when persistent), not a parameter; no input; key: self keys it by the "
+        "node id.",
     )
 )
 

@@ -441,6 +441,89 @@ def test_artifact_round_trip_of_scalars_frozen_parameters_and_buffers(tmp_path) 
     assert loaded.shape == () and loaded.item() == pytest.approx(4.6052)
 
 
+OWN_BUFFERS = """
+archcomp: 1
+name: own_buffers
+dims: {B: 2}
+inputs:
+  x: {shape: [B, 5]}
+blocks:
+  head:
+    inputs: [x]
+    nodes:
+      - {id: lin, op: linear, out_features: 5}
+      - {id: final_logits_bias, op: buffer, shape: [1, 5], key: self}
+      - {id: n, op: add, in: [lin, final_logits_bias]}
+      - {id: temp, op: buffer, shape: [], init_value: 2.0, persistent: false, key: self}
+      - {id: m, op: mul, in: [n, temp]}
+    outputs: m
+nodes:
+  - {id: layers, op: head, repeat: 2}
+  - {id: bias, op: buffer, shape: [5], init_value: 0.5, key: self}
+  - {id: out, op: add, in: [layers, bias]}
+outputs: {y: out}
+"""
+
+
+def test_buffer_keyed_by_its_node_id_loads_a_bare_buffer(tmp_path) -> None:
+    """BART's ``final_logits_bias``: a module's own buffer, keyed by the node id (in a block
+    and at the top level); persistent ones in the state dict, loaded strictly and saved, the
+    non-persistent one rebuilt from init_value; forward as a hand-written module's."""
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(5, 5)
+            self.register_buffer("final_logits_bias", torch.randn(1, 5))
+            self.register_buffer("temp", torch.tensor(2.0), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (self.lin(x) + self.final_logits_bias) * self.temp  # (B, 5)
+
+    class Ref(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Head() for _ in range(2))
+            self.register_buffer("bias", torch.randn(5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = layer(x)
+            return x + self.bias  # (B, 5)
+
+    model = archcomp.build(OWN_BUFFERS, seed=0)
+    g = load_graph(OWN_BUFFERS)
+    assert g.nodes["bias"].op.buffer_shapes(g.nodes["bias"].args) == {"": (5,)}
+    torch.manual_seed(0)
+    ref = Ref()
+    assert list(model.state_dict()) == list(ref.state_dict())  # bias; layers.i.lin, .final...
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    assert_same(model.bias, torch.full((5,), 0.5))
+    assert_same(model.layers[1].final_logits_bias, torch.zeros(1, 5))
+    assert_same(model.layers[0].temp, torch.tensor(2.0))
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(3, 5)
+    with RoundingChains() as chains:
+        y, want = model(x), ref(x)
+    numerics.assert_close(y, want, chains.tolerance(torch.float32, y, want))
+    archcomp.save(model, tmp_path / "m.safetensors")
+    back = archcomp.load(tmp_path / "m.safetensors")
+    assert_same(back.bias, ref.bias)
+    assert_same(back.layers[1].final_logits_bias, ref.layers[1].final_logits_bias)
+    s = archcomp.summary(OWN_BUFFERS)
+    assert s.parameters == 2 * 30 and s.buffers == 2 * (5 + 1) + 5
+    assert {r.name: r.buffer_bytes for r in s.rows}.get("bias") == 20
+
+
+def test_buffer_keyed_by_its_node_id_emits_standalone_source(tmp_path) -> None:
+    from equivalence import check_compile_export_emit
+
+    model = archcomp.build(OWN_BUFFERS, seed=0).eval()
+    with torch.no_grad():
+        model.layers[0].final_logits_bias.normal_()  # loaded from the state dict, not filled
+    check_compile_export_emit(model, (torch.randn(2, 5),), tmp_path)
+
+
 def test_buffer_and_scalar_errors() -> None:
     text = spec(
         "x: [B, 4]", "- {id: p, op: buffer, shape: [4], in: x}\n- {id: n, op: add, in: [x, p]}"

@@ -108,8 +108,8 @@ class Lowering:
 
         return call
 
-    def tensor(self, t: nn.Parameter) -> fx.Node:
-        path = self.compiler.register_tensor(self.node, t)
+    def tensor(self, t: torch.Tensor, persistent: bool = True) -> fx.Node:
+        path = self.compiler.register_tensor(self.node, t, persistent)
         self.module_path = path
         prefix = self.frame.prefix
         if not path.startswith(prefix):
@@ -179,8 +179,9 @@ class Compiler:
         self.paths[node.name] = node.name
         return node.name
 
-    def register_tensor(self, node: Node, t: nn.Parameter) -> str:
-        """A node's Parameter placed at its own name (``parameter`` with ``key: self``)."""
+    def register_tensor(self, node: Node, t: torch.Tensor, persistent: bool = True) -> str:
+        """A node's Parameter (``parameter`` with ``key: self``), or its buffer (``buffer`` with
+        ``key: self``), placed at its own name."""
         if node.shared_with is not None:
             return self.register_module(node, nn.Module())  # the shared node's path
         if node.name in self.paths:
@@ -190,7 +191,10 @@ class Compiler:
         _place(self.root, f"{owner}.{name}" if owner else name, holder)  # its parents made
         parent = get_path(self.root, owner) if owner else self.root
         del parent._modules[name]
-        parent.register_parameter(name, t)
+        if isinstance(t, nn.Parameter):
+            parent.register_parameter(name, t)
+        else:
+            parent.register_buffer(name, t, persistent=persistent)
         self.paths[node.name] = node.name
         return node.name
 

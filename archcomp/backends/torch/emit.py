@@ -92,9 +92,12 @@ class _Emitter:
         lines: list[str] = []
         for name, p in mod._parameters.items():  # a node keyed by its id (key: self)
             if p is not None:
-                shape = ", ".join(str(d) for d in p.shape)
+                shape = repr(tuple(int(d) for d in p.shape))  # (): a scalar
                 grad = "" if p.requires_grad else ", requires_grad=False"
-                lines.append(f"{expr}.{name} = nn.Parameter(torch.empty(({shape},)){grad})")
+                lines.append(f"{expr}.{name} = nn.Parameter(torch.empty({shape}){grad})")
+        for name, b in mod._buffers.items():  # a buffer node keyed by its id (key: self)
+            if b is not None:
+                lines.append(_buffer_line(expr, name, b, name in mod._non_persistent_buffers_set))
         for name, child in mod._modules.items():
             if child is None:
                 continue
@@ -285,6 +288,20 @@ def _ctor_args(m: nn.Module) -> tuple[list[Any], dict[str, Any]]:
         else:
             kwargs[pname] = v
     return args, kwargs
+
+
+def _buffer_line(expr: str, name: str, b: torch.Tensor, non_persistent: bool) -> str:
+    """``register_buffer`` of a module's own buffer (a ``buffer`` node with ``key: self``):
+    zeros where the state dict gives its values (as every copy of a block builds alike), else
+    filled with its one value (the node's ``init_value``)."""
+    shape = repr(tuple(int(d) for d in b.shape))
+    dtype = f"dtype=torch.{str(b.dtype).removeprefix('torch.')}"
+    if not non_persistent:
+        return f"{expr}.register_buffer({name!r}, torch.zeros({shape}, {dtype}))"
+    if b.is_meta or b.numel() == 0 or not bool((b == b.flatten()[0]).all()):
+        raise EmitError(f"{expr}.{name}: a buffer outside the state dict whose values differ")
+    fill = f"torch.full({shape}, {literal(b.flatten()[0].item())}, {dtype})"
+    return f"{expr}.register_buffer({name!r}, {fill}, persistent=False)"
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -72,6 +72,8 @@ class ArchModule(fx.GraphModule):
                 super().__init__(root, fx.Graph(), class_name)
                 self._modules.update(root.named_children())
                 self._parameters.update(root._parameters)  # top-level nodes keyed by their id
+                self._buffers.update(root._buffers)
+                self._non_persistent_buffers_set |= root._non_persistent_buffers_set
                 self.graph = graph
             else:
                 super().__init__(root, graph, class_name)

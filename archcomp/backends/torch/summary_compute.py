@@ -145,6 +145,9 @@ class NodeRows:
         """Parameters, their bytes and buffer bytes a node owns, and what it ties to."""
         if isinstance(mod, nn.Parameter):  # the node's own tensor, keyed by its id (key: self)
             return self.own_tensor(node, mod, path)
+        if isinstance(mod, torch.Tensor):  # the node's own buffer, keyed by its id (key: self)
+            own = node.shared_with is None
+            return 0, 0, mod.numel() * mod.element_size() if own else 0, []
         params = pbytes = bbytes = 0
         tied: list[str] = []
         for pname, p in _named_parameters(mod):
