@@ -151,13 +151,16 @@ def _transposed(flat: Flat, n: fx.Node) -> fx.Node | None:
 
 
 def _after_cut(flat: Flat, conv: fx.Node, x: fx.Node) -> fx.Node | None:
-    """The activation of the conv's output cut back to T positions (``[:, :, :T]``)."""
+    """The activation of the conv's output cut back to T positions (``[:, :, :T]``; with a
+    kernel of one, a full slice, which the reading drops)."""
     length = int(x.meta["val"].shape[1])
+    cuts = [conv] if int(conv.meta["val"].shape[2]) == length else []
     for cut in flat.users.get(conv, []):
-        if str(cut.target) != "aten.slice.Tensor" or list(cut.args[1:]) != [2, 0, length]:
-            continue
+        if str(cut.target) == "aten.slice.Tensor" and list(cut.args[1:]) == [2, 0, length]:
+            cuts.append(cut)
+    for cut in cuts:
         acts = [u for u in flat.users.get(cut, []) if str(u.target) in _ACTS]
-        if len(acts) == 1:
+        if len(acts) == 1 and len(flat.users.get(cut, [])) == 1:
             return acts[0]
     return None
 
@@ -175,31 +178,64 @@ def _gated_output(flat: Flat, out_proj: fx.Node, gate: fx.Node) -> bool:
     return len(silu) == 1 and flat.get(silu[0].args[0]) is gate
 
 
+_FIELDS = ("hidden_size", "intermediate_size", "state_size", "conv_kernel", "time_step_rank")
+
+
+def _sizes(m: nn.Module, found: dict[str, Any]) -> dict[str, Any]:
+    """The mixer's sizes by its config's names, as the spec writes them: ``${state_size}`` where
+    the config (``m.config``) gives every one of them as the module has it, else literals."""
+    conv: Any = m.get_submodule("conv1d")
+    out_proj: Any = m.get_submodule("out_proj")
+    r, n, _ = found["sizes"]
+    have = {
+        "hidden_size": int(out_proj.out_features),
+        "intermediate_size": int(conv.out_channels),
+        "state_size": n,
+        "conv_kernel": int(conv.kernel_size[0]),
+        "time_step_rank": r,
+    }
+    cfg = getattr(m, "config", None)
+    named = all(getattr(cfg, f, None) == have[f] for f in _FIELDS)
+    exprs = {
+        "2I": "2 * intermediate_size",
+        "K-1": "conv_kernel - 1",
+        "R+2N": "time_step_rank + 2 * state_size",
+    }
+    values = {
+        "2I": 2 * have["intermediate_size"],
+        "K-1": have["conv_kernel"] - 1,
+        "R+2N": r + 2 * n,
+    }
+    if named:
+        return {f: f"${{{f}}}" for f in _FIELDS} | {k: f"${{{e}}}" for k, e in exprs.items()}
+    return have | values
+
+
 def _body(m: nn.Module, found: dict[str, Any]) -> Body:
-    """The shipped ``mamba_mixer`` block's nodes, sized by ``m``, ``A_log`` and ``D`` given to
-    the scan as parameter nodes of the mixer's own names."""
+    """The shipped ``mamba_mixer`` block's nodes, sized by ``m`` (in its config's names),
+    ``A_log`` and ``D`` given to the scan as parameter nodes of the mixer's own names."""
     conv: Any = m.get_submodule("conv1d")
     in_proj: Any = m.get_submodule("in_proj")
     out_proj: Any = m.get_submodule("out_proj")
-    inner, k = int(conv.out_channels), int(conv.kernel_size[0])
-    r, n, _ = found["sizes"]
+    s = _sizes(m, found)
+    inner, n = s["intermediate_size"], s["state_size"]
     no_bias = {} if in_proj.bias is not None else {"bias": False}
-    conv_opts = {"kernel_size": k, "groups": inner, "padding": k - 1}
+    conv_opts = {"kernel_size": s["conv_kernel"], "groups": inner, "padding": s["K-1"]}
     nodes: list[dict[str, Any]] = [
-        {"id": "in_proj", "op": "linear", "out_features": 2 * inner} | no_bias,
+        {"id": "in_proj", "op": "linear", "out_features": s["2I"]} | no_bias,
         {"id": "channels_first", "op": "transpose", "dim0": 1, "dim1": 2},  # (B, 2I, T)
         {"id": "xz", "op": "split", "chunks": 2, "dim": 1},  # x, gate: (B, I, T)
         {"id": "conv1d", "op": "conv1d", "in": "xz.out0", "out_channels": inner}
         | conv_opts
         | ({} if conv.bias is not None else {"bias": False}),
     ]
-    if k > 1:  # (B, I, T + K - 1) -> (B, I, T)
-        nodes.append({"id": "causal", "op": "index", "at": f"[:, :, :-{k - 1}]"})
+    if int(conv.kernel_size[0]) > 1:  # (B, I, T + K - 1) -> (B, I, T)
+        nodes.append({"id": "causal", "op": "index", "at": f"[:, :, :-{s['K-1']}]"})
     nodes += [
         {"id": "act", "op": found["act"]},
         {"id": "channels_last", "op": "transpose", "dim0": 1, "dim1": 2},  # (B, T, I)
-        {"id": "x_proj", "op": "linear", "out_features": r + 2 * n, "bias": False},
-        {"id": "dt_bc", "op": "split", "sizes": [r, n, n]},
+        {"id": "x_proj", "op": "linear", "out_features": s["R+2N"], "bias": False},
+        {"id": "dt_bc", "op": "split", "sizes": [s["time_step_rank"], n, n]},
         {"id": "dt_proj", "op": "linear", "in": "dt_bc.out0", "out_features": inner},
         {"id": "delta", "op": "transpose", "dim0": 1, "dim1": 2},  # (B, I, T)
         {"id": "B", "op": "transpose", "in": "dt_bc.out1", "dim0": 1, "dim1": 2},  # (B, N, T)
@@ -214,7 +250,7 @@ def _body(m: nn.Module, found: dict[str, Any]) -> Body:
             "delta_softplus": True,
         },  # (B, I, T)
         {"id": "out_t", "op": "transpose", "dim0": 1, "dim1": 2},  # (B, T, I)
-        {"id": "out_proj", "op": "linear", "out_features": int(out_proj.out_features)}
+        {"id": "out_proj", "op": "linear", "out_features": s["hidden_size"]}
         | ({} if out_proj.bias is not None else {"bias": False}),
     ]
     return {"inputs": ["x"], "nodes": nodes, "outputs": "out_proj"}
