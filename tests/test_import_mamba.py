@@ -24,13 +24,13 @@ transformers = pytest.importorskip("transformers")
 VOCAB = 50
 
 
-def _mamba(tmp_path: Path, **extra: Any) -> tuple[Any, Path]:
+def _mamba(tmp_path: Path, seed: int = 7, **extra: Any) -> tuple[Any, Path]:
     """A tiny re-drawn MambaForCausalLM (2 layers, 16 wide, 4 states) and its saved folder."""
     quiet()
     sizes = dict(vocab_size=VOCAB, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2)
     config = transformers.MambaConfig(**sizes | {"conv_kernel": 3, "time_step_rank": 3} | extra)
     model = transformers.MambaForCausalLM(config)
-    redraw(model, 7)
+    redraw(model, seed)
     folder = tmp_path / "mamba"
     model.save_pretrained(folder)
     return model.eval(), folder
@@ -146,4 +146,48 @@ def test_the_imported_spec_is_a_fixed_point(tmp_path: Path) -> None:
     assert list(again.state_dict()) == list(built.state_dict())
     with torch.no_grad(), RoundingChains() as chains:
         got, want = again(input_ids=ids), built(input_ids=ids)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def test_the_imported_mamba_decodes_as_transformers(tmp_path: Path) -> None:
+    """The imported mixer is the shipped one's shape (a causal conv1d then its cut, a
+    selective_scan): generate carries each layer's conv window and scan state, token for token
+    transformers' greedy generate (docs/generation.md)."""
+    from archcomp.importer.hf import import_hf
+
+    ref, folder = _mamba(tmp_path, 11, hidden_size=32, state_size=8)
+    model = archcomp.build(import_hf(folder)).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ids = torch.tensor([[1, 7, 9, 3, 22], [4, 40, 2, 2, 13]])
+    got = model.generate(ids, max_new_tokens=12)
+    want = ref.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    assert torch.equal(got, want)
+    assert len(set(got[:, 5:].flatten().tolist())) >= 4  # not one token repeated
+
+
+def test_docs_mamba_block_is_what_import_writes(tmp_path: Path) -> None:
+    """docs/import.md's mamba_mixer block, from Mamba's defaults at 16 wide with 4 states."""
+    from archcomp.importer.hf import import_hf
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "import.md").read_text()
+    shown = doc.split("### Mamba\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = transformers.MambaConfig(vocab_size=VOCAB, hidden_size=16, state_size=4)
+    config.architectures = ["MambaForCausalLM"]
+    config.save_pretrained(tmp_path)  # config.json only: import --hf reads no weights
+    assert shown in import_hf(tmp_path)
+
+
+def test_mamba_model_without_its_head(tmp_path: Path) -> None:
+    """MambaModel: its last_hidden_state, transformers' state_dict loaded strictly."""
+    from archcomp.importer.hf import import_hf
+
+    ref, folder = _mamba(tmp_path)
+    base = folder.parent / "base"
+    ref.backbone.save_pretrained(base)
+    model = archcomp.build(import_hf(base)).eval()
+    model.load_state_dict(ref.backbone.state_dict(), strict=True)
+    ids = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(input_ids=ids), ref.backbone(input_ids=ids).last_hidden_state
+    got = got["last_hidden_state"] if isinstance(got, dict) else got
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
