@@ -155,7 +155,10 @@ def gated_scan_figure(a: Any, ports: frozenset[str]) -> Figure | None:
             Part("mul", "×", "arith"),
         ),
         edges=(("ssm", "mul"), ("gate", "mul")),
-        ports=(("x", "ssm"), ("delta", "ssm"), ("B", "ssm"), ("C", "ssm"), ("z", "gate")),
+        ports=(
+            *((p, "ssm") for p in ("x", "delta", "B", "C", "A_log", "D")),
+            ("z", "gate"),
+        ),
         result="mul",
         same_rank=(("ssm", "gate"),),
     )
