@@ -191,3 +191,19 @@ def test_mamba_model_without_its_head(tmp_path: Path) -> None:
         got, want = model(input_ids=ids), ref.backbone(input_ids=ids).last_hidden_state
     got = got["last_hidden_state"] if isinstance(got, dict) else got
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+def test_import_module_of_a_mamba_model(tmp_path: Path) -> None:
+    """archcomp.import_module (torch.fx cannot trace it: torch.export's graph is read, as for
+    --hf) gives the same mixer, its sizes the block's own params; logits equal."""
+    ref, _ = _mamba(tmp_path, use_cache=False)  # a DynamicCache output does not export
+    ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(8))
+    text = archcomp.import_module(ref, {"input_ids": ids}, dims={"B": 0, "T": 1})
+    assert "params: {hidden_size: 16, intermediate_size: 32, state_size: 4, conv_kernel: 3," in text
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    ids = torch.randint(0, VOCAB, (3, 10), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(input_ids=ids), ref(input_ids=ids).logits
+    got = got["logits"] if isinstance(got, dict) else got
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))

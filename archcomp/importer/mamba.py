@@ -183,7 +183,8 @@ _FIELDS = ("hidden_size", "intermediate_size", "state_size", "conv_kernel", "tim
 
 def _sizes(m: nn.Module, found: dict[str, Any]) -> dict[str, Any]:
     """The mixer's sizes by its config's names, as the spec writes them: ``${state_size}`` where
-    the config (``m.config``) gives every one of them as the module has it, else literals."""
+    the config (``m.config``) gives every one of them as the module has it (``params``: their
+    values, the block's defaults), else literals."""
     conv: Any = m.get_submodule("conv1d")
     out_proj: Any = m.get_submodule("out_proj")
     r, n, _ = found["sizes"]
@@ -207,7 +208,8 @@ def _sizes(m: nn.Module, found: dict[str, Any]) -> dict[str, Any]:
         "R+2N": r + 2 * n,
     }
     if named:
-        return {f: f"${{{f}}}" for f in _FIELDS} | {k: f"${{{e}}}" for k, e in exprs.items()}
+        names = {f: f"${{{f}}}" for f in _FIELDS} | {k: f"${{{e}}}" for k, e in exprs.items()}
+        return names | {"params": have}
     return have | values
 
 
@@ -253,4 +255,5 @@ def _body(m: nn.Module, found: dict[str, Any]) -> Body:
         {"id": "out_proj", "op": "linear", "out_features": s["hidden_size"]}
         | ({} if out_proj.bias is not None else {"bias": False}),
     ]
-    return {"inputs": ["x"], "nodes": nodes, "outputs": "out_proj"}
+    body: Body = {"inputs": ["x"], "nodes": nodes, "outputs": "out_proj"}
+    return body | ({"params": s["params"]} if "params" in s else {})  # each size's default
