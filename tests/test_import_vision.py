@@ -176,25 +176,16 @@ VISION = {  # family -> (config class, architecture, config, lines the refusal m
         | {"window_size": 2},
         ["aten.roll.default (no archcomp op for it) at modeling_swin.py:", "relative_position"],
     ),
-    "mamba": (
-        "MambaConfig",
-        "MambaForCausalLM",
-        dict(vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2),
-        [  # A_log and D, bare, are parameter nodes now; the scan's other calls are not
-            "(reads the tensor backbone.layers.0.mixer.conv1d.weight directly) at modeling_mamba",
-            "aten.split_with_sizes.default (no archcomp op for it) at modeling_mamba.py:",
-        ],
-    ),
-}
+}  # Mamba round-trips: tests/test_import_mamba.py
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 
 
 @pytest.mark.parametrize("family", list(VISION))
-def test_hf_vision_and_mamba_refusals_list_each_call_with_its_line(
+def test_hf_vision_refusals_list_each_call_with_its_line(
     family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Traced on pixel_values [B, num_channels, image_size, image_size] built from config.json
-    (Mamba on input_ids); what no op expresses yet is listed, never approximated."""
+    """Traced on pixel_values [B, num_channels, image_size, image_size] built from config.json;
+    what no op expresses yet is listed, never approximated."""
     transformers = pytest.importorskip("transformers")
     config_cls, arch, extra, lines = VISION[family]
     cls = getattr(transformers, config_cls)

@@ -6,6 +6,7 @@ since a block sees only its own params."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Body = dict[str, Any]
@@ -21,7 +22,7 @@ SLOTS: dict[tuple[str, tuple[str | int, ...]], tuple[str, ...]] = {
     ("multi_head_attention", ("rope", "theta")): ("rope_theta",),
     ("multi_head_attention", ("rope", "max_len")): ("max_position_embeddings",),
     ("multi_head_attention", ("qk_norm", "eps")): ("rms_norm_eps",),
-    ("rms_norm", ("eps",)): ("rms_norm_eps",),
+    ("rms_norm", ("eps",)): ("rms_norm_eps", "layer_norm_epsilon"),
     ("learned_positional_encoding", ("max_len",)): ("max_position_embeddings",),
     ("parameter", ("shape", 0)): ("vocab_size",),  # a shared embedding no forward calls
     ("parameter", ("shape", 1)): ("hidden_size",),
@@ -46,6 +47,10 @@ ORDER = (  # the order params are declared and passed in
     "n_routed_experts",
     "num_experts_per_tok",
     "moe_intermediate_size",
+    "state_size",  # Mamba's, named by the mixer's body itself (archcomp/importer/mamba.py)
+    "conv_kernel",
+    "time_step_rank",
+    "layer_norm_epsilon",
 )
 RMS_EPS = 1e-6  # rms_norm's default: written out where the config names it
 
@@ -63,7 +68,7 @@ def name_params(blocks: dict[str, Body], body: Body, values: dict[str, Any]) -> 
     """Rewrite ``blocks`` and ``body`` in place; the spec's params (those it uses)."""
     used: dict[str, set[str]] = {}
     for name, b in blocks.items():  # innermost first: a block's callees are named before it
-        used[name] = _body(b, values, used)
+        used[name] = _body(b, values, used) | _written(b["nodes"], values)
         if used[name]:  # after any a merged block has (alternating.py)
             b["params"] = {p: values[p] for p in ORDER if p in used[name]} | b.get("params", {})
     top = _body(body, values, used)
@@ -86,6 +91,18 @@ def _body(b: Body, values: dict[str, Any], used: dict[str, set[str]]) -> set[str
             b["nodes"][i] = node | {p: f"${{{p}}}" for p in ORDER if p in used[op]}
             mine |= used[op]
     return mine
+
+
+def _written(v: Any, values: dict[str, Any]) -> set[str]:
+    """The config fields that the body's expressions name already (``${2 * intermediate_size}``:
+    Mamba's mixer, written in its config's names)."""
+    if isinstance(v, dict):
+        return set().union(*(_written(x, values) for x in v.values())) if v else set()
+    if isinstance(v, list):
+        return set().union(*(_written(x, values) for x in v)) if v else set()
+    if not isinstance(v, str) or "${" not in v:
+        return set()
+    return {w for e in re.findall(r"\$\{([^}]*)\}", v) for w in re.findall(r"\w+", e)} & set(values)
 
 
 def _name(

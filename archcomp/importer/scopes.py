@@ -25,6 +25,7 @@ from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import CASTS, Flat
+from archcomp.importer.mamba import mamba_mixer
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
@@ -161,7 +162,11 @@ class Walker:
             (None if copy else self.flat.inputs.get(g)) or ("x" if i == 0 else f"x_{i + 1}")
             for i, g in enumerate(given)
         ]
-        body = self.body(path, given, names, outs)
+        body = mamba_mixer(self.flat, path, m, given)  # transformers' MambaMixer, whole
+        if body is not None:
+            body["shapes"] = f"{self.shapes(given)} -> {self.shapes(outs)}"
+        else:
+            body = self.body(path, given, names, outs)
         if body is None:
             return None
         key = type(m).__name__ + json.dumps(body, sort_keys=True, default=str)

@@ -79,7 +79,8 @@ def chunked_scan(a: Tensor, b: Tensor, chunk_size: int) -> Tensor:
 
 class SelectiveScan(nn.Module):
     """Mamba's S6 scan over x [B, D, L] with delta [B, D, L], b and c (the paper's B and C)
-    [B, N, L]; owns ``A_log`` (D, N) and ``D`` (D,), named as in Mamba's checkpoints.
+    [B, N, L]; owns ``A_log`` (D, N) and ``D`` (D,), named as in Mamba's checkpoints, or, with
+    ``holds_params=False``, takes them as the forward's ``A_log`` and ``D``.
 
     Computes in float32 at least (as the reference does) and returns x's dtype. ``algorithm``:
     ``sequential`` (the reference loop), ``chunked``, or ``auto`` (the chunked scan beyond
@@ -95,6 +96,7 @@ class SelectiveScan(nn.Module):
         algorithm: str = "auto",
         chunk_size: int = 32,
         recompute: bool = False,
+        holds_params: bool = True,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -106,13 +108,18 @@ class SelectiveScan(nn.Module):
         self.algorithm = algorithm
         self.chunk_size = chunk_size
         self.scan_state: ScanState | None = None  # set while a KVCache is bound (kv_cache.py)
-        self.A_log = nn.Parameter(torch.empty(num_features, d_state, device=device, dtype=dtype))
-        self.D = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
-        self.reset_parameters()
+        self.A_log: nn.Parameter | None = None
+        self.D: nn.Parameter | None = None
+        if holds_params:
+            self.A_log = nn.Parameter(
+                torch.empty(num_features, d_state, device=device, dtype=dtype)
+            )
+            self.D = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """S4D-real: A = -(1, 2, ..., N) in every channel; D = 1 (Mamba's initialisation)."""
-        if not self.A_log.is_meta:
+        if self.A_log is not None and self.D is not None and not self.A_log.is_meta:
             with torch.no_grad():
                 n = torch.arange(1, self.d_state + 1, dtype=torch.float32)
                 self.A_log.copy_(torch.log(n).expand(self.num_features, -1))
@@ -126,14 +133,19 @@ class SelectiveScan(nn.Module):
         c: Tensor,
         z: Tensor | None = None,
         delta_bias: Tensor | None = None,
+        A_log: Tensor | None = None,  # noqa: N803 (Mamba's name)
+        D: Tensor | None = None,  # noqa: N803
     ) -> Tensor:
+        A_log = self.A_log if A_log is None else A_log
+        D = self.D if D is None else D
+        assert A_log is not None and D is not None, "A_log and D: held, or given"
         work = torch.promote_types(x.dtype, torch.float32)  # float32 at least
         u, dt = x.to(work), delta.to(work)  # (B, D, L)
         if delta_bias is not None:
             dt = dt + delta_bias.to(work)[:, None]  # (B, D, L) + (D, 1)
         if self.delta_softplus:
             dt = F.softplus(dt)
-        A = -torch.exp(self.A_log.to(work))  # (D, N)
+        A = -torch.exp(A_log.to(work))  # (D, N)
         if self.scan_state is not None:  # decoding: from the kept state, which moves on
             u = self.scan_state.mask(u)
             y, last = self._states_out(u, dt, A, b.to(work), c.to(work), self.scan_state.h)
@@ -142,7 +154,7 @@ class SelectiveScan(nn.Module):
             y = self._recomputed(u, dt, A, b.to(work), c.to(work))  # (B, D, L)
         else:
             y = self._states_out(u, dt, A, b.to(work), c.to(work), None)[0]
-        y = y + u * self.D.to(work)[:, None]
+        y = y + u * D.to(work)[:, None]
         if z is not None:
             y = y * F.silu(z.to(work))
         return y.to(x.dtype)

@@ -29,7 +29,10 @@ class SelectiveScanArgs(OpArgs):
     then softplus if ``delta_softplus``) and A = -exp(A_log):
     ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``, ``y_t = C_t . h_t + D u_t``, from h = 0.
     The op owns A_log [D, N] (initialised S4D-real, A = -(1..N)) and D [D] (ones), Mamba's
-    names. ``num_features`` (D) and ``d_state`` (N) are inferred from x and B. ``algorithm``:
+    names; where both come in as inputs instead (``parameter`` nodes: transformers'
+    ``mixer.A_log`` and ``mixer.D``, keyed by their own names), it holds none
+    (``holds_params`` is inferred). ``num_features`` (D) and ``d_state`` (N) are inferred
+    from x and B. ``algorithm``:
     ``sequential``, the reference loop of one step per position; ``chunked``, a parallel scan
     inside chunks of ``chunk_size`` positions and over the chunks (log steps, equal up to
     rounding); ``auto``, the chunked scan for inputs over 32 positions where autograd records
@@ -51,6 +54,10 @@ class SelectiveScanArgs(OpArgs):
     )
     num_features: int | None = Field(default=None, gt=0, description="inferred from x's dim 1")
     d_state: int | None = Field(default=None, gt=0, description="inferred from B's dim 1")
+    holds_params: bool | None = Field(
+        default=None,
+        description="inferred: false where A_log and D come in as inputs (it then holds none)",
+    )
 
 
 def _same(ctx: ShapeCtx, port: str, want: Shape, x: TensorType, layout: str) -> None:
@@ -81,10 +88,32 @@ def _selective_scan_shape(ctx: ShapeCtx) -> TensorType:
     _same(ctx, "C", state, x, "[B, N, L] as B")
     _same(ctx, "z", x.shape, x, "[B, D, L] as x")
     _same(ctx, "delta_bias", (d,), x, "[D]")
+    given = [p for p in ("A_log", "D") if ctx.get(p) is not None]
+    if len(given) == 1:
+        raise ShapeError(
+            f"{given[0]} comes in as an input: give both A_log and D, or neither", port=given[0]
+        )
+    _weight(ctx, "A_log", (d, n), x, "[D, N]")
+    _weight(ctx, "D", (d,), x, "[D]")
+    ctx.infer("holds_params", not given)
     return TensorType(x.shape, x.dtype)
 
 
+def _weight(ctx: ShapeCtx, port: str, want: Shape, x: TensorType, layout: str) -> None:
+    """A_log or D given as an input: a float tensor of its shape."""
+    t = ctx.get(port)
+    if t is None:
+        return
+    need_float(t, port, "selective_scan")
+    if t.shape != want:
+        raise ShapeError(
+            f"{port} must be {layout} = {fmt_shape(want)}, found {fmt_shape(t.shape)}", port=port
+        )
+
+
 def _selective_scan_params(a: SelectiveScanArgs) -> dict[str, Shape]:
+    if a.holds_params is False:
+        return {}  # A_log and D come in as inputs
     d, n = a.num_features or 0, a.d_state or 0
     return {"A_log": (d, n), "D": (d,)}
 
@@ -107,10 +136,11 @@ def _selective_scan_lower(c: LowerCtx) -> Any:
         algorithm=a.algorithm,
         chunk_size=a.chunk_size,
         recompute=a.recompute,
+        holds_params=a.holds_params is not False,
         **c.factory,
     )
     ins = c.inputs
-    extra = {p: ins[p] for p in ("z", "delta_bias") if ins.get(p) is not None}
+    extra = {p: ins[p] for p in ("z", "delta_bias", "A_log", "D") if ins.get(p) is not None}
     return c.module(scan)(ins["x"], ins["delta"], ins["B"], ins["C"], **extra)
 
 
@@ -125,7 +155,10 @@ def gated_scan_figure(a: Any, ports: frozenset[str]) -> Figure | None:
             Part("mul", "×", "arith"),
         ),
         edges=(("ssm", "mul"), ("gate", "mul")),
-        ports=(("x", "ssm"), ("delta", "ssm"), ("B", "ssm"), ("C", "ssm"), ("z", "gate")),
+        ports=(
+            *((p, "ssm") for p in ("x", "delta", "B", "C", "A_log", "D")),
+            ("z", "gate"),
+        ),
         result="mul",
         same_rank=(("ssm", "gate"),),
     )
@@ -150,12 +183,15 @@ SELECTIVE_SCAN = register(
             Port("C"),
             Port("z", optional=True),
             Port("delta_bias", optional=True),
+            Port("A_log", optional=True),
+            Port("D", optional=True),
         ),
         params=_selective_scan_params,
         macs=_selective_scan_macs,
         lower=_selective_scan_lower,
         doc="Mamba's selective state-space scan (S6): input-dependent delta, B, C; "
-        "A = -exp(A_log), D skip, optional silu(z) gate. recompute: true bounds training "
+        "A = -exp(A_log), D skip, optional silu(z) gate; A_log and D its own or both given as "
+        "inputs (parameter nodes keyed by their names). recompute: true bounds training "
         "activations to O(B D L) by checkpointing chunk by chunk. torch.jit.trace records "
         "the example's length (the scan loops over positions).",
     )

@@ -107,6 +107,43 @@ def test_selective_scan_errors() -> None:
     )
 
 
+def test_a_log_and_d_as_inputs_are_held_by_no_scan() -> None:
+    """Given as inputs (``parameter`` nodes keyed by their own names: transformers' mixer.A_log
+    and mixer.D), A_log and D are no parameters of the scan, and it computes with them;
+    one without the other, or either of another shape, is a located error."""
+    text = spec(
+        "x: [B, 6, L]\n  b: [B, 4, L]",
+        """
+        - {id: A_log, op: parameter, shape: [6, 4], key: self}
+        - {id: D, op: parameter, shape: [6], key: self}
+        - {id: n, op: selective_scan, in: {x: x, delta: x, B: b, C: b, A_log: A_log, D: D}}
+        """,
+    )
+    g, gm = compile_spec(text)
+    assert g.nodes["n"].args.holds_params is False
+    assert g.nodes["n"].op.param_shapes(g.nodes["n"].args) == {}
+    assert sorted(gm.state_dict()) == ["A_log", "D"]
+    u, b = torch.randn(2, 6, 5), torch.randn(2, 4, 5)
+    held = SelectiveScan(6, 4)
+    with torch.no_grad():
+        held.A_log.copy_(gm.get_parameter("A_log"))
+        held.D.copy_(gm.get_parameter("D"))
+        assert torch.equal(run(gm, u, b)["y"], held(u, u, b, b))
+    one = "op: selective_scan, in: {x: x, delta: x, B: b, C: b, A_log: a}"
+    fails(
+        "x: [B, 6, L]\n  b: [B, 4, L]\n  a: [6, 4]",
+        one,
+        "A_log comes in as an input: give both A_log and D, or neither",
+        "a}",
+    )
+    fails(
+        "x: [B, 6, L]\n  b: [B, 4, L]\n  a: [6, 5]\n  d: [6]",
+        one.replace("a}", "a, D: d}"),
+        "A_log must be [D, N] = [6, 4], found [6, 5]",
+        "a, D",
+    )
+
+
 # -- numerics ----------------------------------------------------------------------------------
 
 
