@@ -222,6 +222,8 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
             "      - {id: '0', op: layer_norm, eps: 1.0e-06}",  # downsampling_layer.0.weight
             "      - {id: '1', op: conv2d, out_channels: 16, kernel_size: 2, stride: 2}",
             "      - {id: downsampling_layer, op: downsampling_layer}",
+            # its config's num_hidden_layers counts the stages (len(depths)): no repeat's param
+            "      - {id: layers, op: conv_next_layer_2, repeat: 2}",
         ],
     ),
 }
