@@ -98,6 +98,9 @@ def test_a_sequential_of_different_children_is_nodes_in_order() -> None:
 
     text = round_trip(Net(), (torch.randn(2, 3, 8, 8),), dims={"B": 0})
     assert "      - {id: '1', op: batch_norm}" in text and "- {id: body, op: sequential}" in text
+    with pytest.raises(ImportFailure) as e:  # what a node of it calls is still listed
+        archcomp.import_module(nn.Sequential(nn.Linear(4, 4), Spectral()), (torch.randn(2, 4),))
+    assert "torch.fft.fft" in str(e.value) and "y = torch.fft.fft(x).abs()" in str(e.value)
 
 
 def test_a_bare_parameter_is_a_parameter_node_and_a_bare_buffer_is_refused() -> None:
