@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from torch import fx
@@ -24,6 +25,7 @@ from archcomp.ops import all_ops
 
 # ``Item`` and ``Walker`` are archcomp.importer.scopes' (not imported: scopes.py imports this)
 Item = Any
+Ordered = tuple[str, list[fx.Node], list[fx.Node], set[fx.Node]]
 
 
 def run_length(items: list[Item], i: int) -> tuple[str, int, int] | None:
@@ -43,12 +45,10 @@ def run_length(items: list[Item], i: int) -> tuple[str, int, int] | None:
     return (prefix, j - i, count) if count else None
 
 
-def ordered_block(run: list[Item], w: Any, prefix: str) -> Item | None:
-    """One call of a block whose nodes are ``run`` (ids without ``prefix.``), in order; None
-    where its body cannot be made (the walker lists why)."""
-    from archcomp.importer.scopes import Item as ItemClass
-    from archcomp.importer.scopes import _emit
-
+def ordered_block(run: list[Item], w: Any, prefix: str, emit: Callable[..., Any]) -> Ordered | None:
+    """``(block, inputs, outputs, calls)`` of one call of a block whose nodes are ``run`` (ids
+    without ``prefix.``; ``emit`` makes a body of items), in order; None where its body
+    cannot be made (the walker lists why)."""
     if any("tie" in x.extra for x in run):
         return None  # a tie is relative to this level: one level down it would not hold
     flat, live = w.flat, w.live()
@@ -70,11 +70,11 @@ def ordered_block(run: list[Item], w: Any, prefix: str) -> Item | None:
     names = [flat.inputs.get(g) or ("x" if k == 0 else f"x_{k + 1}") for k, g in enumerate(given)]
     inner = [dataclasses.replace(x, id=x.id[len(prefix) + 1 :]) for x in run]
     before = len(w.problems)
-    body = _emit(w, inner, given, names, outs)
+    body = emit(w, inner, given, names, outs)
     if len(w.problems) > before:
         return None
     body["shapes"] = f"{w.shapes(given)} -> {w.shapes(outs)}"
-    return ItemClass(prefix, named(prefix, body, w.blocks, w.keys), given, {}, outs, calls)
+    return named(prefix, body, w.blocks, w.keys), given, outs, calls
 
 
 def named(prefix: str, body: dict[str, Any], blocks: dict[str, Any], keys: dict[str, str]) -> str:

@@ -479,9 +479,9 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
         run = run_length(items, i)  # P.0, P.1, ... by their ids, chained or not
         one = merged is not None or all((x.op, x.opts) == (op, opts) for x in items[i : i + n])
         if run is not None and (run[1] != n or not one):  # not one repeat: nodes 0, 1, ...
-            block = ordered_block(items[i : i + run[1]], w, run[0])
+            block = ordered_block(items[i : i + run[1]], w, run[0], _emit)
             if block is not None:
-                out.append(block)
+                out.append(Item(run[0], block[0], block[1], {}, block[2], block[3]))
                 i += run[1]
                 continue
         if merged is not None:
