@@ -300,3 +300,43 @@ outputs: out
     got = model(x)
     torch.manual_seed(1)
     assert_same(got, inline(x))
+
+
+NUMBERED = """
+archcomp: 1
+name: numbered
+inputs:
+  x: {shape: [2, 3, 8, 8]}
+blocks:
+  sequential:
+    inputs: [x]
+    nodes:
+      - {id: '0', op: conv2d, out_channels: 4, kernel_size: 3}
+      - {id: '1', op: relu}
+      - {id: '2', op: conv2d, out_channels: 5, kernel_size: 3, in: '1'}
+    outputs: '2'
+nodes:
+  - {id: body, op: sequential}
+  - {id: '0', op: flatten}
+  - {id: head, op: linear, out_features: 3}
+outputs: {out: head}
+"""
+
+
+def test_numbered_node_ids_are_an_nn_sequential_s_keys(tmp_path: Path) -> None:
+    """Node ids ``0``, ``1``, ... (an imported nn.Sequential's children): the keys are
+    ``body.0.weight`` as torch's, and --emit-python's source registers them by name."""
+    from archcomp.backends.torch.emit import emit_python
+
+    model = archcomp.build(NUMBERED, seed=0)
+    assert list(model.state_dict()) == [
+        "body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias", "head.weight", "head.bias"
+    ]  # fmt: skip
+    source = emit_python(model)
+    assert "self.add_module('0', item0)" in source
+    scope: dict[str, Any] = {}
+    exec(compile(source, str(tmp_path / "numbered.py"), "exec"), scope)  # archcomp's own source
+    emitted = scope["Numbered"]()
+    emitted.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(emitted(x), model(x))

@@ -80,12 +80,27 @@ def test_a_sequential_of_equal_children_is_one_repeat() -> None:
     assert "- {id: head, op: linear, repeat: 2, out_features: 8}" in text
 
 
-def test_numbered_children_that_differ_are_refused_by_name() -> None:
+def test_a_sequential_of_different_children_is_nodes_in_order() -> None:
+    """Node ids ``0``, ``1``, ... as the Sequential's children: its state_dict loads as is."""
     seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    with pytest.raises(ImportFailure) as e:
-        archcomp.import_module(seq, (torch.randn(2, 4),))
-    assert "self.0 (its path is no node id" in str(e.value)
-    assert "container.py:" in str(e.value)  # Sequential's forward, the line that calls it
+    text = round_trip(seq, (torch.randn(2, 4),))
+    assert "  - {id: '0', op: linear, out_features: 8}\n  - {id: '1', op: relu}\n" in text
+    assert "outputs: {out: '2'}" in text
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten())
+            self.head = nn.Linear(4 * 6 * 6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x))  # (B, 2)
+
+    text = round_trip(Net(), (torch.randn(2, 3, 8, 8),), dims={"B": 0})
+    assert "      - {id: '1', op: batch_norm}" in text and "- {id: body, op: sequential}" in text
+    with pytest.raises(ImportFailure) as e:  # what a node of it calls is still listed
+        archcomp.import_module(nn.Sequential(nn.Linear(4, 4), Spectral()), (torch.randn(2, 4),))
+    assert "torch.fft.fft" in str(e.value) and "y = torch.fft.fft(x).abs()" in str(e.value)
 
 
 class Biased(nn.Module):

@@ -131,10 +131,16 @@ def test_one_layer_is_a_repeat_of_one(tmp_path: Path) -> None:
     logits_equal(archcomp.from_pretrained(folder, text), ref)
 
 
-def test_layers_that_differ_are_refused_by_path(tmp_path: Path) -> None:
-    _, folder = saved(tmp_path, "SmolLM3", num_hidden_layers=4)  # layer 3 has no RoPE
-    with pytest.raises(ImportFailure, match=r"self\.model\.layers\.3 \(its path is no node id"):
-        import_hf(folder)
+def test_layers_that_differ_become_nodes_in_order(tmp_path: Path) -> None:
+    """SmolLM3's layer 3 has no RoPE (a mapping the others have: no ``index`` reads it): the
+    layers are a block of nodes ``0`` .. ``3`` in order, two block kinds (ordered.py)."""
+    ref, folder = saved(tmp_path, "SmolLM3", num_hidden_layers=4)
+    text = import_hf(folder)
+    assert "      - {id: '3', op: smol_lm3_decoder_layer_2," in text
+    assert "      - {id: layers, op: layers," in text
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)  # model.layers.3.self_attn...
+    logits_equal(model.eval(), ref)
 
 
 def test_a_changed_rotary_application_is_refused(

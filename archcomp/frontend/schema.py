@@ -21,8 +21,12 @@ Expr = Annotated[str, StringConstraints(pattern=r"^\s*\$\{[\s\S]*\}\s*$")]
 RefText = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", max_length=130
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(\.[A-Za-z_][A-Za-z0-9_]*)?$", max_length=130
     ),
+]
+# A node id: an identifier, or a number (an nn.Sequential's children, ``0``, ``1``, ...)
+NodeId = Annotated[
+    str, StringConstraints(pattern=r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$", max_length=64)
 ]
 # A tie's target: ``node.param``, or a parameter inside a block call (``model.embed_tokens.weight``)
 TiePath = Annotated[
@@ -225,7 +229,7 @@ class NodeSpec(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
 
-    id: Identifier
+    id: NodeId
     op: Annotated[str, StringConstraints(max_length=64)]
     in_: InRef | None = Field(default=None, alias="in")
     label: str | None = Field(default=None, max_length=200)

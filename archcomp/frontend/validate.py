@@ -186,10 +186,12 @@ def _constraint_message(e: Any, value: Any, wanted: list[str]) -> str:
         noun = "entry" if n == 1 else "entries"
         msg = f"needs at least {n} {noun}, found {_show(value)}"
     pattern = str((e.get("ctx") or {}).get("pattern", ""))
-    if e["type"] == "string_pattern_mismatch" and pattern.startswith("^[A-Za-z_]"):
+    if e["type"] == "string_pattern_mismatch" and pattern.startswith(("^[A-Za-z_]", "^([A-Za-z_]")):
         msg = (
             f"expected a name (letters, digits, _; not starting with a digit), found {_show(value)}"
         )
+        if "|[0-9]+)" in pattern:  # a node id: a number too (an nn.Sequential's children)
+            msg = f"expected a name or a number (letters, digits, _), found {_show(value)}"
         if "\\." in pattern:
             msg = f"expected a reference like 'node' or 'node.result', found {_show(value)}"
     elif e["type"] == "string_pattern_mismatch" and "\\$" in pattern:

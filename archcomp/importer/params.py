@@ -61,6 +61,8 @@ def config_values(config: Any) -> dict[str, Any]:
     rope = getattr(config, "rope_parameters", None)
     if isinstance(rope, dict) and "rope_theta" in rope:
         out["rope_theta"] = rope["rope_theta"]
+    if isinstance(getattr(config, "depths", None), list | tuple):  # ConvNeXt's, Swin's stages:
+        out.pop("num_hidden_layers")  # it counts the stages, no repeat's copies (len(depths))
     return {k: v for k, v in out.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 

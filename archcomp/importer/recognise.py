@@ -15,6 +15,7 @@ from typing import Any
 from torch import fx, nn
 
 from archcomp.importer import recognise_encdec as encdec
+from archcomp.importer.channels import layer_norm_args
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
 from archcomp.importer.rope import rope_options
@@ -68,6 +69,9 @@ def recognise(flat: Flat, path: str, module: nn.Module, group: list[fx.Node]) ->
         if act is not None:
             approx = group[0].kwargs.get("approximate", "none")
             return act, ({"approximate": approx} if approx != "none" else {})
+    if isinstance(module, nn.LayerNorm) and not kids and len(group) == 1:  # ConvNeXt's
+        args = layer_norm_args(flat, path, module, group[0])
+        return ("layer_norm", args) if args is not None else None
     split = all(k in kids for k in _PROJ) or _FUSED in kids or _PER_HEAD in kids
     if split and any(o in kids for o in _OUTS):
         made = _attention(flat, path, module, group)

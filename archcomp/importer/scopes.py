@@ -23,9 +23,11 @@ from archcomp.frontend.schema import reserved_id
 from archcomp.importer import pooling
 from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
+from archcomp.importer.channels import TO_FIRST, TO_LAST, channels_first
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import CASTS, Flat
 from archcomp.importer.mamba import mamba_mixer
+from archcomp.importer.ordered import ordered_block, run_length
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
@@ -255,6 +257,7 @@ class _Scope:
             )
         for c, g in groups:
             seq = self._sequential(c) if c is not None else None
+            seq = self._channels_first(c, g) if c is not None and seq is None else seq
             items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
             items += seq if seq is not None else [one] if isinstance(one, Item) else one or []
@@ -303,6 +306,21 @@ class _Scope:
         for it in inner:
             it.id = f"{rel}.{it.id}"
         return inner
+
+    def _channels_first(self, child: str, group: list[fx.Node]) -> list[Item] | None:
+        """A channels-first LayerNorm (ConvNeXt's) as ``permute``, ``layer_norm`` (the
+        module's id) and ``permute`` back (:mod:`archcomp.importer.channels`)."""
+        flat, rel = self.w.flat, self._rel(child)
+        made = channels_first(flat, child, flat.model.get_submodule(child), group)
+        if made is None or reserved_id(rel):
+            return None
+        last, norm, first, args = made
+        x, at = flat.get(last.args[0]), rel.rsplit(".", 1)[0] + "." if "." in rel else ""
+        return [  # in P.0's run, P.channels_last: a node of P's block (ordered.py)
+            Item(f"{at}channels_last", "permute", [x], {"dims": TO_LAST}, [last], {last}),
+            Item(rel, "layer_norm", [last], without_defaults("layer_norm", args), [norm], {norm}),
+            Item(f"{at}channels_first", "permute", [norm], {"dims": TO_FIRST}, [first], {first}),
+        ]
 
     def _rel(self, child: str) -> str:
         return child[len(self.path) + 1 :] if self.path else child
@@ -520,16 +538,25 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                     break
                 n += 1
         op, opts = items[i].op, items[i].opts
+        merged = None
         if any((x.op, x.opts) != (op, opts) for x in items[i : i + n]):
             merged = w.merged(items[i : i + n])  # copies that differ through index
-            if merged is None:  # the run of equal copies only; the next one is refused
-                n = next(
-                    k
-                    for k in range(1, n + 1)
-                    if k == n or items[i + k].op != op or items[i + k].opts != opts
-                )
-            else:
-                op, opts = merged
+        run = run_length(items, i)  # P.0, P.1, ... by their ids, chained or not
+        one = merged is not None or all((x.op, x.opts) == (op, opts) for x in items[i : i + n])
+        if run is not None and (run[1] != n or not one):  # not one repeat: nodes 0, 1, ...
+            block = ordered_block(items[i : i + run[1]], w, run[0], _emit)
+            if block is not None:
+                out.append(Item(run[0], block[0], block[1], {}, block[2], block[3]))
+                i += run[1]
+                continue
+        if merged is not None:
+            op, opts = merged
+        elif not one:  # the run of equal copies only; the next one is refused
+            n = next(
+                k
+                for k in range(1, n + 1)
+                if k == n or (items[i + k].op, items[i + k].opts) != (op, opts)
+            )
         first, last = items[i], items[i + n - 1]
         if "." in first.id and (m is None or m.group(2) != "0"):
             where = f"{path}.{first.id}" if path else first.id

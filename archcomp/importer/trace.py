@@ -18,6 +18,7 @@ from archcomp.importer.built import built_call, built_results, relative_tie
 from archcomp.importer.calls import Ref, Unsupported, call_op, describe
 from archcomp.importer.functions import pieces
 from archcomp.importer.leaves import RESULTS, leaf_op
+from archcomp.importer.ordered import chained_body, named
 from archcomp.importer.parameters import OwnTensor, own_buffer
 from archcomp.importer.unify import unify, unify_ops
 from archcomp.ops import all_ops
@@ -304,6 +305,9 @@ class _Body:
             ]
             if any(o is None or o[0] != op or o[2] != opts for o in ops):
                 merged = self.imp.merged([made, *ops])  # copies that differ through index
+                if merged is None and self._ordered(node, target, [made, *ops]):
+                    self.env[order[i + run - 1]] = Ref(_NUMBERED.match(target).group(1))  # type: ignore[union-attr]
+                    return run
                 if merged is None:
                     run = 1
                 else:
@@ -318,12 +322,13 @@ class _Body:
                 node, self._path(target), "called twice: shared weights are not imported yet"
             )
             return run
-        if not name.isidentifier() or reserved_id(name) or name in self.ids:
+        numbered = name.isdigit()  # a child named 0, 1, ... (an nn.Sequential's): node 0, 1
+        if not (name.isidentifier() or numbered) or reserved_id(name) or name in self.ids:
             why = (
                 "its name is also an input's: a spec's node ids and inputs share one namespace"
                 if name in self.ids
-                else "its path is no node id: a numbered child of a Sequential or ModuleList "
-                "that is not one of a run of equal children, or a reserved name"
+                else "its path is no node id: a numbered child of a ModuleList that is not one "
+                "of a run of equal children, or a reserved name"
             )
             self._fail(node, self._path(target), why)
             return run
@@ -342,6 +347,23 @@ class _Body:
         last = order[i + run - 1]
         self.env[last] = _results(name, results)
         return run
+
+    def _ordered(self, node: fx.Node, target: str, copies: list[Any]) -> bool:
+        """Copies ``P.0``, ``P.1``, ... of one run that cannot be one repeat, as one call of a
+        block of nodes ``0``, ``1``, ... (:mod:`archcomp.importer.ordered`); False where a
+        copy failed, gives several results, or ``P`` is no free node id."""
+        prefix = _NUMBERED.match(target).group(1)  # type: ignore[union-attr]
+        if any(c is None or c[3] is not None for c in copies) or prefix in self.ids:
+            return False
+        if not prefix.isidentifier() or reserved_id(prefix) or prefix in self.called:
+            return False
+        ins = copies[0][1]
+        body = chained_body([(c[0], without_defaults(c[0], c[2])) for c in copies], len(ins) - 1)
+        name = named(prefix, body, self.imp.blocks, self.imp.keys)
+        self.ids.add(prefix)
+        self.called.add(prefix)
+        self._emit(prefix, name, ins, {})
+        return True
 
     def _sequential(
         self, node: fx.Node, sub: nn.Module, target: str

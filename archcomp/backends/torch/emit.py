@@ -101,7 +101,12 @@ class _Emitter:
         for name, child in mod._modules.items():
             if child is None:
                 continue
-            target = f"{expr}.{name}" if name.isidentifier() else f"{expr}[{name}]"
+            if not name.isidentifier():  # a numbered node id (an nn.Sequential's child)
+                var = f"item{depth}"
+                lines.extend(self.element(var, child, depth + 1))
+                lines.append(f"{expr}.add_module({name!r}, {var})")
+                continue
+            target = f"{expr}.{name}"
             if type(child) is nn.ModuleList:
                 lines.extend(self.module_list(target, child, depth))
             elif isinstance(child, CompiledBlock):
