@@ -12,6 +12,7 @@ import pytest
 import torch
 from equivalence import Case, check_case
 from hf_models import quiet
+from import_checks import Read
 from lowering import redraw
 from numerics import RoundingChains, assert_close
 
@@ -43,11 +44,9 @@ def _saved(tmp_path: Path, config: str, arch: str, **kw: Any) -> tuple[Any, Path
 
 
 def _equal(model: Any, ref: Any, pixels: torch.Tensor, fields: list[str], unread: Any = ()) -> None:
-    """Outputs and every gradient, with ref's own state_dict loaded strictly (but for the
-    ``unread`` keys: parameters no forward reads, which no node holds)."""
-    state = {k: v for k, v in ref.state_dict().items() if k not in unread}
-    assert len(state) == len(ref.state_dict()) - len(unread)
-    model.load_state_dict(state, strict=True)
+    """Outputs and every gradient, with ref's whole state_dict loaded strictly (``unread``:
+    parameters no forward reads, held by ``unused: true`` nodes: no gradient to compare)."""
+    model.load_state_dict(ref.state_dict(), strict=True)
     assert list(model.output_names) == fields
     with torch.no_grad(), RoundingChains() as chains:
         got, want = model(pixel_values=pixels), ref(pixel_values=pixels)
@@ -55,6 +54,7 @@ def _equal(model: Any, ref: Any, pixels: torch.Tensor, fields: list[str], unread
         g, w = (got[field] if isinstance(got, dict) else got), getattr(want, field)
         assert_close(g, w, chains.tolerance(torch.float32, g, w))
     ref.train(model.training)
+    model = Read(model, set(unread))  # dinov2's mask_token: held (unused: true), no gradient
     case = Case(
         model,
         ref,
@@ -136,10 +136,27 @@ def test_dinov2_round_trip(tmp_path: Path) -> None:
     ref, folder = _saved(tmp_path, "Dinov2Config", "Dinov2Model", **small, **extra)
     text = import_hf(folder)
     assert "- {id: layer_scale1, op: layer_scale, gain_name: lambda1}" in text
+    # mask_token is read only with bool_masked_pos (masked image modelling): no traced call
+    # reads it, a node holds it, so transformers' whole state_dict loads strictly
+    held = (
+        '- {id: mask_token, op: parameter, shape: [1, "${hidden_size}"], key: self, unused: true}'
+    )
+    assert held in text
     pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    # mask_token is read only with bool_masked_pos (masked image modelling): not traced
     fields = ["last_hidden_state", "pooler_output"]
-    _equal(archcomp.build(text), ref, pixels, fields, ["embeddings.mask_token"])
+    model = archcomp.build(text)
+    _equal(model, ref, pixels, fields, unread=["embeddings.mask_token"])
+    # and from the command line: convert --spec of the saved folder loads every key
+    spec, art = tmp_path / "dinov2.yaml", tmp_path / "dinov2.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    loaded = archcomp.load(art)
+    assert torch.equal(loaded.get_parameter("embeddings.mask_token"), ref.embeddings.mask_token)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = loaded(pixel_values=pixels), ref(pixel_values=pixels)
+    for field in fields:
+        g, w = got[field], getattr(want, field)
+        assert_close(g, w, chains.tolerance(torch.float32, g, w))
 
 
 def test_emit_python_writes_a_parameter_keyed_by_its_id(tmp_path: Path) -> None:

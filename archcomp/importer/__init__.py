@@ -53,6 +53,7 @@ def import_module(
     inputs = _bind(module, example_inputs)
     built = isinstance(getattr(module, "node_meta", None), dict)  # made by archcomp.build
     imp = Importer(built=built_ops(module), ties=built_ties(module), handoff=built)
+    imp.root, imp.inputs, imp.leading = module, inputs, _leading(inputs, dims or {})
     body = imp.body(module, list(inputs), "")
     spec_name = name or _snake(type(module).__name__)
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}

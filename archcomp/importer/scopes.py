@@ -34,6 +34,7 @@ from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, own_owners, uncalled_owners
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
+from archcomp.importer.unread import read_tensors, unread_tensors
 
 ATEN: dict[str, Any] = {
     "aten.add.Tensor": operator.add,
@@ -262,7 +263,17 @@ class _Scope:
             one = self._item(c, g) if seq is None else None
             items += seq if seq is not None else [one] if isinstance(one, Item) else one or []
         kept = fold_positions(items, self.w)
-        return _repeats(merge_alternating(kept, self.w), self.w, self.path)
+        return _repeats(merge_alternating(kept, self.w), self.w, self.path) + self._unread(items)
+
+    def _unread(self, items: list[Item]) -> list[Item]:
+        """This module's tensors that no call reads (DINOv2's ``mask_token``), held by
+        ``unused: true`` nodes (:mod:`archcomp.importer.unread`)."""
+        m, taken = self.w.flat.model.get_submodule(self.path), {it.id for it in items}
+        held = unread_tensors(m, read_tensors(self.w.flat), taken)
+        return [
+            Item(n, op, [], {"shape": s, "key": "self", "unused": True}, [], set())
+            for n, op, s in held
+        ]
 
     def _tensors(self, n: fx.Node) -> list[Item]:
         """A ``parameter`` (or ``buffer``) node, ``key: self``, for each bare parameter (or
