@@ -161,7 +161,8 @@ def test_dinov2_round_trip(tmp_path: Path) -> None:
 
 def test_emit_python_writes_a_parameter_keyed_by_its_id(tmp_path: Path) -> None:
     """--emit-python: a ``key: self`` parameter is an ``nn.Parameter`` attribute of its block's
-    class; the written module loads the artifact strictly and computes the same."""
+    class (one no node reads, ``unused: true``, too); the written module loads the artifact
+    strictly and computes the same."""
     import importlib.util
 
     text = """archcomp: 1
@@ -177,6 +178,7 @@ blocks:
       - {id: cls_b, op: expand, in: {x: cls_token, like: x}, shape: [B, -1, -1]}
       - {id: tokens, op: concat, in: [cls_b, x], dim: 1}
       - {id: ls, op: layer_scale, gain_name: lambda1}
+      - {id: held, op: parameter, shape: [2], key: self, unused: true}
     outputs: ls
 nodes:
   - {id: embeddings, op: emb}
@@ -197,6 +199,7 @@ outputs: {y: a}
     emitted = mod.M()
     emitted.load_state_dict(load_file(art), strict=True)
     assert not emitted.p.requires_grad
+    assert "embeddings.held" in load_file(art)
     x = torch.randn(3, 4, 8)
     assert torch.equal(emitted(x), archcomp.load(art)(x))
 
@@ -230,3 +233,33 @@ outputs: {y: add}
     model.load_state_dict(built.state_dict(), strict=True)
     assert list(model.state_dict()) == ["bias", "layer_scale.lambda1"]
     assert torch.equal(model(x), built(x))
+
+
+def test_a_tensor_no_forward_reads_is_held_by_an_unused_node() -> None:
+    """torch.fx's import of a module whose own parameter and float buffer its forward never
+    reads: each a node with ``unused: true`` (no ``unused-node`` error), so the module's whole
+    state_dict loads strictly; without the flag such a node is refused."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 3)
+            self.mask_token = torch.nn.Parameter(torch.randn(1, 8))
+            self.register_buffer("stat", torch.randn(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    net = Net()
+    text = archcomp.import_module(net, (torch.randn(2, 8),))
+    assert "- {id: mask_token, op: parameter, shape: [1, 8], key: self, unused: true}" in text
+    assert "- {id: stat, op: buffer, shape: [3], key: self, unused: true}" in text
+    model = archcomp.build(text)
+    model.load_state_dict(net.state_dict(), strict=True)
+    assert torch.equal(model.get_buffer("stat"), net.stat)
+    x = torch.randn(4, 8)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x), net(x)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    with pytest.raises(archcomp.SpecError, match="node is never used"):
+        archcomp.build(text.replace(", unused: true", "", 1))

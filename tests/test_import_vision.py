@@ -116,6 +116,12 @@ FIXED_POINT += ["mixtral", "whisper", "mamba", "bart", "t5", "convnext_tiny"]
 FIXED_POINT += ["resnet18", "resnet50", "gemma2", "swin_tiny"]  # copies that differ by index
 FIXED_POINT += ["gemma3_text", "deepseek_v3"]  # copies that cannot be one: nodes 0, 1, ...
 FIXED_POINT += ["vit_b16", "dinov2_base", "clip_vit_b32"]  # tokens.size(0); F.interpolate
+FIXED_POINT += ["linear_regression", "lenet5", "rnn", "gpt3", "mistral", "qwen2", "qwen3"]
+FIXED_POINT += ["olmo2", "phi3", "gpt_neox"]
+
+
+def test_the_fixed_point_covers_every_shipped_spec() -> None:
+    assert sorted(FIXED_POINT) == sorted(LIBRARY) == sorted(p.stem for p in SPECS.glob("*.yaml"))
 
 
 def unused_ids(text: str) -> set[str]:

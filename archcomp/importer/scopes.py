@@ -270,10 +270,7 @@ class _Scope:
         ``unused: true`` nodes (:mod:`archcomp.importer.unread`)."""
         m, taken = self.w.flat.model.get_submodule(self.path), {it.id for it in items}
         held = unread_tensors(m, read_tensors(self.w.flat), taken)
-        return [
-            Item(n, op, [], {"shape": s, "key": "self", "unused": True}, [], set())
-            for n, op, s in held
-        ]
+        return [Item(h.pop("id"), h.pop("op"), [], h, [], set()) for h in held]
 
     def _tensors(self, n: fx.Node) -> list[Item]:
         """A ``parameter`` (or ``buffer``) node, ``key: self``, for each bare parameter (or

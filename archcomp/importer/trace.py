@@ -29,6 +29,7 @@ from archcomp.importer.sizes import (
     sized,
 )
 from archcomp.importer.unify import unify, unify_ops
+from archcomp.importer.unread import child_tensors, unread_tensors
 from archcomp.ops import all_ops
 
 Body = dict[str, Any]
@@ -204,6 +205,8 @@ class _Body:
             i += 1
         if len(self.imp.problems) > before:
             return None
+        read = child_tensors(self.module) | {id(_get(self.module, t)) for t in self.tensors}
+        self.nodes += unread_tensors(self.module, read, self.ids | self.children)  # unread.py
         return {"inputs": inputs, "nodes": self.nodes, "outputs": outputs}
 
     def _fail(self, node: fx.Node, what: str, why: str) -> None:

@@ -46,22 +46,30 @@ def mark_unread(body: dict[str, Any]) -> dict[str, Any]:
     return body | {"nodes": nodes}
 
 
-def unread_tensors(
-    module: Any, read: set[int], taken: set[str]
-) -> list[tuple[str, str, list[int]]]:
-    """(name, op, shape) of each parameter and persistent float buffer of ``module`` itself
-    whose tensor is none of ``read`` (the ids of the tensors some node holds or reads) and
-    whose name is no id in ``taken``: a ``parameter`` (or ``buffer``) node, ``key: self,
-    unused: true``, holds each, so the ``state_dict`` loads strictly."""
+def unread_tensors(module: Any, read: set[int], taken: set[str]) -> list[dict[str, Any]]:
+    """A node for each parameter and persistent float buffer of ``module`` itself whose tensor
+    is none of ``read`` (the ids of the tensors some node holds or reads) and whose name is no
+    id in ``taken``: ``{id: <name>, op: parameter (or buffer), shape, key: self, unused:
+    true}`` (``trainable: false`` for a frozen one), so the ``state_dict`` loads strictly."""
     out = []
     for name, p in module.named_parameters(recurse=False):
         if id(p) not in read and _free(name, taken):
-            out.append((name, "parameter", [int(s) for s in p.shape]))
+            frozen = {} if p.requires_grad else {"trainable": False}
+            out.append(_node(name, "parameter", p.shape) | frozen)
     skip: set[str] = getattr(module, "_non_persistent_buffers_set", set())
     for name, b in module.named_buffers(recurse=False):
         if id(b) not in read and name not in skip and b.is_floating_point() and _free(name, taken):
-            out.append((name, "buffer", [int(s) for s in b.shape]))
+            out.append(_node(name, "buffer", b.shape))
     return out
+
+
+def _node(name: str, op: str, shape: Any) -> dict[str, Any]:
+    return {"id": name, "op": op, "shape": [int(s) for s in shape], "key": "self", "unused": True}
+
+
+def child_tensors(module: Any) -> set[int]:
+    """The ids of the tensors of ``module``'s children (a tie makes one of them its own)."""
+    return {id(t) for c in module.children() for t in (*c.parameters(), *c.buffers())}
 
 
 def _free(name: str, taken: set[str]) -> bool:
