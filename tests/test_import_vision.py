@@ -305,3 +305,48 @@ def test_hf_layers_of_two_kinds_become_one_block_reading_index(tmp_path: Path) -
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     logits_equal(model.eval(), ref)
+
+
+class ClassToken(nn.Module):
+    """A class token expanded to the batch by sizes read from tensors (``x.size(0)`` and
+    ``x.shape[0]``), prepended to projected patches."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, d)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d))
+        self.reg_token = nn.Parameter(torch.randn(1, 1, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(x)  # (B, T, d)
+        cls = self.cls_token.expand(tokens.size(0), -1, -1)
+        reg = self.reg_token.expand(tokens.shape[0], 1, -1)
+        return torch.cat([cls, reg, tokens], dim=1)  # (B, 2 + T, d)
+
+
+def test_a_size_read_from_a_tensor_is_the_batch_expand_reads_from_like() -> None:
+    """``tokens.size(0)`` with ``dims={"B": 0}``: ``expand`` to ``[B, -1, -1]`` read from
+    ``like: proj`` at run time, so another batch size runs; without ``dims``, the literal."""
+    net = ClassToken()
+    text = round_trip(net, (torch.randn(2, 5, 6),), dims={"B": 0})
+    assert "op: expand, in: {x: cls_token, like: proj}, shape: [B, -1, -1]}" in text
+    assert "op: expand, in: {x: reg_token, like: proj}, shape: [B, 1, -1]}" in text
+    model = archcomp.build(text)
+    model.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(4, 5, 6)  # B = 4, not 2
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x), net(x)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    literal = archcomp.import_module(net, (torch.randn(2, 5, 6),))
+    assert "- {id: expand, op: expand, shape: [2, -1, -1]}" in literal
+
+
+def test_a_size_read_from_a_tensor_for_anything_but_expand_is_refused() -> None:
+    class View(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.size(0), -1)
+
+    with pytest.raises(archcomp.importer.ImportFailure) as e:
+        archcomp.import_module(View(), (torch.randn(2, 3, 4),), dims={"B": 0})
+    assert "Tensor.view (shape (x.size(0), -1): sizes read from a tensor" in str(e.value)
+    assert "x.view(x.size(0), -1)" in str(e.value)  # its line

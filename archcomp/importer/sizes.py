@@ -33,6 +33,9 @@ class Size:
     dim: int
     value: int | None
 
+    def __repr__(self) -> str:  # as an error lists it: x.size(0)
+        return f"{self.of.name}.size({'' if self.dim < 0 else self.dim})"
+
 
 def record_examples(module: nn.Module, inputs: dict[str, Any]) -> Examples:
     """Each submodule's arguments of its first call in one forward run on ``inputs``."""
