@@ -300,19 +300,77 @@ def test_bart_refusal_lists_what_the_spec_language_lacks(tmp_path: Path) -> None
     assert last.endswith(": lm_logits = lm_logits + self.final_logits_bias.to(lm_logits.device)")
 
 
-def test_t5_layer_norm_is_an_rms_norm(tmp_path: Path) -> None:
-    """T5's refusal no longer lists its T5LayerNorm's pow, mean and mul: it is an rms_norm."""
-    config = transformers.T5Config(
+def t5_config(**kw: Any) -> Any:
+    """A small T5: d_model 20 apart from h * d_kv = 16, 3 decoder layers beside 2 encoder
+    ones, 8 buckets up to distance 16 (the test's 20 source tokens reach the capped bucket)."""
+    return transformers.T5Config(
         vocab_size=61,
-        d_model=16,
+        d_model=20,
         d_kv=4,
         d_ff=24,
-        num_layers=1,
+        num_layers=2,
+        num_decoder_layers=3,
         num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
         architectures=["T5ForConditionalGeneration"],
+        **kw,
     )
-    config.save_pretrained(tmp_path / "t5")
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_t5_round_trip_from_the_cli(tmp_path: Path, version: str) -> None:
+    """T5 v1.0 (ReLU, the decoder's output scaled by d_model**-0.5 before the tied head) and
+    v1.1 (gated tanh-GELU, unscaled: transformers 5 reads its tie_word_embeddings: false as
+    scale_decoder_outputs: false and ties the head all the same): import --hf, convert --spec,
+    logits and every gradient equal with transformers' own state_dict loaded strictly."""
+    v11 = version == "1.1"
+    kw = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False} if v11 else {}
+    ref, folder = hf_saved(tmp_path, "T5ForConditionalGeneration", t5_config(**kw))
+    text, model = cli_round_trip(tmp_path, folder)
+    assert (
+        "- {id: relative_attention_bias, op: embedding, in: position_bias, num_embeddings: 8,\n"
+        '         embedding_dim: 4, when: "${has_relative_attention_bias}"}'
+    ) in text  # block.0.layer.0.SelfAttention.relative_attention_bias.weight
+    assert "in: {query: query, key: key, value: value, score_bias: bias}, scale: 1.0," in text
+    assert "causal: true" in text  # the decoder's self-attention
+    assert '{id: block, op: t5_block, repeat: "${num_hidden_layers}",' in text
+    assert "{id: block, op: t5_block_2, repeat: 3," in text  # num_decoder_layers
+    assert "{id: layer, op: t5_layer_2, repeat: 3," in text  # self, cross, feed-forward
+    assert (
+        '{id: DenseReluDense, op: t5_dense_act_dense, in: EncDecAttention, when: "${index == 2}"'
+        in text
+    )
+    assert "- {id: lm_head, op: linear, tie: {weight: shared.weight}" in text
+    assert ("- {id: mul, op: mul, scalar: 0.22360679774997896}" in text) != v11
+    assert ("{id: act, op: gelu, approximate: tanh}" in text) == v11
+    gen = torch.Generator().manual_seed(7)
+    inputs = {
+        "input_ids": torch.randint(0, 61, (3, 20), generator=gen),
+        "decoder_input_ids": torch.randint(0, 61, (3, 18), generator=gen),
+    }
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs, use_cache=False)
+    for key, expected in (
+        ("logits", want.logits),
+        ("encoder_last_hidden_state", want.encoder_last_hidden_state),
+    ):
+        assert_close(got[key], expected, chains.tolerance(torch.float32, got[key], expected))
+    grads_equal(text, ref, inputs, set())
+
+
+def test_t5_refusal_names_the_module_and_its_line(tmp_path: Path) -> None:
+    """An activation no op computes (transformers' clipped GELU) is refused with the line of
+    its module's first call."""
+    t5_config(feed_forward_proj="gelu_10").save_pretrained(tmp_path / "t5")
     with pytest.raises(ImportFailure) as e:
         import_hf(tmp_path / "t5")
-    assert not any("layer_norm" in p or "aten.pow" in p for p in e.value.problems)
-    assert not any("embed_tokens" in p for p in e.value.problems)  # tied to shared from its call
+    problems = e.value.problems
+    assert [p.split(" at ")[0] for p in problems] == [
+        "T5Stack self.encoder (a T5 feed-forward activation ClippedGELUActivation)",
+        "T5Stack self.decoder (a T5 feed-forward activation ClippedGELUActivation)",
+    ]
+    assert "activations.py:" in problems[0]

@@ -73,12 +73,13 @@ def _body(b: Body, values: dict[str, Any], used: dict[str, set[str]]) -> set[str
     mine: set[str] = set()
     for i, node in enumerate(b["nodes"]):
         op = node["op"]
+        fixed = node.pop("_fixed", False)  # sizes no config field gives (T5's h * d_kv)
         if op == "rms_norm" and "eps" not in node and values.get("rms_norm_eps") == RMS_EPS:
             node["eps"] = RMS_EPS
         for (slot_op, path), fields in SLOTS.items():
-            if slot_op == op:
+            if slot_op == op and not fixed:
                 mine |= _name(node, path, fields, values)
-        if "repeat" in node and node["repeat"] == values.get("num_hidden_layers"):
+        if not fixed and "repeat" in node and node["repeat"] == values.get("num_hidden_layers"):
             node["repeat"] = "${num_hidden_layers}"
             mine.add("num_hidden_layers")
         if used.get(op):
