@@ -316,8 +316,7 @@ def t5_config(**kw: Any) -> Any:
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,
-        architectures=["T5ForConditionalGeneration"],
-        **kw,
+        **({"architectures": ["T5ForConditionalGeneration"]} | kw),
     )
 
 
@@ -360,6 +359,25 @@ def test_t5_round_trip_from_the_cli(tmp_path: Path, version: str) -> None:
     ):
         assert_close(got[key], expected, chains.tolerance(torch.float32, got[key], expected))
     grads_equal(text, ref, inputs, set())
+
+
+@pytest.mark.parametrize("cls", ["T5Model", "T5EncoderModel"])
+def test_t5_model_and_encoder_import(tmp_path: Path, cls: str) -> None:
+    """The other T5 classes hold the same T5Stack: import_hf, the state_dict loaded strictly,
+    outputs equal."""
+    config = t5_config(architectures=[cls])
+    ref, folder = hf_saved(tmp_path, cls, config)
+    text = import_hf(folder)
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    gen = torch.Generator().manual_seed(8)
+    inputs = {"input_ids": torch.randint(0, 61, (2, 11), generator=gen)}
+    if cls == "T5Model":
+        inputs["decoder_input_ids"] = torch.randint(0, 61, (2, 4), generator=gen)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs)
+    got = next(iter(got.values())) if isinstance(got, dict) else got
+    assert_close(got, want[0], chains.tolerance(torch.float32, got, want[0]))
 
 
 def test_t5_refusal_names_the_module_and_its_line(tmp_path: Path) -> None:
