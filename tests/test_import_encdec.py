@@ -337,7 +337,7 @@ def test_t5_round_trip_from_the_cli(tmp_path: Path, version: str) -> None:
     assert "in: {query: query, key: key, value: value, score_bias: bias}, scale: 1.0," in text
     assert "causal: true" in text  # the decoder's self-attention
     assert '{id: block, op: t5_block, repeat: "${num_hidden_layers}",' in text
-    assert "{id: block, op: t5_block_2, repeat: 3," in text  # num_decoder_layers
+    assert '{id: block, op: t5_block_2, repeat: "${num_decoder_layers}",' in text
     assert "{id: layer, op: t5_layer_2, repeat: 3," in text  # self, cross, feed-forward
     assert (
         '{id: DenseReluDense, op: t5_dense_act_dense, in: EncDecAttention, when: "${index == 2}"'

@@ -382,7 +382,7 @@ def _stack_body(
     call: dict[str, Any] = {"id": "block", "op": block, "repeat": len(m.block), "in": binds}  # type: ignore[arg-type]
     call["has_relative_attention_bias"] = "${index == 0}"  # the first layer's table
     if dec:
-        call["_fixed"] = True  # num_decoder_layers, not num_layers
+        call["_count"] = "num_decoder_layers"  # the config's, not num_layers
     drop = _p(m.dropout)
     eps = _eps(m.final_layer_norm)
     nodes = [
