@@ -22,6 +22,7 @@ from archcomp.base.errors import SpecError
 from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
 from archcomp.importer.hf import import_hf
+from archcomp.importer.t5 import buckets
 
 transformers = pytest.importorskip("transformers")
 
@@ -378,6 +379,18 @@ def test_t5_model_and_encoder_import(tmp_path: Path, cls: str) -> None:
         got, want = model(**inputs), ref(**inputs)
     got = next(iter(got.values())) if isinstance(got, dict) else got
     assert_close(got, want[0], chains.tolerance(torch.float32, got, want[0]))
+
+
+@pytest.mark.parametrize(("num_buckets", "max_distance"), [(32, 128), (8, 16)])
+@pytest.mark.parametrize("dec", [False, True])
+def test_t5_buckets_are_transformers(num_buckets: int, max_distance: int, dec: bool) -> None:
+    """The bucket ids the imported t5_relative_position_bucket computes (and the import checks
+    the traced lookup against), past max_distance, equal transformers' own function's."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    rel = torch.arange(150)[None, :] - torch.arange(140)[:, None]
+    want = T5Attention._relative_position_bucket(rel, not dec, num_buckets, max_distance)
+    assert torch.equal(buckets(140, 150, num_buckets, max_distance, dec), want)
 
 
 def test_t5_refusal_names_the_module_and_its_line(tmp_path: Path) -> None:

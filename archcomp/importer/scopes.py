@@ -28,7 +28,7 @@ from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, uncalled_owners
-from archcomp.importer.t5 import Refused, is_stack, stack_block
+from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -378,6 +378,7 @@ class _Scope:
         batch = self.w.dims[0][1] if self.w.dims else "B"
         try:
             name = stack_block(m, self.w.add, batch, seq)
+            check_buckets(self.w.flat, child, m, group)
         except Refused as e:
             at = f"{child}.{e.at}" if e.at else child
             first = next((n for n in group if at in self.w.flat.scope[n]), group[0])

@@ -33,9 +33,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
+import torch
+from torch import fx, nn
 
+from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
+from archcomp.importer.recognise_encdec import evaluate
 
 Body = dict[str, Any]
 Register = Callable[[str, Body], str]  # (base name, body) -> the block's name
@@ -89,6 +92,39 @@ def stack_block(m: nn.Module, register: Register, batch: str, seq: str) -> str:
     if not isinstance(emb, nn.Embedding) or emb.padding_idx is not None:
         raise Refused("a T5Stack whose embed_tokens is not a plain nn.Embedding")
     return register("t5_stack", _stack_body(m, emb, bucket, block, s, seq, dec))
+
+
+def check_buckets(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> None:
+    """That the first layer's table is looked up at T5's bucket ids as this module writes them
+    (:func:`_bucket_body`), evaluated on the example's sizes; raises :class:`Refused`."""
+    at = "block.0.layer.0.SelfAttention.relative_attention_bias"
+    looks = [
+        n
+        for n in group
+        if flat.scope[n][-1:] == (f"{path}.{at}",) and str(n.target) == "aten.embedding.default"
+    ]
+    idx = looks[0].args[1] if len(looks) == 1 else None
+    ids = evaluate(flat, idx) if isinstance(idx, fx.Node) else None
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        raise Refused("relative position buckets that cannot be evaluated on the example", at)
+    a: Any = m.block[0].layer[0].SelfAttention  # type: ignore[index,union-attr]
+    nb, far = int(a.relative_attention_num_buckets), int(a.relative_attention_max_distance)
+    want = buckets(int(ids.shape[0]), int(ids.shape[1]), nb, far, bool(a.is_decoder))
+    if not torch.equal(ids.cpu().long(), want):
+        raise Refused("relative position buckets other than T5's", at)
+
+
+def buckets(t: int, s: int, num_buckets: int, max_distance: int, dec: bool) -> torch.Tensor:
+    """The bucket ids [t, s] :func:`_bucket_body` computes (transformers'
+    ``_relative_position_bucket`` of key j - query i)."""
+    rel = torch.arange(s)[None, :] - torch.arange(t)[:, None]  # (t, s)
+    nb = num_buckets if dec else num_buckets // 2
+    exact = nb // 2
+    side = torch.zeros_like(rel) if dec else (rel > 0).long() * nb
+    dist = -torch.minimum(rel, torch.zeros_like(rel)) if dec else rel.abs()
+    spread = torch.log(dist.float() / exact) / math.log(max_distance / exact)
+    large = torch.clamp_max((spread * (nb - exact)).long() + exact, nb - 1)
+    return side + torch.where(dist < exact, dist, large)
 
 
 def _p(d: Any) -> float:
@@ -407,4 +443,4 @@ def _stack_body(
     }
 
 
-__all__ = ["Refused", "is_stack", "stack_block"]
+__all__ = ["Refused", "buckets", "check_buckets", "is_stack", "stack_block"]
