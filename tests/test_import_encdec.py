@@ -405,3 +405,27 @@ def test_t5_refusal_names_the_module_and_its_line(tmp_path: Path) -> None:
         "T5Stack self.decoder (a T5 feed-forward activation ClippedGELUActivation)",
     ]
     assert "activations.py:" in problems[0]
+
+
+def test_t5_call_its_blocks_do_not_compute_is_refused_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack is written from its modules; a call of the traced graph that those blocks
+    do not compute (here a feed-forward patched to take exp) is listed with its line."""
+    from transformers.models.t5 import modeling_t5
+
+    def forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        return (
+            hidden_states + self.dropout(self.DenseReluDense(self.layer_norm(hidden_states))).exp()
+        )
+
+    monkeypatch.setattr(modeling_t5.T5LayerFF, "forward", forward)
+    t5_config().save_pretrained(tmp_path / "t5")
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path / "t5")
+    problems = e.value.problems
+    assert [p.split(" at ")[0] for p in problems] == [
+        "encoder: aten.exp.default (no call of the blocks a T5Stack is written as)",
+        "decoder: aten.exp.default (no call of the blocks a T5Stack is written as)",
+    ]
+    assert problems[0].endswith(".exp()")

@@ -28,7 +28,7 @@ from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, uncalled_owners
-from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block
+from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block, stray_calls
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -383,6 +383,11 @@ class _Scope:
             at = f"{child}.{e.at}" if e.at else child
             first = next((n for n in group if at in self.w.flat.scope[n]), group[0])
             self.w.fail(first, what, str(e))
+            return None
+        stray = stray_calls(self.w.flat, child, group)
+        for n, why in stray:
+            self.w.fail(n, f"{child}: {n.target}", why)
+        if stray:
             return None
         emb = getattr(m, "embed_tokens", None)
         tie = _tie(self.w.flat.model, f"{child}.embed_tokens", emb) if emb is not None else None

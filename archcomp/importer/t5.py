@@ -114,6 +114,59 @@ def check_buckets(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> 
         raise Refused("relative position buckets other than T5's", at)
 
 
+_CALLS = {  # what a T5Stack's own and its modules' calls may be (activations apart)
+    "aten.add.Tensor",
+    "aten.embedding.default",
+    "aten.linear.default",
+    "aten.mean.dim",
+    "aten.mul.Tensor",
+    "aten.permute.default",
+    "aten.pow.Tensor_Scalar",
+    "aten.reshape.default",
+    "aten.rsqrt.default",
+    "aten.scaled_dot_product_attention.default",
+    "aten.transpose.int",
+    "aten.unsqueeze.default",
+    "aten.view.default",
+    "aten.where.ScalarOther",
+}
+_ACT_CALLS = {"aten.relu.default", "aten.gelu.default", "aten.silu.default", "aten.tanh.default"}
+_ACT_CALLS |= {"aten.sigmoid.default"}
+
+
+def stray_calls(flat: Flat, path: str, group: list[fx.Node]) -> list[tuple[fx.Node, str]]:
+    """Calls of the stack at ``path`` that the blocks :func:`stack_block` writes do not
+    compute, each with the reason: another aten op, or a mask (``where``) that hides keys,
+    where only the decoder's self-attention is causal."""
+    out: list[tuple[fx.Node, str]] = []
+    seen: set[str] = set()
+    for n in group:
+        op = str(n.target)
+        if op not in _CALLS | _ACT_CALLS and op not in seen:
+            seen.add(op)
+            out.append((n, "no call of the blocks a T5Stack is written as"))
+        elif op == "aten.where.ScalarOther" and not _keeps(flat, path, n):
+            out.append((n, "a mask that hides keys (an attention_mask is not imported)"))
+    return out
+
+
+def _keeps(flat: Flat, path: str, n: fx.Node) -> bool:
+    """Whether the mask ``where(cond, bias, min)`` hides nothing a spec does not: all True,
+    or the causal mask in the decoder's self-attention (``causal: true``)."""
+    cond = evaluate(flat, n.args[0]) if isinstance(n.args[0], fx.Node) else None
+    if not isinstance(cond, torch.Tensor) or cond.dim() < 2:
+        return False
+    if bool(cond.all()):
+        return True
+    t, s = cond.shape[-2:]
+    causal = torch.arange(t)[:, None] >= torch.arange(s)[None, :]
+    self_attn = any(
+        p.startswith(f"{path}.block.") and p.endswith(".SelfAttention") for p in flat.scope[n]
+    )
+    is_dec = bool(getattr(flat.model.get_submodule(path), "is_decoder", False))
+    return self_attn and is_dec and bool((cond.cpu() == causal).all())
+
+
 def buckets(t: int, s: int, num_buckets: int, max_distance: int, dec: bool) -> torch.Tensor:
     """The bucket ids [t, s] :func:`_bucket_body` computes (transformers'
     ``_relative_position_bucket`` of key j - query i)."""
@@ -443,4 +496,4 @@ def _stack_body(
     }
 
 
-__all__ = ["Refused", "buckets", "check_buckets", "is_stack", "stack_block"]
+__all__ = ["Refused", "buckets", "check_buckets", "is_stack", "stack_block", "stray_calls"]
