@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from equivalence import Case, check_case
 from hf_models import quiet
 from lowering import redraw
@@ -23,6 +24,7 @@ from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
 from archcomp.importer.hf import import_hf
 from archcomp.importer.t5 import buckets
+from archcomp.importer.t5_bodies import bucket_body
 
 transformers = pytest.importorskip("transformers")
 
@@ -383,13 +385,26 @@ def test_t5_model_and_encoder_import(tmp_path: Path, cls: str) -> None:
 
 @pytest.mark.parametrize(("num_buckets", "max_distance"), [(32, 128), (8, 16)])
 @pytest.mark.parametrize("dec", [False, True])
-def test_t5_buckets_are_transformers(num_buckets: int, max_distance: int, dec: bool) -> None:
-    """The bucket ids the imported t5_relative_position_bucket computes (and the import checks
-    the traced lookup against), past max_distance, equal transformers' own function's."""
+def test_t5_bucket_block_is_transformers(num_buckets: int, max_distance: int, dec: bool) -> None:
+    """The t5_relative_position_bucket block an import writes computes transformers' own
+    bucket ids, past max_distance too, both ways (the import also checks the traced lookup
+    against them on the example's sizes)."""
     from transformers.models.t5.modeling_t5 import T5Attention
 
+    body = bucket_body(num_buckets, max_distance, dec)
+    spec = {
+        "archcomp": 1,
+        "name": "buckets",
+        "inputs": {"q": {"shape": [1, 140, 1]}, "k": {"shape": [1, 150, 1]}},
+        "blocks": {"bucket": {k: body[k] for k in ("inputs", "nodes", "outputs")}},
+        "nodes": [{"id": "ids", "op": "bucket", "in": ["q", "k"]}],
+        "outputs": {"out": "ids"},
+    }
+    model = archcomp.build(yaml.safe_dump(spec, sort_keys=False))
+    got = model(q=torch.zeros(1, 140, 1), k=torch.zeros(1, 150, 1))
     rel = torch.arange(150)[None, :] - torch.arange(140)[:, None]
     want = T5Attention._relative_position_bucket(rel, not dec, num_buckets, max_distance)
+    assert torch.equal(got, want)
     assert torch.equal(buckets(140, 150, num_buckets, max_distance, dec), want)
 
 

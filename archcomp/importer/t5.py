@@ -30,7 +30,6 @@ with a reason.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +40,7 @@ from archcomp.importer import t5_bodies as bodies
 from archcomp.importer.exported import Flat
 from archcomp.importer.leaves import leaf_op
 from archcomp.importer.recognise_encdec import evaluate
+from archcomp.nn.positional import t5_buckets
 
 Body = dict[str, Any]
 Register = Callable[[str, Body], str]  # (base name, body) -> the block's name
@@ -180,16 +180,10 @@ def _keeps(flat: Flat, path: str, n: fx.Node) -> bool:
 
 
 def buckets(t: int, s: int, num_buckets: int, max_distance: int, dec: bool) -> torch.Tensor:
-    """The bucket ids [t, s] :func:`.t5_bodies.bucket_body` computes (transformers'
-    ``_relative_position_bucket`` of key j - query i)."""
+    """T5's bucket ids [t, s] of key j - query i (transformers' ``_relative_position_bucket``,
+    as :func:`archcomp.nn.positional.t5_buckets` computes it)."""
     rel = torch.arange(s)[None, :] - torch.arange(t)[:, None]  # (t, s)
-    nb = num_buckets if dec else num_buckets // 2
-    exact = nb // 2
-    side = torch.zeros_like(rel) if dec else (rel > 0).long() * nb
-    dist = -torch.minimum(rel, torch.zeros_like(rel)) if dec else rel.abs()
-    spread = torch.log(dist.float() / exact) / math.log(max_distance / exact)
-    large = torch.clamp_max((spread * (nb - exact)).long() + exact, nb - 1)
-    return side + torch.where(dist < exact, dist, large)
+    return t5_buckets(rel, not dec, num_buckets, max_distance)
 
 
 def _p(d: Any) -> float:
