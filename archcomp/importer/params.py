@@ -36,6 +36,7 @@ ORDER = (  # the order params are declared and passed in
     "hidden_size",
     "intermediate_size",
     "num_hidden_layers",
+    "num_decoder_layers",  # T5's decoder depth
     "num_attention_heads",
     "num_key_value_heads",
     "head_dim",
@@ -81,14 +82,16 @@ def _body(b: Body, values: dict[str, Any], used: dict[str, set[str]]) -> set[str
     mine: set[str] = set()
     for i, node in enumerate(b["nodes"]):
         op = node["op"]
+        fixed = node.pop("_fixed", False)  # sizes no config field gives (T5's h * d_kv)
         if op == "rms_norm" and "eps" not in node and values.get("rms_norm_eps") == RMS_EPS:
             node["eps"] = RMS_EPS
         for (slot_op, path), fields in SLOTS.items():
-            if slot_op == op:
+            if slot_op == op and not fixed:
                 mine |= _name(node, path, fields, values)
-        if "repeat" in node and node["repeat"] == values.get("num_hidden_layers"):
-            node["repeat"] = "${num_hidden_layers}"
-            mine.add("num_hidden_layers")
+        count = node.pop("_count", "num_hidden_layers")  # the field counting this repeat
+        if not fixed and "repeat" in node and node["repeat"] == values.get(count):
+            node["repeat"] = f"${{{count}}}"
+            mine.add(count)
         if used.get(op):
             b["nodes"][i] = node | {p: f"${{{p}}}" for p in ORDER if p in used[op]}
             mine |= used[op]

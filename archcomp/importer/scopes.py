@@ -32,6 +32,7 @@ from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, own_owners, uncalled_owners
+from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block, stray_calls
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -175,6 +176,16 @@ class Walker:
         if key not in self.keys:
             base, n = _snake(type(m).__name__), 2
             name = base
+            while name in self.blocks:
+                name, n = f"{base}_{n}", n + 1
+            self.keys[key], self.blocks[name] = name, body
+        return self.keys[key]
+
+    def add(self, base: str, body: Body) -> str:
+        """The name of a block written whole by a recogniser (T5's), equal bodies shared."""
+        key = "made:" + json.dumps(body, sort_keys=True, default=str)
+        if key not in self.keys:
+            name, n = base, 2
             while name in self.blocks:
                 name, n = f"{base}_{n}", n + 1
             self.keys[key], self.blocks[name] = name, body
@@ -354,6 +365,8 @@ class _Scope:
             )
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
             return None
+        if is_stack(m):
+            return self._t5(child, m, group, ins, outs)
         made = recognise_any(flat, child, m, group)
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
@@ -414,6 +427,51 @@ class _Scope:
             self.w.fail(n, f"{where}{n.target}", f"a cast to {dtype or 'an unknown dtype'}")
             return None
         return Item("cast", "cast", [self.w.flat.get(n.args[0])], {"dtype": dtype}, [n], calls)
+
+    def _t5(
+        self,
+        child: str,
+        m: nn.Module,
+        group: list[fx.Node],
+        ins: list[fx.Node],
+        outs: list[fx.Node],
+    ) -> Item | None:
+        """A T5Stack as the blocks :mod:`archcomp.importer.t5` writes; its embed_tokens tied
+        from this call where its weight is another module's (``shared``)."""
+        what = f"{type(m).__name__} self.{child}"
+        dec = bool(getattr(m, "is_decoder", False))
+        if len(ins) != 1 + dec or len(outs) != 1:
+            why = f"a T5Stack of {len(ins)} inputs and {len(outs)} results read outside it"
+            self.w.fail(group[0], what, why)
+            return None
+        seq = self.w.shapes(ins[:1])[1:-1].split(", ")[-1]  # (B, S) -> S
+        seq = ("T" if dec else "S") if seq.isdigit() else seq  # hf_inputs' names
+        batch = self.w.dims[0][1] if self.w.dims else "B"
+        try:
+            name = stack_block(m, self.w.add, batch, seq)
+            check_buckets(self.w.flat, child, m, group)
+        except Refused as e:
+            at = f"{child}.{e.at}" if e.at else child
+            first = next((n for n in group if at in self.w.flat.scope[n]), group[0])
+            self.w.fail(first, what, str(e))
+            return None
+        stray = stray_calls(self.w.flat, child, group)
+        for n, why in stray:
+            self.w.fail(n, f"{child}: {n.target}", why)
+        if stray:
+            return None
+        emb = getattr(m, "embed_tokens", None)
+        path = f"{child}.embed_tokens"
+        tie = _ties(self.w.flat.model, path, emb).get("weight") if emb is not None else None
+        if tie:
+            self.w.lifted[f"{child}.embed_tokens.weight"] = tie
+            self.w.lifted_at[f"{child}.embed_tokens.weight"] = (group[0], what)
+        ports: Any = {"input_ids": ins[0], "encoder_hidden_states": ins[1]} if dec else ins
+        item = Item(self._rel(child), name, ports, {}, outs, set(group))
+        tied = lifted_ties(self.w.lifted, self.path, child)
+        if tied:
+            item.extra["tie"] = tied
+        return item
 
     def _chunk(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
         made = _chunk_item(self.w.flat, n, calls)
