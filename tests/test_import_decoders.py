@@ -289,7 +289,7 @@ def test_gpt_neox_folder_converts_by_its_own_keys(tmp_path: Path) -> None:
 DEEPSEEK = dict(
     n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, moe_intermediate_size=16,
     kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
-    **{**LLAMA_LIKE, "num_key_value_heads": 4, "head_dim": None},
+    **{**LLAMA_LIKE, "num_key_value_heads": 4, "head_dim": 8},  # head_dim: qk_rope_head_dim
 )  # fmt: skip
 
 
@@ -312,8 +312,10 @@ def test_deepseek_v3_round_trip_from_the_cli(tmp_path: Path) -> None:
     """Latent attention (the q latent, the joint kv latent, interleaved RoPE on the decoupled
     head, the shared key expanded) as multi_head_latent_attention; DeepSeekMoE (sigmoid scores
     plus the score-correction bias, group-limited top-k, renormalised and scaled, a shared
-    expert) as mixture_of_experts: logits and every gradient equal to transformers'."""
-    ref, folder = deepseek(tmp_path, num_hidden_layers=2, first_k_dense_replace=0)
+    expert) as mixture_of_experts; the dense first layer and the MoE layers one block whose
+    ``mlp`` is either, by ``when``. The folder's experts, saved one by one, are stacked on
+    loading: logits and every gradient equal to transformers'."""
+    ref, folder = deepseek(tmp_path, num_hidden_layers=3, first_k_dense_replace=1)
     spec, art = tmp_path / "deepseek.yaml", tmp_path / "deepseek.safetensors"
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
     assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
@@ -324,6 +326,25 @@ def test_deepseek_v3_round_trip_from_the_cli(tmp_path: Path) -> None:
     for arg in ("scoring: sigmoid", 'num_groups: "${n_group}"', "score_correction_bias: true"):
         assert arg in text
     assert 'routed_scaling_factor: "${routed_scaling_factor}"' in text
-    assert "shared_features: " in text and "repeat: " in text
+    assert "shared_features: " in text and 'repeat: "${num_hidden_layers}"' in text
+    assert '{id: mlp, op: deepseek_v3_mlp, when: "${[True, False, False][index]}"' in text
+    assert "{id: mlp, op: mixture_of_experts, in: post_attention_layernorm,\n" in text
+    assert 'when: "${[False, True, True][index]}"' in text
     logits_equal(archcomp.load(art), ref)
     gradients_equal(text, ref)
+
+
+def test_deepseek_v3_yarn_rope(tmp_path: Path) -> None:
+    """YaRN on the decoupled head: rope.scaling of rope_parameters, the cos/sin factor and the
+    score scale (m(factor, mscale_all_dim)^2) derived by the op as transformers does; logits
+    equal on 20 tokens, past the original context of 8."""
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8}
+    rope |= {"mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0}
+    ref, folder = deepseek(
+        tmp_path, num_hidden_layers=2, first_k_dense_replace=1, rope_parameters=rope,
+        max_position_embeddings=32,
+    )  # fmt: skip
+    text = import_hf(folder)
+    assert "scaling: {type: yarn, factor: 4.0, original_max_len: 8," in text
+    assert " scale: " not in text  # the op derives it
+    logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))

@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from equivalence import Case, check_case
+from hf_models import quiet
 from import_checks import round_trip
+from lowering import redraw
 from numerics import RoundingChains, assert_close
 from spec_library import LIBRARY, SPECS, example_inputs
 from torch import nn
@@ -19,6 +21,7 @@ from torch import nn
 import archcomp
 from archcomp.api import graph_of
 from archcomp.cli.main import main
+from archcomp.importer.hf import import_hf
 
 
 class ShippedCnn(nn.Module):
@@ -153,10 +156,8 @@ VISION = {  # family -> (config class, architecture, config, lines the refusal m
         "ResNetConfig",
         "ResNetForImageClassification",
         dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic"),
-        [
-            # its ResNetConvLayers with and without an activation merge (when by index); the
-            # blocks around them differ in those inner runs, which nothing merges yet
-            "self.resnet.encoder.stages.1.layers.1 (its path is no node id",
+        [  # its stages merge (alternatives by index, test_resnet_model_round_trip); the head
+            # is a Sequential(Flatten, Linear)
             "self.classifier.1 (its path is no node id",
         ],
     ),
@@ -227,3 +228,38 @@ def test_hf_layers_of_two_kinds_become_one_block_reading_index(tmp_path: Path) -
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     logits_equal(model.eval(), ref)
+
+
+def test_resnet_model_round_trip(tmp_path: Path) -> None:
+    """transformers' ResNetModel: layers whose inner runs differ (a first block that strides
+    and projects its shortcut, then plain ones) merge as alternatives of one id, each by
+    ``when`` on the copy's index; its state_dict loads strictly, outputs and every gradient
+    equal."""
+    transformers = pytest.importorskip("transformers")
+    quiet()
+    cfg = transformers.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic", image_size=32
+    )
+    ref = transformers.ResNetModel(cfg)
+    redraw(ref, 3)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, b in ref.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                r = torch.rand(b.shape, generator=gen)
+                b.copy_(r + 0.5 if name.endswith("var") else r - 0.5)
+    ref.save_pretrained(tmp_path)
+    text = import_hf(tmp_path)
+    assert '{id: layer, op: res_net_conv_layer_7, when: "${[True, False][index]}"' in text
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    model.eval(), ref.eval()
+    pixels = torch.randn(2, 3, 32, 32, generator=gen)
+    case = Case(
+        model,
+        ref,
+        (pixels,),
+        lambda x: list(ref(pixel_values=x).to_tuple()),
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)
