@@ -348,3 +348,45 @@ def test_deepseek_v3_yarn_rope(tmp_path: Path) -> None:
     assert "scaling: {type: yarn, factor: 4.0, original_max_len: 8," in text
     assert " scale: " not in text  # the op derives it
     logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))
+
+
+@pytest.mark.parametrize(
+    ("fields", "shows"),
+    [
+        ({"rope_interleave": False}, "rope: {theta: "),  # rotate-half: no interleaved
+        ({"q_lora_rank": None}, 'kv_lora_rank: "${kv_lora_rank}"'),  # one q_proj (V2-Lite)
+        ({"attention_bias": True}, "bias: true"),  # q_a_proj, kv_a_proj_with_mqa, o_proj
+    ],
+)
+def test_deepseek_v3_latent_attention_variants(
+    tmp_path: Path, fields: dict[str, Any], shows: str
+) -> None:
+    """RoPE as rotate-half, the query without its latent, and attention_bias: logits equal."""
+    ref, folder = deepseek(tmp_path, num_hidden_layers=1, first_k_dense_replace=0, **fields)
+    text = import_hf(folder)
+    attn = text[text.index("op: multi_head_latent_attention") :].split("\n      - ")[0]
+    assert shows in attn
+    assert ("interleaved: true" in attn) == fields.get("rope_interleave", True)
+    assert ("q_lora_rank" in attn) == ("q_lora_rank" not in fields)
+    logits_equal(archcomp.from_pretrained(folder, text), ref)
+
+
+def test_deepseek_v3_attention_computing_more_is_refused_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A latent attention whose output is also doubled (a mul no RoPE table reads) is not the
+    op: it is refused by name with the source line, never imported without the factor."""
+    cls = transformers.models.deepseek_v3.modeling_deepseek_v3.DeepseekV3Attention
+    forward = cls.forward
+
+    def doubled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out, weights = forward(self, *args, **kwargs)
+        return out * 2.0, weights
+
+    _, folder = deepseek(tmp_path, num_hidden_layers=1, first_k_dense_replace=0)
+    monkeypatch.setattr(cls, "forward", doubled)
+    with pytest.raises(ImportFailure) as e:
+        import_hf(folder)
+    (problem,) = e.value.problems
+    assert problem.startswith("DeepseekV3Attention self.model.layers.0.self_attn (latent ")
+    assert "also computes aten.mul.Tensor at modeling_deepseek_v3.py:" in problem  # its caller

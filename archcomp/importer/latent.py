@@ -57,7 +57,11 @@ def latent_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) 
     kids = set(dict(m.named_children()))
     q_latent = kids >= _Q_LATENT
     extra_kids = sorted(kids - _KV - (_Q_LATENT if q_latent else {"q_proj"}))
-    level = [n for n in group if flat.scope[n][-1] == path]
+    # its own calls, those no output reads too: the rotated shared key reaches SDPA only by an
+    # in-place copy_ into the keys (expand_kv), which the walk back from the outputs misses
+    level = [
+        n for n in flat.order if flat.scope.get(n, ())[-1:] == (path,) and n not in flat.context
+    ]
     extra = sorted({str(n.target) for n in level} - _OPS)
     if extra or extra_kids:
         return f"latent attention that also computes {', '.join(extra + extra_kids)}"
@@ -78,8 +82,10 @@ def latent_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) 
         return "an attention mask computed from the input"
     if not _value_of_kv_b(flat, sdpa[0], level, d_nope):
         return "latent attention whose values are not kv_b_proj's last v_head_dim per head"
+    if not _key_of(flat, sdpa[0], level, d_nope):
+        return "latent attention whose keys are not kv_b_proj's keys beside the shared RoPE key"
     cfg = getattr(m, "config", None)
-    interleaved = _interleaved(level)
+    interleaved = _interleaved(flat, level)
     if isinstance(interleaved, str):
         return interleaved
     if interleaved != bool(getattr(cfg, "rope_interleave", interleaved)):
@@ -145,13 +151,22 @@ def _bias(m: nn.Module, q_latent: bool) -> bool | str:
     return has["o_proj"]
 
 
-def _interleaved(level: list[fx.Node]) -> bool | str:
-    """True where RoPE rotates adjacent pairs (slices of step 2), False for rotate-half (a
-    neg); a reason where neither or both are seen."""
+def _interleaved(flat: Flat, level: list[fx.Node]) -> bool | str:
+    """True where RoPE rotates adjacent pairs (slices of step 2: eight muls by a table, two
+    subs and two adds of them), False for rotate-half (a neg each of q and k; four muls, two
+    adds); a reason where the arithmetic is anything else (a scale of q would be lost)."""
     steps = [n for n in level if str(n.target) == "aten.slice.Tensor" and n.args[4:5] == (2,)]
     negs = [n for n in level if str(n.target) == "aten.neg.default"]
-    if bool(steps) == bool(negs):
-        return "latent attention whose RoPE is neither interleaved pairs nor rotate-half"
+    muls = [n for n in level if str(n.target) == "aten.mul.Tensor"]
+    sums = [n for n in level if str(n.target) in ("aten.add.Tensor", "aten.sub.Tensor")]
+    subs = [n for n in sums if str(n.target) == "aten.sub.Tensor"]
+    other = [n for n in muls if sum(a in flat.context for a in flat.args_of(n)) != 1]
+    if other:  # not RoPE's product of a value and a cos or sin table
+        return f"latent attention that also computes {other[0].target} at {flat.source(other[0])}"
+    of_muls = all(len(n.args) == 2 and all(a in muls for a in flat.args_of(n)) for n in sums)
+    want = (8, 2, 2, 0) if steps else (4, 0, 2, 2)
+    if not of_muls or (len(muls), len(subs), len(sums) - len(subs), len(negs)) != want:
+        return "latent attention whose RoPE is neither interleaved pairs nor rotate-half of q, k"
     return bool(steps)
 
 
@@ -162,6 +177,30 @@ def _value_of_kv_b(flat: Flat, sdpa: fx.Node, level: list[fx.Node], d_nope: int)
         return False
     cut = flat.get(v.args[0])
     return cut in level and list(cut.args[1])[:1] == [d_nope]  # type: ignore[union-attr,index]
+
+
+def _key_of(flat: Flat, sdpa: fx.Node, level: list[fx.Node], d_nope: int) -> bool:
+    """Whether SDPA's key is a new tensor written by two ``copy_``: its first ``d_nope`` dims
+    from piece 0 of the per-head split of kv_b_proj's output, the rest from an ``expand`` (the
+    rotated shared key, on every head)."""
+    key = flat.get(sdpa.args[1])
+    if not (isinstance(key, fx.Node) and str(key.target) == "aten.new_empty.default"):
+        return False
+    writes: dict[Any, Any] = {}
+    for n in level:
+        if str(n.target) != "aten.copy_.default":
+            continue
+        cut, src = flat.get(n.args[0]), flat.get(n.args[1])
+        if (
+            str(getattr(cut, "target", "")) != "aten.slice.Tensor"
+            or flat.get(cut.args[0]) is not key
+        ):
+            return False
+        writes[tuple(cut.args[2:4])] = src
+    first, rest = writes.get((0, d_nope)), [v for k, v in writes.items() if k[0] == d_nope]
+    piece = isinstance(first, fx.Node) and first.target is operator.getitem and first.args[1] == 0
+    expanded = len(rest) == 1 and str(getattr(rest[0], "target", "")) == "aten.expand.default"
+    return bool(len(writes) == 2 and piece and expanded)
 
 
 def _scale(m: nn.Module, sdpa: fx.Node, opts: dict[str, Any]) -> float | None:

@@ -87,7 +87,8 @@ def moe_op(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | st
     if not grouped and "aten.sum.dim_IntList" not in routed:
         opts["renormalize"] = False
     if grouped:
-        more = _grouped(gate, num)
+        calls = [n for n in group if flat.scope[n][-1] == f"{path}.gate"]
+        more = _grouped(gate, num, calls)
         if isinstance(more, str):
             return more
         opts |= more
@@ -100,9 +101,10 @@ def moe_op(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | st
     return "mixture_of_experts", opts
 
 
-def _grouped(gate: Any, num: int) -> dict[str, Any] | str:
+def _grouped(gate: Any, num: int, calls: list[fx.Node]) -> dict[str, Any] | str:
     """DeepSeek-V3's router options: groups, top groups, the score-correction bias, the
-    renormalisation and the routed scale, from the router's attributes."""
+    renormalisation and the routed scale, from the router's attributes; its one ``mul``
+    (``calls``: the router's) must be by that scale."""
     groups = getattr(gate, "n_group", getattr(gate, "num_group", None))
     top, norm = getattr(gate, "topk_group", None), getattr(gate, "norm_topk_prob", None)
     scale = getattr(gate, "routed_scaling_factor", 1.0)
@@ -111,6 +113,9 @@ def _grouped(gate: Any, num: int) -> dict[str, Any] | str:
         return "a grouped router without n_group, topk_group and norm_topk_prob"
     if bias is not None and tuple(bias.shape) != (num,):
         return "a score-correction bias that is not one value per expert"
+    muls = [n for n in calls if str(n.target) == "aten.mul.Tensor"]
+    if len(muls) > 1 or any(n.args[1] != scale for n in muls) or (not muls and scale != 1):
+        return "a grouped router whose weights are scaled other than by routed_scaling_factor"
     out: dict[str, Any] = {"num_groups": groups, "top_groups": top}
     if bias is not None:
         out["score_correction_bias"] = True
