@@ -250,7 +250,7 @@ def test_resnet_model_round_trip(tmp_path: Path) -> None:
                 b.copy_(r + 0.5 if name.endswith("var") else r - 0.5)
     ref.save_pretrained(tmp_path)
     text = import_hf(tmp_path)
-    assert '{id: layer, op: res_net_conv_layer_7, when: "${[True, False][index]}"' in text
+    assert '{id: layer, op: res_net_conv_layer_7, when: "${index < 1}"' in text
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     model.eval(), ref.eval()

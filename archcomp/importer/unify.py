@@ -60,7 +60,7 @@ def unify(bodies: list[Body]) -> Body | None:
             if choice != prev:
                 entry["in"] = choice
             if not all(here):
-                entry["when"] = _pick(here)
+                entry["when"] = _pick(here) if len(ops) == 1 else _split(here)
             nodes.append(entry | args)
             prev = nid
         if len(firsts) != 1 and not all(nid in m for m in byid):
@@ -174,6 +174,15 @@ def _args(op: str, present: list[dict[str, Any]], here: list[bool]) -> dict[str,
         per = [next(it) if h else None for h in here]
         out[key] = _pick([v if v is not None else vals[0] for v in per])
     return out
+
+
+def _split(here: list[bool]) -> str:
+    """An alternative's ``when``: ``${index < 1}`` (or ``>=``) where it is the copies before
+    (or from) one index, so a deeper stack keeps the rule; else the copy's value."""
+    k = here.index(not here[0])  # a copy has it and another not
+    if here == [here[0]] * k + [not here[0]] * (len(here) - k):
+        return f"${{index {'<' if here[0] else '>='} {k}}}"
+    return _pick(here)
 
 
 def _expr(v: Any) -> bool:
