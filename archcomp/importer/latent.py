@@ -52,8 +52,6 @@ def is_latent(module: nn.Module) -> bool:
 def latent_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op | str:
     """``multi_head_latent_attention`` with its options; a reason where the module computes
     more, or other than, DeepSeek's latent attention."""
-    from archcomp.importer.recognise import _rms_norm
-
     kids = set(dict(m.named_children()))
     q_latent = kids >= _Q_LATENT
     extra_kids = sorted(kids - _KV - (_Q_LATENT if q_latent else {"q_proj"}))
@@ -69,6 +67,51 @@ def latent_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) 
     if isinstance(sizes, str):
         return sizes
     h, r_q, r_kv, d_nope, d_rope, d_v = sizes
+    sdpa = _sdpa(flat, level, sizes)
+    if isinstance(sdpa, str):
+        return sdpa
+    cfg = getattr(m, "config", None)
+    interleaved = _interleaved(flat, level)
+    if isinstance(interleaved, str):
+        return interleaved
+    if interleaved != bool(getattr(cfg, "rope_interleave", interleaved)):
+        return "a RoPE layout unlike the config's rope_interleave"
+    rope = rope_options(flat.model, cfg, d_rope, m)
+    if isinstance(rope, str):
+        return rope
+    rope.pop("rotary_dim", None)
+    if interleaved:
+        rope["interleaved"] = True
+    eps = _norm_eps(flat, path, m, group)
+    if isinstance(eps, str):
+        return eps
+    opts: dict[str, Any] = {"num_heads": h}
+    if q_latent:
+        opts["q_lora_rank"] = r_q
+    opts |= {"kv_lora_rank": r_kv, "qk_nope_head_dim": d_nope, "qk_rope_head_dim": d_rope}
+    opts |= {"v_head_dim": d_v, "rope": rope, "norm_eps": eps}
+    bias = _bias(m, q_latent)
+    if isinstance(bias, str):
+        return bias
+    if bias:
+        opts["bias"] = True
+    if getattr(m, "is_causal", False):
+        opts["causal"] = True
+    else:
+        return "latent attention that is not causal"
+    scale = _scale(m, sdpa, opts)
+    if scale is not None:
+        opts["scale"] = scale
+    drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
+    if drop:
+        opts["dropout"] = drop
+    return "multi_head_latent_attention", opts
+
+
+def _sdpa(flat: Flat, level: list[fx.Node], sizes: tuple[int, ...]) -> fx.Node | str:
+    """The one SDPA call, its mask causal (of no input), its key and value kv_b_proj's, after
+    the three splits of DeepSeek's sizes; a reason where any of these is otherwise."""
+    _, _, r_kv, d_nope, d_rope, d_v = sizes
     splits = sorted(
         [list(n.args[1]) for n in level if str(n.target) == _SPLIT]  # type: ignore[arg-type]
     )
@@ -84,47 +127,24 @@ def latent_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) 
         return "latent attention whose values are not kv_b_proj's last v_head_dim per head"
     if not _key_of(flat, sdpa[0], level, d_nope):
         return "latent attention whose keys are not kv_b_proj's keys beside the shared RoPE key"
-    cfg = getattr(m, "config", None)
-    interleaved = _interleaved(flat, level)
-    if isinstance(interleaved, str):
-        return interleaved
-    if interleaved != bool(getattr(cfg, "rope_interleave", interleaved)):
-        return "a RoPE layout unlike the config's rope_interleave"
-    rope = rope_options(flat.model, cfg, d_rope, m)
-    if isinstance(rope, str):
-        return rope
-    rope.pop("rotary_dim", None)
-    if interleaved:
-        rope["interleaved"] = True
+    return sdpa[0]
+
+
+def _norm_eps(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> float | str:
+    """The one eps of the latent RMSNorms (``q_a_layernorm`` where there is one,
+    ``kv_a_layernorm``); a reason where they are not plain RMSNorms of one eps."""
+    from archcomp.importer.recognise import _rms_norm
+
+    kids = dict(m.named_children())
     norms = [
-        _rms_norm(flat, m.get_submodule(k), [c for c in group if f"{path}.{k}" in flat.scope[c]])
+        _rms_norm(flat, kids[k], [c for c in group if f"{path}.{k}" in flat.scope[c]])
         for k in ("q_a_layernorm", "kv_a_layernorm")
         if k in kids
     ]
     eps = {n[1].get("eps") if isinstance(n, tuple) else n for n in norms}
     if len(eps) != 1 or any(isinstance(n, str) or n[1].get("offset") for n in norms):
         return f"latent norms that are not plain RMSNorms of one eps ({sorted(map(str, eps))})"
-    opts: dict[str, Any] = {"num_heads": h}
-    if q_latent:
-        opts["q_lora_rank"] = r_q
-    opts |= {"kv_lora_rank": r_kv, "qk_nope_head_dim": d_nope, "qk_rope_head_dim": d_rope}
-    opts |= {"v_head_dim": d_v, "rope": rope, "norm_eps": eps.pop()}
-    bias = _bias(m, q_latent)
-    if isinstance(bias, str):
-        return bias
-    if bias:
-        opts["bias"] = True
-    if getattr(m, "is_causal", False):
-        opts["causal"] = True
-    else:
-        return "latent attention that is not causal"
-    scale = _scale(m, sdpa[0], opts)
-    if scale is not None:
-        opts["scale"] = scale
-    drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
-    if drop:
-        opts["dropout"] = drop
-    return "multi_head_latent_attention", opts
+    return float(eps.pop())  # type: ignore[arg-type]
 
 
 def _sizes(m: nn.Module) -> tuple[int, int, int, int, int, int] | str:
