@@ -90,6 +90,47 @@ def test_copies_that_differ_become_one_block_reading_index() -> None:
     assert '- {id: head, op: linear, repeat: 2, out_features: "${[8, 3][index]}"}' in text
 
 
+class Dense(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Layer(nn.Module):
+    """A pre-norm residual layer whose feed-forward ``ff`` is a Dense block in the first
+    layers and one Linear in the others (DeepSeek-V3's dense and MoE ``mlp``)."""
+
+    def __init__(self, dense: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.ff = Dense() if dense else nn.Linear(8, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ff(self.norm(x))
+
+
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Layer(dense=i < 2) for i in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_copies_whose_node_calls_another_op_become_alternatives() -> None:
+    """``layers.0.ff.up.weight`` and ``layers.2.ff.weight``: one id, two nodes by ``when``."""
+    text = round_trip(Stack(), (torch.randn(3, 8),), dims={"B": 0})
+    assert '- {id: ff, op: dense, when: "${index < 2}"}' in text
+    assert '- {id: ff, op: linear, in: norm, when: "${index >= 2}", out_features: 8' in text
+    assert "- {id: layers, op: layer, repeat: 4}" in text
+
+
 def shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
