@@ -27,9 +27,19 @@ SLOTS: dict[tuple[str, tuple[str | int, ...]], tuple[str, ...]] = {
     ("parameter", ("shape", 0)): ("vocab_size",),  # a shared embedding no forward calls
     ("parameter", ("shape", 1)): ("hidden_size",),
     ("buffer", ("shape", 1)): ("vocab_size",),  # BART's final_logits_bias [1, vocab_size]
-    ("mixture_of_experts", ("num_experts",)): ("num_local_experts", "n_routed_experts"),
+    ("mixture_of_experts", ("num_experts",)): ("n_routed_experts", "num_local_experts"),
     ("mixture_of_experts", ("top_k",)): ("num_experts_per_tok",),
     ("mixture_of_experts", ("expert_features",)): ("intermediate_size", "moe_intermediate_size"),
+    ("mixture_of_experts", ("num_groups",)): ("n_group",),
+    ("mixture_of_experts", ("top_groups",)): ("topk_group",),
+    ("mixture_of_experts", ("routed_scaling_factor",)): ("routed_scaling_factor",),
+    ("mixture_of_experts", ("shared_features",)): ("moe_intermediate_size",),
+    **{("multi_head_latent_attention", (k,)): (k,) for k in ("q_lora_rank", "kv_lora_rank")},
+    **{("multi_head_latent_attention", (k,)): (k,) for k in ("qk_nope_head_dim", "v_head_dim")},
+    ("multi_head_latent_attention", ("qk_rope_head_dim",)): ("qk_rope_head_dim",),
+    ("multi_head_latent_attention", ("num_heads",)): ("num_attention_heads",),
+    ("multi_head_latent_attention", ("rope", "theta")): ("rope_theta",),
+    ("multi_head_latent_attention", ("rope", "max_len")): ("max_position_embeddings",),
 }
 ORDER = (  # the order params are declared and passed in
     "vocab_size",
@@ -52,6 +62,14 @@ ORDER = (  # the order params are declared and passed in
     "conv_kernel",
     "time_step_rank",
     "layer_norm_epsilon",
+    "n_group",
+    "topk_group",
+    "routed_scaling_factor",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
 )
 RMS_EPS = 1e-6  # rms_norm's default: written out where the config names it
 
