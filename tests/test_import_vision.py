@@ -231,9 +231,9 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
         "ResNetForImageClassification",
         dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic"),
         224,  # config.json gives no image size: traced at 224
-        [  # stage 1's first layer (stride 2, a shortcut) and its second: two blocks in order
-            "      - {id: '0', op: res_net_basic_layer_2}\n"
-            "      - {id: '1', op: res_net_basic_layer_3}",
+        [  # stage 0's one layer and stage 1's (the first strides, with a shortcut): alternatives
+            '      - {id: layers, op: res_net_basic_layer, when: "${index < 1}", repeat: 1}\n'
+            '      - {id: layers, op: res_net_basic_layer_4, in: x, when: "${index >= 1}", repeat: 2}',
             "      - {id: '0', op: flatten}\n      - {id: '1', op: linear, out_features: 3}",
             "  - {id: classifier, op: classifier}",  # Sequential(Flatten, Linear), nodes 0 and 1
         ],
@@ -256,9 +256,9 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
             "      - {id: channels_first, op: permute, dims: [0, 3, 1, 2]}",
             "      - {id: '0', op: layer_norm, eps: 1.0e-06}",  # downsampling_layer.0.weight
             "      - {id: '1', op: conv2d, out_channels: 16, kernel_size: 2, stride: 2}",
-            "      - {id: downsampling_layer, op: downsampling_layer}",
+            '      - {id: downsampling_layer, op: downsampling_layer, when: "${[False, True][index]}"}',
             # its config's num_hidden_layers counts the stages (len(depths)): no repeat's param
-            "      - {id: layers, op: conv_next_layer_2, repeat: 2}",
+            "      - {id: stages, op: conv_next_stage, repeat: 2}",
         ],
     ),
 }
