@@ -28,6 +28,7 @@ from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, uncalled_owners
+from archcomp.importer.swin import batch_free
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -60,6 +61,9 @@ ATEN: dict[str, Any] = {
     "aten.select.int": torch.select,
     "aten.max_pool2d.default": F.max_pool2d,
     "aten.adaptive_avg_pool2d.default": F.adaptive_avg_pool2d,
+    "aten.roll.default": torch.roll,  # Swin's cyclic shift
+    "aten.pad.default": F.pad,  # Swin's padding to whole windows (a zero pad passes)
+    "aten.slice.Tensor": "slice",  # x[:, 0::2]: an index (Swin's patch merging)
 }
 _CHUNK = "aten.chunk.default"
 _NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
@@ -233,7 +237,8 @@ class _Scope:
             seq = self._sequential(c) if c is not None else None
             items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
-            items += seq if seq is not None else [one] if one is not None else []
+            before = one.extra.pop("before", []) if one is not None else []  # Swin's mask
+            items += seq if seq is not None else [*before, one] if one is not None else []
         kept = fold_positions(items, self.w)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
@@ -309,6 +314,7 @@ class _Scope:
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
         ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
+        before = made[1].pop("_before", []) if isinstance(made, tuple) else []
         if isinstance(made, tuple) and made[1].pop("_absorb", False):  # positions, added to x
             got = absorbed_add(flat, outs[0]) if len(outs) == 1 and not ins else None
             if got is None:
@@ -334,6 +340,8 @@ class _Scope:
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
         item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
+        if before:  # nodes the op's ports read that its module did not compute (a mask)
+            item.extra["before"] = [Item(i, o, [x], a, [t], set()) for i, o, x, a, t in before]
         if made is None and tied:  # ties of nodes inside this call to weights seen here
             item.extra["tie"] = tied
         tie = _tie(flat.model, child, m)
@@ -395,6 +403,8 @@ class _Scope:
             flat.canon[n] = named[made.name]
             return None
         op, ins, opts = made
+        if op == "reshape":  # the traced batch size first: -1
+            opts = batch_free(flat, n, opts, self.w.dims[0][0] if self.w.dims else None)
         back = (
             [named[r.name] for r in ins]
             if isinstance(ins, list)
