@@ -76,7 +76,7 @@ def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
         opts = {"pad": list(bound["pad"]), "mode": bound.get("mode") or "constant"}
         return "pad", [args[0]], opts | {"value": bound.get("value") or 0}
     if target == "slice":  # aten's x[:, a:b:s] of one dim (a step of a strided slice)
-        dim, start, end, step = (*args[1:], 0, None, None, 1)[:4]
+        dim, start, end, step = (*args[1:], *(None,) * 4)[:4]
         if not isinstance(dim, int) or dim < 0:
             raise ValueError(f"a slice of dim {dim!r} (only a literal dim from the front)")
         stop = "" if end is None or end >= 1 << 62 else end
