@@ -377,7 +377,7 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
         _check_packed(ctx, a, e)
     _check_key_padding_mask(ctx, B, S)
     if a.relative_position_bias is not None:
-        _check_window_bias(ctx, a, T, S)
+        _check_window_bias(a, T, S)
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
         check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
@@ -393,7 +393,7 @@ def _window(a: MultiHeadAttentionArgs) -> tuple[int, int] | None:
     return (w, w) if isinstance(w, int) else (w[0], w[-1])
 
 
-def _check_window_bias(ctx: ShapeCtx, a: MultiHeadAttentionArgs, t: Dim, s: Dim) -> None:
+def _check_window_bias(a: MultiHeadAttentionArgs, t: Dim, s: Dim) -> None:
     """A window bias needs query and key of one window each: T = S = Wh Ww."""
     w = a.relative_position_bias
     if isinstance(w, list) and (len(w) not in (1, 2) or min(w, default=0) <= 0):
@@ -402,8 +402,8 @@ def _check_window_bias(ctx: ShapeCtx, a: MultiHeadAttentionArgs, t: Dim, s: Dim)
     n = wh * ww
     if (isinstance(w, int) and w <= 0) or n != t or n != s:
         raise ShapeError(
-            f"a relative position bias of {wh} x {ww} windows needs {wh * ww} queries and keys, "
-            f"found {fmt_shape((t,))} and {fmt_shape((s,))}",
+            f"a relative position bias of {wh} x {ww} windows needs {n} queries and {n} keys, "
+            f"found {t} and {s}",
             arg="relative_position_bias",
             hint="partition the map into windows first (one window per row of the batch)",
         )
