@@ -125,16 +125,21 @@ def test_swin_patch_merging_imports_as_strided_indexes(tmp_path: Path) -> None:
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
 
 
-def test_swin_of_two_stages_is_refused_at_its_second_stage(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Every call of two stages is recognised (patch merging too), but the stages' layers are
-    blocks of other sizes, which no repeat merges yet: the second stage is listed."""
-    quiet()
-    cfg = transformers.SwinConfig(**(ONE_STAGE | {"depths": [2, 2], "num_heads": [2, 4]}))
-    cfg.architectures = ["SwinForImageClassification"]
-    cfg.save_pretrained(tmp_path)  # config.json only: import --hf reads no weights
-    assert main(["import", "--hf", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "cannot import: 1 unsupported call(s)" in err and "Traceback" not in err
-    assert "self.swin.encoder.layers.1 (its path is no node id" in err
+@pytest.mark.parametrize("depths", [[2, 2], [2, 1]])
+def test_swin_of_two_stages_round_trips_from_the_cli(tmp_path: Path, depths: list[int]) -> None:
+    """Two stages (the first ending in patch merging): their layers are blocks of other
+    widths, heads and maps, the second stage's never shifted (its map is one window), merged
+    into one stage block whose params each stage's call passes, lists read at the layer's
+    index inside (``shift_mask_shift: "${[[0, 2], [0, 0]][index]}"``)."""
+    config = ONE_STAGE | {"depths": depths, "num_heads": [2, 4]}
+    ref, folder = _saved(tmp_path, **config)
+    spec, art = tmp_path / "swin.yaml", tmp_path / "swin.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert 'downsample_when: "${[True, False][index]}"' in text
+    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = archcomp.load(art)(pixel_values=pixels), ref(pixel_values=pixels).logits
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    _equal(archcomp.build(text), ref, pixels)

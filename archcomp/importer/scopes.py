@@ -24,6 +24,7 @@ from archcomp.importer.alternating import merge_alternating
 from archcomp.importer.calls import Ref, Unsupported, call_op
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import Flat
+from archcomp.importer.nested import merge_nested
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
@@ -173,8 +174,8 @@ class Walker:
             return None if args is None else (run[0].op, args)
         bodies = [self.blocks[x.op] for x in run]
         body = unify(bodies)
-        if body is None:
-            return None
+        if body is None:  # copies that call different blocks: one block with params
+            return merge_nested(run, self)
         body["shapes"] = bodies[0].get("shapes")
         key = "unified:" + json.dumps(body, sort_keys=True, default=str)
         if key not in self.keys:
@@ -460,7 +461,10 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                     cur.id != f"{m.group(1)}.{n}"
                     or not _chained(cur, prev, first=items[i])
                     or len(prev.outs) != 1
-                    or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
+                    or any(
+                        u not in cur.calls and u in w.live()  # not a dead read (Swin's stage
+                        for u in flat.users.get(prev.outs[0], [])  # output also as a map)
+                    )
                 ):
                     break
                 n += 1
