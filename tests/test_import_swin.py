@@ -125,20 +125,37 @@ def test_swin_patch_merging_imports_as_strided_indexes(tmp_path: Path) -> None:
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
 
 
-@pytest.mark.parametrize("depths", [[2, 2], [2, 1]])
-def test_swin_of_two_stages_round_trips_from_the_cli(tmp_path: Path, depths: list[int]) -> None:
-    """Two stages (the first ending in patch merging): their layers are blocks of other
-    widths, heads and maps, the second stage's never shifted (its map is one window), merged
-    into one stage block whose params each stage's call passes, lists read at the layer's
-    index inside (``shift_mask_shift: "${[[0, 2], [0, 0]][index]}"``)."""
-    config = ONE_STAGE | {"depths": depths, "num_heads": [2, 4]}
+FOUR_STAGES = dict(image_size=32, patch_size=2, embed_dim=8, window_size=2, num_labels=5)
+FOUR_STAGES |= {"depths": [2, 2, 4, 2], "num_heads": [1, 2, 4, 8]}  # maps 16, 8, 4, 2
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ONE_STAGE | {"depths": [2, 2], "num_heads": [2, 4]}, FOUR_STAGES],
+    ids=["two_stages", "four_stages"],
+)
+def test_swin_of_several_stages_round_trips_from_the_cli(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    """Stages ending in patch merging but the last: their layers are blocks of other widths,
+    heads and maps (the last stage's map one window, never shifted), merged into one stage block
+    whose params each stage's call passes, lists read at the layer's index inside
+    (``shift_mask_shift: "${[[0, 1], [0, 1], [0, 1, 0, 1], [0, 0]][index]}"``)."""
     ref, folder = _saved(tmp_path, **config)
     spec, art = tmp_path / "swin.yaml", tmp_path / "swin.safetensors"
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
     assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     text = spec.read_text()
-    assert 'downsample_when: "${[True, False][index]}"' in text
-    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    stages, ws = len(config["depths"]), config["window_size"]
+    side = config["image_size"] // config["patch_size"]
+    shifts = [  # transformers' shift per layer: half a window every other one, where it fits
+        [ws // 2 if i % 2 and side >> s > ws else 0 for i in range(n)]
+        for s, n in enumerate(config["depths"])
+    ]
+    assert f'shift_mask_shift: "${{{shifts}[index]}}"' in text
+    assert f'downsample_when: "${{{[True] * (stages - 1) + [False]}[index]}}"' in text
+    side = config["image_size"]
+    pixels = torch.randn(3, 3, side, side, generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), RoundingChains() as chains:
         got, want = archcomp.load(art)(pixel_values=pixels), ref(pixel_values=pixels).logits
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
