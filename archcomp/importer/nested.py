@@ -84,7 +84,14 @@ class _Params:
         self.defaults: dict[str, Any] = {}
         self.values: list[dict[str, Any]] = [{} for _ in range(copies)]
 
-    def add(self, name: str, vals: list[Any]) -> str:
+    def add(self, name: str, vals: list[Any], care: list[bool] | None = None) -> str:
+        """The param of these per-copy values (``care``: the copies whose value counts, not
+        those where the node is off): an earlier one with the same values, or a new one."""
+        care = care or [True] * len(vals)
+        for known in self.defaults:  # one param per distinct set of values (a map's side)
+            had = self.values
+            if all(repr(had[c].get(known)) == repr(v) for c, v in enumerate(vals) if care[c]):
+                return known
         base, k = re.sub(r"\W", "_", name), 2
         name = base
         while name in self.defaults:
@@ -132,11 +139,17 @@ def _node(
         if not all(_plain(v) for v in vals):
             return None  # a mapping or null per copy (a RoPE some layers lack): no param value
         name = key if key not in fields and key not in ("repeat", "tie") else f"{nid}_{key}"
+        if _same_length(vals):  # [-1, H, W, C]: a param per size that differs, not per list
+            entry[key] = [
+                col[0] if len(set(col)) == 1 else f"${{{lift.add(f'{name}{j}', col, here)}}}"
+                for j, col in enumerate(map(list, zip(*vals, strict=True)))
+            ]
+            continue
         lists = _by_copy(vals, repeats) if key != "repeat" else None
         if lists is not None and lists is not vals:  # the repeat's copies read their own
-            entry[key] = f"${{{lift.add(name, lists)}[index]}}"
+            entry[key] = f"${{{lift.add(name, lists, here)}[index]}}"
         else:
-            entry[key] = f"${{{lift.add(name, vals)}}}"
+            entry[key] = f"${{{lift.add(name, vals, here)}}}"
     return entry
 
 
@@ -169,6 +182,13 @@ def _by_copy(vals: list[Any], repeats: list[Any]) -> list[Any] | None:
 def _first_pick(vals: list[Any]) -> Any:
     m = _PICK.match(vals[0]) if isinstance(vals[0], str) else None
     return ast.literal_eval(m.group(1))[0] if m is not None else 0
+
+
+def _same_length(vals: list[Any]) -> bool:
+    """Lists of one length whose items are literal scalars."""
+    if not all(isinstance(v, list) and len(v) == len(vals[0]) for v in vals):
+        return False
+    return all(isinstance(x, bool | int | float) for v in vals for x in v)
 
 
 def _plain(v: Any) -> bool:
