@@ -102,9 +102,10 @@ class _Stage(torch.nn.Module):
         return self.stage(x, (8, 8))[0]  # (B, 16, 16): 2 x 2 tokens merged, then 4C -> 2C
 
 
-def test_swin_patch_merging_imports_as_strided_indexes(tmp_path: Path) -> None:
-    """SwinPatchMerging's ``x[:, row::2, col::2, :]`` (aten's strided slices) are ``index``
-    nodes concatenated; the stage's output and every gradient equal, any batch size."""
+def test_swin_patch_merging_imports_as_reshape_permute_reshape(tmp_path: Path) -> None:
+    """SwinPatchMerging's ``cat([x[:, row::2, col::2, :] ...], -1)`` (eight strided slices) is
+    the shipped spec's reshape, permute, reshape; the stage's output and every gradient equal,
+    any batch size."""
     from import_checks import round_trip
 
     quiet()
@@ -112,11 +113,10 @@ def test_swin_patch_merging_imports_as_strided_indexes(tmp_path: Path) -> None:
     ref = _Stage().eval()
     redraw(ref, 3)
     text = round_trip(ref, (torch.randn(2, 64, 8),), dims={"B": 0})
-    assert "- {id: index_op_5, op: index, at: '[:, :, 1::2]'}" in text  # row 0, column 1
-    assert (
-        "- {id: concat, op: concat, in: [index_op_1, index_op_3, index_op_5, index_op_7]}" in text
-    )
-    assert "- {id: reshape_1, op: reshape, shape: [-1, 16, 32]}" in text  # not the traced B
+    assert "- {id: groups, op: reshape, shape: [-1, 4, 2, 4, 2, 8]}" in text  # (B, H', 2, W', 2, C)
+    assert "- {id: by_group, op: permute, dims: [0, 1, 3, 4, 2, 5]}" in text
+    assert "- {id: merged, op: reshape, shape: [-1, 4, 4, 32]}" in text  # no index left
+    assert "op: index" not in text and "op: concat" not in text
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(3, 64, 8, generator=torch.Generator().manual_seed(2))

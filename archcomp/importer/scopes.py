@@ -29,7 +29,7 @@ from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, uncalled_owners
-from archcomp.importer.swin import batch_free
+from archcomp.importer.swin import batch_free, fold_patch_merging
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -240,7 +240,7 @@ class _Scope:
             one = self._item(c, g) if seq is None else None
             before = one.extra.pop("before", []) if one is not None else []  # Swin's mask
             items += seq if seq is not None else [*before, one] if one is not None else []
-        kept = fold_positions(items, self.w)
+        kept = fold_patch_merging(fold_positions(items, self.w), self.w.flat)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _tensors(self, n: fx.Node) -> list[Item]:

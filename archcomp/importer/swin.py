@@ -13,6 +13,7 @@ gives none, so shifted and unshifted copies of a stage are one block).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -194,3 +195,72 @@ def batch_free(flat: Flat, n: fx.Node, opts: dict[str, Any], batch: int | None) 
     if int(x.shape[0]) != batch or int(out.shape[0]) != batch:
         return opts
     return opts | {"shape": [-1, *(int(s) for s in out.shape[1:])]}
+
+
+_QUARTERS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (row, column) of each piece, as Swin cats them
+
+
+def fold_patch_merging(items: list[Any], flat: Flat) -> list[Any]:
+    """Swin's patch merging, ``cat([x[:, r::2, c::2, :] for c in (0, 1) for r in (0, 1)],
+    -1)`` of a (B, H, W, C) map (eight strided slices, then a cat), as the shipped spec's
+    ``patch_merging`` writes it: ``reshape`` to (B, H/2, 2, W/2, 2, C), ``permute`` to (B,
+    H/2, W/2, column, row, C), ``reshape`` to (B, H/2, W/2, 4 C)."""
+    out: list[Any] = []
+    drop: set[fx.Node] = set()
+    for it in items:
+        grid = _quarters(flat, it) if it.op == "concat" else None
+        if grid is None:
+            out.append(it)
+            continue
+        x, pieces = grid
+        drop |= pieces
+        _, h, w, c = (int(s) for s in x.meta["val"].shape)
+        groups, by = Token(f"{it.id}_groups"), Token(f"{it.id}_by_group")
+        shape = [-1, h // 2, 2, w // 2, 2, c]  # (B, H', row, W', column, C)
+        out += [
+            dataclasses.replace(
+                it, id="groups", op="reshape", ins=[x], opts={"shape": shape}, outs=[groups]
+            ),
+            dataclasses.replace(
+                it,
+                id="by_group",
+                op="permute",
+                ins=[groups],
+                opts={"dims": [0, 1, 3, 4, 2, 5]},
+                outs=[by],
+            ),
+            dataclasses.replace(
+                it, id="merged", op="reshape", ins=[by], opts={"shape": [-1, h // 2, w // 2, 4 * c]}
+            ),
+        ]
+    return [it for it in out if not (it.op == "index" and set(it.outs) <= drop)]
+
+
+def _quarters(flat: Flat, cat: Any) -> tuple[fx.Node, set[fx.Node]] | None:
+    """The map and the slices of a cat of its four strided quarters in Swin's order."""
+    ins = cat.ins if isinstance(cat.ins, list) else []
+    if len(ins) != 4 or cat.opts.get("dim", -1) not in (-1, 3):
+        return None
+    x: Any = None
+    used: set[fx.Node] = set()
+    for piece, (row, col) in zip(ins, _QUARTERS, strict=True):
+        inner = flat.get(piece.args[0]) if _strided(piece, 2, col) else None
+        if inner is None or not _strided(inner, 1, row):
+            return None
+        base = flat.get(inner.args[0])
+        if x not in (None, base) or len(flat.users.get(inner, [])) != 1:
+            return None
+        x, used = base, used | {piece, inner}
+    shape: Any = getattr(getattr(x, "meta", {}).get("val"), "shape", ())
+    if len(shape) != 4 or int(shape[1]) % 2 or int(shape[2]) % 2:
+        return None
+    return x, used
+
+
+def _strided(n: Any, dim: int, start: int) -> bool:
+    """``x[:, start::2]`` on ``dim`` (aten.slice to the end with step 2)."""
+    if not isinstance(n, fx.Node) or str(n.target) != "aten.slice.Tensor":
+        return False
+    d, s, e, step = [*n.args[1:], None, None, None, None][:4]
+    end = e is None or (isinstance(e, int) and e >= 1 << 62)
+    return bool(d == dim and (s or 0) == start and end and step == 2)
