@@ -405,7 +405,7 @@ class _Scope:
             return None
         op, ins, opts = made
         if op == "reshape":  # the traced batch size first: -1
-            opts = batch_free(flat, n, opts, self.w.dims[0][0] if self.w.dims else None)
+            opts = batch_free(flat, n, opts, self.w.dims)
         back = (
             [named[r.name] for r in ins]
             if isinstance(ins, list)

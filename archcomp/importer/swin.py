@@ -8,7 +8,10 @@ projects with ``o_proj``: ``multi_head_attention`` with ``relative_position_bias
 table inside the op, so its keys are the module's). The mask, computed from no input in the
 layer (context), is checked value for value against archcomp's ``swin_shift_mask`` of the map
 the windows were cut from, and becomes that node (``shift: 0``, all zeros, where the layer
-gives none, so shifted and unshifted copies of a stage are one block).
+gives none, so shifted and unshifted copies of a stage are one block). Also here: the patch
+merging's strided slices and cat folded into the shipped spec's reshape, permute, reshape
+(:func:`fold_patch_merging`), and reshapes that keep the traced batch size first written with
+``-1`` there (:func:`batch_free`).
 """
 
 from __future__ import annotations
@@ -185,16 +188,22 @@ def _shift_mask(
     return "a window attention whose mask is no swin_shift_mask of its map"
 
 
-def batch_free(flat: Flat, n: fx.Node, opts: dict[str, Any], batch: int | None) -> dict[str, Any]:
-    """A reshape that keeps the traced batch size ``batch`` first (Swin's ``x.view(B, H, W,
-    C)``, ``x.view(B, -1, 4 C)``) with ``-1`` there and its other sizes literal, so the spec
-    runs at any batch size."""
+def batch_free(flat: Flat, n: fx.Node, opts: dict[str, Any], dims: Any) -> dict[str, Any]:
+    """A reshape that keeps the traced batch size first (Swin's ``x.view(B, H, W, C)``,
+    ``x.view(B, -1, 4 C)``) with ``-1`` there and its other sizes literal, so the spec runs at
+    any batch size (``dims``: the leading symbols' (size, name), the batch first). Left as it
+    is where a ``-1`` it has stands for a size another symbol's example has (``T``)."""
     shape, x, out = opts.get("shape"), flat.get(n.args[0]).meta.get("val"), n.meta.get("val")
+    batch = dims[0][0] if dims else None
     if batch is None or not shape or shape[0] != batch or x is None or out is None:
         return opts
     if int(x.shape[0]) != batch or int(out.shape[0]) != batch:
         return opts
-    return opts | {"shape": [-1, *(int(s) for s in out.shape[1:])]}
+    sizes = [int(s) for s in out.shape[1:]]
+    symbols = {size for size, _ in dims[1:]}
+    if any(v == -1 and size in symbols for v, size in zip(shape[1:], sizes, strict=False)):
+        return opts
+    return opts | {"shape": [-1, *sizes]}
 
 
 _QUARTERS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (row, column) of each piece, as Swin cats them
