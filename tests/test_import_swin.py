@@ -160,3 +160,9 @@ def test_swin_of_several_stages_round_trips_from_the_cli(
         got, want = archcomp.load(art)(pixel_values=pixels), ref(pixel_values=pixels).logits
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
     _equal(archcomp.build(text), ref, pixels)
+    built = archcomp.build(text, seed=0)  # and the fixed point: its import builds the same
+    again = archcomp.build(archcomp.import_module(built, (pixels,)))
+    again.load_state_dict(built.state_dict(), strict=True)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = again(pixels), built(pixels)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
