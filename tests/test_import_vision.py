@@ -194,14 +194,17 @@ def test_import_of_a_built_shipped_spec_is_a_fixed_point(name: str) -> None:
 
 
 VISION = {  # family -> (config class, architecture, config, lines the refusal must list)
-    "swin": (
-        "SwinConfig",
-        "SwinForImageClassification",
+    "swinv2": (  # ResNet, ConvNeXt, Swin (test_import_swin.py) and Mamba round-trip
+        "Swinv2Config",
+        "Swinv2ForImageClassification",
         dict(image_size=16, patch_size=2, embed_dim=8, depths=[1, 2], num_heads=[2, 4])
         | {"window_size": 2},
-        ["aten.roll.default (no archcomp op for it) at modeling_swin.py:", "relative_position"],
+        [  # Swin V2's continuous position bias (a small MLP over log-spaced offsets)
+            "Swinv2SelfAttention self.swinv2.encoder.layers.0.blocks.0.attention.self (attention "
+            "that also computes continuous_position_bias_mlp) at linear.py:",
+        ],
     ),
-}  # Mamba round-trips: tests/test_import_mamba.py
+}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 
 
@@ -233,7 +236,8 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
         224,  # config.json gives no image size: traced at 224
         [  # stage 0's one layer and stage 1's (the first strides, with a shortcut): alternatives
             '      - {id: layers, op: res_net_basic_layer, when: "${index < 1}", repeat: 1}\n'
-            '      - {id: layers, op: res_net_basic_layer_4, in: x, when: "${index >= 1}", repeat: 2}',
+            "      - {id: layers, op: res_net_basic_layer_4, in: x, "
+            'when: "${index >= 1}", repeat: 2}',
             "      - {id: '0', op: flatten}\n      - {id: '1', op: linear, out_features: 3}",
             "  - {id: classifier, op: classifier}",  # Sequential(Flatten, Linear), nodes 0 and 1
         ],
@@ -256,7 +260,8 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
             "      - {id: channels_first, op: permute, dims: [0, 3, 1, 2]}",
             "      - {id: '0', op: layer_norm, eps: 1.0e-06}",  # downsampling_layer.0.weight
             "      - {id: '1', op: conv2d, out_channels: 16, kernel_size: 2, stride: 2}",
-            '      - {id: downsampling_layer, op: downsampling_layer, when: "${[False, True][index]}"}',
+            "      - {id: downsampling_layer, op: downsampling_layer, "
+            'when: "${[False, True][index]}"}',
             # its config's num_hidden_layers counts the stages (len(depths)): no repeat's param
             "      - {id: stages, op: conv_next_stage, repeat: 2}",
         ],

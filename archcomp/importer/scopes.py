@@ -27,11 +27,13 @@ from archcomp.importer.channels import TO_FIRST, TO_LAST, channels_first
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import CASTS, Flat
 from archcomp.importer.mamba import mamba_mixer
+from archcomp.importer.nested import merge_nested
 from archcomp.importer.ordered import ordered_block, run_length
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, own_owners, uncalled_owners
+from archcomp.importer.swin import batch_free, fold_patch_merging
 from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block, stray_calls
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
@@ -71,6 +73,9 @@ ATEN: dict[str, Any] = {
     "aten.t.default": torch.t,
     "aten.argmax.default": torch.argmax,  # CLIP's EOS position
     "aten.eq.Scalar": operator.eq,
+    "aten.roll.default": torch.roll,  # Swin's cyclic shift
+    "aten.pad.default": F.pad,  # Swin's padding to whole windows (a zero pad passes)
+    "aten.slice.Tensor": "slice",  # x[:, 0::2]: an index (Swin's patch merging)
 }
 _CHUNK = "aten.chunk.default"
 _NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
@@ -199,8 +204,8 @@ class Walker:
             return None if args is None else (run[0].op, args)
         bodies = [self.blocks[x.op] for x in run]
         body = unify(bodies)
-        if body is None:
-            return None
+        if body is None:  # copies that call different blocks: one block with params
+            return merge_nested(run, self)
         body["shapes"] = bodies[0].get("shapes")
         key = "unified:" + json.dumps(body, sort_keys=True, default=str)
         if key not in self.keys:
@@ -271,8 +276,13 @@ class _Scope:
             seq = self._channels_first(c, g) if c is not None and seq is None else seq
             items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
-            items += seq if seq is not None else [one] if isinstance(one, Item) else one or []
-        kept = fold_positions(items, self.w)
+            if seq is not None:
+                items += seq
+            elif isinstance(one, Item):
+                items += [*one.extra.pop("before", []), one]  # Swin's mask before its attention
+            else:
+                items += one or []
+        kept = fold_patch_merging(fold_positions(items, self.w), self.w.flat)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _tensors(self, n: fx.Node) -> list[Item]:
@@ -372,6 +382,7 @@ class _Scope:
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
         ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
+        before = made[1].pop("_before", []) if isinstance(made, tuple) else []
         if isinstance(made, tuple) and made[1].pop("_absorb", False):  # positions, added to x
             got = absorbed_add(flat, outs[0]) if len(outs) == 1 and not ins else None
             if got is None:
@@ -397,6 +408,8 @@ class _Scope:
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
         item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
+        if before:  # nodes the op's ports read that its module did not compute (a mask)
+            item.extra["before"] = [Item(i, o, [x], a, [t], set()) for i, o, x, a, t in before]
         if made is None and tied:  # ties of nodes inside this call to weights seen here
             item.extra["tie"] = tied
         for pname, tie in _ties(flat.model, child, m).items():
@@ -534,6 +547,8 @@ class _Scope:
             flat.canon[n] = named[made.name]
             return None
         op, ins, opts = made
+        if op == "reshape":  # the traced batch size first: -1
+            opts = batch_free(flat, n, opts, self.w.dims)
         back = (
             [named[r.name] for r in ins]
             if isinstance(ins, list)
@@ -591,7 +606,10 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                     cur.id != f"{m.group(1)}.{n}"
                     or not _chained(cur, prev, first=items[i])
                     or len(prev.outs) != 1
-                    or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
+                    or any(
+                        u not in cur.calls and u in w.live()  # not a dead read (Swin's stage
+                        for u in flat.users.get(prev.outs[0], [])  # output also as a map)
+                    )
                 ):
                     break
                 n += 1
