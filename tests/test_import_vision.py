@@ -237,7 +237,8 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
         [  # stage 0's one layer and stage 1's (the first strides, with a shortcut): alternatives
             '      - {id: layers, op: res_net_basic_layer, when: "${index < 1}", repeat: 1}\n'
             "      - {id: layers, op: res_net_basic_layer_4, in: x, "
-            'when: "${index >= 1}", repeat: 2}',
+            'when: "${index >= 1}", repeat: 2,\n'
+            '         convolution_stride: "${[[2, 1], [1, 1]][index]}"',
             "      - {id: '0', op: flatten}\n      - {id: '1', op: linear, out_features: 3}",
             "  - {id: classifier, op: classifier}",  # Sequential(Flatten, Linear), nodes 0 and 1
         ],
@@ -261,9 +262,11 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
             "      - {id: '0', op: layer_norm, eps: 1.0e-06}",  # downsampling_layer.0.weight
             "      - {id: '1', op: conv2d, out_channels: 16, kernel_size: 2, stride: 2}",
             "      - {id: downsampling_layer, op: downsampling_layer, "
-            'when: "${[False, True][index]}"}',
-            # its config's num_hidden_layers counts the stages (len(depths)): no repeat's param
-            "      - {id: stages, op: conv_next_stage, repeat: 2}",
+            'when: "${downsampling_layer_when}"}',
+            # its config's num_hidden_layers counts the stages (len(depths)): no repeat's param;
+            # the stages' other widths and depths, one block with params
+            "      - {id: stages, op: conv_next_stage, repeat: 2,",
+            '      - {id: layers, op: conv_next_layer, repeat: "${layers_repeat}",',
         ],
     ),
 }
@@ -361,7 +364,7 @@ def test_resnet_model_round_trip(tmp_path: Path) -> None:
                 b.copy_(r + 0.5 if name.endswith("var") else r - 0.5)
     ref.save_pretrained(tmp_path)
     text = import_hf(tmp_path)
-    assert '{id: layer, op: res_net_conv_layer_7, when: "${index < 1}"' in text
+    assert 'convolution_stride: "${convolution_stride[index]}"' in text  # strides per copy
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     model.eval(), ref.eval()

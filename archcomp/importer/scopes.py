@@ -196,6 +196,15 @@ class Walker:
             self.keys[key], self.blocks[name] = name, body
         return self.keys[key]
 
+    def _block_alternatives(self, body: Body) -> bool:
+        """Whether ``body`` has alternatives (nodes sharing an id) that each call a block."""
+        ids = [n["id"] for n in body["nodes"]]
+        return any(
+            ids.count(n["id"]) > 1
+            and all(m["op"] in self.blocks for m in body["nodes"] if m["id"] == n["id"])
+            for n in body["nodes"]
+        )
+
     def merged(self, run: list[Item]) -> tuple[str, dict[str, Any]] | None:
         """One op, or one block reading ``index``, for a run of copies that differ
         (:mod:`archcomp.importer.unify`); None where they cannot be one."""
@@ -204,8 +213,12 @@ class Walker:
             return None if args is None else (run[0].op, args)
         bodies = [self.blocks[x.op] for x in run]
         body = unify(bodies)
-        if body is None:  # copies that call different blocks: one block with params
-            return merge_nested(run, self)
+        if body is None or self._block_alternatives(body):
+            # copies that call different blocks: one block with params where they merge so
+            # (Swin's stages), alternatives by `when` otherwise (a ResNet stage's first block)
+            nested = merge_nested(run, self)
+            if nested is not None or body is None:
+                return nested
         body["shapes"] = bodies[0].get("shapes")
         key = "unified:" + json.dumps(body, sort_keys=True, default=str)
         if key not in self.keys:
