@@ -16,22 +16,45 @@ def exported_body(
     inputs: dict[str, Any],
     leading: tuple[tuple[int, str], ...],
     fx_problems: list[str],
+    flags: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Body], Body] | list[str]:
     """The blocks and top-level body of ``module`` called with the keyword ``inputs``, or the
     problems: each call no op expresses, or where torch.export cannot trace it either, torch.fx's
     ``fx_problems`` and export's reason. ``leading``: the first input's leading sizes and their
-    names, for the blocks' shape comments."""
+    names, for the blocks' shape comments; ``flags``: non-tensor arguments, traced as constants.
+    torch's causal-mask detection answers as on the example (:mod:`archcomp.importer.masks`);
+    an input read by no call that is a causal mask on the example is left out of the body."""
     from archcomp.importer.exported import Flat, export_model
+    from archcomp.importer.masks import pinned_causal_detection
     from archcomp.importer.scopes import Walker
 
+    kwargs = inputs | (flags or {})
     try:
-        ep = export_model(module, inputs)
+        with pinned_causal_detection(module, kwargs):
+            ep = export_model(module, kwargs)
     except UsageError as e:
         return [*fx_problems, str(e)]
     flat = Flat.read(ep, module)
+    flat.examples = dict(inputs)
+    flat.unread = {g for g in flat.inputs if _causal_input(flat, g)}
     w = Walker(flat, leading)
-    given = list(flat.inputs)
+    given = [g for g in flat.inputs if g not in flat.unread]
     body = w.body("", given, [flat.inputs[g] for g in given])
     if w.problems or body is None:
         return w.problems
     return w.blocks, body
+
+
+def _causal_input(flat: Any, g: Any) -> bool:
+    """Whether input ``g`` is a causal mask on the example that only nn.MultiheadAttention
+    reads (each then ``causal: true``), or none (torch took it for ``is_causal``)."""
+    from torch import nn
+
+    from archcomp.importer.masks import causal_values
+
+    if not causal_values(flat.examples.get(flat.inputs[g])):
+        return False
+    return all(
+        any(isinstance(flat.model.get_submodule(p), nn.MultiheadAttention) for p in flat.scope[u])
+        for u in flat.users.get(g, [])
+    )

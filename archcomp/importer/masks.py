@@ -1,0 +1,91 @@
+"""Attention masks of torch.nn's transformer modules, judged on the example's values.
+
+``nn.TransformerEncoder`` and ``nn.TransformerDecoder`` ask whether their mask is causal by its
+values (``_detect_is_causal_mask``: ``(mask == causal).all()``), which torch.export cannot trace.
+:func:`pinned_causal_detection` runs the module once on the example inputs, records each answer,
+and gives torch.export the same answers in the same order: a mask judged causal on the example
+is then SDPA's ``is_causal`` in the graph (and ``causal: true`` in the spec). A hint
+(``is_causal=True``, ``tgt_is_causal=True``) given with a mask that is not causal on the example
+is refused: torch would then ignore the mask's values on some paths and read them on others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import transformer as _tm
+
+from archcomp.base.errors import UsageError
+
+_ASKING = (nn.TransformerEncoder, nn.TransformerDecoder)  # the modules that call the detection
+
+
+def causal_values(v: Any) -> bool:
+    """Whether ``v`` is a causal attention mask as torch.nn's attention takes one: square over
+    its last two dims (more than one position), keys after the query hidden (bool True, or a
+    large negative added) and the others kept (bool False, or 0 added)."""
+    if not isinstance(v, torch.Tensor) or v.dim() < 2 or v.shape[-1] != v.shape[-2]:
+        return False
+    if v.shape[-1] < 2:
+        return False
+    keep = torch.ones(v.shape[-2:], dtype=torch.bool, device=v.device).tril()
+    if v.dtype == torch.bool:
+        return bool((v == ~keep).all())
+    return bool((v[..., keep] == 0).all() and (v[..., ~keep] <= -1e4).all())
+
+
+@contextmanager
+def pinned_causal_detection(module: nn.Module, inputs: dict[str, Any]) -> Iterator[None]:
+    """Within it, torch's causal-mask detection answers as it did on ``inputs`` (run once,
+    without gradients); nothing is patched where the module never asks."""
+    original = _tm._detect_is_causal_mask
+    answers: list[bool] = []
+
+    def record(mask: Any, is_causal: Any = None, size: Any = None) -> bool:
+        got = original(mask, is_causal, size)
+        if is_causal is True and mask is not None and not original(mask, None, size):
+            raise UsageError(
+                "a causal hint (is_causal=True / tgt_is_causal=True) given with a mask that is "
+                "not causal on the example: torch ignores the mask's values on some paths only; "
+                "pass the causal mask (nn.Transformer.generate_square_subsequent_mask), or no hint"
+            )
+        answers.append(bool(got))
+        return bool(got)
+
+    if not any(isinstance(m, _ASKING) for m in module.modules()):
+        yield
+        return
+    kept = {k: b.clone() for k, b in module.named_buffers()}  # BatchNorm's running stats
+    _tm._detect_is_causal_mask = record  # type: ignore[assignment]
+    try:
+        with torch.no_grad():
+            module(**inputs)
+    except UsageError:
+        raise
+    except Exception:  # the example does not run eagerly: export reports why
+        answers.clear()
+    finally:
+        _tm._detect_is_causal_mask = original
+        with torch.no_grad():
+            for k, b in module.named_buffers():
+                b.copy_(kept[k])
+    if not answers:
+        yield
+        return
+    replay = iter(answers)
+
+    def pinned(mask: Any, is_causal: Any = None, size: Any = None) -> bool:
+        return next(replay, is_causal is True)  # the calls come in the eager run's order
+
+    _tm._detect_is_causal_mask = pinned  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _tm._detect_is_causal_mask = original
+
+
+__all__ = ["causal_values", "pinned_causal_detection"]
