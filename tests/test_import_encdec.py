@@ -217,6 +217,52 @@ def test_a_causal_attn_mask_input_is_causal_and_no_input() -> None:
     )
 
 
+class CausalInForward(nn.Module):
+    """nn.MultiheadAttention given a causal mask made in forward, and a key_padding_mask (both
+    bool: torch deprecates a float mask beside a bool one)."""
+
+    def __init__(self, need_weights: bool) -> None:
+        super().__init__()
+        self.need_weights = need_weights
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        t = x.size(1)
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)  # (T, T): True hides
+        w = self.need_weights
+        return self.attn(x, x, x, key_padding_mask=pad, attn_mask=mask, need_weights=w)[0]
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_a_causal_mask_made_in_forward_beside_a_key_padding_mask(need_weights: bool) -> None:
+    torch.manual_seed(14)
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[0, 3:] = True
+    example = {"x": torch.randn(2, 5, 8), "pad": pad}
+    text = round_trip(CausalInForward(need_weights), example, example)
+    assert (
+        "in: {query: x, key: x, value: x, key_padding_mask: pad},\n"
+        "     num_heads: 2, in_proj: true, causal: true}"
+    ) in text
+
+
+def test_sequence_first_transformer_with_a_bool_causal_tgt_mask() -> None:
+    """torch's default layout, and a bool tgt_mask (True hides a key) that is causal."""
+    torch.manual_seed(15)
+    with warnings.catch_warnings():  # torch's advice to use batch_first for speed
+        warnings.simplefilter("ignore", UserWarning)
+        ref = nn.Transformer(16, 4, 1, 1, 24)
+
+    def hide(t: int) -> torch.Tensor:
+        return torch.ones(t, t, dtype=torch.bool).triu(1)
+
+    example = {"src": torch.randn(5, 2, 16), "tgt": torch.randn(3, 2, 16), "tgt_mask": hide(3)}
+    run = {"src": torch.randn(6, 3, 16), "tgt": torch.randn(4, 3, 16)}
+    text = round_trip(ref, example, run, {"tgt_mask": hide(4)}, dims={"B": 1})
+    assert "in_proj: true, batch_first: false,\n         causal: true, dropout: 0.1}" in text
+    assert "tgt_mask" not in text
+
+
 class DecoderOnlyLM(nn.Module):
     """A GPT-style LM on nn.TransformerEncoder: the causal mask made in forward from T."""
 
