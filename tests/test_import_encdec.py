@@ -298,6 +298,32 @@ def test_decoder_only_lm_with_a_causal_mask_made_in_forward(hint: bool | None) -
         assert plumbing not in text
 
 
+class PaddedLM(DecoderOnlyLM):
+    """The LM with a padding mask too: nn.TransformerEncoder makes a float copy of it (a bool
+    causal mask: torch deprecates a float one beside a bool padding mask)."""
+
+    def forward(self, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        t = ids.size(1)
+        mask = torch.ones(t, t, dtype=torch.bool, device=ids.device).triu(1)  # (T, T)
+        x = self.encoder(self.embed(ids), mask=mask, src_key_padding_mask=pad)
+        return self.head(x)
+
+
+def test_decoder_only_lm_with_a_padding_mask() -> None:
+    torch.manual_seed(16)
+    gen = torch.Generator().manual_seed(5)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, 4:], pad[2, 6:] = True, True  # right padding: every query keeps key 0
+    example = {"ids": torch.randint(0, 23, (3, 7), generator=gen), "pad": pad}
+    text = round_trip(PaddedLM(None), example, example, dims={"B": 0, "T": 1})
+    assert "  pad: {shape: [B, T], dtype: bool}\n" in text
+    assert (
+        "in: {query: norm1, key: norm1, value: norm1, key_padding_mask: x_2}, num_heads: 4,\n"
+        "         in_proj: true, causal: true, dropout: 0.1}"
+    ) in text
+    assert "zeros_like" not in text and "masked_fill" not in text
+
+
 @pytest.mark.parametrize("hint", [None, True])
 def test_torch_transformer_with_a_causal_tgt_mask_input(hint: bool | None) -> None:
     """nn.Transformer as language models call it: tgt_mask=generate_square_subsequent_mask(T),

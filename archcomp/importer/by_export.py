@@ -25,7 +25,7 @@ def exported_body(
     torch's causal-mask detection answers as on the example (:mod:`archcomp.importer.masks`);
     an input read by no call that is a causal mask on the example is left out of the body."""
     from archcomp.importer.exported import Flat, export_model
-    from archcomp.importer.masks import pinned_causal_detection
+    from archcomp.importer.masks import fold_float_padding, pinned_causal_detection
     from archcomp.importer.scopes import Walker
 
     kwargs = inputs | (flags or {})
@@ -36,6 +36,7 @@ def exported_body(
         return [*fx_problems, str(e)]
     flat = Flat.read(ep, module)
     flat.examples = dict(inputs)
+    fold_float_padding(flat)  # nn.TransformerEncoder's float copy of src_key_padding_mask
     flat.unread = {g for g in flat.inputs if _causal_input(flat, g)}
     w = Walker(flat, leading)
     given = [g for g in flat.inputs if g not in flat.unread]
@@ -48,13 +49,8 @@ def exported_body(
 def _causal_input(flat: Any, g: Any) -> bool:
     """Whether input ``g`` is a causal mask on the example that only nn.MultiheadAttention
     reads (each then ``causal: true``), or none (torch took it for ``is_causal``)."""
-    from torch import nn
-
-    from archcomp.importer.masks import causal_values
+    from archcomp.importer.masks import causal_values, in_mha
 
     if not causal_values(flat.examples.get(flat.inputs[g])):
         return False
-    return all(
-        any(isinstance(flat.model.get_submodule(p), nn.MultiheadAttention) for p in flat.scope[u])
-        for u in flat.users.get(g, [])
-    )
+    return all(in_mha(flat, u) for u in flat.users.get(g, []))

@@ -88,4 +88,42 @@ def pinned_causal_detection(module: nn.Module, inputs: dict[str, Any]) -> Iterat
         _tm._detect_is_causal_mask = original
 
 
-__all__ = ["causal_values", "pinned_causal_detection"]
+__all__ = ["causal_values", "fold_float_padding", "in_mha", "pinned_causal_detection"]
+
+
+def fold_float_padding(flat: Any) -> None:
+    """torch's float copy of a bool key_padding_mask input, ``zeros_like(p, dtype=float)
+    .masked_fill_(p, -inf)`` (``F._canonical_mask``: nn.TransformerEncoder makes it), read only
+    by nn.MultiheadAttention: the bool mask itself, which the attention's key_padding_mask port
+    takes with the same meaning (True hides a key)."""
+    for n in list(flat.order):
+        p = _padding_source(flat, n)
+        users = flat.users.get(n, [])
+        if p is None or not users or not all(in_mha(flat, u) for u in users):
+            continue
+        flat.canon[n] = p
+        flat.users.setdefault(p, []).extend(users)
+
+
+def _padding_source(flat: Any, n: Any) -> Any:
+    """The bool (B, S) input ``p`` where ``n`` is ``masked_fill_(zeros_like(p), p, -inf)``."""
+    if str(n.target) not in ("aten.masked_fill_.Scalar", "aten.masked_fill.Scalar"):
+        return None
+    base, p, fill = (*n.args, None, None, None)[:3]
+    base, p = flat.get(base), flat.get(p)
+    if (
+        str(getattr(base, "target", "")) != "aten.zeros_like.default"
+        or flat.get(base.args[0]) is not p
+    ):
+        return None
+    val = getattr(p, "meta", {}).get("val")
+    ok = isinstance(val, torch.Tensor) and val.dtype == torch.bool and val.ndim == 2
+    return p if ok and p in flat.inputs and fill == float("-inf") else None
+
+
+def in_mha(flat: Any, n: Any) -> bool:
+    """Whether call ``n`` ran inside an nn.MultiheadAttention."""
+    return any(
+        isinstance(flat.model.get_submodule(p), nn.MultiheadAttention)
+        for p in flat.scope.get(n, ())
+    )
