@@ -263,6 +263,23 @@ def test_sequence_first_transformer_with_a_bool_causal_tgt_mask() -> None:
     assert "tgt_mask" not in text
 
 
+class Hinted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
+
+
+def test_is_causal_with_an_attn_mask_that_is_not_causal_is_refused() -> None:
+    """torch takes the hint and never reads the mask: the spec would have a dead input."""
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(Hinted(), (torch.randn(2, 5, 8), torch.randn(5, 5)))
+    (problem,) = e.value.problems
+    assert problem.startswith("input 'mask' is read by no call of the traced forward")
+
+
 class DecoderOnlyLM(nn.Module):
     """A GPT-style LM on nn.TransformerEncoder: the causal mask made in forward from T."""
 

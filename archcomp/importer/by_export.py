@@ -40,6 +40,14 @@ def exported_body(
     flat.unread = {g for g in flat.inputs if _causal_input(flat, g)}
     w = Walker(flat, leading)
     given = [g for g in flat.inputs if g not in flat.unread]
+    unread = [flat.inputs[g] for g in given if not flat.users.get(g)]
+    if unread:  # attn_mask with is_causal=True: torch ignores the mask on that path
+        return [
+            f"input {name!r} is read by no call of the traced forward, so no node would read "
+            "it (torch ignores an attn_mask given with is_causal=True on this path: pass a mask "
+            "causal on the example, or no hint)"
+            for name in unread
+        ]
     body = w.body("", given, [flat.inputs[g] for g in given])
     if w.problems or body is None:
         return w.problems
