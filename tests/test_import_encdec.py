@@ -280,6 +280,25 @@ def test_is_causal_with_an_attn_mask_that_is_not_causal_is_refused() -> None:
     assert problem.startswith("input 'mask' is read by no call of the traced forward")
 
 
+def test_cli_names_the_dims_of_a_mask_input(tmp_path: Path) -> None:
+    """``--dims`` with a name given again at INPUT.DIM: the mask is [T, T], x [B, T, 8]."""
+    out = tmp_path / "attn.yaml"
+    argv = ["import", "import_models:MaskedAttention", "--input", "x=2,5,8", "--input"]
+    dims = "B=x.0,T=x.1,T=mask.0,T=mask.1"
+    assert main([*argv, "mask=5,5", "--dims", dims, "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "  x: {shape: [B, T, 8]}\n  mask: {shape: [T, T]}\n" in text
+    model = archcomp.build(text).eval()
+    from import_models import MaskedAttention
+
+    ref = MaskedAttention().eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x, mask = torch.randn(3, 7, 8), torch.randn(7, 7)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x, mask), ref(x, mask)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
 class DecoderOnlyLM(nn.Module):
     """A GPT-style LM on nn.TransformerEncoder: the causal mask made in forward from T."""
 
