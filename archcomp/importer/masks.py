@@ -40,43 +40,13 @@ def causal_values(v: Any) -> bool:
 
 @contextmanager
 def pinned_causal_detection(module: nn.Module, inputs: dict[str, Any]) -> Iterator[None]:
-    """Within it, torch's causal-mask detection answers as it did on ``inputs`` (run once,
-    without gradients); nothing is patched where the module never asks."""
-    original = _tm._detect_is_causal_mask
-    answers: list[bool] = []
-
-    def record(mask: Any, is_causal: Any = None, size: Any = None) -> bool:
-        got = original(mask, is_causal, size)
-        if is_causal is True and mask is not None and not original(mask, None, size):
-            raise UsageError(
-                "a causal hint (is_causal=True / tgt_is_causal=True) given with a mask that is "
-                "not causal on the example: torch ignores the mask's values on some paths only; "
-                "pass the causal mask (nn.Transformer.generate_square_subsequent_mask), or no hint"
-            )
-        answers.append(bool(got))
-        return bool(got)
-
-    if not any(isinstance(m, _ASKING) for m in module.modules()):
-        yield
-        return
-    kept = {k: b.clone() for k, b in module.named_buffers()}  # BatchNorm's running stats
-    _tm._detect_is_causal_mask = record  # type: ignore[assignment]
-    try:
-        with torch.no_grad():
-            module(**inputs)
-    except UsageError:
-        raise
-    except Exception:  # the example does not run eagerly: export reports why
-        answers.clear()
-    finally:
-        _tm._detect_is_causal_mask = original
-        with torch.no_grad():
-            for k, b in module.named_buffers():
-                b.copy_(kept[k])
+    """Within it, torch's causal-mask detection answers as it did on ``inputs``
+    (:func:`_answers`); nothing is patched where the module never asks."""
+    answers = _answers(module, inputs)
     if not answers:
         yield
         return
-    replay = iter(answers)
+    original, replay = _tm._detect_is_causal_mask, iter(answers)
 
     def pinned(mask: Any, is_causal: Any = None, size: Any = None) -> bool:
         return next(replay, is_causal is True)  # the calls come in the eager run's order
@@ -88,7 +58,41 @@ def pinned_causal_detection(module: nn.Module, inputs: dict[str, Any]) -> Iterat
         _tm._detect_is_causal_mask = original
 
 
-__all__ = ["causal_values", "fold_float_padding", "in_mha", "pinned_causal_detection"]
+def _answers(module: nn.Module, inputs: dict[str, Any]) -> list[bool]:
+    """torch's detection answers, in call order, of one eager run on ``inputs`` (no gradients,
+    the random state and buffers, BatchNorm's running stats, restored); none where the module
+    holds no encoder or decoder or does not run so. A causal hint with a mask that is not causal
+    raises UsageError."""
+    if not any(isinstance(m, _ASKING) for m in module.modules()):
+        return []
+    original = _tm._detect_is_causal_mask
+    answers: list[bool] = []
+
+    def record(mask: Any, is_causal: Any = None, size: Any = None) -> bool:
+        if is_causal is True and mask is not None and not original(mask, None, size):
+            raise UsageError(
+                "a causal hint (is_causal=True / tgt_is_causal=True) given with a mask that is "
+                "not causal on the example: torch ignores the mask's values on some paths only; "
+                "pass the causal mask (nn.Transformer.generate_square_subsequent_mask), or no hint"
+            )
+        answers.append(bool(original(mask, is_causal, size)))
+        return answers[-1]
+
+    kept = {k: b.clone() for k, b in module.named_buffers()}
+    _tm._detect_is_causal_mask = record  # type: ignore[assignment]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            module(**inputs)
+    except UsageError:
+        raise
+    except Exception:  # the example does not run eagerly: export reports why
+        answers.clear()
+    finally:
+        _tm._detect_is_causal_mask = original
+        with torch.no_grad():
+            for k, b in module.named_buffers():
+                b.copy_(kept[k])
+    return answers
 
 
 def fold_float_padding(flat: Any) -> None:
@@ -127,3 +131,6 @@ def in_mha(flat: Any, n: Any) -> bool:
         isinstance(flat.model.get_submodule(p), nn.MultiheadAttention)
         for p in flat.scope.get(n, ())
     )
+
+
+__all__ = ["causal_values", "fold_float_padding", "in_mha", "pinned_causal_detection"]
