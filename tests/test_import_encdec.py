@@ -377,6 +377,34 @@ def test_torch_transformer_with_a_causal_tgt_mask_input(hint: bool | None) -> No
     assert text.count("causal: true") == 1  # the decoder's self-attention only
 
 
+def test_torch_transformer_for_translation_with_every_padding_mask() -> None:
+    """Source, target and memory padding, a bool causal tgt_mask, and one tensor given for
+    both src_ and memory_key_padding_mask (torch.export would read it through one input)."""
+    torch.manual_seed(17)
+    ref = nn.Transformer(16, 4, 2, 2, 24, batch_first=True)
+    src_pad = torch.zeros(3, 6, dtype=torch.bool)
+    src_pad[0, 4:] = True
+    tgt_pad = torch.zeros(3, 4, dtype=torch.bool)
+    tgt_pad[1, 3:] = True
+    causal = torch.ones(4, 4, dtype=torch.bool).triu(1)
+    run = {
+        "src": torch.randn(3, 6, 16),
+        "tgt": torch.randn(3, 4, 16),
+        "src_key_padding_mask": src_pad,
+        "tgt_key_padding_mask": tgt_pad,
+        "memory_key_padding_mask": src_pad,
+    }
+    with warnings.catch_warnings():  # torch's nested tensors, in its eager fast path
+        warnings.simplefilter("ignore", UserWarning)
+        text = round_trip(ref, run | {"tgt_mask": causal}, run, {"tgt_mask": causal}, dims={"B": 0})
+    assert (
+        "in: {query: x, key: x, value: x, key_padding_mask: x_2}, num_heads: 4, in_proj: true,"
+        "\n         causal: true"
+    ) in text
+    assert "in: {query: norm1, key: x_3, value: x_3, key_padding_mask: x_4}" in text
+    assert "tgt_mask" not in text
+
+
 def test_torch_transformer_with_a_float_tgt_mask_input() -> None:
     """A tgt_mask that is not causal: an input, its dims named by input (over B's bare 0)."""
     torch.manual_seed(13)

@@ -28,6 +28,11 @@ def exported_body(
     from archcomp.importer.masks import fold_float_padding, pinned_causal_detection
     from archcomp.importer.scopes import Walker
 
+    seen: set[int] = set()
+    inputs = {  # one tensor given twice (src_ and memory_key_padding_mask): export reads one
+        k: v.clone() if id(v) in seen or seen.add(id(v)) else v  # type: ignore[func-returns-value]
+        for k, v in inputs.items()
+    }
     kwargs = inputs | (flags or {})
     try:
         with pinned_causal_detection(module, kwargs):
