@@ -205,25 +205,46 @@ def test_scaled_rope_round_trip(tmp_path: Path, rope: dict[str, Any], shows: str
     logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))
 
 
-def test_mixtral_round_trip(tmp_path: Path) -> None:
+def test_mixtral_round_trip_from_the_cli(tmp_path: Path) -> None:
     """The sparse MoE block (router, top-2 of 4 SwiGLU experts, renormalised) as one
     mixture_of_experts whose tensors are transformers' own (gate.weight,
-    experts.gate_up_proj, experts.down_proj), loaded strictly from transformers' state_dict:
-    logits and gradients equal. (save_pretrained writes the experts in the legacy per-expert
-    layout, block_sparse_moe.experts.i.w1, so the folder itself loads with the shipped mapping,
-    not by its own keys.)"""
+    experts.gate_up_proj, experts.down_proj): transformers' state_dict loads strictly, logits
+    and gradients equal. The saved folder holds the experts one by one in the legacy layout
+    (block_sparse_moe.experts.i.w1, w3, w2); convert --spec stacks them as transformers' own
+    conversion for the class does (w1 and w3 stacked over the experts, then concatenated)."""
     ref, folder = saved(
         tmp_path, "MixtralConfig", "MixtralForCausalLM", num_hidden_layers=2,
         num_local_experts=4, num_experts_per_tok=2, **{**LLAMA_LIKE, "head_dim": None},
     )  # fmt: skip
-    spec = tmp_path / "mixtral.yaml"
+    spec, art = tmp_path / "mixtral.yaml", tmp_path / "mixtral.safetensors"
     assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
     text = spec.read_text()
     assert (
         '- {id: mlp, op: mixture_of_experts, num_experts: "${num_local_experts}",\n'
         '         top_k: "${num_experts_per_tok}", expert_features: "${intermediate_size}"}'
     ) in text
+    logits_equal(archcomp.load(art), ref)
     gradients_equal(text, ref)
+
+
+def test_experts_with_one_missing_are_not_stacked(tmp_path: Path) -> None:
+    """A folder whose experts lack one (expert 3's w1 removed) is not stacked by guess:
+    convert --spec of the imported spec exits 1 with the shipped mapping's complaint."""
+    from safetensors.torch import load_file, save_file
+
+    _, folder = saved(
+        tmp_path, "MixtralConfig", "MixtralForCausalLM", num_hidden_layers=1,
+        num_local_experts=4, num_experts_per_tok=2, **{**LLAMA_LIKE, "head_dim": None},
+    )  # fmt: skip
+    spec, art = tmp_path / "mixtral.yaml", tmp_path / "mixtral.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    del tensors["model.layers.0.block_sparse_moe.experts.3.w1.weight"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 1
+    assert not art.exists()
 
 
 def test_gpt_neox_folder_converts_by_its_own_keys(tmp_path: Path) -> None:
@@ -239,18 +260,111 @@ def test_gpt_neox_folder_converts_by_its_own_keys(tmp_path: Path) -> None:
     logits_equal(archcomp.load(art), ref)
 
 
-def test_deepseek_v3_is_refused_with_each_call_listed(tmp_path: Path) -> None:
-    """DeepSeek-V3's latent attention (its q/kv splits, interleaved RoPE, expand_kv) is no
-    recognised op: each call is listed with its source line, nothing approximated."""
-    _, folder = saved(
-        tmp_path, "DeepseekV3Config", "DeepseekV3ForCausalLM", num_hidden_layers=1,
-        first_k_dense_replace=0, n_routed_experts=8, num_experts_per_tok=2, n_group=2,
-        topk_group=1, moe_intermediate_size=16, kv_lora_rank=16, q_lora_rank=24,
-        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
-        **{**LLAMA_LIKE, "num_key_value_heads": 4, "head_dim": None},
+DEEPSEEK = dict(
+    n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, moe_intermediate_size=16,
+    kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
+    **{**LLAMA_LIKE, "num_key_value_heads": 4, "head_dim": 8},  # head_dim: qk_rope_head_dim
+)  # fmt: skip
+
+
+def deepseek(tmp_path: Path, **fields: Any) -> tuple[Any, Path]:
+    """A re-drawn DeepseekV3ForCausalLM, its score-correction bias buffers too, saved."""
+    quiet()
+    ref = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**DEEPSEEK | fields))
+    redraw(ref, 3)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, b in ref.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
+    folder = tmp_path / "deepseek_v3"
+    ref.save_pretrained(folder)
+    return ref.eval(), folder
+
+
+def test_deepseek_v3_round_trip_from_the_cli(tmp_path: Path) -> None:
+    """Latent attention (the q latent, the joint kv latent, interleaved RoPE on the decoupled
+    head, the shared key expanded) as multi_head_latent_attention; DeepSeekMoE (sigmoid scores
+    plus the score-correction bias, group-limited top-k, renormalised and scaled, a shared
+    expert) as mixture_of_experts; the dense first layer and the MoE layers one block whose
+    ``mlp`` is either, by ``when``. The folder's experts, saved one by one, are stacked on
+    loading: logits and every gradient equal to transformers'."""
+    ref, folder = deepseek(tmp_path, num_hidden_layers=3, first_k_dense_replace=1)
+    spec, art = tmp_path / "deepseek.yaml", tmp_path / "deepseek.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert (
+        'rope: {theta: "${rope_theta}", max_len: "${max_position_embeddings}", interleaved: true}'
+    ) in text
+    for arg in ("scoring: sigmoid", 'num_groups: "${n_group}"', "score_correction_bias: true"):
+        assert arg in text
+    assert 'routed_scaling_factor: "${routed_scaling_factor}"' in text
+    assert "shared_features: " in text and 'repeat: "${num_hidden_layers}"' in text
+    assert '{id: mlp, op: deepseek_v3_mlp, when: "${index < 1}"' in text
+    assert (
+        '{id: mlp, op: mixture_of_experts, in: post_attention_layernorm, when: "${index >= 1}"'
+        in text
+    )
+    deeper = archcomp.build(text, params={"num_hidden_layers": 5}, device="meta").model.layers
+    assert hasattr(deeper[0].mlp, "gate_proj") and hasattr(deeper[4].mlp, "experts")
+    logits_equal(archcomp.load(art), ref)
+    gradients_equal(text, ref)
+
+
+def test_deepseek_v3_yarn_rope(tmp_path: Path) -> None:
+    """YaRN on the decoupled head: rope.scaling of rope_parameters, the cos/sin factor and the
+    score scale (m(factor, mscale_all_dim)^2) derived by the op as transformers does; logits
+    equal on 20 tokens, past the original context of 8."""
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8}
+    rope |= {"mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0}
+    ref, folder = deepseek(
+        tmp_path, num_hidden_layers=2, first_k_dense_replace=1, rope_parameters=rope,
+        max_position_embeddings=32,
     )  # fmt: skip
+    text = import_hf(folder)
+    assert "scaling: {type: yarn, factor: 4.0, original_max_len: 8," in text
+    assert " scale: " not in text  # the op derives it
+    logits_equal(archcomp.from_pretrained(folder, text), ref, input_ids=ids(20))
+
+
+@pytest.mark.parametrize(
+    ("fields", "shows"),
+    [
+        ({"rope_interleave": False}, "rope: {theta: "),  # rotate-half: no interleaved
+        ({"q_lora_rank": None}, 'kv_lora_rank: "${kv_lora_rank}"'),  # one q_proj (V2-Lite)
+        ({"attention_bias": True}, "bias: true"),  # q_a_proj, kv_a_proj_with_mqa, o_proj
+    ],
+)
+def test_deepseek_v3_latent_attention_variants(
+    tmp_path: Path, fields: dict[str, Any], shows: str
+) -> None:
+    """RoPE as rotate-half, the query without its latent, and attention_bias: logits equal."""
+    ref, folder = deepseek(tmp_path, num_hidden_layers=1, first_k_dense_replace=0, **fields)
+    text = import_hf(folder)
+    attn = text[text.index("op: multi_head_latent_attention") :].split("\n      - ")[0]
+    assert shows in attn
+    assert ("interleaved: true" in attn) == fields.get("rope_interleave", True)
+    assert ("q_lora_rank" in attn) == ("q_lora_rank" not in fields)
+    logits_equal(archcomp.from_pretrained(folder, text), ref)
+
+
+def test_deepseek_v3_attention_computing_more_is_refused_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A latent attention whose output is also doubled (a mul no RoPE table reads) is not the
+    op: it is refused by name with the source line, never imported without the factor."""
+    cls = transformers.models.deepseek_v3.modeling_deepseek_v3.DeepseekV3Attention
+    forward = cls.forward
+
+    def doubled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out, weights = forward(self, *args, **kwargs)
+        return out * 2.0, weights
+
+    _, folder = deepseek(tmp_path, num_hidden_layers=1, first_k_dense_replace=0)
+    monkeypatch.setattr(cls, "forward", doubled)
     with pytest.raises(ImportFailure) as e:
         import_hf(folder)
-    first = e.value.problems[0]
-    assert first.startswith("model.layers.0.self_attn: aten.split_with_sizes.default (no ")
-    assert "modeling_deepseek_v3.py:" in first and "torch.split(q_states," in first
+    (problem,) = e.value.problems
+    assert problem.startswith("DeepseekV3Attention self.model.layers.0.self_attn (latent ")
+    assert "also computes aten.mul.Tensor at modeling_deepseek_v3.py:" in problem  # its caller

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from equivalence import Case, check_case
 from hf_models import quiet
 from lowering import redraw
@@ -22,6 +23,8 @@ from archcomp.base.errors import SpecError
 from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
 from archcomp.importer.hf import import_hf
+from archcomp.importer.t5 import buckets
+from archcomp.importer.t5_bodies import bucket_body
 
 transformers = pytest.importorskip("transformers")
 
@@ -579,19 +582,144 @@ def test_bart_round_trip_from_the_cli(tmp_path: Path) -> None:
     grads_equal(text, ref, inputs, set())
 
 
-def test_t5_layer_norm_is_an_rms_norm(tmp_path: Path) -> None:
-    """T5's refusal no longer lists its T5LayerNorm's pow, mean and mul: it is an rms_norm."""
-    config = transformers.T5Config(
+def t5_config(**kw: Any) -> Any:
+    """A small T5: d_model 20 apart from h * d_kv = 16, 3 decoder layers beside 2 encoder
+    ones, 8 buckets up to distance 16 (the test's 20 source tokens reach the capped bucket)."""
+    return transformers.T5Config(
         vocab_size=61,
-        d_model=16,
+        d_model=20,
         d_kv=4,
         d_ff=24,
-        num_layers=1,
+        num_layers=2,
+        num_decoder_layers=3,
         num_heads=4,
-        architectures=["T5ForConditionalGeneration"],
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        **({"architectures": ["T5ForConditionalGeneration"]} | kw),
     )
-    config.save_pretrained(tmp_path / "t5")
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_t5_round_trip_from_the_cli(tmp_path: Path, version: str) -> None:
+    """T5 v1.0 (ReLU, the decoder's output scaled by d_model**-0.5 before the tied head) and
+    v1.1 (gated tanh-GELU, unscaled: transformers 5 reads its tie_word_embeddings: false as
+    scale_decoder_outputs: false and ties the head all the same): import --hf, convert --spec,
+    logits and every gradient equal with transformers' own state_dict loaded strictly."""
+    v11 = version == "1.1"
+    kw = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False} if v11 else {}
+    ref, folder = hf_saved(tmp_path, "T5ForConditionalGeneration", t5_config(**kw))
+    text, model = cli_round_trip(tmp_path, folder)
+    assert (
+        "- {id: relative_attention_bias, op: embedding, in: position_bias, num_embeddings: 8,\n"
+        '         embedding_dim: 4, when: "${has_relative_attention_bias}"}'
+    ) in text  # block.0.layer.0.SelfAttention.relative_attention_bias.weight
+    assert "in: {query: query, key: key, value: value, score_bias: bias}, scale: 1.0," in text
+    assert "causal: true" in text  # the decoder's self-attention
+    assert '{id: block, op: t5_block, repeat: "${num_hidden_layers}",' in text
+    assert '{id: block, op: t5_block_2, repeat: "${num_decoder_layers}",' in text
+    assert "{id: layer, op: t5_layer_2, repeat: 3," in text  # self, cross, feed-forward
+    assert (
+        '{id: DenseReluDense, op: t5_dense_act_dense, in: EncDecAttention, when: "${index == 2}"'
+        in text
+    )
+    assert "- {id: lm_head, op: linear, tie: {weight: shared.weight}" in text
+    assert ("- {id: mul, op: mul, scalar: 0.22360679774997896}" in text) != v11
+    assert ("{id: act, op: gelu, approximate: tanh}" in text) == v11
+    gen = torch.Generator().manual_seed(7)
+    inputs = {
+        "input_ids": torch.randint(0, 61, (3, 20), generator=gen),
+        "decoder_input_ids": torch.randint(0, 61, (3, 18), generator=gen),
+    }
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs, use_cache=False)
+    for key, expected in (
+        ("logits", want.logits),
+        ("encoder_last_hidden_state", want.encoder_last_hidden_state),
+    ):
+        assert_close(got[key], expected, chains.tolerance(torch.float32, got[key], expected))
+    grads_equal(text, ref, inputs, set())
+
+
+@pytest.mark.parametrize("cls", ["T5Model", "T5EncoderModel"])
+def test_t5_model_and_encoder_import(tmp_path: Path, cls: str) -> None:
+    """The other T5 classes hold the same T5Stack: import_hf, the state_dict loaded strictly,
+    outputs equal."""
+    config = t5_config(architectures=[cls])
+    ref, folder = hf_saved(tmp_path, cls, config)
+    text = import_hf(folder)
+    model = archcomp.build(text).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    gen = torch.Generator().manual_seed(8)
+    inputs = {"input_ids": torch.randint(0, 61, (2, 11), generator=gen)}
+    if cls == "T5Model":
+        inputs["decoder_input_ids"] = torch.randint(0, 61, (2, 4), generator=gen)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(**inputs), ref(**inputs)
+    got = next(iter(got.values())) if isinstance(got, dict) else got
+    assert_close(got, want[0], chains.tolerance(torch.float32, got, want[0]))
+
+
+@pytest.mark.parametrize(("num_buckets", "max_distance"), [(32, 128), (8, 16)])
+@pytest.mark.parametrize("dec", [False, True])
+def test_t5_bucket_block_is_transformers(num_buckets: int, max_distance: int, dec: bool) -> None:
+    """The t5_relative_position_bucket block an import writes computes transformers' own
+    bucket ids, past max_distance too, both ways (the import also checks the traced lookup
+    against them on the example's sizes)."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    body = bucket_body(num_buckets, max_distance, dec)
+    spec = {
+        "archcomp": 1,
+        "name": "buckets",
+        "inputs": {"q": {"shape": [1, 140, 1]}, "k": {"shape": [1, 150, 1]}},
+        "blocks": {"bucket": {k: body[k] for k in ("inputs", "nodes", "outputs")}},
+        "nodes": [{"id": "ids", "op": "bucket", "in": ["q", "k"]}],
+        "outputs": {"out": "ids"},
+    }
+    model = archcomp.build(yaml.safe_dump(spec, sort_keys=False))
+    got = model(q=torch.zeros(1, 140, 1), k=torch.zeros(1, 150, 1))
+    rel = torch.arange(150)[None, :] - torch.arange(140)[:, None]
+    want = T5Attention._relative_position_bucket(rel, not dec, num_buckets, max_distance)
+    assert torch.equal(got, want)
+    assert torch.equal(buckets(140, 150, num_buckets, max_distance, dec), want)
+
+
+def test_t5_refusal_names_the_module_and_its_line(tmp_path: Path) -> None:
+    """An activation no op computes (transformers' clipped GELU) is refused with the line of
+    its module's first call."""
+    t5_config(feed_forward_proj="gelu_10").save_pretrained(tmp_path / "t5")
     with pytest.raises(ImportFailure) as e:
         import_hf(tmp_path / "t5")
-    assert not any("layer_norm" in p or "aten.pow" in p for p in e.value.problems)
-    assert not any("embed_tokens" in p for p in e.value.problems)  # tied to shared from its call
+    problems = e.value.problems
+    assert [p.split(" at ")[0] for p in problems] == [
+        "T5Stack self.encoder (a T5 feed-forward activation ClippedGELUActivation)",
+        "T5Stack self.decoder (a T5 feed-forward activation ClippedGELUActivation)",
+    ]
+    assert "activations.py:" in problems[0]
+
+
+def test_t5_call_its_blocks_do_not_compute_is_refused_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack is written from its modules; a call of the traced graph that those blocks
+    do not compute (here a feed-forward patched to take exp) is listed with its line."""
+    from transformers.models.t5 import modeling_t5
+
+    def forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        return (
+            hidden_states + self.dropout(self.DenseReluDense(self.layer_norm(hidden_states))).exp()
+        )
+
+    monkeypatch.setattr(modeling_t5.T5LayerFF, "forward", forward)
+    t5_config().save_pretrained(tmp_path / "t5")
+    with pytest.raises(ImportFailure) as e:
+        import_hf(tmp_path / "t5")
+    problems = e.value.problems
+    assert [p.split(" at ")[0] for p in problems] == [
+        "encoder: aten.exp.default (no call of the blocks a T5Stack is written as)",
+        "decoder: aten.exp.default (no call of the blocks a T5Stack is written as)",
+    ]
+    assert problems[0].endswith(".exp()")

@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from equivalence import Case, check_case
+from hf_models import quiet
 from import_checks import round_trip
+from lowering import redraw
 from numerics import RoundingChains, assert_close
 from spec_library import LIBRARY, SPECS, example_inputs
 from torch import nn
@@ -19,6 +21,7 @@ from torch import nn
 import archcomp
 from archcomp.api import graph_of
 from archcomp.cli.main import main
+from archcomp.importer.hf import import_hf
 
 
 class ShippedCnn(nn.Module):
@@ -87,6 +90,47 @@ def test_copies_that_differ_become_one_block_reading_index() -> None:
     assert '- {id: head, op: linear, repeat: 2, out_features: "${[8, 3][index]}"}' in text
 
 
+class Dense(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Layer(nn.Module):
+    """A pre-norm residual layer whose feed-forward ``ff`` is a Dense block in the first
+    layers and one Linear in the others (DeepSeek-V3's dense and MoE ``mlp``)."""
+
+    def __init__(self, dense: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.ff = Dense() if dense else nn.Linear(8, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ff(self.norm(x))
+
+
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Layer(dense=i < 2) for i in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_copies_whose_node_calls_another_op_become_alternatives() -> None:
+    """``layers.0.ff.up.weight`` and ``layers.2.ff.weight``: one id, two nodes by ``when``."""
+    text = round_trip(Stack(), (torch.randn(3, 8),), dims={"B": 0})
+    assert '- {id: ff, op: dense, when: "${index < 2}"}' in text
+    assert '- {id: ff, op: linear, in: norm, when: "${index >= 2}", out_features: 8' in text
+    assert "- {id: layers, op: layer, repeat: 4}" in text
+
+
 def shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
@@ -150,14 +194,17 @@ def test_import_of_a_built_shipped_spec_is_a_fixed_point(name: str) -> None:
 
 
 VISION = {  # family -> (config class, architecture, config, lines the refusal must list)
-    "swin": (
-        "SwinConfig",
-        "SwinForImageClassification",
+    "swinv2": (  # ResNet, ConvNeXt, Swin (test_import_swin.py) and Mamba round-trip
+        "Swinv2Config",
+        "Swinv2ForImageClassification",
         dict(image_size=16, patch_size=2, embed_dim=8, depths=[1, 2], num_heads=[2, 4])
         | {"window_size": 2},
-        ["aten.roll.default (no archcomp op for it) at modeling_swin.py:", "relative_position"],
+        [  # Swin V2's continuous position bias (a small MLP over log-spaced offsets)
+            "Swinv2SelfAttention self.swinv2.encoder.layers.0.blocks.0.attention.self (attention "
+            "that also computes continuous_position_bias_mlp) at linear.py:",
+        ],
     ),
-}  # Mamba round-trips: tests/test_import_mamba.py
+}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 
 
@@ -187,9 +234,10 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
         "ResNetForImageClassification",
         dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic"),
         224,  # config.json gives no image size: traced at 224
-        [  # stage 1's first layer (stride 2, a shortcut) and its second: two blocks in order
-            "      - {id: '0', op: res_net_basic_layer_2}\n"
-            "      - {id: '1', op: res_net_basic_layer_3}",
+        [  # stage 0's one layer and stage 1's (the first strides, with a shortcut): alternatives
+            '      - {id: layers, op: res_net_basic_layer, when: "${index < 1}", repeat: 1}\n'
+            "      - {id: layers, op: res_net_basic_layer_4, in: x, "
+            'when: "${index >= 1}", repeat: 2}',
             "      - {id: '0', op: flatten}\n      - {id: '1', op: linear, out_features: 3}",
             "  - {id: classifier, op: classifier}",  # Sequential(Flatten, Linear), nodes 0 and 1
         ],
@@ -212,9 +260,10 @@ CNNS = {  # family -> (config class, architecture, config, image size, lines the
             "      - {id: channels_first, op: permute, dims: [0, 3, 1, 2]}",
             "      - {id: '0', op: layer_norm, eps: 1.0e-06}",  # downsampling_layer.0.weight
             "      - {id: '1', op: conv2d, out_channels: 16, kernel_size: 2, stride: 2}",
-            "      - {id: downsampling_layer, op: downsampling_layer}",
+            "      - {id: downsampling_layer, op: downsampling_layer, "
+            'when: "${[False, True][index]}"}',
             # its config's num_hidden_layers counts the stages (len(depths)): no repeat's param
-            "      - {id: layers, op: conv_next_layer_2, repeat: 2}",
+            "      - {id: stages, op: conv_next_stage, repeat: 2}",
         ],
     ),
 }
@@ -290,3 +339,38 @@ def test_hf_layers_of_two_kinds_become_one_block_reading_index(tmp_path: Path) -
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     logits_equal(model.eval(), ref)
+
+
+def test_resnet_model_round_trip(tmp_path: Path) -> None:
+    """transformers' ResNetModel: layers whose inner runs differ (a first block that strides
+    and projects its shortcut, then plain ones) merge as alternatives of one id, each by
+    ``when`` on the copy's index; its state_dict loads strictly, outputs and every gradient
+    equal."""
+    transformers = pytest.importorskip("transformers")
+    quiet()
+    cfg = transformers.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic", image_size=32
+    )
+    ref = transformers.ResNetModel(cfg)
+    redraw(ref, 3)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, b in ref.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                r = torch.rand(b.shape, generator=gen)
+                b.copy_(r + 0.5 if name.endswith("var") else r - 0.5)
+    ref.save_pretrained(tmp_path)
+    text = import_hf(tmp_path)
+    assert '{id: layer, op: res_net_conv_layer_7, when: "${index < 1}"' in text
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    model.eval(), ref.eval()
+    pixels = torch.randn(2, 3, 32, 32, generator=gen)
+    case = Case(
+        model,
+        ref,
+        (pixels,),
+        lambda x: list(ref(pixel_values=x).to_tuple()),
+        {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
+    )
+    check_case(case)

@@ -215,6 +215,71 @@ def test_when_must_be_a_bool() -> None:
     assert d.loc is not None and (d.loc.line, d.loc.col) == where(text, '"${1}"')
 
 
+ALTERNATIVES = """
+archcomp: 1
+name: m
+params: {first_dense: 1}
+inputs: {x: [B, 4]}
+blocks:
+  dense:
+    inputs: [x]
+    nodes:
+      - {id: up, op: linear, out_features: 6}
+      - {id: down, op: linear, out_features: 4}
+    outputs: down
+  layer:
+    params: {first_dense: 1}
+    inputs: [x]
+    nodes:
+      - {id: ff, op: dense, when: "${index < first_dense}"}
+      - {id: ff, op: linear, out_features: 4, bias: false, when: "${index >= first_dense}"}
+      - {id: res, op: add, in: [x, ff]}
+    outputs: res
+nodes:
+  - {id: layers, op: layer, repeat: 3, first_dense: "${first_dense}"}
+outputs: layers
+"""
+
+
+def test_alternatives_of_one_id_keep_its_keys_and_compute_the_one_present() -> None:
+    """Nodes of one id that each have a 'when': the present one is the node, under that id."""
+    model = archcomp.build(ALTERNATIVES)
+    assert sorted(model.state_dict()) == [
+        "layers.0.ff.down.bias",
+        "layers.0.ff.down.weight",
+        "layers.0.ff.up.bias",
+        "layers.0.ff.up.weight",
+        "layers.1.ff.weight",
+        "layers.2.ff.weight",
+    ]
+    x, sd = torch.randn(3, 4), model.state_dict()
+    h = x + F.linear(F.linear(x, sd["layers.0.ff.up.weight"], sd["layers.0.ff.up.bias"]),
+                     sd["layers.0.ff.down.weight"], sd["layers.0.ff.down.bias"])  # fmt: skip
+    for k in (1, 2):
+        h = h + F.linear(h, sd[f"layers.{k}.ff.weight"])
+    with torch.no_grad():
+        assert_close(model(x), h)
+    none = archcomp.build(ALTERNATIVES, params={"first_dense": 0})
+    assert not any(k.startswith("layers.0.ff.up") for k in none.state_dict())
+
+
+def test_two_alternatives_present_is_an_error_at_the_second_when() -> None:
+    text = ALTERNATIVES.replace('"${index >= first_dense}"', '"${index >= 0}"')
+    with pytest.raises(SpecError) as info:
+        load_graph(text)
+    (d,) = info.value.diagnostics
+    assert d.code == "duplicate-id" and "id 'ff' is present twice" in d.message
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if '"${index >= 0}"' in ln)
+    assert d.loc is not None and d.loc.line == line
+
+
+def test_a_repeated_id_without_when_on_each_is_still_a_duplicate() -> None:
+    text = ALTERNATIVES.replace(', when: "${index >= first_dense}"', "")
+    with pytest.raises(SpecError) as info:
+        load_graph(text)
+    assert [d.code for d in info.value.diagnostics] == ["duplicate-id"]
+
+
 # -- repeat: 0 -------------------------------------------------------------------------------
 
 

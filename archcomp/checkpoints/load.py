@@ -41,7 +41,7 @@ from archcomp.checkpoints.files import (
     open_checkpoint,
     torch_dtype,
 )
-from archcomp.checkpoints.hf_renames import hf_renamer, hf_renames, renamed
+from archcomp.checkpoints.hf_renames import hf_renamer, hf_renames, hf_stacks, renamed
 from archcomp.checkpoints.mapping import Mapping, load_mapping, parse_mapping
 from archcomp.checkpoints.patterns import KeyIndex
 from archcomp.checkpoints.plan import Plan, plan_import
@@ -133,10 +133,18 @@ def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> 
     first = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
     model_type = ck.config.get("model_type")
     renames = hf_renames(first, model_type if isinstance(model_type, str) else None)
-    tensors = renamed(names, keys, renames)  # each by its own name, or transformers' rename
+    tensors: dict[str, Any] = renamed(names, keys, renames)  # own names, transformers' renames
+    renamer = None
     if names and len(tensors) != len(names):  # sub-models' scoped renames, chained (ViT)
-        tensors = renamed(names, keys, renames, hf_renamer(ck.folder, first))
-    if not names or len(tensors) != len(names):
+        renamer = hf_renamer(ck.folder, first)
+        tensors = renamed(names, keys, renames, renamer)
+    missing = [n for n in names if n not in tensors]
+    if missing:  # experts saved one by one, stacked as transformers loads them (Mixtral)
+        rules, read = hf_stacks(ck.folder, first, missing, _rename(renames, renamer))
+        if read != set(missing) or any(r["to"] not in keys for r in rules.values()):
+            return None
+        tensors |= rules
+    if not names:
         return None
     decl = {
         "archcomp_mapping": 1,
@@ -150,6 +158,21 @@ def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> 
     }
     raw, doc = load_yaml(yaml.safe_dump(decl, sort_keys=False), "(identity mapping)")
     return parse_mapping(raw, doc)
+
+
+def _rename(
+    renames: list[tuple[str, str]], renamer: Callable[[str], str] | None
+) -> Callable[[str], str]:
+    """A key as the model names it: transformers' chained renamer, else its plain renames."""
+    if renamer is not None:
+        return renamer
+
+    def plain(key: str) -> str:
+        for src, tgt in renames:
+            key = re.sub(src, tgt, key)
+        return key
+
+    return plain
 
 
 def _misfit(

@@ -147,27 +147,30 @@ class Expander:
     def body(self, frame: Frame) -> dict[str, str]:
         """Expand a body; returns (and fills ``frame.local`` with) local id -> qualified name."""
         body, bindings, local = frame.body, frame.bindings, frame.local
-        self._claim_ids(frame)
+        chosen = self._claim_ids(frame)
         prev: PendingRef | None = next(iter(bindings.values()), None) if body.inputs else None
         for i, ns in enumerate(body.nodes):
             if self.too_many:
                 return local
             path = (*body.path, i)
             qid = frame.prefix + ns.id
-            if local.get(ns.id) != qid:
+            if local.get(ns.id) != qid or chosen.get(ns.id, i) != i:
                 continue
             default = prev
             prev = PendingRef(Ref(qid), Origin(body.doc, (*path, "id")))
             self.node(frame, ns, path, default)
         return local
 
-    def _claim_ids(self, frame: Frame) -> None:
+    def _claim_ids(self, frame: Frame) -> dict[str, int]:
         """Give each node id of the body its qualified name; report duplicates and reserved
-        names."""
+        names. Returns, for an id of alternatives, the index of the node expanded."""
         body, bindings, local = frame.body, frame.bindings, frame.local
         first_at: dict[str, int] = {}  # id -> index of the node that took it
+        chosen = self._alternative(frame)
         for i, ns in enumerate(body.nodes):
             path = (*body.path, i)
+            if chosen.get(ns.id, i) != i:
+                continue  # an alternative of this id whose 'when' is false
             if ns.id in local or ns.id in bindings:
                 first = first_at.get(ns.id, i)
                 what = "an input" if ns.id in bindings else "a node"
@@ -194,6 +197,36 @@ class Expander:
                 )
             local[ns.id] = frame.prefix + ns.id
             first_at[ns.id] = i
+        return chosen
+
+    def _alternative(self, frame: Frame) -> dict[str, int]:
+        """Alternatives: nodes of one id that each have a ``when`` (a dense feed-forward in
+        some copies of a layer, experts in the others, under one id). Id -> the index of the
+        one present (the first, absent, where none is); several present is an error."""
+        body, env = frame.body, frame.env
+        by_id: dict[str, list[int]] = {}
+        for i, ns in enumerate(body.nodes):
+            by_id.setdefault(ns.id, []).append(i)
+        out: dict[str, int] = {}
+        for nid, at in by_id.items():
+            if len(at) < 2 or any(body.nodes[i].when is None for i in at):
+                continue
+            qid = frame.prefix + nid
+            whens = {i: self._when(body.nodes[i], env, frame.doc, (*body.path, i), qid) for i in at}
+            present = [i for i in at if whens[i] is True]
+            out[nid] = present[0] if present else at[0]
+            if len(present) > 1 and None not in whens.values():  # an invalid one is reported
+                self.rep.add(
+                    frame.doc.diag(
+                        "duplicate-id",
+                        f"id '{nid}' is present twice: of nodes of one id, each with a "
+                        "'when', at most one may be present",
+                        (*body.path, present[1], "when"),
+                        related=(frame.doc.loc((*body.path, present[0], "when")),),
+                        node=qid,
+                    )
+                )
+        return out
 
     def ref(self, frame: Frame, text: str, origin: Origin) -> PendingRef | None:
         """What ``text`` ('node', 'node.result' or an input) names in ``frame``; None if

@@ -14,6 +14,7 @@ from archcomp.importer.mha import torch_mha
 from archcomp.importer.parameters import layer_scale_of
 from archcomp.importer.recognise import Op, recognise
 from archcomp.importer.recognise_decoders import position_table, recognise_family
+from archcomp.importer.swin import window_attention
 
 
 def recognise_any(
@@ -32,6 +33,9 @@ def recognise_any(
     gain = layer_scale_of(flat, module, group)  # DINOv2's Dinov2LayerScale
     if gain is not None:
         return gain
+    window = window_attention(flat, path, module, group)  # Swin's, with its position bias
+    if window is not None:
+        return window
     family = recognise_family(flat, path, module, group)  # Gemma's scaled embedding, ...
     if family is not None or emb is not None:
         return family if family is not None else emb

@@ -35,7 +35,7 @@ def _wrapped(prefix: str, mapping: dict[str, Any], width: int = 100) -> list[str
 def _body(lines: list[str], body: dict[str, Any], indent: str) -> None:
     lines.append(f"{indent}nodes:")
     for n in body["nodes"]:
-        lines += _wrapped(f"{indent}  - ", n)
+        lines += _wrapped(f"{indent}  - ", {k: v for k, v in n.items() if not k.startswith("_")})
     outs = body["outputs"]
     lines.append(f"{indent}outputs: {_flow(outs)}")
 

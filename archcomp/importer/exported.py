@@ -95,7 +95,7 @@ class Flat:
         t = str(n.target)
         if t in _NO_VALUE:
             return
-        passes = _full_slice(n) or _eval_dropout(n, t) or _same_view(n)
+        passes = _full_slice(n) or _eval_dropout(n, t) or _same_view(n) or _no_pad(n, t)
         if t in _PASS or self._same_cast(n, t) or passes:
             self.canon[n] = n.args[0]  # type: ignore[assignment]
             return
@@ -145,6 +145,12 @@ def _same_view(n: fx.Node) -> bool:
         return False
     a, v = _val(n.args[0]), _val(n)
     return isinstance(a, torch.Tensor) and isinstance(v, torch.Tensor) and a.shape == v.shape
+
+
+def _no_pad(n: fx.Node, t: str) -> bool:
+    """``F.pad(x, (0, 0, 0, 0))``: Swin pads to whole windows even where it adds nothing."""
+    pad = n.args[1] if len(n.args) > 1 else None
+    return t == "aten.pad.default" and isinstance(pad, list | tuple) and not any(pad)
 
 
 def _eval_dropout(n: fx.Node, t: str) -> bool:

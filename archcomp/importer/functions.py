@@ -72,6 +72,17 @@ def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
             raise ValueError("roll without dims (of the flattened tensor)")
         one = {"shifts": _one_or_list(shifts), "dims": _one_or_list(dims)}
         return "roll", [args[0]], one
+    if target in (F.pad, "pad"):
+        bound = dict(zip(("pad", "mode", "value"), args[1:], strict=False)) | kwargs
+        opts = {"pad": list(bound["pad"]), "mode": bound.get("mode") or "constant"}
+        return "pad", [args[0]], opts | {"value": bound.get("value") or 0}
+    if target == "slice":  # aten's x[:, a:b:s] of one dim (a step of a strided slice)
+        dim, start, end, step = (*args[1:], *(None,) * 4)[:4]
+        if not isinstance(dim, int) or dim < 0:
+            raise ValueError(f"a slice of dim {dim!r} (only a literal dim from the front)")
+        stop = "" if end is None or end >= 1 << 62 else end
+        at = f"{start or ''}:{stop}" + ("" if step in (1, None) else f":{step}")
+        return "index", [args[0]], {"at": "[" + ":, " * dim + at + "]"}
     if target in (torch.chunk, "chunk", torch.split, "split"):
         return _split(target, args, kwargs)
     reduced = _reduce(target, args, kwargs)

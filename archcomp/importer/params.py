@@ -27,15 +27,26 @@ SLOTS: dict[tuple[str, tuple[str | int, ...]], tuple[str, ...]] = {
     ("parameter", ("shape", 0)): ("vocab_size",),  # a shared embedding no forward calls
     ("parameter", ("shape", 1)): ("hidden_size",),
     ("buffer", ("shape", 1)): ("vocab_size",),  # BART's final_logits_bias [1, vocab_size]
-    ("mixture_of_experts", ("num_experts",)): ("num_local_experts", "n_routed_experts"),
+    ("mixture_of_experts", ("num_experts",)): ("n_routed_experts", "num_local_experts"),
     ("mixture_of_experts", ("top_k",)): ("num_experts_per_tok",),
     ("mixture_of_experts", ("expert_features",)): ("intermediate_size", "moe_intermediate_size"),
+    ("mixture_of_experts", ("num_groups",)): ("n_group",),
+    ("mixture_of_experts", ("top_groups",)): ("topk_group",),
+    ("mixture_of_experts", ("routed_scaling_factor",)): ("routed_scaling_factor",),
+    ("mixture_of_experts", ("shared_features",)): ("moe_intermediate_size",),
+    **{("multi_head_latent_attention", (k,)): (k,) for k in ("q_lora_rank", "kv_lora_rank")},
+    **{("multi_head_latent_attention", (k,)): (k,) for k in ("qk_nope_head_dim", "v_head_dim")},
+    ("multi_head_latent_attention", ("qk_rope_head_dim",)): ("qk_rope_head_dim",),
+    ("multi_head_latent_attention", ("num_heads",)): ("num_attention_heads",),
+    ("multi_head_latent_attention", ("rope", "theta")): ("rope_theta",),
+    ("multi_head_latent_attention", ("rope", "max_len")): ("max_position_embeddings",),
 }
 ORDER = (  # the order params are declared and passed in
     "vocab_size",
     "hidden_size",
     "intermediate_size",
     "num_hidden_layers",
+    "num_decoder_layers",  # T5's decoder depth
     "num_attention_heads",
     "num_key_value_heads",
     "head_dim",
@@ -51,6 +62,14 @@ ORDER = (  # the order params are declared and passed in
     "conv_kernel",
     "time_step_rank",
     "layer_norm_epsilon",
+    "n_group",
+    "topk_group",
+    "routed_scaling_factor",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
 )
 RMS_EPS = 1e-6  # rms_norm's default: written out where the config names it
 
@@ -81,14 +100,16 @@ def _body(b: Body, values: dict[str, Any], used: dict[str, set[str]]) -> set[str
     mine: set[str] = set()
     for i, node in enumerate(b["nodes"]):
         op = node["op"]
+        fixed = node.pop("_fixed", False)  # sizes no config field gives (T5's h * d_kv)
         if op == "rms_norm" and "eps" not in node and values.get("rms_norm_eps") == RMS_EPS:
             node["eps"] = RMS_EPS
         for (slot_op, path), fields in SLOTS.items():
-            if slot_op == op:
+            if slot_op == op and not fixed:
                 mine |= _name(node, path, fields, values)
-        if "repeat" in node and node["repeat"] == values.get("num_hidden_layers"):
-            node["repeat"] = "${num_hidden_layers}"
-            mine.add("num_hidden_layers")
+        count = node.pop("_count", "num_hidden_layers")  # the field counting this repeat
+        if not fixed and "repeat" in node and node["repeat"] == values.get(count):
+            node["repeat"] = f"${{{count}}}"
+            mine.add(count)
         if used.get(op):
             b["nodes"][i] = node | {p: f"${{{p}}}" for p in ORDER if p in used[op]}
             mine |= used[op]

@@ -18,6 +18,7 @@ from torch import fx, nn
 
 from archcomp.importer.eager import eager_attention, is_eager, scaled_embedding
 from archcomp.importer.exported import Flat
+from archcomp.importer.latent import is_latent, latent_attention
 from archcomp.importer.moe import is_moe, moe_op
 
 Op = tuple[str, dict[str, Any]]
@@ -71,6 +72,8 @@ def recognise_family(
         return scaled_embedding(module)
     if is_moe(module):
         return moe_op(flat, path, module, group)
+    if is_latent(module):
+        return latent_attention(flat, path, module, group)
     kids = set(dict(module.named_children()))
     if {"q_proj", "k_proj", "v_proj", "o_proj"} <= kids and is_eager(flat, path, group):
         return eager_attention(flat, path, module, group)

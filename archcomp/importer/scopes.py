@@ -27,11 +27,14 @@ from archcomp.importer.channels import TO_FIRST, TO_LAST, channels_first
 from archcomp.importer.dispatch import recognise_any
 from archcomp.importer.exported import CASTS, Flat
 from archcomp.importer.mamba import mamba_mixer
+from archcomp.importer.nested import merge_nested
 from archcomp.importer.ordered import ordered_block, run_length
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
 from archcomp.importer.shared import lifted_ties, own_owners, uncalled_owners
+from archcomp.importer.swin import batch_free, fold_patch_merging
+from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block, stray_calls
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
 
@@ -70,6 +73,9 @@ ATEN: dict[str, Any] = {
     "aten.t.default": torch.t,
     "aten.argmax.default": torch.argmax,  # CLIP's EOS position
     "aten.eq.Scalar": operator.eq,
+    "aten.roll.default": torch.roll,  # Swin's cyclic shift
+    "aten.pad.default": F.pad,  # Swin's padding to whole windows (a zero pad passes)
+    "aten.slice.Tensor": "slice",  # x[:, 0::2]: an index (Swin's patch merging)
 }
 _CHUNK = "aten.chunk.default"
 _NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
@@ -180,6 +186,16 @@ class Walker:
             self.keys[key], self.blocks[name] = name, body
         return self.keys[key]
 
+    def add(self, base: str, body: Body) -> str:
+        """The name of a block written whole by a recogniser (T5's), equal bodies shared."""
+        key = "made:" + json.dumps(body, sort_keys=True, default=str)
+        if key not in self.keys:
+            name, n = base, 2
+            while name in self.blocks:
+                name, n = f"{base}_{n}", n + 1
+            self.keys[key], self.blocks[name] = name, body
+        return self.keys[key]
+
     def merged(self, run: list[Item]) -> tuple[str, dict[str, Any]] | None:
         """One op, or one block reading ``index``, for a run of copies that differ
         (:mod:`archcomp.importer.unify`); None where they cannot be one."""
@@ -188,8 +204,8 @@ class Walker:
             return None if args is None else (run[0].op, args)
         bodies = [self.blocks[x.op] for x in run]
         body = unify(bodies)
-        if body is None:
-            return None
+        if body is None:  # copies that call different blocks: one block with params
+            return merge_nested(run, self)
         body["shapes"] = bodies[0].get("shapes")
         key = "unified:" + json.dumps(body, sort_keys=True, default=str)
         if key not in self.keys:
@@ -260,8 +276,13 @@ class _Scope:
             seq = self._channels_first(c, g) if c is not None and seq is None else seq
             items += self._tensors(g[0]) if c is None else []  # bare parameters it reads first
             one = self._item(c, g) if seq is None else None
-            items += seq if seq is not None else [one] if isinstance(one, Item) else one or []
-        kept = fold_positions(items, self.w)
+            if seq is not None:
+                items += seq
+            elif isinstance(one, Item):
+                items += [*one.extra.pop("before", []), one]  # a mask before its attention
+            else:
+                items += one or []
+        kept = fold_patch_merging(fold_positions(items, self.w), self.w.flat)
         return _repeats(merge_alternating(kept, self.w), self.w, self.path)
 
     def _tensors(self, n: fx.Node) -> list[Item]:
@@ -355,12 +376,15 @@ class _Scope:
             )
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", why)
             return None
+        if is_stack(m):
+            return self._t5(child, m, group, ins, outs)
         made = recognise_any(flat, child, m, group)
         if isinstance(made, str):
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
         ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
         invert = made[1].pop("_invert_mask", False) if isinstance(made, tuple) else False
+        before = made[1].pop("_before", []) if isinstance(made, tuple) else []
         if isinstance(made, tuple) and made[1].pop("_absorb", False):  # positions, added to x
             got = absorbed_add(flat, outs[0]) if len(outs) == 1 and not ins else None
             if got is None:
@@ -386,6 +410,8 @@ class _Scope:
         else:
             op, opts = made[0], without_defaults(made[0], made[1])
         item = Item(rel, op, ports or ins, opts, outs, calls)  # ports: {query: .., key: ..}
+        if before:  # nodes the op's ports read that its module did not compute (a mask)
+            item.extra["before"] = [Item(i, o, [x], a, [t], set()) for i, o, x, a, t in before]
         if made is None and tied:  # ties of nodes inside this call to weights seen here
             item.extra["tie"] = tied
         for pname, tie in _ties(flat.model, child, m).items():
@@ -399,7 +425,7 @@ class _Scope:
                 rel_tie = tie[len(self.path) + 1 :] if self.path else tie
                 item.extra.setdefault("tie", {})[pname] = rel_tie
         if invert and isinstance(ports, dict):  # torch's bool attn_mask hides True
-            return [self._kept(rel, ports, group), item]
+            item.extra.setdefault("before", []).append(self._kept(rel, ports, group))
         return item
 
     def _kept(self, rel: str, ports: dict[str, fx.Node], group: list[fx.Node]) -> Item:
@@ -427,6 +453,51 @@ class _Scope:
             self.w.fail(n, f"{where}{n.target}", f"a cast to {dtype or 'an unknown dtype'}")
             return None
         return Item("cast", "cast", [self.w.flat.get(n.args[0])], {"dtype": dtype}, [n], calls)
+
+    def _t5(
+        self,
+        child: str,
+        m: nn.Module,
+        group: list[fx.Node],
+        ins: list[fx.Node],
+        outs: list[fx.Node],
+    ) -> Item | None:
+        """A T5Stack as the blocks :mod:`archcomp.importer.t5` writes; its embed_tokens tied
+        from this call where its weight is another module's (``shared``)."""
+        what = f"{type(m).__name__} self.{child}"
+        dec = bool(getattr(m, "is_decoder", False))
+        if len(ins) != 1 + dec or len(outs) != 1:
+            why = f"a T5Stack of {len(ins)} inputs and {len(outs)} results read outside it"
+            self.w.fail(group[0], what, why)
+            return None
+        seq = self.w.shapes(ins[:1])[1:-1].split(", ")[-1]  # (B, S) -> S
+        seq = ("T" if dec else "S") if seq.isdigit() else seq  # hf_inputs' names
+        batch = self.w.dims[0][1] if self.w.dims else "B"
+        try:
+            name = stack_block(m, self.w.add, batch, seq)
+            check_buckets(self.w.flat, child, m, group)
+        except Refused as e:
+            at = f"{child}.{e.at}" if e.at else child
+            first = next((n for n in group if at in self.w.flat.scope[n]), group[0])
+            self.w.fail(first, what, str(e))
+            return None
+        stray = stray_calls(self.w.flat, child, group)
+        for n, why in stray:
+            self.w.fail(n, f"{child}: {n.target}", why)
+        if stray:
+            return None
+        emb = getattr(m, "embed_tokens", None)
+        path = f"{child}.embed_tokens"
+        tie = _ties(self.w.flat.model, path, emb).get("weight") if emb is not None else None
+        if tie:
+            self.w.lifted[f"{child}.embed_tokens.weight"] = tie
+            self.w.lifted_at[f"{child}.embed_tokens.weight"] = (group[0], what)
+        ports: Any = {"input_ids": ins[0], "encoder_hidden_states": ins[1]} if dec else ins
+        item = Item(self._rel(child), name, ports, {}, outs, set(group))
+        tied = lifted_ties(self.w.lifted, self.path, child)
+        if tied:
+            item.extra["tie"] = tied
+        return item
 
     def _chunk(self, n: fx.Node, calls: set[fx.Node], where: str) -> Item | None:
         made = _chunk_item(self.w.flat, n, calls)
@@ -489,6 +560,8 @@ class _Scope:
             flat.canon[n] = named[made.name]
             return None
         op, ins, opts = made
+        if op == "reshape":  # the traced batch size first: -1
+            opts = batch_free(flat, n, opts, self.w.dims)
         back = (
             [named[r.name] for r in ins]
             if isinstance(ins, list)
@@ -546,7 +619,10 @@ def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:
                     cur.id != f"{m.group(1)}.{n}"
                     or not _chained(cur, prev, first=items[i])
                     or len(prev.outs) != 1
-                    or any(u not in cur.calls for u in flat.users.get(prev.outs[0], []))
+                    or any(
+                        u not in cur.calls and u in w.live()  # not a dead read (Swin's stage
+                        for u in flat.users.get(prev.outs[0], [])  # output also as a map)
+                    )
                 ):
                     break
                 n += 1

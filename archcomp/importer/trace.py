@@ -8,6 +8,7 @@ import json
 import operator
 import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from archcomp.importer.built import built_call, built_results, relative_tie
 from archcomp.importer.calls import Ref, Unsupported, call_op, describe
 from archcomp.importer.functions import pieces
 from archcomp.importer.leaves import RESULTS, leaf_op
+from archcomp.importer.nested import merge_nested
 from archcomp.importer.ordered import chained_body, named
 from archcomp.importer.parameters import OwnTensor, own_buffer
 from archcomp.importer.unify import unify, unify_ops
@@ -85,8 +87,8 @@ class Importer:
             args = unify_ops([(m[0], m[2]) for m in made])
             return None if args is None else (made[0][0], args)
         body = unify([self.blocks[m[0]] for m in made])
-        if body is None:
-            return None
+        if body is None:  # copies that call different blocks: one block with params
+            return merge_nested([SimpleNamespace(op=m[0], opts=m[2]) for m in made], self)
         key = "unified:" + json.dumps(body, sort_keys=True, default=str)
         if key not in self.keys:
             base = re.sub(r"_?\d+$", "", made[0][0]) or made[0][0]

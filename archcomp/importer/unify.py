@@ -6,8 +6,11 @@ A stage of ResNet runs ``layers.0`` (stride 2 and a projection shortcut) then ``
 bodies into one: a node every copy has, with the same arguments, stays as it is; an argument
 that differs becomes ``"${[2, 1, 1][index]}"``; a node some copies lack gets ``when:
 "${[True, False, False][index]}"`` (an absent node passes its first input on, so ``add`` of
-``[bn2, downsample]`` reads ``x`` in the copies without it). Copies whose nodes call different
-blocks, or differ in any other way, do not merge (None): the importer then refuses them.
+``[bn2, downsample]`` reads ``x`` in the copies without it). A node whose op (or block)
+differs between copies becomes alternatives, one node of that id per op, each with its
+``when`` (DeepSeek-V3's ``mlp``: a dense MLP block in the first layers, ``mixture_of_experts``
+in the others). Copies that differ in any other way do not merge (None): the importer then
+refuses them.
 """
 
 from __future__ import annotations
@@ -41,26 +44,28 @@ def unify(bodies: list[Body]) -> Body | None:
     passes: dict[str, Any] = {}  # node id -> the first input it passes on where absent
     prev = bodies[0]["inputs"][0] if bodies[0]["inputs"] else None
     for nid in order:
-        here = [nid in m for m in byid]
         present = [m[nid] for m in byid if nid in m]
-        op = present[0]["op"]
-        if any(n["op"] != op for n in present):
-            return None
-        choice = _in(nid, here, ins, byid, passes)
-        if choice is None:
-            return None
-        first = choice if isinstance(choice, str) else next(iter(_refs(choice)), None)
-        passes[nid] = first
-        args = _args(op, [_rest(n) for n in present], here)
-        if args is None:
-            return None
-        entry: dict[str, Any] = {"id": nid, "op": op}
-        if choice != prev:
-            entry["in"] = choice
-        if not all(here):
-            entry["when"] = _pick(here)
-        nodes.append(entry | args)
-        prev = nid
+        ops = list(dict.fromkeys(n["op"] for n in present))
+        firsts: set[Any] = set()
+        for op in ops:  # several: alternatives, one node of this id per op, each by 'when'
+            here = [nid in m and m[nid]["op"] == op for m in byid]
+            choice = _in(nid, here, ins, byid, passes)
+            if choice is None:
+                return None
+            firsts.add(choice if isinstance(choice, str) else next(iter(_refs(choice)), None))
+            args = _args(op, [_rest(m[nid]) for m, h in zip(byid, here, strict=True) if h], here)
+            if args is None:
+                return None
+            entry: dict[str, Any] = {"id": nid, "op": op}
+            if choice != prev:
+                entry["in"] = choice
+            if not all(here):
+                entry["when"] = _pick(here) if len(ops) == 1 else _split(here)
+            nodes.append(entry | args)
+            prev = nid
+        if len(firsts) != 1 and not all(nid in m for m in byid):
+            return None  # absent in some copy: what passes on there must be one value
+        passes[nid] = firsts.pop()
     outs = [b["outputs"] for b in bodies]
     if _agree(outs[0], [True] * len(bodies), outs, byid, passes) is None:
         return None
@@ -169,6 +174,15 @@ def _args(op: str, present: list[dict[str, Any]], here: list[bool]) -> dict[str,
         per = [next(it) if h else None for h in here]
         out[key] = _pick([v if v is not None else vals[0] for v in per])
     return out
+
+
+def _split(here: list[bool]) -> str:
+    """An alternative's ``when``: ``${index < 1}`` (or ``>=``) where it is the copies before
+    (or from) one index, so a deeper stack keeps the rule; else the copy's value."""
+    k = here.index(not here[0])  # a copy has it and another not
+    if here == [here[0]] * k + [not here[0]] * (len(here) - k):
+        return f"${{index {'<' if here[0] else '>='} {k}}}"
+    return _pick(here)
 
 
 def _expr(v: Any) -> bool:

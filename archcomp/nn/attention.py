@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from archcomp.nn.cache_state import CrossKV, LayerKV
 from archcomp.nn.norm import OffsetRMSNorm
+from archcomp.nn.positional import SwinRelativePositionBias
 from archcomp.nn.rotary import RopeConfig, RotaryEmbedding
 from archcomp.nn.transposed_linear import TransposedLinear
 
@@ -206,6 +207,7 @@ class MultiHeadAttention(nn.Module):
         batch_first: bool = True,
         transposed: bool = False,
         names: tuple[str | None, ...] = ("q_proj", "k_proj", "v_proj"),
+        relative_position_bias: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if head_dim is None and embed_dim % num_heads != 0:
@@ -279,6 +281,12 @@ class MultiHeadAttention(nn.Module):
             self.q_norm = norm(q_n, eps=eps, **factory)
             self.k_norm = norm(k_n, eps=eps, **factory)
         self.rotary = RotaryEmbedding(self.head_dim, *rope, **factory) if rope else None
+        # Swin's table of window offsets, added to the scores (transformers 5's SwinAttention)
+        self.relative_position_bias = (
+            SwinRelativePositionBias(relative_position_bias, num_heads, **factory)
+            if relative_position_bias is not None
+            else None
+        )
         self.kv_cache: LayerKV | CrossKV | None = None  # set while a KVCache is bound (kv_cache.py)
 
     def _split_heads(self, x: Tensor, heads: int, size: int) -> Tensor:
@@ -340,6 +348,9 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         score_bias: Tensor | None = None,
     ) -> Tensor:
+        if self.relative_position_bias is not None:  # (1, h, N, N) over the windows
+            table = self.relative_position_bias()
+            score_bias = table if score_bias is None else score_bias + table
         if self.batch_first:
             return self._forward(query, key, value, key_padding_mask, mask, score_bias)
         if self.kv_cache is not None:

@@ -184,6 +184,12 @@ class MultiHeadAttentionArgs(OpArgs):
         description="false: query [T, B, E], key and value [S, B, ...] and the result "
         "[T, B, E], sequence first (torch.nn.MultiheadAttention's default)",
     )
+    relative_position_bias: int | list[int] | None = Field(
+        default=None,
+        description="Swin's learned relative position bias inside the op, for windows of this "
+        "side (or [Wh, Ww]): a submodule relative_position_bias (see "
+        "swin_relative_position_bias) added to the scores; T = S = Wh Ww",
+    )
     embed_dim: int | None = Field(default=None, gt=0, description="inferred from query")
     kdim: int | None = Field(default=None, gt=0, description="inferred from key")
     vdim: int | None = Field(default=None, gt=0, description="inferred from value")
@@ -370,12 +376,37 @@ def _mha_shape(ctx: ShapeCtx) -> TensorType:
     if a.in_proj:
         _check_packed(ctx, a, e)
     _check_key_padding_mask(ctx, B, S)
+    if a.relative_position_bias is not None:
+        _check_window_bias(a, T, S)
     scores = (B, a.num_heads, T, S)
     for port in ("mask", "score_bias"):
         check_score_input(ctx, port, scores, dtype, "[B, h, T, S]")
     if not a.out_proj:  # (B, T, h * d_v): the output projection is the next module's
         E = a.num_heads * _head_dims(a.model_copy(update={"embed_dim": e}))[2]
     return TensorType((B, T, E) if a.batch_first else (T, B, E), dtype)
+
+
+def _window(a: MultiHeadAttentionArgs) -> tuple[int, int] | None:
+    w = a.relative_position_bias
+    if w is None:
+        return None
+    return (w, w) if isinstance(w, int) else (w[0], w[-1])
+
+
+def _check_window_bias(a: MultiHeadAttentionArgs, t: Dim, s: Dim) -> None:
+    """A window bias needs query and key of one window each: T = S = Wh Ww."""
+    w = a.relative_position_bias
+    if isinstance(w, list) and (len(w) not in (1, 2) or min(w, default=0) <= 0):
+        raise ShapeError(f"relative_position_bias must be a side or [Wh, Ww], found {w}")
+    wh, ww = _window(a) or (0, 0)
+    n = wh * ww
+    if (isinstance(w, int) and w <= 0) or n != t or n != s:
+        raise ShapeError(
+            f"a relative position bias of {wh} x {ww} windows needs {n} queries and {n} keys, "
+            f"found {t} and {s}",
+            arg="relative_position_bias",
+            hint="partition the map into windows first (one window per row of the batch)",
+        )
 
 
 def _bias_arg(a: MultiHeadAttentionArgs) -> bool | tuple[bool, bool, bool, bool]:
@@ -418,13 +449,21 @@ def _mha_params(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
             p[f"{name}.weight"] = (width,)
             if a.qk_norm.kind == "layer":
                 p[f"{name}.bias"] = (width,)
+    if (w := _window(a)) is not None:
+        p["relative_position_bias.relative_position_bias_table"] = (
+            (2 * w[0] - 1) * (2 * w[1] - 1),
+            h,
+        )
     return p
 
 
 def _mha_buffers(a: MultiHeadAttentionArgs) -> dict[str, Shape]:
+    out: dict[str, Shape] = {}
+    if (w := _window(a)) is not None:  # non-persistent, as Swin's own
+        out["relative_position_bias.relative_position_index"] = (w[0] * w[1], w[0] * w[1])
     if a.rope is None:
-        return {}
-    return rope_buffers(a.rope, _head_dims(a)[1], "rotary.")  # non-persistent
+        return out
+    return out | rope_buffers(a.rope, _head_dims(a)[1], "rotary.")  # non-persistent
 
 
 def _mha_macs(a: MultiHeadAttentionArgs, ins: Any, outs: dict[str, TensorType]) -> Dim:
@@ -479,6 +518,7 @@ def _mha_lower(c: LowerCtx) -> Any:
         names=(a.q_name, a.k_name, a.v_name)
         if a.out_proj
         else (a.q_name, a.k_name, a.v_name, None),
+        relative_position_bias=_window(a),
         **c.factory,
     )
     ins = c.inputs
@@ -520,7 +560,9 @@ MULTI_HEAD_ATTENTION = register(
         "projection; Gemma 3's (1 + w) gain by offset), scale and softcap cover Qwen2/3, "
         "OLMo-2, Gemma 2 and 3, and Whisper. The "
         "optional mask (bool, True = take part, or additive) and score_bias (additive: T5's "
-        "or Swin's relative position bias) broadcast to the scores [B, h, T, S]. Torch's "
+        "or Swin's relative position bias) broadcast to the scores [B, h, T, S]; "
+        "relative_position_bias holds Swin's table inside the op (transformers 5's "
+        "SwinAttention, whose keys then load as they are). Torch's "
         "fused SDPA on every path but softcap's (written out). MACs: the projections, one per "
         "q/k norm element, and B h T S (d_k + d_v) for Q K^T and weights V on every path "
         "(masks and windows hide scores, they do not skip them).",

@@ -1155,3 +1155,42 @@ def test_softcapped_attend_matches_written_out_forward_and_backward(
     numerics.assert_close(got, want, forward)
     for a, b in zip(mine, theirs, strict=True):
         numerics.assert_close(a, b, chains.tolerance(torch.float32))
+
+
+def test_mha_relative_position_bias_is_swins_table_added_to_the_scores() -> None:
+    """``relative_position_bias: 2`` holds Swin's table inside the op (transformers 5's
+    SwinAttention keys): the same as a ``swin_relative_position_bias`` node given as
+    score_bias, with a mask on top; params and buffers declared; T other than Wh Ww refused."""
+    inputs = "x: [B, 4, 8]\n  m: [B, 1, 4, 4]"
+    inside = spec(
+        inputs,
+        "- {id: attn, op: multi_head_attention, num_heads: 2, relative_position_bias: 2,"
+        " in: {query: x, mask: m}}",
+        "{y: attn}",
+    )
+    g, gm = compile_spec(inside)  # check_state: declared params and buffers are the module's
+    assert declared(g, "attn")["relative_position_bias.relative_position_bias_table"] == (9, 2)
+    outside = spec(
+        inputs,
+        "- {id: rpb, op: swin_relative_position_bias, window_size: 2, num_heads: 2}\n"
+        "- {id: attn, op: multi_head_attention, num_heads: 2,"
+        " in: {query: x, mask: m, score_bias: rpb}}",
+        "{y: attn}",
+    )
+    _, ref = compile_spec(outside)
+    redraw(gm, 3)
+    state = {
+        k.replace("attn.relative_position_bias.", "rpb."): v for k, v in gm.state_dict().items()
+    }
+    ref.load_state_dict(state, strict=True)
+    gen = torch.Generator().manual_seed(3)
+    x, m = torch.randn(3, 4, 8, generator=gen), torch.randn(3, 1, 4, 4, generator=gen)
+    with RoundingChains() as chains:
+        got, want = run(gm, x, m)["y"], run(ref, x, m)["y"]
+    numerics.assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    fails(
+        "x: [B, 5, 8]",
+        "op: multi_head_attention, num_heads: 2, relative_position_bias: 2",
+        "a relative position bias of 2 x 2 windows needs 4 queries and 4 keys, found 5 and 5",
+        "2}",
+    )
