@@ -4,7 +4,10 @@
 torch's forward projects q, k and v with one, two or three ``linear`` calls on rows of
 ``in_proj_weight`` (one for self-attention, q then k-and-v where key is value, else q, k, v),
 each on its input transposed to sequence-first; which input feeds which call gives the node's
-ports. ``need_weights`` either way: the weights it may return must not be read.
+ports. ``need_weights`` either way: the weights it may return must not be read. A bool
+key_padding_mask is its port; an attn_mask causal on the example (computed from no input, or
+an input given so) is ``causal: true``, any other (T, S) one the ``mask`` port
+(:mod:`archcomp.importer.masks`, docs/import.md#attention-masks).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ _THROUGH = {"aten.transpose.int", "aten.permute.default"}  # batch-first -> sequ
 def torch_mha(
     flat: Flat, m: nn.MultiheadAttention, group: list[fx.Node]
 ) -> tuple[str, dict[str, Any]] | str:
-    """``("multi_head_attention", opts)`` (``opts["_ports"]``: query, key and value where they
-    are not one input), or why the module cannot be that op."""
+    """``("multi_head_attention", opts)`` (``opts["_ports"]``: query, key, value and masks where
+    they are not one input; ``opts["_invert_mask"]``: a bool attn_mask, True where torch hides a
+    key), or why the module cannot be that op."""
     if not m._qkv_same_embed_dim:
         return "kdim or vdim unlike embed_dim (separate q/k/v_proj_weight): not imported yet"
     if m.bias_k is not None or m.add_zero_attn:
