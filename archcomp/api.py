@@ -334,14 +334,17 @@ def import_module(
     module: nn.Module,
     example_inputs: Mapping[str, Any] | tuple[Any, ...],
     *,
-    dims: Mapping[str, int | tuple[str, int]] | None = None,
+    dims: Mapping[str, int | tuple[str, int] | list[tuple[str, int]]] | None = None,
     name: str | None = None,
 ) -> str:
     """The spec of a PyTorch module as YAML text, its node ids the module's paths, so the
     module's own ``state_dict`` loads into the built spec with no mapping (docs/import.md).
 
-    ``example_inputs``: the forward's keyword arguments (a dict) or positional ones (a tuple).
-    ``dims`` names symbolic dims: ``{"B": 0}`` (dim 0 of every input) or ``{"T": ("ids", 1)}``.
+    ``example_inputs``: the forward's keyword arguments (a dict) or positional ones (a tuple);
+    a bool, int, float or None among them is a constant (``tgt_is_causal=True``), not an input.
+    ``dims`` names symbolic dims: ``{"B": 0}`` (dim 0 of every input), ``{"T": ("ids", 1)}``, or
+    several places ``{"T": [("tgt", 1), ("tgt_mask", 0), ("tgt_mask", 1)]}``. An attention mask
+    causal on the example becomes ``causal: true`` and no input (judged on its values).
     A call archcomp cannot express is an :class:`~archcomp.importer.ImportFailure` (a
     :class:`UsageError`) listing each one with its source line; nothing is approximated."""
     from archcomp.importer import import_module as run

@@ -182,3 +182,14 @@ class SequentialStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(x))
+
+
+class MaskedAttention(nn.Module):
+    """nn.MultiheadAttention with an attn_mask input (a float one is added to the scores)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]

@@ -30,10 +30,15 @@ transformers = pytest.importorskip("transformers")
 
 
 def round_trip(
-    ref: nn.Module, example: dict[str, torch.Tensor], run: dict[str, Any], **kw: Any
+    ref: nn.Module,
+    example: dict[str, Any],
+    run: dict[str, Any],
+    ref_only: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> str:
     """Import ``ref`` on ``example``, build, load ref's state_dict strictly, then compare
-    outputs and every gradient on the inputs ``run`` (other sizes where dims are symbols)."""
+    outputs and every gradient on the inputs ``run`` (other sizes where dims are symbols);
+    ``ref_only``: arguments ref takes beside them (a causal mask the spec has no input for)."""
     torch.manual_seed(0)
     text = archcomp.import_module(ref, example, **kw)
     archcomp.check(text)
@@ -45,7 +50,7 @@ def round_trip(
         model,
         ref,
         tuple(run.values()),
-        lambda *xs: [_first(ref(**dict(zip(names, xs, strict=True))))],
+        lambda *xs: [_first(ref(**dict(zip(names, xs, strict=True)), **(ref_only or {})))],
         {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
     )
     check_case(case)
@@ -163,14 +168,274 @@ def test_a_key_padding_mask_is_the_attention_port(batch_first: bool) -> None:
     assert "in: {query: x, key: x, value: x, key_padding_mask: pad}" in text
 
 
-def test_an_attn_mask_is_refused_with_its_line() -> None:
+def test_a_mask_for_each_head_is_refused_with_its_line() -> None:
     x, pad = torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool)
-    mask = torch.zeros(5, 5, dtype=torch.bool)
+    mask = torch.zeros(4, 5, 5, dtype=torch.bool)  # (B * heads, T, S): a mask per head
     with pytest.raises(ImportFailure) as e:
         archcomp.import_module(Masked(), (x, pad, mask))
     (problem,) = e.value.problems
-    assert problem.startswith("MultiheadAttention self.attn (an attn_mask")
+    assert problem.startswith("MultiheadAttention self.attn (an attn_mask of shape (4, 5, 5)")
     assert "activation.py:" in problem
+
+
+class Attn(nn.Module):
+    """Self-attention with an attn_mask input (need_weights left on: the weights path)."""
+
+    def __init__(self, batch_first: bool = True) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, attn_mask=mask)[0]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_float_attn_mask_input_is_the_mask_port(batch_first: bool) -> None:
+    torch.manual_seed(8)
+    x = torch.randn(2, 5, 8) if batch_first else torch.randn(5, 2, 8)
+    example = {"x": x, "mask": torch.randn(5, 5)}  # any float mask: added to the scores
+    text = round_trip(Attn(batch_first), example, {"x": x.clone(), "mask": torch.randn(5, 5)})
+    assert "  mask: {shape: [5, 5]}\n" in text
+    assert "in: {query: x, key: x, value: x, mask: mask}" in text
+
+
+def test_a_bool_attn_mask_input_is_inverted_into_the_mask_port() -> None:
+    torch.manual_seed(9)
+    hide = torch.rand(5, 5) > 0.6
+    hide.fill_diagonal_(False)  # every query keeps a key
+    example = {"x": torch.randn(2, 5, 8), "mask": hide}
+    text = round_trip(Attn(), example, example)
+    assert "- {id: attn_keep, op: logical_not, in: mask}" in text  # torch hides True
+    assert "in: {query: x, key: x, value: x, mask: attn_keep}" in text
+
+
+def test_a_causal_attn_mask_input_is_causal_and_no_input() -> None:
+    torch.manual_seed(10)
+    causal = nn.Transformer.generate_square_subsequent_mask(5)
+    x = torch.randn(2, 5, 8)
+    text = round_trip(Attn(), {"x": x, "mask": causal}, {"x": x}, ref_only={"mask": causal})
+    assert "mask" not in text.split("blocks:")[0].split("nodes:")[0]  # no input for it
+    assert "- {id: attn, op: multi_head_attention, num_heads: 2, in_proj: true, causal: true}" in (
+        text
+    )
+
+
+class CausalInForward(nn.Module):
+    """nn.MultiheadAttention given a causal mask made in forward, and a key_padding_mask (both
+    bool: torch deprecates a float mask beside a bool one)."""
+
+    def __init__(self, need_weights: bool) -> None:
+        super().__init__()
+        self.need_weights = need_weights
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        t = x.size(1)
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)  # (T, T): True hides
+        w = self.need_weights
+        return self.attn(x, x, x, key_padding_mask=pad, attn_mask=mask, need_weights=w)[0]
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_a_causal_mask_made_in_forward_beside_a_key_padding_mask(need_weights: bool) -> None:
+    torch.manual_seed(14)
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[0, 3:] = True
+    example = {"x": torch.randn(2, 5, 8), "pad": pad}
+    text = round_trip(CausalInForward(need_weights), example, example)
+    assert (
+        "in: {query: x, key: x, value: x, key_padding_mask: pad},\n"
+        "     num_heads: 2, in_proj: true, causal: true}"
+    ) in text
+
+
+def test_sequence_first_transformer_with_a_bool_causal_tgt_mask() -> None:
+    """torch's default layout, and a bool tgt_mask (True hides a key) that is causal."""
+    torch.manual_seed(15)
+    with warnings.catch_warnings():  # torch's advice to use batch_first for speed
+        warnings.simplefilter("ignore", UserWarning)
+        ref = nn.Transformer(16, 4, 1, 1, 24)
+
+    def hide(t: int) -> torch.Tensor:
+        return torch.ones(t, t, dtype=torch.bool).triu(1)
+
+    example = {"src": torch.randn(5, 2, 16), "tgt": torch.randn(3, 2, 16), "tgt_mask": hide(3)}
+    run = {"src": torch.randn(6, 3, 16), "tgt": torch.randn(4, 3, 16)}
+    text = round_trip(ref, example, run, {"tgt_mask": hide(4)}, dims={"B": 1})
+    assert "in_proj: true, batch_first: false,\n         causal: true, dropout: 0.1}" in text
+    assert "tgt_mask" not in text
+
+
+class Hinted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
+
+
+def test_is_causal_with_an_attn_mask_that_is_not_causal_is_refused() -> None:
+    """torch takes the hint and never reads the mask: the spec would have a dead input."""
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(Hinted(), (torch.randn(2, 5, 8), torch.randn(5, 5)))
+    (problem,) = e.value.problems
+    assert problem.startswith("input 'mask' is read by no call of the traced forward")
+
+
+def test_cli_names_the_dims_of_a_mask_input(tmp_path: Path) -> None:
+    """``--dims`` with a name given again at INPUT.DIM: the mask is [T, T], x [B, T, 8]."""
+    out = tmp_path / "attn.yaml"
+    argv = ["import", "import_models:MaskedAttention", "--input", "x=2,5,8", "--input"]
+    dims = "B=x.0,T=x.1,T=mask.0,T=mask.1"
+    assert main([*argv, "mask=5,5", "--dims", dims, "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "  x: {shape: [B, T, 8]}\n  mask: {shape: [T, T]}\n" in text
+    model = archcomp.build(text).eval()
+    from import_models import MaskedAttention
+
+    ref = MaskedAttention().eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x, mask = torch.randn(3, 7, 8), torch.randn(7, 7)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x, mask), ref(x, mask)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+class DecoderOnlyLM(nn.Module):
+    """A GPT-style LM on nn.TransformerEncoder: the causal mask made in forward from T."""
+
+    def __init__(self, hint: bool | None) -> None:
+        super().__init__()
+        self.hint = hint
+        self.embed = nn.Embedding(23, 16)
+        layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 23)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(ids.size(1))  # (T, T)
+        return self.head(self.encoder(self.embed(ids), mask=mask, is_causal=self.hint))
+
+
+@pytest.mark.parametrize("hint", [None, True])
+def test_decoder_only_lm_with_a_causal_mask_made_in_forward(hint: bool | None) -> None:
+    """is_causal=None: torch judges the mask by its values (torch.export cannot), here on the
+    example's; True: torch's hint. Either way each attention is causal: true."""
+    torch.manual_seed(11)
+    ref = DecoderOnlyLM(hint)
+    gen = torch.Generator().manual_seed(3)
+    example = {"ids": torch.randint(0, 23, (2, 5), generator=gen)}
+    run = {"ids": torch.randint(0, 23, (3, 9), generator=gen)}  # other B and T: symbols
+    text = round_trip(ref, example, run, dims={"B": 0, "T": 1})
+    assert (
+        "- {id: self_attn, op: multi_head_attention, num_heads: 4, in_proj: true, causal: true,"
+        in text
+    )
+    assert "  ids: {shape: [B, T], dtype: int64}\nblocks:" in text
+    for plumbing in ("triu", "full", "mask"):
+        assert plumbing not in text
+
+
+class PaddedLM(DecoderOnlyLM):
+    """The LM with a padding mask too: nn.TransformerEncoder makes a float copy of it (a bool
+    causal mask: torch deprecates a float one beside a bool padding mask)."""
+
+    def forward(self, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        t = ids.size(1)
+        mask = torch.ones(t, t, dtype=torch.bool, device=ids.device).triu(1)  # (T, T)
+        x = self.encoder(self.embed(ids), mask=mask, src_key_padding_mask=pad)
+        return self.head(x)
+
+
+def test_decoder_only_lm_with_a_padding_mask() -> None:
+    torch.manual_seed(16)
+    gen = torch.Generator().manual_seed(5)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, 4:], pad[2, 6:] = True, True  # right padding: every query keeps key 0
+    example = {"ids": torch.randint(0, 23, (3, 7), generator=gen), "pad": pad}
+    text = round_trip(PaddedLM(None), example, example, dims={"B": 0, "T": 1})
+    assert "  pad: {shape: [B, T], dtype: bool}\n" in text
+    assert (
+        "in: {query: norm1, key: norm1, value: norm1, key_padding_mask: x_2}, num_heads: 4,\n"
+        "         in_proj: true, causal: true, dropout: 0.1}"
+    ) in text
+    assert "zeros_like" not in text and "masked_fill" not in text
+
+
+@pytest.mark.parametrize("hint", [None, True])
+def test_torch_transformer_with_a_causal_tgt_mask_input(hint: bool | None) -> None:
+    """nn.Transformer as language models call it: tgt_mask=generate_square_subsequent_mask(T),
+    with tgt_is_causal=True or not; the mask, causal on the example, is no input."""
+    torch.manual_seed(12)
+    ref = nn.Transformer(16, 4, 2, 2, 24, batch_first=True)
+    flags = {} if hint is None else {"tgt_is_causal": hint}
+    mask = nn.Transformer.generate_square_subsequent_mask
+    example = {"src": torch.randn(2, 5, 16), "tgt": torch.randn(2, 3, 16), "tgt_mask": mask(3)}
+    dims = {"B": 0, "S": ("src", 1), "T": ("tgt", 1)}
+    run = {"src": torch.randn(3, 7, 16), "tgt": torch.randn(3, 4, 16)}
+    text = round_trip(ref, example | flags, run, {"tgt_mask": mask(4)} | flags, dims=dims)
+    assert "  src: {shape: [B, S, 16]}\n  tgt: {shape: [B, T, 16]}\nblocks:" in text
+    assert "num_heads: 4, in_proj: true, causal: true,\n         dropout: 0.1}" in text
+    assert text.count("causal: true") == 1  # the decoder's self-attention only
+
+
+def test_torch_transformer_for_translation_with_every_padding_mask() -> None:
+    """Source, target and memory padding, a bool causal tgt_mask, and one tensor given for
+    both src_ and memory_key_padding_mask (torch.export would read it through one input)."""
+    torch.manual_seed(17)
+    ref = nn.Transformer(16, 4, 2, 2, 24, batch_first=True)
+    src_pad = torch.zeros(3, 6, dtype=torch.bool)
+    src_pad[0, 4:] = True
+    tgt_pad = torch.zeros(3, 4, dtype=torch.bool)
+    tgt_pad[1, 3:] = True
+    causal = torch.ones(4, 4, dtype=torch.bool).triu(1)
+    run = {
+        "src": torch.randn(3, 6, 16),
+        "tgt": torch.randn(3, 4, 16),
+        "src_key_padding_mask": src_pad,
+        "tgt_key_padding_mask": tgt_pad,
+        "memory_key_padding_mask": src_pad,
+    }
+    with warnings.catch_warnings():  # torch's nested tensors, in its eager fast path
+        warnings.simplefilter("ignore", UserWarning)
+        text = round_trip(ref, run | {"tgt_mask": causal}, run, {"tgt_mask": causal}, dims={"B": 0})
+    assert (
+        "in: {query: x, key: x, value: x, key_padding_mask: x_2}, num_heads: 4, in_proj: true,"
+        "\n         causal: true"
+    ) in text
+    assert "in: {query: norm1, key: x_3, value: x_3, key_padding_mask: x_4}" in text
+    assert "tgt_mask" not in text
+
+
+def test_torch_transformer_with_a_float_tgt_mask_input() -> None:
+    """A tgt_mask that is not causal: an input, its dims named by input (over B's bare 0)."""
+    torch.manual_seed(13)
+    ref = nn.Transformer(16, 4, 1, 2, 24, batch_first=True)
+    example = {"src": torch.randn(2, 5, 16), "tgt": torch.randn(2, 3, 16)}
+    dims = {"B": 0, "S": ("src", 1), "T": [("tgt", 1), ("tgt_mask", 0), ("tgt_mask", 1)]}
+    run = {"src": torch.randn(3, 7, 16), "tgt": torch.randn(3, 4, 16)}
+    text = round_trip(
+        ref,
+        example | {"tgt_mask": torch.randn(3, 3)},
+        run | {"tgt_mask": torch.randn(4, 4)},
+        dims=dims,
+    )
+    assert "  tgt_mask: {shape: [T, T]}\n" in text
+    assert "- {id: layers, op: transformer_decoder_layer, in: [tgt, tgt_mask, x_3], repeat: 2}" in (
+        text
+    )
+    assert "in: {query: x, key: x, value: x, mask: x_2}" in text
+
+
+def test_a_causal_hint_with_a_mask_that_is_not_causal_is_refused() -> None:
+    ref = nn.Transformer(16, 4, 1, 1, 24, batch_first=True)
+    example = {"src": torch.randn(2, 5, 16), "tgt": torch.randn(2, 3, 16)}
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(
+            ref, example | {"tgt_mask": torch.randn(3, 3), "tgt_is_causal": True}
+        )
+    assert any("a causal hint (is_causal=True" in p for p in e.value.problems)
 
 
 def test_in_proj_takes_keys_of_the_query_width() -> None:

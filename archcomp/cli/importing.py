@@ -52,8 +52,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--dims",
         default="",
         metavar="B=0,T=ids.1",
-        help="name symbolic dims: B=0 is dim 0 of every input, T=ids.1 dim 1 of input ids "
-        "(default: every size literal)",
+        help="name symbolic dims: B=0 is dim 0 of every input, T=ids.1 dim 1 of input ids, "
+        "T=tgt.1,T=tgt_mask.0 several dims (default: every size literal)",
     )
     p.add_argument("--name", help="the spec's name (default: the class name in snake_case)")
     p.add_argument("-o", "--output", metavar="FILE", help="the spec file (default: stdout)")
@@ -117,13 +117,21 @@ def _inputs(specs: list[str]) -> dict[str, Any]:
     return inputs
 
 
-def _dims(text: str) -> dict[str, int | tuple[str, int]]:
-    dims: dict[str, int | tuple[str, int]] = {}
+def _dims(text: str) -> dict[str, int | tuple[str, int] | list[tuple[str, int]]]:
+    """``B=0,T=tgt.1,T=tgt_mask.0``: a name given again at INPUT.DIM names several dims."""
+    dims: dict[str, int | tuple[str, int] | list[tuple[str, int]]] = {}
     for part in filter(None, text.split(",")):
         m = re.match(r"^([A-Za-z_]\w*)=(?:([A-Za-z_]\w*)\.)?(-?\d+)$", part.strip())
         if m is None:
             raise UsageError(f"--dims '{visible(part[:40])}': expected NAME=DIM or NAME=INPUT.DIM")
-        dims[m.group(1)] = (m.group(2), int(m.group(3))) if m.group(2) else int(m.group(3))
+        name, at = m.group(1), (m.group(2), int(m.group(3))) if m.group(2) else int(m.group(3))
+        had = dims.get(name)
+        if had is None:
+            dims[name] = at
+        elif isinstance(had, int) or isinstance(at, int):
+            raise UsageError(f"--dims names {name} twice: give each place as INPUT.DIM")
+        else:
+            dims[name] = [*(had if isinstance(had, list) else [had]), at]
     return dims
 
 

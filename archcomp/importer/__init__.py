@@ -16,7 +16,7 @@ from typing import Any
 
 from archcomp.base.errors import UsageError
 
-DimsArg = Mapping[str, int | tuple[str, int]]
+DimsArg = Mapping[str, int | tuple[str, int] | list[tuple[str, int]]]
 
 
 class ImportFailure(UsageError):
@@ -39,7 +39,8 @@ def import_module(
 
     ``example_inputs``: the forward's keyword arguments (a dict) or positional ones (a tuple);
     their shapes and dtypes become the spec's inputs. ``dims`` names symbolic dims: ``{"B": 0}``
-    makes dim 0 of every input ``B``; ``{"T": ("ids", 1)}`` names dim 1 of input ``ids`` only.
+    makes dim 0 of every input ``B``; ``{"T": ("ids", 1)}`` names dim 1 of input ``ids`` only,
+    ``{"T": [("tgt", 1), ("tgt_mask", 0), ("tgt_mask", 1)]}`` several dims (over a bare index).
     """
     import torch
 
@@ -50,11 +51,17 @@ def import_module(
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"import_module takes an nn.Module, not {type(module).__name__}")
-    inputs = _bind(module, example_inputs)
+    bound = _bind(module, example_inputs)
+    inputs = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
+    flags = {k: v for k, v in bound.items() if k not in inputs}  # tgt_is_causal=True: constants
     built = isinstance(getattr(module, "node_meta", None), dict)  # made by archcomp.build
     imp = Importer(built=built_ops(module), ties=built_ties(module), handoff=built)
     imp.root, imp.inputs, imp.leading = module, inputs, _leading(inputs, dims or {})
-    body = imp.body(module, list(inputs), "")
+    if flags:  # torch.fx would make them inputs: torch.export traces them as constants
+        imp.problems.append(f"torch.fx cannot trace it: non-tensor arguments {sorted(flags)}")
+        body = None
+    else:
+        body = imp.body(module, list(inputs), "")
     spec_name = name or _snake(type(module).__name__)
     shapes = {k: _input_decl(k, v, dims or {}) for k, v in inputs.items()}
     example = _example_dims(inputs, dims or {})
@@ -64,10 +71,13 @@ def import_module(
     if imp.problems and (untraced or mha):  # torch.export's graph instead
         from archcomp.importer.by_export import exported_body
 
-        made = exported_body(module, inputs, _leading(inputs, dims or {}), imp.problems)
+        made = exported_body(
+            module, inputs, _leading(inputs, dims or {}), imp.problems, flags=flags
+        )
         if isinstance(made, list):
             raise ImportFailure(made)
         blocks, body = made
+        shapes = {k: v for k, v in shapes.items() if k in body["inputs"]}  # causal masks: none
     elif imp.problems or body is None:
         raise ImportFailure(imp.problems)
     else:
@@ -88,16 +98,29 @@ def _bind(module: Any, example: Mapping[str, Any] | tuple[Any, ...]) -> dict[str
             f"example_inputs do not fit {type(module).__name__}.forward: {e}"
         ) from None
     for k, v in bound.items():
-        if not isinstance(v, torch.Tensor):
-            raise UsageError(f"example input {k!r} is {type(v).__name__}, not a tensor")
+        if not isinstance(v, torch.Tensor | bool | int | float | None):
+            raise UsageError(
+                f"example input {k!r} is {type(v).__name__}, not a tensor (or a bool, int, "
+                "float or None, traced as a constant)"
+            )
     return dict(bound)
 
 
 def _dim_names(inp: str, rank: int, dims: DimsArg) -> dict[int, str]:
+    """Dim index -> symbol for input ``inp``; a dim named by its input (``("tgt_mask", 0)``)
+    over one named by a bare index (``{"B": 0}``: dim 0 of every input)."""
     out: dict[int, str] = {}
+    located: list[tuple[str, str, int]] = []
     for sym, at in dims.items():
-        where, i = (None, at) if isinstance(at, int) else at
-        if (where is None or where == inp) and -rank <= i < rank:
+        if isinstance(at, int):
+            if -rank <= at < rank:
+                out[at % rank] = sym
+        elif isinstance(at, list):  # several dims: [("tgt", 1), ("tgt_mask", 0), ...]
+            located += [(sym, w, i) for w, i in at]
+        else:
+            located.append((sym, *at))
+    for sym, where, i in located:
+        if where == inp and -rank <= i < rank:
             out[i % rank] = sym
     return out
 

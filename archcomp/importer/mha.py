@@ -4,7 +4,10 @@
 torch's forward projects q, k and v with one, two or three ``linear`` calls on rows of
 ``in_proj_weight`` (one for self-attention, q then k-and-v where key is value, else q, k, v),
 each on its input transposed to sequence-first; which input feeds which call gives the node's
-ports. ``need_weights`` either way: the weights it may return must not be read.
+ports. ``need_weights`` either way: the weights it may return must not be read. A bool
+key_padding_mask is its port; an attn_mask causal on the example (computed from no input, or
+an input given so) is ``causal: true``, any other (T, S) one the ``mask`` port
+(:mod:`archcomp.importer.masks`, docs/import.md#attention-masks).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from archcomp.importer import recognise_encdec as encdec
 from archcomp.importer.exported import Flat
+from archcomp.importer.masks import causal_values
 
 _LINEAR = "aten.linear.default"
 _SDPA = "aten.scaled_dot_product_attention.default"
@@ -24,8 +29,9 @@ _THROUGH = {"aten.transpose.int", "aten.permute.default"}  # batch-first -> sequ
 def torch_mha(
     flat: Flat, m: nn.MultiheadAttention, group: list[fx.Node]
 ) -> tuple[str, dict[str, Any]] | str:
-    """``("multi_head_attention", opts)`` (``opts["_ports"]``: query, key and value where they
-    are not one input), or why the module cannot be that op."""
+    """``("multi_head_attention", opts)`` (``opts["_ports"]``: query, key, value and masks where
+    they are not one input; ``opts["_invert_mask"]``: a bool attn_mask, True where torch hides a
+    key), or why the module cannot be that op."""
     if not m._qkv_same_embed_dim:
         return "kdim or vdim unlike embed_dim (separate q/k/v_proj_weight): not imported yet"
     if m.bias_k is not None or m.add_zero_attn:
@@ -43,6 +49,11 @@ def torch_mha(
         opts["batch_first"] = False  # (T, B, E), torch's default
     if m.in_proj_bias is None:
         opts["bias"] = False
+    causal = ports.pop("_causal", None)
+    if causal is not None:
+        opts["causal"] = True
+    if ports.pop("_invert", None):
+        opts["_invert_mask"] = True  # scopes.py: a logical_not node before the attention
     sdpa = [n for n in group if str(n.target) == _SDPA]
     if sdpa and (sdpa[0].kwargs.get("is_causal") or (len(sdpa[0].args) > 5 and sdpa[0].args[5])):
         opts["causal"] = True
@@ -53,7 +64,7 @@ def torch_mha(
     return "multi_head_attention", opts
 
 
-def _ports(flat: Flat, group: list[fx.Node], ins: list[fx.Node]) -> dict[str, fx.Node] | str:
+def _ports(flat: Flat, group: list[fx.Node], ins: list[fx.Node]) -> dict[str, Any] | str:
     """query, key and value: the inputs the in-projection calls read, in torch's order."""
     out_w = {n for n, key in flat.weights.items() if key.endswith("out_proj.weight")}
     proj = [
@@ -70,12 +81,41 @@ def _ports(flat: Flat, group: list[fx.Node], ins: list[fx.Node]) -> dict[str, fx
     ports = {p: by_port[got[p]] for p in got}
     extras = [a for a in ins if a not in ports.values()]
     pads = [a for a in extras if _padding(flat, a, group)]
-    context = any(a in flat.context for n in group for a in flat.args_of(n))
-    if len(pads) == 1 and len(extras) == 1 and not context:
-        return ports | {"key_padding_mask": pads[0]}  # type: ignore[return-value]
-    if extras or _masked(group):
-        return "an attn_mask (or a key_padding_mask with one): not imported yet"
-    return ports  # type: ignore[return-value]
+    masks = [a for a in extras if a not in pads]
+    if len(pads) > 1 or len(masks) > 1 or (not extras and _masked(group)):
+        return "masks other than one attn_mask and one bool key_padding_mask"
+    if pads:
+        ports = ports | {"key_padding_mask": pads[0]}
+    if masks:
+        return _attn_mask(flat, masks[0], ports)
+    return ports
+
+
+def _attn_mask(flat: Flat, mask: fx.Node, ports: dict[str, Any]) -> dict[str, Any] | str:
+    """The ports with the attn_mask: none and ``_causal`` where it is causal on the example
+    (computed from no input, or an input given so), the ``mask`` port otherwise (a bool one
+    through ``_invert``: torch hides True, the op keeps it)."""
+    name = flat.inputs.get(mask)
+    value = encdec.evaluate(flat, mask) if mask in flat.context else flat.examples.get(name or "")
+    if causal_values(value):
+        return ports | {"_causal": mask}  # read by no node: by_export.py drops such an input
+    if mask in flat.context:
+        if encdec.keeps_all(flat, mask):
+            return ports
+        return "an attn_mask computed from no input that is not causal on the example's sizes"
+    val = mask.meta.get("val")
+    if (
+        not isinstance(val, torch.Tensor)
+        or val.ndim not in (2, 3)
+        or (val.ndim == 3 and val.shape[0] != 1)
+    ):
+        shape = tuple(getattr(val, "shape", ()))
+        return f"an attn_mask of shape {shape}: (T, S) or (1, T, S) only (one mask for every head)"
+    if val.dtype == torch.bool:
+        return ports | {"mask": mask, "_invert": True}
+    if not val.dtype.is_floating_point:
+        return f"an attn_mask of dtype {val.dtype}: float (added) or bool (True hides) only"
+    return ports | {"mask": mask}
 
 
 def _padding(flat: Flat, mask: fx.Node, group: list[fx.Node]) -> bool:

@@ -293,7 +293,7 @@ class _Scope:
             if seq is not None:
                 items += seq
             elif isinstance(one, Item):
-                items += [*one.extra.pop("before", []), one]  # Swin's mask before its attention
+                items += [*one.extra.pop("before", []), one]  # a mask before its attention
             else:
                 items += one or []
         kept = fold_patch_merging(fold_positions(items, self.w), self.w.flat)
@@ -377,6 +377,7 @@ class _Scope:
                     a not in calls
                     and a not in flat.context
                     and a not in flat.weights
+                    and a not in flat.unread  # a causal mask input: the attention's causal
                     and a not in ins
                 ):
                     ins.append(a)
@@ -403,6 +404,7 @@ class _Scope:
             self.w.fail(group[0], f"{type(m).__name__} self.{child}", made)
             return None
         ports = made[1].pop("_ports", None) if isinstance(made, tuple) else None
+        invert = made[1].pop("_invert_mask", False) if isinstance(made, tuple) else False
         before = made[1].pop("_before", []) if isinstance(made, tuple) else []
         if isinstance(made, tuple) and made[1].pop("_absorb", False):  # positions, added to x
             got = absorbed_add(flat, outs[0]) if len(outs) == 1 and not ins else None
@@ -443,7 +445,18 @@ class _Scope:
             else:
                 rel_tie = tie[len(self.path) + 1 :] if self.path else tie
                 item.extra.setdefault("tie", {})[pname] = rel_tie
+        if invert and isinstance(ports, dict):  # torch's bool attn_mask hides True
+            item.extra.setdefault("before", []).append(self._kept(rel, ports, group))
         return item
+
+    def _kept(self, rel: str, ports: dict[str, fx.Node], group: list[fx.Node]) -> Item:
+        """``{id: <attn>_keep, op: logical_not, in: <mask>}`` before the attention, which then
+        reads it: torch's bool attn_mask is True where a key is hidden, the op's where it takes
+        part. Its value is named by the attention's first call that reads the mask."""
+        flat, mask = self.w.flat, ports["mask"]
+        handle = next(n for n in group if mask in flat.args_of(n))
+        ports["mask"] = handle
+        return Item(f"{rel}_keep", "logical_not", [mask], {}, [handle], set())
 
     def _padding(self, end: fx.Node) -> Item:
         """``{id: padding_mask, op: eq, in: attention_mask, scalar: 0}``: True at the keys the
