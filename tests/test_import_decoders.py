@@ -228,9 +228,12 @@ def test_mixtral_round_trip_from_the_cli(tmp_path: Path) -> None:
     gradients_equal(text, ref)
 
 
-def test_experts_with_one_missing_are_not_stacked(tmp_path: Path) -> None:
+def test_experts_with_one_missing_are_not_stacked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A folder whose experts lack one (expert 3's w1 removed) is not stacked by guess:
-    convert --spec of the imported spec exits 1 with the shipped mapping's complaint."""
+    convert --spec of the imported spec exits 2 naming the per-expert keys the spec has no
+    tensor for, then the shipped mapping's complaint; nothing is written."""
     from safetensors.torch import load_file, save_file
 
     _, folder = saved(
@@ -243,7 +246,11 @@ def test_experts_with_one_missing_are_not_stacked(tmp_path: Path) -> None:
     tensors = load_file(weights)
     del tensors["model.layers.0.block_sparse_moe.experts.3.w1.weight"]
     save_file(tensors, weights, metadata={"format": "pt"})
-    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 1
+    capsys.readouterr()
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 2
+    err = capsys.readouterr().err
+    assert "the spec's tensors are not the checkpoint's own keys" in err
+    assert "'model.layers.0.block_sparse_moe.experts." in err and "Traceback" not in err
     assert not art.exists()
 
 

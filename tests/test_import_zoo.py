@@ -35,22 +35,8 @@ MODEL_TYPES = {
 }  # fmt: skip
 # T5's gated-GELU v1.1 (an LM head of its own) beside the table's v1.0 (ReLU, tied)
 T5_V1_1 = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
-_T5 = (
-    "import --hf: cannot import: 18 unsupported call(s), the first: Embedding "
-    "relative_attention_bias (positions other than arange(T) + offset)"
-)
 # the cases this branch refuses, with the refusal's first line (and its cause): issue 30's to-do
-TODO: dict[str, str] = {
-    "t5": _T5,
-    "t5_v1_1": _T5,
-    "deepseek_v3": "import --hf: cannot import: 101 unsupported call(s), the first: "
-    "self_attn aten.split_with_sizes (no archcomp op for it): the latent attention",
-    "swin_tiny": "import --hf: cannot import: 42 unsupported call(s), the first: aten.pad "
-    "(no archcomp op for it) at modeling_swin.py: maybe_pad",
-    "mixtral": "convert --spec: vocab_size = 61 (the spec's param 'vocab'): unknown param "
-    "'vocab' (the shipped mapping's: the folder's experts are saved per expert, "
-    "block_sparse_moe.experts.i.w1, not the spec's keys)",
-}
+TODO: dict[str, str] = {}
 # the table's batch keys that are not transformers' argument names
 RENAMED = {"ids": "input_ids", "images": "pixel_values", "x": "pixel_values"}
 

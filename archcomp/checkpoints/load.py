@@ -84,10 +84,16 @@ def resolve(
             ck.config.get("model_type"), lambda m: _misfit(ck, m, spec, given)
         )
         return _resolved(ck, chosen, spec, given)
-    except (SpecError, UsageError):
+    except (SpecError, UsageError) as exc:
         # no shipped mapping reads it into this spec: a spec whose tensors are the checkpoint's
         # own keys (from `archcomp import --hf`) loads each by its name
         identity = _identity(ck, spec, given) if spec is not None else None
+        if isinstance(identity, str):
+            first = str(exc).splitlines()[0]
+            raise UsageError(
+                f"{ck.folder}: the spec's tensors are not the checkpoint's own keys ({identity}),"
+                f" and no shipped mapping reads it into the spec ({first})"
+            ) from None
         if identity is None:
             raise
         return _resolved(ck, identity, spec, given)
@@ -114,11 +120,14 @@ def _resolved(
     return Source(ck, chosen, g, _logical_keys(ck, chosen))
 
 
-def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> Mapping | None:
+def _identity(
+    ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]
+) -> Mapping | str | None:
     """A mapping that reads every tensor by its own name, when the spec's model has a tensor
     of every checkpoint key (a spec from ``archcomp import --hf``, whose node ids are the
     module paths; a key transformers renames on loading, GPT-NeoX's legacy ``embed_out``, by
-    its new name); None for any other spec. Tried only where no shipped mapping fits."""
+    its new name); else the keys it lacks, in words, or None where the spec does not build.
+    Tried only where no shipped mapping fits."""
     import yaml
 
     from archcomp.backends.torch.build import build_graph
@@ -141,11 +150,14 @@ def _identity(ck: Checkpoint, spec: SpecSource, given: MappingABC[str, Any]) -> 
     missing = [n for n in names if n not in tensors]
     if missing:  # experts saved one by one, stacked as transformers loads them (Mixtral)
         rules, read = hf_stacks(ck.folder, first, missing, _rename(renames, renamer))
-        if read != set(missing) or any(r["to"] not in keys for r in rules.values()):
-            return None
-        tensors |= rules
+        if read == set(missing) and all(r["to"] in keys for r in rules.values()):
+            tensors |= rules
+            missing = []
     if not names:
         return None
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        return f"{len(missing)} checkpoint tensor(s) the spec has no tensor for: {shown}"
     decl = {
         "archcomp_mapping": 1,
         "description": "each tensor by its own name",

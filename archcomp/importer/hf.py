@@ -52,7 +52,33 @@ def load_meta_model(folder: Path) -> Any:
             model = cls(config)
     except Exception as e:  # transformers' own refusal of the config, in one line
         raise UsageError(f"{cfg_file}: transformers cannot build {archs[0]}: {e}") from None
+    _untie_saved(model, folder)
     return model.eval()
+
+
+def _untie_saved(model: Any, folder: Path) -> None:
+    """Ties the folder's weights keep apart, untied on meta as transformers' loader does.
+
+    transformers 5 reads T5 v1.1's saved ``tie_word_embeddings: false`` back as true, then
+    leaves ``lm_head.weight`` untied on load because the folder holds both tensors. Where
+    both names of a tie are in the folder's headers (no tensor is read), the later one gets a
+    parameter of its own. A folder of config.json alone keeps every tie.
+    """
+    import torch
+
+    from archcomp.checkpoints.files import CheckpointFileError, open_checkpoint
+
+    try:
+        saved = open_checkpoint(folder).tensors
+    except CheckpointFileError:
+        return
+    first: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owner = first.setdefault(id(p), name)
+        if owner != name and name in saved and owner in saved:
+            path, _, attr = name.rpartition(".")
+            own = torch.nn.Parameter(torch.empty_like(p), requires_grad=p.requires_grad)
+            setattr(model.get_submodule(path), attr, own)
 
 
 def import_hf(folder: str | Path, *, name: str | None = None) -> str:

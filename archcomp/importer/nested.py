@@ -93,6 +93,7 @@ class _Params:
             if all(repr(had[c].get(known)) == repr(v) for c, v in enumerate(vals) if care[c]):
                 return known
         base, k = re.sub(r"\W", "_", name), 2
+        base = f"node{base}" if base[:1].isdigit() else base  # node '1' of a Sequential
         name = base
         while name in self.defaults:
             name, k = f"{base}_{k}", k + 1
