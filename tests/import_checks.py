@@ -70,3 +70,18 @@ def logits_equal(model: Any, ref: Any) -> None:
         got, want = model(input_ids=ids), ref(input_ids=ids).logits
     got = got["logits"] if isinstance(got, dict) else got
     assert_close(got, want, chains.tolerance(torch.float32, got, want))
+
+
+class Read(nn.Module):
+    """``model`` with the parameters in ``skip`` (read by no node) left out of
+    ``named_parameters``: the gradients compared are those an output has."""
+
+    def __init__(self, model: nn.Module, skip: set[str]) -> None:
+        super().__init__()
+        self.model, self.skip = model, skip
+
+    def forward(self, *xs: torch.Tensor, **kw: torch.Tensor) -> object:
+        return self.model(*xs, **kw)
+
+    def named_parameters(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        return ((n, p) for n, p in self.model.named_parameters() if n not in self.skip)

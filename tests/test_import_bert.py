@@ -140,17 +140,24 @@ outputs: {y: decoder}
     torch.testing.assert_close(model.get_parameter("bias").grad, torch.full((5,), 2.0))
 
 
-def test_an_untied_head_leaves_its_unread_bias_without_a_node(tmp_path: Path) -> None:
+def test_an_untied_head_holds_its_unread_bias_by_an_unused_node(tmp_path: Path) -> None:
     """With ``tie_word_embeddings: false`` transformers ties neither the decoder's weight nor
-    its bias: ``cls.predictions.bias`` is read by no forward, so no node holds it (as DINOv2's
-    mask token); everything else loads strictly and the outputs are equal."""
+    its bias: ``cls.predictions.bias`` is read by no forward, so a ``parameter`` node with
+    ``unused: true`` holds it (as DINOv2's mask token): transformers' whole state_dict loads
+    strictly, ``convert --spec`` of the saved folder loads it, and the outputs are equal."""
     ref, folder = saved(tmp_path, "BertForPreTraining", tie_word_embeddings=False, **BERT)
-    text = import_hf(folder)
-    assert "tie:" not in text and "key: self" not in text
+    spec, art = tmp_path / "bert.yaml", tmp_path / "bert.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    text = spec.read_text()
+    assert "tie:" not in text
+    assert '- {id: bias, op: parameter, shape: ["${vocab_size}"], key: self, unused: true}' in text
     model = archcomp.build(text)
-    missing, unexpected = model.load_state_dict(ref.state_dict(), strict=False)
-    assert (missing, unexpected) == ([], ["cls.predictions.bias"])
+    model.load_state_dict(ref.state_dict(), strict=True)
     outputs_equal(model, ref, ["prediction_logits", "seq_relationship_logits"])
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    built = archcomp.load(art)
+    assert torch.equal(built.get_parameter("cls.predictions.bias"), ref.cls.predictions.bias)
+    outputs_equal(built, ref, ["prediction_logits", "seq_relationship_logits"])
 
 
 def test_a_causal_mask_is_no_padding_mask(tmp_path: Path) -> None:

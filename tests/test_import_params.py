@@ -12,6 +12,7 @@ import pytest
 import torch
 from equivalence import Case, check_case
 from hf_models import quiet
+from import_checks import Read
 from lowering import redraw
 from numerics import RoundingChains, assert_close
 
@@ -43,11 +44,9 @@ def _saved(tmp_path: Path, config: str, arch: str, **kw: Any) -> tuple[Any, Path
 
 
 def _equal(model: Any, ref: Any, pixels: torch.Tensor, fields: list[str], unread: Any = ()) -> None:
-    """Outputs and every gradient, with ref's own state_dict loaded strictly (but for the
-    ``unread`` keys: parameters no forward reads, which no node holds)."""
-    state = {k: v for k, v in ref.state_dict().items() if k not in unread}
-    assert len(state) == len(ref.state_dict()) - len(unread)
-    model.load_state_dict(state, strict=True)
+    """Outputs and every gradient, with ref's whole state_dict loaded strictly (``unread``:
+    parameters no forward reads, held by ``unused: true`` nodes: no gradient to compare)."""
+    model.load_state_dict(ref.state_dict(), strict=True)
     assert list(model.output_names) == fields
     with torch.no_grad(), RoundingChains() as chains:
         got, want = model(pixel_values=pixels), ref(pixel_values=pixels)
@@ -55,6 +54,7 @@ def _equal(model: Any, ref: Any, pixels: torch.Tensor, fields: list[str], unread
         g, w = (got[field] if isinstance(got, dict) else got), getattr(want, field)
         assert_close(g, w, chains.tolerance(torch.float32, g, w))
     ref.train(model.training)
+    model = Read(model, set(unread))  # dinov2's mask_token: held (unused: true), no gradient
     case = Case(
         model,
         ref,
@@ -136,15 +136,33 @@ def test_dinov2_round_trip(tmp_path: Path) -> None:
     ref, folder = _saved(tmp_path, "Dinov2Config", "Dinov2Model", **small, **extra)
     text = import_hf(folder)
     assert "- {id: layer_scale1, op: layer_scale, gain_name: lambda1}" in text
+    # mask_token is read only with bool_masked_pos (masked image modelling): no traced call
+    # reads it, a node holds it, so transformers' whole state_dict loads strictly
+    held = (
+        '- {id: mask_token, op: parameter, shape: [1, "${hidden_size}"], key: self, unused: true}'
+    )
+    assert held in text
     pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    # mask_token is read only with bool_masked_pos (masked image modelling): not traced
     fields = ["last_hidden_state", "pooler_output"]
-    _equal(archcomp.build(text), ref, pixels, fields, ["embeddings.mask_token"])
+    model = archcomp.build(text)
+    _equal(model, ref, pixels, fields, unread=["embeddings.mask_token"])
+    # and from the command line: convert --spec of the saved folder loads every key
+    spec, art = tmp_path / "dinov2.yaml", tmp_path / "dinov2.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    loaded = archcomp.load(art)
+    assert torch.equal(loaded.get_parameter("embeddings.mask_token"), ref.embeddings.mask_token)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = loaded(pixel_values=pixels), ref(pixel_values=pixels)
+    for field in fields:
+        g, w = got[field], getattr(want, field)
+        assert_close(g, w, chains.tolerance(torch.float32, g, w))
 
 
 def test_emit_python_writes_a_parameter_keyed_by_its_id(tmp_path: Path) -> None:
     """--emit-python: a ``key: self`` parameter is an ``nn.Parameter`` attribute of its block's
-    class; the written module loads the artifact strictly and computes the same."""
+    class (one no node reads, ``unused: true``, too); the written module loads the artifact
+    strictly and computes the same."""
     import importlib.util
 
     text = """archcomp: 1
@@ -160,6 +178,7 @@ blocks:
       - {id: cls_b, op: expand, in: {x: cls_token, like: x}, shape: [B, -1, -1]}
       - {id: tokens, op: concat, in: [cls_b, x], dim: 1}
       - {id: ls, op: layer_scale, gain_name: lambda1}
+      - {id: held, op: parameter, shape: [2], key: self, unused: true}
     outputs: ls
 nodes:
   - {id: embeddings, op: emb}
@@ -180,6 +199,7 @@ outputs: {y: a}
     emitted = mod.M()
     emitted.load_state_dict(load_file(art), strict=True)
     assert not emitted.p.requires_grad
+    assert "embeddings.held" in load_file(art)
     x = torch.randn(3, 4, 8)
     assert torch.equal(emitted(x), archcomp.load(art)(x))
 
@@ -213,3 +233,33 @@ outputs: {y: add}
     model.load_state_dict(built.state_dict(), strict=True)
     assert list(model.state_dict()) == ["bias", "layer_scale.lambda1"]
     assert torch.equal(model(x), built(x))
+
+
+def test_a_tensor_no_forward_reads_is_held_by_an_unused_node() -> None:
+    """torch.fx's import of a module whose own parameter and float buffer its forward never
+    reads: each a node with ``unused: true`` (no ``unused-node`` error), so the module's whole
+    state_dict loads strictly; without the flag such a node is refused."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 3)
+            self.mask_token = torch.nn.Parameter(torch.randn(1, 8))
+            self.register_buffer("stat", torch.randn(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    net = Net()
+    text = archcomp.import_module(net, (torch.randn(2, 8),))
+    assert "- {id: mask_token, op: parameter, shape: [1, 8], key: self, unused: true}" in text
+    assert "- {id: stat, op: buffer, shape: [3], key: self, unused: true}" in text
+    model = archcomp.build(text)
+    model.load_state_dict(net.state_dict(), strict=True)
+    assert torch.equal(model.get_buffer("stat"), net.stat)
+    x = torch.randn(4, 8)
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x), net(x)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    with pytest.raises(archcomp.SpecError, match="node is never used"):
+        archcomp.build(text.replace(", unused: true", "", 1))

@@ -5,6 +5,7 @@ under tests/NUMERICS.md)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from equivalence import Case, check_case
 from hf_models import quiet
-from import_checks import round_trip
+from import_checks import Read, round_trip
 from lowering import redraw
 from numerics import RoundingChains, assert_close
 from spec_library import LIBRARY, SPECS, example_inputs
@@ -158,6 +159,18 @@ FIXED_POINT = ["cnn", "lstm_classifier", "mlp", "llama", "gpt2", "transformer", 
 FIXED_POINT += ["mixtral", "whisper", "mamba", "bart", "t5", "convnext_tiny"]
 FIXED_POINT += ["resnet18", "resnet50", "gemma2", "swin_tiny"]  # copies that differ by index
 FIXED_POINT += ["gemma3_text", "deepseek_v3"]  # copies that cannot be one: nodes 0, 1, ...
+FIXED_POINT += ["vit_b16", "dinov2_base", "clip_vit_b32"]  # tokens.size(0); F.interpolate
+FIXED_POINT += ["linear_regression", "lenet5", "rnn", "gpt3", "mistral", "qwen2", "qwen3"]
+FIXED_POINT += ["olmo2", "phi3", "gpt_neox"]
+
+
+def test_the_fixed_point_covers_every_shipped_spec() -> None:
+    assert sorted(FIXED_POINT) == sorted(LIBRARY) == sorted(p.stem for p in SPECS.glob("*.yaml"))
+
+
+def unused_ids(text: str) -> set[str]:
+    """The ids of the parameter and buffer nodes a spec holds with ``unused: true``."""
+    return set(re.findall(r"\{id: (\w+), op: (?:parameter|buffer)\b[^}]*unused: true", text))
 
 
 @pytest.mark.parametrize("name", FIXED_POINT)
@@ -183,12 +196,14 @@ def test_import_of_a_built_shipped_spec_is_a_fixed_point(name: str) -> None:
         assert_close(got, want, chains.tolerance(torch.float32, got, want))
         return
     built.eval(), again.eval()  # bart and t5 keep dropout at their small sizes
+    unread = {n for n in shapes(again) if n.rsplit(".", 2)[-2] in unused_ids(text)}
+    read = Read(again, unread)  # dinov2's mask_token: held (unused: true), no gradient
     case = Case(
-        again,
+        read,
         built,
         inputs,
         lambda *xs: [built(*xs)] if not isinstance(out := built(*xs), dict) else list(out.values()),
-        {n: (lambda n=n: built.get_parameter(n).grad) for n, _ in again.named_parameters()},
+        {n: (lambda n=n: built.get_parameter(n).grad) for n, _ in read.named_parameters()},
     )
     check_case(case)
 
@@ -342,6 +357,51 @@ def test_hf_layers_of_two_kinds_become_one_block_reading_index(tmp_path: Path) -
     model = archcomp.build(text)
     model.load_state_dict(ref.state_dict(), strict=True)
     logits_equal(model.eval(), ref)
+
+
+class ClassToken(nn.Module):
+    """A class token expanded to the batch by sizes read from tensors (``x.size(0)`` and
+    ``x.shape[0]``), prepended to projected patches."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, d)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d))
+        self.reg_token = nn.Parameter(torch.randn(1, 1, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(x)  # (B, T, d)
+        cls = self.cls_token.expand(tokens.size(0), -1, -1)
+        reg = self.reg_token.expand(tokens.shape[0], 1, -1)
+        return torch.cat([cls, reg, tokens], dim=1)  # (B, 2 + T, d)
+
+
+def test_a_size_read_from_a_tensor_is_the_batch_expand_reads_from_like() -> None:
+    """``tokens.size(0)`` with ``dims={"B": 0}``: ``expand`` to ``[B, -1, -1]`` read from
+    ``like: proj`` at run time, so another batch size runs; without ``dims``, the literal."""
+    net = ClassToken()
+    text = round_trip(net, (torch.randn(2, 5, 6),), dims={"B": 0})
+    assert "op: expand, in: {x: cls_token, like: proj}, shape: [B, -1, -1]}" in text
+    assert "op: expand, in: {x: reg_token, like: proj}, shape: [B, 1, -1]}" in text
+    model = archcomp.build(text)
+    model.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(4, 5, 6)  # B = 4, not 2
+    with torch.no_grad(), RoundingChains() as chains:
+        got, want = model(x), net(x)
+    assert_close(got, want, chains.tolerance(torch.float32, got, want))
+    literal = archcomp.import_module(net, (torch.randn(2, 5, 6),))
+    assert "- {id: expand, op: expand, shape: [2, -1, -1]}" in literal
+
+
+def test_a_size_read_from_a_tensor_for_anything_but_expand_is_refused() -> None:
+    class View(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.size(0), -1)
+
+    with pytest.raises(archcomp.importer.ImportFailure) as e:
+        archcomp.import_module(View(), (torch.randn(2, 3, 4),), dims={"B": 0})
+    assert "Tensor.view (shape (x.size(0), -1): sizes read from a tensor" in str(e.value)
+    assert "x.view(x.size(0), -1)" in str(e.value)  # its line
 
 
 def test_resnet_model_round_trip(tmp_path: Path) -> None:

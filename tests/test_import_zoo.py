@@ -36,10 +36,7 @@ MODEL_TYPES = {
 # T5's gated-GELU v1.1 (an LM head of its own) beside the table's v1.0 (ReLU, tied)
 T5_V1_1 = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
 # the cases this branch refuses, with the refusal's first line (and its cause): issue 30's to-do
-TODO: dict[str, str] = {
-    "dinov2_base": "convert --spec: the spec's tensors are not the checkpoint's own keys (1 "
-    "checkpoint tensor(s) the spec has no tensor for: 'embeddings.mask_token': read by no node)",
-}
+TODO: dict[str, str] = {}
 # the table's batch keys that are not transformers' argument names
 RENAMED = {"ids": "input_ids", "images": "pixel_values", "x": "pixel_values"}
 

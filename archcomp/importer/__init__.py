@@ -56,6 +56,7 @@ def import_module(
     flags = {k: v for k, v in bound.items() if k not in inputs}  # tgt_is_causal=True: constants
     built = isinstance(getattr(module, "node_meta", None), dict)  # made by archcomp.build
     imp = Importer(built=built_ops(module), ties=built_ties(module), handoff=built)
+    imp.root, imp.inputs, imp.leading = module, inputs, _leading(inputs, dims or {})
     if flags:  # torch.fx would make them inputs: torch.export traces them as constants
         imp.problems.append(f"torch.fx cannot trace it: non-tensor arguments {sorted(flags)}")
         body = None

@@ -50,6 +50,10 @@ def spec_text(
     params: dict[str, Any] | None = None,
 ) -> str:
     """The whole spec: header, dims, inputs, blocks (innermost first), nodes and outputs."""
+    from archcomp.importer.unread import mark_unread
+
+    blocks = {k: mark_unread(b) for k, b in blocks.items()}
+    body = mark_unread(body)
     lines = [
         f"# Imported from {source} by archcomp import --hf."
         if source.startswith("transformers'")

@@ -3,7 +3,8 @@
 ``torch.select`` (aten's ``x[:, 0]``) as an ``index``, ``torch.roll``, comparisons
 (``mask != 0``), ``chunk``/``split`` as ``split``, and CLIP's ``torch.pow`` (a constant
 exponent), ``torch.sum`` over dims, ``torch.matmul``, ``Tensor.t``, ``argmax``, ``gather`` and
-``expand`` to literal sizes; arguments equal to the op's defaults are left out."""
+``expand`` to literal sizes; ``F.interpolate`` as ``upsample``; arguments equal to the op's
+defaults are left out."""
 
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ def more_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
     reduced = _reduce(target, args, kwargs)
     if reduced is not None:
         return reduced
+    if target is F.interpolate:
+        return _interpolate(args, kwargs)
     if target not in POOLS:
         return None
     op, names = POOLS[target]
@@ -130,6 +133,28 @@ def _reduce(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             raise ValueError(f"an expand to {list(sizes)!r} (sizes read from a tensor)")
         return "expand", [args[0]], {"shape": list(sizes)}
     return None
+
+
+_INTERPOLATE = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor")
+
+
+def _interpolate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``F.interpolate(x, size | scale_factor, mode, align_corners)`` as ``upsample`` (DINOv2's
+    position-table resize); literal sizes, modes the op has, no antialias."""
+    bound = dict(zip(_INTERPOLATE, args[1:], strict=False)) | kwargs
+    if bound.pop("antialias", False) or bound.pop("recompute_scale_factor", None):
+        raise ValueError("interpolate with antialias or recompute_scale_factor")
+    if set(bound) - set(_INTERPOLATE):
+        raise ValueError(f"interpolate with {sorted(set(bound) - set(_INTERPOLATE))}")
+    if bound.get("mode", "nearest") not in ("nearest", "linear", "bilinear", "bicubic"):
+        raise ValueError(f"interpolate in mode {bound['mode']!r} (no upsample mode of it)")
+    for k in ("size", "scale_factor"):
+        v = bound.get(k)
+        vals = v if isinstance(v, list | tuple) else [v]
+        if v is not None and not all(isinstance(x, int | float) for x in vals):
+            raise ValueError(f"interpolate to a {k} read from a tensor")
+    opts = {k: _one_or_list(v) for k, v in bound.items() if v is not None}
+    return "upsample", [args[0]], opts
 
 
 def _split(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -37,6 +37,7 @@ from archcomp.importer.swin import batch_free, fold_patch_merging
 from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block, stray_calls
 from archcomp.importer.trace import _snake, without_defaults
 from archcomp.importer.unify import unify, unify_ops
+from archcomp.importer.unread import read_tensors, unread_tensors
 
 ATEN: dict[str, Any] = {
     "aten.add.Tensor": operator.add,
@@ -296,7 +297,14 @@ class _Scope:
             else:
                 items += one or []
         kept = fold_patch_merging(fold_positions(items, self.w), self.w.flat)
-        return _repeats(merge_alternating(kept, self.w), self.w, self.path)
+        return _repeats(merge_alternating(kept, self.w), self.w, self.path) + self._unread(items)
+
+    def _unread(self, items: list[Item]) -> list[Item]:
+        """This module's tensors that no call reads (DINOv2's ``mask_token``), held by
+        ``unused: true`` nodes (:mod:`archcomp.importer.unread`)."""
+        m, taken = self.w.flat.model.get_submodule(self.path), {it.id for it in items}
+        held = unread_tensors(m, read_tensors(self.w.flat), taken)
+        return [Item(h.pop("id"), h.pop("op"), [], h, [], set()) for h in held]
 
     def _tensors(self, n: fx.Node) -> list[Item]:
         """A ``parameter`` (or ``buffer``) node, ``key: self``, for each bare parameter (or

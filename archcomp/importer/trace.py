@@ -22,7 +22,16 @@ from archcomp.importer.leaves import RESULTS, leaf_op
 from archcomp.importer.nested import merge_nested
 from archcomp.importer.ordered import chained_body, named
 from archcomp.importer.parameters import OwnTensor, own_buffer
+from archcomp.importer.sizes import (
+    Examples,
+    Size,
+    example_values,
+    reads_sizes,
+    record_examples,
+    sized,
+)
 from archcomp.importer.unify import unify, unify_ops
+from archcomp.importer.unread import child_tensors, unread_tensors
 from archcomp.ops import all_ops
 
 Body = dict[str, Any]
@@ -62,6 +71,10 @@ class Importer:
     built: dict[str, Any] = field(default_factory=dict)  # path -> op of a built model (.built)
     ties: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> a built node's tie
     handoff: bool = False  # a built model: its forwards hand values to blocks in lists of one
+    root: nn.Module | None = None  # the imported module, run on ``inputs`` for sizes (sizes.py)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    leading: tuple[tuple[int, str], ...] = ()  # the first input's leading named dims
+    examples: Examples | None = None  # each module's example arguments, recorded on demand
 
     def block_for(self, m: nn.Module, given: list[str], where: str) -> str | None:
         """The block name for child ``m`` called with tensors for ``given`` of its arguments."""
@@ -114,6 +127,10 @@ class Importer:
                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__} at {_raised_at(e)}"
             )
             return None
+        if reads_sizes(graph) and self.root is not None:  # x.size(0): its example value
+            if self.examples is None:
+                self.examples = record_examples(self.root, self.inputs)
+            example_values(m, graph, self.examples.get(where))
         if self.handoff:  # archcomp/backends/torch/handoff.py
             _unhand(graph)
         return _Body(self, m, where).run(graph, given)
@@ -190,6 +207,8 @@ class _Body:
             i += 1
         if len(self.imp.problems) > before:
             return None
+        read = child_tensors(self.module) | {id(_get(self.module, t)) for t in self.tensors}
+        self.nodes += unread_tensors(self.module, read, self.ids | self.children)  # unread.py
         return {"inputs": inputs, "nodes": self.nodes, "outputs": outputs}
 
     def _fail(self, node: fx.Node, what: str, why: str) -> None:
@@ -261,12 +280,16 @@ class _Body:
         if node.target is operator.getitem and isinstance(args[0], tuple):
             self.env[node] = args[0][args[1]]
             return
+        size = sized(node, args, kwargs, self.imp.leading)
+        if isinstance(size, str):
+            self._fail(node, describe(node.target, node.op, args), size)
+            return
         try:
-            made = call_op(node.target, args, kwargs)
+            made = size or call_op(node.target, args, kwargs)
         except (Unsupported, KeyError, IndexError, TypeError, ValueError) as e:
             self._fail(node, describe(node.target, node.op, args), str(e) or type(e).__name__)
             return
-        if isinstance(made, Ref):
+        if isinstance(made, Ref | Size):
             self.env[node] = made
             return
         op, ins, opts = made

@@ -24,7 +24,10 @@ class ParameterArgs(OpArgs):
     freezes it (``requires_grad`` false): still a parameter of the state dict, counted as
     non-trainable. It takes no input; broadcast it to the batch with ``expand``. ``key: self``
     keys the tensor by the node id itself (``cls_token``, not ``cls_token.weight``): a bare
-    ``nn.Parameter`` of a module, as ViT's ``cls_token``, loads by its own name."""
+    ``nn.Parameter`` of a module, as ViT's ``cls_token``, loads by its own name. ``unused: true``
+    holds a tensor that no node reads (transformers' DINOv2 ``mask_token`` without
+    ``bool_masked_pos``), so the module's whole state dict loads; without it such a node is an
+    error (``unused-node``)."""
 
     shape: list[Size] = Field(max_length=8, description="sizes (positive ints); [] for a scalar")
     trainable: bool = Field(
@@ -33,6 +36,10 @@ class ParameterArgs(OpArgs):
     key: Literal["weight", "self"] = Field(
         default="weight",
         description="the state_dict key: <id>.weight, or self: the node id itself",
+    )
+    unused: bool = Field(
+        default=False,
+        description="true: no node reads it, kept for the state dict (a tensor no forward reads)",
     )
 
 
@@ -75,7 +82,8 @@ class BufferArgs(OpArgs):
     updated outside the gradient). ``persistent`` buffers are saved with the weights and loaded
     from checkpoints; others are rebuilt at construction. It takes no input. ``key: self`` keys
     the tensor by the node id itself (``final_logits_bias``, not ``final_logits_bias.value``): a
-    module's own buffer, as BART's ``final_logits_bias``, loads by its own name."""
+    module's own buffer, as BART's ``final_logits_bias``, loads by its own name. ``unused:
+    true`` holds a buffer no node reads, as ``parameter``'s."""
 
     shape: list[Size] = Field(max_length=8, description="sizes (positive ints); [] for a scalar")
     init_value: float = Field(default=0.0, description="the value of every entry")
@@ -85,6 +93,10 @@ class BufferArgs(OpArgs):
     key: Literal["value", "self"] = Field(
         default="value",
         description="the state_dict key: <id>.value, or self: the node id itself",
+    )
+    unused: bool = Field(
+        default=False,
+        description="true: no node reads it, kept for the state dict (a tensor no forward reads)",
     )
 
 

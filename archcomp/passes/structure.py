@@ -141,8 +141,10 @@ def _report_unused(
     """Report the nodes and inputs no output depends on (``live``: those some output does)."""
     tied = {t for node in g.nodes.values() if node.name in live for t, _ in node.tie.values()}
     for name, node in g.nodes.items():
-        if name in live or (name in g.read_by_absent | tied and node.op.name in LEARNED_OPS):
-            continue  # a learned tensor read only by absent nodes, or a live node's tie, stays
+        held = name in g.read_by_absent | tied or getattr(node.args, "unused", False)
+        if name in live or (held and node.op.name in LEARNED_OPS):
+            continue  # a learned tensor read only by absent nodes, a live node's tie, or held
+            # for the state dict (unused: true) stays
         key = (node.origin.doc.file, node.origin.path)
         if key in seen_origins:
             continue
