@@ -14,6 +14,7 @@ from torch import nn
 
 import archcomp
 from archcomp.backends.torch.emit import emit_python
+from archcomp.frontend.schema import reserved_id
 
 SPEC = """
 archcomp: 1
@@ -151,3 +152,30 @@ def test_import_module_keeps_a_child_called_self() -> None:
     got, want = model(x), net(x)
     for g, w in zip(got.values(), want, strict=True):
         torch.testing.assert_close(g, w)
+
+
+def test_every_attribute_of_a_built_module_is_reserved_as_a_node_id() -> None:
+    """A node id is an attribute of the compiled module (or of its block's): every public name
+    the built modules carry beyond their nodes (nn.Module's, GraphModule's, ArchModule's own,
+    such as ``generate`` and ``source``) is refused as an id, where it is written, and never
+    reaches torch (``source`` was a TypeError from torch, exit 3; ``generate`` a forward that
+    called the method)."""
+    model = archcomp.build(SPEC, seed=0)
+    nodes = {"self", "attention", "layers", "head", "out", "act", "output", "add"}
+    for module in (model, model.get_submodule("attention")):
+        names = {n for n in dir(module) if not n.startswith("_")} - nodes
+        free = sorted(n for n in names if not reserved_id(n))
+        assert free == [], f"{type(module).__name__} attributes a node id may take: {free}"
+    for nid in ("generate", "source", "node_modules"):
+        text = f"""archcomp: 1
+name: t
+inputs: {{x: {{shape: [2, 8]}}}}
+nodes:
+  - {{id: {nid}, op: linear, out_features: 4}}
+outputs: {{y: {nid}}}
+"""
+        with pytest.raises(archcomp.SpecError) as e:
+            archcomp.build(text)
+        assert f"<string>:5:10: error: '{nid}' is a reserved name and cannot be a node id" in str(
+            e.value
+        )
