@@ -154,6 +154,13 @@ def test_import_module_keeps_a_child_called_self() -> None:
         torch.testing.assert_close(g, w)
 
 
+def _ours(module: nn.Module, name: str) -> bool:
+    """Whether torch or archcomp gives ``module`` the attribute (transformers, once imported,
+    adds ``nn.Module.smart_apply``; a model built without it has no such name)."""
+    where = getattr(getattr(type(module), name, None), "__module__", None) or "torch"
+    return where.startswith(("torch", "archcomp"))
+
+
 def test_every_attribute_of_a_built_module_is_reserved_as_a_node_id() -> None:
     """A node id is an attribute of the compiled module (or of its block's): every public name
     the built modules carry beyond their nodes (nn.Module's, GraphModule's, ArchModule's own,
@@ -163,7 +170,7 @@ def test_every_attribute_of_a_built_module_is_reserved_as_a_node_id() -> None:
     model = archcomp.build(SPEC, seed=0)
     nodes = {"self", "attention", "layers", "head", "out", "act", "output", "add"}
     for module in (model, model.get_submodule("attention")):
-        names = {n for n in dir(module) if not n.startswith("_")} - nodes
+        names = {n for n in dir(module) if not n.startswith("_") and _ours(module, n)} - nodes
         free = sorted(n for n in names if not reserved_id(n))
         assert free == [], f"{type(module).__name__} attributes a node id may take: {free}"
     for nid in ("generate", "source", "node_modules"):
@@ -179,3 +186,44 @@ outputs: {{y: {nid}}}
         assert f"<string>:5:10: error: '{nid}' is a reserved name and cannot be a node id" in str(
             e.value
         )
+
+
+TIED_INTO_CALLS = """
+archcomp: 1
+name: t
+inputs: {x: {shape: [B, 8]}}
+blocks:
+  blk:
+    inputs: [h]
+    nodes:
+      - {id: self, op: parameter, shape: [8], key: self}
+      - {id: '0', op: linear, out_features: 8, in: h}
+      - {id: '1', op: add, in: ['0', self]}
+    outputs: '1'
+nodes:
+  - {id: a, op: blk}
+  - {id: layers, op: blk, repeat: 2}
+  - {id: head, op: linear, out_features: 8, tie: {bias: layers.1.self, weight: a.0}}
+  - {id: out, op: linear, out_features: 8, tie: {bias: a.self}}
+outputs: {y: out}
+"""
+
+
+def test_a_tie_path_goes_through_calls_to_the_node_it_names() -> None:
+    """A tie's path walks block calls and repeat copies one name at a time: ``layers.1.self``
+    is copy 1's ``key: self`` tensor (it was read as parameter 'self' of the call 'layers.1'
+    and refused), ``a.0`` node 0 of ``a``, its same-named parameter (it was read as parameter
+    '0' of the call 'a' and reached torch as a module: exit 3), ``a.self`` the call's tensor."""
+    model = archcomp.build(TIED_INTO_CALLS, seed=0)
+    p = model.get_parameter
+    assert model.get_submodule("head").bias is p("layers.1.self")
+    assert model.get_submodule("head").weight is p("a.0.weight")
+    assert model.get_submodule("out").bias is p("a.self")
+    assert p("layers.0.self") is not p("layers.1.self")
+    x = torch.randn(2, 8)
+    ns: dict[str, object] = {}
+    exec(compile(emit_python(model), "<emitted>", "exec"), ns)
+    emitted = ns["T"]()  # type: ignore[operator]
+    missing, unexpected = emitted.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= set(ns["TIED"])  # type: ignore[arg-type]
+    torch.testing.assert_close(emitted(x), model(x))

@@ -835,27 +835,41 @@ class Expander:
                     )
                 )
                 return None
-            qual = local[tnode]
-            if "." in tparam:  # a parameter inside the block call tnode: its node, expanded
-                inner, _, tparam = tparam.rpartition(".")
-                qual = f"{qual}.{inner}"
-                if qual not in self.out.nodes:
-                    self.rep.add(
-                        doc.diag(
-                            "undefined-reference",
-                            f"tie target '{target}': '{tnode}' has no node '{inner}' before "
-                            "this one (a tie into a block call names a node of it)",
-                            (*path, "tie", pname),
-                            node=name,
-                        )
+            qual, rest, missing = self._tie_node(local[tnode], tparam.split(".") if tparam else [])
+            if missing is not None:  # a parameter inside a block call: no such node, expanded
+                inner = missing[len(local[tnode]) + 1 :]
+                self.rep.add(
+                    doc.diag(
+                        "undefined-reference",
+                        f"tie target '{target}': '{tnode}' has no node '{inner}' before "
+                        "this one (a tie into a block call names a node of it)",
+                        (*path, "tie", pname),
+                        node=name,
                     )
-                    return None
+                )
+                return None
             # a bare node id names that node's parameter of the same name, or its own tensor
             # where it is keyed by its id (``parameter`` with ``key: self``: BERT's bias)
+            tparam = rest[0] if rest else ""
             tie[pname] = (qual, tparam or ("" if self._keyed_by_id(qual) else pname))
         # targets are checked whatever the condition, as an absent node's inputs are
         present = self._condition(ns.tie.when, env, doc, (*path, "tie", "when"), name)
         return None if present is None else tie if present else {}
+
+    def _tie_node(self, qual: str, rest: list[str]) -> tuple[str, list[str], str | None]:
+        """The node a tie target names, what follows it, and the node the path names that was
+        not made before, if any. The path goes through block calls and repeats one name at a
+        time (``model.embed_tokens.weight``, ``layers.0.self``), so it ends at the node it
+        names, whose ``key: self`` tensor or same-named parameter a bare path means, and never
+        at a module inside one (``a.0`` is node ``0`` of call ``a``, not a parameter of it)."""
+        made, calls, absent = self.out.nodes, self.out.aliases, self.out.absent
+        start = qual
+        while rest and qual in calls and qual not in made and qual not in absent:
+            qual, rest = f"{qual}.{rest[0]}", rest[1:]
+        node = qual + "".join(f".{r}" for r in rest[:-1])
+        known = node in made or node in absent or node in calls
+        missing = None if known or (len(rest) < 2 and qual == start) else node
+        return qual, rest, missing
 
     def _keyed_by_id(self, qual: str) -> bool:
         """Node ``qual`` is made and has one tensor, keyed by its id (``key: self``)."""
