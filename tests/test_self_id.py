@@ -227,3 +227,49 @@ def test_a_tie_path_goes_through_calls_to_the_node_it_names() -> None:
     missing, unexpected = emitted.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and set(missing) <= set(ns["TIED"])  # type: ignore[arg-type]
     torch.testing.assert_close(emitted(x), model(x))
+
+
+NUMBERED = """
+archcomp: 1
+name: t
+inputs: {x: {shape: [B, 8]}}
+blocks:
+  blk:
+    inputs: [h, self_1]
+    nodes:
+      - {id: self, op: parameter, shape: [8], key: self}
+      - {id: '0', op: linear, out_features: 8, in: h}
+      - {id: '1', op: add, in: ['0', self, self_1]}
+    outputs: '1'
+nodes:
+  - {id: '0', op: parameter, shape: [8], key: self}
+  - {id: '00', op: buffer, shape: [8], key: self}
+  - {id: self, op: linear, out_features: 8, in: x, tie: {bias: '0'}}
+  - {id: '1', op: blk, in: [self, x], tie: {self: '0'}}
+  - {id: layers, op: blk, in: ['1', '00'], repeat: 2, tie: {0.weight: '1.0.weight'}}
+  - {id: head, op: linear, out_features: 8, tie: {bias: layers.1.self, weight: '1.0'}}
+outputs: {y: head}
+"""
+
+
+def test_numbered_and_self_keyed_tensors_tie_and_emit() -> None:
+    """Numbered nodes are tie targets ('0', '1.0.weight'; they were refused by the pattern),
+    a block call ties its ``key: self`` node by its bare id (``tie: {self: '0'}``; it was
+    refused: "'self' names none"), and --emit-python writes a numbered ``key: self``
+    parameter with register_parameter (``self.0 = ...`` was a SyntaxError, exit 3)."""
+    model = archcomp.build(NUMBERED, seed=0)
+    p = model.get_parameter
+    assert p("self.bias") is p("0") and p("1.self") is p("0")
+    assert p("layers.0.0.weight") is p("1.0.weight") is p("layers.1.0.weight")
+    assert p("head.bias") is p("layers.1.self") and p("head.weight") is p("1.0.weight")
+    assert p("layers.0.self") is not p("0")
+    source = emit_python(model)
+    assert "self.register_parameter('0', nn.Parameter(torch.empty((8,))))" in source
+    ns: dict[str, object] = {}
+    exec(compile(source, "<emitted>", "exec"), ns)
+    emitted = ns["T"]()  # type: ignore[operator]
+    missing, unexpected = emitted.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= set(ns["TIED"])  # type: ignore[arg-type]
+    assert emitted.get_parameter("1.self") is emitted.get_parameter("0")
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(emitted(x), model(x))

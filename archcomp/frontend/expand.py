@@ -884,19 +884,11 @@ class Expander:
         if tie is None:
             return False
         for pname, target in tie.items():
+            # 'embed_tokens.weight' names a node's parameter; a bare 'bias' the tensor of a node
+            # keyed by its id (key: self, BERT's bias), checked where the node is made
             inner, _, param = pname.rpartition(".")
-            if not inner:
-                self.rep.add(
-                    doc.diag(
-                        "bad-tie",
-                        f"a tie on a block call names a node of it: '{pname}' names none",
-                        (*path, "tie", pname),
-                        node=site.name,
-                        hint="tie: {embed_tokens.weight: shared.weight}",
-                    )
-                )
-                return False
-            self.call_ties.setdefault(f"{site.name}.{inner}", {})[param] = target
+            node, param = (inner, param) if inner else (pname, "")
+            self.call_ties.setdefault(f"{site.name}.{node}", {})[param] = target
         return True
 
     def _tied_inside(self, site: Site) -> None:
@@ -905,11 +897,12 @@ class Expander:
         for qual in [q for q in self.call_ties if q.startswith(prefix)]:
             for param in self.call_ties.pop(qual):
                 inner = qual[len(prefix) :]
+                key = f"{inner}.{param}" if param else inner
                 self.rep.add(
                     site.origin.doc.diag(
                         "undefined-reference",
-                        f"tie '{inner}.{param}': the block call has no node '{inner}'",
-                        (*site.origin.path, "tie", f"{inner}.{param}"),
+                        f"tie '{key}': the block call has no node '{inner}'",
+                        (*site.origin.path, "tie", key),
                         node=site.name,
                     )
                 )

@@ -28,11 +28,12 @@ RefText = Annotated[
 NodeId = Annotated[
     str, StringConstraints(pattern=r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$", max_length=64)
 ]
-# A tie's target: ``node.param``, or a parameter inside a block call (``model.embed_tokens.weight``)
+# A tie's target: ``node.param``, or a parameter inside a block call
+# (``model.embed_tokens.weight``); a node may be a number (``0.weight``, a Sequential's child)
 TiePath = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,8}$",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,8}$",
         max_length=300,
     ),
 ]

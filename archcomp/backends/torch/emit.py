@@ -94,7 +94,11 @@ class _Emitter:
             if p is not None:
                 shape = repr(tuple(int(d) for d in p.shape))  # (): a scalar
                 grad = "" if p.requires_grad else ", requires_grad=False"
-                lines.append(f"{expr}.{name} = nn.Parameter(torch.empty({shape}){grad})")
+                made = f"nn.Parameter(torch.empty({shape}){grad})"
+                if name.isidentifier():
+                    lines.append(f"{expr}.{name} = {made}")
+                else:  # a numbered node id: no attribute syntax for it
+                    lines.append(f"{expr}.register_parameter({name!r}, {made})")
         for name, b in mod._buffers.items():  # a buffer node keyed by its id (key: self)
             if b is not None:
                 lines.append(_buffer_line(expr, name, b, name in mod._non_persistent_buffers_set))
