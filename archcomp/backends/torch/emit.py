@@ -183,7 +183,8 @@ class _Emitter:
     def names(self, model_class: str) -> dict[str, str]:
         """Placeholder -> class name for each block class, and the model class's name, none of
         them a keyword, a builtin, or a name the file already binds (``F``, ``nn``, ...)."""
-        taken = {"torch", "nn", "annotations", *self.globals, *dir(builtins)}
+        # the file's own names too: TIED, the tuple its docstring's loading recipe reads
+        taken = {"torch", "nn", "annotations", "TIED", *self.globals, *dir(builtins)}
         for source in self.inlined.values():
             taken |= _top_level_names(source)
         out: dict[str, str] = {}
