@@ -104,11 +104,12 @@ def test_a_sequential_of_different_children_is_nodes_in_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["\u0663", "\u00b2", "\uff11"]
-)  # Arabic-Indic 3, superscript 2, fullwidth 1
+    "name", ["\u0663", "\u00b2", "\uff11", "1" * 65, "a" * 65]
+)  # Arabic-Indic 3, superscript 2, fullwidth 1; a node id is at most 64 characters
 def test_a_child_named_by_a_digit_that_is_not_ascii_is_refused_by_its_path(name: str) -> None:
-    """``str.isdigit`` holds for them, but a node id is ASCII digits: the child is refused
-    where it is called, never written into a spec that does not build."""
+    """``str.isdigit`` holds for the first three, but a node id is ASCII digits (and at most
+    64 characters): the child is refused where it is called, never written into a spec that
+    does not build."""
     seq = nn.Sequential()
     seq.add_module("0", nn.Linear(4, 4))
     seq.add_module(name, nn.ReLU())
