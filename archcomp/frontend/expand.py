@@ -723,7 +723,8 @@ class Expander:
         doc: SourceDoc,
     ) -> None:
         """Make ``qid`` absent: readers of its first result read its first input instead."""
-        first = bound.get(callee.ports[0].name)
+        # an op of no inputs (a parameter, a buffer) has nothing to pass on
+        first = bound.get(callee.ports[0].name) if callee.ports else None
         if isinstance(first, list):
             first = first[0] if first else None
         if first is None:
@@ -733,6 +734,9 @@ class Expander:
                     f"{callee.what} is absent ({why}) and has no input to pass on",
                     (*path, "in"),
                     node=qid,
+                    hint=None
+                    if callee.ports
+                    else "it takes no input: give 'when' to the nodes that read it instead",
                 )
             )
             return
