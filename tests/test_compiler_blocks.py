@@ -155,6 +155,21 @@ def test_shared_copies_call_the_first_copy(monkeypatch) -> None:
         assert_same(model(x, skip), want)
 
 
+def test_shared_copies_summarize_and_build_from_the_cli(tmp_path: Path) -> None:
+    """A shared copy's nodes of no module (its add) have no module in copy 0 either: the
+    summary (and so ``archcomp build``, which prints it) took their names for module paths
+    and ended in an internal error (exit 3). The weights are counted once."""
+    from archcomp.cli.main import main
+
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(CASES["shared_copies"][0])
+    model = archcomp.build(spec, seed=0)
+    s = archcomp.summary(model)
+    assert s.parameters == sum(p.numel() for p in model.f[0].parameters())
+    assert main(["summary", str(spec)]) == 0
+    assert main(["build", str(spec), "-o", str(tmp_path / "s.safetensors")]) == 0
+
+
 def test_two_results_and_a_tie_inside_a_copy(monkeypatch) -> None:
     model, _ = _pair(monkeypatch, CASES["two_results_nested_repeat_tie"][0])
     assert model.f[0].a.weight is model.f[0].b.weight

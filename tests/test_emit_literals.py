@@ -86,3 +86,33 @@ def test_a_hostile_description_is_the_emitted_class_docstring(desc: str) -> None
         assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
         doc.value.value = ""
     assert ast.dump(tree) == ast.dump(plain)
+
+
+def test_a_class_named_tied_leaves_the_tied_tuple_alone() -> None:
+    """A spec or block called ``TIED`` gets another class name: the
+    emitted file's ``TIED`` is the tuple its loading recipe reads (a class ``TIED`` bound it
+    last, and ``set(missing) <= set(TIED)`` was a TypeError)."""
+    text = """archcomp: 1
+name: TIED
+inputs: {x: {shape: [B, 4]}}
+blocks:
+  TIED:
+    inputs: [h]
+    nodes: [{id: self, op: relu, in: h}]
+    outputs: self
+  f:
+    inputs: [h]
+    nodes: [{id: '0', op: linear, out_features: 4, in: h}]
+    outputs: '0'
+nodes:
+  - {id: a, op: TIED}
+  - {id: b, op: f}
+  - {id: c, op: linear, out_features: 4, tie: {weight: b.0.weight}}
+outputs: {y: c}
+"""
+    model = archcomp.build(text, seed=0)
+    ns: dict[str, object] = {}
+    exec(compile(emit_python(model), "<emitted>", "exec"), ns)
+    assert ns["TIED"] == ("c.weight",)
+    classes = {k for k, v in ns.items() if isinstance(v, type) and v.__module__ == "builtins"}
+    assert len(classes) == 3 and "TIED" not in classes, classes  # the model's, the blocks'

@@ -103,6 +103,21 @@ def test_a_sequential_of_different_children_is_nodes_in_order() -> None:
     assert "torch.fft.fft" in str(e.value) and "y = torch.fft.fft(x).abs()" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "name", ["\u0663", "\u00b2", "\uff11", "1" * 65, "a" * 65]
+)  # Arabic-Indic 3, superscript 2, fullwidth 1; a node id is at most 64 characters
+def test_a_child_named_by_a_digit_that_is_not_ascii_is_refused_by_its_path(name: str) -> None:
+    """``str.isdigit`` holds for the first three, but a node id is ASCII digits (and at most
+    64 characters): the child is refused where it is called, never written into a spec that
+    does not build."""
+    seq = nn.Sequential()
+    seq.add_module("0", nn.Linear(4, 4))
+    seq.add_module(name, nn.ReLU())
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(seq, (torch.randn(2, 4),))
+    assert f"self.{name} (its path is no node id" in str(e.value)
+
+
 class Biased(nn.Module):
     """A linear layer plus a buffer of its own (BART's ``lm_logits + self.final_logits_bias``)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from equivalence import Case, check_case
+from equivalence import Case, check_case, check_compile_export_emit
 from hf_models import quiet
 from lowering import redraw
 from numerics import RoundingChains, assert_close
@@ -65,6 +65,20 @@ def test_mamba_round_trip_from_the_cli(tmp_path: Path) -> None:
         {n: (lambda n=n: ref.get_parameter(n).grad) for n, _ in model.named_parameters()},
     )
     check_case(case)
+
+
+def test_the_imported_mamba_emits_standalone_python(tmp_path: Path) -> None:
+    """Its scans take A_log and D as inputs and hold none: ``--emit-python`` rebuilds them so
+    (SelectiveScan keeps ``holds_params`` to be read back), and the emitted module, loaded
+    with the built one's state_dict, gives its outputs; torch.compile and export too."""
+    _, folder = _mamba(tmp_path)
+    spec = tmp_path / "mamba.yaml"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    model = archcomp.build(spec.read_text(), seed=0)
+    ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
+    check_compile_export_emit(model, (ids,), tmp_path)
+    art = tmp_path / "m.safetensors"
+    assert main(["build", str(spec), "-o", str(art), "--emit-python", str(tmp_path / "e.py")]) == 0
 
 
 def test_mamba_params_are_the_configs(tmp_path: Path) -> None:

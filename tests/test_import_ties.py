@@ -63,7 +63,8 @@ def test_a_tie_on_a_block_call_shares_one_parameter() -> None:
     ("tie", "message"),
     [
         ("embed_token.weight", "'embed_token.weight': the block call has no node 'embed_token'"),
-        ("weight", "a tie on a block call names a node of it: 'weight' names none"),
+        # bare, it names a node keyed by its id (key: self); the block has no node 'weight'
+        ("weight", "tie 'weight': the block call has no node 'weight'"),
     ],
 )
 def test_a_tie_on_a_block_call_names_a_node_of_it(tie: str, message: str) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 
 import archcomp
 from archcomp.backends.torch.emit import emit_python
+from archcomp.frontend.schema import reserved_id
 
 SPEC = """
 archcomp: 1
@@ -151,3 +152,124 @@ def test_import_module_keeps_a_child_called_self() -> None:
     got, want = model(x), net(x)
     for g, w in zip(got.values(), want, strict=True):
         torch.testing.assert_close(g, w)
+
+
+def _ours(module: nn.Module, name: str) -> bool:
+    """Whether torch or archcomp gives ``module`` the attribute (transformers, once imported,
+    adds ``nn.Module.smart_apply``; a model built without it has no such name)."""
+    where = getattr(getattr(type(module), name, None), "__module__", None) or "torch"
+    return where.startswith(("torch", "archcomp"))
+
+
+def test_every_attribute_of_a_built_module_is_reserved_as_a_node_id() -> None:
+    """A node id is an attribute of the compiled module (or of its block's): every public name
+    the built modules carry beyond their nodes (nn.Module's, GraphModule's, ArchModule's own,
+    such as ``generate`` and ``source``) is refused as an id, where it is written, and never
+    reaches torch (``source`` was a TypeError from torch, exit 3; ``generate`` a forward that
+    called the method)."""
+    model = archcomp.build(SPEC, seed=0)
+    nodes = {"self", "attention", "layers", "head", "out", "act", "output", "add"}
+    for module in (model, model.get_submodule("attention")):
+        names = {n for n in dir(module) if not n.startswith("_") and _ours(module, n)} - nodes
+        free = sorted(n for n in names if not reserved_id(n))
+        assert free == [], f"{type(module).__name__} attributes a node id may take: {free}"
+    for nid in ("generate", "source", "node_modules"):
+        text = f"""archcomp: 1
+name: t
+inputs: {{x: {{shape: [2, 8]}}}}
+nodes:
+  - {{id: {nid}, op: linear, out_features: 4}}
+outputs: {{y: {nid}}}
+"""
+        with pytest.raises(archcomp.SpecError) as e:
+            archcomp.build(text)
+        assert f"<string>:5:10: error: '{nid}' is a reserved name and cannot be a node id" in str(
+            e.value
+        )
+
+
+TIED_INTO_CALLS = """
+archcomp: 1
+name: t
+inputs: {x: {shape: [B, 8]}}
+blocks:
+  blk:
+    inputs: [h]
+    nodes:
+      - {id: self, op: parameter, shape: [8], key: self}
+      - {id: '0', op: linear, out_features: 8, in: h}
+      - {id: '1', op: add, in: ['0', self]}
+    outputs: '1'
+nodes:
+  - {id: a, op: blk}
+  - {id: layers, op: blk, repeat: 2}
+  - {id: head, op: linear, out_features: 8, tie: {bias: layers.1.self, weight: a.0}}
+  - {id: out, op: linear, out_features: 8, tie: {bias: a.self}}
+outputs: {y: out}
+"""
+
+
+def test_a_tie_path_goes_through_calls_to_the_node_it_names() -> None:
+    """A tie's path walks block calls and repeat copies one name at a time: ``layers.1.self``
+    is copy 1's ``key: self`` tensor (it was read as parameter 'self' of the call 'layers.1'
+    and refused), ``a.0`` node 0 of ``a``, its same-named parameter (it was read as parameter
+    '0' of the call 'a' and reached torch as a module: exit 3), ``a.self`` the call's tensor."""
+    model = archcomp.build(TIED_INTO_CALLS, seed=0)
+    p = model.get_parameter
+    assert model.get_submodule("head").bias is p("layers.1.self")
+    assert model.get_submodule("head").weight is p("a.0.weight")
+    assert model.get_submodule("out").bias is p("a.self")
+    assert p("layers.0.self") is not p("layers.1.self")
+    x = torch.randn(2, 8)
+    ns: dict[str, object] = {}
+    exec(compile(emit_python(model), "<emitted>", "exec"), ns)
+    emitted = ns["T"]()  # type: ignore[operator]
+    missing, unexpected = emitted.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= set(ns["TIED"])  # type: ignore[arg-type]
+    torch.testing.assert_close(emitted(x), model(x))
+
+
+NUMBERED = """
+archcomp: 1
+name: t
+inputs: {x: {shape: [B, 8]}}
+blocks:
+  blk:
+    inputs: [h, self_1]
+    nodes:
+      - {id: self, op: parameter, shape: [8], key: self}
+      - {id: '0', op: linear, out_features: 8, in: h}
+      - {id: '1', op: add, in: ['0', self, self_1]}
+    outputs: '1'
+nodes:
+  - {id: '0', op: parameter, shape: [8], key: self}
+  - {id: '00', op: buffer, shape: [8], key: self}
+  - {id: self, op: linear, out_features: 8, in: x, tie: {bias: '0'}}
+  - {id: '1', op: blk, in: [self, x], tie: {self: '0'}}
+  - {id: layers, op: blk, in: ['1', '00'], repeat: 2, tie: {0.weight: '1.0.weight'}}
+  - {id: head, op: linear, out_features: 8, tie: {bias: layers.1.self, weight: '1.0'}}
+outputs: {y: head}
+"""
+
+
+def test_numbered_and_self_keyed_tensors_tie_and_emit() -> None:
+    """Numbered nodes are tie targets ('0', '1.0.weight'; they were refused by the pattern),
+    a block call ties its ``key: self`` node by its bare id (``tie: {self: '0'}``; it was
+    refused: "'self' names none"), and --emit-python writes a numbered ``key: self``
+    parameter with register_parameter (``self.0 = ...`` was a SyntaxError, exit 3)."""
+    model = archcomp.build(NUMBERED, seed=0)
+    p = model.get_parameter
+    assert p("self.bias") is p("0") and p("1.self") is p("0")
+    assert p("layers.0.0.weight") is p("1.0.weight") is p("layers.1.0.weight")
+    assert p("head.bias") is p("layers.1.self") and p("head.weight") is p("1.0.weight")
+    assert p("layers.0.self") is not p("0")
+    source = emit_python(model)
+    assert "self.register_parameter('0', nn.Parameter(torch.empty((8,))))" in source
+    ns: dict[str, object] = {}
+    exec(compile(source, "<emitted>", "exec"), ns)
+    emitted = ns["T"]()  # type: ignore[operator]
+    missing, unexpected = emitted.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= set(ns["TIED"])  # type: ignore[arg-type]
+    assert emitted.get_parameter("1.self") is emitted.get_parameter("0")
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(emitted(x), model(x))

@@ -367,12 +367,24 @@ def _link(ex: Expanded, inputs: Mapping[str, InputInfo], rep: Reporter) -> None:
 
 def _no_weights_from_absent(ex: Expanded, rep: Reporter) -> None:
     """A tie to an absent node, or a shared copy whose copy 0 is absent, has no weights to
-    reuse."""
+    reuse; nor has a tie to a block call (a tie names a node inside it)."""
     seen: set[tuple[str, tuple[object, ...]]] = set()  # one error per written node
     for node in ex.nodes.values():
         doc, path = node.origin.doc, node.origin.path
         for pname, (tnode, _) in node.tie.items():
             absent = ex.absent.get(tnode)
+            if absent is None and tnode not in ex.nodes and tnode in ex.aliases:
+                rep.add(
+                    doc.diag(
+                        "bad-tie",
+                        f"tie target '{tnode}' is a block call, not a node: name a node of it "
+                        "and, unless it is keyed by its id, the parameter",
+                        (*path, "tie", pname),
+                        node=node.name,
+                        op=node.op.name,
+                        hint=f"tie: {{{pname}: {tnode}.<node>.<parameter>}}",
+                    )
+                )
             if absent is not None:
                 rep.add(
                     doc.diag(

@@ -756,7 +756,8 @@ class Expander:
         doc: SourceDoc,
     ) -> None:
         """Make ``qid`` absent: readers of its first result read its first input instead."""
-        first = bound.get(callee.ports[0].name)
+        # an op of no inputs (a parameter, a buffer) has nothing to pass on
+        first = bound.get(callee.ports[0].name) if callee.ports else None
         if isinstance(first, list):
             first = first[0] if first else None
         if first is None:
@@ -766,6 +767,9 @@ class Expander:
                     f"{callee.what} is absent ({why}) and has no input to pass on",
                     (*path, "in"),
                     node=qid,
+                    hint=None
+                    if callee.ports
+                    else "it takes no input: give 'when' to the nodes that read it instead",
                 )
             )
             return
@@ -868,27 +872,41 @@ class Expander:
                     )
                 )
                 return None
-            qual = local[tnode]
-            if "." in tparam:  # a parameter inside the block call tnode: its node, expanded
-                inner, _, tparam = tparam.rpartition(".")
-                qual = f"{qual}.{inner}"
-                if qual not in self.out.nodes:
-                    self.rep.add(
-                        doc.diag(
-                            "undefined-reference",
-                            f"tie target '{target}': '{tnode}' has no node '{inner}' before "
-                            "this one (a tie into a block call names a node of it)",
-                            (*path, "tie", pname),
-                            node=name,
-                        )
+            qual, rest, missing = self._tie_node(local[tnode], tparam.split(".") if tparam else [])
+            if missing is not None:  # a parameter inside a block call: no such node, expanded
+                inner = missing[len(local[tnode]) + 1 :]
+                self.rep.add(
+                    doc.diag(
+                        "undefined-reference",
+                        f"tie target '{target}': '{tnode}' has no node '{inner}' before "
+                        "this one (a tie into a block call names a node of it)",
+                        (*path, "tie", pname),
+                        node=name,
                     )
-                    return None
+                )
+                return None
             # a bare node id names that node's parameter of the same name, or its own tensor
             # where it is keyed by its id (``parameter`` with ``key: self``: BERT's bias)
+            tparam = rest[0] if rest else ""
             tie[pname] = (qual, tparam or ("" if self._keyed_by_id(qual) else pname))
         # targets are checked whatever the condition, as an absent node's inputs are
         present = self._condition(ns.tie.when, env, doc, (*path, "tie", "when"), name)
         return None if present is None else tie if present else {}
+
+    def _tie_node(self, qual: str, rest: list[str]) -> tuple[str, list[str], str | None]:
+        """The node a tie target names, what follows it, and the node the path names that was
+        not made before, if any. The path goes through block calls and repeats one name at a
+        time (``model.embed_tokens.weight``, ``layers.0.self``), so it ends at the node it
+        names, whose ``key: self`` tensor or same-named parameter a bare path means, and never
+        at a module inside one (``a.0`` is node ``0`` of call ``a``, not a parameter of it)."""
+        made, calls, absent = self.out.nodes, self.out.aliases, self.out.absent
+        start = qual
+        while rest and qual in calls and qual not in made and qual not in absent:
+            qual, rest = f"{qual}.{rest[0]}", rest[1:]
+        node = qual + "".join(f".{r}" for r in rest[:-1])
+        known = node in made or node in absent or node in calls
+        missing = None if known or (len(rest) < 2 and qual == start) else node
+        return qual, rest, missing
 
     def _keyed_by_id(self, qual: str) -> bool:
         """Node ``qual`` is made and has one tensor, keyed by its id (``key: self``)."""
@@ -903,19 +921,11 @@ class Expander:
         if tie is None:
             return False
         for pname, target in tie.items():
+            # 'embed_tokens.weight' names a node's parameter; a bare 'bias' the tensor of a node
+            # keyed by its id (key: self, BERT's bias), checked where the node is made
             inner, _, param = pname.rpartition(".")
-            if not inner:
-                self.rep.add(
-                    doc.diag(
-                        "bad-tie",
-                        f"a tie on a block call names a node of it: '{pname}' names none",
-                        (*path, "tie", pname),
-                        node=site.name,
-                        hint="tie: {embed_tokens.weight: shared.weight}",
-                    )
-                )
-                return False
-            self.call_ties.setdefault(f"{site.name}.{inner}", {})[param] = target
+            node, param = (inner, param) if inner else (pname, "")
+            self.call_ties.setdefault(f"{site.name}.{node}", {})[param] = target
         return True
 
     def _tied_inside(self, site: Site) -> None:
@@ -924,11 +934,12 @@ class Expander:
         for qual in [q for q in self.call_ties if q.startswith(prefix)]:
             for param in self.call_ties.pop(qual):
                 inner = qual[len(prefix) :]
+                key = f"{inner}.{param}" if param else inner
                 self.rep.add(
                     site.origin.doc.diag(
                         "undefined-reference",
-                        f"tie '{inner}.{param}': the block call has no node '{inner}'",
-                        (*site.origin.path, "tie", f"{inner}.{param}"),
+                        f"tie '{key}': the block call has no node '{inner}'",
+                        (*site.origin.path, "tie", key),
                         node=site.name,
                     )
                 )

@@ -28,11 +28,12 @@ RefText = Annotated[
 NodeId = Annotated[
     str, StringConstraints(pattern=r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$", max_length=64)
 ]
-# A tie's target: ``node.param``, or a parameter inside a block call (``model.embed_tokens.weight``)
+# A tie's target: ``node.param``, or a parameter inside a block call
+# (``model.embed_tokens.weight``); a node may be a number (``0.weight``, a Sequential's child)
 TiePath = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,8}$",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,8}$",
         max_length=300,
     ),
 ]
@@ -113,6 +114,30 @@ MODULE_ATTRIBUTES = frozenset(
         "to_folder",
     ]
 )
+# archcomp's ArchModule (backends/torch/module.py), which the compiled module and each block's
+# module are, adds these: a node 'source' is refused by torch as a child module, and a node
+# 'generate' would leave the forward calling the method. Node ids only (inputs and params are
+# no attributes).
+ARCH_MODULE_ATTRIBUTES = frozenset(
+    [
+        "build_seed",
+        "decoder_start_token_id",
+        "forward_cached",
+        "generate",
+        "generation_rules",
+        "input_names",
+        "make_code",
+        "new_cache",
+        "node_meta",
+        "node_modules",
+        "output_names",
+        "return_dict",
+        "set_node_meta",
+        "shape_env",
+        "source",
+        "template_scope",
+    ]
+)
 EXPRESSION_NAMES = frozenset(
     {
         "int",
@@ -159,7 +184,8 @@ def reserved_id(name: str) -> bool:
     (``_modules``, ``_parameters``, ``__class__``, ...) and are reserved as well. ``self`` is
     not: an attribute may be called so (transformers' ``attention.self``), and the code
     generator names no local after it (archcomp.backends.torch.codegen)."""
-    return (name in RESERVED and name != "self") or name.startswith("_")
+    reserved = name in RESERVED or name in ARCH_MODULE_ATTRIBUTES
+    return (reserved and name != "self") or name.startswith("_")
 
 
 class _Strict(BaseModel):

@@ -292,8 +292,11 @@ def _show(v: Any) -> str:
 
 def _type_hint(v: Any, wanted: list[str]) -> str | None:
     """A hint for a value of the wrong type, given the type words that were ``wanted``."""
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit() and v.isascii():  # not '٣'
         return "quoted numbers are strings; remove the quotes"
+    number = "an int" in wanted or "a float" in wanted
+    if type(v) is int and v >= 0 and "a string" in wanted and not number:
+        return f"a name that is a number (a node id such as an nn.Sequential's) is quoted: '{v}'"
     if isinstance(v, str) and v.lower() in ("yes", "no", "on", "off", "y", "n"):
         return "YAML 1.2 reads this as a string; write true or false"
     if isinstance(v, bool) and "a mapping" in wanted:

@@ -32,12 +32,12 @@ def run_length(items: list[Item], i: int) -> tuple[str, int, int] | None:
     """``(P, length, numbered)``: the items from ``i`` whose ids are ``P.<part>`` with the
     numbered parts ``0``, ``1``, ... in order (a channels-first norm's permutes between them);
     None where ``P.0`` is not among them."""
-    m = re.fullmatch(r"([A-Za-z_]\w*)\.(\w+)", items[i].id)
+    m = re.fullmatch(r"([A-Za-z_]\w*)\.(\w+)", items[i].id, re.ASCII)
     if m is None:
         return None
     prefix, j, count = m.group(1), i, 0
     while j < len(items):
-        part = re.fullmatch(rf"{re.escape(prefix)}\.(\w+)", items[j].id)
+        part = re.fullmatch(rf"{re.escape(prefix)}\.(\w+)", items[j].id, re.ASCII)
         if part is None or (part.group(1).isdigit() and int(part.group(1)) != count):
             break
         count += part.group(1).isdigit()

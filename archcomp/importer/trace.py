@@ -36,7 +36,7 @@ from archcomp.ops import all_ops
 
 Body = dict[str, Any]
 FAILED = Ref("?")  # the value of a node that could not be imported
-_NUMBERED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
+_NUMBERED = re.compile(r"([A-Za-z_]\w*)\.([0-9]+)\Z", re.ASCII)  # not '٣', not "0\n"
 
 
 class _OneLevel(fx.Tracer):
@@ -347,13 +347,16 @@ class _Body:
                 node, self._path(target), "called twice: shared weights are not imported yet"
             )
             return run
-        numbered = name.isdigit()  # a child named 0, 1, ... (an nn.Sequential's): node 0, 1
-        if not (name.isidentifier() or numbered) or reserved_id(name) or name in self.ids:
+        # a child named 0, 1, ... (an nn.Sequential's): node 0, 1; ASCII digits only, as a
+        # node id is ('٣'.isdigit() is true too)
+        numbered = re.fullmatch(r"[0-9]+", name) is not None
+        named = (name.isidentifier() or numbered) and len(name) <= 64  # a node id's length
+        if not named or reserved_id(name) or name in self.ids:
             why = (
                 "its name is also an input's: a spec's node ids and inputs share one namespace"
                 if name in self.ids
                 else "its path is no node id: a numbered child of a ModuleList that is not one "
-                "of a run of equal children, or a reserved name"
+                "of a run of equal children, a reserved name or longer than 64 characters"
             )
             self._fail(node, self._path(target), why)
             return run

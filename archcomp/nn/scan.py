@@ -107,6 +107,7 @@ class SelectiveScan(nn.Module):
         self.delta_softplus = delta_softplus
         self.algorithm = algorithm
         self.chunk_size = chunk_size
+        self.holds_params = holds_params  # read back by --emit-python (A_log, D as inputs)
         self.scan_state: ScanState | None = None  # set while a KVCache is bound (kv_cache.py)
         self.A_log: nn.Parameter | None = None
         self.D: nn.Parameter | None = None

@@ -15,16 +15,33 @@ def check_ties(g: Graph, rep: Reporter) -> None:
         for pname, (tnode, tparam) in node.tie.items():
             path = (*node.origin.path, "tie", pname)
             doc = node.origin.doc
-            if pname not in own:
+            if pname not in own and "" in own:  # keyed by its id: its one tensor, no name
                 rep.add(
                     doc.diag(
                         "bad-tie",
-                        f"op '{node.op.name}' has no parameter '{pname}'",
+                        f"op '{node.op.name}' keyed by its id (key: self) has no parameter "
+                        f"'{pname}', only its own tensor: tie the other node to this one",
                         path,
                         key=True,
                         node=node.name,
                         op=node.op.name,
-                        hint=did_you_mean(pname, own) or f"parameters: {', '.join(own)}",
+                        hint=f"tie: {{bias: {node.name.rpartition('.')[2]}}} on the other node; "
+                        f"from a block call, tie: {{{node.name.rpartition('.')[2]}: ...}}",
+                    )
+                )
+                continue
+            if pname not in own:
+                what = f"parameter '{pname}'" if pname else "tensor keyed by its id (key: self)"
+                rep.add(
+                    doc.diag(
+                        "bad-tie",
+                        f"op '{node.op.name}' has no {what}",
+                        path,
+                        key=True,
+                        node=node.name,
+                        op=node.op.name,
+                        hint=did_you_mean(pname, own)
+                        or (f"parameters: {', '.join(own)}" if own else "it holds none"),
                     )
                 )
                 continue
@@ -48,7 +65,7 @@ def check_ties(g: Graph, rep: Reporter) -> None:
                 rep.add(
                     doc.diag(
                         "bad-tie",
-                        f"cannot tie {pname} {fmt_shape(own[pname])} to "
+                        f"cannot tie {pname or node.name} {fmt_shape(own[pname])} to "
                         f"{tnode}{tparam and '.' + tparam} {fmt_shape(theirs[tparam])}: "
                         "shapes differ",
                         path,

@@ -269,7 +269,9 @@ class Compiler:
         else:
             for node in copy.nodes:  # the modules are the shared copy's
                 assert node.shared_with is not None
-                self.paths[node.name] = self.paths.get(node.shared_with, node.shared_with)
+                path = self.paths.get(node.shared_with)
+                if path is not None:  # a node of no module (an add) has none in any copy
+                    self.paths[node.name] = path
             target = copy.shares
         if parent.fx_graph is None:
             return  # a further copy of the parent's class: its forward is written already

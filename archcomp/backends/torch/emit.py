@@ -94,7 +94,11 @@ class _Emitter:
             if p is not None:
                 shape = repr(tuple(int(d) for d in p.shape))  # (): a scalar
                 grad = "" if p.requires_grad else ", requires_grad=False"
-                lines.append(f"{expr}.{name} = nn.Parameter(torch.empty({shape}){grad})")
+                made = f"nn.Parameter(torch.empty({shape}){grad})"
+                if name.isidentifier():
+                    lines.append(f"{expr}.{name} = {made}")
+                else:  # a numbered node id: no attribute syntax for it
+                    lines.append(f"{expr}.register_parameter({name!r}, {made})")
         for name, b in mod._buffers.items():  # a buffer node keyed by its id (key: self)
             if b is not None:
                 lines.append(_buffer_line(expr, name, b, name in mod._non_persistent_buffers_set))
@@ -179,7 +183,8 @@ class _Emitter:
     def names(self, model_class: str) -> dict[str, str]:
         """Placeholder -> class name for each block class, and the model class's name, none of
         them a keyword, a builtin, or a name the file already binds (``F``, ``nn``, ...)."""
-        taken = {"torch", "nn", "annotations", *self.globals, *dir(builtins)}
+        # the file's own names too: TIED, the tuple its docstring's loading recipe reads
+        taken = {"torch", "nn", "annotations", "TIED", *self.globals, *dir(builtins)}
         for source in self.inlined.values():
             taken |= _top_level_names(source)
         out: dict[str, str] = {}
