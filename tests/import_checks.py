@@ -15,6 +15,7 @@ from numerics import RoundingChains, assert_close
 from torch import nn
 
 import archcomp
+from archcomp.cli.main import main
 
 
 def round_trip(ref: nn.Module, inputs: tuple[torch.Tensor, ...], **kw: Any) -> str:
@@ -85,3 +86,11 @@ class Read(nn.Module):
 
     def named_parameters(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
         return ((n, p) for n, p in self.model.named_parameters() if n not in self.skip)
+
+
+def cli_round_trip(tmp_path: Path, folder: Path) -> tuple[str, Any]:
+    """``archcomp import --hf`` then ``archcomp convert --spec``: the spec and the model."""
+    spec, art = tmp_path / "spec.yaml", tmp_path / "weights.safetensors"
+    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    return spec.read_text(), archcomp.load(art).eval()

@@ -14,11 +14,11 @@ import pytest
 import torch
 from equivalence import Case, check_case
 from hf_models import quiet
+from import_checks import cli_round_trip
 from lowering import redraw
 from numerics import RoundingChains, assert_close
 
 import archcomp
-from archcomp.cli.main import main
 from archcomp.importer import ImportFailure
 
 transformers = pytest.importorskip("transformers")
@@ -51,14 +51,6 @@ def _clip(tmp_path: Path, eos_token_id: int) -> tuple[Any, Path]:
     folder = tmp_path / "clip"
     model.save_pretrained(folder)
     return model.eval(), folder
-
-
-def cli_round_trip(tmp_path: Path, folder: Path) -> tuple[str, Any]:
-    """``archcomp import --hf`` then ``archcomp convert --spec``: the spec and the model."""
-    spec, art = tmp_path / "spec.yaml", tmp_path / "weights.safetensors"
-    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
-    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
-    return spec.read_text(), archcomp.load(art).eval()
 
 
 def _inputs(eos_token_id: int) -> dict[str, torch.Tensor]:

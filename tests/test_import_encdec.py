@@ -14,6 +14,7 @@ import torch
 import yaml
 from equivalence import Case, check_case
 from hf_models import quiet
+from import_checks import cli_round_trip
 from lowering import redraw
 from numerics import RoundingChains, assert_close, assert_same
 from torch import nn
@@ -475,14 +476,6 @@ def hf_saved(tmp_path: Path, cls: str, config: Any) -> tuple[Any, Path]:
     folder = tmp_path / cls.lower()
     model.save_pretrained(folder)
     return model.eval(), folder
-
-
-def cli_round_trip(tmp_path: Path, folder: Path) -> tuple[str, Any]:
-    """``archcomp import --hf`` then ``archcomp convert --spec``: the spec and the model."""
-    spec, art = tmp_path / "spec.yaml", tmp_path / "weights.safetensors"
-    assert main(["import", "--hf", str(folder), "-o", str(spec)]) == 0
-    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
-    return spec.read_text(), archcomp.load(art).eval()
 
 
 def grads_equal(text: str, ref: Any, inputs: dict[str, torch.Tensor], frozen: set[str]) -> None:

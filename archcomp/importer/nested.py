@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from archcomp.importer.unify import _agree, _explicit, _in, _merged, _refs, _rest
+from archcomp.importer.unify import _agree, _in, _refs, _rest, aligned
 from archcomp.ops import all_ops
 
 Body = dict[str, Any]
@@ -47,13 +47,10 @@ def merge_nested(run: list[Any], w: Any) -> tuple[str, dict[str, Any]] | None:
 def _lift(bodies: list[Body], w: Any) -> tuple[Body, list[dict[str, Any]]] | None:
     """One body with params for what differs, and each copy's values of them."""
     first = bodies[0]
-    if any(b["inputs"] != first["inputs"] or b.get("params") for b in bodies):
+    got = aligned(bodies) if not any(b.get("params") for b in bodies) else None
+    if got is None:
         return None
-    byid = [{n["id"]: n for n in b["nodes"]} for b in bodies]
-    ins = [_explicit(b) for b in bodies]
-    order = _merged([[n["id"] for n in b["nodes"]] for b in bodies])
-    if order is None:
-        return None
+    byid, ins, order = got
     lift = _Params(len(bodies))
     nodes: list[dict[str, Any]] = []
     passes: dict[str, Any] = {}

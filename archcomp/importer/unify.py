@@ -31,15 +31,25 @@ def unify_ops(ops: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
     return _args(ops[0][0], [a for _, a in ops], [True] * len(ops))
 
 
-def unify(bodies: list[Body]) -> Body | None:
-    """One body for the copies, reading ``index``; None where they cannot be one."""
+def aligned(
+    bodies: list[Body],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]] | None:
+    """The copies' nodes by id, what each node reads, and the merged order of their ids;
+    None where the copies take other inputs or order their nodes apart."""
     if any(b["inputs"] != bodies[0]["inputs"] for b in bodies):
         return None
     byid = [{n["id"]: n for n in b["nodes"]} for b in bodies]
     ins = [_explicit(b) for b in bodies]
     order = _merged([[n["id"] for n in b["nodes"]] for b in bodies])
-    if order is None:
+    return None if order is None else (byid, ins, order)
+
+
+def unify(bodies: list[Body]) -> Body | None:
+    """One body for the copies, reading ``index``; None where they cannot be one."""
+    got = aligned(bodies)
+    if got is None:
         return None
+    byid, ins, order = got
     nodes: list[dict[str, Any]] = []
     passes: dict[str, Any] = {}  # node id -> the first input it passes on where absent
     prev = bodies[0]["inputs"][0] if bodies[0]["inputs"] else None
