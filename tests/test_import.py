@@ -262,3 +262,43 @@ def test_a_child_named_like_a_function_call_keeps_its_name() -> None:
 
     text = round_trip(Named(), (torch.randn(2, 4), torch.randn(2, 4)))
     assert "- {id: add, op: linear" in text and "- {id: add_1, op: add" in text
+
+
+class _SlicedPositions(nn.Module):
+    """A position table sliced by the input's length (``pos[: ids.shape[1]]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(11, 8)
+        self.pos = nn.Parameter(torch.randn(32, 8))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.tok(ids) + self.pos[: ids.shape[1]])
+
+
+@pytest.mark.parametrize("dims", [None, {"B": 0, "T": 1}])
+def test_a_spec_that_would_not_check_is_refused_not_written(
+    dims: dict[str, int] | None,
+) -> None:
+    """What the importer writes is checked before it is returned: a slice bound read from a
+    tensor's size, which no spec value says, is a refusal naming the written line, never a
+    spec that imports with exit 0 and fails at `archcomp check`."""
+    ids = torch.randint(0, 11, (2, 8))
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(_SlicedPositions(), (ids,), dims=dims)
+    first = e.value.problems[0]
+    assert first.startswith("the spec it would write does not check: ")
+
+
+def test_an_example_of_the_wrong_rank_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Conv2d model traced on a rank-3 example: the written spec does not check, so
+    `archcomp import` exits 2 with the check's message and writes nothing."""
+    out = tmp_path / "cnn.yaml"
+    args = ["import", "import_models:Cnn", "--input", "x=2,1,28", "-o", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "does not check" in err and "rank-4" in err and "Traceback" not in err
+    assert not out.exists()

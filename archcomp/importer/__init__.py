@@ -48,6 +48,7 @@ def import_module(
     from archcomp.importer.emit import spec_text
     from archcomp.importer.trace import Importer, _snake
     from archcomp.importer.unify import used
+    from archcomp.importer.verify import checked
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"import_module takes an nn.Module, not {type(module).__name__}")
@@ -82,7 +83,7 @@ def import_module(
         raise ImportFailure(imp.problems)
     else:
         blocks = used(imp.blocks, body)
-    return spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__)
+    return checked(spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__))
 
 
 def _bind(module: Any, example: Mapping[str, Any] | tuple[Any, ...]) -> dict[str, Any]:

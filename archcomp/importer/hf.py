@@ -92,6 +92,7 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     from archcomp.importer.params import config_values, name_params
     from archcomp.importer.scopes import Walker
     from archcomp.importer.unify import used
+    from archcomp.importer.verify import checked
 
     folder = Path(folder)
     model = load_meta_model(folder)
@@ -124,7 +125,8 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
     model_type = getattr(model.config, "model_type", None) or "model"
     inputs = hf_inputs.declared(examples)
     source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"
-    return spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
+    text = spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
+    return checked(text)
 
 
 def _output_names(ep: Any) -> list[str]:
