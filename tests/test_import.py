@@ -302,3 +302,52 @@ def test_an_example_of_the_wrong_rank_is_refused(
     err = capsys.readouterr().err
     assert "does not check" in err and "rank-4" in err and "Traceback" not in err
     assert not out.exists()
+
+
+class _TiedLM(nn.Module):
+    """A tied LM head: ``head.weight = tok.weight``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(11, 8)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 11, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.tok(ids)))
+
+
+class _TiedInside(nn.Module):
+    """A tensor shared from inside a block to a module outside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(11, 8)
+        self.out = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 11, bias=False))
+        self.out[1].weight = self.tok.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.tok(ids))
+
+
+def test_a_shared_tensor_is_a_tie_not_two_copies() -> None:
+    """torch.fx's import of a tied LM head writes the tie: one tensor, counted once, and a
+    step that trains it moves both uses."""
+    ref = _TiedLM()
+    ids = torch.randint(0, 11, (2, 5))
+    text = archcomp.import_module(ref, (ids,), dims={"B": 0, "T": 1})
+    assert "tie: {weight: tok.weight}" in text
+    model = archcomp.build(text)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
+    assert model.get_parameter("head.weight") is model.get_parameter("tok.weight")
+    torch.testing.assert_close(model(ids), ref(ids))
+
+
+def test_a_shared_tensor_no_tie_can_say_is_refused() -> None:
+    """A tensor shared across a block's edge, which the fx import cannot tie yet, is refused
+    by its path rather than imported as two tensors."""
+    with pytest.raises(ImportFailure) as e:
+        archcomp.import_module(_TiedInside(), (torch.randint(0, 11, (2, 5)),))
+    assert e.value.problems[0].startswith("self.out.1 (tied to {'weight': 'tok.weight'}, outside")

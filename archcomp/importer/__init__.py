@@ -44,7 +44,7 @@ def import_module(
     """
     import torch
 
-    from archcomp.importer.built import built_ops, built_ties
+    from archcomp.importer.built import built_ops, built_ties, shared_ties
     from archcomp.importer.emit import spec_text
     from archcomp.importer.trace import Importer, _snake
     from archcomp.importer.unify import used
@@ -56,7 +56,8 @@ def import_module(
     inputs = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
     flags = {k: v for k, v in bound.items() if k not in inputs}  # tgt_is_causal=True: constants
     built = isinstance(getattr(module, "node_meta", None), dict)  # made by archcomp.build
-    imp = Importer(built=built_ops(module), ties=built_ties(module), handoff=built)
+    shared = shared_ties(module)
+    imp = Importer(built=built_ops(module), ties=shared | built_ties(module), handoff=built)
     imp.root, imp.inputs, imp.leading = module, inputs, _leading(inputs, dims or {})
     if flags:  # torch.fx would make them inputs: torch.export traces them as constants
         imp.problems.append(f"torch.fx cannot trace it: non-tensor arguments {sorted(flags)}")
@@ -81,9 +82,16 @@ def import_module(
         shapes = {k: v for k, v in shapes.items() if k in body["inputs"]}  # causal masks: none
     elif imp.problems or body is None:
         raise ImportFailure(imp.problems)
+    elif set(shared) - imp.tied:  # a shared tensor no node's tie says: never two copies
+        raise ImportFailure([_untied(p, shared[p]) for p in sorted(set(shared) - imp.tied)])
     else:
         blocks = used(imp.blocks, body)
     return checked(spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__))
+
+
+def _untied(path: str, tie: dict[str, str]) -> str:
+    pairs = ", ".join(f"{path}.{k} is {v}" for k, v in tie.items())
+    return f"{path}: a tensor shared with another module ({pairs}) where no tie can say it"
 
 
 def _bind(module: Any, example: Mapping[str, Any] | tuple[Any, ...]) -> dict[str, Any]:

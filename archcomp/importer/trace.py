@@ -70,6 +70,7 @@ class Importer:
     problems: list[str] = field(default_factory=list)
     built: dict[str, Any] = field(default_factory=dict)  # path -> op of a built model (.built)
     ties: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> a built node's tie
+    tied: set[str] = field(default_factory=set)  # the paths whose tie a node carries
     handoff: bool = False  # a built model: its forwards hand values to blocks in lists of one
     root: nn.Module | None = None  # the imported module, run on ``inputs`` for sizes (sizes.py)
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -371,6 +372,7 @@ class _Body:
                 self._fail(node, self._path(target), f"tied to {tie}, outside this block")
                 return run
             keys["tie"] = rel
+            self.imp.tied.add(f"{self.where}.{target}".lstrip("."))
         self._emit(name, op, ins, opts, **keys)
         last = order[i + run - 1]
         self.env[last] = _results(name, results)
