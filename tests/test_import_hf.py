@@ -220,3 +220,22 @@ def test_docs_hf_example_shows_what_import_writes(tmp_path: Path) -> None:
     quiet()
     exec(code.replace("'tiny-llama'", repr(str(tmp_path / "tiny-llama"))), {})  # the doc's code
     assert import_hf(tmp_path / "tiny-llama") == shown
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("missing", "no such checkpoint folder"), ("config.json", "is a file: give the checkpoint")],
+)
+def test_cli_hf_names_a_missing_folder_or_a_file(
+    tmp_path: Path, where: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["import", "--hf", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_an_input_given_twice_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["import", "import_models:Cnn", "--input", "x=2,1,28,28", "--input", "x=2,1,28,28"]
+    assert main(args) == 2
+    assert "--input x: given twice" in capsys.readouterr().err

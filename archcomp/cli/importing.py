@@ -105,6 +105,8 @@ def _inputs(specs: list[str]) -> dict[str, Any]:
                 f"--input '{visible(text[:80])}': expected NAME=SHAPE[:DTYPE], e.g. x=2,3,32,32"
             )
         name, shape, dtype = m.group(1), [int(s) for s in re.split("[,x]", m.group(2))], m.group(3)
+        if name in inputs:
+            raise UsageError(f"--input {name}: given twice; one --input per argument")
         if dtype not in (None, *DTYPES):
             raise UsageError(f"--input {name}: unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
         if not all(1 <= s <= 1 << 16 for s in shape) or len(shape) > 8:

@@ -27,6 +27,10 @@ def load_meta_model(folder: Path) -> Any:
         ) from None
     import torch
 
+    if not folder.exists():
+        raise UsageError(f"{folder}: no such checkpoint folder")
+    if folder.is_file():
+        raise UsageError(f"{folder} is a file: give the checkpoint folder that holds config.json")
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
         raise UsageError(f"{folder}: no config.json (a transformers checkpoint folder has one)")
