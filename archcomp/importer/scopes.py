@@ -158,6 +158,8 @@ class Walker:
                 else self.batches[int(s)]
                 if i == 0 and int(s) in self.batches
                 else self.sizes.get(int(s), str(s))
+                if _feature_dim(i, len(shape))
+                else str(s)
                 for i, s in enumerate(shape)
             ]
             out.append(f"({', '.join(dims)})")
@@ -611,6 +613,13 @@ def _chunk_item(flat: Flat, n: fx.Node, calls: set[fx.Node]) -> Item | str:
     outs = [pieces[i] for i in range(chunks)]
     opts = without_defaults("split", {"chunks": chunks, "dim": dim})
     return Item("split", "split", [flat.get(x)], opts, outs, calls | set(outs))
+
+
+def _feature_dim(i: int, rank: int) -> bool:
+    """Whether dim ``i`` holds features, the only dims a config's width may name: the channels
+    of a (B, C, H, W) map, the last dim of any other shape (never a spatial size that happens
+    to equal a width: Swin's 32 x 32 image beside its hidden_size 32)."""
+    return i == 1 if rank == 4 else i == rank - 1
 
 
 def _ties(model: nn.Module, path: str, m: nn.Module) -> dict[str, str]:
