@@ -216,7 +216,7 @@ VISION = {  # family -> (config class, architecture, config, lines the refusal m
         | {"window_size": 2},
         [  # Swin V2's continuous position bias (a small MLP over log-spaced offsets)
             "Swinv2SelfAttention self.swinv2.encoder.layers.0.blocks.0.attention.self (attention "
-            "that also computes continuous_position_bias_mlp) at linear.py:",
+            "that also computes continuous_position_bias_mlp) at modeling_swinv2.py:",
         ],
     ),
 }

@@ -55,6 +55,7 @@ def source_line(node: fx.Node) -> str:
     trace = node.meta.get("stack_trace") or ""
     found = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
     found = [f for f in found if not _tracer_frame(f[0])] or found
+    found = [f for f in found if "/torch/" not in f[0]] or found  # the caller of nn.Linear
     if not found:
         return "(source line unknown)"
     path, line, code = found[-1]
