@@ -1,5 +1,5 @@
-"""A padding ``attention_mask`` input (BERT's): transformers' bidirectional mask of it, as the
-attention's ``key_padding_mask``.
+"""A padding ``attention_mask`` input: transformers' bidirectional (BERT's) or causal (Llama's)
+mask of it, as the attention's ``key_padding_mask``.
 
 transformers turns the (B, T) mask of ones and zeros into the SDPA mask (B, 1, T, T) that lets
 query q see key k where ``attention_mask[b, k]`` is nonzero: ``attention_mask.to(bool)`` indexed
@@ -8,6 +8,13 @@ input that holds everywhere (``positions >= 0``), expanded to (B, 1, T, T). That
 node, ``{id: padding_mask, op: eq, in: attention_mask, scalar: 0}`` (True marks a key to ignore,
 as ``key_padding_mask`` takes it), and each attention that reads the chain's end takes it as
 ``in: {query: .., key_padding_mask: padding_mask}``.
+
+A causal decoder's mask (transformers 5's ``create_causal_mask`` / ``sdpa_mask``) is the same
+chain with its everywhere-true part replaced by a mask of no input that is causal on the
+example (``new_ones & (kv_idx <= q_idx)``; Mistral's sliding window ``& (kv_idx > q_idx - w)``
+too), and the indexed padding cast to bool once more: the chain's end is then in
+``flat.causal`` (with the window seen, 0 where none hides a key of the example) and its
+attention keeps ``causal: true`` (and its config's ``window``, which must agree).
 """
 
 from __future__ import annotations
@@ -40,9 +47,11 @@ _TRUE_OPS = {
 
 def padding_masks(flat: Flat) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, fx.Node]]:
     """Every SDPA mask that is transformers' padding mask of one (B, T) input: each chain's end
-    -> that input, and each call of a chain -> its end."""
+    -> that input, and each call of a chain -> its end. The ends of causal chains go to
+    ``flat.causal`` with the window seen on the example (0: none)."""
     ends: dict[fx.Node, fx.Node] = {}
     calls: dict[fx.Node, fx.Node] = {}
+    flat.causal = {}
     for n in flat.order:
         if str(n.target) != _SDPA:
             continue
@@ -54,13 +63,16 @@ def padding_masks(flat: Flat) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, fx.
         if chain is not None:
             ends[end] = chain[0]
             calls.update((c, end) for c in chain[1])
+            if chain[2] is not None:
+                flat.causal[end] = chain[2]
     return ends, calls
 
 
-def _chain(flat: Flat, end: fx.Node) -> tuple[fx.Node, set[fx.Node]] | None:
-    """(the input, the calls from it to ``end``) where ``end`` is ``input.bool()[b, k] & true``
-    reshaped; None otherwise."""
+def _chain(flat: Flat, end: fx.Node) -> tuple[fx.Node, set[fx.Node], int | None] | None:
+    """(the input, the calls from it to ``end``, the causal part's window or None) where
+    ``end`` is ``input.bool()[b, k] & true`` or ``& causal`` reshaped; None otherwise."""
     calls: set[fx.Node] = set()
+    causal: int | None = None  # the causal part's window (0: none seen on the example)
     n = end
     while str(n.target) in _SHAPING:
         calls.add(n)
@@ -70,19 +82,47 @@ def _chain(flat: Flat, end: fx.Node) -> tuple[fx.Node, set[fx.Node]] | None:
         t = str(n.target)
         if t == "aten.index.Tensor":
             index = n
-        elif t in _AND and len(n.args) == 2:
+        elif t in _CASTS and _val(n) is not None and _val(n).dtype == torch.bool:
+            calls.add(n)  # the indexed padding cast to bool again (transformers 5's sdpa_mask)
+            n = flat.get(n.args[0])
+        elif t in _AND and len(n.args) == 2 and causal is None:
             a, b = (flat.get(x) for x in n.args)
             calls.add(n)
             if a in flat.context and _everywhere(flat, a):
                 n = b
             elif b in flat.context and _everywhere(flat, b):
                 n = a
+            elif a in flat.context and (causal := _causal(flat, a)) is not None:
+                n = b
+            elif b in flat.context and (causal := _causal(flat, b)) is not None:
+                n = a
             else:
                 return None
         else:
             return None
     calls.add(index)
-    return _indexed_input(flat, index, calls)
+    found = _indexed_input(flat, index, calls)
+    return None if found is None else (*found, causal)
+
+
+def _causal(flat: Flat, n: fx.Node) -> int | None:
+    """A mask of no input, (1 or B, 1, T, T), that is the causal one on the example's sizes
+    (keys after the query hidden), or a sliding window of it (Mistral's: keys ``w`` or more
+    back hidden too): 0, or ``w``; None for any other mask."""
+    from archcomp.importer.recognise_encdec import evaluate
+
+    v = evaluate(flat, n)
+    if not isinstance(v, torch.Tensor) or v.dtype != torch.bool or v.dim() != 4:
+        return None
+    t = v.shape[-1]
+    if v.shape[1] != 1 or v.shape[-2] != t or t < 2:
+        return None
+    back = torch.arange(t)[:, None] - torch.arange(t)[None, :]  # (T, T): how far back key k is
+    for w in [0, *range(1, t)]:
+        keep = (back >= 0) & ((back < w) if w else True)
+        if bool((v == keep).all()):
+            return w
+    return None
 
 
 def _indexed_input(

@@ -1,0 +1,108 @@
+"""`archcomp import --hf --attention-mask` of the Llama family: transformers' causal-and-padding
+mask (``create_causal_mask``'s ``sdpa_mask``) traced with an example ``attention_mask`` and
+imported as an ``attention_mask`` input whose ``eq 0`` is each attention's
+``key_padding_mask`` beside ``causal: true``. Small random configs, every weight re-drawn, saved
+with save_pretrained; right- and left-padded batches compared with transformers at the tokens
+the mask keeps (a fully hidden query row, a left pad's, is arbitrary in both), forward and
+gradients, to tests/NUMERICS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from import_checks import SMALL, saved
+from numerics import RoundingChains, assert_close
+
+import archcomp
+from archcomp.cli.main import main
+from archcomp.importer.hf import import_hf
+
+transformers = pytest.importorskip("transformers")
+T = 9
+
+
+def padded(left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and a mask of two sequences of 6 and 3 tokens, padded after (right) or before
+    (left) them; transformers' positions stay 0..T-1 either way (no position_ids given)."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, SMALL["vocab_size"], (2, T), generator=g)
+    mask = torch.ones(2, T, dtype=torch.int64)
+    for b, n in enumerate((6, 3)):
+        if left:
+            mask[b, : T - n] = 0
+        else:
+            mask[b, n:] = 0
+    return ids, mask
+
+
+def kept_equal(model: Any, ref: Any, left: bool, grads: bool = False) -> None:
+    """Logits (and, with ``grads``, every parameter's gradient of a weighted sum of them) equal
+    to transformers' at the positions the mask keeps."""
+    ids, mask = padded(left)
+    keep = mask.bool()
+    model.eval()
+    with RoundingChains() as chains:
+        got, want = model(input_ids=ids, attention_mask=mask), ref(ids, attention_mask=mask)
+        got, want = got["logits"] if isinstance(got, dict) else got, want.logits
+        assert_close(got[keep], want[keep], chains.tolerance(torch.float32, got, want))
+        if left:  # the pads come first, so the mask tells (after a right pad, causal hides it)
+            assert not torch.allclose(want[keep], ref(ids).logits[keep])
+        if not grads:
+            return
+        w = torch.linspace(0.5, 1.5, got[keep].numel()).view_as(got[keep])
+        (got[keep] * w).sum().backward()
+        (want[keep] * w).sum().backward()
+        for name, p in model.named_parameters():
+            g, r = p.grad, ref.get_parameter(name).grad
+            assert g is not None and r is not None, name
+            assert torch.isfinite(g).all(), name
+            assert_close(g, r, chains.tolerance(torch.float32, g, r))
+
+
+def test_llama_padded_batches_round_trip_from_the_cli(tmp_path: Path) -> None:
+    ref, folder = saved(tmp_path, "Llama")
+    spec, art = tmp_path / "llama.yaml", tmp_path / "llama.safetensors"
+    assert main(["import", "--hf", str(folder), "--attention-mask", "-o", str(spec)]) == 0
+    assert main(["convert", str(folder), "--spec", str(spec), "-o", str(art)]) == 0
+    text = spec.read_text()
+    assert "attention_mask: {shape: [B, T], dtype: int64}" in text
+    assert "- {id: padding_mask, op: eq, in: attention_mask, scalar: 0}" in text
+    assert (
+        "- {id: self_attn, op: multi_head_attention,\n"
+        "         in: {query: input_layernorm, key_padding_mask: x_2}, "
+        'num_heads: "${num_attention_heads}",\n'
+        '         num_kv_heads: "${num_key_value_heads}", bias: false, causal: true,'
+    ) in text
+    built = archcomp.load(art)
+    kept_equal(built, ref, left=False)
+    kept_equal(built, ref, left=True)
+    model = archcomp.build(text)  # gradients with transformers' own state_dict, strictly
+    model.load_state_dict(ref.state_dict(), strict=True)
+    kept_equal(model, ref, left=True, grads=True)
+
+
+@pytest.mark.parametrize(
+    ("family", "config"),
+    [
+        ("Mistral", {"sliding_window": 4}),
+        ("Qwen2", {}),
+        ("Qwen3", {"head_dim": 12}),
+        ("Olmo2", {}),
+        ("Phi3", {}),
+    ],
+)
+def test_llama_family_padded(tmp_path: Path, family: str, config: dict[str, Any]) -> None:
+    ref, folder = saved(tmp_path, family, **config)
+    text = import_hf(folder, attention_mask=True)
+    assert "key_padding_mask: x_2}" in text and "causal: true" in text
+    model = archcomp.from_pretrained(folder, text)
+    kept_equal(model, ref, left=False)
+    kept_equal(model, ref, left=True)
+
+
+def test_without_the_flag_no_mask_is_traced(tmp_path: Path) -> None:
+    _, folder = saved(tmp_path, "Llama", num_hidden_layers=1)
+    assert "attention_mask" not in import_hf(folder)
