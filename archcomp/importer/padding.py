@@ -28,6 +28,7 @@ from torch import fx
 Flat = Any
 
 _SDPA = "aten.scaled_dot_product_attention.default"
+_WHERE = "aten.where.ScalarOther"
 _SHAPING = {"aten.expand.default", "aten.unsqueeze.default"}
 _AND = {"aten.__and__.Tensor", "aten.bitwise_and.Tensor", "aten.logical_and.default"}
 _CASTS = {"aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten._to_copy.default"}
@@ -46,26 +47,61 @@ _TRUE_OPS = {
 
 
 def padding_masks(flat: Flat) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, fx.Node]]:
-    """Every SDPA mask that is transformers' padding mask of one (B, T) input: each chain's end
-    -> that input, and each call of a chain -> its end. The ends of causal chains go to
-    ``flat.causal`` with the window seen on the example (0: none)."""
+    """Every SDPA mask (or eager attention's added mask) that is transformers' padding mask of
+    one (B, T) input: each chain's end -> that input, and each call of a chain -> its end. A
+    causal chain's window (0: none seen on the example) goes to ``flat.causal`` under the call
+    that reads it (the SDPA, or the eager scores' ``add``). Chains of one input are one: the
+    later ends pass through to the first (Gemma 2's full and sliding masks share the padding,
+    each attention keeps its own window)."""
     ends: dict[fx.Node, fx.Node] = {}
     calls: dict[fx.Node, fx.Node] = {}
+    first: dict[fx.Node, fx.Node] = {}  # input -> its first chain's end
+    seen: dict[fx.Node, Any] = {}  # each end's chain (or None), once
     flat.causal = {}
-    for n in flat.order:
-        if str(n.target) != _SDPA:
+    for n in list(flat.order):
+        if str(n.target) == _SDPA:
+            end = flat.get(n.args[3] if len(n.args) > 3 else n.kwargs.get("attn_mask"))
+            readers = [n]
+        elif str(n.target) == _WHERE:  # an eager attention's additive mask (Gemma 2's)
+            end = n
+            readers = [u for u in flat.users.get(n, []) if str(u.target) == "aten.add.Tensor"]
+        else:
             continue
-        mask = n.args[3] if len(n.args) > 3 else n.kwargs.get("attn_mask")
-        end = flat.get(mask)
-        if not isinstance(end, fx.Node) or end in ends:
+        if not isinstance(end, fx.Node):
             continue
-        chain = _chain(flat, end)
-        if chain is not None:
-            ends[end] = chain[0]
-            calls.update((c, end) for c in chain[1])
-            if chain[2] is not None:
-                flat.causal[end] = chain[2]
+        if end not in seen:
+            seen[end] = _additive(flat, end) if end is n else _chain(flat, end)
+        chain = seen[end]
+        if chain is None:
+            continue
+        if chain[2] is not None:
+            flat.causal.update((r, chain[2]) for r in readers)
+        one = first.setdefault(chain[0], end)
+        ends.setdefault(one, chain[0])
+        calls.update((c, one) for c in chain[1])
+        if (
+            one is not end and end not in flat.canon
+        ):  # the same padding: read from the first chain's end
+            flat.canon[end] = one
+            flat.users.setdefault(one, []).extend(flat.users.pop(end, []))
     return ends, calls
+
+
+def _additive(flat: Flat, end: fx.Node) -> tuple[fx.Node, set[fx.Node], int | None] | None:
+    """``where(chain, 0, -big)`` of a causal chain: the float mask an eager attention adds to
+    its scores (transformers' ``eager_mask``), as the chain itself."""
+    keep, zero, low = end.args[:3]
+    chain = _chain(flat, flat.get(keep)) if isinstance(flat.get(keep), fx.Node) else None
+    if chain is None or chain[2] is None or not isinstance(low, float) or low > -1e4:
+        return None
+    from archcomp.importer.recognise_encdec import evaluate
+
+    z = evaluate(flat, zero) if isinstance(zero, fx.Node) else zero
+    if not (isinstance(z, int | float) or (isinstance(z, torch.Tensor) and z.numel() == 1)):
+        return None
+    if float(z) != 0.0:
+        return None
+    return chain[0], chain[1] | {end}, chain[2]
 
 
 def _chain(flat: Flat, end: fx.Node) -> tuple[fx.Node, set[fx.Node], int | None] | None:

@@ -120,7 +120,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if isinstance(fused, str):
         return fused
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
-    padded = mask is not None and flat.get(mask) in flat.causal  # an attention_mask's (padding.py)
+    padded = sdpa[0] in flat.causal  # an attention_mask's causal padding mask (padding.py)
     if mask is not None and flat.get(mask) not in flat.context and not padded:
         return "an attention mask computed from the input"
     cfg = getattr(m, "config", None)
@@ -149,7 +149,7 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         )
         if window:
             opts["window"] = int(window)
-        if padded and (why := _padded_window(flat, opts["_ports"]["key_padding_mask"], opts)):
+        if padded and (why := _padded_window(flat, sdpa[0], opts)):
             return why
     elif mask is not None and not encdec.keeps_all(flat, mask):  # BART's encoder: all True
         return "a mask that is not causal"
@@ -196,11 +196,12 @@ def _padded_ports(
     return "a padded attention whose query projection is not one linear call"
 
 
-def _padded_window(flat: Flat, end: fx.Node, opts: dict[str, Any]) -> str | None:
-    """Why a causal padding mask's sliding window (as seen on the example) is not the op's
-    ``window``; None where they agree (a window as long as the example hides nothing)."""
-    seen, window = flat.causal[end], int(opts.get("window", 0))
-    t = int(end.meta["val"].shape[-1])  # the example's length
+def _padded_window(flat: Flat, reader: fx.Node, opts: dict[str, Any]) -> str | None:
+    """Why the sliding window of the causal padding mask ``reader`` reads (as seen on the
+    example) is not the op's ``window``; None where they agree (a window as long as the
+    example hides nothing)."""
+    seen, window = flat.causal[reader], int(opts.get("window", 0))
+    t = int(reader.meta["val"].shape[-2])  # the example's length (queries)
     if seen != (window if 0 < window < t else 0):
         return f"a padding mask whose sliding window ({seen or 'none'}) is not the attention's"
     return None

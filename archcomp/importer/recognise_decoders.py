@@ -141,7 +141,7 @@ def _bert_self_attention(
     _, sdpa = found
     mask = flat.get(sdpa.args[3] if len(sdpa.args) > 3 else sdpa.kwargs.get("attn_mask"))
     decoder = getattr(m, "is_causal", False) or getattr(m, "is_decoder", False)
-    if decoder and flat.causal.get(mask) != 0:  # a causal padding mask, no window (padding.py)
+    if decoder and flat.causal.get(sdpa) != 0:  # a causal padding mask, no window (padding.py)
         return "a causal (decoder) BERT attention without a causal padding attention_mask"
     projs: list[Any] = [m.get_submodule(k) for k in ("query", "key", "value")]
     if not all(isinstance(p, nn.Linear) for p in projs):
@@ -161,7 +161,7 @@ def _bert_self_attention(
     drop = float(getattr(getattr(m, "dropout", None), "p", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop
-    if mask in flat.causal:  # a decoder BERT's: the padding and-ed with the causal mask
+    if sdpa in flat.causal:  # a decoder BERT's: the padding and-ed with the causal mask
         opts["causal"] = True
     if mask in flat.padding:  # the keys an attention_mask hides (archcomp/importer/padding.py)
         query = [n for n in group if flat.scope[n][-1] == f"{path}.query"]
