@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 import torch
+from hf_models import quiet
 from import_checks import SMALL, saved
 from numerics import RoundingChains, assert_close
 
 import archcomp
 from archcomp.cli.main import main
+from archcomp.importer import ImportFailure
 from archcomp.importer.hf import import_hf
 
 transformers = pytest.importorskip("transformers")
@@ -93,6 +95,7 @@ def test_llama_padded_batches_round_trip_from_the_cli(tmp_path: Path) -> None:
         ("Olmo2", {}),
         ("Phi3", {}),
         ("Gemma2", {"num_hidden_layers": 4, "sliding_window": 4, "head_dim": 8}),  # eager
+        ("Mixtral", {"num_local_experts": 4}),
     ],
 )
 def test_llama_family_padded(tmp_path: Path, family: str, config: dict[str, Any]) -> None:
@@ -105,9 +108,35 @@ def test_llama_family_padded(tmp_path: Path, family: str, config: dict[str, Any]
     assert "causal: true" in text or family == "Gemma2"  # Gemma 2's causal is the default's
     model = archcomp.from_pretrained(folder, text)
     kept_equal(model, ref, left=False)
-    kept_equal(model, ref, left=True)
+    kept_equal(model, ref, left=True, grads=True)
 
 
 def test_without_the_flag_no_mask_is_traced(tmp_path: Path) -> None:
     _, folder = saved(tmp_path, "Llama", num_hidden_layers=1)
     assert "attention_mask" not in import_hf(folder)
+
+
+def test_a_mask_read_otherwise_is_refused_with_its_line(tmp_path: Path) -> None:
+    """GPT-2's attention (c_attn) with the traced padding mask: refused at each attention, with
+    its source line, rather than imported without the mask."""
+    quiet()
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=61, n_positions=16)
+    folder = tmp_path / "gpt2"
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
+    with pytest.raises(ImportFailure) as e:
+        import_hf(folder, attention_mask=True)
+    problems = e.value.problems
+    for i in range(2):
+        line = f"GPT2Attention self.transformer.h.{i}.attn (an attention mask computed from the"
+        assert any(p.startswith(line) and " at " in p for p in problems), problems
+
+
+def test_the_flag_needs_a_decoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quiet()
+    cfg = transformers.T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=61)
+    folder = tmp_path / "t5"
+    transformers.T5ForConditionalGeneration(cfg).save_pretrained(folder)
+    assert main(["import", "--hf", str(folder), "--attention-mask"]) == 2
+    assert (
+        "--attention-mask: T5ForConditionalGeneration is not a decoder" in capsys.readouterr().err
+    )
