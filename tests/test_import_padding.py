@@ -15,6 +15,7 @@ import pytest
 import torch
 from hf_models import quiet
 from import_checks import SMALL, saved
+from lowering import redraw
 from numerics import RoundingChains, assert_close
 
 import archcomp
@@ -96,6 +97,9 @@ def test_llama_padded_batches_round_trip_from_the_cli(tmp_path: Path) -> None:
         ("Phi3", {}),
         ("Gemma2", {"num_hidden_layers": 4, "sliding_window": 4, "head_dim": 8}),  # eager
         ("Mixtral", {"num_local_experts": 4}),
+        ("GPTNeoX", {}),
+        ("StableLm", {}),
+        ("Granite", {"embedding_multiplier": 3.0}),
     ],
 )
 def test_llama_family_padded(tmp_path: Path, family: str, config: dict[str, Any]) -> None:
@@ -116,18 +120,33 @@ def test_without_the_flag_no_mask_is_traced(tmp_path: Path) -> None:
     assert "attention_mask" not in import_hf(folder)
 
 
-def test_a_mask_read_otherwise_is_refused_with_its_line(tmp_path: Path) -> None:
-    """GPT-2's attention (c_attn) with the traced padding mask: refused at each attention, with
-    its source line, rather than imported without the mask."""
+def test_gpt2_padded(tmp_path: Path) -> None:
+    """GPT-2's attention (c_attn split, Conv1D weights): the mask's port beside c_attn's input;
+    wpe stays looked up at 0..T-1 (transformers derives no positions from the mask)."""
     quiet()
     cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=61, n_positions=16)
+    ref = transformers.GPT2LMHeadModel(cfg)
+    redraw(ref, 3)
     folder = tmp_path / "gpt2"
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
+    ref.save_pretrained(folder)
+    text = import_hf(folder, attention_mask=True)
+    assert "in: {query: ln_1, key_padding_mask: x_2}" in text
+    model = archcomp.from_pretrained(folder, text)
+    kept_equal(model, ref.eval(), left=False)
+    kept_equal(model, ref, left=True, grads=True)
+
+
+def test_a_mask_read_otherwise_is_refused_with_its_line(tmp_path: Path) -> None:
+    """DeepSeek-V3's latent attention (its op has no key_padding_mask port) with the traced
+    padding mask: refused at each attention, with its line, never imported without the mask."""
+    from test_import_decoders import deepseek
+
+    _, folder = deepseek(tmp_path)
     with pytest.raises(ImportFailure) as e:
         import_hf(folder, attention_mask=True)
     problems = e.value.problems
-    for i in range(2):
-        line = f"GPT2Attention self.transformer.h.{i}.attn (an attention mask computed from the"
+    for i in range(3):
+        line = f"DeepseekV3Attention self.model.layers.{i}.self_attn (an attention mask computed"
         assert any(p.startswith(line) and " at " in p for p in problems), problems
 
 

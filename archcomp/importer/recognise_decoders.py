@@ -207,12 +207,18 @@ def _gpt2_attention(
         ):
             return f"a c_attn whose piece {port} does not feed SDPA's {'qkv'[port]}"
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
-    if mask is not None and flat.get(mask) not in flat.context:
+    padded = flat.causal.get(sdpa[0]) == 0  # an attention_mask's causal mask (padding.py)
+    if mask is not None and flat.get(mask) not in flat.context and not padded:
         return "an attention mask computed from the input"
     if not getattr(m, "is_causal", False):
         return "attention that is not causal"
     h = getattr(cfg, "num_attention_heads", 0)
     opts: dict[str, Any] = {"num_heads": h, "causal": True}
+    if padded:  # the key_padding_mask port beside the query, c_attn's one input
+        x = [a for a in flat.args_of(made[0]) if a not in flat.weights]
+        if len(x) != 1:
+            return "a padded attention whose c_attn reads more than one input"
+        opts["_ports"] = {"query": x[0], "key_padding_mask": flat.get(mask)}
     scale = sdpa[0].kwargs.get("scale")
     if isinstance(scale, float) and abs(scale - (e // h) ** -0.5) > 1e-12 * scale:
         opts["scale"] = scale
