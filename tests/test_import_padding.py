@@ -159,3 +159,24 @@ def test_the_flag_needs_a_decoder(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (
         "--attention-mask: T5ForConditionalGeneration is not a decoder" in capsys.readouterr().err
     )
+
+
+def test_gemma3_padded(tmp_path: Path) -> None:
+    """Gemma 3's sliding and full layers (another RoPE base and scaling on the full ones): one
+    padding mask for both kinds, the layers one block."""
+    import test_import_decoders as dec
+
+    rope = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+    }
+    ref, folder = dec.saved(
+        tmp_path, "Gemma3TextConfig", "Gemma3ForCausalLM", num_hidden_layers=4, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * 2, rope_parameters=rope,
+        **dec.LLAMA_LIKE,
+    )  # fmt: skip
+    text = import_hf(folder, attention_mask=True)
+    assert text.count("op: eq, in: attention_mask") == 1 and "key_padding_mask: x_2}" in text
+    model = archcomp.from_pretrained(folder, text)
+    kept_equal(model, ref, left=False)
+    kept_equal(model, ref, left=True, grads=True)

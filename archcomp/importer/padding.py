@@ -57,6 +57,7 @@ def padding_masks(flat: Flat) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, fx.
     calls: dict[fx.Node, fx.Node] = {}
     first: dict[fx.Node, fx.Node] = {}  # input -> its first chain's end
     seen: dict[fx.Node, Any] = {}  # each end's chain (or None), once
+    later: dict[fx.Node, fx.Node] = {}  # an end -> the first end of its input's chains
     flat.causal = {}
     for n in list(flat.order):
         if str(n.target) == _SDPA:
@@ -79,11 +80,11 @@ def padding_masks(flat: Flat) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, fx.
         one = first.setdefault(chain[0], end)
         ends.setdefault(one, chain[0])
         calls.update((c, one) for c in chain[1])
-        if (
-            one is not end and end not in flat.canon
-        ):  # the same padding: read from the first chain's end
-            flat.canon[end] = one
-            flat.users.setdefault(one, []).extend(flat.users.pop(end, []))
+        if one is not end:
+            later[end] = one
+    for end, one in later.items():  # the same padding: read from the first chain's end
+        flat.canon[end] = one
+        flat.users.setdefault(one, []).extend(flat.users.pop(end, []))
     return ends, calls
 
 
