@@ -180,3 +180,24 @@ def test_gemma3_padded(tmp_path: Path) -> None:
     model = archcomp.from_pretrained(folder, text)
     kept_equal(model, ref, left=False)
     kept_equal(model, ref, left=True, grads=True)
+
+
+def test_a_softcapped_row_that_sees_no_key_is_zero_as_sdpas() -> None:
+    """The written-out (soft-capped) attention gives 0 for a query row whose keys are all
+    hidden, as torch's SDPA does, so no NaN reaches later layers or the gradients; the other
+    rows as the cap written by hand."""
+    from archcomp.nn.attention import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 4, 8, generator=g, requires_grad=True) for _ in range(3))
+    keep = torch.ones(1, 1, 4, 4, dtype=torch.bool).tril()
+    keep[..., 0] = False  # key 0 hidden: query 0 sees no key
+    out = attend(q, k, v, keep, False, 0.0, None, 50.0, False)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    scores = 50.0 * torch.tanh(q @ k.transpose(-1, -2) / 8**0.5 / 50.0)
+    want = scores.masked_fill(~keep, float("-inf"))[..., 1:, :].softmax(-1) @ v
+    assert torch.equal(out[..., 0, :], torch.zeros_like(out[..., 0, :]))
+    assert torch.equal(sdpa[..., 0, :], out[..., 0, :])
+    assert_close(out[..., 1:, :], want, RoundingChains().tolerance(torch.float32, out, want))
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v) if t.grad is not None)
