@@ -41,6 +41,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "transformers; weights then load with archcomp convert FOLDER --spec SPEC)",
     )
     p.add_argument(
+        "--attention-mask",
+        action="store_true",
+        help="with --hf, a decoder's padding attention_mask as a second input (B, T) of ones "
+        "and zeros: each attention's key_padding_mask beside causal (Llama's family)",
+    )
+    p.add_argument(
         "--input",
         action="append",
         default=[],
@@ -72,8 +78,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
         if args.factory is not None or args.input or args.dims:
             raise UsageError("--hf imports a checkpoint folder: give no FACTORY, --input or --dims")
-        text = import_hf(args.hf, name=args.name)
+        text = import_hf(args.hf, name=args.name, attention_mask=args.attention_mask)
     else:
+        if args.attention_mask:
+            raise UsageError("--attention-mask goes with --hf")
         if args.factory is None:
             raise UsageError("give PACKAGE.MODULE:FACTORY, or --hf CHECKPOINT_FOLDER")
         module = _factory(args.factory)

@@ -61,12 +61,16 @@ def _score_chain(flat: Flat, scores: fx.Node) -> tuple[list[fx.Node], dict[str, 
             return "a soft cap of scores whose two factors differ"
         opts["softcap"] = cap
     add = step("aten.add.Tensor")
-    if add is not None and not all(a in chain or a in flat.context for a in flat.args_of(add)):
+    masks = [a for a in flat.args_of(add) if a not in chain] if add is not None else []
+    padded = add is not None and add in flat.causal and len(masks) == 1  # padding.py's
+    if not padded and any(a not in flat.context for a in masks):
         return "scores plus a mask computed from the input"
+    if padded:
+        opts["_padding"] = add
     soft = step("aten.softmax.int")
     if soft is None or soft.args[1] not in (-1, 3):
         return "scores not followed by a softmax over the keys"
-    if not all(isinstance(v, float) for v in opts.values()):
+    if not all(isinstance(v, float) for k, v in opts.items() if k != "_padding"):
         return "scores scaled or capped by a tensor"
     return chain, opts
 
@@ -114,6 +118,14 @@ def eager_attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -
         opts["scale"] = scale
     if "softcap" in score_opts:
         opts["softcap"] = score_opts["softcap"]
+    if "_padding" in score_opts:  # the attention_mask's causal padding mask, added
+        add = score_opts["_padding"]
+        mask = next(a for a in flat.args_of(add) if a in flat.padding)
+        ports = r._padded_ports(flat, path, group, mask)
+        why = ports if isinstance(ports, str) else r._padded_window(flat, add, opts)
+        if why:
+            return why
+        opts["_ports"] = ports
     drop = float(getattr(m, "attention_dropout", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop

@@ -57,6 +57,7 @@ class Flat:
     # and each call of a chain -> its end
     padding: dict[fx.Node, fx.Node] = field(default_factory=dict)
     padded: dict[fx.Node, fx.Node] = field(default_factory=dict)
+    causal: dict[fx.Node, int] = field(default_factory=dict)  # causal padding masks' windows
     examples: dict[str, Any] = field(default_factory=dict)  # input name -> its example value
     unread: set[fx.Node] = field(default_factory=set)  # causal mask inputs: no node reads them
 

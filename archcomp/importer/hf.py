@@ -85,8 +85,10 @@ def _untie_saved(model: Any, folder: Path) -> None:
             setattr(model.get_submodule(path), attr, own)
 
 
-def import_hf(folder: str | Path, *, name: str | None = None) -> str:
-    """The spec of the transformers model in ``folder`` (its config.json) as YAML text."""
+def import_hf(folder: str | Path, *, name: str | None = None, attention_mask: bool = False) -> str:
+    """The spec of the transformers model in ``folder`` (its config.json) as YAML text; with
+    ``attention_mask``, a decoder's padding mask as a second input (archcomp/importer/padding.py:
+    a mask read otherwise is refused at the call that reads it)."""
     from torch import fx
 
     from archcomp.importer import hf_inputs
@@ -100,11 +102,11 @@ def import_hf(folder: str | Path, *, name: str | None = None) -> str:
 
     folder = Path(folder)
     model = load_meta_model(folder)
-    examples = hf_inputs.examples(model)
+    examples = hf_inputs.examples(model, padded=attention_mask)
     dims = hf_inputs.dims_of(examples)
     ep = export_model(model, hf_inputs.tensors(examples) | {"use_cache": False})
     flat = Flat.read(ep, model)
-    flat.padding, flat.padded = padding_masks(flat)  # BERT's attention_mask
+    flat.padding, flat.padded = padding_masks(flat)  # BERT's, Llama's attention_mask
     values = config_values(model.config)
     widths = [values[k] for k in _WIDTHS if k in values]  # shape comments name these
     sizes = {values[k]: k for k in _WIDTHS if k in values and widths.count(values[k]) == 1}

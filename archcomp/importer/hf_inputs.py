@@ -28,8 +28,9 @@ class Example:
         return [dims[s] if isinstance(s, str) else s for s in self.shape]
 
 
-def examples(model: Any) -> list[Example]:
-    """The inputs of ``model``'s forward to trace it on, in its argument order."""
+def examples(model: Any, padded: bool = False) -> list[Example]:
+    """The inputs of ``model``'s forward to trace it on, in its argument order; a decoder's
+    ``attention_mask`` where ``padded`` (``import --hf --attention-mask``)."""
     args = inspect.signature(type(model).forward).parameters
     cfg = model.config
     seq2seq = "decoder_input_ids" in args
@@ -44,6 +45,8 @@ def examples(model: Any) -> list[Example]:
             out.append(Example("token_type_ids", ("B", "T"), "int64"))
             if "attention_mask" in args:  # and its padding (ones: every key takes part)
                 out.append(Example("attention_mask", ("B", "T"), "int64"))
+        elif padded and not seq2seq and "attention_mask" in args and "pixel_values" not in args:
+            out.append(Example("attention_mask", ("B", "T"), "int64"))  # a decoder's padding
     if "pixel_values" in args:  # vision models, CLIP: one image of the vision tower's size
         vision = getattr(cfg, "vision_config", cfg)
         chans = getattr(vision, "num_channels", 3)
@@ -52,6 +55,11 @@ def examples(model: Any) -> list[Example]:
         out.append(Example("pixel_values", ("B", chans, *_image_size(vision)), "float32"))
     if seq2seq:
         out.append(Example("decoder_input_ids", ("B", "T"), "int64"))
+    if padded and "attention_mask" not in [e.name for e in out]:
+        raise UsageError(
+            f"--attention-mask: {type(model).__name__} is not a decoder whose forward takes an "
+            "attention_mask beside input_ids (done: Llama's family, BERT's without the flag)"
+        )
     if not out:
         raise UsageError(
             f"{type(model).__name__}.forward takes none of input_ids, input_features and "

@@ -120,7 +120,8 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
     if isinstance(fused, str):
         return fused
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
-    if mask is not None and flat.get(mask) not in flat.context:
+    padded = sdpa[0] in flat.causal  # an attention_mask's causal padding mask (padding.py)
+    if mask is not None and flat.get(mask) not in flat.context and not padded:
         return "an attention mask computed from the input"
     cfg = getattr(m, "config", None)
     opts = _heads(m, cfg)
@@ -128,6 +129,14 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         return opts
     d = opts.pop("_d")
     causal = bool(getattr(m, "is_causal", False))
+    if padded:
+        ports = _padded_ports(flat, path, group, flat.get(mask))
+        if isinstance(ports, str) or not causal:
+            return (
+                ports if isinstance(ports, str) else "a causal padding mask, a non-causal attention"
+            )
+        opts["_ports"] = ports
+        mask = None  # its causal part is the op's causal: true
     windowed = hasattr(m, "sliding_window") or getattr(cfg, "sliding_window", None)
     if not causal and mask is not None and not windowed and encdec.causal_mask(flat, mask):
         causal = True  # CLIP's text tower: a causal mask given to a non-causal attention
@@ -140,6 +149,8 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         )
         if window:
             opts["window"] = int(window)
+        if padded and (why := _padded_window(flat, sdpa[0], opts)):
+            return why
     elif mask is not None and not encdec.keeps_all(flat, mask):  # BART's encoder: all True
         return "a mask that is not causal"
     rotated = _rotate_half(flat, level)
@@ -170,6 +181,30 @@ def _attention(flat: Flat, path: str, m: nn.Module, group: list[fx.Node]) -> Op 
         if _PER_HEAD in kids:
             opts["qkv_layout"] = "per_head"
     return "multi_head_attention", opts
+
+
+def _padded_ports(
+    flat: Flat, path: str, group: list[fx.Node], mask: fx.Node
+) -> dict[str, fx.Node] | str:
+    """``{query: x, key_padding_mask: mask}``: x is what the q (or fused qkv) projection reads."""
+    for proj in (_PROJ[0], _FUSED, _PER_HEAD):
+        calls = [n for n in group if flat.scope[n][-1] == f"{path}.{proj}"]
+        if calls:
+            x = {flat.get(c.args[0]) for c in calls if str(c.target) == "aten.linear.default"}
+            if len(x) == 1:
+                return {"query": x.pop(), "key_padding_mask": mask}
+    return "a padded attention whose query projection is not one linear call"
+
+
+def _padded_window(flat: Flat, reader: fx.Node, opts: dict[str, Any]) -> str | None:
+    """Why the sliding window of the causal padding mask ``reader`` reads (as seen on the
+    example) is not the op's ``window``; None where they agree (a window as long as the
+    example hides nothing)."""
+    seen, window = flat.causal[reader], int(opts.get("window", 0))
+    t = int(reader.meta["val"].shape[-2])  # the example's length (queries)
+    if seen != (window if 0 < window < t else 0):
+        return f"a padding mask whose sliding window ({seen or 'none'}) is not the attention's"
+    return None
 
 
 def _heads(m: nn.Module, cfg: Any) -> dict[str, Any] | str:

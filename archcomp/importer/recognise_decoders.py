@@ -135,12 +135,14 @@ def _bert_self_attention(
     more = sorted(kids - {"query", "key", "value", "dropout"})
     if more:
         return f"attention that also computes {', '.join(more)}"
-    if getattr(m, "is_causal", False) or getattr(m, "is_decoder", False):
-        return "a causal (decoder) BERT attention"
     found = _sdpa_of(flat, path, group, _ATTN_SPLIT_OPS)
     if isinstance(found, str):
         return found
     _, sdpa = found
+    mask = flat.get(sdpa.args[3] if len(sdpa.args) > 3 else sdpa.kwargs.get("attn_mask"))
+    decoder = getattr(m, "is_causal", False) or getattr(m, "is_decoder", False)
+    if decoder and flat.causal.get(sdpa) != 0:  # a causal padding mask, no window (padding.py)
+        return "a causal (decoder) BERT attention without a causal padding attention_mask"
     projs: list[Any] = [m.get_submodule(k) for k in ("query", "key", "value")]
     if not all(isinstance(p, nn.Linear) for p in projs):
         return "attention whose query, key and value are not nn.Linear"
@@ -159,7 +161,8 @@ def _bert_self_attention(
     drop = float(getattr(getattr(m, "dropout", None), "p", 0.0) or 0.0)
     if drop:
         opts["dropout"] = drop
-    mask = flat.get(sdpa.args[3] if len(sdpa.args) > 3 else sdpa.kwargs.get("attn_mask"))
+    if sdpa in flat.causal:  # a decoder BERT's: the padding and-ed with the causal mask
+        opts["causal"] = True
     if mask in flat.padding:  # the keys an attention_mask hides (archcomp/importer/padding.py)
         query = [n for n in group if flat.scope[n][-1] == f"{path}.query"]
         if len(query) != 1:
@@ -204,12 +207,18 @@ def _gpt2_attention(
         ):
             return f"a c_attn whose piece {port} does not feed SDPA's {'qkv'[port]}"
     mask = sdpa[0].args[3] if len(sdpa[0].args) > 3 else sdpa[0].kwargs.get("attn_mask")
-    if mask is not None and flat.get(mask) not in flat.context:
+    padded = flat.causal.get(sdpa[0]) == 0  # an attention_mask's causal mask (padding.py)
+    if mask is not None and flat.get(mask) not in flat.context and not padded:
         return "an attention mask computed from the input"
     if not getattr(m, "is_causal", False):
         return "attention that is not causal"
     h = getattr(cfg, "num_attention_heads", 0)
     opts: dict[str, Any] = {"num_heads": h, "causal": True}
+    if padded:  # the key_padding_mask port beside the query, c_attn's one input
+        x = [a for a in flat.args_of(made[0]) if a not in flat.weights]
+        if len(x) != 1:
+            return "a padded attention whose c_attn reads more than one input"
+        opts["_ports"] = {"query": x[0], "key_padding_mask": flat.get(mask)}
     scale = sdpa[0].kwargs.get("scale")
     if isinstance(scale, float) and abs(scale - (e // h) ** -0.5) > 1e-12 * scale:
         opts["scale"] = scale

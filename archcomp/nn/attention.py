@@ -142,13 +142,18 @@ def _softcapped(
     keys = k.reshape(n, s, d).transpose(-2, -1)  # (B h_kv, d, S)
     scores = torch.baddbmm(rows.new_zeros(()).expand(1, 1, s), rows, keys, beta=0.0, alpha=alpha)
     scores = scores.view(*q.shape[:-1], s).tanh_() * softcap  # (B, h, T, S), |s| < softcap
+    dead = None  # query rows that see no key (a padded query's, a window of pads): as SDPA, 0
     if is_causal:
         attn_mask = causal_mask(t, s, 0, q.device)  # (T, S)
+    elif attn_mask is not None and attn_mask.dtype == torch.bool:
+        dead = ~attn_mask.any(-1, keepdim=True)  # (.., T, 1)
     if attn_mask is not None and attn_mask.dtype == torch.bool:
-        scores = scores.masked_fill_(~attn_mask, float("-inf"))
+        scores = scores.masked_fill_(~attn_mask, torch.finfo(scores.dtype).min)  # finite: no NaN
     elif attn_mask is not None:
         scores = scores + attn_mask
     weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)  # (B, h, T, S)
+    if dead is not None:
+        weights = weights.masked_fill(dead, 0.0)
     weights = F.dropout(weights, dropout).view(n, -1, s)  # (B h_kv, g T, S)
     out = torch.bmm(weights, v.reshape(n, s, dv))  # (B h_kv, g T, dv)
     return out.view(*q.shape[:-1], dv)  # (B, h, T, dv)
