@@ -15,6 +15,8 @@ import pytest
 import torch
 from hf_models import quiet
 from import_checks import SMALL, saved
+from import_decoders import LLAMA_LIKE, deepseek
+from import_decoders import saved as saved_class
 from lowering import redraw
 from numerics import RoundingChains, assert_close
 
@@ -139,8 +141,6 @@ def test_gpt2_padded(tmp_path: Path) -> None:
 def test_a_mask_read_otherwise_is_refused_with_its_line(tmp_path: Path) -> None:
     """DeepSeek-V3's latent attention (its op has no key_padding_mask port) with the traced
     padding mask: refused at each attention, with its line, never imported without the mask."""
-    from test_import_decoders import deepseek
-
     _, folder = deepseek(tmp_path)
     with pytest.raises(ImportFailure) as e:
         import_hf(folder, attention_mask=True)
@@ -164,16 +164,14 @@ def test_the_flag_needs_a_decoder(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_gemma3_padded(tmp_path: Path) -> None:
     """Gemma 3's sliding and full layers (another RoPE base and scaling on the full ones): one
     padding mask for both kinds, the layers one block."""
-    import test_import_decoders as dec
-
     rope = {
         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
     }
-    ref, folder = dec.saved(
+    ref, folder = saved_class(
         tmp_path, "Gemma3TextConfig", "Gemma3ForCausalLM", num_hidden_layers=4, sliding_window=4,
         layer_types=["sliding_attention", "full_attention"] * 2, rope_parameters=rope,
-        **dec.LLAMA_LIKE,
+        **LLAMA_LIKE,
     )  # fmt: skip
     text = import_hf(folder, attention_mask=True)
     assert text.count("op: eq, in: attention_mask") == 1 and "key_padding_mask: x_2}" in text

@@ -48,7 +48,7 @@ def import_module(
     from archcomp.importer.emit import spec_text
     from archcomp.importer.trace import Importer, _snake
     from archcomp.importer.unify import used
-    from archcomp.importer.verify import checked
+    from archcomp.importer.verify import check_problems
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"import_module takes an nn.Module, not {type(module).__name__}")
@@ -86,7 +86,11 @@ def import_module(
         raise ImportFailure([_untied(p, shared[p]) for p in sorted(set(shared) - imp.tied)])
     else:
         blocks = used(imp.blocks, body)
-    return checked(spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__))
+    text = spec_text(spec_name, shapes, example, blocks, body, type(module).__qualname__)
+    bad = check_problems(text)
+    if bad:
+        raise ImportFailure(bad)
+    return text
 
 
 def _untied(path: str, tie: dict[str, str]) -> str:

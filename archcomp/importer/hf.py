@@ -98,7 +98,7 @@ def import_hf(folder: str | Path, *, name: str | None = None, attention_mask: bo
     from archcomp.importer.params import config_values, name_params
     from archcomp.importer.scopes import Walker
     from archcomp.importer.unify import used
-    from archcomp.importer.verify import checked
+    from archcomp.importer.verify import check_problems
 
     folder = Path(folder)
     model = load_meta_model(folder)
@@ -132,7 +132,10 @@ def import_hf(folder: str | Path, *, name: str | None = None, attention_mask: bo
     inputs = hf_inputs.declared(examples)
     source = f"transformers' {type(model).__name__} ({folder.name}/config.json)"
     text = spec_text(name or _ident(model_type), inputs, dims, w.blocks, body, source, params)
-    return checked(text)
+    bad = check_problems(text)
+    if bad:
+        raise ImportFailure(bad)
+    return text
 
 
 def _output_names(ep: Any) -> list[str]:
