@@ -44,8 +44,9 @@ def import_module(
     """
     import torch
 
-    from archcomp.importer.built import built_ops, built_ties, shared_ties
+    from archcomp.importer.built import built_ops, built_ties
     from archcomp.importer.emit import spec_text
+    from archcomp.importer.shared import shared_ties
     from archcomp.importer.trace import Importer, _snake
     from archcomp.importer.unify import used
     from archcomp.importer.verify import check_problems

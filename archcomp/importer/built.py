@@ -66,19 +66,6 @@ def built_ties(module: nn.Module) -> dict[str, dict[str, str]]:
     }
 
 
-def shared_ties(module: nn.Module) -> dict[str, dict[str, str]]:
-    """Module path -> ``{param: key}`` for each parameter that is an earlier module's tensor
-    (``head.weight = tok.weight``, a tied LM head): ``{weight: tok.weight}``."""
-    first: dict[int, str] = {}
-    out: dict[str, dict[str, str]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        owner = first.setdefault(id(p), name)
-        if owner != name:
-            path, _, attr = name.rpartition(".")
-            out.setdefault(path, {})[attr] = owner
-    return out
-
-
 def relative_tie(tie: dict[str, str], where: str) -> dict[str, str] | None:
     """The tie as the body at ``where`` writes it; None when it reaches outside that body."""
     prefix = f"{where}." if where else ""

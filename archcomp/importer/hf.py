@@ -71,16 +71,16 @@ def _untie_saved(model: Any, folder: Path) -> None:
     import torch
 
     from archcomp.checkpoints.files import CheckpointFileError, open_checkpoint
+    from archcomp.importer.shared import shared_params
 
     try:
         saved = open_checkpoint(folder).tensors
     except CheckpointFileError:
         return
-    first: dict[int, str] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        owner = first.setdefault(id(p), name)
-        if owner != name and name in saved and owner in saved:
+    for name, owner in shared_params(model).items():
+        if name in saved and owner in saved:
             path, _, attr = name.rpartition(".")
+            p = model.get_parameter(name)
             own = torch.nn.Parameter(torch.empty_like(p), requires_grad=p.requires_grad)
             setattr(model.get_submodule(path), attr, own)
 

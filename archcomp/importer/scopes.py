@@ -32,7 +32,7 @@ from archcomp.importer.ordered import ordered_block, run_length
 from archcomp.importer.parameters import expand_to_batch, own_tensor
 from archcomp.importer.recognise_decoders import fold_positions, own_call, position_table
 from archcomp.importer.recognise_encdec import absorbed_add
-from archcomp.importer.shared import lifted_ties, own_owners, uncalled_owners
+from archcomp.importer.shared import lifted_ties, own_owners, shared_ties, uncalled_owners
 from archcomp.importer.swin import batch_free, fold_patch_merging
 from archcomp.importer.t5 import Refused, check_buckets, is_stack, stack_block, stray_calls
 from archcomp.importer.trace import _snake, without_defaults
@@ -437,7 +437,7 @@ class _Scope:
             item.extra["before"] = [Item(i, o, [x], a, [t], set()) for i, o, x, a, t in before]
         if made is None and tied:  # ties of nodes inside this call to weights seen here
             item.extra["tie"] = tied
-        for pname, tie in _ties(flat.model, child, m).items():
+        for pname, tie in shared_ties(flat.model).get(child, {}).items():
             if self.path and not tie.startswith(self.path + "."):
                 self.w.lifted[f"{child}.{pname}"] = tie  # tied by a call further up
                 self.w.lifted_at[f"{child}.{pname}"] = (
@@ -511,7 +511,9 @@ class _Scope:
             return None
         emb = getattr(m, "embed_tokens", None)
         path = f"{child}.embed_tokens"
-        tie = _ties(self.w.flat.model, path, emb).get("weight") if emb is not None else None
+        tie = (
+            shared_ties(self.w.flat.model).get(path, {}).get("weight") if emb is not None else None
+        )
         if tie:
             self.w.lifted[f"{child}.embed_tokens.weight"] = tie
             self.w.lifted_at[f"{child}.embed_tokens.weight"] = (group[0], what)
@@ -620,19 +622,6 @@ def _feature_dim(i: int, rank: int) -> bool:
     of a (B, C, H, W) map, the last dim of any other shape (never a spatial size that happens
     to equal a width: Swin's 32 x 32 image beside its hidden_size 32)."""
     return i == 1 if rank == 4 else i == rank - 1
-
-
-def _ties(model: nn.Module, path: str, m: nn.Module) -> dict[str, str]:
-    """Each parameter of ``m`` itself that is an earlier one -> that one's key (a tied LM
-    head's weight, BERT's decoder bias)."""
-    first: dict[int, str] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        first.setdefault(id(p), name)
-    return {
-        pname: first[id(p)]
-        for pname, p in m.named_parameters(recurse=False)
-        if first.get(id(p), f"{path}.{pname}") != f"{path}.{pname}"
-    }
 
 
 def _repeats(items: list[Item], w: Walker, path: str) -> list[Item]:

@@ -18,16 +18,32 @@ from torch import nn
 from archcomp.importer.exported import Flat
 
 
-def tie_owners(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """The key a shared parameter has first (its owner's) -> its shape, for each parameter
-    reached under several names."""
+def shared_params(model: nn.Module) -> dict[str, str]:
+    """Each parameter key that names an earlier key's tensor -> that first key, its owner's
+    (``lm_head.weight`` -> ``model.embed_tokens.weight``: a tied LM head)."""
     seen: dict[int, str] = {}
-    owners: dict[str, tuple[int, ...]] = {}
+    out: dict[str, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         first = seen.setdefault(id(p), name)
         if first != name:
-            owners[first] = tuple(p.shape)
-    return owners
+            out[name] = first
+    return out
+
+
+def shared_ties(model: nn.Module) -> dict[str, dict[str, str]]:
+    """Module path -> ``{param: owner key}`` of its parameters that are an earlier module's
+    tensor: ``{"lm_head": {"weight": "model.embed_tokens.weight"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for name, owner in shared_params(model).items():
+        path, _, attr = name.rpartition(".")
+        out.setdefault(path, {})[attr] = owner
+    return out
+
+
+def tie_owners(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The key a shared parameter has first (its owner's) -> its shape, for each parameter
+    reached under several names."""
+    return {o: tuple(model.get_parameter(o).shape) for o in shared_params(model).values()}
 
 
 def uncalled_owners(flat: Flat, path: str) -> list[tuple[str, tuple[int, ...]]]:
